@@ -1,0 +1,42 @@
+//! Accounts, organizations and the rules that guard them.
+//!
+//! This crate owns the identity domain: who an account is ([`Account`],
+//! [`EmailAddress`], [`SyncUserId`]), which organizations it belongs to and
+//! what its [`Role`] lets it do, how a password is judged and hashed, how
+//! sign-in attempts are throttled ([`softlock`]), how sessions live and die,
+//! and the security activity recorded along the way. The [`Identity`] service
+//! is the one path every transport (console, JSON API, and later WebDAV,
+//! CalDAV and IMAP) goes through to check a credential.
+//!
+//! It must not touch HTTP, SQL or the network: persistence comes in through
+//! the [`IdentityStore`] trait, time through [`Clock`], and both are wired by
+//! the binary.
+#![forbid(unsafe_code)]
+
+mod account;
+mod audit;
+mod clock;
+mod email;
+mod org;
+pub mod password;
+mod secrets;
+mod service;
+mod session;
+pub mod softlock;
+mod store;
+mod sync_user_id;
+
+pub use account::{Account, AccountId, NewAccount};
+pub use audit::{EventKind, SecurityEvent};
+pub use clock::{Clock, ManualClock, Millis, SystemClock};
+pub use email::{EmailAddress, InvalidEmail};
+pub use org::{Membership, NewOrganization, OrgId, Organization, Role, RoleError};
+pub use password::{PasswordHasher, PasswordPolicy, PasswordRejected};
+pub use secrets::{ServerKey, random_token};
+pub use service::{
+    ClientInfo, Identity, IdentityConfig, IdentityError, SetupRequest, SignIn, SignInError,
+    SignedIn,
+};
+pub use session::{Session, SessionId, SessionPolicy, SessionToken};
+pub use store::{EventPage, IdentityStore, StoreError, ThrottleRecord};
+pub use sync_user_id::SyncUserId;

@@ -1,0 +1,208 @@
+//! Account passwords: what we accept, and how we hash and check them.
+//!
+//! Hashing is Argon2id (OWASP minimum m = 19 MiB, t = 2, p = 1, stronger
+//! when configured). It is the most expensive thing the server does, so it
+//! runs on the blocking pool behind a semaphore with one permit per core:
+//! a burst of sign-ins queues instead of allocating 19 MiB per request and
+//! thrashing. An unknown email is checked against a dummy hash with the same
+//! parameters so that it costs the same time as a wrong password.
+
+use argon2::password_hash::{PasswordHash, PasswordHasher as _, PasswordVerifier as _, SaltString};
+use argon2::{Algorithm, Argon2, Params, Version};
+use std::sync::Arc;
+use tokio::sync::Semaphore;
+
+use crate::email::EmailAddress;
+
+pub const MIN_LENGTH: usize = 10;
+pub const MAX_LENGTH: usize = 256;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PasswordRejected {
+    #[error("a password has at least {MIN_LENGTH} characters")]
+    TooShort,
+    #[error("a password has at most {MAX_LENGTH} characters")]
+    TooLong,
+    #[error("the password must not contain your email address or name")]
+    ContainsPersonalData,
+    #[error("this password is too common or too easy to guess; add unrelated words")]
+    TooGuessable,
+}
+
+impl PasswordRejected {
+    /// Stable code for the API and the console's translations.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::TooShort => "password_too_short",
+            Self::TooLong => "password_too_long",
+            Self::ContainsPersonalData => "password_contains_personal_data",
+            Self::TooGuessable => "password_too_guessable",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+pub struct PasswordPolicy;
+
+impl PasswordPolicy {
+    /// Judges a new password for the account with this email and name.
+    pub fn check(&self, password: &str, email: &EmailAddress, name: &str) -> Result<(), PasswordRejected> {
+        let length = password.chars().count();
+        if length < MIN_LENGTH {
+            return Err(PasswordRejected::TooShort);
+        }
+        if length > MAX_LENGTH {
+            return Err(PasswordRejected::TooLong);
+        }
+        let lower = password.to_lowercase();
+        let local = email.local_part();
+        if local.chars().count() >= 3 && lower.contains(local) {
+            return Err(PasswordRejected::ContainsPersonalData);
+        }
+        let name_words: Vec<String> = name
+            .split_whitespace()
+            .filter(|w| w.chars().count() >= 3)
+            .map(str::to_lowercase)
+            .collect();
+        let mut inputs: Vec<&str> = vec![local, email.as_str()];
+        inputs.extend(name_words.iter().map(String::as_str));
+        if u8::from(zxcvbn::zxcvbn(password, &inputs).score()) < 3 {
+            return Err(PasswordRejected::TooGuessable);
+        }
+        Ok(())
+    }
+}
+
+/// Argon2id hashing and verification on the blocking pool.
+#[derive(Clone)]
+pub struct PasswordHasher {
+    params: Params,
+    permits: Arc<Semaphore>,
+    dummy_hash: Arc<str>,
+}
+
+impl std::fmt::Debug for PasswordHasher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PasswordHasher").field("params", &self.params).finish()
+    }
+}
+
+impl PasswordHasher {
+    /// `memory_kib`, `iterations` and `parallelism` below the OWASP minimum
+    /// are refused.
+    pub fn new(memory_kib: u32, iterations: u32, parallelism: u32) -> Result<Self, String> {
+        if memory_kib < 19 * 1024 || iterations < 2 || parallelism < 1 {
+            return Err("Argon2id parameters below m = 19456 KiB, t = 2, p = 1 are not allowed".into());
+        }
+        let params = Params::new(memory_kib, iterations, parallelism, None).map_err(|e| e.to_string())?;
+        let cores = std::thread::available_parallelism().map_or(1, usize::from);
+        let dummy_hash = hash_with(&params, &crate::secrets::random_token(24)).into();
+        Ok(Self {
+            params,
+            permits: Arc::new(Semaphore::new(cores)),
+            dummy_hash,
+        })
+    }
+
+    pub fn owasp_minimum() -> Self {
+        Self::new(19 * 1024, 2, 1).expect("valid parameters")
+    }
+
+    /// A PHC string (`$argon2id$v=19$m=...`).
+    pub async fn hash(&self, password: &str) -> String {
+        let params = self.params.clone();
+        let password = password.to_owned();
+        self.blocking(move || hash_with(&params, &password)).await
+    }
+
+    /// Checks `password` against a stored PHC string, or against the dummy
+    /// hash when there is none, so both cases take the same time.
+    pub async fn verify(&self, password: &str, stored: Option<&str>) -> bool {
+        let known = stored.is_some();
+        let phc: Arc<str> = stored.map_or_else(|| self.dummy_hash.clone(), Arc::from);
+        let password = password.to_owned();
+        let ok = self.blocking(move || verify_with(&phc, &password)).await;
+        ok && known
+    }
+
+    async fn blocking<T: Send + 'static>(&self, work: impl FnOnce() -> T + Send + 'static) -> T {
+        let _permit = self.permits.acquire().await.expect("semaphore never closed");
+        tokio::task::spawn_blocking(work).await.expect("hashing does not panic")
+    }
+
+    /// Verifies synchronously on the calling thread; used by the benchmark
+    /// to measure the raw rate the server is compared against.
+    pub fn verify_blocking(&self, password: &str, phc: &str) -> bool {
+        verify_with(phc, password)
+    }
+
+    pub fn hash_blocking(&self, password: &str) -> String {
+        hash_with(&self.params, password)
+    }
+}
+
+fn argon2(params: &Params) -> Argon2<'static> {
+    Argon2::new(Algorithm::Argon2id, Version::V0x13, params.clone())
+}
+
+fn hash_with(params: &Params, password: &str) -> String {
+    let salt = SaltString::generate(&mut rand::rngs::OsRng);
+    argon2(params)
+        .hash_password(password.as_bytes(), &salt)
+        .expect("hashing with valid parameters cannot fail")
+        .to_string()
+}
+
+fn verify_with(phc: &str, password: &str) -> bool {
+    let Ok(parsed) = PasswordHash::new(phc) else {
+        return false;
+    };
+    // The stored string carries its own parameters, so hashes made under
+    // older settings keep verifying after the configuration is raised.
+    let Ok(params) = Params::try_from(&parsed) else {
+        return false;
+    };
+    argon2(&params).verify_password(password.as_bytes(), &parsed).is_ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn email() -> EmailAddress {
+        EmailAddress::parse("ana.garcia@example.org").unwrap()
+    }
+
+    #[test]
+    fn policy_refuses_short_common_and_personal_passwords() {
+        let p = PasswordPolicy;
+        assert_eq!(p.check("short", &email(), "Ana"), Err(PasswordRejected::TooShort));
+        assert_eq!(p.check(&"x".repeat(257), &email(), "Ana"), Err(PasswordRejected::TooLong));
+        assert_eq!(p.check("password123", &email(), "Ana"), Err(PasswordRejected::TooGuessable));
+        assert_eq!(p.check("qwertyuiop", &email(), "Ana"), Err(PasswordRejected::TooGuessable));
+        assert_eq!(
+            p.check("Ana.Garcia-rocks-2024!", &email(), "Ana"),
+            Err(PasswordRejected::ContainsPersonalData)
+        );
+        assert_eq!(p.check("garciagarcia1990", &email(), "Ana Garcia"), Err(PasswordRejected::TooGuessable));
+        assert_eq!(p.check("correct horse battery staple", &email(), "Ana"), Ok(()));
+    }
+
+    #[tokio::test]
+    async fn hashes_verify_and_wrong_passwords_do_not() {
+        let h = PasswordHasher::owasp_minimum();
+        let phc = h.hash("correct horse battery staple").await;
+        assert!(phc.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"));
+        assert!(h.verify("correct horse battery staple", Some(&phc)).await);
+        assert!(!h.verify("correct horse battery stapler", Some(&phc)).await);
+        assert!(!h.verify("anything", None).await, "the dummy hash never admits");
+        assert!(!h.verify("anything", Some("not a phc string")).await);
+    }
+
+    #[test]
+    fn weak_parameters_are_refused() {
+        assert!(PasswordHasher::new(1024, 2, 1).is_err());
+        assert!(PasswordHasher::new(19 * 1024, 1, 1).is_err());
+        assert!(PasswordHasher::new(64 * 1024, 3, 1).is_ok());
+    }
+}

@@ -1,0 +1,518 @@
+//! The identity service: setup, sign-in, sessions, password changes and
+//! security activity, over an [`IdentityStore`] and a [`Clock`].
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use crate::account::{Account, NewAccount, parse_name};
+use crate::audit::{EventKind, SecurityEvent};
+use crate::clock::{Clock, Millis};
+use crate::email::EmailAddress;
+use crate::org::{Membership, NewOrganization, Organization, Role, RoleError};
+use crate::password::{PasswordHasher, PasswordPolicy, PasswordRejected};
+use crate::secrets::{ServerKey, random_token, token_hash};
+use crate::session::{Session, SessionPolicy, SessionToken};
+use crate::softlock::ThrottlePolicy;
+use crate::store::{EventPage, IdentityStore, StoreError};
+use crate::sync_user_id::SyncUserId;
+
+#[derive(Debug, Clone)]
+pub struct IdentityConfig {
+    pub session: SessionPolicy,
+    pub setup_link_lifetime: Millis,
+}
+
+impl Default for IdentityConfig {
+    fn default() -> Self {
+        Self {
+            session: SessionPolicy::default(),
+            setup_link_lifetime: 3_600_000,
+        }
+    }
+}
+
+/// Where a request comes from, as recorded in sessions and activity.
+#[derive(Debug, Clone)]
+pub struct ClientInfo {
+    pub ip: IpAddr,
+    pub user_agent: String,
+}
+
+impl ClientInfo {
+    fn user_agent(&self) -> String {
+        self.user_agent.chars().take(300).collect()
+    }
+}
+
+pub struct SignIn {
+    pub email: String,
+    pub password: String,
+    pub remember: bool,
+    pub client: ClientInfo,
+    /// The device cookie this browser got at an earlier sign-in, if any.
+    pub device: Option<String>,
+}
+
+#[derive(Debug)]
+pub struct SignedIn {
+    pub token: SessionToken,
+    pub session: Session,
+    pub account: Account,
+    /// To set (or renew) as the browser's device cookie.
+    pub device_cookie: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SignInError {
+    #[error("wrong email or password")]
+    InvalidCredentials,
+    #[error("too many attempts; retry in {retry_after} ms")]
+    TooManyAttempts { retry_after: Millis },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum IdentityError {
+    #[error(transparent)]
+    Password(#[from] PasswordRejected),
+    #[error("'{0}' is not an email address")]
+    InvalidEmail(String),
+    #[error("a name has 1 to 100 characters")]
+    InvalidName,
+    #[error("an account with this email already exists")]
+    EmailTaken,
+    #[error("an organization with this name already exists")]
+    OrganizationNameTaken,
+    #[error("no organization is named '{0}'")]
+    UnknownOrganization(String),
+    #[error("this setup link is not valid: it was used, has expired, or setup is done")]
+    SetupUnavailable,
+    #[error("the current password is wrong")]
+    WrongPassword,
+    #[error("too many attempts; retry in {retry_after} ms")]
+    TooManyAttempts { retry_after: Millis },
+    #[error(transparent)]
+    Role(#[from] RoleError),
+    #[error(transparent)]
+    Store(StoreError),
+}
+
+impl From<StoreError> for IdentityError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Conflict("email") => Self::EmailTaken,
+            StoreError::Conflict("org_name") => Self::OrganizationNameTaken,
+            StoreError::SetupUnavailable => Self::SetupUnavailable,
+            other => Self::Store(other),
+        }
+    }
+}
+
+pub struct SetupRequest {
+    pub organization: String,
+    pub name: String,
+    pub email: String,
+    pub password: String,
+}
+
+#[derive(Clone)]
+pub struct Identity {
+    store: Arc<dyn IdentityStore>,
+    clock: Arc<dyn Clock>,
+    hasher: PasswordHasher,
+    key: ServerKey,
+    config: IdentityConfig,
+}
+
+const DEVICE_PURPOSE: &str = "device-cookie";
+
+impl Identity {
+    pub fn new(
+        store: Arc<dyn IdentityStore>,
+        clock: Arc<dyn Clock>,
+        hasher: PasswordHasher,
+        key: ServerKey,
+        config: IdentityConfig,
+    ) -> Self {
+        Self {
+            store,
+            clock,
+            hasher,
+            key,
+            config,
+        }
+    }
+
+    pub fn key(&self) -> &ServerKey {
+        &self.key
+    }
+
+    pub fn now(&self) -> Millis {
+        self.clock.now()
+    }
+
+    pub fn session_policy(&self) -> &SessionPolicy {
+        &self.config.session
+    }
+
+    pub async fn ready(&self) -> Result<(), StoreError> {
+        self.store.ping().await
+    }
+
+    // ---- first start -------------------------------------------------------
+
+    pub async fn needs_setup(&self) -> Result<bool, StoreError> {
+        Ok(self.store.count_accounts().await? == 0)
+    }
+
+    /// A fresh single-use setup link token; earlier ones stop working.
+    pub async fn issue_setup_link(&self) -> Result<String, StoreError> {
+        let token = random_token(32);
+        let expires = self.now() + self.config.setup_link_lifetime;
+        self.store.put_setup_token(&token_hash(&token), expires).await?;
+        Ok(token)
+    }
+
+    pub async fn setup_link_valid(&self, token: &str) -> Result<bool, StoreError> {
+        self.store.setup_token_valid(&token_hash(token), self.now()).await
+    }
+
+    /// Creates the first organization and its legal representative, and
+    /// signs them in.
+    pub async fn complete_setup(
+        &self,
+        token: &str,
+        request: SetupRequest,
+        client: ClientInfo,
+    ) -> Result<SignedIn, IdentityError> {
+        if !self.setup_link_valid(token).await? {
+            return Err(IdentityError::SetupUnavailable);
+        }
+        let org = NewOrganization::parse(&request.organization)?;
+        let account = self.new_account(&request.email, &request.name, &request.password).await?;
+        let now = self.now();
+        let mut ids = sync_id_candidates();
+        let (_org, account) = self
+            .store
+            .complete_setup(&token_hash(token), now, &org, &account, &mut ids)
+            .await?;
+        self.record(&account.id, EventKind::AccountCreated, &client, "").await?;
+        Ok(self.open_session(account, false, &client, None).await?)
+    }
+
+    // ---- administration ----------------------------------------------------
+
+    pub async fn create_organization(&self, name: &str) -> Result<Organization, IdentityError> {
+        let org = NewOrganization::parse(name)?;
+        let id = uuid::Uuid::new_v4().to_string();
+        Ok(self.store.create_organization(&id, &org, self.now()).await?)
+    }
+
+    pub async fn create_account(
+        &self,
+        email: &str,
+        name: &str,
+        password: &str,
+        membership: Option<(&str, Role)>,
+    ) -> Result<(Account, Option<Organization>), IdentityError> {
+        let org = match membership {
+            Some((org_name, _)) => Some(
+                self.store
+                    .organization_by_name(org_name.trim())
+                    .await?
+                    .ok_or_else(|| IdentityError::UnknownOrganization(org_name.to_owned()))?,
+            ),
+            None => None,
+        };
+        let new = self.new_account(email, name, password).await?;
+        let member = org.as_ref().zip(membership).map(|(o, (_, role))| (o.id.as_str(), role));
+        let account = self.store.create_account(&new, member, &mut sync_id_candidates()).await?;
+        Ok((account, org))
+    }
+
+    async fn new_account(&self, email: &str, name: &str, password: &str) -> Result<NewAccount, IdentityError> {
+        let email = EmailAddress::parse(email).map_err(|e| IdentityError::InvalidEmail(e.0))?;
+        let name = parse_name(name).ok_or(IdentityError::InvalidName)?;
+        PasswordPolicy.check(password, &email, &name)?;
+        if self.store.account_by_email(&email).await?.is_some() {
+            return Err(IdentityError::EmailTaken);
+        }
+        Ok(NewAccount {
+            id: uuid::Uuid::new_v4().to_string(),
+            email,
+            name,
+            password_hash: self.hasher.hash(password).await,
+            created_at: self.now(),
+        })
+    }
+
+    // ---- sign-in -----------------------------------------------------------
+
+    pub async fn sign_in(&self, request: SignIn) -> Result<SignedIn, SignInError> {
+        let email = EmailAddress::parse(&request.email).ok();
+        let account = match &email {
+            Some(e) => self.store.account_by_email(e).await?,
+            None => None,
+        };
+        let known_device = account
+            .as_ref()
+            .zip(request.device.as_deref())
+            .and_then(|(a, cookie)| self.device_id(&a.id, cookie));
+        let person_key = match &known_device {
+            Some(device) => format!("device:{device}"),
+            None => format!(
+                "email:{}",
+                &token_hash(&email.as_ref().map_or_else(|| request.email.trim().to_lowercase(), |e| e.to_string()))[..32]
+            ),
+        };
+        let network_key = format!("net:{}", network_of(request.client.ip));
+        let keys = [(person_key, ThrottlePolicy::ACCOUNT), (network_key, ThrottlePolicy::NETWORK)];
+
+        let now = self.now();
+        let mut retry_after = 0;
+        for (key, policy) in &keys {
+            let record = self.store.throttle(key).await?;
+            if let Err(wait) = policy.check(record.map(|r| r.state), now) {
+                retry_after = retry_after.max(wait);
+            }
+        }
+        if retry_after > 0 {
+            return Err(SignInError::TooManyAttempts { retry_after });
+        }
+
+        let verified = self
+            .hasher
+            .verify(&request.password, account.as_ref().map(|a| a.password_hash.as_str()))
+            .await;
+        let account = match account {
+            Some(account) if verified => account,
+            other => {
+                let locked_for = self.count_failures(&keys).await?;
+                if let Some(account) = other {
+                    self.record(&account.id, EventKind::SignInFailed, &request.client, "").await?;
+                    if let Some(ms) = locked_for {
+                        let detail = (ms / 1000).to_string();
+                        self.record(&account.id, EventKind::SignInLocked, &request.client, &detail).await?;
+                    }
+                }
+                return Err(SignInError::InvalidCredentials);
+            }
+        };
+        // Success forgets this person's failures, but not the network's: one
+        // valid account must not let a machine reset its own counter.
+        self.store.clear_throttle(&keys[0].0).await?;
+        self.record(&account.id, EventKind::SignIn, &request.client, "").await?;
+        Ok(self
+            .open_session(account, request.remember, &request.client, known_device)
+            .await?)
+    }
+
+    /// Counts one failure against every key; returns how long the person's
+    /// key became locked for, if this failure locked it.
+    async fn count_failures(&self, keys: &[(String, ThrottlePolicy)]) -> Result<Option<Millis>, StoreError> {
+        let mut locked = None;
+        for (index, (key, policy)) in keys.iter().enumerate() {
+            loop {
+                let now = self.now();
+                let record = self.store.throttle(key).await?;
+                let next = policy.after_failure(record.map(|r| r.state), now);
+                if self.store.swap_throttle(key, record.map(|r| r.version), next).await? {
+                    let was_locked = record.is_some_and(|r| r.state.locked_until > now);
+                    if index == 0 && next.locked_until > now && !was_locked {
+                        locked = Some(next.locked_until - now);
+                    }
+                    break;
+                }
+            }
+        }
+        Ok(locked)
+    }
+
+    async fn open_session(
+        &self,
+        account: Account,
+        remember: bool,
+        client: &ClientInfo,
+        device: Option<String>,
+    ) -> Result<SignedIn, StoreError> {
+        let now = self.now();
+        let token = SessionToken(random_token(32));
+        let session = Session {
+            id: uuid::Uuid::new_v4().to_string(),
+            account_id: account.id.clone(),
+            created_at: now,
+            last_seen_at: now,
+            remember,
+            ip: client.ip.to_string(),
+            user_agent: client.user_agent(),
+        };
+        self.store.insert_session(&session, &token_hash(&token.0)).await?;
+        let device = device.unwrap_or_else(|| random_token(16));
+        let device_cookie = format!("{device}.{}", self.device_digest(&account.id, &device));
+        Ok(SignedIn {
+            token,
+            session,
+            account,
+            device_cookie,
+        })
+    }
+
+    fn device_digest(&self, account_id: &str, device: &str) -> String {
+        self.key.digest(DEVICE_PURPOSE, format!("{account_id}\n{device}").as_bytes())
+    }
+
+    /// The device id in a device cookie, if the cookie was issued by this
+    /// server for this account.
+    fn device_id(&self, account_id: &str, cookie: &str) -> Option<String> {
+        let (device, digest) = cookie.split_once('.')?;
+        let message = format!("{account_id}\n{device}");
+        self.key
+            .verify(DEVICE_PURPOSE, message.as_bytes(), digest)
+            .then(|| device.to_owned())
+    }
+
+    // ---- sessions ----------------------------------------------------------
+
+    /// The live session and account behind a cookie token, refreshing its
+    /// last-seen time now and then. Expired sessions are deleted.
+    pub async fn session(&self, token: &str, client: &ClientInfo) -> Result<Option<(Session, Account)>, StoreError> {
+        let Some(mut session) = self.store.session_by_token_hash(&token_hash(token)).await? else {
+            return Ok(None);
+        };
+        let now = self.now();
+        if !self.config.session.is_live(&session, now) {
+            self.store.delete_session(&session.account_id, &session.id).await?;
+            return Ok(None);
+        }
+        let Some(account) = self.store.account_by_id(&session.account_id).await? else {
+            return Ok(None);
+        };
+        if self.config.session.needs_touch(&session, now) {
+            session.last_seen_at = now;
+            session.ip = client.ip.to_string();
+            self.store.touch_session(&session.id, now, &session.ip).await?;
+        }
+        Ok(Some((session, account)))
+    }
+
+    pub async fn sign_out(&self, session: &Session, client: &ClientInfo) -> Result<(), StoreError> {
+        self.store.delete_session(&session.account_id, &session.id).await?;
+        self.record(&session.account_id, EventKind::SignOut, client, "").await
+    }
+
+    pub async fn sessions(&self, account_id: &str) -> Result<Vec<Session>, StoreError> {
+        let now = self.now();
+        let mut sessions = self.store.sessions_of(account_id).await?;
+        sessions.retain(|s| self.config.session.is_live(s, now));
+        sessions.sort_by_key(|s| std::cmp::Reverse(s.last_seen_at));
+        Ok(sessions)
+    }
+
+    /// Ends one of the account's sessions; `false` if there was none.
+    pub async fn revoke_session(&self, account_id: &str, id: &str, client: &ClientInfo) -> Result<bool, StoreError> {
+        let existed = self.store.delete_session(account_id, id).await?;
+        if existed {
+            let short: String = id.chars().take(8).collect();
+            self.record(account_id, EventKind::SessionRevoked, client, &short).await?;
+        }
+        Ok(existed)
+    }
+
+    /// Changes the password after checking the current one, and ends every
+    /// other session of the account.
+    pub async fn change_password(
+        &self,
+        session: &Session,
+        current: &str,
+        new: &str,
+        client: &ClientInfo,
+    ) -> Result<(), IdentityError> {
+        let account = self
+            .store
+            .account_by_id(&session.account_id)
+            .await?
+            .ok_or(IdentityError::WrongPassword)?;
+        let key = format!("password-change:{}", account.id);
+        let policy = ThrottlePolicy::ACCOUNT;
+        let record = self.store.throttle(&key).await?;
+        if let Err(retry_after) = policy.check(record.map(|r| r.state), self.now()) {
+            return Err(IdentityError::TooManyAttempts { retry_after });
+        }
+        if !self.hasher.verify(current, Some(&account.password_hash)).await {
+            self.count_failures(&[(key, policy)]).await?;
+            return Err(IdentityError::WrongPassword);
+        }
+        PasswordPolicy.check(new, &account.email, &account.name)?;
+        let hash = self.hasher.hash(new).await;
+        self.store.set_password(&account.id, &hash, self.now()).await?;
+        self.store.clear_throttle(&key).await?;
+        self.store.delete_sessions_except(&account.id, &session.id).await?;
+        self.record(&account.id, EventKind::PasswordChanged, client, "").await?;
+        Ok(())
+    }
+
+    pub async fn memberships(&self, account_id: &str) -> Result<Vec<Membership>, StoreError> {
+        self.store.memberships(account_id).await
+    }
+
+    // ---- activity ----------------------------------------------------------
+
+    pub async fn events(&self, account_id: &str, before: Option<&str>, limit: u32) -> Result<EventPage, StoreError> {
+        let limit = limit.clamp(1, 200);
+        let mut events = self.store.events(account_id, before, limit + 1).await?;
+        let next = if events.len() > limit as usize {
+            events.truncate(limit as usize);
+            events.last().map(|e| e.id.clone())
+        } else {
+            None
+        };
+        Ok(EventPage { events, next })
+    }
+
+    async fn record(&self, account_id: &str, kind: EventKind, client: &ClientInfo, detail: &str) -> Result<(), StoreError> {
+        let event = SecurityEvent {
+            id: uuid::Uuid::now_v7().to_string(),
+            account_id: account_id.to_owned(),
+            at: self.now(),
+            kind,
+            ip: client.ip.to_string(),
+            user_agent: client.user_agent(),
+            detail: detail.to_owned(),
+        };
+        self.store.record_event(&event).await
+    }
+}
+
+/// The throttling unit for an address: the address itself for IPv4, its /64
+/// for IPv6 (one subscriber usually holds a whole /64).
+fn network_of(ip: IpAddr) -> String {
+    match ip {
+        IpAddr::V4(v4) => v4.to_string(),
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => v4.to_string(),
+            None => {
+                let s = v6.segments();
+                format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
+            }
+        },
+    }
+}
+
+fn sync_id_candidates() -> impl Iterator<Item = SyncUserId> + Send {
+    std::iter::repeat_with(|| SyncUserId::random(&mut rand::thread_rng())).take(64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ipv6_addresses_are_throttled_by_their_64() {
+        let a: IpAddr = "2001:db8:1:2:aaaa::1".parse().unwrap();
+        let b: IpAddr = "2001:db8:1:2:bbbb::9".parse().unwrap();
+        assert_eq!(network_of(a), network_of(b));
+        assert_eq!(network_of("::ffff:10.0.0.1".parse().unwrap()), "10.0.0.1");
+        assert_eq!(network_of("192.0.2.7".parse().unwrap()), "192.0.2.7");
+    }
+}

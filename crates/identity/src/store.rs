@@ -1,0 +1,99 @@
+//! What the identity service needs from persistence. The SQL adapter lives
+//! in the `store` crate; the domain never sees SQL.
+
+use async_trait::async_trait;
+
+use crate::account::{Account, NewAccount};
+use crate::audit::SecurityEvent;
+use crate::clock::Millis;
+use crate::email::EmailAddress;
+use crate::org::{Membership, NewOrganization, Organization, Role};
+use crate::session::Session;
+use crate::softlock::ThrottleState;
+use crate::sync_user_id::SyncUserId;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// A uniqueness rule was hit; names the field ("email", "org_name").
+    #[error("{0} is already taken")]
+    Conflict(&'static str),
+    /// The setup link is unknown, used or expired, or setup already happened.
+    #[error("setup is not possible with this link")]
+    SetupUnavailable,
+    #[error("storage error: {0}")]
+    Backend(String),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ThrottleRecord {
+    pub state: ThrottleState,
+    /// Bumped on every write; updates compare it so that two processes
+    /// counting failures at once never lose one.
+    pub version: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventPage {
+    pub events: Vec<SecurityEvent>,
+    /// Pass as `before` to get the next (older) page.
+    pub next: Option<String>,
+}
+
+pub type SyncIds<'a> = &'a mut (dyn Iterator<Item = SyncUserId> + Send);
+
+#[async_trait]
+pub trait IdentityStore: Send + Sync {
+    async fn ping(&self) -> Result<(), StoreError>;
+
+    async fn count_accounts(&self) -> Result<i64, StoreError>;
+    /// Replaces every earlier setup link with this one.
+    async fn put_setup_token(&self, hash: &str, expires_at: Millis) -> Result<(), StoreError>;
+    async fn setup_token_valid(&self, hash: &str, now: Millis) -> Result<bool, StoreError>;
+    /// In one transaction: consumes the setup link, checks that no account
+    /// exists, creates the organization, the account and its
+    /// legal-representative membership.
+    async fn complete_setup(
+        &self,
+        token_hash: &str,
+        now: Millis,
+        org: &NewOrganization,
+        account: &NewAccount,
+        sync_ids: SyncIds<'_>,
+    ) -> Result<(Organization, Account), StoreError>;
+
+    async fn create_organization(&self, id: &str, org: &NewOrganization, now: Millis)
+    -> Result<Organization, StoreError>;
+    async fn organization_by_name(&self, name: &str) -> Result<Option<Organization>, StoreError>;
+    /// Creates the account (reserving the first free sync user id that
+    /// `sync_ids` yields) and, when given, its membership, atomically.
+    async fn create_account(
+        &self,
+        account: &NewAccount,
+        membership: Option<(&str, Role)>,
+        sync_ids: SyncIds<'_>,
+    ) -> Result<Account, StoreError>;
+    async fn account_by_email(&self, email: &EmailAddress) -> Result<Option<Account>, StoreError>;
+    async fn account_by_id(&self, id: &str) -> Result<Option<Account>, StoreError>;
+    async fn memberships(&self, account_id: &str) -> Result<Vec<Membership>, StoreError>;
+    async fn set_password(&self, account_id: &str, hash: &str, now: Millis) -> Result<(), StoreError>;
+
+    async fn insert_session(&self, session: &Session, token_hash: &str) -> Result<(), StoreError>;
+    async fn session_by_token_hash(&self, hash: &str) -> Result<Option<Session>, StoreError>;
+    async fn touch_session(&self, id: &str, now: Millis, ip: &str) -> Result<(), StoreError>;
+    async fn sessions_of(&self, account_id: &str) -> Result<Vec<Session>, StoreError>;
+    /// Whether a session of that account with that id existed.
+    async fn delete_session(&self, account_id: &str, id: &str) -> Result<bool, StoreError>;
+    async fn delete_sessions_except(&self, account_id: &str, keep: &str) -> Result<u64, StoreError>;
+
+    async fn throttle(&self, key: &str) -> Result<Option<ThrottleRecord>, StoreError>;
+    /// Writes `state` if the stored version is still `expected` (`None`: no
+    /// row yet). `false` when someone else wrote first.
+    async fn swap_throttle(&self, key: &str, expected: Option<i64>, state: ThrottleState)
+    -> Result<bool, StoreError>;
+    async fn clear_throttle(&self, key: &str) -> Result<(), StoreError>;
+
+    async fn record_event(&self, event: &SecurityEvent) -> Result<(), StoreError>;
+    /// Newest first, strictly older than `before` when given.
+    async fn events(&self, account_id: &str, before: Option<&str>, limit: u32)
+    -> Result<Vec<SecurityEvent>, StoreError>;
+}

@@ -1,0 +1,469 @@
+//! [`identity::IdentityStore`] over SQL.
+
+use async_trait::async_trait;
+use identity::softlock::ThrottleState;
+use identity::{
+    Account, EmailAddress, EventKind, IdentityStore, Membership, Millis, NewAccount, NewOrganization, Organization,
+    Role, SecurityEvent, Session, StoreError, SyncUserId, ThrottleRecord,
+};
+use sqlx::Row;
+use sqlx::any::AnyRow;
+
+use crate::SqlStore;
+
+type Tx = sqlx::Transaction<'static, sqlx::Any>;
+
+fn backend(e: sqlx::Error) -> StoreError {
+    StoreError::Backend(e.to_string())
+}
+
+fn corrupt(what: &str) -> StoreError {
+    StoreError::Backend(format!("stored {what} is not valid"))
+}
+
+fn account_from(row: &AnyRow) -> Result<Account, StoreError> {
+    let email: String = row.try_get("email").map_err(backend)?;
+    let sync: String = row.try_get("sync_user_id").map_err(backend)?;
+    Ok(Account {
+        id: row.try_get("id").map_err(backend)?,
+        email: EmailAddress::parse(&email).map_err(|_| corrupt("email"))?,
+        name: row.try_get("name").map_err(backend)?,
+        sync_user_id: SyncUserId::parse(&sync).ok_or_else(|| corrupt("sync user id"))?,
+        password_hash: row.try_get("password_hash").map_err(backend)?,
+        created_at: row.try_get("created_at").map_err(backend)?,
+        password_changed_at: row.try_get("password_changed_at").map_err(backend)?,
+    })
+}
+
+fn org_from(row: &AnyRow) -> Result<Organization, StoreError> {
+    Ok(Organization {
+        id: row.try_get("id").map_err(backend)?,
+        name: row.try_get("name").map_err(backend)?,
+        created_at: row.try_get("created_at").map_err(backend)?,
+    })
+}
+
+fn session_from(row: &AnyRow) -> Result<Session, StoreError> {
+    Ok(Session {
+        id: row.try_get("id").map_err(backend)?,
+        account_id: row.try_get("account_id").map_err(backend)?,
+        created_at: row.try_get("created_at").map_err(backend)?,
+        last_seen_at: row.try_get("last_seen_at").map_err(backend)?,
+        remember: row.try_get::<i64, _>("remember").map_err(backend)? != 0,
+        ip: row.try_get("ip").map_err(backend)?,
+        user_agent: row.try_get("user_agent").map_err(backend)?,
+    })
+}
+
+fn event_from(row: &AnyRow) -> Result<SecurityEvent, StoreError> {
+    let kind: String = row.try_get("kind").map_err(backend)?;
+    Ok(SecurityEvent {
+        id: row.try_get("id").map_err(backend)?,
+        account_id: row.try_get("account_id").map_err(backend)?,
+        at: row.try_get("at").map_err(backend)?,
+        kind: EventKind::parse(&kind).ok_or_else(|| corrupt("event kind"))?,
+        ip: row.try_get("ip").map_err(backend)?,
+        user_agent: row.try_get("user_agent").map_err(backend)?,
+        detail: row.try_get("detail").map_err(backend)?,
+    })
+}
+
+const ACCOUNT_COLUMNS: &str = "id, email, name, sync_user_id, password_hash, created_at, password_changed_at";
+
+async fn insert_organization(tx: &mut Tx, id: &str, org: &NewOrganization, now: Millis) -> Result<Organization, StoreError> {
+    let row = sqlx::query(
+        "INSERT INTO organizations (id, name, name_key, created_at) VALUES ($1, $2, $3, $4)
+         ON CONFLICT (name_key) DO NOTHING RETURNING id, name, created_at",
+    )
+    .bind(id)
+    .bind(&org.name)
+    .bind(org.name.to_lowercase())
+    .bind(now)
+    .fetch_optional(&mut **tx)
+    .await
+    .map_err(backend)?;
+    row.as_ref().map(org_from).unwrap_or(Err(StoreError::Conflict("org_name")))
+}
+
+/// Inserts the account with the first sync user id nobody ever had.
+async fn insert_account(
+    tx: &mut Tx,
+    account: &NewAccount,
+    sync_ids: &mut (dyn Iterator<Item = SyncUserId> + Send),
+) -> Result<Account, StoreError> {
+    let sync_id = loop {
+        let candidate = sync_ids
+            .next()
+            .ok_or_else(|| StoreError::Backend("no free sync user id found".into()))?;
+        let reserved = sqlx::query("INSERT INTO sync_user_ids (id, assigned_at) VALUES ($1, $2) ON CONFLICT (id) DO NOTHING RETURNING id")
+            .bind(candidate.as_str())
+            .bind(account.created_at)
+            .fetch_optional(&mut **tx)
+            .await
+            .map_err(backend)?;
+        if reserved.is_some() {
+            break candidate;
+        }
+    };
+    let inserted = sqlx::query(
+        "INSERT INTO accounts (id, email, name, sync_user_id, password_hash, created_at, password_changed_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $6) ON CONFLICT (email) DO NOTHING RETURNING id",
+    )
+    .bind(&account.id)
+    .bind(account.email.as_str())
+    .bind(&account.name)
+    .bind(sync_id.as_str())
+    .bind(&account.password_hash)
+    .bind(account.created_at)
+    .fetch_optional(&mut **tx)
+    .await
+    .map_err(backend)?;
+    if inserted.is_none() {
+        return Err(StoreError::Conflict("email"));
+    }
+    Ok(Account {
+        id: account.id.clone(),
+        email: account.email.clone(),
+        name: account.name.clone(),
+        sync_user_id: sync_id,
+        password_hash: account.password_hash.clone(),
+        created_at: account.created_at,
+        password_changed_at: account.created_at,
+    })
+}
+
+async fn insert_membership(tx: &mut Tx, org_id: &str, account_id: &str, role: Role, now: Millis) -> Result<(), StoreError> {
+    sqlx::query("INSERT INTO memberships (org_id, account_id, role, created_at) VALUES ($1, $2, $3, $4)")
+        .bind(org_id)
+        .bind(account_id)
+        .bind(role.as_str())
+        .bind(now)
+        .execute(&mut **tx)
+        .await
+        .map_err(backend)?;
+    Ok(())
+}
+
+#[async_trait]
+impl IdentityStore for SqlStore {
+    async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1").execute(&self.pool).await.map_err(backend)?;
+        Ok(())
+    }
+
+    async fn count_accounts(&self) -> Result<i64, StoreError> {
+        let row = sqlx::query("SELECT COUNT(*) AS n FROM accounts")
+            .fetch_one(&self.pool)
+            .await
+            .map_err(backend)?;
+        row.try_get("n").map_err(backend)
+    }
+
+    async fn put_setup_token(&self, hash: &str, expires_at: Millis) -> Result<(), StoreError> {
+        let mut tx = self.begin_write().await.map_err(backend)?;
+        sqlx::query("DELETE FROM setup_tokens").execute(&mut *tx).await.map_err(backend)?;
+        sqlx::query("INSERT INTO setup_tokens (token_hash, expires_at) VALUES ($1, $2)")
+            .bind(hash)
+            .bind(expires_at)
+            .execute(&mut *tx)
+            .await
+            .map_err(backend)?;
+        tx.commit().await.map_err(backend)
+    }
+
+    async fn setup_token_valid(&self, hash: &str, now: Millis) -> Result<bool, StoreError> {
+        let row = sqlx::query("SELECT 1 AS ok FROM setup_tokens WHERE token_hash = $1 AND expires_at > $2")
+            .bind(hash)
+            .bind(now)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(backend)?;
+        Ok(row.is_some())
+    }
+
+    async fn complete_setup(
+        &self,
+        token_hash: &str,
+        now: Millis,
+        org: &NewOrganization,
+        account: &NewAccount,
+        sync_ids: &mut (dyn Iterator<Item = SyncUserId> + Send),
+    ) -> Result<(Organization, Account), StoreError> {
+        let mut tx = self.begin_write().await.map_err(backend)?;
+        let consumed = sqlx::query("DELETE FROM setup_tokens WHERE token_hash = $1 AND expires_at > $2 RETURNING token_hash")
+            .bind(token_hash)
+            .bind(now)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(backend)?;
+        let accounts: i64 = sqlx::query("SELECT COUNT(*) AS n FROM accounts")
+            .fetch_one(&mut *tx)
+            .await
+            .and_then(|r| r.try_get("n"))
+            .map_err(backend)?;
+        if consumed.is_none() || accounts > 0 {
+            return Err(StoreError::SetupUnavailable);
+        }
+        let org_id = uuid::Uuid::new_v4().to_string();
+        let organization = insert_organization(&mut tx, &org_id, org, now).await?;
+        let account = insert_account(&mut tx, account, sync_ids).await?;
+        insert_membership(&mut tx, &organization.id, &account.id, Role::LegalRepresentative, now).await?;
+        tx.commit().await.map_err(backend)?;
+        Ok((organization, account))
+    }
+
+    async fn create_organization(&self, id: &str, org: &NewOrganization, now: Millis) -> Result<Organization, StoreError> {
+        let mut tx = self.begin_write().await.map_err(backend)?;
+        let created = insert_organization(&mut tx, id, org, now).await?;
+        tx.commit().await.map_err(backend)?;
+        Ok(created)
+    }
+
+    async fn organization_by_name(&self, name: &str) -> Result<Option<Organization>, StoreError> {
+        let row = sqlx::query("SELECT id, name, created_at FROM organizations WHERE name_key = $1")
+            .bind(name.to_lowercase())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(backend)?;
+        row.as_ref().map(org_from).transpose()
+    }
+
+    async fn create_account(
+        &self,
+        account: &NewAccount,
+        membership: Option<(&str, Role)>,
+        sync_ids: &mut (dyn Iterator<Item = SyncUserId> + Send),
+    ) -> Result<Account, StoreError> {
+        let mut tx = self.begin_write().await.map_err(backend)?;
+        let created = insert_account(&mut tx, account, sync_ids).await?;
+        if let Some((org_id, role)) = membership {
+            insert_membership(&mut tx, org_id, &created.id, role, account.created_at).await?;
+        }
+        tx.commit().await.map_err(backend)?;
+        Ok(created)
+    }
+
+    async fn account_by_email(&self, email: &EmailAddress) -> Result<Option<Account>, StoreError> {
+        let sql = sqlx::AssertSqlSafe(format!("SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE email = $1"));
+        let row = sqlx::query(sql)
+            .bind(email.as_str())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(backend)?;
+        row.as_ref().map(account_from).transpose()
+    }
+
+    async fn account_by_id(&self, id: &str) -> Result<Option<Account>, StoreError> {
+        let sql = sqlx::AssertSqlSafe(format!("SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE id = $1"));
+        let row = sqlx::query(sql)
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(backend)?;
+        row.as_ref().map(account_from).transpose()
+    }
+
+    async fn memberships(&self, account_id: &str) -> Result<Vec<Membership>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT o.id, o.name, m.role FROM memberships m JOIN organizations o ON o.id = m.org_id
+             WHERE m.account_id = $1 ORDER BY o.name_key",
+        )
+        .bind(account_id)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(backend)?;
+        rows.iter()
+            .map(|row| {
+                let role: String = row.try_get("role").map_err(backend)?;
+                Ok(Membership {
+                    org_id: row.try_get("id").map_err(backend)?,
+                    org_name: row.try_get("name").map_err(backend)?,
+                    role: role.parse().map_err(|_| corrupt("role"))?,
+                })
+            })
+            .collect()
+    }
+
+    async fn set_password(&self, account_id: &str, hash: &str, now: Millis) -> Result<(), StoreError> {
+        sqlx::query("UPDATE accounts SET password_hash = $2, password_changed_at = $3 WHERE id = $1")
+            .bind(account_id)
+            .bind(hash)
+            .bind(now)
+            .execute(&self.pool)
+            .await
+            .map_err(backend)?;
+        Ok(())
+    }
+
+    async fn insert_session(&self, s: &Session, token_hash: &str) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO sessions (id, token_hash, account_id, created_at, last_seen_at, remember, ip, user_agent)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        )
+        .bind(&s.id)
+        .bind(token_hash)
+        .bind(&s.account_id)
+        .bind(s.created_at)
+        .bind(s.last_seen_at)
+        .bind(i64::from(s.remember))
+        .bind(&s.ip)
+        .bind(&s.user_agent)
+        .execute(&self.pool)
+        .await
+        .map_err(backend)?;
+        Ok(())
+    }
+
+    async fn session_by_token_hash(&self, hash: &str) -> Result<Option<Session>, StoreError> {
+        let row = sqlx::query(
+            "SELECT id, account_id, created_at, last_seen_at, remember, ip, user_agent FROM sessions WHERE token_hash = $1",
+        )
+        .bind(hash)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(backend)?;
+        row.as_ref().map(session_from).transpose()
+    }
+
+    async fn touch_session(&self, id: &str, now: Millis, ip: &str) -> Result<(), StoreError> {
+        sqlx::query("UPDATE sessions SET last_seen_at = $2, ip = $3 WHERE id = $1")
+            .bind(id)
+            .bind(now)
+            .bind(ip)
+            .execute(&self.pool)
+            .await
+            .map_err(backend)?;
+        Ok(())
+    }
+
+    async fn sessions_of(&self, account_id: &str) -> Result<Vec<Session>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, account_id, created_at, last_seen_at, remember, ip, user_agent FROM sessions WHERE account_id = $1",
+        )
+        .bind(account_id)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(backend)?;
+        rows.iter().map(session_from).collect()
+    }
+
+    async fn delete_session(&self, account_id: &str, id: &str) -> Result<bool, StoreError> {
+        let done = sqlx::query("DELETE FROM sessions WHERE account_id = $1 AND id = $2")
+            .bind(account_id)
+            .bind(id)
+            .execute(&self.pool)
+            .await
+            .map_err(backend)?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn delete_sessions_except(&self, account_id: &str, keep: &str) -> Result<u64, StoreError> {
+        let done = sqlx::query("DELETE FROM sessions WHERE account_id = $1 AND id <> $2")
+            .bind(account_id)
+            .bind(keep)
+            .execute(&self.pool)
+            .await
+            .map_err(backend)?;
+        Ok(done.rows_affected())
+    }
+
+    async fn throttle(&self, key: &str) -> Result<Option<ThrottleRecord>, StoreError> {
+        let row = sqlx::query("SELECT failures, last_failure, locked_until, version FROM throttles WHERE key = $1")
+            .bind(key)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(backend)?;
+        row.map(|row| {
+            let failures: i64 = row.try_get("failures").map_err(backend)?;
+            Ok(ThrottleRecord {
+                state: ThrottleState {
+                    failures: u32::try_from(failures).unwrap_or(u32::MAX),
+                    last_failure: row.try_get("last_failure").map_err(backend)?,
+                    locked_until: row.try_get("locked_until").map_err(backend)?,
+                },
+                version: row.try_get("version").map_err(backend)?,
+            })
+        })
+        .transpose()
+    }
+
+    async fn swap_throttle(&self, key: &str, expected: Option<i64>, state: ThrottleState) -> Result<bool, StoreError> {
+        let failures = i64::from(state.failures);
+        let done = match expected {
+            None => sqlx::query(
+                "INSERT INTO throttles (key, failures, last_failure, locked_until, version) VALUES ($1, $2, $3, $4, 1)
+                 ON CONFLICT (key) DO NOTHING",
+            )
+            .bind(key)
+            .bind(failures)
+            .bind(state.last_failure)
+            .bind(state.locked_until)
+            .execute(&self.pool)
+            .await,
+            Some(version) => sqlx::query(
+                "UPDATE throttles SET failures = $2, last_failure = $3, locked_until = $4, version = version + 1
+                 WHERE key = $1 AND version = $5",
+            )
+            .bind(key)
+            .bind(failures)
+            .bind(state.last_failure)
+            .bind(state.locked_until)
+            .bind(version)
+            .execute(&self.pool)
+            .await,
+        };
+        Ok(done.map_err(backend)?.rows_affected() == 1)
+    }
+
+    async fn clear_throttle(&self, key: &str) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM throttles WHERE key = $1")
+            .bind(key)
+            .execute(&self.pool)
+            .await
+            .map_err(backend)?;
+        Ok(())
+    }
+
+    async fn record_event(&self, e: &SecurityEvent) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO security_events (id, account_id, at, kind, ip, user_agent, detail)
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .bind(&e.id)
+        .bind(&e.account_id)
+        .bind(e.at)
+        .bind(e.kind.as_str())
+        .bind(&e.ip)
+        .bind(&e.user_agent)
+        .bind(&e.detail)
+        .execute(&self.pool)
+        .await
+        .map_err(backend)?;
+        Ok(())
+    }
+
+    async fn events(&self, account_id: &str, before: Option<&str>, limit: u32) -> Result<Vec<SecurityEvent>, StoreError> {
+        const COLUMNS: &str = "SELECT id, account_id, at, kind, ip, user_agent, detail FROM security_events";
+        let limit = i64::from(limit);
+        let rows = match before {
+            Some(cursor) => {
+                let sql = format!("{COLUMNS} WHERE account_id = $1 AND id < $2 ORDER BY id DESC LIMIT $3");
+                sqlx::query(sqlx::AssertSqlSafe(sql))
+                    .bind(account_id)
+                    .bind(cursor)
+                    .bind(limit)
+                    .fetch_all(&self.pool)
+                    .await
+            }
+            None => {
+                let sql = format!("{COLUMNS} WHERE account_id = $1 ORDER BY id DESC LIMIT $2");
+                sqlx::query(sqlx::AssertSqlSafe(sql))
+                    .bind(account_id)
+                    .bind(limit)
+                    .fetch_all(&self.pool)
+                    .await
+            }
+        };
+        rows.map_err(backend)?.iter().map(event_from).collect()
+    }
+}

@@ -1,1 +1,120 @@
-//! placeholder
+//! The web front: the console (server-rendered HTML, usable without
+//! JavaScript, in Spanish and English) and the JSON API under `/api/v1`
+//! with its OpenAPI document, plus `/healthz`, `/readyz` and `/metrics`.
+//!
+//! This crate turns HTTP into calls on the `identity` service and back. It
+//! owns cookies, CSRF and origin checks, language negotiation, request ids
+//! and metrics; it must not decide anything about credentials itself, and
+//! never touches the database directly.
+#![forbid(unsafe_code)]
+
+mod api;
+mod auth;
+mod console;
+mod cookies;
+mod error;
+mod fmt;
+mod guard;
+mod i18n;
+mod metrics;
+
+use std::sync::Arc;
+use axum::Router;
+use axum::http::{HeaderName, Request};
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::trace::TraceLayer;
+
+pub use i18n::Lang;
+
+/// What the web layer needs to know about how it is reached.
+#[derive(Debug, Clone, Default)]
+pub struct WebConfig {
+    /// The address people use, e.g. `https://cloud.example.org`. Decides
+    /// the expected `Origin` and, when `https`, `Secure` cookies with the
+    /// `__Host-` prefix. Without it, the `Host` header is trusted.
+    pub public_url: Option<String>,
+    /// Take the client address from the last `X-Forwarded-For` entry (set
+    /// this only behind a reverse proxy that writes that header).
+    pub trust_forwarded_for: bool,
+}
+
+impl WebConfig {
+    pub fn secure_cookies(&self) -> bool {
+        self.public_url.as_deref().is_some_and(|u| u.starts_with("https://"))
+    }
+
+    /// `scheme://host[:port]` of the public URL, without any path.
+    fn public_origin(&self) -> Option<String> {
+        let url = self.public_url.as_deref()?;
+        let (scheme, rest) = url.split_once("://")?;
+        let host = rest.split('/').next()?;
+        Some(format!("{scheme}://{host}"))
+    }
+}
+
+struct Inner {
+    identity: identity::Identity,
+    config: WebConfig,
+    metrics: metrics::Metrics,
+}
+
+/// Shared by every handler.
+#[derive(Clone)]
+pub struct AppState(Arc<Inner>);
+
+impl AppState {
+    pub fn new(identity: identity::Identity, config: WebConfig) -> Self {
+        Self(Arc::new(Inner {
+            identity,
+            config,
+            metrics: metrics::Metrics::default(),
+        }))
+    }
+
+    fn identity(&self) -> &identity::Identity {
+        &self.0.identity
+    }
+
+    fn config(&self) -> &WebConfig {
+        &self.0.config
+    }
+
+    fn metrics(&self) -> &metrics::Metrics {
+        &self.0.metrics
+    }
+}
+
+const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// The whole HTTP application.
+pub fn router(state: AppState) -> Router {
+    let request_span = |req: &Request<_>| {
+        let id = req.headers().get(&REQUEST_ID).and_then(|v| v.to_str().ok()).unwrap_or("-");
+        // The matched route, never the raw path: setup links and cursors
+        // carry secrets or personal data.
+        let route = req
+            .extensions()
+            .get::<axum::extract::MatchedPath>()
+            .map_or("unmatched", axum::extract::MatchedPath::as_str);
+        tracing::info_span!("request", id = %id, method = %req.method(), route = %route)
+    };
+    Router::new()
+        .merge(api::routes())
+        .merge(console::routes())
+        .fallback(console::not_found)
+        .layer(axum::middleware::from_fn_with_state(state.clone(), guard::protect))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), metrics::track))
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(request_span)
+                .on_response(tower_http::trace::DefaultOnResponse::new().level(tracing::Level::INFO)),
+        )
+        .layer(PropagateRequestIdLayer::new(REQUEST_ID))
+        .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
+        .with_state(state)
+}
+
+/// The OpenAPI document, as served at `/api/v1/openapi.json`.
+pub fn openapi_json() -> String {
+    api::openapi_document()
+}

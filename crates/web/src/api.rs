@@ -1,0 +1,401 @@
+//! The JSON API under `/api/v1`, plus `/healthz`, `/readyz` and
+//! `/metrics`. Every route is registered through utoipa-axum's `routes!`,
+//! so the OpenAPI document is generated from the same code that serves it
+//! and cannot miss a route.
+
+use std::sync::OnceLock;
+
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{FromRequest, Path, Query, Request, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::{Json, Router};
+use identity::{IdentityError, SignIn, SignInError};
+use serde::{Deserialize, Serialize};
+use utoipa::openapi::security::{ApiKey, ApiKeyValue, SecurityScheme};
+use utoipa::{Modify, OpenApi, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::AppState;
+use crate::auth::{ApiUser, Client, DEVICE_COOKIE, sign_in_cookies, sign_out_cookie};
+use crate::cookies;
+use crate::error::{ApiError, ErrorBody};
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "cloudkeep", description = "Account and sync server. Times are milliseconds since the Unix epoch. Errors are {\"error\":{\"code\",\"message\"}} with stable codes."),
+    modifiers(&CookieAuth),
+    tags((name = "session", description = "Signing in and out"), (name = "me", description = "The signed-in account"), (name = "operations", description = "Health and metrics"))
+)]
+struct ApiDoc;
+
+struct CookieAuth;
+
+impl Modify for CookieAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "session",
+            SecurityScheme::ApiKey(ApiKey::Cookie(ApiKeyValue::with_description(
+                "ck_session",
+                "Set by POST /api/v1/session (named __Host-ck_session over TLS)",
+            ))),
+        );
+    }
+}
+
+fn build() -> (Router<AppState>, utoipa::openapi::OpenApi) {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(create_session, delete_session))
+        .routes(routes!(me))
+        .routes(routes!(change_password))
+        .routes(routes!(list_sessions))
+        .routes(routes!(revoke_session))
+        .routes(routes!(list_events))
+        .routes(routes!(openapi_json))
+        .routes(routes!(healthz))
+        .routes(routes!(readyz))
+        .routes(routes!(metrics))
+        .split_for_parts()
+}
+
+static DOCUMENT: OnceLock<String> = OnceLock::new();
+
+pub fn openapi_document() -> String {
+    DOCUMENT
+        .get_or_init(|| build().1.to_pretty_json().expect("the OpenAPI document serializes"))
+        .clone()
+}
+
+pub fn routes() -> Router<AppState> {
+    build().0
+}
+
+/// A JSON body; anything else is refused with a JSON error.
+pub struct ApiJson<T>(pub T);
+
+impl<T: serde::de::DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        match Json::<T>::from_request(req, state).await {
+            Ok(Json(value)) => Ok(ApiJson(value)),
+            Err(JsonRejection::MissingJsonContentType(_)) => Err(ApiError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+                "send a JSON body with Content-Type: application/json",
+            )),
+            Err(JsonRejection::JsonSyntaxError(_)) => {
+                Err(ApiError::new(StatusCode::BAD_REQUEST, "invalid_json", "the body is not valid JSON"))
+            }
+            Err(JsonRejection::JsonDataError(e)) => Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_request",
+                format!("the JSON body does not have the expected fields: {}", e.body_text()),
+            )),
+            Err(other) => Err(ApiError::new(StatusCode::BAD_REQUEST, "invalid_request", other.body_text())),
+        }
+    }
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct StatusBody {
+    status: String,
+}
+
+fn status(s: &str) -> Json<StatusBody> {
+    Json(StatusBody { status: s.to_owned() })
+}
+
+#[derive(Deserialize, ToSchema)]
+pub struct SignInBody {
+    email: String,
+    password: String,
+    /// Keep me signed in: a persistent cookie instead of one that ends
+    /// with the browser.
+    #[serde(default)]
+    remember: bool,
+}
+
+/// Sign in with email and password.
+#[utoipa::path(post, path = "/api/v1/session", tag = "session", request_body = SignInBody,
+    responses(
+        (status = 200, description = "Signed in; the session cookie is set", body = StatusBody),
+        (status = 401, description = "`invalid_credentials`, the same for an unknown email and a wrong password", body = ErrorBody),
+        (status = 429, description = "`too_many_attempts`; see `Retry-After`", body = ErrorBody),
+    ))]
+async fn create_session(
+    State(state): State<AppState>,
+    Client(client): Client,
+    headers: HeaderMap,
+    ApiJson(body): ApiJson<SignInBody>,
+) -> Result<Response, ApiError> {
+    let attempt = SignIn {
+        email: body.email,
+        password: body.password,
+        remember: body.remember,
+        client,
+        device: cookies::get(&headers, DEVICE_COOKIE).map(str::to_owned),
+    };
+    match state.identity().sign_in(attempt).await {
+        Ok(signed) => {
+            state.metrics().sign_in("signed_in");
+            let [session, device] = sign_in_cookies(&state, &signed);
+            Ok(([(header::SET_COOKIE, session), (header::SET_COOKIE, device)], status("signed_in")).into_response())
+        }
+        Err(SignInError::InvalidCredentials) => {
+            state.metrics().sign_in("invalid_credentials");
+            Err(ApiError::new(StatusCode::UNAUTHORIZED, "invalid_credentials", "wrong email or password"))
+        }
+        Err(SignInError::TooManyAttempts { retry_after }) => {
+            state.metrics().sign_in("too_many_attempts");
+            Err(ApiError::too_many_attempts(retry_after))
+        }
+        Err(SignInError::Store(e)) => Err(ApiError::internal(e)),
+    }
+}
+
+/// Sign out: ends this session.
+#[utoipa::path(delete, path = "/api/v1/session", tag = "session", security(("session" = [])),
+    responses((status = 200, body = StatusBody), (status = 401, description = "`not_signed_in`", body = ErrorBody)))]
+async fn delete_session(State(state): State<AppState>, ApiUser(user): ApiUser) -> Result<Response, ApiError> {
+    state.identity().sign_out(&user.session, &user.client).await?;
+    Ok(([(header::SET_COOKIE, sign_out_cookie(&state))], status("signed_out")).into_response())
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct MeBody {
+    id: String,
+    email: String,
+    name: String,
+    /// User name for calendar and contact sync (`AB12345`).
+    sync_user_id: String,
+    organizations: Vec<OrganizationBody>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct OrganizationBody {
+    id: String,
+    name: String,
+    /// `legal-representative`, `admin`, `user` or `external`.
+    role: String,
+}
+
+/// The signed-in account.
+#[utoipa::path(get, path = "/api/v1/me", tag = "me", security(("session" = [])),
+    responses((status = 200, body = MeBody), (status = 401, description = "`not_signed_in`", body = ErrorBody)))]
+async fn me(State(state): State<AppState>, ApiUser(user): ApiUser) -> Result<Json<MeBody>, ApiError> {
+    let memberships = state.identity().memberships(&user.account.id).await?;
+    let a = user.account;
+    Ok(Json(MeBody {
+        id: a.id,
+        email: a.email.to_string(),
+        name: a.name,
+        sync_user_id: a.sync_user_id.to_string(),
+        organizations: memberships
+            .into_iter()
+            .map(|m| OrganizationBody {
+                id: m.org_id,
+                name: m.org_name,
+                role: m.role.as_str().to_owned(),
+            })
+            .collect(),
+    }))
+}
+
+#[derive(Deserialize, ToSchema)]
+pub struct PasswordChangeBody {
+    current_password: String,
+    new_password: String,
+}
+
+/// Change the password; every other session of the account ends.
+#[utoipa::path(put, path = "/api/v1/me/password", tag = "me", security(("session" = [])), request_body = PasswordChangeBody,
+    responses(
+        (status = 200, body = StatusBody),
+        (status = 400, description = "`wrong_password`", body = ErrorBody),
+        (status = 422, description = "`password_too_short`, `password_too_long`, `password_contains_personal_data` or `password_too_guessable`", body = ErrorBody),
+        (status = 429, description = "`too_many_attempts`", body = ErrorBody),
+    ))]
+async fn change_password(
+    State(state): State<AppState>,
+    ApiUser(user): ApiUser,
+    ApiJson(body): ApiJson<PasswordChangeBody>,
+) -> Result<Json<StatusBody>, ApiError> {
+    state
+        .identity()
+        .change_password(&user.session, &body.current_password, &body.new_password, &user.client)
+        .await
+        .map_err(identity_error)?;
+    Ok(status("password_changed"))
+}
+
+/// Maps the identity service's errors to API errors.
+pub fn identity_error(e: IdentityError) -> ApiError {
+    use StatusCode as S;
+    match e {
+        IdentityError::WrongPassword => ApiError::new(S::BAD_REQUEST, "wrong_password", "the current password is wrong"),
+        IdentityError::Password(rejected) => ApiError::new(S::UNPROCESSABLE_ENTITY, rejected.code(), rejected.to_string()),
+        IdentityError::TooManyAttempts { retry_after } => ApiError::too_many_attempts(retry_after),
+        IdentityError::InvalidEmail(_) => ApiError::new(S::UNPROCESSABLE_ENTITY, "invalid_email", e.to_string()),
+        IdentityError::InvalidName => ApiError::new(S::UNPROCESSABLE_ENTITY, "invalid_name", e.to_string()),
+        IdentityError::EmailTaken => ApiError::new(S::CONFLICT, "email_taken", e.to_string()),
+        IdentityError::OrganizationNameTaken => ApiError::new(S::CONFLICT, "organization_name_taken", e.to_string()),
+        IdentityError::UnknownOrganization(_) => ApiError::new(S::NOT_FOUND, "unknown_organization", e.to_string()),
+        IdentityError::SetupUnavailable => ApiError::new(S::GONE, "setup_unavailable", e.to_string()),
+        IdentityError::Role(_) => ApiError::new(S::FORBIDDEN, "not_allowed", e.to_string()),
+        IdentityError::Store(inner) => ApiError::internal(inner),
+    }
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct SessionsBody {
+    sessions: Vec<SessionBody>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct SessionBody {
+    id: String,
+    /// The session making this request.
+    current: bool,
+    ip: String,
+    user_agent: String,
+    /// A short description of the browser and system.
+    browser: String,
+    created_at: i64,
+    last_seen_at: i64,
+    remember: bool,
+}
+
+/// The account's open sessions, most recently used first.
+#[utoipa::path(get, path = "/api/v1/me/sessions", tag = "me", security(("session" = [])),
+    responses((status = 200, body = SessionsBody), (status = 401, description = "`not_signed_in`", body = ErrorBody)))]
+async fn list_sessions(State(state): State<AppState>, ApiUser(user): ApiUser) -> Result<Json<SessionsBody>, ApiError> {
+    let sessions = state.identity().sessions(&user.account.id).await?;
+    Ok(Json(SessionsBody {
+        sessions: sessions
+            .into_iter()
+            .map(|s| SessionBody {
+                current: s.id == user.session.id,
+                browser: crate::fmt::browser(&s.user_agent),
+                id: s.id,
+                ip: s.ip,
+                user_agent: s.user_agent,
+                created_at: s.created_at,
+                last_seen_at: s.last_seen_at,
+                remember: s.remember,
+            })
+            .collect(),
+    }))
+}
+
+/// End one of the account's sessions (the current one too, which signs out).
+#[utoipa::path(delete, path = "/api/v1/me/sessions/{id}", tag = "me", security(("session" = [])),
+    params(("id" = String, Path, description = "Session id")),
+    responses((status = 204, description = "Revoked"), (status = 404, description = "`not_found`", body = ErrorBody)))]
+async fn revoke_session(
+    State(state): State<AppState>,
+    ApiUser(user): ApiUser,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    if !state.identity().revoke_session(&user.account.id, &id, &user.client).await? {
+        return Err(ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such session"));
+    }
+    if id == user.session.id {
+        return Ok((StatusCode::NO_CONTENT, [(header::SET_COOKIE, sign_out_cookie(&state))]).into_response());
+    }
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+#[derive(Deserialize, utoipa::IntoParams)]
+pub struct EventsQuery {
+    /// The `next` cursor of the previous page.
+    before: Option<String>,
+    /// 1 to 200; default 50.
+    limit: Option<u32>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct EventsBody {
+    events: Vec<EventBody>,
+    /// Cursor for the next (older) page; absent on the last page.
+    next: Option<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct EventBody {
+    id: String,
+    /// `account_created`, `sign_in`, `sign_in_failed`, `sign_in_locked`,
+    /// `sign_out`, `password_changed` or `session_revoked`.
+    kind: String,
+    at: i64,
+    ip: String,
+    user_agent: String,
+    detail: String,
+}
+
+/// The account's security activity, newest first.
+#[utoipa::path(get, path = "/api/v1/me/events", tag = "me", security(("session" = [])), params(EventsQuery),
+    responses((status = 200, body = EventsBody), (status = 401, description = "`not_signed_in`", body = ErrorBody)))]
+async fn list_events(
+    State(state): State<AppState>,
+    ApiUser(user): ApiUser,
+    query: Result<Query<EventsQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<EventsBody>, ApiError> {
+    let Query(q) = query.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_request", e.body_text()))?;
+    let page = state
+        .identity()
+        .events(&user.account.id, q.before.as_deref(), q.limit.unwrap_or(50))
+        .await?;
+    Ok(Json(EventsBody {
+        events: page
+            .events
+            .into_iter()
+            .map(|e| EventBody {
+                id: e.id,
+                kind: e.kind.as_str().to_owned(),
+                at: e.at,
+                ip: e.ip,
+                user_agent: e.user_agent,
+                detail: e.detail,
+            })
+            .collect(),
+        next: page.next,
+    }))
+}
+
+/// This document.
+#[utoipa::path(get, path = "/api/v1/openapi.json", tag = "operations", responses((status = 200, description = "OpenAPI 3 document")))]
+async fn openapi_json() -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], openapi_document()).into_response()
+}
+
+/// The process is up.
+#[utoipa::path(get, path = "/healthz", tag = "operations", responses((status = 200, description = "ok")))]
+async fn healthz() -> &'static str {
+    "ok\n"
+}
+
+/// The database answers.
+#[utoipa::path(get, path = "/readyz", tag = "operations",
+    responses((status = 200, description = "ready"), (status = 503, description = "database unreachable")))]
+async fn readyz(State(state): State<AppState>) -> Response {
+    match state.identity().ready().await {
+        Ok(()) => "ready\n".into_response(),
+        Err(e) => {
+            tracing::warn!(error = %e, "readiness check failed");
+            (StatusCode::SERVICE_UNAVAILABLE, "database unreachable\n").into_response()
+        }
+    }
+}
+
+/// Prometheus metrics.
+#[utoipa::path(get, path = "/metrics", tag = "operations", responses((status = 200, description = "Prometheus text format")))]
+async fn metrics(State(state): State<AppState>) -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        state.metrics().render(),
+    )
+        .into_response()
+}

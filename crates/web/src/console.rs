@@ -1,0 +1,617 @@
+//! The console: server-rendered pages that work without JavaScript.
+//! Setup, sign in, home, and security (password, sessions, activity).
+//!
+//! Every page gets the same chrome (language switcher, navigation, sign
+//! out) and a CSRF token for its forms; the check itself is in `guard`.
+
+use askama::Template;
+use axum::extract::{FromRequestParts, Path, Query, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::routing::{get, post};
+use axum::{Form, Router};
+use identity::{IdentityError, SetupRequest, SignIn, SignInError};
+use serde::Deserialize;
+
+use crate::AppState;
+use crate::auth::{self, Authed, DEVICE_COOKIE, sign_in_cookies, sign_out_cookie};
+use crate::cookies::{self, Lifetime};
+use crate::fmt;
+use crate::guard::{self, CSRF_COOKIE};
+use crate::i18n::{Catalog, Lang};
+
+pub const LANG_COOKIE: &str = "ck_lang";
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/", get(home))
+        .route("/setup/{token}", get(setup_form).post(setup_submit))
+        .route("/signin", get(signin_form).post(signin_submit))
+        .route("/signout", post(signout))
+        .route("/security", get(security))
+        .route("/security/password", post(change_password))
+        .route("/security/sessions/{id}/revoke", post(revoke_session))
+        .route("/language", post(set_language))
+        .route("/static/console.css", get(stylesheet))
+}
+
+// ---- request context --------------------------------------------------------
+
+/// What every console page needs to know about the request.
+pub struct Ctx {
+    state: AppState,
+    lang: Lang,
+    user: Option<Authed>,
+    csrf: String,
+    /// A pre-sign-in CSRF cookie to set, when the browser had none.
+    new_binding: Option<String>,
+    here: String,
+    client: identity::ClientInfo,
+    device: Option<String>,
+}
+
+fn lang_of(headers: &HeaderMap) -> Lang {
+    cookies::get(headers, LANG_COOKIE)
+        .and_then(Lang::from_code)
+        .or_else(|| {
+            let accept = headers.get(header::ACCEPT_LANGUAGE)?.to_str().ok()?;
+            Lang::negotiate(accept)
+        })
+        .unwrap_or(Lang::En)
+}
+
+impl Ctx {
+    fn t(&self) -> &'static Catalog {
+        self.lang.catalog()
+    }
+
+    fn chrome(&self, title: &str) -> Chrome {
+        Chrome {
+            t: self.t(),
+            lang: self.lang.code(),
+            csrf: self.csrf.clone(),
+            user_name: self.user.as_ref().map(|u| u.account.name.clone()),
+            here: self.here.clone(),
+            title: title.to_owned(),
+            langs: Lang::ALL
+                .into_iter()
+                .map(|l| LangOption {
+                    code: l.code(),
+                    name: l.native_name(),
+                    selected: l == self.lang,
+                })
+                .collect(),
+        }
+    }
+
+    fn render(&self, status: StatusCode, page: &impl Template) -> Response {
+        let mut response = match page.render() {
+            Ok(html) => (status, axum::response::Html(html)).into_response(),
+            Err(e) => {
+                tracing::error!(error = %e, "template failed");
+                (StatusCode::INTERNAL_SERVER_ERROR, "page failed to render").into_response()
+            }
+        };
+        if let Some(binding) = &self.new_binding {
+            let cookie = cookies::set(CSRF_COOKIE, binding, Lifetime::BrowserSession, self.state.config().secure_cookies());
+            if let Ok(value) = cookie.parse() {
+                response.headers_mut().append(header::SET_COOKIE, value);
+            }
+        }
+        response
+    }
+
+    fn message(&self, status: StatusCode, title: &str, text: &str) -> Response {
+        let page = MessagePage {
+            c: self.chrome(title),
+            text: text.to_owned(),
+            signed_in: self.user.is_some(),
+        };
+        self.render(status, &page)
+    }
+
+    fn failure(&self, detail: impl std::fmt::Display) -> Response {
+        tracing::error!(error = %detail, "console request failed");
+        let t = self.t();
+        self.message(StatusCode::INTERNAL_SERVER_ERROR, t.t("error.title"), t.t("error.internal"))
+    }
+}
+
+fn context_from(state: &AppState, parts: &Parts, user: Option<Authed>) -> Ctx {
+    let (csrf, new_binding) = match guard::binding(state, &parts.headers) {
+        Some(b) => (guard::token_for(state, b), None),
+        None => {
+            let fresh = identity::random_token(32);
+            (guard::token_for(state, &fresh), Some(fresh))
+        }
+    };
+    Ctx {
+        state: state.clone(),
+        lang: lang_of(&parts.headers),
+        user,
+        csrf,
+        new_binding,
+        here: parts.uri.path().to_owned(),
+        client: auth::client_info(state, parts),
+        device: cookies::get(&parts.headers, DEVICE_COOKIE).map(str::to_owned),
+    }
+}
+
+impl FromRequestParts<AppState> for Ctx {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        match auth::current(state, parts).await {
+            Ok(user) => Ok(context_from(state, parts, user)),
+            Err(e) => Err(context_from(state, parts, None).failure(e)),
+        }
+    }
+}
+
+// ---- templates -------------------------------------------------------------
+
+pub struct LangOption {
+    code: &'static str,
+    name: &'static str,
+    selected: bool,
+}
+
+/// The parts of the page around the content.
+pub struct Chrome {
+    t: &'static Catalog,
+    lang: &'static str,
+    csrf: String,
+    user_name: Option<String>,
+    here: String,
+    title: String,
+    langs: Vec<LangOption>,
+}
+
+#[derive(Template)]
+#[template(path = "message.html")]
+struct MessagePage {
+    c: Chrome,
+    text: String,
+    signed_in: bool,
+}
+
+#[derive(Template)]
+#[template(path = "setup.html")]
+struct SetupPage {
+    c: Chrome,
+    token: String,
+    error: Option<String>,
+    organization: String,
+    name: String,
+    email: String,
+}
+
+#[derive(Template)]
+#[template(path = "signin.html")]
+struct SignInPage {
+    c: Chrome,
+    error: Option<String>,
+    email: String,
+    remember: bool,
+}
+
+struct OrgRow {
+    name: String,
+    role: String,
+}
+
+#[derive(Template)]
+#[template(path = "home.html")]
+struct HomePage {
+    c: Chrome,
+    welcome: String,
+    email: String,
+    sync_user_id: String,
+    organizations: Vec<OrgRow>,
+}
+
+struct SessionRow {
+    id: String,
+    browser: String,
+    ip: String,
+    signed_in_at: String,
+    last_seen: String,
+    current: bool,
+}
+
+struct EventRow {
+    at: String,
+    what: String,
+    ip: String,
+    browser: String,
+}
+
+#[derive(Template)]
+#[template(path = "security.html")]
+struct SecurityPage {
+    c: Chrome,
+    notice: Option<String>,
+    error: Option<String>,
+    sessions: Vec<SessionRow>,
+    events: Vec<EventRow>,
+    older: Option<String>,
+    newest: bool,
+}
+
+// ---- handlers --------------------------------------------------------------
+
+fn see_other(to: &str, cookies: &[String]) -> Response {
+    let mut response = Redirect::to(to).into_response();
+    for cookie in cookies {
+        if let Ok(value) = cookie.parse() {
+            response.headers_mut().append(header::SET_COOKIE, value);
+        }
+    }
+    response
+}
+
+async fn stylesheet() -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/css; charset=utf-8"), (header::CACHE_CONTROL, "max-age=3600")],
+        include_str!("../templates/console.css"),
+    )
+        .into_response()
+}
+
+async fn home(ctx: Ctx) -> Response {
+    let Some(user) = &ctx.user else {
+        return match ctx.state.identity().needs_setup().await {
+            Ok(true) => {
+                let t = ctx.t();
+                ctx.message(StatusCode::OK, t.t("setup.pending_title"), t.t("setup.pending"))
+            }
+            Ok(false) => Redirect::to("/signin").into_response(),
+            Err(e) => ctx.failure(e),
+        };
+    };
+    let memberships = match ctx.state.identity().memberships(&user.account.id).await {
+        Ok(m) => m,
+        Err(e) => return ctx.failure(e),
+    };
+    let t = ctx.t();
+    let page = HomePage {
+        c: ctx.chrome(t.t("home.title")),
+        welcome: t.tf("home.welcome", &[("name", &user.account.name)]),
+        email: user.account.email.to_string(),
+        sync_user_id: user.account.sync_user_id.to_string(),
+        organizations: memberships
+            .into_iter()
+            .map(|m| OrgRow {
+                name: m.org_name,
+                role: t.t(&format!("role.{}", m.role.as_str())).to_owned(),
+            })
+            .collect(),
+    };
+    ctx.render(StatusCode::OK, &page)
+}
+
+// -- setup
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct SetupForm {
+    organization: String,
+    name: String,
+    email: String,
+    password: String,
+    password_confirm: String,
+}
+
+fn setup_link_gone(ctx: &Ctx) -> Response {
+    let t = ctx.t();
+    ctx.message(StatusCode::GONE, t.t("setup.invalid_title"), t.t("setup.invalid"))
+}
+
+async fn setup_form(ctx: Ctx, Path(token): Path<String>) -> Response {
+    match ctx.state.identity().setup_link_valid(&token).await {
+        Ok(true) => {}
+        Ok(false) => return setup_link_gone(&ctx),
+        Err(e) => return ctx.failure(e),
+    }
+    let page = SetupPage {
+        c: ctx.chrome(ctx.t().t("setup.title")),
+        token,
+        error: None,
+        organization: String::new(),
+        name: String::new(),
+        email: String::new(),
+    };
+    ctx.render(StatusCode::OK, &page)
+}
+
+async fn setup_submit(ctx: Ctx, Path(token): Path<String>, Form(form): Form<SetupForm>) -> Response {
+    let t = ctx.t();
+    let error = if form.password != form.password_confirm {
+        t.t("password.mismatch").to_owned()
+    } else {
+        let request = SetupRequest {
+            organization: form.organization.clone(),
+            name: form.name.clone(),
+            email: form.email.clone(),
+            password: form.password.clone(),
+        };
+        match ctx.state.identity().complete_setup(&token, request, ctx.client.clone()).await {
+            Ok(signed) => return see_other("/", &sign_in_cookies(&ctx.state, &signed)),
+            Err(IdentityError::SetupUnavailable) => return setup_link_gone(&ctx),
+            Err(IdentityError::Store(e)) => return ctx.failure(e),
+            Err(e) => identity_error_text(t, &e),
+        }
+    };
+    let page = SetupPage {
+        c: ctx.chrome(t.t("setup.title")),
+        token,
+        error: Some(error),
+        organization: form.organization,
+        name: form.name,
+        email: form.email,
+    };
+    ctx.render(StatusCode::UNPROCESSABLE_ENTITY, &page)
+}
+
+/// A person-readable, translated explanation of a refused request.
+fn identity_error_text(t: &Catalog, e: &IdentityError) -> String {
+    match e {
+        IdentityError::Password(rejected) => t.t(&format!("password.{}", rejected.code())).to_owned(),
+        IdentityError::InvalidEmail(_) => t.t("error.invalid_email").to_owned(),
+        IdentityError::InvalidName => t.t("error.invalid_name").to_owned(),
+        IdentityError::EmailTaken => t.t("error.email_taken").to_owned(),
+        IdentityError::OrganizationNameTaken | IdentityError::Role(_) => t.t("error.invalid_organization").to_owned(),
+        IdentityError::WrongPassword => t.t("password.wrong_current").to_owned(),
+        IdentityError::TooManyAttempts { retry_after } => locked_text(t, *retry_after),
+        IdentityError::UnknownOrganization(_) | IdentityError::SetupUnavailable | IdentityError::Store(_) => {
+            t.t("error.internal").to_owned()
+        }
+    }
+}
+
+fn locked_text(t: &Catalog, retry_after_ms: i64) -> String {
+    let minutes = ((retry_after_ms + 59_999) / 60_000).max(1).to_string();
+    t.tf("signin.locked", &[("minutes", &minutes)])
+}
+
+// -- sign in and out
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct SignInForm {
+    email: String,
+    password: String,
+    remember: Option<String>,
+}
+
+async fn signin_form(ctx: Ctx) -> Response {
+    if ctx.user.is_some() {
+        return Redirect::to("/").into_response();
+    }
+    let page = SignInPage {
+        c: ctx.chrome(ctx.t().t("signin.title")),
+        error: None,
+        email: String::new(),
+        remember: false,
+    };
+    ctx.render(StatusCode::OK, &page)
+}
+
+async fn signin_submit(ctx: Ctx, Form(form): Form<SignInForm>) -> Response {
+    let t = ctx.t();
+    let attempt = SignIn {
+        email: form.email.clone(),
+        password: form.password,
+        remember: form.remember.is_some(),
+        client: ctx.client.clone(),
+        device: ctx.device.clone(),
+    };
+    let metrics = ctx.state.metrics();
+    let (status, error) = match ctx.state.identity().sign_in(attempt).await {
+        Ok(signed) => {
+            metrics.sign_in("signed_in");
+            return see_other("/", &sign_in_cookies(&ctx.state, &signed));
+        }
+        Err(SignInError::InvalidCredentials) => {
+            metrics.sign_in("invalid_credentials");
+            (StatusCode::UNAUTHORIZED, t.t("signin.invalid").to_owned())
+        }
+        Err(SignInError::TooManyAttempts { retry_after }) => {
+            metrics.sign_in("too_many_attempts");
+            (StatusCode::TOO_MANY_REQUESTS, locked_text(t, retry_after))
+        }
+        Err(SignInError::Store(e)) => return ctx.failure(e),
+    };
+    let page = SignInPage {
+        c: ctx.chrome(t.t("signin.title")),
+        error: Some(error),
+        email: form.email,
+        remember: form.remember.is_some(),
+    };
+    ctx.render(status, &page)
+}
+
+async fn signout(ctx: Ctx) -> Response {
+    if let Some(user) = &ctx.user
+        && let Err(e) = ctx.state.identity().sign_out(&user.session, &user.client).await
+    {
+        return ctx.failure(e);
+    }
+    see_other("/signin", &[sign_out_cookie(&ctx.state)])
+}
+
+// -- security
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct SecurityQuery {
+    done: Option<String>,
+    before: Option<String>,
+}
+
+async fn security(ctx: Ctx, Query(q): Query<SecurityQuery>) -> Response {
+    let notice = q.done.as_deref().and_then(|done| match done {
+        "password_changed" | "session_revoked" => Some(ctx.t().t(&format!("security.done_{done}")).to_owned()),
+        _ => None,
+    });
+    security_page(&ctx, StatusCode::OK, notice, None, q.before.as_deref()).await
+}
+
+async fn security_page(
+    ctx: &Ctx,
+    status: StatusCode,
+    notice: Option<String>,
+    error: Option<String>,
+    before: Option<&str>,
+) -> Response {
+    let Some(user) = &ctx.user else {
+        return Redirect::to("/signin").into_response();
+    };
+    let identity = ctx.state.identity();
+    let (sessions, page) = match (
+        identity.sessions(&user.account.id).await,
+        identity.events(&user.account.id, before, 25).await,
+    ) {
+        (Ok(s), Ok(p)) => (s, p),
+        (Err(e), _) | (_, Err(e)) => return ctx.failure(e),
+    };
+    let t = ctx.t();
+    let page = SecurityPage {
+        c: ctx.chrome(t.t("security.title")),
+        notice,
+        error,
+        sessions: sessions
+            .into_iter()
+            .map(|s| SessionRow {
+                current: s.id == user.session.id,
+                browser: fmt::browser(&s.user_agent),
+                signed_in_at: fmt::datetime(s.created_at),
+                last_seen: fmt::datetime(s.last_seen_at),
+                id: s.id,
+                ip: s.ip,
+            })
+            .collect(),
+        events: page
+            .events
+            .into_iter()
+            .map(|e| EventRow {
+                at: fmt::datetime(e.at),
+                what: t.tf(&format!("event.{}", e.kind.as_str()), &[("detail", &e.detail)]),
+                ip: e.ip,
+                browser: fmt::browser(&e.user_agent),
+            })
+            .collect(),
+        older: page.next,
+        newest: before.is_none(),
+    };
+    ctx.render(status, &page)
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct PasswordForm {
+    current_password: String,
+    new_password: String,
+    new_password_confirm: String,
+}
+
+async fn change_password(ctx: Ctx, Form(form): Form<PasswordForm>) -> Response {
+    let Some(user) = &ctx.user else {
+        return Redirect::to("/signin").into_response();
+    };
+    let t = ctx.t();
+    if form.new_password != form.new_password_confirm {
+        let error = Some(t.t("password.mismatch").to_owned());
+        return security_page(&ctx, StatusCode::UNPROCESSABLE_ENTITY, None, error, None).await;
+    }
+    let changed = ctx
+        .state
+        .identity()
+        .change_password(&user.session, &form.current_password, &form.new_password, &user.client)
+        .await;
+    match changed {
+        Ok(()) => Redirect::to("/security?done=password_changed").into_response(),
+        Err(IdentityError::Store(e)) => ctx.failure(e),
+        Err(e) => {
+            let error = Some(identity_error_text(t, &e));
+            security_page(&ctx, StatusCode::UNPROCESSABLE_ENTITY, None, error, None).await
+        }
+    }
+}
+
+async fn revoke_session(ctx: Ctx, Path(id): Path<String>) -> Response {
+    let Some(user) = &ctx.user else {
+        return Redirect::to("/signin").into_response();
+    };
+    match ctx.state.identity().revoke_session(&user.account.id, &id, &user.client).await {
+        Ok(_) if id == user.session.id => see_other("/signin", &[sign_out_cookie(&ctx.state)]),
+        Ok(_) => Redirect::to("/security?done=session_revoked").into_response(),
+        Err(e) => ctx.failure(e),
+    }
+}
+
+// -- language
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct LanguageForm {
+    lang: String,
+    back: String,
+}
+
+async fn set_language(State(state): State<AppState>, Form(form): Form<LanguageForm>) -> Response {
+    let lang = Lang::from_code(&form.lang).unwrap_or(Lang::En);
+    // Only a path on this site: never an open redirect.
+    let safe = form.back.starts_with('/') && !form.back.starts_with("//") && !form.back.contains('\\');
+    let back = if safe { form.back.as_str() } else { "/" };
+    let cookie = cookies::set(LANG_COOKIE, lang.code(), Lifetime::Seconds(400 * 86_400), state.config().secure_cookies());
+    see_other(back, &[cookie])
+}
+
+// ---- pages used from elsewhere ---------------------------------------------
+
+pub async fn not_found(State(state): State<AppState>, parts: Parts) -> Response {
+    if parts.uri.path().starts_with("/api/") {
+        return crate::error::ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such API route").into_response();
+    }
+    let ctx = context_from(&state, &parts, None);
+    let t = ctx.t();
+    ctx.message(StatusCode::NOT_FOUND, t.t("notfound.title"), t.t("notfound.text"))
+}
+
+/// The answer to a form whose CSRF token is missing or stale.
+pub fn form_expired(state: &AppState, headers: &HeaderMap) -> Response {
+    let mut request = axum::http::Request::new(());
+    *request.headers_mut() = headers.clone();
+    let (parts, ()) = request.into_parts();
+    let ctx = context_from(state, &parts, None);
+    let t = ctx.t();
+    ctx.message(StatusCode::FORBIDDEN, t.t("csrf.title"), t.t("csrf.text"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dynamic_keys_exist_in_every_language() {
+        for lang in Lang::ALL {
+            let t = lang.catalog();
+            let mut keys: Vec<String> = identity::EventKind::ALL.iter().map(|k| format!("event.{}", k.as_str())).collect();
+            keys.extend(identity::Role::ALL.iter().map(|r| format!("role.{}", r.as_str())));
+            for r in [
+                identity::PasswordRejected::TooShort,
+                identity::PasswordRejected::TooLong,
+                identity::PasswordRejected::ContainsPersonalData,
+                identity::PasswordRejected::TooGuessable,
+            ] {
+                keys.push(format!("password.{}", r.code()));
+            }
+            keys.extend(["security.done_password_changed".into(), "security.done_session_revoked".into()]);
+            for key in keys {
+                assert_ne!(t.t(&key), key, "{key} missing in {}", lang.code());
+            }
+        }
+    }
+}

@@ -8,7 +8,7 @@ use std::sync::OnceLock;
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{FromRequest, Path, Query, Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
-use axum::response::{IntoResponse, Response};
+use axum::response::{AppendHeaders, IntoResponse, Response};
 use axum::{Json, Router};
 use identity::{IdentityError, SignIn, SignInError};
 use serde::{Deserialize, Serialize};
@@ -142,7 +142,8 @@ async fn create_session(
         Ok(signed) => {
             state.metrics().sign_in("signed_in");
             let [session, device] = sign_in_cookies(&state, &signed);
-            Ok(([(header::SET_COOKIE, session), (header::SET_COOKIE, device)], status("signed_in")).into_response())
+            let cookies = AppendHeaders([(header::SET_COOKIE, session), (header::SET_COOKIE, device)]);
+            Ok((cookies, status("signed_in")).into_response())
         }
         Err(SignInError::InvalidCredentials) => {
             state.metrics().sign_in("invalid_credentials");

@@ -1,0 +1,90 @@
+//! `cloudkeep serve`: the HTTP server.
+
+use std::net::SocketAddr;
+
+use anyhow::Context;
+use clap::Args;
+use tracing_subscriber::EnvFilter;
+
+use crate::settings::{self, CommonArgs, LogFormat, Settings};
+
+#[derive(Args, Debug)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    common: CommonArgs,
+    /// Address to listen on; port 0 picks a free port [default: 127.0.0.1:8080]
+    #[arg(long, env = "CLOUDKEEP_LISTEN", value_name = "ADDR")]
+    listen: Option<String>,
+    /// Log as text or as JSON lines [default: text]
+    #[arg(long, env = "CLOUDKEEP_LOG_FORMAT", value_name = "FORMAT")]
+    log_format: Option<String>,
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = EnvFilter::try_from_env("CLOUDKEEP_LOG")
+        .unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn,tower_http=info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().flatten_event(true).with_current_span(true).init(),
+    }
+}
+
+pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
+    let settings = Settings::resolve(&args.common, args.listen, args.log_format)?;
+    init_logging(settings.log_format);
+    let services = settings::build(&settings).await?;
+    tracing::info!(data = %settings.data.display(), database = services.engine_label, "storage ready");
+
+    let listener = tokio::net::TcpListener::bind(&settings.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", settings.listen))?;
+    let address = listener.local_addr()?;
+    tracing::info!(%address, "listening on http://{address}");
+
+    if services.identity.needs_setup().await? {
+        let token = services.identity.issue_setup_link().await?;
+        let base = settings.public_url.clone().unwrap_or_else(|| format!("http://{address}"));
+        // stdout, on purpose: the one line an operator needs, not a log.
+        println!("setup: {base}/setup/{token}");
+    }
+
+    let config = web::WebConfig {
+        public_url: settings.public_url.clone(),
+        trust_forwarded_for: settings.trust_forwarded_for,
+    };
+    let app = web::router(web::AppState::new(services.identity, config));
+    axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
+        .with_graceful_shutdown(shutdown_signal())
+        .await
+        .context("server failed")?;
+    services.store.close().await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// SIGTERM or Ctrl-C: stop accepting, let requests in flight finish.
+async fn shutdown_signal() {
+    let interrupt = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = interrupt => {},
+        () = terminate => {},
+    }
+    tracing::info!("shutting down");
+}

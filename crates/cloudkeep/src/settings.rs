@@ -1,0 +1,197 @@
+//! Settings, layered: built-in defaults < `cloudkeep.toml` (or `--config`)
+//! < `CLOUDKEEP_*` environment variables < command-line flags.
+//!
+//! Flags and their variables are read by clap (`--listen` /
+//! `CLOUDKEEP_LISTEN`, …), so a value from either beats the file. Settings
+//! without a flag are read from the environment here.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use clap::Args;
+use serde::Deserialize;
+
+/// The options `serve` and `admin` share.
+#[derive(Args, Debug, Clone, Default)]
+pub struct CommonArgs {
+    /// Settings file [default: ./cloudkeep.toml when present]
+    #[arg(long, env = "CLOUDKEEP_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Data folder: SQLite database, blobs, server key [default: ./cloudkeep-data]
+    #[arg(long, env = "CLOUDKEEP_DATA", value_name = "DIR")]
+    pub data: Option<PathBuf>,
+    /// Use PostgreSQL instead of the embedded SQLite, e.g. postgres://user@host/db
+    #[arg(long, env = "CLOUDKEEP_DATABASE_URL", value_name = "URL")]
+    pub database_url: Option<String>,
+}
+
+#[derive(Deserialize, Default, Debug)]
+#[serde(deny_unknown_fields)]
+struct File {
+    listen: Option<String>,
+    data: Option<PathBuf>,
+    database_url: Option<String>,
+    public_url: Option<String>,
+    log_format: Option<String>,
+    trust_forwarded_for: Option<bool>,
+    server_key_file: Option<PathBuf>,
+    #[serde(default)]
+    argon2: Argon2File,
+    #[serde(default)]
+    session: SessionFile,
+}
+
+#[derive(Deserialize, Default, Debug)]
+#[serde(deny_unknown_fields)]
+struct Argon2File {
+    memory_kib: Option<u32>,
+    iterations: Option<u32>,
+    parallelism: Option<u32>,
+}
+
+#[derive(Deserialize, Default, Debug)]
+#[serde(deny_unknown_fields)]
+struct SessionFile {
+    idle_minutes: Option<i64>,
+    remembered_idle_days: Option<i64>,
+    lifetime_days: Option<i64>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Everything resolved.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub listen: String,
+    pub data: PathBuf,
+    pub database_url: Option<String>,
+    pub public_url: Option<String>,
+    pub log_format: LogFormat,
+    pub trust_forwarded_for: bool,
+    pub server_key_file: Option<PathBuf>,
+    pub argon2: (u32, u32, u32),
+    pub session: identity::SessionPolicy,
+}
+
+fn env(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.is_empty())
+}
+
+fn env_parsed<T: std::str::FromStr>(name: &str) -> anyhow::Result<Option<T>> {
+    env(name)
+        .map(|v| v.parse::<T>().map_err(|_| anyhow::anyhow!("{name}={v} is not a valid value")))
+        .transpose()
+}
+
+fn read_file(path: Option<&Path>) -> anyhow::Result<File> {
+    let (path, required) = match path {
+        Some(p) => (p.to_owned(), true),
+        None => (PathBuf::from("cloudkeep.toml"), false),
+    };
+    match std::fs::read_to_string(&path) {
+        Ok(text) => toml::from_str(&text).with_context(|| format!("invalid settings in {}", path.display())),
+        Err(e) if !required && e.kind() == std::io::ErrorKind::NotFound => Ok(File::default()),
+        Err(e) => Err(e).with_context(|| format!("cannot read {}", path.display())),
+    }
+}
+
+impl Settings {
+    /// `listen` and `log_format` are `serve`'s flags (already merged with
+    /// their environment variables by clap).
+    pub fn resolve(common: &CommonArgs, listen: Option<String>, log_format: Option<String>) -> anyhow::Result<Self> {
+        let file = read_file(common.config.as_deref())?;
+        const MINUTE: i64 = 60_000;
+        const DAY: i64 = 1_440 * MINUTE;
+        let defaults = identity::SessionPolicy::default();
+        let session = identity::SessionPolicy {
+            idle: env_parsed::<i64>("CLOUDKEEP_SESSION_IDLE_MINUTES")?
+                .or(file.session.idle_minutes)
+                .map_or(defaults.idle, |m| m * MINUTE),
+            remembered_idle: env_parsed::<i64>("CLOUDKEEP_SESSION_REMEMBERED_IDLE_DAYS")?
+                .or(file.session.remembered_idle_days)
+                .map_or(defaults.remembered_idle, |d| d * DAY),
+            absolute: env_parsed::<i64>("CLOUDKEEP_SESSION_LIFETIME_DAYS")?
+                .or(file.session.lifetime_days)
+                .map_or(defaults.absolute, |d| d * DAY),
+        };
+        if session.idle <= 0 || session.remembered_idle <= 0 || session.absolute <= 0 {
+            anyhow::bail!("session times must be positive");
+        }
+        let log_format = match log_format.or(file.log_format).as_deref() {
+            None | Some("text") => LogFormat::Text,
+            Some("json") => LogFormat::Json,
+            Some(other) => anyhow::bail!("log format '{other}' is not 'text' or 'json'"),
+        };
+        let public_url = env("CLOUDKEEP_PUBLIC_URL").or(file.public_url).map(|u| u.trim_end_matches('/').to_owned());
+        if let Some(url) = &public_url
+            && !(url.starts_with("http://") || url.starts_with("https://"))
+        {
+            anyhow::bail!("public_url must start with http:// or https://");
+        }
+        Ok(Settings {
+            listen: listen.or(file.listen).unwrap_or_else(|| "127.0.0.1:8080".to_owned()),
+            data: common.data.clone().or(file.data).unwrap_or_else(|| PathBuf::from("cloudkeep-data")),
+            database_url: common.database_url.clone().or(file.database_url),
+            public_url,
+            log_format,
+            trust_forwarded_for: env_parsed("CLOUDKEEP_TRUST_FORWARDED_FOR")?
+                .or(file.trust_forwarded_for)
+                .unwrap_or(false),
+            server_key_file: env("CLOUDKEEP_SERVER_KEY_FILE").map(PathBuf::from).or(file.server_key_file),
+            argon2: (
+                env_parsed("CLOUDKEEP_ARGON2_MEMORY_KIB")?.or(file.argon2.memory_kib).unwrap_or(19 * 1024),
+                env_parsed("CLOUDKEEP_ARGON2_ITERATIONS")?.or(file.argon2.iterations).unwrap_or(2),
+                env_parsed("CLOUDKEEP_ARGON2_PARALLELISM")?.or(file.argon2.parallelism).unwrap_or(1),
+            ),
+            session,
+        })
+    }
+}
+
+/// The services every command needs, built from the settings.
+pub struct Services {
+    pub identity: identity::Identity,
+    pub store: store::SqlStore,
+    pub engine_label: &'static str,
+}
+
+pub async fn build(settings: &Settings) -> anyhow::Result<Services> {
+    let data = store::DataDir::open(&settings.data)?;
+    let url = settings.database_url.clone().unwrap_or_else(|| data.sqlite_url());
+    let store = store::SqlStore::open(&url).await?;
+    let key = match &settings.server_key_file {
+        Some(path) => {
+            let bytes = std::fs::read(path).with_context(|| format!("cannot read server key {}", path.display()))?;
+            let bytes: [u8; 32] = bytes
+                .try_into()
+                .map_err(|_| anyhow::anyhow!("{} must hold exactly 32 bytes", path.display()))?;
+            bytes
+        }
+        None => data.server_key()?,
+    };
+    let hasher = identity::PasswordHasher::new(settings.argon2.0, settings.argon2.1, settings.argon2.2)
+        .map_err(anyhow::Error::msg)?;
+    let identity = identity::Identity::new(
+        std::sync::Arc::new(store.clone()),
+        std::sync::Arc::new(identity::SystemClock),
+        hasher,
+        identity::ServerKey::from_bytes(key),
+        identity::IdentityConfig {
+            session: settings.session,
+            ..identity::IdentityConfig::default()
+        },
+    );
+    let engine_label = match store.engine() {
+        store::Engine::Sqlite => "sqlite",
+        store::Engine::Postgres => "postgres",
+    };
+    Ok(Services {
+        identity,
+        store,
+        engine_label,
+    })
+}

@@ -1,0 +1,242 @@
+//! Black-box harness: runs the real `cloudkeep` binary on port 0 with a
+//! fresh data folder, on SQLite or on a fresh PostgreSQL schema, and talks
+//! to it over HTTP like a browser or script would.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+pub use store::Engine;
+
+pub const PASSWORD: &str = "violet tractor sunrise 42";
+
+pub const ENGINES: [Engine; 2] = [Engine::Sqlite, Engine::Postgres];
+
+pub struct Server {
+    child: Child,
+    pub base: String,
+    pub addr: String,
+    pub data: PathBuf,
+    pub database_url: Option<String>,
+    pub stdout: Arc<Mutex<Vec<String>>>,
+    pub stderr: Arc<Mutex<Vec<String>>>,
+    env: Vec<(String, String)>,
+}
+
+/// Where a test's server keeps its data, reusable across restarts.
+#[derive(Clone)]
+pub struct Storage {
+    pub data: PathBuf,
+    pub database_url: Option<String>,
+}
+
+impl Storage {
+    /// `None` when PostgreSQL is unavailable outside CI (the harness said why).
+    pub async fn new(engine: Engine) -> Option<Storage> {
+        let data = store::testing::temp_dir("server");
+        let database_url = match engine {
+            Engine::Sqlite => None,
+            Engine::Postgres => Some(store::testing::database_url(Engine::Postgres).await?),
+        };
+        Some(Storage { data, database_url })
+    }
+
+    fn args(&self) -> Vec<String> {
+        let mut args = vec!["--data".to_owned(), self.data.display().to_string()];
+        if let Some(url) = &self.database_url {
+            args.extend(["--database-url".to_owned(), url.clone()]);
+        }
+        args
+    }
+
+    /// Runs `cloudkeep admin ARGS`, feeding `stdin`; (success, stdout, stderr).
+    pub fn admin(&self, args: &[&str], stdin: &str) -> (bool, String, String) {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_cloudkeep"))
+            .arg("admin")
+            .args(self.args())
+            .args(args)
+            .env_remove("CLOUDKEEP_DATABASE_URL")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run cloudkeep admin");
+        child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
+        let out = child.wait_with_output().unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
+    /// Creates an account (in a new organization "Org <email>") and
+    /// returns the admin command's output.
+    pub fn create_user(&self, email: &str, role: &str) -> String {
+        let org = format!("Org {email}");
+        let (ok, _, err) = self.admin(&["org", "create", "--name", &org], "");
+        assert!(ok, "org create failed: {err}");
+        let (ok, out, err) = self.admin(
+            &["user", "create", "--email", email, "--name", "Test Person", "--org", &org, "--role", role, "--password-stdin"],
+            &format!("{PASSWORD}\n"),
+        );
+        assert!(ok, "user create failed: {err}");
+        out
+    }
+}
+
+impl Server {
+    pub async fn start(engine: Engine) -> Option<Server> {
+        let storage = Storage::new(engine).await?;
+        Some(Server::start_on(&storage, &[]))
+    }
+
+    /// Starts on existing storage with extra environment variables.
+    pub fn start_on(storage: &Storage, env: &[(&str, &str)]) -> Server {
+        Self::start_with(storage, env, &[])
+    }
+
+    pub fn start_with(storage: &Storage, env: &[(&str, &str)], extra_args: &[&str]) -> Server {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_cloudkeep"));
+        command
+            .arg("serve")
+            .args(["--listen", "127.0.0.1:0"])
+            .args(storage.args())
+            .args(extra_args)
+            .env_remove("CLOUDKEEP_DATABASE_URL")
+            .env("CLOUDKEEP_LOG", "info")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        for (k, v) in env {
+            command.env(k, v);
+        }
+        let mut child = command.spawn().expect("start cloudkeep serve");
+        let stdout = Arc::new(Mutex::new(Vec::new()));
+        let stderr = Arc::new(Mutex::new(Vec::new()));
+        collect(child.stdout.take().unwrap(), stdout.clone());
+        collect(child.stderr.take().unwrap(), stderr.clone());
+        let started = Instant::now();
+        let addr = loop {
+            let found = stderr.lock().unwrap().iter().find_map(|line| {
+                let rest = line.split("listening on http://").nth(1)?;
+                Some(rest.split(|c: char| c.is_whitespace() || c == '"').next()?.to_owned())
+            });
+            if let Some(addr) = found {
+                break addr;
+            }
+            if let Ok(Some(status)) = child.try_wait() {
+                panic!("server exited with {status}: {}", stderr.lock().unwrap().join("\n"));
+            }
+            assert!(started.elapsed() < Duration::from_secs(30), "server did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        Server {
+            child,
+            base: format!("http://{addr}"),
+            addr,
+            data: storage.data.clone(),
+            database_url: storage.database_url.clone(),
+            stdout,
+            stderr,
+            env: env.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect(),
+        }
+    }
+
+    pub fn storage(&self) -> Storage {
+        Storage {
+            data: self.data.clone(),
+            database_url: self.database_url.clone(),
+        }
+    }
+
+    /// The setup link the server printed, if any (waits briefly for it).
+    pub fn setup_link(&self) -> Option<String> {
+        for _ in 0..100 {
+            if let Some(line) = self.stdout.lock().unwrap().iter().find(|l| l.starts_with("setup: ")) {
+                return Some(line["setup: ".len()..].to_owned());
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        None
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    pub fn log(&self) -> String {
+        self.stderr.lock().unwrap().join("\n")
+    }
+
+    /// SIGTERM, then waits; returns whether the process exited cleanly.
+    pub fn terminate(mut self) -> bool {
+        let pid = self.child.id().to_string();
+        Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+        let started = Instant::now();
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return status.success();
+            }
+            assert!(started.elapsed() < Duration::from_secs(20), "server ignored SIGTERM");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn collect(stream: impl std::io::Read + Send + 'static, lines: Arc<Mutex<Vec<String>>>) {
+    std::thread::spawn(move || {
+        for line in BufReader::new(stream).lines().map_while(Result::ok) {
+            lines.lock().unwrap().push(line);
+        }
+    });
+}
+
+/// A browser-like client: cookie jar, no automatic redirects.
+pub fn browser() -> reqwest::Client {
+    reqwest::Client::builder()
+        .cookie_store(true)
+        .redirect(reqwest::redirect::Policy::none())
+        .user_agent("Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0")
+        .build()
+        .unwrap()
+}
+
+/// The CSRF token in a page's forms.
+pub fn csrf_of(html: &str) -> String {
+    html.split("name=\"csrf\" value=\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .expect("page has a CSRF field")
+        .to_owned()
+}
+
+/// Signs in through the API; panics unless it works.
+pub async fn api_sign_in(server: &Server, client: &reqwest::Client, email: &str, password: &str, remember: bool) {
+    let response = client
+        .post(server.url("/api/v1/session"))
+        .json(&serde_json::json!({"email": email, "password": password, "remember": remember}))
+        .send()
+        .await
+        .unwrap();
+    let status = response.status();
+    let body = response.text().await.unwrap();
+    assert_eq!(status, 200, "sign-in failed: {body}");
+    assert_eq!(body, r#"{"status":"signed_in"}"#);
+}
+
+pub async fn json(response: reqwest::Response) -> (u16, serde_json::Value) {
+    let status = response.status().as_u16();
+    let text = response.text().await.unwrap();
+    let value = serde_json::from_str(&text).unwrap_or_else(|_| panic!("not JSON ({status}): {text}"));
+    (status, value)
+}

@@ -21,8 +21,8 @@ pub struct ServeArgs {
 }
 
 fn init_logging(format: LogFormat) {
-    let filter = EnvFilter::try_from_env("CLOUDKEEP_LOG")
-        .unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn,tower_http=info"));
+    let filter =
+        EnvFilter::try_from_env("CLOUDKEEP_LOG").unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn,tower_http=info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -47,7 +47,10 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
 
     if services.identity.needs_setup().await? {
         let token = services.identity.issue_setup_link().await?;
-        let base = settings.public_url.clone().unwrap_or_else(|| format!("http://{address}"));
+        let base = settings
+            .public_url
+            .clone()
+            .unwrap_or_else(|| format!("http://{address}"));
         // stdout, on purpose: the one line an operator needs, not a log.
         println!("setup: {base}/setup/{token}");
     }

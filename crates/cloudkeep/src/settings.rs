@@ -83,7 +83,10 @@ fn env(name: &str) -> Option<String> {
 
 fn env_parsed<T: std::str::FromStr>(name: &str) -> anyhow::Result<Option<T>> {
     env(name)
-        .map(|v| v.parse::<T>().map_err(|_| anyhow::anyhow!("{name}={v} is not a valid value")))
+        .map(|v| {
+            v.parse::<T>()
+                .map_err(|_| anyhow::anyhow!("{name}={v} is not a valid value"))
+        })
         .transpose()
 }
 
@@ -126,7 +129,9 @@ impl Settings {
             Some("json") => LogFormat::Json,
             Some(other) => anyhow::bail!("log format '{other}' is not 'text' or 'json'"),
         };
-        let public_url = env("CLOUDKEEP_PUBLIC_URL").or(file.public_url).map(|u| u.trim_end_matches('/').to_owned());
+        let public_url = env("CLOUDKEEP_PUBLIC_URL")
+            .or(file.public_url)
+            .map(|u| u.trim_end_matches('/').to_owned());
         if let Some(url) = &public_url
             && !(url.starts_with("http://") || url.starts_with("https://"))
         {
@@ -134,18 +139,30 @@ impl Settings {
         }
         Ok(Settings {
             listen: listen.or(file.listen).unwrap_or_else(|| "127.0.0.1:8080".to_owned()),
-            data: common.data.clone().or(file.data).unwrap_or_else(|| PathBuf::from("cloudkeep-data")),
+            data: common
+                .data
+                .clone()
+                .or(file.data)
+                .unwrap_or_else(|| PathBuf::from("cloudkeep-data")),
             database_url: common.database_url.clone().or(file.database_url),
             public_url,
             log_format,
             trust_forwarded_for: env_parsed("CLOUDKEEP_TRUST_FORWARDED_FOR")?
                 .or(file.trust_forwarded_for)
                 .unwrap_or(false),
-            server_key_file: env("CLOUDKEEP_SERVER_KEY_FILE").map(PathBuf::from).or(file.server_key_file),
+            server_key_file: env("CLOUDKEEP_SERVER_KEY_FILE")
+                .map(PathBuf::from)
+                .or(file.server_key_file),
             argon2: (
-                env_parsed("CLOUDKEEP_ARGON2_MEMORY_KIB")?.or(file.argon2.memory_kib).unwrap_or(19 * 1024),
-                env_parsed("CLOUDKEEP_ARGON2_ITERATIONS")?.or(file.argon2.iterations).unwrap_or(2),
-                env_parsed("CLOUDKEEP_ARGON2_PARALLELISM")?.or(file.argon2.parallelism).unwrap_or(1),
+                env_parsed("CLOUDKEEP_ARGON2_MEMORY_KIB")?
+                    .or(file.argon2.memory_kib)
+                    .unwrap_or(19 * 1024),
+                env_parsed("CLOUDKEEP_ARGON2_ITERATIONS")?
+                    .or(file.argon2.iterations)
+                    .unwrap_or(2),
+                env_parsed("CLOUDKEEP_ARGON2_PARALLELISM")?
+                    .or(file.argon2.parallelism)
+                    .unwrap_or(1),
             ),
             session,
         })

@@ -8,7 +8,9 @@ use std::time::{Duration, Instant};
 #[tokio::test]
 async fn sign_in_me_and_sign_out() {
     for engine in ENGINES {
-        let Some(storage) = Storage::new(engine).await else { continue };
+        let Some(storage) = Storage::new(engine).await else {
+            continue;
+        };
         let created = storage.create_user("ana@example.org", "admin");
         let server = Server::start_on(&storage, &[]);
         let client = browser();
@@ -23,7 +25,9 @@ async fn sign_in_me_and_sign_out() {
         assert!(created.contains(&format!("id: {}", me["id"].as_str().unwrap())));
         let sync = me["sync_user_id"].as_str().unwrap();
         assert!(
-            sync.len() == 7 && sync[..2].chars().all(|c| c.is_ascii_uppercase()) && sync[2..].chars().all(|c| c.is_ascii_digit()),
+            sync.len() == 7
+                && sync[..2].chars().all(|c| c.is_ascii_uppercase())
+                && sync[2..].chars().all(|c| c.is_ascii_digit()),
             "{sync}"
         );
         assert_eq!(me["organizations"][0]["name"], "Org ana@example.org");
@@ -39,7 +43,9 @@ async fn sign_in_me_and_sign_out() {
 #[tokio::test]
 async fn unknown_email_and_wrong_password_look_the_same() {
     for engine in ENGINES {
-        let Some(storage) = Storage::new(engine).await else { continue };
+        let Some(storage) = Storage::new(engine).await else {
+            continue;
+        };
         storage.create_user("ana@example.org", "user");
         let server = Server::start_on(&storage, &[]);
         let attempt = |email: &'static str| {
@@ -61,7 +67,13 @@ async fn unknown_email_and_wrong_password_look_the_same() {
         for _ in 0..4 {
             let (s1, b1, t1) = attempt("ana@example.org").await;
             let (s2, b2, t2) = attempt("nobody@example.org").await;
-            assert_eq!((s1.as_u16(), &b1), (401, &r#"{"error":{"code":"invalid_credentials","message":"wrong email or password"}}"#.to_owned()));
+            assert_eq!(
+                (s1.as_u16(), &b1),
+                (
+                    401,
+                    &r#"{"error":{"code":"invalid_credentials","message":"wrong email or password"}}"#.to_owned()
+                )
+            );
             assert_eq!((s2, b2), (s1, b1), "identical answers");
             wrong.push(t1);
             unknown.push(t2);
@@ -71,14 +83,19 @@ async fn unknown_email_and_wrong_password_look_the_same() {
         // Both pay for one Argon2id verification; without the dummy hash an
         // unknown email would answer in a fraction of the time.
         let (w, u) = (wrong[1].as_secs_f64(), unknown[1].as_secs_f64());
-        assert!(u > w * 0.5 && w > u * 0.5, "median times differ: wrong password {w:.3}s, unknown email {u:.3}s");
+        assert!(
+            u > w * 0.5 && w > u * 0.5,
+            "median times differ: wrong password {w:.3}s, unknown email {u:.3}s"
+        );
     }
 }
 
 #[tokio::test]
 async fn repeated_failures_are_throttled_with_retry_after_and_logged() {
     for engine in ENGINES {
-        let Some(storage) = Storage::new(engine).await else { continue };
+        let Some(storage) = Storage::new(engine).await else {
+            continue;
+        };
         storage.create_user("ana@example.org", "user");
         let server = Server::start_on(&storage, &[]);
         // The member's own browser signs in first and keeps its device cookie.
@@ -110,8 +127,20 @@ async fn repeated_failures_are_throttled_with_retry_after_and_logged() {
         // Known device: not locked out by the attacker.
         member.delete(server.url("/api/v1/session")).send().await.unwrap();
         api_sign_in(&server, &member, "ana@example.org", PASSWORD, false).await;
-        let (_, events) = json(member.get(server.url("/api/v1/me/events?limit=50")).send().await.unwrap()).await;
-        let kinds: Vec<&str> = events["events"].as_array().unwrap().iter().map(|e| e["kind"].as_str().unwrap()).collect();
+        let (_, events) = json(
+            member
+                .get(server.url("/api/v1/me/events?limit=50"))
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await;
+        let kinds: Vec<&str> = events["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["kind"].as_str().unwrap())
+            .collect();
         assert_eq!(kinds.iter().filter(|k| **k == "sign_in_failed").count(), 6, "{kinds:?}");
         assert!(kinds.contains(&"sign_in_locked"), "{kinds:?}");
         assert_eq!(kinds[0], "sign_in", "newest first: {kinds:?}");
@@ -131,7 +160,9 @@ fn set_cookies(response: &reqwest::Response) -> Vec<String> {
 #[tokio::test]
 async fn session_cookie_flags() {
     for engine in ENGINES {
-        let Some(storage) = Storage::new(engine).await else { continue };
+        let Some(storage) = Storage::new(engine).await else {
+            continue;
+        };
         storage.create_user("ana@example.org", "user");
         let server = Server::start_on(&storage, &[]);
         for remember in [false, true] {
@@ -142,7 +173,10 @@ async fn session_cookie_flags() {
                 .await
                 .unwrap();
             let cookies = set_cookies(&r);
-            let session = cookies.iter().find(|c| c.starts_with("ck_session=")).expect("session cookie");
+            let session = cookies
+                .iter()
+                .find(|c| c.starts_with("ck_session="))
+                .expect("session cookie");
             let token = session["ck_session=".len()..].split(';').next().unwrap();
             assert_eq!(token.len(), 43, "256-bit token, base64url");
             assert!(session.contains("HttpOnly") && session.contains("SameSite=Lax") && session.contains("Path=/"));
@@ -161,7 +195,10 @@ async fn session_cookie_flags() {
             .await
             .unwrap();
         let cookies = set_cookies(&r);
-        let session = cookies.iter().find(|c| c.starts_with("__Host-ck_session=")).expect("prefixed cookie");
+        let session = cookies
+            .iter()
+            .find(|c| c.starts_with("__Host-ck_session="))
+            .expect("prefixed cookie");
         assert!(session.contains("; Secure") && session.contains("Path=/") && !session.contains("Domain"));
         assert!(cookies.iter().all(|c| c.contains("; Secure")));
     }
@@ -170,14 +207,20 @@ async fn session_cookie_flags() {
 #[tokio::test]
 async fn cross_site_and_non_json_requests_are_refused() {
     for engine in ENGINES {
-        let Some(storage) = Storage::new(engine).await else { continue };
+        let Some(storage) = Storage::new(engine).await else {
+            continue;
+        };
         storage.create_user("ana@example.org", "user");
         let server = Server::start_on(&storage, &[]);
         let client = browser();
         api_sign_in(&server, &client, "ana@example.org", PASSWORD, false).await;
 
         let change = serde_json::json!({"current_password": PASSWORD, "new_password": "completely different words 9"});
-        for (header, value) in [("origin", "http://evil.example"), ("sec-fetch-site", "cross-site"), ("origin", "null")] {
+        for (header, value) in [
+            ("origin", "http://evil.example"),
+            ("sec-fetch-site", "cross-site"),
+            ("origin", "null"),
+        ] {
             let r = client
                 .put(server.url("/api/v1/me/password"))
                 .header(header, value)
@@ -186,7 +229,11 @@ async fn cross_site_and_non_json_requests_are_refused() {
                 .await
                 .unwrap();
             let (status, body) = json(r).await;
-            assert_eq!((status, body["error"]["code"].as_str()), (403, Some("cross_origin_request")), "{header}: {value}");
+            assert_eq!(
+                (status, body["error"]["code"].as_str()),
+                (403, Some("cross_origin_request")),
+                "{header}: {value}"
+            );
         }
         // A form post (what a cross-site page can send without CORS).
         let r = client
@@ -197,7 +244,10 @@ async fn cross_site_and_non_json_requests_are_refused() {
             .await
             .unwrap();
         let (status, body) = json(r).await;
-        assert_eq!((status, body["error"]["code"].as_str()), (415, Some("unsupported_media_type")));
+        assert_eq!(
+            (status, body["error"]["code"].as_str()),
+            (415, Some("unsupported_media_type"))
+        );
         let r = client
             .post(server.url("/api/v1/session"))
             .header("content-type", "application/json")
@@ -222,7 +272,9 @@ async fn cross_site_and_non_json_requests_are_refused() {
 #[tokio::test]
 async fn sessions_are_listed_and_revoked() {
     for engine in ENGINES {
-        let Some(storage) = Storage::new(engine).await else { continue };
+        let Some(storage) = Storage::new(engine).await else {
+            continue;
+        };
         storage.create_user("ana@example.org", "user");
         let server = Server::start_on(&storage, &[]);
         let laptop = browser();
@@ -241,11 +293,25 @@ async fn sessions_are_listed_and_revoked() {
         assert_eq!(other["remember"], false);
         let other_id = other["id"].as_str().unwrap();
 
-        let r = laptop.delete(server.url(&format!("/api/v1/me/sessions/{other_id}"))).send().await.unwrap();
+        let r = laptop
+            .delete(server.url(&format!("/api/v1/me/sessions/{other_id}")))
+            .send()
+            .await
+            .unwrap();
         assert_eq!(r.status(), 204);
         assert_eq!(phone.get(server.url("/api/v1/me")).send().await.unwrap().status(), 401);
-        let r = laptop.delete(server.url(&format!("/api/v1/me/sessions/{other_id}"))).send().await.unwrap();
-        assert_eq!(json(r).await, (404, serde_json::json!({"error":{"code":"not_found","message":"no such session"}})));
+        let r = laptop
+            .delete(server.url(&format!("/api/v1/me/sessions/{other_id}")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            json(r).await,
+            (
+                404,
+                serde_json::json!({"error":{"code":"not_found","message":"no such session"}})
+            )
+        );
 
         // Someone else's session id is not found either.
         storage.create_user("bo@example.org", "user");
@@ -253,7 +319,14 @@ async fn sessions_are_listed_and_revoked() {
         api_sign_in(&server, &bo, "bo@example.org", PASSWORD, false).await;
         let (_, list) = json(laptop.get(server.url("/api/v1/me/sessions")).send().await.unwrap()).await;
         let mine = list["sessions"][0]["id"].as_str().unwrap().to_owned();
-        assert_eq!(bo.delete(server.url(&format!("/api/v1/me/sessions/{mine}"))).send().await.unwrap().status(), 404);
+        assert_eq!(
+            bo.delete(server.url(&format!("/api/v1/me/sessions/{mine}")))
+                .send()
+                .await
+                .unwrap()
+                .status(),
+            404
+        );
         assert_eq!(laptop.get(server.url("/api/v1/me")).send().await.unwrap().status(), 200);
 
         let (_, events) = json(laptop.get(server.url("/api/v1/me/events")).send().await.unwrap()).await;
@@ -264,7 +337,9 @@ async fn sessions_are_listed_and_revoked() {
 #[tokio::test]
 async fn password_change_checks_and_revokes_other_sessions() {
     for engine in ENGINES {
-        let Some(storage) = Storage::new(engine).await else { continue };
+        let Some(storage) = Storage::new(engine).await else {
+            continue;
+        };
         storage.create_user("ana@example.org", "user");
         let server = Server::start_on(&storage, &[]);
         let a = browser();
@@ -273,17 +348,32 @@ async fn password_change_checks_and_revokes_other_sessions() {
         api_sign_in(&server, &b, "ana@example.org", PASSWORD, false).await;
 
         let put = |body: serde_json::Value| a.put(server.url("/api/v1/me/password")).json(&body).send();
-        let (status, body) = json(put(serde_json::json!({"current_password": "wrong one", "new_password": "completely different words 9"})).await.unwrap()).await;
+        let (status, body) = json(
+            put(serde_json::json!({"current_password": "wrong one", "new_password": "completely different words 9"}))
+                .await
+                .unwrap(),
+        )
+        .await;
         assert_eq!((status, body["error"]["code"].as_str()), (400, Some("wrong_password")));
         for (new, code) in [
             ("short", "password_too_short"),
             ("password123456", "password_too_guessable"),
             ("ana-strong-banana-77", "password_contains_personal_data"),
         ] {
-            let (status, body) = json(put(serde_json::json!({"current_password": PASSWORD, "new_password": new})).await.unwrap()).await;
+            let (status, body) = json(
+                put(serde_json::json!({"current_password": PASSWORD, "new_password": new}))
+                    .await
+                    .unwrap(),
+            )
+            .await;
             assert_eq!((status, body["error"]["code"].as_str()), (422, Some(code)), "{new}");
         }
-        let (status, _) = json(put(serde_json::json!({"current_password": PASSWORD, "new_password": "completely different words 9"})).await.unwrap()).await;
+        let (status, _) = json(
+            put(serde_json::json!({"current_password": PASSWORD, "new_password": "completely different words 9"}))
+                .await
+                .unwrap(),
+        )
+        .await;
         assert_eq!(status, 200);
         assert_eq!(a.get(server.url("/api/v1/me")).send().await.unwrap().status(), 200);
         assert_eq!(b.get(server.url("/api/v1/me")).send().await.unwrap().status(), 401);
@@ -303,7 +393,9 @@ async fn password_change_checks_and_revokes_other_sessions() {
 #[tokio::test]
 async fn events_are_paginated_newest_first() {
     for engine in ENGINES {
-        let Some(storage) = Storage::new(engine).await else { continue };
+        let Some(storage) = Storage::new(engine).await else {
+            continue;
+        };
         storage.create_user("ana@example.org", "user");
         let server = Server::start_on(&storage, &[]);
         let client = browser();
@@ -319,16 +411,29 @@ async fn events_are_paginated_newest_first() {
             assert_eq!(status, 200);
             let events = page["events"].as_array().unwrap();
             assert!(events.len() <= 3);
-            seen.extend(events.iter().map(|e| (e["kind"].as_str().unwrap().to_owned(), e["at"].as_i64().unwrap())));
+            seen.extend(
+                events
+                    .iter()
+                    .map(|e| (e["kind"].as_str().unwrap().to_owned(), e["at"].as_i64().unwrap())),
+            );
             match page["next"].as_str() {
                 Some(next) => url = server.url(&format!("/api/v1/me/events?limit=3&before={next}")),
                 None => break,
             }
         }
         let kinds: Vec<&str> = seen.iter().map(|(k, _)| k.as_str()).collect();
-        assert_eq!(kinds, ["sign_in", "sign_out", "sign_in", "sign_out", "sign_in", "sign_out", "sign_in"]);
+        assert_eq!(
+            kinds,
+            [
+                "sign_in", "sign_out", "sign_in", "sign_out", "sign_in", "sign_out", "sign_in"
+            ]
+        );
         assert!(seen.windows(2).all(|w| w[0].1 >= w[1].1), "newest first");
-        let r = client.get(server.url("/api/v1/me/events?limit=abc")).send().await.unwrap();
+        let r = client
+            .get(server.url("/api/v1/me/events?limit=abc"))
+            .send()
+            .await
+            .unwrap();
         assert_eq!(json(r).await.1["error"]["code"], "invalid_request");
         tokio::time::sleep(Duration::from_millis(1)).await;
     }

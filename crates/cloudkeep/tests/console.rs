@@ -17,7 +17,9 @@ fn location(r: &reqwest::Response) -> &str {
 #[tokio::test]
 async fn setup_link_works_once_and_signs_in() {
     for engine in ENGINES {
-        let Some(server) = Server::start(engine).await else { continue };
+        let Some(server) = Server::start(engine).await else {
+            continue;
+        };
         let link = server.setup_link().expect("setup link printed");
         assert!(link.starts_with(&format!("{}/setup/", server.base)), "{link}");
         let browser = browser();
@@ -38,15 +40,26 @@ async fn setup_link_works_once_and_signs_in() {
         ];
         let r = browser.post(&link).form(&form).send().await.unwrap();
         assert_eq!(r.status(), 422);
-        assert!(r.text().await.unwrap().contains("The two new passwords are not the same."));
+        assert!(
+            r.text()
+                .await
+                .unwrap()
+                .contains("The two new passwords are not the same.")
+        );
         form[5].1 = PASSWORD;
         form[4].1 = "password123";
         form[5].1 = "password123";
         let r = browser.post(&link).form(&form).send().await.unwrap();
         assert_eq!(r.status(), 422);
         let body = r.text().await.unwrap();
-        assert!(body.contains("The password is too short") || body.contains("too common"), "{body}");
-        assert!(body.contains("value=\"Acme Cooperative\""), "the form keeps what was typed");
+        assert!(
+            body.contains("The password is too short") || body.contains("too common"),
+            "{body}"
+        );
+        assert!(
+            body.contains("value=\"Acme Cooperative\""),
+            "the form keeps what was typed"
+        );
 
         form[4].1 = PASSWORD;
         form[5].1 = PASSWORD;
@@ -83,7 +96,9 @@ async fn setup_link_works_once_and_signs_in() {
 #[tokio::test]
 async fn a_new_setup_link_at_each_start_until_setup_is_done() {
     for engine in ENGINES {
-        let Some(storage) = Storage::new(engine).await else { continue };
+        let Some(storage) = Storage::new(engine).await else {
+            continue;
+        };
         let first = Server::start_on(&storage, &[]);
         let old = first.setup_link().unwrap();
         drop(first);
@@ -91,7 +106,11 @@ async fn a_new_setup_link_at_each_start_until_setup_is_done() {
         let new = second.setup_link().unwrap();
         assert_ne!(old, new);
         let old_on_new_port = new.rsplit_once('/').unwrap().0.to_owned() + "/" + old.rsplit('/').next().unwrap();
-        assert_eq!(get_html(&browser(), &old_on_new_port).await.0, 410, "the old link stops working");
+        assert_eq!(
+            get_html(&browser(), &old_on_new_port).await.0,
+            410,
+            "the old link stops working"
+        );
         assert_eq!(get_html(&browser(), &new).await.0, 200);
     }
 }
@@ -99,7 +118,9 @@ async fn a_new_setup_link_at_each_start_until_setup_is_done() {
 #[tokio::test]
 async fn sign_in_and_out_in_the_browser() {
     for engine in ENGINES {
-        let Some(storage) = Storage::new(engine).await else { continue };
+        let Some(storage) = Storage::new(engine).await else {
+            continue;
+        };
         storage.create_user("ana@example.org", "user");
         let server = Server::start_on(&storage, &[]);
         let b = browser();
@@ -113,7 +134,11 @@ async fn sign_in_and_out_in_the_browser() {
 
         let r = b
             .post(server.url("/signin"))
-            .form(&[("csrf", csrf.as_str()), ("email", "ana@example.org"), ("password", "wrong wrong wrong")])
+            .form(&[
+                ("csrf", csrf.as_str()),
+                ("email", "ana@example.org"),
+                ("password", "wrong wrong wrong"),
+            ])
             .send()
             .await
             .unwrap();
@@ -124,7 +149,12 @@ async fn sign_in_and_out_in_the_browser() {
 
         let r = b
             .post(server.url("/signin"))
-            .form(&[("csrf", csrf.as_str()), ("email", "ana@example.org"), ("password", PASSWORD), ("remember", "1")])
+            .form(&[
+                ("csrf", csrf.as_str()),
+                ("email", "ana@example.org"),
+                ("password", PASSWORD),
+                ("remember", "1"),
+            ])
             .send()
             .await
             .unwrap();
@@ -147,9 +177,19 @@ async fn sign_in_and_out_in_the_browser() {
 
         // The form token is bound to the session now.
         let csrf = csrf_of(&home);
-        let r = b.post(server.url("/signout")).form(&[("csrf", "forged")]).send().await.unwrap();
+        let r = b
+            .post(server.url("/signout"))
+            .form(&[("csrf", "forged")])
+            .send()
+            .await
+            .unwrap();
         assert_eq!(r.status(), 403);
-        let r = b.post(server.url("/signout")).form(&[("csrf", csrf.as_str())]).send().await.unwrap();
+        let r = b
+            .post(server.url("/signout"))
+            .form(&[("csrf", csrf.as_str())])
+            .send()
+            .await
+            .unwrap();
         assert_eq!((r.status().as_u16(), location(&r)), (303, "/signin"));
         assert_eq!(b.get(server.url("/api/v1/me")).send().await.unwrap().status(), 401);
     }
@@ -158,13 +198,19 @@ async fn sign_in_and_out_in_the_browser() {
 #[tokio::test]
 async fn forms_without_a_valid_token_or_from_another_site_are_refused() {
     for engine in ENGINES {
-        let Some(storage) = Storage::new(engine).await else { continue };
+        let Some(storage) = Storage::new(engine).await else {
+            continue;
+        };
         storage.create_user("ana@example.org", "user");
         let server = Server::start_on(&storage, &[]);
         let b = browser();
         let (_, page) = get_html(&b, &server.url("/signin")).await;
         let csrf = csrf_of(&page);
-        let good = [("csrf", csrf.as_str()), ("email", "ana@example.org"), ("password", PASSWORD)];
+        let good = [
+            ("csrf", csrf.as_str()),
+            ("email", "ana@example.org"),
+            ("password", PASSWORD),
+        ];
         let missing = [("email", "ana@example.org"), ("password", PASSWORD)];
         let r = b.post(server.url("/signin")).form(&missing).send().await.unwrap();
         assert_eq!(r.status(), 403);
@@ -175,7 +221,11 @@ async fn forms_without_a_valid_token_or_from_another_site_are_refused() {
         let foreign = csrf_of(&page);
         let r = b
             .post(server.url("/signin"))
-            .form(&[("csrf", foreign.as_str()), ("email", "ana@example.org"), ("password", PASSWORD)])
+            .form(&[
+                ("csrf", foreign.as_str()),
+                ("email", "ana@example.org"),
+                ("password", PASSWORD),
+            ])
             .send()
             .await
             .unwrap();
@@ -188,7 +238,13 @@ async fn forms_without_a_valid_token_or_from_another_site_are_refused() {
             .await
             .unwrap();
         assert_eq!(r.status(), 403, "foreign origin even with the token");
-        let r = b.post(server.url("/signin")).header("origin", server.base.clone()).form(&good).send().await.unwrap();
+        let r = b
+            .post(server.url("/signin"))
+            .header("origin", server.base.clone())
+            .form(&good)
+            .send()
+            .await
+            .unwrap();
         assert_eq!(r.status(), 303);
 
         // Signed in: changing the password needs the session-bound token.
@@ -201,9 +257,19 @@ async fn forms_without_a_valid_token_or_from_another_site_are_refused() {
                 ("new_password_confirm", "completely different words 9".to_owned()),
             ]
         };
-        let r = b.post(server.url("/security/password")).form(&fields(&csrf)).send().await.unwrap();
+        let r = b
+            .post(server.url("/security/password"))
+            .form(&fields(&csrf))
+            .send()
+            .await
+            .unwrap();
         assert_eq!(r.status(), 403, "the pre-sign-in token no longer applies");
-        let r = b.post(server.url("/security/password")).form(&fields(&csrf_of(&page))).send().await.unwrap();
+        let r = b
+            .post(server.url("/security/password"))
+            .form(&fields(&csrf_of(&page)))
+            .send()
+            .await
+            .unwrap();
         assert_eq!(r.status(), 303);
         assert_eq!(location(&r), "/security?done=password_changed");
         let (_, page) = get_html(&b, &server.url("/security?done=password_changed")).await;
@@ -215,7 +281,9 @@ async fn forms_without_a_valid_token_or_from_another_site_are_refused() {
 #[tokio::test]
 async fn revoking_a_session_from_the_security_page() {
     for engine in ENGINES {
-        let Some(storage) = Storage::new(engine).await else { continue };
+        let Some(storage) = Storage::new(engine).await else {
+            continue;
+        };
         storage.create_user("ana@example.org", "user");
         let server = Server::start_on(&storage, &[]);
         let b = browser();
@@ -223,7 +291,12 @@ async fn revoking_a_session_from_the_security_page() {
         api_sign_in(&server, &b, "ana@example.org", PASSWORD, false).await;
         api_sign_in(&server, &phone, "ana@example.org", PASSWORD, false).await;
         let (_, list) = json(phone.get(server.url("/api/v1/me/sessions")).send().await.unwrap()).await;
-        let phone_id = list["sessions"].as_array().unwrap().iter().find(|s| s["current"] == true).unwrap()["id"]
+        let phone_id = list["sessions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["current"] == true)
+            .unwrap()["id"]
             .as_str()
             .unwrap()
             .to_owned();
@@ -245,15 +318,26 @@ async fn revoking_a_session_from_the_security_page() {
 #[tokio::test]
 async fn pages_speak_spanish_and_english() {
     for engine in ENGINES {
-        let Some(storage) = Storage::new(engine).await else { continue };
+        let Some(storage) = Storage::new(engine).await else {
+            continue;
+        };
         storage.create_user("ana@example.org", "user");
         let server = Server::start_on(&storage, &[]);
-        let spanish = |c: &reqwest::Client, url: String| c.get(url).header("accept-language", "es-ES,es;q=0.9,en;q=0.5").send();
+        let spanish =
+            |c: &reqwest::Client, url: String| c.get(url).header("accept-language", "es-ES,es;q=0.9,en;q=0.5").send();
         let b = browser();
         let page = spanish(&b, server.url("/signin")).await.unwrap().text().await.unwrap();
         assert!(page.contains("<html lang=\"es\">") && page.contains("<h1>Iniciar sesión</h1>"));
         assert!(page.contains("Mantener la sesión iniciada"));
-        let page = b.get(server.url("/signin")).header("accept-language", "de, en;q=0.3").send().await.unwrap().text().await.unwrap();
+        let page = b
+            .get(server.url("/signin"))
+            .header("accept-language", "de, en;q=0.3")
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
         assert!(page.contains("<html lang=\"en\">") && page.contains("<h1>Sign in</h1>"));
 
         // The switcher remembers the choice over Accept-Language.
@@ -264,11 +348,23 @@ async fn pages_speak_spanish_and_english() {
             .await
             .unwrap();
         assert_eq!((r.status().as_u16(), location(&r)), (303, "/signin"));
-        let page = b.get(server.url("/signin")).header("accept-language", "en").send().await.unwrap().text().await.unwrap();
+        let page = b
+            .get(server.url("/signin"))
+            .header("accept-language", "en")
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
         assert!(page.contains("<h1>Iniciar sesión</h1>"));
         let r = b
             .post(server.url("/signin"))
-            .form(&[("csrf", csrf_of(&page).as_str()), ("email", "ana@example.org"), ("password", "nope nope nope")])
+            .form(&[
+                ("csrf", csrf_of(&page).as_str()),
+                ("email", "ana@example.org"),
+                ("password", "nope nope nope"),
+            ])
             .send()
             .await
             .unwrap();
@@ -276,19 +372,40 @@ async fn pages_speak_spanish_and_english() {
         // Never an open redirect.
         let r = b
             .post(server.url("/language"))
-            .form(&[("csrf", csrf_of(&page).as_str()), ("lang", "en"), ("back", "//evil.example/")])
+            .form(&[
+                ("csrf", csrf_of(&page).as_str()),
+                ("lang", "en"),
+                ("back", "//evil.example/"),
+            ])
             .send()
             .await
             .unwrap();
         assert_eq!(location(&r), "/");
 
         api_sign_in(&server, &b, "ana@example.org", PASSWORD, false).await;
-        let page = spanish(&b, server.url("/security")).await.unwrap().text().await.unwrap();
-        assert!(page.contains("<h1>Security</h1>"), "the cookie (en) wins over the header");
+        let page = spanish(&b, server.url("/security"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert!(
+            page.contains("<h1>Security</h1>"),
+            "the cookie (en) wins over the header"
+        );
         let c = browser();
         api_sign_in(&server, &c, "ana@example.org", PASSWORD, false).await;
-        let page = spanish(&c, server.url("/security")).await.unwrap().text().await.unwrap();
-        assert!(page.contains("<h1>Seguridad</h1>") && page.contains("Sesiones abiertas") && page.contains("Inicio de sesión"));
+        let page = spanish(&c, server.url("/security"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert!(
+            page.contains("<h1>Seguridad</h1>")
+                && page.contains("Sesiones abiertas")
+                && page.contains("Inicio de sesión")
+        );
         let page = spanish(&c, server.url("/")).await.unwrap().text().await.unwrap();
         assert!(page.contains("Bienvenido/a, Test Person") && !page.contains("Representante legal"));
         assert!(page.contains("Miembro"));

@@ -61,7 +61,16 @@ mod tests {
 
     #[test]
     fn refuses_malformed() {
-        for bad in ["", "ana", "ana@", "@example.org", "ana@example", "a b@example.org", "ana@-x.org", "ana@x..org"] {
+        for bad in [
+            "",
+            "ana",
+            "ana@",
+            "@example.org",
+            "ana@example",
+            "a b@example.org",
+            "ana@-x.org",
+            "ana@x..org",
+        ] {
             assert!(EmailAddress::parse(bad).is_err(), "{bad} accepted");
         }
     }

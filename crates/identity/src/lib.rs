@@ -33,10 +33,7 @@ pub use email::{EmailAddress, InvalidEmail};
 pub use org::{Membership, NewOrganization, OrgId, Organization, Role, RoleError};
 pub use password::{PasswordHasher, PasswordPolicy, PasswordRejected};
 pub use secrets::{ServerKey, random_token};
-pub use service::{
-    ClientInfo, Identity, IdentityConfig, IdentityError, SetupRequest, SignIn, SignInError,
-    SignedIn,
-};
+pub use service::{ClientInfo, Identity, IdentityConfig, IdentityError, SetupRequest, SignIn, SignInError, SignedIn};
 pub use session::{Session, SessionId, SessionPolicy, SessionToken};
 pub use store::{EventPage, IdentityStore, StoreError, ThrottleRecord};
 pub use sync_user_id::SyncUserId;

@@ -158,7 +158,10 @@ mod tests {
             Admin.may_change_role(Some(LegalRepresentative), None, 2),
             Err(RoleError::LegalRepresentativeOnly)
         );
-        assert_eq!(LegalRepresentative.may_change_role(Some(User), Some(LegalRepresentative), 1), Ok(()));
+        assert_eq!(
+            LegalRepresentative.may_change_role(Some(User), Some(LegalRepresentative), 1),
+            Ok(())
+        );
     }
 
     #[test]
@@ -171,7 +174,10 @@ mod tests {
             LegalRepresentative.may_change_role(Some(LegalRepresentative), None, 1),
             Err(RoleError::LastLegalRepresentative)
         );
-        assert_eq!(LegalRepresentative.may_change_role(Some(LegalRepresentative), None, 2), Ok(()));
+        assert_eq!(
+            LegalRepresentative.may_change_role(Some(LegalRepresentative), None, 2),
+            Ok(())
+        );
     }
 
     #[test]

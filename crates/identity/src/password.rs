@@ -177,14 +177,26 @@ mod tests {
     fn policy_refuses_short_common_and_personal_passwords() {
         let p = PasswordPolicy;
         assert_eq!(p.check("short", &email(), "Ana"), Err(PasswordRejected::TooShort));
-        assert_eq!(p.check(&"x".repeat(257), &email(), "Ana"), Err(PasswordRejected::TooLong));
-        assert_eq!(p.check("password123", &email(), "Ana"), Err(PasswordRejected::TooGuessable));
-        assert_eq!(p.check("qwertyuiop", &email(), "Ana"), Err(PasswordRejected::TooGuessable));
+        assert_eq!(
+            p.check(&"x".repeat(257), &email(), "Ana"),
+            Err(PasswordRejected::TooLong)
+        );
+        assert_eq!(
+            p.check("password123", &email(), "Ana"),
+            Err(PasswordRejected::TooGuessable)
+        );
+        assert_eq!(
+            p.check("qwertyuiop", &email(), "Ana"),
+            Err(PasswordRejected::TooGuessable)
+        );
         assert_eq!(
             p.check("Ana.Garcia-rocks-2024!", &email(), "Ana"),
             Err(PasswordRejected::ContainsPersonalData)
         );
-        assert_eq!(p.check("garciagarcia1990", &email(), "Ana Garcia"), Err(PasswordRejected::TooGuessable));
+        assert_eq!(
+            p.check("garciagarcia1990", &email(), "Ana Garcia"),
+            Err(PasswordRejected::TooGuessable)
+        );
         assert_eq!(p.check("correct horse battery staple", &email(), "Ana"), Ok(()));
     }
 

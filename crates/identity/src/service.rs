@@ -190,7 +190,9 @@ impl Identity {
             return Err(IdentityError::SetupUnavailable);
         }
         let org = NewOrganization::parse(&request.organization)?;
-        let account = self.new_account(&request.email, &request.name, &request.password).await?;
+        let account = self
+            .new_account(&request.email, &request.name, &request.password)
+            .await?;
         let now = self.now();
         let mut ids = sync_id_candidates();
         let (_org, account) = self
@@ -227,7 +229,10 @@ impl Identity {
         };
         let new = self.new_account(email, name, password).await?;
         let member = org.as_ref().zip(membership).map(|(o, (_, role))| (o.id.as_str(), role));
-        let account = self.store.create_account(&new, member, &mut sync_id_candidates()).await?;
+        let account = self
+            .store
+            .create_account(&new, member, &mut sync_id_candidates())
+            .await?;
         Ok((account, org))
     }
 
@@ -263,11 +268,18 @@ impl Identity {
             Some(device) => format!("device:{device}"),
             None => format!(
                 "email:{}",
-                &token_hash(&email.as_ref().map_or_else(|| request.email.trim().to_lowercase(), |e| e.to_string()))[..32]
+                &token_hash(
+                    &email
+                        .as_ref()
+                        .map_or_else(|| request.email.trim().to_lowercase(), |e| e.to_string())
+                )[..32]
             ),
         };
         let network_key = format!("net:{}", network_of(request.client.ip));
-        let keys = [(person_key, ThrottlePolicy::ACCOUNT), (network_key, ThrottlePolicy::NETWORK)];
+        let keys = [
+            (person_key, ThrottlePolicy::ACCOUNT),
+            (network_key, ThrottlePolicy::NETWORK),
+        ];
 
         let now = self.now();
         let mut retry_after = 0;
@@ -290,10 +302,12 @@ impl Identity {
             other => {
                 let locked_for = self.count_failures(&keys).await?;
                 if let Some(account) = other {
-                    self.record(&account.id, EventKind::SignInFailed, &request.client, "").await?;
+                    self.record(&account.id, EventKind::SignInFailed, &request.client, "")
+                        .await?;
                     if let Some(ms) = locked_for {
                         let detail = (ms / 1000).to_string();
-                        self.record(&account.id, EventKind::SignInLocked, &request.client, &detail).await?;
+                        self.record(&account.id, EventKind::SignInLocked, &request.client, &detail)
+                            .await?;
                     }
                 }
                 return Err(SignInError::InvalidCredentials);
@@ -359,7 +373,8 @@ impl Identity {
     }
 
     fn device_digest(&self, account_id: &str, device: &str) -> String {
-        self.key.digest(DEVICE_PURPOSE, format!("{account_id}\n{device}").as_bytes())
+        self.key
+            .digest(DEVICE_PURPOSE, format!("{account_id}\n{device}").as_bytes())
     }
 
     /// The device id in a device cookie, if the cookie was issued by this
@@ -414,7 +429,8 @@ impl Identity {
         let existed = self.store.delete_session(account_id, id).await?;
         if existed {
             let short: String = id.chars().take(8).collect();
-            self.record(account_id, EventKind::SessionRevoked, client, &short).await?;
+            self.record(account_id, EventKind::SessionRevoked, client, &short)
+                .await?;
         }
         Ok(existed)
     }
@@ -470,7 +486,13 @@ impl Identity {
         Ok(EventPage { events, next })
     }
 
-    async fn record(&self, account_id: &str, kind: EventKind, client: &ClientInfo, detail: &str) -> Result<(), StoreError> {
+    async fn record(
+        &self,
+        account_id: &str,
+        kind: EventKind,
+        client: &ClientInfo,
+        detail: &str,
+    ) -> Result<(), StoreError> {
         let event = SecurityEvent {
             id: uuid::Uuid::now_v7().to_string(),
             account_id: account_id.to_owned(),

@@ -61,8 +61,12 @@ pub trait IdentityStore: Send + Sync {
         sync_ids: SyncIds<'_>,
     ) -> Result<(Organization, Account), StoreError>;
 
-    async fn create_organization(&self, id: &str, org: &NewOrganization, now: Millis)
-    -> Result<Organization, StoreError>;
+    async fn create_organization(
+        &self,
+        id: &str,
+        org: &NewOrganization,
+        now: Millis,
+    ) -> Result<Organization, StoreError>;
     async fn organization_by_name(&self, name: &str) -> Result<Option<Organization>, StoreError>;
     /// Creates the account (reserving the first free sync user id that
     /// `sync_ids` yields) and, when given, its membership, atomically.
@@ -88,12 +92,15 @@ pub trait IdentityStore: Send + Sync {
     async fn throttle(&self, key: &str) -> Result<Option<ThrottleRecord>, StoreError>;
     /// Writes `state` if the stored version is still `expected` (`None`: no
     /// row yet). `false` when someone else wrote first.
-    async fn swap_throttle(&self, key: &str, expected: Option<i64>, state: ThrottleState)
-    -> Result<bool, StoreError>;
+    async fn swap_throttle(&self, key: &str, expected: Option<i64>, state: ThrottleState) -> Result<bool, StoreError>;
     async fn clear_throttle(&self, key: &str) -> Result<(), StoreError>;
 
     async fn record_event(&self, event: &SecurityEvent) -> Result<(), StoreError>;
     /// Newest first, strictly older than `before` when given.
-    async fn events(&self, account_id: &str, before: Option<&str>, limit: u32)
-    -> Result<Vec<SecurityEvent>, StoreError>;
+    async fn events(
+        &self,
+        account_id: &str,
+        before: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<SecurityEvent>, StoreError>;
 }

@@ -79,7 +79,9 @@ fn private_file(path: &Path) -> anyhow::Result<fs::File> {
     options.write(true).create_new(true);
     #[cfg(unix)]
     std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    options.open(path).with_context(|| format!("cannot create {}", path.display()))
+    options
+        .open(path)
+        .with_context(|| format!("cannot create {}", path.display()))
 }
 
 #[cfg(test)]

@@ -70,7 +70,12 @@ fn event_from(row: &AnyRow) -> Result<SecurityEvent, StoreError> {
 
 const ACCOUNT_COLUMNS: &str = "id, email, name, sync_user_id, password_hash, created_at, password_changed_at";
 
-async fn insert_organization(tx: &mut Tx, id: &str, org: &NewOrganization, now: Millis) -> Result<Organization, StoreError> {
+async fn insert_organization(
+    tx: &mut Tx,
+    id: &str,
+    org: &NewOrganization,
+    now: Millis,
+) -> Result<Organization, StoreError> {
     let row = sqlx::query(
         "INSERT INTO organizations (id, name, name_key, created_at) VALUES ($1, $2, $3, $4)
          ON CONFLICT (name_key) DO NOTHING RETURNING id, name, created_at",
@@ -82,7 +87,9 @@ async fn insert_organization(tx: &mut Tx, id: &str, org: &NewOrganization, now: 
     .fetch_optional(&mut **tx)
     .await
     .map_err(backend)?;
-    row.as_ref().map(org_from).unwrap_or(Err(StoreError::Conflict("org_name")))
+    row.as_ref()
+        .map(org_from)
+        .unwrap_or(Err(StoreError::Conflict("org_name")))
 }
 
 /// Inserts the account with the first sync user id nobody ever had.
@@ -95,12 +102,14 @@ async fn insert_account(
         let candidate = sync_ids
             .next()
             .ok_or_else(|| StoreError::Backend("no free sync user id found".into()))?;
-        let reserved = sqlx::query("INSERT INTO sync_user_ids (id, assigned_at) VALUES ($1, $2) ON CONFLICT (id) DO NOTHING RETURNING id")
-            .bind(candidate.as_str())
-            .bind(account.created_at)
-            .fetch_optional(&mut **tx)
-            .await
-            .map_err(backend)?;
+        let reserved = sqlx::query(
+            "INSERT INTO sync_user_ids (id, assigned_at) VALUES ($1, $2) ON CONFLICT (id) DO NOTHING RETURNING id",
+        )
+        .bind(candidate.as_str())
+        .bind(account.created_at)
+        .fetch_optional(&mut **tx)
+        .await
+        .map_err(backend)?;
         if reserved.is_some() {
             break candidate;
         }
@@ -132,7 +141,13 @@ async fn insert_account(
     })
 }
 
-async fn insert_membership(tx: &mut Tx, org_id: &str, account_id: &str, role: Role, now: Millis) -> Result<(), StoreError> {
+async fn insert_membership(
+    tx: &mut Tx,
+    org_id: &str,
+    account_id: &str,
+    role: Role,
+    now: Millis,
+) -> Result<(), StoreError> {
     sqlx::query("INSERT INTO memberships (org_id, account_id, role, created_at) VALUES ($1, $2, $3, $4)")
         .bind(org_id)
         .bind(account_id)
@@ -161,7 +176,10 @@ impl IdentityStore for SqlStore {
 
     async fn put_setup_token(&self, hash: &str, expires_at: Millis) -> Result<(), StoreError> {
         let mut tx = self.begin_write().await.map_err(backend)?;
-        sqlx::query("DELETE FROM setup_tokens").execute(&mut *tx).await.map_err(backend)?;
+        sqlx::query("DELETE FROM setup_tokens")
+            .execute(&mut *tx)
+            .await
+            .map_err(backend)?;
         sqlx::query("INSERT INTO setup_tokens (token_hash, expires_at) VALUES ($1, $2)")
             .bind(hash)
             .bind(expires_at)
@@ -190,12 +208,13 @@ impl IdentityStore for SqlStore {
         sync_ids: &mut (dyn Iterator<Item = SyncUserId> + Send),
     ) -> Result<(Organization, Account), StoreError> {
         let mut tx = self.begin_write().await.map_err(backend)?;
-        let consumed = sqlx::query("DELETE FROM setup_tokens WHERE token_hash = $1 AND expires_at > $2 RETURNING token_hash")
-            .bind(token_hash)
-            .bind(now)
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(backend)?;
+        let consumed =
+            sqlx::query("DELETE FROM setup_tokens WHERE token_hash = $1 AND expires_at > $2 RETURNING token_hash")
+                .bind(token_hash)
+                .bind(now)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(backend)?;
         let accounts: i64 = sqlx::query("SELECT COUNT(*) AS n FROM accounts")
             .fetch_one(&mut *tx)
             .await
@@ -212,7 +231,12 @@ impl IdentityStore for SqlStore {
         Ok((organization, account))
     }
 
-    async fn create_organization(&self, id: &str, org: &NewOrganization, now: Millis) -> Result<Organization, StoreError> {
+    async fn create_organization(
+        &self,
+        id: &str,
+        org: &NewOrganization,
+        now: Millis,
+    ) -> Result<Organization, StoreError> {
         let mut tx = self.begin_write().await.map_err(backend)?;
         let created = insert_organization(&mut tx, id, org, now).await?;
         tx.commit().await.map_err(backend)?;
@@ -400,17 +424,19 @@ impl IdentityStore for SqlStore {
             .bind(state.locked_until)
             .execute(&self.pool)
             .await,
-            Some(version) => sqlx::query(
-                "UPDATE throttles SET failures = $2, last_failure = $3, locked_until = $4, version = version + 1
+            Some(version) => {
+                sqlx::query(
+                    "UPDATE throttles SET failures = $2, last_failure = $3, locked_until = $4, version = version + 1
                  WHERE key = $1 AND version = $5",
-            )
-            .bind(key)
-            .bind(failures)
-            .bind(state.last_failure)
-            .bind(state.locked_until)
-            .bind(version)
-            .execute(&self.pool)
-            .await,
+                )
+                .bind(key)
+                .bind(failures)
+                .bind(state.last_failure)
+                .bind(state.locked_until)
+                .bind(version)
+                .execute(&self.pool)
+                .await
+            }
         };
         Ok(done.map_err(backend)?.rows_affected() == 1)
     }
@@ -442,7 +468,12 @@ impl IdentityStore for SqlStore {
         Ok(())
     }
 
-    async fn events(&self, account_id: &str, before: Option<&str>, limit: u32) -> Result<Vec<SecurityEvent>, StoreError> {
+    async fn events(
+        &self,
+        account_id: &str,
+        before: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<SecurityEvent>, StoreError> {
         const COLUMNS: &str = "SELECT id, account_id, at, kind, ip, user_agent, detail FROM security_events";
         let limit = i64::from(limit);
         let rows = match before {

@@ -47,12 +47,11 @@ async fn fresh_postgres_schema() -> Option<String> {
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
     // Sweep schemas that earlier runs left behind (over an hour old).
-    let old: Vec<String> = sqlx::query_scalar(
-        "SELECT nspname::text FROM pg_namespace WHERE nspname LIKE 'cktest\\_%' ESCAPE '\\'",
-    )
-    .fetch_all(&mut conn)
-    .await
-    .unwrap_or_default();
+    let old: Vec<String> =
+        sqlx::query_scalar("SELECT nspname::text FROM pg_namespace WHERE nspname LIKE 'cktest\\_%' ESCAPE '\\'")
+            .fetch_all(&mut conn)
+            .await
+            .unwrap_or_default();
     for name in old {
         let stamp = name.split('_').nth(1).and_then(|s| s.parse::<u64>().ok());
         if stamp.is_some_and(|s| s + 3600 < now) {

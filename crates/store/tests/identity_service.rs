@@ -20,7 +20,9 @@ struct World {
 async fn worlds() -> Vec<World> {
     let mut out = Vec::new();
     for engine in [Engine::Sqlite, Engine::Postgres] {
-        let Some(url) = store::testing::database_url(engine).await else { continue };
+        let Some(url) = store::testing::database_url(engine).await else {
+            continue;
+        };
         let store = SqlStore::open(&url).await.unwrap();
         let clock = ManualClock::at(START);
         let identity = Identity::new(
@@ -41,7 +43,10 @@ async fn worlds() -> Vec<World> {
 }
 
 fn client(ip: &str) -> ClientInfo {
-    ClientInfo { ip: ip.parse().unwrap(), user_agent: "test".into() }
+    ClientInfo {
+        ip: ip.parse().unwrap(),
+        user_agent: "test".into(),
+    }
 }
 
 fn attempt(email: &str, password: &str, ip: &str, device: Option<&str>) -> SignIn {
@@ -59,29 +64,51 @@ async fn account_throttling_grows_and_never_locks_a_known_device_out() {
     for w in worlds().await {
         let id = &w.identity;
         // A real sign-in from the member's browser earns a device cookie.
-        let device = id.sign_in(attempt("ana@example.org", PASSWORD, "192.0.2.10", None)).await.unwrap().device_cookie;
+        let device = id
+            .sign_in(attempt("ana@example.org", PASSWORD, "192.0.2.10", None))
+            .await
+            .unwrap()
+            .device_cookie;
 
         // An attacker elsewhere: five free failures, then a 30 s lock.
         for _ in 0..5 {
-            let e = id.sign_in(attempt("ana@example.org", "wrong password!", "198.51.100.1", None)).await;
+            let e = id
+                .sign_in(attempt("ana@example.org", "wrong password!", "198.51.100.1", None))
+                .await;
             assert!(matches!(e, Err(SignInError::InvalidCredentials)));
         }
-        let e = id.sign_in(attempt("ana@example.org", "wrong password!", "198.51.100.1", None)).await;
+        let e = id
+            .sign_in(attempt("ana@example.org", "wrong password!", "198.51.100.1", None))
+            .await;
         assert!(matches!(e, Err(SignInError::InvalidCredentials)));
-        let locked = id.sign_in(attempt("ana@example.org", PASSWORD, "198.51.100.2", None)).await;
-        assert!(matches!(locked, Err(SignInError::TooManyAttempts { retry_after: 30_000 })), "{locked:?}");
+        let locked = id
+            .sign_in(attempt("ana@example.org", PASSWORD, "198.51.100.2", None))
+            .await;
+        assert!(
+            matches!(locked, Err(SignInError::TooManyAttempts { retry_after: 30_000 })),
+            "{locked:?}"
+        );
 
         // The member, on their known device, is not locked out.
-        id.sign_in(attempt("ana@example.org", PASSWORD, "192.0.2.10", Some(&device))).await.unwrap();
+        id.sign_in(attempt("ana@example.org", PASSWORD, "192.0.2.10", Some(&device)))
+            .await
+            .unwrap();
         // A forged device cookie does not escape the lock.
-        let forged = id.sign_in(attempt("ana@example.org", PASSWORD, "192.0.2.10", Some("abc.def"))).await;
+        let forged = id
+            .sign_in(attempt("ana@example.org", PASSWORD, "192.0.2.10", Some("abc.def")))
+            .await;
         assert!(matches!(forged, Err(SignInError::TooManyAttempts { .. })));
 
         // The lock is temporary.
         w.clock.advance(30_000);
-        id.sign_in(attempt("ana@example.org", PASSWORD, "198.51.100.2", None)).await.unwrap();
+        id.sign_in(attempt("ana@example.org", PASSWORD, "198.51.100.2", None))
+            .await
+            .unwrap();
 
-        let member = id.sign_in(attempt("ana@example.org", PASSWORD, "192.0.2.10", Some(&device))).await.unwrap();
+        let member = id
+            .sign_in(attempt("ana@example.org", PASSWORD, "192.0.2.10", Some(&device)))
+            .await
+            .unwrap();
         let events = id.events(&member.account.id, None, 50).await.unwrap().events;
         let kinds: Vec<_> = events.iter().map(|e| e.kind).collect();
         assert_eq!(kinds.iter().filter(|k| **k == EventKind::SignInFailed).count(), 6);
@@ -101,7 +128,10 @@ async fn unknown_emails_are_throttled_exactly_like_known_ones() {
                 assert!(matches!(e, Err(SignInError::InvalidCredentials)));
             }
             let e = id.sign_in(attempt(email, "wrong password!", "203.0.113.5", None)).await;
-            assert!(matches!(e, Err(SignInError::TooManyAttempts { retry_after: 30_000 })), "{email}: {e:?}");
+            assert!(
+                matches!(e, Err(SignInError::TooManyAttempts { retry_after: 30_000 })),
+                "{email}: {e:?}"
+            );
         }
     }
 }
@@ -111,14 +141,33 @@ async fn one_network_cannot_walk_through_many_accounts() {
     for w in worlds().await {
         let id = &w.identity;
         for i in 0..30 {
-            let e = id.sign_in(attempt(&format!("user{i}@example.org"), "wrong password!", "2001:db8::1", None)).await;
+            let e = id
+                .sign_in(attempt(
+                    &format!("user{i}@example.org"),
+                    "wrong password!",
+                    "2001:db8::1",
+                    None,
+                ))
+                .await;
             assert!(matches!(e, Err(SignInError::InvalidCredentials)), "attempt {i}");
         }
-        let e = id.sign_in(attempt("user99@example.org", "wrong password!", "2001:db8::2", None)).await;
-        assert!(matches!(e, Err(SignInError::InvalidCredentials)), "the 31st failure locks");
-        let e = id.sign_in(attempt("ana@example.org", PASSWORD, "2001:db8::3", None)).await;
-        assert!(matches!(e, Err(SignInError::TooManyAttempts { retry_after: 60_000 })), "same /64: {e:?}");
-        id.sign_in(attempt("ana@example.org", PASSWORD, "2001:db9::3", None)).await.unwrap();
+        let e = id
+            .sign_in(attempt("user99@example.org", "wrong password!", "2001:db8::2", None))
+            .await;
+        assert!(
+            matches!(e, Err(SignInError::InvalidCredentials)),
+            "the 31st failure locks"
+        );
+        let e = id
+            .sign_in(attempt("ana@example.org", PASSWORD, "2001:db8::3", None))
+            .await;
+        assert!(
+            matches!(e, Err(SignInError::TooManyAttempts { retry_after: 60_000 })),
+            "same /64: {e:?}"
+        );
+        id.sign_in(attempt("ana@example.org", PASSWORD, "2001:db9::3", None))
+            .await
+            .unwrap();
     }
 }
 
@@ -127,20 +176,35 @@ async fn sessions_expire_when_idle_and_password_change_ends_the_others() {
     for w in worlds().await {
         let id = &w.identity;
         let c = client("192.0.2.1");
-        let a = id.sign_in(attempt("ana@example.org", PASSWORD, "192.0.2.1", None)).await.unwrap();
-        let b = id.sign_in(attempt("ana@example.org", PASSWORD, "192.0.2.2", None)).await.unwrap();
+        let a = id
+            .sign_in(attempt("ana@example.org", PASSWORD, "192.0.2.1", None))
+            .await
+            .unwrap();
+        let b = id
+            .sign_in(attempt("ana@example.org", PASSWORD, "192.0.2.2", None))
+            .await
+            .unwrap();
         assert_ne!(a.token, b.token);
         assert!(id.session(&a.token.0, &c).await.unwrap().is_some());
         assert!(id.session("not-a-token", &c).await.unwrap().is_none());
 
-        let wrong = id.change_password(&a.session, "not my password", "another fine passphrase 7", &c).await;
+        let wrong = id
+            .change_password(&a.session, "not my password", "another fine passphrase 7", &c)
+            .await;
         assert!(matches!(wrong, Err(IdentityError::WrongPassword)));
         let weak = id.change_password(&a.session, PASSWORD, "password1234", &c).await;
         assert!(matches!(weak, Err(IdentityError::Password(_))));
-        id.change_password(&a.session, PASSWORD, "another fine passphrase 7", &c).await.unwrap();
-        assert!(id.session(&a.token.0, &c).await.unwrap().is_some(), "the current session stays");
+        id.change_password(&a.session, PASSWORD, "another fine passphrase 7", &c)
+            .await
+            .unwrap();
+        assert!(
+            id.session(&a.token.0, &c).await.unwrap().is_some(),
+            "the current session stays"
+        );
         assert!(id.session(&b.token.0, &c).await.unwrap().is_none(), "the others end");
-        let old = id.sign_in(attempt("ana@example.org", PASSWORD, "192.0.2.1", None)).await;
+        let old = id
+            .sign_in(attempt("ana@example.org", PASSWORD, "192.0.2.1", None))
+            .await;
         assert!(matches!(old, Err(SignInError::InvalidCredentials)));
 
         w.clock.advance(12 * 3_600_000);
@@ -151,7 +215,9 @@ async fn sessions_expire_when_idle_and_password_change_ends_the_others() {
 #[tokio::test]
 async fn setup_runs_once_with_a_valid_link() {
     for engine in [Engine::Sqlite, Engine::Postgres] {
-        let Some(url) = store::testing::database_url(engine).await else { continue };
+        let Some(url) = store::testing::database_url(engine).await else {
+            continue;
+        };
         let clock = ManualClock::at(START);
         let id = Identity::new(
             Arc::new(SqlStore::open(&url).await.unwrap()),
@@ -176,7 +242,10 @@ async fn setup_runs_once_with_a_valid_link() {
 
         let token = id.issue_setup_link().await.unwrap();
         let done = id.complete_setup(&token, request(), client("127.0.0.1")).await.unwrap();
-        assert_eq!(id.memberships(&done.account.id).await.unwrap()[0].role, Role::LegalRepresentative);
+        assert_eq!(
+            id.memberships(&done.account.id).await.unwrap()[0].role,
+            Role::LegalRepresentative
+        );
         assert!(!id.needs_setup().await.unwrap());
         let again = id.complete_setup(&token, request(), client("127.0.0.1")).await;
         assert!(matches!(again, Err(IdentityError::SetupUnavailable)));

@@ -28,7 +28,10 @@ fn new_account(email: &str) -> NewAccount {
 }
 
 fn ids(list: &[&str]) -> impl Iterator<Item = SyncUserId> + Send {
-    list.iter().map(|s| SyncUserId::parse(s).unwrap()).collect::<Vec<_>>().into_iter()
+    list.iter()
+        .map(|s| SyncUserId::parse(s).unwrap())
+        .collect::<Vec<_>>()
+        .into_iter()
 }
 
 #[tokio::test]
@@ -39,13 +42,18 @@ async fn accounts_organizations_and_memberships() {
             .await
             .unwrap();
         assert!(matches!(
-            s.create_organization("o2", &NewOrganization::parse("ACME").unwrap(), 5).await,
+            s.create_organization("o2", &NewOrganization::parse("ACME").unwrap(), 5)
+                .await,
             Err(StoreError::Conflict("org_name"))
         ));
         assert_eq!(s.organization_by_name("acme").await.unwrap().unwrap().id, org.id);
 
         let a = s
-            .create_account(&new_account("ana@example.org"), Some((&org.id, Role::Admin)), &mut ids(&["AB12345"]))
+            .create_account(
+                &new_account("ana@example.org"),
+                Some((&org.id, Role::Admin)),
+                &mut ids(&["AB12345"]),
+            )
             .await
             .unwrap();
         assert_eq!(a.sync_user_id.as_str(), "AB12345");
@@ -62,9 +70,16 @@ async fn accounts_organizations_and_memberships() {
             .unwrap();
         assert_eq!(b.sync_user_id.as_str(), "EF00001");
 
-        let found = s.account_by_email(&EmailAddress::parse("ANA@example.org").unwrap()).await.unwrap().unwrap();
+        let found = s
+            .account_by_email(&EmailAddress::parse("ANA@example.org").unwrap())
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(found.id, a.id);
-        assert_eq!(s.account_by_id(&b.id).await.unwrap().unwrap().email.as_str(), "bo@example.org");
+        assert_eq!(
+            s.account_by_id(&b.id).await.unwrap().unwrap().email.as_str(),
+            "bo@example.org"
+        );
         let m = s.memberships(&a.id).await.unwrap();
         assert_eq!((m.len(), m[0].role, m[0].org_name.as_str()), (1, Role::Admin, "Acme"));
         assert!(s.memberships(&b.id).await.unwrap().is_empty());
@@ -72,7 +87,10 @@ async fn accounts_organizations_and_memberships() {
 
         s.set_password(&a.id, "$argon2id$new", 9).await.unwrap();
         let changed = s.account_by_id(&a.id).await.unwrap().unwrap();
-        assert_eq!((changed.password_hash.as_str(), changed.password_changed_at), ("$argon2id$new", 9));
+        assert_eq!(
+            (changed.password_hash.as_str(), changed.password_changed_at),
+            ("$argon2id$new", 9)
+        );
     }
 }
 
@@ -82,10 +100,15 @@ async fn setup_link_is_single_use_and_expires() {
         let org = NewOrganization::parse("First").unwrap();
         s.put_setup_token("old", 10_000).await.unwrap();
         s.put_setup_token("h", 10_000).await.unwrap();
-        assert!(!s.setup_token_valid("old", 0).await.unwrap(), "a new link replaces the old");
+        assert!(
+            !s.setup_token_valid("old", 0).await.unwrap(),
+            "a new link replaces the old"
+        );
         assert!(s.setup_token_valid("h", 9_999).await.unwrap());
         assert!(!s.setup_token_valid("h", 10_000).await.unwrap());
-        let expired = s.complete_setup("h", 10_000, &org, &new_account("a@example.org"), &mut ids(&["AA00001"])).await;
+        let expired = s
+            .complete_setup("h", 10_000, &org, &new_account("a@example.org"), &mut ids(&["AA00001"]))
+            .await;
         assert!(matches!(expired, Err(StoreError::SetupUnavailable)));
 
         let (o, a) = s
@@ -94,12 +117,16 @@ async fn setup_link_is_single_use_and_expires() {
             .unwrap();
         assert_eq!(s.memberships(&a.id).await.unwrap()[0].role, Role::LegalRepresentative);
         assert_eq!(o.name, "First");
-        let twice = s.complete_setup("h", 6, &org, &new_account("b@example.org"), &mut ids(&["AA00002"])).await;
+        let twice = s
+            .complete_setup("h", 6, &org, &new_account("b@example.org"), &mut ids(&["AA00002"]))
+            .await;
         assert!(matches!(twice, Err(StoreError::SetupUnavailable)));
 
         // Even a fresh link cannot run setup once an account exists.
         s.put_setup_token("h2", 10_000).await.unwrap();
-        let late = s.complete_setup("h2", 6, &org, &new_account("c@example.org"), &mut ids(&["AA00003"])).await;
+        let late = s
+            .complete_setup("h2", 6, &org, &new_account("c@example.org"), &mut ids(&["AA00003"]))
+            .await;
         assert!(matches!(late, Err(StoreError::SetupUnavailable)));
         assert_eq!(s.count_accounts().await.unwrap(), 1);
     }
@@ -108,7 +135,10 @@ async fn setup_link_is_single_use_and_expires() {
 #[tokio::test]
 async fn sessions_are_found_by_token_hash_and_deleted() {
     for s in stores().await {
-        let a = s.create_account(&new_account("s@example.org"), None, &mut ids(&["SS00001"])).await.unwrap();
+        let a = s
+            .create_account(&new_account("s@example.org"), None, &mut ids(&["SS00001"]))
+            .await
+            .unwrap();
         let session = |id: &str| Session {
             id: id.into(),
             account_id: a.id.clone(),
@@ -124,7 +154,10 @@ async fn sessions_are_found_by_token_hash_and_deleted() {
         assert_eq!(s.session_by_token_hash("h1").await.unwrap(), Some(session("one")));
         s.touch_session("one", 50, "::1").await.unwrap();
         let touched = s.session_by_token_hash("h1").await.unwrap().unwrap();
-        assert_eq!((touched.last_seen_at, touched.ip.as_str(), touched.remember), (50, "::1", true));
+        assert_eq!(
+            (touched.last_seen_at, touched.ip.as_str(), touched.remember),
+            (50, "::1", true)
+        );
         assert!(!s.delete_session("someone-else", "two").await.unwrap());
         assert!(s.delete_session(&a.id, "two").await.unwrap());
         assert_eq!(s.session_by_token_hash("h2").await.unwrap(), None);
@@ -137,14 +170,24 @@ async fn sessions_are_found_by_token_hash_and_deleted() {
 #[tokio::test]
 async fn throttle_updates_never_lose_a_concurrent_write() {
     for s in stores().await {
-        let state = |n| ThrottleState { failures: n, last_failure: 7, locked_until: 0 };
+        let state = |n| ThrottleState {
+            failures: n,
+            last_failure: 7,
+            locked_until: 0,
+        };
         assert!(s.throttle("k").await.unwrap().is_none());
         assert!(s.swap_throttle("k", None, state(1)).await.unwrap());
-        assert!(!s.swap_throttle("k", None, state(1)).await.unwrap(), "row exists already");
+        assert!(
+            !s.swap_throttle("k", None, state(1)).await.unwrap(),
+            "row exists already"
+        );
         let r = s.throttle("k").await.unwrap().unwrap();
         assert_eq!(r.state, state(1));
         assert!(s.swap_throttle("k", Some(r.version), state(2)).await.unwrap());
-        assert!(!s.swap_throttle("k", Some(r.version), state(9)).await.unwrap(), "stale version");
+        assert!(
+            !s.swap_throttle("k", Some(r.version), state(9)).await.unwrap(),
+            "stale version"
+        );
         assert_eq!(s.throttle("k").await.unwrap().unwrap().state, state(2));
         s.clear_throttle("k").await.unwrap();
         assert!(s.throttle("k").await.unwrap().is_none());
@@ -154,7 +197,10 @@ async fn throttle_updates_never_lose_a_concurrent_write() {
 #[tokio::test]
 async fn events_page_newest_first() {
     for s in stores().await {
-        let a = s.create_account(&new_account("e@example.org"), None, &mut ids(&["EE00001"])).await.unwrap();
+        let a = s
+            .create_account(&new_account("e@example.org"), None, &mut ids(&["EE00001"]))
+            .await
+            .unwrap();
         for i in 0..5 {
             s.record_event(&SecurityEvent {
                 id: format!("0000000{i}"),

@@ -86,15 +86,21 @@ impl<T: serde::de::DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<
                 "unsupported_media_type",
                 "send a JSON body with Content-Type: application/json",
             )),
-            Err(JsonRejection::JsonSyntaxError(_)) => {
-                Err(ApiError::new(StatusCode::BAD_REQUEST, "invalid_json", "the body is not valid JSON"))
-            }
+            Err(JsonRejection::JsonSyntaxError(_)) => Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_json",
+                "the body is not valid JSON",
+            )),
             Err(JsonRejection::JsonDataError(e)) => Err(ApiError::new(
                 StatusCode::BAD_REQUEST,
                 "invalid_request",
                 format!("the JSON body does not have the expected fields: {}", e.body_text()),
             )),
-            Err(other) => Err(ApiError::new(StatusCode::BAD_REQUEST, "invalid_request", other.body_text())),
+            Err(other) => Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_request",
+                other.body_text(),
+            )),
         }
     }
 }
@@ -147,7 +153,11 @@ async fn create_session(
         }
         Err(SignInError::InvalidCredentials) => {
             state.metrics().sign_in("invalid_credentials");
-            Err(ApiError::new(StatusCode::UNAUTHORIZED, "invalid_credentials", "wrong email or password"))
+            Err(ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "invalid_credentials",
+                "wrong email or password",
+            ))
         }
         Err(SignInError::TooManyAttempts { retry_after }) => {
             state.metrics().sign_in("too_many_attempts");
@@ -236,8 +246,12 @@ async fn change_password(
 pub fn identity_error(e: IdentityError) -> ApiError {
     use StatusCode as S;
     match e {
-        IdentityError::WrongPassword => ApiError::new(S::BAD_REQUEST, "wrong_password", "the current password is wrong"),
-        IdentityError::Password(rejected) => ApiError::new(S::UNPROCESSABLE_ENTITY, rejected.code(), rejected.to_string()),
+        IdentityError::WrongPassword => {
+            ApiError::new(S::BAD_REQUEST, "wrong_password", "the current password is wrong")
+        }
+        IdentityError::Password(rejected) => {
+            ApiError::new(S::UNPROCESSABLE_ENTITY, rejected.code(), rejected.to_string())
+        }
         IdentityError::TooManyAttempts { retry_after } => ApiError::too_many_attempts(retry_after),
         IdentityError::InvalidEmail(_) => ApiError::new(S::UNPROCESSABLE_ENTITY, "invalid_email", e.to_string()),
         IdentityError::InvalidName => ApiError::new(S::UNPROCESSABLE_ENTITY, "invalid_name", e.to_string()),
@@ -300,7 +314,11 @@ async fn revoke_session(
     ApiUser(user): ApiUser,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    if !state.identity().revoke_session(&user.account.id, &id, &user.client).await? {
+    if !state
+        .identity()
+        .revoke_session(&user.account.id, &id, &user.client)
+        .await?
+    {
         return Err(ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such session"));
     }
     if id == user.session.id {

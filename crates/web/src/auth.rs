@@ -16,7 +16,11 @@ pub const DEVICE_COOKIE: &str = "ck_device";
 /// The session cookie's name: `__Host-` prefixed over TLS, which pins it
 /// to this host, path `/` and `Secure`.
 pub fn session_cookie_name(state: &AppState) -> &'static str {
-    if state.config().secure_cookies() { "__Host-ck_session" } else { "ck_session" }
+    if state.config().secure_cookies() {
+        "__Host-ck_session"
+    } else {
+        "ck_session"
+    }
 }
 
 pub fn session_token<'a>(state: &AppState, headers: &'a HeaderMap) -> Option<&'a str> {
@@ -33,12 +37,22 @@ pub fn sign_in_cookies(state: &AppState, signed: &identity::SignedIn) -> [String
     };
     [
         cookies::set(session_cookie_name(state), &signed.token.0, lifetime, secure),
-        cookies::set(DEVICE_COOKIE, &signed.device_cookie, Lifetime::Seconds(400 * 86_400), secure),
+        cookies::set(
+            DEVICE_COOKIE,
+            &signed.device_cookie,
+            Lifetime::Seconds(400 * 86_400),
+            secure,
+        ),
     ]
 }
 
 pub fn sign_out_cookie(state: &AppState) -> String {
-    cookies::set(session_cookie_name(state), "", Lifetime::Expired, state.config().secure_cookies())
+    cookies::set(
+        session_cookie_name(state),
+        "",
+        Lifetime::Expired,
+        state.config().secure_cookies(),
+    )
 }
 
 pub fn client_info(state: &AppState, parts: &Parts) -> ClientInfo {
@@ -49,7 +63,18 @@ pub fn client_info(state: &AppState, parts: &Parts) -> ClientInfo {
     let forwarded = state
         .config()
         .trust_forwarded_for
-        .then(|| parts.headers.get("x-forwarded-for")?.to_str().ok()?.rsplit(',').next()?.trim().parse().ok())
+        .then(|| {
+            parts
+                .headers
+                .get("x-forwarded-for")?
+                .to_str()
+                .ok()?
+                .rsplit(',')
+                .next()?
+                .trim()
+                .parse()
+                .ok()
+        })
         .flatten();
     let user_agent = parts
         .headers
@@ -80,7 +105,11 @@ pub async fn current(state: &AppState, parts: &Parts) -> Result<Option<Authed>, 
         .identity()
         .session(token, &client)
         .await?
-        .map(|(session, account)| Authed { session, account, client }))
+        .map(|(session, account)| Authed {
+            session,
+            account,
+            client,
+        }))
 }
 
 /// The JSON API's signed-in user; 401 `not_signed_in` otherwise.
@@ -90,7 +119,10 @@ impl FromRequestParts<AppState> for ApiUser {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
-        current(state, parts).await?.map(ApiUser).ok_or_else(ApiError::not_signed_in)
+        current(state, parts)
+            .await?
+            .map(ApiUser)
+            .ok_or_else(ApiError::not_signed_in)
     }
 }
 

@@ -94,7 +94,12 @@ impl Ctx {
             }
         };
         if let Some(binding) = &self.new_binding {
-            let cookie = cookies::set(CSRF_COOKIE, binding, Lifetime::BrowserSession, self.state.config().secure_cookies());
+            let cookie = cookies::set(
+                CSRF_COOKIE,
+                binding,
+                Lifetime::BrowserSession,
+                self.state.config().secure_cookies(),
+            );
             if let Ok(value) = cookie.parse() {
                 response.headers_mut().append(header::SET_COOKIE, value);
             }
@@ -114,7 +119,11 @@ impl Ctx {
     fn failure(&self, detail: impl std::fmt::Display) -> Response {
         tracing::error!(error = %detail, "console request failed");
         let t = self.t();
-        self.message(StatusCode::INTERNAL_SERVER_ERROR, t.t("error.title"), t.t("error.internal"))
+        self.message(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            t.t("error.title"),
+            t.t("error.internal"),
+        )
     }
 }
 
@@ -253,7 +262,10 @@ fn see_other(to: &str, cookies: &[String]) -> Response {
 
 async fn stylesheet() -> Response {
     (
-        [(header::CONTENT_TYPE, "text/css; charset=utf-8"), (header::CACHE_CONTROL, "max-age=3600")],
+        [
+            (header::CONTENT_TYPE, "text/css; charset=utf-8"),
+            (header::CACHE_CONTROL, "max-age=3600"),
+        ],
         include_str!("../templates/console.css"),
     )
         .into_response()
@@ -336,7 +348,12 @@ async fn setup_submit(ctx: Ctx, Path(token): Path<String>, Form(form): Form<Setu
             email: form.email.clone(),
             password: form.password.clone(),
         };
-        match ctx.state.identity().complete_setup(&token, request, ctx.client.clone()).await {
+        match ctx
+            .state
+            .identity()
+            .complete_setup(&token, request, ctx.client.clone())
+            .await
+        {
             Ok(signed) => return see_other("/", &sign_in_cookies(&ctx.state, &signed)),
             Err(IdentityError::SetupUnavailable) => return setup_link_gone(&ctx),
             Err(IdentityError::Store(e)) => return ctx.failure(e),
@@ -544,7 +561,12 @@ async fn revoke_session(ctx: Ctx, Path(id): Path<String>) -> Response {
     let Some(user) = &ctx.user else {
         return Redirect::to("/signin").into_response();
     };
-    match ctx.state.identity().revoke_session(&user.account.id, &id, &user.client).await {
+    match ctx
+        .state
+        .identity()
+        .revoke_session(&user.account.id, &id, &user.client)
+        .await
+    {
         Ok(_) if id == user.session.id => see_other("/signin", &[sign_out_cookie(&ctx.state)]),
         Ok(_) => Redirect::to("/security?done=session_revoked").into_response(),
         Err(e) => ctx.failure(e),
@@ -565,7 +587,12 @@ async fn set_language(State(state): State<AppState>, Form(form): Form<LanguageFo
     // Only a path on this site: never an open redirect.
     let safe = form.back.starts_with('/') && !form.back.starts_with("//") && !form.back.contains('\\');
     let back = if safe { form.back.as_str() } else { "/" };
-    let cookie = cookies::set(LANG_COOKIE, lang.code(), Lifetime::Seconds(400 * 86_400), state.config().secure_cookies());
+    let cookie = cookies::set(
+        LANG_COOKIE,
+        lang.code(),
+        Lifetime::Seconds(400 * 86_400),
+        state.config().secure_cookies(),
+    );
     see_other(back, &[cookie])
 }
 
@@ -598,7 +625,10 @@ mod tests {
     fn dynamic_keys_exist_in_every_language() {
         for lang in Lang::ALL {
             let t = lang.catalog();
-            let mut keys: Vec<String> = identity::EventKind::ALL.iter().map(|k| format!("event.{}", k.as_str())).collect();
+            let mut keys: Vec<String> = identity::EventKind::ALL
+                .iter()
+                .map(|k| format!("event.{}", k.as_str()))
+                .collect();
             keys.extend(identity::Role::ALL.iter().map(|r| format!("role.{}", r.as_str())));
             for r in [
                 identity::PasswordRejected::TooShort,
@@ -608,7 +638,10 @@ mod tests {
             ] {
                 keys.push(format!("password.{}", r.code()));
             }
-            keys.extend(["security.done_password_changed".into(), "security.done_session_revoked".into()]);
+            keys.extend([
+                "security.done_password_changed".into(),
+                "security.done_session_revoked".into(),
+            ]);
             for key in keys {
                 assert_ne!(t.t(&key), key, "{key} missing in {}", lang.code());
             }

@@ -56,7 +56,13 @@ mod tests {
 
     #[test]
     fn writes_flags() {
-        assert_eq!(set("n", "v", Lifetime::BrowserSession, false), "n=v; Path=/; HttpOnly; SameSite=Lax");
-        assert_eq!(set("n", "v", Lifetime::Seconds(60), true), "n=v; Path=/; HttpOnly; SameSite=Lax; Max-Age=60; Secure");
+        assert_eq!(
+            set("n", "v", Lifetime::BrowserSession, false),
+            "n=v; Path=/; HttpOnly; SameSite=Lax"
+        );
+        assert_eq!(
+            set("n", "v", Lifetime::Seconds(60), true),
+            "n=v; Path=/; HttpOnly; SameSite=Lax; Max-Age=60; Secure"
+        );
     }
 }

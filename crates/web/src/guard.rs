@@ -50,7 +50,9 @@ fn same_site(state: &AppState, headers: &HeaderMap) -> bool {
         Some(expected) => origin.eq_ignore_ascii_case(&expected),
         None => {
             let host = headers.get(header::HOST).and_then(|v| v.to_str().ok()).unwrap_or("");
-            let bare = origin.strip_prefix("http://").or_else(|| origin.strip_prefix("https://"));
+            let bare = origin
+                .strip_prefix("http://")
+                .or_else(|| origin.strip_prefix("https://"));
             !host.is_empty() && bare.is_some_and(|o| o.eq_ignore_ascii_case(host))
         }
     }
@@ -89,7 +91,10 @@ pub async fn protect(State(state): State<AppState>, request: Request, next: Next
         ("x-content-type-options", "nosniff"),
         ("x-frame-options", "DENY"),
         ("referrer-policy", "same-origin"),
-        ("content-security-policy", "default-src 'self'; frame-ancestors 'none'; form-action 'self'"),
+        (
+            "content-security-policy",
+            "default-src 'self'; frame-ancestors 'none'; form-action 'self'",
+        ),
     ] {
         headers.entry(name).or_insert(HeaderValue::from_static(value));
     }

@@ -90,8 +90,9 @@ impl Catalog {
 
     /// The text for `key` with `{name}` placeholders filled in.
     pub fn tf(&self, key: &str, args: &[(&str, &str)]) -> String {
-        args.iter()
-            .fold(self.t(key).to_owned(), |text, (name, value)| text.replace(&format!("{{{name}}}"), value))
+        args.iter().fold(self.t(key).to_owned(), |text, (name, value)| {
+            text.replace(&format!("{{{name}}}"), value)
+        })
     }
 
     pub fn keys(&self) -> impl Iterator<Item = &str> {
@@ -117,8 +118,16 @@ mod tests {
     fn catalogues_have_the_same_keys() {
         let en: BTreeSet<_> = Lang::En.catalog().keys().collect();
         let es: BTreeSet<_> = Lang::Es.catalog().keys().collect();
-        assert_eq!(en.difference(&es).collect::<Vec<_>>(), Vec::<&&str>::new(), "missing in es");
-        assert_eq!(es.difference(&en).collect::<Vec<_>>(), Vec::<&&str>::new(), "missing in en");
+        assert_eq!(
+            en.difference(&es).collect::<Vec<_>>(),
+            Vec::<&&str>::new(),
+            "missing in es"
+        );
+        assert_eq!(
+            es.difference(&en).collect::<Vec<_>>(),
+            Vec::<&&str>::new(),
+            "missing in en"
+        );
     }
 
     #[test]
@@ -140,15 +149,24 @@ mod tests {
                         continue;
                     }
                     used += 1;
-                    assert!(en.keys().any(|k| k == key), "key '{key}' is used but not in the catalogue");
+                    assert!(
+                        en.keys().any(|k| k == key),
+                        "key '{key}' is used but not in the catalogue"
+                    );
                 }
             }
         }
-        assert!(used > 50, "the scan found only {used} keys; did the call syntax change?");
+        assert!(
+            used > 50,
+            "the scan found only {used} keys; did the call syntax change?"
+        );
     }
 
     #[test]
     fn arguments_are_filled_in() {
-        assert_eq!(Lang::En.catalog().tf("signin.locked", &[("minutes", "3")]), "Too many attempts. Try again in 3 minutes.");
+        assert_eq!(
+            Lang::En.catalog().tf("signin.locked", &[("minutes", "3")]),
+            "Too many attempts. Try again in 3 minutes."
+        );
     }
 }

@@ -18,9 +18,9 @@ mod guard;
 mod i18n;
 mod metrics;
 
-use std::sync::Arc;
 use axum::Router;
 use axum::http::{HeaderName, Request};
+use std::sync::Arc;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
 
@@ -89,7 +89,11 @@ const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 /// The whole HTTP application.
 pub fn router(state: AppState) -> Router {
     let request_span = |req: &Request<_>| {
-        let id = req.headers().get(&REQUEST_ID).and_then(|v| v.to_str().ok()).unwrap_or("-");
+        let id = req
+            .headers()
+            .get(&REQUEST_ID)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("-");
         // The matched route, never the raw path: setup links and cursors
         // carry secrets or personal data.
         let route = req

@@ -44,7 +44,9 @@ impl Metrics {
 
     fn request(&self, method: &str, route: &str, status: u16, seconds: f64) {
         let mut r = self.registry();
-        *r.requests.entry((method.to_owned(), route.to_owned(), status)).or_default() += 1;
+        *r.requests
+            .entry((method.to_owned(), route.to_owned(), status))
+            .or_default() += 1;
         let h = r.latency.entry(route.to_owned()).or_default();
         for (bucket, count) in BUCKETS.iter().zip(h.counts.iter_mut()) {
             if seconds <= *bucket {
@@ -82,8 +84,16 @@ impl Metrics {
                 "cloudkeep_http_request_duration_seconds_bucket{{route=\"{route}\",le=\"+Inf\"}} {}",
                 h.count
             );
-            let _ = writeln!(out, "cloudkeep_http_request_duration_seconds_sum{{route=\"{route}\"}} {}", h.sum);
-            let _ = writeln!(out, "cloudkeep_http_request_duration_seconds_count{{route=\"{route}\"}} {}", h.count);
+            let _ = writeln!(
+                out,
+                "cloudkeep_http_request_duration_seconds_sum{{route=\"{route}\"}} {}",
+                h.sum
+            );
+            let _ = writeln!(
+                out,
+                "cloudkeep_http_request_duration_seconds_count{{route=\"{route}\"}} {}",
+                h.count
+            );
         }
         out.push_str("# HELP cloudkeep_sign_ins_total Password sign-in attempts by outcome.\n");
         out.push_str("# TYPE cloudkeep_sign_ins_total counter\n");
@@ -106,9 +116,12 @@ pub async fn track(State(state): State<AppState>, request: Request, next: Next) 
         .get::<MatchedPath>()
         .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
     let response = next.run(request).await;
-    state
-        .metrics()
-        .request(&method, &route, response.status().as_u16(), started.elapsed().as_secs_f64());
+    state.metrics().request(
+        &method,
+        &route,
+        response.status().as_u16(),
+        started.elapsed().as_secs_f64(),
+    );
     response
 }
 

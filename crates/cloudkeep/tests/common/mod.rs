@@ -80,7 +80,19 @@ impl Storage {
         let (ok, _, err) = self.admin(&["org", "create", "--name", &org], "");
         assert!(ok, "org create failed: {err}");
         let (ok, out, err) = self.admin(
-            &["user", "create", "--email", email, "--name", "Test Person", "--org", &org, "--role", role, "--password-stdin"],
+            &[
+                "user",
+                "create",
+                "--email",
+                email,
+                "--name",
+                "Test Person",
+                "--org",
+                &org,
+                "--role",
+                role,
+                "--password-stdin",
+            ],
             &format!("{PASSWORD}\n"),
         );
         assert!(ok, "user create failed: {err}");

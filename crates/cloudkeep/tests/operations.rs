@@ -1,0 +1,381 @@
+//! What an operator meets: the admin commands, settings layering, logs,
+//! health, metrics, the OpenAPI document, shutdown.
+
+mod common;
+
+use common::*;
+use std::process::{Command, Stdio};
+
+fn field<'a>(output: &'a str, name: &str) -> &'a str {
+    output
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("{name}: ")))
+        .unwrap_or_else(|| panic!("no {name} in {output}"))
+}
+
+#[tokio::test]
+async fn admin_commands_work_while_the_server_runs() {
+    for engine in ENGINES {
+        let Some(storage) = Storage::new(engine).await else {
+            continue;
+        };
+        let server = Server::start_on(&storage, &[]);
+        let (ok, out, _) = storage.admin(&["org", "create", "--name", "Acme"], "");
+        assert!(ok);
+        let org_id = field(&out, "id").to_owned();
+        assert_eq!(field(&out, "name"), "Acme");
+        let (ok, _, err) = storage.admin(&["org", "create", "--name", "ACME"], "");
+        assert!(!ok);
+        assert!(err.contains("an organization with this name already exists"), "{err}");
+
+        let (ok, out, err) = storage.admin(
+            &[
+                "user",
+                "create",
+                "--email",
+                "lr@example.org",
+                "--name",
+                "Lee Rep",
+                "--org",
+                "Acme",
+                "--role",
+                "legal-representative",
+                "--password-stdin",
+            ],
+            &format!("{PASSWORD}\n"),
+        );
+        assert!(ok, "{err}");
+        assert_eq!(field(&out, "organization_id"), org_id);
+        assert_eq!(field(&out, "role"), "legal-representative");
+        let sync = field(&out, "sync_user_id").to_owned();
+
+        let client = browser();
+        api_sign_in(&server, &client, "lr@example.org", PASSWORD, false).await;
+        let (_, me) = json(client.get(server.url("/api/v1/me")).send().await.unwrap()).await;
+        assert_eq!(me["id"], field(&out, "id"));
+        assert_eq!(me["sync_user_id"], sync);
+        assert_eq!(me["organizations"][0]["role"], "legal-representative");
+        assert!(
+            server.setup_link().is_some(),
+            "the server started before any account existed"
+        );
+
+        // Clear refusals.
+        let cases: [(&[&str], &str, &str); 5] = [
+            (
+                &[
+                    "user",
+                    "create",
+                    "--email",
+                    "lr@example.org",
+                    "--name",
+                    "X",
+                    "--password-stdin",
+                ],
+                PASSWORD,
+                "already exists",
+            ),
+            (
+                &[
+                    "user",
+                    "create",
+                    "--email",
+                    "new@example.org",
+                    "--name",
+                    "X",
+                    "--password-stdin",
+                ],
+                "short",
+                "at least 10 characters",
+            ),
+            (
+                &[
+                    "user",
+                    "create",
+                    "--email",
+                    "not-an-email",
+                    "--name",
+                    "X",
+                    "--password-stdin",
+                ],
+                PASSWORD,
+                "is not an email address",
+            ),
+            (
+                &[
+                    "user",
+                    "create",
+                    "--email",
+                    "n@example.org",
+                    "--name",
+                    "X",
+                    "--org",
+                    "Nope",
+                    "--role",
+                    "user",
+                    "--password-stdin",
+                ],
+                PASSWORD,
+                "no organization is named 'Nope'",
+            ),
+            (
+                &[
+                    "user",
+                    "create",
+                    "--email",
+                    "n@example.org",
+                    "--name",
+                    "X",
+                    "--org",
+                    "Acme",
+                    "--role",
+                    "owner",
+                    "--password-stdin",
+                ],
+                PASSWORD,
+                "unknown role 'owner'",
+            ),
+        ];
+        for (args, password, expected) in cases {
+            let (ok, _, err) = storage.admin(args, &format!("{password}\n"));
+            assert!(!ok, "{args:?} succeeded");
+            assert!(err.contains(expected), "{args:?}: {err}");
+        }
+        let (ok, _, err) = storage.admin(&["user", "create", "--email", "n@example.org", "--name", "X"], "");
+        assert!(
+            !ok && err.contains("--password-stdin"),
+            "passwords never come as arguments: {err}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn zero_configuration_uses_a_data_folder_in_the_working_directory() {
+    let dir = store::testing::temp_dir("zeroconf");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_cloudkeep"))
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .current_dir(&dir)
+        .env_remove("CLOUDKEEP_DATABASE_URL")
+        .env_remove("CLOUDKEEP_DATA")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(child.stdout.take().unwrap()), &mut line).unwrap();
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(
+        line.starts_with("setup: http://127.0.0.1:") && line.contains("/setup/"),
+        "{line}"
+    );
+    let data = dir.join("cloudkeep-data");
+    assert!(data.join("cloudkeep.db").is_file() && data.join("blobs").is_dir() && data.join("server.key").is_file());
+    let mode = std::fs::read(data.join("cloudkeep.db")).unwrap();
+    assert!(mode.starts_with(b"SQLite format 3"));
+    let journal = Command::new("python3")
+        .args([
+            "-c",
+            "import sqlite3,sys; print(sqlite3.connect(sys.argv[1]).execute('pragma journal_mode').fetchone()[0])",
+        ])
+        .arg(data.join("cloudkeep.db"))
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&journal.stdout).trim(), "wal");
+}
+
+#[tokio::test]
+async fn settings_layer_file_then_environment_then_flags() {
+    let Some(storage) = Storage::new(Engine::Sqlite).await else {
+        return;
+    };
+    let config = storage.data.join("cloudkeep.toml");
+    std::fs::write(&config, "log_format = \"json\"\n[session]\nidle_minutes = 30\n").unwrap();
+    let config = config.display().to_string();
+    let is_json = |server: &Server| server.log().lines().all(|l| l.starts_with('{'));
+
+    let server = Server::start_with(&storage, &[], &["--config", &config]);
+    assert!(is_json(&server), "file: {}", server.log());
+    drop(server);
+    let server = Server::start_with(&storage, &[("CLOUDKEEP_LOG_FORMAT", "text")], &["--config", &config]);
+    assert!(!is_json(&server), "environment beats file");
+    drop(server);
+    let server = Server::start_with(
+        &storage,
+        &[("CLOUDKEEP_LOG_FORMAT", "text")],
+        &["--config", &config, "--log-format", "json"],
+    );
+    assert!(is_json(&server), "flag beats environment");
+    drop(server);
+
+    std::fs::write(storage.data.join("bad.toml"), "listen_on = \"x\"\n").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_cloudkeep"))
+        .args(["serve", "--config"])
+        .arg(storage.data.join("bad.toml"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("invalid settings") && err.contains("listen_on"), "{err}");
+}
+
+#[tokio::test]
+async fn logs_carry_request_ids_and_never_secrets() {
+    for engine in ENGINES {
+        let Some(storage) = Storage::new(engine).await else {
+            continue;
+        };
+        let server = Server::start_with(&storage, &[], &["--log-format", "json"]);
+        let link = server.setup_link().unwrap();
+        let token = link.rsplit('/').next().unwrap().to_owned();
+        let b = browser();
+        let page = b.get(&link).send().await.unwrap().text().await.unwrap();
+        let r = b
+            .post(&link)
+            .form(&[
+                ("csrf", csrf_of(&page).as_str()),
+                ("organization", "Acme"),
+                ("name", "Ana"),
+                ("email", "ana@example.org"),
+                ("password", PASSWORD),
+                ("password_confirm", PASSWORD),
+            ])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 303);
+        let r = b
+            .get(server.url("/api/v1/me"))
+            .header("x-request-id", "trace-me-123")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.headers()["x-request-id"], "trace-me-123", "the id is echoed");
+        let r = b.get(server.url("/healthz")).send().await.unwrap();
+        assert!(
+            !r.headers()["x-request-id"].is_empty(),
+            "an id is made when none is sent"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+
+        let log = server.log();
+        for line in log.lines() {
+            let v: serde_json::Value = serde_json::from_str(line).unwrap_or_else(|_| panic!("not JSON: {line}"));
+            assert!(v["timestamp"].is_string() && v["level"].is_string());
+        }
+        assert!(log.contains("trace-me-123") && log.contains("/api/v1/me"), "{log}");
+        assert!(
+            log.contains("\"route\":\"/setup/{token}\""),
+            "routes, not raw paths: {log}"
+        );
+        for secret in [token.as_str(), PASSWORD] {
+            assert!(!log.contains(secret), "a secret reached the log");
+        }
+        let session = b.get(server.url("/")).send().await.unwrap();
+        drop(session);
+        assert!(!log.contains("ck_session="));
+    }
+}
+
+#[tokio::test]
+async fn health_metrics_and_openapi() {
+    for engine in ENGINES {
+        let Some(storage) = Storage::new(engine).await else {
+            continue;
+        };
+        storage.create_user("ana@example.org", "user");
+        let server = Server::start_on(&storage, &[]);
+        let c = reqwest::Client::new();
+        assert_eq!(
+            c.get(server.url("/healthz"))
+                .send()
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap(),
+            "ok\n"
+        );
+        assert_eq!(
+            c.get(server.url("/readyz")).send().await.unwrap().text().await.unwrap(),
+            "ready\n"
+        );
+        let b = browser();
+        api_sign_in(&server, &b, "ana@example.org", PASSWORD, false).await;
+        let r = c
+            .post(server.url("/api/v1/session"))
+            .json(&serde_json::json!({"email": "ana@example.org", "password": "wrong wrong wrong"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 401);
+
+        let metrics = c
+            .get(server.url("/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        for expected in [
+            "cloudkeep_sign_ins_total{outcome=\"signed_in\"} 1",
+            "cloudkeep_sign_ins_total{outcome=\"invalid_credentials\"} 1",
+            "cloudkeep_http_requests_total{method=\"POST\",route=\"/api/v1/session\",status=\"200\"} 1",
+            "cloudkeep_http_requests_total{method=\"POST\",route=\"/api/v1/session\",status=\"401\"} 1",
+            "cloudkeep_http_request_duration_seconds_count{route=\"/api/v1/session\"} 2",
+        ] {
+            assert!(metrics.contains(expected), "missing {expected} in\n{metrics}");
+        }
+
+        let (status, doc) = json(c.get(server.url("/api/v1/openapi.json")).send().await.unwrap()).await;
+        assert_eq!(status, 200);
+        assert!(doc["openapi"].as_str().unwrap().starts_with("3."));
+        let paths = doc["paths"].as_object().unwrap();
+        let expected = [
+            ("/api/v1/session", vec!["post", "delete"]),
+            ("/api/v1/me", vec!["get"]),
+            ("/api/v1/me/password", vec!["put"]),
+            ("/api/v1/me/sessions", vec!["get"]),
+            ("/api/v1/me/sessions/{id}", vec!["delete"]),
+            ("/api/v1/me/events", vec!["get"]),
+            ("/api/v1/openapi.json", vec!["get"]),
+            ("/healthz", vec!["get"]),
+            ("/readyz", vec!["get"]),
+            ("/metrics", vec!["get"]),
+        ];
+        assert_eq!(paths.len(), expected.len(), "{:?}", paths.keys().collect::<Vec<_>>());
+        for (path, methods) in expected {
+            for method in methods {
+                assert!(paths[path][method].is_object(), "{method} {path} undocumented");
+                // And every documented route is really served.
+                let r = c
+                    .request(method.parse().unwrap(), server.url(&path.replace("{id}", "x")))
+                    .send()
+                    .await
+                    .unwrap();
+                assert_ne!(r.status(), 404, "{method} {path} documented but not served");
+            }
+        }
+        let r = c.get(server.url("/api/v1/nope")).send().await.unwrap();
+        assert_eq!(
+            json(r).await,
+            (
+                404,
+                serde_json::json!({"error":{"code":"not_found","message":"no such API route"}})
+            )
+        );
+    }
+}
+
+#[tokio::test]
+async fn sigterm_stops_gracefully() {
+    let Some(server) = Server::start(Engine::Sqlite).await else {
+        return;
+    };
+    assert_eq!(reqwest::get(server.url("/healthz")).await.unwrap().status(), 200);
+    let stderr = server.stderr.clone();
+    assert!(server.terminate(), "clean exit on SIGTERM");
+    let log = stderr.lock().unwrap().join("\n");
+    assert!(log.contains("shutting down") && log.contains("stopped"), "{log}");
+}

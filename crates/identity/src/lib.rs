@@ -31,7 +31,7 @@ pub use audit::{EventKind, SecurityEvent};
 pub use clock::{Clock, ManualClock, Millis, SystemClock};
 pub use email::{EmailAddress, InvalidEmail};
 pub use org::{Membership, NewOrganization, OrgId, Organization, Role, RoleError};
-pub use password::{PasswordHasher, PasswordPolicy, PasswordRejected};
+pub use password::{HashMemory, PasswordHasher, PasswordPolicy, PasswordRejected};
 pub use secrets::{ServerKey, random_token};
 pub use service::{ClientInfo, Identity, IdentityConfig, IdentityError, SetupRequest, SignIn, SignInError, SignedIn};
 pub use session::{Session, SessionId, SessionPolicy, SessionToken};

@@ -199,8 +199,8 @@ impl Identity {
             .store
             .complete_setup(&token_hash(token), now, &org, &account, &mut ids)
             .await?;
-        self.record(&account.id, EventKind::AccountCreated, &client, "").await?;
-        Ok(self.open_session(account, false, &client, None).await?)
+        let opened = self.open_session(account, false, &client, None, EventKind::AccountCreated, None);
+        Ok(opened.await?)
     }
 
     // ---- administration ----------------------------------------------------
@@ -282,9 +282,9 @@ impl Identity {
         ];
 
         let now = self.now();
+        let records = self.store.throttles(&[&keys[0].0, &keys[1].0]).await?;
         let mut retry_after = 0;
-        for (key, policy) in &keys {
-            let record = self.store.throttle(key).await?;
+        for ((_, policy), record) in keys.iter().zip(&records) {
             if let Err(wait) = policy.check(record.map(|r| r.state), now) {
                 retry_after = retry_after.max(wait);
             }
@@ -315,11 +315,16 @@ impl Identity {
         };
         // Success forgets this person's failures, but not the network's: one
         // valid account must not let a machine reset its own counter.
-        self.store.clear_throttle(&keys[0].0).await?;
-        self.record(&account.id, EventKind::SignIn, &request.client, "").await?;
-        Ok(self
-            .open_session(account, request.remember, &request.client, known_device)
-            .await?)
+        let forget = records[0].is_some().then_some(keys[0].0.as_str());
+        let opened = self.open_session(
+            account,
+            request.remember,
+            &request.client,
+            known_device,
+            EventKind::SignIn,
+            forget,
+        );
+        Ok(opened.await?)
     }
 
     /// Counts one failure against every key; returns how long the person's
@@ -343,12 +348,15 @@ impl Identity {
         Ok(locked)
     }
 
+    /// Opens a session and records `kind` with it, in one write.
     async fn open_session(
         &self,
         account: Account,
         remember: bool,
         client: &ClientInfo,
         device: Option<String>,
+        kind: EventKind,
+        clear_throttle: Option<&str>,
     ) -> Result<SignedIn, StoreError> {
         let now = self.now();
         let token = SessionToken(random_token(32));
@@ -361,7 +369,11 @@ impl Identity {
             ip: client.ip.to_string(),
             user_agent: client.user_agent(),
         };
-        self.store.insert_session(&session, &token_hash(&token.0)).await?;
+        let event = self.event(&account.id, kind, client, "");
+        let hash = token_hash(&token.0);
+        self.store
+            .insert_session(&session, &hash, &event, clear_throttle)
+            .await?;
         let device = device.unwrap_or_else(|| random_token(16));
         let device_cookie = format!("{device}.{}", self.device_digest(&account.id, &device));
         Ok(SignedIn {
@@ -486,14 +498,8 @@ impl Identity {
         Ok(EventPage { events, next })
     }
 
-    async fn record(
-        &self,
-        account_id: &str,
-        kind: EventKind,
-        client: &ClientInfo,
-        detail: &str,
-    ) -> Result<(), StoreError> {
-        let event = SecurityEvent {
+    fn event(&self, account_id: &str, kind: EventKind, client: &ClientInfo, detail: &str) -> SecurityEvent {
+        SecurityEvent {
             id: uuid::Uuid::now_v7().to_string(),
             account_id: account_id.to_owned(),
             at: self.now(),
@@ -501,8 +507,19 @@ impl Identity {
             ip: client.ip.to_string(),
             user_agent: client.user_agent(),
             detail: detail.to_owned(),
-        };
-        self.store.record_event(&event).await
+        }
+    }
+
+    async fn record(
+        &self,
+        account_id: &str,
+        kind: EventKind,
+        client: &ClientInfo,
+        detail: &str,
+    ) -> Result<(), StoreError> {
+        self.store
+            .record_event(&self.event(account_id, kind, client, detail))
+            .await
     }
 }
 

@@ -81,7 +81,15 @@ pub trait IdentityStore: Send + Sync {
     async fn memberships(&self, account_id: &str) -> Result<Vec<Membership>, StoreError>;
     async fn set_password(&self, account_id: &str, hash: &str, now: Millis) -> Result<(), StoreError>;
 
-    async fn insert_session(&self, session: &Session, token_hash: &str) -> Result<(), StoreError>;
+    /// In one transaction: stores the session, records `event`, and forgets
+    /// the throttle key `clear_throttle` when given.
+    async fn insert_session(
+        &self,
+        session: &Session,
+        token_hash: &str,
+        event: &SecurityEvent,
+        clear_throttle: Option<&str>,
+    ) -> Result<(), StoreError>;
     async fn session_by_token_hash(&self, hash: &str) -> Result<Option<Session>, StoreError>;
     async fn touch_session(&self, id: &str, now: Millis, ip: &str) -> Result<(), StoreError>;
     async fn sessions_of(&self, account_id: &str) -> Result<Vec<Session>, StoreError>;
@@ -90,6 +98,8 @@ pub trait IdentityStore: Send + Sync {
     async fn delete_sessions_except(&self, account_id: &str, keep: &str) -> Result<u64, StoreError>;
 
     async fn throttle(&self, key: &str) -> Result<Option<ThrottleRecord>, StoreError>;
+    /// Several keys in one query, in the order asked.
+    async fn throttles(&self, keys: &[&str]) -> Result<Vec<Option<ThrottleRecord>>, StoreError>;
     /// Writes `state` if the stored version is still `expected` (`None`: no
     /// row yet). `false` when someone else wrote first.
     async fn swap_throttle(&self, key: &str, expected: Option<i64>, state: ThrottleState) -> Result<bool, StoreError>;

@@ -68,6 +68,24 @@ fn event_from(row: &AnyRow) -> Result<SecurityEvent, StoreError> {
     })
 }
 
+async fn insert_event(conn: &mut sqlx::AnyConnection, e: &SecurityEvent) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO security_events (id, account_id, at, kind, ip, user_agent, detail)
+         VALUES ($1, $2, $3, $4, $5, $6, $7)",
+    )
+    .bind(&e.id)
+    .bind(&e.account_id)
+    .bind(e.at)
+    .bind(e.kind.as_str())
+    .bind(&e.ip)
+    .bind(&e.user_agent)
+    .bind(&e.detail)
+    .execute(conn)
+    .await
+    .map_err(backend)?;
+    Ok(())
+}
+
 const ACCOUNT_COLUMNS: &str = "id, email, name, sync_user_id, password_hash, created_at, password_changed_at";
 
 async fn insert_organization(
@@ -319,7 +337,14 @@ impl IdentityStore for SqlStore {
         Ok(())
     }
 
-    async fn insert_session(&self, s: &Session, token_hash: &str) -> Result<(), StoreError> {
+    async fn insert_session(
+        &self,
+        s: &Session,
+        token_hash: &str,
+        event: &SecurityEvent,
+        clear_throttle: Option<&str>,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await.map_err(backend)?;
         sqlx::query(
             "INSERT INTO sessions (id, token_hash, account_id, created_at, last_seen_at, remember, ip, user_agent)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
@@ -332,10 +357,18 @@ impl IdentityStore for SqlStore {
         .bind(i64::from(s.remember))
         .bind(&s.ip)
         .bind(&s.user_agent)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await
         .map_err(backend)?;
-        Ok(())
+        insert_event(&mut tx, event).await?;
+        if let Some(key) = clear_throttle {
+            sqlx::query("DELETE FROM throttles WHERE key = $1")
+                .bind(key)
+                .execute(&mut *tx)
+                .await
+                .map_err(backend)?;
+        }
+        tx.commit().await.map_err(backend)
     }
 
     async fn session_by_token_hash(&self, hash: &str) -> Result<Option<Session>, StoreError> {
@@ -392,23 +425,38 @@ impl IdentityStore for SqlStore {
     }
 
     async fn throttle(&self, key: &str) -> Result<Option<ThrottleRecord>, StoreError> {
-        let row = sqlx::query("SELECT failures, last_failure, locked_until, version FROM throttles WHERE key = $1")
-            .bind(key)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(backend)?;
-        row.map(|row| {
+        Ok(self.throttles(&[key]).await?.pop().flatten())
+    }
+
+    async fn throttles(&self, keys: &[&str]) -> Result<Vec<Option<ThrottleRecord>>, StoreError> {
+        let placeholders: Vec<String> = (1..=keys.len()).map(|i| format!("${i}")).collect();
+        let sql = format!(
+            "SELECT key, failures, last_failure, locked_until, version FROM throttles WHERE key IN ({})",
+            placeholders.join(", ")
+        );
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for key in keys {
+            query = query.bind(*key);
+        }
+        let rows = query.fetch_all(&self.pool).await.map_err(backend)?;
+        let mut found = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let key: String = row.try_get("key").map_err(backend)?;
             let failures: i64 = row.try_get("failures").map_err(backend)?;
-            Ok(ThrottleRecord {
+            let record = ThrottleRecord {
                 state: ThrottleState {
                     failures: u32::try_from(failures).unwrap_or(u32::MAX),
                     last_failure: row.try_get("last_failure").map_err(backend)?,
                     locked_until: row.try_get("locked_until").map_err(backend)?,
                 },
                 version: row.try_get("version").map_err(backend)?,
-            })
-        })
-        .transpose()
+            };
+            found.push((key, record));
+        }
+        Ok(keys
+            .iter()
+            .map(|k| found.iter().find(|(key, _)| key == k).map(|(_, r)| *r))
+            .collect())
     }
 
     async fn swap_throttle(&self, key: &str, expected: Option<i64>, state: ThrottleState) -> Result<bool, StoreError> {
@@ -451,21 +499,8 @@ impl IdentityStore for SqlStore {
     }
 
     async fn record_event(&self, e: &SecurityEvent) -> Result<(), StoreError> {
-        sqlx::query(
-            "INSERT INTO security_events (id, account_id, at, kind, ip, user_agent, detail)
-             VALUES ($1, $2, $3, $4, $5, $6, $7)",
-        )
-        .bind(&e.id)
-        .bind(&e.account_id)
-        .bind(e.at)
-        .bind(e.kind.as_str())
-        .bind(&e.ip)
-        .bind(&e.user_agent)
-        .bind(&e.detail)
-        .execute(&self.pool)
-        .await
-        .map_err(backend)?;
-        Ok(())
+        let mut conn = self.pool.acquire().await.map_err(backend)?;
+        insert_event(&mut conn, e).await
     }
 
     async fn events(

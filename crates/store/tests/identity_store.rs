@@ -148,9 +148,31 @@ async fn sessions_are_found_by_token_hash_and_deleted() {
             ip: "127.0.0.1".into(),
             user_agent: "test".into(),
         };
+        s.swap_throttle("email:s", None, ThrottleState::default())
+            .await
+            .unwrap();
         for (id, hash) in [("one", "h1"), ("two", "h2"), ("three", "h3")] {
-            s.insert_session(&session(id), hash).await.unwrap();
+            let event = SecurityEvent {
+                id: format!("event-{id}"),
+                account_id: a.id.clone(),
+                at: 1,
+                kind: EventKind::SignIn,
+                ip: "127.0.0.1".into(),
+                user_agent: "test".into(),
+                detail: String::new(),
+            };
+            let clear = (id == "three").then_some("email:s");
+            s.insert_session(&session(id), hash, &event, clear).await.unwrap();
         }
+        assert_eq!(
+            s.events(&a.id, None, 10).await.unwrap().len(),
+            3,
+            "each session records its event"
+        );
+        assert!(
+            s.throttle("email:s").await.unwrap().is_none(),
+            "and forgets the throttle key when asked"
+        );
         assert_eq!(s.session_by_token_hash("h1").await.unwrap(), Some(session("one")));
         s.touch_session("one", 50, "::1").await.unwrap();
         let touched = s.session_by_token_hash("h1").await.unwrap().unwrap();
@@ -177,6 +199,10 @@ async fn throttle_updates_never_lose_a_concurrent_write() {
         };
         assert!(s.throttle("k").await.unwrap().is_none());
         assert!(s.swap_throttle("k", None, state(1)).await.unwrap());
+        assert!(s.swap_throttle("j", None, state(5)).await.unwrap());
+        let both = s.throttles(&["none", "k", "j"]).await.unwrap();
+        let failures: Vec<_> = both.iter().map(|r| r.map(|r| r.state.failures)).collect();
+        assert_eq!(failures, [None, Some(1), Some(5)], "in the order asked");
         assert!(
             !s.swap_throttle("k", None, state(1)).await.unwrap(),
             "row exists already"

@@ -55,6 +55,8 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         println!("setup: {base}/setup/{token}");
     }
 
+    tokio::spawn(purge_periodically(services.identity.clone()));
+
     let config = web::WebConfig {
         public_url: settings.public_url.clone(),
         trust_forwarded_for: settings.trust_forwarded_for,
@@ -67,6 +69,20 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     services.store.close().await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Deletes expired sessions, setup links and throttle keys every five
+/// minutes. Safe on several processes at once.
+async fn purge_periodically(identity: identity::Identity) {
+    let mut every = tokio::time::interval(std::time::Duration::from_secs(300));
+    loop {
+        every.tick().await;
+        match identity.purge_expired().await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(rows = n, "purged expired sessions and counters"),
+            Err(e) => tracing::warn!(error = %e, "purge failed; will retry"),
+        }
+    }
 }
 
 /// SIGTERM or Ctrl-C: stop accepting, let requests in flight finish.

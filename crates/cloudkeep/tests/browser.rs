@@ -18,7 +18,10 @@ fn browser_peers_missing() -> Option<String> {
         return Some("node is not installed".into());
     }
     if !dir.join("node_modules/playwright-core").is_dir() {
-        return Some(format!("playwright-core is not installed (npm ci in {})", dir.display()));
+        return Some(format!(
+            "playwright-core is not installed (npm ci in {})",
+            dir.display()
+        ));
     }
     None
 }
@@ -26,12 +29,17 @@ fn browser_peers_missing() -> Option<String> {
 #[tokio::test]
 async fn console_in_headless_chromium() {
     if let Some(why) = browser_peers_missing() {
-        assert!(std::env::var("CI").as_deref() != Ok("true"), "browser test needs its peers under CI: {why}");
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "browser test needs its peers under CI: {why}"
+        );
         eprintln!("SKIPPED (browser test): {why}");
         return;
     }
     for engine in ENGINES {
-        let Some(server) = Server::start(engine).await else { continue };
+        let Some(server) = Server::start(engine).await else {
+            continue;
+        };
         let link = server.setup_link().expect("setup link");
         let shots = server.data.join("screenshots");
         std::fs::create_dir_all(&shots).unwrap();
@@ -43,7 +51,11 @@ async fn console_in_headless_chromium() {
             .unwrap();
         let stdout = String::from_utf8_lossy(&out.stdout);
         let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(out.status.success(), "browser checks failed:\n{stdout}\n{stderr}\nserver log:\n{}", server.log());
+        assert!(
+            out.status.success(),
+            "browser checks failed:\n{stdout}\n{stderr}\nserver log:\n{}",
+            server.log()
+        );
         assert!(stdout.contains("browser checks passed"));
         eprintln!("screenshots: {}", shots.display());
     }

@@ -35,5 +35,5 @@ pub use password::{HashMemory, PasswordHasher, PasswordPolicy, PasswordRejected}
 pub use secrets::{ServerKey, random_token};
 pub use service::{ClientInfo, Identity, IdentityConfig, IdentityError, SetupRequest, SignIn, SignInError, SignedIn};
 pub use session::{Session, SessionId, SessionPolicy, SessionToken};
-pub use store::{EventPage, IdentityStore, StoreError, ThrottleRecord};
+pub use store::{EventPage, ExpiryCutoffs, IdentityStore, StoreError, ThrottleRecord};
 pub use sync_user_id::SyncUserId;

@@ -13,7 +13,7 @@ use crate::password::{PasswordHasher, PasswordPolicy, PasswordRejected};
 use crate::secrets::{ServerKey, random_token, token_hash};
 use crate::session::{Session, SessionPolicy, SessionToken};
 use crate::softlock::ThrottlePolicy;
-use crate::store::{EventPage, IdentityStore, StoreError};
+use crate::store::{EventPage, ExpiryCutoffs, IdentityStore, StoreError};
 use crate::sync_user_id::SyncUserId;
 
 #[derive(Debug, Clone)]
@@ -478,6 +478,21 @@ impl Identity {
         self.store.delete_sessions_except(&account.id, &session.id).await?;
         self.record(&account.id, EventKind::PasswordChanged, client, "").await?;
         Ok(())
+    }
+
+    /// Deletes expired sessions, used-up setup links and forgotten throttle
+    /// keys. Idempotent: several processes may run it at once.
+    pub async fn purge_expired(&self) -> Result<u64, StoreError> {
+        let now = self.now();
+        let policy = &self.config.session;
+        let cutoffs = ExpiryCutoffs {
+            now,
+            idle_before: now - policy.idle,
+            remembered_idle_before: now - policy.remembered_idle,
+            created_before: now - policy.absolute,
+            throttle_failure_before: now - ThrottlePolicy::LONGEST_MEMORY,
+        };
+        self.store.purge_expired(cutoffs).await
     }
 
     pub async fn memberships(&self, account_id: &str) -> Result<Vec<Membership>, StoreError> {

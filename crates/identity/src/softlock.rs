@@ -64,6 +64,10 @@ impl ThrottlePolicy {
         forget_after: 60 * MINUTE,
     };
 
+    /// The longest any policy remembers a failure: keys quiet for longer
+    /// are forgotten and may be deleted.
+    pub const LONGEST_MEMORY: Millis = 60 * MINUTE;
+
     /// `Err(retry_after)` while the key is locked.
     pub fn check(&self, state: Option<ThrottleState>, now: Millis) -> Result<(), Millis> {
         match state {
@@ -155,6 +159,13 @@ mod tests {
         let s = fail_times(3, 0);
         assert_eq!(s.unwrap().locked_until, 0);
         assert_eq!(P.check(s, 0), Ok(()));
+    }
+
+    #[test]
+    fn no_policy_remembers_longer_than_the_purge_assumes() {
+        for p in [ThrottlePolicy::ACCOUNT, ThrottlePolicy::NETWORK] {
+            assert!(p.forget_after <= ThrottlePolicy::LONGEST_MEMORY);
+        }
     }
 
     #[test]

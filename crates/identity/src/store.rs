@@ -39,6 +39,20 @@ pub struct EventPage {
     pub next: Option<String>,
 }
 
+/// What has expired, as computed by the identity service.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ExpiryCutoffs {
+    pub now: Millis,
+    /// Sessions without "keep me signed in" last seen at or before this.
+    pub idle_before: Millis,
+    /// Remembered sessions last seen at or before this.
+    pub remembered_idle_before: Millis,
+    /// Any session created at or before this.
+    pub created_before: Millis,
+    /// Unlocked throttle keys whose last failure is at or before this.
+    pub throttle_failure_before: Millis,
+}
+
 pub type SyncIds<'a> = &'a mut (dyn Iterator<Item = SyncUserId> + Send);
 
 #[async_trait]
@@ -104,6 +118,10 @@ pub trait IdentityStore: Send + Sync {
     /// row yet). `false` when someone else wrote first.
     async fn swap_throttle(&self, key: &str, expected: Option<i64>, state: ThrottleState) -> Result<bool, StoreError>;
     async fn clear_throttle(&self, key: &str) -> Result<(), StoreError>;
+
+    /// Deletes expired sessions, setup links and forgotten throttle keys;
+    /// returns how many rows went.
+    async fn purge_expired(&self, cutoffs: ExpiryCutoffs) -> Result<u64, StoreError>;
 
     async fn record_event(&self, event: &SecurityEvent) -> Result<(), StoreError>;
     /// Newest first, strictly older than `before` when given.

@@ -3,8 +3,8 @@
 use async_trait::async_trait;
 use identity::softlock::ThrottleState;
 use identity::{
-    Account, EmailAddress, EventKind, IdentityStore, Membership, Millis, NewAccount, NewOrganization, Organization,
-    Role, SecurityEvent, Session, StoreError, SyncUserId, ThrottleRecord,
+    Account, EmailAddress, EventKind, ExpiryCutoffs, IdentityStore, Membership, Millis, NewAccount, NewOrganization,
+    Organization, Role, SecurityEvent, Session, StoreError, SyncUserId, ThrottleRecord,
 };
 use sqlx::Row;
 use sqlx::any::AnyRow;
@@ -496,6 +496,31 @@ impl IdentityStore for SqlStore {
             .await
             .map_err(backend)?;
         Ok(())
+    }
+
+    async fn purge_expired(&self, c: ExpiryCutoffs) -> Result<u64, StoreError> {
+        let sessions = sqlx::query(
+            "DELETE FROM sessions WHERE created_at <= $1
+             OR (remember = 0 AND last_seen_at <= $2) OR (remember <> 0 AND last_seen_at <= $3)",
+        )
+        .bind(c.created_before)
+        .bind(c.idle_before)
+        .bind(c.remembered_idle_before)
+        .execute(&self.pool)
+        .await
+        .map_err(backend)?;
+        let throttles = sqlx::query("DELETE FROM throttles WHERE locked_until <= $1 AND last_failure <= $2")
+            .bind(c.now)
+            .bind(c.throttle_failure_before)
+            .execute(&self.pool)
+            .await
+            .map_err(backend)?;
+        let links = sqlx::query("DELETE FROM setup_tokens WHERE expires_at <= $1")
+            .bind(c.now)
+            .execute(&self.pool)
+            .await
+            .map_err(backend)?;
+        Ok(sessions.rows_affected() + throttles.rows_affected() + links.rows_affected())
     }
 
     async fn record_event(&self, e: &SecurityEvent) -> Result<(), StoreError> {

@@ -213,6 +213,40 @@ async fn sessions_expire_when_idle_and_password_change_ends_the_others() {
 }
 
 #[tokio::test]
+async fn the_purge_deletes_only_what_expired() {
+    for w in worlds().await {
+        let id = &w.identity;
+        let c = client("192.0.2.1");
+        let short = id
+            .sign_in(attempt("ana@example.org", PASSWORD, "192.0.2.1", None))
+            .await
+            .unwrap();
+        let mut remembered = attempt("ana@example.org", PASSWORD, "192.0.2.1", None);
+        remembered.remember = true;
+        let long = id.sign_in(remembered).await.unwrap();
+        let _ = id
+            .sign_in(attempt("ana@example.org", "wrong password!", "203.0.113.9", None))
+            .await;
+        let account = short.account.id.clone();
+        assert_eq!(id.purge_expired().await.unwrap(), 0, "nothing has expired yet");
+
+        w.clock.advance(12 * 3_600_000);
+        assert_eq!(
+            id.purge_expired().await.unwrap(),
+            3,
+            "the idle session and both throttle keys"
+        );
+        let left: Vec<_> = id.sessions(&account).await.unwrap().into_iter().map(|s| s.id).collect();
+        assert_eq!(left, [long.session.id.clone()]);
+        assert!(id.session(&long.token.0, &c).await.unwrap().is_some());
+
+        w.clock.advance(30 * 24 * 3_600_000);
+        assert_eq!(id.purge_expired().await.unwrap(), 1, "past the absolute lifetime");
+        assert!(id.sessions(&account).await.unwrap().is_empty());
+    }
+}
+
+#[tokio::test]
 async fn setup_runs_once_with_a_valid_link() {
     for engine in [Engine::Sqlite, Engine::Postgres] {
         let Some(url) = store::testing::database_url(engine).await else {

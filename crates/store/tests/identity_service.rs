@@ -237,7 +237,7 @@ async fn the_purge_deletes_only_what_expired() {
             "the idle session and both throttle keys"
         );
         let left: Vec<_> = id.sessions(&account).await.unwrap().into_iter().map(|s| s.id).collect();
-        assert_eq!(left, [long.session.id.clone()]);
+        assert_eq!(left, std::slice::from_ref(&long.session.id));
         assert!(id.session(&long.token.0, &c).await.unwrap().is_some());
 
         w.clock.advance(30 * 24 * 3_600_000);

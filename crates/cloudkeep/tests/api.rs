@@ -43,11 +43,9 @@ async fn sign_in_me_and_sign_out() {
 #[tokio::test]
 async fn unknown_email_and_wrong_password_look_the_same() {
     for engine in ENGINES {
-        let Some(storage) = Storage::new(engine).await else {
+        let Some((_, server)) = server_with_member(engine).await else {
             continue;
         };
-        storage.create_user("ana@example.org", "user");
-        let server = Server::start_on(&storage, &[]);
         let attempt = |email: &'static str| {
             let url = server.url("/api/v1/session");
             async move {
@@ -93,11 +91,9 @@ async fn unknown_email_and_wrong_password_look_the_same() {
 #[tokio::test]
 async fn repeated_failures_are_throttled_with_retry_after_and_logged() {
     for engine in ENGINES {
-        let Some(storage) = Storage::new(engine).await else {
+        let Some((_, server)) = server_with_member(engine).await else {
             continue;
         };
-        storage.create_user("ana@example.org", "user");
-        let server = Server::start_on(&storage, &[]);
         // The member's own browser signs in first and keeps its device cookie.
         let member = browser();
         api_sign_in(&server, &member, "ana@example.org", PASSWORD, false).await;
@@ -160,11 +156,9 @@ fn set_cookies(response: &reqwest::Response) -> Vec<String> {
 #[tokio::test]
 async fn session_cookie_flags() {
     for engine in ENGINES {
-        let Some(storage) = Storage::new(engine).await else {
+        let Some((storage, server)) = server_with_member(engine).await else {
             continue;
         };
-        storage.create_user("ana@example.org", "user");
-        let server = Server::start_on(&storage, &[]);
         for remember in [false, true] {
             let r = reqwest::Client::new()
                 .post(server.url("/api/v1/session"))
@@ -207,11 +201,9 @@ async fn session_cookie_flags() {
 #[tokio::test]
 async fn cross_site_and_non_json_requests_are_refused() {
     for engine in ENGINES {
-        let Some(storage) = Storage::new(engine).await else {
+        let Some((_, server)) = server_with_member(engine).await else {
             continue;
         };
-        storage.create_user("ana@example.org", "user");
-        let server = Server::start_on(&storage, &[]);
         let client = browser();
         api_sign_in(&server, &client, "ana@example.org", PASSWORD, false).await;
 
@@ -272,11 +264,9 @@ async fn cross_site_and_non_json_requests_are_refused() {
 #[tokio::test]
 async fn sessions_are_listed_and_revoked() {
     for engine in ENGINES {
-        let Some(storage) = Storage::new(engine).await else {
+        let Some((storage, server)) = server_with_member(engine).await else {
             continue;
         };
-        storage.create_user("ana@example.org", "user");
-        let server = Server::start_on(&storage, &[]);
         let laptop = browser();
         let phone = browser();
         api_sign_in(&server, &laptop, "ana@example.org", PASSWORD, true).await;
@@ -337,11 +327,9 @@ async fn sessions_are_listed_and_revoked() {
 #[tokio::test]
 async fn password_change_checks_and_revokes_other_sessions() {
     for engine in ENGINES {
-        let Some(storage) = Storage::new(engine).await else {
+        let Some((_, server)) = server_with_member(engine).await else {
             continue;
         };
-        storage.create_user("ana@example.org", "user");
-        let server = Server::start_on(&storage, &[]);
         let a = browser();
         let b = browser();
         api_sign_in(&server, &a, "ana@example.org", PASSWORD, false).await;
@@ -393,11 +381,9 @@ async fn password_change_checks_and_revokes_other_sessions() {
 #[tokio::test]
 async fn events_are_paginated_newest_first() {
     for engine in ENGINES {
-        let Some(storage) = Storage::new(engine).await else {
+        let Some((_, server)) = server_with_member(engine).await else {
             continue;
         };
-        storage.create_user("ana@example.org", "user");
-        let server = Server::start_on(&storage, &[]);
         let client = browser();
         for _ in 0..3 {
             api_sign_in(&server, &client, "ana@example.org", PASSWORD, false).await;

@@ -118,11 +118,9 @@ async fn a_new_setup_link_at_each_start_until_setup_is_done() {
 #[tokio::test]
 async fn sign_in_and_out_in_the_browser() {
     for engine in ENGINES {
-        let Some(storage) = Storage::new(engine).await else {
+        let Some((_, server)) = server_with_member(engine).await else {
             continue;
         };
-        storage.create_user("ana@example.org", "user");
-        let server = Server::start_on(&storage, &[]);
         let b = browser();
         let r = b.get(server.url("/")).send().await.unwrap();
         assert_eq!((r.status().as_u16(), location(&r)), (303, "/signin"));
@@ -198,11 +196,9 @@ async fn sign_in_and_out_in_the_browser() {
 #[tokio::test]
 async fn forms_without_a_valid_token_or_from_another_site_are_refused() {
     for engine in ENGINES {
-        let Some(storage) = Storage::new(engine).await else {
+        let Some((_, server)) = server_with_member(engine).await else {
             continue;
         };
-        storage.create_user("ana@example.org", "user");
-        let server = Server::start_on(&storage, &[]);
         let b = browser();
         let (_, page) = get_html(&b, &server.url("/signin")).await;
         let csrf = csrf_of(&page);
@@ -281,11 +277,9 @@ async fn forms_without_a_valid_token_or_from_another_site_are_refused() {
 #[tokio::test]
 async fn revoking_a_session_from_the_security_page() {
     for engine in ENGINES {
-        let Some(storage) = Storage::new(engine).await else {
+        let Some((_, server)) = server_with_member(engine).await else {
             continue;
         };
-        storage.create_user("ana@example.org", "user");
-        let server = Server::start_on(&storage, &[]);
         let b = browser();
         let phone = browser();
         api_sign_in(&server, &b, "ana@example.org", PASSWORD, false).await;
@@ -318,11 +312,9 @@ async fn revoking_a_session_from_the_security_page() {
 #[tokio::test]
 async fn pages_speak_spanish_and_english() {
     for engine in ENGINES {
-        let Some(storage) = Storage::new(engine).await else {
+        let Some((_, server)) = server_with_member(engine).await else {
             continue;
         };
-        storage.create_user("ana@example.org", "user");
-        let server = Server::start_on(&storage, &[]);
         let spanish =
             |c: &reqwest::Client, url: String| c.get(url).header("accept-language", "es-ES,es;q=0.9,en;q=0.5").send();
         let b = browser();

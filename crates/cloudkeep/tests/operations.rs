@@ -280,11 +280,9 @@ async fn logs_carry_request_ids_and_never_secrets() {
 #[tokio::test]
 async fn health_metrics_and_openapi() {
     for engine in ENGINES {
-        let Some(storage) = Storage::new(engine).await else {
+        let Some((_, server)) = server_with_member(engine).await else {
             continue;
         };
-        storage.create_user("ana@example.org", "user");
-        let server = Server::start_on(&storage, &[]);
         let c = reqwest::Client::new();
         assert_eq!(
             c.get(server.url("/healthz"))

@@ -252,3 +252,14 @@ pub async fn json(response: reqwest::Response) -> (u16, serde_json::Value) {
     let value = serde_json::from_str(&text).unwrap_or_else(|_| panic!("not JSON ({status}): {text}"));
     (status, value)
 }
+
+/// The member most tests sign in as (role `user`, password [`PASSWORD`]).
+pub const MEMBER: &str = "ana@example.org";
+
+/// Fresh storage with [`MEMBER`] already created, and a server on it.
+pub async fn server_with_member(engine: Engine) -> Option<(Storage, Server)> {
+    let storage = Storage::new(engine).await?;
+    storage.create_user(MEMBER, "user");
+    let server = Server::start_on(&storage, &[]);
+    Some((storage, server))
+}

@@ -112,6 +112,10 @@ async fn a_new_setup_link_at_each_start_until_setup_is_done() {
             "the old link stops working"
         );
         assert_eq!(get_html(&browser(), &new).await.0, 200);
+
+        // An account made from the command line ends setup: the link goes.
+        storage.create_user("ops@example.org", "admin");
+        assert_eq!(get_html(&browser(), &new).await.0, 410);
     }
 }
 

@@ -174,8 +174,10 @@ impl Identity {
         Ok(token)
     }
 
+    /// Whether the link can still be used: unexpired, unused, and no account
+    /// exists yet (`cloudkeep admin` may have created one meanwhile).
     pub async fn setup_link_valid(&self, token: &str) -> Result<bool, StoreError> {
-        self.store.setup_token_valid(&token_hash(token), self.now()).await
+        Ok(self.store.setup_token_valid(&token_hash(token), self.now()).await? && self.needs_setup().await?)
     }
 
     /// Creates the first organization and its legal representative, and
@@ -332,7 +334,14 @@ impl Identity {
     async fn count_failures(&self, keys: &[(String, ThrottlePolicy)]) -> Result<Option<Millis>, StoreError> {
         let mut locked = None;
         for (index, (key, policy)) in keys.iter().enumerate() {
+            // Another process writing the same key makes the swap fail; a
+            // few retries always suffice unless the database misbehaves.
+            let mut attempts = 0;
             loop {
+                attempts += 1;
+                if attempts > 20 {
+                    return Err(StoreError::Backend(format!("throttle key kept changing: {key}")));
+                }
                 let now = self.now();
                 let record = self.store.throttle(key).await?;
                 let next = policy.after_failure(record.map(|r| r.state), now);

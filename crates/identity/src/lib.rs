@@ -16,6 +16,7 @@
 mod account;
 mod audit;
 mod clock;
+pub mod credential;
 mod email;
 mod org;
 pub mod password;

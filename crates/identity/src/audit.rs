@@ -13,10 +13,28 @@ pub enum EventKind {
     SignOut,
     PasswordChanged,
     SessionRevoked,
+    TwoFactorEnabled,
+    TwoFactorDisabled,
+    /// detail: the method's name.
+    SecondFactorAdded,
+    /// detail: the method's name.
+    SecondFactorRemoved,
+    SecondFactorFailed,
+    /// Too many wrong codes: the second step is paused (detail: seconds).
+    SecondFactorLocked,
+    /// detail: how many codes are left.
+    BackupCodeUsed,
+    BackupCodesRegenerated,
+    /// detail: the application password's name.
+    AppPasswordCreated,
+    /// detail: the application password's name.
+    AppPasswordRevoked,
+    /// A sync or mail client was refused (detail: the login it used).
+    ProtocolSignInFailed,
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 7] = [
+    pub const ALL: [EventKind; 18] = [
         Self::AccountCreated,
         Self::SignIn,
         Self::SignInFailed,
@@ -24,6 +42,17 @@ impl EventKind {
         Self::SignOut,
         Self::PasswordChanged,
         Self::SessionRevoked,
+        Self::TwoFactorEnabled,
+        Self::TwoFactorDisabled,
+        Self::SecondFactorAdded,
+        Self::SecondFactorRemoved,
+        Self::SecondFactorFailed,
+        Self::SecondFactorLocked,
+        Self::BackupCodeUsed,
+        Self::BackupCodesRegenerated,
+        Self::AppPasswordCreated,
+        Self::AppPasswordRevoked,
+        Self::ProtocolSignInFailed,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -35,6 +64,17 @@ impl EventKind {
             Self::SignOut => "sign_out",
             Self::PasswordChanged => "password_changed",
             Self::SessionRevoked => "session_revoked",
+            Self::TwoFactorEnabled => "two_factor_enabled",
+            Self::TwoFactorDisabled => "two_factor_disabled",
+            Self::SecondFactorAdded => "second_factor_added",
+            Self::SecondFactorRemoved => "second_factor_removed",
+            Self::SecondFactorFailed => "second_factor_failed",
+            Self::SecondFactorLocked => "second_factor_locked",
+            Self::BackupCodeUsed => "backup_code_used",
+            Self::BackupCodesRegenerated => "backup_codes_regenerated",
+            Self::AppPasswordCreated => "app_password_created",
+            Self::AppPasswordRevoked => "app_password_revoked",
+            Self::ProtocolSignInFailed => "protocol_sign_in_failed",
         }
     }
 

@@ -66,7 +66,13 @@ impl ServerKey {
         let mut nonce = [0u8; 12];
         rand::rngs::OsRng.fill_bytes(&mut nonce);
         let sealed = cipher
-            .encrypt(Nonce::from_slice(&nonce), Payload { msg: plaintext, aad: context.as_bytes() })
+            .encrypt(
+                Nonce::from_slice(&nonce),
+                Payload {
+                    msg: plaintext,
+                    aad: context.as_bytes(),
+                },
+            )
             .expect("encryption cannot fail");
         let mut out = nonce.to_vec();
         out.extend(sealed);
@@ -83,7 +89,13 @@ impl ServerKey {
         let (nonce, ciphertext) = bytes.split_at(12);
         let cipher = Aes256Gcm::new(&self.sub_key(purpose).into());
         cipher
-            .decrypt(Nonce::from_slice(nonce), Payload { msg: ciphertext, aad: context.as_bytes() })
+            .decrypt(
+                Nonce::from_slice(nonce),
+                Payload {
+                    msg: ciphertext,
+                    aad: context.as_bytes(),
+                },
+            )
             .ok()
     }
 
@@ -128,12 +140,19 @@ mod tests {
         assert_eq!(key.open("totp", "factor-1", &sealed).as_deref(), Some(&b"seed"[..]));
         assert_eq!(key.open("totp", "factor-2", &sealed), None, "another row");
         assert_eq!(key.open("sms", "factor-1", &sealed), None, "another purpose");
-        assert_eq!(ServerKey::generate().open("totp", "factor-1", &sealed), None, "another key");
+        assert_eq!(
+            ServerKey::generate().open("totp", "factor-1", &sealed),
+            None,
+            "another key"
+        );
         assert_ne!(sealed, key.seal("totp", "factor-1", b"seed"), "fresh nonce each time");
         let mut tampered = sealed.into_bytes();
         let last = tampered.len() - 2;
         tampered[last] = if tampered[last] == b'A' { b'B' } else { b'A' };
-        assert_eq!(key.open("totp", "factor-1", &String::from_utf8(tampered).unwrap()), None);
+        assert_eq!(
+            key.open("totp", "factor-1", &String::from_utf8(tampered).unwrap()),
+            None
+        );
         assert_eq!(key.open("totp", "factor-1", "!!"), None);
     }
 

@@ -10,8 +10,9 @@ use crate::clock::{Clock, Millis};
 use crate::email::EmailAddress;
 use crate::org::{Membership, NewOrganization, Organization, Role, RoleError};
 use crate::password::{PasswordHasher, PasswordPolicy, PasswordRejected};
+use crate::second_factor::Challenge;
 use crate::secrets::{ServerKey, random_token, token_hash};
-use crate::session::{Session, SessionPolicy, SessionToken};
+use crate::session::{RECENT_PASSWORD, Session, SessionPolicy, SessionStage, SessionToken};
 use crate::softlock::ThrottlePolicy;
 use crate::store::{EventPage, ExpiryCutoffs, IdentityStore, StoreError};
 use crate::sync_user_id::SyncUserId;
@@ -20,6 +21,8 @@ use crate::sync_user_id::SyncUserId;
 pub struct IdentityConfig {
     pub session: SessionPolicy,
     pub setup_link_lifetime: Millis,
+    /// The issuer authenticator apps show next to the account.
+    pub issuer: String,
 }
 
 impl Default for IdentityConfig {
@@ -27,6 +30,7 @@ impl Default for IdentityConfig {
         Self {
             session: SessionPolicy::default(),
             setup_link_lifetime: 3_600_000,
+            issuer: "cloudkeep".to_owned(),
         }
     }
 }
@@ -58,8 +62,12 @@ pub struct SignedIn {
     pub token: SessionToken,
     pub session: Session,
     pub account: Account,
-    /// To set (or renew) as the browser's device cookie.
-    pub device_cookie: String,
+    /// To set (or renew) as the browser's device cookie; only once the
+    /// session is fully signed in.
+    pub device_cookie: Option<String>,
+    /// When two-step verification is on: the session waits for one of
+    /// these methods before it is signed in.
+    pub second_factor: Option<Challenge>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -92,6 +100,14 @@ pub enum IdentityError {
     WrongPassword,
     #[error("too many attempts; retry in {retry_after} ms")]
     TooManyAttempts { retry_after: Millis },
+    #[error("confirm your password first")]
+    PasswordRequired,
+    #[error("the code is wrong or has expired")]
+    WrongCode,
+    #[error("two-step verification is off")]
+    TwoFactorOff,
+    #[error("not found")]
+    NotFound,
     #[error(transparent)]
     Role(#[from] RoleError),
     #[error(transparent)]
@@ -123,6 +139,7 @@ pub struct Identity {
     hasher: PasswordHasher,
     key: ServerKey,
     config: IdentityConfig,
+    protocol_cache: Arc<crate::protocol::Cache>,
 }
 
 const DEVICE_PURPOSE: &str = "device-cookie";
@@ -141,7 +158,24 @@ impl Identity {
             hasher,
             key,
             config,
+            protocol_cache: Arc::default(),
         }
+    }
+
+    pub(crate) fn store(&self) -> &dyn IdentityStore {
+        self.store.as_ref()
+    }
+
+    pub(crate) fn hasher(&self) -> &PasswordHasher {
+        &self.hasher
+    }
+
+    pub(crate) fn protocol_cache(&self) -> &crate::protocol::Cache {
+        &self.protocol_cache
+    }
+
+    pub(crate) fn issuer(&self) -> &str {
+        &self.config.issuer
     }
 
     pub fn key(&self) -> &ServerKey {
@@ -201,7 +235,7 @@ impl Identity {
             .store
             .complete_setup(&token_hash(token), now, &org, &account, &mut ids)
             .await?;
-        let opened = self.open_session(account, false, &client, None, EventKind::AccountCreated, None);
+        let opened = self.open_session(account, false, &client, None, Some(EventKind::AccountCreated), None);
         Ok(opened.await?)
     }
 
@@ -318,20 +352,30 @@ impl Identity {
         // Success forgets this person's failures, but not the network's: one
         // valid account must not let a machine reset its own counter.
         let forget = records[0].is_some().then_some(keys[0].0.as_str());
-        let opened = self.open_session(
-            account,
-            request.remember,
-            &request.client,
-            known_device,
-            EventKind::SignIn,
-            forget,
-        );
-        Ok(opened.await?)
+        let challenge = Challenge::for_factors(&self.store.second_factors(&account.id).await?);
+        let Some(challenge) = challenge else {
+            let opened = self.open_session(
+                account,
+                request.remember,
+                &request.client,
+                known_device,
+                Some(EventKind::SignIn),
+                forget,
+            );
+            return Ok(opened.await?);
+        };
+        // Half signed in: the session waits for the second factor; the
+        // sign-in is recorded when it comes.
+        let mut pending = self
+            .open_session(account, request.remember, &request.client, None, None, forget)
+            .await?;
+        pending.second_factor = Some(challenge);
+        Ok(pending)
     }
 
     /// Counts one failure against every key; returns how long the person's
     /// key became locked for, if this failure locked it.
-    async fn count_failures(&self, keys: &[(String, ThrottlePolicy)]) -> Result<Option<Millis>, StoreError> {
+    pub(crate) async fn count_failures(&self, keys: &[(String, ThrottlePolicy)]) -> Result<Option<Millis>, StoreError> {
         let mut locked = None;
         for (index, (key, policy)) in keys.iter().enumerate() {
             // Another process writing the same key makes the swap fail; a
@@ -357,14 +401,16 @@ impl Identity {
         Ok(locked)
     }
 
-    /// Opens a session and records `kind` with it, in one write.
+    /// Opens a session and records `kind` with it, in one write. Without
+    /// `kind`, the session only passed the password and awaits a second
+    /// factor.
     async fn open_session(
         &self,
         account: Account,
         remember: bool,
         client: &ClientInfo,
         device: Option<String>,
-        kind: EventKind,
+        kind: Option<EventKind>,
         clear_throttle: Option<&str>,
     ) -> Result<SignedIn, StoreError> {
         let now = self.now();
@@ -377,20 +423,40 @@ impl Identity {
             remember,
             ip: client.ip.to_string(),
             user_agent: client.user_agent(),
+            stage: if kind.is_some() {
+                SessionStage::SignedIn
+            } else {
+                SessionStage::SecondFactor
+            },
+            password_at: now,
+            factor_failures: 0,
         };
-        let event = self.event(&account.id, kind, client, "");
+        let event = kind.map(|kind| self.event(&account.id, kind, client, ""));
         let hash = token_hash(&token.0);
         self.store
-            .insert_session(&session, &hash, &event, clear_throttle)
+            .insert_session(&session, &hash, event.as_ref(), clear_throttle)
             .await?;
-        let device = device.unwrap_or_else(|| random_token(16));
-        let device_cookie = format!("{device}.{}", self.device_digest(&account.id, &device));
+        let device_cookie = kind.map(|_| self.device_cookie(&account.id, device));
         Ok(SignedIn {
             token,
             session,
             account,
             device_cookie,
+            second_factor: None,
         })
+    }
+
+    /// A device cookie for this account: the browser's own when it is
+    /// valid, else a new device.
+    pub(crate) fn device_cookie(&self, account_id: &str, known: Option<String>) -> String {
+        let device = known.unwrap_or_else(|| random_token(16));
+        format!("{device}.{}", self.device_digest(account_id, &device))
+    }
+
+    /// The device id of a browser's device cookie, when it is valid for
+    /// this account.
+    pub fn known_device(&self, account_id: &str, cookie: Option<&str>) -> Option<String> {
+        self.device_id(account_id, cookie?)
     }
 
     fn device_digest(&self, account_id: &str, device: &str) -> String {
@@ -470,21 +536,12 @@ impl Identity {
             .account_by_id(&session.account_id)
             .await?
             .ok_or(IdentityError::WrongPassword)?;
-        let key = format!("password-change:{}", account.id);
-        let policy = ThrottlePolicy::ACCOUNT;
-        let record = self.store.throttle(&key).await?;
-        if let Err(retry_after) = policy.check(record.map(|r| r.state), self.now()) {
-            return Err(IdentityError::TooManyAttempts { retry_after });
-        }
-        if !self.hasher.verify(current, Some(&account.password_hash)).await {
-            self.count_failures(&[(key, policy)]).await?;
-            return Err(IdentityError::WrongPassword);
-        }
+        self.check_password(&account, current).await?;
         PasswordPolicy.check(new, &account.email, &account.name)?;
         let hash = self.hasher.hash(new).await;
         self.store.set_password(&account.id, &hash, self.now()).await?;
-        self.store.clear_throttle(&key).await?;
         self.store.delete_sessions_except(&account.id, &session.id).await?;
+        self.protocol_cache.forget_account(&account.id);
         self.record(&account.id, EventKind::PasswordChanged, client, "").await?;
         Ok(())
     }
@@ -502,6 +559,44 @@ impl Identity {
             throttle_failure_before: now - ThrottlePolicy::LONGEST_MEMORY,
         };
         self.store.purge_expired(cutoffs).await
+    }
+
+    /// Checks the account password given to confirm a sensitive change,
+    /// throttled like sign-in so a stolen session cannot guess it.
+    pub(crate) async fn check_password(&self, account: &Account, password: &str) -> Result<(), IdentityError> {
+        let key = format!("password-check:{}", account.id);
+        let policy = ThrottlePolicy::ACCOUNT;
+        let record = self.store.throttle(&key).await?;
+        if let Err(retry_after) = policy.check(record.map(|r| r.state), self.now()) {
+            return Err(IdentityError::TooManyAttempts { retry_after });
+        }
+        if !self.hasher.verify(password, Some(&account.password_hash)).await {
+            self.count_failures(&[(key, policy)]).await?;
+            return Err(IdentityError::WrongPassword);
+        }
+        if record.is_some() {
+            self.store.clear_throttle(&key).await?;
+        }
+        Ok(())
+    }
+
+    /// For a sensitive change: the password given now, or one given in this
+    /// session in the last five minutes.
+    pub(crate) async fn confirm_password(
+        &self,
+        session: &Session,
+        account: &Account,
+        password: Option<&str>,
+    ) -> Result<(), IdentityError> {
+        match password.filter(|p| !p.is_empty()) {
+            Some(password) => {
+                self.check_password(account, password).await?;
+                self.store.set_password_at(&session.id, self.now()).await?;
+                Ok(())
+            }
+            None if self.now() - session.password_at < RECENT_PASSWORD => Ok(()),
+            None => Err(IdentityError::PasswordRequired),
+        }
     }
 
     pub async fn memberships(&self, account_id: &str) -> Result<Vec<Membership>, StoreError> {
@@ -522,7 +617,7 @@ impl Identity {
         Ok(EventPage { events, next })
     }
 
-    fn event(&self, account_id: &str, kind: EventKind, client: &ClientInfo, detail: &str) -> SecurityEvent {
+    pub(crate) fn event(&self, account_id: &str, kind: EventKind, client: &ClientInfo, detail: &str) -> SecurityEvent {
         SecurityEvent {
             id: uuid::Uuid::now_v7().to_string(),
             account_id: account_id.to_owned(),
@@ -534,7 +629,7 @@ impl Identity {
         }
     }
 
-    async fn record(
+    pub(crate) async fn record(
         &self,
         account_id: &str,
         kind: EventKind,
@@ -549,7 +644,7 @@ impl Identity {
 
 /// The throttling unit for an address: the address itself for IPv4, its /64
 /// for IPv6 (one subscriber usually holds a whole /64).
-fn network_of(ip: IpAddr) -> String {
+pub(crate) fn network_of(ip: IpAddr) -> String {
     match ip {
         IpAddr::V4(v4) => v4.to_string(),
         IpAddr::V6(v6) => match v6.to_ipv4_mapped() {

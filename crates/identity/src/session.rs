@@ -19,6 +19,30 @@ impl std::fmt::Debug for SessionToken {
     }
 }
 
+/// How far a session has come.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SessionStage {
+    /// The password was right and a second factor is awaited: the session
+    /// reaches nothing but the second-step endpoints and sign-out.
+    SecondFactor,
+    SignedIn,
+}
+
+impl SessionStage {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::SecondFactor => "second_factor",
+            Self::SignedIn => "signed_in",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        [Self::SecondFactor, Self::SignedIn]
+            .into_iter()
+            .find(|x| x.as_str() == s)
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Session {
     pub id: SessionId,
@@ -29,10 +53,24 @@ pub struct Session {
     pub remember: bool,
     pub ip: String,
     pub user_agent: String,
+    pub stage: SessionStage,
+    /// When the password was last given in this session (sign-in or
+    /// re-confirmation); sensitive changes accept it for a few minutes.
+    pub password_at: Millis,
+    /// Wrong second-step codes in this sign-in attempt.
+    pub factor_failures: u32,
 }
+
+/// How long a password given in a session counts as recent.
+pub const RECENT_PASSWORD: Millis = 5 * 60_000;
+/// Wrong second-step codes allowed per sign-in attempt; then the password
+/// step starts over.
+pub const MAX_FACTOR_FAILURES: u32 = 5;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SessionPolicy {
+    /// How long a half-signed-in session waits for its second factor.
+    pub second_factor: Millis,
     pub idle: Millis,
     pub remembered_idle: Millis,
     pub absolute: Millis,
@@ -48,6 +86,7 @@ pub const TOUCH_EVERY: Millis = 60_000;
 impl Default for SessionPolicy {
     fn default() -> Self {
         Self {
+            second_factor: 10 * 60_000,
             idle: 12 * HOUR,
             remembered_idle: 14 * DAY,
             absolute: 30 * DAY,
@@ -61,7 +100,12 @@ impl SessionPolicy {
     }
 
     pub fn is_live(&self, s: &Session, now: Millis) -> bool {
-        now - s.last_seen_at < self.idle_for(s.remember) && now - s.created_at < self.absolute
+        match s.stage {
+            SessionStage::SecondFactor => now - s.created_at < self.second_factor,
+            SessionStage::SignedIn => {
+                now - s.last_seen_at < self.idle_for(s.remember) && now - s.created_at < self.absolute
+            }
+        }
     }
 
     /// When the session ends at the latest if it keeps being used; the
@@ -88,7 +132,19 @@ mod tests {
             remember,
             ip: String::new(),
             user_agent: String::new(),
+            stage: SessionStage::SignedIn,
+            password_at: 0,
+            factor_failures: 0,
         }
+    }
+
+    #[test]
+    fn a_half_signed_in_session_waits_ten_minutes() {
+        let p = SessionPolicy::default();
+        let mut s = session(true);
+        s.stage = SessionStage::SecondFactor;
+        assert!(p.is_live(&s, 10 * 60_000 - 1));
+        assert!(!p.is_live(&s, 10 * 60_000));
     }
 
     #[test]

@@ -6,8 +6,10 @@ use async_trait::async_trait;
 use crate::account::{Account, NewAccount};
 use crate::audit::SecurityEvent;
 use crate::clock::Millis;
+use crate::credential::app_password::AppPassword;
 use crate::email::EmailAddress;
 use crate::org::{Membership, NewOrganization, Organization, Role};
+use crate::second_factor::SecondFactor;
 use crate::session::Session;
 use crate::softlock::ThrottleState;
 use crate::sync_user_id::SyncUserId;
@@ -92,16 +94,17 @@ pub trait IdentityStore: Send + Sync {
     ) -> Result<Account, StoreError>;
     async fn account_by_email(&self, email: &EmailAddress) -> Result<Option<Account>, StoreError>;
     async fn account_by_id(&self, id: &str) -> Result<Option<Account>, StoreError>;
+    async fn account_by_sync_user_id(&self, id: &SyncUserId) -> Result<Option<Account>, StoreError>;
     async fn memberships(&self, account_id: &str) -> Result<Vec<Membership>, StoreError>;
     async fn set_password(&self, account_id: &str, hash: &str, now: Millis) -> Result<(), StoreError>;
 
-    /// In one transaction: stores the session, records `event`, and forgets
-    /// the throttle key `clear_throttle` when given.
+    /// In one transaction: stores the session, records `event` when given,
+    /// and forgets the throttle key `clear_throttle` when given.
     async fn insert_session(
         &self,
         session: &Session,
         token_hash: &str,
-        event: &SecurityEvent,
+        event: Option<&SecurityEvent>,
         clear_throttle: Option<&str>,
     ) -> Result<(), StoreError>;
     async fn session_by_token_hash(&self, hash: &str) -> Result<Option<Session>, StoreError>;
@@ -110,6 +113,55 @@ pub trait IdentityStore: Send + Sync {
     /// Whether a session of that account with that id existed.
     async fn delete_session(&self, account_id: &str, id: &str) -> Result<bool, StoreError>;
     async fn delete_sessions_except(&self, account_id: &str, keep: &str) -> Result<u64, StoreError>;
+    /// Finishes a half-signed-in session: it becomes signed in under a new
+    /// token, and `event` is recorded, in one transaction. `false` when it
+    /// was not waiting for a second factor.
+    async fn promote_session(
+        &self,
+        id: &str,
+        token_hash: &str,
+        now: Millis,
+        event: &SecurityEvent,
+    ) -> Result<bool, StoreError>;
+    /// Counts a wrong second-step code; returns the session's new total.
+    async fn count_factor_failure(&self, id: &str) -> Result<u32, StoreError>;
+    async fn set_password_at(&self, id: &str, now: Millis) -> Result<(), StoreError>;
+
+    async fn insert_second_factor(&self, factor: &SecondFactor) -> Result<(), StoreError>;
+    /// Active and pending ones.
+    async fn second_factors(&self, account_id: &str) -> Result<Vec<SecondFactor>, StoreError>;
+    /// In one transaction: activates a pending, unexpired factor with its
+    /// first accepted `counter`, and when `backup_codes` are given, makes
+    /// them the account's backup codes. `false` if there was no such
+    /// pending factor.
+    async fn activate_second_factor(
+        &self,
+        account_id: &str,
+        id: &str,
+        now: Millis,
+        counter: i64,
+        backup_codes: Option<&[String]>,
+    ) -> Result<bool, StoreError>;
+    /// Records a use if `counter` is above the stored one (atomically: of
+    /// two concurrent uses of one TOTP step, one wins).
+    async fn advance_factor_counter(&self, id: &str, counter: i64, now: Millis) -> Result<bool, StoreError>;
+    /// In one transaction: deletes the factor and, when no active factor is
+    /// left, the backup codes. `None` if there was no such factor, else how
+    /// many active factors remain.
+    async fn delete_second_factor(&self, account_id: &str, id: &str) -> Result<Option<usize>, StoreError>;
+
+    async fn replace_backup_codes(&self, account_id: &str, digests: &[String], now: Millis) -> Result<(), StoreError>;
+    async fn unused_backup_codes(&self, account_id: &str) -> Result<Vec<String>, StoreError>;
+    /// Marks a code used; `false` if it was already (even a moment ago, by
+    /// a concurrent request).
+    async fn use_backup_code(&self, account_id: &str, digest: &str, now: Millis) -> Result<bool, StoreError>;
+
+    async fn insert_app_password(&self, password: &AppPassword, digest: &str) -> Result<(), StoreError>;
+    /// The account's application passwords with their digests.
+    async fn app_passwords(&self, account_id: &str) -> Result<Vec<(AppPassword, String)>, StoreError>;
+    /// The deleted password's name, if it existed.
+    async fn delete_app_password(&self, account_id: &str, id: &str) -> Result<Option<String>, StoreError>;
+    async fn touch_app_password(&self, id: &str, now: Millis, ip: &str) -> Result<(), StoreError>;
 
     async fn throttle(&self, key: &str) -> Result<Option<ThrottleRecord>, StoreError>;
     /// Several keys in one query, in the order asked.

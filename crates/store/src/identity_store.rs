@@ -1,10 +1,12 @@
 //! [`identity::IdentityStore`] over SQL.
 
 use async_trait::async_trait;
+use identity::credential::app_password::AppPassword;
 use identity::softlock::ThrottleState;
 use identity::{
-    Account, EmailAddress, EventKind, ExpiryCutoffs, IdentityStore, Membership, Millis, NewAccount, NewOrganization,
-    Organization, Role, SecurityEvent, Session, StoreError, SyncUserId, ThrottleRecord,
+    Account, EmailAddress, EventKind, ExpiryCutoffs, FactorKind, IdentityStore, Membership, Millis, NewAccount,
+    NewOrganization, Organization, Role, SecondFactor, SecurityEvent, Session, SessionStage, StoreError, SyncUserId,
+    ThrottleRecord,
 };
 use sqlx::Row;
 use sqlx::any::AnyRow;
@@ -44,6 +46,8 @@ fn org_from(row: &AnyRow) -> Result<Organization, StoreError> {
 }
 
 fn session_from(row: &AnyRow) -> Result<Session, StoreError> {
+    let stage: String = row.try_get("stage").map_err(backend)?;
+    let failures: i64 = row.try_get("factor_failures").map_err(backend)?;
     Ok(Session {
         id: row.try_get("id").map_err(backend)?,
         account_id: row.try_get("account_id").map_err(backend)?,
@@ -52,8 +56,48 @@ fn session_from(row: &AnyRow) -> Result<Session, StoreError> {
         remember: row.try_get::<i64, _>("remember").map_err(backend)? != 0,
         ip: row.try_get("ip").map_err(backend)?,
         user_agent: row.try_get("user_agent").map_err(backend)?,
+        stage: SessionStage::parse(&stage).ok_or_else(|| corrupt("session stage"))?,
+        password_at: row.try_get("password_at").map_err(backend)?,
+        factor_failures: u32::try_from(failures).unwrap_or(u32::MAX),
     })
 }
+
+fn factor_from(row: &AnyRow) -> Result<SecondFactor, StoreError> {
+    let kind: String = row.try_get("kind").map_err(backend)?;
+    Ok(SecondFactor {
+        id: row.try_get("id").map_err(backend)?,
+        account_id: row.try_get("account_id").map_err(backend)?,
+        kind: FactorKind::parse(&kind).ok_or_else(|| corrupt("factor kind"))?,
+        name: row.try_get("name").map_err(backend)?,
+        secret: row.try_get("secret").map_err(backend)?,
+        active: row.try_get::<i64, _>("active").map_err(backend)? != 0,
+        created_at: row.try_get("created_at").map_err(backend)?,
+        expires_at: row.try_get("expires_at").map_err(backend)?,
+        last_used_at: row.try_get("last_used_at").map_err(backend)?,
+        counter: row.try_get("counter").map_err(backend)?,
+    })
+}
+
+async fn insert_backup_codes(tx: &mut Tx, account_id: &str, digests: &[String], now: Millis) -> Result<(), StoreError> {
+    sqlx::query("DELETE FROM backup_codes WHERE account_id = $1")
+        .bind(account_id)
+        .execute(&mut **tx)
+        .await
+        .map_err(backend)?;
+    for digest in digests {
+        sqlx::query("INSERT INTO backup_codes (account_id, digest, created_at, used_at) VALUES ($1, $2, $3, 0)")
+            .bind(account_id)
+            .bind(digest)
+            .bind(now)
+            .execute(&mut **tx)
+            .await
+            .map_err(backend)?;
+    }
+    Ok(())
+}
+
+const SESSION_COLUMNS: &str =
+    "id, account_id, created_at, last_seen_at, remember, ip, user_agent, stage, password_at, factor_failures";
 
 fn event_from(row: &AnyRow) -> Result<SecurityEvent, StoreError> {
     let kind: String = row.try_get("kind").map_err(backend)?;
@@ -341,13 +385,13 @@ impl IdentityStore for SqlStore {
         &self,
         s: &Session,
         token_hash: &str,
-        event: &SecurityEvent,
+        event: Option<&SecurityEvent>,
         clear_throttle: Option<&str>,
     ) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await.map_err(backend)?;
         sqlx::query(
-            "INSERT INTO sessions (id, token_hash, account_id, created_at, last_seen_at, remember, ip, user_agent)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+            "INSERT INTO sessions (id, token_hash, account_id, created_at, last_seen_at, remember, ip, user_agent,
+             stage, password_at, factor_failures) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
         )
         .bind(&s.id)
         .bind(token_hash)
@@ -357,10 +401,15 @@ impl IdentityStore for SqlStore {
         .bind(i64::from(s.remember))
         .bind(&s.ip)
         .bind(&s.user_agent)
+        .bind(s.stage.as_str())
+        .bind(s.password_at)
+        .bind(i64::from(s.factor_failures))
         .execute(&mut *tx)
         .await
         .map_err(backend)?;
-        insert_event(&mut tx, event).await?;
+        if let Some(event) = event {
+            insert_event(&mut tx, event).await?;
+        }
         if let Some(key) = clear_throttle {
             sqlx::query("DELETE FROM throttles WHERE key = $1")
                 .bind(key)
@@ -372,9 +421,9 @@ impl IdentityStore for SqlStore {
     }
 
     async fn session_by_token_hash(&self, hash: &str) -> Result<Option<Session>, StoreError> {
-        let row = sqlx::query(
-            "SELECT id, account_id, created_at, last_seen_at, remember, ip, user_agent FROM sessions WHERE token_hash = $1",
-        )
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {SESSION_COLUMNS} FROM sessions WHERE token_hash = $1"
+        )))
         .bind(hash)
         .fetch_optional(&self.pool)
         .await
@@ -394,9 +443,9 @@ impl IdentityStore for SqlStore {
     }
 
     async fn sessions_of(&self, account_id: &str) -> Result<Vec<Session>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT id, account_id, created_at, last_seen_at, remember, ip, user_agent FROM sessions WHERE account_id = $1",
-        )
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {SESSION_COLUMNS} FROM sessions WHERE account_id = $1"
+        )))
         .bind(account_id)
         .fetch_all(&self.pool)
         .await
@@ -498,6 +547,259 @@ impl IdentityStore for SqlStore {
         Ok(())
     }
 
+    async fn account_by_sync_user_id(&self, id: &SyncUserId) -> Result<Option<Account>, StoreError> {
+        let sql = sqlx::AssertSqlSafe(format!(
+            "SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE sync_user_id = $1"
+        ));
+        let row = sqlx::query(sql)
+            .bind(id.as_str())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(backend)?;
+        row.as_ref().map(account_from).transpose()
+    }
+
+    async fn promote_session(
+        &self,
+        id: &str,
+        token_hash: &str,
+        now: Millis,
+        event: &SecurityEvent,
+    ) -> Result<bool, StoreError> {
+        let mut tx = self.begin_write().await.map_err(backend)?;
+        let done = sqlx::query(
+            "UPDATE sessions SET stage = 'signed_in', token_hash = $2, last_seen_at = $3
+             WHERE id = $1 AND stage = 'second_factor'",
+        )
+        .bind(id)
+        .bind(token_hash)
+        .bind(now)
+        .execute(&mut *tx)
+        .await
+        .map_err(backend)?;
+        if done.rows_affected() != 1 {
+            return Ok(false);
+        }
+        insert_event(&mut tx, event).await?;
+        tx.commit().await.map_err(backend)?;
+        Ok(true)
+    }
+
+    async fn count_factor_failure(&self, id: &str) -> Result<u32, StoreError> {
+        let row = sqlx::query(
+            "UPDATE sessions SET factor_failures = factor_failures + 1 WHERE id = $1 RETURNING factor_failures",
+        )
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(backend)?;
+        let failures: i64 = match row {
+            Some(row) => row.try_get("factor_failures").map_err(backend)?,
+            None => i64::MAX,
+        };
+        Ok(u32::try_from(failures).unwrap_or(u32::MAX))
+    }
+
+    async fn set_password_at(&self, id: &str, now: Millis) -> Result<(), StoreError> {
+        sqlx::query("UPDATE sessions SET password_at = $2 WHERE id = $1")
+            .bind(id)
+            .bind(now)
+            .execute(&self.pool)
+            .await
+            .map_err(backend)?;
+        Ok(())
+    }
+
+    async fn insert_second_factor(&self, f: &SecondFactor) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO second_factors (id, account_id, kind, name, secret, active, created_at, expires_at, last_used_at, counter)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+        )
+        .bind(&f.id)
+        .bind(&f.account_id)
+        .bind(f.kind.as_str())
+        .bind(&f.name)
+        .bind(&f.secret)
+        .bind(i64::from(f.active))
+        .bind(f.created_at)
+        .bind(f.expires_at)
+        .bind(f.last_used_at)
+        .bind(f.counter)
+        .execute(&self.pool)
+        .await
+        .map_err(backend)?;
+        Ok(())
+    }
+
+    async fn second_factors(&self, account_id: &str) -> Result<Vec<SecondFactor>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, account_id, kind, name, secret, active, created_at, expires_at, last_used_at, counter
+             FROM second_factors WHERE account_id = $1 ORDER BY created_at, id",
+        )
+        .bind(account_id)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(backend)?;
+        rows.iter().map(factor_from).collect()
+    }
+
+    async fn activate_second_factor(
+        &self,
+        account_id: &str,
+        id: &str,
+        now: Millis,
+        counter: i64,
+        backup_codes: Option<&[String]>,
+    ) -> Result<bool, StoreError> {
+        let mut tx = self.begin_write().await.map_err(backend)?;
+        let done = sqlx::query(
+            "UPDATE second_factors SET active = 1, expires_at = 0, counter = $4, last_used_at = $3
+             WHERE id = $2 AND account_id = $1 AND active = 0 AND expires_at > $3",
+        )
+        .bind(account_id)
+        .bind(id)
+        .bind(now)
+        .bind(counter)
+        .execute(&mut *tx)
+        .await
+        .map_err(backend)?;
+        if done.rows_affected() != 1 {
+            return Ok(false);
+        }
+        if let Some(digests) = backup_codes {
+            insert_backup_codes(&mut tx, account_id, digests, now).await?;
+        }
+        tx.commit().await.map_err(backend)?;
+        Ok(true)
+    }
+
+    async fn advance_factor_counter(&self, id: &str, counter: i64, now: Millis) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "UPDATE second_factors SET counter = $2, last_used_at = $3 WHERE id = $1 AND active = 1 AND counter < $2",
+        )
+        .bind(id)
+        .bind(counter)
+        .bind(now)
+        .execute(&self.pool)
+        .await
+        .map_err(backend)?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn delete_second_factor(&self, account_id: &str, id: &str) -> Result<Option<usize>, StoreError> {
+        let mut tx = self.begin_write().await.map_err(backend)?;
+        let deleted = sqlx::query("DELETE FROM second_factors WHERE account_id = $1 AND id = $2 RETURNING id")
+            .bind(account_id)
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(backend)?;
+        if deleted.is_none() {
+            return Ok(None);
+        }
+        let active: i64 = sqlx::query("SELECT COUNT(*) AS n FROM second_factors WHERE account_id = $1 AND active = 1")
+            .bind(account_id)
+            .fetch_one(&mut *tx)
+            .await
+            .and_then(|r| r.try_get("n"))
+            .map_err(backend)?;
+        if active == 0 {
+            insert_backup_codes(&mut tx, account_id, &[], 0).await?;
+        }
+        tx.commit().await.map_err(backend)?;
+        Ok(Some(usize::try_from(active).unwrap_or(0)))
+    }
+
+    async fn replace_backup_codes(&self, account_id: &str, digests: &[String], now: Millis) -> Result<(), StoreError> {
+        let mut tx = self.begin_write().await.map_err(backend)?;
+        insert_backup_codes(&mut tx, account_id, digests, now).await?;
+        tx.commit().await.map_err(backend)
+    }
+
+    async fn unused_backup_codes(&self, account_id: &str) -> Result<Vec<String>, StoreError> {
+        let rows = sqlx::query("SELECT digest FROM backup_codes WHERE account_id = $1 AND used_at = 0")
+            .bind(account_id)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(backend)?;
+        rows.iter().map(|r| r.try_get("digest").map_err(backend)).collect()
+    }
+
+    async fn use_backup_code(&self, account_id: &str, digest: &str, now: Millis) -> Result<bool, StoreError> {
+        let done =
+            sqlx::query("UPDATE backup_codes SET used_at = $3 WHERE account_id = $1 AND digest = $2 AND used_at = 0")
+                .bind(account_id)
+                .bind(digest)
+                .bind(now)
+                .execute(&self.pool)
+                .await
+                .map_err(backend)?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn insert_app_password(&self, p: &AppPassword, digest: &str) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO app_passwords (id, account_id, name, digest, created_at, last_used_at, last_used_ip)
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .bind(&p.id)
+        .bind(&p.account_id)
+        .bind(&p.name)
+        .bind(digest)
+        .bind(p.created_at)
+        .bind(p.last_used_at)
+        .bind(&p.last_used_ip)
+        .execute(&self.pool)
+        .await
+        .map_err(backend)?;
+        Ok(())
+    }
+
+    async fn app_passwords(&self, account_id: &str) -> Result<Vec<(AppPassword, String)>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, account_id, name, digest, created_at, last_used_at, last_used_ip
+             FROM app_passwords WHERE account_id = $1",
+        )
+        .bind(account_id)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(backend)?;
+        rows.iter()
+            .map(|row| {
+                let password = AppPassword {
+                    id: row.try_get("id").map_err(backend)?,
+                    account_id: row.try_get("account_id").map_err(backend)?,
+                    name: row.try_get("name").map_err(backend)?,
+                    created_at: row.try_get("created_at").map_err(backend)?,
+                    last_used_at: row.try_get("last_used_at").map_err(backend)?,
+                    last_used_ip: row.try_get("last_used_ip").map_err(backend)?,
+                };
+                Ok((password, row.try_get("digest").map_err(backend)?))
+            })
+            .collect()
+    }
+
+    async fn delete_app_password(&self, account_id: &str, id: &str) -> Result<Option<String>, StoreError> {
+        let row = sqlx::query("DELETE FROM app_passwords WHERE account_id = $1 AND id = $2 RETURNING name")
+            .bind(account_id)
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(backend)?;
+        row.map(|r| r.try_get("name").map_err(backend)).transpose()
+    }
+
+    async fn touch_app_password(&self, id: &str, now: Millis, ip: &str) -> Result<(), StoreError> {
+        sqlx::query("UPDATE app_passwords SET last_used_at = $2, last_used_ip = $3 WHERE id = $1")
+            .bind(id)
+            .bind(now)
+            .bind(ip)
+            .execute(&self.pool)
+            .await
+            .map_err(backend)?;
+        Ok(())
+    }
+
     async fn purge_expired(&self, c: ExpiryCutoffs) -> Result<u64, StoreError> {
         let sessions = sqlx::query(
             "DELETE FROM sessions WHERE created_at <= $1
@@ -520,7 +822,12 @@ impl IdentityStore for SqlStore {
             .execute(&self.pool)
             .await
             .map_err(backend)?;
-        Ok(sessions.rows_affected() + throttles.rows_affected() + links.rows_affected())
+        let enrolments = sqlx::query("DELETE FROM second_factors WHERE active = 0 AND expires_at <= $1")
+            .bind(c.now)
+            .execute(&self.pool)
+            .await
+            .map_err(backend)?;
+        Ok(sessions.rows_affected() + throttles.rows_affected() + links.rows_affected() + enrolments.rows_affected())
     }
 
     async fn record_event(&self, e: &SecurityEvent) -> Result<(), StoreError> {

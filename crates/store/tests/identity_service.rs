@@ -68,7 +68,8 @@ async fn account_throttling_grows_and_never_locks_a_known_device_out() {
             .sign_in(attempt("ana@example.org", PASSWORD, "192.0.2.10", None))
             .await
             .unwrap()
-            .device_cookie;
+            .device_cookie
+            .unwrap();
 
         // An attacker elsewhere: five free failures, then a 30 s lock.
         for _ in 0..5 {

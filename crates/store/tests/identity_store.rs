@@ -1,10 +1,12 @@
 //! The SQL store, on SQLite and on PostgreSQL.
 
+use identity::credential::app_password::AppPassword;
 use identity::softlock::ThrottleState;
 use identity::{
-    EmailAddress, EventKind, IdentityStore, NewAccount, NewOrganization, Role, SecurityEvent, Session, StoreError,
-    SyncUserId,
+    EmailAddress, EventKind, IdentityStore, NewAccount, NewOrganization, Role, SecurityEvent, Session, SessionStage,
+    StoreError, SyncUserId,
 };
+use identity::{FactorKind, SecondFactor};
 use store::{Engine, SqlStore};
 
 async fn stores() -> Vec<SqlStore> {
@@ -147,6 +149,13 @@ async fn sessions_are_found_by_token_hash_and_deleted() {
             remember: id == "one",
             ip: "127.0.0.1".into(),
             user_agent: "test".into(),
+            stage: if id == "two" {
+                SessionStage::SecondFactor
+            } else {
+                SessionStage::SignedIn
+            },
+            password_at: 1,
+            factor_failures: 0,
         };
         s.swap_throttle("email:s", None, ThrottleState::default())
             .await
@@ -162,7 +171,7 @@ async fn sessions_are_found_by_token_hash_and_deleted() {
                 detail: String::new(),
             };
             let clear = (id == "three").then_some("email:s");
-            s.insert_session(&session(id), hash, &event, clear).await.unwrap();
+            s.insert_session(&session(id), hash, Some(&event), clear).await.unwrap();
         }
         assert_eq!(
             s.events(&a.id, None, 10).await.unwrap().len(),
@@ -245,5 +254,199 @@ async fn events_page_newest_first() {
         let next = s.events(&a.id, Some(&first[1].id), 10).await.unwrap();
         assert_eq!(next.iter().map(|e| e.at).collect::<Vec<_>>(), [2, 1, 0]);
         assert!(s.events("nobody", None, 10).await.unwrap().is_empty());
+    }
+}
+
+#[tokio::test]
+async fn half_signed_in_sessions_are_promoted_once_and_count_failures() {
+    for s in stores().await {
+        let a = s
+            .create_account(&new_account("p@example.org"), None, &mut ids(&["PP00001"]))
+            .await
+            .unwrap();
+        let pending = Session {
+            id: "pending".into(),
+            account_id: a.id.clone(),
+            created_at: 1,
+            last_seen_at: 1,
+            remember: false,
+            ip: "127.0.0.1".into(),
+            user_agent: "test".into(),
+            stage: SessionStage::SecondFactor,
+            password_at: 1,
+            factor_failures: 0,
+        };
+        s.insert_session(&pending, "old-hash", None, None).await.unwrap();
+        assert!(
+            s.events(&a.id, None, 10).await.unwrap().is_empty(),
+            "nothing recorded before the second step"
+        );
+        assert_eq!(s.count_factor_failure("pending").await.unwrap(), 1);
+        assert_eq!(s.count_factor_failure("pending").await.unwrap(), 2);
+        let event = SecurityEvent {
+            id: "e1".into(),
+            account_id: a.id.clone(),
+            at: 5,
+            kind: EventKind::SignIn,
+            ip: "127.0.0.1".into(),
+            user_agent: "test".into(),
+            detail: "totp".into(),
+        };
+        assert!(s.promote_session("pending", "new-hash", 5, &event).await.unwrap());
+        assert!(
+            !s.promote_session("pending", "newer-hash", 6, &event).await.unwrap(),
+            "only once"
+        );
+        assert!(
+            s.session_by_token_hash("old-hash").await.unwrap().is_none(),
+            "the old token is dead"
+        );
+        let promoted = s.session_by_token_hash("new-hash").await.unwrap().unwrap();
+        assert_eq!(
+            (promoted.stage, promoted.factor_failures, promoted.last_seen_at),
+            (SessionStage::SignedIn, 2, 5)
+        );
+        s.set_password_at("pending", 9).await.unwrap();
+        assert_eq!(
+            s.session_by_token_hash("new-hash").await.unwrap().unwrap().password_at,
+            9
+        );
+        assert_eq!(s.events(&a.id, None, 10).await.unwrap().len(), 1);
+    }
+}
+
+#[tokio::test]
+async fn second_factors_and_backup_codes() {
+    for s in stores().await {
+        let a = s
+            .create_account(&new_account("f@example.org"), None, &mut ids(&["FF00001"]))
+            .await
+            .unwrap();
+        let factor = |id: &str, expires_at| SecondFactor {
+            id: id.into(),
+            account_id: a.id.clone(),
+            kind: FactorKind::Totp,
+            name: format!("Phone {id}"),
+            secret: "sealed".into(),
+            active: false,
+            created_at: 10,
+            expires_at,
+            last_used_at: 0,
+            counter: 0,
+        };
+        s.insert_second_factor(&factor("one", 100)).await.unwrap();
+        s.insert_second_factor(&factor("two", 100)).await.unwrap();
+        s.insert_second_factor(&factor("late", 50)).await.unwrap();
+        let codes: Vec<String> = (0..10).map(|i| format!("digest-{i}")).collect();
+        assert!(
+            !s.activate_second_factor(&a.id, "late", 60, 7, Some(&codes))
+                .await
+                .unwrap(),
+            "expired"
+        );
+        assert!(
+            !s.activate_second_factor("someone-else", "one", 60, 7, Some(&codes))
+                .await
+                .unwrap()
+        );
+        assert!(
+            s.activate_second_factor(&a.id, "one", 60, 7, Some(&codes))
+                .await
+                .unwrap()
+        );
+        assert!(
+            !s.activate_second_factor(&a.id, "one", 61, 8, None).await.unwrap(),
+            "already active"
+        );
+        assert!(s.activate_second_factor(&a.id, "two", 61, 8, None).await.unwrap());
+        let all = s.second_factors(&a.id).await.unwrap();
+        let one = all.iter().find(|f| f.id == "one").unwrap();
+        assert!(one.active && one.counter == 7 && one.expires_at == 0 && one.last_used_at == 60);
+        assert_eq!(s.unused_backup_codes(&a.id).await.unwrap().len(), 10);
+
+        assert!(
+            !s.advance_factor_counter("one", 7, 70).await.unwrap(),
+            "the same step again"
+        );
+        assert!(s.advance_factor_counter("one", 8, 70).await.unwrap());
+
+        assert!(s.use_backup_code(&a.id, "digest-3", 80).await.unwrap());
+        assert!(!s.use_backup_code(&a.id, "digest-3", 81).await.unwrap(), "once");
+        assert_eq!(s.unused_backup_codes(&a.id).await.unwrap().len(), 9);
+        s.replace_backup_codes(&a.id, &["fresh".to_owned()], 90).await.unwrap();
+        assert_eq!(s.unused_backup_codes(&a.id).await.unwrap(), ["fresh"]);
+
+        assert_eq!(s.delete_second_factor(&a.id, "nope").await.unwrap(), None);
+        assert_eq!(s.delete_second_factor(&a.id, "one").await.unwrap(), Some(1));
+        assert_eq!(
+            s.unused_backup_codes(&a.id).await.unwrap().len(),
+            1,
+            "kept while a method remains"
+        );
+        assert_eq!(s.delete_second_factor(&a.id, "two").await.unwrap(), Some(0));
+        assert!(
+            s.unused_backup_codes(&a.id).await.unwrap().is_empty(),
+            "gone with the last method"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn one_backup_code_used_twice_at_once_works_once() {
+    for s in stores().await {
+        let a = s
+            .create_account(&new_account("c@example.org"), None, &mut ids(&["CC00001"]))
+            .await
+            .unwrap();
+        s.replace_backup_codes(&a.id, &["only".to_owned()], 1).await.unwrap();
+        let uses: Vec<_> = (0..8)
+            .map(|i| {
+                let (s, account) = (s.clone(), a.id.clone());
+                tokio::spawn(async move { s.use_backup_code(&account, "only", 2 + i).await.unwrap() })
+            })
+            .collect();
+        let mut successes = 0;
+        for u in uses {
+            successes += usize::from(u.await.unwrap());
+        }
+        assert_eq!(successes, 1);
+    }
+}
+
+#[tokio::test]
+async fn application_passwords() {
+    for s in stores().await {
+        let a = s
+            .create_account(&new_account("ap@example.org"), None, &mut ids(&["AP00001"]))
+            .await
+            .unwrap();
+        let password = AppPassword {
+            id: "p1".into(),
+            account_id: a.id.clone(),
+            name: "NAS QNAP".into(),
+            created_at: 5,
+            last_used_at: 0,
+            last_used_ip: String::new(),
+        };
+        s.insert_app_password(&password, "digest-1").await.unwrap();
+        let listed = s.app_passwords(&a.id).await.unwrap();
+        assert_eq!(listed, vec![(password.clone(), "digest-1".to_owned())]);
+        s.touch_app_password("p1", 99, "192.0.2.4").await.unwrap();
+        let touched = &s.app_passwords(&a.id).await.unwrap()[0].0;
+        assert_eq!((touched.last_used_at, touched.last_used_ip.as_str()), (99, "192.0.2.4"));
+        assert_eq!(s.delete_app_password("other", "p1").await.unwrap(), None);
+        assert_eq!(
+            s.delete_app_password(&a.id, "p1").await.unwrap().as_deref(),
+            Some("NAS QNAP")
+        );
+        assert!(s.app_passwords(&a.id).await.unwrap().is_empty());
+        assert_eq!(
+            s.account_by_sync_user_id(&SyncUserId::parse("AP00001").unwrap())
+                .await
+                .unwrap()
+                .unwrap()
+                .id,
+            a.id
+        );
     }
 }

@@ -33,13 +33,6 @@ pub fn digest(key: &ServerKey, typed: &str) -> Option<String> {
     super::normalize_code(typed, LENGTH).map(|code| key.digest(PURPOSE, code.as_bytes()))
 }
 
-/// A name: 1 to 60 characters, no control characters.
-pub fn parse_name(raw: &str) -> Option<String> {
-    let name = raw.trim();
-    let ok = !name.is_empty() && name.chars().count() <= 60 && !name.chars().any(char::is_control);
-    ok.then(|| name.to_owned())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -53,13 +46,18 @@ mod tests {
         let key = ServerKey::generate();
         assert!(digest(&key, &p).is_some());
         assert_eq!(digest(&key, &p), digest(&key, &p.replace('-', "").to_uppercase()));
-        assert_eq!(digest(&key, "correct horse battery staple"), None, "not the shape of one");
+        assert_eq!(
+            digest(&key, "correct horse battery staple"),
+            None,
+            "not the shape of one"
+        );
     }
 
     #[test]
     fn names_are_checked() {
-        assert_eq!(parse_name(" NAS QNAP "), Some("NAS QNAP".into()));
-        assert_eq!(parse_name(""), None);
-        assert_eq!(parse_name(&"x".repeat(61)), None);
+        use crate::credential::parse_label;
+        assert_eq!(parse_label(" NAS QNAP "), Some("NAS QNAP".into()));
+        assert_eq!(parse_label(""), None);
+        assert_eq!(parse_label(&"x".repeat(61)), None);
     }
 }

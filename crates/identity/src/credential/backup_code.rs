@@ -11,7 +11,9 @@ const PURPOSE: &str = "backup-code";
 
 /// Ten fresh codes, formatted for people.
 pub fn generate() -> Vec<String> {
-    (0..COUNT).map(|_| super::grouped(&super::random_code(LENGTH), 5)).collect()
+    (0..COUNT)
+        .map(|_| super::grouped(&super::random_code(LENGTH), 5))
+        .collect()
 }
 
 /// The stored digest of a code as typed, if it can be a backup code.

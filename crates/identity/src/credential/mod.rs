@@ -34,6 +34,14 @@ fn normalize_code(input: &str, len: usize) -> Option<String> {
     valid.then_some(code)
 }
 
+/// A name a member gives a credential ("Phone", "NAS QNAP"): 1 to 60
+/// characters, no control characters.
+pub fn parse_label(raw: &str) -> Option<String> {
+    let name = raw.trim();
+    let ok = !name.is_empty() && name.chars().count() <= 60 && !name.chars().any(char::is_control);
+    ok.then(|| name.to_owned())
+}
+
 /// `abcd-efgh-...`: groups of `size` joined by dashes.
 fn grouped(code: &str, size: usize) -> String {
     code.as_bytes()

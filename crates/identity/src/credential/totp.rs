@@ -60,7 +60,12 @@ pub fn code_at_step(secret: &TotpSecret, step: i64) -> String {
     mac.update(&step.to_be_bytes());
     let digest = mac.finalize().into_bytes();
     let offset = usize::from(digest[19] & 0x0f);
-    let binary = u32::from_be_bytes([digest[offset] & 0x7f, digest[offset + 1], digest[offset + 2], digest[offset + 3]]);
+    let binary = u32::from_be_bytes([
+        digest[offset] & 0x7f,
+        digest[offset + 1],
+        digest[offset + 2],
+        digest[offset + 3],
+    ]);
     format!("{:0width$}", binary % 10u32.pow(DIGITS as u32), width = DIGITS)
 }
 
@@ -151,7 +156,11 @@ mod tests {
         let next = code_at_step(&s, step + 1);
         assert_eq!(verify(&s, &next, now, step), Some(step + 1));
         let previous = code_at_step(&s, step - 1);
-        assert_eq!(verify(&s, &previous, now, step), None, "an older step after a newer one");
+        assert_eq!(
+            verify(&s, &previous, now, step),
+            None,
+            "an older step after a newer one"
+        );
     }
 
     #[test]
@@ -170,8 +179,15 @@ mod tests {
     /// missing, a failure under `CI=true`.
     #[test]
     fn agrees_with_oathtool() {
-        if std::process::Command::new("oathtool").arg("--version").output().is_err() {
-            assert!(std::env::var("CI").as_deref() != Ok("true"), "oathtool is required under CI");
+        if std::process::Command::new("oathtool")
+            .arg("--version")
+            .output()
+            .is_err()
+        {
+            assert!(
+                std::env::var("CI").as_deref() != Ok("true"),
+                "oathtool is required under CI"
+            );
             eprintln!("SKIPPED (TOTP cross-check): oathtool is not installed (apt-get install oathtool)");
             return;
         }
@@ -183,7 +199,11 @@ mod tests {
                 .output()
                 .unwrap();
             let theirs = String::from_utf8(out.stdout).unwrap();
-            assert_eq!(code_at_step(&secret, step_at(seconds * 1000)), theirs.trim(), "at {seconds}");
+            assert_eq!(
+                code_at_step(&secret, step_at(seconds * 1000)),
+                theirs.trim(),
+                "at {seconds}"
+            );
         }
     }
 

@@ -1,0 +1,317 @@
+//! Two-step verification: enrolling TOTP apps, backup codes, removing
+//! methods, and the second sign-in step.
+//!
+//! Turning 2FA on is confirming the first method: that is when the ten
+//! backup codes are made. Removing the last method turns it off and deletes
+//! the codes. Nothing here lets anyone turn off another person's 2FA.
+
+use subtle::ConstantTimeEq;
+
+use crate::account::Account;
+use crate::audit::EventKind;
+use crate::clock::Millis;
+use crate::credential::totp::{self, TotpSecret};
+use crate::credential::{backup_code, parse_label};
+use crate::second_factor::{ENROLMENT_LIFETIME, FactorKind, MethodSummary, SecondFactor, TwoFactorStatus};
+use crate::secrets::{random_token, token_hash};
+use crate::service::{ClientInfo, Identity, IdentityError, SignedIn};
+use crate::session::{MAX_FACTOR_FAILURES, Session, SessionStage, SessionToken};
+use crate::softlock::ThrottlePolicy;
+use crate::store::StoreError;
+
+const TOTP_PURPOSE: &str = "totp-secret";
+
+/// What an authenticator app needs to be set up.
+#[derive(Debug, Clone)]
+pub struct TotpEnrollment {
+    pub id: String,
+    /// Base32, for typing by hand.
+    pub secret: String,
+    pub otpauth_uri: String,
+}
+
+/// What the member gives at the second step.
+#[derive(Debug, Clone)]
+pub enum SecondStep {
+    Totp(String),
+    BackupCode(String),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SecondStepError {
+    #[error("the code is wrong; {attempts_left} attempts left")]
+    WrongCode { attempts_left: u32 },
+    #[error("too many wrong codes: sign in again with your password")]
+    Restart,
+    #[error("too many attempts; retry in {retry_after} ms")]
+    TooManyAttempts { retry_after: Millis },
+    #[error("this session is not waiting for a second factor")]
+    NotPending,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+fn backup_digests(identity: &Identity, codes: &[String]) -> Vec<String> {
+    codes
+        .iter()
+        .filter_map(|c| backup_code::digest(identity.key(), c))
+        .collect()
+}
+
+impl Identity {
+    pub async fn two_factor(&self, account_id: &str) -> Result<TwoFactorStatus, StoreError> {
+        let factors = self.store().second_factors(account_id).await?;
+        let methods: Vec<MethodSummary> = factors.iter().filter(|f| f.active).map(MethodSummary::from).collect();
+        let backup_codes_remaining = if methods.is_empty() {
+            0
+        } else {
+            self.store().unused_backup_codes(account_id).await?.len()
+        };
+        Ok(TwoFactorStatus {
+            enabled: !methods.is_empty(),
+            methods,
+            backup_codes_remaining,
+        })
+    }
+
+    /// Starts enrolling a TOTP app; it stays pending until
+    /// [`Identity::confirm_totp`] sees a code, and lapses after ten minutes.
+    pub async fn begin_totp(&self, account: &Account, name: &str) -> Result<TotpEnrollment, IdentityError> {
+        let name = parse_label(name).ok_or(IdentityError::InvalidName)?;
+        let secret = TotpSecret::generate();
+        let id = uuid::Uuid::new_v4().to_string();
+        let now = self.now();
+        let factor = SecondFactor {
+            secret: self.key().seal(TOTP_PURPOSE, &id, secret.as_bytes()),
+            id: id.clone(),
+            account_id: account.id.clone(),
+            kind: FactorKind::Totp,
+            name,
+            active: false,
+            created_at: now,
+            expires_at: now + ENROLMENT_LIFETIME,
+            last_used_at: 0,
+            counter: 0,
+        };
+        self.store().insert_second_factor(&factor).await?;
+        Ok(TotpEnrollment {
+            id,
+            secret: secret.base32(),
+            otpauth_uri: totp::otpauth_uri(self.issuer(), account.email.as_str(), &secret),
+        })
+    }
+
+    fn totp_secret(&self, factor: &SecondFactor) -> Result<TotpSecret, StoreError> {
+        self.key()
+            .open(TOTP_PURPOSE, &factor.id, &factor.secret)
+            .map(TotpSecret::from_bytes)
+            .ok_or_else(|| StoreError::Backend(format!("the secret of factor {} does not decrypt", factor.id)))
+    }
+
+    /// Confirms a pending TOTP app with a current code. When this turns
+    /// two-step verification on, returns the ten new backup codes (shown
+    /// once; only their digests are kept).
+    pub async fn confirm_totp(
+        &self,
+        account_id: &str,
+        id: &str,
+        code: &str,
+        client: &ClientInfo,
+    ) -> Result<Option<Vec<String>>, IdentityError> {
+        let now = self.now();
+        let factors = self.store().second_factors(account_id).await?;
+        let factor = factors
+            .iter()
+            .find(|f| f.id == id && !f.active && f.expires_at > now && f.kind == FactorKind::Totp)
+            .ok_or(IdentityError::NotFound)?;
+        let secret = self.totp_secret(factor)?;
+        let step = totp::verify(&secret, code, now, 0).ok_or(IdentityError::WrongCode)?;
+        let turning_on = !factors.iter().any(|f| f.active);
+        let codes = turning_on.then(backup_code::generate);
+        let digests = codes.as_ref().map(|c| backup_digests(self, c));
+        let activated = self
+            .store()
+            .activate_second_factor(account_id, id, now, step, digests.as_deref())
+            .await?;
+        if !activated {
+            return Err(IdentityError::NotFound);
+        }
+        self.record(account_id, EventKind::SecondFactorAdded, client, &factor.name)
+            .await?;
+        if turning_on {
+            self.record(account_id, EventKind::TwoFactorEnabled, client, "").await?;
+            // Protocol clients may no longer use the account password.
+            self.protocol_cache().forget_account(account_id);
+        }
+        Ok(codes)
+    }
+
+    /// Removes a method (or abandons a pending enrolment). Needs the
+    /// password, or one given in this session in the last five minutes.
+    pub async fn remove_second_factor(
+        &self,
+        session: &Session,
+        account: &Account,
+        id: &str,
+        password: Option<&str>,
+        client: &ClientInfo,
+    ) -> Result<(), IdentityError> {
+        let factors = self.store().second_factors(&account.id).await?;
+        let factor = factors.iter().find(|f| f.id == id).ok_or(IdentityError::NotFound)?;
+        self.confirm_password(session, account, password).await?;
+        let remaining = self
+            .store()
+            .delete_second_factor(&account.id, id)
+            .await?
+            .ok_or(IdentityError::NotFound)?;
+        if factor.active {
+            self.record(&account.id, EventKind::SecondFactorRemoved, client, &factor.name)
+                .await?;
+            if remaining == 0 {
+                self.record(&account.id, EventKind::TwoFactorDisabled, client, "")
+                    .await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Ten new backup codes; the old ones stop working at once. Always asks
+    /// for the password.
+    pub async fn regenerate_backup_codes(
+        &self,
+        session: &Session,
+        account: &Account,
+        password: &str,
+        client: &ClientInfo,
+    ) -> Result<Vec<String>, IdentityError> {
+        self.check_password(account, password).await?;
+        self.store().set_password_at(&session.id, self.now()).await?;
+        if !self.two_factor(&account.id).await?.enabled {
+            return Err(IdentityError::TwoFactorOff);
+        }
+        let codes = backup_code::generate();
+        self.store()
+            .replace_backup_codes(&account.id, &backup_digests(self, &codes), self.now())
+            .await?;
+        self.record(&account.id, EventKind::BackupCodesRegenerated, client, "")
+            .await?;
+        Ok(codes)
+    }
+
+    /// The second sign-in step of a half-signed-in session. On success the
+    /// session is signed in under a new token. Wrong codes count per
+    /// sign-in attempt (five, then the password step starts over) and per
+    /// account (the same softlock as passwords).
+    pub async fn second_step(
+        &self,
+        session: &Session,
+        step: SecondStep,
+        device_cookie: Option<&str>,
+        client: &ClientInfo,
+    ) -> Result<SignedIn, SecondStepError> {
+        if session.stage != SessionStage::SecondFactor {
+            return Err(SecondStepError::NotPending);
+        }
+        let account = self
+            .store()
+            .account_by_id(&session.account_id)
+            .await?
+            .ok_or(SecondStepError::NotPending)?;
+        let key = format!("second-factor:{}", account.id);
+        let policy = ThrottlePolicy::ACCOUNT;
+        let record = self.store().throttle(&key).await?;
+        if let Err(retry_after) = policy.check(record.map(|r| r.state), self.now()) {
+            return Err(SecondStepError::TooManyAttempts { retry_after });
+        }
+
+        let accepted = match step {
+            SecondStep::Totp(code) => self.accept_totp(&account, &code).await?,
+            SecondStep::BackupCode(code) => self.accept_backup_code(&account, &code, client).await?,
+        };
+        let Some(method) = accepted else {
+            let failures = self.store().count_factor_failure(&session.id).await?;
+            let locked = self.count_failures(&[(key, policy)]).await?;
+            self.record(&account.id, EventKind::SecondFactorFailed, client, "")
+                .await?;
+            if let Some(ms) = locked {
+                let seconds = (ms / 1000).to_string();
+                self.record(&account.id, EventKind::SecondFactorLocked, client, &seconds)
+                    .await?;
+            }
+            if failures >= MAX_FACTOR_FAILURES {
+                self.store().delete_session(&account.id, &session.id).await?;
+                return Err(SecondStepError::Restart);
+            }
+            return Err(SecondStepError::WrongCode {
+                attempts_left: MAX_FACTOR_FAILURES - failures,
+            });
+        };
+        if record.is_some() {
+            self.store().clear_throttle(&key).await?;
+        }
+
+        let now = self.now();
+        let token = SessionToken(random_token(32));
+        let event = self.event(&account.id, EventKind::SignIn, client, method);
+        if !self
+            .store()
+            .promote_session(&session.id, &token_hash(&token.0), now, &event)
+            .await?
+        {
+            return Err(SecondStepError::NotPending);
+        }
+        let mut session = session.clone();
+        session.stage = SessionStage::SignedIn;
+        session.last_seen_at = now;
+        let known = self.known_device(&account.id, device_cookie);
+        let device_cookie = Some(self.device_cookie(&account.id, known));
+        Ok(SignedIn {
+            token,
+            session,
+            account,
+            device_cookie,
+            second_factor: None,
+        })
+    }
+
+    /// The TOTP method a code belongs to, consuming its step.
+    async fn accept_totp(&self, account: &Account, code: &str) -> Result<Option<&'static str>, StoreError> {
+        let now = self.now();
+        for factor in self.store().second_factors(&account.id).await? {
+            if !factor.active || factor.kind != FactorKind::Totp {
+                continue;
+            }
+            let secret = self.totp_secret(&factor)?;
+            if let Some(step) = totp::verify(&secret, code, now, factor.counter) {
+                // Atomic: of two concurrent uses of one step, one wins.
+                if self.store().advance_factor_counter(&factor.id, step, now).await? {
+                    return Ok(Some(FactorKind::Totp.as_str()));
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    async fn accept_backup_code(
+        &self,
+        account: &Account,
+        code: &str,
+        client: &ClientInfo,
+    ) -> Result<Option<&'static str>, StoreError> {
+        let Some(digest) = backup_code::digest(self.key(), code) else {
+            return Ok(None);
+        };
+        let unused = self.store().unused_backup_codes(&account.id).await?;
+        let known = unused.iter().fold(false, |found, d| {
+            found | bool::from(d.as_bytes().ct_eq(digest.as_bytes()))
+        });
+        // Atomic: of two concurrent uses of one code, one wins.
+        if !known || !self.store().use_backup_code(&account.id, &digest, self.now()).await? {
+            return Ok(None);
+        }
+        let left = (unused.len() - 1).to_string();
+        self.record(&account.id, EventKind::BackupCodeUsed, client, &left)
+            .await?;
+        Ok(Some("backup_code"))
+    }
+}

@@ -286,3 +286,378 @@ async fn setup_runs_once_with_a_valid_link() {
         assert!(matches!(again, Err(IdentityError::SetupUnavailable)));
     }
 }
+
+mod two_factor {
+    use super::*;
+    use identity::Clock;
+    use identity::credential::totp::{TotpSecret, code_at_step, step_at};
+    use identity::{IdentityError, ProtocolAuthError, SecondStep, SecondStepError, SessionStage};
+
+    fn code_now(secret_b32: &str, now: i64, offset: i64) -> String {
+        let bytes = data_encoding::BASE32_NOPAD.decode(secret_b32.as_bytes()).unwrap();
+        code_at_step(&TotpSecret::from_bytes(bytes), step_at(now) + offset)
+    }
+
+    /// Signs in Ana and turns 2FA on with one TOTP app; returns its secret
+    /// and the backup codes.
+    async fn enrol(w: &World) -> (String, Vec<String>) {
+        let id = &w.identity;
+        let signed = id
+            .sign_in(attempt("ana@example.org", PASSWORD, "192.0.2.1", None))
+            .await
+            .unwrap();
+        let e = id.begin_totp(&signed.account, "Phone").await.unwrap();
+        assert!(
+            e.otpauth_uri
+                .starts_with("otpauth://totp/cloudkeep:ana@example.org?secret=")
+        );
+        let right = code_now(&e.secret, w.clock.now(), 0);
+        let wrong: String = right
+            .chars()
+            .map(|c| if c == '9' { '0' } else { char::from(c as u8 + 1) })
+            .collect();
+        let refused = id
+            .confirm_totp(&signed.account.id, &e.id, &wrong, &client("192.0.2.1"))
+            .await;
+        assert!(matches!(refused, Err(IdentityError::WrongCode)));
+        let codes = id
+            .confirm_totp(
+                &signed.account.id,
+                &e.id,
+                &code_now(&e.secret, w.clock.now(), 0),
+                &client("192.0.2.1"),
+            )
+            .await
+            .unwrap()
+            .expect("turning 2FA on shows backup codes");
+        assert_eq!(codes.len(), 10);
+        (e.secret, codes)
+    }
+
+    #[tokio::test]
+    async fn password_then_totp_and_replays_are_refused() {
+        for w in worlds().await {
+            let id = &w.identity;
+            let (secret, _) = enrol(&w).await;
+            // The enrolment used the current step: the next sign-in needs a later one.
+            let pending = id
+                .sign_in(attempt("ana@example.org", PASSWORD, "192.0.2.1", None))
+                .await
+                .unwrap();
+            assert_eq!(pending.session.stage, SessionStage::SecondFactor);
+            assert!(pending.device_cookie.is_none());
+            let challenge = pending.second_factor.clone().unwrap();
+            assert_eq!(
+                (challenge.methods.len(), challenge.default_method.as_str()),
+                (1, "totp")
+            );
+
+            let c = client("192.0.2.1");
+            let replay = id
+                .second_step(
+                    &pending.session,
+                    SecondStep::Totp(code_now(&secret, w.clock.now(), 0)),
+                    None,
+                    &c,
+                )
+                .await;
+            assert!(
+                matches!(replay, Err(SecondStepError::WrongCode { attempts_left: 4 })),
+                "{replay:?}"
+            );
+            let next = code_now(&secret, w.clock.now(), 1);
+            let done = id
+                .second_step(&pending.session, SecondStep::Totp(next.clone()), None, &c)
+                .await
+                .unwrap();
+            assert_eq!(done.session.stage, SessionStage::SignedIn);
+            assert_ne!(done.token, pending.token, "a new token once signed in");
+            assert!(id.session(&pending.token.0, &c).await.unwrap().is_none());
+            assert_eq!(
+                id.session(&done.token.0, &c).await.unwrap().unwrap().0.stage,
+                SessionStage::SignedIn
+            );
+
+            let again = id
+                .sign_in(attempt("ana@example.org", PASSWORD, "192.0.2.1", None))
+                .await
+                .unwrap();
+            let replay = id.second_step(&again.session, SecondStep::Totp(next), None, &c).await;
+            assert!(
+                matches!(replay, Err(SecondStepError::WrongCode { .. })),
+                "a used step never works again"
+            );
+            w.clock.advance(60_000);
+            id.second_step(
+                &again.session,
+                SecondStep::Totp(code_now(&secret, w.clock.now(), 0)),
+                None,
+                &c,
+            )
+            .await
+            .unwrap();
+        }
+    }
+
+    #[tokio::test]
+    async fn five_wrong_codes_restart_and_the_account_is_throttled() {
+        for w in worlds().await {
+            let id = &w.identity;
+            let (secret, _) = enrol(&w).await;
+            let c = client("192.0.2.1");
+            let pending = id
+                .sign_in(attempt("ana@example.org", PASSWORD, "192.0.2.1", None))
+                .await
+                .unwrap();
+            for left in (1..5).rev() {
+                let r = id
+                    .second_step(&pending.session, SecondStep::Totp("111111".into()), None, &c)
+                    .await;
+                assert!(
+                    matches!(r, Err(SecondStepError::WrongCode { attempts_left }) if attempts_left == left),
+                    "{r:?}"
+                );
+            }
+            let r = id
+                .second_step(&pending.session, SecondStep::Totp("111111".into()), None, &c)
+                .await;
+            assert!(matches!(r, Err(SecondStepError::Restart)), "{r:?}");
+            assert!(
+                id.session(&pending.token.0, &c).await.unwrap().is_none(),
+                "back to the password step"
+            );
+
+            // The sixth wrong code for the account locks the second step.
+            let pending = id
+                .sign_in(attempt("ana@example.org", PASSWORD, "192.0.2.1", None))
+                .await
+                .unwrap();
+            let r = id
+                .second_step(&pending.session, SecondStep::Totp("111111".into()), None, &c)
+                .await;
+            assert!(matches!(r, Err(SecondStepError::WrongCode { .. })));
+            let r = id
+                .second_step(
+                    &pending.session,
+                    SecondStep::Totp(code_now(&secret, w.clock.now(), 1)),
+                    None,
+                    &c,
+                )
+                .await;
+            assert!(
+                matches!(r, Err(SecondStepError::TooManyAttempts { retry_after: 30_000 })),
+                "{r:?}"
+            );
+            let events = id.events(&pending.account.id, None, 50).await.unwrap().events;
+            assert_eq!(
+                events
+                    .iter()
+                    .filter(|e| e.kind == EventKind::SecondFactorFailed)
+                    .count(),
+                6
+            );
+            assert!(events.iter().any(|e| e.kind == EventKind::SecondFactorLocked));
+        }
+    }
+
+    #[tokio::test]
+    async fn backup_codes_work_once_and_regeneration_replaces_them() {
+        for w in worlds().await {
+            let id = &w.identity;
+            let (_, codes) = enrol(&w).await;
+            let c = client("192.0.2.1");
+            let pending = id
+                .sign_in(attempt("ana@example.org", PASSWORD, "192.0.2.1", None))
+                .await
+                .unwrap();
+            let typed = codes[0].to_uppercase().replace('-', " ");
+            let done = id
+                .second_step(&pending.session, SecondStep::BackupCode(typed), None, &c)
+                .await
+                .unwrap();
+            assert_eq!(id.two_factor(&done.account.id).await.unwrap().backup_codes_remaining, 9);
+            let pending = id
+                .sign_in(attempt("ana@example.org", PASSWORD, "192.0.2.1", None))
+                .await
+                .unwrap();
+            let r = id
+                .second_step(&pending.session, SecondStep::BackupCode(codes[0].clone()), None, &c)
+                .await;
+            assert!(matches!(r, Err(SecondStepError::WrongCode { .. })), "used once");
+
+            let wrong = id
+                .regenerate_backup_codes(&done.session, &done.account, "not my password", &c)
+                .await;
+            assert!(matches!(wrong, Err(IdentityError::WrongPassword)));
+            let fresh = id
+                .regenerate_backup_codes(&done.session, &done.account, PASSWORD, &c)
+                .await
+                .unwrap();
+            assert_eq!(
+                id.two_factor(&done.account.id).await.unwrap().backup_codes_remaining,
+                10
+            );
+            let r = id
+                .second_step(&pending.session, SecondStep::BackupCode(codes[1].clone()), None, &c)
+                .await;
+            assert!(
+                matches!(r, Err(SecondStepError::WrongCode { .. })),
+                "old codes stop working"
+            );
+            id.second_step(&pending.session, SecondStep::BackupCode(fresh[5].clone()), None, &c)
+                .await
+                .unwrap();
+        }
+    }
+
+    #[tokio::test]
+    async fn removing_the_last_method_turns_two_factor_off() {
+        for w in worlds().await {
+            let id = &w.identity;
+            let (secret, _) = enrol(&w).await;
+            let c = client("192.0.2.1");
+            let pending = id
+                .sign_in(attempt("ana@example.org", PASSWORD, "192.0.2.1", None))
+                .await
+                .unwrap();
+            let done = id
+                .second_step(
+                    &pending.session,
+                    SecondStep::Totp(code_now(&secret, w.clock.now(), 1)),
+                    None,
+                    &c,
+                )
+                .await
+                .unwrap();
+            let status = id.two_factor(&done.account.id).await.unwrap();
+            let method = status.methods[0].id.clone();
+            // The password given at sign-in counts for five minutes.
+            w.clock.advance(5 * 60_000);
+            let r = id
+                .remove_second_factor(&done.session, &done.account, &method, None, &c)
+                .await;
+            assert!(matches!(r, Err(IdentityError::PasswordRequired)), "{r:?}");
+            let r = id
+                .remove_second_factor(&done.session, &done.account, &method, Some("wrong"), &c)
+                .await;
+            assert!(matches!(r, Err(IdentityError::WrongPassword)));
+            id.remove_second_factor(&done.session, &done.account, &method, Some(PASSWORD), &c)
+                .await
+                .unwrap();
+            let status = id.two_factor(&done.account.id).await.unwrap();
+            assert!(!status.enabled && status.methods.is_empty() && status.backup_codes_remaining == 0);
+            let signed = id
+                .sign_in(attempt("ana@example.org", PASSWORD, "192.0.2.1", None))
+                .await
+                .unwrap();
+            assert!(signed.second_factor.is_none(), "a password is enough again");
+            let kinds: Vec<_> = id
+                .events(&signed.account.id, None, 50)
+                .await
+                .unwrap()
+                .events
+                .iter()
+                .map(|e| e.kind)
+                .collect();
+            assert!(kinds.contains(&EventKind::TwoFactorDisabled) && kinds.contains(&EventKind::SecondFactorRemoved));
+        }
+    }
+
+    #[tokio::test]
+    async fn protocol_clients_use_application_passwords() {
+        for w in worlds().await {
+            let id = &w.identity;
+            let ip: std::net::IpAddr = "192.0.2.50".parse().unwrap();
+            let c = client("192.0.2.1");
+            let signed = id
+                .sign_in(attempt("ana@example.org", PASSWORD, "192.0.2.1", None))
+                .await
+                .unwrap();
+            let account = signed.account.clone();
+            // Without 2FA the account password also works.
+            assert_eq!(
+                id.authenticate_protocol_client("ana@example.org", PASSWORD, ip)
+                    .await
+                    .unwrap()
+                    .id,
+                account.id
+            );
+            let (nas, secret) = id.create_app_password(&account, "NAS QNAP", &c).await.unwrap();
+            let sync_id = account.sync_user_id.to_string();
+            for login in [
+                "ana@example.org",
+                "ANA@example.org",
+                sync_id.as_str(),
+                &sync_id.to_lowercase(),
+            ] {
+                assert_eq!(
+                    id.authenticate_protocol_client(login, &secret, ip).await.unwrap().id,
+                    account.id,
+                    "{login}"
+                );
+            }
+            let listed = id.app_passwords(&account.id).await.unwrap();
+            assert_eq!(
+                (listed[0].name.as_str(), listed[0].last_used_ip.as_str()),
+                ("NAS QNAP", "192.0.2.50")
+            );
+
+            enrol(&w).await;
+            let r = id.authenticate_protocol_client("ana@example.org", PASSWORD, ip).await;
+            assert!(
+                matches!(r, Err(ProtocolAuthError::InvalidCredentials)),
+                "account password refused with 2FA"
+            );
+            id.authenticate_protocol_client("ana@example.org", &secret, ip)
+                .await
+                .unwrap();
+
+            assert!(id.revoke_app_password(&account.id, &nas.id, &c).await.unwrap());
+            let r = id.authenticate_protocol_client("ana@example.org", &secret, ip).await;
+            assert!(
+                matches!(r, Err(ProtocolAuthError::InvalidCredentials)),
+                "revoked at once"
+            );
+            let r = id.authenticate_protocol_client("nobody@example.org", &secret, ip).await;
+            assert!(matches!(r, Err(ProtocolAuthError::InvalidCredentials)));
+            // Application passwords never open the console or the API.
+            let (_, other) = id.create_app_password(&account, "Thunderbird", &c).await.unwrap();
+            let r = id.sign_in(attempt("ana@example.org", &other, "192.0.2.1", None)).await;
+            assert!(matches!(r, Err(SignInError::InvalidCredentials)));
+            let events = id.events(&account.id, None, 50).await.unwrap().events;
+            assert!(events.iter().any(|e| e.kind == EventKind::ProtocolSignInFailed));
+        }
+    }
+
+    #[tokio::test]
+    async fn protocol_failures_are_throttled_but_never_block_a_valid_app_password() {
+        for w in worlds().await {
+            let id = &w.identity;
+            let ip: std::net::IpAddr = "198.51.100.7".parse().unwrap();
+            let signed = id
+                .sign_in(attempt("ana@example.org", PASSWORD, "192.0.2.1", None))
+                .await
+                .unwrap();
+            let (_, secret) = id
+                .create_app_password(&signed.account, "NAS", &client("192.0.2.1"))
+                .await
+                .unwrap();
+            for _ in 0..6 {
+                let r = id
+                    .authenticate_protocol_client("ana@example.org", "guess guess guess", ip)
+                    .await;
+                assert!(matches!(r, Err(ProtocolAuthError::InvalidCredentials)));
+            }
+            let r = id.authenticate_protocol_client("ana@example.org", PASSWORD, ip).await;
+            assert!(matches!(r, Err(ProtocolAuthError::TooManyAttempts { .. })), "{r:?}");
+            id.forget_protocol_credentials();
+            id.authenticate_protocol_client("ana@example.org", &secret, ip)
+                .await
+                .unwrap();
+            // The console is not locked by the sync client's failures.
+            id.sign_in(attempt("ana@example.org", PASSWORD, "198.51.100.7", None))
+                .await
+                .unwrap();
+        }
+    }
+}

@@ -35,6 +35,7 @@ struct File {
     log_format: Option<String>,
     trust_forwarded_for: Option<bool>,
     server_key_file: Option<PathBuf>,
+    issuer: Option<String>,
     #[serde(default)]
     argon2: Argon2File,
     #[serde(default)]
@@ -73,6 +74,8 @@ pub struct Settings {
     pub log_format: LogFormat,
     pub trust_forwarded_for: bool,
     pub server_key_file: Option<PathBuf>,
+    /// The name authenticator apps show next to the account.
+    pub issuer: String,
     pub argon2: (u32, u32, u32),
     pub session: identity::SessionPolicy,
 }
@@ -120,6 +123,7 @@ impl Settings {
             absolute: env_parsed::<i64>("CLOUDKEEP_SESSION_LIFETIME_DAYS")?
                 .or(file.session.lifetime_days)
                 .map_or(defaults.absolute, |d| d * DAY),
+            ..defaults
         };
         if session.idle <= 0 || session.remembered_idle <= 0 || session.absolute <= 0 {
             anyhow::bail!("session times must be positive");
@@ -153,6 +157,11 @@ impl Settings {
             server_key_file: env("CLOUDKEEP_SERVER_KEY_FILE")
                 .map(PathBuf::from)
                 .or(file.server_key_file),
+            issuer: env("CLOUDKEEP_ISSUER")
+                .or(file.issuer)
+                .map(|i| i.trim().to_owned())
+                .filter(|i| !i.is_empty() && i.len() <= 60)
+                .unwrap_or_else(|| "cloudkeep".to_owned()),
             argon2: (
                 env_parsed("CLOUDKEEP_ARGON2_MEMORY_KIB")?
                     .or(file.argon2.memory_kib)
@@ -199,6 +208,7 @@ pub async fn build(settings: &Settings) -> anyhow::Result<Services> {
         identity::ServerKey::from_bytes(key),
         identity::IdentityConfig {
             session: settings.session,
+            issuer: settings.issuer.clone(),
             ..identity::IdentityConfig::default()
         },
     );

@@ -101,6 +101,24 @@ impl Identity {
         })
     }
 
+    /// A pending enrolment again (to show its QR code after a wrong code).
+    pub async fn pending_totp(&self, account: &Account, id: &str) -> Result<Option<TotpEnrollment>, StoreError> {
+        let now = self.now();
+        let factors = self.store().second_factors(&account.id).await?;
+        let Some(factor) = factors
+            .iter()
+            .find(|f| f.id == id && !f.active && f.expires_at > now && f.kind == FactorKind::Totp)
+        else {
+            return Ok(None);
+        };
+        let secret = self.totp_secret(factor)?;
+        Ok(Some(TotpEnrollment {
+            id: factor.id.clone(),
+            secret: secret.base32(),
+            otpauth_uri: totp::otpauth_uri(self.issuer(), account.email.as_str(), &secret),
+        }))
+    }
+
     fn totp_secret(&self, factor: &SecondFactor) -> Result<TotpSecret, StoreError> {
         self.key()
             .open(TOTP_PURPOSE, &factor.id, &factor.secret)

@@ -8,9 +8,9 @@ use std::sync::OnceLock;
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{FromRequest, Path, Query, Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
-use axum::response::{AppendHeaders, IntoResponse, Response};
+use axum::response::{IntoResponse, Response};
 use axum::{Json, Router};
-use identity::{IdentityError, SignIn, SignInError};
+use identity::{IdentityError, SecondStep, SecondStepError, SignIn, SignInError};
 use serde::{Deserialize, Serialize};
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, SecurityScheme};
 use utoipa::{Modify, OpenApi, ToSchema};
@@ -18,7 +18,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::AppState;
-use crate::auth::{ApiUser, Client, DEVICE_COOKIE, sign_in_cookies, sign_out_cookie};
+use crate::auth::{ApiPending, ApiSession, ApiUser, Client, DEVICE_COOKIE, sign_in_cookies, sign_out_cookie};
 use crate::cookies;
 use crate::error::{ApiError, ErrorBody};
 
@@ -26,7 +26,8 @@ use crate::error::{ApiError, ErrorBody};
 #[openapi(
     info(title = "cloudkeep", description = "Account and sync server. Times are milliseconds since the Unix epoch. Errors are {\"error\":{\"code\",\"message\"}} with stable codes."),
     modifiers(&CookieAuth),
-    tags((name = "session", description = "Signing in and out"), (name = "me", description = "The signed-in account"), (name = "operations", description = "Health and metrics"))
+    tags((name = "session", description = "Signing in and out"), (name = "me", description = "The signed-in account"),
+        (name = "two-factor", description = "Two-step verification"), (name = "app-passwords", description = "Application passwords for sync and mail clients"), (name = "operations", description = "Health and metrics"))
 )]
 struct ApiDoc;
 
@@ -48,6 +49,17 @@ impl Modify for CookieAuth {
 fn build() -> (Router<AppState>, utoipa::openapi::OpenApi) {
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(create_session, delete_session))
+        .routes(routes!(second_factor))
+        .routes(routes!(crate::api_two_factor::status))
+        .routes(routes!(crate::api_two_factor::begin_totp))
+        .routes(routes!(crate::api_two_factor::confirm_totp))
+        .routes(routes!(crate::api_two_factor::remove_method))
+        .routes(routes!(crate::api_two_factor::regenerate_backup_codes))
+        .routes(routes!(
+            crate::api_two_factor::list_app_passwords,
+            crate::api_two_factor::create_app_password
+        ))
+        .routes(routes!(crate::api_two_factor::revoke_app_password))
         .routes(routes!(me))
         .routes(routes!(change_password))
         .routes(routes!(list_sessions))
@@ -105,12 +117,33 @@ impl<T: serde::de::DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<
     }
 }
 
+/// A JSON body that may also be left out (then `T::default()`).
+pub struct ApiJsonOrEmpty<T>(pub T);
+
+impl<T: serde::de::DeserializeOwned + Default, S: Send + Sync> FromRequest<S> for ApiJsonOrEmpty<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let empty = req.headers().get(header::CONTENT_TYPE).is_none()
+            && req
+                .headers()
+                .get(header::CONTENT_LENGTH)
+                .is_none_or(|l| l.as_bytes() == b"0");
+        if empty {
+            return Ok(ApiJsonOrEmpty(T::default()));
+        }
+        ApiJson::<T>::from_request(req, state)
+            .await
+            .map(|ApiJson(v)| ApiJsonOrEmpty(v))
+    }
+}
+
 #[derive(Serialize, ToSchema)]
 pub struct StatusBody {
     status: String,
 }
 
-fn status(s: &str) -> Json<StatusBody> {
+pub(crate) fn status(s: &str) -> Json<StatusBody> {
     Json(StatusBody { status: s.to_owned() })
 }
 
@@ -124,10 +157,12 @@ pub struct SignInBody {
     remember: bool,
 }
 
-/// Sign in with email and password.
+/// Sign in with email and password. With two-step verification on, the
+/// answer is `second_factor_required` and the session cookie is set but
+/// reaches nothing until `POST /api/v1/session/second-factor`.
 #[utoipa::path(post, path = "/api/v1/session", tag = "session", request_body = SignInBody,
     responses(
-        (status = 200, description = "Signed in; the session cookie is set", body = StatusBody),
+        (status = 200, description = "`signed_in`, or `second_factor_required` with the methods; the session cookie is set", body = SecondFactorRequired),
         (status = 401, description = "`invalid_credentials`, the same for an unknown email and a wrong password", body = ErrorBody),
         (status = 429, description = "`too_many_attempts`; see `Retry-After`", body = ErrorBody),
     ))]
@@ -146,10 +181,26 @@ async fn create_session(
     };
     match state.identity().sign_in(attempt).await {
         Ok(signed) => {
-            state.metrics().sign_in("signed_in");
-            let [session, device] = sign_in_cookies(&state, &signed);
-            let cookies = AppendHeaders([(header::SET_COOKIE, session), (header::SET_COOKIE, device)]);
-            Ok((cookies, status("signed_in")).into_response())
+            let cookies = sign_in_cookies(&state, &signed);
+            let Some(challenge) = signed.second_factor else {
+                state.metrics().sign_in("signed_in");
+                return Ok(with_cookies(cookies, status("signed_in")));
+            };
+            state.metrics().sign_in("second_factor_required");
+            let body = SecondFactorRequired {
+                status: "second_factor_required".to_owned(),
+                methods: challenge
+                    .methods
+                    .into_iter()
+                    .map(|m| MethodBody {
+                        id: m.id,
+                        kind: m.kind.as_str().to_owned(),
+                        name: m.name,
+                    })
+                    .collect(),
+                default_method: challenge.default_method.as_str().to_owned(),
+            };
+            Ok(with_cookies(cookies, Json(body)))
         }
         Err(SignInError::InvalidCredentials) => {
             state.metrics().sign_in("invalid_credentials");
@@ -167,10 +218,99 @@ async fn create_session(
     }
 }
 
+/// A response with `Set-Cookie` headers added.
+pub fn with_cookies(cookies: Vec<String>, body: impl IntoResponse) -> Response {
+    let mut response = body.into_response();
+    for cookie in cookies {
+        if let Ok(value) = cookie.parse() {
+            response.headers_mut().append(header::SET_COOKIE, value);
+        }
+    }
+    response
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct MethodBody {
+    id: String,
+    /// `totp`
+    kind: String,
+    name: String,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct SecondFactorRequired {
+    /// `second_factor_required`
+    status: String,
+    methods: Vec<MethodBody>,
+    /// The kind to offer first: `totp`.
+    default_method: String,
+}
+
+#[derive(Deserialize, ToSchema)]
+pub struct SecondFactorBody {
+    /// `totp` or `backup_code`
+    method: String,
+    code: String,
+}
+
+/// The second sign-in step: a TOTP code or a backup code.
+#[utoipa::path(post, path = "/api/v1/session/second-factor", tag = "session", security(("session" = [])), request_body = SecondFactorBody,
+    responses(
+        (status = 200, description = "Signed in; a new session cookie is set", body = StatusBody),
+        (status = 401, description = "`invalid_code` (wrong code, attempts left in the message), `second_factor_restart` (five wrong codes: sign in again) or `not_signed_in`", body = ErrorBody),
+        (status = 409, description = "`already_signed_in`", body = ErrorBody),
+        (status = 429, description = "`too_many_attempts`", body = ErrorBody),
+    ))]
+async fn second_factor(
+    State(state): State<AppState>,
+    ApiPending(pending): ApiPending,
+    headers: HeaderMap,
+    ApiJson(body): ApiJson<SecondFactorBody>,
+) -> Result<Response, ApiError> {
+    let step = match body.method.as_str() {
+        "totp" => SecondStep::Totp(body.code),
+        "backup_code" => SecondStep::BackupCode(body.code),
+        _ => {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_request",
+                "method must be totp or backup_code",
+            ));
+        }
+    };
+    let device = cookies::get(&headers, DEVICE_COOKIE);
+    match state
+        .identity()
+        .second_step(&pending.session, step, device, &pending.client)
+        .await
+    {
+        Ok(signed) => {
+            state.metrics().sign_in("signed_in");
+            Ok(with_cookies(sign_in_cookies(&state, &signed), status("signed_in")))
+        }
+        Err(SecondStepError::WrongCode { attempts_left }) => Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "invalid_code",
+            format!("the code is wrong; {attempts_left} attempts left"),
+        )),
+        Err(SecondStepError::Restart) => {
+            let error = ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "second_factor_restart",
+                "too many wrong codes: sign in again with your password",
+            );
+            Ok(with_cookies(vec![sign_out_cookie(&state)], error))
+        }
+        Err(SecondStepError::TooManyAttempts { retry_after }) => Err(ApiError::too_many_attempts(retry_after)),
+        Err(SecondStepError::NotPending) => Err(ApiError::not_signed_in()),
+        Err(SecondStepError::Store(e)) => Err(ApiError::internal(e)),
+    }
+}
+
 /// Sign out: ends this session.
 #[utoipa::path(delete, path = "/api/v1/session", tag = "session", security(("session" = [])),
     responses((status = 200, body = StatusBody), (status = 401, description = "`not_signed_in`", body = ErrorBody)))]
-async fn delete_session(State(state): State<AppState>, ApiUser(user): ApiUser) -> Result<Response, ApiError> {
+async fn delete_session(State(state): State<AppState>, ApiSession(user): ApiSession) -> Result<Response, ApiError> {
     state.identity().sign_out(&user.session, &user.client).await?;
     Ok(([(header::SET_COOKIE, sign_out_cookie(&state))], status("signed_out")).into_response())
 }
@@ -260,6 +400,14 @@ pub fn identity_error(e: IdentityError) -> ApiError {
         IdentityError::UnknownOrganization(_) => ApiError::new(S::NOT_FOUND, "unknown_organization", e.to_string()),
         IdentityError::SetupUnavailable => ApiError::new(S::GONE, "setup_unavailable", e.to_string()),
         IdentityError::Role(_) => ApiError::new(S::FORBIDDEN, "not_allowed", e.to_string()),
+        IdentityError::PasswordRequired => ApiError::new(
+            S::FORBIDDEN,
+            "password_required",
+            "confirm with your password (it counts for five minutes)",
+        ),
+        IdentityError::WrongCode => ApiError::new(S::BAD_REQUEST, "invalid_code", e.to_string()),
+        IdentityError::TwoFactorOff => ApiError::new(S::CONFLICT, "two_factor_off", e.to_string()),
+        IdentityError::NotFound => ApiError::new(S::NOT_FOUND, "not_found", e.to_string()),
         IdentityError::Store(inner) => ApiError::internal(inner),
     }
 }

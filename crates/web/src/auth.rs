@@ -1,11 +1,16 @@
 //! Who is asking: the client's address, and the session behind the cookie.
+//!
+//! A session that passed only the password is not signed in: API handlers
+//! get a user only through [`ApiUser`], and console pages only through
+//! `Ctx::user`, which both refuse it, so it reaches nothing but the second
+//! step ([`ApiPending`], `Ctx::pending`) and sign-out ([`ApiSession`]).
 
 use std::net::{IpAddr, SocketAddr};
 
 use axum::extract::{ConnectInfo, FromRequestParts};
-use axum::http::HeaderMap;
 use axum::http::request::Parts;
-use identity::{Account, ClientInfo, Session};
+use axum::http::{HeaderMap, StatusCode};
+use identity::{Account, ClientInfo, Session, SessionStage};
 
 use crate::AppState;
 use crate::cookies::{self, Lifetime};
@@ -27,23 +32,30 @@ pub fn session_token<'a>(state: &AppState, headers: &'a HeaderMap) -> Option<&'a
     cookies::get(headers, session_cookie_name(state)).filter(|t| !t.is_empty())
 }
 
-/// `Set-Cookie` values for a fresh sign-in: the session and the device.
-pub fn sign_in_cookies(state: &AppState, signed: &identity::SignedIn) -> [String; 2] {
+/// `Set-Cookie` values for a sign-in: the session, and the device once
+/// fully signed in.
+pub fn sign_in_cookies(state: &AppState, signed: &identity::SignedIn) -> Vec<String> {
     let secure = state.config().secure_cookies();
     let lifetime = if signed.session.remember {
         Lifetime::Seconds(state.identity().session_policy().absolute / 1000)
     } else {
         Lifetime::BrowserSession
     };
-    [
-        cookies::set(session_cookie_name(state), &signed.token.0, lifetime, secure),
-        cookies::set(
+    let mut out = vec![cookies::set(
+        session_cookie_name(state),
+        &signed.token.0,
+        lifetime,
+        secure,
+    )];
+    if let Some(device) = &signed.device_cookie {
+        out.push(cookies::set(
             DEVICE_COOKIE,
-            &signed.device_cookie,
+            device,
             Lifetime::Seconds(400 * 86_400),
             secure,
-        ),
-    ]
+        ));
+    }
+    out
 }
 
 pub fn sign_out_cookie(state: &AppState) -> String {
@@ -88,15 +100,15 @@ pub fn client_info(state: &AppState, parts: &Parts) -> ClientInfo {
     }
 }
 
-/// A signed-in request.
+/// A request with a live session; `session.stage` says how far it came.
 pub struct Authed {
     pub session: Session,
     pub account: Account,
     pub client: ClientInfo,
 }
 
-/// The live session behind the request's cookie, if any.
-pub async fn current(state: &AppState, parts: &Parts) -> Result<Option<Authed>, identity::StoreError> {
+/// The live session behind the request's cookie, at any stage.
+pub async fn any_session(state: &AppState, parts: &Parts) -> Result<Option<Authed>, identity::StoreError> {
     let client = client_info(state, parts);
     let Some(token) = session_token(state, &parts.headers) else {
         return Ok(None);
@@ -112,17 +124,56 @@ pub async fn current(state: &AppState, parts: &Parts) -> Result<Option<Authed>, 
         }))
 }
 
-/// The JSON API's signed-in user; 401 `not_signed_in` otherwise.
+/// The JSON API's signed-in user: 401 `not_signed_in`, or
+/// `second_factor_required` for a half-signed-in session.
 pub struct ApiUser(pub Authed);
 
 impl FromRequestParts<AppState> for ApiUser {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
-        current(state, parts)
+        match any_session(state, parts).await? {
+            Some(a) if a.session.stage == SessionStage::SignedIn => Ok(ApiUser(a)),
+            Some(_) => Err(ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "second_factor_required",
+                "finish signing in first: POST /api/v1/session/second-factor",
+            )),
+            None => Err(ApiError::not_signed_in()),
+        }
+    }
+}
+
+/// A session at any stage; for signing out.
+pub struct ApiSession(pub Authed);
+
+impl FromRequestParts<AppState> for ApiSession {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        any_session(state, parts)
             .await?
-            .map(ApiUser)
+            .map(ApiSession)
             .ok_or_else(ApiError::not_signed_in)
+    }
+}
+
+/// A session waiting for its second factor.
+pub struct ApiPending(pub Authed);
+
+impl FromRequestParts<AppState> for ApiPending {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        match any_session(state, parts).await? {
+            Some(a) if a.session.stage == SessionStage::SecondFactor => Ok(ApiPending(a)),
+            Some(_) => Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "already_signed_in",
+                "this session is already signed in",
+            )),
+            None => Err(ApiError::not_signed_in()),
+        }
     }
 }
 

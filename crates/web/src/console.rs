@@ -11,7 +11,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use axum::{Form, Router};
-use identity::{IdentityError, SetupRequest, SignIn, SignInError};
+use identity::{IdentityError, SessionStage, SetupRequest, SignIn, SignInError};
 use serde::Deserialize;
 
 use crate::AppState;
@@ -34,21 +34,26 @@ pub fn routes() -> Router<AppState> {
         .route("/security/sessions/{id}/revoke", post(revoke_session))
         .route("/language", post(set_language))
         .route("/static/console.css", get(stylesheet))
+        .route("/static/print.js", get(print_script))
+        .merge(crate::console_two_factor::routes())
 }
 
 // ---- request context --------------------------------------------------------
 
 /// What every console page needs to know about the request.
 pub struct Ctx {
-    state: AppState,
+    pub(crate) state: AppState,
     lang: Lang,
-    user: Option<Authed>,
+    /// The signed-in member.
+    pub(crate) user: Option<Authed>,
+    /// A session that passed the password and awaits its second factor.
+    pub(crate) pending: Option<Authed>,
     csrf: String,
     /// A pre-sign-in CSRF cookie to set, when the browser had none.
     new_binding: Option<String>,
     here: String,
-    client: identity::ClientInfo,
-    device: Option<String>,
+    pub(crate) client: identity::ClientInfo,
+    pub(crate) device: Option<String>,
 }
 
 fn lang_of(headers: &HeaderMap) -> Lang {
@@ -62,11 +67,22 @@ fn lang_of(headers: &HeaderMap) -> Lang {
 }
 
 impl Ctx {
-    fn t(&self) -> &'static Catalog {
+    pub(crate) fn t(&self) -> &'static Catalog {
         self.lang.catalog()
     }
 
-    fn chrome(&self, title: &str) -> Chrome {
+    /// Where a page that needs a signed-in member sends everyone else: the
+    /// second step when the password was given, else sign-in.
+    pub(crate) fn to_sign_in(&self) -> Response {
+        let to = if self.pending.is_some() {
+            "/signin/second-factor"
+        } else {
+            "/signin"
+        };
+        Redirect::to(to).into_response()
+    }
+
+    pub(crate) fn chrome(&self, title: &str) -> Chrome {
         Chrome {
             t: self.t(),
             lang: self.lang.code(),
@@ -85,7 +101,7 @@ impl Ctx {
         }
     }
 
-    fn render(&self, status: StatusCode, page: &impl Template) -> Response {
+    pub(crate) fn render(&self, status: StatusCode, page: &impl Template) -> Response {
         let mut response = match page.render() {
             Ok(html) => (status, axum::response::Html(html)).into_response(),
             Err(e) => {
@@ -107,7 +123,7 @@ impl Ctx {
         response
     }
 
-    fn message(&self, status: StatusCode, title: &str, text: &str) -> Response {
+    pub(crate) fn message(&self, status: StatusCode, title: &str, text: &str) -> Response {
         let page = MessagePage {
             c: self.chrome(title),
             text: text.to_owned(),
@@ -116,7 +132,7 @@ impl Ctx {
         self.render(status, &page)
     }
 
-    fn failure(&self, detail: impl std::fmt::Display) -> Response {
+    pub(crate) fn failure(&self, detail: impl std::fmt::Display) -> Response {
         tracing::error!(error = %detail, "console request failed");
         let t = self.t();
         self.message(
@@ -127,7 +143,12 @@ impl Ctx {
     }
 }
 
-fn context_from(state: &AppState, parts: &Parts, user: Option<Authed>) -> Ctx {
+fn context_from(state: &AppState, parts: &Parts, session: Option<Authed>) -> Ctx {
+    let (user, pending) = match session {
+        Some(a) if a.session.stage == SessionStage::SignedIn => (Some(a), None),
+        Some(a) => (None, Some(a)),
+        None => (None, None),
+    };
     let (csrf, new_binding) = match guard::binding(state, &parts.headers) {
         Some(b) => (guard::token_for(state, b), None),
         None => {
@@ -139,6 +160,7 @@ fn context_from(state: &AppState, parts: &Parts, user: Option<Authed>) -> Ctx {
         state: state.clone(),
         lang: lang_of(&parts.headers),
         user,
+        pending,
         csrf,
         new_binding,
         here: parts.uri.path().to_owned(),
@@ -151,8 +173,8 @@ impl FromRequestParts<AppState> for Ctx {
     type Rejection = Response;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
-        match auth::current(state, parts).await {
-            Ok(user) => Ok(context_from(state, parts, user)),
+        match auth::any_session(state, parts).await {
+            Ok(session) => Ok(context_from(state, parts, session)),
             Err(e) => Err(context_from(state, parts, None).failure(e)),
         }
     }
@@ -161,20 +183,20 @@ impl FromRequestParts<AppState> for Ctx {
 // ---- templates -------------------------------------------------------------
 
 pub struct LangOption {
-    code: &'static str,
-    name: &'static str,
-    selected: bool,
+    pub(crate) code: &'static str,
+    pub(crate) name: &'static str,
+    pub(crate) selected: bool,
 }
 
 /// The parts of the page around the content.
 pub struct Chrome {
-    t: &'static Catalog,
-    lang: &'static str,
-    csrf: String,
-    user_name: Option<String>,
-    here: String,
-    title: String,
-    langs: Vec<LangOption>,
+    pub(crate) t: &'static Catalog,
+    pub(crate) lang: &'static str,
+    pub(crate) csrf: String,
+    pub(crate) user_name: Option<String>,
+    pub(crate) here: String,
+    pub(crate) title: String,
+    pub(crate) langs: Vec<LangOption>,
 }
 
 #[derive(Template)]
@@ -250,7 +272,7 @@ struct SecurityPage {
 
 // ---- handlers --------------------------------------------------------------
 
-fn see_other(to: &str, cookies: &[String]) -> Response {
+pub(crate) fn see_other(to: &str, cookies: &[String]) -> Response {
     let mut response = Redirect::to(to).into_response();
     for cookie in cookies {
         if let Ok(value) = cookie.parse() {
@@ -258,6 +280,17 @@ fn see_other(to: &str, cookies: &[String]) -> Response {
         }
     }
     response
+}
+
+async fn print_script() -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/javascript; charset=utf-8"),
+            (header::CACHE_CONTROL, "max-age=3600"),
+        ],
+        include_str!("../templates/print.js"),
+    )
+        .into_response()
 }
 
 async fn stylesheet() -> Response {
@@ -278,7 +311,7 @@ async fn home(ctx: Ctx) -> Response {
                 let t = ctx.t();
                 ctx.message(StatusCode::OK, t.t("setup.pending_title"), t.t("setup.pending"))
             }
-            Ok(false) => Redirect::to("/signin").into_response(),
+            Ok(false) => ctx.to_sign_in(),
             Err(e) => ctx.failure(e),
         };
     };
@@ -372,7 +405,7 @@ async fn setup_submit(ctx: Ctx, Path(token): Path<String>, Form(form): Form<Setu
 }
 
 /// A person-readable, translated explanation of a refused request.
-fn identity_error_text(t: &Catalog, e: &IdentityError) -> String {
+pub(crate) fn identity_error_text(t: &Catalog, e: &IdentityError) -> String {
     match e {
         IdentityError::Password(rejected) => t.t(&format!("password.{}", rejected.code())).to_owned(),
         IdentityError::InvalidEmail(_) => t.t("error.invalid_email").to_owned(),
@@ -380,6 +413,10 @@ fn identity_error_text(t: &Catalog, e: &IdentityError) -> String {
         IdentityError::EmailTaken => t.t("error.email_taken").to_owned(),
         IdentityError::OrganizationNameTaken | IdentityError::Role(_) => t.t("error.invalid_organization").to_owned(),
         IdentityError::WrongPassword => t.t("password.wrong_current").to_owned(),
+        IdentityError::PasswordRequired => t.t("password.required").to_owned(),
+        IdentityError::WrongCode => t.t("two_factor.wrong_code").to_owned(),
+        IdentityError::TwoFactorOff => t.t("two_factor.off").to_owned(),
+        IdentityError::NotFound => t.t("two_factor.enrolment_expired").to_owned(),
         IdentityError::TooManyAttempts { retry_after } => locked_text(t, *retry_after),
         IdentityError::UnknownOrganization(_) | IdentityError::SetupUnavailable | IdentityError::Store(_) => {
             t.t("error.internal").to_owned()
@@ -387,7 +424,7 @@ fn identity_error_text(t: &Catalog, e: &IdentityError) -> String {
     }
 }
 
-fn locked_text(t: &Catalog, retry_after_ms: i64) -> String {
+pub(crate) fn locked_text(t: &Catalog, retry_after_ms: i64) -> String {
     let minutes = ((retry_after_ms + 59_999) / 60_000).max(1).to_string();
     t.tf("signin.locked", &[("minutes", &minutes)])
 }
@@ -402,13 +439,19 @@ struct SignInForm {
     remember: Option<String>,
 }
 
-async fn signin_form(ctx: Ctx) -> Response {
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct SignInQuery {
+    restart: Option<String>,
+}
+
+async fn signin_form(ctx: Ctx, Query(q): Query<SignInQuery>) -> Response {
     if ctx.user.is_some() {
         return Redirect::to("/").into_response();
     }
     let page = SignInPage {
         c: ctx.chrome(ctx.t().t("signin.title")),
-        error: None,
+        error: q.restart.map(|_| ctx.t().t("second_step.restart").to_owned()),
         email: String::new(),
         remember: false,
     };
@@ -426,6 +469,10 @@ async fn signin_submit(ctx: Ctx, Form(form): Form<SignInForm>) -> Response {
     };
     let metrics = ctx.state.metrics();
     let (status, error) = match ctx.state.identity().sign_in(attempt).await {
+        Ok(signed) if signed.second_factor.is_some() => {
+            metrics.sign_in("second_factor_required");
+            return see_other("/signin/second-factor", &sign_in_cookies(&ctx.state, &signed));
+        }
         Ok(signed) => {
             metrics.sign_in("signed_in");
             return see_other("/", &sign_in_cookies(&ctx.state, &signed));
@@ -450,7 +497,7 @@ async fn signin_submit(ctx: Ctx, Form(form): Form<SignInForm>) -> Response {
 }
 
 async fn signout(ctx: Ctx) -> Response {
-    if let Some(user) = &ctx.user
+    if let Some(user) = ctx.user.as_ref().or(ctx.pending.as_ref())
         && let Err(e) = ctx.state.identity().sign_out(&user.session, &user.client).await
     {
         return ctx.failure(e);
@@ -483,7 +530,7 @@ async fn security_page(
     before: Option<&str>,
 ) -> Response {
     let Some(user) = &ctx.user else {
-        return Redirect::to("/signin").into_response();
+        return ctx.to_sign_in();
     };
     let identity = ctx.state.identity();
     let (sessions, page) = match (
@@ -535,7 +582,7 @@ struct PasswordForm {
 
 async fn change_password(ctx: Ctx, Form(form): Form<PasswordForm>) -> Response {
     let Some(user) = &ctx.user else {
-        return Redirect::to("/signin").into_response();
+        return ctx.to_sign_in();
     };
     let t = ctx.t();
     if form.new_password != form.new_password_confirm {
@@ -559,7 +606,7 @@ async fn change_password(ctx: Ctx, Form(form): Form<PasswordForm>) -> Response {
 
 async fn revoke_session(ctx: Ctx, Path(id): Path<String>) -> Response {
     let Some(user) = &ctx.user else {
-        return Redirect::to("/signin").into_response();
+        return ctx.to_sign_in();
     };
     match ctx
         .state

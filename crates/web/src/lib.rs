@@ -9,14 +9,17 @@
 #![forbid(unsafe_code)]
 
 mod api;
+mod api_two_factor;
 mod auth;
 mod console;
+mod console_two_factor;
 mod cookies;
 mod error;
 mod fmt;
 mod guard;
 mod i18n;
 mod metrics;
+mod qr;
 
 use axum::Router;
 use axum::http::{HeaderName, Request};

@@ -16,6 +16,11 @@ pub fn generate() -> Vec<String> {
         .collect()
 }
 
+/// Whether text has the shape of a backup code.
+pub fn well_formed(typed: &str) -> bool {
+    super::normalize_code(typed, LENGTH).is_some()
+}
+
 /// The stored digest of a code as typed, if it can be a backup code.
 pub fn digest(key: &ServerKey, typed: &str) -> Option<String> {
     super::normalize_code(typed, LENGTH).map(|code| key.digest(PURPOSE, code.as_bytes()))

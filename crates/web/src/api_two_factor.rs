@@ -1,0 +1,288 @@
+//! The JSON API for two-step verification and application passwords.
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::AppState;
+use crate::api::{ApiJson, ApiJsonOrEmpty, identity_error};
+use crate::auth::ApiUser;
+use crate::error::{ApiError, ErrorBody};
+
+#[derive(Serialize, ToSchema)]
+pub struct TwoFactorBody {
+    enabled: bool,
+    methods: Vec<EnrolledMethod>,
+    backup_codes_remaining: usize,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct EnrolledMethod {
+    id: String,
+    /// `totp`
+    kind: String,
+    name: String,
+    created_at: i64,
+    /// 0 when never used.
+    last_used_at: i64,
+}
+
+/// Whether two-step verification is on, the enrolled methods, and how many
+/// backup codes are left.
+#[utoipa::path(get, path = "/api/v1/me/two-factor", tag = "two-factor", security(("session" = [])),
+    responses((status = 200, body = TwoFactorBody), (status = 401, description = "`not_signed_in`", body = ErrorBody)))]
+pub async fn status(State(state): State<AppState>, ApiUser(user): ApiUser) -> Result<Json<TwoFactorBody>, ApiError> {
+    let s = state.identity().two_factor(&user.account.id).await?;
+    Ok(Json(TwoFactorBody {
+        enabled: s.enabled,
+        methods: s
+            .methods
+            .into_iter()
+            .map(|m| EnrolledMethod {
+                id: m.id,
+                kind: m.kind.as_str().to_owned(),
+                name: m.name,
+                created_at: m.created_at,
+                last_used_at: m.last_used_at,
+            })
+            .collect(),
+        backup_codes_remaining: s.backup_codes_remaining,
+    }))
+}
+
+#[derive(Deserialize, ToSchema)]
+pub struct NameBody {
+    /// The member's name for it ("Phone", "NAS QNAP"): 1 to 60 characters.
+    name: String,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct TotpEnrollmentBody {
+    id: String,
+    /// Base32, for typing into the app by hand.
+    secret: String,
+    otpauth_uri: String,
+    /// The `otpauth_uri` as a QR code, an `<svg>` element.
+    qr_svg: String,
+}
+
+/// Start enrolling an authenticator app (TOTP). Pending until confirmed
+/// with a code; unconfirmed enrolments expire after ten minutes.
+#[utoipa::path(post, path = "/api/v1/me/two-factor/totp", tag = "two-factor", security(("session" = [])), request_body = NameBody,
+    responses((status = 200, body = TotpEnrollmentBody), (status = 422, description = "`invalid_name`", body = ErrorBody)))]
+pub async fn begin_totp(
+    State(state): State<AppState>,
+    ApiUser(user): ApiUser,
+    ApiJson(body): ApiJson<NameBody>,
+) -> Result<Json<TotpEnrollmentBody>, ApiError> {
+    let e = state
+        .identity()
+        .begin_totp(&user.account, &body.name)
+        .await
+        .map_err(identity_error)?;
+    let qr_svg = crate::qr::svg(&e.otpauth_uri).ok_or_else(|| ApiError::internal("QR code too long"))?;
+    Ok(Json(TotpEnrollmentBody {
+        id: e.id,
+        secret: e.secret,
+        otpauth_uri: e.otpauth_uri,
+        qr_svg,
+    }))
+}
+
+#[derive(Deserialize, ToSchema)]
+pub struct CodeBody {
+    code: String,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct BackupCodesBody {
+    /// Present when this turned two-step verification on: the ten backup
+    /// codes, shown this once.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    backup_codes: Option<Vec<String>>,
+}
+
+/// Confirm an enrolment with a current code from the app.
+#[utoipa::path(post, path = "/api/v1/me/two-factor/totp/{id}/confirm", tag = "two-factor", security(("session" = [])),
+    params(("id" = String, Path, description = "Enrolment id")), request_body = CodeBody,
+    responses(
+        (status = 200, description = "Enrolled; `backup_codes` when this turned 2FA on, else `{}`", body = BackupCodesBody),
+        (status = 400, description = "`invalid_code`", body = ErrorBody),
+        (status = 404, description = "`not_found`: no such pending enrolment (it may have expired)", body = ErrorBody),
+    ))]
+pub async fn confirm_totp(
+    State(state): State<AppState>,
+    ApiUser(user): ApiUser,
+    Path(id): Path<String>,
+    ApiJson(body): ApiJson<CodeBody>,
+) -> Result<Json<BackupCodesBody>, ApiError> {
+    let backup_codes = state
+        .identity()
+        .confirm_totp(&user.account.id, &id, &body.code, &user.client)
+        .await
+        .map_err(identity_error)?;
+    Ok(Json(BackupCodesBody { backup_codes }))
+}
+
+#[derive(Deserialize, ToSchema, Default)]
+pub struct PasswordBody {
+    /// The account password; may be left out within five minutes of
+    /// giving it in this session.
+    #[serde(default)]
+    password: Option<String>,
+}
+
+/// Remove a method (or abandon a pending enrolment). Removing the last one
+/// turns two-step verification off and deletes the backup codes.
+#[utoipa::path(delete, path = "/api/v1/me/two-factor/methods/{id}", tag = "two-factor", security(("session" = [])),
+    params(("id" = String, Path, description = "Method id")), request_body = PasswordBody,
+    responses(
+        (status = 204, description = "Removed"),
+        (status = 400, description = "`wrong_password`", body = ErrorBody),
+        (status = 403, description = "`password_required`", body = ErrorBody),
+        (status = 404, description = "`not_found`", body = ErrorBody),
+    ))]
+pub async fn remove_method(
+    State(state): State<AppState>,
+    ApiUser(user): ApiUser,
+    Path(id): Path<String>,
+    ApiJsonOrEmpty(body): ApiJsonOrEmpty<PasswordBody>,
+) -> Result<StatusCode, ApiError> {
+    state
+        .identity()
+        .remove_second_factor(
+            &user.session,
+            &user.account,
+            &id,
+            body.password.as_deref(),
+            &user.client,
+        )
+        .await
+        .map_err(identity_error)?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Deserialize, ToSchema)]
+pub struct RequiredPasswordBody {
+    password: String,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct NewBackupCodesBody {
+    backup_codes: Vec<String>,
+}
+
+/// Ten new backup codes; the old ones stop working at once.
+#[utoipa::path(post, path = "/api/v1/me/two-factor/backup-codes", tag = "two-factor", security(("session" = [])), request_body = RequiredPasswordBody,
+    responses(
+        (status = 200, body = NewBackupCodesBody),
+        (status = 400, description = "`wrong_password`", body = ErrorBody),
+        (status = 409, description = "`two_factor_off`", body = ErrorBody),
+    ))]
+pub async fn regenerate_backup_codes(
+    State(state): State<AppState>,
+    ApiUser(user): ApiUser,
+    ApiJson(body): ApiJson<RequiredPasswordBody>,
+) -> Result<Json<NewBackupCodesBody>, ApiError> {
+    let backup_codes = state
+        .identity()
+        .regenerate_backup_codes(&user.session, &user.account, &body.password, &user.client)
+        .await
+        .map_err(identity_error)?;
+    Ok(Json(NewBackupCodesBody { backup_codes }))
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct AppPasswordsBody {
+    app_passwords: Vec<AppPasswordBody>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct AppPasswordBody {
+    id: String,
+    name: String,
+    created_at: i64,
+    /// 0 when never used.
+    last_used_at: i64,
+    last_used_ip: String,
+}
+
+/// The account's application passwords, newest first.
+#[utoipa::path(get, path = "/api/v1/me/app-passwords", tag = "app-passwords", security(("session" = [])),
+    responses((status = 200, body = AppPasswordsBody)))]
+pub async fn list_app_passwords(
+    State(state): State<AppState>,
+    ApiUser(user): ApiUser,
+) -> Result<Json<AppPasswordsBody>, ApiError> {
+    let list = state.identity().app_passwords(&user.account.id).await?;
+    Ok(Json(AppPasswordsBody {
+        app_passwords: list
+            .into_iter()
+            .map(|p| AppPasswordBody {
+                id: p.id,
+                name: p.name,
+                created_at: p.created_at,
+                last_used_at: p.last_used_at,
+                last_used_ip: p.last_used_ip,
+            })
+            .collect(),
+    }))
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct NewAppPasswordBody {
+    id: String,
+    name: String,
+    /// Shown this once: `xxxx-xxxx-xxxx-xxxx-xxxx-xxxx-xxxx`.
+    password: String,
+}
+
+/// Create an application password for a sync, mail or calendar client.
+/// It works for WebDAV, CalDAV, CardDAV and IMAP, never for the console or
+/// this API.
+#[utoipa::path(post, path = "/api/v1/me/app-passwords", tag = "app-passwords", security(("session" = [])), request_body = NameBody,
+    responses((status = 201, body = NewAppPasswordBody), (status = 422, description = "`invalid_name`", body = ErrorBody)))]
+pub async fn create_app_password(
+    State(state): State<AppState>,
+    ApiUser(user): ApiUser,
+    ApiJson(body): ApiJson<NameBody>,
+) -> Result<Response, ApiError> {
+    let (created, password) = state
+        .identity()
+        .create_app_password(&user.account, &body.name, &user.client)
+        .await
+        .map_err(identity_error)?;
+    let body = NewAppPasswordBody {
+        id: created.id,
+        name: created.name,
+        password,
+    };
+    Ok((StatusCode::CREATED, Json(body)).into_response())
+}
+
+/// Revoke an application password; clients using it are refused at once.
+#[utoipa::path(delete, path = "/api/v1/me/app-passwords/{id}", tag = "app-passwords", security(("session" = [])),
+    params(("id" = String, Path, description = "Application password id")),
+    responses((status = 204, description = "Revoked"), (status = 404, description = "`not_found`", body = ErrorBody)))]
+pub async fn revoke_app_password(
+    State(state): State<AppState>,
+    ApiUser(user): ApiUser,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    if state
+        .identity()
+        .revoke_app_password(&user.account.id, &id, &user.client)
+        .await?
+    {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "no such application password",
+        ))
+    }
+}

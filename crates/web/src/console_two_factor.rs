@@ -1,0 +1,566 @@
+//! Console pages for two-step verification: the second sign-in step, the
+//! 2FA page (methods, enrolment, backup codes) and application passwords.
+//!
+//! The method list and "Add an option" are driven by
+//! [`identity::FactorKind::ALL`], so the methods still to come (the
+//! authenticator app, security keys, SMS) slot into the same pages.
+
+use askama::Template;
+use axum::extract::{Path, Query};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::routing::{get, post};
+use axum::{Form, Router};
+use identity::credential::backup_code;
+use identity::{FactorKind, IdentityError, SecondStep, SecondStepError};
+use serde::Deserialize;
+
+use crate::AppState;
+use crate::auth::sign_in_cookies;
+use crate::console::{Chrome, Ctx, identity_error_text, locked_text, see_other};
+use crate::fmt;
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/signin/second-factor", get(second_step_form).post(second_step_submit))
+        .route("/security/two-factor", get(two_factor_page))
+        .route("/security/two-factor/totp", post(begin_totp))
+        .route("/security/two-factor/totp/{id}/confirm", post(confirm_totp))
+        .route("/security/two-factor/methods/{id}/remove", post(remove_method))
+        .route("/security/two-factor/backup-codes", post(regenerate_backup_codes))
+        .route("/security/two-factor/backup-codes.txt", post(download_backup_codes))
+        .route(
+            "/security/app-passwords",
+            get(app_passwords_page).post(create_app_password),
+        )
+        .route("/security/app-passwords/{id}/revoke", post(revoke_app_password))
+}
+
+fn kind_label(ctx: &Ctx, kind: FactorKind) -> String {
+    ctx.t().t(&format!("method.{}", kind.as_str())).to_owned()
+}
+
+// ---- the second sign-in step ------------------------------------------------
+
+struct MethodChoice {
+    label: String,
+    href: String,
+}
+
+#[derive(Template)]
+#[template(path = "second_factor.html")]
+struct SecondStepPage {
+    c: Chrome,
+    /// `totp`, `backup_code` or `choose`.
+    method: String,
+    choices: Vec<MethodChoice>,
+    error: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct MethodQuery {
+    method: Option<String>,
+}
+
+async fn second_step_page(ctx: &Ctx, method: Option<&str>, status: StatusCode, error: Option<String>) -> Response {
+    let Some(pending) = &ctx.pending else {
+        return if ctx.user.is_some() {
+            Redirect::to("/").into_response()
+        } else {
+            ctx.to_sign_in()
+        };
+    };
+    let status_2fa = match ctx.state.identity().two_factor(&pending.account.id).await {
+        Ok(s) => s,
+        Err(e) => return ctx.failure(e),
+    };
+    let mut choices: Vec<MethodChoice> = status_2fa
+        .methods
+        .iter()
+        .map(|m| MethodChoice {
+            label: format!("{} ({})", m.name, kind_label(ctx, m.kind)),
+            href: format!("/signin/second-factor?method={}", m.kind.as_str()),
+        })
+        .collect();
+    choices.push(MethodChoice {
+        label: ctx.t().t("second_step.use_backup_code").to_owned(),
+        href: "/signin/second-factor?method=backup_code".to_owned(),
+    });
+    let method = match method {
+        Some(m @ ("backup_code" | "choose")) => m.to_owned(),
+        _ => "totp".to_owned(),
+    };
+    let page = SecondStepPage {
+        c: ctx.chrome(ctx.t().t("second_step.title")),
+        method,
+        choices,
+        error,
+    };
+    ctx.render(status, &page)
+}
+
+async fn second_step_form(ctx: Ctx, Query(q): Query<MethodQuery>) -> Response {
+    second_step_page(&ctx, q.method.as_deref(), StatusCode::OK, None).await
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct CodeForm {
+    method: String,
+    code: String,
+}
+
+async fn second_step_submit(ctx: Ctx, Form(form): Form<CodeForm>) -> Response {
+    let Some(pending) = &ctx.pending else {
+        return ctx.to_sign_in();
+    };
+    let step = if form.method == "backup_code" {
+        SecondStep::BackupCode(form.code)
+    } else {
+        SecondStep::Totp(form.code)
+    };
+    let t = ctx.t();
+    let result = ctx
+        .state
+        .identity()
+        .second_step(&pending.session, step, ctx.device.as_deref(), &pending.client)
+        .await;
+    let (status, error) = match result {
+        Ok(signed) => {
+            ctx.state.metrics().sign_in("signed_in");
+            return see_other("/", &sign_in_cookies(&ctx.state, &signed));
+        }
+        Err(SecondStepError::WrongCode { attempts_left }) => (
+            StatusCode::UNAUTHORIZED,
+            t.tf("second_step.wrong_code", &[("left", &attempts_left.to_string())]),
+        ),
+        Err(SecondStepError::Restart) => {
+            return see_other("/signin?restart=1", &[crate::auth::sign_out_cookie(&ctx.state)]);
+        }
+        Err(SecondStepError::TooManyAttempts { retry_after }) => {
+            (StatusCode::TOO_MANY_REQUESTS, locked_text(t, retry_after))
+        }
+        Err(SecondStepError::NotPending) => return ctx.to_sign_in(),
+        Err(SecondStepError::Store(e)) => return ctx.failure(e),
+    };
+    second_step_page(&ctx, Some(&form.method), status, Some(error)).await
+}
+
+// ---- the two-step verification page ----------------------------------------
+
+struct MethodRow {
+    id: String,
+    name: String,
+    kind: String,
+    added: String,
+    last_used: String,
+}
+
+struct KindOption {
+    kind: &'static str,
+    label: String,
+    hint: String,
+}
+
+#[derive(Template)]
+#[template(path = "two_factor.html")]
+struct TwoFactorPage {
+    c: Chrome,
+    notice: Option<String>,
+    error: Option<String>,
+    enabled: bool,
+    methods: Vec<MethodRow>,
+    backup_remaining: String,
+    backup_low: bool,
+    kinds: Vec<KindOption>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct DoneQuery {
+    done: Option<String>,
+}
+
+async fn two_factor_page(ctx: Ctx, Query(q): Query<DoneQuery>) -> Response {
+    let notice = q.done.as_deref().and_then(|done| match done {
+        "method_added" | "method_removed" | "two_factor_off" => {
+            Some(ctx.t().t(&format!("two_factor.done_{done}")).to_owned())
+        }
+        _ => None,
+    });
+    render_two_factor(&ctx, StatusCode::OK, notice, None).await
+}
+
+async fn render_two_factor(ctx: &Ctx, status: StatusCode, notice: Option<String>, error: Option<String>) -> Response {
+    let Some(user) = &ctx.user else {
+        return ctx.to_sign_in();
+    };
+    let s = match ctx.state.identity().two_factor(&user.account.id).await {
+        Ok(s) => s,
+        Err(e) => return ctx.failure(e),
+    };
+    let t = ctx.t();
+    let page = TwoFactorPage {
+        c: ctx.chrome(t.t("two_factor.title")),
+        notice,
+        error,
+        enabled: s.enabled,
+        methods: s
+            .methods
+            .iter()
+            .map(|m| MethodRow {
+                id: m.id.clone(),
+                name: m.name.clone(),
+                kind: kind_label(ctx, m.kind),
+                added: fmt::datetime(m.created_at),
+                last_used: if m.last_used_at == 0 {
+                    t.t("common.never").to_owned()
+                } else {
+                    fmt::datetime(m.last_used_at)
+                },
+            })
+            .collect(),
+        backup_remaining: t.tf(
+            "backup_codes.remaining",
+            &[("count", &s.backup_codes_remaining.to_string())],
+        ),
+        backup_low: s.enabled && s.backup_codes_remaining <= 2,
+        kinds: FactorKind::ALL
+            .iter()
+            .map(|k| KindOption {
+                kind: k.as_str(),
+                label: kind_label(ctx, *k),
+                hint: t.t(&format!("method.{}_hint", k.as_str())).to_owned(),
+            })
+            .collect(),
+    };
+    ctx.render(status, &page)
+}
+
+#[derive(Template)]
+#[template(path = "totp_enrol.html")]
+struct TotpEnrolPage {
+    c: Chrome,
+    id: String,
+    name: String,
+    qr_svg: String,
+    secret: String,
+    error: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct NameForm {
+    name: String,
+}
+
+async fn begin_totp(ctx: Ctx, Form(form): Form<NameForm>) -> Response {
+    let Some(user) = &ctx.user else {
+        return ctx.to_sign_in();
+    };
+    let name = if form.name.trim().is_empty() {
+        ctx.t().t("method.totp").to_owned()
+    } else {
+        form.name
+    };
+    match ctx.state.identity().begin_totp(&user.account, &name).await {
+        Ok(e) => render_enrolment(&ctx, StatusCode::OK, e, &name, None),
+        Err(IdentityError::Store(e)) => ctx.failure(e),
+        Err(e) => {
+            let error = identity_error_text(ctx.t(), &e);
+            render_two_factor(&ctx, StatusCode::UNPROCESSABLE_ENTITY, None, Some(error)).await
+        }
+    }
+}
+
+fn render_enrolment(
+    ctx: &Ctx,
+    status: StatusCode,
+    e: identity::TotpEnrollment,
+    name: &str,
+    error: Option<String>,
+) -> Response {
+    let Some(qr_svg) = crate::qr::svg(&e.otpauth_uri) else {
+        return ctx.failure("QR code too long");
+    };
+    let secret = e
+        .secret
+        .as_bytes()
+        .chunks(4)
+        .map(|c| String::from_utf8_lossy(c).into_owned())
+        .collect::<Vec<_>>()
+        .join(" ");
+    let page = TotpEnrolPage {
+        c: ctx.chrome(ctx.t().t("two_factor.enrol_title")),
+        id: e.id,
+        name: name.to_owned(),
+        qr_svg,
+        secret,
+        error,
+    };
+    ctx.render(status, &page)
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct ConfirmForm {
+    code: String,
+    name: String,
+}
+
+async fn confirm_totp(ctx: Ctx, Path(id): Path<String>, Form(form): Form<ConfirmForm>) -> Response {
+    let Some(user) = &ctx.user else {
+        return ctx.to_sign_in();
+    };
+    let identity = ctx.state.identity();
+    match identity
+        .confirm_totp(&user.account.id, &id, &form.code, &user.client)
+        .await
+    {
+        Ok(Some(codes)) => render_backup_codes(&ctx, codes, true),
+        Ok(None) => Redirect::to("/security/two-factor?done=method_added").into_response(),
+        Err(IdentityError::WrongCode) => match identity.pending_totp(&user.account, &id).await {
+            Ok(Some(e)) => {
+                let error = Some(ctx.t().t("two_factor.wrong_code").to_owned());
+                render_enrolment(&ctx, StatusCode::UNPROCESSABLE_ENTITY, e, &form.name, error)
+            }
+            Ok(None) => expired(&ctx).await,
+            Err(e) => ctx.failure(e),
+        },
+        Err(IdentityError::NotFound) => expired(&ctx).await,
+        Err(e) => ctx.failure(e),
+    }
+}
+
+async fn expired(ctx: &Ctx) -> Response {
+    let error = Some(ctx.t().t("two_factor.enrolment_expired").to_owned());
+    render_two_factor(ctx, StatusCode::GONE, None, error).await
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct PasswordForm {
+    password: String,
+}
+
+async fn remove_method(ctx: Ctx, Path(id): Path<String>, Form(form): Form<PasswordForm>) -> Response {
+    let Some(user) = &ctx.user else {
+        return ctx.to_sign_in();
+    };
+    let identity = ctx.state.identity();
+    let password = Some(form.password.as_str()).filter(|p| !p.is_empty());
+    match identity
+        .remove_second_factor(&user.session, &user.account, &id, password, &user.client)
+        .await
+    {
+        Ok(()) => {
+            let off = identity.two_factor(&user.account.id).await.is_ok_and(|s| !s.enabled);
+            let done = if off { "two_factor_off" } else { "method_removed" };
+            Redirect::to(&format!("/security/two-factor?done={done}")).into_response()
+        }
+        Err(IdentityError::Store(e)) => ctx.failure(e),
+        Err(e) => {
+            let error = identity_error_text(ctx.t(), &e);
+            render_two_factor(&ctx, StatusCode::UNPROCESSABLE_ENTITY, None, Some(error)).await
+        }
+    }
+}
+
+#[derive(Template)]
+#[template(path = "backup_codes.html")]
+struct BackupCodesPage {
+    c: Chrome,
+    codes: Vec<String>,
+    first_time: bool,
+}
+
+fn render_backup_codes(ctx: &Ctx, codes: Vec<String>, first_time: bool) -> Response {
+    let page = BackupCodesPage {
+        c: ctx.chrome(ctx.t().t("backup_codes.title")),
+        codes,
+        first_time,
+    };
+    let mut response = ctx.render(StatusCode::OK, &page);
+    // Shown once: never from a cache.
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, header::HeaderValue::from_static("no-store"));
+    response
+}
+
+async fn regenerate_backup_codes(ctx: Ctx, Form(form): Form<PasswordForm>) -> Response {
+    let Some(user) = &ctx.user else {
+        return ctx.to_sign_in();
+    };
+    match ctx
+        .state
+        .identity()
+        .regenerate_backup_codes(&user.session, &user.account, &form.password, &user.client)
+        .await
+    {
+        Ok(codes) => render_backup_codes(&ctx, codes, false),
+        Err(IdentityError::Store(e)) => ctx.failure(e),
+        Err(e) => {
+            let error = identity_error_text(ctx.t(), &e);
+            render_two_factor(&ctx, StatusCode::UNPROCESSABLE_ENTITY, None, Some(error)).await
+        }
+    }
+}
+
+/// The codes the page just showed, as a text file. They come back from
+/// the page's own form (the server keeps only digests); anything that is
+/// not a backup code is refused.
+async fn download_backup_codes(ctx: Ctx, Form(fields): Form<Vec<(String, String)>>) -> Response {
+    let Some(user) = &ctx.user else {
+        return ctx.to_sign_in();
+    };
+    let codes: Vec<&str> = fields
+        .iter()
+        .filter(|(k, _)| k == "code")
+        .map(|(_, v)| v.as_str())
+        .collect();
+    if codes.is_empty() || codes.len() > backup_code::COUNT || !codes.iter().all(|c| backup_code::well_formed(c)) {
+        return (StatusCode::BAD_REQUEST, "not backup codes").into_response();
+    }
+    let t = ctx.t();
+    let mut text = format!(
+        "{}\r\n{}\r\n\r\n",
+        t.tf("backup_codes.file_title", &[("email", user.account.email.as_str())]),
+        t.t("backup_codes.file_hint")
+    );
+    for code in codes {
+        text.push_str(code);
+        text.push_str("\r\n");
+    }
+    (
+        [
+            (header::CONTENT_TYPE, "text/plain; charset=utf-8"),
+            (
+                header::CONTENT_DISPOSITION,
+                "attachment; filename=\"cloudkeep-backup-codes.txt\"",
+            ),
+            (header::CACHE_CONTROL, "no-store"),
+        ],
+        text,
+    )
+        .into_response()
+}
+
+// ---- application passwords ---------------------------------------------------
+
+struct AppPasswordRow {
+    id: String,
+    name: String,
+    created: String,
+    last_used: String,
+    last_ip: String,
+}
+
+#[derive(Template)]
+#[template(path = "app_passwords.html")]
+struct AppPasswordsPage {
+    c: Chrome,
+    notice: Option<String>,
+    error: Option<String>,
+    created_heading: String,
+    created_password: Option<String>,
+    rows: Vec<AppPasswordRow>,
+    two_factor_on: bool,
+}
+
+async fn render_app_passwords(
+    ctx: &Ctx,
+    status: StatusCode,
+    notice: Option<String>,
+    error: Option<String>,
+    created: Option<(String, String)>,
+) -> Response {
+    let Some(user) = &ctx.user else {
+        return ctx.to_sign_in();
+    };
+    let identity = ctx.state.identity();
+    let (list, s) = match (
+        identity.app_passwords(&user.account.id).await,
+        identity.two_factor(&user.account.id).await,
+    ) {
+        (Ok(l), Ok(s)) => (l, s),
+        (Err(e), _) | (_, Err(e)) => return ctx.failure(e),
+    };
+    let t = ctx.t();
+    let (created_heading, created_password) = match created {
+        Some((name, p)) => (t.tf("app_passwords.created", &[("name", &name)]), Some(p)),
+        None => (String::new(), None),
+    };
+    let page = AppPasswordsPage {
+        c: ctx.chrome(t.t("app_passwords.title")),
+        notice,
+        error,
+        created_heading,
+        created_password,
+        rows: list
+            .into_iter()
+            .map(|p| AppPasswordRow {
+                id: p.id,
+                name: p.name,
+                created: fmt::datetime(p.created_at),
+                last_used: if p.last_used_at == 0 {
+                    t.t("common.never").to_owned()
+                } else {
+                    fmt::datetime(p.last_used_at)
+                },
+                last_ip: p.last_used_ip,
+            })
+            .collect(),
+        two_factor_on: s.enabled,
+    };
+    let mut response = ctx.render(status, &page);
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, header::HeaderValue::from_static("no-store"));
+    response
+}
+
+async fn app_passwords_page(ctx: Ctx, Query(q): Query<DoneQuery>) -> Response {
+    let notice = q
+        .done
+        .filter(|d| d == "revoked")
+        .map(|_| ctx.t().t("app_passwords.done_revoked").to_owned());
+    render_app_passwords(&ctx, StatusCode::OK, notice, None, None).await
+}
+
+async fn create_app_password(ctx: Ctx, Form(form): Form<NameForm>) -> Response {
+    let Some(user) = &ctx.user else {
+        return ctx.to_sign_in();
+    };
+    match ctx
+        .state
+        .identity()
+        .create_app_password(&user.account, &form.name, &user.client)
+        .await
+    {
+        Ok((created, password)) => {
+            render_app_passwords(&ctx, StatusCode::OK, None, None, Some((created.name, password))).await
+        }
+        Err(IdentityError::Store(e)) => ctx.failure(e),
+        Err(e) => {
+            let error = identity_error_text(ctx.t(), &e);
+            render_app_passwords(&ctx, StatusCode::UNPROCESSABLE_ENTITY, None, Some(error), None).await
+        }
+    }
+}
+
+async fn revoke_app_password(ctx: Ctx, Path(id): Path<String>) -> Response {
+    let Some(user) = &ctx.user else {
+        return ctx.to_sign_in();
+    };
+    match ctx
+        .state
+        .identity()
+        .revoke_app_password(&user.account.id, &id, &user.client)
+        .await
+    {
+        Ok(_) => Redirect::to("/security/app-passwords?done=revoked").into_response(),
+        Err(e) => ctx.failure(e),
+    }
+}

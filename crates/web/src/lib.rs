@@ -121,6 +121,70 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
+/// Every console route as (method, path); the API's are in the OpenAPI
+/// document. A test checks this list against the router's source, and the
+/// black-box tests walk it (e.g. to prove a half-signed-in session reaches
+/// nothing).
+pub const CONSOLE_ROUTES: &[(&str, &str)] = &[
+    ("GET", "/"),
+    ("GET", "/setup/{token}"),
+    ("POST", "/setup/{token}"),
+    ("GET", "/signin"),
+    ("POST", "/signin"),
+    ("POST", "/signout"),
+    ("GET", "/security"),
+    ("POST", "/security/password"),
+    ("POST", "/security/sessions/{id}/revoke"),
+    ("POST", "/language"),
+    ("GET", "/static/console.css"),
+    ("GET", "/static/print.js"),
+    ("GET", "/signin/second-factor"),
+    ("POST", "/signin/second-factor"),
+    ("GET", "/security/two-factor"),
+    ("POST", "/security/two-factor/totp"),
+    ("POST", "/security/two-factor/totp/{id}/confirm"),
+    ("POST", "/security/two-factor/methods/{id}/remove"),
+    ("POST", "/security/two-factor/backup-codes"),
+    ("POST", "/security/two-factor/backup-codes.txt"),
+    ("GET", "/security/app-passwords"),
+    ("POST", "/security/app-passwords"),
+    ("POST", "/security/app-passwords/{id}/revoke"),
+];
+
+#[cfg(test)]
+mod tests {
+    /// The list above names exactly the routes the console modules register.
+    #[test]
+    fn console_routes_list_every_registered_route() {
+        let mut registered = Vec::new();
+        for source in [include_str!("console.rs"), include_str!("console_two_factor.rs")] {
+            // Whitespace removed, so however rustfmt wraps a call it reads the same.
+            let compact: String = source.split_whitespace().collect();
+            for piece in compact.split(".route(\"").skip(1) {
+                let (path, rest) = piece.split_once('"').unwrap();
+                let end = [rest.find(".route("), rest.find('}')]
+                    .into_iter()
+                    .flatten()
+                    .min()
+                    .unwrap_or(rest.len());
+                let call = &rest[..end];
+                for (needle, method) in [("get(", "GET"), ("post(", "POST")] {
+                    if call.contains(needle) {
+                        registered.push((method, path.to_owned()));
+                    }
+                }
+            }
+        }
+        registered.sort();
+        let mut listed: Vec<(&str, String)> = super::CONSOLE_ROUTES
+            .iter()
+            .map(|(m, p)| (*m, (*p).to_owned()))
+            .collect();
+        listed.sort();
+        assert_eq!(registered, listed);
+    }
+}
+
 /// The OpenAPI document, as served at `/api/v1/openapi.json`.
 pub fn openapi_json() -> String {
     api::openapi_document()

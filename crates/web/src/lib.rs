@@ -151,6 +151,11 @@ pub const CONSOLE_ROUTES: &[(&str, &str)] = &[
     ("POST", "/security/app-passwords/{id}/revoke"),
 ];
 
+/// The OpenAPI document, as served at `/api/v1/openapi.json`.
+pub fn openapi_json() -> String {
+    api::openapi_document()
+}
+
 #[cfg(test)]
 mod tests {
     /// The list above names exactly the routes the console modules register.
@@ -183,9 +188,4 @@ mod tests {
         listed.sort();
         assert_eq!(registered, listed);
     }
-}
-
-/// The OpenAPI document, as served at `/api/v1/openapi.json`.
-pub fn openapi_json() -> String {
-    api::openapi_document()
 }

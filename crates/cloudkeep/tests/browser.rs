@@ -1,5 +1,5 @@
 //! The console in a real browser (headless Chromium driven by
-//! playwright-core, see `browser/console.mjs`), on SQLite and PostgreSQL.
+//! playwright-core, see `browser/*.mjs`), on SQLite and PostgreSQL.
 //! Needs `/usr/bin/chromium`, `node` and `npm ci` in `tests/browser`:
 //! skipped with a message when missing, a failure under `CI=true`.
 
@@ -26,14 +26,46 @@ fn browser_peers_missing() -> Option<String> {
     None
 }
 
+/// `false` (after saying why) when the browser peers are missing outside CI.
+fn peers_ready() -> bool {
+    let Some(why) = browser_peers_missing() else {
+        return true;
+    };
+    assert!(
+        std::env::var("CI").as_deref() != Ok("true"),
+        "browser test needs its peers under CI: {why}"
+    );
+    eprintln!("SKIPPED (browser test): {why}");
+    false
+}
+
+/// Runs one browser script; it prints "browser checks passed" when done.
+fn run_script(script: &str, args: &[&str], server: &Server) {
+    let out = Command::new("node")
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser").join(script))
+        .args(args)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "{script} failed:\n{stdout}\n{stderr}\nserver log:\n{}",
+        server.log()
+    );
+    assert!(stdout.contains("browser checks passed"));
+}
+
+fn screenshot_dir(server: &Server) -> String {
+    let shots = server.data.join("screenshots");
+    std::fs::create_dir_all(&shots).unwrap();
+    eprintln!("screenshots: {}", shots.display());
+    shots.display().to_string()
+}
+
 #[tokio::test]
 async fn console_in_headless_chromium() {
-    if let Some(why) = browser_peers_missing() {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "browser test needs its peers under CI: {why}"
-        );
-        eprintln!("SKIPPED (browser test): {why}");
+    if !peers_ready() {
         return;
     }
     for engine in ENGINES {
@@ -41,22 +73,20 @@ async fn console_in_headless_chromium() {
             continue;
         };
         let link = server.setup_link().expect("setup link");
-        let shots = server.data.join("screenshots");
-        std::fs::create_dir_all(&shots).unwrap();
-        let out = Command::new("node")
-            .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser/console.mjs"))
-            .arg(&link)
-            .arg(&shots)
-            .output()
-            .unwrap();
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(
-            out.status.success(),
-            "browser checks failed:\n{stdout}\n{stderr}\nserver log:\n{}",
-            server.log()
-        );
-        assert!(stdout.contains("browser checks passed"));
-        eprintln!("screenshots: {}", shots.display());
+        run_script("console.mjs", &[&link, &screenshot_dir(&server)], &server);
+    }
+}
+
+#[tokio::test]
+async fn two_factor_in_headless_chromium() {
+    if !peers_ready() {
+        return;
+    }
+    for engine in ENGINES {
+        let Some((_, server)) = server_with_member(engine).await else {
+            continue;
+        };
+        let shots = screenshot_dir(&server);
+        run_script("two_factor.mjs", &[&server.base, MEMBER, PASSWORD, &shots], &server);
     }
 }

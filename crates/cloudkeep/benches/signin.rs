@@ -1,50 +1,56 @@
-//! Password sign-ins per second through the HTTP API, against the physical
-//! limit: raw Argon2id verifications per second with the same parameters
-//! on every core, measured in the same run.
+//! Sign-in throughput through the HTTP API, against the physical limit:
+//! raw Argon2id verifications per second with the same parameters on every
+//! core, measured in the same run.
+//!
+//! Three measurements alternate in rounds (raw, password, password + TOTP,
+//! ...) so that a virtual machine's drifting speed affects all alike:
+//! - raw: Argon2id verifications per second, one thread per core, memory
+//!   reused (the fastest this machine can check a password);
+//! - password: successful `POST /api/v1/session` per second;
+//! - password + TOTP: full two-step sign-ins per second (`POST
+//!   /api/v1/session`, then `POST /api/v1/session/second-factor` with the
+//!   current code), over 600 accounts with an authenticator app each, since
+//!   a code is accepted once per 30-second step.
+//!
+//! Beside the rates, the server process's CPU time per sign-in (from
+//! `/proc`) compares the two kinds directly: it is what the second step
+//! costs, whatever the machine's speed did meanwhile.
 //!
 //! `cargo bench --bench signin` (SQLite). `BENCH_ENGINE=postgres` runs the
-//! server on a fresh schema of the test PostgreSQL server
-//! (`CLOUDKEEP_TEST_DATABASE_URL`, default the local one); `BENCH_SECONDS`
-//! sets the measured time of each side (default 12) and
+//! server on a fresh schema of the test PostgreSQL server;
+//! `BENCH_SECONDS` sets the measured time of each kind (default 12) and
 //! `BENCH_CONCURRENCY` the number of clients (default 4 per core).
-//!
-//! The two measurements alternate in rounds (raw, HTTP, raw, HTTP, ...) so
-//! that a virtual machine's drifting speed affects both alike.
 
-use std::io::{BufRead, BufReader, Write};
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use identity::credential::totp::{TotpSecret, code_at_step, step_at};
+use identity::{ClientInfo, Clock, Identity, IdentityConfig, PasswordHasher, Role, ServerKey, SystemClock};
+
 const PASSWORD: &str = "violet tractor sunrise 42";
+const TOTP_ACCOUNTS: usize = 600;
+const ROUNDS: u64 = 8;
 
 fn env_number(name: &str, default: u64) -> u64 {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
 }
 
-fn cloudkeep(data: &std::path::Path, database_url: Option<&str>) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_cloudkeep"));
-    c.env_remove("CLOUDKEEP_DATABASE_URL").env("CLOUDKEEP_DATA", data);
-    if let Some(url) = database_url {
-        c.env("CLOUDKEEP_DATABASE_URL", url);
-    }
-    c
-}
-
 /// Raw verifications per second, one thread per core, for `seconds`.
 fn raw_rate(seconds: f64, threads: usize) -> f64 {
-    let hasher = identity::PasswordHasher::owasp_minimum();
+    let hasher = PasswordHasher::owasp_minimum();
     let phc = hasher.hash_blocking(PASSWORD);
-    // Each thread keeps its working memory, exactly as the server's hashing
-    // threads do: the fastest the machine can verify.
-
     let done = Arc::new(AtomicU64::new(0));
     let stop = Arc::new(AtomicBool::new(false));
     let started = Instant::now();
     let workers: Vec<_> = (0..threads)
         .map(|_| {
             let (hasher, phc, done, stop) = (hasher.clone(), phc.clone(), done.clone(), stop.clone());
+            // Each thread keeps its working memory, exactly as the server's
+            // hashing threads do.
             std::thread::spawn(move || {
                 let mut memory = identity::HashMemory::new();
                 while !stop.load(Ordering::Relaxed) {
@@ -62,21 +68,131 @@ fn raw_rate(seconds: f64, threads: usize) -> f64 {
     done.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64()
 }
 
-/// Successful API sign-ins per second with `concurrency` clients.
-async fn http_rate(base: &str, seconds: f64, concurrency: usize) -> f64 {
+/// The session cookie (name=value) a response sets.
+fn session_cookie(response: &reqwest::Response) -> String {
+    response
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find(|c| c.starts_with("ck_session="))
+        .and_then(|c| c.split(';').next())
+        .expect("a session cookie")
+        .to_owned()
+}
+
+/// Accounts with an authenticator app, handed out so that no TOTP step is
+/// used twice for one account.
+struct TotpPool {
+    accounts: Vec<(String, TotpSecret)>,
+    last_step: Mutex<HashMap<usize, i64>>,
+    next: AtomicUsize,
+}
+
+impl TotpPool {
+    /// An account and a code it has not used yet, if any is left now.
+    fn take(&self) -> Option<(String, String)> {
+        let now = step_at(SystemClock.now());
+        for _ in 0..self.accounts.len() {
+            let i = self.next.fetch_add(1, Ordering::Relaxed) % self.accounts.len();
+            let mut used = self.last_step.lock().unwrap();
+            let last = used[&i];
+            let step = (now - 1).max(last + 1);
+            if step <= now + 1 {
+                used.insert(i, step);
+                let (email, secret) = &self.accounts[i];
+                return Some((email.clone(), code_at_step(secret, step)));
+            }
+        }
+        None
+    }
+}
+
+/// CPU seconds (user + system) a process has used.
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let fields: Vec<&str> = stat.rsplit(')').next().unwrap_or("").split_whitespace().collect();
+    let ticks: f64 = fields
+        .get(11..13)
+        .map_or(0.0, |f| f.iter().filter_map(|v| v.parse::<f64>().ok()).sum());
+    ticks / 100.0
+}
+
+/// What one kind of sign-in cost over the rounds.
+#[derive(Default)]
+struct Tally {
+    sign_ins: u64,
+    seconds: f64,
+    server_cpu: f64,
+}
+
+impl Tally {
+    fn rate(&self) -> f64 {
+        self.sign_ins as f64 / self.seconds
+    }
+
+    fn cpu_ms(&self) -> f64 {
+        self.server_cpu / self.sign_ins as f64 * 1000.0
+    }
+}
+
+/// Runs clients for `seconds` and adds what it measured to `tally`.
+async fn measure(
+    tally: &mut Tally,
+    server: u32,
+    base: &str,
+    seconds: f64,
+    concurrency: usize,
+    pool: Option<Arc<TotpPool>>,
+) {
+    let cpu = cpu_seconds(server);
+    let started = Instant::now();
+    let rate = http_rate(base, seconds, concurrency, pool).await;
+    let elapsed = started.elapsed().as_secs_f64();
+    tally.server_cpu += cpu_seconds(server) - cpu;
+    tally.sign_ins += (rate * elapsed).round() as u64;
+    tally.seconds += elapsed;
+}
+
+/// Sign-ins per second with `concurrency` clients; with `pool`, each is a
+/// full password + TOTP sign-in.
+async fn http_rate(base: &str, seconds: f64, concurrency: usize, pool: Option<Arc<TotpPool>>) -> f64 {
     let client = reqwest::Client::new();
-    let url = format!("{base}/api/v1/session");
-    let body = serde_json::json!({"email": "bench@example.org", "password": PASSWORD});
     let deadline = Instant::now() + Duration::from_secs_f64(seconds);
     let started = Instant::now();
     let tasks: Vec<_> = (0..concurrency)
         .map(|_| {
-            let (client, url, body) = (client.clone(), url.clone(), body.clone());
+            let (client, base, pool) = (client.clone(), base.to_owned(), pool.clone());
             tokio::spawn(async move {
                 let mut ok = 0u64;
                 while Instant::now() < deadline {
-                    let r = client.post(&url).json(&body).send().await.expect("request");
-                    assert_eq!(r.status(), 200, "sign-in failed");
+                    let (email, code) = match &pool {
+                        Some(pool) => match pool.take() {
+                            Some((email, code)) => (email, Some(code)),
+                            None => panic!("the TOTP accounts ran out of unused steps; raise TOTP_ACCOUNTS"),
+                        },
+                        None => ("bench@example.org".to_owned(), None),
+                    };
+                    let body = serde_json::json!({"email": email, "password": PASSWORD});
+                    let r = client
+                        .post(format!("{base}/api/v1/session"))
+                        .json(&body)
+                        .send()
+                        .await
+                        .unwrap();
+                    assert_eq!(r.status(), 200, "password step failed");
+                    if let Some(code) = code {
+                        let cookie = session_cookie(&r);
+                        let body = serde_json::json!({"method": "totp", "code": code});
+                        let r = client
+                            .post(format!("{base}/api/v1/session/second-factor"))
+                            .header("cookie", cookie)
+                            .json(&body)
+                            .send()
+                            .await
+                            .unwrap();
+                        assert_eq!(r.status(), 200, "second step failed");
+                    }
                     ok += 1;
                 }
                 ok
@@ -90,10 +206,56 @@ async fn http_rate(base: &str, seconds: f64, concurrency: usize) -> f64 {
     total as f64 / started.elapsed().as_secs_f64()
 }
 
+/// Creates the password-only account and the TOTP accounts directly in the
+/// data folder the server will use.
+async fn prepare(data: &std::path::Path, database_url: Option<&str>) -> Vec<(String, TotpSecret, i64)> {
+    let dir = store::DataDir::open(data).unwrap();
+    let url = database_url.map_or_else(|| dir.sqlite_url(), str::to_owned);
+    let store = store::SqlStore::open(&url).await.unwrap();
+    let identity = Identity::new(
+        Arc::new(store.clone()),
+        Arc::new(SystemClock),
+        PasswordHasher::owasp_minimum(),
+        ServerKey::from_bytes(dir.server_key().unwrap()),
+        IdentityConfig::default(),
+    );
+    identity.create_organization("Bench").await.unwrap();
+    identity
+        .create_account("bench@example.org", "Bench", PASSWORD, Some(("Bench", Role::User)))
+        .await
+        .unwrap();
+    let client = ClientInfo {
+        ip: "127.0.0.1".parse().unwrap(),
+        user_agent: String::new(),
+    };
+    let tasks: Vec<_> = (0..TOTP_ACCOUNTS)
+        .map(|i| {
+            let (identity, client) = (identity.clone(), client.clone());
+            tokio::spawn(async move {
+                let email = format!("totp{i}@example.org");
+                let (account, _) = identity.create_account(&email, "Bench", PASSWORD, None).await.unwrap();
+                let e = identity.begin_totp(&account, "Phone").await.unwrap();
+                let secret = TotpSecret::from_bytes(data_encoding::BASE32_NOPAD.decode(e.secret.as_bytes()).unwrap());
+                // Enrol with the previous step, so that the current one and
+                // the next stay free for the benchmark.
+                let step = step_at(SystemClock.now()) - 1;
+                let code = code_at_step(&secret, step);
+                identity.confirm_totp(&account.id, &e.id, &code, &client).await.unwrap();
+                (email, secret, step)
+            })
+        })
+        .collect();
+    let mut accounts = Vec::new();
+    for t in tasks {
+        accounts.push(t.await.unwrap());
+    }
+    store.close().await;
+    accounts
+}
+
 #[tokio::main]
 async fn main() {
-    let seconds = env_number("BENCH_SECONDS", 12);
-    const ROUNDS: u64 = 4;
+    let seconds = env_number("BENCH_SECONDS", 24);
     let cores = std::thread::available_parallelism().map_or(1, usize::from);
     let concurrency = env_number("BENCH_CONCURRENCY", 4 * cores as u64) as usize;
     let database_url = match std::env::var("BENCH_ENGINE").as_deref() {
@@ -105,32 +267,23 @@ async fn main() {
         _ => None,
     };
     let data = std::env::temp_dir().join(format!("cloudkeep-bench-{}", std::process::id()));
-    std::fs::create_dir_all(&data).unwrap();
+    let accounts = prepare(&data, database_url.as_deref()).await;
+    let last_step = accounts.iter().enumerate().map(|(i, a)| (i, a.2)).collect();
+    let accounts = accounts.into_iter().map(|(email, secret, _)| (email, secret)).collect();
+    let pool = Arc::new(TotpPool {
+        accounts,
+        last_step: Mutex::new(last_step),
+        next: AtomicUsize::new(0),
+    });
 
-    let mut admin = cloudkeep(&data, database_url.as_deref())
-        .args([
-            "admin",
-            "user",
-            "create",
-            "--email",
-            "bench@example.org",
-            "--name",
-            "Bench",
-            "--password-stdin",
-        ])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    admin
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(format!("{PASSWORD}\n").as_bytes())
-        .unwrap();
-    assert!(admin.wait().unwrap().success(), "could not create the bench account");
-
-    let mut server = cloudkeep(&data, database_url.as_deref())
+    let mut command = Command::new(env!("CARGO_BIN_EXE_cloudkeep"));
+    command
+        .env_remove("CLOUDKEEP_DATABASE_URL")
+        .env("CLOUDKEEP_DATA", &data);
+    if let Some(url) = &database_url {
+        command.env("CLOUDKEEP_DATABASE_URL", url);
+    }
+    let mut server = command
         .args(["serve", "--listen", "127.0.0.1:0"])
         .env("CLOUDKEEP_LOG", "warn,cloudkeep=info")
         .stdout(Stdio::null())
@@ -149,23 +302,40 @@ async fn main() {
 
     let engine = if database_url.is_some() { "PostgreSQL" } else { "SQLite" };
     println!(
-        "sign-in benchmark: {cores} cores, {concurrency} clients, {ROUNDS} rounds of {seconds}/{ROUNDS} s each side, {engine}"
+        "sign-in benchmark: {cores} cores, {concurrency} clients, {ROUNDS} rounds of {seconds}/{ROUNDS} s per kind, {engine}"
     );
-    http_rate(&base, 2.0, concurrency).await; // warm-up
+    http_rate(&base, 2.0, concurrency, None).await; // warm-up
     let phase = (seconds as f64 / ROUNDS as f64).max(1.0);
-    let (mut http, mut raw) = (0.0, 0.0);
+    let pid = server.id();
+    let (mut raw, mut password, mut two_step) = (0.0, Tally::default(), Tally::default());
     for _ in 0..ROUNDS {
         raw += raw_rate(phase, cores) / ROUNDS as f64;
-        http += http_rate(&base, phase, concurrency).await / ROUNDS as f64;
+        measure(&mut password, pid, &base, phase, concurrency, None).await;
+        measure(&mut two_step, pid, &base, phase, concurrency, Some(pool.clone())).await;
     }
     let _ = server.kill();
     let _ = server.wait();
     let _ = std::fs::remove_dir_all(&data);
 
-    println!("  HTTP API password sign-ins:            {http:8.1} /s");
-    println!("  raw Argon2id verifications ({cores} threads): {raw:8.1} /s  (m=19456 KiB, t=2, p=1)");
+    let raw_cpu_ms = cores as f64 / raw * 1000.0;
     println!(
-        "  ratio sign-ins / raw hashes:           {:8.3}  (target >= 0.9)",
-        http / raw
+        "  raw Argon2id verifications ({cores} threads): {raw:8.1} /s  {raw_cpu_ms:6.2} ms CPU each  (m=19456 KiB, t=2, p=1)"
+    );
+    println!(
+        "  password sign-ins (HTTP API):         {:8.1} /s  ratio to raw {:.3} (target >= 0.9)  server {:6.2} ms CPU each",
+        password.rate(),
+        password.rate() / raw,
+        password.cpu_ms()
+    );
+    println!(
+        "  password + TOTP sign-ins (HTTP API):  {:8.1} /s  ratio to raw {:.3}                 server {:6.2} ms CPU each",
+        two_step.rate(),
+        two_step.rate() / raw,
+        two_step.cpu_ms()
+    );
+    println!(
+        "  the second step adds {:+.1}% CPU to a sign-in (target < 5%); throughput {:+.1}%",
+        (two_step.cpu_ms() / password.cpu_ms() - 1.0) * 100.0,
+        (password.rate() / two_step.rate() - 1.0) * 100.0
     );
 }

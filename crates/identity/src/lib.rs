@@ -41,6 +41,6 @@ pub use second_factor::{Challenge, FactorKind, MethodSummary, SecondFactor, TwoF
 pub use secrets::{ServerKey, random_token};
 pub use service::{ClientInfo, Identity, IdentityConfig, IdentityError, SetupRequest, SignIn, SignInError, SignedIn};
 pub use session::{Session, SessionId, SessionPolicy, SessionStage, SessionToken};
-pub use store::{EventPage, ExpiryCutoffs, IdentityStore, StoreError, ThrottleRecord};
+pub use store::{EventPage, ExpiryCutoffs, IdentityStore, SecondStepProof, StoreError, ThrottleRecord};
 pub use sync_user_id::SyncUserId;
 pub use two_factor::{SecondStep, SecondStepError, TotpEnrollment};

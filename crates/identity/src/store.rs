@@ -55,6 +55,15 @@ pub struct ExpiryCutoffs {
     pub throttle_failure_before: Millis,
 }
 
+/// What a second step presents, to be consumed once.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SecondStepProof {
+    /// A TOTP step of an active factor.
+    TotpStep { factor_id: String, step: i64 },
+    /// A backup code's digest.
+    BackupCode { account_id: String, digest: String },
+}
+
 pub type SyncIds<'a> = &'a mut (dyn Iterator<Item = SyncUserId> + Send);
 
 #[async_trait]
@@ -113,15 +122,18 @@ pub trait IdentityStore: Send + Sync {
     /// Whether a session of that account with that id existed.
     async fn delete_session(&self, account_id: &str, id: &str) -> Result<bool, StoreError>;
     async fn delete_sessions_except(&self, account_id: &str, keep: &str) -> Result<u64, StoreError>;
-    /// Finishes a half-signed-in session: it becomes signed in under a new
-    /// token, and `event` is recorded, in one transaction. `false` when it
-    /// was not waiting for a second factor.
-    async fn promote_session(
+    /// In one transaction: consumes `proof` (a TOTP step above the
+    /// factor's counter, or an unused backup code), signs the half-signed-in
+    /// session in under a new token, and records `event`. `false`, with
+    /// nothing changed, when the proof was already used (even a moment ago
+    /// by a concurrent request) or the session is not waiting.
+    async fn complete_second_step(
         &self,
-        id: &str,
+        session_id: &str,
         token_hash: &str,
         now: Millis,
         event: &SecurityEvent,
+        proof: &SecondStepProof,
     ) -> Result<bool, StoreError>;
     /// Counts a wrong second-step code; returns the session's new total.
     async fn count_factor_failure(&self, id: &str) -> Result<u32, StoreError>;
@@ -142,9 +154,6 @@ pub trait IdentityStore: Send + Sync {
         counter: i64,
         backup_codes: Option<&[String]>,
     ) -> Result<bool, StoreError>;
-    /// Records a use if `counter` is above the stored one (atomically: of
-    /// two concurrent uses of one TOTP step, one wins).
-    async fn advance_factor_counter(&self, id: &str, counter: i64, now: Millis) -> Result<bool, StoreError>;
     /// In one transaction: deletes the factor and, when no active factor is
     /// left, the backup codes. `None` if there was no such factor, else how
     /// many active factors remain.
@@ -152,9 +161,6 @@ pub trait IdentityStore: Send + Sync {
 
     async fn replace_backup_codes(&self, account_id: &str, digests: &[String], now: Millis) -> Result<(), StoreError>;
     async fn unused_backup_codes(&self, account_id: &str) -> Result<Vec<String>, StoreError>;
-    /// Marks a code used; `false` if it was already (even a moment ago, by
-    /// a concurrent request).
-    async fn use_backup_code(&self, account_id: &str, digest: &str, now: Millis) -> Result<bool, StoreError>;
 
     async fn insert_app_password(&self, password: &AppPassword, digest: &str) -> Result<(), StoreError>;
     /// The account's application passwords with their digests.

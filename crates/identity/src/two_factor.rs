@@ -17,7 +17,7 @@ use crate::secrets::{random_token, token_hash};
 use crate::service::{ClientInfo, Identity, IdentityError, SignedIn};
 use crate::session::{MAX_FACTOR_FAILURES, Session, SessionStage, SessionToken};
 use crate::softlock::ThrottlePolicy;
-use crate::store::StoreError;
+use crate::store::{SecondStepProof, StoreError};
 
 const TOTP_PURPOSE: &str = "totp-secret";
 
@@ -216,25 +216,21 @@ impl Identity {
         Ok(codes)
     }
 
-    /// The second sign-in step of a half-signed-in session. On success the
-    /// session is signed in under a new token. Wrong codes count per
-    /// sign-in attempt (five, then the password step starts over) and per
-    /// account (the same softlock as passwords).
+    /// The second sign-in step of a half-signed-in session of `account`.
+    /// On success the session is signed in under a new token. Wrong codes
+    /// count per sign-in attempt (five, then the password step starts over)
+    /// and per account (the same softlock as passwords).
     pub async fn second_step(
         &self,
         session: &Session,
+        account: &Account,
         step: SecondStep,
         device_cookie: Option<&str>,
         client: &ClientInfo,
     ) -> Result<SignedIn, SecondStepError> {
-        if session.stage != SessionStage::SecondFactor {
+        if session.stage != SessionStage::SecondFactor || session.account_id != account.id {
             return Err(SecondStepError::NotPending);
         }
-        let account = self
-            .store()
-            .account_by_id(&session.account_id)
-            .await?
-            .ok_or(SecondStepError::NotPending)?;
         let key = format!("second-factor:{}", account.id);
         let policy = ThrottlePolicy::ACCOUNT;
         let record = self.store().throttle(&key).await?;
@@ -242,11 +238,25 @@ impl Identity {
             return Err(SecondStepError::TooManyAttempts { retry_after });
         }
 
-        let accepted = match step {
-            SecondStep::Totp(code) => self.accept_totp(&account, &code).await?,
-            SecondStep::BackupCode(code) => self.accept_backup_code(&account, &code, client).await?,
+        let now = self.now();
+        let (proof, method, backup_left) = match step {
+            SecondStep::Totp(code) => (self.totp_proof(account, &code).await?, "totp", None),
+            SecondStep::BackupCode(code) => {
+                let (proof, left) = self.backup_code_proof(account, &code).await?;
+                (proof, "backup_code", left)
+            }
         };
-        let Some(method) = accepted else {
+        let token = SessionToken(random_token(32));
+        let event = self.event(&account.id, EventKind::SignIn, client, method);
+        let completed = match &proof {
+            Some(proof) => {
+                self.store()
+                    .complete_second_step(&session.id, &token_hash(&token.0), now, &event, proof)
+                    .await?
+            }
+            None => false,
+        };
+        if !completed {
             let failures = self.store().count_factor_failure(&session.id).await?;
             let locked = self.count_failures(&[(key, policy)]).await?;
             self.record(&account.id, EventKind::SecondFactorFailed, client, "")
@@ -261,39 +271,31 @@ impl Identity {
                 return Err(SecondStepError::Restart);
             }
             return Err(SecondStepError::WrongCode {
-                attempts_left: MAX_FACTOR_FAILURES - failures,
+                attempts_left: MAX_FACTOR_FAILURES.saturating_sub(failures),
             });
-        };
+        }
         if record.is_some() {
             self.store().clear_throttle(&key).await?;
         }
-
-        let now = self.now();
-        let token = SessionToken(random_token(32));
-        let event = self.event(&account.id, EventKind::SignIn, client, method);
-        if !self
-            .store()
-            .promote_session(&session.id, &token_hash(&token.0), now, &event)
-            .await?
-        {
-            return Err(SecondStepError::NotPending);
+        if let Some(left) = backup_left {
+            self.record(&account.id, EventKind::BackupCodeUsed, client, &left.to_string())
+                .await?;
         }
         let mut session = session.clone();
         session.stage = SessionStage::SignedIn;
         session.last_seen_at = now;
         let known = self.known_device(&account.id, device_cookie);
-        let device_cookie = Some(self.device_cookie(&account.id, known));
         Ok(SignedIn {
             token,
             session,
-            account,
-            device_cookie,
+            account: account.clone(),
+            device_cookie: Some(self.device_cookie(&account.id, known)),
             second_factor: None,
         })
     }
 
-    /// The TOTP method a code belongs to, consuming its step.
-    async fn accept_totp(&self, account: &Account, code: &str) -> Result<Option<&'static str>, StoreError> {
+    /// The step of an active TOTP app that `code` matches, if any.
+    async fn totp_proof(&self, account: &Account, code: &str) -> Result<Option<SecondStepProof>, StoreError> {
         let now = self.now();
         for factor in self.store().second_factors(&account.id).await? {
             if !factor.active || factor.kind != FactorKind::Totp {
@@ -301,35 +303,36 @@ impl Identity {
             }
             let secret = self.totp_secret(&factor)?;
             if let Some(step) = totp::verify(&secret, code, now, factor.counter) {
-                // Atomic: of two concurrent uses of one step, one wins.
-                if self.store().advance_factor_counter(&factor.id, step, now).await? {
-                    return Ok(Some(FactorKind::Totp.as_str()));
-                }
+                return Ok(Some(SecondStepProof::TotpStep {
+                    factor_id: factor.id,
+                    step,
+                }));
             }
         }
         Ok(None)
     }
 
-    async fn accept_backup_code(
+    /// The unused backup code `code` is, compared in constant time, and how
+    /// many would be left once it is used.
+    async fn backup_code_proof(
         &self,
         account: &Account,
         code: &str,
-        client: &ClientInfo,
-    ) -> Result<Option<&'static str>, StoreError> {
+    ) -> Result<(Option<SecondStepProof>, Option<usize>), StoreError> {
         let Some(digest) = backup_code::digest(self.key(), code) else {
-            return Ok(None);
+            return Ok((None, None));
         };
         let unused = self.store().unused_backup_codes(&account.id).await?;
         let known = unused.iter().fold(false, |found, d| {
             found | bool::from(d.as_bytes().ct_eq(digest.as_bytes()))
         });
-        // Atomic: of two concurrent uses of one code, one wins.
-        if !known || !self.store().use_backup_code(&account.id, &digest, self.now()).await? {
-            return Ok(None);
+        if !known {
+            return Ok((None, None));
         }
-        let left = (unused.len() - 1).to_string();
-        self.record(&account.id, EventKind::BackupCodeUsed, client, &left)
-            .await?;
-        Ok(Some("backup_code"))
+        let proof = SecondStepProof::BackupCode {
+            account_id: account.id.clone(),
+            digest,
+        };
+        Ok((Some(proof), Some(unused.len() - 1)))
     }
 }

@@ -1,6 +1,7 @@
 //! [`identity::IdentityStore`] over SQL.
 
 use async_trait::async_trait;
+use identity::SecondStepProof;
 use identity::credential::app_password::AppPassword;
 use identity::softlock::ThrottleState;
 use identity::{
@@ -559,25 +560,44 @@ impl IdentityStore for SqlStore {
         row.as_ref().map(account_from).transpose()
     }
 
-    async fn promote_session(
+    async fn complete_second_step(
         &self,
-        id: &str,
+        session_id: &str,
         token_hash: &str,
         now: Millis,
         event: &SecurityEvent,
+        proof: &SecondStepProof,
     ) -> Result<bool, StoreError> {
         let mut tx = self.begin_write().await.map_err(backend)?;
-        let done = sqlx::query(
+        let consume = match proof {
+            SecondStepProof::TotpStep { factor_id, step } => sqlx::query(
+                "UPDATE second_factors SET counter = $2, last_used_at = $3 WHERE id = $1 AND active = 1 AND counter < $2",
+            )
+            .bind(factor_id.as_str())
+            .bind(*step)
+            .bind(now),
+            SecondStepProof::BackupCode { account_id, digest } => {
+                sqlx::query("UPDATE backup_codes SET used_at = $3 WHERE account_id = $1 AND digest = $2 AND used_at = 0")
+                    .bind(account_id.as_str())
+                    .bind(digest.as_str())
+                    .bind(now)
+            }
+        };
+        let consumed = consume.execute(&mut *tx).await.map_err(backend)?;
+        if consumed.rows_affected() != 1 {
+            return Ok(false);
+        }
+        let promoted = sqlx::query(
             "UPDATE sessions SET stage = 'signed_in', token_hash = $2, last_seen_at = $3
              WHERE id = $1 AND stage = 'second_factor'",
         )
-        .bind(id)
+        .bind(session_id)
         .bind(token_hash)
         .bind(now)
         .execute(&mut *tx)
         .await
         .map_err(backend)?;
-        if done.rows_affected() != 1 {
+        if promoted.rows_affected() != 1 {
             return Ok(false);
         }
         insert_event(&mut tx, event).await?;
@@ -673,19 +693,6 @@ impl IdentityStore for SqlStore {
         Ok(true)
     }
 
-    async fn advance_factor_counter(&self, id: &str, counter: i64, now: Millis) -> Result<bool, StoreError> {
-        let done = sqlx::query(
-            "UPDATE second_factors SET counter = $2, last_used_at = $3 WHERE id = $1 AND active = 1 AND counter < $2",
-        )
-        .bind(id)
-        .bind(counter)
-        .bind(now)
-        .execute(&self.pool)
-        .await
-        .map_err(backend)?;
-        Ok(done.rows_affected() == 1)
-    }
-
     async fn delete_second_factor(&self, account_id: &str, id: &str) -> Result<Option<usize>, StoreError> {
         let mut tx = self.begin_write().await.map_err(backend)?;
         let deleted = sqlx::query("DELETE FROM second_factors WHERE account_id = $1 AND id = $2 RETURNING id")
@@ -723,18 +730,6 @@ impl IdentityStore for SqlStore {
             .await
             .map_err(backend)?;
         rows.iter().map(|r| r.try_get("digest").map_err(backend)).collect()
-    }
-
-    async fn use_backup_code(&self, account_id: &str, digest: &str, now: Millis) -> Result<bool, StoreError> {
-        let done =
-            sqlx::query("UPDATE backup_codes SET used_at = $3 WHERE account_id = $1 AND digest = $2 AND used_at = 0")
-                .bind(account_id)
-                .bind(digest)
-                .bind(now)
-                .execute(&self.pool)
-                .await
-                .map_err(backend)?;
-        Ok(done.rows_affected() == 1)
     }
 
     async fn insert_app_password(&self, p: &AppPassword, digest: &str) -> Result<(), StoreError> {

@@ -356,6 +356,7 @@ mod two_factor {
             let replay = id
                 .second_step(
                     &pending.session,
+                    &pending.account,
                     SecondStep::Totp(code_now(&secret, w.clock.now(), 0)),
                     None,
                     &c,
@@ -367,7 +368,13 @@ mod two_factor {
             );
             let next = code_now(&secret, w.clock.now(), 1);
             let done = id
-                .second_step(&pending.session, SecondStep::Totp(next.clone()), None, &c)
+                .second_step(
+                    &pending.session,
+                    &pending.account,
+                    SecondStep::Totp(next.clone()),
+                    None,
+                    &c,
+                )
                 .await
                 .unwrap();
             assert_eq!(done.session.stage, SessionStage::SignedIn);
@@ -382,7 +389,9 @@ mod two_factor {
                 .sign_in(attempt("ana@example.org", PASSWORD, "192.0.2.1", None))
                 .await
                 .unwrap();
-            let replay = id.second_step(&again.session, SecondStep::Totp(next), None, &c).await;
+            let replay = id
+                .second_step(&again.session, &again.account, SecondStep::Totp(next), None, &c)
+                .await;
             assert!(
                 matches!(replay, Err(SecondStepError::WrongCode { .. })),
                 "a used step never works again"
@@ -390,6 +399,7 @@ mod two_factor {
             w.clock.advance(60_000);
             id.second_step(
                 &again.session,
+                &again.account,
                 SecondStep::Totp(code_now(&secret, w.clock.now(), 0)),
                 None,
                 &c,
@@ -411,7 +421,13 @@ mod two_factor {
                 .unwrap();
             for left in (1..5).rev() {
                 let r = id
-                    .second_step(&pending.session, SecondStep::Totp("111111".into()), None, &c)
+                    .second_step(
+                        &pending.session,
+                        &pending.account,
+                        SecondStep::Totp("111111".into()),
+                        None,
+                        &c,
+                    )
                     .await;
                 assert!(
                     matches!(r, Err(SecondStepError::WrongCode { attempts_left }) if attempts_left == left),
@@ -419,7 +435,13 @@ mod two_factor {
                 );
             }
             let r = id
-                .second_step(&pending.session, SecondStep::Totp("111111".into()), None, &c)
+                .second_step(
+                    &pending.session,
+                    &pending.account,
+                    SecondStep::Totp("111111".into()),
+                    None,
+                    &c,
+                )
                 .await;
             assert!(matches!(r, Err(SecondStepError::Restart)), "{r:?}");
             assert!(
@@ -433,12 +455,19 @@ mod two_factor {
                 .await
                 .unwrap();
             let r = id
-                .second_step(&pending.session, SecondStep::Totp("111111".into()), None, &c)
+                .second_step(
+                    &pending.session,
+                    &pending.account,
+                    SecondStep::Totp("111111".into()),
+                    None,
+                    &c,
+                )
                 .await;
             assert!(matches!(r, Err(SecondStepError::WrongCode { .. })));
             let r = id
                 .second_step(
                     &pending.session,
+                    &pending.account,
                     SecondStep::Totp(code_now(&secret, w.clock.now(), 1)),
                     None,
                     &c,
@@ -472,7 +501,13 @@ mod two_factor {
                 .unwrap();
             let typed = codes[0].to_uppercase().replace('-', " ");
             let done = id
-                .second_step(&pending.session, SecondStep::BackupCode(typed), None, &c)
+                .second_step(
+                    &pending.session,
+                    &pending.account,
+                    SecondStep::BackupCode(typed),
+                    None,
+                    &c,
+                )
                 .await
                 .unwrap();
             assert_eq!(id.two_factor(&done.account.id).await.unwrap().backup_codes_remaining, 9);
@@ -481,7 +516,13 @@ mod two_factor {
                 .await
                 .unwrap();
             let r = id
-                .second_step(&pending.session, SecondStep::BackupCode(codes[0].clone()), None, &c)
+                .second_step(
+                    &pending.session,
+                    &pending.account,
+                    SecondStep::BackupCode(codes[0].clone()),
+                    None,
+                    &c,
+                )
                 .await;
             assert!(matches!(r, Err(SecondStepError::WrongCode { .. })), "used once");
 
@@ -498,15 +539,27 @@ mod two_factor {
                 10
             );
             let r = id
-                .second_step(&pending.session, SecondStep::BackupCode(codes[1].clone()), None, &c)
+                .second_step(
+                    &pending.session,
+                    &pending.account,
+                    SecondStep::BackupCode(codes[1].clone()),
+                    None,
+                    &c,
+                )
                 .await;
             assert!(
                 matches!(r, Err(SecondStepError::WrongCode { .. })),
                 "old codes stop working"
             );
-            id.second_step(&pending.session, SecondStep::BackupCode(fresh[5].clone()), None, &c)
-                .await
-                .unwrap();
+            id.second_step(
+                &pending.session,
+                &pending.account,
+                SecondStep::BackupCode(fresh[5].clone()),
+                None,
+                &c,
+            )
+            .await
+            .unwrap();
         }
     }
 
@@ -523,6 +576,7 @@ mod two_factor {
             let done = id
                 .second_step(
                     &pending.session,
+                    &pending.account,
                     SecondStep::Totp(code_now(&secret, w.clock.now(), 1)),
                     None,
                     &c,

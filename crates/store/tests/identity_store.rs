@@ -6,7 +6,7 @@ use identity::{
     EmailAddress, EventKind, IdentityStore, NewAccount, NewOrganization, Role, SecurityEvent, Session, SessionStage,
     StoreError, SyncUserId,
 };
-use identity::{FactorKind, SecondFactor};
+use identity::{FactorKind, SecondFactor, SecondStepProof};
 use store::{Engine, SqlStore};
 
 async fn stores() -> Vec<SqlStore> {
@@ -257,61 +257,120 @@ async fn events_page_newest_first() {
     }
 }
 
+fn pending_session(id: &str, account_id: &str) -> Session {
+    Session {
+        id: id.into(),
+        account_id: account_id.into(),
+        created_at: 1,
+        last_seen_at: 1,
+        remember: false,
+        ip: "127.0.0.1".into(),
+        user_agent: "test".into(),
+        stage: SessionStage::SecondFactor,
+        password_at: 1,
+        factor_failures: 0,
+    }
+}
+
+fn sign_in_event(id: &str, account_id: &str) -> SecurityEvent {
+    SecurityEvent {
+        id: id.into(),
+        account_id: account_id.into(),
+        at: 5,
+        kind: EventKind::SignIn,
+        ip: "127.0.0.1".into(),
+        user_agent: "test".into(),
+        detail: "totp".into(),
+    }
+}
+
+async fn done(s: &SqlStore, account: &str, session: &str, hash: &str, proof: SecondStepProof) -> bool {
+    let event = sign_in_event(hash, account);
+    s.complete_second_step(session, hash, 5, &event, &proof).await.unwrap()
+}
+
 #[tokio::test]
-async fn half_signed_in_sessions_are_promoted_once_and_count_failures() {
+async fn a_second_step_consumes_its_proof_and_signs_in_once() {
     for s in stores().await {
         let a = s
             .create_account(&new_account("p@example.org"), None, &mut ids(&["PP00001"]))
             .await
             .unwrap();
-        let pending = Session {
-            id: "pending".into(),
-            account_id: a.id.clone(),
-            created_at: 1,
-            last_seen_at: 1,
-            remember: false,
-            ip: "127.0.0.1".into(),
-            user_agent: "test".into(),
-            stage: SessionStage::SecondFactor,
-            password_at: 1,
-            factor_failures: 0,
-        };
-        s.insert_session(&pending, "old-hash", None, None).await.unwrap();
+        for (id, hash) in [("p1", "h1"), ("p2", "h2"), ("p3", "h3")] {
+            s.insert_session(&pending_session(id, &a.id), hash, None, None)
+                .await
+                .unwrap();
+        }
         assert!(
             s.events(&a.id, None, 10).await.unwrap().is_empty(),
             "nothing recorded before the second step"
         );
-        assert_eq!(s.count_factor_failure("pending").await.unwrap(), 1);
-        assert_eq!(s.count_factor_failure("pending").await.unwrap(), 2);
-        let event = SecurityEvent {
-            id: "e1".into(),
+        assert_eq!(s.count_factor_failure("p1").await.unwrap(), 1);
+        assert_eq!(s.count_factor_failure("p1").await.unwrap(), 2);
+        let factor = SecondFactor {
+            id: "f".into(),
             account_id: a.id.clone(),
-            at: 5,
-            kind: EventKind::SignIn,
-            ip: "127.0.0.1".into(),
-            user_agent: "test".into(),
-            detail: "totp".into(),
+            kind: FactorKind::Totp,
+            name: "Phone".into(),
+            secret: "sealed".into(),
+            active: false,
+            created_at: 1,
+            expires_at: 100,
+            last_used_at: 0,
+            counter: 0,
         };
-        assert!(s.promote_session("pending", "new-hash", 5, &event).await.unwrap());
+        s.insert_second_factor(&factor).await.unwrap();
+        let codes = ["code-a".to_owned(), "code-b".to_owned()];
+        assert!(s.activate_second_factor(&a.id, "f", 2, 7, Some(&codes)).await.unwrap());
+        let totp = |step| SecondStepProof::TotpStep {
+            factor_id: "f".into(),
+            step,
+        };
+        let backup = |code: &str| SecondStepProof::BackupCode {
+            account_id: a.id.clone(),
+            digest: code.into(),
+        };
+
+        assert!(!done(&s, &a.id, "p1", "n0", totp(7)).await, "not above the counter");
+        assert!(done(&s, &a.id, "p1", "n1", totp(8)).await);
+        assert!(!done(&s, &a.id, "p2", "n2", totp(8)).await, "a step works once");
+        assert!(done(&s, &a.id, "p2", "n3", backup("code-a")).await);
         assert!(
-            !s.promote_session("pending", "newer-hash", 6, &event).await.unwrap(),
-            "only once"
+            !done(&s, &a.id, "p3", "n4", backup("code-a")).await,
+            "a code works once"
         );
         assert!(
-            s.session_by_token_hash("old-hash").await.unwrap().is_none(),
+            !done(&s, &a.id, "p1", "n5", backup("code-b")).await,
+            "p1 is signed in already"
+        );
+        assert_eq!(
+            s.unused_backup_codes(&a.id).await.unwrap(),
+            ["code-b"],
+            "and code-b was not spent"
+        );
+
+        assert!(
+            s.session_by_token_hash("h1").await.unwrap().is_none(),
             "the old token is dead"
         );
-        let promoted = s.session_by_token_hash("new-hash").await.unwrap().unwrap();
+        let promoted = s.session_by_token_hash("n1").await.unwrap().unwrap();
         assert_eq!(
             (promoted.stage, promoted.factor_failures, promoted.last_seen_at),
             (SessionStage::SignedIn, 2, 5)
         );
-        s.set_password_at("pending", 9).await.unwrap();
+        let f = &s.second_factors(&a.id).await.unwrap()[0];
+        assert_eq!((f.counter, f.last_used_at), (8, 5));
         assert_eq!(
-            s.session_by_token_hash("new-hash").await.unwrap().unwrap().password_at,
-            9
+            s.session_by_token_hash("h3").await.unwrap().unwrap().stage,
+            SessionStage::SecondFactor
         );
-        assert_eq!(s.events(&a.id, None, 10).await.unwrap().len(), 1);
+        s.set_password_at("p1", 9).await.unwrap();
+        assert_eq!(s.session_by_token_hash("n1").await.unwrap().unwrap().password_at, 9);
+        assert_eq!(
+            s.events(&a.id, None, 10).await.unwrap().len(),
+            2,
+            "one sign-in event per completed step"
+        );
     }
 }
 
@@ -364,15 +423,6 @@ async fn second_factors_and_backup_codes() {
         assert!(one.active && one.counter == 7 && one.expires_at == 0 && one.last_used_at == 60);
         assert_eq!(s.unused_backup_codes(&a.id).await.unwrap().len(), 10);
 
-        assert!(
-            !s.advance_factor_counter("one", 7, 70).await.unwrap(),
-            "the same step again"
-        );
-        assert!(s.advance_factor_counter("one", 8, 70).await.unwrap());
-
-        assert!(s.use_backup_code(&a.id, "digest-3", 80).await.unwrap());
-        assert!(!s.use_backup_code(&a.id, "digest-3", 81).await.unwrap(), "once");
-        assert_eq!(s.unused_backup_codes(&a.id).await.unwrap().len(), 9);
         s.replace_backup_codes(&a.id, &["fresh".to_owned()], 90).await.unwrap();
         assert_eq!(s.unused_backup_codes(&a.id).await.unwrap(), ["fresh"]);
 
@@ -402,7 +452,20 @@ async fn one_backup_code_used_twice_at_once_works_once() {
         let uses: Vec<_> = (0..8)
             .map(|i| {
                 let (s, account) = (s.clone(), a.id.clone());
-                tokio::spawn(async move { s.use_backup_code(&account, "only", 2 + i).await.unwrap() })
+                tokio::spawn(async move {
+                    let id = format!("race-{i}");
+                    s.insert_session(&pending_session(&id, &account), &format!("h-{i}"), None, None)
+                        .await
+                        .unwrap();
+                    let proof = SecondStepProof::BackupCode {
+                        account_id: account.clone(),
+                        digest: "only".into(),
+                    };
+                    let event = sign_in_event(&format!("e-{i}"), &account);
+                    s.complete_second_step(&id, &format!("n-{i}"), 5, &event, &proof)
+                        .await
+                        .unwrap()
+                })
             })
             .collect();
         let mut successes = 0;

@@ -281,7 +281,7 @@ async fn second_factor(
     let device = cookies::get(&headers, DEVICE_COOKIE);
     match state
         .identity()
-        .second_step(&pending.session, step, device, &pending.client)
+        .second_step(&pending.session, &pending.account, step, device, &pending.client)
         .await
     {
         Ok(signed) => {

@@ -124,7 +124,13 @@ async fn second_step_submit(ctx: Ctx, Form(form): Form<CodeForm>) -> Response {
     let result = ctx
         .state
         .identity()
-        .second_step(&pending.session, step, ctx.device.as_deref(), &pending.client)
+        .second_step(
+            &pending.session,
+            &pending.account,
+            step,
+            ctx.device.as_deref(),
+            &pending.client,
+        )
         .await;
     let (status, error) = match result {
         Ok(signed) => {

@@ -40,6 +40,26 @@ struct File {
     argon2: Argon2File,
     #[serde(default)]
     session: SessionFile,
+    #[serde(default)]
+    sms: SmsFile,
+}
+
+#[derive(Deserialize, Default, Debug)]
+#[serde(deny_unknown_fields)]
+struct SmsFile {
+    gateway: Option<String>,
+    url: Option<String>,
+    token: Option<String>,
+    allowed_countries: Option<Vec<String>>,
+}
+
+/// Where SMS codes go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SmsGatewaySetting {
+    /// The server log and `<data>/outbox/sms.log`.
+    Log,
+    /// `POST url` with `{"to","message"}` and a bearer token.
+    Http { url: String, token: String },
 }
 
 #[derive(Deserialize, Default, Debug)]
@@ -78,6 +98,8 @@ pub struct Settings {
     pub issuer: String,
     pub argon2: (u32, u32, u32),
     pub session: identity::SessionPolicy,
+    pub sms_gateway: SmsGatewaySetting,
+    pub sms_regions: Vec<String>,
 }
 
 fn env(name: &str) -> Option<String> {
@@ -141,7 +163,37 @@ impl Settings {
         {
             anyhow::bail!("public_url must start with http:// or https://");
         }
+        let sms_gateway = match env("CLOUDKEEP_SMS_GATEWAY").or(file.sms.gateway).as_deref() {
+            None | Some("log") => SmsGatewaySetting::Log,
+            Some("http") => SmsGatewaySetting::Http {
+                url: env("CLOUDKEEP_SMS_URL")
+                    .or(file.sms.url)
+                    .ok_or_else(|| anyhow::anyhow!("the http SMS gateway needs sms.url (CLOUDKEEP_SMS_URL)"))?,
+                token: env("CLOUDKEEP_SMS_TOKEN").or(file.sms.token).unwrap_or_default(),
+            },
+            Some(other) => anyhow::bail!("SMS gateway '{other}' is not 'log' or 'http'"),
+        };
+        let sms_regions: Vec<String> = match env("CLOUDKEEP_SMS_ALLOWED_COUNTRIES") {
+            Some(list) => list
+                .split(',')
+                .map(|c| c.trim().to_uppercase())
+                .filter(|c| !c.is_empty())
+                .collect(),
+            None => file
+                .sms
+                .allowed_countries
+                .map(|l| l.iter().map(|c| c.trim().to_uppercase()).collect())
+                .unwrap_or_else(|| identity::credential::sms::DEFAULT_REGIONS.map(str::to_owned).to_vec()),
+        };
+        if sms_regions
+            .iter()
+            .any(|c| c.len() != 2 || !c.bytes().all(|b| b.is_ascii_uppercase()))
+        {
+            anyhow::bail!("sms.allowed_countries takes two-letter country codes, e.g. [\"CH\", \"FR\"]");
+        }
         Ok(Settings {
+            sms_gateway,
+            sms_regions,
             listen: listen.or(file.listen).unwrap_or_else(|| "127.0.0.1:8080".to_owned()),
             data: common
                 .data
@@ -209,9 +261,17 @@ pub async fn build(settings: &Settings) -> anyhow::Result<Services> {
         identity::IdentityConfig {
             session: settings.session,
             issuer: settings.issuer.clone(),
+            sms_regions: settings.sms_regions.clone(),
             ..identity::IdentityConfig::default()
         },
     );
+    let gateway: std::sync::Arc<dyn identity::SmsGateway> = match &settings.sms_gateway {
+        SmsGatewaySetting::Log => std::sync::Arc::new(notify::LogSmsGateway::new(data.root().join("outbox"))),
+        SmsGatewaySetting::Http { url, token } => {
+            std::sync::Arc::new(notify::HttpSmsGateway::new(url.clone(), token.clone()).map_err(anyhow::Error::msg)?)
+        }
+    };
+    let identity = identity.with_sms_gateway(gateway);
     let engine_label = match store.engine() {
         store::Engine::Sqlite => "sqlite",
         store::Engine::Postgres => "postgres",

@@ -25,6 +25,8 @@ mod second_factor;
 mod secrets;
 mod service;
 mod session;
+mod sms;
+mod sms_gateway;
 pub mod softlock;
 mod store;
 mod sync_user_id;
@@ -41,6 +43,8 @@ pub use second_factor::{Challenge, FactorKind, MethodSummary, SecondFactor, TwoF
 pub use secrets::{ServerKey, random_token};
 pub use service::{ClientInfo, Identity, IdentityConfig, IdentityError, SetupRequest, SignIn, SignInError, SignedIn};
 pub use session::{Session, SessionId, SessionPolicy, SessionStage, SessionToken};
+pub use sms::{SmsEnrollment, SmsError};
+pub use sms_gateway::{SmsGateway, SmsSendError};
 pub use store::{EventPage, ExpiryCutoffs, IdentityStore, SecondStepProof, StoreError, ThrottleRecord};
 pub use sync_user_id::SyncUserId;
 pub use two_factor::{SecondStep, SecondStepError, TotpEnrollment};

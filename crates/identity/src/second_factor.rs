@@ -8,14 +8,17 @@ use crate::clock::Millis;
 pub enum FactorKind {
     /// Any TOTP authenticator app.
     Totp,
+    /// Codes by SMS, to a number of an allowed country.
+    Sms,
 }
 
 impl FactorKind {
-    pub const ALL: [FactorKind; 1] = [FactorKind::Totp];
+    pub const ALL: [FactorKind; 2] = [FactorKind::Totp, FactorKind::Sms];
 
     pub fn as_str(self) -> &'static str {
         match self {
             FactorKind::Totp => "totp",
+            FactorKind::Sms => "sms",
         }
     }
 

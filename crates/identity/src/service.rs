@@ -23,6 +23,8 @@ pub struct IdentityConfig {
     pub setup_link_lifetime: Millis,
     /// The issuer authenticator apps show next to the account.
     pub issuer: String,
+    /// Regions (ISO 3166 alpha-2) whose numbers may receive SMS codes.
+    pub sms_regions: Vec<String>,
 }
 
 impl Default for IdentityConfig {
@@ -31,6 +33,10 @@ impl Default for IdentityConfig {
             session: SessionPolicy::default(),
             setup_link_lifetime: 3_600_000,
             issuer: "cloudkeep".to_owned(),
+            sms_regions: crate::credential::sms::DEFAULT_REGIONS
+                .iter()
+                .map(|r| (*r).to_owned())
+                .collect(),
         }
     }
 }
@@ -109,6 +115,8 @@ pub enum IdentityError {
     #[error("not found")]
     NotFound,
     #[error(transparent)]
+    Sms(#[from] crate::sms::SmsError),
+    #[error(transparent)]
     Role(#[from] RoleError),
     #[error(transparent)]
     Store(StoreError),
@@ -140,6 +148,7 @@ pub struct Identity {
     key: ServerKey,
     config: IdentityConfig,
     protocol_cache: Arc<crate::protocol::Cache>,
+    sms: Arc<dyn crate::sms_gateway::SmsGateway>,
 }
 
 const DEVICE_PURPOSE: &str = "device-cookie";
@@ -159,7 +168,23 @@ impl Identity {
             key,
             config,
             protocol_cache: Arc::default(),
+            sms: Arc::new(crate::sms_gateway::NoSmsGateway),
         }
+    }
+
+    /// Sends SMS codes through `gateway`.
+    pub fn with_sms_gateway(mut self, gateway: Arc<dyn crate::sms_gateway::SmsGateway>) -> Self {
+        self.sms = gateway;
+        self
+    }
+
+    pub(crate) fn sms_gateway(&self) -> &dyn crate::sms_gateway::SmsGateway {
+        self.sms.as_ref()
+    }
+
+    /// The countries whose numbers may receive SMS codes.
+    pub fn sms_regions(&self) -> &[String] {
+        &self.config.sms_regions
     }
 
     pub(crate) fn store(&self) -> &dyn IdentityStore {

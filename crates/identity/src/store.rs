@@ -7,6 +7,7 @@ use crate::account::{Account, NewAccount};
 use crate::audit::SecurityEvent;
 use crate::clock::Millis;
 use crate::credential::app_password::AppPassword;
+use crate::credential::sms::SmsCode;
 use crate::email::EmailAddress;
 use crate::org::{Membership, NewOrganization, Organization, Role};
 use crate::second_factor::SecondFactor;
@@ -62,6 +63,9 @@ pub enum SecondStepProof {
     TotpStep { factor_id: String, step: i64 },
     /// A backup code's digest.
     BackupCode { account_id: String, digest: String },
+    /// The digest of the SMS code waiting for a factor (unexpired, tries
+    /// left).
+    SmsCode { factor_id: String, digest: String },
 }
 
 pub type SyncIds<'a> = &'a mut (dyn Iterator<Item = SyncUserId> + Send);
@@ -161,6 +165,24 @@ pub trait IdentityStore: Send + Sync {
 
     async fn replace_backup_codes(&self, account_id: &str, digests: &[String], now: Millis) -> Result<(), StoreError>;
     async fn unused_backup_codes(&self, account_id: &str) -> Result<Vec<String>, StoreError>;
+
+    /// In one transaction: makes `code` the one waiting for its factor
+    /// (replacing any earlier one) and records the message in the send log.
+    async fn put_sms_code(&self, code: &SmsCode, account_id: &str, number_digest: &str) -> Result<(), StoreError>;
+    async fn sms_code(&self, factor_id: &str) -> Result<Option<SmsCode>, StoreError>;
+    /// Times of the messages sent since `since` to this number and for this
+    /// account.
+    async fn sms_sends(
+        &self,
+        account_id: &str,
+        number_digest: &str,
+        since: Millis,
+    ) -> Result<(Vec<Millis>, Vec<Millis>), StoreError>;
+    /// Counts a wrong try against the waiting code.
+    async fn sms_code_failed(&self, factor_id: &str) -> Result<(), StoreError>;
+    /// Consumes the waiting code if it matches (for confirming an
+    /// enrolment); `false` if not, or already used.
+    async fn consume_sms_code(&self, factor_id: &str, digest: &str, now: Millis) -> Result<bool, StoreError>;
 
     async fn insert_app_password(&self, password: &AppPassword, digest: &str) -> Result<(), StoreError>;
     /// The account's application passwords with their digests.

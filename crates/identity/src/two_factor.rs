@@ -35,6 +35,8 @@ pub struct TotpEnrollment {
 pub enum SecondStep {
     Totp(String),
     BackupCode(String),
+    /// The code sent by SMS (see [`Identity::send_sign_in_sms`]).
+    Sms(String),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -47,6 +49,8 @@ pub enum SecondStepError {
     TooManyAttempts { retry_after: Millis },
     #[error("this session is not waiting for a second factor")]
     NotPending,
+    #[error(transparent)]
+    Sms(#[from] crate::sms::SmsError),
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -101,6 +105,18 @@ impl Identity {
         })
     }
 
+    /// The name of a pending enrolment (for SMS: the masked number).
+    pub async fn pending_method_name(&self, account_id: &str, id: &str) -> Result<Option<String>, StoreError> {
+        let now = self.now();
+        Ok(self
+            .store()
+            .second_factors(account_id)
+            .await?
+            .into_iter()
+            .find(|f| f.id == id && !f.active && f.expires_at > now)
+            .map(|f| f.name))
+    }
+
     /// A pending enrolment again (to show its QR code after a wrong code).
     pub async fn pending_totp(&self, account: &Account, id: &str) -> Result<Option<TotpEnrollment>, StoreError> {
         let now = self.now();
@@ -144,12 +160,24 @@ impl Identity {
             .ok_or(IdentityError::NotFound)?;
         let secret = self.totp_secret(factor)?;
         let step = totp::verify(&secret, code, now, 0).ok_or(IdentityError::WrongCode)?;
-        let turning_on = !factors.iter().any(|f| f.active);
+        self.activate_factor(account_id, factor, step, client).await
+    }
+
+    /// Activates a confirmed enrolment. When this turns two-step
+    /// verification on, makes and returns the ten backup codes.
+    pub(crate) async fn activate_factor(
+        &self,
+        account_id: &str,
+        factor: &SecondFactor,
+        counter: i64,
+        client: &ClientInfo,
+    ) -> Result<Option<Vec<String>>, IdentityError> {
+        let turning_on = !self.store().second_factors(account_id).await?.iter().any(|f| f.active);
         let codes = turning_on.then(backup_code::generate);
         let digests = codes.as_ref().map(|c| backup_digests(self, c));
         let activated = self
             .store()
-            .activate_second_factor(account_id, id, now, step, digests.as_deref())
+            .activate_second_factor(account_id, &factor.id, self.now(), counter, digests.as_deref())
             .await?;
         if !activated {
             return Err(IdentityError::NotFound);
@@ -245,6 +273,7 @@ impl Identity {
                 let (proof, left) = self.backup_code_proof(account, &code).await?;
                 (proof, "backup_code", left)
             }
+            SecondStep::Sms(code) => (self.sms_proof(account, &code).await?, "sms", None),
         };
         let token = SessionToken(random_token(32));
         let event = self.event(&account.id, EventKind::SignIn, client, method);

@@ -3,6 +3,7 @@
 use async_trait::async_trait;
 use identity::SecondStepProof;
 use identity::credential::app_password::AppPassword;
+use identity::credential::sms::SmsCode;
 use identity::softlock::ThrottleState;
 use identity::{
     Account, EmailAddress, EventKind, ExpiryCutoffs, FactorKind, IdentityStore, Membership, Millis, NewAccount,
@@ -576,6 +577,13 @@ impl IdentityStore for SqlStore {
             .bind(factor_id.as_str())
             .bind(*step)
             .bind(now),
+            SecondStepProof::SmsCode { factor_id, digest } => sqlx::query(
+                "DELETE FROM sms_codes WHERE factor_id = $1 AND digest = $2 AND expires_at > $3 AND attempts < $4",
+            )
+            .bind(factor_id.as_str())
+            .bind(digest.as_str())
+            .bind(now)
+            .bind(i64::from(identity::credential::sms::MAX_TRIES)),
             SecondStepProof::BackupCode { account_id, digest } => {
                 sqlx::query("UPDATE backup_codes SET used_at = $3 WHERE account_id = $1 AND digest = $2 AND used_at = 0")
                     .bind(account_id.as_str())
@@ -586,6 +594,14 @@ impl IdentityStore for SqlStore {
         let consumed = consume.execute(&mut *tx).await.map_err(backend)?;
         if consumed.rows_affected() != 1 {
             return Ok(false);
+        }
+        if let SecondStepProof::SmsCode { factor_id, .. } = proof {
+            sqlx::query("UPDATE second_factors SET last_used_at = $2 WHERE id = $1")
+                .bind(factor_id.as_str())
+                .bind(now)
+                .execute(&mut *tx)
+                .await
+                .map_err(backend)?;
         }
         let promoted = sqlx::query(
             "UPDATE sessions SET stage = 'signed_in', token_hash = $2, last_seen_at = $3
@@ -732,6 +748,102 @@ impl IdentityStore for SqlStore {
         rows.iter().map(|r| r.try_get("digest").map_err(backend)).collect()
     }
 
+    async fn put_sms_code(&self, code: &SmsCode, account_id: &str, number_digest: &str) -> Result<(), StoreError> {
+        let mut tx = self.begin_write().await.map_err(backend)?;
+        sqlx::query("DELETE FROM sms_codes WHERE factor_id = $1")
+            .bind(&code.factor_id)
+            .execute(&mut *tx)
+            .await
+            .map_err(backend)?;
+        sqlx::query(
+            "INSERT INTO sms_codes (factor_id, digest, sent_at, expires_at, attempts) VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(&code.factor_id)
+        .bind(&code.digest)
+        .bind(code.sent_at)
+        .bind(code.expires_at)
+        .bind(i64::from(code.attempts))
+        .execute(&mut *tx)
+        .await
+        .map_err(backend)?;
+        sqlx::query("INSERT INTO sms_sends (id, account_id, number_digest, sent_at) VALUES ($1, $2, $3, $4)")
+            .bind(uuid::Uuid::new_v4().to_string())
+            .bind(account_id)
+            .bind(number_digest)
+            .bind(code.sent_at)
+            .execute(&mut *tx)
+            .await
+            .map_err(backend)?;
+        tx.commit().await.map_err(backend)
+    }
+
+    async fn sms_code(&self, factor_id: &str) -> Result<Option<SmsCode>, StoreError> {
+        let row =
+            sqlx::query("SELECT factor_id, digest, sent_at, expires_at, attempts FROM sms_codes WHERE factor_id = $1")
+                .bind(factor_id)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(backend)?;
+        row.map(|row| {
+            let attempts: i64 = row.try_get("attempts").map_err(backend)?;
+            Ok(SmsCode {
+                factor_id: row.try_get("factor_id").map_err(backend)?,
+                digest: row.try_get("digest").map_err(backend)?,
+                sent_at: row.try_get("sent_at").map_err(backend)?,
+                expires_at: row.try_get("expires_at").map_err(backend)?,
+                attempts: u32::try_from(attempts).unwrap_or(u32::MAX),
+            })
+        })
+        .transpose()
+    }
+
+    async fn sms_sends(
+        &self,
+        account_id: &str,
+        number_digest: &str,
+        since: Millis,
+    ) -> Result<(Vec<Millis>, Vec<Millis>), StoreError> {
+        let times = |rows: Vec<AnyRow>| -> Result<Vec<Millis>, StoreError> {
+            rows.iter().map(|r| r.try_get("sent_at").map_err(backend)).collect()
+        };
+        let to_number = sqlx::query("SELECT sent_at FROM sms_sends WHERE number_digest = $1 AND sent_at > $2")
+            .bind(number_digest)
+            .bind(since)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(backend)?;
+        let for_account = sqlx::query("SELECT sent_at FROM sms_sends WHERE account_id = $1 AND sent_at > $2")
+            .bind(account_id)
+            .bind(since)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(backend)?;
+        Ok((times(to_number)?, times(for_account)?))
+    }
+
+    async fn sms_code_failed(&self, factor_id: &str) -> Result<(), StoreError> {
+        sqlx::query("UPDATE sms_codes SET attempts = attempts + 1 WHERE factor_id = $1")
+            .bind(factor_id)
+            .execute(&self.pool)
+            .await
+            .map_err(backend)?;
+        Ok(())
+    }
+
+    async fn consume_sms_code(&self, factor_id: &str, digest: &str, now: Millis) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "DELETE FROM sms_codes WHERE factor_id = $1 AND digest = $2 AND expires_at > $3 AND attempts < $4",
+        )
+        .bind(factor_id)
+        .bind(digest)
+        .bind(now)
+        .bind(i64::from(identity::credential::sms::MAX_TRIES))
+        .execute(&self.pool)
+        .await
+        .map_err(backend)?;
+        Ok(done.rows_affected() == 1)
+    }
+
     async fn insert_app_password(&self, p: &AppPassword, digest: &str) -> Result<(), StoreError> {
         sqlx::query(
             "INSERT INTO app_passwords (id, account_id, name, digest, created_at, last_used_at, last_used_ip)
@@ -822,7 +934,23 @@ impl IdentityStore for SqlStore {
             .execute(&self.pool)
             .await
             .map_err(backend)?;
-        Ok(sessions.rows_affected() + throttles.rows_affected() + links.rows_affected() + enrolments.rows_affected())
+        let codes = sqlx::query("DELETE FROM sms_codes WHERE expires_at <= $1")
+            .bind(c.now)
+            .execute(&self.pool)
+            .await
+            .map_err(backend)?;
+        // The send log only serves the daily caps.
+        let sends = sqlx::query("DELETE FROM sms_sends WHERE sent_at <= $1")
+            .bind(c.now - 24 * 3_600_000)
+            .execute(&self.pool)
+            .await
+            .map_err(backend)?;
+        Ok(sessions.rows_affected()
+            + throttles.rows_affected()
+            + links.rows_affected()
+            + enrolments.rows_affected()
+            + codes.rows_affected()
+            + sends.rows_affected())
     }
 
     async fn record_event(&self, e: &SecurityEvent) -> Result<(), StoreError> {

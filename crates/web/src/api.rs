@@ -10,7 +10,8 @@ use axum::extract::{FromRequest, Path, Query, Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::{Json, Router};
-use identity::{IdentityError, SecondStep, SecondStepError, SignIn, SignInError};
+use identity::credential::sms::PhoneRejected;
+use identity::{IdentityError, SecondStep, SecondStepError, SignIn, SignInError, SmsError};
 use serde::{Deserialize, Serialize};
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, SecurityScheme};
 use utoipa::{Modify, OpenApi, ToSchema};
@@ -55,6 +56,9 @@ fn build() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(crate::api_two_factor::confirm_totp))
         .routes(routes!(crate::api_two_factor::remove_method))
         .routes(routes!(crate::api_two_factor::regenerate_backup_codes))
+        .routes(routes!(crate::api_two_factor::begin_sms))
+        .routes(routes!(crate::api_two_factor::confirm_sms))
+        .routes(routes!(crate::api_two_factor::resend_sms))
         .routes(routes!(
             crate::api_two_factor::list_app_passwords,
             crate::api_two_factor::create_app_password
@@ -248,15 +252,67 @@ pub struct SecondFactorRequired {
 
 #[derive(Deserialize, ToSchema)]
 pub struct SecondFactorBody {
-    /// `totp` or `backup_code`
+    /// `totp`, `backup_code` or `sms`
     method: String,
+    /// Leave out with `sms` to have a code sent.
+    #[serde(default)]
     code: String,
 }
 
-/// The second sign-in step: a TOTP code or a backup code.
+#[derive(Serialize, ToSchema)]
+pub struct CodeSentBody {
+    /// `code_sent`
+    status: String,
+    /// Where it went: `+41 •••• 4567`.
+    phone: String,
+}
+
+/// The language of messages sent on behalf of an API request.
+pub(crate) fn request_lang(headers: &HeaderMap) -> &'static str {
+    headers
+        .get(header::ACCEPT_LANGUAGE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(crate::Lang::negotiate)
+        .unwrap_or(crate::Lang::En)
+        .code()
+}
+
+/// Maps SMS refusals to API errors.
+pub fn sms_error(e: SmsError) -> ApiError {
+    use StatusCode as S;
+    let message = e.to_string();
+    match e {
+        SmsError::Phone(PhoneRejected::Invalid) => ApiError::new(S::UNPROCESSABLE_ENTITY, "invalid_phone", message),
+        SmsError::Phone(PhoneRejected::CountryNotAllowed { .. }) => {
+            ApiError::new(S::UNPROCESSABLE_ENTITY, "phone_country_not_allowed", message)
+        }
+        SmsError::TooSoon { retry_after } => ApiError {
+            code: "sms_too_soon",
+            message,
+            ..ApiError::too_many_attempts(retry_after)
+        },
+        SmsError::DailyCap { retry_after } => ApiError {
+            code: "sms_daily_limit",
+            message,
+            ..ApiError::too_many_attempts(retry_after)
+        },
+        SmsError::Send(inner) => {
+            tracing::warn!(error = %inner, "SMS delivery failed");
+            ApiError::new(
+                S::BAD_GATEWAY,
+                "sms_failed",
+                "the SMS could not be sent; try again later or use another method",
+            )
+        }
+        SmsError::NoNumber => ApiError::new(S::CONFLICT, "no_sms_method", message),
+    }
+}
+
+/// The second sign-in step: a TOTP code, a backup code, or an SMS code
+/// (`{"method":"sms"}` first, to have it sent).
 #[utoipa::path(post, path = "/api/v1/session/second-factor", tag = "session", security(("session" = [])), request_body = SecondFactorBody,
     responses(
-        (status = 200, description = "Signed in; a new session cookie is set", body = StatusBody),
+        (status = 200, description = "`signed_in` (a new session cookie is set), or `code_sent` for `sms` without a code", body = CodeSentBody),
         (status = 401, description = "`invalid_code` (wrong code, attempts left in the message), `second_factor_restart` (five wrong codes: sign in again) or `not_signed_in`", body = ErrorBody),
         (status = 409, description = "`already_signed_in`", body = ErrorBody),
         (status = 429, description = "`too_many_attempts`", body = ErrorBody),
@@ -270,11 +326,28 @@ async fn second_factor(
     let step = match body.method.as_str() {
         "totp" => SecondStep::Totp(body.code),
         "backup_code" => SecondStep::BackupCode(body.code),
+        "sms" if body.code.trim().is_empty() => {
+            let sent = state
+                .identity()
+                .send_sign_in_sms(&pending.session, &pending.account, request_lang(&headers))
+                .await;
+            return match sent {
+                Ok(phone) => Ok(Json(CodeSentBody {
+                    status: "code_sent".to_owned(),
+                    phone,
+                })
+                .into_response()),
+                Err(SecondStepError::Sms(e)) => Err(sms_error(e)),
+                Err(SecondStepError::Store(e)) => Err(ApiError::internal(e)),
+                Err(_) => Err(ApiError::not_signed_in()),
+            };
+        }
+        "sms" => SecondStep::Sms(body.code),
         _ => {
             return Err(ApiError::new(
                 StatusCode::BAD_REQUEST,
                 "invalid_request",
-                "method must be totp or backup_code",
+                "method must be totp, backup_code or sms",
             ));
         }
     };
@@ -303,6 +376,7 @@ async fn second_factor(
         }
         Err(SecondStepError::TooManyAttempts { retry_after }) => Err(ApiError::too_many_attempts(retry_after)),
         Err(SecondStepError::NotPending) => Err(ApiError::not_signed_in()),
+        Err(SecondStepError::Sms(e)) => Err(sms_error(e)),
         Err(SecondStepError::Store(e)) => Err(ApiError::internal(e)),
     }
 }
@@ -408,6 +482,7 @@ pub fn identity_error(e: IdentityError) -> ApiError {
         IdentityError::WrongCode => ApiError::new(S::BAD_REQUEST, "invalid_code", e.to_string()),
         IdentityError::TwoFactorOff => ApiError::new(S::CONFLICT, "two_factor_off", e.to_string()),
         IdentityError::NotFound => ApiError::new(S::NOT_FOUND, "not_found", e.to_string()),
+        IdentityError::Sms(inner) => sms_error(inner),
         IdentityError::Store(inner) => ApiError::internal(inner),
     }
 }

@@ -2,13 +2,13 @@
 
 use axum::Json;
 use axum::extract::{Path, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::AppState;
-use crate::api::{ApiJson, ApiJsonOrEmpty, identity_error};
+use crate::api::{ApiJson, ApiJsonOrEmpty, identity_error, request_lang};
 use crate::auth::ApiUser;
 use crate::error::{ApiError, ErrorBody};
 
@@ -285,4 +285,86 @@ pub async fn revoke_app_password(
             "no such application password",
         ))
     }
+}
+
+#[derive(Deserialize, ToSchema)]
+pub struct PhoneBody {
+    /// In international form: `+41 79 123 45 67`. Only numbers of the
+    /// allowed countries (by default CH, FR, BE, DE) are accepted.
+    phone: String,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct SmsEnrollmentBody {
+    id: String,
+    /// The number, masked: `+41 •••• 4567`.
+    phone: String,
+}
+
+/// Start enrolling a mobile number: a code is sent to it by SMS.
+#[utoipa::path(post, path = "/api/v1/me/two-factor/sms", tag = "two-factor", security(("session" = [])), request_body = PhoneBody,
+    responses(
+        (status = 200, body = SmsEnrollmentBody),
+        (status = 422, description = "`invalid_phone` or `phone_country_not_allowed` (the message names the allowed countries)", body = ErrorBody),
+        (status = 429, description = "`sms_too_soon` or `sms_daily_limit`; see `Retry-After`", body = ErrorBody),
+        (status = 502, description = "`sms_failed`", body = ErrorBody),
+    ))]
+pub async fn begin_sms(
+    State(state): State<AppState>,
+    ApiUser(user): ApiUser,
+    headers: HeaderMap,
+    ApiJson(body): ApiJson<PhoneBody>,
+) -> Result<Json<SmsEnrollmentBody>, ApiError> {
+    let e = state
+        .identity()
+        .begin_sms(&user.account, &body.phone, request_lang(&headers))
+        .await
+        .map_err(identity_error)?;
+    Ok(Json(SmsEnrollmentBody {
+        id: e.id,
+        phone: e.phone,
+    }))
+}
+
+/// Confirm a number with the code it received.
+#[utoipa::path(post, path = "/api/v1/me/two-factor/sms/{id}/confirm", tag = "two-factor", security(("session" = [])),
+    params(("id" = String, Path, description = "Enrolment id")), request_body = CodeBody,
+    responses(
+        (status = 200, description = "Enrolled; `backup_codes` when this turned 2FA on, else `{}`", body = BackupCodesBody),
+        (status = 400, description = "`invalid_code`", body = ErrorBody),
+        (status = 404, description = "`not_found`: no such pending enrolment (it may have expired)", body = ErrorBody),
+    ))]
+pub async fn confirm_sms(
+    State(state): State<AppState>,
+    ApiUser(user): ApiUser,
+    Path(id): Path<String>,
+    ApiJson(body): ApiJson<CodeBody>,
+) -> Result<Json<BackupCodesBody>, ApiError> {
+    let backup_codes = state
+        .identity()
+        .confirm_sms(&user.account.id, &id, &body.code, &user.client)
+        .await
+        .map_err(identity_error)?;
+    Ok(Json(BackupCodesBody { backup_codes }))
+}
+
+/// Send another code to a number being enrolled (after 60 seconds).
+#[utoipa::path(post, path = "/api/v1/me/two-factor/sms/{id}/resend", tag = "two-factor", security(("session" = [])),
+    params(("id" = String, Path, description = "Enrolment id")),
+    responses(
+        (status = 200, body = SmsEnrollmentBody),
+        (status = 429, description = "`sms_too_soon` or `sms_daily_limit`", body = ErrorBody),
+    ))]
+pub async fn resend_sms(
+    State(state): State<AppState>,
+    ApiUser(user): ApiUser,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Json<SmsEnrollmentBody>, ApiError> {
+    let phone = state
+        .identity()
+        .resend_sms_enrolment(&user.account, &id, request_lang(&headers))
+        .await
+        .map_err(identity_error)?;
+    Ok(Json(SmsEnrollmentBody { id, phone }))
 }

@@ -71,6 +71,10 @@ impl Ctx {
         self.lang.catalog()
     }
 
+    pub(crate) fn lang_code(&self) -> &'static str {
+        self.lang.code()
+    }
+
     /// Where a page that needs a signed-in member sends everyone else: the
     /// second step when the password was given, else sign-in.
     pub(crate) fn to_sign_in(&self) -> Response {
@@ -417,6 +421,7 @@ pub(crate) fn identity_error_text(t: &Catalog, e: &IdentityError) -> String {
         IdentityError::WrongCode => t.t("two_factor.wrong_code").to_owned(),
         IdentityError::TwoFactorOff => t.t("two_factor.off").to_owned(),
         IdentityError::NotFound => t.t("two_factor.enrolment_expired").to_owned(),
+        IdentityError::Sms(e) => crate::console_two_factor::sms_error_text(t, e),
         IdentityError::TooManyAttempts { retry_after } => locked_text(t, *retry_after),
         IdentityError::UnknownOrganization(_) | IdentityError::SetupUnavailable | IdentityError::Store(_) => {
             t.t("error.internal").to_owned()

@@ -12,7 +12,8 @@ use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use axum::{Form, Router};
 use identity::credential::backup_code;
-use identity::{FactorKind, IdentityError, SecondStep, SecondStepError};
+use identity::credential::sms::PhoneRejected;
+use identity::{FactorKind, IdentityError, SecondStep, SecondStepError, SmsError};
 use serde::Deserialize;
 
 use crate::AppState;
@@ -26,6 +27,9 @@ pub fn routes() -> Router<AppState> {
         .route("/security/two-factor", get(two_factor_page))
         .route("/security/two-factor/totp", post(begin_totp))
         .route("/security/two-factor/totp/{id}/confirm", post(confirm_totp))
+        .route("/security/two-factor/sms", post(begin_sms))
+        .route("/security/two-factor/sms/{id}/confirm", post(confirm_sms))
+        .route("/security/two-factor/sms/{id}/resend", post(resend_sms))
         .route("/security/two-factor/methods/{id}/remove", post(remove_method))
         .route("/security/two-factor/backup-codes", post(regenerate_backup_codes))
         .route("/security/two-factor/backup-codes.txt", post(download_backup_codes))
@@ -51,10 +55,11 @@ struct MethodChoice {
 #[template(path = "second_factor.html")]
 struct SecondStepPage {
     c: Chrome,
-    /// `totp`, `backup_code` or `choose`.
+    /// `totp`, `backup_code`, `sms` or `choose`.
     method: String,
     choices: Vec<MethodChoice>,
     error: Option<String>,
+    notice: Option<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -63,7 +68,13 @@ struct MethodQuery {
     method: Option<String>,
 }
 
-async fn second_step_page(ctx: &Ctx, method: Option<&str>, status: StatusCode, error: Option<String>) -> Response {
+async fn second_step_page(
+    ctx: &Ctx,
+    method: Option<&str>,
+    status: StatusCode,
+    error: Option<String>,
+    notice: Option<String>,
+) -> Response {
     let Some(pending) = &ctx.pending else {
         return if ctx.user.is_some() {
             Redirect::to("/").into_response()
@@ -87,21 +98,31 @@ async fn second_step_page(ctx: &Ctx, method: Option<&str>, status: StatusCode, e
         label: ctx.t().t("second_step.use_backup_code").to_owned(),
         href: "/signin/second-factor?method=backup_code".to_owned(),
     });
+    let has = |kind: FactorKind| status_2fa.methods.iter().any(|m| m.kind == kind);
     let method = match method {
         Some(m @ ("backup_code" | "choose")) => m.to_owned(),
-        _ => "totp".to_owned(),
+        Some("sms") if has(FactorKind::Sms) => "sms".to_owned(),
+        Some("totp") if has(FactorKind::Totp) => "totp".to_owned(),
+        _ => {
+            let default = ctx
+                .pending
+                .as_ref()
+                .and_then(|_| status_2fa.methods.iter().max_by_key(|m| m.last_used_at));
+            default.map_or("backup_code", |m| m.kind.as_str()).to_owned()
+        }
     };
     let page = SecondStepPage {
         c: ctx.chrome(ctx.t().t("second_step.title")),
         method,
         choices,
         error,
+        notice,
     };
     ctx.render(status, &page)
 }
 
 async fn second_step_form(ctx: Ctx, Query(q): Query<MethodQuery>) -> Response {
-    second_step_page(&ctx, q.method.as_deref(), StatusCode::OK, None).await
+    second_step_page(&ctx, q.method.as_deref(), StatusCode::OK, None, None).await
 }
 
 #[derive(Deserialize, Default)]
@@ -115,12 +136,26 @@ async fn second_step_submit(ctx: Ctx, Form(form): Form<CodeForm>) -> Response {
     let Some(pending) = &ctx.pending else {
         return ctx.to_sign_in();
     };
-    let step = if form.method == "backup_code" {
-        SecondStep::BackupCode(form.code)
-    } else {
-        SecondStep::Totp(form.code)
-    };
     let t = ctx.t();
+    if form.method == "sms" && form.code.trim().is_empty() {
+        let sent = ctx
+            .state
+            .identity()
+            .send_sign_in_sms(&pending.session, &pending.account, ctx.lang_code())
+            .await;
+        let (status, error, notice) = match sent {
+            Ok(phone) => (StatusCode::OK, None, Some(t.tf("sms.sent", &[("phone", &phone)]))),
+            Err(SecondStepError::Sms(e)) => (StatusCode::TOO_MANY_REQUESTS, Some(sms_error_text(t, &e)), None),
+            Err(SecondStepError::Store(e)) => return ctx.failure(e),
+            Err(_) => return ctx.to_sign_in(),
+        };
+        return second_step_page(&ctx, Some("sms"), status, error, notice).await;
+    }
+    let step = match form.method.as_str() {
+        "backup_code" => SecondStep::BackupCode(form.code),
+        "sms" => SecondStep::Sms(form.code),
+        _ => SecondStep::Totp(form.code),
+    };
     let result = ctx
         .state
         .identity()
@@ -148,9 +183,10 @@ async fn second_step_submit(ctx: Ctx, Form(form): Form<CodeForm>) -> Response {
             (StatusCode::TOO_MANY_REQUESTS, locked_text(t, retry_after))
         }
         Err(SecondStepError::NotPending) => return ctx.to_sign_in(),
+        Err(SecondStepError::Sms(e)) => (StatusCode::TOO_MANY_REQUESTS, sms_error_text(t, &e)),
         Err(SecondStepError::Store(e)) => return ctx.failure(e),
     };
-    second_step_page(&ctx, Some(&form.method), status, Some(error)).await
+    second_step_page(&ctx, Some(&form.method), status, Some(error), None).await
 }
 
 // ---- the two-step verification page ----------------------------------------
@@ -237,7 +273,10 @@ async fn render_two_factor(ctx: &Ctx, status: StatusCode, notice: Option<String>
             .map(|k| KindOption {
                 kind: k.as_str(),
                 label: kind_label(ctx, *k),
-                hint: t.t(&format!("method.{}_hint", k.as_str())).to_owned(),
+                hint: t.tf(
+                    &format!("method.{}_hint", k.as_str()),
+                    &[("countries", &ctx.state.identity().sms_regions().join(", "))],
+                ),
             })
             .collect(),
     };
@@ -568,5 +607,125 @@ async fn revoke_app_password(ctx: Ctx, Path(id): Path<String>) -> Response {
     {
         Ok(_) => Redirect::to("/security/app-passwords?done=revoked").into_response(),
         Err(e) => ctx.failure(e),
+    }
+}
+
+// ---- SMS ---------------------------------------------------------------------
+
+/// A person-readable, translated explanation of an SMS refusal.
+pub(crate) fn sms_error_text(t: &crate::i18n::Catalog, e: &SmsError) -> String {
+    match e {
+        SmsError::Phone(PhoneRejected::Invalid) => t.t("sms.invalid_phone").to_owned(),
+        SmsError::Phone(PhoneRejected::CountryNotAllowed { allowed }) => {
+            t.tf("sms.country_not_allowed", &[("countries", allowed)])
+        }
+        SmsError::TooSoon { retry_after } => t.tf(
+            "sms.too_soon",
+            &[("seconds", &((retry_after + 999) / 1000).to_string())],
+        ),
+        SmsError::DailyCap { .. } => t.t("sms.daily_limit").to_owned(),
+        SmsError::Send(inner) => {
+            tracing::warn!(error = %inner, "SMS delivery failed");
+            t.t("sms.failed").to_owned()
+        }
+        SmsError::NoNumber => t.t("sms.no_number").to_owned(),
+    }
+}
+
+#[derive(Template)]
+#[template(path = "sms_enrol.html")]
+struct SmsEnrolPage {
+    c: Chrome,
+    id: String,
+    sent_to: String,
+    error: Option<String>,
+}
+
+fn render_sms_enrolment(ctx: &Ctx, status: StatusCode, id: String, phone: &str, error: Option<String>) -> Response {
+    let page = SmsEnrolPage {
+        c: ctx.chrome(ctx.t().t("sms.enrol_title")),
+        id,
+        sent_to: ctx.t().tf("sms.sent", &[("phone", phone)]),
+        error,
+    };
+    ctx.render(status, &page)
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct PhoneForm {
+    phone: String,
+}
+
+async fn begin_sms(ctx: Ctx, Form(form): Form<PhoneForm>) -> Response {
+    let Some(user) = &ctx.user else {
+        return ctx.to_sign_in();
+    };
+    match ctx
+        .state
+        .identity()
+        .begin_sms(&user.account, &form.phone, ctx.lang_code())
+        .await
+    {
+        Ok(e) => render_sms_enrolment(&ctx, StatusCode::OK, e.id, &e.phone, None),
+        Err(IdentityError::Store(e)) => ctx.failure(e),
+        Err(e) => {
+            let error = identity_error_text(ctx.t(), &e);
+            render_two_factor(&ctx, StatusCode::UNPROCESSABLE_ENTITY, None, Some(error)).await
+        }
+    }
+}
+
+async fn confirm_sms(ctx: Ctx, Path(id): Path<String>, Form(form): Form<ConfirmForm>) -> Response {
+    let Some(user) = &ctx.user else {
+        return ctx.to_sign_in();
+    };
+    let identity = ctx.state.identity();
+    match identity
+        .confirm_sms(&user.account.id, &id, &form.code, &user.client)
+        .await
+    {
+        Ok(Some(codes)) => render_backup_codes(&ctx, codes, true),
+        Ok(None) => Redirect::to("/security/two-factor?done=method_added").into_response(),
+        Err(IdentityError::WrongCode) => {
+            let phone = pending_phone(&ctx, &id).await;
+            let error = Some(ctx.t().t("sms.wrong_code").to_owned());
+            render_sms_enrolment(&ctx, StatusCode::UNPROCESSABLE_ENTITY, id, &phone, error)
+        }
+        Err(IdentityError::NotFound) => expired(&ctx).await,
+        Err(e) => ctx.failure(e),
+    }
+}
+
+/// The masked number of a pending SMS enrolment, for showing it again.
+async fn pending_phone(ctx: &Ctx, id: &str) -> String {
+    let Some(user) = &ctx.user else { return String::new() };
+    ctx.state
+        .identity()
+        .pending_method_name(&user.account.id, id)
+        .await
+        .ok()
+        .flatten()
+        .unwrap_or_default()
+}
+
+async fn resend_sms(ctx: Ctx, Path(id): Path<String>) -> Response {
+    let Some(user) = &ctx.user else {
+        return ctx.to_sign_in();
+    };
+    match ctx
+        .state
+        .identity()
+        .resend_sms_enrolment(&user.account, &id, ctx.lang_code())
+        .await
+    {
+        Ok(phone) => render_sms_enrolment(&ctx, StatusCode::OK, id, &phone, None),
+        Err(IdentityError::NotFound) => expired(&ctx).await,
+        Err(IdentityError::Store(e)) => ctx.failure(e),
+        Err(e) => {
+            let phone = pending_phone(&ctx, &id).await;
+            let error = Some(identity_error_text(ctx.t(), &e));
+            render_sms_enrolment(&ctx, StatusCode::TOO_MANY_REQUESTS, id, &phone, error)
+        }
     }
 }

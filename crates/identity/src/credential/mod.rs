@@ -7,6 +7,7 @@
 
 pub mod app_password;
 pub mod backup_code;
+pub mod sms;
 pub mod totp;
 
 use rand::Rng;

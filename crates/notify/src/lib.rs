@@ -142,7 +142,7 @@ mod tests {
         g.send("+41791234567", "123456 is your code").await.unwrap();
         let refused = g.send("+41790000000", "x").await.unwrap_err();
         assert!(refused.0.contains("502"), "{refused}");
-        let seen = seen.lock().unwrap();
+        let seen = seen.lock().unwrap().clone();
         assert_eq!(seen[0].0, "Bearer s3cret");
         assert_eq!(
             seen[0].1,

@@ -715,3 +715,214 @@ mod two_factor {
         }
     }
 }
+
+mod sms {
+    use super::*;
+    use identity::credential::sms::PhoneRejected;
+    use identity::{IdentityError, SecondStep, SecondStepError, SmsError, SmsGateway, SmsSendError};
+    use std::sync::Mutex;
+
+    /// Keeps what would have been sent, for reading the codes.
+    #[derive(Default)]
+    struct Outbox(Mutex<Vec<(String, String)>>);
+
+    #[async_trait::async_trait]
+    impl SmsGateway for Outbox {
+        async fn send(&self, to: &str, message: &str) -> Result<(), SmsSendError> {
+            self.0.lock().unwrap().push((to.to_owned(), message.to_owned()));
+            Ok(())
+        }
+    }
+
+    impl Outbox {
+        fn last_code(&self) -> String {
+            let (_, message) = self.0.lock().unwrap().last().cloned().expect("a message");
+            message[..6].to_owned()
+        }
+
+        fn count(&self) -> usize {
+            self.0.lock().unwrap().len()
+        }
+    }
+
+    async fn with_outbox() -> Vec<(World, Arc<Outbox>)> {
+        let mut out = Vec::new();
+        for w in worlds().await {
+            let outbox = Arc::new(Outbox::default());
+            let identity = w.identity.clone().with_sms_gateway(outbox.clone());
+            out.push((
+                World {
+                    identity,
+                    clock: w.clock,
+                },
+                outbox,
+            ));
+        }
+        out
+    }
+
+    #[tokio::test]
+    async fn enrol_a_swiss_number_and_sign_in_with_sms_codes() {
+        for (w, outbox) in with_outbox().await {
+            let id = &w.identity;
+            let c = client("192.0.2.1");
+            let signed = id
+                .sign_in(attempt("ana@example.org", PASSWORD, "192.0.2.1", None))
+                .await
+                .unwrap();
+            let a = &signed.account;
+            for (phone, refused) in [
+                (
+                    "+1 202 555 0143",
+                    PhoneRejected::CountryNotAllowed {
+                        allowed: "CH, FR, BE, DE".into(),
+                    },
+                ),
+                ("079 123 45 67", PhoneRejected::Invalid),
+            ] {
+                let r = id.begin_sms(a, phone, "en").await;
+                assert!(
+                    matches!(r, Err(IdentityError::Sms(SmsError::Phone(ref p))) if *p == refused),
+                    "{phone}: {r:?}"
+                );
+            }
+            assert_eq!(outbox.count(), 0);
+
+            let e = id.begin_sms(a, "+41 79 123 45 67", "es").await.unwrap();
+            assert_eq!(e.phone, "+41 •••• 4567");
+            let (to, message) = outbox.0.lock().unwrap()[0].clone();
+            assert_eq!(to, "+41791234567");
+            assert!(message.contains("es su código de cloudkeep"), "{message}");
+            let first = outbox.last_code();
+            let r = id.resend_sms_enrolment(a, &e.id, "en").await;
+            assert!(
+                matches!(r, Err(IdentityError::Sms(SmsError::TooSoon { retry_after: 60_000 }))),
+                "{r:?}"
+            );
+            w.clock.advance(60_000);
+            id.resend_sms_enrolment(a, &e.id, "en").await.unwrap();
+            let second = outbox.last_code();
+            if first != second {
+                let r = id.confirm_sms(&a.id, &e.id, &first, &c).await;
+                assert!(matches!(r, Err(IdentityError::WrongCode)), "a replaced code");
+            }
+            let codes = id.confirm_sms(&a.id, &e.id, &second, &c).await.unwrap();
+            assert_eq!(codes.map(|c| c.len()), Some(10), "the first method turns 2FA on");
+            let status = id.two_factor(&a.id).await.unwrap();
+            assert_eq!(
+                (status.methods[0].kind.as_str(), status.methods[0].name.as_str()),
+                ("sms", "+41 •••• 4567")
+            );
+
+            // Sign-in: ask for a code, then give it.
+            let pending = id
+                .sign_in(attempt("ana@example.org", PASSWORD, "192.0.2.1", None))
+                .await
+                .unwrap();
+            assert_eq!(pending.second_factor.as_ref().unwrap().default_method.as_str(), "sms");
+            let sent_to = id
+                .send_sign_in_sms(&pending.session, &pending.account, "en")
+                .await
+                .unwrap();
+            assert_eq!(sent_to, "+41 •••• 4567");
+            let code = outbox.last_code();
+            let done = id
+                .second_step(
+                    &pending.session,
+                    &pending.account,
+                    SecondStep::Sms(code.clone()),
+                    None,
+                    &c,
+                )
+                .await
+                .unwrap();
+            assert_eq!(done.session.stage, identity::SessionStage::SignedIn);
+            let again = id
+                .sign_in(attempt("ana@example.org", PASSWORD, "192.0.2.1", None))
+                .await
+                .unwrap();
+            let r = id
+                .second_step(&again.session, &again.account, SecondStep::Sms(code), None, &c)
+                .await;
+            assert!(matches!(r, Err(SecondStepError::WrongCode { .. })), "a code works once");
+        }
+    }
+
+    #[tokio::test]
+    async fn codes_expire_allow_five_tries_and_days_are_capped() {
+        for (w, outbox) in with_outbox().await {
+            let id = &w.identity;
+            let c = client("192.0.2.1");
+            let signed = id
+                .sign_in(attempt("ana@example.org", PASSWORD, "192.0.2.1", None))
+                .await
+                .unwrap();
+            let a = &signed.account;
+            let e = id.begin_sms(a, "+33 6 12 34 56 78", "en").await.unwrap();
+            id.confirm_sms(&a.id, &e.id, &outbox.last_code(), &c).await.unwrap();
+
+            // Expiry: ten minutes.
+            w.clock.advance(60_000);
+            let p = id
+                .sign_in(attempt("ana@example.org", PASSWORD, "192.0.2.1", None))
+                .await
+                .unwrap();
+            id.send_sign_in_sms(&p.session, &p.account, "en").await.unwrap();
+            let code = outbox.last_code();
+            w.clock.advance(10 * 60_000);
+            let p = id
+                .sign_in(attempt("ana@example.org", PASSWORD, "192.0.2.1", None))
+                .await
+                .unwrap();
+            let r = id
+                .second_step(&p.session, &p.account, SecondStep::Sms(code), None, &c)
+                .await;
+            assert!(matches!(r, Err(SecondStepError::WrongCode { .. })), "expired");
+
+            // Five tries per code: then even the right one is refused.
+            id.send_sign_in_sms(&p.session, &p.account, "en").await.unwrap();
+            let code = outbox.last_code();
+            let wrong = if code == "000000" { "111111" } else { "000000" };
+            let p2 = id
+                .sign_in(attempt("ana@example.org", PASSWORD, "192.0.2.1", None))
+                .await
+                .unwrap();
+            for session in [&p, &p, &p, &p2, &p2] {
+                let _ = id
+                    .second_step(
+                        &session.session,
+                        &session.account,
+                        SecondStep::Sms(wrong.into()),
+                        None,
+                        &c,
+                    )
+                    .await;
+            }
+            w.clock.advance(60_000); // past the account lock of the second step
+            let p3 = id
+                .sign_in(attempt("ana@example.org", PASSWORD, "192.0.2.1", None))
+                .await
+                .unwrap();
+            let r = id
+                .second_step(&p3.session, &p3.account, SecondStep::Sms(code), None, &c)
+                .await;
+            assert!(
+                matches!(r, Err(SecondStepError::WrongCode { .. })),
+                "the code is spent after five tries: {r:?}"
+            );
+
+            // A daily cap per number and per account.
+            let mut sent = outbox.count();
+            loop {
+                w.clock.advance(61_000);
+                match id.send_sign_in_sms(&p3.session, &p3.account, "en").await {
+                    Ok(_) => sent += 1,
+                    Err(SecondStepError::Sms(SmsError::DailyCap { .. })) => break,
+                    Err(e) => panic!("{e:?}"),
+                }
+                assert!(sent <= 20, "no cap");
+            }
+            assert_eq!(outbox.count(), 10, "ten messages in 24 hours");
+        }
+    }
+}

@@ -1,0 +1,210 @@
+//! SMS codes, black-box, on SQLite and PostgreSQL, through both gateways:
+//! `log` (the code is read from `<data>/outbox/sms.log`) and `http` (a
+//! small HTTP receiver started by the test stands in for the provider).
+
+mod common;
+
+use common::*;
+use std::sync::{Arc, Mutex};
+
+fn last_logged_code(server: &Server) -> String {
+    let log = std::fs::read_to_string(server.data.join("outbox/sms.log")).expect("the SMS outbox");
+    let line = log.lines().last().expect("a message");
+    line.split("message=").nth(1).unwrap()[..6].to_owned()
+}
+
+async fn post(client: &reqwest::Client, url: String, body: serde_json::Value) -> (u16, serde_json::Value) {
+    json(client.post(url).json(&body).send().await.unwrap()).await
+}
+
+/// Enrols +41 79 123 45 67 for a signed-in client; `code` reads the code
+/// that was sent.
+async fn enrol(server: &Server, member: &reqwest::Client, code: impl Fn() -> String) -> String {
+    let (status, e) = post(
+        member,
+        server.url("/api/v1/me/two-factor/sms"),
+        serde_json::json!({"phone": "+41 79 123 45 67"}),
+    )
+    .await;
+    assert_eq!((status, e["phone"].as_str()), (200, Some("+41 •••• 4567")), "{e}");
+    let id = e["id"].as_str().unwrap().to_owned();
+    let (status, body) = post(
+        member,
+        server.url(&format!("/api/v1/me/two-factor/sms/{id}/resend")),
+        serde_json::json!({}),
+    )
+    .await;
+    assert_eq!((status, body["error"]["code"].as_str()), (429, Some("sms_too_soon")));
+    let (status, body) = post(
+        member,
+        server.url(&format!("/api/v1/me/two-factor/sms/{id}/confirm")),
+        serde_json::json!({"code": code()}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["backup_codes"].as_array().unwrap().len(), 10);
+    id
+}
+
+async fn sign_in_with_sms(server: &Server, code: impl Fn() -> String) {
+    let c = browser();
+    let answer = api_password_step(server, &c).await;
+    assert_eq!(
+        (answer["status"].as_str(), answer["default_method"].as_str()),
+        (Some("second_factor_required"), Some("sms"))
+    );
+    let (status, sent) = api_second_step(server, &c, "sms", "").await;
+    assert_eq!(
+        (status, sent["status"].as_str(), sent["phone"].as_str()),
+        (200, Some("code_sent"), Some("+41 •••• 4567"))
+    );
+    let (status, body) = api_second_step(server, &c, "sms", &code()).await;
+    assert_eq!((status, body["status"].as_str()), (200, Some("signed_in")), "{body}");
+    assert_eq!(c.get(server.url("/api/v1/me")).send().await.unwrap().status(), 200);
+}
+
+#[tokio::test]
+async fn sms_codes_through_the_log_gateway() {
+    for engine in ENGINES {
+        let Some((_, server)) = server_with_member(engine).await else {
+            continue;
+        };
+        let member = browser();
+        api_sign_in(&server, &member, MEMBER, PASSWORD, false).await;
+        let (status, body) = post(
+            &member,
+            server.url("/api/v1/me/two-factor/sms"),
+            serde_json::json!({"phone": "+1 202 555 0143"}),
+        )
+        .await;
+        assert_eq!(
+            (status, body["error"]["code"].as_str()),
+            (422, Some("phone_country_not_allowed"))
+        );
+        assert!(body["error"]["message"].as_str().unwrap().contains("CH, FR, BE, DE"));
+        let (status, body) = post(
+            &member,
+            server.url("/api/v1/me/two-factor/sms"),
+            serde_json::json!({"phone": "0791234567"}),
+        )
+        .await;
+        assert_eq!((status, body["error"]["code"].as_str()), (422, Some("invalid_phone")));
+
+        enrol(&server, &member, || last_logged_code(&server)).await;
+        let (_, s) = json(member.get(server.url("/api/v1/me/two-factor")).send().await.unwrap()).await;
+        assert_eq!(
+            (s["methods"][0]["kind"].as_str(), s["methods"][0]["name"].as_str()),
+            (Some("sms"), Some("+41 •••• 4567"))
+        );
+        sign_in_with_sms(&server, || last_logged_code(&server)).await;
+        let log = std::fs::read_to_string(server.data.join("outbox/sms.log")).unwrap();
+        assert!(log.lines().all(|l| l.starts_with("to=+41791234567 message=")));
+        assert!(server.log().contains("SMS written to the outbox"));
+    }
+}
+
+type Received = Arc<Mutex<Vec<(String, serde_json::Value)>>>;
+
+/// A stand-in SMS provider on loopback: records each POST; answers 500
+/// while `failing` is set.
+async fn receiver(failing: Arc<Mutex<bool>>) -> (String, Received) {
+    let received: Received = Arc::default();
+    let record = received.clone();
+    let app = axum::Router::new().route(
+        "/sms",
+        axum::routing::post(
+            move |headers: axum::http::HeaderMap, axum::Json(body): axum::Json<serde_json::Value>| {
+                let (record, failing) = (record.clone(), failing.clone());
+                async move {
+                    let auth = headers
+                        .get("authorization")
+                        .map(|v| v.to_str().unwrap().to_owned())
+                        .unwrap_or_default();
+                    record.lock().unwrap().push((auth, body));
+                    if *failing.lock().unwrap() {
+                        axum::http::StatusCode::INTERNAL_SERVER_ERROR
+                    } else {
+                        axum::http::StatusCode::OK
+                    }
+                }
+            },
+        ),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/sms", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (url, received)
+}
+
+#[tokio::test]
+async fn sms_codes_through_the_http_gateway() {
+    for engine in ENGINES {
+        let Some(storage) = Storage::new(engine).await else {
+            continue;
+        };
+        storage.create_user(MEMBER, "user");
+        let failing = Arc::new(Mutex::new(false));
+        let (url, received) = receiver(failing.clone()).await;
+        let env = [
+            ("CLOUDKEEP_SMS_GATEWAY", "http"),
+            ("CLOUDKEEP_SMS_URL", url.as_str()),
+            ("CLOUDKEEP_SMS_TOKEN", "provider-token"),
+        ];
+        let server = Server::start_on(&storage, &env);
+        let member = browser();
+        api_sign_in(&server, &member, MEMBER, PASSWORD, false).await;
+        let last_code = || {
+            let received = received.lock().unwrap();
+            let (auth, body) = received.last().expect("a POST").clone();
+            assert_eq!(auth, "Bearer provider-token");
+            assert_eq!(body["to"], "+41791234567");
+            body["message"].as_str().unwrap()[..6].to_owned()
+        };
+        enrol(&server, &member, last_code).await;
+        sign_in_with_sms(&server, last_code).await;
+        assert!(
+            !server.data.join("outbox/sms.log").exists(),
+            "nothing in the log outbox"
+        );
+
+        // The provider fails: a clear error, nothing half-done.
+        *failing.lock().unwrap() = true;
+        let c = browser();
+        api_password_step(&server, &c).await;
+        let (status, body) = api_second_step(&server, &c, "sms", "").await;
+        assert_eq!(
+            (status, body["error"]["code"].as_str()),
+            (502, Some("sms_failed")),
+            "{body}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn the_allowed_countries_are_configurable() {
+    let Some(storage) = Storage::new(Engine::Sqlite).await else {
+        return;
+    };
+    storage.create_user(MEMBER, "user");
+    let server = Server::start_on(&storage, &[("CLOUDKEEP_SMS_ALLOWED_COUNTRIES", "US,CA")]);
+    let member = browser();
+    api_sign_in(&server, &member, MEMBER, PASSWORD, false).await;
+    let (status, body) = post(
+        &member,
+        server.url("/api/v1/me/two-factor/sms"),
+        serde_json::json!({"phone": "+41 79 123 45 67"}),
+    )
+    .await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (422, Some("phone_country_not_allowed"))
+    );
+    assert!(body["error"]["message"].as_str().unwrap().contains("US, CA"));
+    let (status, _) = post(
+        &member,
+        server.url("/api/v1/me/two-factor/sms"),
+        serde_json::json!({"phone": "+1 202 555 0143"}),
+    )
+    .await;
+    assert_eq!(status, 200);
+}

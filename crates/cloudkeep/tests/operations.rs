@@ -339,6 +339,7 @@ async fn health_metrics_and_openapi() {
             ("/api/v1/me/events", vec!["get"]),
             ("/api/v1/session/second-factor", vec!["post"]),
             ("/api/v1/me/two-factor", vec!["get"]),
+            ("/api/v1/me/two-factor/default", vec!["put"]),
             ("/api/v1/me/two-factor/totp", vec!["post"]),
             ("/api/v1/me/two-factor/totp/{id}/confirm", vec!["post"]),
             ("/api/v1/me/two-factor/methods/{id}", vec!["delete"]),

@@ -208,3 +208,157 @@ async fn the_allowed_countries_are_configurable() {
     .await;
     assert_eq!(status, 200);
 }
+
+#[tokio::test]
+async fn the_member_picks_the_method_offered_first() {
+    for engine in ENGINES {
+        let Some((_, server)) = server_with_member(engine).await else {
+            continue;
+        };
+        let member = browser();
+        api_sign_in(&server, &member, MEMBER, PASSWORD, false).await;
+        let Some(_) = enable_totp(&server, &member).await else {
+            return;
+        };
+        let (_, e) = post(
+            &member,
+            server.url("/api/v1/me/two-factor/sms"),
+            serde_json::json!({"phone": "+49 151 23456789"}),
+        )
+        .await;
+        let url = server.url(&format!(
+            "/api/v1/me/two-factor/sms/{}/confirm",
+            e["id"].as_str().unwrap()
+        ));
+        let (status, body) = post(&member, url, serde_json::json!({"code": last_logged_code(&server)})).await;
+        assert_eq!(
+            (status, body),
+            (200, serde_json::json!({})),
+            "2FA was already on: no new backup codes"
+        );
+
+        let put = |method: &str| {
+            member
+                .put(server.url("/api/v1/me/two-factor/default"))
+                .json(&serde_json::json!({"method": method}))
+                .send()
+        };
+        assert_eq!(put("totp").await.unwrap().status(), 204);
+        assert_eq!(api_password_step(&server, &browser()).await["default_method"], "totp");
+        let (_, s) = json(member.get(server.url("/api/v1/me/two-factor")).send().await.unwrap()).await;
+        assert_eq!(s["default_method"], "totp");
+        assert_eq!(put("sms").await.unwrap().status(), 204);
+        assert_eq!(api_password_step(&server, &browser()).await["default_method"], "sms");
+        let (status, body) = json(put("pigeon").await.unwrap()).await;
+        assert_eq!((status, body["error"]["code"].as_str()), (400, Some("invalid_request")));
+    }
+}
+
+#[tokio::test]
+async fn sms_in_the_console() {
+    for engine in ENGINES {
+        let Some((_, server)) = server_with_member(engine).await else {
+            continue;
+        };
+        let b = browser();
+        api_sign_in(&server, &b, MEMBER, PASSWORD, false).await;
+        let page = b
+            .get(server.url("/security/two-factor"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert!(page.contains("Only numbers of these countries are accepted: CH, FR, BE, DE."));
+        let csrf = csrf_of(&page);
+        let r = b
+            .post(server.url("/security/two-factor/sms"))
+            .form(&[("csrf", csrf.as_str()), ("phone", "+1 202 555 0143")])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 422);
+        assert!(
+            r.text()
+                .await
+                .unwrap()
+                .contains("SMS codes can be sent only to numbers of these countries: CH, FR, BE, DE.")
+        );
+        let page = b
+            .post(server.url("/security/two-factor/sms"))
+            .form(&[("csrf", csrf.as_str()), ("phone", "+41 79 123 45 67")])
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert!(page.contains("We sent a code by SMS to +41 •••• 4567."));
+        let action = page
+            .split("action=\"/security/two-factor/sms/")
+            .nth(1)
+            .unwrap()
+            .split('"')
+            .next()
+            .unwrap();
+        let page = b
+            .post(server.url(&format!("/security/two-factor/sms/{action}")))
+            .form(&[("csrf", csrf.as_str()), ("code", &last_logged_code(&server))])
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert!(page.contains("Two-step verification is now on.") && page.contains("id=\"backup-codes\""));
+
+        // Sign in again: the SMS page sends a code, then takes it.
+        let c = browser();
+        let signin = c.get(server.url("/signin")).send().await.unwrap().text().await.unwrap();
+        let r = c
+            .post(server.url("/signin"))
+            .form(&[
+                ("csrf", csrf_of(&signin).as_str()),
+                ("email", MEMBER),
+                ("password", PASSWORD),
+            ])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.headers()["location"], "/signin/second-factor");
+        let page = c
+            .get(server.url("/signin/second-factor"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert!(page.contains("Send a code by SMS"), "SMS is the default method here");
+        let csrf = csrf_of(&page);
+        let page = c
+            .post(server.url("/signin/second-factor"))
+            .form(&[("csrf", csrf.as_str()), ("method", "sms")])
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert!(page.contains("We sent a code by SMS to +41 •••• 4567."));
+        let r = c
+            .post(server.url("/signin/second-factor"))
+            .form(&[
+                ("csrf", csrf.as_str()),
+                ("method", "sms"),
+                ("code", &last_logged_code(&server)),
+            ])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.headers()["location"], "/");
+        let home = c.get(server.url("/")).send().await.unwrap().text().await.unwrap();
+        assert!(home.contains("Welcome, Test Person"));
+    }
+}

@@ -170,7 +170,7 @@ impl Identity {
             return Err(ProtocolAuthError::TooManyAttempts { retry_after });
         }
         let usable = match &account {
-            Some(a) => Challenge::for_factors(&self.store().second_factors(&a.id).await?)
+            Some(a) => Challenge::for_factors(&self.store().second_factors(&a.id).await?, None)
                 .is_none()
                 .then_some(a.password_hash.as_str()),
             None => None,

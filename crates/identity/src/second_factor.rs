@@ -83,11 +83,16 @@ pub struct Challenge {
 
 impl Challenge {
     /// `None` when no method is active, i.e. two-step verification is off.
-    pub fn for_factors(factors: &[SecondFactor]) -> Option<Self> {
+    /// The default is the member's choice when it is still enrolled, else
+    /// the method used most recently.
+    pub fn for_factors(factors: &[SecondFactor], preferred: Option<FactorKind>) -> Option<Self> {
         let active: Vec<&SecondFactor> = factors.iter().filter(|f| f.active).collect();
-        let default = active.iter().max_by_key(|f| (f.last_used_at, f.created_at))?;
+        let recent = active.iter().max_by_key(|f| (f.last_used_at, f.created_at))?;
+        let default_method = preferred
+            .filter(|kind| active.iter().any(|f| f.kind == *kind))
+            .unwrap_or(recent.kind);
         Some(Self {
-            default_method: default.kind,
+            default_method,
             methods: active.iter().map(|f| MethodSummary::from(*f)).collect(),
         })
     }
@@ -99,6 +104,8 @@ pub struct TwoFactorStatus {
     pub enabled: bool,
     pub methods: Vec<MethodSummary>,
     pub backup_codes_remaining: usize,
+    /// The kind offered first at sign-in.
+    pub default_method: Option<FactorKind>,
 }
 
 #[cfg(test)]
@@ -122,10 +129,41 @@ mod tests {
 
     #[test]
     fn the_challenge_lists_active_methods_only() {
-        assert_eq!(Challenge::for_factors(&[factor("pending", false, 0)]), None);
-        let c = Challenge::for_factors(&[factor("a", true, 5), factor("b", true, 9), factor("p", false, 0)]).unwrap();
+        assert_eq!(Challenge::for_factors(&[factor("pending", false, 0)], None), None);
+        let c = Challenge::for_factors(
+            &[factor("a", true, 5), factor("b", true, 9), factor("p", false, 0)],
+            None,
+        )
+        .unwrap();
         assert_eq!(c.methods.iter().map(|m| m.id.as_str()).collect::<Vec<_>>(), ["a", "b"]);
         assert_eq!(c.default_method, FactorKind::Totp);
+    }
+
+    #[test]
+    fn the_members_choice_wins_while_it_is_enrolled() {
+        let mut sms = factor("s", true, 1);
+        sms.kind = FactorKind::Sms;
+        let totp = factor("t", true, 9);
+        let both = [sms.clone(), totp.clone()];
+        assert_eq!(
+            Challenge::for_factors(&both, None).unwrap().default_method,
+            FactorKind::Totp,
+            "most recent"
+        );
+        assert_eq!(
+            Challenge::for_factors(&both, Some(FactorKind::Sms))
+                .unwrap()
+                .default_method,
+            FactorKind::Sms
+        );
+        let only_totp = [totp];
+        assert_eq!(
+            Challenge::for_factors(&only_totp, Some(FactorKind::Sms))
+                .unwrap()
+                .default_method,
+            FactorKind::Totp,
+            "a removed choice falls back"
+        );
     }
 
     #[test]

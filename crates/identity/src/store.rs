@@ -110,6 +110,9 @@ pub trait IdentityStore: Send + Sync {
     async fn account_by_sync_user_id(&self, id: &SyncUserId) -> Result<Option<Account>, StoreError>;
     async fn memberships(&self, account_id: &str) -> Result<Vec<Membership>, StoreError>;
     async fn set_password(&self, account_id: &str, hash: &str, now: Millis) -> Result<(), StoreError>;
+    /// The second-factor kind offered first at sign-in ("" for none).
+    async fn default_method(&self, account_id: &str) -> Result<String, StoreError>;
+    async fn set_default_method(&self, account_id: &str, kind: &str) -> Result<(), StoreError>;
 
     /// In one transaction: stores the session, records `event` when given,
     /// and forgets the throttle key `clear_throttle` when given.

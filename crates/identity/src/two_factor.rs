@@ -12,7 +12,7 @@ use crate::audit::EventKind;
 use crate::clock::Millis;
 use crate::credential::totp::{self, TotpSecret};
 use crate::credential::{backup_code, parse_label};
-use crate::second_factor::{ENROLMENT_LIFETIME, FactorKind, MethodSummary, SecondFactor, TwoFactorStatus};
+use crate::second_factor::{Challenge, ENROLMENT_LIFETIME, FactorKind, MethodSummary, SecondFactor, TwoFactorStatus};
 use crate::secrets::{random_token, token_hash};
 use crate::service::{ClientInfo, Identity, IdentityError, SignedIn};
 use crate::session::{MAX_FACTOR_FAILURES, Session, SessionStage, SessionToken};
@@ -71,11 +71,28 @@ impl Identity {
         } else {
             self.store().unused_backup_codes(account_id).await?.len()
         };
+        let preferred = FactorKind::parse(&self.store().default_method(account_id).await?);
+        let default_method = Challenge::for_factors(&factors, preferred).map(|c| c.default_method);
         Ok(TwoFactorStatus {
             enabled: !methods.is_empty(),
             methods,
             backup_codes_remaining,
+            default_method,
         })
+    }
+
+    /// The kind to offer first at sign-in; it must be enrolled.
+    pub async fn set_default_method(&self, account_id: &str, kind: FactorKind) -> Result<(), IdentityError> {
+        let enrolled = self
+            .store()
+            .second_factors(account_id)
+            .await?
+            .iter()
+            .any(|f| f.active && f.kind == kind);
+        if !enrolled {
+            return Err(IdentityError::NotFound);
+        }
+        Ok(self.store().set_default_method(account_id, kind.as_str()).await?)
     }
 
     /// Starts enrolling a TOTP app; it stays pending until

@@ -549,6 +549,25 @@ impl IdentityStore for SqlStore {
         Ok(())
     }
 
+    async fn default_method(&self, account_id: &str) -> Result<String, StoreError> {
+        let row = sqlx::query("SELECT default_method FROM accounts WHERE id = $1")
+            .bind(account_id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(backend)?;
+        row.map_or(Ok(String::new()), |r| r.try_get("default_method").map_err(backend))
+    }
+
+    async fn set_default_method(&self, account_id: &str, kind: &str) -> Result<(), StoreError> {
+        sqlx::query("UPDATE accounts SET default_method = $2 WHERE id = $1")
+            .bind(account_id)
+            .bind(kind)
+            .execute(&self.pool)
+            .await
+            .map_err(backend)?;
+        Ok(())
+    }
+
     async fn account_by_sync_user_id(&self, id: &SyncUserId) -> Result<Option<Account>, StoreError> {
         let sql = sqlx::AssertSqlSafe(format!(
             "SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE sync_user_id = $1"

@@ -52,6 +52,7 @@ fn build() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(create_session, delete_session))
         .routes(routes!(second_factor))
         .routes(routes!(crate::api_two_factor::status))
+        .routes(routes!(crate::api_two_factor::set_default_method))
         .routes(routes!(crate::api_two_factor::begin_totp))
         .routes(routes!(crate::api_two_factor::confirm_totp))
         .routes(routes!(crate::api_two_factor::remove_method))

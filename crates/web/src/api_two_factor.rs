@@ -17,6 +17,10 @@ pub struct TwoFactorBody {
     enabled: bool,
     methods: Vec<EnrolledMethod>,
     backup_codes_remaining: usize,
+    /// The kind offered first at sign-in (`totp`, `sms`); absent while
+    /// 2FA is off.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    default_method: Option<String>,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -50,7 +54,36 @@ pub async fn status(State(state): State<AppState>, ApiUser(user): ApiUser) -> Re
             })
             .collect(),
         backup_codes_remaining: s.backup_codes_remaining,
+        default_method: s.default_method.map(|k| k.as_str().to_owned()),
     }))
+}
+
+#[derive(Deserialize, ToSchema)]
+pub struct DefaultMethodBody {
+    /// `totp` or `sms`: an enrolled kind.
+    method: String,
+}
+
+/// Choose the method offered first at sign-in.
+#[utoipa::path(put, path = "/api/v1/me/two-factor/default", tag = "two-factor", security(("session" = [])), request_body = DefaultMethodBody,
+    responses(
+        (status = 204, description = "Chosen"),
+        (status = 400, description = "`invalid_request`: not a method kind", body = ErrorBody),
+        (status = 404, description = "`not_found`: no such method is enrolled", body = ErrorBody),
+    ))]
+pub async fn set_default_method(
+    State(state): State<AppState>,
+    ApiUser(user): ApiUser,
+    ApiJson(body): ApiJson<DefaultMethodBody>,
+) -> Result<StatusCode, ApiError> {
+    let kind = identity::FactorKind::parse(&body.method)
+        .ok_or_else(|| ApiError::new(StatusCode::BAD_REQUEST, "invalid_request", "method must be totp or sms"))?;
+    state
+        .identity()
+        .set_default_method(&user.account.id, kind)
+        .await
+        .map_err(identity_error)?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 #[derive(Deserialize, ToSchema)]

@@ -31,6 +31,7 @@ pub fn routes() -> Router<AppState> {
         .route("/security/two-factor/sms/{id}/confirm", post(confirm_sms))
         .route("/security/two-factor/sms/{id}/resend", post(resend_sms))
         .route("/security/two-factor/methods/{id}/remove", post(remove_method))
+        .route("/security/two-factor/default", post(set_default_method))
         .route("/security/two-factor/backup-codes", post(regenerate_backup_codes))
         .route("/security/two-factor/backup-codes.txt", post(download_backup_codes))
         .route(
@@ -195,6 +196,8 @@ struct MethodRow {
     id: String,
     name: String,
     kind: String,
+    kind_code: &'static str,
+    is_default: bool,
     added: String,
     last_used: String,
 }
@@ -226,7 +229,7 @@ struct DoneQuery {
 
 async fn two_factor_page(ctx: Ctx, Query(q): Query<DoneQuery>) -> Response {
     let notice = q.done.as_deref().and_then(|done| match done {
-        "method_added" | "method_removed" | "two_factor_off" => {
+        "method_added" | "method_removed" | "two_factor_off" | "default_set" => {
             Some(ctx.t().t(&format!("two_factor.done_{done}")).to_owned())
         }
         _ => None,
@@ -255,6 +258,8 @@ async fn render_two_factor(ctx: &Ctx, status: StatusCode, notice: Option<String>
                 id: m.id.clone(),
                 name: m.name.clone(),
                 kind: kind_label(ctx, m.kind),
+                kind_code: m.kind.as_str(),
+                is_default: s.default_method == Some(m.kind),
                 added: fmt::datetime(m.created_at),
                 last_used: if m.last_used_at == 0 {
                     t.t("common.never").to_owned()
@@ -281,6 +286,29 @@ async fn render_two_factor(ctx: &Ctx, status: StatusCode, notice: Option<String>
             .collect(),
     };
     ctx.render(status, &page)
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct DefaultForm {
+    method: String,
+}
+
+async fn set_default_method(ctx: Ctx, Form(form): Form<DefaultForm>) -> Response {
+    let Some(user) = &ctx.user else {
+        return ctx.to_sign_in();
+    };
+    let Some(kind) = FactorKind::parse(&form.method) else {
+        return (StatusCode::BAD_REQUEST, "unknown method").into_response();
+    };
+    match ctx.state.identity().set_default_method(&user.account.id, kind).await {
+        Ok(()) => Redirect::to("/security/two-factor?done=default_set").into_response(),
+        Err(IdentityError::Store(e)) => ctx.failure(e),
+        Err(e) => {
+            let error = identity_error_text(ctx.t(), &e);
+            render_two_factor(&ctx, StatusCode::UNPROCESSABLE_ENTITY, None, Some(error)).await
+        }
+    }
 }
 
 #[derive(Template)]

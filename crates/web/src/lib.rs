@@ -147,6 +147,7 @@ pub const CONSOLE_ROUTES: &[(&str, &str)] = &[
     ("POST", "/security/two-factor/sms/{id}/confirm"),
     ("POST", "/security/two-factor/sms/{id}/resend"),
     ("POST", "/security/two-factor/methods/{id}/remove"),
+    ("POST", "/security/two-factor/default"),
     ("POST", "/security/two-factor/backup-codes"),
     ("POST", "/security/two-factor/backup-codes.txt"),
     ("GET", "/security/app-passwords"),

@@ -262,6 +262,10 @@ pub async fn build(settings: &Settings) -> anyhow::Result<Services> {
             session: settings.session,
             issuer: settings.issuer.clone(),
             sms_regions: settings.sms_regions.clone(),
+            public_origin: settings
+                .public_url
+                .clone()
+                .unwrap_or_else(|| "http://localhost".to_owned()),
             ..identity::IdentityConfig::default()
         },
     );

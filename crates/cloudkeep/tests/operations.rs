@@ -345,6 +345,8 @@ async fn health_metrics_and_openapi() {
             ("/api/v1/me/two-factor/methods/{id}", vec!["delete"]),
             ("/api/v1/me/two-factor/backup-codes", vec!["post"]),
             ("/api/v1/me/two-factor/sms", vec!["post"]),
+            ("/api/v1/me/two-factor/security-keys", vec!["post"]),
+            ("/api/v1/me/two-factor/security-keys/{id}", vec!["post"]),
             ("/api/v1/me/two-factor/sms/{id}/confirm", vec!["post"]),
             ("/api/v1/me/two-factor/sms/{id}/resend", vec!["post"]),
             ("/api/v1/me/app-passwords", vec!["get", "post"]),

@@ -31,10 +31,12 @@ pub enum EventKind {
     AppPasswordRevoked,
     /// A sync or mail client was refused (detail: the login it used).
     ProtocolSignInFailed,
+    /// A security key's counter went backwards: possibly a cloned key.
+    SecurityKeyCloned,
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 18] = [
+    pub const ALL: [EventKind; 19] = [
         Self::AccountCreated,
         Self::SignIn,
         Self::SignInFailed,
@@ -53,6 +55,7 @@ impl EventKind {
         Self::AppPasswordCreated,
         Self::AppPasswordRevoked,
         Self::ProtocolSignInFailed,
+        Self::SecurityKeyCloned,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -75,6 +78,7 @@ impl EventKind {
             Self::AppPasswordCreated => "app_password_created",
             Self::AppPasswordRevoked => "app_password_revoked",
             Self::ProtocolSignInFailed => "protocol_sign_in_failed",
+            Self::SecurityKeyCloned => "security_key_cloned",
         }
     }
 

@@ -23,6 +23,7 @@ pub mod password;
 mod protocol;
 mod second_factor;
 mod secrets;
+mod security_key;
 mod service;
 mod session;
 mod sms;
@@ -41,6 +42,7 @@ pub use password::{HashMemory, PasswordHasher, PasswordPolicy, PasswordRejected}
 pub use protocol::ProtocolAuthError;
 pub use second_factor::{Challenge, FactorKind, MethodSummary, SecondFactor, TwoFactorStatus};
 pub use secrets::{ServerKey, random_token};
+pub use security_key::SecurityKeyChallenge;
 pub use service::{ClientInfo, Identity, IdentityConfig, IdentityError, SetupRequest, SignIn, SignInError, SignedIn};
 pub use session::{Session, SessionId, SessionPolicy, SessionStage, SessionToken};
 pub use sms::{SmsEnrollment, SmsError};

@@ -10,15 +10,18 @@ pub enum FactorKind {
     Totp,
     /// Codes by SMS, to a number of an allowed country.
     Sms,
+    /// A FIDO2/WebAuthn security key.
+    SecurityKey,
 }
 
 impl FactorKind {
-    pub const ALL: [FactorKind; 2] = [FactorKind::Totp, FactorKind::Sms];
+    pub const ALL: [FactorKind; 3] = [FactorKind::Totp, FactorKind::SecurityKey, FactorKind::Sms];
 
     pub fn as_str(self) -> &'static str {
         match self {
             FactorKind::Totp => "totp",
             FactorKind::Sms => "sms",
+            FactorKind::SecurityKey => "security_key",
         }
     }
 

@@ -25,6 +25,8 @@ pub struct IdentityConfig {
     pub issuer: String,
     /// Regions (ISO 3166 alpha-2) whose numbers may receive SMS codes.
     pub sms_regions: Vec<String>,
+    /// The origin browsers use (`public_url`); the WebAuthn relying party.
+    pub public_origin: String,
 }
 
 impl Default for IdentityConfig {
@@ -37,6 +39,7 @@ impl Default for IdentityConfig {
                 .iter()
                 .map(|r| (*r).to_owned())
                 .collect(),
+            public_origin: "http://localhost".to_owned(),
         }
     }
 }
@@ -116,6 +119,10 @@ pub enum IdentityError {
     NotFound,
     #[error(transparent)]
     Sms(#[from] crate::sms::SmsError),
+    #[error("security keys need the server's public address to be a domain name (public_url)")]
+    SecurityKeysUnavailable,
+    #[error("the security key was not accepted: {0}")]
+    SecurityKeyRefused(String),
     #[error(transparent)]
     Role(#[from] RoleError),
     #[error(transparent)]
@@ -149,6 +156,7 @@ pub struct Identity {
     config: IdentityConfig,
     protocol_cache: Arc<crate::protocol::Cache>,
     sms: Arc<dyn crate::sms_gateway::SmsGateway>,
+    webauthn: Option<Arc<webauthn_rs::prelude::Webauthn>>,
 }
 
 const DEVICE_PURPOSE: &str = "device-cookie";
@@ -161,7 +169,12 @@ impl Identity {
         key: ServerKey,
         config: IdentityConfig,
     ) -> Self {
+        let webauthn = url::Url::parse(&config.public_origin)
+            .ok()
+            .and_then(|origin| crate::security_key::relying_party(&origin, &config.issuer))
+            .map(Arc::new);
         Self {
+            webauthn,
             store,
             clock,
             hasher,
@@ -176,6 +189,10 @@ impl Identity {
     pub fn with_sms_gateway(mut self, gateway: Arc<dyn crate::sms_gateway::SmsGateway>) -> Self {
         self.sms = gateway;
         self
+    }
+
+    pub(crate) fn webauthn(&self) -> Option<&webauthn_rs::prelude::Webauthn> {
+        self.webauthn.as_deref()
     }
 
     pub(crate) fn sms_gateway(&self) -> &dyn crate::sms_gateway::SmsGateway {

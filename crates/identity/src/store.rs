@@ -66,6 +66,14 @@ pub enum SecondStepProof {
     /// The digest of the SMS code waiting for a factor (unexpired, tries
     /// left).
     SmsCode { factor_id: String, digest: String },
+    /// A security key's answer to the session's challenge: consumes the
+    /// challenge and stores the key's updated state and counter.
+    SecurityKey {
+        session_id: String,
+        factor_id: String,
+        secret: String,
+        counter: i64,
+    },
 }
 
 pub type SyncIds<'a> = &'a mut (dyn Iterator<Item = SyncUserId> + Send);
@@ -186,6 +194,14 @@ pub trait IdentityStore: Send + Sync {
     /// Consumes the waiting code if it matches (for confirming an
     /// enrolment); `false` if not, or already used.
     async fn consume_sms_code(&self, factor_id: &str, digest: &str, now: Millis) -> Result<bool, StoreError>;
+
+    /// Replaces a factor's sealed secret (a security key's state).
+    async fn set_factor_secret(&self, factor_id: &str, secret: &str) -> Result<(), StoreError>;
+    /// Makes `state` the session's pending WebAuthn challenge.
+    async fn put_webauthn_challenge(&self, session_id: &str, state: &str, expires_at: Millis)
+    -> Result<(), StoreError>;
+    /// The session's unexpired WebAuthn challenge.
+    async fn webauthn_challenge(&self, session_id: &str, now: Millis) -> Result<Option<String>, StoreError>;
 
     async fn insert_app_password(&self, password: &AppPassword, digest: &str) -> Result<(), StoreError>;
     /// The account's application passwords with their digests.

@@ -37,6 +37,9 @@ pub enum SecondStep {
     BackupCode(String),
     /// The code sent by SMS (see [`Identity::send_sign_in_sms`]).
     Sms(String),
+    /// A security key's answer (a WebAuthn `PublicKeyCredential`) to the
+    /// challenge from [`Identity::begin_security_key_sign_in`].
+    SecurityKey(serde_json::Value),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -51,6 +54,8 @@ pub enum SecondStepError {
     NotPending,
     #[error(transparent)]
     Sms(#[from] crate::sms::SmsError),
+    #[error("no security key is set up")]
+    NoSecurityKey,
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -291,6 +296,11 @@ impl Identity {
                 (proof, "backup_code", left)
             }
             SecondStep::Sms(code) => (self.sms_proof(account, &code).await?, "sms", None),
+            SecondStep::SecurityKey(credential) => (
+                self.security_key_proof(session, account, credential, client).await?,
+                "security_key",
+                None,
+            ),
         };
         let token = SessionToken(random_token(32));
         let event = self.event(&account.id, EventKind::SignIn, client, method);

@@ -589,6 +589,33 @@ impl IdentityStore for SqlStore {
         proof: &SecondStepProof,
     ) -> Result<bool, StoreError> {
         let mut tx = self.begin_write().await.map_err(backend)?;
+        if let SecondStepProof::SecurityKey {
+            session_id: challenged,
+            factor_id,
+            secret,
+            counter,
+        } = proof
+        {
+            let answered = sqlx::query("DELETE FROM webauthn_challenges WHERE session_id = $1 AND expires_at > $2")
+                .bind(challenged.as_str())
+                .bind(now)
+                .execute(&mut *tx)
+                .await
+                .map_err(backend)?;
+            if answered.rows_affected() != 1 || challenged != session_id {
+                return Ok(false);
+            }
+            sqlx::query(
+                "UPDATE second_factors SET secret = $2, counter = $3, last_used_at = $4 WHERE id = $1 AND active = 1",
+            )
+            .bind(factor_id.as_str())
+            .bind(secret.as_str())
+            .bind(*counter)
+            .bind(now)
+            .execute(&mut *tx)
+            .await
+            .map_err(backend)?;
+        }
         let consume = match proof {
             SecondStepProof::TotpStep { factor_id, step } => sqlx::query(
                 "UPDATE second_factors SET counter = $2, last_used_at = $3 WHERE id = $1 AND active = 1 AND counter < $2",
@@ -603,6 +630,10 @@ impl IdentityStore for SqlStore {
             .bind(digest.as_str())
             .bind(now)
             .bind(i64::from(identity::credential::sms::MAX_TRIES)),
+            // Consumed above; this confirms the factor is still there.
+            SecondStepProof::SecurityKey { factor_id, .. } => {
+                sqlx::query("UPDATE second_factors SET active = 1 WHERE id = $1 AND active = 1").bind(factor_id.as_str())
+            }
             SecondStepProof::BackupCode { account_id, digest } => {
                 sqlx::query("UPDATE backup_codes SET used_at = $3 WHERE account_id = $1 AND digest = $2 AND used_at = 0")
                     .bind(account_id.as_str())
@@ -765,6 +796,48 @@ impl IdentityStore for SqlStore {
             .await
             .map_err(backend)?;
         rows.iter().map(|r| r.try_get("digest").map_err(backend)).collect()
+    }
+
+    async fn set_factor_secret(&self, factor_id: &str, secret: &str) -> Result<(), StoreError> {
+        sqlx::query("UPDATE second_factors SET secret = $2 WHERE id = $1")
+            .bind(factor_id)
+            .bind(secret)
+            .execute(&self.pool)
+            .await
+            .map_err(backend)?;
+        Ok(())
+    }
+
+    async fn put_webauthn_challenge(
+        &self,
+        session_id: &str,
+        state: &str,
+        expires_at: Millis,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.begin_write().await.map_err(backend)?;
+        sqlx::query("DELETE FROM webauthn_challenges WHERE session_id = $1")
+            .bind(session_id)
+            .execute(&mut *tx)
+            .await
+            .map_err(backend)?;
+        sqlx::query("INSERT INTO webauthn_challenges (session_id, state, expires_at) VALUES ($1, $2, $3)")
+            .bind(session_id)
+            .bind(state)
+            .bind(expires_at)
+            .execute(&mut *tx)
+            .await
+            .map_err(backend)?;
+        tx.commit().await.map_err(backend)
+    }
+
+    async fn webauthn_challenge(&self, session_id: &str, now: Millis) -> Result<Option<String>, StoreError> {
+        let row = sqlx::query("SELECT state FROM webauthn_challenges WHERE session_id = $1 AND expires_at > $2")
+            .bind(session_id)
+            .bind(now)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(backend)?;
+        row.map(|r| r.try_get("state").map_err(backend)).transpose()
     }
 
     async fn put_sms_code(&self, code: &SmsCode, account_id: &str, number_digest: &str) -> Result<(), StoreError> {
@@ -953,6 +1026,11 @@ impl IdentityStore for SqlStore {
             .execute(&self.pool)
             .await
             .map_err(backend)?;
+        let challenges = sqlx::query("DELETE FROM webauthn_challenges WHERE expires_at <= $1")
+            .bind(c.now)
+            .execute(&self.pool)
+            .await
+            .map_err(backend)?;
         let codes = sqlx::query("DELETE FROM sms_codes WHERE expires_at <= $1")
             .bind(c.now)
             .execute(&self.pool)
@@ -969,6 +1047,7 @@ impl IdentityStore for SqlStore {
             + links.rows_affected()
             + enrolments.rows_affected()
             + codes.rows_affected()
+            + challenges.rows_affected()
             + sends.rows_affected())
     }
 

@@ -60,6 +60,8 @@ fn build() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(crate::api_two_factor::begin_sms))
         .routes(routes!(crate::api_two_factor::confirm_sms))
         .routes(routes!(crate::api_two_factor::resend_sms))
+        .routes(routes!(crate::api_two_factor::begin_security_key))
+        .routes(routes!(crate::api_two_factor::finish_security_key))
         .routes(routes!(
             crate::api_two_factor::list_app_passwords,
             crate::api_two_factor::create_app_password
@@ -258,6 +260,21 @@ pub struct SecondFactorBody {
     /// Leave out with `sms` to have a code sent.
     #[serde(default)]
     code: String,
+    /// With `security_key`: the `PublicKeyCredential` from
+    /// `navigator.credentials.get` (buffers base64url-encoded); leave out
+    /// to get the challenge.
+    #[serde(default)]
+    #[schema(value_type = Option<Object>)]
+    credential: Option<serde_json::Value>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct ChallengeBody {
+    /// `challenge`
+    status: String,
+    /// Options for `navigator.credentials.get` (`{"publicKey": …}`).
+    #[schema(value_type = Object)]
+    public_key: serde_json::Value,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -309,8 +326,9 @@ pub fn sms_error(e: SmsError) -> ApiError {
     }
 }
 
-/// The second sign-in step: a TOTP code, a backup code, or an SMS code
-/// (`{"method":"sms"}` first, to have it sent).
+/// The second sign-in step: a TOTP code, a backup code, an SMS code
+/// (`{"method":"sms"}` first, to have it sent), or a security key
+/// (`{"method":"security_key"}` first, for the challenge).
 #[utoipa::path(post, path = "/api/v1/session/second-factor", tag = "session", security(("session" = [])), request_body = SecondFactorBody,
     responses(
         (status = 200, description = "`signed_in` (a new session cookie is set), or `code_sent` for `sms` without a code", body = CodeSentBody),
@@ -344,11 +362,34 @@ async fn second_factor(
             };
         }
         "sms" => SecondStep::Sms(body.code),
+        "security_key" => match body.credential {
+            Some(credential) => SecondStep::SecurityKey(credential),
+            None => {
+                let options = state
+                    .identity()
+                    .begin_security_key_sign_in(&pending.session, &pending.account)
+                    .await;
+                return match options {
+                    Ok(public_key) => Ok(Json(ChallengeBody {
+                        status: "challenge".to_owned(),
+                        public_key,
+                    })
+                    .into_response()),
+                    Err(SecondStepError::NoSecurityKey) => Err(ApiError::new(
+                        StatusCode::CONFLICT,
+                        "no_security_key",
+                        "no security key is set up",
+                    )),
+                    Err(SecondStepError::Store(e)) => Err(ApiError::internal(e)),
+                    Err(_) => Err(ApiError::not_signed_in()),
+                };
+            }
+        },
         _ => {
             return Err(ApiError::new(
                 StatusCode::BAD_REQUEST,
                 "invalid_request",
-                "method must be totp, backup_code or sms",
+                "method must be totp, backup_code, sms or security_key",
             ));
         }
     };
@@ -378,6 +419,11 @@ async fn second_factor(
         Err(SecondStepError::TooManyAttempts { retry_after }) => Err(ApiError::too_many_attempts(retry_after)),
         Err(SecondStepError::NotPending) => Err(ApiError::not_signed_in()),
         Err(SecondStepError::Sms(e)) => Err(sms_error(e)),
+        Err(SecondStepError::NoSecurityKey) => Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "no_security_key",
+            "no security key is set up",
+        )),
         Err(SecondStepError::Store(e)) => Err(ApiError::internal(e)),
     }
 }
@@ -484,6 +530,10 @@ pub fn identity_error(e: IdentityError) -> ApiError {
         IdentityError::TwoFactorOff => ApiError::new(S::CONFLICT, "two_factor_off", e.to_string()),
         IdentityError::NotFound => ApiError::new(S::NOT_FOUND, "not_found", e.to_string()),
         IdentityError::Sms(inner) => sms_error(inner),
+        IdentityError::SecurityKeysUnavailable => {
+            ApiError::new(S::CONFLICT, "security_keys_unavailable", e.to_string())
+        }
+        IdentityError::SecurityKeyRefused(_) => ApiError::new(S::BAD_REQUEST, "security_key_refused", e.to_string()),
         IdentityError::Store(inner) => ApiError::internal(inner),
     }
 }

@@ -401,3 +401,64 @@ pub async fn resend_sms(
         .map_err(identity_error)?;
     Ok(Json(SmsEnrollmentBody { id, phone }))
 }
+
+#[derive(Serialize, ToSchema)]
+pub struct SecurityKeyChallengeBody {
+    id: String,
+    /// Options for `navigator.credentials.create` (`{"publicKey": …}`,
+    /// buffers base64url-encoded).
+    #[schema(value_type = Object)]
+    public_key: serde_json::Value,
+}
+
+/// Start registering a security key (FIDO2/WebAuthn).
+#[utoipa::path(post, path = "/api/v1/me/two-factor/security-keys", tag = "two-factor", security(("session" = [])), request_body = NameBody,
+    responses(
+        (status = 200, body = SecurityKeyChallengeBody),
+        (status = 409, description = "`security_keys_unavailable`: `public_url` is not a domain name", body = ErrorBody),
+    ))]
+pub async fn begin_security_key(
+    State(state): State<AppState>,
+    ApiUser(user): ApiUser,
+    ApiJson(body): ApiJson<NameBody>,
+) -> Result<Json<SecurityKeyChallengeBody>, ApiError> {
+    let c = state
+        .identity()
+        .begin_security_key(&user.account, &body.name)
+        .await
+        .map_err(identity_error)?;
+    Ok(Json(SecurityKeyChallengeBody {
+        id: c.id,
+        public_key: c.options,
+    }))
+}
+
+#[derive(Deserialize, ToSchema)]
+pub struct CredentialBody {
+    /// The `PublicKeyCredential` from `navigator.credentials.create`,
+    /// buffers base64url-encoded.
+    #[schema(value_type = Object)]
+    credential: serde_json::Value,
+}
+
+/// Finish registering a security key with the browser's answer.
+#[utoipa::path(post, path = "/api/v1/me/two-factor/security-keys/{id}", tag = "two-factor", security(("session" = [])),
+    params(("id" = String, Path, description = "Registration id")), request_body = CredentialBody,
+    responses(
+        (status = 200, description = "Enrolled; `backup_codes` when this turned 2FA on, else `{}`", body = BackupCodesBody),
+        (status = 400, description = "`security_key_refused`", body = ErrorBody),
+        (status = 404, description = "`not_found`: no such registration (it may have expired)", body = ErrorBody),
+    ))]
+pub async fn finish_security_key(
+    State(state): State<AppState>,
+    ApiUser(user): ApiUser,
+    Path(id): Path<String>,
+    ApiJson(body): ApiJson<CredentialBody>,
+) -> Result<Json<BackupCodesBody>, ApiError> {
+    let backup_codes = state
+        .identity()
+        .finish_security_key(&user.account.id, &id, body.credential, &user.client)
+        .await
+        .map_err(identity_error)?;
+    Ok(Json(BackupCodesBody { backup_codes }))
+}

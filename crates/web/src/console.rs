@@ -35,6 +35,7 @@ pub fn routes() -> Router<AppState> {
         .route("/language", post(set_language))
         .route("/static/console.css", get(stylesheet))
         .route("/static/print.js", get(print_script))
+        .route("/static/webauthn.js", get(webauthn_script))
         .merge(crate::console_two_factor::routes())
 }
 
@@ -297,6 +298,17 @@ async fn print_script() -> Response {
         .into_response()
 }
 
+async fn webauthn_script() -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/javascript; charset=utf-8"),
+            (header::CACHE_CONTROL, "max-age=3600"),
+        ],
+        include_str!("../templates/webauthn.js"),
+    )
+        .into_response()
+}
+
 async fn stylesheet() -> Response {
     (
         [
@@ -422,6 +434,8 @@ pub(crate) fn identity_error_text(t: &Catalog, e: &IdentityError) -> String {
         IdentityError::TwoFactorOff => t.t("two_factor.off").to_owned(),
         IdentityError::NotFound => t.t("two_factor.enrolment_expired").to_owned(),
         IdentityError::Sms(e) => crate::console_two_factor::sms_error_text(t, e),
+        IdentityError::SecurityKeysUnavailable => t.t("security_key.unavailable").to_owned(),
+        IdentityError::SecurityKeyRefused(_) => t.t("security_key.refused").to_owned(),
         IdentityError::TooManyAttempts { retry_after } => locked_text(t, *retry_after),
         IdentityError::UnknownOrganization(_) | IdentityError::SetupUnavailable | IdentityError::Store(_) => {
             t.t("error.internal").to_owned()

@@ -27,6 +27,11 @@ pub fn routes() -> Router<AppState> {
         .route("/security/two-factor", get(two_factor_page))
         .route("/security/two-factor/totp", post(begin_totp))
         .route("/security/two-factor/totp/{id}/confirm", post(confirm_totp))
+        .route("/security/two-factor/security_key", post(begin_security_key))
+        .route(
+            "/security/two-factor/security_key/{id}/finish",
+            post(finish_security_key),
+        )
         .route("/security/two-factor/sms", post(begin_sms))
         .route("/security/two-factor/sms/{id}/confirm", post(confirm_sms))
         .route("/security/two-factor/sms/{id}/resend", post(resend_sms))
@@ -61,6 +66,8 @@ struct SecondStepPage {
     choices: Vec<MethodChoice>,
     error: Option<String>,
     notice: Option<String>,
+    /// With `security_key`: the options for `navigator.credentials.get`.
+    webauthn_options: String,
 }
 
 #[derive(Deserialize, Default)]
@@ -103,6 +110,7 @@ async fn second_step_page(
     let method = match method {
         Some(m @ ("backup_code" | "choose")) => m.to_owned(),
         Some("sms") if has(FactorKind::Sms) => "sms".to_owned(),
+        Some("security_key") if has(FactorKind::SecurityKey) => "security_key".to_owned(),
         Some("totp") if has(FactorKind::Totp) => "totp".to_owned(),
         _ => {
             let default = ctx
@@ -112,12 +120,26 @@ async fn second_step_page(
             default.map_or("backup_code", |m| m.kind.as_str()).to_owned()
         }
     };
+    let mut webauthn_options = String::new();
+    if method == "security_key" {
+        match ctx
+            .state
+            .identity()
+            .begin_security_key_sign_in(&pending.session, &pending.account)
+            .await
+        {
+            Ok(options) => webauthn_options = options.to_string(),
+            Err(SecondStepError::Store(e)) => return ctx.failure(e),
+            Err(_) => return ctx.to_sign_in(),
+        }
+    }
     let page = SecondStepPage {
         c: ctx.chrome(ctx.t().t("second_step.title")),
         method,
         choices,
         error,
         notice,
+        webauthn_options,
     };
     ctx.render(status, &page)
 }
@@ -131,6 +153,8 @@ async fn second_step_form(ctx: Ctx, Query(q): Query<MethodQuery>) -> Response {
 struct CodeForm {
     method: String,
     code: String,
+    /// With `security_key`: the browser's answer, as JSON.
+    credential: String,
 }
 
 async fn second_step_submit(ctx: Ctx, Form(form): Form<CodeForm>) -> Response {
@@ -155,6 +179,7 @@ async fn second_step_submit(ctx: Ctx, Form(form): Form<CodeForm>) -> Response {
     let step = match form.method.as_str() {
         "backup_code" => SecondStep::BackupCode(form.code),
         "sms" => SecondStep::Sms(form.code),
+        "security_key" => SecondStep::SecurityKey(serde_json::from_str(&form.credential).unwrap_or_default()),
         _ => SecondStep::Totp(form.code),
     };
     let result = ctx
@@ -185,6 +210,7 @@ async fn second_step_submit(ctx: Ctx, Form(form): Form<CodeForm>) -> Response {
         }
         Err(SecondStepError::NotPending) => return ctx.to_sign_in(),
         Err(SecondStepError::Sms(e)) => (StatusCode::TOO_MANY_REQUESTS, sms_error_text(t, &e)),
+        Err(SecondStepError::NoSecurityKey) => (StatusCode::CONFLICT, t.t("security_key.none").to_owned()),
         Err(SecondStepError::Store(e)) => return ctx.failure(e),
     };
     second_step_page(&ctx, Some(&form.method), status, Some(error), None).await
@@ -635,6 +661,72 @@ async fn revoke_app_password(ctx: Ctx, Path(id): Path<String>) -> Response {
     {
         Ok(_) => Redirect::to("/security/app-passwords?done=revoked").into_response(),
         Err(e) => ctx.failure(e),
+    }
+}
+
+// ---- security keys -------------------------------------------------------------
+
+#[derive(Template)]
+#[template(path = "security_key_enrol.html")]
+struct SecurityKeyEnrolPage {
+    c: Chrome,
+    id: String,
+    options: String,
+    error: Option<String>,
+}
+
+async fn begin_security_key(ctx: Ctx, Form(form): Form<NameForm>) -> Response {
+    let Some(user) = &ctx.user else {
+        return ctx.to_sign_in();
+    };
+    let name = if form.name.trim().is_empty() {
+        ctx.t().t("method.security_key").to_owned()
+    } else {
+        form.name
+    };
+    match ctx.state.identity().begin_security_key(&user.account, &name).await {
+        Ok(challenge) => {
+            let page = SecurityKeyEnrolPage {
+                c: ctx.chrome(ctx.t().t("security_key.enrol_title")),
+                id: challenge.id,
+                options: challenge.options.to_string(),
+                error: None,
+            };
+            ctx.render(StatusCode::OK, &page)
+        }
+        Err(IdentityError::Store(e)) => ctx.failure(e),
+        Err(e) => {
+            let error = identity_error_text(ctx.t(), &e);
+            render_two_factor(&ctx, StatusCode::UNPROCESSABLE_ENTITY, None, Some(error)).await
+        }
+    }
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct CredentialForm {
+    credential: String,
+}
+
+async fn finish_security_key(ctx: Ctx, Path(id): Path<String>, Form(form): Form<CredentialForm>) -> Response {
+    let Some(user) = &ctx.user else {
+        return ctx.to_sign_in();
+    };
+    let credential = serde_json::from_str(&form.credential).unwrap_or_default();
+    match ctx
+        .state
+        .identity()
+        .finish_security_key(&user.account.id, &id, credential, &user.client)
+        .await
+    {
+        Ok(Some(codes)) => render_backup_codes(&ctx, codes, true),
+        Ok(None) => Redirect::to("/security/two-factor?done=method_added").into_response(),
+        Err(IdentityError::NotFound) => expired(&ctx).await,
+        Err(IdentityError::Store(e)) => ctx.failure(e),
+        Err(e) => {
+            let error = identity_error_text(ctx.t(), &e);
+            render_two_factor(&ctx, StatusCode::UNPROCESSABLE_ENTITY, None, Some(error)).await
+        }
     }
 }
 

@@ -90,3 +90,20 @@ async fn two_factor_in_headless_chromium() {
         run_script("two_factor.mjs", &[&server.base, MEMBER, PASSWORD, &shots], &server);
     }
 }
+
+#[tokio::test]
+async fn security_keys_in_headless_chromium() {
+    if !peers_ready() {
+        return;
+    }
+    for engine in ENGINES {
+        let Some((_, server)) = server_with_member(engine).await else {
+            continue;
+        };
+        // The relying party is localhost: the page must be opened there.
+        let port = server.addr.rsplit(':').next().unwrap().to_owned();
+        let base = format!("http://localhost:{port}");
+        let shots = screenshot_dir(&server);
+        run_script("security_key.mjs", &[&base, MEMBER, PASSWORD, &shots], &server);
+    }
+}

@@ -347,7 +347,10 @@ fn open_to_a_half_signed_in_session(method: &str, path: &str) -> bool {
             | ("get", "/api/v1/openapi.json" | "/healthz" | "/readyz" | "/metrics")
             | ("GET" | "POST", "/signin" | "/signin/second-factor" | "/setup/{token}")
             | ("POST", "/signout" | "/language")
-            | ("GET", "/static/console.css" | "/static/print.js" | "/static/webauthn.js")
+            | (
+                "GET",
+                "/static/console.css" | "/static/print.js" | "/static/webauthn.js"
+            )
     )
 }
 

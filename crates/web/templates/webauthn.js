@@ -20,6 +20,14 @@ if (holder && button && window.PublicKeyCredential) {
     try {
       if (holder.dataset.mode === 'create') {
         options.user.id = b64u.decode(options.user.id);
+        // webauthn-rs asks keys, opportunistically (not enforced), to
+        // protect the credential with user verification; Chromium refuses
+        // that request unless verification is required overall, so leave
+        // it out here. The server does not depend on it.
+        if (options.extensions) {
+          delete options.extensions.credentialProtectionPolicy;
+          delete options.extensions.enforceCredentialProtectionPolicy;
+        }
         (options.excludeCredentials || []).forEach((c) => { c.id = b64u.decode(c.id); });
         const cred = await navigator.credentials.create({ publicKey: options });
         answer = {
@@ -49,6 +57,7 @@ if (holder && button && window.PublicKeyCredential) {
         };
       }
     } catch (e) {
+      console.warn('WebAuthn failed:', e.name, e.message);
       failure.hidden = false;
       return;
     }

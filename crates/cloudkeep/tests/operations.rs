@@ -345,6 +345,8 @@ async fn health_metrics_and_openapi() {
             ("/api/v1/me/two-factor/methods/{id}", vec!["delete"]),
             ("/api/v1/me/two-factor/backup-codes", vec!["post"]),
             ("/api/v1/me/two-factor/sms", vec!["post"]),
+            ("/api/v1/me/two-factor/authenticator", vec!["post"]),
+            ("/api/v1/authenticator/link", vec!["post"]),
             ("/api/v1/me/two-factor/security-keys", vec!["post"]),
             ("/api/v1/me/two-factor/security-keys/{id}", vec!["post"]),
             ("/api/v1/me/two-factor/sms/{id}/confirm", vec!["post"]),

@@ -343,7 +343,7 @@ fn open_to_a_half_signed_in_session(method: &str, path: &str) -> bool {
         (method, path),
         ("post" | "POST", "/api/v1/session")
             | ("delete", "/api/v1/session")
-            | ("post", "/api/v1/session/second-factor")
+            | ("post", "/api/v1/session/second-factor" | "/api/v1/authenticator/link")
             | ("get", "/api/v1/openapi.json" | "/healthz" | "/readyz" | "/metrics")
             | ("GET" | "POST", "/signin" | "/signin/second-factor" | "/setup/{token}")
             | ("POST", "/signout" | "/language")

@@ -15,6 +15,7 @@
 
 mod account;
 mod audit;
+mod authenticator;
 mod clock;
 pub mod credential;
 mod email;
@@ -35,6 +36,7 @@ mod two_factor;
 
 pub use account::{Account, AccountId, NewAccount};
 pub use audit::{EventKind, SecurityEvent};
+pub use authenticator::{AuthenticatorLink, LinkedDevice};
 pub use clock::{Clock, ManualClock, Millis, SystemClock};
 pub use email::{EmailAddress, InvalidEmail};
 pub use org::{Membership, NewOrganization, OrgId, Organization, Role, RoleError};

@@ -12,16 +12,24 @@ pub enum FactorKind {
     Sms,
     /// A FIDO2/WebAuthn security key.
     SecurityKey,
+    /// The companion app, `cloudkeep-authenticator`.
+    App,
 }
 
 impl FactorKind {
-    pub const ALL: [FactorKind; 3] = [FactorKind::Totp, FactorKind::SecurityKey, FactorKind::Sms];
+    pub const ALL: [FactorKind; 4] = [
+        FactorKind::App,
+        FactorKind::Totp,
+        FactorKind::SecurityKey,
+        FactorKind::Sms,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
             FactorKind::Totp => "totp",
             FactorKind::Sms => "sms",
             FactorKind::SecurityKey => "security_key",
+            FactorKind::App => "authenticator",
         }
     }
 

@@ -119,6 +119,8 @@ pub enum IdentityError {
     NotFound,
     #[error(transparent)]
     Sms(#[from] crate::sms::SmsError),
+    #[error("the device key must be a 32-byte Ed25519 public key, base64url")]
+    InvalidDeviceKey,
     #[error("security keys need the server's public address to be a domain name (public_url)")]
     SecurityKeysUnavailable,
     #[error("the security key was not accepted: {0}")]

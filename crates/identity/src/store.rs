@@ -195,6 +195,19 @@ pub trait IdentityStore: Send + Sync {
     /// enrolment); `false` if not, or already used.
     async fn consume_sms_code(&self, factor_id: &str, digest: &str, now: Millis) -> Result<bool, StoreError>;
 
+    async fn put_authenticator_link(
+        &self,
+        token_hash: &str,
+        factor_id: &str,
+        account_id: &str,
+        expires_at: Millis,
+    ) -> Result<(), StoreError>;
+    /// Consumes an unexpired link: (factor id, account id).
+    async fn take_authenticator_link(
+        &self,
+        token_hash: &str,
+        now: Millis,
+    ) -> Result<Option<(String, String)>, StoreError>;
     /// Replaces a factor's sealed secret (a security key's state).
     async fn set_factor_secret(&self, factor_id: &str, secret: &str) -> Result<(), StoreError>;
     /// Makes `state` the session's pending WebAuthn challenge.

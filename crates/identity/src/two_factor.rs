@@ -354,10 +354,12 @@ impl Identity {
     async fn totp_proof(&self, account: &Account, code: &str) -> Result<Option<SecondStepProof>, StoreError> {
         let now = self.now();
         for factor in self.store().second_factors(&account.id).await? {
-            if !factor.active || factor.kind != FactorKind::Totp {
-                continue;
-            }
-            let secret = self.totp_secret(&factor)?;
+            // TOTP apps, and the offline codes of the companion app.
+            let secret = match (factor.active, factor.kind) {
+                (true, FactorKind::Totp) => self.totp_secret(&factor)?,
+                (true, FactorKind::App) => self.app_totp_secret(&factor)?,
+                _ => continue,
+            };
             if let Some(step) = totp::verify(&secret, code, now, factor.counter) {
                 return Ok(Some(SecondStepProof::TotpStep {
                     factor_id: factor.id,

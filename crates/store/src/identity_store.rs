@@ -798,6 +798,48 @@ impl IdentityStore for SqlStore {
         rows.iter().map(|r| r.try_get("digest").map_err(backend)).collect()
     }
 
+    async fn put_authenticator_link(
+        &self,
+        token_hash: &str,
+        factor_id: &str,
+        account_id: &str,
+        expires_at: Millis,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO authenticator_links (token_hash, factor_id, account_id, expires_at) VALUES ($1, $2, $3, $4)",
+        )
+        .bind(token_hash)
+        .bind(factor_id)
+        .bind(account_id)
+        .bind(expires_at)
+        .execute(&self.pool)
+        .await
+        .map_err(backend)?;
+        Ok(())
+    }
+
+    async fn take_authenticator_link(
+        &self,
+        token_hash: &str,
+        now: Millis,
+    ) -> Result<Option<(String, String)>, StoreError> {
+        let row = sqlx::query(
+            "DELETE FROM authenticator_links WHERE token_hash = $1 AND expires_at > $2 RETURNING factor_id, account_id",
+        )
+        .bind(token_hash)
+        .bind(now)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(backend)?;
+        row.map(|r| {
+            Ok((
+                r.try_get("factor_id").map_err(backend)?,
+                r.try_get("account_id").map_err(backend)?,
+            ))
+        })
+        .transpose()
+    }
+
     async fn set_factor_secret(&self, factor_id: &str, secret: &str) -> Result<(), StoreError> {
         sqlx::query("UPDATE second_factors SET secret = $2 WHERE id = $1")
             .bind(factor_id)
@@ -1026,6 +1068,11 @@ impl IdentityStore for SqlStore {
             .execute(&self.pool)
             .await
             .map_err(backend)?;
+        let device_links = sqlx::query("DELETE FROM authenticator_links WHERE expires_at <= $1")
+            .bind(c.now)
+            .execute(&self.pool)
+            .await
+            .map_err(backend)?;
         let challenges = sqlx::query("DELETE FROM webauthn_challenges WHERE expires_at <= $1")
             .bind(c.now)
             .execute(&self.pool)
@@ -1048,6 +1095,7 @@ impl IdentityStore for SqlStore {
             + enrolments.rows_affected()
             + codes.rows_affected()
             + challenges.rows_affected()
+            + device_links.rows_affected()
             + sends.rows_affected())
     }
 

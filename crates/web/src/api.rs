@@ -28,7 +28,8 @@ use crate::error::{ApiError, ErrorBody};
     info(title = "cloudkeep", description = "Account and sync server. Times are milliseconds since the Unix epoch. Errors are {\"error\":{\"code\",\"message\"}} with stable codes."),
     modifiers(&CookieAuth),
     tags((name = "session", description = "Signing in and out"), (name = "me", description = "The signed-in account"),
-        (name = "two-factor", description = "Two-step verification"), (name = "app-passwords", description = "Application passwords for sync and mail clients"), (name = "operations", description = "Health and metrics"))
+        (name = "two-factor", description = "Two-step verification"), (name = "app-passwords", description = "Application passwords for sync and mail clients"),
+        (name = "authenticator", description = "The protocol of the cloudkeep-authenticator app"), (name = "operations", description = "Health and metrics"))
 )]
 struct ApiDoc;
 
@@ -60,6 +61,8 @@ fn build() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(crate::api_two_factor::begin_sms))
         .routes(routes!(crate::api_two_factor::confirm_sms))
         .routes(routes!(crate::api_two_factor::resend_sms))
+        .routes(routes!(crate::api_two_factor::begin_authenticator))
+        .routes(routes!(crate::api_two_factor::link_authenticator))
         .routes(routes!(crate::api_two_factor::begin_security_key))
         .routes(routes!(crate::api_two_factor::finish_security_key))
         .routes(routes!(
@@ -530,6 +533,7 @@ pub fn identity_error(e: IdentityError) -> ApiError {
         IdentityError::TwoFactorOff => ApiError::new(S::CONFLICT, "two_factor_off", e.to_string()),
         IdentityError::NotFound => ApiError::new(S::NOT_FOUND, "not_found", e.to_string()),
         IdentityError::Sms(inner) => sms_error(inner),
+        IdentityError::InvalidDeviceKey => ApiError::new(S::UNPROCESSABLE_ENTITY, "invalid_device_key", e.to_string()),
         IdentityError::SecurityKeysUnavailable => {
             ApiError::new(S::CONFLICT, "security_keys_unavailable", e.to_string())
         }

@@ -462,3 +462,94 @@ pub async fn finish_security_key(
         .map_err(identity_error)?;
     Ok(Json(BackupCodesBody { backup_codes }))
 }
+
+#[derive(Serialize, ToSchema)]
+pub struct AuthenticatorLinkBody {
+    id: String,
+    /// The single-use link (ten minutes) for `cloudkeep-authenticator link`.
+    link: String,
+    /// The link as a QR code, an `<svg>` element.
+    qr_svg: String,
+}
+
+/// The link that registers a device running the authenticator app.
+pub(crate) fn authenticator_link(base: &str, token: &str) -> String {
+    format!("{base}/authenticator/{token}")
+}
+
+/// Start linking the authenticator app: a single-use link for the device.
+#[utoipa::path(post, path = "/api/v1/me/two-factor/authenticator", tag = "two-factor", security(("session" = [])), request_body = NameBody,
+    responses((status = 200, body = AuthenticatorLinkBody), (status = 422, description = "`invalid_name`", body = ErrorBody)))]
+pub async fn begin_authenticator(
+    State(state): State<AppState>,
+    ApiUser(user): ApiUser,
+    headers: HeaderMap,
+    ApiJson(body): ApiJson<NameBody>,
+) -> Result<Json<AuthenticatorLinkBody>, ApiError> {
+    let created = state
+        .identity()
+        .begin_authenticator(&user.account, &body.name)
+        .await
+        .map_err(identity_error)?;
+    let link = authenticator_link(&state.config().base_url(&headers), &created.token);
+    let qr_svg = crate::qr::svg(&link).ok_or_else(|| ApiError::internal("QR code too long"))?;
+    Ok(Json(AuthenticatorLinkBody {
+        id: created.id,
+        link,
+        qr_svg,
+    }))
+}
+
+#[derive(Deserialize, ToSchema)]
+pub struct DeviceLinkBody {
+    /// The token at the end of the link.
+    token: String,
+    /// The device's Ed25519 public key, 32 bytes base64url.
+    public_key: String,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct LinkedDeviceBody {
+    method_id: String,
+    email: String,
+    issuer: String,
+    /// Base32 TOTP seed for the device's offline codes (SHA-1, 6 digits, 30 s).
+    totp_secret: String,
+    /// When this turned two-step verification on: the ten backup codes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    backup_codes: Option<Vec<String>>,
+}
+
+/// Called by the app: registers the device behind a link. The link token is
+/// the credential; it works once.
+#[utoipa::path(post, path = "/api/v1/authenticator/link", tag = "authenticator", request_body = DeviceLinkBody,
+    responses(
+        (status = 200, body = LinkedDeviceBody),
+        (status = 404, description = "`not_found`: the link was used or has expired", body = ErrorBody),
+        (status = 422, description = "`invalid_device_key`", body = ErrorBody),
+    ))]
+pub async fn link_authenticator(
+    State(state): State<AppState>,
+    crate::auth::Client(client): crate::auth::Client,
+    ApiJson(body): ApiJson<DeviceLinkBody>,
+) -> Result<Json<LinkedDeviceBody>, ApiError> {
+    let d = state
+        .identity()
+        .link_authenticator(&body.token, &body.public_key, &client)
+        .await
+        .map_err(|e| match e {
+            identity::IdentityError::NotFound => ApiError::new(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                "this link was used or has expired; make a new one",
+            ),
+            other => identity_error(other),
+        })?;
+    Ok(Json(LinkedDeviceBody {
+        method_id: d.method_id,
+        email: d.email,
+        issuer: d.issuer,
+        totp_secret: d.totp_secret,
+        backup_codes: d.backup_codes,
+    }))
+}

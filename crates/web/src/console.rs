@@ -435,6 +435,7 @@ pub(crate) fn identity_error_text(t: &Catalog, e: &IdentityError) -> String {
         IdentityError::NotFound => t.t("two_factor.enrolment_expired").to_owned(),
         IdentityError::Sms(e) => crate::console_two_factor::sms_error_text(t, e),
         IdentityError::SecurityKeysUnavailable => t.t("security_key.unavailable").to_owned(),
+        IdentityError::InvalidDeviceKey => t.t("error.internal").to_owned(),
         IdentityError::SecurityKeyRefused(_) => t.t("security_key.refused").to_owned(),
         IdentityError::TooManyAttempts { retry_after } => locked_text(t, *retry_after),
         IdentityError::UnknownOrganization(_) | IdentityError::SetupUnavailable | IdentityError::Store(_) => {

@@ -32,6 +32,7 @@ pub fn routes() -> Router<AppState> {
             "/security/two-factor/security_key/{id}/finish",
             post(finish_security_key),
         )
+        .route("/security/two-factor/authenticator", post(begin_authenticator))
         .route("/security/two-factor/sms", post(begin_sms))
         .route("/security/two-factor/sms/{id}/confirm", post(confirm_sms))
         .route("/security/two-factor/sms/{id}/resend", post(resend_sms))
@@ -661,6 +662,47 @@ async fn revoke_app_password(ctx: Ctx, Path(id): Path<String>) -> Response {
     {
         Ok(_) => Redirect::to("/security/app-passwords?done=revoked").into_response(),
         Err(e) => ctx.failure(e),
+    }
+}
+
+// ---- the authenticator app ------------------------------------------------------
+
+#[derive(Template)]
+#[template(path = "authenticator_link.html")]
+struct AuthenticatorLinkPage {
+    c: Chrome,
+    link: String,
+    qr_svg: String,
+}
+
+async fn begin_authenticator(ctx: Ctx, headers: axum::http::HeaderMap, Form(form): Form<NameForm>) -> Response {
+    let Some(user) = &ctx.user else {
+        return ctx.to_sign_in();
+    };
+    let name = if form.name.trim().is_empty() {
+        ctx.t().t("method.authenticator").to_owned()
+    } else {
+        form.name
+    };
+    match ctx.state.identity().begin_authenticator(&user.account, &name).await {
+        Ok(created) => {
+            let link =
+                crate::api_two_factor::authenticator_link(&ctx.state.config().base_url(&headers), &created.token);
+            let Some(qr_svg) = crate::qr::svg(&link) else {
+                return ctx.failure("QR code too long");
+            };
+            let page = AuthenticatorLinkPage {
+                c: ctx.chrome(ctx.t().t("authenticator.link_title")),
+                link,
+                qr_svg,
+            };
+            ctx.render(StatusCode::OK, &page)
+        }
+        Err(IdentityError::Store(e)) => ctx.failure(e),
+        Err(e) => {
+            let error = identity_error_text(ctx.t(), &e);
+            render_two_factor(&ctx, StatusCode::UNPROCESSABLE_ENTITY, None, Some(error)).await
+        }
     }
 }
 

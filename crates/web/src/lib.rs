@@ -47,6 +47,18 @@ impl WebConfig {
     }
 
     /// `scheme://host[:port]` of the public URL, without any path.
+    /// The address links sent to people start with: `public_url`, else
+    /// this request's `Host`.
+    pub(crate) fn base_url(&self, headers: &axum::http::HeaderMap) -> String {
+        self.public_url.clone().unwrap_or_else(|| {
+            let host = headers
+                .get(axum::http::header::HOST)
+                .and_then(|h| h.to_str().ok())
+                .unwrap_or("localhost");
+            format!("http://{host}")
+        })
+    }
+
     fn public_origin(&self) -> Option<String> {
         let url = self.public_url.as_deref()?;
         let (scheme, rest) = url.split_once("://")?;
@@ -147,6 +159,7 @@ pub const CONSOLE_ROUTES: &[(&str, &str)] = &[
     ("POST", "/security/two-factor/totp"),
     ("POST", "/security/two-factor/totp/{id}/confirm"),
     ("POST", "/security/two-factor/sms"),
+    ("POST", "/security/two-factor/authenticator"),
     ("POST", "/security/two-factor/sms/{id}/confirm"),
     ("POST", "/security/two-factor/sms/{id}/resend"),
     ("POST", "/security/two-factor/methods/{id}/remove"),

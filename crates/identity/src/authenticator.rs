@@ -1,0 +1,148 @@
+//! The companion authenticator app (`cloudkeep-authenticator`) as a second
+//! factor: linking a device, and its offline codes.
+//!
+//! The console (or API) makes a single-use link, valid ten minutes; the app
+//! takes it, sends the public half of a new Ed25519 device key, and gets a
+//! TOTP seed shared with the server, so it can show 30-second codes without
+//! network. The device key will sign push approvals; the codes are accepted
+//! at the second step like any TOTP app's. The protocol is in
+//! `docs/authenticator.md`.
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use serde::{Deserialize, Serialize};
+
+use crate::clock::Millis;
+use crate::credential::totp::TotpSecret;
+use crate::second_factor::{ENROLMENT_LIFETIME, FactorKind, SecondFactor};
+use crate::secrets::{random_token, token_hash};
+use crate::service::{ClientInfo, Identity, IdentityError};
+use crate::store::StoreError;
+
+const APP_PURPOSE: &str = "authenticator-device";
+pub const LINK_LIFETIME: Millis = ENROLMENT_LIFETIME;
+
+/// What the server keeps about a linked device (sealed).
+#[derive(Serialize, Deserialize)]
+struct Device {
+    /// Base32 TOTP seed shared with the app.
+    totp: String,
+    /// The device's Ed25519 public key, base64url.
+    public_key: String,
+}
+
+/// A link waiting for a device.
+#[derive(Debug, Clone)]
+pub struct AuthenticatorLink {
+    pub id: String,
+    /// The single-use token in the link.
+    pub token: String,
+}
+
+/// What the app receives when it links.
+#[derive(Debug, Clone, Serialize)]
+pub struct LinkedDevice {
+    pub method_id: String,
+    pub email: String,
+    pub issuer: String,
+    /// Base32 TOTP seed for offline codes.
+    pub totp_secret: String,
+    /// When this turned two-step verification on: the ten backup codes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub backup_codes: Option<Vec<String>>,
+}
+
+impl Identity {
+    /// Prepares a device link for `name` ("Phone"); valid ten minutes.
+    pub async fn begin_authenticator(
+        &self,
+        account: &crate::Account,
+        name: &str,
+    ) -> Result<AuthenticatorLink, IdentityError> {
+        let name = crate::credential::parse_label(name).ok_or(IdentityError::InvalidName)?;
+        let id = uuid::Uuid::new_v4().to_string();
+        let now = self.now();
+        let factor = SecondFactor {
+            secret: String::new(),
+            id: id.clone(),
+            account_id: account.id.clone(),
+            kind: FactorKind::App,
+            name,
+            active: false,
+            created_at: now,
+            expires_at: now + LINK_LIFETIME,
+            last_used_at: 0,
+            counter: 0,
+        };
+        self.store().insert_second_factor(&factor).await?;
+        let token = random_token(32);
+        self.store()
+            .put_authenticator_link(&token_hash(&token), &id, &account.id, now + LINK_LIFETIME)
+            .await?;
+        Ok(AuthenticatorLink { id, token })
+    }
+
+    /// Registers the device that presents a link token and its public key.
+    pub async fn link_authenticator(
+        &self,
+        token: &str,
+        public_key: &str,
+        client: &ClientInfo,
+    ) -> Result<LinkedDevice, IdentityError> {
+        let key = URL_SAFE_NO_PAD.decode(public_key.trim()).ok().filter(|k| k.len() == 32);
+        if key.is_none() {
+            return Err(IdentityError::InvalidDeviceKey);
+        }
+        let now = self.now();
+        let (factor_id, account_id) = self
+            .store()
+            .take_authenticator_link(&token_hash(token), now)
+            .await?
+            .ok_or(IdentityError::NotFound)?;
+        let account = self
+            .store()
+            .account_by_id(&account_id)
+            .await?
+            .ok_or(IdentityError::NotFound)?;
+        let factor = self
+            .store()
+            .second_factors(&account_id)
+            .await?
+            .into_iter()
+            .find(|f| f.id == factor_id && !f.active && f.expires_at > now)
+            .ok_or(IdentityError::NotFound)?;
+        let secret = TotpSecret::generate();
+        let device = Device {
+            totp: secret.base32(),
+            public_key: public_key.trim().to_owned(),
+        };
+        let sealed = self.key().seal(
+            APP_PURPOSE,
+            &factor.id,
+            &serde_json::to_vec(&device).expect("a device serializes"),
+        );
+        self.store().set_factor_secret(&factor.id, &sealed).await?;
+        let backup_codes = self.activate_factor(&account_id, &factor, 0, client).await?;
+        Ok(LinkedDevice {
+            method_id: factor.id,
+            email: account.email.to_string(),
+            issuer: self.issuer().to_owned(),
+            totp_secret: secret.base32(),
+            backup_codes,
+        })
+    }
+
+    /// The TOTP seed of a linked device.
+    pub(crate) fn app_totp_secret(&self, factor: &SecondFactor) -> Result<TotpSecret, StoreError> {
+        let bytes = self
+            .key()
+            .open(APP_PURPOSE, &factor.id, &factor.secret)
+            .ok_or_else(|| StoreError::Backend(format!("the device of factor {} does not decrypt", factor.id)))?;
+        let device: Device = serde_json::from_slice(&bytes)
+            .map_err(|e| StoreError::Backend(format!("a stored device does not read: {e}")))?;
+        let seed = data_encoding::BASE32_NOPAD
+            .decode(device.totp.as_bytes())
+            .map_err(|_| StoreError::Backend("a stored device seed is not base32".into()))?;
+        Ok(TotpSecret::from_bytes(seed))
+    }
+}

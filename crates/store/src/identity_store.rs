@@ -1058,45 +1058,27 @@ impl IdentityStore for SqlStore {
             .execute(&self.pool)
             .await
             .map_err(backend)?;
-        let links = sqlx::query("DELETE FROM setup_tokens WHERE expires_at <= $1")
-            .bind(c.now)
-            .execute(&self.pool)
-            .await
-            .map_err(backend)?;
-        let enrolments = sqlx::query("DELETE FROM second_factors WHERE active = 0 AND expires_at <= $1")
-            .bind(c.now)
-            .execute(&self.pool)
-            .await
-            .map_err(backend)?;
-        let device_links = sqlx::query("DELETE FROM authenticator_links WHERE expires_at <= $1")
-            .bind(c.now)
-            .execute(&self.pool)
-            .await
-            .map_err(backend)?;
-        let challenges = sqlx::query("DELETE FROM webauthn_challenges WHERE expires_at <= $1")
-            .bind(c.now)
-            .execute(&self.pool)
-            .await
-            .map_err(backend)?;
-        let codes = sqlx::query("DELETE FROM sms_codes WHERE expires_at <= $1")
-            .bind(c.now)
-            .execute(&self.pool)
-            .await
-            .map_err(backend)?;
-        // The send log only serves the daily caps.
-        let sends = sqlx::query("DELETE FROM sms_sends WHERE sent_at <= $1")
-            .bind(c.now - 24 * 3_600_000)
-            .execute(&self.pool)
-            .await
-            .map_err(backend)?;
-        Ok(sessions.rows_affected()
-            + throttles.rows_affected()
-            + links.rows_affected()
-            + enrolments.rows_affected()
-            + codes.rows_affected()
-            + challenges.rows_affected()
-            + device_links.rows_affected()
-            + sends.rows_affected())
+        let mut purged = sessions.rows_affected() + throttles.rows_affected();
+        for (statement, cutoff) in [
+            ("DELETE FROM setup_tokens WHERE expires_at <= $1", c.now),
+            (
+                "DELETE FROM second_factors WHERE active = 0 AND expires_at <= $1",
+                c.now,
+            ),
+            ("DELETE FROM authenticator_links WHERE expires_at <= $1", c.now),
+            ("DELETE FROM webauthn_challenges WHERE expires_at <= $1", c.now),
+            ("DELETE FROM sms_codes WHERE expires_at <= $1", c.now),
+            // The send log only serves the daily caps.
+            ("DELETE FROM sms_sends WHERE sent_at <= $1", c.now - 24 * 3_600_000),
+        ] {
+            let done = sqlx::query(statement)
+                .bind(cutoff)
+                .execute(&self.pool)
+                .await
+                .map_err(backend)?;
+            purged += done.rows_affected();
+        }
+        Ok(purged)
     }
 
     async fn record_event(&self, e: &SecurityEvent) -> Result<(), StoreError> {

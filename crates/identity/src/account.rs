@@ -16,6 +16,9 @@ pub struct Account {
     pub password_hash: String,
     pub created_at: Millis,
     pub password_changed_at: Millis,
+    /// The second-factor kind offered first at sign-in, if chosen. Loaded
+    /// with the account so a sign-in needs no extra query for it.
+    pub default_method: Option<crate::second_factor::FactorKind>,
 }
 
 impl std::fmt::Debug for Account {

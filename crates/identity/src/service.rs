@@ -10,7 +10,7 @@ use crate::clock::{Clock, Millis};
 use crate::email::EmailAddress;
 use crate::org::{Membership, NewOrganization, Organization, Role, RoleError};
 use crate::password::{PasswordHasher, PasswordPolicy, PasswordRejected};
-use crate::second_factor::{Challenge, FactorKind};
+use crate::second_factor::Challenge;
 use crate::secrets::{ServerKey, random_token, token_hash};
 use crate::session::{RECENT_PASSWORD, Session, SessionPolicy, SessionStage, SessionToken};
 use crate::softlock::ThrottlePolicy;
@@ -397,8 +397,7 @@ impl Identity {
         // valid account must not let a machine reset its own counter.
         let forget = records[0].is_some().then_some(keys[0].0.as_str());
         let factors = self.store.second_factors(&account.id).await?;
-        let preferred = FactorKind::parse(&self.store.default_method(&account.id).await?);
-        let challenge = Challenge::for_factors(&factors, preferred);
+        let challenge = Challenge::for_factors(&factors, account.default_method);
         let Some(challenge) = challenge else {
             let opened = self.open_session(
                 account,

@@ -36,6 +36,7 @@ fn account_from(row: &AnyRow) -> Result<Account, StoreError> {
         password_hash: row.try_get("password_hash").map_err(backend)?,
         created_at: row.try_get("created_at").map_err(backend)?,
         password_changed_at: row.try_get("password_changed_at").map_err(backend)?,
+        default_method: FactorKind::parse(&row.try_get::<String, _>("default_method").map_err(backend)?),
     })
 }
 
@@ -132,7 +133,8 @@ async fn insert_event(conn: &mut sqlx::AnyConnection, e: &SecurityEvent) -> Resu
     Ok(())
 }
 
-const ACCOUNT_COLUMNS: &str = "id, email, name, sync_user_id, password_hash, created_at, password_changed_at";
+const ACCOUNT_COLUMNS: &str =
+    "id, email, name, sync_user_id, password_hash, created_at, password_changed_at, default_method";
 
 async fn insert_organization(
     tx: &mut Tx,
@@ -202,6 +204,7 @@ async fn insert_account(
         password_hash: account.password_hash.clone(),
         created_at: account.created_at,
         password_changed_at: account.created_at,
+        default_method: None,
     })
 }
 

@@ -524,7 +524,7 @@ impl Identity {
     /// The live session and account behind a cookie token, refreshing its
     /// last-seen time now and then. Expired sessions are deleted.
     pub async fn session(&self, token: &str, client: &ClientInfo) -> Result<Option<(Session, Account)>, StoreError> {
-        let Some(mut session) = self.store.session_by_token_hash(&token_hash(token)).await? else {
+        let Some((mut session, account)) = self.store.session_by_token_hash(&token_hash(token)).await? else {
             return Ok(None);
         };
         let now = self.now();
@@ -532,9 +532,6 @@ impl Identity {
             self.store.delete_session(&session.account_id, &session.id).await?;
             return Ok(None);
         }
-        let Some(account) = self.store.account_by_id(&session.account_id).await? else {
-            return Ok(None);
-        };
         if self.config.session.needs_touch(&session, now) {
             session.last_seen_at = now;
             session.ip = client.ip.to_string();

@@ -131,7 +131,9 @@ pub trait IdentityStore: Send + Sync {
         event: Option<&SecurityEvent>,
         clear_throttle: Option<&str>,
     ) -> Result<(), StoreError>;
-    async fn session_by_token_hash(&self, hash: &str) -> Result<Option<Session>, StoreError>;
+    /// The session with this token hash and its account, in one query: it
+    /// runs on every signed-in request.
+    async fn session_by_token_hash(&self, hash: &str) -> Result<Option<(Session, Account)>, StoreError>;
     async fn touch_session(&self, id: &str, now: Millis, ip: &str) -> Result<(), StoreError>;
     async fn sessions_of(&self, account_id: &str) -> Result<Vec<Session>, StoreError>;
     /// Whether a session of that account with that id existed.

@@ -26,17 +26,26 @@ fn corrupt(what: &str) -> StoreError {
 }
 
 fn account_from(row: &AnyRow) -> Result<Account, StoreError> {
-    let email: String = row.try_get("email").map_err(backend)?;
-    let sync: String = row.try_get("sync_user_id").map_err(backend)?;
+    account_from_as(row, "")
+}
+
+/// An account from columns named with `prefix` (for joins).
+fn account_from_as(row: &AnyRow, prefix: &str) -> Result<Account, StoreError> {
+    let column = |name: &str| format!("{prefix}{name}");
+    let email: String = row.try_get(column("email").as_str()).map_err(backend)?;
+    let sync: String = row.try_get(column("sync_user_id").as_str()).map_err(backend)?;
     Ok(Account {
-        id: row.try_get("id").map_err(backend)?,
+        id: row.try_get(column("id").as_str()).map_err(backend)?,
         email: EmailAddress::parse(&email).map_err(|_| corrupt("email"))?,
-        name: row.try_get("name").map_err(backend)?,
+        name: row.try_get(column("name").as_str()).map_err(backend)?,
         sync_user_id: SyncUserId::parse(&sync).ok_or_else(|| corrupt("sync user id"))?,
-        password_hash: row.try_get("password_hash").map_err(backend)?,
-        created_at: row.try_get("created_at").map_err(backend)?,
-        password_changed_at: row.try_get("password_changed_at").map_err(backend)?,
-        default_method: FactorKind::parse(&row.try_get::<String, _>("default_method").map_err(backend)?),
+        password_hash: row.try_get(column("password_hash").as_str()).map_err(backend)?,
+        created_at: row.try_get(column("created_at").as_str()).map_err(backend)?,
+        password_changed_at: row.try_get(column("password_changed_at").as_str()).map_err(backend)?,
+        default_method: FactorKind::parse(
+            &row.try_get::<String, _>(column("default_method").as_str())
+                .map_err(backend)?,
+        ),
     })
 }
 
@@ -425,15 +434,22 @@ impl IdentityStore for SqlStore {
         tx.commit().await.map_err(backend)
     }
 
-    async fn session_by_token_hash(&self, hash: &str) -> Result<Option<Session>, StoreError> {
-        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "SELECT {SESSION_COLUMNS} FROM sessions WHERE token_hash = $1"
-        )))
+    async fn session_by_token_hash(&self, hash: &str) -> Result<Option<(Session, Account)>, StoreError> {
+        let row = sqlx::query(
+            "SELECT s.id, s.account_id, s.created_at, s.last_seen_at, s.remember, s.ip, s.user_agent, s.stage,
+                    s.password_at, s.factor_failures,
+                    a.id AS a_id, a.email AS a_email, a.name AS a_name, a.sync_user_id AS a_sync_user_id,
+                    a.password_hash AS a_password_hash, a.created_at AS a_created_at,
+                    a.password_changed_at AS a_password_changed_at, a.default_method AS a_default_method
+             FROM sessions s JOIN accounts a ON a.id = s.account_id WHERE s.token_hash = $1",
+        )
         .bind(hash)
         .fetch_optional(&self.pool)
         .await
         .map_err(backend)?;
-        row.as_ref().map(session_from).transpose()
+        row.as_ref()
+            .map(|row| Ok((session_from(row)?, account_from_as(row, "a_")?)))
+            .transpose()
     }
 
     async fn touch_session(&self, id: &str, now: Millis, ip: &str) -> Result<(), StoreError> {

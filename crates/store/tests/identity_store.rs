@@ -182,16 +182,27 @@ async fn sessions_are_found_by_token_hash_and_deleted() {
             s.throttle("email:s").await.unwrap().is_none(),
             "and forgets the throttle key when asked"
         );
-        assert_eq!(s.session_by_token_hash("h1").await.unwrap(), Some(session("one")));
+        assert_eq!(
+            s.session_by_token_hash("h1").await.unwrap().map(|(session, _)| session),
+            Some(session("one"))
+        );
         s.touch_session("one", 50, "::1").await.unwrap();
-        let touched = s.session_by_token_hash("h1").await.unwrap().unwrap();
+        let touched = s
+            .session_by_token_hash("h1")
+            .await
+            .unwrap()
+            .map(|(session, _)| session)
+            .unwrap();
         assert_eq!(
             (touched.last_seen_at, touched.ip.as_str(), touched.remember),
             (50, "::1", true)
         );
         assert!(!s.delete_session("someone-else", "two").await.unwrap());
         assert!(s.delete_session(&a.id, "two").await.unwrap());
-        assert_eq!(s.session_by_token_hash("h2").await.unwrap(), None);
+        assert_eq!(
+            s.session_by_token_hash("h2").await.unwrap().map(|(session, _)| session),
+            None
+        );
         assert_eq!(s.delete_sessions_except(&a.id, "one").await.unwrap(), 1);
         let left: Vec<_> = s.sessions_of(&a.id).await.unwrap().into_iter().map(|s| s.id).collect();
         assert_eq!(left, ["one"]);
@@ -350,10 +361,19 @@ async fn a_second_step_consumes_its_proof_and_signs_in_once() {
         );
 
         assert!(
-            s.session_by_token_hash("h1").await.unwrap().is_none(),
+            s.session_by_token_hash("h1")
+                .await
+                .unwrap()
+                .map(|(session, _)| session)
+                .is_none(),
             "the old token is dead"
         );
-        let promoted = s.session_by_token_hash("n1").await.unwrap().unwrap();
+        let promoted = s
+            .session_by_token_hash("n1")
+            .await
+            .unwrap()
+            .map(|(session, _)| session)
+            .unwrap();
         assert_eq!(
             (promoted.stage, promoted.factor_failures, promoted.last_seen_at),
             (SessionStage::SignedIn, 2, 5)
@@ -361,11 +381,24 @@ async fn a_second_step_consumes_its_proof_and_signs_in_once() {
         let f = &s.second_factors(&a.id).await.unwrap()[0];
         assert_eq!((f.counter, f.last_used_at), (8, 5));
         assert_eq!(
-            s.session_by_token_hash("h3").await.unwrap().unwrap().stage,
+            s.session_by_token_hash("h3")
+                .await
+                .unwrap()
+                .map(|(session, _)| session)
+                .unwrap()
+                .stage,
             SessionStage::SecondFactor
         );
         s.set_password_at("p1", 9).await.unwrap();
-        assert_eq!(s.session_by_token_hash("n1").await.unwrap().unwrap().password_at, 9);
+        assert_eq!(
+            s.session_by_token_hash("n1")
+                .await
+                .unwrap()
+                .map(|(session, _)| session)
+                .unwrap()
+                .password_at,
+            9
+        );
         assert_eq!(
             s.events(&a.id, None, 10).await.unwrap().len(),
             2,

@@ -218,7 +218,6 @@ impl Identity {
                 .key()
                 .seal(KEY_PURPOSE, &factor_id, &serde_json::to_vec(&key).map_err(json_error)?);
             return Ok(Some(SecondStepProof::SecurityKey {
-                session_id: session.id.clone(),
                 factor_id,
                 secret,
                 counter: i64::from(result.counter()),

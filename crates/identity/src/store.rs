@@ -69,7 +69,6 @@ pub enum SecondStepProof {
     /// A security key's answer to the session's challenge: consumes the
     /// challenge and stores the key's updated state and counter.
     SecurityKey {
-        session_id: String,
         factor_id: String,
         secret: String,
         counter: i64,

@@ -608,33 +608,6 @@ impl IdentityStore for SqlStore {
         proof: &SecondStepProof,
     ) -> Result<bool, StoreError> {
         let mut tx = self.begin_write().await.map_err(backend)?;
-        if let SecondStepProof::SecurityKey {
-            session_id: challenged,
-            factor_id,
-            secret,
-            counter,
-        } = proof
-        {
-            let answered = sqlx::query("DELETE FROM webauthn_challenges WHERE session_id = $1 AND expires_at > $2")
-                .bind(challenged.as_str())
-                .bind(now)
-                .execute(&mut *tx)
-                .await
-                .map_err(backend)?;
-            if answered.rows_affected() != 1 || challenged != session_id {
-                return Ok(false);
-            }
-            sqlx::query(
-                "UPDATE second_factors SET secret = $2, counter = $3, last_used_at = $4 WHERE id = $1 AND active = 1",
-            )
-            .bind(factor_id.as_str())
-            .bind(secret.as_str())
-            .bind(*counter)
-            .bind(now)
-            .execute(&mut *tx)
-            .await
-            .map_err(backend)?;
-        }
         let consume = match proof {
             SecondStepProof::TotpStep { factor_id, step } => sqlx::query(
                 "UPDATE second_factors SET counter = $2, last_used_at = $3 WHERE id = $1 AND active = 1 AND counter < $2",
@@ -649,9 +622,11 @@ impl IdentityStore for SqlStore {
             .bind(digest.as_str())
             .bind(now)
             .bind(i64::from(identity::credential::sms::MAX_TRIES)),
-            // Consumed above; this confirms the factor is still there.
-            SecondStepProof::SecurityKey { factor_id, .. } => {
-                sqlx::query("UPDATE second_factors SET active = 1 WHERE id = $1 AND active = 1").bind(factor_id.as_str())
+            // The session's challenge is what a key's answer uses up.
+            SecondStepProof::SecurityKey { .. } => {
+                sqlx::query("DELETE FROM webauthn_challenges WHERE session_id = $1 AND expires_at > $2")
+                    .bind(session_id)
+                    .bind(now)
             }
             SecondStepProof::BackupCode { account_id, digest } => {
                 sqlx::query("UPDATE backup_codes SET used_at = $3 WHERE account_id = $1 AND digest = $2 AND used_at = 0")
@@ -664,13 +639,32 @@ impl IdentityStore for SqlStore {
         if consumed.rows_affected() != 1 {
             return Ok(false);
         }
-        if let SecondStepProof::SmsCode { factor_id, .. } = proof {
-            sqlx::query("UPDATE second_factors SET last_used_at = $2 WHERE id = $1")
+        let used = match proof {
+            SecondStepProof::SmsCode { factor_id, .. } => Some(
+                sqlx::query("UPDATE second_factors SET last_used_at = $2 WHERE id = $1 AND active = 1")
+                    .bind(factor_id.as_str())
+                    .bind(now),
+            ),
+            // The key's new state and signature counter.
+            SecondStepProof::SecurityKey {
+                factor_id,
+                secret,
+                counter,
+            } => Some(
+                sqlx::query(
+                    "UPDATE second_factors SET last_used_at = $2, secret = $3, counter = $4 WHERE id = $1 AND active = 1",
+                )
                 .bind(factor_id.as_str())
                 .bind(now)
-                .execute(&mut *tx)
-                .await
-                .map_err(backend)?;
+                .bind(secret.as_str())
+                .bind(*counter),
+            ),
+            SecondStepProof::TotpStep { .. } | SecondStepProof::BackupCode { .. } => None,
+        };
+        if let Some(update) = used
+            && update.execute(&mut *tx).await.map_err(backend)?.rows_affected() != 1
+        {
+            return Ok(false);
         }
         let promoted = sqlx::query(
             "UPDATE sessions SET stage = 'signed_in', token_hash = $2, last_seen_at = $3

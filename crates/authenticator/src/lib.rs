@@ -6,8 +6,9 @@
 //! (`accounts.json`, written to a temporary file and renamed). Each linked
 //! account keeps its server, email, the TOTP seed shared with the server,
 //! and the device's Ed25519 signing key (whose public half the server
-//! keeps, for signing push approvals). The protocol is in
-//! `docs/authenticator.md`.
+//! keeps, for signing push approvals). The app waits for approval requests
+//! with a signed long poll and answers them with a signed message. The
+//! protocol is in `docs/authenticator.md`.
 #![forbid(unsafe_code)]
 
 use std::fs;
@@ -17,7 +18,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, bail};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use ed25519_dalek::SigningKey;
+use ed25519_dalek::{Signer, SigningKey};
 use identity::credential::totp::{self, TotpSecret};
 use serde::{Deserialize, Serialize};
 
@@ -34,6 +35,10 @@ pub struct LinkedAccount {
     pub totp_secret: String,
     /// The device's Ed25519 signing key (32-byte seed, base64url).
     pub signing_key: String,
+    /// The server said the method was removed: this device no longer
+    /// approves sign-ins for the account.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub revoked: bool,
 }
 
 impl LinkedAccount {
@@ -41,6 +46,27 @@ impl LinkedAccount {
     pub fn label(&self) -> String {
         let host = self.server.split("://").nth(1).unwrap_or(&self.server);
         format!("{} ({host})", self.email)
+    }
+
+    fn signing_key(&self) -> anyhow::Result<SigningKey> {
+        let bytes = URL_SAFE_NO_PAD
+            .decode(self.signing_key.as_bytes())
+            .ok()
+            .and_then(|b| <[u8; 32]>::try_from(b).ok())
+            .context("this account's device key is damaged; link it again")?;
+        Ok(SigningKey::from_bytes(&bytes))
+    }
+
+    /// The signed fields every device call carries.
+    fn proof(&self, purpose: &str, extra: &str) -> anyhow::Result<serde_json::Value> {
+        let timestamp = now_ms();
+        let message = identity::device_message(purpose, &self.method_id, timestamp, extra);
+        let signature = self.signing_key()?.sign(message.as_bytes());
+        Ok(serde_json::json!({
+            "method_id": self.method_id,
+            "timestamp": timestamp,
+            "signature": URL_SAFE_NO_PAD.encode(signature.to_bytes()),
+        }))
     }
 }
 
@@ -94,6 +120,204 @@ impl State {
     }
 }
 
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// An approval request, as the server sends it to the device.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+pub struct ApprovalRequest {
+    pub id: String,
+    pub email: String,
+    pub created_at: i64,
+    pub expires_at: i64,
+    pub ip: String,
+    pub browser: String,
+    pub place: Option<String>,
+    pub numbers: [u8; 3],
+}
+
+/// Why a call to the server for an account failed.
+#[derive(Debug, thiserror::Error)]
+pub enum CallError {
+    /// The method was removed in the console: the device is unlinked.
+    #[error("{0} was removed from this device's server (the method was removed in the console); 'remove' it here")]
+    Revoked(String),
+    #[error("{0}")]
+    Refused(String),
+    #[error("cannot reach {server}: {error}")]
+    Unreachable { server: String, error: String },
+}
+
+async fn refusal(account: &LinkedAccount, response: reqwest::Response) -> CallError {
+    let status = response.status();
+    let body: serde_json::Value = response.json().await.unwrap_or_default();
+    if status == reqwest::StatusCode::GONE && body["error"]["code"] == "device_revoked" {
+        return CallError::Revoked(account.label());
+    }
+    let message = body["error"]["message"].as_str().unwrap_or("no details");
+    CallError::Refused(format!("the server refused ({status}): {message}"))
+}
+
+fn unreachable(account: &LinkedAccount, e: reqwest::Error) -> CallError {
+    CallError::Unreachable {
+        server: account.server.clone(),
+        error: e.to_string(),
+    }
+}
+
+/// Waits up to `wait` seconds (the server holds at most 55) for the
+/// account's open approval requests.
+pub async fn poll(
+    client: &reqwest::Client,
+    account: &LinkedAccount,
+    wait: u64,
+) -> Result<Vec<ApprovalRequest>, CallError> {
+    let mut body = account
+        .proof("poll", "")
+        .map_err(|e| CallError::Refused(e.to_string()))?;
+    body["wait"] = wait.min(55).into();
+    let response = client
+        .post(format!("{}/api/v1/authenticator/requests", account.server))
+        .timeout(std::time::Duration::from_secs(wait.min(55) + 15))
+        .json(&body)
+        .send()
+        .await
+        .map_err(|e| unreachable(account, e))?;
+    if !response.status().is_success() {
+        return Err(refusal(account, response).await);
+    }
+    #[derive(Deserialize)]
+    struct Requests {
+        requests: Vec<ApprovalRequest>,
+    }
+    let answer: Requests = response
+        .json()
+        .await
+        .map_err(|e| CallError::Refused(format!("the server's answer is not understood: {e}")))?;
+    Ok(answer.requests)
+}
+
+/// Answers a request: the number the member picked, and Yes or No. Returns
+/// the server's verdict: `approved`, `denied` or `wrong_number`.
+pub async fn answer(
+    client: &reqwest::Client,
+    account: &LinkedAccount,
+    request_id: &str,
+    number: u8,
+    approve: bool,
+) -> Result<String, CallError> {
+    let extra = identity::answer_extra(request_id, number, approve);
+    let mut body = account
+        .proof("answer", &extra)
+        .map_err(|e| CallError::Refused(e.to_string()))?;
+    body["number"] = number.into();
+    body["approve"] = approve.into();
+    let response = client
+        .post(format!(
+            "{}/api/v1/authenticator/requests/{request_id}/answer",
+            account.server
+        ))
+        .json(&body)
+        .send()
+        .await
+        .map_err(|e| unreachable(account, e))?;
+    if !response.status().is_success() {
+        return Err(refusal(account, response).await);
+    }
+    let body: serde_json::Value = response.json().await.unwrap_or_default();
+    Ok(body["status"].as_str().unwrap_or("unknown").to_owned())
+}
+
+/// Asks the member for something (a second-step code).
+pub type Ask = Box<dyn FnOnce() -> anyhow::Result<String> + Send>;
+/// Asks the member a yes/no question.
+pub type Confirm = Box<dyn FnOnce(&str) -> anyhow::Result<bool> + Send>;
+
+/// Linking from the device itself: what the member types.
+pub struct Credentials {
+    pub email: String,
+    pub password: String,
+    /// Asked only when the account already has two-step verification.
+    pub second_factor: Ask,
+    /// "Link this device?" — the member's explicit yes.
+    pub authorize: Confirm,
+    /// The name the console lists the device under.
+    pub device_name: String,
+}
+
+async fn api_error(response: reqwest::Response) -> anyhow::Error {
+    let status = response.status();
+    let body: serde_json::Value = response.json().await.unwrap_or_default();
+    let message = body["error"]["message"].as_str().unwrap_or("no details");
+    anyhow::anyhow!("the server refused ({status}): {message}")
+}
+
+/// Signs in to `server` as the member (password, then the current second
+/// factor if 2FA is on), asks them to authorize, makes a link and links
+/// this device with it, and signs out again.
+pub async fn link_from_device(state: &mut State, server: &str, credentials: Credentials) -> anyhow::Result<Linked> {
+    let server = server.trim().trim_end_matches('/').to_owned();
+    if !(server.starts_with("http://") || server.starts_with("https://")) {
+        bail!("the server address must start with https:// (or http://)");
+    }
+    let client = reqwest::Client::builder().cookie_store(true).build()?;
+    let signed = client
+        .post(format!("{server}/api/v1/session"))
+        .json(&serde_json::json!({"email": credentials.email, "password": credentials.password, "remember": false}))
+        .send()
+        .await
+        .with_context(|| format!("cannot reach {server}"))?;
+    if !signed.status().is_success() {
+        return Err(api_error(signed).await);
+    }
+    let signed: serde_json::Value = signed.json().await?;
+    if signed["status"] == "second_factor_required" {
+        let code = (credentials.second_factor)()?;
+        let code = code.trim().to_owned();
+        let method = if code.chars().all(|c| c.is_ascii_digit() || c == ' ') {
+            "totp"
+        } else {
+            "backup_code"
+        };
+        let step = client
+            .post(format!("{server}/api/v1/session/second-factor"))
+            .json(&serde_json::json!({"method": method, "code": code}))
+            .send()
+            .await?;
+        if !step.status().is_success() {
+            return Err(api_error(step).await);
+        }
+    }
+    let question = format!(
+        "Link this device to {} on {server}? It will approve your sign-ins.",
+        credentials.email
+    );
+    let result = async {
+        if !(credentials.authorize)(&question)? {
+            bail!("not linked: you did not authorize this device");
+        }
+        let made = client
+            .post(format!("{server}/api/v1/me/two-factor/authenticator"))
+            .json(&serde_json::json!({"name": credentials.device_name}))
+            .send()
+            .await?;
+        if !made.status().is_success() {
+            return Err(api_error(made).await);
+        }
+        let made: serde_json::Value = made.json().await?;
+        let link_text = made["link"].as_str().context("the server sent no link")?.to_owned();
+        link(state, &link_text).await
+    }
+    .await;
+    // Sign out whatever happened: the session was only for linking.
+    let _ = client.delete(format!("{server}/api/v1/session")).send().await;
+    result
+}
+
 /// What linking returns.
 pub struct Linked {
     pub account: LinkedAccount,
@@ -108,6 +332,16 @@ struct LinkAnswer {
     issuer: String,
     totp_secret: String,
     backup_codes: Option<Vec<String>>,
+}
+
+/// Marks an account revoked in the state (the server said so).
+pub fn mark_revoked(state: &mut State, account: &LinkedAccount) -> anyhow::Result<()> {
+    for a in &mut state.accounts {
+        if a.server == account.server && a.method_id == account.method_id {
+            a.revoked = true;
+        }
+    }
+    state.save()
 }
 
 /// Splits a link (`https://host/authenticator/<token>`) into the server's
@@ -147,6 +381,7 @@ pub async fn link(state: &mut State, link: &str) -> anyhow::Result<Linked> {
         method_id: answer.method_id,
         totp_secret: answer.totp_secret,
         signing_key: URL_SAFE_NO_PAD.encode(key.to_bytes()),
+        revoked: false,
     };
     state
         .accounts
@@ -222,6 +457,7 @@ mod tests {
             method_id: "m".into(),
             totp_secret: "GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ".into(),
             signing_key: String::new(),
+            revoked: false,
         };
         assert_eq!(code(&account, 59_000).unwrap(), ("287082".to_owned(), 1));
         assert_eq!(code(&account, 31_000).unwrap().1, 29);
@@ -238,6 +474,7 @@ mod tests {
             method_id: "m".into(),
             totp_secret: "AAAA".into(),
             signing_key: "k".into(),
+            revoked: false,
         });
         state.save().unwrap();
         let again = State::open(&dir).unwrap();

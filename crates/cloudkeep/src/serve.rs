@@ -56,6 +56,11 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     }
 
     tokio::spawn(purge_periodically(services.identity.clone()));
+    // Several processes on one PostgreSQL: approval requests created or
+    // answered elsewhere wake this process's waiters.
+    let _listener = services
+        .store
+        .spawn_signal_listener(services.identity.signals().clone());
 
     let config = web::WebConfig {
         public_url: settings.public_url.clone(),

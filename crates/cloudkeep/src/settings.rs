@@ -42,6 +42,15 @@ struct File {
     session: SessionFile,
     #[serde(default)]
     sms: SmsFile,
+    #[serde(default)]
+    push: PushFile,
+}
+
+#[derive(Deserialize, Default, Debug)]
+#[serde(deny_unknown_fields)]
+struct PushFile {
+    webhook: Option<String>,
+    token: Option<String>,
 }
 
 #[derive(Deserialize, Default, Debug)]
@@ -100,6 +109,9 @@ pub struct Settings {
     pub session: identity::SessionPolicy,
     pub sms_gateway: SmsGatewaySetting,
     pub sms_regions: Vec<String>,
+    /// A UnifiedPush/ntfy-style URL (with `{device}`) that wakes phones
+    /// when an approval request waits; `None`: only the app's long poll.
+    pub push_webhook: Option<(String, String)>,
 }
 
 fn env(name: &str) -> Option<String> {
@@ -191,7 +203,12 @@ impl Settings {
         {
             anyhow::bail!("sms.allowed_countries takes two-letter country codes, e.g. [\"CH\", \"FR\"]");
         }
+        let push_webhook = env("CLOUDKEEP_PUSH_WEBHOOK").or(file.push.webhook).map(|url| {
+            let token = env("CLOUDKEEP_PUSH_TOKEN").or(file.push.token).unwrap_or_default();
+            (url, token)
+        });
         Ok(Settings {
+            push_webhook,
             sms_gateway,
             sms_regions,
             listen: listen.or(file.listen).unwrap_or_else(|| "127.0.0.1:8080".to_owned()),
@@ -275,7 +292,11 @@ pub async fn build(settings: &Settings) -> anyhow::Result<Services> {
             std::sync::Arc::new(notify::HttpSmsGateway::new(url.clone(), token.clone()).map_err(anyhow::Error::msg)?)
         }
     };
-    let identity = identity.with_sms_gateway(gateway);
+    let mut identity = identity.with_sms_gateway(gateway);
+    if let Some((url, token)) = &settings.push_webhook {
+        let push = notify::WebhookPush::new(url.clone(), token.clone()).map_err(anyhow::Error::msg)?;
+        identity = identity.with_push_notifier(std::sync::Arc::new(push));
+    }
     let engine_label = match store.engine() {
         store::Engine::Sqlite => "sqlite",
         store::Engine::Postgres => "postgres",

@@ -5,21 +5,6 @@
 mod common;
 
 use common::*;
-use std::process::Command;
-
-fn app(state: &std::path::Path, args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_cloudkeep-authenticator"))
-        .arg("--state")
-        .arg(state)
-        .args(args)
-        .output()
-        .unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
 
 #[tokio::test]
 async fn link_the_app_and_sign_in_with_its_offline_code() {

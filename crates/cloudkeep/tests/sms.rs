@@ -103,39 +103,6 @@ async fn sms_codes_through_the_log_gateway() {
     }
 }
 
-type Received = Arc<Mutex<Vec<(String, serde_json::Value)>>>;
-
-/// A stand-in SMS provider on loopback: records each POST; answers 500
-/// while `failing` is set.
-async fn receiver(failing: Arc<Mutex<bool>>) -> (String, Received) {
-    let received: Received = Arc::default();
-    let record = received.clone();
-    let app = axum::Router::new().route(
-        "/sms",
-        axum::routing::post(
-            move |headers: axum::http::HeaderMap, axum::Json(body): axum::Json<serde_json::Value>| {
-                let (record, failing) = (record.clone(), failing.clone());
-                async move {
-                    let auth = headers
-                        .get("authorization")
-                        .map(|v| v.to_str().unwrap().to_owned())
-                        .unwrap_or_default();
-                    record.lock().unwrap().push((auth, body));
-                    if *failing.lock().unwrap() {
-                        axum::http::StatusCode::INTERNAL_SERVER_ERROR
-                    } else {
-                        axum::http::StatusCode::OK
-                    }
-                }
-            },
-        ),
-    );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}/sms", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    (url, received)
-}
-
 #[tokio::test]
 async fn sms_codes_through_the_http_gateway() {
     for engine in ENGINES {
@@ -144,7 +111,8 @@ async fn sms_codes_through_the_http_gateway() {
         };
         storage.create_user(MEMBER, "user");
         let failing = Arc::new(Mutex::new(false));
-        let (url, received) = receiver(failing.clone()).await;
+        let (base, received) = post_receiver(failing.clone()).await;
+        let url = format!("{base}/sms");
         let env = [
             ("CLOUDKEEP_SMS_GATEWAY", "http"),
             ("CLOUDKEEP_SMS_URL", url.as_str()),
@@ -155,7 +123,8 @@ async fn sms_codes_through_the_http_gateway() {
         api_sign_in(&server, &member, MEMBER, PASSWORD, false).await;
         let last_code = || {
             let received = received.lock().unwrap();
-            let (auth, body) = received.last().expect("a POST").clone();
+            let (path, auth, body) = received.last().expect("a POST").clone();
+            assert_eq!(path, "/sms");
             assert_eq!(auth, "Bearer provider-token");
             assert_eq!(body["to"], "+41791234567");
             body["message"].as_str().unwrap()[..6].to_owned()
@@ -315,26 +284,7 @@ async fn sms_in_the_console() {
 
         // Sign in again: the SMS page sends a code, then takes it.
         let c = browser();
-        let signin = c.get(server.url("/signin")).send().await.unwrap().text().await.unwrap();
-        let r = c
-            .post(server.url("/signin"))
-            .form(&[
-                ("csrf", csrf_of(&signin).as_str()),
-                ("email", MEMBER),
-                ("password", PASSWORD),
-            ])
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.headers()["location"], "/signin/second-factor");
-        let page = c
-            .get(server.url("/signin/second-factor"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let page = console_password_step(&server, &c).await;
         assert!(page.contains("Send a code by SMS"), "SMS is the default method here");
         let csrf = csrf_of(&page);
         let page = c

@@ -344,12 +344,21 @@ fn open_to_a_half_signed_in_session(method: &str, path: &str) -> bool {
         ("post" | "POST", "/api/v1/session")
             | ("delete", "/api/v1/session")
             | ("post", "/api/v1/session/second-factor" | "/api/v1/authenticator/link")
+            // The waiting sign-in's own request; the app's signed calls.
+            | ("get", "/api/v1/session/second-factor/authenticator/{request_id}")
+            | (
+                "post",
+                "/api/v1/authenticator/requests" | "/api/v1/authenticator/requests/{request_id}/answer"
+            )
             | ("get", "/api/v1/openapi.json" | "/healthz" | "/readyz" | "/metrics")
-            | ("GET" | "POST", "/signin" | "/signin/second-factor" | "/setup/{token}")
+            | (
+                "GET" | "POST",
+                "/signin" | "/signin/second-factor" | "/signin/second-factor/authenticator/{id}" | "/setup/{token}"
+            )
             | ("POST", "/signout" | "/language")
             | (
                 "GET",
-                "/static/console.css" | "/static/print.js" | "/static/webauthn.js"
+                "/static/console.css" | "/static/print.js" | "/static/webauthn.js" | "/static/push.js"
             )
     )
 }

@@ -33,10 +33,18 @@ pub enum EventKind {
     ProtocolSignInFailed,
     /// A security key's counter went backwards: possibly a cloned key.
     SecurityKeyCloned,
+    /// Suspicious: a push approval request was refused on a device
+    /// (detail: the device's name).
+    PushDenied,
+    /// Suspicious: a device picked another number than the sign-in page
+    /// showed (detail: the device's name).
+    PushWrongNumber,
+    /// Denials in a row paused push approval (detail: minutes).
+    PushPaused,
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 19] = [
+    pub const ALL: [EventKind; 22] = [
         Self::AccountCreated,
         Self::SignIn,
         Self::SignInFailed,
@@ -56,6 +64,9 @@ impl EventKind {
         Self::AppPasswordRevoked,
         Self::ProtocolSignInFailed,
         Self::SecurityKeyCloned,
+        Self::PushDenied,
+        Self::PushWrongNumber,
+        Self::PushPaused,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -79,6 +90,9 @@ impl EventKind {
             Self::AppPasswordRevoked => "app_password_revoked",
             Self::ProtocolSignInFailed => "protocol_sign_in_failed",
             Self::SecurityKeyCloned => "security_key_cloned",
+            Self::PushDenied => "push_denied",
+            Self::PushWrongNumber => "push_wrong_number",
+            Self::PushPaused => "push_paused",
         }
     }
 

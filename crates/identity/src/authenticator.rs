@@ -89,7 +89,11 @@ impl Identity {
         public_key: &str,
         client: &ClientInfo,
     ) -> Result<LinkedDevice, IdentityError> {
-        let key = URL_SAFE_NO_PAD.decode(public_key.trim()).ok().filter(|k| k.len() == 32);
+        let key = URL_SAFE_NO_PAD
+            .decode(public_key.trim())
+            .ok()
+            .and_then(|k| <[u8; 32]>::try_from(k).ok())
+            .and_then(|k| ed25519_dalek::VerifyingKey::from_bytes(&k).ok());
         if key.is_none() {
             return Err(IdentityError::InvalidDeviceKey);
         }
@@ -132,14 +136,28 @@ impl Identity {
         })
     }
 
-    /// The TOTP seed of a linked device.
-    pub(crate) fn app_totp_secret(&self, factor: &SecondFactor) -> Result<TotpSecret, StoreError> {
+    fn app_device(&self, factor: &SecondFactor) -> Result<Device, StoreError> {
         let bytes = self
             .key()
             .open(APP_PURPOSE, &factor.id, &factor.secret)
             .ok_or_else(|| StoreError::Backend(format!("the device of factor {} does not decrypt", factor.id)))?;
-        let device: Device = serde_json::from_slice(&bytes)
-            .map_err(|e| StoreError::Backend(format!("a stored device does not read: {e}")))?;
+        serde_json::from_slice(&bytes).map_err(|e| StoreError::Backend(format!("a stored device does not read: {e}")))
+    }
+
+    /// The public key a linked device signs with.
+    pub(crate) fn app_public_key(&self, factor: &SecondFactor) -> Result<ed25519_dalek::VerifyingKey, StoreError> {
+        let device = self.app_device(factor)?;
+        URL_SAFE_NO_PAD
+            .decode(device.public_key.as_bytes())
+            .ok()
+            .and_then(|k| <[u8; 32]>::try_from(k).ok())
+            .and_then(|k| ed25519_dalek::VerifyingKey::from_bytes(&k).ok())
+            .ok_or_else(|| StoreError::Backend(format!("the device key of factor {} is damaged", factor.id)))
+    }
+
+    /// The TOTP seed of a linked device.
+    pub(crate) fn app_totp_secret(&self, factor: &SecondFactor) -> Result<TotpSecret, StoreError> {
+        let device = self.app_device(factor)?;
         let seed = data_encoding::BASE32_NOPAD
             .decode(device.totp.as_bytes())
             .map_err(|_| StoreError::Backend("a stored device seed is not base32".into()))?;

@@ -22,11 +22,13 @@ mod email;
 mod org;
 pub mod password;
 mod protocol;
+mod push;
 mod second_factor;
 mod secrets;
 mod security_key;
 mod service;
 mod session;
+mod signals;
 mod sms;
 mod sms_gateway;
 pub mod softlock;
@@ -42,11 +44,16 @@ pub use email::{EmailAddress, InvalidEmail};
 pub use org::{Membership, NewOrganization, OrgId, Organization, Role, RoleError};
 pub use password::{HashMemory, PasswordHasher, PasswordPolicy, PasswordRejected};
 pub use protocol::ProtocolAuthError;
+pub use push::{
+    ApprovalRequest, ApprovalStatus, DeviceError, DeviceProof, DeviceRequest, PushError, PushNotifier, PushOutcome,
+    PushState, answer_extra, browser_and_system, browser_of, device_message,
+};
 pub use second_factor::{Challenge, FactorKind, MethodSummary, SecondFactor, TwoFactorStatus};
 pub use secrets::{ServerKey, random_token};
 pub use security_key::SecurityKeyChallenge;
 pub use service::{ClientInfo, Identity, IdentityConfig, IdentityError, SetupRequest, SignIn, SignInError, SignedIn};
 pub use session::{Session, SessionId, SessionPolicy, SessionStage, SessionToken};
+pub use signals::Signals;
 pub use sms::{SmsEnrollment, SmsError};
 pub use sms_gateway::{SmsGateway, SmsSendError};
 pub use store::{EventPage, ExpiryCutoffs, IdentityStore, SecondStepProof, StoreError, ThrottleRecord};

@@ -159,6 +159,8 @@ pub struct Identity {
     protocol_cache: Arc<crate::protocol::Cache>,
     sms: Arc<dyn crate::sms_gateway::SmsGateway>,
     webauthn: Option<Arc<webauthn_rs::prelude::Webauthn>>,
+    signals: Arc<crate::signals::Signals>,
+    push: Option<Arc<dyn crate::push::PushNotifier>>,
 }
 
 const DEVICE_PURPOSE: &str = "device-cookie";
@@ -184,7 +186,26 @@ impl Identity {
             config,
             protocol_cache: Arc::default(),
             sms: Arc::new(crate::sms_gateway::NoSmsGateway),
+            signals: Arc::default(),
+            push: None,
         }
+    }
+
+    /// Also tells devices about approval requests through `notifier` (a
+    /// push provider), besides their own long polls.
+    pub fn with_push_notifier(mut self, notifier: Arc<dyn crate::push::PushNotifier>) -> Self {
+        self.push = Some(notifier);
+        self
+    }
+
+    pub(crate) fn push_notifier(&self) -> Option<&Arc<dyn crate::push::PushNotifier>> {
+        self.push.as_ref()
+    }
+
+    /// This process's wake-ups; the store's listener feeds other
+    /// processes' signals into it.
+    pub fn signals(&self) -> &Arc<crate::signals::Signals> {
+        &self.signals
     }
 
     /// Sends SMS codes through `gateway`.

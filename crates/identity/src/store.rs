@@ -10,6 +10,7 @@ use crate::credential::app_password::AppPassword;
 use crate::credential::sms::SmsCode;
 use crate::email::EmailAddress;
 use crate::org::{Membership, NewOrganization, Organization, Role};
+use crate::push::{ApprovalRequest, ApprovalStatus};
 use crate::second_factor::SecondFactor;
 use crate::session::Session;
 use crate::softlock::ThrottleState;
@@ -73,6 +74,9 @@ pub enum SecondStepProof {
         secret: String,
         counter: i64,
     },
+    /// A push request of this session, approved on the device
+    /// `factor_id`: becomes used.
+    Push { request_id: String, factor_id: String },
 }
 
 pub type SyncIds<'a> = &'a mut (dyn Iterator<Item = SyncUserId> + Send);
@@ -209,6 +213,37 @@ pub trait IdentityStore: Send + Sync {
         token_hash: &str,
         now: Millis,
     ) -> Result<Option<(String, String)>, StoreError>;
+    /// One factor by id, whatever its account.
+    async fn second_factor(&self, id: &str) -> Result<Option<SecondFactor>, StoreError>;
+
+    /// In one transaction, serialized per account: stores `request` unless
+    /// the account already has `max_in_window` requests created after
+    /// `window_start` (`false` then).
+    async fn insert_approval_request(
+        &self,
+        request: &ApprovalRequest,
+        window_start: Millis,
+        max_in_window: usize,
+    ) -> Result<bool, StoreError>;
+    async fn approval_request(&self, id: &str) -> Result<Option<ApprovalRequest>, StoreError>;
+    /// The account's requests created after `since`, newest first.
+    async fn approval_requests(&self, account_id: &str, since: Millis) -> Result<Vec<ApprovalRequest>, StoreError>;
+    /// In one transaction: answers a request still pending and unexpired
+    /// at `now` (`false` otherwise); a denial also ends its half-signed-in
+    /// session and records `event`.
+    async fn answer_approval_request(
+        &self,
+        request: &ApprovalRequest,
+        status: ApprovalStatus,
+        factor_id: &str,
+        now: Millis,
+        event: Option<&SecurityEvent>,
+    ) -> Result<bool, StoreError>;
+    /// Tells every process sharing this store that `topic` changed (see
+    /// [`Signals`](crate::Signals)); a store only one process uses does
+    /// nothing.
+    async fn publish(&self, topic: &str) -> Result<(), StoreError>;
+
     /// Replaces a factor's sealed secret (a security key's state).
     async fn set_factor_secret(&self, factor_id: &str, secret: &str) -> Result<(), StoreError>;
     /// Makes `state` the session's pending WebAuthn challenge.

@@ -40,6 +40,12 @@ pub enum SecondStep {
     /// A security key's answer (a WebAuthn `PublicKeyCredential`) to the
     /// challenge from [`Identity::begin_security_key_sign_in`].
     SecurityKey(serde_json::Value),
+    /// A push request approved on the device `factor_id` (see
+    /// [`Identity::finish_push`]).
+    Push {
+        request_id: String,
+        factor_id: String,
+    },
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -299,6 +305,11 @@ impl Identity {
             SecondStep::SecurityKey(credential) => (
                 self.security_key_proof(session, account, credential, client).await?,
                 "security_key",
+                None,
+            ),
+            SecondStep::Push { request_id, factor_id } => (
+                Some(SecondStepProof::Push { request_id, factor_id }),
+                "authenticator",
                 None,
             ),
         };

@@ -1,6 +1,6 @@
-//! Messages leaving the server. Today: SMS gateways, the adapters behind
-//! `identity::SmsGateway`. Email and push to the authenticator app will
-//! live here too.
+//! Messages leaving the server: SMS gateways (the adapters behind
+//! `identity::SmsGateway`) and push notifications to phones running the
+//! authenticator app (`identity::PushNotifier`). Email will live here too.
 //!
 //! This crate only delivers: what a message says and when to send it is
 //! decided in `identity`.
@@ -93,6 +93,59 @@ impl SmsGateway for HttpSmsGateway {
     }
 }
 
+/// Push to phones through a UnifiedPush/ntfy-style provider: for each
+/// device, `POST` to the configured URL with `{device}` replaced by the
+/// device's method id, and a body carrying only the request id
+/// (`{"request_id":"…"}`). The app subscribes to its own topic and, woken,
+/// fetches the request itself over its signed long poll: nothing about the
+/// sign-in goes through the provider.
+pub struct WebhookPush {
+    template: String,
+    token: String,
+    client: reqwest::Client,
+}
+
+impl WebhookPush {
+    /// `template` is `http(s)://…` and may hold `{device}`; `token`, when
+    /// not empty, goes as `Authorization: Bearer`.
+    pub fn new(template: String, token: String) -> Result<Self, String> {
+        if !(template.starts_with("https://") || template.starts_with("http://")) {
+            return Err(format!("the push webhook URL must be http(s)://…, not '{template}'"));
+        }
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_secs(10))
+            .build()
+            .map_err(|e| e.to_string())?;
+        Ok(Self {
+            template,
+            token,
+            client,
+        })
+    }
+}
+
+#[async_trait]
+impl identity::PushNotifier for WebhookPush {
+    async fn notify(&self, method_id: &str, request_id: &str) -> Result<(), String> {
+        let url = self.template.replace("{device}", method_id);
+        let mut request = self
+            .client
+            .post(&url)
+            .json(&serde_json::json!({"request_id": request_id}));
+        if !self.token.is_empty() {
+            request = request.bearer_auth(&self.token);
+        }
+        let response = request
+            .send()
+            .await
+            .map_err(|e| format!("the push provider is unreachable: {e}"))?;
+        if !response.status().is_success() {
+            return Err(format!("the push provider answered {}", response.status()));
+        }
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -158,5 +211,51 @@ mod tests {
                 .contains("unreachable")
         );
         assert!(HttpSmsGateway::new("ftp://x".into(), "t".into()).is_err());
+    }
+
+    #[tokio::test]
+    async fn the_push_webhook_posts_only_the_request_id_to_the_device_topic() {
+        use identity::PushNotifier;
+        type Seen = Arc<Mutex<Vec<(String, Option<String>, serde_json::Value)>>>;
+        let seen: Seen = Arc::default();
+        let record = seen.clone();
+        let app = axum::Router::new().route(
+            "/push/{topic}",
+            axum::routing::post(
+                move |axum::extract::Path(topic): axum::extract::Path<String>,
+                      headers: HeaderMap,
+                      Json(body): Json<serde_json::Value>| {
+                    let record = record.clone();
+                    async move {
+                        let auth = headers.get("authorization").map(|v| v.to_str().unwrap().to_owned());
+                        record.lock().unwrap().push((topic, auth, body));
+                        StatusCode::OK
+                    }
+                },
+            ),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+
+        let push = WebhookPush::new(format!("{base}/push/ck-{{device}}"), String::new()).unwrap();
+        push.notify("m1", "r1").await.unwrap();
+        let with_token = WebhookPush::new(format!("{base}/push/ck-{{device}}"), "tok".into()).unwrap();
+        with_token.notify("m2", "r2").await.unwrap();
+        let seen = seen.lock().unwrap().clone();
+        assert_eq!(
+            seen,
+            vec![
+                ("ck-m1".to_owned(), None, serde_json::json!({"request_id": "r1"})),
+                (
+                    "ck-m2".to_owned(),
+                    Some("Bearer tok".to_owned()),
+                    serde_json::json!({"request_id": "r2"})
+                ),
+            ]
+        );
+        let missing = WebhookPush::new(format!("{base}/nothing/{{device}}"), String::new()).unwrap();
+        assert!(missing.notify("m", "r").await.unwrap_err().contains("404"));
+        assert!(WebhookPush::new("ntfy.sh/x".into(), String::new()).is_err());
     }
 }

@@ -6,9 +6,9 @@ use identity::credential::app_password::AppPassword;
 use identity::credential::sms::SmsCode;
 use identity::softlock::ThrottleState;
 use identity::{
-    Account, EmailAddress, EventKind, ExpiryCutoffs, FactorKind, IdentityStore, Membership, Millis, NewAccount,
-    NewOrganization, Organization, Role, SecondFactor, SecurityEvent, Session, SessionStage, StoreError, SyncUserId,
-    ThrottleRecord,
+    Account, ApprovalRequest, ApprovalStatus, EmailAddress, EventKind, ExpiryCutoffs, FactorKind, IdentityStore,
+    Membership, Millis, NewAccount, NewOrganization, Organization, Role, SecondFactor, SecurityEvent, Session,
+    SessionStage, StoreError, SyncUserId, ThrottleRecord,
 };
 use sqlx::Row;
 use sqlx::any::AnyRow;
@@ -87,6 +87,30 @@ fn factor_from(row: &AnyRow) -> Result<SecondFactor, StoreError> {
         expires_at: row.try_get("expires_at").map_err(backend)?,
         last_used_at: row.try_get("last_used_at").map_err(backend)?,
         counter: row.try_get("counter").map_err(backend)?,
+    })
+}
+
+const APPROVAL_COLUMNS: &str = "SELECT id, account_id, session_id, number, choices, status, ip, user_agent,
+    created_at, expires_at, answered_at, answered_by FROM approval_requests";
+
+fn approval_from(row: &AnyRow) -> Result<ApprovalRequest, StoreError> {
+    let number: i64 = row.try_get("number").map_err(backend)?;
+    let choices: String = row.try_get("choices").map_err(backend)?;
+    let choices: Vec<u8> = choices.split(',').filter_map(|n| n.parse().ok()).collect();
+    let status: String = row.try_get("status").map_err(backend)?;
+    Ok(ApprovalRequest {
+        id: row.try_get("id").map_err(backend)?,
+        account_id: row.try_get("account_id").map_err(backend)?,
+        session_id: row.try_get("session_id").map_err(backend)?,
+        number: u8::try_from(number).map_err(|_| corrupt("approval number"))?,
+        choices: <[u8; 3]>::try_from(choices).map_err(|_| corrupt("approval choices"))?,
+        status: ApprovalStatus::parse(&status).ok_or_else(|| corrupt("approval status"))?,
+        ip: row.try_get("ip").map_err(backend)?,
+        user_agent: row.try_get("user_agent").map_err(backend)?,
+        created_at: row.try_get("created_at").map_err(backend)?,
+        expires_at: row.try_get("expires_at").map_err(backend)?,
+        answered_at: row.try_get("answered_at").map_err(backend)?,
+        answered_by: row.try_get("answered_by").map_err(backend)?,
     })
 }
 
@@ -634,13 +658,18 @@ impl IdentityStore for SqlStore {
                     .bind(digest.as_str())
                     .bind(now)
             }
+            SecondStepProof::Push { request_id, .. } => sqlx::query(
+                "UPDATE approval_requests SET status = 'used' WHERE id = $1 AND session_id = $2 AND status = 'approved'",
+            )
+            .bind(request_id.as_str())
+            .bind(session_id),
         };
         let consumed = consume.execute(&mut *tx).await.map_err(backend)?;
         if consumed.rows_affected() != 1 {
             return Ok(false);
         }
         let used = match proof {
-            SecondStepProof::SmsCode { factor_id, .. } => Some(
+            SecondStepProof::SmsCode { factor_id, .. } | SecondStepProof::Push { factor_id, .. } => Some(
                 sqlx::query("UPDATE second_factors SET last_used_at = $2 WHERE id = $1 AND active = 1")
                     .bind(factor_id.as_str())
                     .bind(now),
@@ -851,6 +880,137 @@ impl IdentityStore for SqlStore {
             ))
         })
         .transpose()
+    }
+
+    async fn second_factor(&self, id: &str) -> Result<Option<SecondFactor>, StoreError> {
+        let row = sqlx::query(
+            "SELECT id, account_id, kind, name, secret, active, created_at, expires_at, last_used_at, counter
+             FROM second_factors WHERE id = $1",
+        )
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(backend)?;
+        row.as_ref().map(factor_from).transpose()
+    }
+
+    async fn insert_approval_request(
+        &self,
+        r: &ApprovalRequest,
+        window_start: Millis,
+        max_in_window: usize,
+    ) -> Result<bool, StoreError> {
+        let mut tx = self.begin_write().await.map_err(backend)?;
+        // Touching the account's row serializes its requests on PostgreSQL
+        // (a row lock); SQLite's write lock already does.
+        sqlx::query("UPDATE accounts SET id = id WHERE id = $1")
+            .bind(r.account_id.as_str())
+            .execute(&mut *tx)
+            .await
+            .map_err(backend)?;
+        let row = sqlx::query("SELECT COUNT(*) AS n FROM approval_requests WHERE account_id = $1 AND created_at > $2")
+            .bind(r.account_id.as_str())
+            .bind(window_start)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(backend)?;
+        let recent: i64 = row.try_get("n").map_err(backend)?;
+        if usize::try_from(recent).unwrap_or(usize::MAX) >= max_in_window {
+            return Ok(false);
+        }
+        let choices = r.choices.map(|n| n.to_string()).join(",");
+        sqlx::query(
+            "INSERT INTO approval_requests (id, account_id, session_id, number, choices, status, ip, user_agent,
+                created_at, expires_at, answered_at, answered_by)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+        )
+        .bind(r.id.as_str())
+        .bind(r.account_id.as_str())
+        .bind(r.session_id.as_str())
+        .bind(i64::from(r.number))
+        .bind(choices)
+        .bind(r.status.as_str())
+        .bind(r.ip.as_str())
+        .bind(r.user_agent.as_str())
+        .bind(r.created_at)
+        .bind(r.expires_at)
+        .bind(r.answered_at)
+        .bind(r.answered_by.as_str())
+        .execute(&mut *tx)
+        .await
+        .map_err(backend)?;
+        tx.commit().await.map_err(backend)?;
+        Ok(true)
+    }
+
+    async fn approval_request(&self, id: &str) -> Result<Option<ApprovalRequest>, StoreError> {
+        let sql = format!("{APPROVAL_COLUMNS} WHERE id = $1");
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(backend)?;
+        row.as_ref().map(approval_from).transpose()
+    }
+
+    async fn approval_requests(&self, account_id: &str, since: Millis) -> Result<Vec<ApprovalRequest>, StoreError> {
+        let sql = format!("{APPROVAL_COLUMNS} WHERE account_id = $1 AND created_at > $2 ORDER BY created_at DESC");
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(account_id)
+            .bind(since)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(backend)?;
+        rows.iter().map(approval_from).collect()
+    }
+
+    async fn answer_approval_request(
+        &self,
+        request: &ApprovalRequest,
+        status: ApprovalStatus,
+        factor_id: &str,
+        now: Millis,
+        event: Option<&SecurityEvent>,
+    ) -> Result<bool, StoreError> {
+        let mut tx = self.begin_write().await.map_err(backend)?;
+        let answered = sqlx::query(
+            "UPDATE approval_requests SET status = $2, answered_at = $3, answered_by = $4
+             WHERE id = $1 AND status = 'pending' AND expires_at > $3",
+        )
+        .bind(request.id.as_str())
+        .bind(status.as_str())
+        .bind(now)
+        .bind(factor_id)
+        .execute(&mut *tx)
+        .await
+        .map_err(backend)?;
+        if answered.rows_affected() != 1 {
+            return Ok(false);
+        }
+        if status.is_denial() {
+            sqlx::query("DELETE FROM sessions WHERE id = $1 AND stage = 'second_factor'")
+                .bind(request.session_id.as_str())
+                .execute(&mut *tx)
+                .await
+                .map_err(backend)?;
+        }
+        if let Some(event) = event {
+            insert_event(&mut tx, event).await?;
+        }
+        tx.commit().await.map_err(backend)?;
+        Ok(true)
+    }
+
+    async fn publish(&self, topic: &str) -> Result<(), StoreError> {
+        if self.engine == crate::Engine::Postgres {
+            sqlx::query("SELECT pg_notify($1, $2)")
+                .bind(crate::SIGNAL_CHANNEL)
+                .bind(topic)
+                .execute(&self.pool)
+                .await
+                .map_err(backend)?;
+        }
+        Ok(())
     }
 
     async fn set_factor_secret(&self, factor_id: &str, secret: &str) -> Result<(), StoreError> {
@@ -1081,6 +1241,11 @@ impl IdentityStore for SqlStore {
             ("DELETE FROM authenticator_links WHERE expires_at <= $1", c.now),
             ("DELETE FROM webauthn_challenges WHERE expires_at <= $1", c.now),
             ("DELETE FROM sms_codes WHERE expires_at <= $1", c.now),
+            // Kept a day: the push fatigue rules read this history.
+            (
+                "DELETE FROM approval_requests WHERE expires_at <= $1",
+                c.now - 24 * 3_600_000,
+            ),
             // The send log only serves the daily caps.
             ("DELETE FROM sms_sends WHERE sent_at <= $1", c.now - 24 * 3_600_000),
         ] {

@@ -16,7 +16,19 @@ pub use data_dir::DataDir;
 
 use anyhow::Context;
 use sqlx::{AnyPool, any::AnyPoolOptions};
+use std::sync::Arc;
 use std::time::Duration;
+
+use identity::Signals;
+
+async fn listen(url: &str, signals: &Signals) -> Result<(), sqlx::Error> {
+    let mut listener = sqlx::postgres::PgListener::connect(url).await?;
+    listener.listen(SIGNAL_CHANNEL).await?;
+    loop {
+        let notification = listener.recv().await?;
+        signals.raise(notification.payload());
+    }
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Engine {
@@ -29,7 +41,11 @@ pub enum Engine {
 pub struct SqlStore {
     pool: AnyPool,
     engine: Engine,
+    url: String,
 }
+
+/// The PostgreSQL channel that carries signals between processes.
+pub const SIGNAL_CHANNEL: &str = "cloudkeep_signals";
 
 impl SqlStore {
     /// Connects and brings the schema up to date. `url` is
@@ -65,7 +81,11 @@ impl SqlStore {
             Engine::Postgres => sqlx::migrate!("migrations/postgres"),
         };
         migrator.run(&pool).await.context("cannot migrate the database")?;
-        Ok(Self { pool, engine })
+        Ok(Self {
+            pool,
+            engine,
+            url: url.to_owned(),
+        })
     }
 
     pub fn engine(&self) -> Engine {
@@ -79,6 +99,27 @@ impl SqlStore {
             Engine::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await,
             Engine::Postgres => self.pool.begin().await,
         }
+    }
+
+    /// On PostgreSQL, relays the signals every process publishes (LISTEN
+    /// on [`SIGNAL_CHANNEL`]) to this process's waiters, reconnecting when
+    /// the connection drops. Nothing to do on SQLite, which one process
+    /// uses. Waiters re-read the database every few seconds anyway, so a
+    /// signal lost while reconnecting only delays them.
+    pub fn spawn_signal_listener(&self, signals: Arc<Signals>) -> Option<tokio::task::JoinHandle<()>> {
+        if self.engine != Engine::Postgres {
+            return None;
+        }
+        let url = self.url.clone();
+        Some(tokio::spawn(async move {
+            loop {
+                match listen(&url, &signals).await {
+                    Ok(()) => return,
+                    Err(e) => tracing::warn!(error = %e, "signal listener lost PostgreSQL; reconnecting"),
+                }
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }))
     }
 
     pub async fn close(&self) {

@@ -63,6 +63,9 @@ fn build() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(crate::api_two_factor::resend_sms))
         .routes(routes!(crate::api_two_factor::begin_authenticator))
         .routes(routes!(crate::api_two_factor::link_authenticator))
+        .routes(routes!(crate::api_push::status))
+        .routes(routes!(crate::api_push::poll))
+        .routes(routes!(crate::api_push::answer))
         .routes(routes!(crate::api_two_factor::begin_security_key))
         .routes(routes!(crate::api_two_factor::finish_security_key))
         .routes(routes!(
@@ -258,7 +261,9 @@ pub struct SecondFactorRequired {
 
 #[derive(Deserialize, ToSchema)]
 pub struct SecondFactorBody {
-    /// `totp`, `backup_code` or `sms`
+    /// `totp` (also the authenticator app's offline code), `backup_code`,
+    /// `sms`, `security_key` or `authenticator` (push approval: answers
+    /// `pending` with the request id and the number to show)
     method: String,
     /// Leave out with `sms` to have a code sent.
     #[serde(default)]
@@ -365,6 +370,7 @@ async fn second_factor(
             };
         }
         "sms" => SecondStep::Sms(body.code),
+        "authenticator" => return crate::api_push::begin(&state, &pending).await,
         "security_key" => match body.credential {
             Some(credential) => SecondStep::SecurityKey(credential),
             None => {
@@ -392,7 +398,7 @@ async fn second_factor(
             return Err(ApiError::new(
                 StatusCode::BAD_REQUEST,
                 "invalid_request",
-                "method must be totp, backup_code, sms or security_key",
+                "method must be totp, backup_code, sms, security_key or authenticator",
             ));
         }
     };

@@ -36,6 +36,7 @@ pub fn routes() -> Router<AppState> {
         .route("/static/console.css", get(stylesheet))
         .route("/static/print.js", get(print_script))
         .route("/static/webauthn.js", get(webauthn_script))
+        .route("/static/push.js", get(push_script))
         .merge(crate::console_two_factor::routes())
 }
 
@@ -298,6 +299,17 @@ async fn print_script() -> Response {
         .into_response()
 }
 
+async fn push_script() -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/javascript; charset=utf-8"),
+            (header::CACHE_CONTROL, "max-age=3600"),
+        ],
+        include_str!("../templates/push.js"),
+    )
+        .into_response()
+}
+
 async fn webauthn_script() -> Response {
     (
         [
@@ -463,6 +475,8 @@ struct SignInForm {
 #[serde(default)]
 struct SignInQuery {
     restart: Option<String>,
+    /// The sign-in was refused on the member's phone.
+    denied: Option<String>,
 }
 
 async fn signin_form(ctx: Ctx, Query(q): Query<SignInQuery>) -> Response {
@@ -471,7 +485,10 @@ async fn signin_form(ctx: Ctx, Query(q): Query<SignInQuery>) -> Response {
     }
     let page = SignInPage {
         c: ctx.chrome(ctx.t().t("signin.title")),
-        error: q.restart.map(|_| ctx.t().t("second_step.restart").to_owned()),
+        error: q
+            .restart
+            .map(|_| ctx.t().t("second_step.restart").to_owned())
+            .or_else(|| q.denied.map(|_| ctx.t().t("push.denied").to_owned())),
         email: String::new(),
         remember: false,
     };

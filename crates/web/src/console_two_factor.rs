@@ -13,7 +13,7 @@ use axum::routing::{get, post};
 use axum::{Form, Router};
 use identity::credential::backup_code;
 use identity::credential::sms::PhoneRejected;
-use identity::{FactorKind, IdentityError, SecondStep, SecondStepError, SmsError};
+use identity::{FactorKind, IdentityError, PushError, PushOutcome, PushState, SecondStep, SecondStepError, SmsError};
 use serde::Deserialize;
 
 use crate::AppState;
@@ -24,6 +24,10 @@ use crate::fmt;
 pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/signin/second-factor", get(second_step_form).post(second_step_submit))
+        .route(
+            "/signin/second-factor/authenticator/{id}",
+            get(push_wait_page).post(push_continue),
+        )
         .route("/security/two-factor", get(two_factor_page))
         .route("/security/two-factor/totp", post(begin_totp))
         .route("/security/two-factor/totp/{id}/confirm", post(confirm_totp))
@@ -113,6 +117,7 @@ async fn second_step_page(
         Some("sms") if has(FactorKind::Sms) => "sms".to_owned(),
         Some("security_key") if has(FactorKind::SecurityKey) => "security_key".to_owned(),
         Some("totp") if has(FactorKind::Totp) => "totp".to_owned(),
+        Some("authenticator") if has(FactorKind::App) => "authenticator".to_owned(),
         _ => {
             let default = ctx
                 .pending
@@ -163,6 +168,33 @@ async fn second_step_submit(ctx: Ctx, Form(form): Form<CodeForm>) -> Response {
         return ctx.to_sign_in();
     };
     let t = ctx.t();
+    if form.method == "authenticator" && form.code.trim().is_empty() {
+        let sent = ctx
+            .state
+            .identity()
+            .begin_push(&pending.session, &pending.account, &pending.client)
+            .await;
+        let error = match sent {
+            Ok(request) => {
+                return Redirect::to(&format!("/signin/second-factor/authenticator/{}", request.id)).into_response();
+            }
+            Err(PushError::Paused { retry_after }) => t.tf("push.paused", &[("minutes", &minutes(retry_after))]),
+            Err(PushError::TooManyRequests { retry_after }) => {
+                t.tf("push.too_many", &[("minutes", &minutes(retry_after))])
+            }
+            Err(PushError::NoDevice) => t.t("push.no_device").to_owned(),
+            Err(PushError::Store(e)) => return ctx.failure(e),
+            Err(PushError::NotPending) => return ctx.to_sign_in(),
+        };
+        return second_step_page(
+            &ctx,
+            Some("authenticator"),
+            StatusCode::TOO_MANY_REQUESTS,
+            Some(error),
+            None,
+        )
+        .await;
+    }
     if form.method == "sms" && form.code.trim().is_empty() {
         let sent = ctx
             .state
@@ -215,6 +247,97 @@ async fn second_step_submit(ctx: Ctx, Form(form): Form<CodeForm>) -> Response {
         Err(SecondStepError::Store(e)) => return ctx.failure(e),
     };
     second_step_page(&ctx, Some(&form.method), status, Some(error), None).await
+}
+
+fn minutes(ms: i64) -> String {
+    ((ms + 59_999) / 60_000).max(1).to_string()
+}
+
+// ---- push approval: the waiting page -----------------------------------------
+
+#[derive(Template)]
+#[template(path = "push_wait.html")]
+struct PushWaitPage {
+    c: Chrome,
+    request_id: String,
+    number: u8,
+    expired: bool,
+    error: Option<String>,
+}
+
+/// Without a waiting session: a denial ended it (say so), or the member
+/// is signed in already.
+async fn after_denial(ctx: &Ctx, id: &str) -> Response {
+    if ctx.user.is_some() {
+        return Redirect::to("/").into_response();
+    }
+    match ctx.state.identity().push_state(id).await {
+        Ok(Some((_, PushState::Denied))) => see_other("/signin?denied=1", &[crate::auth::sign_out_cookie(&ctx.state)]),
+        Ok(_) => ctx.to_sign_in(),
+        Err(e) => ctx.failure(e),
+    }
+}
+
+async fn render_push_wait(ctx: &Ctx, id: &str, error: Option<String>) -> Response {
+    let Some(pending) = &ctx.pending else {
+        return after_denial(ctx, id).await;
+    };
+    let found = match ctx.state.identity().push_state(id).await {
+        Ok(found) => found.filter(|(r, _)| r.session_id == pending.session.id),
+        Err(e) => return ctx.failure(e),
+    };
+    let Some((request, state)) = found else {
+        return Redirect::to("/signin/second-factor?method=authenticator").into_response();
+    };
+    let page = PushWaitPage {
+        c: ctx.chrome(ctx.t().t("push.title")),
+        request_id: request.id,
+        number: request.number,
+        expired: state == PushState::Expired,
+        error,
+    };
+    ctx.render(StatusCode::OK, &page)
+}
+
+async fn push_wait_page(ctx: Ctx, Path(id): Path<String>) -> Response {
+    render_push_wait(&ctx, &id, None).await
+}
+
+/// The waiting page's form: signs in once the phone approved (the page's
+/// script submits it by itself then).
+async fn push_continue(ctx: Ctx, Path(id): Path<String>) -> Response {
+    let Some(pending) = &ctx.pending else {
+        return after_denial(&ctx, &id).await;
+    };
+    let outcome = ctx
+        .state
+        .identity()
+        .finish_push(
+            &pending.session,
+            &pending.account,
+            &id,
+            ctx.device.as_deref(),
+            &pending.client,
+        )
+        .await;
+    match outcome {
+        Ok(PushOutcome::SignedIn(signed)) => {
+            ctx.state.metrics().sign_in("signed_in");
+            see_other("/", &sign_in_cookies(&ctx.state, &signed))
+        }
+        Ok(PushOutcome::Denied) => see_other("/signin?denied=1", &[crate::auth::sign_out_cookie(&ctx.state)]),
+        Ok(PushOutcome::Pending) => {
+            let waiting = ctx.t().t("push.still_waiting").to_owned();
+            render_push_wait(&ctx, &id, Some(waiting)).await
+        }
+        Ok(PushOutcome::Expired) => render_push_wait(&ctx, &id, None).await,
+        Err(SecondStepError::TooManyAttempts { retry_after }) => {
+            let error = locked_text(ctx.t(), retry_after);
+            second_step_page(&ctx, Some("choose"), StatusCode::TOO_MANY_REQUESTS, Some(error), None).await
+        }
+        Err(SecondStepError::Store(e)) => ctx.failure(e),
+        Err(_) => Redirect::to("/signin/second-factor").into_response(),
+    }
 }
 
 // ---- the two-step verification page ----------------------------------------

@@ -23,39 +23,12 @@ fn civil_from_days(days: i64) -> (i64, u32, u32) {
 
 /// "Firefox on Linux"-style summary of a `User-Agent`, for the sessions list.
 pub fn browser(user_agent: &str) -> String {
-    let ua = user_agent;
-    let browser = [
-        ("Edg/", "Edge"),
-        ("OPR/", "Opera"),
-        ("Firefox/", "Firefox"),
-        ("Chromium/", "Chromium"),
-        ("Chrome/", "Chrome"),
-        ("Safari/", "Safari"),
-        ("curl/", "curl"),
-        ("python", "Python"),
-        ("reqwest", "reqwest"),
-    ]
-    .into_iter()
-    .find(|(needle, _)| ua.contains(needle))
-    .map(|(_, name)| name);
-    let os = [
-        ("Android", "Android"),
-        ("iPhone", "iOS"),
-        ("iPad", "iPadOS"),
-        ("Windows", "Windows"),
-        ("Mac OS X", "macOS"),
-        ("CrOS", "ChromeOS"),
-        ("Linux", "Linux"),
-    ]
-    .into_iter()
-    .find(|(needle, _)| ua.contains(needle))
-    .map(|(_, name)| name);
-    match (browser, os) {
+    match identity::browser_and_system(user_agent) {
         (Some(b), Some(o)) => format!("{b} · {o}"),
         (Some(b), None) => b.to_owned(),
         (None, Some(o)) => o.to_owned(),
-        (None, None) if ua.is_empty() => "?".to_owned(),
-        (None, None) => ua.chars().take(40).collect(),
+        (None, None) if user_agent.is_empty() => "?".to_owned(),
+        (None, None) => user_agent.chars().take(40).collect(),
     }
 }
 

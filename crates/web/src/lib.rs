@@ -9,6 +9,7 @@
 #![forbid(unsafe_code)]
 
 mod api;
+mod api_push;
 mod api_two_factor;
 mod auth;
 mod console;
@@ -151,6 +152,9 @@ pub const CONSOLE_ROUTES: &[(&str, &str)] = &[
     ("GET", "/static/console.css"),
     ("GET", "/static/print.js"),
     ("GET", "/static/webauthn.js"),
+    ("GET", "/static/push.js"),
+    ("GET", "/signin/second-factor/authenticator/{id}"),
+    ("POST", "/signin/second-factor/authenticator/{id}"),
     ("POST", "/security/two-factor/security_key"),
     ("POST", "/security/two-factor/security_key/{id}/finish"),
     ("GET", "/signin/second-factor"),

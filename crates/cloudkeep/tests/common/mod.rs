@@ -223,6 +223,11 @@ pub fn browser() -> reqwest::Client {
         .unwrap()
 }
 
+/// The body of `GET path`, as text.
+pub async fn page(server: &Server, client: &reqwest::Client, path: &str) -> String {
+    client.get(server.url(path)).send().await.unwrap().text().await.unwrap()
+}
+
 /// The CSRF token in a page's forms.
 pub fn csrf_of(html: &str) -> String {
     html.split("name=\"csrf\" value=\"")
@@ -357,4 +362,140 @@ pub async fn api_second_step(
             .unwrap(),
     )
     .await
+}
+
+/// Runs the real `cloudkeep-authenticator` with its state in `state`;
+/// (success, stdout, stderr).
+pub fn app(state: &std::path::Path, args: &[&str]) -> (bool, String, String) {
+    app_with_input(state, args, "")
+}
+
+/// Like [`app`], feeding `stdin`.
+pub fn app_with_input(state: &std::path::Path, args: &[&str], stdin: &str) -> (bool, String, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_cloudkeep-authenticator"))
+        .arg("--state")
+        .arg(state)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Runs the app in the background (e.g. `answer`, which waits for a
+/// request); join the handle for (success, stdout, stderr).
+pub fn app_in_background(state: &std::path::Path, args: &[&str]) -> tokio::task::JoinHandle<(bool, String, String)> {
+    let state = state.to_owned();
+    let args: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
+    tokio::task::spawn_blocking(move || {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        app(&state, &args)
+    })
+}
+
+/// Links a new app state to the signed-in `client`'s account through the
+/// console's link; returns the state folder and the app's output.
+pub async fn link_app(server: &Server, client: &reqwest::Client, name: &str) -> (PathBuf, String) {
+    let (status, created) = json(
+        client
+            .post(server.url("/api/v1/me/two-factor/authenticator"))
+            .json(&serde_json::json!({"name": name}))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, 200, "{created}");
+    let state = store::testing::temp_dir("authenticator").join("state");
+    let (ok, out, err) = app(&state, &["link", created["link"].as_str().unwrap()]);
+    assert!(ok, "{err}");
+    (state, out)
+}
+
+/// What a [`post_receiver`] saw: (path, `Authorization` header, JSON body).
+pub type Received = Arc<Mutex<Vec<(String, String, serde_json::Value)>>>;
+
+/// A stand-in provider (SMS gateway, push service) on loopback: records
+/// every JSON POST, whatever the path; answers 500 while `failing` is set.
+/// Returns its base address.
+pub async fn post_receiver(failing: Arc<Mutex<bool>>) -> (String, Received) {
+    let received: Received = Arc::default();
+    let record = received.clone();
+    let app = axum::Router::new().fallback(axum::routing::post(
+        move |uri: axum::http::Uri, headers: axum::http::HeaderMap, axum::Json(body): axum::Json<serde_json::Value>| {
+            let (record, failing) = (record.clone(), failing.clone());
+            async move {
+                let auth = headers
+                    .get("authorization")
+                    .map(|v| v.to_str().unwrap().to_owned())
+                    .unwrap_or_default();
+                record.lock().unwrap().push((uri.path().to_owned(), auth, body));
+                if *failing.lock().unwrap() {
+                    axum::http::StatusCode::INTERNAL_SERVER_ERROR
+                } else {
+                    axum::http::StatusCode::OK
+                }
+            }
+        },
+    ));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (base, received)
+}
+
+/// The console's password step for [`MEMBER`] in `client`; returns the
+/// second-step page it lands on.
+pub async fn console_password_step(server: &Server, client: &reqwest::Client) -> String {
+    let signin = client
+        .get(server.url("/signin"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let r = client
+        .post(server.url("/signin"))
+        .form(&[
+            ("csrf", csrf_of(&signin).as_str()),
+            ("email", MEMBER),
+            ("password", PASSWORD),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.headers()["location"], "/signin/second-factor");
+    page(server, client, "/signin/second-factor").await
+}
+
+/// The whole text of a server-sent event stream at `url`, until it ends.
+pub async fn event_stream(client: &reqwest::Client, url: String) -> String {
+    let mut response = client
+        .get(url)
+        .header("accept", "text/event-stream")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        response.headers()["content-type"].to_str().unwrap(),
+        "text/event-stream"
+    );
+    let mut text = String::new();
+    while let Some(chunk) = tokio::time::timeout(Duration::from_secs(60), response.chunk())
+        .await
+        .expect("the stream moves within a minute")
+        .unwrap()
+    {
+        text.push_str(std::str::from_utf8(&chunk).unwrap());
+    }
+    text
 }

@@ -1,0 +1,25 @@
+// Push approval: the waiting page follows its request over server-sent
+// events and continues by itself once the phone approves. Without
+// JavaScript the page's Continue button does the same.
+const holder = document.getElementById('push');
+const form = document.getElementById('push-form');
+if (holder && form && window.EventSource) {
+  const status = document.getElementById('push-status');
+  const source = new EventSource(holder.dataset.events);
+  source.addEventListener('status', (event) => {
+    const state = JSON.parse(event.data).status;
+    if (state === 'pending') {
+      return;
+    }
+    source.close();
+    if (state === 'denied') {
+      window.location.assign('/signin?denied=1');
+      return;
+    }
+    if (state === 'approved') {
+      status.textContent = holder.dataset.approved;
+    }
+    // Approved: the server finishes signing in; expired: it says so.
+    form.submit();
+  });
+}

@@ -107,3 +107,26 @@ async fn security_keys_in_headless_chromium() {
         run_script("security_key.mjs", &[&base, MEMBER, PASSWORD, &shots], &server);
     }
 }
+
+#[tokio::test]
+async fn push_approval_in_headless_chromium() {
+    if !peers_ready() {
+        return;
+    }
+    for engine in ENGINES {
+        let Some((_, server)) = server_with_member(engine).await else {
+            continue;
+        };
+        let member = browser();
+        api_sign_in(&server, &member, MEMBER, PASSWORD, false).await;
+        let (state, _) = link_app(&server, &member, "Phone").await;
+        let shots = screenshot_dir(&server);
+        let app = env!("CARGO_BIN_EXE_cloudkeep-authenticator");
+        let state = state.display().to_string();
+        run_script(
+            "push.mjs",
+            &[&server.base, MEMBER, PASSWORD, &shots, app, &state],
+            &server,
+        );
+    }
+}

@@ -67,6 +67,14 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         trust_forwarded_for: settings.trust_forwarded_for,
     };
     let app = web::router(web::AppState::new(services.identity, config));
+    // Small writes (an event on a waiting sign-in's stream, the end of a
+    // response) go out at once instead of waiting for the peer's delayed
+    // acknowledgement.
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "cannot set TCP_NODELAY");
+        }
+    });
     axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
         .with_graceful_shutdown(shutdown_signal())
         .await

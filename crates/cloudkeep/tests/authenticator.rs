@@ -84,3 +84,78 @@ async fn link_the_app_and_sign_in_with_its_offline_code() {
         assert!(!ok && err.contains("not a cloudkeep authenticator link"), "{err}");
     }
 }
+
+/// The console's link page: "I have linked the app" waits for the app,
+/// then shows the backup codes that linking made, once.
+#[tokio::test]
+async fn the_console_shows_the_backup_codes_when_linking_turned_two_step_on() {
+    for engine in ENGINES {
+        let Some((_, server)) = server_with_member(engine).await else {
+            continue;
+        };
+        let member = browser();
+        api_sign_in(&server, &member, MEMBER, PASSWORD, false).await;
+        let csrf = csrf_of(&page(&server, &member, "/security/two-factor").await);
+        let linking = member
+            .post(server.url("/security/two-factor/authenticator"))
+            .form(&[("csrf", csrf.as_str()), ("name", "Phone")])
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let link = linking
+            .split("name=\"link\" value=\"")
+            .nth(1)
+            .and_then(|rest| rest.split('"').next())
+            .unwrap()
+            .to_owned();
+        let action = linking
+            .split("action=\"/security/two-factor/authenticator/")
+            .nth(1)
+            .and_then(|rest| rest.split('"').next())
+            .map(|rest| format!("/security/two-factor/authenticator/{rest}"))
+            .unwrap();
+        let press = || {
+            member
+                .post(server.url(&action))
+                .form(&[("csrf", csrf.as_str()), ("link", link.as_str())])
+                .send()
+        };
+
+        let early = press().await.unwrap().text().await.unwrap();
+        assert!(
+            early.contains("id=\"not-linked\"") && early.contains(&link),
+            "the same link again"
+        );
+
+        let state = store::testing::temp_dir("authenticator").join("state");
+        let (ok, out, err) = app(&state, &["link", &link]);
+        assert!(ok, "{err}");
+        let app_codes: Vec<&str> = out.lines().filter(|l| l.starts_with("  ")).map(str::trim).collect();
+        let shown = press().await.unwrap().text().await.unwrap();
+        assert!(shown.contains("id=\"backup-codes\""), "{shown}");
+        for code in &app_codes {
+            assert!(shown.contains(code), "the console shows the same codes as the app");
+        }
+        let again = press().await.unwrap();
+        assert_eq!(
+            again.headers()["location"],
+            "/security/two-factor?done=method_added",
+            "only once"
+        );
+
+        // A link from elsewhere is not echoed back.
+        let r = member
+            .post(server.url(&action.replace("/linked", "x/linked")))
+            .form(&[
+                ("csrf", csrf.as_str()),
+                ("link", "https://evil.example/authenticator/x"),
+            ])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.headers()["location"], "/security/two-factor");
+    }
+}

@@ -20,6 +20,7 @@ use crate::service::{ClientInfo, Identity, IdentityError};
 use crate::store::StoreError;
 
 const APP_PURPOSE: &str = "authenticator-device";
+const CODES_PURPOSE: &str = "authenticator-backup-codes";
 pub const LINK_LIFETIME: Millis = ENROLMENT_LIFETIME;
 
 /// What the server keeps about a linked device (sealed).
@@ -127,6 +128,13 @@ impl Identity {
         );
         self.store().set_factor_secret(&factor.id, &sealed).await?;
         let backup_codes = self.activate_factor(&account_id, &factor, 0, client).await?;
+        if let Some(codes) = &backup_codes {
+            // The console that made the link shows them too, once.
+            let sealed = self.key().seal(CODES_PURPOSE, &factor.id, codes.join("\n").as_bytes());
+            self.store()
+                .put_linked_backup_codes(&factor.id, &account_id, &sealed, now + LINK_LIFETIME)
+                .await?;
+        }
         Ok(LinkedDevice {
             method_id: factor.id,
             email: account.email.to_string(),
@@ -134,6 +142,33 @@ impl Identity {
             totp_secret: secret.base32(),
             backup_codes,
         })
+    }
+
+    /// Whether the device behind a link has linked (the method is active),
+    /// and, the first time it is asked after linking turned two-step
+    /// verification on, the backup codes to show.
+    pub async fn linked_device(
+        &self,
+        account: &crate::Account,
+        factor_id: &str,
+    ) -> Result<(bool, Option<Vec<String>>), StoreError> {
+        let linked = self
+            .store()
+            .second_factor(factor_id)
+            .await?
+            .is_some_and(|f| f.account_id == account.id && f.active && f.kind == FactorKind::App);
+        if !linked {
+            return Ok((false, None));
+        }
+        let sealed = self
+            .store()
+            .take_linked_backup_codes(factor_id, &account.id, self.now())
+            .await?;
+        let codes = sealed
+            .and_then(|s| self.key().open(CODES_PURPOSE, factor_id, &s))
+            .and_then(|bytes| String::from_utf8(bytes).ok())
+            .map(|text| text.lines().map(str::to_owned).collect());
+        Ok((true, codes))
     }
 
     fn app_device(&self, factor: &SecondFactor) -> Result<Device, StoreError> {

@@ -213,6 +213,21 @@ pub trait IdentityStore: Send + Sync {
         token_hash: &str,
         now: Millis,
     ) -> Result<Option<(String, String)>, StoreError>;
+    /// Keeps backup codes (sealed) for the console to show once.
+    async fn put_linked_backup_codes(
+        &self,
+        factor_id: &str,
+        account_id: &str,
+        sealed: &str,
+        expires_at: Millis,
+    ) -> Result<(), StoreError>;
+    /// Takes (deletes) the unexpired sealed codes waiting for a factor.
+    async fn take_linked_backup_codes(
+        &self,
+        factor_id: &str,
+        account_id: &str,
+        now: Millis,
+    ) -> Result<Option<String>, StoreError>;
     /// One factor by id, whatever its account.
     async fn second_factor(&self, id: &str) -> Result<Option<SecondFactor>, StoreError>;
 

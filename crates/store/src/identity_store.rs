@@ -882,6 +882,45 @@ impl IdentityStore for SqlStore {
         .transpose()
     }
 
+    async fn put_linked_backup_codes(
+        &self,
+        factor_id: &str,
+        account_id: &str,
+        sealed: &str,
+        expires_at: Millis,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO linked_backup_codes (factor_id, account_id, sealed, expires_at) VALUES ($1, $2, $3, $4)",
+        )
+        .bind(factor_id)
+        .bind(account_id)
+        .bind(sealed)
+        .bind(expires_at)
+        .execute(&self.pool)
+        .await
+        .map_err(backend)?;
+        Ok(())
+    }
+
+    async fn take_linked_backup_codes(
+        &self,
+        factor_id: &str,
+        account_id: &str,
+        now: Millis,
+    ) -> Result<Option<String>, StoreError> {
+        let row = sqlx::query(
+            "DELETE FROM linked_backup_codes WHERE factor_id = $1 AND account_id = $2 AND expires_at > $3
+             RETURNING sealed",
+        )
+        .bind(factor_id)
+        .bind(account_id)
+        .bind(now)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(backend)?;
+        row.map(|r| r.try_get("sealed").map_err(backend)).transpose()
+    }
+
     async fn second_factor(&self, id: &str) -> Result<Option<SecondFactor>, StoreError> {
         let row = sqlx::query(
             "SELECT id, account_id, kind, name, secret, active, created_at, expires_at, last_used_at, counter
@@ -1239,6 +1278,7 @@ impl IdentityStore for SqlStore {
                 c.now,
             ),
             ("DELETE FROM authenticator_links WHERE expires_at <= $1", c.now),
+            ("DELETE FROM linked_backup_codes WHERE expires_at <= $1", c.now),
             ("DELETE FROM webauthn_challenges WHERE expires_at <= $1", c.now),
             ("DELETE FROM sms_codes WHERE expires_at <= $1", c.now),
             // Kept a day: the push fatigue rules read this history.

@@ -37,6 +37,10 @@ pub fn routes() -> Router<AppState> {
             post(finish_security_key),
         )
         .route("/security/two-factor/authenticator", post(begin_authenticator))
+        .route(
+            "/security/two-factor/authenticator/{id}/linked",
+            post(authenticator_linked),
+        )
         .route("/security/two-factor/sms", post(begin_sms))
         .route("/security/two-factor/sms/{id}/confirm", post(confirm_sms))
         .route("/security/two-factor/sms/{id}/resend", post(resend_sms))
@@ -794,8 +798,62 @@ async fn revoke_app_password(ctx: Ctx, Path(id): Path<String>) -> Response {
 #[template(path = "authenticator_link.html")]
 struct AuthenticatorLinkPage {
     c: Chrome,
+    id: String,
     link: String,
     qr_svg: String,
+    notice: Option<String>,
+}
+
+fn render_link_page(ctx: &Ctx, id: String, link: String, notice: Option<String>) -> Response {
+    let Some(qr_svg) = crate::qr::svg(&link) else {
+        return ctx.failure("QR code too long");
+    };
+    let page = AuthenticatorLinkPage {
+        c: ctx.chrome(ctx.t().t("authenticator.link_title")),
+        id,
+        link,
+        qr_svg,
+        notice,
+    };
+    let mut response = ctx.render(StatusCode::OK, &page);
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, header::HeaderValue::from_static("no-store"));
+    response
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct LinkedForm {
+    link: String,
+}
+
+/// "I have linked the app": the backup codes when linking turned two-step
+/// verification on, else back to the 2FA page; the same page again while
+/// the app has not linked.
+async fn authenticator_linked(
+    ctx: Ctx,
+    headers: axum::http::HeaderMap,
+    Path(id): Path<String>,
+    Form(form): Form<LinkedForm>,
+) -> Response {
+    let Some(user) = &ctx.user else {
+        return ctx.to_sign_in();
+    };
+    match ctx.state.identity().linked_device(&user.account, &id).await {
+        Ok((true, Some(codes))) => render_backup_codes(&ctx, codes, true),
+        Ok((true, None)) => Redirect::to("/security/two-factor?done=method_added").into_response(),
+        Ok((false, _)) => {
+            // Only a link of this server is shown again.
+            let ours = format!("{}/authenticator/", ctx.state.config().base_url(&headers));
+            if !form.link.starts_with(&ours) || form.link.len() > ours.len() + 100 {
+                return Redirect::to("/security/two-factor").into_response();
+            }
+            let notice = ctx.t().t("authenticator.not_linked_yet").to_owned();
+            render_link_page(&ctx, id, form.link, Some(notice))
+        }
+        Err(e) => ctx.failure(e),
+    }
 }
 
 async fn begin_authenticator(ctx: Ctx, headers: axum::http::HeaderMap, Form(form): Form<NameForm>) -> Response {
@@ -811,15 +869,7 @@ async fn begin_authenticator(ctx: Ctx, headers: axum::http::HeaderMap, Form(form
         Ok(created) => {
             let link =
                 crate::api_two_factor::authenticator_link(&ctx.state.config().base_url(&headers), &created.token);
-            let Some(qr_svg) = crate::qr::svg(&link) else {
-                return ctx.failure("QR code too long");
-            };
-            let page = AuthenticatorLinkPage {
-                c: ctx.chrome(ctx.t().t("authenticator.link_title")),
-                link,
-                qr_svg,
-            };
-            ctx.render(StatusCode::OK, &page)
+            render_link_page(&ctx, created.id, link, None)
         }
         Err(IdentityError::Store(e)) => ctx.failure(e),
         Err(e) => {

@@ -164,6 +164,7 @@ pub const CONSOLE_ROUTES: &[(&str, &str)] = &[
     ("POST", "/security/two-factor/totp/{id}/confirm"),
     ("POST", "/security/two-factor/sms"),
     ("POST", "/security/two-factor/authenticator"),
+    ("POST", "/security/two-factor/authenticator/{id}/linked"),
     ("POST", "/security/two-factor/sms/{id}/confirm"),
     ("POST", "/security/two-factor/sms/{id}/resend"),
     ("POST", "/security/two-factor/methods/{id}/remove"),

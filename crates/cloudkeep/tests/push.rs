@@ -537,3 +537,59 @@ async fn a_request_made_on_one_process_is_approved_through_another() {
     let (_, body) = push_status(&one, &c, &id).await;
     assert_eq!(body["status"], "signed_in");
 }
+
+/// `watch`, interactively: it shows the request and the three numbers, and
+/// typing the page's number approves.
+#[tokio::test]
+async fn watch_asks_for_the_number_and_approves() {
+    use std::io::{BufRead, BufReader, Write};
+    for engine in ENGINES {
+        let Some((server, _, state)) = member_with_app(engine).await else {
+            continue;
+        };
+        let mut watch = std::process::Command::new(env!("CARGO_BIN_EXE_cloudkeep-authenticator"))
+            .arg("--state")
+            .arg(&state)
+            .arg("watch")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let stdout = watch.stdout.take().unwrap();
+        std::thread::spawn(move || {
+            // The prompt has no line end: read byte-wise into lines and prompts.
+            let mut reader = BufReader::new(stdout);
+            let mut buf = Vec::new();
+            while reader.read_until(b' ', &mut buf).map(|n| n > 0).unwrap_or(false) {
+                let text = String::from_utf8_lossy(&buf).into_owned();
+                if text.ends_with("refuse: ") || text.ends_with('\n') || text.contains("Approved") {
+                    let _ = tx.send(text);
+                    buf.clear();
+                }
+            }
+            let _ = tx.send(String::from_utf8_lossy(&buf).into_owned());
+        });
+        let c = browser();
+        api_password_step(&server, &c).await;
+        let (id, number) = push(&server, &c).await;
+        let mut seen = String::new();
+        while !seen.contains("refuse: ") {
+            seen.push_str(
+                &rx.recv_timeout(Duration::from_secs(30))
+                    .expect("watch shows the request"),
+            );
+        }
+        assert!(seen.contains(&format!("Sign-in to {MEMBER}")), "{seen}");
+        assert!(seen.contains(&number.to_string()), "{seen}");
+        writeln!(watch.stdin.as_mut().unwrap(), "{number}").unwrap();
+        while !seen.contains("Approved") {
+            seen.push_str(&rx.recv_timeout(Duration::from_secs(30)).expect("watch says approved"));
+        }
+        let _ = watch.kill();
+        let _ = watch.wait();
+        let (_, body) = push_status(&server, &c, &id).await;
+        assert_eq!(body["status"], "signed_in");
+    }
+}

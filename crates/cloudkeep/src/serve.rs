@@ -56,6 +56,34 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     }
 
     tokio::spawn(purge_periodically(services.identity.clone()));
+    let transport: std::sync::Arc<dyn notify::mail::MailTransport> = match &settings.mail_transport {
+        settings::MailTransportSetting::Outbox => {
+            let outbox = settings.data.join("outbox");
+            tracing::info!(outbox = %outbox.display(), "email goes to the outbox folder (no SMTP configured)");
+            std::sync::Arc::new(notify::mail::OutboxTransport::new(outbox))
+        }
+        settings::MailTransportSetting::Smtp {
+            host,
+            port,
+            tls,
+            credentials,
+        } => std::sync::Arc::new(
+            notify::mail::SmtpTransport::new(host, *port, *tls, credentials.clone()).map_err(anyhow::Error::msg)?,
+        ),
+    };
+    let mail_settings = notify::mail::MailSettings {
+        from: settings.mail_from.clone(),
+        product: settings.issuer.clone(),
+        address: settings
+            .public_url
+            .clone()
+            .unwrap_or_else(|| format!("http://{address}")),
+    };
+    tokio::spawn(notify::mail::deliver_forever(
+        services.identity.clone(),
+        transport,
+        mail_settings,
+    ));
     // Several processes on one PostgreSQL: approval requests created or
     // answered elsewhere wake this process's waiters.
     let _listener = services

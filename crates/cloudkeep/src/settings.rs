@@ -44,6 +44,33 @@ struct File {
     sms: SmsFile,
     #[serde(default)]
     push: PushFile,
+    #[serde(default)]
+    mail: MailFile,
+}
+
+#[derive(Deserialize, Default, Debug)]
+#[serde(deny_unknown_fields)]
+struct MailFile {
+    transport: Option<String>,
+    host: Option<String>,
+    port: Option<u16>,
+    tls: Option<String>,
+    username: Option<String>,
+    password: Option<String>,
+    from: Option<String>,
+}
+
+/// Where email goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MailTransportSetting {
+    /// `.eml` files in `<data>/outbox/`.
+    Outbox,
+    Smtp {
+        host: String,
+        port: u16,
+        tls: notify::mail::SmtpTls,
+        credentials: Option<(String, String)>,
+    },
 }
 
 #[derive(Deserialize, Default, Debug)]
@@ -112,6 +139,9 @@ pub struct Settings {
     /// A UnifiedPush/ntfy-style URL (with `{device}`) that wakes phones
     /// when an approval request waits; `None`: only the app's long poll.
     pub push_webhook: Option<(String, String)>,
+    pub mail_transport: MailTransportSetting,
+    /// The sender of every email.
+    pub mail_from: String,
 }
 
 fn env(name: &str) -> Option<String> {
@@ -207,7 +237,44 @@ impl Settings {
             let token = env("CLOUDKEEP_PUSH_TOKEN").or(file.push.token).unwrap_or_default();
             (url, token)
         });
+        let mail_transport = match env("CLOUDKEEP_MAIL_TRANSPORT").or(file.mail.transport).as_deref() {
+            None | Some("outbox") => MailTransportSetting::Outbox,
+            Some("smtp") => {
+                let tls = match env("CLOUDKEEP_MAIL_TLS").or(file.mail.tls).as_deref() {
+                    None | Some("starttls") => notify::mail::SmtpTls::StartTls,
+                    Some("tls") => notify::mail::SmtpTls::Tls,
+                    Some("none") => notify::mail::SmtpTls::None,
+                    Some(other) => anyhow::bail!("mail.tls is none, starttls or tls, not '{other}'"),
+                };
+                let default_port = match tls {
+                    notify::mail::SmtpTls::None => 25,
+                    notify::mail::SmtpTls::StartTls => 587,
+                    notify::mail::SmtpTls::Tls => 465,
+                };
+                let username = env("CLOUDKEEP_MAIL_USERNAME").or(file.mail.username);
+                let password = env("CLOUDKEEP_MAIL_PASSWORD").or(file.mail.password);
+                MailTransportSetting::Smtp {
+                    host: env("CLOUDKEEP_MAIL_HOST").or(file.mail.host).ok_or_else(|| {
+                        anyhow::anyhow!("the smtp mail transport needs mail.host (CLOUDKEEP_MAIL_HOST)")
+                    })?,
+                    port: env_parsed("CLOUDKEEP_MAIL_PORT")?
+                        .or(file.mail.port)
+                        .unwrap_or(default_port),
+                    tls,
+                    credentials: username.map(|u| (u, password.unwrap_or_default())),
+                }
+            }
+            Some(other) => anyhow::bail!("mail.transport is outbox or smtp, not '{other}'"),
+        };
+        let mail_from = env("CLOUDKEEP_MAIL_FROM")
+            .or(file.mail.from)
+            .unwrap_or_else(|| "cloudkeep <noreply@localhost>".to_owned());
+        if !notify::mail::valid_sender(&mail_from) {
+            anyhow::bail!("mail.from must be an address like \"cloudkeep <noreply@example.org>\", not '{mail_from}'");
+        }
         Ok(Settings {
+            mail_transport,
+            mail_from,
             push_webhook,
             sms_gateway,
             sms_regions,

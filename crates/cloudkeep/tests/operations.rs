@@ -333,6 +333,7 @@ async fn health_metrics_and_openapi() {
         let expected = [
             ("/api/v1/session", vec!["post", "delete"]),
             ("/api/v1/me", vec!["get"]),
+            ("/api/v1/me/notifications", vec!["get", "put"]),
             ("/api/v1/me/password", vec!["put"]),
             ("/api/v1/me/sessions", vec!["get"]),
             ("/api/v1/me/sessions/{id}", vec!["delete"]),

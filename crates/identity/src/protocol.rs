@@ -221,6 +221,13 @@ impl Identity {
         self.store().insert_app_password(&password, &digest).await?;
         self.record(&account.id, EventKind::AppPasswordCreated, client, &password.name)
             .await?;
+        self.alert(
+            &account.id,
+            crate::mail::MailKind::AppPasswordCreated,
+            client,
+            &[("name", &password.name)],
+        )
+        .await?;
         Ok((password, plaintext))
     }
 

@@ -579,11 +579,25 @@ impl Identity {
             return Err(DeviceError::Closed(state.as_str()));
         }
         if status.is_denial() {
+            self.alert(
+                &account.id,
+                crate::mail::MailKind::PushDenied,
+                &asking,
+                &[("name", &factor.name)],
+            )
+            .await?;
             let recent = self.store().approval_requests(&account.id, now - HISTORY).await?;
             if paused_until(&recent).is_some_and(|until| until > now) {
                 let minutes = (PAUSE / 60_000).to_string();
                 self.record(&account.id, EventKind::PushPaused, &asking, &minutes)
                     .await?;
+                self.alert(
+                    &account.id,
+                    crate::mail::MailKind::PushPaused,
+                    &asking,
+                    &[("minutes", &minutes)],
+                )
+                .await?;
             }
         }
         self.publish(&request_topic(request_id)).await;

@@ -125,6 +125,8 @@ pub enum IdentityError {
     SecurityKeysUnavailable,
     #[error("the security key was not accepted: {0}")]
     SecurityKeyRefused(String),
+    #[error("this security email cannot be turned off")]
+    MailRequired,
     #[error(transparent)]
     Role(#[from] RoleError),
     #[error(transparent)]
@@ -502,6 +504,10 @@ impl Identity {
         self.store
             .insert_session(&session, &hash, event.as_ref(), clear_throttle)
             .await?;
+        if kind.is_some() && device.is_none() {
+            self.alert(&account.id, crate::mail::MailKind::NewDevice, client, &[])
+                .await?;
+        }
         let device_cookie = kind.map(|_| self.device_cookie(&account.id, device));
         Ok(SignedIn {
             token,
@@ -606,6 +612,8 @@ impl Identity {
         self.store.delete_sessions_except(&account.id, &session.id).await?;
         self.protocol_cache.forget_account(&account.id);
         self.record(&account.id, EventKind::PasswordChanged, client, "").await?;
+        self.alert(&account.id, crate::mail::MailKind::PasswordChanged, client, &[])
+            .await?;
         Ok(())
     }
 

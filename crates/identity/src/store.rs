@@ -9,6 +9,7 @@ use crate::clock::Millis;
 use crate::credential::app_password::AppPassword;
 use crate::credential::sms::SmsCode;
 use crate::email::EmailAddress;
+use crate::mail::{MailKind, QueuedMail};
 use crate::org::{Membership, NewOrganization, Organization, Role};
 use crate::push::{ApprovalRequest, ApprovalStatus};
 use crate::second_factor::SecondFactor;
@@ -213,6 +214,23 @@ pub trait IdentityStore: Send + Sync {
         token_hash: &str,
         now: Millis,
     ) -> Result<Option<(String, String)>, StoreError>;
+    async fn set_account_lang(&self, account_id: &str, lang: &str) -> Result<(), StoreError>;
+    async fn enqueue_mail(&self, mail: &QueuedMail) -> Result<(), StoreError>;
+    /// Reserves the oldest message due at `now` (unsent, next attempt
+    /// passed) until `lease_until`; two processes never get the same one.
+    async fn claim_mail(&self, now: Millis, lease_until: Millis) -> Result<Option<QueuedMail>, StoreError>;
+    async fn mail_sent(&self, id: &str, now: Millis) -> Result<(), StoreError>;
+    /// Counts a failed attempt; `next_attempt_at` `None` gives it up.
+    async fn mail_failed(
+        &self,
+        id: &str,
+        attempts: u32,
+        next_attempt_at: Option<Millis>,
+        error: &str,
+    ) -> Result<(), StoreError>;
+    async fn mail_opt_outs(&self, account_id: &str) -> Result<Vec<MailKind>, StoreError>;
+    async fn set_mail_opt_out(&self, account_id: &str, kind: MailKind, off: bool) -> Result<(), StoreError>;
+
     /// Keeps backup codes (sealed) for the console to show once.
     async fn put_linked_backup_codes(
         &self,

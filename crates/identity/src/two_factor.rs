@@ -12,6 +12,7 @@ use crate::audit::EventKind;
 use crate::clock::Millis;
 use crate::credential::totp::{self, TotpSecret};
 use crate::credential::{backup_code, parse_label};
+use crate::mail::MailKind;
 use crate::second_factor::{Challenge, ENROLMENT_LIFETIME, FactorKind, MethodSummary, SecondFactor, TwoFactorStatus};
 use crate::secrets::{random_token, token_hash};
 use crate::service::{ClientInfo, Identity, IdentityError, SignedIn};
@@ -212,6 +213,12 @@ impl Identity {
         }
         self.record(account_id, EventKind::SecondFactorAdded, client, &factor.name)
             .await?;
+        let mail = if turning_on {
+            MailKind::TwoFactorEnabled
+        } else {
+            MailKind::MethodAdded
+        };
+        self.alert(account_id, mail, client, &[("name", &factor.name)]).await?;
         if turning_on {
             self.record(account_id, EventKind::TwoFactorEnabled, client, "").await?;
             // Protocol clients may no longer use the account password.
@@ -243,6 +250,16 @@ impl Identity {
                 .await?;
             if remaining == 0 {
                 self.record(&account.id, EventKind::TwoFactorDisabled, client, "")
+                    .await?;
+                self.alert(
+                    &account.id,
+                    MailKind::TwoFactorDisabled,
+                    client,
+                    &[("name", &factor.name)],
+                )
+                .await?;
+            } else {
+                self.alert(&account.id, MailKind::MethodRemoved, client, &[("name", &factor.name)])
                     .await?;
             }
         }
@@ -347,11 +364,21 @@ impl Identity {
         if let Some(left) = backup_left {
             self.record(&account.id, EventKind::BackupCodeUsed, client, &left.to_string())
                 .await?;
+            self.alert(
+                &account.id,
+                MailKind::BackupCodeUsed,
+                client,
+                &[("left", &left.to_string())],
+            )
+            .await?;
         }
         let mut session = session.clone();
         session.stage = SessionStage::SignedIn;
         session.last_seen_at = now;
         let known = self.known_device(&account.id, device_cookie);
+        if known.is_none() {
+            self.alert(&account.id, MailKind::NewDevice, client, &[]).await?;
+        }
         Ok(SignedIn {
             token,
             session,

@@ -1,10 +1,12 @@
 //! Messages leaving the server: SMS gateways (the adapters behind
 //! `identity::SmsGateway`) and push notifications to phones running the
-//! authenticator app (`identity::PushNotifier`). Email will live here too.
+//! authenticator app (`identity::PushNotifier`), and email ([`mail`]).
 //!
 //! This crate only delivers: what a message says and when to send it is
 //! decided in `identity`.
 #![forbid(unsafe_code)]
+
+pub mod mail;
 
 use std::path::PathBuf;
 use std::time::Duration;

@@ -7,8 +7,8 @@ use identity::credential::sms::SmsCode;
 use identity::softlock::ThrottleState;
 use identity::{
     Account, ApprovalRequest, ApprovalStatus, EmailAddress, EventKind, ExpiryCutoffs, FactorKind, IdentityStore,
-    Membership, Millis, NewAccount, NewOrganization, Organization, Role, SecondFactor, SecurityEvent, Session,
-    SessionStage, StoreError, SyncUserId, ThrottleRecord,
+    MailKind, Membership, Millis, NewAccount, NewOrganization, Organization, QueuedMail, Role, SecondFactor,
+    SecurityEvent, Session, SessionStage, StoreError, SyncUserId, ThrottleRecord,
 };
 use sqlx::Row;
 use sqlx::any::AnyRow;
@@ -46,6 +46,7 @@ fn account_from_as(row: &AnyRow, prefix: &str) -> Result<Account, StoreError> {
             &row.try_get::<String, _>(column("default_method").as_str())
                 .map_err(backend)?,
         ),
+        lang: row.try_get(column("lang").as_str()).map_err(backend)?,
     })
 }
 
@@ -87,6 +88,23 @@ fn factor_from(row: &AnyRow) -> Result<SecondFactor, StoreError> {
         expires_at: row.try_get("expires_at").map_err(backend)?,
         last_used_at: row.try_get("last_used_at").map_err(backend)?,
         counter: row.try_get("counter").map_err(backend)?,
+    })
+}
+
+fn mail_from(row: &AnyRow) -> Result<QueuedMail, StoreError> {
+    let kind: String = row.try_get("kind").map_err(backend)?;
+    let params: String = row.try_get("params").map_err(backend)?;
+    let attempts: i64 = row.try_get("attempts").map_err(backend)?;
+    Ok(QueuedMail {
+        id: row.try_get("id").map_err(backend)?,
+        account_id: row.try_get("account_id").map_err(backend)?,
+        to: row.try_get("to_addr").map_err(backend)?,
+        lang: row.try_get("lang").map_err(backend)?,
+        kind: MailKind::parse(&kind).ok_or_else(|| corrupt("mail kind"))?,
+        params: serde_json::from_str(&params).map_err(|_| corrupt("mail parameters"))?,
+        created_at: row.try_get("created_at").map_err(backend)?,
+        next_attempt_at: row.try_get("next_attempt_at").map_err(backend)?,
+        attempts: u32::try_from(attempts).unwrap_or(u32::MAX),
     })
 }
 
@@ -167,7 +185,7 @@ async fn insert_event(conn: &mut sqlx::AnyConnection, e: &SecurityEvent) -> Resu
 }
 
 const ACCOUNT_COLUMNS: &str =
-    "id, email, name, sync_user_id, password_hash, created_at, password_changed_at, default_method";
+    "id, email, name, sync_user_id, password_hash, created_at, password_changed_at, default_method, lang";
 
 async fn insert_organization(
     tx: &mut Tx,
@@ -238,6 +256,7 @@ async fn insert_account(
         created_at: account.created_at,
         password_changed_at: account.created_at,
         default_method: None,
+        lang: "en".to_owned(),
     })
 }
 
@@ -464,7 +483,8 @@ impl IdentityStore for SqlStore {
                     s.password_at, s.factor_failures,
                     a.id AS a_id, a.email AS a_email, a.name AS a_name, a.sync_user_id AS a_sync_user_id,
                     a.password_hash AS a_password_hash, a.created_at AS a_created_at,
-                    a.password_changed_at AS a_password_changed_at, a.default_method AS a_default_method
+                    a.password_changed_at AS a_password_changed_at, a.default_method AS a_default_method,
+                    a.lang AS a_lang
              FROM sessions s JOIN accounts a ON a.id = s.account_id WHERE s.token_hash = $1",
         )
         .bind(hash)
@@ -880,6 +900,134 @@ impl IdentityStore for SqlStore {
             ))
         })
         .transpose()
+    }
+
+    async fn set_account_lang(&self, account_id: &str, lang: &str) -> Result<(), StoreError> {
+        sqlx::query("UPDATE accounts SET lang = $2 WHERE id = $1")
+            .bind(account_id)
+            .bind(lang)
+            .execute(&self.pool)
+            .await
+            .map_err(backend)?;
+        Ok(())
+    }
+
+    async fn enqueue_mail(&self, m: &QueuedMail) -> Result<(), StoreError> {
+        let params = serde_json::to_string(&m.params).map_err(|e| StoreError::Backend(e.to_string()))?;
+        sqlx::query(
+            "INSERT INTO mail_queue (id, account_id, to_addr, lang, kind, params, created_at, next_attempt_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        )
+        .bind(m.id.as_str())
+        .bind(m.account_id.as_deref())
+        .bind(m.to.as_str())
+        .bind(m.lang.as_str())
+        .bind(m.kind.as_str())
+        .bind(params)
+        .bind(m.created_at)
+        .bind(m.next_attempt_at)
+        .execute(&self.pool)
+        .await
+        .map_err(backend)?;
+        Ok(())
+    }
+
+    async fn claim_mail(&self, now: Millis, lease_until: Millis) -> Result<Option<QueuedMail>, StoreError> {
+        // Optimistic: take the oldest due message if nobody moved its next
+        // attempt meanwhile; retry on a lost race.
+        for _ in 0..5 {
+            let Some(row) = sqlx::query(
+                "SELECT id, account_id, to_addr, lang, kind, params, created_at, next_attempt_at, attempts
+                 FROM mail_queue WHERE sent_at = 0 AND next_attempt_at <= $1
+                 ORDER BY next_attempt_at, id LIMIT 1",
+            )
+            .bind(now)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(backend)?
+            else {
+                return Ok(None);
+            };
+            let mut mail = mail_from(&row)?;
+            let claimed = sqlx::query(
+                "UPDATE mail_queue SET next_attempt_at = $3 WHERE id = $1 AND next_attempt_at = $2 AND sent_at = 0",
+            )
+            .bind(mail.id.as_str())
+            .bind(mail.next_attempt_at)
+            .bind(lease_until)
+            .execute(&self.pool)
+            .await
+            .map_err(backend)?;
+            if claimed.rows_affected() == 1 {
+                mail.next_attempt_at = lease_until;
+                return Ok(Some(mail));
+            }
+        }
+        Ok(None)
+    }
+
+    async fn mail_sent(&self, id: &str, now: Millis) -> Result<(), StoreError> {
+        sqlx::query("UPDATE mail_queue SET sent_at = $2, last_error = '' WHERE id = $1")
+            .bind(id)
+            .bind(now)
+            .execute(&self.pool)
+            .await
+            .map_err(backend)?;
+        Ok(())
+    }
+
+    async fn mail_failed(
+        &self,
+        id: &str,
+        attempts: u32,
+        next_attempt_at: Option<Millis>,
+        error: &str,
+    ) -> Result<(), StoreError> {
+        // Given up: kept with sent_at = -1 for the operator to see.
+        let (next, sent) = match next_attempt_at {
+            Some(at) => (at, 0),
+            None => (0, -1),
+        };
+        sqlx::query(
+            "UPDATE mail_queue SET attempts = $2, next_attempt_at = $3, sent_at = $4, last_error = $5 WHERE id = $1",
+        )
+        .bind(id)
+        .bind(i64::from(attempts))
+        .bind(next)
+        .bind(sent)
+        .bind(error)
+        .execute(&self.pool)
+        .await
+        .map_err(backend)?;
+        Ok(())
+    }
+
+    async fn mail_opt_outs(&self, account_id: &str) -> Result<Vec<MailKind>, StoreError> {
+        let rows = sqlx::query("SELECT kind FROM mail_opt_outs WHERE account_id = $1")
+            .bind(account_id)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(backend)?;
+        Ok(rows
+            .iter()
+            .filter_map(|r| r.try_get::<String, _>("kind").ok())
+            .filter_map(|k| MailKind::parse(&k))
+            .collect())
+    }
+
+    async fn set_mail_opt_out(&self, account_id: &str, kind: MailKind, off: bool) -> Result<(), StoreError> {
+        let statement = if off {
+            "INSERT INTO mail_opt_outs (account_id, kind) VALUES ($1, $2) ON CONFLICT DO NOTHING"
+        } else {
+            "DELETE FROM mail_opt_outs WHERE account_id = $1 AND kind = $2"
+        };
+        sqlx::query(statement)
+            .bind(account_id)
+            .bind(kind.as_str())
+            .execute(&self.pool)
+            .await
+            .map_err(backend)?;
+        Ok(())
     }
 
     async fn put_linked_backup_codes(

@@ -74,6 +74,7 @@ fn build() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         ))
         .routes(routes!(crate::api_two_factor::revoke_app_password))
         .routes(routes!(me))
+        .routes(routes!(notifications, set_notification))
         .routes(routes!(change_password))
         .routes(routes!(list_sessions))
         .routes(routes!(revoke_session))
@@ -463,6 +464,77 @@ pub struct OrganizationBody {
     role: String,
 }
 
+#[derive(Serialize, ToSchema)]
+pub struct EmailChoiceBody {
+    /// `two_factor_enabled`, `method_added`, `new_device`, …
+    kind: String,
+    enabled: bool,
+    /// `false` for the emails that always go out.
+    optional: bool,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct NotificationsBody {
+    emails: Vec<EmailChoiceBody>,
+}
+
+#[derive(Deserialize, ToSchema)]
+pub struct EmailChoice {
+    kind: String,
+    enabled: bool,
+}
+
+async fn notifications_of(state: &AppState, account_id: &str) -> Result<NotificationsBody, ApiError> {
+    let off = state.identity().mail_opt_outs(account_id).await?;
+    let always = [
+        identity::MailKind::TwoFactorDisabled,
+        identity::MailKind::PasswordChanged,
+    ];
+    let emails = identity::MailKind::OPTIONAL
+        .into_iter()
+        .chain(always)
+        .map(|kind| EmailChoiceBody {
+            kind: kind.as_str().to_owned(),
+            enabled: !off.contains(&kind),
+            optional: kind.optional(),
+        })
+        .collect();
+    Ok(NotificationsBody { emails })
+}
+
+/// Which security emails the member gets.
+#[utoipa::path(get, path = "/api/v1/me/notifications", tag = "me", security(("session" = [])),
+    responses((status = 200, body = NotificationsBody), (status = 401, description = "`not_signed_in`", body = ErrorBody)))]
+async fn notifications(
+    State(state): State<AppState>,
+    ApiUser(user): ApiUser,
+) -> Result<Json<NotificationsBody>, ApiError> {
+    Ok(Json(notifications_of(&state, &user.account.id).await?))
+}
+
+/// Turns one kind of security email on or off. "Two-step verification
+/// turned off" and "password changed" cannot be turned off.
+#[utoipa::path(put, path = "/api/v1/me/notifications", tag = "me", security(("session" = [])), request_body = EmailChoice,
+    responses(
+        (status = 200, body = NotificationsBody),
+        (status = 404, description = "`not_found`: no such kind", body = ErrorBody),
+        (status = 422, description = "`mail_required`", body = ErrorBody),
+    ))]
+async fn set_notification(
+    State(state): State<AppState>,
+    ApiUser(user): ApiUser,
+    ApiJson(body): ApiJson<EmailChoice>,
+) -> Result<Json<NotificationsBody>, ApiError> {
+    let kind = identity::MailKind::parse(&body.kind)
+        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such kind of email"))?;
+    state
+        .identity()
+        .set_mail_wanted(&user.account.id, kind, body.enabled)
+        .await
+        .map_err(identity_error)?;
+    Ok(Json(notifications_of(&state, &user.account.id).await?))
+}
+
 /// The signed-in account.
 #[utoipa::path(get, path = "/api/v1/me", tag = "me", security(("session" = [])),
     responses((status = 200, body = MeBody), (status = 401, description = "`not_signed_in`", body = ErrorBody)))]
@@ -544,6 +616,7 @@ pub fn identity_error(e: IdentityError) -> ApiError {
             ApiError::new(S::CONFLICT, "security_keys_unavailable", e.to_string())
         }
         IdentityError::SecurityKeyRefused(_) => ApiError::new(S::BAD_REQUEST, "security_key_refused", e.to_string()),
+        IdentityError::MailRequired => ApiError::new(S::UNPROCESSABLE_ENTITY, "mail_required", e.to_string()),
         IdentityError::Store(inner) => ApiError::internal(inner),
     }
 }

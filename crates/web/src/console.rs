@@ -31,6 +31,7 @@ pub fn routes() -> Router<AppState> {
         .route("/signout", post(signout))
         .route("/security", get(security))
         .route("/security/password", post(change_password))
+        .route("/security/notifications", post(save_notifications))
         .route("/security/sessions/{id}/revoke", post(revoke_session))
         .route("/language", post(set_language))
         .route("/static/console.css", get(stylesheet))
@@ -274,6 +275,14 @@ struct SecurityPage {
     events: Vec<EventRow>,
     older: Option<String>,
     newest: bool,
+    emails: Vec<EmailChoice>,
+}
+
+/// One kind of security email on the security page.
+struct EmailChoice {
+    kind: &'static str,
+    label: String,
+    enabled: bool,
 }
 
 // ---- handlers --------------------------------------------------------------
@@ -450,6 +459,7 @@ pub(crate) fn identity_error_text(t: &Catalog, e: &IdentityError) -> String {
         IdentityError::InvalidDeviceKey => t.t("error.internal").to_owned(),
         IdentityError::SecurityKeyRefused(_) => t.t("security_key.refused").to_owned(),
         IdentityError::TooManyAttempts { retry_after } => locked_text(t, *retry_after),
+        IdentityError::MailRequired => t.t("notifications.required").to_owned(),
         IdentityError::UnknownOrganization(_) | IdentityError::SetupUnavailable | IdentityError::Store(_) => {
             t.t("error.internal").to_owned()
         }
@@ -505,7 +515,19 @@ async fn signin_submit(ctx: Ctx, Form(form): Form<SignInForm>) -> Response {
         device: ctx.device.clone(),
     };
     let metrics = ctx.state.metrics();
-    let (status, error) = match ctx.state.identity().sign_in(attempt).await {
+    let result = ctx.state.identity().sign_in(attempt).await;
+    // Security emails follow the language the member reads the console in.
+    if let Ok(signed) = &result
+        && signed.account.lang != ctx.lang_code()
+        && let Err(e) = ctx
+            .state
+            .identity()
+            .set_language(&signed.account.id, ctx.lang_code())
+            .await
+    {
+        return ctx.failure(e);
+    }
+    let (status, error) = match result {
         Ok(signed) if signed.second_factor.is_some() => {
             metrics.sign_in("second_factor_required");
             return see_other("/signin/second-factor", &sign_in_cookies(&ctx.state, &signed));
@@ -553,7 +575,9 @@ struct SecurityQuery {
 
 async fn security(ctx: Ctx, Query(q): Query<SecurityQuery>) -> Response {
     let notice = q.done.as_deref().and_then(|done| match done {
-        "password_changed" | "session_revoked" => Some(ctx.t().t(&format!("security.done_{done}")).to_owned()),
+        "password_changed" | "session_revoked" | "emails_saved" => {
+            Some(ctx.t().t(&format!("security.done_{done}")).to_owned())
+        }
         _ => None,
     });
     security_page(&ctx, StatusCode::OK, notice, None, q.before.as_deref()).await
@@ -570,12 +594,13 @@ async fn security_page(
         return ctx.to_sign_in();
     };
     let identity = ctx.state.identity();
-    let (sessions, page) = match (
+    let (sessions, page, off) = match (
         identity.sessions(&user.account.id).await,
         identity.events(&user.account.id, before, 25).await,
+        identity.mail_opt_outs(&user.account.id).await,
     ) {
-        (Ok(s), Ok(p)) => (s, p),
-        (Err(e), _) | (_, Err(e)) => return ctx.failure(e),
+        (Ok(s), Ok(p), Ok(o)) => (s, p, o),
+        (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => return ctx.failure(e),
     };
     let t = ctx.t();
     let page = SecurityPage {
@@ -605,8 +630,35 @@ async fn security_page(
             .collect(),
         older: page.next,
         newest: before.is_none(),
+        emails: identity::MailKind::OPTIONAL
+            .into_iter()
+            .map(|kind| EmailChoice {
+                kind: kind.as_str(),
+                label: t.t(&format!("notifications.{}", kind.as_str())).to_owned(),
+                enabled: !off.contains(&kind),
+            })
+            .collect(),
     };
     ctx.render(status, &page)
+}
+
+/// The security page's email choices: the checked kinds stay on.
+async fn save_notifications(ctx: Ctx, Form(fields): Form<Vec<(String, String)>>) -> Response {
+    let Some(user) = &ctx.user else {
+        return ctx.to_sign_in();
+    };
+    let wanted: Vec<&str> = fields
+        .iter()
+        .filter(|(k, _)| k == "email")
+        .map(|(_, v)| v.as_str())
+        .collect();
+    for kind in identity::MailKind::OPTIONAL {
+        let on = wanted.contains(&kind.as_str());
+        if let Err(e) = ctx.state.identity().set_mail_wanted(&user.account.id, kind, on).await {
+            return ctx.failure(e);
+        }
+    }
+    Redirect::to("/security?done=emails_saved#emails-heading").into_response()
 }
 
 #[derive(Deserialize, Default)]
@@ -666,8 +718,15 @@ struct LanguageForm {
     back: String,
 }
 
-async fn set_language(State(state): State<AppState>, Form(form): Form<LanguageForm>) -> Response {
+async fn set_language(ctx: Ctx, Form(form): Form<LanguageForm>) -> Response {
+    let state = &ctx.state;
     let lang = Lang::from_code(&form.lang).unwrap_or(Lang::En);
+    let signed_in = ctx.user.as_ref().or(ctx.pending.as_ref());
+    if let Some(member) = signed_in
+        && let Err(e) = state.identity().set_language(&member.account.id, lang.code()).await
+    {
+        return ctx.failure(e);
+    }
     // Only a path on this site: never an open redirect.
     let safe = form.back.starts_with('/') && !form.back.starts_with("//") && !form.back.contains('\\');
     let back = if safe { form.back.as_str() } else { "/" };

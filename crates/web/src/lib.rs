@@ -147,6 +147,7 @@ pub const CONSOLE_ROUTES: &[(&str, &str)] = &[
     ("POST", "/signout"),
     ("GET", "/security"),
     ("POST", "/security/password"),
+    ("POST", "/security/notifications"),
     ("POST", "/security/sessions/{id}/revoke"),
     ("POST", "/language"),
     ("GET", "/static/console.css"),

@@ -1,0 +1,253 @@
+//! Security email: what is sent to whom, queued durably.
+//!
+//! The identity service decides that a member must hear about something
+//! (two-step verification turned off, a new application password, …) and
+//! puts a message in the database queue: its kind, the recipient and
+//! language, and a few parameters. The `notify` crate renders and delivers
+//! it in the background, retrying with backoff, so a request never waits
+//! for a mail server and an outage loses nothing.
+//!
+//! Members may turn off the optional kinds; "two-step verification turned
+//! off" and "password changed" always go out.
+
+use std::collections::BTreeMap;
+
+use crate::account::Account;
+use crate::clock::Millis;
+use crate::email::EmailAddress;
+use crate::service::{ClientInfo, Identity, IdentityError};
+use crate::store::StoreError;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum MailKind {
+    TwoFactorEnabled,
+    TwoFactorDisabled,
+    MethodAdded,
+    MethodRemoved,
+    AppPasswordCreated,
+    BackupCodeUsed,
+    NewDevice,
+    PushDenied,
+    PushPaused,
+    PasswordChanged,
+    /// An organization's admin sent the member a summary of their settings.
+    SecurityAlert,
+    /// An invitation to join an organization.
+    Invitation,
+    /// An organization started or stopped requiring two-step verification
+    /// (to its admins).
+    PolicyChanged,
+}
+
+impl MailKind {
+    pub const ALL: [MailKind; 13] = [
+        Self::TwoFactorEnabled,
+        Self::TwoFactorDisabled,
+        Self::MethodAdded,
+        Self::MethodRemoved,
+        Self::AppPasswordCreated,
+        Self::BackupCodeUsed,
+        Self::NewDevice,
+        Self::PushDenied,
+        Self::PushPaused,
+        Self::PasswordChanged,
+        Self::SecurityAlert,
+        Self::Invitation,
+        Self::PolicyChanged,
+    ];
+
+    /// The security emails a member may turn off.
+    pub const OPTIONAL: [MailKind; 8] = [
+        Self::TwoFactorEnabled,
+        Self::MethodAdded,
+        Self::MethodRemoved,
+        Self::AppPasswordCreated,
+        Self::BackupCodeUsed,
+        Self::NewDevice,
+        Self::PushDenied,
+        Self::PushPaused,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::TwoFactorEnabled => "two_factor_enabled",
+            Self::TwoFactorDisabled => "two_factor_disabled",
+            Self::MethodAdded => "method_added",
+            Self::MethodRemoved => "method_removed",
+            Self::AppPasswordCreated => "app_password_created",
+            Self::BackupCodeUsed => "backup_code_used",
+            Self::NewDevice => "new_device",
+            Self::PushDenied => "push_denied",
+            Self::PushPaused => "push_paused",
+            Self::PasswordChanged => "password_changed",
+            Self::SecurityAlert => "security_alert",
+            Self::Invitation => "invitation",
+            Self::PolicyChanged => "policy_changed",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|k| k.as_str() == s)
+    }
+
+    pub fn optional(self) -> bool {
+        Self::OPTIONAL.contains(&self)
+    }
+}
+
+/// A message in the queue.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueuedMail {
+    /// Also the message's `Message-ID` (left part): stable across retries.
+    pub id: String,
+    pub account_id: Option<String>,
+    pub to: String,
+    pub lang: String,
+    pub kind: MailKind,
+    pub params: BTreeMap<String, String>,
+    pub created_at: Millis,
+    pub next_attempt_at: Millis,
+    pub attempts: u32,
+}
+
+/// How long a claimed message is reserved for the process sending it.
+pub const SEND_LEASE: Millis = 60_000;
+/// After this many failed attempts (about three days) a message is given up.
+pub const MAX_ATTEMPTS: u32 = 80;
+
+/// The wait after `attempts` failures: 5 s, 15 s, 45 s, … at most an hour.
+pub fn backoff(attempts: u32) -> Millis {
+    let exponent = attempts.saturating_sub(1).min(10);
+    (5_000 * 3_i64.pow(exponent)).min(3_600_000)
+}
+
+pub const MAIL_TOPIC: &str = "mail";
+
+impl Identity {
+    /// Queues a security email to `account`, unless they turned this
+    /// kind off.
+    pub async fn mail_member(
+        &self,
+        account: &Account,
+        kind: MailKind,
+        params: &[(&str, &str)],
+    ) -> Result<(), StoreError> {
+        if kind.optional() && self.store().mail_opt_outs(&account.id).await?.contains(&kind) {
+            return Ok(());
+        }
+        self.queue_mail(Some(&account.id), &account.email, &account.lang, kind, params)
+            .await
+    }
+
+    /// A security email about something `client` did: the parameters
+    /// given, plus where it came from (`ip`, `browser`) and when (`when`,
+    /// milliseconds).
+    pub(crate) async fn alert(
+        &self,
+        account_id: &str,
+        kind: MailKind,
+        client: &ClientInfo,
+        params: &[(&str, &str)],
+    ) -> Result<(), StoreError> {
+        let Some(account) = self.store().account_by_id(account_id).await? else {
+            return Ok(());
+        };
+        let (ip, browser, when) = (
+            client.ip.to_string(),
+            crate::push::browser_of(&client.user_agent),
+            self.now().to_string(),
+        );
+        let mut all: Vec<(&str, &str)> = vec![("ip", &ip), ("browser", &browser), ("when", &when)];
+        all.extend_from_slice(params);
+        self.mail_member(&account, kind, &all).await
+    }
+
+    /// Queues a message to any address (an invitation).
+    pub async fn queue_mail(
+        &self,
+        account_id: Option<&str>,
+        to: &EmailAddress,
+        lang: &str,
+        kind: MailKind,
+        params: &[(&str, &str)],
+    ) -> Result<(), StoreError> {
+        let now = self.now();
+        let mail = QueuedMail {
+            id: uuid::Uuid::now_v7().simple().to_string(),
+            account_id: account_id.map(str::to_owned),
+            to: to.to_string(),
+            lang: lang.to_owned(),
+            kind,
+            params: params.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect(),
+            created_at: now,
+            next_attempt_at: now,
+            attempts: 0,
+        };
+        self.store().enqueue_mail(&mail).await?;
+        self.publish(MAIL_TOPIC).await;
+        Ok(())
+    }
+
+    /// Reserves the next message due, if any, for [`SEND_LEASE`].
+    pub async fn claim_mail(&self) -> Result<Option<QueuedMail>, StoreError> {
+        let now = self.now();
+        self.store().claim_mail(now, now + SEND_LEASE).await
+    }
+
+    pub async fn mail_sent(&self, mail: &QueuedMail) -> Result<(), StoreError> {
+        self.store().mail_sent(&mail.id, self.now()).await
+    }
+
+    /// Records a failed attempt; tries again after [`backoff`], or gives up
+    /// after [`MAX_ATTEMPTS`]. Returns when the next attempt is, if any.
+    pub async fn mail_failed(&self, mail: &QueuedMail, error: &str) -> Result<Option<Millis>, StoreError> {
+        let attempts = mail.attempts + 1;
+        let next = (attempts < MAX_ATTEMPTS).then(|| self.now() + backoff(attempts));
+        self.store()
+            .mail_failed(&mail.id, attempts, next, &error.chars().take(500).collect::<String>())
+            .await?;
+        Ok(next)
+    }
+
+    /// The optional security emails the member turned off.
+    pub async fn mail_opt_outs(&self, account_id: &str) -> Result<Vec<MailKind>, StoreError> {
+        self.store().mail_opt_outs(account_id).await
+    }
+
+    /// Turns an optional security email on or off for the member.
+    pub async fn set_mail_wanted(&self, account_id: &str, kind: MailKind, wanted: bool) -> Result<(), IdentityError> {
+        if !kind.optional() {
+            return Err(IdentityError::MailRequired);
+        }
+        self.store().set_mail_opt_out(account_id, kind, !wanted).await?;
+        Ok(())
+    }
+
+    /// The language the member reads email in.
+    pub async fn set_language(&self, account_id: &str, lang: &str) -> Result<(), StoreError> {
+        self.store().set_account_lang(account_id, lang).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kinds_round_trip_and_some_cannot_be_turned_off() {
+        for k in MailKind::ALL {
+            assert_eq!(MailKind::parse(k.as_str()), Some(k));
+        }
+        assert!(!MailKind::TwoFactorDisabled.optional());
+        assert!(!MailKind::PasswordChanged.optional());
+        assert!(MailKind::NewDevice.optional());
+    }
+
+    #[test]
+    fn backoff_grows_and_is_capped() {
+        assert_eq!(backoff(1), 5_000);
+        assert_eq!(backoff(2), 15_000);
+        assert_eq!(backoff(3), 45_000);
+        assert_eq!(backoff(30), 3_600_000);
+    }
+}

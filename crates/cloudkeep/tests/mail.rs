@@ -304,26 +304,7 @@ async fn without_smtp_the_outbox_folder_gets_each_email() {
         let member = browser();
         api_sign_in(&server, &member, MEMBER, PASSWORD, false).await;
         create_app_password(&server, &member, "NAS").await;
-        let outbox = server.data.join("outbox");
-        let started = Instant::now();
-        loop {
-            let found = std::fs::read_dir(&outbox).ok().into_iter().flatten().any(|e| {
-                let path = e.unwrap().path();
-                path.extension().is_some_and(|x| x == "eml")
-                    && std::fs::read_to_string(&path)
-                        .unwrap()
-                        .contains("A new application password")
-            });
-            if found {
-                break;
-            }
-            assert!(
-                started.elapsed() < Duration::from_secs(30),
-                "no .eml in {}",
-                outbox.display()
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        outbox_message(&server, "A new application password").await;
         assert!(server.log().contains("email written to the outbox"));
     }
 }

@@ -201,6 +201,10 @@ async fn a_wrong_number_or_no_ends_the_attempt_and_two_in_a_row_pause_push() {
         for kind in ["push_wrong_number", "push_denied", "push_paused"] {
             assert!(kinds.contains(&kind.to_owned()), "{kind} in {kinds:?}");
         }
+        // And by email (the zero-configuration outbox).
+        for subject in ["A sign-in was refused on your phone", "Approval requests are paused"] {
+            outbox_message(&server, subject).await;
+        }
         // The console's activity list says it plainly.
         let page = member
             .get(server.url("/security"))

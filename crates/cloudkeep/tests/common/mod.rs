@@ -499,3 +499,26 @@ pub async fn event_stream(client: &reqwest::Client, url: String) -> String {
     }
     text
 }
+
+/// Waits for an email whose text holds `needle` in the server's outbox
+/// folder (the zero-configuration transport); returns it.
+pub async fn outbox_message(server: &Server, needle: &str) -> String {
+    let outbox = server.data.join("outbox");
+    let started = Instant::now();
+    loop {
+        let found = std::fs::read_dir(&outbox).ok().into_iter().flatten().find_map(|e| {
+            let path = e.ok()?.path();
+            let text = std::fs::read_to_string(&path).ok()?;
+            (path.extension().is_some_and(|x| x == "eml") && text.contains(needle)).then_some(text)
+        });
+        if let Some(text) = found {
+            return text;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "no email with '{needle}' in {}",
+            outbox.display()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

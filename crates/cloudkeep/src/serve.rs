@@ -56,6 +56,9 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     }
 
     tokio::spawn(purge_periodically(services.identity.clone()));
+    // Policies and memberships are cached; changes elsewhere drop them.
+    let follower = services.identity.clone();
+    tokio::spawn(async move { follower.follow_org_changes().await });
     let transport: std::sync::Arc<dyn notify::mail::MailTransport> = match &settings.mail_transport {
         settings::MailTransportSetting::Outbox => {
             let outbox = settings.data.join("outbox");

@@ -344,6 +344,8 @@ fn open_to_a_half_signed_in_session(method: &str, path: &str) -> bool {
         ("post" | "POST", "/api/v1/session")
             | ("delete", "/api/v1/session")
             | ("post", "/api/v1/session/second-factor" | "/api/v1/authenticator/link")
+            // An invitation's link works without a session.
+            | ("post", "/api/v1/invitations/{token}/accept")
             // The waiting sign-in's own request; the app's signed calls.
             | ("get", "/api/v1/session/second-factor/authenticator/{request_id}")
             | (
@@ -353,7 +355,11 @@ fn open_to_a_half_signed_in_session(method: &str, path: &str) -> bool {
             | ("get", "/api/v1/openapi.json" | "/healthz" | "/readyz" | "/metrics")
             | (
                 "GET" | "POST",
-                "/signin" | "/signin/second-factor" | "/signin/second-factor/authenticator/{id}" | "/setup/{token}"
+                "/signin"
+                    | "/signin/second-factor"
+                    | "/signin/second-factor/authenticator/{id}"
+                    | "/setup/{token}"
+                    | "/invitations/{token}"
             )
             | ("POST", "/signout" | "/language")
             | (

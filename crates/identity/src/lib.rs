@@ -21,6 +21,7 @@ pub mod credential;
 mod email;
 mod mail;
 mod org;
+mod org_admin;
 pub mod password;
 mod protocol;
 mod push;
@@ -44,6 +45,10 @@ pub use clock::{Clock, ManualClock, Millis, SystemClock, utc_datetime};
 pub use email::{EmailAddress, InvalidEmail};
 pub use mail::{MAIL_TOPIC, MailKind, QueuedMail, backoff};
 pub use org::{Membership, NewOrganization, OrgId, Organization, Role, RoleError};
+pub use org_admin::{
+    ALERT_INTERVAL, INVITATION_LIFETIME, Invitation, MemberCounts, MemberSummary, MembershipChange, ORG_TOPIC,
+    OrgError, OrgEvent, OrgPolicy, Requirement,
+};
 pub use password::{HashMemory, PasswordHasher, PasswordPolicy, PasswordRejected};
 pub use protocol::ProtocolAuthError;
 pub use push::{

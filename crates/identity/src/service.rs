@@ -163,6 +163,7 @@ pub struct Identity {
     webauthn: Option<Arc<webauthn_rs::prelude::Webauthn>>,
     signals: Arc<crate::signals::Signals>,
     push: Option<Arc<dyn crate::push::PushNotifier>>,
+    policies: Arc<crate::org_admin::PolicyCache>,
 }
 
 const DEVICE_PURPOSE: &str = "device-cookie";
@@ -190,7 +191,12 @@ impl Identity {
             sms: Arc::new(crate::sms_gateway::NoSmsGateway),
             signals: Arc::default(),
             push: None,
+            policies: Arc::default(),
         }
+    }
+
+    pub(crate) fn policy_cache(&self) -> &crate::org_admin::PolicyCache {
+        &self.policies
     }
 
     /// Also tells devices about approval requests through `notifier` (a
@@ -668,6 +674,11 @@ impl Identity {
             None if self.now() - session.password_at < RECENT_PASSWORD => Ok(()),
             None => Err(IdentityError::PasswordRequired),
         }
+    }
+
+    /// Whether an account uses this email.
+    pub async fn account_exists(&self, email: &EmailAddress) -> Result<bool, StoreError> {
+        Ok(self.store.account_by_email(email).await?.is_some())
     }
 
     pub async fn memberships(&self, account_id: &str) -> Result<Vec<Membership>, StoreError> {

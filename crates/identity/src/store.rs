@@ -11,6 +11,7 @@ use crate::credential::sms::SmsCode;
 use crate::email::EmailAddress;
 use crate::mail::{MailKind, QueuedMail};
 use crate::org::{Membership, NewOrganization, Organization, Role};
+use crate::org_admin::{Invitation, MemberSummary, MembershipChange, OrgEvent, OrgPolicy};
 use crate::push::{ApprovalRequest, ApprovalStatus};
 use crate::second_factor::SecondFactor;
 use crate::session::Session;
@@ -230,6 +231,52 @@ pub trait IdentityStore: Send + Sync {
     ) -> Result<(), StoreError>;
     async fn mail_opt_outs(&self, account_id: &str) -> Result<Vec<MailKind>, StoreError>;
     async fn set_mail_opt_out(&self, account_id: &str, kind: MailKind, off: bool) -> Result<(), StoreError>;
+
+    async fn organization(&self, org_id: &str) -> Result<Option<Organization>, StoreError>;
+    async fn membership_role(&self, org_id: &str, account_id: &str) -> Result<Option<Role>, StoreError>;
+    /// Every member with their active two-step methods count and last
+    /// sign-in, by email.
+    async fn org_members(&self, org_id: &str) -> Result<Vec<MemberSummary>, StoreError>;
+    /// In one transaction, serialized per organization: gives the member
+    /// `role` (`None` removes them) unless that leaves no legal
+    /// representative; records `event`.
+    async fn change_membership(
+        &self,
+        org_id: &str,
+        account_id: &str,
+        role: Option<Role>,
+        event: &OrgEvent,
+    ) -> Result<MembershipChange, StoreError>;
+    async fn put_invitation(
+        &self,
+        token_hash: &str,
+        invitation: &Invitation,
+        event: &OrgEvent,
+    ) -> Result<(), StoreError>;
+    async fn invitation(&self, token_hash: &str, now: Millis) -> Result<Option<Invitation>, StoreError>;
+    /// In one transaction: consumes the unexpired invitation and makes the
+    /// account a member with its role (`false` if it was gone).
+    async fn accept_invitation(
+        &self,
+        token_hash: &str,
+        now: Millis,
+        account_id: &str,
+        event: &OrgEvent,
+    ) -> Result<bool, StoreError>;
+    async fn org_policy(&self, org_id: &str) -> Result<Option<OrgPolicy>, StoreError>;
+    /// The policies of every organization that requires two-step
+    /// verification.
+    async fn required_policies(&self) -> Result<Vec<OrgPolicy>, StoreError>;
+    async fn set_org_policy(&self, policy: &OrgPolicy, event: &OrgEvent) -> Result<(), StoreError>;
+    async fn org_events(&self, org_id: &str, limit: u32) -> Result<Vec<OrgEvent>, StoreError>;
+    async fn last_security_alert(&self, org_id: &str, account_id: &str) -> Result<Option<Millis>, StoreError>;
+    async fn record_security_alert(
+        &self,
+        org_id: &str,
+        account_id: &str,
+        at: Millis,
+        event: &OrgEvent,
+    ) -> Result<(), StoreError>;
 
     /// Keeps backup codes (sealed) for the console to show once.
     async fn put_linked_backup_codes(

@@ -220,6 +220,8 @@ impl Identity {
         };
         self.alert(account_id, mail, client, &[("name", &factor.name)]).await?;
         if turning_on {
+            // Lifts an organization's block at once, in every process.
+            self.org_changed().await;
             self.record(account_id, EventKind::TwoFactorEnabled, client, "").await?;
             // Protocol clients may no longer use the account password.
             self.protocol_cache().forget_account(account_id);
@@ -249,6 +251,7 @@ impl Identity {
             self.record(&account.id, EventKind::SecondFactorRemoved, client, &factor.name)
                 .await?;
             if remaining == 0 {
+                self.org_changed().await;
                 self.record(&account.id, EventKind::TwoFactorDisabled, client, "")
                     .await?;
                 self.alert(

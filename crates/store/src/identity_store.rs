@@ -7,8 +7,9 @@ use identity::credential::sms::SmsCode;
 use identity::softlock::ThrottleState;
 use identity::{
     Account, ApprovalRequest, ApprovalStatus, EmailAddress, EventKind, ExpiryCutoffs, FactorKind, IdentityStore,
-    MailKind, Membership, Millis, NewAccount, NewOrganization, Organization, QueuedMail, Role, SecondFactor,
-    SecurityEvent, Session, SessionStage, StoreError, SyncUserId, ThrottleRecord,
+    Invitation, MailKind, MemberSummary, Membership, MembershipChange, Millis, NewAccount, NewOrganization, OrgEvent,
+    OrgPolicy, Organization, QueuedMail, Role, SecondFactor, SecurityEvent, Session, SessionStage, StoreError,
+    SyncUserId, ThrottleRecord,
 };
 use sqlx::Row;
 use sqlx::any::AnyRow;
@@ -106,6 +107,40 @@ fn mail_from(row: &AnyRow) -> Result<QueuedMail, StoreError> {
         next_attempt_at: row.try_get("next_attempt_at").map_err(backend)?,
         attempts: u32::try_from(attempts).unwrap_or(u32::MAX),
     })
+}
+
+async fn insert_org_event(conn: &mut sqlx::AnyConnection, e: &OrgEvent) -> Result<(), StoreError> {
+    sqlx::query("INSERT INTO org_events (id, org_id, at, actor, kind, detail) VALUES ($1, $2, $3, $4, $5, $6)")
+        .bind(e.id.as_str())
+        .bind(e.org_id.as_str())
+        .bind(e.at)
+        .bind(e.actor.as_str())
+        .bind(e.kind.as_str())
+        .bind(e.detail.as_str())
+        .execute(conn)
+        .await
+        .map_err(backend)?;
+    Ok(())
+}
+
+const POLICY_COLUMNS: &str =
+    "SELECT id, name, require_two_factor, grace_days, policy_since, policy_by FROM organizations";
+
+fn policy_from(row: &AnyRow) -> Result<OrgPolicy, StoreError> {
+    let grace: i64 = row.try_get("grace_days").map_err(backend)?;
+    Ok(OrgPolicy {
+        org_id: row.try_get("id").map_err(backend)?,
+        org_name: row.try_get("name").map_err(backend)?,
+        require_two_factor: row.try_get::<i64, _>("require_two_factor").map_err(backend)? != 0,
+        grace_days: u32::try_from(grace).unwrap_or(0),
+        since: row.try_get("policy_since").map_err(backend)?,
+        by: row.try_get("policy_by").map_err(backend)?,
+    })
+}
+
+fn role_of(row: &AnyRow) -> Result<Role, StoreError> {
+    let role: String = row.try_get("role").map_err(backend)?;
+    role.parse().map_err(|_| corrupt("role"))
 }
 
 const APPROVAL_COLUMNS: &str = "SELECT id, account_id, session_id, number, choices, status, ip, user_agent,
@@ -1030,6 +1065,280 @@ impl IdentityStore for SqlStore {
         Ok(())
     }
 
+    async fn organization(&self, org_id: &str) -> Result<Option<Organization>, StoreError> {
+        let row = sqlx::query("SELECT id, name, created_at FROM organizations WHERE id = $1")
+            .bind(org_id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(backend)?;
+        row.as_ref().map(org_from).transpose()
+    }
+
+    async fn membership_role(&self, org_id: &str, account_id: &str) -> Result<Option<Role>, StoreError> {
+        let row = sqlx::query("SELECT role FROM memberships WHERE org_id = $1 AND account_id = $2")
+            .bind(org_id)
+            .bind(account_id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(backend)?;
+        row.as_ref().map(role_of).transpose()
+    }
+
+    async fn org_members(&self, org_id: &str) -> Result<Vec<MemberSummary>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT a.id, a.email, a.name, m.role, m.created_at,
+                (SELECT COUNT(*) FROM second_factors f WHERE f.account_id = a.id AND f.active = 1) AS methods,
+                (SELECT COALESCE(MAX(e.at), 0) FROM security_events e
+                 WHERE e.account_id = a.id AND e.kind = 'sign_in') AS last_sign_in
+             FROM memberships m JOIN accounts a ON a.id = m.account_id
+             WHERE m.org_id = $1 ORDER BY a.email",
+        )
+        .bind(org_id)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(backend)?;
+        rows.iter()
+            .map(|r| {
+                let methods: i64 = r.try_get("methods").map_err(backend)?;
+                Ok(MemberSummary {
+                    account_id: r.try_get("id").map_err(backend)?,
+                    email: r.try_get("email").map_err(backend)?,
+                    name: r.try_get("name").map_err(backend)?,
+                    role: role_of(r)?,
+                    joined_at: r.try_get("created_at").map_err(backend)?,
+                    methods: u32::try_from(methods).unwrap_or(0),
+                    last_sign_in: r.try_get("last_sign_in").map_err(backend)?,
+                })
+            })
+            .collect()
+    }
+
+    async fn change_membership(
+        &self,
+        org_id: &str,
+        account_id: &str,
+        role: Option<Role>,
+        event: &OrgEvent,
+    ) -> Result<MembershipChange, StoreError> {
+        let mut tx = self.begin_write().await.map_err(backend)?;
+        // Serializes changes per organization, so two demotions at once
+        // cannot both pass the legal-representative count.
+        sqlx::query("UPDATE organizations SET id = id WHERE id = $1")
+            .bind(org_id)
+            .execute(&mut *tx)
+            .await
+            .map_err(backend)?;
+        let row = sqlx::query("SELECT role FROM memberships WHERE org_id = $1 AND account_id = $2")
+            .bind(org_id)
+            .bind(account_id)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(backend)?;
+        let Some(row) = row else {
+            return Ok(MembershipChange::NotMember);
+        };
+        if role_of(&row)? == Role::LegalRepresentative && role != Some(Role::LegalRepresentative) {
+            let n: i64 = sqlx::query("SELECT COUNT(*) AS n FROM memberships WHERE org_id = $1 AND role = $2")
+                .bind(org_id)
+                .bind(Role::LegalRepresentative.as_str())
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(backend)?
+                .try_get("n")
+                .map_err(backend)?;
+            if n <= 1 {
+                return Ok(MembershipChange::LastLegalRepresentative);
+            }
+        }
+        let change = match role {
+            Some(role) => sqlx::query("UPDATE memberships SET role = $3 WHERE org_id = $1 AND account_id = $2")
+                .bind(org_id)
+                .bind(account_id)
+                .bind(role.as_str()),
+            None => sqlx::query("DELETE FROM memberships WHERE org_id = $1 AND account_id = $2")
+                .bind(org_id)
+                .bind(account_id),
+        };
+        change.execute(&mut *tx).await.map_err(backend)?;
+        insert_org_event(&mut tx, event).await?;
+        tx.commit().await.map_err(backend)?;
+        Ok(MembershipChange::Done)
+    }
+
+    async fn put_invitation(&self, token_hash: &str, i: &Invitation, event: &OrgEvent) -> Result<(), StoreError> {
+        let mut tx = self.begin_write().await.map_err(backend)?;
+        sqlx::query(
+            "INSERT INTO invitations (token_hash, org_id, email, role, invited_by, created_at, expires_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .bind(token_hash)
+        .bind(i.org_id.as_str())
+        .bind(i.email.as_str())
+        .bind(i.role.as_str())
+        .bind(i.invited_by.as_str())
+        .bind(i.created_at)
+        .bind(i.expires_at)
+        .execute(&mut *tx)
+        .await
+        .map_err(backend)?;
+        insert_org_event(&mut tx, event).await?;
+        tx.commit().await.map_err(backend)?;
+        Ok(())
+    }
+
+    async fn invitation(&self, token_hash: &str, now: Millis) -> Result<Option<Invitation>, StoreError> {
+        let row = sqlx::query(
+            "SELECT i.org_id, o.name, i.email, i.role, i.invited_by, i.created_at, i.expires_at
+             FROM invitations i JOIN organizations o ON o.id = i.org_id
+             WHERE i.token_hash = $1 AND i.expires_at > $2",
+        )
+        .bind(token_hash)
+        .bind(now)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(backend)?;
+        row.map(|r| {
+            Ok(Invitation {
+                org_id: r.try_get("org_id").map_err(backend)?,
+                org_name: r.try_get("name").map_err(backend)?,
+                email: r.try_get("email").map_err(backend)?,
+                role: role_of(&r)?,
+                invited_by: r.try_get("invited_by").map_err(backend)?,
+                created_at: r.try_get("created_at").map_err(backend)?,
+                expires_at: r.try_get("expires_at").map_err(backend)?,
+            })
+        })
+        .transpose()
+    }
+
+    async fn accept_invitation(
+        &self,
+        token_hash: &str,
+        now: Millis,
+        account_id: &str,
+        event: &OrgEvent,
+    ) -> Result<bool, StoreError> {
+        let mut tx = self.begin_write().await.map_err(backend)?;
+        let row =
+            sqlx::query("DELETE FROM invitations WHERE token_hash = $1 AND expires_at > $2 RETURNING org_id, role")
+                .bind(token_hash)
+                .bind(now)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(backend)?;
+        let Some(row) = row else {
+            return Ok(false);
+        };
+        let org_id: String = row.try_get("org_id").map_err(backend)?;
+        sqlx::query(
+            "INSERT INTO memberships (org_id, account_id, role, created_at) VALUES ($1, $2, $3, $4)
+             ON CONFLICT (org_id, account_id) DO NOTHING",
+        )
+        .bind(org_id.as_str())
+        .bind(account_id)
+        .bind(role_of(&row)?.as_str())
+        .bind(now)
+        .execute(&mut *tx)
+        .await
+        .map_err(backend)?;
+        insert_org_event(&mut tx, event).await?;
+        tx.commit().await.map_err(backend)?;
+        Ok(true)
+    }
+
+    async fn org_policy(&self, org_id: &str) -> Result<Option<OrgPolicy>, StoreError> {
+        let sql = format!("{POLICY_COLUMNS} WHERE id = $1");
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(org_id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(backend)?;
+        row.as_ref().map(policy_from).transpose()
+    }
+
+    async fn required_policies(&self) -> Result<Vec<OrgPolicy>, StoreError> {
+        let sql = format!("{POLICY_COLUMNS} WHERE require_two_factor = 1");
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(backend)?;
+        rows.iter().map(policy_from).collect()
+    }
+
+    async fn set_org_policy(&self, p: &OrgPolicy, event: &OrgEvent) -> Result<(), StoreError> {
+        let mut tx = self.begin_write().await.map_err(backend)?;
+        sqlx::query(
+            "UPDATE organizations SET require_two_factor = $2, grace_days = $3, policy_since = $4, policy_by = $5
+             WHERE id = $1",
+        )
+        .bind(p.org_id.as_str())
+        .bind(i64::from(p.require_two_factor))
+        .bind(i64::from(p.grace_days))
+        .bind(p.since)
+        .bind(p.by.as_str())
+        .execute(&mut *tx)
+        .await
+        .map_err(backend)?;
+        insert_org_event(&mut tx, event).await?;
+        tx.commit().await.map_err(backend)?;
+        Ok(())
+    }
+
+    async fn org_events(&self, org_id: &str, limit: u32) -> Result<Vec<OrgEvent>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, org_id, at, actor, kind, detail FROM org_events WHERE org_id = $1 ORDER BY id DESC LIMIT $2",
+        )
+        .bind(org_id)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(backend)?;
+        rows.iter()
+            .map(|r| {
+                Ok(OrgEvent {
+                    id: r.try_get("id").map_err(backend)?,
+                    org_id: r.try_get("org_id").map_err(backend)?,
+                    at: r.try_get("at").map_err(backend)?,
+                    actor: r.try_get("actor").map_err(backend)?,
+                    kind: r.try_get("kind").map_err(backend)?,
+                    detail: r.try_get("detail").map_err(backend)?,
+                })
+            })
+            .collect()
+    }
+
+    async fn last_security_alert(&self, org_id: &str, account_id: &str) -> Result<Option<Millis>, StoreError> {
+        let row = sqlx::query(
+            "SELECT sent_at FROM security_alerts WHERE org_id = $1 AND account_id = $2 ORDER BY sent_at DESC LIMIT 1",
+        )
+        .bind(org_id)
+        .bind(account_id)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(backend)?;
+        row.map(|r| r.try_get("sent_at").map_err(backend)).transpose()
+    }
+
+    async fn record_security_alert(
+        &self,
+        org_id: &str,
+        account_id: &str,
+        at: Millis,
+        event: &OrgEvent,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.begin_write().await.map_err(backend)?;
+        sqlx::query("INSERT INTO security_alerts (org_id, account_id, sent_at) VALUES ($1, $2, $3)")
+            .bind(org_id)
+            .bind(account_id)
+            .bind(at)
+            .execute(&mut *tx)
+            .await
+            .map_err(backend)?;
+        insert_org_event(&mut tx, event).await?;
+        tx.commit().await.map_err(backend)?;
+        Ok(())
+    }
+
     async fn put_linked_backup_codes(
         &self,
         factor_id: &str,
@@ -1427,6 +1736,12 @@ impl IdentityStore for SqlStore {
             ),
             ("DELETE FROM authenticator_links WHERE expires_at <= $1", c.now),
             ("DELETE FROM linked_backup_codes WHERE expires_at <= $1", c.now),
+            ("DELETE FROM invitations WHERE expires_at <= $1", c.now),
+            // The alert log only serves the rate limit.
+            (
+                "DELETE FROM security_alerts WHERE sent_at <= $1",
+                c.now - 2 * 24 * 3_600_000,
+            ),
             ("DELETE FROM webauthn_challenges WHERE expires_at <= $1", c.now),
             ("DELETE FROM sms_codes WHERE expires_at <= $1", c.now),
             // Kept a day: the push fatigue rules read this history.

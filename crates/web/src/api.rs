@@ -29,7 +29,8 @@ use crate::error::{ApiError, ErrorBody};
     modifiers(&CookieAuth),
     tags((name = "session", description = "Signing in and out"), (name = "me", description = "The signed-in account"),
         (name = "two-factor", description = "Two-step verification"), (name = "app-passwords", description = "Application passwords for sync and mail clients"),
-        (name = "authenticator", description = "The protocol of the cloudkeep-authenticator app"), (name = "operations", description = "Health and metrics"))
+        (name = "authenticator", description = "The protocol of the cloudkeep-authenticator app"),
+        (name = "organizations", description = "Members, invitations, security alerts and the two-step verification requirement"), (name = "operations", description = "Health and metrics"))
 )]
 struct ApiDoc;
 
@@ -73,6 +74,15 @@ fn build() -> (Router<AppState>, utoipa::openapi::OpenApi) {
             crate::api_two_factor::create_app_password
         ))
         .routes(routes!(crate::api_two_factor::revoke_app_password))
+        .routes(routes!(crate::api_org::members))
+        .routes(routes!(crate::api_org::invite))
+        .routes(routes!(crate::api_org::set_role, crate::api_org::remove_member))
+        .routes(routes!(crate::api_org::leave))
+        .routes(routes!(crate::api_org::security_alert))
+        .routes(routes!(crate::api_org::security_alerts))
+        .routes(routes!(crate::api_org::policy, crate::api_org::set_policy))
+        .routes(routes!(crate::api_org::events))
+        .routes(routes!(crate::api_org::accept))
         .routes(routes!(me))
         .routes(routes!(notifications, set_notification))
         .routes(routes!(change_password))

@@ -133,7 +133,22 @@ impl FromRequestParts<AppState> for ApiUser {
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
         match any_session(state, parts).await? {
-            Some(a) if a.session.stage == SessionStage::SignedIn => Ok(ApiUser(a)),
+            Some(a) if a.session.stage == SessionStage::SignedIn => {
+                let requirement = state.identity().two_factor_requirement(&a.account).await?;
+                if let Some(r) = requirement.filter(|r| r.blocked)
+                    && !api_open_while_blocked(parts.method.as_str(), parts.uri.path())
+                {
+                    return Err(ApiError::new(
+                        StatusCode::FORBIDDEN,
+                        "two_factor_enrollment_required",
+                        format!(
+                            "{} requires two-step verification (required by {}): add a method under /api/v1/me/two-factor first",
+                            r.org_name, r.by
+                        ),
+                    ));
+                }
+                Ok(ApiUser(a))
+            }
             Some(_) => Err(ApiError::new(
                 StatusCode::UNAUTHORIZED,
                 "second_factor_required",
@@ -142,6 +157,15 @@ impl FromRequestParts<AppState> for ApiUser {
             None => Err(ApiError::not_signed_in()),
         }
     }
+}
+
+/// API routes a member blocked by an organization's two-step requirement
+/// may still use: everything enrolment needs, reading their own account,
+/// and leaving an organization (signing out needs no [`ApiUser`]).
+pub fn api_open_while_blocked(method: &str, path: &str) -> bool {
+    path.starts_with("/api/v1/me/two-factor")
+        || (method == "GET" && path == "/api/v1/me")
+        || (method == "POST" && path.starts_with("/api/v1/orgs/") && path.ends_with("/leave"))
 }
 
 /// A session at any stage; for signing out.

@@ -39,6 +39,7 @@ pub fn routes() -> Router<AppState> {
         .route("/static/webauthn.js", get(webauthn_script))
         .route("/static/push.js", get(push_script))
         .merge(crate::console_two_factor::routes())
+        .merge(crate::console_org::routes())
 }
 
 // ---- request context --------------------------------------------------------
@@ -57,6 +58,18 @@ pub struct Ctx {
     here: String,
     pub(crate) client: identity::ClientInfo,
     pub(crate) device: Option<String>,
+    /// An organization requires two-step verification the member lacks.
+    pub(crate) requirement: Option<identity::Requirement>,
+}
+
+/// Console paths a member blocked by an organization's two-step
+/// requirement may still use: enrolment, signing out, the language, the
+/// static files, and leaving an organization.
+pub(crate) fn open_while_blocked(path: &str) -> bool {
+    path.starts_with("/security/two-factor")
+        || path.starts_with("/static/")
+        || matches!(path, "/signout" | "/language")
+        || (path.starts_with("/orgs/") && path.ends_with("/leave"))
 }
 
 fn lang_of(headers: &HeaderMap) -> Lang {
@@ -95,6 +108,21 @@ impl Ctx {
             lang: self.lang.code(),
             csrf: self.csrf.clone(),
             user_name: self.user.as_ref().map(|u| u.account.name.clone()),
+            requirement: self.requirement.as_ref().map(|r| {
+                let key = if r.blocked {
+                    "org.required_now"
+                } else {
+                    "org.required_from"
+                };
+                self.t().tf(
+                    key,
+                    &[
+                        ("org", &r.org_name),
+                        ("by", &r.by),
+                        ("deadline", &fmt::datetime(r.deadline)),
+                    ],
+                )
+            }),
             here: self.here.clone(),
             title: title.to_owned(),
             langs: Lang::ALL
@@ -173,6 +201,7 @@ fn context_from(state: &AppState, parts: &Parts, session: Option<Authed>) -> Ctx
         here: parts.uri.path().to_owned(),
         client: auth::client_info(state, parts),
         device: cookies::get(&parts.headers, DEVICE_COOKIE).map(str::to_owned),
+        requirement: None,
     }
 }
 
@@ -180,10 +209,21 @@ impl FromRequestParts<AppState> for Ctx {
     type Rejection = Response;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
-        match auth::any_session(state, parts).await {
-            Ok(session) => Ok(context_from(state, parts, session)),
-            Err(e) => Err(context_from(state, parts, None).failure(e)),
+        let mut ctx = match auth::any_session(state, parts).await {
+            Ok(session) => context_from(state, parts, session),
+            Err(e) => return Err(context_from(state, parts, None).failure(e)),
+        };
+        if let Some(user) = &ctx.user {
+            ctx.requirement = match state.identity().two_factor_requirement(&user.account).await {
+                Ok(r) => r,
+                Err(e) => return Err(ctx.failure(e)),
+            };
+            let blocked = ctx.requirement.as_ref().is_some_and(|r| r.blocked);
+            if blocked && !open_while_blocked(parts.uri.path()) {
+                return Err(Redirect::to("/security/two-factor").into_response());
+            }
         }
+        Ok(ctx)
     }
 }
 
@@ -201,6 +241,8 @@ pub struct Chrome {
     pub(crate) lang: &'static str,
     pub(crate) csrf: String,
     pub(crate) user_name: Option<String>,
+    /// Why (or from when) an organization requires two-step verification.
+    pub(crate) requirement: Option<String>,
     pub(crate) here: String,
     pub(crate) title: String,
     pub(crate) langs: Vec<LangOption>,
@@ -235,8 +277,11 @@ struct SignInPage {
 }
 
 struct OrgRow {
+    id: String,
     name: String,
     role: String,
+    manages: bool,
+    may_leave: bool,
 }
 
 #[derive(Template)]
@@ -365,6 +410,9 @@ async fn home(ctx: Ctx) -> Response {
         organizations: memberships
             .into_iter()
             .map(|m| OrgRow {
+                id: m.org_id,
+                manages: m.role.manages_organization(),
+                may_leave: m.role.may_leave(),
                 name: m.org_name,
                 role: t.t(&format!("role.{}", m.role.as_str())).to_owned(),
             })

@@ -9,10 +9,12 @@
 #![forbid(unsafe_code)]
 
 mod api;
+mod api_org;
 mod api_push;
 mod api_two_factor;
 mod auth;
 mod console;
+mod console_org;
 mod console_two_factor;
 mod cookies;
 mod error;
@@ -148,6 +150,17 @@ pub const CONSOLE_ROUTES: &[(&str, &str)] = &[
     ("GET", "/security"),
     ("POST", "/security/password"),
     ("POST", "/security/notifications"),
+    ("GET", "/orgs/{org}/members"),
+    ("POST", "/orgs/{org}/invitations"),
+    ("POST", "/orgs/{org}/members/{member}/role"),
+    ("POST", "/orgs/{org}/members/{member}/remove"),
+    ("POST", "/orgs/{org}/members/{member}/alert"),
+    ("POST", "/orgs/{org}/alerts"),
+    ("GET", "/orgs/{org}/security"),
+    ("POST", "/orgs/{org}/security"),
+    ("POST", "/orgs/{org}/leave"),
+    ("GET", "/invitations/{token}"),
+    ("POST", "/invitations/{token}"),
     ("POST", "/security/sessions/{id}/revoke"),
     ("POST", "/language"),
     ("GET", "/static/console.css"),
@@ -188,7 +201,11 @@ mod tests {
     #[test]
     fn console_routes_list_every_registered_route() {
         let mut registered = Vec::new();
-        for source in [include_str!("console.rs"), include_str!("console_two_factor.rs")] {
+        for source in [
+            include_str!("console.rs"),
+            include_str!("console_two_factor.rs"),
+            include_str!("console_org.rs"),
+        ] {
             // Whitespace removed, so however rustfmt wraps a call it reads the same.
             let compact: String = source.split_whitespace().collect();
             for piece in compact.split(".route(\"").skip(1) {

@@ -508,7 +508,7 @@ pub async fn outbox_message(server: &Server, needle: &str) -> String {
     loop {
         let found = std::fs::read_dir(&outbox).ok().into_iter().flatten().find_map(|e| {
             let path = e.ok()?.path();
-            let text = std::fs::read_to_string(&path).ok()?;
+            let text = quoted_printable_decoded(&std::fs::read_to_string(&path).ok()?);
             (path.extension().is_some_and(|x| x == "eml") && text.contains(needle)).then_some(text)
         });
         if let Some(text) = found {
@@ -521,4 +521,28 @@ pub async fn outbox_message(server: &Server, needle: &str) -> String {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// A message's text with quoted-printable soft line breaks and `=XX`
+/// escapes undone (the parts lettre encodes so), for searching.
+pub fn quoted_printable_decoded(text: &str) -> String {
+    let joined = text.replace("=\r\n", "").replace("=\n", "");
+    let bytes = joined.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'='
+            && i + 2 < bytes.len()
+            && let Some(byte) = std::str::from_utf8(&bytes[i + 1..i + 3])
+                .ok()
+                .and_then(|hex| u8::from_str_radix(hex, 16).ok())
+        {
+            out.push(byte);
+            i += 3;
+            continue;
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }

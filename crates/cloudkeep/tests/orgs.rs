@@ -1,0 +1,501 @@
+//! Organizations, black-box on SQLite and PostgreSQL: the members list
+//! with two-step status, roles and the legal-representative rule,
+//! invitations, security alerts, and requiring two-step verification of
+//! every member (the block on console and API, what stays open, grace
+//! period, enrolment lifting it, several processes).
+
+mod common;
+
+use common::*;
+
+const LR: &str = "lr@example.org";
+const ADMIN: &str = "admin@example.org";
+const USER: &str = "user@example.org";
+const EXTERNAL: &str = "ext@example.org";
+
+/// Storage with organization "Acme" and one member of each role.
+async fn acme(engine: Engine) -> Option<Storage> {
+    let storage = Storage::new(engine).await?;
+    let (ok, _, err) = storage.admin(&["org", "create", "--name", "Acme"], "");
+    assert!(ok, "{err}");
+    for (email, role) in [
+        (LR, "legal-representative"),
+        (ADMIN, "admin"),
+        (USER, "user"),
+        (EXTERNAL, "external"),
+    ] {
+        let args = [
+            "user",
+            "create",
+            "--email",
+            email,
+            "--name",
+            email.split('@').next().unwrap(),
+            "--org",
+            "Acme",
+            "--role",
+            role,
+            "--password-stdin",
+        ];
+        let (ok, _, err) = storage.admin(&args, &format!("{PASSWORD}\n"));
+        assert!(ok, "{err}");
+    }
+    Some(storage)
+}
+
+/// A signed-in client for `email` and the id of its first organization.
+async fn member(server: &Server, email: &str) -> (reqwest::Client, String) {
+    let c = browser();
+    api_sign_in(server, &c, email, PASSWORD, false).await;
+    let (_, me) = json(c.get(server.url("/api/v1/me")).send().await.unwrap()).await;
+    (c, me["organizations"][0]["id"].as_str().unwrap().to_owned())
+}
+
+async fn call(
+    c: &reqwest::Client,
+    method: &str,
+    url: String,
+    body: Option<serde_json::Value>,
+) -> (u16, serde_json::Value) {
+    let mut request = c.request(method.parse().unwrap(), url);
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    let response = request.send().await.unwrap();
+    let status = response.status().as_u16();
+    let text = response.text().await.unwrap();
+    (status, serde_json::from_str(&text).unwrap_or(serde_json::Value::Null))
+}
+
+/// `PATCH` a member's role; (status, error code).
+async fn patch_role(c: &reqwest::Client, url: String, role: &str) -> (u16, Option<String>) {
+    let (status, body) = call(c, "PATCH", url, Some(serde_json::json!({"role": role}))).await;
+    (status, body["error"]["code"].as_str().map(str::to_owned))
+}
+
+async fn member_id(server: &Server, c: &reqwest::Client, org: &str, email: &str) -> String {
+    let (_, list) = call(c, "GET", server.url(&format!("/api/v1/orgs/{org}/members")), None).await;
+    list["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["email"] == email)
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+#[tokio::test]
+async fn the_members_list_shows_who_lacks_two_step_verification() {
+    for engine in ENGINES {
+        let Some(storage) = acme(engine).await else {
+            continue;
+        };
+        let server = Server::start_on(&storage, &[]);
+        let (lr, org) = member(&server, LR).await;
+        let url = server.url(&format!("/api/v1/orgs/{org}/members"));
+        let (status, list) = call(&lr, "GET", url.clone(), None).await;
+        assert_eq!(status, 200, "{list}");
+        assert_eq!(list["organization"], "Acme");
+        assert_eq!(list["counts"]["total"], 4);
+        assert_eq!(list["counts"]["without_two_factor"], 4);
+
+        let (user, _) = member(&server, USER).await;
+        let Some(_) = enable_totp_for(&server, &user).await else {
+            return;
+        };
+        let (_, list) = call(&lr, "GET", url.clone(), None).await;
+        assert_eq!(
+            (
+                list["counts"]["with_two_factor"].as_u64(),
+                list["counts"]["percent"].as_u64()
+            ),
+            (Some(1), Some(25))
+        );
+        let (_, without) = call(&lr, "GET", format!("{url}?two_factor=disabled"), None).await;
+        let emails: Vec<&str> = without["members"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["email"].as_str().unwrap())
+            .collect();
+        assert_eq!(emails, [ADMIN, EXTERNAL, LR]);
+        let (_, with) = call(&lr, "GET", format!("{url}?two_factor=enabled"), None).await;
+        assert_eq!(with["members"][0]["email"], USER);
+        assert_eq!(with["members"][0]["methods"], 1);
+        assert!(with["members"][0]["last_sign_in"].as_i64().unwrap() > 0);
+
+        // Plain members do not see the list.
+        let (status, body) = call(&user, "GET", url, None).await;
+        assert_eq!((status, body["error"]["code"].as_str()), (403, Some("not_allowed")));
+
+        // The console page: counts, the chart, and the marker for screen readers.
+        let page = page(&server, &lr, &format!("/orgs/{org}/members")).await;
+        assert!(page.contains("<svg") && page.contains("25%"), "{page}");
+        assert!(page.contains("class=\"no-2fa\""));
+        assert!(page.contains("Without two-step verification"));
+    }
+}
+
+/// Enables TOTP for a signed-in member (None without oathtool).
+async fn enable_totp_for(server: &Server, c: &reqwest::Client) -> Option<(String, Vec<String>)> {
+    enable_totp(server, c).await
+}
+
+#[tokio::test]
+async fn roles_change_but_a_legal_representative_always_remains() {
+    for engine in ENGINES {
+        let Some(storage) = acme(engine).await else {
+            continue;
+        };
+        let server = Server::start_on(&storage, &[]);
+        let (lr, org) = member(&server, LR).await;
+        let (admin, _) = member(&server, ADMIN).await;
+        let user_id = member_id(&server, &lr, &org, USER).await;
+        let lr_id = member_id(&server, &lr, &org, LR).await;
+        let admin_id = member_id(&server, &lr, &org, ADMIN).await;
+        let member_url = |id: &str| server.url(&format!("/api/v1/orgs/{org}/members/{id}"));
+
+        assert_eq!(
+            patch_role(&admin, member_url(&user_id), "legal-representative").await.0,
+            403,
+            "only a legal representative names one"
+        );
+        assert_eq!(patch_role(&admin, member_url(&user_id), "admin").await.0, 200);
+        let last = (409, Some("last_legal_representative".to_owned()));
+        assert_eq!(patch_role(&lr, member_url(&lr_id), "admin").await, last);
+        let (status, body) = call(&lr, "DELETE", member_url(&lr_id), None).await;
+        assert_eq!((status, body["error"]["code"].as_str()), (409, last.1.as_deref()));
+        assert_eq!(
+            patch_role(&lr, member_url(&admin_id), "legal-representative").await.0,
+            200
+        );
+        assert_eq!(
+            patch_role(&lr, member_url(&lr_id), "user").await.0,
+            200,
+            "two legal representatives: one may step down"
+        );
+        let (status, _) = call(&admin, "DELETE", member_url(&user_id), None).await;
+        assert_eq!(status, 200);
+        assert_eq!(patch_role(&admin, member_url(&user_id), "user").await.0, 404, "removed");
+        assert_eq!(
+            patch_role(&admin, member_url(&lr_id), "boss").await,
+            (422, Some("invalid_role".to_owned()))
+        );
+
+        // An external member leaves by themselves; others cannot.
+        let (ext, _) = member(&server, EXTERNAL).await;
+        let (status, _) = call(&ext, "POST", server.url(&format!("/api/v1/orgs/{org}/leave")), None).await;
+        assert_eq!(status, 200);
+        let (status, _) = call(&lr, "POST", server.url(&format!("/api/v1/orgs/{org}/leave")), None).await;
+        assert_eq!(status, 403);
+
+        let (_, log) = call(&admin, "GET", server.url(&format!("/api/v1/orgs/{org}/events")), None).await;
+        let kinds: Vec<&str> = log["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["kind"].as_str().unwrap())
+            .collect();
+        for kind in ["role_changed", "member_removed", "member_left"] {
+            assert!(kinds.contains(&kind), "{kind} in {kinds:?}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn invitations_create_an_account_or_add_an_existing_one() {
+    for engine in ENGINES {
+        let Some(storage) = acme(engine).await else {
+            continue;
+        };
+        storage.create_user("bo@example.org", "user");
+        let server = Server::start_on(&storage, &[]);
+        let (lr, org) = member(&server, LR).await;
+        let invite = |email: &str, role: &str| {
+            call(
+                &lr,
+                "POST",
+                server.url(&format!("/api/v1/orgs/{org}/invitations")),
+                Some(serde_json::json!({"email": email, "role": role})),
+            )
+        };
+        let (status, created) = invite("New.Person@example.org", "user").await;
+        assert_eq!(status, 201, "{created}");
+        let link = created["link"].as_str().unwrap().to_owned();
+        let token = link.rsplit('/').next().unwrap().to_owned();
+        let mail = outbox_message(&server, "Join Acme").await;
+        assert!(mail.contains(&token[..20]), "the email carries the link");
+
+        // A new account, from the link.
+        let newcomer = browser();
+        let accept = server.url(&format!("/api/v1/invitations/{token}/accept"));
+        let (status, body) = call(
+            &newcomer,
+            "POST",
+            accept.clone(),
+            Some(serde_json::json!({"name": "New", "password": "quiet harbor lantern 9"})),
+        )
+        .await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["email"], "new.person@example.org");
+        let (status, body) = call(
+            &newcomer,
+            "POST",
+            accept,
+            Some(serde_json::json!({"name": "New", "password": "quiet harbor lantern 9"})),
+        )
+        .await;
+        assert_eq!(
+            (status, body["error"]["code"].as_str()),
+            (410, Some("invitation_unavailable"))
+        );
+        api_sign_in(
+            &server,
+            &newcomer,
+            "new.person@example.org",
+            "quiet harbor lantern 9",
+            false,
+        )
+        .await;
+
+        // An existing account joins while signed in as itself, not as another.
+        let (status, created) = invite("bo@example.org", "external").await;
+        assert_eq!(status, 201);
+        let token = created["link"].as_str().unwrap().rsplit('/').next().unwrap().to_owned();
+        let accept = server.url(&format!("/api/v1/invitations/{token}/accept"));
+        let (status, body) = call(&newcomer, "POST", accept.clone(), None).await;
+        assert_eq!((status, body["error"]["code"].as_str()), (403, Some("wrong_invitee")));
+        let bo = browser();
+        api_sign_in(&server, &bo, "bo@example.org", PASSWORD, false).await;
+        let (status, _) = call(&bo, "POST", accept, None).await;
+        assert_eq!(status, 200);
+
+        let (_, list) = call(&lr, "GET", server.url(&format!("/api/v1/orgs/{org}/members")), None).await;
+        assert_eq!(list["counts"]["total"], 6);
+        let (status, body) = invite("bo@example.org", "user").await;
+        assert_eq!((status, body["error"]["code"].as_str()), (409, Some("already_member")));
+        let (status, _) = invite("not an email", "user").await;
+        assert_eq!(status, 422);
+        let (user, _) = member(&server, USER).await;
+        let (status, _) = call(
+            &user,
+            "POST",
+            server.url(&format!("/api/v1/orgs/{org}/invitations")),
+            Some(serde_json::json!({"email": "x@example.org", "role": "user"})),
+        )
+        .await;
+        assert_eq!(status, 403);
+    }
+}
+
+#[tokio::test]
+async fn security_alerts_reach_members_at_most_daily() {
+    for engine in ENGINES {
+        let Some(storage) = acme(engine).await else {
+            continue;
+        };
+        let server = Server::start_on(&storage, &[]);
+        let (lr, org) = member(&server, LR).await;
+        let user_id = member_id(&server, &lr, &org, USER).await;
+        let alert = server.url(&format!("/api/v1/orgs/{org}/members/{user_id}/security-alert"));
+        let (status, _) = call(&lr, "POST", alert.clone(), None).await;
+        assert_eq!(status, 200);
+        let mail = outbox_message(&server, "Your account's security settings").await;
+        assert!(
+            mail.contains("Two-step verification: off") && mail.contains("/security/two-factor"),
+            "{mail}"
+        );
+        let (status, body) = call(&lr, "POST", alert, None).await;
+        assert_eq!((status, body["error"]["code"].as_str()), (429, Some("alert_too_soon")));
+        let (status, body) = call(
+            &lr,
+            "POST",
+            server.url(&format!("/api/v1/orgs/{org}/security-alerts")),
+            Some(serde_json::json!({"filter": "two_factor_disabled"})),
+        )
+        .await;
+        assert_eq!(
+            (status, body["sent"].as_u64()),
+            (200, Some(3)),
+            "everyone without 2FA but the one just alerted"
+        );
+    }
+}
+
+#[tokio::test]
+async fn requiring_two_step_verification_stops_members_without_it_until_they_enrol() {
+    for engine in ENGINES {
+        let Some(storage) = acme(engine).await else {
+            continue;
+        };
+        let server = Server::start_on(&storage, &[]);
+        let (admin, org) = member(&server, ADMIN).await;
+        let (user, _) = member(&server, USER).await;
+        let policy = server.url(&format!("/api/v1/orgs/{org}/security-policy"));
+        let on = serde_json::json!({"require_two_factor": true, "grace_days": 0, "confirm": true});
+
+        let (status, body) = call(&admin, "PUT", policy.clone(), Some(on.clone())).await;
+        assert_eq!(
+            (status, body["error"]["code"].as_str()),
+            (403, Some("two_factor_required_for_you")),
+            "no lock-out of the admin"
+        );
+        let (status, _) = call(&user, "PUT", policy.clone(), Some(on.clone())).await;
+        assert_eq!(status, 403, "plain members cannot");
+        let Some(_) = enable_totp(&server, &admin).await else {
+            return;
+        };
+        let (status, body) = call(
+            &admin,
+            "PUT",
+            policy.clone(),
+            Some(serde_json::json!({"require_two_factor": true})),
+        )
+        .await;
+        assert_eq!(
+            (status, body["error"]["code"].as_str()),
+            (400, Some("confirmation_required"))
+        );
+        let (status, body) = call(&admin, "PUT", policy.clone(), Some(on.clone())).await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["require_two_factor"], true);
+        outbox_message(&server, "two-step verification requirement changed").await;
+
+        // The member without 2FA: every API route but enrolment answers 403.
+        let (status, body) = call(&user, "GET", server.url("/api/v1/me/app-passwords"), None).await;
+        assert_eq!(
+            (status, body["error"]["code"].as_str()),
+            (403, Some("two_factor_enrollment_required"))
+        );
+        assert!(body["error"]["message"].as_str().unwrap().contains("Acme"));
+        let (_, doc) = json(user.get(server.url("/api/v1/openapi.json")).send().await.unwrap()).await;
+        let mut walked = 0;
+        for (path, methods) in doc["paths"].as_object().unwrap() {
+            for method in methods.as_object().unwrap().keys() {
+                let open = path.starts_with("/api/v1/me/two-factor")
+                    || (method == "get" && path == "/api/v1/me")
+                    || path.ends_with("/leave")
+                    || !path.starts_with("/api/v1/me") && !path.starts_with("/api/v1/orgs");
+                if open {
+                    continue;
+                }
+                let url = server.url(
+                    &path
+                        .replace("{org}", &org)
+                        .replace("{id}", "x")
+                        .replace("{member}", "x"),
+                );
+                let (status, body) = call(&user, &method.to_uppercase(), url, Some(serde_json::json!({}))).await;
+                assert_eq!(
+                    (status, body["error"]["code"].as_str()),
+                    (403, Some("two_factor_enrollment_required")),
+                    "{method} {path}"
+                );
+                walked += 1;
+            }
+        }
+        assert!(walked >= 15, "walked {walked}");
+        let (status, _) = call(&user, "GET", server.url("/api/v1/me"), None).await;
+        assert_eq!(status, 200);
+        // The console sends every page to enrolment, which says why.
+        let r = user.get(server.url("/security")).send().await.unwrap();
+        assert_eq!(r.headers()["location"], "/security/two-factor");
+        let enrol = page(&server, &user, "/security/two-factor").await;
+        assert!(
+            enrol.contains("Acme requires two-step verification (required by admin@example.org)"),
+            "{enrol}"
+        );
+
+        // An external member may leave instead.
+        let (ext, _) = member(&server, EXTERNAL).await;
+        let (status, _) = call(&ext, "GET", server.url("/api/v1/me/sessions"), None).await;
+        assert_eq!(status, 403);
+        let (status, _) = call(&ext, "POST", server.url(&format!("/api/v1/orgs/{org}/leave")), None).await;
+        assert_eq!(status, 200);
+        let (status, _) = call(&ext, "GET", server.url("/api/v1/me/sessions"), None).await;
+        assert_eq!(status, 200, "no longer in an organization that requires it");
+
+        // Enrolling lifts the block at once.
+        let Some(_) = enable_totp(&server, &user).await else {
+            return;
+        };
+        let (status, _) = call(&user, "GET", server.url("/api/v1/me/app-passwords"), None).await;
+        assert_eq!(status, 200);
+
+        // A grace period: warned, not stopped, until the deadline.
+        let (status, body) = call(
+            &admin,
+            "PUT",
+            policy.clone(),
+            Some(serde_json::json!({"require_two_factor": true, "grace_days": 7, "confirm": true})),
+        )
+        .await;
+        assert_eq!(status, 200);
+        assert_eq!(body["grace_days"], 7);
+        let (lr, _) = member(&server, LR).await;
+        let (status, _) = call(&lr, "GET", server.url("/api/v1/me/sessions"), None).await;
+        assert_eq!(status, 200, "inside the grace period");
+        let home = page(&server, &lr, "/").await;
+        assert!(
+            home.contains("requires two-step verification from"),
+            "the deadline is shown"
+        );
+
+        let (status, _) = call(
+            &admin,
+            "PUT",
+            policy,
+            Some(serde_json::json!({"require_two_factor": false, "confirm": true})),
+        )
+        .await;
+        assert_eq!(status, 200);
+        let (_, log) = call(&admin, "GET", server.url(&format!("/api/v1/orgs/{org}/events")), None).await;
+        let kinds: Vec<&str> = log["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["kind"].as_str().unwrap())
+            .collect();
+        assert!(kinds.contains(&"two_factor_required") && kinds.contains(&"two_factor_not_required"));
+    }
+}
+
+/// The policy is cached per process; a change on one process reaches a
+/// member signed in through another at once (LISTEN/NOTIFY).
+#[tokio::test]
+async fn a_policy_change_reaches_every_process() {
+    let Some(storage) = acme(Engine::Postgres).await else {
+        return;
+    };
+    let one = Server::start_on(&storage, &[]);
+    let two = Server::start_on(&storage, &[]);
+    let (admin, org) = member(&one, ADMIN).await;
+    let (user, _) = member(&two, USER).await;
+    let (status, _) = call(&user, "GET", two.url("/api/v1/me/sessions"), None).await;
+    assert_eq!(status, 200, "warms process two's cache");
+    let Some(_) = enable_totp(&one, &admin).await else {
+        return;
+    };
+    let (status, _) = call(
+        &admin,
+        "PUT",
+        one.url(&format!("/api/v1/orgs/{org}/security-policy")),
+        Some(serde_json::json!({"require_two_factor": true, "confirm": true})),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let started = std::time::Instant::now();
+    loop {
+        let (status, _) = call(&user, "GET", two.url("/api/v1/me/sessions"), None).await;
+        if status == 403 {
+            break;
+        }
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(10),
+            "process two never heard of the change"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}

@@ -1,0 +1,504 @@
+//! Console pages for organizations: the members list (two-step status,
+//! counts and chart, roles, security alerts, invitations), the security
+//! page (requiring two-step verification, the audit log), leaving, and
+//! accepting an invitation.
+
+use askama::Template;
+use axum::extract::{Path, Query};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::routing::{get, post};
+use axum::{Form, Router};
+use identity::{OrgError, Role};
+use serde::Deserialize;
+
+use crate::AppState;
+use crate::console::{Chrome, Ctx, identity_error_text, see_other};
+use crate::fmt;
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/orgs/{org}/members", get(members_page))
+        .route("/orgs/{org}/invitations", post(invite))
+        .route("/orgs/{org}/members/{member}/role", post(set_role))
+        .route("/orgs/{org}/members/{member}/remove", post(remove))
+        .route("/orgs/{org}/members/{member}/alert", post(alert))
+        .route("/orgs/{org}/alerts", post(alert_all))
+        .route("/orgs/{org}/security", get(security_page).post(set_policy))
+        .route("/orgs/{org}/leave", post(leave))
+        .route("/invitations/{token}", get(invitation_page).post(accept))
+}
+
+/// A refusal, in the member's language.
+fn org_error_text(ctx: &Ctx, e: &OrgError) -> String {
+    let t = ctx.t();
+    match e {
+        OrgError::NotFound => t.t("org.not_found").to_owned(),
+        OrgError::NotAllowed(identity::RoleError::LastLegalRepresentative) => t.t("org.last_lr").to_owned(),
+        OrgError::NotAllowed(identity::RoleError::LegalRepresentativeOnly) => t.t("org.lr_only").to_owned(),
+        OrgError::NotAllowed(_) => t.t("org.not_allowed").to_owned(),
+        OrgError::ActorNeedsTwoFactor => t.t("org.actor_needs_2fa").to_owned(),
+        OrgError::NotConfirmed => t.t("org.confirm_needed").to_owned(),
+        OrgError::InvalidGrace => t.t("org.invalid_grace").to_owned(),
+        OrgError::InvalidEmail(_) => t.t("error.invalid_email").to_owned(),
+        OrgError::AlreadyMember(email) => t.tf("org.already_member", &[("email", email)]),
+        OrgError::WrongInvitee => t.t("org.wrong_invitee").to_owned(),
+        OrgError::InvitationUnavailable => t.t("org.invitation_unavailable").to_owned(),
+        OrgError::AlertTooSoon { .. } => t.t("org.alert_too_soon").to_owned(),
+        OrgError::Identity(inner) => identity_error_text(t, inner),
+        OrgError::Store(_) => t.t("error.internal").to_owned(),
+    }
+}
+
+struct MemberRow {
+    id: String,
+    name: String,
+    email: String,
+    role: &'static str,
+    two_factor: bool,
+    methods_text: String,
+    last_sign_in: String,
+}
+
+struct RoleOption {
+    code: &'static str,
+    label: String,
+}
+
+#[derive(Template)]
+#[template(path = "org_members.html")]
+struct MembersPage {
+    c: Chrome,
+    org_id: String,
+    notice: Option<String>,
+    error: Option<String>,
+    members: Vec<MemberRow>,
+    counts_text: String,
+    chart_label: String,
+    percent: usize,
+    /// Width of the chart's bar, in SVG units out of 200.
+    bar: usize,
+    only_without: bool,
+    roles: Vec<RoleOption>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct MembersQuery {
+    filter: Option<String>,
+    done: Option<String>,
+}
+
+fn roles(ctx: &Ctx) -> Vec<RoleOption> {
+    Role::ALL
+        .into_iter()
+        .map(|r| RoleOption {
+            code: r.as_str(),
+            label: ctx.t().t(&format!("role.{}", r.as_str())).to_owned(),
+        })
+        .collect()
+}
+
+async fn render_members(
+    ctx: &Ctx,
+    org: &str,
+    only_without: bool,
+    status: StatusCode,
+    notice: Option<String>,
+    error: Option<String>,
+) -> Response {
+    let Some(user) = &ctx.user else {
+        return ctx.to_sign_in();
+    };
+    let filter = only_without.then_some(false);
+    let (organization, members, counts) = match ctx.state.identity().members(&user.account, org, filter).await {
+        Ok(found) => found,
+        Err(OrgError::Store(e)) => return ctx.failure(e),
+        Err(e) => {
+            let text = org_error_text(ctx, &e);
+            return ctx.message(StatusCode::FORBIDDEN, ctx.t().t("org.title"), &text);
+        }
+    };
+    let t = ctx.t();
+    let page = MembersPage {
+        c: ctx.chrome(&t.tf("org.members_title", &[("org", &organization.name)])),
+        org_id: organization.id,
+        notice,
+        error,
+        members: members
+            .into_iter()
+            .map(|m| MemberRow {
+                two_factor: m.two_factor(),
+                role: m.role.as_str(),
+                id: m.account_id,
+                name: m.name,
+                email: m.email,
+                methods_text: t.tf("org.methods", &[("count", &m.methods.to_string())]),
+                last_sign_in: if m.last_sign_in > 0 {
+                    fmt::datetime(m.last_sign_in)
+                } else {
+                    t.t("org.never").to_owned()
+                },
+            })
+            .collect(),
+        counts_text: t.tf(
+            "org.counts_text",
+            &[
+                ("total", &counts.total.to_string()),
+                ("with", &counts.with_two_factor.to_string()),
+                ("without", &counts.without_two_factor().to_string()),
+            ],
+        ),
+        chart_label: t.tf("org.chart_label", &[("percent", &counts.percent().to_string())]),
+        percent: counts.percent(),
+        bar: counts.percent() * 2,
+        only_without,
+        roles: roles(ctx),
+    };
+    ctx.render(status, &page)
+}
+
+async fn members_page(ctx: Ctx, Path(org): Path<String>, Query(q): Query<MembersQuery>) -> Response {
+    let notice = q.done.as_deref().and_then(|done| match done {
+        "invited" | "role" | "removed" | "alerted" => Some(ctx.t().t(&format!("org.done_{done}")).to_owned()),
+        _ => None,
+    });
+    let only_without = q.filter.as_deref() == Some("without");
+    render_members(&ctx, &org, only_without, StatusCode::OK, notice, None).await
+}
+
+/// After a change: back to the list, or the list with the refusal.
+async fn after(ctx: &Ctx, org: &str, result: Result<(), OrgError>, done: &str) -> Response {
+    match result {
+        Ok(()) => Redirect::to(&format!("/orgs/{org}/members?done={done}")).into_response(),
+        Err(OrgError::Store(e)) => ctx.failure(e),
+        Err(e) => {
+            let status = match e {
+                OrgError::AlertTooSoon { .. } => StatusCode::TOO_MANY_REQUESTS,
+                OrgError::NotAllowed(identity::RoleError::LastLegalRepresentative) | OrgError::AlreadyMember(_) => {
+                    StatusCode::CONFLICT
+                }
+                OrgError::InvalidEmail(_) => StatusCode::UNPROCESSABLE_ENTITY,
+                _ => StatusCode::FORBIDDEN,
+            };
+            let error = org_error_text(ctx, &e);
+            render_members(ctx, org, false, status, None, Some(error)).await
+        }
+    }
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct InviteForm {
+    email: String,
+    role: String,
+}
+
+async fn invite(
+    ctx: Ctx,
+    Path(org): Path<String>,
+    headers: axum::http::HeaderMap,
+    Form(form): Form<InviteForm>,
+) -> Response {
+    let Some(user) = &ctx.user else {
+        return ctx.to_sign_in();
+    };
+    let role = form.role.parse().unwrap_or(Role::User);
+    let base = ctx.state.config().base_url(&headers);
+    let result = ctx
+        .state
+        .identity()
+        .invite(&user.account, &org, &form.email, role, &base)
+        .await
+        .map(|_| ());
+    after(&ctx, &org, result, "invited").await
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct RoleForm {
+    role: String,
+}
+
+async fn set_role(ctx: Ctx, Path((org, member)): Path<(String, String)>, Form(form): Form<RoleForm>) -> Response {
+    let Some(user) = &ctx.user else {
+        return ctx.to_sign_in();
+    };
+    let Ok(role) = form.role.parse() else {
+        return after(&ctx, &org, Err(OrgError::NotFound), "role").await;
+    };
+    let result = ctx
+        .state
+        .identity()
+        .set_member_role(&user.account, &org, &member, role)
+        .await;
+    after(&ctx, &org, result, "role").await
+}
+
+async fn remove(ctx: Ctx, Path((org, member)): Path<(String, String)>) -> Response {
+    let Some(user) = &ctx.user else {
+        return ctx.to_sign_in();
+    };
+    let result = ctx.state.identity().remove_member(&user.account, &org, &member).await;
+    after(&ctx, &org, result, "removed").await
+}
+
+async fn alert(ctx: Ctx, Path((org, member)): Path<(String, String)>) -> Response {
+    let Some(user) = &ctx.user else {
+        return ctx.to_sign_in();
+    };
+    let result = ctx
+        .state
+        .identity()
+        .send_security_alert(&user.account, &org, &member)
+        .await;
+    after(&ctx, &org, result, "alerted").await
+}
+
+async fn alert_all(ctx: Ctx, Path(org): Path<String>) -> Response {
+    let Some(user) = &ctx.user else {
+        return ctx.to_sign_in();
+    };
+    match ctx
+        .state
+        .identity()
+        .alert_members_without_two_factor(&user.account, &org)
+        .await
+    {
+        Ok(sent) => {
+            let notice = ctx.t().tf("org.done_alerted_all", &[("count", &sent.to_string())]);
+            render_members(&ctx, &org, true, StatusCode::OK, Some(notice), None).await
+        }
+        Err(e) => after(&ctx, &org, Err(e), "alerted").await,
+    }
+}
+
+async fn leave(ctx: Ctx, Path(org): Path<String>) -> Response {
+    let Some(user) = &ctx.user else {
+        return ctx.to_sign_in();
+    };
+    match ctx.state.identity().leave(&user.account, &org).await {
+        Ok(()) => Redirect::to("/?done=left").into_response(),
+        Err(OrgError::Store(e)) => ctx.failure(e),
+        Err(e) => {
+            let text = org_error_text(&ctx, &e);
+            ctx.message(StatusCode::FORBIDDEN, ctx.t().t("org.title"), &text)
+        }
+    }
+}
+
+// ---- the organization's security page ---------------------------------------
+
+struct OrgEventRow {
+    at: String,
+    actor: String,
+    what: String,
+    detail: String,
+}
+
+#[derive(Template)]
+#[template(path = "org_security.html")]
+struct SecurityPage {
+    c: Chrome,
+    org_id: String,
+    require: bool,
+    grace_days: u32,
+    status_text: String,
+    error: Option<String>,
+    /// Asking to confirm this change (`require`, `grace_days`).
+    confirming: Option<(bool, u32)>,
+    confirm_text: String,
+    events: Vec<OrgEventRow>,
+}
+
+async fn render_security(
+    ctx: &Ctx,
+    org: &str,
+    status: StatusCode,
+    error: Option<String>,
+    confirming: Option<(bool, u32)>,
+) -> Response {
+    let Some(user) = &ctx.user else {
+        return ctx.to_sign_in();
+    };
+    let identity = ctx.state.identity();
+    let found = match (
+        identity.org_policy(&user.account, org).await,
+        identity.org_events(&user.account, org, 50).await,
+    ) {
+        (Ok(p), Ok(e)) => (p, e),
+        (Err(OrgError::Store(e)), _) | (_, Err(OrgError::Store(e))) => return ctx.failure(e),
+        (Err(e), _) | (_, Err(e)) => {
+            let text = org_error_text(ctx, &e);
+            return ctx.message(StatusCode::FORBIDDEN, ctx.t().t("org.title"), &text);
+        }
+    };
+    let (policy, events) = found;
+    let t = ctx.t();
+    let status_text = if policy.require_two_factor {
+        t.tf(
+            "org.policy_on",
+            &[("by", &policy.by), ("deadline", &fmt::datetime(policy.deadline()))],
+        )
+    } else {
+        t.t("org.policy_off").to_owned()
+    };
+    let page = SecurityPage {
+        c: ctx.chrome(&t.tf("org.security_title", &[("org", &policy.org_name)])),
+        org_id: policy.org_id.clone(),
+        require: policy.require_two_factor,
+        confirm_text: match confirming {
+            Some((true, days)) => t.tf(
+                "org.confirm_on",
+                &[("org", &policy.org_name), ("days", &days.to_string())],
+            ),
+            Some((false, _)) => t.tf("org.confirm_off", &[("org", &policy.org_name)]),
+            None => String::new(),
+        },
+        grace_days: policy.grace_days,
+        status_text,
+        error,
+        confirming,
+        events: events
+            .into_iter()
+            .map(|e| OrgEventRow {
+                at: fmt::datetime(e.at),
+                actor: e.actor,
+                what: t.t(&format!("org.event_{}", e.kind)).to_owned(),
+                detail: e.detail,
+            })
+            .collect(),
+    };
+    ctx.render(status, &page)
+}
+
+async fn security_page(ctx: Ctx, Path(org): Path<String>) -> Response {
+    render_security(&ctx, &org, StatusCode::OK, None, None).await
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct PolicyForm {
+    require: Option<String>,
+    grace_days: String,
+    confirm: Option<String>,
+}
+
+/// The switch: first a confirmation step (the dialog), then the change.
+async fn set_policy(ctx: Ctx, Path(org): Path<String>, Form(form): Form<PolicyForm>) -> Response {
+    let Some(user) = &ctx.user else {
+        return ctx.to_sign_in();
+    };
+    let require = form.require.is_some();
+    let grace: u32 = form.grace_days.trim().parse().unwrap_or(0);
+    if form.confirm.is_none() {
+        return render_security(&ctx, &org, StatusCode::OK, None, Some((require, grace))).await;
+    }
+    match ctx
+        .state
+        .identity()
+        .set_org_policy(&user.account, &org, require, grace, true)
+        .await
+    {
+        Ok(_) => see_other(&format!("/orgs/{org}/security"), &[]),
+        Err(OrgError::Store(e)) => ctx.failure(e),
+        Err(e) => {
+            let error = org_error_text(&ctx, &e);
+            render_security(&ctx, &org, StatusCode::FORBIDDEN, Some(error), None).await
+        }
+    }
+}
+
+// ---- invitations ----------------------------------------------------------------
+
+#[derive(Template)]
+#[template(path = "invitation.html")]
+struct InvitationPage {
+    c: Chrome,
+    token: String,
+    text: String,
+    /// `join` (signed in as the invitee), `create` (no account yet),
+    /// `sign_in` (an account exists, or another is signed in).
+    mode: &'static str,
+    email_text: String,
+    error: Option<String>,
+}
+
+async fn render_invitation(ctx: &Ctx, token: &str, status: StatusCode, error: Option<String>) -> Response {
+    let t = ctx.t();
+    let invitation = match ctx.state.identity().invitation(token).await {
+        Ok(Some(i)) => i,
+        Ok(None) => {
+            return ctx.message(
+                StatusCode::GONE,
+                t.t("org.invitation_title"),
+                t.t("org.invitation_unavailable"),
+            );
+        }
+        Err(e) => return ctx.failure(e),
+    };
+    let signed_in_as = ctx.user.as_ref().map(|u| u.account.email.to_string());
+    let exists = match identity::EmailAddress::parse(&invitation.email) {
+        Ok(email) => match ctx.state.identity().account_exists(&email).await {
+            Ok(exists) => exists,
+            Err(e) => return ctx.failure(e),
+        },
+        Err(_) => false,
+    };
+    let mode = match signed_in_as {
+        Some(me) if me.eq_ignore_ascii_case(&invitation.email) => "join",
+        None if !exists => "create",
+        _ => "sign_in",
+    };
+    let page = InvitationPage {
+        c: ctx.chrome(t.t("org.invitation_title")),
+        token: token.to_owned(),
+        text: t.tf(
+            "org.invitation_text",
+            &[
+                ("by", &invitation.invited_by),
+                ("org", &invitation.org_name),
+                ("role", t.t(&format!("role.{}", invitation.role.as_str()))),
+                ("email", &invitation.email),
+            ],
+        ),
+        mode,
+        email_text: match mode {
+            "create" => t.tf("org.create_account", &[("email", &invitation.email)]),
+            _ => t.tf("org.sign_in_first", &[("email", &invitation.email)]),
+        },
+        error,
+    };
+    ctx.render(status, &page)
+}
+
+async fn invitation_page(ctx: Ctx, Path(token): Path<String>) -> Response {
+    render_invitation(&ctx, &token, StatusCode::OK, None).await
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct AcceptForm {
+    name: String,
+    password: String,
+}
+
+async fn accept(ctx: Ctx, Path(token): Path<String>, Form(form): Form<AcceptForm>) -> Response {
+    let account = ctx.user.as_ref().map(|u| &u.account);
+    let new_account =
+        (account.is_none() && !form.password.is_empty()).then_some((form.name.as_str(), form.password.as_str()));
+    match ctx
+        .state
+        .identity()
+        .accept_invitation(&token, account, new_account)
+        .await
+    {
+        Ok(_) if account.is_some() => Redirect::to("/?done=joined").into_response(),
+        Ok(_) => Redirect::to("/signin?joined=1").into_response(),
+        Err(OrgError::Store(e)) => ctx.failure(e),
+        Err(e) => {
+            let error = org_error_text(&ctx, &e);
+            render_invitation(&ctx, &token, StatusCode::UNPROCESSABLE_ENTITY, Some(error)).await
+        }
+    }
+}

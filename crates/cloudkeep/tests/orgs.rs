@@ -499,3 +499,99 @@ async fn a_policy_change_reaches_every_process() {
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
 }
+
+/// The console: the switch asks for confirmation before it acts, and an
+/// invitation link creates the account from its page.
+#[tokio::test]
+async fn the_console_confirms_the_switch_and_takes_invitations() {
+    for engine in ENGINES {
+        let Some(storage) = acme(engine).await else {
+            continue;
+        };
+        let server = Server::start_on(&storage, &[]);
+        let (admin, org) = member(&server, ADMIN).await;
+        let Some(_) = enable_totp(&server, &admin).await else {
+            return;
+        };
+        let security = format!("/orgs/{org}/security");
+        let csrf = csrf_of(&page(&server, &admin, &security).await);
+        let first = admin
+            .post(server.url(&security))
+            .form(&[("csrf", csrf.as_str()), ("require", "1"), ("grace_days", "0")])
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert!(
+            first.contains("role=\"alertdialog\"") && first.contains("id=\"confirm-policy\""),
+            "asks first"
+        );
+        let (_, policy) = call(
+            &admin,
+            "GET",
+            server.url(&format!("/api/v1/orgs/{org}/security-policy")),
+            None,
+        )
+        .await;
+        assert_eq!(
+            policy["require_two_factor"], false,
+            "nothing changed before the confirmation"
+        );
+        let r = admin
+            .post(server.url(&security))
+            .form(&[
+                ("csrf", csrf.as_str()),
+                ("require", "1"),
+                ("grace_days", "0"),
+                ("confirm", "1"),
+            ])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.headers()["location"], security.as_str());
+        let after = page(&server, &admin, &security).await;
+        assert!(after.contains("is required for every member") && after.contains("Two-step verification required"));
+
+        // An invitation from the console, accepted on its page by someone new.
+        let members = format!("/orgs/{org}/members");
+        admin
+            .post(server.url(&format!("/orgs/{org}/invitations")))
+            .form(&[
+                ("csrf", csrf.as_str()),
+                ("email", "new@example.org"),
+                ("role", "external"),
+            ])
+            .send()
+            .await
+            .unwrap();
+        let mail = outbox_message(&server, "Join Acme").await;
+        let link = mail
+            .split_whitespace()
+            .find(|w| w.contains("/invitations/"))
+            .unwrap()
+            .trim_end_matches(|c: char| !c.is_alphanumeric())
+            .to_owned();
+        let path = &link[link.find("/invitations/").unwrap()..];
+        let guest = browser();
+        let invitation = page(&server, &guest, path).await;
+        assert!(
+            invitation.contains("invites new@example.org to join Acme as External member"),
+            "{invitation}"
+        );
+        let r = guest
+            .post(server.url(path))
+            .form(&[
+                ("csrf", csrf_of(&invitation).as_str()),
+                ("name", "New Person"),
+                ("password", "quiet harbor lantern 9"),
+            ])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.headers()["location"], "/signin?joined=1");
+        let list = page(&server, &admin, &members).await;
+        assert!(list.contains("new@example.org") && list.contains("class=\"no-2fa\""));
+    }
+}

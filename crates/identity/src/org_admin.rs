@@ -629,6 +629,12 @@ impl Identity {
         Ok(orgs)
     }
 
+    /// Drops the cached policies and memberships of this process (what a
+    /// change elsewhere does); for benchmarks and tests.
+    pub fn drop_org_caches(&self) {
+        self.policy_cache().clear();
+    }
+
     /// Drops the cached policies when another process changed one (run by
     /// the server for as long as it runs).
     pub async fn follow_org_changes(&self) {

@@ -1,0 +1,73 @@
+//! The organization two-step requirement through the identity service over
+//! the real SQL store: who it stops and when, that protocol clients keep
+//! working, and that caches follow changes.
+
+use std::sync::Arc;
+
+use identity::credential::totp::{TotpSecret, code_at_step, step_at};
+use identity::{ClientInfo, Identity, IdentityConfig, ManualClock, PasswordHasher, Role, ServerKey};
+use store::{Engine, SqlStore};
+
+const PASSWORD: &str = "violet tractor sunrise 42";
+const START: i64 = 1_800_000_000_000;
+const DAY: i64 = 86_400_000;
+
+fn client() -> ClientInfo {
+    ClientInfo {
+        ip: "192.0.2.10".parse().unwrap(),
+        user_agent: "test".into(),
+    }
+}
+
+#[tokio::test]
+async fn the_requirement_stops_the_console_not_sync_clients_and_follows_the_grace_period() {
+    for engine in [Engine::Sqlite, Engine::Postgres] {
+        let Some(url) = store::testing::database_url(engine).await else {
+            continue;
+        };
+        let clock = ManualClock::at(START);
+        let identity = Identity::new(
+            Arc::new(SqlStore::open(&url).await.unwrap()),
+            Arc::new(clock.clone()),
+            PasswordHasher::owasp_minimum(),
+            ServerKey::generate(),
+            IdentityConfig::default(),
+        );
+        let org = identity.create_organization("Acme").await.unwrap();
+        let (admin, _) = identity
+            .create_account("admin@example.org", "Admin", PASSWORD, Some(("Acme", Role::Admin)))
+            .await
+            .unwrap();
+        let (member, _) = identity
+            .create_account("ana@example.org", "Ana", PASSWORD, Some(("Acme", Role::User)))
+            .await
+            .unwrap();
+        let (_, app_password) = identity.create_app_password(&member, "NAS", &client()).await.unwrap();
+        let e = identity.begin_totp(&admin, "Phone").await.unwrap();
+        let secret = TotpSecret::from_bytes(data_encoding::BASE32_NOPAD.decode(e.secret.as_bytes()).unwrap());
+        let code = code_at_step(&secret, step_at(START));
+        identity.confirm_totp(&admin.id, &e.id, &code, &client()).await.unwrap();
+
+        assert_eq!(identity.two_factor_requirement(&member).await.unwrap(), None);
+        identity.set_org_policy(&admin, &org.id, true, 2, true).await.unwrap();
+        let warned = identity.two_factor_requirement(&member).await.unwrap().unwrap();
+        assert_eq!((warned.blocked, warned.deadline), (false, START + 2 * DAY));
+        assert_eq!(identity.two_factor_requirement(&admin).await.unwrap(), None);
+        clock.advance(2 * DAY);
+        assert!(identity.two_factor_requirement(&member).await.unwrap().unwrap().blocked);
+
+        // Sync and mail clients are not stopped: the application password,
+        // and the account password too (the member has no 2FA).
+        let ip = "192.0.2.20".parse().unwrap();
+        for secret in [app_password.as_str(), PASSWORD] {
+            let account = identity
+                .authenticate_protocol_client("ana@example.org", secret, ip)
+                .await
+                .unwrap();
+            assert_eq!(account.id, member.id);
+        }
+
+        identity.set_org_policy(&admin, &org.id, false, 0, true).await.unwrap();
+        assert_eq!(identity.two_factor_requirement(&member).await.unwrap(), None);
+    }
+}

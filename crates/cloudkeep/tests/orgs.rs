@@ -400,8 +400,29 @@ async fn requiring_two_step_verification_stops_members_without_it_until_they_enr
         let (status, _) = call(&user, "GET", server.url("/api/v1/me"), None).await;
         assert_eq!(status, 200);
         // The console sends every page to enrolment, which says why.
-        let r = user.get(server.url("/security")).send().await.unwrap();
-        assert_eq!(r.headers()["location"], "/security/two-factor");
+        let csrf = csrf_of(&page(&server, &user, "/security/two-factor").await);
+        let mut walked = 0;
+        for (method, path) in web::CONSOLE_ROUTES {
+            let public =
+                path.starts_with("/setup/") || path.starts_with("/invitations/") || path.starts_with("/signin");
+            if public || web::console_open_while_blocked(path) {
+                continue;
+            }
+            let url = server.url(
+                &path
+                    .replace("{org}", &org)
+                    .replace("{id}", "x")
+                    .replace("{member}", "x"),
+            );
+            let r = match *method {
+                "GET" => user.get(url).send().await.unwrap(),
+                _ => user.post(url).form(&[("csrf", csrf.as_str())]).send().await.unwrap(),
+            };
+            assert_eq!(r.status(), 303, "{method} {path}");
+            assert_eq!(r.headers()["location"], "/security/two-factor", "{method} {path}");
+            walked += 1;
+        }
+        assert!(walked >= 15, "walked {walked} console routes");
         let enrol = page(&server, &user, "/security/two-factor").await;
         assert!(
             enrol.contains("Acme requires two-step verification (required by admin@example.org)"),

@@ -190,6 +190,13 @@ pub const CONSOLE_ROUTES: &[(&str, &str)] = &[
     ("POST", "/security/app-passwords/{id}/revoke"),
 ];
 
+/// Whether a member blocked by an organization's two-step requirement may
+/// still open this console path (enrolment, sign-out, language, static
+/// files, leaving).
+pub fn console_open_while_blocked(path: &str) -> bool {
+    console::open_while_blocked(path)
+}
+
 /// The OpenAPI document, as served at `/api/v1/openapi.json`.
 pub fn openapi_json() -> String {
     api::openapi_document()

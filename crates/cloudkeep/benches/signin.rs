@@ -114,7 +114,9 @@ impl TotpPool {
             let i = self.next.fetch_add(1, Ordering::Relaxed) % self.accounts.len();
             let mut used = self.last_step.lock().unwrap();
             let last = used[&i];
-            let step = (now - 1).max(last + 1);
+            // Not the previous step: it would fall out of the server's
+            // window if a 30-second boundary passes while the request waits.
+            let step = now.max(last + 1);
             if step <= now + 1 {
                 used.insert(i, step);
                 let (email, secret) = &self.accounts[i];

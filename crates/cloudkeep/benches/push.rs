@@ -164,6 +164,16 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[i.min(sorted.len() - 1)]
 }
 
+/// The server process, stopped when dropped.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 #[tokio::main]
 async fn main() {
     let signins = env_number("BENCH_SIGNINS", 200);
@@ -188,14 +198,16 @@ async fn main() {
     if let Some(url) = &database_url {
         command.env("CLOUDKEEP_DATABASE_URL", url);
     }
-    let mut server = command
+    let server = command
         .args(["serve", "--listen", "127.0.0.1:0"])
         .env("CLOUDKEEP_LOG", "warn,cloudkeep=info")
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(server.stderr.take().unwrap()));
+    // Killed however the benchmark ends, a panic included.
+    let mut server = KillOnDrop(server);
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(server.0.stderr.take().unwrap()));
     let address = loop {
         let line = lines.next().expect("server output").unwrap();
         if let Some(rest) = line.split("listening on http://").nth(1) {
@@ -204,7 +216,7 @@ async fn main() {
     };
     std::thread::spawn(move || for _ in lines {});
     let base = format!("http://{address}");
-    let pid = server.id();
+    let pid = server.0.id();
     let engine = if database_url.is_some() { "PostgreSQL" } else { "SQLite" };
     let cores = std::thread::available_parallelism().map_or(1, usize::from);
     println!("push approval benchmark: {cores} cores, {engine}");
@@ -309,7 +321,6 @@ async fn main() {
         per / 1024.0
     );
     drop(streams);
-    let _ = server.kill();
-    let _ = server.wait();
+    drop(server);
     let _ = std::fs::remove_dir_all(&data);
 }

@@ -315,6 +315,16 @@ async fn prepare(data: &std::path::Path, database_url: Option<&str>) -> Vec<(Str
     accounts
 }
 
+/// The server process, stopped when dropped.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 #[tokio::main]
 async fn main() {
     let seconds = env_number("BENCH_SECONDS", 24);
@@ -345,14 +355,16 @@ async fn main() {
     if let Some(url) = &database_url {
         command.env("CLOUDKEEP_DATABASE_URL", url);
     }
-    let mut server = command
+    let server = command
         .args(["serve", "--listen", "127.0.0.1:0"])
         .env("CLOUDKEEP_LOG", "warn,cloudkeep=info")
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let mut lines = BufReader::new(server.stderr.take().unwrap()).lines();
+    // Killed however the benchmark ends, a panic included.
+    let mut server = KillOnDrop(server);
+    let mut lines = BufReader::new(server.0.stderr.take().unwrap()).lines();
     let address = loop {
         let line = lines.next().expect("server output").unwrap();
         if let Some(rest) = line.split("listening on http://").nth(1) {
@@ -369,15 +381,14 @@ async fn main() {
     http_rate(&base, 2.0, concurrency, None).await; // warm-up
     prime_devices(&base, concurrency, &pool).await;
     let phase = (seconds as f64 / ROUNDS as f64).max(1.0);
-    let pid = server.id();
+    let pid = server.0.id();
     let (mut raw, mut password, mut two_step) = (0.0, Tally::default(), Tally::default());
     for _ in 0..ROUNDS {
         raw += raw_rate(phase, cores) / ROUNDS as f64;
         measure(&mut password, pid, &base, phase, concurrency, None).await;
         measure(&mut two_step, pid, &base, phase, concurrency, Some(pool.clone())).await;
     }
-    let _ = server.kill();
-    let _ = server.wait();
+    drop(server);
     let _ = std::fs::remove_dir_all(&data);
 
     let raw_cpu_ms = cores as f64 / raw * 1000.0;

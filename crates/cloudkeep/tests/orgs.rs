@@ -429,8 +429,15 @@ async fn requiring_two_step_verification_stops_members_without_it_until_they_enr
             "{enrol}"
         );
 
-        // An external member may leave instead.
+        // An external member may leave instead; the enrolment page offers it.
         let (ext, _) = member(&server, EXTERNAL).await;
+        let enrol = page(&server, &ext, "/security/two-factor").await;
+        assert!(enrol.contains(&format!("action=\"/orgs/{org}/leave\"")), "{enrol}");
+        assert!(
+            !page(&server, &user, "/security/two-factor")
+                .await
+                .contains("id=\"leave-instead\"")
+        );
         let (status, _) = call(&ext, "GET", server.url("/api/v1/me/sessions"), None).await;
         assert_eq!(status, 403);
         let (status, _) = call(&ext, "POST", server.url(&format!("/api/v1/orgs/{org}/leave")), None).await;

@@ -101,6 +101,7 @@ pub struct Invitation {
 /// What stops (or will stop) a member without two-step verification.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Requirement {
+    pub org_id: String,
     pub org_name: String,
     /// Who required it.
     pub by: String,
@@ -577,6 +578,7 @@ impl Identity {
             .filter_map(|org| policies.get(org))
             .min_by_key(|p| p.deadline())
             .map(|p| Requirement {
+                org_id: p.org_id.clone(),
                 org_name: p.org_name.clone(),
                 by: p.by.clone(),
                 deadline: p.deadline(),

@@ -49,9 +49,24 @@ async fn the_requirement_stops_the_console_not_sync_clients_and_follows_the_grac
         identity.confirm_totp(&admin.id, &e.id, &code, &client()).await.unwrap();
 
         assert_eq!(identity.two_factor_requirement(&member).await.unwrap(), None);
+        // The member also belongs to an organization that does not require it.
+        let beta = identity.create_organization("Beta").await.unwrap();
+        let (beta_admin, _) = identity
+            .create_account("bo@example.org", "Bo", PASSWORD, Some(("Beta", Role::Admin)))
+            .await
+            .unwrap();
+        let token = identity
+            .invite(&beta_admin, &beta.id, "ana@example.org", Role::User, "http://localhost")
+            .await
+            .unwrap();
+        identity.accept_invitation(&token, Some(&member), None).await.unwrap();
         identity.set_org_policy(&admin, &org.id, true, 2, true).await.unwrap();
         let warned = identity.two_factor_requirement(&member).await.unwrap().unwrap();
-        assert_eq!((warned.blocked, warned.deadline), (false, START + 2 * DAY));
+        assert_eq!(
+            (warned.blocked, warned.deadline, warned.org_name.as_str()),
+            (false, START + 2 * DAY, "Acme"),
+            "one organization requiring it is enough"
+        );
         assert_eq!(identity.two_factor_requirement(&admin).await.unwrap(), None);
         clock.advance(2 * DAY);
         assert!(identity.two_factor_requirement(&member).await.unwrap().unwrap().blocked);

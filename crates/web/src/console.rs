@@ -60,6 +60,9 @@ pub struct Ctx {
     pub(crate) device: Option<String>,
     /// An organization requires two-step verification the member lacks.
     pub(crate) requirement: Option<identity::Requirement>,
+    /// That organization, when the member is external there and may leave
+    /// it instead of enrolling.
+    leave_org: Option<String>,
 }
 
 /// Console paths a member blocked by an organization's two-step
@@ -108,6 +111,7 @@ impl Ctx {
             lang: self.lang.code(),
             csrf: self.csrf.clone(),
             user_name: self.user.as_ref().map(|u| u.account.name.clone()),
+            leave_org: self.leave_org.clone(),
             requirement: self.requirement.as_ref().map(|r| {
                 let key = if r.blocked {
                     "org.required_now"
@@ -202,6 +206,7 @@ fn context_from(state: &AppState, parts: &Parts, session: Option<Authed>) -> Ctx
         client: auth::client_info(state, parts),
         device: cookies::get(&parts.headers, DEVICE_COOKIE).map(str::to_owned),
         requirement: None,
+        leave_org: None,
     }
 }
 
@@ -218,6 +223,16 @@ impl FromRequestParts<AppState> for Ctx {
                 Ok(r) => r,
                 Err(e) => return Err(ctx.failure(e)),
             };
+            if let Some(r) = &ctx.requirement {
+                let memberships = match state.identity().memberships(&user.account.id).await {
+                    Ok(m) => m,
+                    Err(e) => return Err(ctx.failure(e)),
+                };
+                ctx.leave_org = memberships
+                    .iter()
+                    .find(|m| m.org_id == r.org_id && m.role.may_leave())
+                    .map(|m| m.org_id.clone());
+            }
             let blocked = ctx.requirement.as_ref().is_some_and(|r| r.blocked);
             if blocked && !open_while_blocked(parts.uri.path()) {
                 return Err(Redirect::to("/security/two-factor").into_response());
@@ -243,6 +258,8 @@ pub struct Chrome {
     pub(crate) user_name: Option<String>,
     /// Why (or from when) an organization requires two-step verification.
     pub(crate) requirement: Option<String>,
+    /// An organization the member may leave instead of enrolling.
+    pub(crate) leave_org: Option<String>,
     pub(crate) here: String,
     pub(crate) title: String,
     pub(crate) langs: Vec<LangOption>,

@@ -245,6 +245,55 @@ async fn security_emails_arrive_over_smtp_in_the_members_language() {
             !all.iter().any(|m| m.contains("Phone sync")),
             "the member turned application-password emails off"
         );
+
+        // An administrator of the member's organization sends a security alert.
+        let args = [
+            "user",
+            "create",
+            "--email",
+            "boss@example.org",
+            "--name",
+            "Boss",
+            "--org",
+            &format!("Org {MEMBER}"),
+            "--role",
+            "admin",
+            "--password-stdin",
+        ];
+        let (ok, _, err) = storage.admin(&args, &format!("{PASSWORD}\n"));
+        assert!(ok, "{err}");
+        let boss = browser();
+        api_sign_in(&server, &boss, "boss@example.org", PASSWORD, false).await;
+        let (_, me) = json(boss.get(server.url("/api/v1/me")).send().await.unwrap()).await;
+        let org = me["organizations"][0]["id"].as_str().unwrap().to_owned();
+        let (_, list) = json(
+            boss.get(server.url(&format!("/api/v1/orgs/{org}/members")))
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await;
+        let member = list["members"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["email"] == MEMBER)
+            .unwrap()["id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let r = boss
+            .post(server.url(&format!("/api/v1/orgs/{org}/members/{member}/security-alert")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        // The member reads Spanish now.
+        let alert = quoted_printable_decoded(&sink.wait_for("La seguridad de tu cuenta", 1).await.remove(0));
+        assert!(alert.contains("Boss (Org ana@example.org) te pide"), "{alert}");
+        assert!(alert.contains("Validación en dos pasos: desactivada"), "{alert}");
+        assert!(alert.contains("Contraseñas de aplicación: 3"), "{alert}");
+        assert!(alert.contains("/security/two-factor"), "{alert}");
         sink.stop();
     }
 }

@@ -25,6 +25,24 @@ enum AdminCommand {
     /// Accounts.
     #[command(subcommand)]
     User(UserCommand),
+    /// Drives.
+    #[command(subcommand)]
+    Drive(DriveCommand),
+}
+
+#[derive(Subcommand, Debug)]
+enum DriveCommand {
+    /// Create a drive in an organization; prints its numeric id.
+    Create {
+        /// The organization (by name).
+        #[arg(long)]
+        org: String,
+        #[arg(long)]
+        name: String,
+        /// The quota in bytes [default: 10 GiB]
+        #[arg(long)]
+        quota: Option<u64>,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -65,6 +83,19 @@ pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
     let services = settings::build(&settings).await?;
     let identity = &services.identity;
     let result = match args.command {
+        AdminCommand::Drive(DriveCommand::Create { org, name, quota }) => {
+            let found = identity
+                .organization_named(&org)
+                .await?
+                .ok_or_else(|| anyhow::anyhow!("no organization is named '{org}'"))?;
+            let drive = services.drives.create(None, &found.id, &name, quota).await?;
+            println!("drive created");
+            println!("id: {}", drive.id);
+            println!("name: {}", drive.name);
+            println!("organization: {}", drive.org_name);
+            println!("quota_bytes: {}", drive.quota_bytes);
+            Ok(())
+        }
         AdminCommand::Org(OrgCommand::Create { name }) => {
             let org = identity.create_organization(&name).await?;
             println!("organization created");

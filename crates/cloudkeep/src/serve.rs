@@ -97,7 +97,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         public_url: settings.public_url.clone(),
         trust_forwarded_for: settings.trust_forwarded_for,
     };
-    let app = web::router(web::AppState::new(services.identity, config));
+    let app = web::router(web::AppState::new(services.identity, services.drives, config));
     // Small writes (an event on a waiting sign-in's stream, the end of a
     // response) go out at once instead of waiting for the peer's delayed
     // acknowledgement.

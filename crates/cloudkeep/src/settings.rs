@@ -317,6 +317,7 @@ impl Settings {
 /// The services every command needs, built from the settings.
 pub struct Services {
     pub identity: identity::Identity,
+    pub drives: drive::Drives,
     pub store: store::SqlStore,
     pub engine_label: &'static str,
 }
@@ -368,7 +369,9 @@ pub async fn build(settings: &Settings) -> anyhow::Result<Services> {
         store::Engine::Sqlite => "sqlite",
         store::Engine::Postgres => "postgres",
     };
+    let drives = drive::Drives::new(std::sync::Arc::new(store.clone()), identity.clone());
     Ok(Services {
+        drives,
         identity,
         store,
         engine_label,

@@ -334,6 +334,8 @@ async fn health_metrics_and_openapi() {
             ("/api/v1/session", vec!["post", "delete"]),
             ("/api/v1/me", vec!["get"]),
             ("/api/v1/me/notifications", vec!["get", "put"]),
+            ("/api/v1/drives", vec!["get"]),
+            ("/api/v1/orgs/{org}/drives", vec!["post"]),
             ("/api/v1/orgs/{org}/members", vec!["get"]),
             ("/api/v1/orgs/{org}/invitations", vec!["post"]),
             ("/api/v1/orgs/{org}/members/{member}", vec!["patch", "delete"]),

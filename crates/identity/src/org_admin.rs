@@ -240,6 +240,20 @@ impl Identity {
         self.publish(ORG_TOPIC).await;
     }
 
+    /// The organization `org_id` if `actor` manages it (admin or legal
+    /// representative).
+    pub async fn managed_organization(&self, actor: &Account, org_id: &str) -> Result<Organization, OrgError> {
+        Ok(self.manager(actor, org_id).await?.0)
+    }
+
+    pub async fn organization(&self, org_id: &str) -> Result<Option<Organization>, StoreError> {
+        self.store().organization(org_id).await
+    }
+
+    pub async fn organization_named(&self, name: &str) -> Result<Option<Organization>, StoreError> {
+        self.store().organization_by_name(name).await
+    }
+
     /// The members, with their two-step status; `two_factor` filters.
     /// Admins and legal representatives only.
     pub async fn members(

@@ -9,6 +9,7 @@
 #![forbid(unsafe_code)]
 
 mod data_dir;
+mod drive_store;
 mod identity_store;
 pub mod testing;
 

@@ -30,6 +30,7 @@ use crate::error::{ApiError, ErrorBody};
     tags((name = "session", description = "Signing in and out"), (name = "me", description = "The signed-in account"),
         (name = "two-factor", description = "Two-step verification"), (name = "app-passwords", description = "Application passwords for sync and mail clients"),
         (name = "authenticator", description = "The protocol of the cloudkeep-authenticator app"),
+        (name = "drives", description = "Drives: an organization's shared folders"),
         (name = "organizations", description = "Members, invitations, security alerts and the two-step verification requirement"), (name = "operations", description = "Health and metrics"))
 )]
 struct ApiDoc;
@@ -74,6 +75,8 @@ fn build() -> (Router<AppState>, utoipa::openapi::OpenApi) {
             crate::api_two_factor::create_app_password
         ))
         .routes(routes!(crate::api_two_factor::revoke_app_password))
+        .routes(routes!(crate::api_drive::list))
+        .routes(routes!(crate::api_drive::create))
         .routes(routes!(crate::api_org::members))
         .routes(routes!(crate::api_org::invite))
         .routes(routes!(crate::api_org::set_role, crate::api_org::remove_member))

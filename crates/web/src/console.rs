@@ -40,6 +40,7 @@ pub fn routes() -> Router<AppState> {
         .route("/static/push.js", get(push_script))
         .merge(crate::console_two_factor::routes())
         .merge(crate::console_org::routes())
+        .merge(crate::console_drive::routes())
 }
 
 // ---- request context --------------------------------------------------------

@@ -9,11 +9,13 @@
 #![forbid(unsafe_code)]
 
 mod api;
+mod api_drive;
 mod api_org;
 mod api_push;
 mod api_two_factor;
 mod auth;
 mod console;
+mod console_drive;
 mod console_org;
 mod console_two_factor;
 mod cookies;
@@ -72,6 +74,7 @@ impl WebConfig {
 
 struct Inner {
     identity: identity::Identity,
+    drives: drive::Drives,
     config: WebConfig,
     metrics: metrics::Metrics,
 }
@@ -81,9 +84,10 @@ struct Inner {
 pub struct AppState(Arc<Inner>);
 
 impl AppState {
-    pub fn new(identity: identity::Identity, config: WebConfig) -> Self {
+    pub fn new(identity: identity::Identity, drives: drive::Drives, config: WebConfig) -> Self {
         Self(Arc::new(Inner {
             identity,
+            drives,
             config,
             metrics: metrics::Metrics::default(),
         }))
@@ -91,6 +95,10 @@ impl AppState {
 
     fn identity(&self) -> &identity::Identity {
         &self.0.identity
+    }
+
+    fn drives(&self) -> &drive::Drives {
+        &self.0.drives
     }
 
     fn config(&self) -> &WebConfig {
@@ -150,6 +158,8 @@ pub const CONSOLE_ROUTES: &[(&str, &str)] = &[
     ("GET", "/security"),
     ("POST", "/security/password"),
     ("POST", "/security/notifications"),
+    ("GET", "/drives"),
+    ("POST", "/drives"),
     ("GET", "/orgs/{org}/members"),
     ("POST", "/orgs/{org}/invitations"),
     ("POST", "/orgs/{org}/members/{member}/role"),
@@ -212,6 +222,7 @@ mod tests {
             include_str!("console.rs"),
             include_str!("console_two_factor.rs"),
             include_str!("console_org.rs"),
+            include_str!("console_drive.rs"),
         ] {
             // Whitespace removed, so however rustfmt wraps a call it reads the same.
             let compact: String = source.split_whitespace().collect();

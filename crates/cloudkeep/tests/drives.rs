@@ -1,0 +1,102 @@
+//! Drives, black-box on SQLite and PostgreSQL: created from the admin
+//! command line (numeric id printed), the API and the console; listed for
+//! the members of their organization only.
+
+mod common;
+
+use common::*;
+
+fn admin_drive(storage: &Storage, args: &[&str]) -> (bool, String, String) {
+    let mut all = vec!["drive", "create"];
+    all.extend_from_slice(args);
+    storage.admin(&all, "")
+}
+
+#[tokio::test]
+async fn drives_are_made_by_managers_and_seen_by_members() {
+    for engine in ENGINES {
+        let Some(storage) = Storage::new(engine).await else {
+            continue;
+        };
+        // MEMBER is an admin of "Org ana@example.org".
+        storage.create_user(MEMBER, "admin");
+        storage.create_user("bo@example.org", "user");
+        let org = format!("Org {MEMBER}");
+        let (ok, out, err) = admin_drive(&storage, &["--org", &org, "--name", "Shared", "--quota", "2147483648"]);
+        assert!(ok, "{err}");
+        let id: u64 = out
+            .lines()
+            .find_map(|l| l.strip_prefix("id: "))
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!((100_000..10_000_000).contains(&id), "{id}");
+        assert!(out.contains("quota_bytes: 2147483648"));
+        let (ok, _, err) = admin_drive(&storage, &["--org", "Nope", "--name", "X"]);
+        assert!(!ok && err.contains("no organization is named 'Nope'"), "{err}");
+        let (ok, _, err) = admin_drive(&storage, &["--org", &org, "--name", "Tiny", "--quota", "10"]);
+        assert!(!ok && err.contains("at least 1 MiB"), "{err}");
+
+        let server = Server::start_on(&storage, &[]);
+        let ana = browser();
+        api_sign_in(&server, &ana, MEMBER, PASSWORD, false).await;
+        let (_, me) = json(ana.get(server.url("/api/v1/me")).send().await.unwrap()).await;
+        let org_id = me["organizations"][0]["id"].as_str().unwrap().to_owned();
+        let (status, made) = json(
+            ana.post(server.url(&format!("/api/v1/orgs/{org_id}/drives")))
+                .json(&serde_json::json!({"name": "Projects"}))
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(status, 201, "{made}");
+        assert_eq!(made["quota_bytes"], 10_u64 * 1024 * 1024 * 1024);
+        let (_, list) = json(ana.get(server.url("/api/v1/drives")).send().await.unwrap()).await;
+        let names: Vec<&str> = list["drives"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| d["name"].as_str().unwrap())
+            .collect();
+        assert_eq!(names, ["Projects", "Shared"]);
+        assert_eq!(list["drives"][1]["id"], id);
+        assert_eq!(list["drives"][1]["access"], "read-write");
+
+        // Someone of another organization sees none and cannot create one there.
+        let bo = browser();
+        api_sign_in(&server, &bo, "bo@example.org", PASSWORD, false).await;
+        let (_, list) = json(bo.get(server.url("/api/v1/drives")).send().await.unwrap()).await;
+        assert_eq!(list["drives"].as_array().unwrap().len(), 0);
+        let (status, _) = json(
+            bo.post(server.url(&format!("/api/v1/orgs/{org_id}/drives")))
+                .json(&serde_json::json!({"name": "Mine"}))
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(status, 404);
+
+        // The console lists them and makes one.
+        let page_text = page(&server, &ana, "/drives").await;
+        assert!(page_text.contains(&format!("<code>{id}</code>")) && page_text.contains("2.0 GiB"));
+        let r = ana
+            .post(server.url("/drives"))
+            .form(&[
+                ("csrf", csrf_of(&page_text).as_str()),
+                ("org", org_id.as_str()),
+                ("name", "Archive"),
+                ("quota_gib", "5"),
+            ])
+            .send()
+            .await
+            .unwrap();
+        let at = r.headers()["location"].to_str().unwrap().to_owned();
+        assert!(at.starts_with("/drives?created="), "{at}");
+        let after = page(&server, &ana, &at).await;
+        assert!(after.contains("Archive") && after.contains("5.0 GiB") && after.contains("was created"));
+        let bo_page = page(&server, &bo, "/drives").await;
+        assert!(bo_page.contains("has a drive yet") && !bo_page.contains("new-drive-heading"));
+    }
+}

@@ -1,0 +1,148 @@
+//! Drives: the shared folders of an organization that members reach over
+//! WebDAV. This crate owns what a drive is (a numeric id, a name, a quota,
+//! its organization) and who may use it; the file tree, the WebDAV
+//! transport and the blob storage come with the `dav` crate.
+//!
+//! It must not touch SQL or HTTP: persistence comes in through
+//! [`DriveStore`], people and organizations through [`identity::Identity`].
+#![forbid(unsafe_code)]
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use identity::{Account, Identity, Millis, OrgError, StoreError};
+use rand::Rng;
+
+/// 10 GiB unless given.
+pub const DEFAULT_QUOTA: u64 = 10 * 1024 * 1024 * 1024;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Drive {
+    /// Numeric, random (6 or 7 digits), never reused while the drive exists:
+    /// the `<id>` of `<id>.connect.<domain>`.
+    pub id: u64,
+    pub org_id: String,
+    pub org_name: String,
+    pub name: String,
+    pub quota_bytes: u64,
+    pub used_bytes: u64,
+    pub created_at: Millis,
+}
+
+/// What a member may do on a drive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    Read,
+    ReadWrite,
+}
+
+impl Access {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Read => "read",
+            Self::ReadWrite => "read-write",
+        }
+    }
+}
+
+#[async_trait]
+pub trait DriveStore: Send + Sync {
+    /// Stores a new drive; `false` when its id is taken.
+    async fn insert_drive(&self, drive: &Drive) -> Result<bool, StoreError>;
+    async fn drive(&self, id: u64) -> Result<Option<Drive>, StoreError>;
+    /// The drives of the organizations the account belongs to, by name.
+    async fn drives_for_account(&self, account_id: &str) -> Result<Vec<Drive>, StoreError>;
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DriveError {
+    #[error("a drive name has 1 to 100 characters")]
+    InvalidName,
+    #[error("a quota is at least 1 MiB")]
+    InvalidQuota,
+    #[error(transparent)]
+    Org(#[from] OrgError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// The drive service.
+#[derive(Clone)]
+pub struct Drives {
+    store: Arc<dyn DriveStore>,
+    identity: Identity,
+}
+
+impl Drives {
+    pub fn new(store: Arc<dyn DriveStore>, identity: Identity) -> Self {
+        Self { store, identity }
+    }
+
+    /// Creates a drive in `org_id`. With an `actor`, only the
+    /// organization's managers may; without one (the admin command line,
+    /// run by the operator) anyone may.
+    pub async fn create(
+        &self,
+        actor: Option<&Account>,
+        org_id: &str,
+        name: &str,
+        quota_bytes: Option<u64>,
+    ) -> Result<Drive, DriveError> {
+        let name = name.trim();
+        if name.is_empty() || name.chars().count() > 100 || name.chars().any(char::is_control) {
+            return Err(DriveError::InvalidName);
+        }
+        let quota_bytes = quota_bytes.unwrap_or(DEFAULT_QUOTA);
+        if quota_bytes < 1024 * 1024 {
+            return Err(DriveError::InvalidQuota);
+        }
+        let org = match actor {
+            Some(actor) => self.identity.managed_organization(actor, org_id).await?,
+            None => self.identity.organization(org_id).await?.ok_or(OrgError::NotFound)?,
+        };
+        for _ in 0..20 {
+            let drive = Drive {
+                id: rand::thread_rng().gen_range(100_000..10_000_000),
+                org_id: org.id.clone(),
+                org_name: org.name.clone(),
+                name: name.to_owned(),
+                quota_bytes,
+                used_bytes: 0,
+                created_at: self.identity.now(),
+            };
+            if self.store.insert_drive(&drive).await? {
+                return Ok(drive);
+            }
+        }
+        Err(DriveError::Store(StoreError::Backend(
+            "no free drive id after 20 tries".into(),
+        )))
+    }
+
+    /// The drives the account may use (every member of a drive's
+    /// organization may read and write it), with that access.
+    pub async fn of_account(&self, account: &Account) -> Result<Vec<(Drive, Access)>, StoreError> {
+        Ok(self
+            .store
+            .drives_for_account(&account.id)
+            .await?
+            .into_iter()
+            .map(|d| (d, Access::ReadWrite))
+            .collect())
+    }
+
+    /// The drive `id` and what the account may do on it; `None` when it
+    /// does not exist or is not theirs (the same answer, on purpose).
+    pub async fn access(&self, account: &Account, id: u64) -> Result<Option<(Drive, Access)>, StoreError> {
+        let Some(drive) = self.store.drive(id).await? else {
+            return Ok(None);
+        };
+        let member = self
+            .identity
+            .memberships(&account.id)
+            .await?
+            .iter()
+            .any(|m| m.org_id == drive.org_id);
+        Ok(member.then_some((drive, Access::ReadWrite)))
+    }
+}

@@ -369,7 +369,8 @@ pub async fn build(settings: &Settings) -> anyhow::Result<Services> {
         store::Engine::Sqlite => "sqlite",
         store::Engine::Postgres => "postgres",
     };
-    let drives = drive::Drives::new(std::sync::Arc::new(store.clone()), identity.clone());
+    let blobs = std::sync::Arc::new(store::LocalBlobs::new(data.root().join("blobs")));
+    let drives = drive::Drives::new(std::sync::Arc::new(store.clone()), blobs, identity.clone());
     Ok(Services {
         drives,
         identity,

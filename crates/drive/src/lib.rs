@@ -7,6 +7,12 @@
 //! [`DriveStore`], people and organizations through [`identity::Identity`].
 #![forbid(unsafe_code)]
 
+mod blob;
+mod files;
+
+pub use blob::{BlobError, BlobReader, BlobStore, BlobWritten};
+pub use files::{FileError, Node, PutOutcome, split_path};
+
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -52,6 +58,20 @@ pub trait DriveStore: Send + Sync {
     async fn drive(&self, id: u64) -> Result<Option<Drive>, StoreError>;
     /// The drives of the organizations the account belongs to, by name.
     async fn drives_for_account(&self, account_id: &str) -> Result<Vec<Drive>, StoreError>;
+
+    /// The child `name` of folder `parent_id` ("" for the top folder).
+    async fn child(&self, drive_id: u64, parent_id: &str, name: &str) -> Result<Option<Node>, StoreError>;
+    /// A folder's children, by name.
+    async fn children(&self, drive_id: u64, parent_id: &str) -> Result<Vec<Node>, StoreError>;
+    /// `false` when the name is taken.
+    async fn create_folder(&self, node: &Node) -> Result<bool, StoreError>;
+    /// In one transaction: points `node` at its blob (inserting it, or
+    /// replacing `replaced` if that is still what the tree holds) and
+    /// charges the size difference to the drive's quota.
+    async fn put_file(&self, node: &Node, replaced: Option<&Node>) -> Result<PutOutcome, StoreError>;
+    /// In one transaction: deletes the node and everything under it and
+    /// frees their space; returns the blobs nobody uses any more.
+    async fn delete_tree(&self, node: &Node) -> Result<Vec<String>, StoreError>;
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -70,12 +90,13 @@ pub enum DriveError {
 #[derive(Clone)]
 pub struct Drives {
     store: Arc<dyn DriveStore>,
+    blobs: Arc<dyn BlobStore>,
     identity: Identity,
 }
 
 impl Drives {
-    pub fn new(store: Arc<dyn DriveStore>, identity: Identity) -> Self {
-        Self { store, identity }
+    pub fn new(store: Arc<dyn DriveStore>, blobs: Arc<dyn BlobStore>, identity: Identity) -> Self {
+        Self { store, blobs, identity }
     }
 
     /// Creates a drive in `org_id`. With an `actor`, only the

@@ -8,11 +8,13 @@
 //! session alive is decided in `identity`.
 #![forbid(unsafe_code)]
 
+mod blobs;
 mod data_dir;
 mod drive_store;
 mod identity_store;
 pub mod testing;
 
+pub use blobs::LocalBlobs;
 pub use data_dir::DataDir;
 
 use anyhow::Context;

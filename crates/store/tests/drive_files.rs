@@ -1,0 +1,132 @@
+//! A drive's files through the drive service over the real SQL store and
+//! the local blob folder, on SQLite and PostgreSQL: folders and files,
+//! overwrite, quota (before and while reading), delete, and that refused
+//! or failed writes leave no file and no stray blob.
+
+use std::sync::Arc;
+
+use drive::{Drives, FileError};
+use identity::{Identity, IdentityConfig, ManualClock, PasswordHasher, Role, ServerKey};
+use store::{Engine, LocalBlobs, SqlStore};
+use tokio::io::AsyncReadExt;
+
+const PASSWORD: &str = "violet tractor sunrise 42";
+const MIB: u64 = 1024 * 1024;
+
+fn blob_files(root: &std::path::Path) -> usize {
+    walk(root)
+        .into_iter()
+        .filter(|p| !p.starts_with(root.join("tmp")))
+        .count()
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            out.extend(walk(&path));
+        } else {
+            out.push(path);
+        }
+    }
+    out
+}
+
+#[tokio::test]
+async fn files_are_whole_counted_against_the_quota_and_freed() {
+    for engine in [Engine::Sqlite, Engine::Postgres] {
+        let Some(url) = store::testing::database_url(engine).await else {
+            continue;
+        };
+        let store = SqlStore::open(&url).await.unwrap();
+        let identity = Identity::new(
+            Arc::new(store.clone()),
+            Arc::new(ManualClock::at(1_800_000_000_000)),
+            PasswordHasher::owasp_minimum(),
+            ServerKey::generate(),
+            IdentityConfig::default(),
+        );
+        let org = identity.create_organization("Acme").await.unwrap();
+        let (ana, _) = identity
+            .create_account("ana@example.org", "Ana", PASSWORD, Some(("Acme", Role::User)))
+            .await
+            .unwrap();
+        let (stranger, _) = identity
+            .create_account("bo@example.org", "Bo", PASSWORD, None)
+            .await
+            .unwrap();
+        let root = store::testing::temp_dir("blobs");
+        let drives = Drives::new(Arc::new(store.clone()), Arc::new(LocalBlobs::new(&root)), identity);
+        let drive = drives.create(None, &org.id, "Shared", Some(2 * MIB)).await.unwrap();
+        let id = drive.id;
+
+        drives.make_folder(&ana, id, "/Reports").await.unwrap();
+        assert!(matches!(
+            drives.make_folder(&ana, id, "/Reports").await,
+            Err(FileError::Exists)
+        ));
+        assert!(matches!(
+            drives.make_folder(&ana, id, "/Nope/Inner").await,
+            Err(FileError::NotFound)
+        ));
+        let mut data: &[u8] = &[1u8; 1000];
+        let first = drives
+            .put_file(&ana, id, "/Reports/q1.bin", &mut data, Some(1000))
+            .await
+            .unwrap();
+        assert_eq!(first.size, 1000);
+        let listed = drives.list(&ana, id, "/Reports").await.unwrap();
+        assert_eq!(listed.iter().map(|n| n.name.as_str()).collect::<Vec<_>>(), ["q1.bin"]);
+
+        // Overwrite: new contents, new ETag, the old blob is gone.
+        let mut data: &[u8] = &[2u8; 3000];
+        let second = drives
+            .put_file(&ana, id, "/Reports/q1.bin", &mut data, None)
+            .await
+            .unwrap();
+        assert_ne!(first.etag, second.etag);
+        assert_eq!(blob_files(&root), 1);
+        let (node, mut reader) = drives.open_file(&ana, id, "/Reports/q1.bin").await.unwrap();
+        let mut back = Vec::new();
+        reader.read_to_end(&mut back).await.unwrap();
+        assert_eq!((node.size, back.len(), back[0]), (3000, 3000, 2));
+        assert_eq!(drives.access(&ana, id).await.unwrap().unwrap().0.used_bytes, 3000);
+
+        // The quota: refused up front when the size is known, and while
+        // reading when it is not; nothing is left behind either way.
+        let mut big: &[u8] = &vec![3u8; (2 * MIB) as usize];
+        assert!(matches!(
+            drives.put_file(&ana, id, "/big.bin", &mut big, Some(2 * MIB)).await,
+            Err(FileError::InsufficientStorage)
+        ));
+        let mut big: &[u8] = &vec![3u8; (2 * MIB) as usize];
+        assert!(matches!(
+            drives.put_file(&ana, id, "/big.bin", &mut big, None).await,
+            Err(FileError::InsufficientStorage)
+        ));
+        assert!(matches!(
+            drives.stat(&ana, id, "/big.bin").await,
+            Err(FileError::NotFound)
+        ));
+        assert_eq!(blob_files(&root), 1);
+        assert_eq!(walk(&root.join("tmp")).len(), 0);
+
+        // Not a member: the drive does not exist for them.
+        assert!(matches!(drives.list(&stranger, id, "/").await, Err(FileError::NoDrive)));
+        assert!(matches!(
+            drives.stat(&ana, id, "/a/../b").await,
+            Err(FileError::InvalidPath(_))
+        ));
+        assert!(matches!(
+            drives.delete(&ana, id, "/").await,
+            Err(FileError::InvalidPath(_))
+        ));
+
+        // Deleting a folder frees everything under it.
+        drives.delete(&ana, id, "/Reports").await.unwrap();
+        assert_eq!(drives.access(&ana, id).await.unwrap().unwrap().0.used_bytes, 0);
+        assert_eq!(blob_files(&root), 0);
+        assert!(drives.list(&ana, id, "/").await.unwrap().is_empty());
+    }
+}

@@ -100,3 +100,88 @@ async fn drives_are_made_by_managers_and_seen_by_members() {
         assert!(bo_page.contains("has a drive yet") && !bo_page.contains("new-drive-heading"));
     }
 }
+
+/// The console's file browser: folders, uploads (streamed, multipart),
+/// downloads, the quota (507) and deleting.
+#[tokio::test]
+async fn members_browse_upload_and_download_in_the_console() {
+    for engine in ENGINES {
+        let Some(storage) = Storage::new(engine).await else {
+            continue;
+        };
+        storage.create_user(MEMBER, "user");
+        storage.create_user("bo@example.org", "user");
+        let org = format!("Org {MEMBER}");
+        let (ok, out, err) = admin_drive(&storage, &["--org", &org, "--name", "Shared", "--quota", "1048576"]);
+        assert!(ok, "{err}");
+        let id = out.lines().find_map(|l| l.strip_prefix("id: ")).unwrap().to_owned();
+        let server = Server::start_on(&storage, &[]);
+        let ana = browser();
+        api_sign_in(&server, &ana, MEMBER, PASSWORD, false).await;
+        let root = format!("/drives/{id}/files");
+        let listing = page(&server, &ana, &root).await;
+        assert!(listing.contains("id=\"empty-folder\""), "{listing}");
+        let csrf = csrf_of(&listing);
+
+        let r = ana
+            .post(server.url(&format!("/drives/{id}/folders")))
+            .form(&[("csrf", csrf.as_str()), ("folder", "/"), ("name", "Año 2026")])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 303);
+        let folder = format!("{root}/A%C3%B1o%202026");
+        let upload = |path: &str, name: &str, body: Vec<u8>, token: &str| {
+            let part = reqwest::multipart::Part::bytes(body).file_name(name.to_owned());
+            let form = reqwest::multipart::Form::new().part("file", part);
+            ana.post(server.url(&format!("/drives/{id}/upload?folder={path}&csrf={token}")))
+                .multipart(form)
+                .send()
+        };
+        let contents: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+        let r = upload("%2FA%C3%B1o%202026", "datos.bin", contents.clone(), &csrf)
+            .await
+            .unwrap();
+        assert_eq!(r.headers()["location"], folder.as_str());
+        let inside = page(&server, &ana, &folder).await;
+        assert!(inside.contains("datos.bin") && inside.contains("195.3 KiB"), "{inside}");
+        let got = ana
+            .get(server.url(&format!("{folder}/datos.bin")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(got.status(), 200);
+        assert!(
+            got.headers()["content-disposition"]
+                .to_str()
+                .unwrap()
+                .contains("datos.bin")
+        );
+        assert_eq!(got.bytes().await.unwrap().as_ref(), contents.as_slice());
+
+        // Without the token, or beyond the quota, nothing is stored.
+        let r = upload("%2F", "sneaky.bin", vec![1; 10], "forged").await.unwrap();
+        assert_eq!(r.status(), 403);
+        let r = upload("%2F", "huge.bin", vec![1; 1_000_000], &csrf).await.unwrap();
+        assert_eq!(r.status(), 507);
+        assert!(r.text().await.unwrap().contains("not enough space"));
+        let listing = page(&server, &ana, &root).await;
+        assert!(!listing.contains("huge.bin") && !listing.contains("sneaky.bin"));
+
+        // Someone outside the organization sees nothing.
+        let bo = browser();
+        api_sign_in(&server, &bo, "bo@example.org", PASSWORD, false).await;
+        assert_eq!(bo.get(server.url(&folder)).send().await.unwrap().status(), 404);
+
+        let r = ana
+            .post(server.url(&format!("/drives/{id}/delete")))
+            .form(&[("csrf", csrf.as_str()), ("path", "/Año 2026")])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.headers()["location"], root.as_str());
+        assert!(page(&server, &ana, &root).await.contains("id=\"empty-folder\""));
+        let (_, list) = json(ana.get(server.url("/api/v1/drives")).send().await.unwrap()).await;
+        assert_eq!(list["drives"][0]["used_bytes"], 0);
+    }
+}

@@ -412,7 +412,9 @@ async fn requiring_two_step_verification_stops_members_without_it_until_they_enr
                 &path
                     .replace("{org}", &org)
                     .replace("{id}", "x")
-                    .replace("{member}", "x"),
+                    .replace("{member}", "x")
+                    .replace("{drive}", "123456")
+                    .replace("{*path}", "x"),
             );
             let r = match *method {
                 "GET" => user.get(url).send().await.unwrap(),

@@ -405,7 +405,12 @@ async fn a_half_signed_in_session_reaches_nothing_else() {
                 if open_to_a_half_signed_in_session(method, path) {
                     continue;
                 }
-                let url = server.url(&path.replace("{id}", "x"));
+                let url = server.url(
+                    &path
+                        .replace("{id}", "x")
+                        .replace("{drive}", "123456")
+                        .replace("{*path}", "x"),
+                );
                 let r = half
                     .request(method.to_uppercase().parse().unwrap(), url)
                     .json(&serde_json::json!({"name": "x", "code": "123456", "password": PASSWORD}))
@@ -428,7 +433,12 @@ async fn a_half_signed_in_session_reaches_nothing_else() {
             if open_to_a_half_signed_in_session(method, path) {
                 continue;
             }
-            let url = server.url(&path.replace("{id}", "x"));
+            let url = server.url(
+                &path
+                    .replace("{id}", "x")
+                    .replace("{drive}", "123456")
+                    .replace("{*path}", "x"),
+            );
             let form = [
                 ("csrf", csrf.as_str()),
                 ("name", "x"),

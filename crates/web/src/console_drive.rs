@@ -7,7 +7,7 @@ use axum::Router;
 use axum::extract::Query;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use drive::DriveError;
 use serde::Deserialize;
 
@@ -15,7 +15,13 @@ use crate::AppState;
 use crate::console::{Chrome, Ctx};
 
 pub fn routes() -> Router<AppState> {
-    Router::new().route("/drives", get(drives_page).post(create))
+    Router::new()
+        .route("/drives", get(drives_page).post(create))
+        .route("/drives/{drive}/files", get(browse::root))
+        .route("/drives/{drive}/files/{*path}", get(browse::at))
+        .route("/drives/{drive}/upload", post(browse::upload))
+        .route("/drives/{drive}/folders", post(browse::make_folder))
+        .route("/drives/{drive}/delete", post(browse::delete))
 }
 
 /// `1.5 GiB`-style sizes.
@@ -160,5 +166,280 @@ mod tests {
         assert_eq!(super::bytes(0), "0 B");
         assert_eq!(super::bytes(1536), "1.5 KiB");
         assert_eq!(super::bytes(10 * 1024 * 1024 * 1024), "10.0 GiB");
+    }
+}
+
+// ---- browsing, uploading and downloading ---------------------------------------
+
+mod browse {
+    use askama::Template;
+    use axum::Form;
+    use axum::body::Body;
+    use axum::extract::{Multipart, Path, Query};
+    use axum::http::{StatusCode, header};
+    use axum::response::{IntoResponse, Redirect, Response};
+    use drive::FileError;
+    use futures_util::TryStreamExt;
+    use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
+
+    /// Everything but RFC 3986's unreserved characters (also RFC 5987's
+    /// `attr-char` for file names in headers).
+    const ENCODED: &AsciiSet = &NON_ALPHANUMERIC.remove(b'.').remove(b'-').remove(b'_').remove(b'~');
+    use serde::Deserialize;
+
+    use super::bytes;
+    use crate::console::{Chrome, Ctx};
+    use crate::fmt;
+
+    /// `/drives/<id>/files/<each name percent-encoded>`.
+    pub fn files_url(drive: u64, names: &[&str]) -> String {
+        let mut url = format!("/drives/{drive}/files");
+        for name in names {
+            url.push('/');
+            url.extend(utf8_percent_encode(name, ENCODED));
+        }
+        url
+    }
+
+    fn error_text(ctx: &Ctx, e: &FileError) -> (StatusCode, String) {
+        let t = ctx.t();
+        match e {
+            FileError::NoDrive | FileError::NotFound => (StatusCode::NOT_FOUND, t.t("files.not_found").to_owned()),
+            FileError::InvalidPath(_) => (StatusCode::BAD_REQUEST, t.t("files.invalid_name").to_owned()),
+            FileError::Exists => (StatusCode::CONFLICT, t.t("files.exists").to_owned()),
+            FileError::NotAFolder | FileError::IsAFolder => (StatusCode::CONFLICT, t.t("files.exists").to_owned()),
+            FileError::ReadOnly => (StatusCode::FORBIDDEN, t.t("files.read_only").to_owned()),
+            FileError::InsufficientStorage => (StatusCode::INSUFFICIENT_STORAGE, t.t("files.full").to_owned()),
+            FileError::Conflict => (StatusCode::CONFLICT, t.t("files.conflict").to_owned()),
+            FileError::Blob(_) | FileError::Store(_) => {
+                (StatusCode::INTERNAL_SERVER_ERROR, t.t("error.internal").to_owned())
+            }
+        }
+    }
+
+    struct Crumb {
+        name: String,
+        href: String,
+    }
+
+    struct Entry {
+        name: String,
+        href: String,
+        path: String,
+        is_dir: bool,
+        size: String,
+        modified: String,
+    }
+
+    #[derive(Template)]
+    #[template(path = "drive_files.html")]
+    struct FilesPage {
+        c: Chrome,
+        drive: u64,
+        folder: String,
+        crumbs: Vec<Crumb>,
+        entries: Vec<Entry>,
+        upload_action: String,
+        error: Option<String>,
+    }
+
+    async fn render(ctx: &Ctx, drive: u64, path: &str, status: StatusCode, error: Option<String>) -> Response {
+        let Some(user) = &ctx.user else {
+            return ctx.to_sign_in();
+        };
+        let drives = ctx.state.drives();
+        let names = match drive::split_path(path) {
+            Ok(n) => n,
+            Err(e) => {
+                let (status, text) = error_text(ctx, &e);
+                return ctx.message(status, ctx.t().t("drive.title"), &text);
+            }
+        };
+        let listed = drives.list(&user.account, drive, path).await;
+        let (node_drive, entries) = match (drives.access(&user.account, drive).await, listed) {
+            (Ok(Some((d, _))), Ok(entries)) => (d, entries),
+            (Err(e), _) => return ctx.failure(e),
+            (_, Err(FileError::NotAFolder)) => return download(ctx, drive, path).await,
+            (_, Err(e)) => {
+                let (status, text) = error_text(ctx, &e);
+                return ctx.message(status, ctx.t().t("drive.title"), &text);
+            }
+            (Ok(None), Ok(_)) => {
+                return ctx.message(
+                    StatusCode::NOT_FOUND,
+                    ctx.t().t("drive.title"),
+                    ctx.t().t("files.not_found"),
+                );
+            }
+        };
+        let mut crumbs = vec![Crumb {
+            name: node_drive.name.clone(),
+            href: files_url(drive, &[]),
+        }];
+        for i in 0..names.len() {
+            crumbs.push(Crumb {
+                name: names[i].to_owned(),
+                href: files_url(drive, &names[..=i]),
+            });
+        }
+        let folder = format!("/{}", names.join("/"));
+        let page = FilesPage {
+            c: ctx.chrome(&node_drive.name),
+            drive,
+            upload_action: format!(
+                "/drives/{drive}/upload?folder={}&csrf={}",
+                utf8_percent_encode(&folder, ENCODED),
+                ctx.chrome("").csrf
+            ),
+            folder: folder.clone(),
+            crumbs,
+            entries: entries
+                .into_iter()
+                .map(|n| {
+                    let mut child: Vec<&str> = names.clone();
+                    child.push(&n.name);
+                    Entry {
+                        href: files_url(drive, &child),
+                        path: format!("/{}", child.join("/")),
+                        size: if n.is_dir { String::new() } else { bytes(n.size) },
+                        modified: fmt::datetime(n.modified_at),
+                        is_dir: n.is_dir,
+                        name: n.name,
+                    }
+                })
+                .collect(),
+            error,
+        };
+        ctx.render(status, &page)
+    }
+
+    pub async fn root(ctx: Ctx, Path(drive): Path<u64>) -> Response {
+        render(&ctx, drive, "/", StatusCode::OK, None).await
+    }
+
+    pub async fn at(ctx: Ctx, Path((drive, path)): Path<(u64, String)>) -> Response {
+        render(&ctx, drive, &path, StatusCode::OK, None).await
+    }
+
+    async fn download(ctx: &Ctx, drive: u64, path: &str) -> Response {
+        let Some(user) = &ctx.user else {
+            return ctx.to_sign_in();
+        };
+        match ctx.state.drives().open_file(&user.account, drive, path).await {
+            Ok((node, reader)) => {
+                let name = utf8_percent_encode(&node.name, ENCODED).to_string();
+                (
+                    [
+                        (header::CONTENT_TYPE, "application/octet-stream".to_owned()),
+                        (header::CONTENT_LENGTH, node.size.to_string()),
+                        (header::ETAG, format!("\"{}\"", node.etag)),
+                        (
+                            header::CONTENT_DISPOSITION,
+                            format!("attachment; filename*=UTF-8''{name}"),
+                        ),
+                    ],
+                    Body::from_stream(tokio_util::io::ReaderStream::new(reader)),
+                )
+                    .into_response()
+            }
+            Err(e) => {
+                let (status, text) = error_text(ctx, &e);
+                ctx.message(status, ctx.t().t("drive.title"), &text)
+            }
+        }
+    }
+
+    #[derive(Deserialize, Default)]
+    #[serde(default)]
+    pub struct UploadQuery {
+        folder: String,
+    }
+
+    /// Each file of the form goes into the folder, streamed.
+    pub async fn upload(
+        ctx: Ctx,
+        Path(drive): Path<u64>,
+        Query(q): Query<UploadQuery>,
+        request: axum::extract::Request,
+    ) -> Response {
+        let Some(user) = &ctx.user else {
+            return ctx.to_sign_in();
+        };
+        let Ok(mut form) = <Multipart as axum::extract::FromRequest<()>>::from_request(request, &()).await else {
+            let text = ctx.t().t("files.upload_failed").to_owned();
+            return render(&ctx, drive, &q.folder, StatusCode::BAD_REQUEST, Some(text)).await;
+        };
+        loop {
+            let field = match form.next_field().await {
+                Ok(Some(field)) => field,
+                Ok(None) => break,
+                Err(_) => {
+                    let text = ctx.t().t("files.upload_failed").to_owned();
+                    return render(&ctx, drive, &q.folder, StatusCode::BAD_REQUEST, Some(text)).await;
+                }
+            };
+            let Some(name) = field.file_name().map(str::to_owned).filter(|n| !n.is_empty()) else {
+                continue;
+            };
+            let path = format!("{}/{name}", q.folder.trim_end_matches('/'));
+            let stream = field.map_err(std::io::Error::other);
+            let mut reader = tokio_util::io::StreamReader::new(stream);
+            if let Err(e) = ctx
+                .state
+                .drives()
+                .put_file(&user.account, drive, &path, &mut reader, None)
+                .await
+            {
+                let (status, text) = error_text(&ctx, &e);
+                return render(&ctx, drive, &q.folder, status, Some(text)).await;
+            }
+        }
+        let names = drive::split_path(&q.folder).unwrap_or_default();
+        Redirect::to(&files_url(drive, &names)).into_response()
+    }
+
+    #[derive(Deserialize, Default)]
+    #[serde(default)]
+    pub struct FolderForm {
+        folder: String,
+        name: String,
+    }
+
+    pub async fn make_folder(ctx: Ctx, Path(drive): Path<u64>, Form(form): Form<FolderForm>) -> Response {
+        let Some(user) = &ctx.user else {
+            return ctx.to_sign_in();
+        };
+        let path = format!("{}/{}", form.folder.trim_end_matches('/'), form.name.trim());
+        match ctx.state.drives().make_folder(&user.account, drive, &path).await {
+            Ok(_) => {
+                let names = drive::split_path(&form.folder).unwrap_or_default();
+                Redirect::to(&files_url(drive, &names)).into_response()
+            }
+            Err(e) => {
+                let (status, text) = error_text(&ctx, &e);
+                render(&ctx, drive, &form.folder, status, Some(text)).await
+            }
+        }
+    }
+
+    #[derive(Deserialize, Default)]
+    #[serde(default)]
+    pub struct DeleteForm {
+        path: String,
+    }
+
+    pub async fn delete(ctx: Ctx, Path(drive): Path<u64>, Form(form): Form<DeleteForm>) -> Response {
+        let Some(user) = &ctx.user else {
+            return ctx.to_sign_in();
+        };
+        let names = drive::split_path(&form.path).unwrap_or_default();
+        let parent = &names[..names.len().saturating_sub(1)];
+        match ctx.state.drives().delete(&user.account, drive, &form.path).await {
+            Ok(()) => Redirect::to(&files_url(drive, parent)).into_response(),
+            Err(e) => {
+                let (status, text) = error_text(&ctx, &e);
+                render(&ctx, drive, &format!("/{}", parent.join("/")), status, Some(text)).await
+            }
+        }
     }
 }

@@ -4,7 +4,8 @@
 //! - Console forms (any non-GET outside `/api/`) must carry a `csrf` field:
 //!   an HMAC, under the server key, of the browser's session cookie or,
 //!   before sign-in, of its `ck_csrf` cookie. The body is checked here and
-//!   handed on unchanged.
+//!   handed on unchanged; file uploads (`multipart/form-data`) carry the
+//!   token in the query instead, so their bodies stream untouched.
 //! - Every state-changing request, API included, is refused when the
 //!   browser says it comes from another site (`Sec-Fetch-Site: cross-site`)
 //!   or names a foreign `Origin`. The API takes JSON bodies only (checked
@@ -67,7 +68,28 @@ pub async fn protect(State(state): State<AppState>, request: Request, next: Next
             tracing::warn!("refused a cross-site request");
             return refuse(&state, api, request.headers());
         }
-        if !api {
+        let multipart = request
+            .headers()
+            .get(axum::http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.starts_with("multipart/form-data"));
+        if !api && multipart {
+            // Uploads stream to their handler: the token rides in the query.
+            let sent = request.uri().query().and_then(|q| {
+                serde_urlencoded::from_str::<Vec<(String, String)>>(q)
+                    .ok()?
+                    .into_iter()
+                    .find(|(k, _)| k == "csrf")
+                    .map(|(_, v)| v)
+            });
+            let valid = binding(&state, request.headers())
+                .zip(sent)
+                .is_some_and(|(b, sent)| state.identity().key().verify(CSRF_PURPOSE, b.as_bytes(), &sent));
+            if !valid {
+                tracing::warn!("refused an upload without a valid CSRF token");
+                return refuse(&state, api, request.headers());
+            }
+        } else if !api {
             let (parts, body) = request.into_parts();
             let Ok(bytes) = axum::body::to_bytes(body, MAX_FORM_BYTES).await else {
                 return (StatusCode::PAYLOAD_TOO_LARGE, "form too large").into_response();

@@ -7,6 +7,8 @@
 //! `cargo bench --bench enforcement` (SQLite; `BENCH_ENGINE=postgres` for
 //! the test PostgreSQL server).
 
+mod support;
+
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -40,11 +42,9 @@ where
 async fn main() {
     let dir = std::env::temp_dir().join(format!("cloudkeep-bench-enforcement-{}", std::process::id()));
     let data = store::DataDir::open(&dir).unwrap();
-    let url = match std::env::var("BENCH_ENGINE").as_deref() {
-        Ok("postgres") => store::testing::database_url(store::Engine::Postgres)
-            .await
-            .expect("BENCH_ENGINE=postgres needs a reachable PostgreSQL server"),
-        _ => data.sqlite_url(),
+    let url = match support::database_url().await {
+        Some(url) => url,
+        None => data.sqlite_url(),
     };
     let store = store::SqlStore::open(&url).await.unwrap();
     let identity = Identity::new(

@@ -17,7 +17,8 @@
 //! `cargo bench --bench push` (SQLite); `BENCH_ENGINE=postgres` for the
 //! test PostgreSQL server.
 
-use std::process::{Command, Stdio};
+mod support;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -164,59 +165,19 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[i.min(sorted.len() - 1)]
 }
 
-/// The server process, stopped when dropped.
-struct KillOnDrop(std::process::Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 #[tokio::main]
 async fn main() {
     let signins = env_number("BENCH_SIGNINS", 200);
     let waiting = env_number("BENCH_WAITING", 1000);
-    let database_url = match std::env::var("BENCH_ENGINE").as_deref() {
-        Ok("postgres") => Some(
-            store::testing::database_url(store::Engine::Postgres)
-                .await
-                .expect("BENCH_ENGINE=postgres needs a reachable PostgreSQL server"),
-        ),
-        _ => None,
-    };
+    let database_url = support::database_url().await;
     let data = std::env::temp_dir().join(format!("cloudkeep-bench-push-{}", std::process::id()));
     let for_latency = signins.div_ceil(PER_ACCOUNT);
     let for_memory = waiting.div_ceil(PER_ACCOUNT);
     let devices = prepare(&data, database_url.as_deref(), for_latency + for_memory).await;
 
-    let mut command = Command::new(env!("CARGO_BIN_EXE_cloudkeep"));
-    command
-        .env_remove("CLOUDKEEP_DATABASE_URL")
-        .env("CLOUDKEEP_DATA", &data);
-    if let Some(url) = &database_url {
-        command.env("CLOUDKEEP_DATABASE_URL", url);
-    }
-    let server = command
-        .args(["serve", "--listen", "127.0.0.1:0"])
-        .env("CLOUDKEEP_LOG", "warn,cloudkeep=info")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    // Killed however the benchmark ends, a panic included.
-    let mut server = KillOnDrop(server);
-    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(server.0.stderr.take().unwrap()));
-    let address = loop {
-        let line = lines.next().expect("server output").unwrap();
-        if let Some(rest) = line.split("listening on http://").nth(1) {
-            break rest.split_whitespace().next().unwrap().to_owned();
-        }
-    };
-    std::thread::spawn(move || for _ in lines {});
-    let base = format!("http://{address}");
-    let pid = server.0.id();
+    let server = support::BenchServer::start(&data, database_url.as_deref());
+    let base = server.base.clone();
+    let pid = server.pid;
     let engine = if database_url.is_some() { "PostgreSQL" } else { "SQLite" };
     let cores = std::thread::available_parallelism().map_or(1, usize::from);
     println!("push approval benchmark: {cores} cores, {engine}");

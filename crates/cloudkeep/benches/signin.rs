@@ -21,9 +21,9 @@
 //! `BENCH_SECONDS` sets the measured time of each kind (default 12) and
 //! `BENCH_CONCURRENCY` the number of clients (default 4 per core).
 
+mod support;
+
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -315,29 +315,12 @@ async fn prepare(data: &std::path::Path, database_url: Option<&str>) -> Vec<(Str
     accounts
 }
 
-/// The server process, stopped when dropped.
-struct KillOnDrop(std::process::Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 #[tokio::main]
 async fn main() {
     let seconds = env_number("BENCH_SECONDS", 24);
     let cores = std::thread::available_parallelism().map_or(1, usize::from);
     let concurrency = env_number("BENCH_CONCURRENCY", 4 * cores as u64) as usize;
-    let database_url = match std::env::var("BENCH_ENGINE").as_deref() {
-        Ok("postgres") => Some(
-            store::testing::database_url(store::Engine::Postgres)
-                .await
-                .expect("BENCH_ENGINE=postgres needs a reachable PostgreSQL server"),
-        ),
-        _ => None,
-    };
+    let database_url = support::database_url().await;
     let data = std::env::temp_dir().join(format!("cloudkeep-bench-{}", std::process::id()));
     let accounts = prepare(&data, database_url.as_deref()).await;
     let last_step = accounts.iter().enumerate().map(|(i, a)| (i, a.2)).collect();
@@ -348,31 +331,8 @@ async fn main() {
         next: AtomicUsize::new(0),
     });
 
-    let mut command = Command::new(env!("CARGO_BIN_EXE_cloudkeep"));
-    command
-        .env_remove("CLOUDKEEP_DATABASE_URL")
-        .env("CLOUDKEEP_DATA", &data);
-    if let Some(url) = &database_url {
-        command.env("CLOUDKEEP_DATABASE_URL", url);
-    }
-    let server = command
-        .args(["serve", "--listen", "127.0.0.1:0"])
-        .env("CLOUDKEEP_LOG", "warn,cloudkeep=info")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    // Killed however the benchmark ends, a panic included.
-    let mut server = KillOnDrop(server);
-    let mut lines = BufReader::new(server.0.stderr.take().unwrap()).lines();
-    let address = loop {
-        let line = lines.next().expect("server output").unwrap();
-        if let Some(rest) = line.split("listening on http://").nth(1) {
-            break rest.split_whitespace().next().unwrap().to_owned();
-        }
-    };
-    std::thread::spawn(move || for _ in lines {});
-    let base = format!("http://{address}");
+    let server = support::BenchServer::start(&data, database_url.as_deref());
+    let base = server.base.clone();
 
     let engine = if database_url.is_some() { "PostgreSQL" } else { "SQLite" };
     println!(
@@ -381,7 +341,7 @@ async fn main() {
     http_rate(&base, 2.0, concurrency, None).await; // warm-up
     prime_devices(&base, concurrency, &pool).await;
     let phase = (seconds as f64 / ROUNDS as f64).max(1.0);
-    let pid = server.0.id();
+    let pid = server.pid;
     let (mut raw, mut password, mut two_step) = (0.0, Tally::default(), Tally::default());
     for _ in 0..ROUNDS {
         raw += raw_rate(phase, cores) / ROUNDS as f64;

@@ -1,0 +1,66 @@
+//! What the HTTP benchmarks share: which database to run on, and the
+//! server process (the release binary on a free port, stopped however the
+//! benchmark ends).
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+
+/// `BENCH_ENGINE=postgres`: a fresh schema on the test PostgreSQL server;
+/// else `None` (SQLite in the data folder).
+pub async fn database_url() -> Option<String> {
+    match std::env::var("BENCH_ENGINE").as_deref() {
+        Ok("postgres") => Some(
+            store::testing::database_url(store::Engine::Postgres)
+                .await
+                .expect("BENCH_ENGINE=postgres needs a reachable PostgreSQL server"),
+        ),
+        _ => None,
+    }
+}
+
+/// `cloudkeep serve` on `data` (and `database_url`), killed when dropped.
+pub struct BenchServer {
+    child: Child,
+    pub base: String,
+    pub pid: u32,
+}
+
+impl BenchServer {
+    pub fn start(data: &Path, database_url: Option<&str>) -> Self {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_cloudkeep"));
+        command.env_remove("CLOUDKEEP_DATABASE_URL").env("CLOUDKEEP_DATA", data);
+        if let Some(url) = database_url {
+            command.env("CLOUDKEEP_DATABASE_URL", url);
+        }
+        let mut child = command
+            .args(["serve", "--listen", "127.0.0.1:0"])
+            .env("CLOUDKEEP_LOG", "warn,cloudkeep=info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+        let address = loop {
+            let line = lines.next().expect("server output").unwrap();
+            if let Some(rest) = line.split("listening on http://").nth(1) {
+                break rest.split_whitespace().next().unwrap().to_owned();
+            }
+        };
+        std::thread::spawn(move || for _ in lines {});
+        let pid = child.id();
+        Self {
+            child,
+            base: format!("http://{address}"),
+            pid,
+        }
+    }
+}
+
+impl Drop for BenchServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

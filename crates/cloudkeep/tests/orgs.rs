@@ -102,7 +102,7 @@ async fn the_members_list_shows_who_lacks_two_step_verification() {
         assert_eq!(list["counts"]["without_two_factor"], 4);
 
         let (user, _) = member(&server, USER).await;
-        let Some(_) = enable_totp_for(&server, &user).await else {
+        let Some(_) = enable_totp(&server, &user).await else {
             return;
         };
         let (_, list) = call(&lr, "GET", url.clone(), None).await;
@@ -136,11 +136,6 @@ async fn the_members_list_shows_who_lacks_two_step_verification() {
         assert!(page.contains("class=\"no-2fa\""));
         assert!(page.contains("Without two-step verification"));
     }
-}
-
-/// Enables TOTP for a signed-in member (None without oathtool).
-async fn enable_totp_for(server: &Server, c: &reqwest::Client) -> Option<(String, Vec<String>)> {
-    enable_totp(server, c).await
 }
 
 #[tokio::test]

@@ -144,14 +144,11 @@ impl Identity {
     /// milliseconds).
     pub(crate) async fn alert(
         &self,
-        account_id: &str,
+        account: &Account,
         kind: MailKind,
         client: &ClientInfo,
         params: &[(&str, &str)],
     ) -> Result<(), StoreError> {
-        let Some(account) = self.store().account_by_id(account_id).await? else {
-            return Ok(());
-        };
         let (ip, browser, when) = (
             client.ip.to_string(),
             crate::push::browser_of(&client.user_agent),
@@ -159,7 +156,21 @@ impl Identity {
         );
         let mut all: Vec<(&str, &str)> = vec![("ip", &ip), ("browser", &browser), ("when", &when)];
         all.extend_from_slice(params);
-        self.mail_member(&account, kind, &all).await
+        self.mail_member(account, kind, &all).await
+    }
+
+    /// [`Self::alert`] when only the account's id is at hand.
+    pub(crate) async fn alert_by_id(
+        &self,
+        account_id: &str,
+        kind: MailKind,
+        client: &ClientInfo,
+        params: &[(&str, &str)],
+    ) -> Result<(), StoreError> {
+        match self.store().account_by_id(account_id).await? {
+            Some(account) => self.alert(&account, kind, client, params).await,
+            None => Ok(()),
+        }
     }
 
     /// Queues a message to any address (an invitation).

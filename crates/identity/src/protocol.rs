@@ -222,7 +222,7 @@ impl Identity {
         self.record(&account.id, EventKind::AppPasswordCreated, client, &password.name)
             .await?;
         self.alert(
-            &account.id,
+            account,
             crate::mail::MailKind::AppPasswordCreated,
             client,
             &[("name", &password.name)],

@@ -580,7 +580,7 @@ impl Identity {
         }
         if status.is_denial() {
             self.alert(
-                &account.id,
+                &account,
                 crate::mail::MailKind::PushDenied,
                 &asking,
                 &[("name", &factor.name)],
@@ -592,7 +592,7 @@ impl Identity {
                 self.record(&account.id, EventKind::PushPaused, &asking, &minutes)
                     .await?;
                 self.alert(
-                    &account.id,
+                    &account,
                     crate::mail::MailKind::PushPaused,
                     &asking,
                     &[("minutes", &minutes)],

@@ -511,7 +511,7 @@ impl Identity {
             .insert_session(&session, &hash, event.as_ref(), clear_throttle)
             .await?;
         if kind.is_some() && device.is_none() {
-            self.alert(&account.id, crate::mail::MailKind::NewDevice, client, &[])
+            self.alert(&account, crate::mail::MailKind::NewDevice, client, &[])
                 .await?;
         }
         let device_cookie = kind.map(|_| self.device_cookie(&account.id, device));
@@ -618,7 +618,7 @@ impl Identity {
         self.store.delete_sessions_except(&account.id, &session.id).await?;
         self.protocol_cache.forget_account(&account.id);
         self.record(&account.id, EventKind::PasswordChanged, client, "").await?;
-        self.alert(&account.id, crate::mail::MailKind::PasswordChanged, client, &[])
+        self.alert(&account, crate::mail::MailKind::PasswordChanged, client, &[])
             .await?;
         Ok(())
     }

@@ -218,7 +218,8 @@ impl Identity {
         } else {
             MailKind::MethodAdded
         };
-        self.alert(account_id, mail, client, &[("name", &factor.name)]).await?;
+        self.alert_by_id(account_id, mail, client, &[("name", &factor.name)])
+            .await?;
         if turning_on {
             // Lifts an organization's block at once, in every process.
             self.org_changed().await;
@@ -254,15 +255,10 @@ impl Identity {
                 self.org_changed().await;
                 self.record(&account.id, EventKind::TwoFactorDisabled, client, "")
                     .await?;
-                self.alert(
-                    &account.id,
-                    MailKind::TwoFactorDisabled,
-                    client,
-                    &[("name", &factor.name)],
-                )
-                .await?;
+                self.alert(account, MailKind::TwoFactorDisabled, client, &[("name", &factor.name)])
+                    .await?;
             } else {
-                self.alert(&account.id, MailKind::MethodRemoved, client, &[("name", &factor.name)])
+                self.alert(account, MailKind::MethodRemoved, client, &[("name", &factor.name)])
                     .await?;
             }
         }
@@ -368,7 +364,7 @@ impl Identity {
             self.record(&account.id, EventKind::BackupCodeUsed, client, &left.to_string())
                 .await?;
             self.alert(
-                &account.id,
+                account,
                 MailKind::BackupCodeUsed,
                 client,
                 &[("left", &left.to_string())],
@@ -380,7 +376,7 @@ impl Identity {
         session.last_seen_at = now;
         let known = self.known_device(&account.id, device_cookie);
         if known.is_none() {
-            self.alert(&account.id, MailKind::NewDevice, client, &[]).await?;
+            self.alert(account, MailKind::NewDevice, client, &[]).await?;
         }
         Ok(SignedIn {
             token,

@@ -96,6 +96,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let config = web::WebConfig {
         public_url: settings.public_url.clone(),
         trust_forwarded_for: settings.trust_forwarded_for,
+        dav_domain: settings.dav_domain.clone(),
     };
     let app = web::router(web::AppState::new(services.identity, services.drives, config));
     // Small writes (an event on a waiting sign-in's stream, the end of a

@@ -34,6 +34,7 @@ struct File {
     public_url: Option<String>,
     log_format: Option<String>,
     trust_forwarded_for: Option<bool>,
+    dav_domain: Option<String>,
     server_key_file: Option<PathBuf>,
     issuer: Option<String>,
     #[serde(default)]
@@ -129,6 +130,8 @@ pub struct Settings {
     pub public_url: Option<String>,
     pub log_format: LogFormat,
     pub trust_forwarded_for: bool,
+    /// Drives answer WebDAV at `<drive id>.connect.<dav_domain>`.
+    pub dav_domain: String,
     pub server_key_file: Option<PathBuf>,
     /// The name authenticator apps show next to the account.
     pub issuer: String,
@@ -204,6 +207,18 @@ impl Settings {
             && !(url.starts_with("http://") || url.starts_with("https://"))
         {
             anyhow::bail!("public_url must start with http:// or https://");
+        }
+        let dav_domain = env("CLOUDKEEP_DAV_DOMAIN")
+            .or(file.dav_domain)
+            .unwrap_or_else(|| "localhost".into())
+            .trim_matches('.')
+            .to_ascii_lowercase();
+        if dav_domain.is_empty()
+            || !dav_domain
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-')
+        {
+            anyhow::bail!("dav_domain must be a host name, e.g. example.org");
         }
         let sms_gateway = match env("CLOUDKEEP_SMS_GATEWAY").or(file.sms.gateway).as_deref() {
             None | Some("log") => SmsGatewaySetting::Log,
@@ -290,6 +305,7 @@ impl Settings {
             trust_forwarded_for: env_parsed("CLOUDKEEP_TRUST_FORWARDED_FOR")?
                 .or(file.trust_forwarded_for)
                 .unwrap_or(false),
+            dav_domain,
             server_key_file: env("CLOUDKEEP_SERVER_KEY_FILE")
                 .map(PathBuf::from)
                 .or(file.server_key_file),

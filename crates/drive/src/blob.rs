@@ -2,7 +2,7 @@
 //! them, so a crash never leaves a visible half-written file.
 
 use async_trait::async_trait;
-use tokio::io::AsyncRead;
+use tokio::io::{AsyncRead, AsyncReadExt};
 
 /// A blob safely stored (synced to disk): its id, size and SHA-256.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -24,15 +24,49 @@ pub enum BlobError {
     Io(String),
 }
 
-pub type BlobReader = Box<dyn AsyncRead + Unpin + Send>;
+pub type BlobReader = Box<dyn AsyncRead + Unpin + Send + Sync>;
 
 /// Where contents live: a local folder by default, an object store later.
 #[async_trait]
 pub trait BlobStore: Send + Sync {
+    /// A new blob to write piece by piece. Dropped without
+    /// [`BlobSink::finish`], it leaves nothing behind.
+    async fn create(&self) -> Result<Box<dyn BlobSink>, BlobError>;
+
     /// Streams `data` into a new blob, in constant memory, refusing (and
     /// discarding) it past `limit` bytes. Returns once the blob is durable.
-    async fn write(&self, data: &mut (dyn AsyncRead + Unpin + Send), limit: u64) -> Result<BlobWritten, BlobError>;
-    async fn read(&self, id: &str) -> Result<BlobReader, BlobError>;
+    async fn write(&self, data: &mut (dyn AsyncRead + Unpin + Send), limit: u64) -> Result<BlobWritten, BlobError> {
+        let mut sink = self.create().await?;
+        let mut buffer = vec![0u8; 256 * 1024];
+        loop {
+            let n = data.read(&mut buffer).await.map_err(|e| BlobError::Io(e.to_string()))?;
+            if n == 0 {
+                break;
+            }
+            if sink.written() + n as u64 > limit {
+                return Err(BlobError::TooLarge);
+            }
+            sink.write(&buffer[..n]).await?;
+        }
+        sink.finish().await
+    }
+
+    /// The contents from byte `offset` on.
+    async fn read_from(&self, id: &str, offset: u64) -> Result<BlobReader, BlobError>;
+
+    async fn read(&self, id: &str) -> Result<BlobReader, BlobError> {
+        self.read_from(id, 0).await
+    }
     /// Removes a blob no file points at any more; a missing one is fine.
     async fn delete(&self, id: &str) -> Result<(), BlobError>;
+}
+
+/// A blob being written.
+#[async_trait]
+pub trait BlobSink: Send + Sync {
+    async fn write(&mut self, data: &[u8]) -> Result<(), BlobError>;
+    /// Bytes written so far.
+    fn written(&self) -> u64;
+    /// Makes the blob durable (synced) and returns it.
+    async fn finish(self: Box<Self>) -> Result<BlobWritten, BlobError>;
 }

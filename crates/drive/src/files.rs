@@ -8,8 +8,8 @@
 
 use identity::{Account, Millis, StoreError};
 
-use crate::blob::{BlobError, BlobReader};
-use crate::{Access, Drives};
+use crate::blob::{BlobError, BlobReader, BlobSink};
+use crate::{Access, Drive, Drives};
 
 /// A folder or file.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -26,6 +26,11 @@ pub struct Node {
     pub etag: String,
     pub created_at: Millis,
     pub modified_at: Millis,
+    /// Checksums a client sent and the server verified, e.g. `SHA1:…`
+    /// (space-separated); "" when none.
+    pub checksums: String,
+    /// Whether the node has dead properties (PROPPATCH).
+    pub has_props: bool,
 }
 
 /// What a store answers when asked to point a file at new contents.
@@ -57,6 +62,8 @@ pub enum FileError {
     ReadOnly,
     #[error("the drive has not enough space left")]
     InsufficientStorage,
+    #[error("fewer bytes arrived than announced; nothing was stored")]
+    Incomplete,
     #[error("someone changed this file at the same time; try again")]
     Conflict,
     #[error(transparent)]
@@ -95,54 +102,31 @@ fn root(drive_id: u64) -> Node {
         etag: String::new(),
         created_at: 0,
         modified_at: 0,
+        checksums: String::new(),
+        has_props: false,
     }
 }
 
 impl Drives {
-    async fn usable(&self, account: &Account, drive_id: u64, write: bool) -> Result<crate::Drive, FileError> {
+    /// The tree of drive `drive_id`, once the account's access is checked.
+    pub async fn tree(&self, account: &Account, drive_id: u64) -> Result<DriveTree, FileError> {
         let (drive, access) = self.access(account, drive_id).await?.ok_or(FileError::NoDrive)?;
-        if write && access != Access::ReadWrite {
-            return Err(FileError::ReadOnly);
-        }
-        Ok(drive)
-    }
-
-    /// The node at `names` (the top folder for none).
-    async fn resolve(&self, drive_id: u64, names: &[&str]) -> Result<Option<Node>, FileError> {
-        let mut node = root(drive_id);
-        for name in names {
-            if !node.is_dir {
-                return Ok(None);
-            }
-            match self.store.child(drive_id, &node.id, name).await? {
-                Some(child) => node = child,
-                None => return Ok(None),
-            }
-        }
-        Ok(Some(node))
-    }
-
-    /// The folder that will hold the last name of `names`, and that name.
-    async fn parent_of<'a>(&self, drive_id: u64, names: &[&'a str]) -> Result<(Node, &'a str), FileError> {
-        let (last, parents) = names.split_last().ok_or(FileError::InvalidPath("the top folder"))?;
-        let parent = self.resolve(drive_id, parents).await?.ok_or(FileError::NotFound)?;
-        if !parent.is_dir {
-            return Err(FileError::NotAFolder);
-        }
-        Ok((parent, last))
+        Ok(DriveTree {
+            drives: self.clone(),
+            drive,
+            access,
+        })
     }
 
     /// What is at `path`.
     pub async fn stat(&self, account: &Account, drive_id: u64, path: &str) -> Result<Node, FileError> {
-        self.usable(account, drive_id, false).await?;
-        self.resolve(drive_id, &split_path(path)?)
-            .await?
-            .ok_or(FileError::NotFound)
+        self.tree(account, drive_id).await?.stat(path).await
     }
 
     /// A folder's contents, by name.
     pub async fn list(&self, account: &Account, drive_id: u64, path: &str) -> Result<Vec<Node>, FileError> {
-        let folder = self.stat(account, drive_id, path).await?;
+        let tree = self.tree(account, drive_id).await?;
+        let folder = tree.stat(path).await?;
         if !folder.is_dir {
             return Err(FileError::NotAFolder);
         }
@@ -151,26 +135,7 @@ impl Drives {
 
     /// Makes a folder (its parent must exist).
     pub async fn make_folder(&self, account: &Account, drive_id: u64, path: &str) -> Result<Node, FileError> {
-        self.usable(account, drive_id, true).await?;
-        let names = split_path(path)?;
-        let (parent, name) = self.parent_of(drive_id, &names).await?;
-        let now = self.identity.now();
-        let node = Node {
-            id: uuid_like(),
-            drive_id,
-            parent_id: parent.id,
-            name: name.to_owned(),
-            is_dir: true,
-            size: 0,
-            blob_id: String::new(),
-            etag: format!("d{now}"),
-            created_at: now,
-            modified_at: now,
-        };
-        if !self.store.create_folder(&node).await? {
-            return Err(FileError::Exists);
-        }
-        Ok(node)
+        self.tree(account, drive_id).await?.make_folder(path).await
     }
 
     /// Writes a file from `data` (streamed, constant memory), replacing
@@ -184,51 +149,18 @@ impl Drives {
         data: &mut (dyn tokio::io::AsyncRead + Unpin + Send),
         expected_size: Option<u64>,
     ) -> Result<Node, FileError> {
-        let drive = self.usable(account, drive_id, true).await?;
-        let names = split_path(path)?;
-        let (parent, name) = self.parent_of(drive_id, &names).await?;
-        let existing = self.store.child(drive_id, &parent.id, name).await?;
-        if existing.as_ref().is_some_and(|n| n.is_dir) {
-            return Err(FileError::IsAFolder);
-        }
-        let freed = existing.as_ref().map_or(0, |n| n.size);
-        let room = (drive.quota_bytes + freed).saturating_sub(drive.used_bytes);
-        if expected_size.is_some_and(|size| size > room) {
-            return Err(FileError::InsufficientStorage);
-        }
-        let written = match self.blobs.write(data, room).await {
-            Ok(w) => w,
-            Err(BlobError::TooLarge) => return Err(FileError::InsufficientStorage),
-            Err(e) => return Err(e.into()),
-        };
-        let now = self.identity.now();
-        let node = Node {
-            id: existing.as_ref().map_or_else(uuid_like, |n| n.id.clone()),
-            drive_id,
-            parent_id: parent.id,
-            name: name.to_owned(),
-            is_dir: false,
-            size: written.size,
-            blob_id: written.id.clone(),
-            etag: written.sha256[..32].to_owned(),
-            created_at: existing.as_ref().map_or(now, |n| n.created_at),
-            modified_at: now,
-        };
-        let outcome = self.store.put_file(&node, existing.as_ref()).await;
-        let error = match outcome {
-            Ok(PutOutcome::Stored { replaced_blob }) => {
-                if let Some(old) = replaced_blob {
-                    self.blobs.delete(&old).await?;
-                }
-                return Ok(node);
+        use tokio::io::AsyncReadExt;
+        let tree = self.tree(account, drive_id).await?;
+        let mut write = tree.begin_write(path, expected_size, false).await?;
+        let mut buffer = vec![0u8; 256 * 1024];
+        loop {
+            let n = data.read(&mut buffer).await.map_err(|e| BlobError::Io(e.to_string()))?;
+            if n == 0 {
+                break;
             }
-            Ok(PutOutcome::InsufficientStorage) => FileError::InsufficientStorage,
-            Ok(PutOutcome::Conflict) => FileError::Conflict,
-            Err(e) => FileError::Store(e),
-        };
-        // Nothing points at the new contents.
-        self.blobs.delete(&written.id).await?;
-        Err(error)
+            write.write(&buffer[..n]).await?;
+        }
+        write.commit(None, String::new()).await
     }
 
     /// A file's node and contents.
@@ -238,30 +170,293 @@ impl Drives {
         drive_id: u64,
         path: &str,
     ) -> Result<(Node, BlobReader), FileError> {
-        let node = self.stat(account, drive_id, path).await?;
-        if node.is_dir {
-            return Err(FileError::IsAFolder);
-        }
-        let reader = self.blobs.read(&node.blob_id).await?;
+        let tree = self.tree(account, drive_id).await?;
+        let node = tree.stat(path).await?;
+        let reader = tree.read_from(&node, 0).await?;
         Ok((node, reader))
     }
 
     /// Deletes a file, or a folder with everything in it; frees the space.
     pub async fn delete(&self, account: &Account, drive_id: u64, path: &str) -> Result<(), FileError> {
-        self.usable(account, drive_id, true).await?;
+        self.tree(account, drive_id).await?.delete(path).await
+    }
+}
+
+/// One drive's folders and files, for an account whose access was
+/// checked when this was made.
+#[derive(Clone)]
+pub struct DriveTree {
+    drives: Drives,
+    drive: Drive,
+    access: Access,
+}
+
+impl std::fmt::Debug for DriveTree {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DriveTree").field("drive", &self.drive.id).finish()
+    }
+}
+
+impl DriveTree {
+    pub fn drive(&self) -> &Drive {
+        &self.drive
+    }
+
+    pub fn access(&self) -> Access {
+        self.access
+    }
+
+    pub(crate) fn store(&self) -> &dyn crate::DriveStore {
+        self.drives.store.as_ref()
+    }
+
+    pub(crate) fn now(&self) -> Millis {
+        self.drives.identity.now()
+    }
+
+    pub(crate) fn writable_checked(&self) -> Result<(), FileError> {
+        self.writable()
+    }
+
+    pub(crate) async fn parent_of_path<'a>(&self, path: &'a str) -> Result<(Node, &'a str), FileError> {
+        self.parent_of(path).await
+    }
+
+    fn writable(&self) -> Result<(), FileError> {
+        if self.access != Access::ReadWrite {
+            return Err(FileError::ReadOnly);
+        }
+        Ok(())
+    }
+
+    /// The drive's space: (used, quota), read afresh.
+    pub async fn usage(&self) -> Result<(u64, u64), FileError> {
+        let drive = self
+            .drives
+            .store
+            .drive(self.drive.id)
+            .await?
+            .ok_or(FileError::NoDrive)?;
+        Ok((drive.used_bytes, drive.quota_bytes))
+    }
+
+    /// The node at `names` (the top folder for none).
+    async fn resolve(&self, names: &[&str]) -> Result<Option<Node>, FileError> {
+        let mut node = root(self.drive.id);
+        for name in names {
+            if !node.is_dir {
+                return Ok(None);
+            }
+            match self.drives.store.child(self.drive.id, &node.id, name).await? {
+                Some(child) => node = child,
+                None => return Ok(None),
+            }
+        }
+        Ok(Some(node))
+    }
+
+    /// The folder that will hold the last name of `path`, and that name.
+    async fn parent_of<'a>(&self, path: &'a str) -> Result<(Node, &'a str), FileError> {
+        let names = split_path(path)?;
+        let (last, parents) = names.split_last().ok_or(FileError::InvalidPath("the top folder"))?;
+        let parent = self.resolve(parents).await?.ok_or(FileError::NotFound)?;
+        if !parent.is_dir {
+            return Err(FileError::NotAFolder);
+        }
+        Ok((parent, last))
+    }
+
+    /// What is at `path`.
+    pub async fn stat(&self, path: &str) -> Result<Node, FileError> {
+        self.resolve(&split_path(path)?).await?.ok_or(FileError::NotFound)
+    }
+
+    /// Up to `limit` children of `folder` whose names sort after `after`.
+    pub async fn children_after(&self, folder: &Node, after: &str, limit: u32) -> Result<Vec<Node>, FileError> {
+        Ok(self
+            .drives
+            .store
+            .children_after(self.drive.id, &folder.id, after, limit)
+            .await?)
+    }
+
+    /// Makes a folder (its parent must exist).
+    pub async fn make_folder(&self, path: &str) -> Result<Node, FileError> {
+        self.writable()?;
+        let (parent, name) = self.parent_of(path).await?;
+        let now = self.now();
+        let node = Node {
+            id: uuid_like(),
+            drive_id: self.drive.id,
+            parent_id: parent.id,
+            name: name.to_owned(),
+            is_dir: true,
+            size: 0,
+            blob_id: String::new(),
+            etag: format!("d{now}"),
+            created_at: now,
+            modified_at: now,
+            checksums: String::new(),
+            has_props: false,
+        };
+        if !self.drives.store.create_folder(&node).await? {
+            return Err(FileError::Exists);
+        }
+        Ok(node)
+    }
+
+    /// Starts writing the file at `path` (its folder must exist): the
+    /// contents go to a new blob, and [`FileWrite::commit`] points the
+    /// tree at them. With `expected_size`, refuses at once when it cannot
+    /// fit. With `create_new`, refuses when the name is taken.
+    pub async fn begin_write(
+        &self,
+        path: &str,
+        expected_size: Option<u64>,
+        create_new: bool,
+    ) -> Result<FileWrite, FileError> {
+        self.writable()?;
+        let (parent, name) = self.parent_of(path).await?;
+        let existing = self.drives.store.child(self.drive.id, &parent.id, name).await?;
+        match &existing {
+            Some(n) if n.is_dir => return Err(FileError::IsAFolder),
+            Some(_) if create_new => return Err(FileError::Exists),
+            _ => {}
+        }
+        let (used, quota) = self.usage().await?;
+        let freed = existing.as_ref().map_or(0, |n| n.size);
+        let room = (quota + freed).saturating_sub(used);
+        if expected_size.is_some_and(|size| size > room) {
+            return Err(FileError::InsufficientStorage);
+        }
+        let sink = self.drives.blobs.create().await?;
+        Ok(FileWrite {
+            drives: self.drives.clone(),
+            parent_id: parent.id,
+            name: name.to_owned(),
+            drive_id: self.drive.id,
+            existing,
+            room,
+            expected_size,
+            sink: Some(sink),
+        })
+    }
+
+    /// A file's contents from byte `offset` on.
+    pub async fn read_from(&self, node: &Node, offset: u64) -> Result<BlobReader, FileError> {
+        if node.is_dir {
+            return Err(FileError::IsAFolder);
+        }
+        Ok(self.drives.blobs.read_from(&node.blob_id, offset).await?)
+    }
+
+    /// Deletes a file, or a folder with everything in it; frees the space.
+    pub async fn delete(&self, path: &str) -> Result<(), FileError> {
+        self.writable()?;
         let names = split_path(path)?;
         if names.is_empty() {
             return Err(FileError::InvalidPath("the top folder"));
         }
-        let node = self.resolve(drive_id, &names).await?.ok_or(FileError::NotFound)?;
-        for blob in self.store.delete_tree(&node).await? {
-            self.blobs.delete(&blob).await?;
+        let node = self.resolve(&names).await?.ok_or(FileError::NotFound)?;
+        self.free(self.drives.store.delete_tree(&node).await?).await
+    }
+
+    pub(crate) async fn free(&self, blobs: Vec<String>) -> Result<(), FileError> {
+        for blob in blobs {
+            self.drives.blobs.delete(&blob).await?;
         }
         Ok(())
     }
 }
 
-fn uuid_like() -> String {
+/// A file being written; see [`Drives::begin_write`]. Dropped without a
+/// commit, it leaves nothing behind.
+pub struct FileWrite {
+    drives: Drives,
+    drive_id: u64,
+    parent_id: String,
+    name: String,
+    existing: Option<Node>,
+    room: u64,
+    expected_size: Option<u64>,
+    sink: Option<Box<dyn BlobSink>>,
+}
+
+impl std::fmt::Debug for FileWrite {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FileWrite")
+            .field("drive_id", &self.drive_id)
+            .field("name", &self.name)
+            .field("written", &self.written())
+            .finish()
+    }
+}
+
+impl FileWrite {
+    /// Appends `data`; refuses past the space the drive has left.
+    pub async fn write(&mut self, data: &[u8]) -> Result<(), FileError> {
+        let sink = self.sink.as_mut().ok_or(FileError::Conflict)?;
+        if sink.written() + data.len() as u64 > self.room {
+            self.sink = None;
+            return Err(FileError::InsufficientStorage);
+        }
+        Ok(sink.write(data).await?)
+    }
+
+    pub fn written(&self) -> u64 {
+        self.sink.as_ref().map_or(0, |s| s.written())
+    }
+
+    /// The name being written.
+    pub fn existed(&self) -> bool {
+        self.existing.is_some()
+    }
+
+    /// Makes the contents durable, then in one transaction points the tree
+    /// at them and charges the quota. Refuses a body shorter than the size
+    /// announced. `modified_at` is the client's modification time, when
+    /// it keeps one (rclone's `X-OC-Mtime`).
+    pub async fn commit(mut self, modified_at: Option<Millis>, checksums: String) -> Result<Node, FileError> {
+        let sink = self.sink.take().ok_or(FileError::Conflict)?;
+        if self.expected_size.is_some_and(|size| size != sink.written()) {
+            return Err(FileError::Incomplete);
+        }
+        let written = sink.finish().await?;
+        let drives = &self.drives;
+        let now = drives.identity.now();
+        let existing = self.existing.as_ref();
+        let node = Node {
+            id: existing.map_or_else(uuid_like, |n| n.id.clone()),
+            drive_id: self.drive_id,
+            parent_id: std::mem::take(&mut self.parent_id),
+            name: std::mem::take(&mut self.name),
+            is_dir: false,
+            size: written.size,
+            blob_id: written.id.clone(),
+            etag: written.sha256[..32].to_owned(),
+            created_at: existing.map_or(now, |n| n.created_at),
+            modified_at: modified_at.unwrap_or(now),
+            checksums,
+            has_props: existing.is_some_and(|n| n.has_props),
+        };
+        let error = match drives.store.put_file(&node, existing).await {
+            Ok(PutOutcome::Stored { replaced_blob }) => {
+                if let Some(old) = replaced_blob {
+                    drives.blobs.delete(&old).await?;
+                }
+                return Ok(node);
+            }
+            Ok(PutOutcome::InsufficientStorage) => FileError::InsufficientStorage,
+            Ok(PutOutcome::Conflict) => FileError::Conflict,
+            Err(e) => FileError::Store(e),
+        };
+        // Nothing points at the new contents.
+        drives.blobs.delete(&written.id).await?;
+        Err(error)
+    }
+}
+
+pub(crate) fn uuid_like() -> String {
     use rand::Rng;
     format!("{:032x}", rand::thread_rng().r#gen::<u128>())
 }

@@ -9,9 +9,13 @@
 
 mod blob;
 mod files;
+mod locks;
+mod moves;
 
-pub use blob::{BlobError, BlobReader, BlobStore, BlobWritten};
-pub use files::{FileError, Node, PutOutcome, split_path};
+pub use blob::{BlobError, BlobReader, BlobSink, BlobStore, BlobWritten};
+pub use files::{DriveTree, FileError, FileWrite, Node, PutOutcome, split_path};
+pub use locks::{Lock, MAX_LOCK_SECS, conflict as lock_conflict, within};
+pub use moves::{DeadProp, MAX_PROP_BYTES, MAX_PROPS_PER_NODE, PropChange};
 
 use std::sync::Arc;
 
@@ -72,6 +76,47 @@ pub trait DriveStore: Send + Sync {
     /// In one transaction: deletes the node and everything under it and
     /// frees their space; returns the blobs nobody uses any more.
     async fn delete_tree(&self, node: &Node) -> Result<Vec<String>, StoreError>;
+    /// Up to `limit` children of a folder whose names sort after `after`.
+    async fn children_after(
+        &self,
+        drive_id: u64,
+        parent_id: &str,
+        after: &str,
+        limit: u32,
+    ) -> Result<Vec<Node>, StoreError>;
+    /// Moves a node under `parent_id` as `name`; `false` when that name is taken.
+    async fn move_node(&self, node: &Node, parent_id: &str, name: &str) -> Result<bool, StoreError>;
+    /// In one transaction: adds `copy` (sharing `source`'s blob and dead
+    /// properties) and charges its size to the quota.
+    async fn copy_file(&self, source: &Node, copy: &Node) -> Result<PutOutcome, StoreError>;
+    async fn set_modified(&self, node_id: &str, modified_at: Millis) -> Result<(), StoreError>;
+    async fn props(&self, node_id: &str) -> Result<Vec<DeadProp>, StoreError>;
+    /// In one transaction, in order: stores (replacing same-named ones)
+    /// and removes dead properties.
+    async fn patch_props(&self, node_id: &str, changes: &[PropChange]) -> Result<(), StoreError>;
+
+    /// The drive's locks that have not expired at `now`.
+    async fn locks(&self, drive_id: u64, now: Millis) -> Result<Vec<Lock>, StoreError>;
+    /// Atomically (against every process): reads the drive's live locks,
+    /// and stores `lock` unless `conflict` names one of them, which is
+    /// then returned.
+    async fn add_lock(
+        &self,
+        drive_id: u64,
+        lock: &Lock,
+        now: Millis,
+        conflict: &(dyn for<'x> Fn(&'x [Lock]) -> Option<Lock> + Send + Sync),
+    ) -> Result<Option<Lock>, StoreError>;
+    async fn refresh_lock(
+        &self,
+        drive_id: u64,
+        token: &str,
+        expires_at: Millis,
+        timeout_secs: u64,
+    ) -> Result<Option<Lock>, StoreError>;
+    async fn remove_lock(&self, drive_id: u64, token: &str) -> Result<bool, StoreError>;
+    /// Removes the locks on `path` and under it.
+    async fn remove_locks_within(&self, drive_id: u64, path: &str) -> Result<(), StoreError>;
 }
 
 #[derive(Debug, thiserror::Error)]

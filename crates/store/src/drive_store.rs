@@ -1,7 +1,8 @@
 //! [`drive::DriveStore`] over SQL.
 
 use async_trait::async_trait;
-use drive::{Drive, DriveStore, Node, PutOutcome};
+use drive::{DeadProp, Drive, DriveStore, Lock, Node, PropChange, PutOutcome};
+use identity::Millis;
 use identity::StoreError;
 use sqlx::Row;
 use sqlx::any::AnyRow;
@@ -31,7 +32,10 @@ fn drive_from(row: &AnyRow) -> Result<Drive, StoreError> {
     })
 }
 
-const NODE_COLUMNS: &str = "SELECT id, drive_id, parent_id, name, is_dir, size, blob_id, etag, created_at, modified_at
+const NODE_COLUMNS: &str = "SELECT id, drive_id, parent_id, name, is_dir, size, blob_id, etag, created_at, modified_at,
+        checksums,
+        CAST(CASE WHEN EXISTS (SELECT 1 FROM drive_props p WHERE p.node_id = drive_nodes.id) THEN 1 ELSE 0 END AS BIGINT)
+        AS has_props
      FROM drive_nodes";
 
 fn node_from(row: &AnyRow) -> Result<Node, StoreError> {
@@ -50,13 +54,16 @@ fn node_from(row: &AnyRow) -> Result<Node, StoreError> {
         etag: row.try_get("etag").map_err(backend)?,
         created_at: row.try_get("created_at").map_err(backend)?,
         modified_at: row.try_get("modified_at").map_err(backend)?,
+        checksums: row.try_get("checksums").map_err(backend)?,
+        has_props: row.try_get::<i64, _>("has_props").map_err(backend)? != 0,
     })
 }
 
 async fn insert_node(conn: &mut sqlx::AnyConnection, n: &Node) -> Result<bool, StoreError> {
     let done = sqlx::query(
-        "INSERT INTO drive_nodes (id, drive_id, parent_id, name, is_dir, size, blob_id, etag, created_at, modified_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) ON CONFLICT (drive_id, parent_id, name) DO NOTHING",
+        "INSERT INTO drive_nodes (id, drive_id, parent_id, name, is_dir, size, blob_id, etag, created_at, modified_at,
+            checksums)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) ON CONFLICT (drive_id, parent_id, name) DO NOTHING",
     )
     .bind(n.id.as_str())
     .bind(signed(n.drive_id)?)
@@ -68,11 +75,37 @@ async fn insert_node(conn: &mut sqlx::AnyConnection, n: &Node) -> Result<bool, S
     .bind(n.etag.as_str())
     .bind(n.created_at)
     .bind(n.modified_at)
+    .bind(n.checksums.as_str())
     .execute(conn)
     .await
     .map_err(backend)?;
     Ok(done.rows_affected() == 1)
 }
+
+async fn blob_in_use(conn: &mut sqlx::AnyConnection, blob: &str) -> Result<bool, StoreError> {
+    let row = sqlx::query("SELECT 1 FROM drive_nodes WHERE blob_id = $1 LIMIT 1")
+        .bind(blob)
+        .fetch_optional(conn)
+        .await
+        .map_err(backend)?;
+    Ok(row.is_some())
+}
+
+fn lock_from(row: &AnyRow) -> Result<Lock, StoreError> {
+    Ok(Lock {
+        token: row.try_get("token").map_err(backend)?,
+        path: row.try_get("path").map_err(backend)?,
+        principal: row.try_get("principal").map_err(backend)?,
+        owner_xml: row.try_get("owner_xml").map_err(backend)?,
+        expires_at: row.try_get("expires_at").map_err(backend)?,
+        timeout_secs: u64::try_from(row.try_get::<i64, _>("timeout_secs").map_err(backend)?).unwrap_or(0),
+        shared: row.try_get::<i64, _>("shared").map_err(backend)? != 0,
+        deep: row.try_get::<i64, _>("deep").map_err(backend)? != 0,
+    })
+}
+
+const LOCK_COLUMNS: &str =
+    "SELECT token, path, principal, owner_xml, expires_at, timeout_secs, shared, deep FROM drive_locks";
 
 fn signed(n: u64) -> Result<i64, StoreError> {
     i64::try_from(n).map_err(|_| StoreError::Backend("a drive number is too large".into()))
@@ -164,7 +197,7 @@ impl DriveStore for SqlStore {
         let stored = match replaced {
             Some(old) => {
                 sqlx::query(
-                    "UPDATE drive_nodes SET size = $3, blob_id = $4, etag = $5, modified_at = $6
+                    "UPDATE drive_nodes SET size = $3, blob_id = $4, etag = $5, modified_at = $6, checksums = $7
                      WHERE id = $1 AND blob_id = $2",
                 )
                 .bind(old.id.as_str())
@@ -173,6 +206,7 @@ impl DriveStore for SqlStore {
                 .bind(node.blob_id.as_str())
                 .bind(node.etag.as_str())
                 .bind(node.modified_at)
+                .bind(node.checksums.as_str())
                 .execute(&mut *tx)
                 .await
                 .map_err(backend)?
@@ -184,10 +218,14 @@ impl DriveStore for SqlStore {
         if !stored {
             return Ok(PutOutcome::Conflict);
         }
+        let mut replaced_blob = None;
+        if let Some(old) = replaced.map(|r| r.blob_id.as_str()).filter(|b| !b.is_empty())
+            && !blob_in_use(&mut tx, old).await?
+        {
+            replaced_blob = Some(old.to_owned());
+        }
         tx.commit().await.map_err(backend)?;
-        Ok(PutOutcome::Stored {
-            replaced_blob: replaced.map(|r| r.blob_id.clone()).filter(|b| !b.is_empty()),
-        })
+        Ok(PutOutcome::Stored { replaced_blob })
     }
 
     async fn delete_tree(&self, node: &Node) -> Result<Vec<String>, StoreError> {
@@ -213,12 +251,21 @@ impl DriveStore for SqlStore {
             if !blob.is_empty() {
                 blobs.push(blob);
             }
-            sqlx::query("DELETE FROM drive_nodes WHERE id = $1")
-                .bind(id)
-                .execute(&mut *tx)
-                .await
-                .map_err(backend)?;
+            for sql in [
+                "DELETE FROM drive_props WHERE node_id = $1",
+                "DELETE FROM drive_nodes WHERE id = $1",
+            ] {
+                sqlx::query(sql).bind(&id).execute(&mut *tx).await.map_err(backend)?;
+            }
         }
+        // Copies share blobs: keep those another node still uses.
+        let mut unused = Vec::new();
+        for blob in blobs {
+            if !blob_in_use(&mut tx, &blob).await? {
+                unused.push(blob);
+            }
+        }
+        let blobs = unused;
         sqlx::query("UPDATE drives SET used_bytes = used_bytes - $2 WHERE id = $1")
             .bind(signed(node.drive_id)?)
             .bind(freed)
@@ -227,5 +274,242 @@ impl DriveStore for SqlStore {
             .map_err(backend)?;
         tx.commit().await.map_err(backend)?;
         Ok(blobs)
+    }
+
+    async fn children_after(
+        &self,
+        drive_id: u64,
+        parent_id: &str,
+        after: &str,
+        limit: u32,
+    ) -> Result<Vec<Node>, StoreError> {
+        let sql = format!("{NODE_COLUMNS} WHERE drive_id = $1 AND parent_id = $2 AND name > $3 ORDER BY name LIMIT $4");
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(signed(drive_id)?)
+            .bind(parent_id)
+            .bind(after)
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(backend)?;
+        rows.iter().map(node_from).collect()
+    }
+
+    async fn move_node(&self, node: &Node, parent_id: &str, name: &str) -> Result<bool, StoreError> {
+        let mut tx = self.begin_write().await.map_err(backend)?;
+        let taken = sqlx::query("SELECT 1 FROM drive_nodes WHERE drive_id = $1 AND parent_id = $2 AND name = $3")
+            .bind(signed(node.drive_id)?)
+            .bind(parent_id)
+            .bind(name)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(backend)?;
+        if taken.is_some() {
+            return Ok(false);
+        }
+        sqlx::query("UPDATE drive_nodes SET parent_id = $2, name = $3 WHERE id = $1")
+            .bind(node.id.as_str())
+            .bind(parent_id)
+            .bind(name)
+            .execute(&mut *tx)
+            .await
+            .map_err(backend)?;
+        tx.commit().await.map_err(backend)?;
+        Ok(true)
+    }
+
+    async fn copy_file(&self, source: &Node, copy: &Node) -> Result<PutOutcome, StoreError> {
+        let mut tx = self.begin_write().await.map_err(backend)?;
+        let charged = sqlx::query(
+            "UPDATE drives SET used_bytes = used_bytes + $2 WHERE id = $1 AND used_bytes + $2 <= quota_bytes",
+        )
+        .bind(signed(copy.drive_id)?)
+        .bind(signed(copy.size)?)
+        .execute(&mut *tx)
+        .await
+        .map_err(backend)?;
+        if charged.rows_affected() != 1 {
+            return Ok(PutOutcome::InsufficientStorage);
+        }
+        if !insert_node(&mut tx, copy).await? {
+            return Ok(PutOutcome::Conflict);
+        }
+        sqlx::query(
+            "INSERT INTO drive_props (node_id, namespace, name, xml)
+             SELECT $2, namespace, name, xml FROM drive_props WHERE node_id = $1",
+        )
+        .bind(source.id.as_str())
+        .bind(copy.id.as_str())
+        .execute(&mut *tx)
+        .await
+        .map_err(backend)?;
+        tx.commit().await.map_err(backend)?;
+        Ok(PutOutcome::Stored { replaced_blob: None })
+    }
+
+    async fn set_modified(&self, node_id: &str, modified_at: Millis) -> Result<(), StoreError> {
+        sqlx::query("UPDATE drive_nodes SET modified_at = $2 WHERE id = $1")
+            .bind(node_id)
+            .bind(modified_at)
+            .execute(&self.pool)
+            .await
+            .map_err(backend)?;
+        Ok(())
+    }
+
+    async fn props(&self, node_id: &str) -> Result<Vec<DeadProp>, StoreError> {
+        let rows =
+            sqlx::query("SELECT namespace, name, xml FROM drive_props WHERE node_id = $1 ORDER BY namespace, name")
+                .bind(node_id)
+                .fetch_all(&self.pool)
+                .await
+                .map_err(backend)?;
+        rows.iter()
+            .map(|row| {
+                Ok(DeadProp {
+                    namespace: row.try_get("namespace").map_err(backend)?,
+                    name: row.try_get("name").map_err(backend)?,
+                    xml: row.try_get("xml").map_err(backend)?,
+                })
+            })
+            .collect()
+    }
+
+    async fn patch_props(&self, node_id: &str, changes: &[PropChange]) -> Result<(), StoreError> {
+        let mut tx = self.begin_write().await.map_err(backend)?;
+        for change in changes {
+            let query = match change {
+                PropChange::Set(prop) => sqlx::query(
+                    "INSERT INTO drive_props (node_id, namespace, name, xml) VALUES ($1, $2, $3, $4)
+                     ON CONFLICT (node_id, namespace, name) DO UPDATE SET xml = excluded.xml",
+                )
+                .bind(node_id)
+                .bind(prop.namespace.as_str())
+                .bind(prop.name.as_str())
+                .bind(prop.xml.as_str()),
+                PropChange::Remove { namespace, name } => {
+                    sqlx::query("DELETE FROM drive_props WHERE node_id = $1 AND namespace = $2 AND name = $3")
+                        .bind(node_id)
+                        .bind(namespace.as_str())
+                        .bind(name.as_str())
+                }
+            };
+            query.execute(&mut *tx).await.map_err(backend)?;
+        }
+        tx.commit().await.map_err(backend)?;
+        Ok(())
+    }
+
+    async fn locks(&self, drive_id: u64, now: Millis) -> Result<Vec<Lock>, StoreError> {
+        let sql = format!("{LOCK_COLUMNS} WHERE drive_id = $1 AND (expires_at = 0 OR expires_at > $2) ORDER BY path");
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(signed(drive_id)?)
+            .bind(now)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(backend)?;
+        rows.iter().map(lock_from).collect()
+    }
+
+    async fn add_lock(
+        &self,
+        drive_id: u64,
+        lock: &Lock,
+        now: Millis,
+        conflict: &(dyn for<'x> Fn(&'x [Lock]) -> Option<Lock> + Send + Sync),
+    ) -> Result<Option<Lock>, StoreError> {
+        let mut tx = self.begin_write().await.map_err(backend)?;
+        // Serializes lock changes on this drive across processes (a row
+        // lock on PostgreSQL; SQLite's write transaction already does).
+        sqlx::query("UPDATE drives SET used_bytes = used_bytes WHERE id = $1")
+            .bind(signed(drive_id)?)
+            .execute(&mut *tx)
+            .await
+            .map_err(backend)?;
+        sqlx::query("DELETE FROM drive_locks WHERE drive_id = $1 AND expires_at <> 0 AND expires_at <= $2")
+            .bind(signed(drive_id)?)
+            .bind(now)
+            .execute(&mut *tx)
+            .await
+            .map_err(backend)?;
+        let sql = format!("{LOCK_COLUMNS} WHERE drive_id = $1");
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(signed(drive_id)?)
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(backend)?;
+        let live = rows.iter().map(lock_from).collect::<Result<Vec<_>, _>>()?;
+        if let Some(other) = conflict(&live) {
+            return Ok(Some(other));
+        }
+        sqlx::query(
+            "INSERT INTO drive_locks (token, drive_id, path, principal, owner_xml, expires_at, timeout_secs, shared, deep)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        )
+        .bind(lock.token.as_str())
+        .bind(signed(drive_id)?)
+        .bind(lock.path.as_str())
+        .bind(lock.principal.as_str())
+        .bind(lock.owner_xml.as_str())
+        .bind(lock.expires_at)
+        .bind(signed(lock.timeout_secs)?)
+        .bind(i64::from(lock.shared))
+        .bind(i64::from(lock.deep))
+        .execute(&mut *tx)
+        .await
+        .map_err(backend)?;
+        tx.commit().await.map_err(backend)?;
+        Ok(None)
+    }
+
+    async fn refresh_lock(
+        &self,
+        drive_id: u64,
+        token: &str,
+        expires_at: Millis,
+        timeout_secs: u64,
+    ) -> Result<Option<Lock>, StoreError> {
+        sqlx::query("UPDATE drive_locks SET expires_at = $3, timeout_secs = $4 WHERE drive_id = $1 AND token = $2")
+            .bind(signed(drive_id)?)
+            .bind(token)
+            .bind(expires_at)
+            .bind(signed(timeout_secs)?)
+            .execute(&self.pool)
+            .await
+            .map_err(backend)?;
+        let sql = format!("{LOCK_COLUMNS} WHERE drive_id = $1 AND token = $2");
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(signed(drive_id)?)
+            .bind(token)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(backend)?;
+        row.as_ref().map(lock_from).transpose()
+    }
+
+    async fn remove_lock(&self, drive_id: u64, token: &str) -> Result<bool, StoreError> {
+        let done = sqlx::query("DELETE FROM drive_locks WHERE drive_id = $1 AND token = $2")
+            .bind(signed(drive_id)?)
+            .bind(token)
+            .execute(&self.pool)
+            .await
+            .map_err(backend)?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn remove_locks_within(&self, drive_id: u64, path: &str) -> Result<(), StoreError> {
+        let below = format!("{path}/");
+        sqlx::query(
+            "DELETE FROM drive_locks WHERE drive_id = $1
+             AND (path = $2 OR substr(path, 1, $4) = $3)",
+        )
+        .bind(signed(drive_id)?)
+        .bind(path)
+        .bind(below.as_str())
+        .bind(i64::try_from(below.chars().count()).unwrap_or(i64::MAX))
+        .execute(&self.pool)
+        .await
+        .map_err(backend)?;
+        Ok(())
     }
 }

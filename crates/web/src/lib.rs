@@ -19,6 +19,7 @@ mod console_drive;
 mod console_org;
 mod console_two_factor;
 mod cookies;
+mod dav;
 mod error;
 mod fmt;
 mod guard;
@@ -44,6 +45,10 @@ pub struct WebConfig {
     /// Take the client address from the last `X-Forwarded-For` entry (set
     /// this only behind a reverse proxy that writes that header).
     pub trust_forwarded_for: bool,
+    /// Drives answer WebDAV at `<drive id>.connect.<dav_domain>` (and at
+    /// `/dav/drives/<drive id>/` on every address). Empty means
+    /// `localhost`.
+    pub dav_domain: String,
 }
 
 impl WebConfig {
@@ -62,6 +67,14 @@ impl WebConfig {
                 .unwrap_or("localhost");
             format!("http://{host}")
         })
+    }
+
+    pub(crate) fn dav_domain(&self) -> &str {
+        if self.dav_domain.is_empty() {
+            "localhost"
+        } else {
+            &self.dav_domain
+        }
     }
 
     fn public_origin(&self) -> Option<String> {
@@ -133,6 +146,9 @@ pub fn router(state: AppState) -> Router {
         .merge(console::routes())
         .fallback(console::not_found)
         .layer(axum::middleware::from_fn_with_state(state.clone(), guard::protect))
+        // WebDAV clients authenticate on every request and send no CSRF
+        // token: their requests leave before the console's guard.
+        .layer(axum::middleware::from_fn_with_state(state.clone(), dav::dispatch))
         .layer(axum::middleware::from_fn_with_state(state.clone(), metrics::track))
         .layer(
             TraceLayer::new_for_http()

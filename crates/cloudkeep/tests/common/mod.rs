@@ -198,6 +198,14 @@ impl Server {
     }
 }
 
+impl Server {
+    /// SIGKILL: the process gets no chance to finish anything.
+    pub fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 impl Drop for Server {
     fn drop(&mut self) {
         let _ = self.child.kill();
@@ -545,4 +553,23 @@ pub fn quoted_printable_decoded(text: &str) -> String {
         i += 1;
     }
     String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Whether `program` is installed (`program args…` starts). Outside CI a
+/// missing peer skips the test with a visible message; under CI it fails.
+pub fn peer(program: &str, args: &[&str], test: &str, install: &str) -> bool {
+    let found = Command::new(program)
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok();
+    if !found {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "{program} is required under CI ({install})"
+        );
+        eprintln!("SKIPPED ({test}): {program} is not installed ({install})");
+    }
+    found
 }

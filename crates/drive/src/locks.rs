@@ -1,0 +1,205 @@
+//! WebDAV locks (RFC 4918 §6–7) on a drive's paths, kept in the store so
+//! every process serving the drive sees them.
+//!
+//! A lock is on a path, not a node: it may reserve a name before anything
+//! is there. Paths are decoded, from the drive's top, without a trailing
+//! slash ("" is the top folder).
+
+use identity::Millis;
+
+use crate::files::{DriveTree, FileError};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lock {
+    /// `urn:uuid:…`, what clients send back in `If:` headers.
+    pub token: String,
+    pub path: String,
+    /// Who took it (the account's email).
+    pub principal: String,
+    /// The client's `<owner>` element, kept as sent ("" for none).
+    pub owner_xml: String,
+    /// 0 for a lock without a timeout.
+    pub expires_at: Millis,
+    /// The timeout granted, 0 for none.
+    pub timeout_secs: u64,
+    pub shared: bool,
+    /// Covers everything under the path (`Depth: infinity`).
+    pub deep: bool,
+}
+
+/// The longest lock a client gets, whatever it asks for: a client that
+/// vanishes frees its names within this time.
+pub const MAX_LOCK_SECS: u64 = 7 * 24 * 3600;
+
+/// Whether `path` is `ancestor` or lies under it.
+pub fn within(path: &str, ancestor: &str) -> bool {
+    path == ancestor || (path.starts_with(ancestor) && path[ancestor.len()..].starts_with('/'))
+}
+
+/// What a request on `path` may do given the drive's locks: `None` when
+/// nothing stands in its way, else the first lock that does.
+///
+/// A lock on the path, or a deep lock above it, must be held (its token
+/// submitted, by the same principal unless `ignore_principal`); a shared
+/// lock only blocks when `shared_ok` is false and no lock on the path is
+/// held. With `deep`, locks below the path count too.
+pub fn conflict<'a>(
+    locks: &'a [Lock],
+    path: &str,
+    principal: Option<&str>,
+    ignore_principal: bool,
+    deep: bool,
+    tokens: &[String],
+    shared_ok: bool,
+) -> Option<&'a Lock> {
+    let holds =
+        |lock: &Lock| tokens.contains(&lock.token) && (ignore_principal || principal == Some(lock.principal.as_str()));
+    let mut held = false;
+    let mut shared_seen = None;
+    for lock in locks {
+        let applies = lock.path == path || (lock.deep && within(path, &lock.path));
+        if !applies {
+            continue;
+        }
+        if holds(lock) {
+            held = true;
+        } else if !lock.shared {
+            return Some(lock);
+        } else if !shared_ok {
+            shared_seen.get_or_insert(lock);
+        }
+    }
+    if !held && let Some(lock) = shared_seen {
+        return Some(lock);
+    }
+    if deep {
+        return locks
+            .iter()
+            .filter(|l| within(&l.path, path))
+            .find(|l| (!l.shared || !shared_ok) && !holds(l));
+    }
+    None
+}
+
+impl DriveTree {
+    /// The locks in force on this drive.
+    pub async fn locks(&self) -> Result<Vec<Lock>, FileError> {
+        Ok(self.store().locks(self.drive().id, self.now()).await?)
+    }
+
+    /// Takes a lock unless another one conflicts; then returns that one.
+    pub async fn lock(&self, mut lock: Lock) -> Result<Result<Lock, Lock>, FileError> {
+        lock.timeout_secs = match lock.timeout_secs {
+            0 => MAX_LOCK_SECS,
+            secs => secs.min(MAX_LOCK_SECS),
+        };
+        lock.expires_at = self.now() + lock.timeout_secs as Millis * 1000;
+        let (path, shared, deep) = (lock.path.clone(), lock.shared, lock.deep);
+        let check = move |locks: &[Lock]| conflict(locks, &path, None, true, deep, &[], shared).cloned();
+        let refused = self
+            .store()
+            .add_lock(self.drive().id, &lock, self.now(), &check)
+            .await?;
+        Ok(match refused {
+            Some(other) => Err(other),
+            None => Ok(lock),
+        })
+    }
+
+    /// Extends a lock on `path` (or above it); `None` when there is none.
+    pub async fn refresh_lock(&self, path: &str, token: &str, timeout_secs: u64) -> Result<Option<Lock>, FileError> {
+        let Some(lock) = self.locks().await?.into_iter().find(|l| l.token == token) else {
+            return Ok(None);
+        };
+        if !within(path, &lock.path) {
+            return Ok(None);
+        }
+        let secs = match timeout_secs {
+            0 => MAX_LOCK_SECS,
+            secs => secs.min(MAX_LOCK_SECS),
+        };
+        let expires_at = self.now() + secs as Millis * 1000;
+        Ok(self
+            .store()
+            .refresh_lock(self.drive().id, token, expires_at, secs)
+            .await?)
+    }
+
+    /// Removes a lock on `path` (or above it); `false` when there is none.
+    pub async fn unlock(&self, path: &str, token: &str) -> Result<bool, FileError> {
+        let found = self
+            .locks()
+            .await?
+            .into_iter()
+            .any(|l| l.token == token && within(path, &l.path));
+        Ok(found && self.store().remove_lock(self.drive().id, token).await?)
+    }
+
+    /// Removes every lock on `path` and under it (after a delete or move).
+    pub async fn drop_locks(&self, path: &str) -> Result<(), FileError> {
+        Ok(self.store().remove_locks_within(self.drive().id, path).await?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lock(token: &str, path: &str, shared: bool, deep: bool) -> Lock {
+        Lock {
+            token: token.into(),
+            path: path.into(),
+            principal: "ana@example.org".into(),
+            owner_xml: String::new(),
+            expires_at: 0,
+            timeout_secs: 0,
+            shared,
+            deep,
+        }
+    }
+
+    #[test]
+    fn paths_nest_on_whole_names() {
+        assert!(within("/a/b", "/a"));
+        assert!(within("/a", "/a"));
+        assert!(within("/a", ""));
+        assert!(!within("/ab", "/a"));
+    }
+
+    #[test]
+    fn exclusive_locks_block_unless_held() {
+        let locks = [lock("t1", "/a", false, true)];
+        let me = Some("ana@example.org");
+        assert!(conflict(&locks, "/a/b", me, false, false, &[], false).is_some());
+        assert!(conflict(&locks, "/a/b", me, false, false, &["t1".into()], false).is_none());
+        // Someone else with the token is still refused.
+        assert!(
+            conflict(
+                &locks,
+                "/a/b",
+                Some("eve@example.org"),
+                false,
+                false,
+                &["t1".into()],
+                false
+            )
+            .is_some()
+        );
+        assert!(conflict(&locks, "/c", me, false, false, &[], false).is_none());
+        // A shallow lock does not reach below its path.
+        let shallow = [lock("t2", "/a", false, false)];
+        assert!(conflict(&shallow, "/a/b", me, false, false, &[], false).is_none());
+        // A deep request sees locks below it.
+        let below = [lock("t3", "/a/b/c", false, false)];
+        assert!(conflict(&below, "/a", me, false, true, &[], false).is_some());
+        assert!(conflict(&below, "/a", me, false, false, &[], false).is_none());
+    }
+
+    #[test]
+    fn shared_locks_share() {
+        let locks = [lock("s1", "/f", true, false)];
+        // Another shared lock may be taken; an exclusive one may not.
+        assert!(conflict(&locks, "/f", None, true, false, &[], true).is_none());
+        assert!(conflict(&locks, "/f", None, true, false, &[], false).is_some());
+    }
+}

@@ -1,0 +1,208 @@
+//! WebDAV entry: finds the drive a request is for, from the host
+//! (`<id>.connect.<domain>`) or the path (`/dav/drives/<id>/…`), checks the
+//! client's Basic credentials through
+//! [`identity::Identity::authenticate_protocol_client`], and hands the
+//! request to the `dav` crate.
+
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{HeaderValue, Method, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use base64::Engine;
+use drive::FileError;
+use identity::ProtocolAuthError;
+
+use crate::AppState;
+use crate::auth::client_info;
+
+const PATH_PREFIX: &str = "/dav/drives/";
+
+/// Where a request goes: the drive, and the URL prefix of its top.
+#[derive(Debug, PartialEq, Eq)]
+struct Target {
+    drive_id: u64,
+    prefix: String,
+}
+
+fn drive_id(text: &str) -> Option<u64> {
+    (!text.is_empty() && text.len() <= 12 && text.bytes().all(|b| b.is_ascii_digit()))
+        .then(|| text.parse().ok())
+        .flatten()
+}
+
+/// The drive `host` names (`123456.connect.<domain>[:port]`), if any.
+fn host_target(host: &str, domain: &str) -> Option<u64> {
+    let name = match host.rsplit_once(':') {
+        Some((name, port)) if port.bytes().all(|b| b.is_ascii_digit()) => name,
+        _ => host,
+    };
+    let name = name.trim_end_matches('.').to_ascii_lowercase();
+    let id = name.strip_suffix(domain)?.strip_suffix(".connect.")?;
+    drive_id(id)
+}
+
+fn target(state: &AppState, request: &Request) -> Option<Target> {
+    let host = request
+        .headers()
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .or_else(|| request.uri().host());
+    if let Some(id) = host.and_then(|h| host_target(h, state.config().dav_domain())) {
+        return Some(Target {
+            drive_id: id,
+            prefix: String::new(),
+        });
+    }
+    let rest = request.uri().path().strip_prefix(PATH_PREFIX)?;
+    let id_text = rest.split('/').next().unwrap_or(rest);
+    Some(Target {
+        drive_id: drive_id(id_text)?,
+        prefix: format!("{PATH_PREFIX}{id_text}"),
+    })
+}
+
+/// Whether a path has a `.` or `..` segment, however encoded: such a
+/// path could reach above the drive's top.
+fn escapes(path: &str) -> bool {
+    let decoded = percent_encoding::percent_decode_str(path).decode_utf8_lossy();
+    decoded
+        .split(['/', '\\'])
+        .any(|segment| segment == "." || segment == "..")
+}
+
+/// `(login, secret)` from `Authorization: Basic …`.
+fn basic_credentials(request: &Request) -> Option<(String, String)> {
+    let value = request.headers().get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, encoded) = value.trim().split_once(' ')?;
+    if !scheme.eq_ignore_ascii_case("basic") {
+        return None;
+    }
+    let decoded = base64::engine::general_purpose::STANDARD.decode(encoded.trim()).ok()?;
+    let text = String::from_utf8(decoded).ok()?;
+    let (login, secret) = text.split_once(':')?;
+    Some((login.to_owned(), secret.to_owned()))
+}
+
+fn challenge(status: StatusCode, message: &'static str) -> Response {
+    let mut response = (status, message).into_response();
+    response.headers_mut().insert(
+        header::WWW_AUTHENTICATE,
+        HeaderValue::from_static("Basic realm=\"cloudkeep\", charset=\"UTF-8\""),
+    );
+    response
+}
+
+/// `X-OC-Mtime` (seconds since the epoch, as rclone and ownCloud clients
+/// send it) in milliseconds.
+fn client_mtime(request: &Request) -> Option<i64> {
+    let seconds: f64 = request
+        .headers()
+        .get("x-oc-mtime")?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()?;
+    (0.0..1e11).contains(&seconds).then_some((seconds * 1000.0) as i64)
+}
+
+/// The outermost handler for WebDAV addresses; everything else goes on
+/// to the console and the API.
+pub async fn dispatch(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let Some(target) = target(&state, &request) else {
+        return next.run(request).await;
+    };
+    if escapes(request.uri().path()) {
+        return (StatusCode::BAD_REQUEST, "'.' and '..' are not names").into_response();
+    }
+    let Some((login, secret)) = basic_credentials(&request) else {
+        return challenge(
+            StatusCode::UNAUTHORIZED,
+            "sign in with your email and an application password",
+        );
+    };
+    let (parts, body) = request.into_parts();
+    let client = client_info(&state, &parts);
+    let account = match state
+        .identity()
+        .authenticate_protocol_client(&login, &secret, client.ip)
+        .await
+    {
+        Ok(account) => account,
+        Err(ProtocolAuthError::InvalidCredentials) => {
+            return challenge(StatusCode::UNAUTHORIZED, "wrong user name or password");
+        }
+        Err(ProtocolAuthError::TooManyAttempts { retry_after }) => {
+            let mut response = (StatusCode::TOO_MANY_REQUESTS, "too many attempts; try again later").into_response();
+            let seconds = (retry_after / 1000).max(1);
+            if let Ok(value) = HeaderValue::from_str(&seconds.to_string()) {
+                response.headers_mut().insert(header::RETRY_AFTER, value);
+            }
+            return response;
+        }
+        Err(ProtocolAuthError::Store(e)) => {
+            tracing::error!(error = %e, "checking WebDAV credentials failed");
+            return (StatusCode::SERVICE_UNAVAILABLE, "try again later").into_response();
+        }
+    };
+    let tree = match state.drives().tree(&account, target.drive_id).await {
+        Ok(tree) => tree,
+        // Another organization's drive looks like no drive at all.
+        Err(FileError::NoDrive) => return (StatusCode::NOT_FOUND, "no such drive").into_response(),
+        Err(e) => {
+            tracing::error!(error = %e, "opening a drive failed");
+            return (StatusCode::SERVICE_UNAVAILABLE, "try again later").into_response();
+        }
+    };
+    if parts.method.as_str() == "PROPFIND"
+        && parts
+            .headers
+            .get("depth")
+            .and_then(|d| d.to_str().ok())
+            .is_some_and(|d| d.trim().eq_ignore_ascii_case("infinity"))
+    {
+        // RFC 4918 §9.1: a server may refuse a whole-tree listing.
+        return (
+            StatusCode::FORBIDDEN,
+            [(header::CONTENT_TYPE, "application/xml; charset=utf-8")],
+            "<?xml version=\"1.0\" encoding=\"utf-8\"?>\n<D:error xmlns:D=\"DAV:\"><D:propfind-finite-depth/></D:error>\n",
+        )
+            .into_response();
+    }
+    let request = Request::from_parts(parts, body);
+    let writes_with_mtime = request.method() == Method::PUT;
+    let mtime = writes_with_mtime.then(|| client_mtime(&request)).flatten();
+    let response = dav::serve(tree, account.email.to_string(), target.prefix, mtime, request).await;
+    let (mut parts, body) = response.into_parts();
+    if mtime.is_some() && parts.status.is_success() {
+        parts.headers.insert("x-oc-mtime", HeaderValue::from_static("accepted"));
+    }
+    Response::from_parts(parts, Body::new(body))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dot_segments_are_refused() {
+        assert!(escapes("/dav/drives/1/../x"));
+        assert!(escapes("/dav/drives/1/a/%2e%2e/x"));
+        assert!(escapes("/dav/drives/1/a/..%2fb"));
+        assert!(escapes("/a/.%2E/b"));
+        assert!(!escapes("/dav/drives/1/a..b/.hidden"));
+    }
+
+    #[test]
+    fn drive_hosts() {
+        assert_eq!(host_target("123456.connect.localhost:8080", "localhost"), Some(123456));
+        assert_eq!(host_target("123456.CONNECT.example.org", "example.org"), Some(123456));
+        assert_eq!(host_target("123456.connect.example.org.", "example.org"), Some(123456));
+        assert_eq!(host_target("connect.localhost", "localhost"), None);
+        assert_eq!(host_target("abc.connect.localhost", "localhost"), None);
+        assert_eq!(host_target("123.connect.evil.org", "example.org"), None);
+        assert_eq!(host_target("localhost:8080", "localhost"), None);
+        assert_eq!(host_target("1.connect.localhostx", "localhost"), None);
+    }
+}

@@ -645,3 +645,168 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     }
     files
 }
+
+/// The application password as rclone keeps it. Obscuring is salted:
+/// do it once, since bisync names its state after the remote's settings.
+async fn obscured(dav: &Dav) -> String {
+    let out = tokio::process::Command::new("rclone")
+        .args(["obscure", &dav.app_password])
+        .output()
+        .await
+        .unwrap();
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+}
+
+/// Runs rclone with the drive as remote `drive:` (owncloud vendor, so
+/// modification times and checksums round-trip); returns (ok, output).
+async fn rclone(dav: &Dav, pass: &str, args: &[&str]) -> (bool, String) {
+    let out = tokio::process::Command::new("rclone")
+        .args(args)
+        .args(["--config", "/dev/null", "--low-level-retries", "1", "--retries", "1"])
+        .env("RCLONE_CONFIG_DRIVE_TYPE", "webdav")
+        .env("RCLONE_CONFIG_DRIVE_URL", dav.url("/"))
+        .env("RCLONE_CONFIG_DRIVE_VENDOR", "owncloud")
+        .env("RCLONE_CONFIG_DRIVE_USER", MEMBER)
+        .env("RCLONE_CONFIG_DRIVE_PASS", pass)
+        .output()
+        .await
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+/// 1,000 files of mixed sizes in nested folders, with spaces, accents and
+/// emoji in their names.
+fn mixed_tree(root: &std::path::Path) {
+    let names = [
+        "plain",
+        "with space",
+        "acentuación ñ",
+        "emoji 🎉",
+        "日本語",
+        "dots.in.name",
+    ];
+    for i in 0..1000usize {
+        let folder = root.join(format!("carpeta {}", i % 7)).join(names[i % names.len()]);
+        std::fs::create_dir_all(&folder).unwrap();
+        let size = match i % 10 {
+            0 => 0,
+            1 => 70_000 + i,
+            _ => 100 + (i * 37) % 3000,
+        };
+        let body: Vec<u8> = (0..size).map(|b| ((b * 7 + i) % 256) as u8).collect();
+        std::fs::write(
+            folder.join(format!("{} file {i}.txt", names[(i / 3) % names.len()])),
+            body,
+        )
+        .unwrap();
+    }
+}
+
+#[tokio::test]
+async fn rclone_syncs_both_ways() {
+    if !peer("rclone", &["version"], "rclone sync", "apt-get install rclone") {
+        return;
+    }
+    for engine in ENGINES {
+        let Some(dav) = Dav::new(engine, None).await else {
+            continue;
+        };
+        let pass = obscured(&dav).await;
+        let work = dav.storage.data.join("rclone");
+        let local = work.join("local");
+        mixed_tree(&local);
+        let local = local.to_str().unwrap().to_owned();
+
+        // Up, then check: sizes, modification times and SHA-1 agree.
+        let (ok, out) = rclone(&dav, &pass, &["sync", &local, "drive:tree", "--transfers", "8"]).await;
+        assert!(ok, "{engine:?} sync up: {out}");
+        let (ok, out) = rclone(&dav, &pass, &["check", &local, "drive:tree"]).await;
+        assert!(ok && out.contains("0 differences found"), "{engine:?} check: {out}");
+        assert!(out.contains("1000 matching files"), "{engine:?} check: {out}");
+        // The server's SHA-1s (oc:checksums, nothing downloaded) match.
+        let (ok, here) = rclone(&dav, &pass, &["hashsum", "sha1", &local]).await;
+        assert!(ok, "{here}");
+        let (ok, there) = rclone(&dav, &pass, &["hashsum", "sha1", "drive:tree"]).await;
+        assert!(ok, "{there}");
+        let sorted = |text: &str| {
+            let mut lines: Vec<String> = text.lines().map(str::to_owned).collect();
+            lines.sort();
+            lines
+        };
+        assert_eq!(sorted(&here).len(), 1000);
+        assert_eq!(sorted(&here), sorted(&there), "{engine:?}: SHA-1 per file");
+
+        // Down into an empty folder: identical, times kept.
+        let down = work.join("down");
+        let down = down.to_str().unwrap().to_owned();
+        let (ok, out) = rclone(&dav, &pass, &["sync", "drive:tree", &down]).await;
+        assert!(ok, "{engine:?} sync down: {out}");
+        let (ok, out) = rclone(&dav, &pass, &["check", &local, &down, "--download"]).await;
+        assert!(ok && out.contains("0 differences found"), "{engine:?}: {out}");
+        // Sizes and modification times, to the second (what X-OC-Mtime carries).
+        let to_seconds = |text: &str| {
+            let mut lines: Vec<String> = text
+                .lines()
+                .map(|l| {
+                    let mut parts = l.trim_start().splitn(4, ' ');
+                    let size = parts.next().unwrap_or("");
+                    let date = parts.next().unwrap_or("");
+                    let time = parts.next().unwrap_or("").split('.').next().unwrap_or("");
+                    format!("{size} {date} {time} {}", parts.next().unwrap_or(""))
+                })
+                .collect();
+            lines.sort();
+            lines
+        };
+        let (_, listed_local) = rclone(&dav, &pass, &["lsl", &local]).await;
+        let (_, listed_down) = rclone(&dav, &pass, &["lsl", &down]).await;
+        let (listed_local, listed_down) = (to_seconds(&listed_local), to_seconds(&listed_down));
+        assert_eq!(listed_local.len(), 1000);
+        let differs = listed_local.iter().zip(&listed_down).find(|(a, b)| a != b);
+        assert!(differs.is_none(), "{engine:?}: sizes and times differ: {differs:?}");
+
+        // Two-way: changes on both sides converge.
+        let workdir = work.join("bisync");
+        let workdir = workdir.to_str().unwrap();
+        let (ok, out) = rclone(
+            &dav,
+            &pass,
+            &["bisync", &local, "drive:tree", "--resync", "--workdir", workdir],
+        )
+        .await;
+        assert!(ok, "{engine:?} bisync --resync: {out}");
+        std::fs::write(format!("{local}/nuevo local 🆕.txt"), b"made on the NAS").unwrap();
+        std::fs::remove_file(format!("{local}/carpeta 0/plain/plain file 0.txt")).unwrap();
+        assert_eq!(
+            dav.put("/tree/from%20server.txt", "made on the server").await.status(),
+            201
+        );
+        assert_eq!(
+            dav.status("DELETE", "/tree/carpeta%201/with%20space/plain%20file%201.txt")
+                .await,
+            204
+        );
+        let (ok, out) = rclone(&dav, &pass, &["bisync", &local, "drive:tree", "--workdir", workdir]).await;
+        assert!(ok, "{engine:?} bisync: {out}");
+        let (ok, out) = rclone(&dav, &pass, &["check", &local, "drive:tree"]).await;
+        assert!(
+            ok && out.contains("0 differences found"),
+            "{engine:?} after bisync: {out}"
+        );
+        assert_eq!(
+            std::fs::read(format!("{local}/from server.txt")).unwrap(),
+            b"made on the server"
+        );
+        assert!(!std::path::Path::new(&format!("{local}/carpeta 1/with space/plain file 1.txt")).exists());
+        assert_eq!(
+            dav.get("/tree/nuevo%20local%20%F0%9F%86%95.txt").await.1,
+            b"made on the NAS"
+        );
+        assert_eq!(dav.get("/tree/carpeta%200/plain/plain%20file%200.txt").await.0, 404);
+    }
+}

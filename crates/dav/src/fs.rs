@@ -19,7 +19,7 @@ use futures_util::FutureExt;
 use http::StatusCode;
 use identity::Millis;
 use md5::Md5;
-use sha1::{Digest, Sha1};
+use sha1::Digest;
 use tokio::io::AsyncReadExt;
 
 /// Entries read from the store per query while listing a folder.
@@ -85,6 +85,10 @@ pub fn fs_error(e: FileError) -> FsError {
         // MKCOL or PUT below a file: the "parent" is missing (409).
         FileError::NotAFolder => FsError::NotFound,
         FileError::InvalidPath(_) | FileError::IsAFolder | FileError::ReadOnly => FsError::Forbidden,
+        FileError::ChecksumMismatch => {
+            tracing::warn!("refused an upload whose contents do not match its OC-Checksum");
+            FsError::Forbidden
+        }
         FileError::InsufficientStorage => FsError::InsufficientStorage,
         FileError::Incomplete | FileError::Conflict | FileError::Blob(_) | FileError::Store(_) => {
             tracing::error!(error = %e, "drive operation failed");
@@ -387,11 +391,12 @@ impl DavFileSystem for DriveFs {
     }
 }
 
-/// A checksum the client announced (`OC-Checksum: SHA1:…`), verified
-/// against what arrives before the file is stored.
+/// A checksum the client announced (`OC-Checksum: SHA1:…` or `MD5:…`),
+/// verified against what arrives before the file is stored. SHA-1 is
+/// what the blob store computes anyway; MD5 is computed only when asked.
 #[derive(Debug)]
 enum Claim {
-    Sha1(String, Sha1),
+    Sha1(String),
     Md5(String, Md5),
 }
 
@@ -400,26 +405,10 @@ impl Claim {
         let (kind, value) = header.trim().split_once(':')?;
         let value = value.trim().to_ascii_lowercase();
         match kind.to_ascii_uppercase().as_str() {
-            "SHA1" => Some(Self::Sha1(value, Sha1::new())),
+            "SHA1" => Some(Self::Sha1(value)),
             "MD5" => Some(Self::Md5(value, Md5::new())),
             _ => None,
         }
-    }
-
-    fn update(&mut self, data: &[u8]) {
-        match self {
-            Self::Sha1(_, h) => h.update(data),
-            Self::Md5(_, h) => h.update(data),
-        }
-    }
-
-    /// The stored form (`SHA1:…`) when the contents match.
-    fn verified(self) -> Option<String> {
-        let (kind, expected, actual) = match self {
-            Self::Sha1(v, h) => ("SHA1", v, hex::encode(h.finalize())),
-            Self::Md5(v, h) => ("MD5", v, hex::encode(h.finalize())),
-        };
-        (expected == actual).then(|| format!("{kind}:{actual}"))
     }
 }
 
@@ -439,8 +428,8 @@ impl std::fmt::Debug for WriteFile {
 impl WriteFile {
     async fn append(&mut self, data: &[u8]) -> FsResult<()> {
         let write = self.write.as_mut().ok_or(FsError::GeneralFailure)?;
-        if let Some(claim) = &mut self.claimed {
-            claim.update(data);
+        if let Some(Claim::Md5(_, hash)) = &mut self.claimed {
+            hash.update(data);
         }
         write.write(data).await.map_err(fs_error)
     }
@@ -483,17 +472,18 @@ impl DavFile for WriteFile {
             let Some(write) = self.write.take() else {
                 return Ok(());
             };
-            let checksums = match self.claimed.take() {
-                None => String::new(),
-                Some(claim) => match claim.verified() {
-                    Some(stored) => stored,
-                    None => {
-                        tracing::warn!("refused an upload whose contents do not match its OC-Checksum");
-                        return Err(FsError::Forbidden);
+            let (sha1, md5) = match self.claimed.take() {
+                None => (None, None),
+                Some(Claim::Sha1(sha1)) => (Some(sha1), None),
+                Some(Claim::Md5(claimed, hash)) => {
+                    let actual = hex::encode(hash.finalize());
+                    if actual != claimed {
+                        return Err(fs_error(FileError::ChecksumMismatch));
                     }
-                },
+                    (None, Some(format!("MD5:{actual}")))
+                }
             };
-            let node = write.commit(self.mtime, checksums).await.map_err(fs_error)?;
+            let node = write.commit(self.mtime, sha1.as_deref(), md5).await.map_err(fs_error)?;
             self.done = Some(node);
             Ok(())
         }

@@ -4,13 +4,14 @@
 use async_trait::async_trait;
 use tokio::io::{AsyncRead, AsyncReadExt};
 
-/// A blob safely stored (synced to disk): its id, size and SHA-256.
+/// A blob safely stored (synced to disk): its id, size and SHA-1.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BlobWritten {
     pub id: String,
     pub size: u64,
-    /// Hex SHA-256 of the contents; the file's ETag derives from it.
-    pub sha256: String,
+    /// Hex SHA-1 of the contents: the checksum sync clients compare
+    /// (`oc:checksums`); the file's ETag derives from it.
+    pub sha1: String,
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -64,6 +64,8 @@ pub enum FileError {
     InsufficientStorage,
     #[error("fewer bytes arrived than announced; nothing was stored")]
     Incomplete,
+    #[error("the contents do not match the checksum sent with them; nothing was stored")]
+    ChecksumMismatch,
     #[error("someone changed this file at the same time; try again")]
     Conflict,
     #[error(transparent)]
@@ -160,7 +162,7 @@ impl Drives {
             }
             write.write(&buffer[..n]).await?;
         }
-        write.commit(None, String::new()).await
+        write.commit(None, None, None).await
     }
 
     /// A file's node and contents.
@@ -414,14 +416,30 @@ impl FileWrite {
 
     /// Makes the contents durable, then in one transaction points the tree
     /// at them and charges the quota. Refuses a body shorter than the size
-    /// announced. `modified_at` is the client's modification time, when
-    /// it keeps one (rclone's `X-OC-Mtime`).
-    pub async fn commit(mut self, modified_at: Option<Millis>, checksums: String) -> Result<Node, FileError> {
+    /// announced, or whose SHA-1 is not `expected_sha1` when given.
+    /// `modified_at` is the client's modification time, when it keeps one
+    /// (rclone's `X-OC-Mtime`); `more_checksums` are others the caller
+    /// verified (`MD5:…`), stored beside the SHA-1.
+    pub async fn commit(
+        mut self,
+        modified_at: Option<Millis>,
+        expected_sha1: Option<&str>,
+        more_checksums: Option<String>,
+    ) -> Result<Node, FileError> {
         let sink = self.sink.take().ok_or(FileError::Conflict)?;
         if self.expected_size.is_some_and(|size| size != sink.written()) {
             return Err(FileError::Incomplete);
         }
         let written = sink.finish().await?;
+        if expected_sha1.is_some_and(|sha1| !sha1.eq_ignore_ascii_case(&written.sha1)) {
+            self.drives.blobs.delete(&written.id).await?;
+            return Err(FileError::ChecksumMismatch);
+        }
+        let mut checksums = format!("SHA1:{}", written.sha1);
+        if let Some(more) = more_checksums {
+            checksums.push(' ');
+            checksums.push_str(&more);
+        }
         let drives = &self.drives;
         let now = drives.identity.now();
         let existing = self.existing.as_ref();
@@ -433,7 +451,7 @@ impl FileWrite {
             is_dir: false,
             size: written.size,
             blob_id: written.id.clone(),
-            etag: written.sha256[..32].to_owned(),
+            etag: written.sha1[..32].to_owned(),
             created_at: existing.map_or(now, |n| n.created_at),
             modified_at: modified_at.unwrap_or(now),
             checksums,

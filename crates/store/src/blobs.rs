@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use async_trait::async_trait;
 use drive::{BlobError, BlobReader, BlobSink, BlobStore, BlobWritten};
-use sha2::{Digest, Sha256};
+use sha1::{Digest, Sha1};
 use tokio::io::{AsyncSeekExt, AsyncWriteExt};
 
 pub struct LocalBlobs {
@@ -101,7 +101,7 @@ struct LocalSink {
     tmp: PathBuf,
     target: PathBuf,
     file: Option<tokio::fs::File>,
-    hash: Sha256,
+    hash: Sha1,
     size: u64,
 }
 
@@ -127,12 +127,12 @@ impl BlobSink for LocalSink {
         tokio::fs::create_dir_all(&dir).await.map_err(io)?;
         tokio::fs::rename(&self.tmp, &self.target).await.map_err(io)?;
         sync_dir(&dir).await?;
-        let sha256 = hex::encode(std::mem::take(&mut self.hash).finalize());
+        let sha1 = hex::encode(std::mem::take(&mut self.hash).finalize());
         self.tmp = PathBuf::new();
         Ok(BlobWritten {
             id: std::mem::take(&mut self.id),
             size: self.size,
-            sha256,
+            sha1,
         })
     }
 }
@@ -157,7 +157,7 @@ impl BlobStore for LocalBlobs {
             id,
             tmp,
             file: Some(file),
-            hash: Sha256::new(),
+            hash: Sha1::new(),
             size: 0,
         }))
     }
@@ -195,10 +195,7 @@ mod tests {
         let mut data: &[u8] = b"hello blobs";
         let written = blobs.write(&mut data, 1024).await.unwrap();
         assert_eq!(written.size, 11);
-        assert_eq!(
-            written.sha256,
-            "0e4ab7734cca19155d6d73d4f04defe5381f3376d6c237ea52087aab31f2ccab"
-        );
+        assert_eq!(written.sha1, "08e1c8b925edfe4755d9346e256dfb39bed67f2f");
         let mut back = String::new();
         use tokio::io::AsyncReadExt;
         blobs

@@ -211,7 +211,9 @@ mod browse {
             FileError::ReadOnly => (StatusCode::FORBIDDEN, t.t("files.read_only").to_owned()),
             FileError::InsufficientStorage => (StatusCode::INSUFFICIENT_STORAGE, t.t("files.full").to_owned()),
             FileError::Conflict => (StatusCode::CONFLICT, t.t("files.conflict").to_owned()),
-            FileError::Incomplete => (StatusCode::BAD_REQUEST, t.t("files.incomplete").to_owned()),
+            FileError::Incomplete | FileError::ChecksumMismatch => {
+                (StatusCode::BAD_REQUEST, t.t("files.incomplete").to_owned())
+            }
             FileError::Blob(_) | FileError::Store(_) => {
                 (StatusCode::INTERNAL_SERVER_ERROR, t.t("error.internal").to_owned())
             }

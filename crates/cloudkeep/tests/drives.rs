@@ -62,6 +62,15 @@ async fn drives_are_made_by_managers_and_seen_by_members() {
         assert_eq!(names, ["Projects", "Shared"]);
         assert_eq!(list["drives"][1]["id"], id);
         assert_eq!(list["drives"][1]["access"], "read-write");
+        let port = server.addr.rsplit(':').next().unwrap();
+        assert_eq!(
+            list["drives"][1]["connect_url"],
+            format!("http://{id}.connect.localhost:{port}/")
+        );
+        assert_eq!(
+            list["drives"][1]["webdav_url"],
+            format!("{}/dav/drives/{id}/", server.base)
+        );
 
         // Someone of another organization sees none and cannot create one there.
         let bo = browser();
@@ -145,6 +154,14 @@ async fn members_browse_upload_and_download_in_the_console() {
         assert_eq!(r.headers()["location"], folder.as_str());
         let inside = page(&server, &ana, &folder).await;
         assert!(inside.contains("datos.bin") && inside.contains("195.3 KiB"), "{inside}");
+        // How to connect a WebDAV client to this folder, both address forms.
+        let port = server.addr.rsplit(':').next().unwrap();
+        assert!(
+            inside.contains(&format!("http://{id}.connect.localhost:{port}/A%C3%B1o%202026/")),
+            "{inside}"
+        );
+        assert!(inside.contains(&format!("{}/dav/drives/{id}/A%C3%B1o%202026/", server.base)));
+        assert!(inside.contains("vendor=owncloud") && inside.contains(MEMBER));
         let got = ana
             .get(server.url(&format!("{folder}/datos.bin")))
             .send()

@@ -3,7 +3,7 @@
 
 use axum::Json;
 use axum::extract::{Path, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use drive::{Access, Drive, DriveError};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -26,10 +26,18 @@ pub struct DriveBody {
     /// `read` or `read-write`
     access: String,
     created_at: i64,
+    /// WebDAV address naming the drive in the host:
+    /// `http://<id>.connect.<domain>/`.
+    connect_url: String,
+    /// WebDAV address on the main host: `<base>/dav/drives/<id>/`.
+    webdav_url: String,
 }
 
-fn body(d: Drive, access: Access) -> DriveBody {
+fn body(state: &AppState, headers: &HeaderMap, d: Drive, access: Access) -> DriveBody {
+    let addresses = crate::dav::addresses(state, &state.config().base_url(headers), d.id, "/");
     DriveBody {
+        connect_url: addresses.host,
+        webdav_url: addresses.path,
         id: d.id,
         name: d.name,
         organization_id: d.org_id,
@@ -59,10 +67,14 @@ pub fn drive_error(e: DriveError) -> ApiError {
 /// The drives of your organizations.
 #[utoipa::path(get, path = "/api/v1/drives", tag = "drives", security(("session" = [])),
     responses((status = 200, body = DrivesBody), (status = 401, body = ErrorBody)))]
-pub async fn list(State(state): State<AppState>, ApiUser(user): ApiUser) -> Result<Json<DrivesBody>, ApiError> {
+pub async fn list(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    ApiUser(user): ApiUser,
+) -> Result<Json<DrivesBody>, ApiError> {
     let drives = state.drives().of_account(&user.account).await?;
     Ok(Json(DrivesBody {
-        drives: drives.into_iter().map(|(d, a)| body(d, a)).collect(),
+        drives: drives.into_iter().map(|(d, a)| body(&state, &headers, d, a)).collect(),
     }))
 }
 
@@ -80,6 +92,7 @@ pub struct NewDrive {
     responses((status = 201, body = DriveBody), (status = 403, body = ErrorBody), (status = 422, body = ErrorBody)))]
 pub async fn create(
     State(state): State<AppState>,
+    headers: HeaderMap,
     ApiUser(user): ApiUser,
     Path(org): Path<String>,
     ApiJson(new): ApiJson<NewDrive>,
@@ -89,5 +102,8 @@ pub async fn create(
         .create(Some(&user.account), &org, &new.name, new.quota_bytes)
         .await
         .map_err(drive_error)?;
-    Ok((StatusCode::CREATED, Json(body(drive, Access::ReadWrite))))
+    Ok((
+        StatusCode::CREATED,
+        Json(body(&state, &headers, drive, Access::ReadWrite)),
+    ))
 }

@@ -57,6 +57,8 @@ pub struct Ctx {
     /// A pre-sign-in CSRF cookie to set, when the browser had none.
     new_binding: Option<String>,
     here: String,
+    /// `scheme://host[:port]` people reach the console at.
+    pub(crate) base_url: String,
     pub(crate) client: identity::ClientInfo,
     pub(crate) device: Option<String>,
     /// An organization requires two-step verification the member lacks.
@@ -204,6 +206,7 @@ fn context_from(state: &AppState, parts: &Parts, session: Option<Authed>) -> Ctx
         csrf,
         new_binding,
         here: parts.uri.path().to_owned(),
+        base_url: state.config().base_url(&parts.headers),
         client: auth::client_info(state, parts),
         device: cookies::get(&parts.headers, DEVICE_COOKIE).map(str::to_owned),
         requirement: None,

@@ -234,10 +234,22 @@ mod browse {
         modified: String,
     }
 
+    /// How to reach this folder from a WebDAV client.
+    struct Connect {
+        host_url: String,
+        path_url: String,
+        /// The host form without its scheme (what NAS tools ask for).
+        host_name: String,
+        /// `dav://` or `davs://`, for Linux file managers.
+        gio_url: String,
+        login: String,
+    }
+
     #[derive(Template)]
     #[template(path = "drive_files.html")]
     struct FilesPage {
         c: Chrome,
+        connect: Connect,
         drive: u64,
         folder: String,
         crumbs: Vec<Crumb>,
@@ -286,8 +298,19 @@ mod browse {
             });
         }
         let folder = format!("/{}", names.join("/"));
+        let addresses = crate::dav::addresses(&ctx.state, &ctx.base_url, drive, &folder);
+        let secure = addresses.host.starts_with("https://");
+        let without_scheme = addresses.host.split_once("://").map_or("", |(_, rest)| rest).to_owned();
+        let connect = Connect {
+            gio_url: format!("{}://{without_scheme}", if secure { "davs" } else { "dav" }),
+            host_name: without_scheme.split('/').next().unwrap_or_default().to_owned(),
+            host_url: addresses.host,
+            path_url: addresses.path,
+            login: user.account.email.to_string(),
+        };
         let page = FilesPage {
             c: ctx.chrome(&node_drive.name),
+            connect,
             drive,
             upload_action: format!(
                 "/drives/{drive}/upload?folder={}&csrf={}",

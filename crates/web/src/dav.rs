@@ -71,6 +71,42 @@ fn escapes(path: &str) -> bool {
         .any(|segment| segment == "." || segment == "..")
 }
 
+/// The two WebDAV addresses of a drive (optionally of a folder in it),
+/// as people should type them: the host form and the path form.
+pub(crate) struct Addresses {
+    /// `http://<id>.connect.<domain>[:port]/<folder>/`
+    pub host: String,
+    /// `<base>/dav/drives/<id>/<folder>/`
+    pub path: String,
+}
+
+pub(crate) fn addresses(state: &AppState, base: &str, drive: u64, folder: &str) -> Addresses {
+    let (scheme, rest) = base.split_once("://").unwrap_or(("http", base));
+    let authority = rest.split('/').next().unwrap_or(rest);
+    let port = match authority.rsplit_once(':') {
+        Some((_, port)) if !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit()) => format!(":{port}"),
+        _ => String::new(),
+    };
+    let mut folder: String = folder
+        .split('/')
+        .filter(|n| !n.is_empty())
+        .map(|n| {
+            format!(
+                "/{}",
+                percent_encoding::utf8_percent_encode(n, percent_encoding::NON_ALPHANUMERIC)
+            )
+        })
+        .collect();
+    folder.push('/');
+    Addresses {
+        host: format!(
+            "{scheme}://{drive}.connect.{}{port}{folder}",
+            state.config().dav_domain()
+        ),
+        path: format!("{base}{PATH_PREFIX}{drive}{folder}"),
+    }
+}
+
 /// `(login, secret)` from `Authorization: Basic …`.
 fn basic_credentials(request: &Request) -> Option<(String, String)> {
     let value = request.headers().get(header::AUTHORIZATION)?.to_str().ok()?;

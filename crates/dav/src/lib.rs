@@ -40,6 +40,8 @@ where
         .strip_prefix(prefix)
         .principal(principal)
         .autoindex(false)
+        // Large reads: a GET streams the file in 256 KiB pieces.
+        .read_buf_size(256 * 1024)
         .build_handler();
     handler.handle(request).await
 }

@@ -8,8 +8,18 @@
 
 use identity::{Account, Millis, StoreError};
 
-use crate::blob::{BlobError, BlobReader, BlobSink};
+use crate::blob::{BlobError, BlobReader, BlobSink, BlobWritten};
 use crate::{Access, Drive, Drives};
+
+/// Files up to this size are kept in the database, written with their
+/// row in one transaction: for the many small files of a sync, that is
+/// one sync to disk instead of three and no file to create.
+pub const INLINE_LIMIT: usize = 32 * 1024;
+
+/// Whether a blob id names contents kept in the database.
+pub fn is_inline(blob_id: &str) -> bool {
+    blob_id.starts_with('i')
+}
 
 /// A folder or file.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -331,7 +341,6 @@ impl DriveTree {
         if expected_size.is_some_and(|size| size > room) {
             return Err(FileError::InsufficientStorage);
         }
-        let sink = self.drives.blobs.create().await?;
         Ok(FileWrite {
             drives: self.drives.clone(),
             parent_id: parent.id,
@@ -340,7 +349,8 @@ impl DriveTree {
             existing,
             room,
             expected_size,
-            sink: Some(sink),
+            small: Some(Vec::new()),
+            sink: None,
         })
     }
 
@@ -348,6 +358,16 @@ impl DriveTree {
     pub async fn read_from(&self, node: &Node, offset: u64) -> Result<BlobReader, FileError> {
         if node.is_dir {
             return Err(FileError::IsAFolder);
+        }
+        if is_inline(&node.blob_id) {
+            let mut data = self
+                .drives
+                .store
+                .inline_data(&node.blob_id)
+                .await?
+                .ok_or(BlobError::NotFound)?;
+            data.drain(..(offset as usize).min(data.len()));
+            return Ok(Box::new(std::io::Cursor::new(data)));
         }
         Ok(self.drives.blobs.read_from(&node.blob_id, offset).await?)
     }
@@ -364,7 +384,7 @@ impl DriveTree {
     }
 
     pub(crate) async fn free(&self, blobs: Vec<String>) -> Result<(), FileError> {
-        for blob in blobs {
+        for blob in blobs.into_iter().filter(|b| !is_inline(b)) {
             self.drives.blobs.delete(&blob).await?;
         }
         Ok(())
@@ -381,6 +401,8 @@ pub struct FileWrite {
     existing: Option<Node>,
     room: u64,
     expected_size: Option<u64>,
+    /// Contents so far while they fit [`INLINE_LIMIT`].
+    small: Option<Vec<u8>>,
     sink: Option<Box<dyn BlobSink>>,
 }
 
@@ -397,16 +419,32 @@ impl std::fmt::Debug for FileWrite {
 impl FileWrite {
     /// Appends `data`; refuses past the space the drive has left.
     pub async fn write(&mut self, data: &[u8]) -> Result<(), FileError> {
-        let sink = self.sink.as_mut().ok_or(FileError::Conflict)?;
-        if sink.written() + data.len() as u64 > self.room {
+        if self.written() + data.len() as u64 > self.room {
             self.sink = None;
+            self.small = None;
             return Err(FileError::InsufficientStorage);
         }
+        if let Some(small) = &mut self.small {
+            if small.len() + data.len() <= INLINE_LIMIT {
+                small.extend_from_slice(data);
+                return Ok(());
+            }
+            // Too large to keep in the database: on to the blob store.
+            let mut sink = self.drives.blobs.create().await?;
+            sink.write(small).await?;
+            self.small = None;
+            self.sink = Some(sink);
+        }
+        let sink = self.sink.as_mut().ok_or(FileError::Conflict)?;
         Ok(sink.write(data).await?)
     }
 
     pub fn written(&self) -> u64 {
-        self.sink.as_ref().map_or(0, |s| s.written())
+        match (&self.small, &self.sink) {
+            (Some(small), _) => small.len() as u64,
+            (None, Some(sink)) => sink.written(),
+            (None, None) => 0,
+        }
     }
 
     /// The name being written.
@@ -426,13 +464,34 @@ impl FileWrite {
         expected_sha1: Option<&str>,
         more_checksums: Option<String>,
     ) -> Result<Node, FileError> {
-        let sink = self.sink.take().ok_or(FileError::Conflict)?;
-        if self.expected_size.is_some_and(|size| size != sink.written()) {
+        if self.expected_size.is_some_and(|size| size != self.written()) {
             return Err(FileError::Incomplete);
         }
-        let written = sink.finish().await?;
+        let small = self.small.take();
+        let written = match (&small, self.sink.take()) {
+            (Some(small), _) => {
+                use sha1::Digest;
+                BlobWritten {
+                    id: format!("i{}", uuid_like()),
+                    size: small.len() as u64,
+                    sha1: hex::encode(sha1::Sha1::digest(small)),
+                }
+            }
+            (None, Some(sink)) => sink.finish().await?,
+            (None, None) => return Err(FileError::Conflict),
+        };
+        let discard = |drives: &Drives, id: String| {
+            let blobs = drives.blobs.clone();
+            async move {
+                if is_inline(&id) {
+                    Ok(())
+                } else {
+                    blobs.delete(&id).await
+                }
+            }
+        };
         if expected_sha1.is_some_and(|sha1| !sha1.eq_ignore_ascii_case(&written.sha1)) {
-            self.drives.blobs.delete(&written.id).await?;
+            discard(&self.drives, written.id.clone()).await?;
             return Err(FileError::ChecksumMismatch);
         }
         let mut checksums = format!("SHA1:{}", written.sha1);
@@ -457,9 +516,9 @@ impl FileWrite {
             checksums,
             has_props: existing.is_some_and(|n| n.has_props),
         };
-        let error = match drives.store.put_file(&node, existing).await {
+        let error = match drives.store.put_file(&node, existing, small.as_deref()).await {
             Ok(PutOutcome::Stored { replaced_blob }) => {
-                if let Some(old) = replaced_blob {
+                if let Some(old) = replaced_blob.filter(|b| !is_inline(b)) {
                     drives.blobs.delete(&old).await?;
                 }
                 return Ok(node);
@@ -469,7 +528,7 @@ impl FileWrite {
             Err(e) => FileError::Store(e),
         };
         // Nothing points at the new contents.
-        drives.blobs.delete(&written.id).await?;
+        discard(drives, written.id).await?;
         Err(error)
     }
 }

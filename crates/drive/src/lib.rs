@@ -13,7 +13,7 @@ mod locks;
 mod moves;
 
 pub use blob::{BlobError, BlobReader, BlobSink, BlobStore, BlobWritten};
-pub use files::{DriveTree, FileError, FileWrite, Node, PutOutcome, split_path};
+pub use files::{DriveTree, FileError, FileWrite, INLINE_LIMIT, Node, PutOutcome, is_inline, split_path};
 pub use locks::{Lock, MAX_LOCK_SECS, conflict as lock_conflict, within};
 pub use moves::{DeadProp, MAX_PROP_BYTES, MAX_PROPS_PER_NODE, PropChange};
 
@@ -72,7 +72,16 @@ pub trait DriveStore: Send + Sync {
     /// In one transaction: points `node` at its blob (inserting it, or
     /// replacing `replaced` if that is still what the tree holds) and
     /// charges the size difference to the drive's quota.
-    async fn put_file(&self, node: &Node, replaced: Option<&Node>) -> Result<PutOutcome, StoreError>;
+    /// With `inline`, the contents are stored in the same transaction
+    /// under `node.blob_id` (see [`INLINE_LIMIT`]).
+    async fn put_file(
+        &self,
+        node: &Node,
+        replaced: Option<&Node>,
+        inline: Option<&[u8]>,
+    ) -> Result<PutOutcome, StoreError>;
+    /// The contents of a small file kept in the database.
+    async fn inline_data(&self, blob_id: &str) -> Result<Option<Vec<u8>>, StoreError>;
     /// In one transaction: deletes the node and everything under it and
     /// frees their space; returns the blobs nobody uses any more.
     async fn delete_tree(&self, node: &Node) -> Result<Vec<String>, StoreError>;

@@ -91,6 +91,19 @@ async fn blob_in_use(conn: &mut sqlx::AnyConnection, blob: &str) -> Result<bool,
     Ok(row.is_some())
 }
 
+/// Deletes the contents of a small file kept in the database, once no
+/// node uses them.
+async fn drop_inline(conn: &mut sqlx::AnyConnection, blob: &str) -> Result<(), StoreError> {
+    if drive::is_inline(blob) {
+        sqlx::query("DELETE FROM drive_inline WHERE blob_id = $1")
+            .bind(blob)
+            .execute(conn)
+            .await
+            .map_err(backend)?;
+    }
+    Ok(())
+}
+
 fn lock_from(row: &AnyRow) -> Result<Lock, StoreError> {
     Ok(Lock {
         token: row.try_get("token").map_err(backend)?,
@@ -180,8 +193,21 @@ impl DriveStore for SqlStore {
         insert_node(&mut conn, node).await
     }
 
-    async fn put_file(&self, node: &Node, replaced: Option<&Node>) -> Result<PutOutcome, StoreError> {
+    async fn put_file(
+        &self,
+        node: &Node,
+        replaced: Option<&Node>,
+        inline: Option<&[u8]>,
+    ) -> Result<PutOutcome, StoreError> {
         let mut tx = self.begin_write().await.map_err(backend)?;
+        if let Some(data) = inline {
+            sqlx::query("INSERT INTO drive_inline (blob_id, data) VALUES ($1, $2)")
+                .bind(node.blob_id.as_str())
+                .bind(data.to_vec())
+                .execute(&mut *tx)
+                .await
+                .map_err(backend)?;
+        }
         let delta = signed(node.size)? - replaced.map_or(Ok(0), |r| signed(r.size))?;
         let charged = sqlx::query(
             "UPDATE drives SET used_bytes = used_bytes + $2 WHERE id = $1 AND used_bytes + $2 <= quota_bytes",
@@ -222,6 +248,7 @@ impl DriveStore for SqlStore {
         if let Some(old) = replaced.map(|r| r.blob_id.as_str()).filter(|b| !b.is_empty())
             && !blob_in_use(&mut tx, old).await?
         {
+            drop_inline(&mut tx, old).await?;
             replaced_blob = Some(old.to_owned());
         }
         tx.commit().await.map_err(backend)?;
@@ -262,6 +289,7 @@ impl DriveStore for SqlStore {
         let mut unused = Vec::new();
         for blob in blobs {
             if !blob_in_use(&mut tx, &blob).await? {
+                drop_inline(&mut tx, &blob).await?;
                 unused.push(blob);
             }
         }
@@ -511,5 +539,15 @@ impl DriveStore for SqlStore {
         .await
         .map_err(backend)?;
         Ok(())
+    }
+
+    async fn inline_data(&self, blob_id: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        let row = sqlx::query("SELECT data FROM drive_inline WHERE blob_id = $1")
+            .bind(blob_id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(backend)?;
+        row.map(|r| r.try_get::<Vec<u8>, _>("data").map_err(backend))
+            .transpose()
     }
 }

@@ -78,17 +78,18 @@ async fn files_are_whole_counted_against_the_quota_and_freed() {
             drives.make_folder(&ana, id, "/Nope/Inner").await,
             Err(FileError::NotFound)
         ));
-        let mut data: &[u8] = &[1u8; 1000];
+        let mut data: &[u8] = &[1u8; 40_000];
         let first = drives
-            .put_file(&ana, id, "/Reports/q1.bin", &mut data, Some(1000))
+            .put_file(&ana, id, "/Reports/q1.bin", &mut data, Some(40_000))
             .await
             .unwrap();
-        assert_eq!(first.size, 1000);
+        assert_eq!(first.size, 40_000);
+        assert_eq!(blob_files(&root), 1);
         let listed = drives.list(&ana, id, "/Reports").await.unwrap();
         assert_eq!(listed.iter().map(|n| n.name.as_str()).collect::<Vec<_>>(), ["q1.bin"]);
 
         // Overwrite: new contents, new ETag, the old blob is gone.
-        let mut data: &[u8] = &[2u8; 3000];
+        let mut data: &[u8] = &[2u8; 50_000];
         let second = drives
             .put_file(&ana, id, "/Reports/q1.bin", &mut data, None)
             .await
@@ -98,8 +99,24 @@ async fn files_are_whole_counted_against_the_quota_and_freed() {
         let (node, mut reader) = drives.open_file(&ana, id, "/Reports/q1.bin").await.unwrap();
         let mut back = Vec::new();
         reader.read_to_end(&mut back).await.unwrap();
-        assert_eq!((node.size, back.len(), back[0]), (3000, 3000, 2));
-        assert_eq!(drives.access(&ana, id).await.unwrap().unwrap().0.used_bytes, 3000);
+        assert_eq!((node.size, back.len(), back[0]), (50_000, 50_000, 2));
+        assert_eq!(drives.access(&ana, id).await.unwrap().unwrap().0.used_bytes, 50_000);
+
+        // Small files live in the database: no blob file, same contents,
+        // charged to the quota like any other.
+        let mut note: &[u8] = b"a small note";
+        let small = drives
+            .put_file(&ana, id, "/Reports/note.txt", &mut note, None)
+            .await
+            .unwrap();
+        assert!(drive::is_inline(&small.blob_id));
+        assert_eq!(blob_files(&root), 1);
+        let (_, mut reader) = drives.open_file(&ana, id, "/Reports/note.txt").await.unwrap();
+        let mut back = Vec::new();
+        reader.read_to_end(&mut back).await.unwrap();
+        assert_eq!(back, b"a small note");
+        drives.delete(&ana, id, "/Reports/note.txt").await.unwrap();
+        assert_eq!(drives.access(&ana, id).await.unwrap().unwrap().0.used_bytes, 50_000);
 
         // The quota: refused up front when the size is known, and while
         // reading when it is not; nothing is left behind either way.

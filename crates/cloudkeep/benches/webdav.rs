@@ -1,0 +1,644 @@
+//! Drives over WebDAV against Apache `mod_dav` and nginx (dav + dav-ext)
+//! serving the same data on this machine, all on loopback, in one run:
+//!
+//! - a 1 GiB file PUT then GET (throughput; target: at least 0.8 of
+//!   nginx's);
+//! - 1,000 files of 4 KiB PUT by 8 clients (files per second; target: at
+//!   least Apache's, with our fsync before every answer and theirs off);
+//! - PROPFIND depth 1 on a folder of 10,000 files (time; target: at most
+//!   half of Apache's);
+//! - the server's peak memory above idle during the 1 GiB upload and
+//!   during a PROPFIND of a 100,000-entry folder (target: under 64 MiB
+//!   each). The 100,000 entries are written straight into the database in
+//!   one transaction (zero-byte files), since a listing reads only rows.
+//!
+//! `cargo bench --bench webdav` (SQLite; `BENCH_ENGINE=postgres` for
+//! PostgreSQL). Needs `apache2` and `nginx` with
+//! `libnginx-mod-http-dav-ext` (Debian); a missing peer is skipped with a
+//! message. Run as root (Apache and nginx switch to `www-data`).
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+
+const PASSWORD: &str = "violet tractor sunrise 42";
+const EMAIL: &str = "bench@example.org";
+const GIB: u64 = 1024 * 1024 * 1024;
+
+/// A WebDAV server under test: where its root is, how to authenticate.
+struct Target {
+    name: &'static str,
+    addr: String,
+    /// URL path of the WebDAV root, ending in `/`.
+    root: String,
+    auth: Option<String>,
+    pid: u32,
+}
+
+/// A peer process, stopped when dropped.
+struct Peer {
+    child: Child,
+    main_pid: u32,
+}
+
+impl Drop for Peer {
+    fn drop(&mut self) {
+        // SIGTERM: Apache and nginx stop their workers too.
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.main_pid.to_string()])
+            .status();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn wait_for(addr: &str) {
+    let started = Instant::now();
+    while std::net::TcpStream::connect(addr).is_err() {
+        assert!(started.elapsed() < Duration::from_secs(10), "{addr} did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn chown_www(path: &Path) {
+    let _ = Command::new("chown")
+        .args(["-R", "www-data:www-data"])
+        .arg(path)
+        .status();
+}
+
+fn start_apache(dir: &Path) -> Option<(Peer, String, PathBuf)> {
+    if Command::new("apache2").arg("-v").output().is_err() {
+        eprintln!("SKIPPED (Apache comparison): apache2 is not installed (apt-get install apache2)");
+        return None;
+    }
+    let port = free_port();
+    let root = dir.join("apache-root");
+    std::fs::create_dir_all(&root).unwrap();
+    chown_www(dir);
+    let modules = "/usr/lib/apache2/modules";
+    let conf = format!(
+        "ServerRoot {dir}\nListen 127.0.0.1:{port}\nServerName localhost\n\
+         LoadModule mpm_event_module {modules}/mod_mpm_event.so\n\
+         LoadModule authz_core_module {modules}/mod_authz_core.so\n\
+         LoadModule dav_module {modules}/mod_dav.so\n\
+         LoadModule dav_fs_module {modules}/mod_dav_fs.so\n\
+         User www-data\nGroup www-data\nPidFile {dir}/apache.pid\nErrorLog {dir}/apache-error.log\n\
+         DavLockDB {dir}/apache-lock\nDocumentRoot {root}\nLimitRequestBody 0\nKeepAliveTimeout 30\n\
+         MaxKeepAliveRequests 0\n\
+         <Directory {root}>\n  Dav On\n  Require all granted\n</Directory>\n",
+        dir = dir.display(),
+        root = root.display(),
+    );
+    let conf_path = dir.join("apache.conf");
+    std::fs::write(&conf_path, conf).unwrap();
+    let child = Command::new("apache2")
+        .args(["-D", "FOREGROUND", "-f"])
+        .arg(&conf_path)
+        .env("APACHE_RUN_DIR", dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let addr = format!("127.0.0.1:{port}");
+    wait_for(&addr);
+    let main_pid = child.id();
+    Some((Peer { child, main_pid }, addr, root))
+}
+
+fn start_nginx(dir: &Path) -> Option<(Peer, String, PathBuf)> {
+    let module = "/usr/lib/nginx/modules/ngx_http_dav_ext_module.so";
+    if Command::new("nginx").arg("-v").output().is_err() || !Path::new(module).exists() {
+        eprintln!(
+            "SKIPPED (nginx comparison): nginx with dav-ext is not installed \
+             (apt-get install nginx libnginx-mod-http-dav-ext)"
+        );
+        return None;
+    }
+    let port = free_port();
+    let root = dir.join("nginx-root");
+    std::fs::create_dir_all(dir.join("nginx-tmp")).unwrap();
+    std::fs::create_dir_all(&root).unwrap();
+    chown_www(dir);
+    let conf = format!(
+        "load_module {module};\ndaemon off;\nworker_processes 2;\nuser www-data;\npid {dir}/nginx.pid;\n\
+         error_log {dir}/nginx-error.log;\nevents {{ worker_connections 256; }}\n\
+         http {{\n  access_log off;\n  client_body_temp_path {dir}/nginx-tmp;\n  client_max_body_size 0;\n\
+           server {{\n    listen 127.0.0.1:{port};\n    root {root};\n    location / {{\n\
+             dav_methods PUT DELETE MKCOL COPY MOVE;\n      dav_ext_methods PROPFIND OPTIONS;\n\
+             create_full_put_path on;\n      dav_access user:rw;\n    }}\n  }}\n}}\n",
+        dir = dir.display(),
+        root = root.display(),
+    );
+    let conf_path = dir.join("nginx.conf");
+    std::fs::write(&conf_path, conf).unwrap();
+    let child = Command::new("nginx")
+        .args(["-e", "stderr", "-c"])
+        .arg(&conf_path)
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let addr = format!("127.0.0.1:{port}");
+    wait_for(&addr);
+    let main_pid = child.id();
+    Some((Peer { child, main_pid }, addr, root))
+}
+
+/// Our server with a member, a drive and an application password.
+async fn start_ours(dir: &Path) -> (support::BenchServer, Target, u64, Option<String>) {
+    let database_url = support::database_url().await;
+    let admin = |args: &[&str], stdin: &str| {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_cloudkeep"));
+        command
+            .arg("admin")
+            .env_remove("CLOUDKEEP_DATABASE_URL")
+            .env("CLOUDKEEP_DATA", dir)
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped());
+        if let Some(url) = &database_url {
+            command.env("CLOUDKEEP_DATABASE_URL", url);
+        }
+        let mut child = command.spawn().unwrap();
+        use std::io::Write;
+        child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success(), "cloudkeep admin {args:?} failed");
+        String::from_utf8(out.stdout).unwrap()
+    };
+    admin(&["org", "create", "--name", "Bench"], "");
+    admin(
+        &[
+            "user",
+            "create",
+            "--email",
+            EMAIL,
+            "--name",
+            "Bench",
+            "--org",
+            "Bench",
+            "--role",
+            "admin",
+            "--password-stdin",
+        ],
+        &format!("{PASSWORD}\n"),
+    );
+    let out = admin(
+        &[
+            "drive",
+            "create",
+            "--org",
+            "Bench",
+            "--name",
+            "Bench",
+            "--quota",
+            &(100 * GIB).to_string(),
+        ],
+        "",
+    );
+    let drive: u64 = out
+        .lines()
+        .find_map(|l| l.strip_prefix("id: "))
+        .unwrap()
+        .parse()
+        .unwrap();
+    let server = support::BenchServer::start(dir, database_url.as_deref());
+    let client = reqwest::Client::builder().cookie_store(true).build().unwrap();
+    let signed = client
+        .post(format!("{}/api/v1/session", server.base))
+        .json(&serde_json::json!({"email": EMAIL, "password": PASSWORD}))
+        .send()
+        .await
+        .unwrap();
+    assert!(signed.status().is_success());
+    let made: serde_json::Value = client
+        .post(format!("{}/api/v1/me/app-passwords", server.base))
+        .json(&serde_json::json!({"name": "bench"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    use base64::Engine;
+    let basic =
+        base64::engine::general_purpose::STANDARD.encode(format!("{EMAIL}:{}", made["password"].as_str().unwrap()));
+    let target = Target {
+        name: "cloudkeep",
+        addr: server.base.trim_start_matches("http://").to_owned(),
+        root: format!("/dav/drives/{drive}/"),
+        auth: Some(format!("Basic {basic}")),
+        pid: server.pid,
+    };
+    (server, target, drive, database_url)
+}
+
+fn auth_header(target: &Target) -> String {
+    target
+        .auth
+        .as_ref()
+        .map(|a| format!("Authorization: {a}\r\n"))
+        .unwrap_or_default()
+}
+
+/// Reads a response head; returns (status, content length).
+async fn read_head(reader: &mut BufReader<tokio::net::TcpStream>) -> (u16, Option<u64>) {
+    let mut status = 0;
+    let mut length = None;
+    let mut line = String::new();
+    loop {
+        line.clear();
+        reader.read_line(&mut line).await.unwrap();
+        let trimmed = line.trim_end();
+        if trimmed.is_empty() {
+            break;
+        }
+        if status == 0 {
+            status = trimmed.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+        } else if let Some((name, value)) = trimmed.split_once(':')
+            && name.eq_ignore_ascii_case("content-length")
+        {
+            length = value.trim().parse().ok();
+        }
+    }
+    (status, length)
+}
+
+/// PUTs `size` bytes to `path` over one connection; returns the seconds.
+async fn put_big(target: &Target, path: &str, size: u64) -> f64 {
+    let tcp = tokio::net::TcpStream::connect(&target.addr).await.unwrap();
+    tcp.set_nodelay(true).unwrap();
+    let mut reader = BufReader::new(tcp);
+    let head = format!(
+        "PUT {}{path} HTTP/1.1\r\nHost: {}\r\n{}Content-Length: {size}\r\n\r\n",
+        target.root,
+        target.addr,
+        auth_header(target)
+    );
+    let chunk: Vec<u8> = (0..1024 * 1024).map(|i| (i * 31 % 251) as u8).collect();
+    let started = Instant::now();
+    reader.get_mut().write_all(head.as_bytes()).await.unwrap();
+    let mut sent = 0;
+    while sent < size {
+        let n = chunk.len().min((size - sent) as usize);
+        reader.get_mut().write_all(&chunk[..n]).await.unwrap();
+        sent += n as u64;
+    }
+    let (status, _) = read_head(&mut reader).await;
+    let seconds = started.elapsed().as_secs_f64();
+    assert!((200..300).contains(&status), "{}: PUT answered {status}", target.name);
+    seconds
+}
+
+/// GETs `path` and discards the body; returns (bytes, seconds).
+async fn get_big(target: &Target, path: &str) -> (u64, f64) {
+    let tcp = tokio::net::TcpStream::connect(&target.addr).await.unwrap();
+    let mut reader = BufReader::with_capacity(1024 * 1024, tcp);
+    let head = format!(
+        "GET {}{path} HTTP/1.1\r\nHost: {}\r\n{}\r\n",
+        target.root,
+        target.addr,
+        auth_header(target)
+    );
+    let started = Instant::now();
+    reader.get_mut().write_all(head.as_bytes()).await.unwrap();
+    let (status, length) = read_head(&mut reader).await;
+    assert_eq!(status, 200, "{}: GET", target.name);
+    let length = length.expect("a length");
+    let mut buffer = vec![0u8; 1024 * 1024];
+    let mut got = 0;
+    while got < length {
+        let n = reader.read(&mut buffer).await.unwrap();
+        assert!(n > 0, "{}: GET ended early", target.name);
+        got += n as u64;
+    }
+    (got, started.elapsed().as_secs_f64())
+}
+
+fn client() -> reqwest::Client {
+    reqwest::Client::builder().pool_max_idle_per_host(16).build().unwrap()
+}
+
+fn request(client: &reqwest::Client, target: &Target, method: &str, path: &str) -> reqwest::RequestBuilder {
+    let url = format!("http://{}{}{path}", target.addr, target.root);
+    let mut builder = client.request(reqwest::Method::from_bytes(method.as_bytes()).unwrap(), url);
+    if let Some(auth) = &target.auth {
+        builder = builder.header("Authorization", auth);
+    }
+    builder
+}
+
+/// PUTs `count` small files under `folder` with `clients` at once; returns
+/// files per second.
+async fn put_many(target: &Arc<Target>, folder: &str, count: usize, size: usize, clients: usize) -> f64 {
+    let http = client();
+    let status = request(&http, target, "MKCOL", &format!("{folder}/"))
+        .send()
+        .await
+        .unwrap()
+        .status();
+    assert!(status.is_success(), "{}: MKCOL {status}", target.name);
+    let next = Arc::new(AtomicU64::new(0));
+    let body = vec![b'x'; size];
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..clients {
+        let (http, target, next, body) = (http.clone(), target.clone(), next.clone(), body.clone());
+        let folder = folder.to_owned();
+        tasks.push(tokio::spawn(async move {
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed) as usize;
+                if i >= count {
+                    break;
+                }
+                let path = format!("{folder}/file-{i:06}.txt");
+                let response = request(&http, &target, "PUT", &path)
+                    .body(body.clone())
+                    .send()
+                    .await
+                    .unwrap();
+                assert!(
+                    response.status().is_success(),
+                    "{}: PUT {}",
+                    target.name,
+                    response.status()
+                );
+            }
+        }));
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
+    count as f64 / started.elapsed().as_secs_f64()
+}
+
+const PROPFIND: &str = r#"<?xml version="1.0" encoding="utf-8"?><D:propfind xmlns:D="DAV:"><D:prop><D:resourcetype/><D:getcontentlength/><D:getlastmodified/><D:getetag/></D:prop></D:propfind>"#;
+
+/// PROPFIND depth 1 on `folder`, best of `rounds`; returns (seconds, entries).
+async fn propfind(target: &Target, folder: &str, rounds: usize) -> (f64, usize) {
+    let http = client();
+    let mut best = f64::MAX;
+    let mut entries = 0;
+    for _ in 0..rounds {
+        let started = Instant::now();
+        let response = request(&http, target, "PROPFIND", folder)
+            .header("Depth", "1")
+            .header("Content-Type", "application/xml")
+            .body(PROPFIND)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 207, "{}: PROPFIND", target.name);
+        let text = response.text().await.unwrap();
+        best = best.min(started.elapsed().as_secs_f64());
+        // Closing `</…response>` tags: one per entry, whatever the prefix.
+        entries = text
+            .split('<')
+            .filter(|t| t.starts_with('/') && t.split('>').next().is_some_and(|n| n.ends_with("response")))
+            .count();
+    }
+    (best, entries)
+}
+
+/// CPU seconds the process used so far (user + system).
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let fields: Vec<&str> = stat.rsplit(')').next().unwrap_or("").split_whitespace().collect();
+    let ticks: f64 = fields
+        .get(11..13)
+        .map_or(0.0, |f| f.iter().filter_map(|v| v.parse::<f64>().ok()).sum());
+    ticks / 100.0
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// Samples the process's resident memory every 5 ms until stopped.
+struct PeakMemory {
+    stop: Arc<AtomicBool>,
+    peak: Arc<AtomicU64>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl PeakMemory {
+    fn watch(pid: u32) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let peak = Arc::new(AtomicU64::new(rss_kib(pid)));
+        let thread = {
+            let (stop, peak) = (stop.clone(), peak.clone());
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    peak.fetch_max(rss_kib(pid), Ordering::Relaxed);
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+            })
+        };
+        Self { stop, peak, thread }
+    }
+
+    /// Peak resident memory in MiB.
+    fn finish(self) -> f64 {
+        self.stop.store(true, Ordering::Relaxed);
+        self.thread.join().unwrap();
+        self.peak.load(Ordering::Relaxed) as f64 / 1024.0
+    }
+}
+
+/// Writes `count` zero-byte files into a new top folder of the drive,
+/// straight into the database in one transaction.
+async fn seed_folder(dir: &Path, database_url: Option<&str>, drive: u64, folder: &str, count: usize) {
+    sqlx::any::install_default_drivers();
+    let url = match database_url {
+        Some(url) => url.to_owned(),
+        None => format!("sqlite://{}", dir.join("cloudkeep.db").display()),
+    };
+    let pool = sqlx::AnyPool::connect(&url).await.unwrap();
+    let mut tx = pool.begin().await.unwrap();
+    let folder_id = format!("{:032x}", rand::random::<u128>());
+    let insert =
+        "INSERT INTO drive_nodes (id, drive_id, parent_id, name, is_dir, size, blob_id, etag, created_at, modified_at)
+                  VALUES ($1, $2, $3, $4, $5, 0, '', $6, 1700000000000, 1700000000000)";
+    sqlx::query(insert)
+        .bind(folder_id.as_str())
+        .bind(drive as i64)
+        .bind("")
+        .bind(folder)
+        .bind(1_i64)
+        .bind("dseed")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    for i in 0..count {
+        sqlx::query(insert)
+            .bind(format!("{:032x}", rand::random::<u128>()))
+            .bind(drive as i64)
+            .bind(folder_id.as_str())
+            .bind(format!("entry-{i:06}.txt"))
+            .bind(0_i64)
+            .bind(format!("e{i}"))
+            .execute(&mut *tx)
+            .await
+            .unwrap();
+    }
+    tx.commit().await.unwrap();
+    pool.close().await;
+}
+
+fn ratio_line(what: &str, ours: f64, theirs: f64, peer: &str, unit: &str, target: &str) {
+    println!(
+        "{what}: cloudkeep {ours:.1} {unit}, {peer} {theirs:.1} {unit}, ratio {:.2} ({target})",
+        ours / theirs
+    );
+}
+
+#[tokio::main]
+async fn main() {
+    if std::env::args().any(|a| a == "--list") {
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("cloudkeep-bench-webdav-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let ours_dir = dir.join("cloudkeep");
+    std::fs::create_dir_all(&ours_dir).unwrap();
+    let (server, ours, drive, database_url) = start_ours(&ours_dir).await;
+    let ours = Arc::new(ours);
+    let apache = start_apache(&dir.join("apache"));
+    let nginx = start_nginx(&dir.join("nginx"));
+    let mut targets = vec![ours.clone()];
+    if let Some((peer, addr, _)) = &apache {
+        targets.push(Arc::new(Target {
+            name: "apache",
+            addr: addr.clone(),
+            root: "/".into(),
+            auth: None,
+            pid: peer.main_pid,
+        }));
+    }
+    if let Some((peer, addr, _)) = &nginx {
+        targets.push(Arc::new(Target {
+            name: "nginx",
+            addr: addr.clone(),
+            root: "/".into(),
+            auth: None,
+            pid: peer.main_pid,
+        }));
+    }
+    let find = |name: &str| targets.iter().find(|t| t.name == name).cloned();
+    let size: u64 = std::env::var("BENCH_BIG_BYTES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(GIB);
+
+    // 1 GiB PUT then GET, each server in turn; our memory watched.
+    let idle = rss_kib(ours.pid) as f64 / 1024.0;
+    let mut big = Vec::new();
+    for target in &targets {
+        let watch = (target.name == "cloudkeep").then(|| PeakMemory::watch(target.pid));
+        let put = put_big(target, "big.bin", size).await;
+        let peak = watch.map(PeakMemory::finish);
+        let (got, get) = get_big(target, "big.bin").await;
+        assert_eq!(got, size);
+        let mib = size as f64 / 1024.0 / 1024.0;
+        println!(
+            "{}: PUT {:.0} MiB/s, GET {:.0} MiB/s",
+            target.name,
+            mib / put,
+            mib / get
+        );
+        if let Some(peak) = peak {
+            println!(
+                "cloudkeep: memory during the upload: {:.1} MiB above idle ({idle:.1} MiB idle)",
+                peak - idle
+            );
+        }
+        big.push((target.name, mib / put, mib / get));
+    }
+
+    // 1,000 files of 4 KiB, 8 clients.
+    let mut small = Vec::new();
+    for target in &targets {
+        let cpu = cpu_seconds(target.pid);
+        let rate = put_many(target, "small", 1000, 4096, 8).await;
+        let cpu = cpu_seconds(target.pid) - cpu;
+        println!(
+            "{}: 1,000 x 4 KiB PUT: {rate:.0} files/s ({:.0} µs of main-process CPU per file)",
+            target.name,
+            cpu * 1000.0
+        );
+        small.push((target.name, rate));
+    }
+
+    // PROPFIND depth 1 on 10,000 files (written over WebDAV everywhere).
+    let mut listing = Vec::new();
+    for target in &targets {
+        put_many(target, "ten-thousand", 10_000, 16, 8).await;
+        let (seconds, entries) = propfind(target, "ten-thousand/", 3).await;
+        assert_eq!(entries, 10_001, "{}", target.name);
+        println!(
+            "{}: PROPFIND depth 1, 10,000 entries: {:.0} ms",
+            target.name,
+            seconds * 1000.0
+        );
+        listing.push((target.name, seconds));
+    }
+
+    // Memory during a 100,000-entry PROPFIND.
+    seed_folder(&ours_dir, database_url.as_deref(), drive, "hundred-thousand", 100_000).await;
+    let idle = rss_kib(ours.pid) as f64 / 1024.0;
+    let watch = PeakMemory::watch(ours.pid);
+    let (seconds, entries) = propfind(&ours, "hundred-thousand/", 1).await;
+    let peak = watch.finish();
+    assert_eq!(entries, 100_001);
+    println!(
+        "cloudkeep: PROPFIND depth 1, 100,000 entries: {:.0} ms, memory {:.1} MiB above idle ({idle:.1} MiB idle)",
+        seconds * 1000.0,
+        peak - idle
+    );
+
+    println!();
+    let ours_big = big[0];
+    if let Some(nginx) = find("nginx") {
+        let theirs = big.iter().find(|b| b.0 == nginx.name).unwrap();
+        ratio_line("1 GiB PUT", ours_big.1, theirs.1, "nginx", "MiB/s", "target >= 0.8");
+        ratio_line("1 GiB GET", ours_big.2, theirs.2, "nginx", "MiB/s", "target >= 0.8");
+    }
+    if let Some(apache) = find("apache") {
+        let theirs = small.iter().find(|s| s.0 == apache.name).unwrap();
+        ratio_line("4 KiB PUTs", small[0].1, theirs.1, "apache", "files/s", "target >= 1.0");
+        let theirs = listing.iter().find(|l| l.0 == apache.name).unwrap();
+        ratio_line(
+            "PROPFIND 10,000",
+            listing[0].1 * 1000.0,
+            theirs.1 * 1000.0,
+            "apache",
+            "ms",
+            "target <= 0.5",
+        );
+    }
+    drop(server);
+    drop(apache);
+    drop(nginx);
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -127,16 +127,6 @@ impl TotpPool {
     }
 }
 
-/// CPU seconds (user + system) a process has used.
-fn cpu_seconds(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let fields: Vec<&str> = stat.rsplit(')').next().unwrap_or("").split_whitespace().collect();
-    let ticks: f64 = fields
-        .get(11..13)
-        .map_or(0.0, |f| f.iter().filter_map(|v| v.parse::<f64>().ok()).sum());
-    ticks / 100.0
-}
-
 /// What one kind of sign-in cost over the rounds.
 #[derive(Default)]
 struct Tally {
@@ -164,11 +154,11 @@ async fn measure(
     concurrency: usize,
     pool: Option<Arc<TotpPool>>,
 ) {
-    let cpu = cpu_seconds(server);
+    let cpu = support::cpu_seconds(server);
     let started = Instant::now();
     let rate = http_rate(base, seconds, concurrency, pool).await;
     let elapsed = started.elapsed().as_secs_f64();
-    tally.server_cpu += cpu_seconds(server) - cpu;
+    tally.server_cpu += support::cpu_seconds(server) - cpu;
     tally.sign_ins += (rate * elapsed).round() as u64;
     tally.seconds += elapsed;
 }

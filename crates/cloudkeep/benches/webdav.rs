@@ -105,18 +105,21 @@ fn start_apache(dir: &Path) -> Option<(Peer, String, PathBuf)> {
     );
     let conf_path = dir.join("apache.conf");
     std::fs::write(&conf_path, conf).unwrap();
-    let child = Command::new("apache2")
+    let mut command = Command::new("apache2");
+    command
         .args(["-D", "FOREGROUND", "-f"])
         .arg(&conf_path)
-        .env("APACHE_RUN_DIR", dir)
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
+        .env("APACHE_RUN_DIR", dir);
+    Some(spawn_peer(command, port, root))
+}
+
+/// Starts a peer and waits until it accepts connections on `port`.
+fn spawn_peer(mut command: Command, port: u16, root: PathBuf) -> (Peer, String, PathBuf) {
+    let child = command.stdout(Stdio::null()).stderr(Stdio::inherit()).spawn().unwrap();
     let addr = format!("127.0.0.1:{port}");
     wait_for(&addr);
     let main_pid = child.id();
-    Some((Peer { child, main_pid }, addr, root))
+    (Peer { child, main_pid }, addr, root)
 }
 
 fn start_nginx(dir: &Path) -> Option<(Peer, String, PathBuf)> {
@@ -145,17 +148,9 @@ fn start_nginx(dir: &Path) -> Option<(Peer, String, PathBuf)> {
     );
     let conf_path = dir.join("nginx.conf");
     std::fs::write(&conf_path, conf).unwrap();
-    let child = Command::new("nginx")
-        .args(["-e", "stderr", "-c"])
-        .arg(&conf_path)
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let addr = format!("127.0.0.1:{port}");
-    wait_for(&addr);
-    let main_pid = child.id();
-    Some((Peer { child, main_pid }, addr, root))
+    let mut command = Command::new("nginx");
+    command.args(["-e", "stderr", "-c"]).arg(&conf_path);
+    Some(spawn_peer(command, port, root))
 }
 
 /// Our server with a member, a drive and an application password.
@@ -414,16 +409,6 @@ async fn propfind(target: &Target, folder: &str, rounds: usize) -> (f64, usize) 
     (best, entries)
 }
 
-/// CPU seconds the process used so far (user + system).
-fn cpu_seconds(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let fields: Vec<&str> = stat.rsplit(')').next().unwrap_or("").split_whitespace().collect();
-    let ticks: f64 = fields
-        .get(11..13)
-        .map_or(0.0, |f| f.iter().filter_map(|v| v.parse::<f64>().ok()).sum());
-    ticks / 100.0
-}
-
 fn rss_kib(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
@@ -579,9 +564,9 @@ async fn main() {
     // 1,000 files of 4 KiB, 8 clients.
     let mut small = Vec::new();
     for target in &targets {
-        let cpu = cpu_seconds(target.pid);
+        let cpu = support::cpu_seconds(target.pid);
         let rate = put_many(target, "small", 1000, 4096, 8).await;
-        let cpu = cpu_seconds(target.pid) - cpu;
+        let cpu = support::cpu_seconds(target.pid) - cpu;
         println!(
             "{}: 1,000 x 4 KiB PUT: {rate:.0} files/s ({:.0} µs of main-process CPU per file)",
             target.name,

@@ -93,6 +93,10 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         .store
         .spawn_signal_listener(services.identity.signals().clone());
 
+    // "Import external data" jobs, claimed with a lease: one process runs
+    // each, another takes over if it dies.
+    tokio::spawn(import::run_forever(services.drives.clone()));
+
     let config = web::WebConfig {
         public_url: settings.public_url.clone(),
         trust_forwarded_for: settings.trust_forwarded_for,

@@ -386,7 +386,12 @@ pub async fn build(settings: &Settings) -> anyhow::Result<Services> {
         store::Engine::Postgres => "postgres",
     };
     let blobs = std::sync::Arc::new(store::LocalBlobs::new(data.root().join("blobs")));
-    let drives = drive::Drives::new(std::sync::Arc::new(store.clone()), blobs, identity.clone());
+    let drives = drive::Drives::new(
+        std::sync::Arc::new(store.clone()),
+        std::sync::Arc::new(store.clone()),
+        blobs,
+        identity.clone(),
+    );
     Ok(Services {
         drives,
         identity,

@@ -9,21 +9,7 @@ use dav_server::davpath::DavPath;
 use dav_server::ls::{DavLock, DavLockSystem, LsFuture};
 use drive::{DriveTree, Lock, lock_conflict, within};
 use futures_util::FutureExt;
-use percent_encoding::{AsciiSet, CONTROLS, utf8_percent_encode};
 use xmltree::Element;
-
-/// What must be escaped to turn a decoded path back into a URL path.
-const PATH: &AsciiSet = &CONTROLS
-    .add(b' ')
-    .add(b'"')
-    .add(b'#')
-    .add(b'%')
-    .add(b'<')
-    .add(b'>')
-    .add(b'?')
-    .add(b'`')
-    .add(b'{')
-    .add(b'}');
 
 #[derive(Clone)]
 pub struct DriveLocks {
@@ -87,7 +73,7 @@ impl DriveLocks {
     }
 
     fn to_dav(&self, lock: &Lock) -> DavLock {
-        let url = format!("{}{}", self.prefix, utf8_percent_encode(&lock.path, PATH));
+        let url = format!("{}{}", self.prefix, drive::url_path(&lock.path));
         let url = if url.is_empty() { "/".to_owned() } else { url };
         let mut path = DavPath::new(&url).unwrap_or_else(|_| DavPath::new("/").expect("/ is a path"));
         if !self.prefix.is_empty() {

@@ -84,6 +84,24 @@ pub enum FileError {
     Store(#[from] StoreError),
 }
 
+/// What must be escaped to put a decoded path in a URL.
+const URL_PATH: &percent_encoding::AsciiSet = &percent_encoding::CONTROLS
+    .add(b' ')
+    .add(b'"')
+    .add(b'#')
+    .add(b'%')
+    .add(b'<')
+    .add(b'>')
+    .add(b'?')
+    .add(b'`')
+    .add(b'{')
+    .add(b'}');
+
+/// A decoded path (`/Año 2026/a b.txt`) as a URL path.
+pub fn url_path(path: &str) -> String {
+    percent_encoding::utf8_percent_encode(path, URL_PATH).to_string()
+}
+
 /// The names of a path (`/a/b/c.txt` → `a`, `b`, `c.txt`), checked.
 pub fn split_path(path: &str) -> Result<Vec<&str>, FileError> {
     let mut names = Vec::new();

@@ -9,11 +9,16 @@
 
 mod blob;
 mod files;
+mod imports;
 mod locks;
 mod moves;
 
 pub use blob::{BlobError, BlobReader, BlobSink, BlobStore, BlobWritten};
-pub use files::{DriveTree, FileError, FileWrite, INLINE_LIMIT, Node, PutOutcome, is_inline, split_path};
+pub use files::{DriveTree, FileError, FileWrite, INLINE_LIMIT, Node, PutOutcome, is_inline, split_path, url_path};
+pub use imports::{
+    IMPORT_LEASE, IMPORT_TOPIC, Import, ImportError, ImportItem, ImportState, ImportStore, MAX_REPORTED_FAILURES,
+    NewImport, SECRET_PURPOSE as IMPORT_SECRET_PURPOSE,
+};
 pub use locks::{Lock, MAX_LOCK_SECS, conflict as lock_conflict, within};
 pub use moves::{DeadProp, MAX_PROP_BYTES, MAX_PROPS_PER_NODE, PropChange};
 
@@ -144,13 +149,24 @@ pub enum DriveError {
 #[derive(Clone)]
 pub struct Drives {
     store: Arc<dyn DriveStore>,
+    imports: Arc<dyn ImportStore>,
     blobs: Arc<dyn BlobStore>,
     identity: Identity,
 }
 
 impl Drives {
-    pub fn new(store: Arc<dyn DriveStore>, blobs: Arc<dyn BlobStore>, identity: Identity) -> Self {
-        Self { store, blobs, identity }
+    pub fn new(
+        store: Arc<dyn DriveStore>,
+        imports: Arc<dyn ImportStore>,
+        blobs: Arc<dyn BlobStore>,
+        identity: Identity,
+    ) -> Self {
+        Self {
+            store,
+            imports,
+            blobs,
+            identity,
+        }
     }
 
     /// Creates a drive in `org_id`. With an `actor`, only the

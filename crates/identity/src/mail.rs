@@ -37,10 +37,12 @@ pub enum MailKind {
     /// An organization started or stopped requiring two-step verification
     /// (to its admins).
     PolicyChanged,
+    /// A drive import the member started has ended.
+    ImportFinished,
 }
 
 impl MailKind {
-    pub const ALL: [MailKind; 13] = [
+    pub const ALL: [MailKind; 14] = [
         Self::TwoFactorEnabled,
         Self::TwoFactorDisabled,
         Self::MethodAdded,
@@ -54,6 +56,7 @@ impl MailKind {
         Self::SecurityAlert,
         Self::Invitation,
         Self::PolicyChanged,
+        Self::ImportFinished,
     ];
 
     /// The security emails a member may turn off.
@@ -83,6 +86,7 @@ impl MailKind {
             Self::SecurityAlert => "security_alert",
             Self::Invitation => "invitation",
             Self::PolicyChanged => "policy_changed",
+            Self::ImportFinished => "import_finished",
         }
     }
 

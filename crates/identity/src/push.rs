@@ -612,7 +612,7 @@ impl Identity {
     }
 
     /// Wakes this topic's waiters here and in every other process.
-    pub(crate) async fn publish(&self, topic: &str) {
+    pub async fn publish(&self, topic: &str) {
         self.signals().raise(topic);
         if let Err(e) = self.store().publish(topic).await {
             tracing::warn!(error = %e, "cannot signal other processes");

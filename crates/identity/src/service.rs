@@ -681,6 +681,11 @@ impl Identity {
         Ok(self.store.account_by_email(email).await?.is_some())
     }
 
+    /// The account with this id, if it still exists.
+    pub async fn account_by_id(&self, id: &str) -> Result<Option<Account>, StoreError> {
+        self.store.account_by_id(id).await
+    }
+
     pub async fn memberships(&self, account_id: &str) -> Result<Vec<Membership>, StoreError> {
         self.store.memberships(account_id).await
     }

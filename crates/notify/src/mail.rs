@@ -83,9 +83,13 @@ pub fn render(mail: &QueuedMail, settings: &MailSettings) -> Rendered {
     if let Some(when) = mail.params.get("when").and_then(|w| w.parse::<i64>().ok()) {
         params.insert("when", identity::utc_datetime(when));
     }
-    for flag in ["two_factor", "state"] {
+    for flag in ["two_factor", "state", "outcome"] {
         if let Some(value) = mail.params.get(flag) {
-            let prefix = if flag == "state" { "policy" } else { "two_factor" };
+            let prefix = match flag {
+                "state" => "policy",
+                "outcome" => "import",
+                _ => "two_factor",
+            };
             params.insert(flag, text(lang, &format!("{prefix}.{value}"), &HashMap::new()));
         }
     }
@@ -100,7 +104,11 @@ pub fn render(mail: &QueuedMail, settings: &MailSettings) -> Rendered {
     }
     let about_the_account = !matches!(
         mail.kind,
-        MailKind::Invitation | MailKind::PolicyChanged | MailKind::SecurityAlert | MailKind::TwoFactorEnabled
+        MailKind::Invitation
+            | MailKind::PolicyChanged
+            | MailKind::SecurityAlert
+            | MailKind::TwoFactorEnabled
+            | MailKind::ImportFinished
     );
     if about_the_account {
         paragraphs.push(text(lang, "not_you", &params));

@@ -12,6 +12,7 @@ mod blobs;
 mod data_dir;
 mod drive_store;
 mod identity_store;
+mod import_store;
 pub mod testing;
 
 pub use blobs::LocalBlobs;

@@ -65,7 +65,12 @@ async fn files_are_whole_counted_against_the_quota_and_freed() {
             .await
             .unwrap();
         let root = store::testing::temp_dir("blobs");
-        let drives = Drives::new(Arc::new(store.clone()), Arc::new(LocalBlobs::new(&root)), identity);
+        let drives = Drives::new(
+            Arc::new(store.clone()),
+            Arc::new(store.clone()),
+            Arc::new(LocalBlobs::new(&root)),
+            identity,
+        );
         let drive = drives.create(None, &org.id, "Shared", Some(2 * MIB)).await.unwrap();
         let id = drive.id;
 

@@ -4,7 +4,7 @@
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
-use drive::{Access, Drive, DriveError};
+use drive::{Access, Drive, DriveError, FileError, Import, ImportError, NewImport};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -106,4 +106,180 @@ pub async fn create(
         StatusCode::CREATED,
         Json(body(&state, &headers, drive, Access::ReadWrite)),
     ))
+}
+
+/// An import into a drive ("Import external data"). The source password
+/// is never shown; it is erased when the import ends.
+#[derive(Serialize, ToSchema)]
+pub struct ImportBody {
+    id: String,
+    /// `queued`, `running`, `done`, `failed` or `cancelled`
+    state: String,
+    source_url: String,
+    source_user: String,
+    /// Destination folder in the drive.
+    folder: String,
+    files_found: u64,
+    files_done: u64,
+    bytes_done: u64,
+    files_failed: u64,
+    current_file: String,
+    /// Why the import stopped, when it failed.
+    error: String,
+    cancel_requested: bool,
+    created_at: i64,
+    finished_at: Option<i64>,
+}
+
+pub fn import_body(i: Import) -> ImportBody {
+    ImportBody {
+        id: i.id,
+        state: i.state.as_str().to_owned(),
+        source_url: i.source_url,
+        source_user: i.source_user,
+        folder: i.folder,
+        files_found: i.files_found,
+        files_done: i.files_done,
+        bytes_done: i.bytes_done,
+        files_failed: i.files_failed,
+        current_file: i.current_file,
+        error: i.error,
+        cancel_requested: i.cancel_requested,
+        created_at: i.created_at,
+        finished_at: i.finished_at,
+    }
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct ImportsBody {
+    imports: Vec<ImportBody>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct ImportFailure {
+    path: String,
+    error: String,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct ImportReport {
+    #[serde(flatten)]
+    import: ImportBody,
+    /// Files that could not be copied (at most 1,000), by path.
+    failures: Vec<ImportFailure>,
+}
+
+#[derive(Deserialize, ToSchema)]
+pub struct NewImportBody {
+    /// The WebDAV folder to copy, e.g. `https://nas.example.org/dav/Photos`
+    /// (another server, or one of our drives' addresses).
+    source_url: String,
+    user: String,
+    password: String,
+    /// The existing folder of the drive to copy into; `/` when left out.
+    folder: Option<String>,
+}
+
+pub fn import_error(e: ImportError) -> ApiError {
+    let message = e.to_string();
+    match e {
+        ImportError::InvalidSource => ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_source", message),
+        ImportError::NoFolder => ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "no_such_folder", message),
+        ImportError::NotFound | ImportError::File(FileError::NoDrive) => {
+            ApiError::new(StatusCode::NOT_FOUND, "not_found", message)
+        }
+        ImportError::File(FileError::ReadOnly) => ApiError::new(StatusCode::FORBIDDEN, "read_only", message),
+        ImportError::File(FileError::InvalidPath(_)) => {
+            ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "no_such_folder", message)
+        }
+        ImportError::File(other) => ApiError::internal(other),
+        ImportError::Store(inner) => ApiError::internal(inner),
+    }
+}
+
+/// Starts copying a WebDAV folder into the drive in the background.
+#[utoipa::path(post, path = "/api/v1/drives/{drive}/imports", tag = "drives", security(("session" = [])),
+    params(("drive" = u64, Path)), request_body = NewImportBody,
+    responses((status = 201, body = ImportBody), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
+pub async fn start_import(
+    State(state): State<AppState>,
+    ApiUser(user): ApiUser,
+    Path(drive): Path<u64>,
+    ApiJson(new): ApiJson<NewImportBody>,
+) -> Result<(StatusCode, Json<ImportBody>), ApiError> {
+    let started = state
+        .drives()
+        .start_import(
+            &user.account,
+            drive,
+            NewImport {
+                source_url: &new.source_url,
+                user: &new.user,
+                password: &new.password,
+                folder: new.folder.as_deref().unwrap_or("/"),
+            },
+        )
+        .await
+        .map_err(import_error)?;
+    Ok((StatusCode::CREATED, Json(import_body(started))))
+}
+
+/// The drive's imports, newest first, with their progress.
+#[utoipa::path(get, path = "/api/v1/drives/{drive}/imports", tag = "drives", security(("session" = [])),
+    params(("drive" = u64, Path)),
+    responses((status = 200, body = ImportsBody), (status = 404, body = ErrorBody)))]
+pub async fn imports(
+    State(state): State<AppState>,
+    ApiUser(user): ApiUser,
+    Path(drive): Path<u64>,
+) -> Result<Json<ImportsBody>, ApiError> {
+    let list = state
+        .drives()
+        .imports(&user.account, drive)
+        .await
+        .map_err(import_error)?;
+    Ok(Json(ImportsBody {
+        imports: list.into_iter().map(import_body).collect(),
+    }))
+}
+
+/// One import: progress and the files that could not be copied.
+#[utoipa::path(get, path = "/api/v1/drives/{drive}/imports/{id}", tag = "drives", security(("session" = [])),
+    params(("drive" = u64, Path), ("id" = String, Path)),
+    responses((status = 200, body = ImportReport), (status = 404, body = ErrorBody)))]
+pub async fn import(
+    State(state): State<AppState>,
+    ApiUser(user): ApiUser,
+    Path((drive, id)): Path<(u64, String)>,
+) -> Result<Json<ImportReport>, ApiError> {
+    let (import, failures) = state
+        .drives()
+        .import(&user.account, drive, &id)
+        .await
+        .map_err(import_error)?;
+    Ok(Json(ImportReport {
+        import: import_body(import),
+        failures: failures
+            .into_iter()
+            .map(|(path, error)| ImportFailure { path, error })
+            .collect(),
+    }))
+}
+
+/// Stops an import; it ends as `cancelled` (files already copied stay).
+#[utoipa::path(post, path = "/api/v1/drives/{drive}/imports/{id}/cancel", tag = "drives", security(("session" = [])),
+    params(("drive" = u64, Path), ("id" = String, Path)),
+    responses((status = 202, body = ImportBody), (status = 404, body = ErrorBody)))]
+pub async fn cancel_import(
+    State(state): State<AppState>,
+    ApiUser(user): ApiUser,
+    Path((drive, id)): Path<(u64, String)>,
+) -> Result<(StatusCode, Json<ImportBody>), ApiError> {
+    let drives = state.drives();
+    drives
+        .cancel_import(&user.account, drive, &id)
+        .await
+        .map_err(import_error)?;
+    let (import, _) = drives.import(&user.account, drive, &id).await.map_err(import_error)?;
+    Ok((StatusCode::ACCEPTED, Json(import_body(import))))
 }

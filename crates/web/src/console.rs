@@ -41,6 +41,7 @@ pub fn routes() -> Router<AppState> {
         .merge(crate::console_two_factor::routes())
         .merge(crate::console_org::routes())
         .merge(crate::console_drive::routes())
+        .merge(crate::console_import::routes())
 }
 
 // ---- request context --------------------------------------------------------

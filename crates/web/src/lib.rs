@@ -16,6 +16,7 @@ mod api_two_factor;
 mod auth;
 mod console;
 mod console_drive;
+mod console_import;
 mod console_org;
 mod console_two_factor;
 mod cookies;
@@ -181,6 +182,10 @@ pub const CONSOLE_ROUTES: &[(&str, &str)] = &[
     ("POST", "/drives/{drive}/upload"),
     ("POST", "/drives/{drive}/folders"),
     ("POST", "/drives/{drive}/delete"),
+    ("GET", "/drives/{drive}/imports"),
+    ("POST", "/drives/{drive}/imports"),
+    ("GET", "/drives/{drive}/imports/{id}"),
+    ("POST", "/drives/{drive}/imports/{id}/cancel"),
     ("GET", "/orgs/{org}/members"),
     ("POST", "/orgs/{org}/invitations"),
     ("POST", "/orgs/{org}/members/{member}/role"),
@@ -244,6 +249,7 @@ mod tests {
             include_str!("console_two_factor.rs"),
             include_str!("console_org.rs"),
             include_str!("console_drive.rs"),
+            include_str!("console_import.rs"),
         ] {
             // Whitespace removed, so however rustfmt wraps a call it reads the same.
             let compact: String = source.split_whitespace().collect();

@@ -1,0 +1,267 @@
+//! "Import external data": a durable job that copies a WebDAV source (a
+//! folder on another server, or one of our own drives) into a drive's
+//! folder in the background.
+//!
+//! The job and its work list are in the store, so it survives a restart
+//! and resumes where it stopped: every source folder and file is an item,
+//! done or not. The source password is sealed (AES-256-GCM under the
+//! server key) while the job runs and erased in the same statement that
+//! ends it. The copying itself (HTTP) is the `import` crate's.
+
+use async_trait::async_trait;
+use identity::{Account, Millis, StoreError};
+
+use crate::Drives;
+use crate::files::{FileError, split_path, uuid_like};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ImportState {
+    Queued,
+    Running,
+    Done,
+    Failed,
+    Cancelled,
+}
+
+impl ImportState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Queued => "queued",
+            Self::Running => "running",
+            Self::Done => "done",
+            Self::Failed => "failed",
+            Self::Cancelled => "cancelled",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        [Self::Queued, Self::Running, Self::Done, Self::Failed, Self::Cancelled]
+            .into_iter()
+            .find(|k| k.as_str() == s)
+    }
+
+    pub fn ended(self) -> bool {
+        matches!(self, Self::Done | Self::Failed | Self::Cancelled)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Import {
+    pub id: String,
+    pub drive_id: u64,
+    /// Who started it (and gets the email when it ends).
+    pub account_id: String,
+    /// The source folder's address, without credentials.
+    pub source_url: String,
+    pub source_user: String,
+    /// The sealed source password; empty once the job has ended.
+    pub sealed_secret: String,
+    /// Where the copy goes in the drive, e.g. `/From NAS`.
+    pub folder: String,
+    pub state: ImportState,
+    pub files_done: u64,
+    pub bytes_done: u64,
+    pub files_failed: u64,
+    /// Files found in the source so far.
+    pub files_found: u64,
+    pub current_file: String,
+    /// Why the whole job stopped, when it failed.
+    pub error: String,
+    pub cancel_requested: bool,
+    pub created_at: Millis,
+    pub finished_at: Option<Millis>,
+}
+
+/// One folder or file of the source, copied or not yet.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImportItem {
+    /// Decoded, relative to the source folder: "" for itself, `/a/b.txt`.
+    pub path: String,
+    pub is_dir: bool,
+    pub size: u64,
+    pub modified_at: Millis,
+}
+
+/// How long a claimed job stays with the process running it without news
+/// (renewed at every item, and every few seconds during a long copy).
+pub const IMPORT_LEASE: Millis = 30_000;
+/// The per-file errors a job keeps for its report.
+pub const MAX_REPORTED_FAILURES: u32 = 1000;
+
+#[async_trait]
+pub trait ImportStore: Send + Sync {
+    async fn insert_import(&self, import: &Import) -> Result<(), StoreError>;
+    async fn import(&self, id: &str) -> Result<Option<Import>, StoreError>;
+    /// A drive's imports, newest first.
+    async fn imports_of_drive(&self, drive_id: u64) -> Result<Vec<Import>, StoreError>;
+    async fn request_import_cancel(&self, id: &str) -> Result<bool, StoreError>;
+    /// Takes a job that is queued, or running with an expired lease (its
+    /// process died), for `lease` ms.
+    async fn claim_import(&self, now: Millis, lease: Millis) -> Result<Option<Import>, StoreError>;
+    /// Extends the lease and records progress; `false` when cancelled.
+    async fn renew_import(&self, id: &str, lease_until: Millis, current_file: &str) -> Result<bool, StoreError>;
+    /// Adds items not already listed (by path).
+    async fn add_import_items(&self, id: &str, items: &[ImportItem]) -> Result<(), StoreError>;
+    /// The next item not yet handled: folders first, then files, by path.
+    async fn next_import_item(&self, id: &str) -> Result<Option<ImportItem>, StoreError>;
+    /// Marks an item handled and counts it: copied (`bytes`) or failed
+    /// (`error`).
+    async fn finish_import_item(
+        &self,
+        id: &str,
+        path: &str,
+        bytes: Option<u64>,
+        error: Option<&str>,
+    ) -> Result<(), StoreError>;
+    /// The per-file errors, by path.
+    async fn import_failures(&self, id: &str) -> Result<Vec<(String, String)>, StoreError>;
+    /// Ends the job and erases its secret in one statement.
+    async fn end_import(&self, id: &str, state: ImportState, error: &str, now: Millis) -> Result<(), StoreError>;
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ImportError {
+    #[error("the source address must start with http:// or https:// and hold no user name or password")]
+    InvalidSource,
+    #[error("the destination folder does not exist")]
+    NoFolder,
+    #[error("no such import")]
+    NotFound,
+    #[error(transparent)]
+    File(#[from] FileError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// What a member asks for when starting an import.
+#[derive(Debug, Clone)]
+pub struct NewImport<'a> {
+    pub source_url: &'a str,
+    pub user: &'a str,
+    pub password: &'a str,
+    pub folder: &'a str,
+}
+
+pub const SECRET_PURPOSE: &str = "import-source";
+
+fn valid_source(url: &str) -> bool {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return false;
+    };
+    let authority = rest.split('/').next().unwrap_or("");
+    (scheme == "http" || scheme == "https")
+        && !authority.is_empty()
+        && !authority.contains('@')
+        && url.len() <= 2000
+        && !url.chars().any(|c| c.is_control() || c.is_whitespace())
+}
+
+impl Drives {
+    /// Queues a copy of `new.source_url` into `new.folder` of the drive,
+    /// which must exist; the account must be able to write the drive.
+    pub async fn start_import(
+        &self,
+        account: &Account,
+        drive_id: u64,
+        new: NewImport<'_>,
+    ) -> Result<Import, ImportError> {
+        let source_url = new.source_url.trim();
+        if !valid_source(source_url) || new.user.len() > 320 || new.password.len() > 1024 {
+            return Err(ImportError::InvalidSource);
+        }
+        let tree = self.tree(account, drive_id).await?;
+        tree.writable_checked()?;
+        let names = split_path(new.folder)?;
+        let folder = format!("/{}", names.join("/"));
+        match tree.stat(&folder).await {
+            Ok(node) if node.is_dir => {}
+            Ok(_) | Err(FileError::NotFound) => return Err(ImportError::NoFolder),
+            Err(e) => return Err(e.into()),
+        }
+        let id = uuid_like();
+        let import = Import {
+            sealed_secret: self.identity.key().seal(SECRET_PURPOSE, &id, new.password.as_bytes()),
+            id,
+            drive_id,
+            account_id: account.id.clone(),
+            source_url: source_url.trim_end_matches('/').to_owned(),
+            source_user: new.user.to_owned(),
+            folder,
+            state: ImportState::Queued,
+            files_done: 0,
+            bytes_done: 0,
+            files_failed: 0,
+            files_found: 0,
+            current_file: String::new(),
+            error: String::new(),
+            cancel_requested: false,
+            created_at: self.identity.now(),
+            finished_at: None,
+        };
+        self.imports.insert_import(&import).await?;
+        self.identity.publish(IMPORT_TOPIC).await;
+        Ok(import)
+    }
+
+    /// The drive's imports, newest first (anyone who can use the drive
+    /// sees them).
+    pub async fn imports(&self, account: &Account, drive_id: u64) -> Result<Vec<Import>, ImportError> {
+        self.tree(account, drive_id).await?;
+        Ok(self.imports.imports_of_drive(drive_id).await?)
+    }
+
+    /// One import of the drive, with its per-file errors.
+    pub async fn import(
+        &self,
+        account: &Account,
+        drive_id: u64,
+        id: &str,
+    ) -> Result<(Import, Vec<(String, String)>), ImportError> {
+        self.tree(account, drive_id).await?;
+        let import = self
+            .imports
+            .import(id)
+            .await?
+            .filter(|i| i.drive_id == drive_id)
+            .ok_or(ImportError::NotFound)?;
+        let failures = self.imports.import_failures(id).await?;
+        Ok((import, failures))
+    }
+
+    /// Asks a running or queued import to stop; it ends as cancelled.
+    pub async fn cancel_import(&self, account: &Account, drive_id: u64, id: &str) -> Result<(), ImportError> {
+        let (import, _) = self.import(account, drive_id, id).await?;
+        if !import.state.ended() {
+            self.imports.request_import_cancel(id).await?;
+            self.identity.publish(IMPORT_TOPIC).await;
+        }
+        Ok(())
+    }
+
+    /// The store of import jobs (for the worker).
+    pub fn import_store(&self) -> &dyn ImportStore {
+        self.imports.as_ref()
+    }
+
+    pub fn identity(&self) -> &identity::Identity {
+        &self.identity
+    }
+}
+
+/// Signalled when an import is queued or cancelled.
+pub const IMPORT_TOPIC: &str = "imports";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sources_are_plain_web_addresses() {
+        assert!(valid_source("https://nas.example.org/remote.php/dav/files/ana/Photos"));
+        assert!(valid_source("http://127.0.0.1:8080/dav/drives/123456/"));
+        assert!(!valid_source("ftp://nas.example.org/"));
+        assert!(!valid_source("https://ana:secret@nas.example.org/"));
+        assert!(!valid_source("https:///nothing"));
+        assert!(!valid_source("https://nas.example.org/a b"));
+    }
+}

@@ -1,0 +1,487 @@
+//! The worker behind "Import external data": copies a WebDAV folder (on
+//! another server, or one of our own drives) into a drive, in the
+//! background, one job at a time per process.
+//!
+//! Jobs and their work lists are in the store (see `drive::imports`):
+//! a job claimed by a process that dies is taken over when its lease
+//! expires, and resumes from its work list. A file already at the
+//! destination with the source's size and modification time is not copied
+//! again. Whatever the ending (done, failed, cancelled), the statement
+//! that ends the job erases the sealed source password, and the member
+//! who started it gets an email.
+#![forbid(unsafe_code)]
+
+use std::time::Duration;
+
+use drive::{
+    DriveTree, Drives, FileError, IMPORT_LEASE, IMPORT_SECRET_PURPOSE, IMPORT_TOPIC, Import, ImportItem, ImportState,
+};
+use identity::{Account, MailKind, Millis};
+use percent_encoding::percent_decode_str;
+use xmltree::{Element, XMLNode};
+
+/// The largest PROPFIND answer read for one source folder.
+const MAX_LISTING_BYTES: usize = 64 * 1024 * 1024;
+
+/// Runs import jobs until the process stops.
+pub async fn run_forever(drives: Drives) {
+    let wake = drives.identity().signals().subscribe(IMPORT_TOPIC);
+    loop {
+        let notified = wake.notified();
+        let now = drives.identity().now();
+        match drives.import_store().claim_import(now, IMPORT_LEASE).await {
+            Ok(Some(job)) => {
+                let id = job.id.clone();
+                if let Err(e) = run(&drives, job).await {
+                    // The lease runs out and another attempt resumes it.
+                    tracing::warn!(import = %id, error = %e, "import interrupted; it will resume");
+                    tokio::time::sleep(Duration::from_secs(5)).await;
+                }
+                continue;
+            }
+            Ok(None) => {}
+            Err(e) => tracing::warn!(error = %e, "cannot look for import jobs"),
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(5), notified).await;
+    }
+}
+
+/// Why a job stops as a whole (the store failing is not one of them: the
+/// job is then left for a later attempt).
+enum Stop {
+    Cancelled,
+    Failed(String),
+}
+
+struct Job<'a> {
+    drives: &'a Drives,
+    import: Import,
+    tree: DriveTree,
+    http: reqwest::Client,
+    password: String,
+    /// The decoded path of the source folder on its server.
+    base_path: String,
+}
+
+async fn run(drives: &Drives, import: Import) -> Result<(), identity::StoreError> {
+    let identity = drives.identity();
+    let account = identity.account_by_id(&import.account_id).await?;
+    let password = identity
+        .key()
+        .open(IMPORT_SECRET_PURPOSE, &import.id, &import.sealed_secret)
+        .and_then(|p| String::from_utf8(p).ok());
+    let outcome = match (&account, password) {
+        (None, _) => Err(Stop::Failed("the account that started it no longer exists".into())),
+        (_, None) => Err(Stop::Failed("the source password cannot be read".into())),
+        (Some(account), Some(password)) => match drives.tree(account, import.drive_id).await {
+            Ok(tree) => {
+                let job = Job {
+                    drives,
+                    base_path: base_path(&import.source_url),
+                    import: import.clone(),
+                    tree,
+                    http: reqwest::Client::builder()
+                        .connect_timeout(Duration::from_secs(15))
+                        .read_timeout(Duration::from_secs(120))
+                        .redirect(reqwest::redirect::Policy::limited(3))
+                        .build()
+                        .map_err(|e| identity::StoreError::Backend(e.to_string()))?,
+                    password,
+                };
+                job.copy().await
+            }
+            Err(FileError::Store(e)) => return Err(e),
+            Err(_) => Err(Stop::Failed("the drive no longer exists or is no longer yours".into())),
+        },
+    };
+    let (state, reason) = match outcome {
+        Ok(()) => (ImportState::Done, String::new()),
+        Err(Stop::Cancelled) => (ImportState::Cancelled, String::new()),
+        Err(Stop::Failed(reason)) => (ImportState::Failed, reason),
+    };
+    let store = drives.import_store();
+    store.end_import(&import.id, state, &reason, identity.now()).await?;
+    tracing::info!(import = %import.id, state = state.as_str(), "import ended; source password erased");
+    if let Some(account) = account {
+        notify(drives, &account, &import.id, &reason).await?;
+    }
+    Ok(())
+}
+
+/// The email to the member who started the import.
+async fn notify(drives: &Drives, account: &Account, id: &str, reason: &str) -> Result<(), identity::StoreError> {
+    let Some(done) = drives.import_store().import(id).await? else {
+        return Ok(());
+    };
+    let drive = drives.tree(account, done.drive_id).await.ok();
+    let drive_name = drive
+        .as_ref()
+        .map_or_else(|| done.drive_id.to_string(), |t| t.drive().name.clone());
+    let reason = if reason.is_empty() {
+        String::new()
+    } else {
+        format!(" ({reason})")
+    };
+    let params = [
+        ("drive", drive_name.as_str()),
+        ("folder", done.folder.as_str()),
+        ("source", done.source_url.as_str()),
+        ("files", &done.files_done.to_string()),
+        ("size", &human_size(done.bytes_done)),
+        ("failed", &done.files_failed.to_string()),
+        ("outcome", done.state.as_str()),
+        ("reason", &reason),
+    ];
+    drives
+        .identity()
+        .mail_member(account, MailKind::ImportFinished, &params)
+        .await
+}
+
+fn human_size(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit < UNITS.len() - 1 {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
+    }
+}
+
+/// The decoded path part of a URL, without a trailing slash.
+fn base_path(url: &str) -> String {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    let path = rest.find('/').map_or("", |i| &rest[i..]);
+    percent_decode_str(path)
+        .decode_utf8_lossy()
+        .trim_end_matches('/')
+        .to_owned()
+}
+
+/// A source entry found in a PROPFIND answer.
+#[derive(Debug, PartialEq)]
+struct Found {
+    /// Decoded path of the href.
+    path: String,
+    is_dir: bool,
+    size: u64,
+    modified_at: Millis,
+}
+
+fn children<'a>(element: &'a Element, name: &'a str) -> impl Iterator<Item = &'a Element> + 'a {
+    element.children.iter().filter_map(move |n| match n {
+        XMLNode::Element(e) if e.name == name => Some(e),
+        _ => None,
+    })
+}
+
+fn find<'a>(element: &'a Element, name: &str) -> Option<&'a Element> {
+    for node in &element.children {
+        if let XMLNode::Element(e) = node {
+            if e.name == name {
+                return Some(e);
+            }
+            if let Some(found) = find(e, name) {
+                return Some(found);
+            }
+        }
+    }
+    None
+}
+
+/// The entries of a `multistatus` answer; `None` when it is not one.
+fn parse_listing(xml: &[u8]) -> Option<Vec<Found>> {
+    let root = Element::parse(xml).ok()?;
+    if root.name != "multistatus" {
+        return None;
+    }
+    let mut found = Vec::new();
+    for response in children(&root, "response") {
+        let Some(href) = find(response, "href").and_then(|h| h.get_text()) else {
+            continue;
+        };
+        // An absolute URL or an absolute path.
+        let href = href.trim();
+        let path = match href.split_once("://") {
+            Some((_, rest)) => rest.find('/').map_or("/", |i| &rest[i..]).to_owned(),
+            None => href.to_owned(),
+        };
+        let path = percent_decode_str(&path).decode_utf8_lossy().into_owned();
+        let ok_props = children(response, "propstat")
+            .filter(|ps| {
+                find(ps, "status")
+                    .and_then(|s| s.get_text())
+                    .is_none_or(|s| s.contains(" 200"))
+            })
+            .filter_map(|ps| find(ps, "prop"))
+            .collect::<Vec<_>>();
+        let prop = |name: &str| ok_props.iter().find_map(|p| find(p, name));
+        let is_dir = prop("resourcetype").is_some_and(|r| find(r, "collection").is_some());
+        let size = prop("getcontentlength")
+            .and_then(|e| e.get_text())
+            .and_then(|t| t.trim().parse().ok())
+            .unwrap_or(0);
+        let modified_at = prop("getlastmodified")
+            .and_then(|e| e.get_text())
+            .and_then(|t| httpdate::parse_http_date(t.trim()).ok())
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map_or(0, |d| d.as_millis() as Millis);
+        found.push(Found {
+            path: path.trim_end_matches('/').to_owned(),
+            is_dir,
+            size,
+            modified_at,
+        });
+    }
+    Some(found)
+}
+
+impl Job<'_> {
+    fn url(&self, path: &str) -> String {
+        format!("{}{}", self.import.source_url, drive::url_path(path))
+    }
+
+    fn dest(&self, path: &str) -> String {
+        format!("{}{path}", self.import.folder.trim_end_matches('/'))
+    }
+
+    async fn copy(&self) -> Result<(), Stop> {
+        let store = self.drives.import_store();
+        let failed = |e: identity::StoreError| Stop::Failed(format!("storage error: {e}"));
+        if store.next_import_item(&self.import.id).await.map_err(failed)?.is_none() && self.import.files_found == 0 {
+            let root = ImportItem {
+                path: String::new(),
+                is_dir: true,
+                size: 0,
+                modified_at: 0,
+            };
+            store.add_import_items(&self.import.id, &[root]).await.map_err(failed)?;
+        }
+        loop {
+            let Some(item) = store.next_import_item(&self.import.id).await.map_err(failed)? else {
+                return Ok(());
+            };
+            let lease_until = self.drives.identity().now() + IMPORT_LEASE;
+            let current = if item.is_dir { "" } else { item.path.as_str() };
+            if !store
+                .renew_import(&self.import.id, lease_until, current)
+                .await
+                .map_err(failed)?
+            {
+                return Err(Stop::Cancelled);
+            }
+            let result = if item.is_dir {
+                self.list(&item).await.map(|()| None)
+            } else {
+                self.copy_file(&item).await.map(Some)
+            };
+            let (bytes, error) = match result {
+                Ok(bytes) => (bytes, None),
+                Err(ItemError::Stop(stop)) => return Err(stop),
+                Err(ItemError::Skip(why)) => (None, Some(why)),
+            };
+            store
+                .finish_import_item(&self.import.id, &item.path, bytes, error.as_deref())
+                .await
+                .map_err(failed)?;
+        }
+    }
+
+    /// Lists a source folder, adds what it holds, and makes the folder at
+    /// the destination.
+    async fn list(&self, item: &ImportItem) -> Result<(), ItemError> {
+        let body = r#"<?xml version="1.0" encoding="utf-8"?><D:propfind xmlns:D="DAV:"><D:prop><D:resourcetype/><D:getcontentlength/><D:getlastmodified/></D:prop></D:propfind>"#;
+        let top = item.path.is_empty();
+        let answer = self
+            .http
+            .request(
+                reqwest::Method::from_bytes(b"PROPFIND").expect("a method"),
+                self.url(&format!("{}/", item.path)),
+            )
+            .basic_auth(&self.import.source_user, Some(&self.password))
+            .header("Depth", "1")
+            .header("Content-Type", "application/xml; charset=utf-8")
+            .body(body)
+            .send()
+            .await;
+        let fail = |why: String| {
+            if top {
+                ItemError::Stop(Stop::Failed(why))
+            } else {
+                ItemError::Skip(why)
+            }
+        };
+        let mut response = answer.map_err(|e| fail(format!("the source cannot be reached: {}", without_url(&e))))?;
+        match response.status().as_u16() {
+            207 => {}
+            401 | 403 => return Err(fail("the source refused the user name or password".into())),
+            404 => return Err(fail("the source folder does not exist".into())),
+            status => return Err(fail(format!("the source answered {status} to a listing"))),
+        }
+        let mut xml = Vec::new();
+        while let Some(chunk) = response
+            .chunk()
+            .await
+            .map_err(|e| fail(format!("the listing was cut: {}", without_url(&e))))?
+        {
+            if xml.len() + chunk.len() > MAX_LISTING_BYTES {
+                return Err(fail("the folder listing is too large".into()));
+            }
+            xml.extend_from_slice(&chunk);
+        }
+        let found = parse_listing(&xml).ok_or_else(|| fail("the source's listing is not WebDAV".into()))?;
+        let folder = format!("{}{}", self.base_path, item.path);
+        let mut items = Vec::new();
+        for entry in found {
+            let Some(name) = entry.path.strip_prefix(&format!("{folder}/")) else {
+                continue;
+            };
+            if name.is_empty() || name.contains('/') || name == "." || name == ".." {
+                continue;
+            }
+            items.push(ImportItem {
+                path: format!("{}/{name}", item.path),
+                is_dir: entry.is_dir,
+                size: entry.size,
+                modified_at: entry.modified_at,
+            });
+        }
+        if !top {
+            match self.tree.make_folder(&self.dest(&item.path)).await {
+                Ok(_) | Err(FileError::Exists) => {}
+                Err(FileError::Store(e)) => return Err(ItemError::Stop(Stop::Failed(format!("storage error: {e}")))),
+                Err(e) => return Err(ItemError::Skip(format!("cannot make the folder: {e}"))),
+            }
+        }
+        self.drives
+            .import_store()
+            .add_import_items(&self.import.id, &items)
+            .await
+            .map_err(|e| ItemError::Stop(Stop::Failed(format!("storage error: {e}"))))
+    }
+
+    /// Copies one file, unless an earlier attempt already did.
+    async fn copy_file(&self, item: &ImportItem) -> Result<u64, ItemError> {
+        let dest = self.dest(&item.path);
+        if let Ok(existing) = self.tree.stat(&dest).await
+            && !existing.is_dir
+            && existing.size == item.size
+            && existing.modified_at == item.modified_at
+            && item.modified_at != 0
+        {
+            return Ok(existing.size);
+        }
+        let mut response = self
+            .http
+            .get(self.url(&item.path))
+            .basic_auth(&self.import.source_user, Some(&self.password))
+            .send()
+            .await
+            .map_err(|e| ItemError::Skip(format!("the source cannot be reached: {}", without_url(&e))))?;
+        match response.status().as_u16() {
+            200 => {}
+            401 | 403 => {
+                return Err(ItemError::Stop(Stop::Failed(
+                    "the source refused the user name or password".into(),
+                )));
+            }
+            status => return Err(ItemError::Skip(format!("the source answered {status}"))),
+        }
+        let mut write = self
+            .tree
+            .begin_write(&dest, response.content_length(), false)
+            .await
+            .map_err(file_error)?;
+        let mut renewed = std::time::Instant::now();
+        while let Some(chunk) = response
+            .chunk()
+            .await
+            .map_err(|e| ItemError::Skip(format!("the download was cut: {}", without_url(&e))))?
+        {
+            write.write(&chunk).await.map_err(file_error)?;
+            if renewed.elapsed() > Duration::from_secs(5) {
+                renewed = std::time::Instant::now();
+                let lease_until = self.drives.identity().now() + IMPORT_LEASE;
+                let going_on = self
+                    .drives
+                    .import_store()
+                    .renew_import(&self.import.id, lease_until, &item.path)
+                    .await
+                    .map_err(|e| ItemError::Stop(Stop::Failed(format!("storage error: {e}"))))?;
+                if !going_on {
+                    // Dropped unfinished: nothing of this file is kept.
+                    return Err(ItemError::Stop(Stop::Cancelled));
+                }
+            }
+        }
+        let modified = (item.modified_at != 0).then_some(item.modified_at);
+        let node = write.commit(modified, None, None).await.map_err(file_error)?;
+        Ok(node.size)
+    }
+}
+
+enum ItemError {
+    /// This item failed; the job goes on.
+    Skip(String),
+    Stop(Stop),
+}
+
+fn file_error(e: FileError) -> ItemError {
+    match e {
+        FileError::InsufficientStorage => ItemError::Stop(Stop::Failed("the drive is full".into())),
+        FileError::Store(e) => ItemError::Stop(Stop::Failed(format!("storage error: {e}"))),
+        FileError::NoDrive | FileError::ReadOnly => {
+            ItemError::Stop(Stop::Failed("the drive is no longer yours to write".into()))
+        }
+        other => ItemError::Skip(other.to_string()),
+    }
+}
+
+/// An HTTP error without the URL (which the report shows beside it).
+fn without_url(e: &reqwest::Error) -> String {
+    let mut text = e.to_string();
+    if let Some(url) = e.url() {
+        text = text
+            .replace(&format!(" ({url})"), "")
+            .replace(url.as_str(), "the address");
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn listings_are_read_whatever_the_prefixes() {
+        let xml = br#"<?xml version="1.0"?>
+<d:multistatus xmlns:d="DAV:"><d:response><d:href>/dav/Fotos/</d:href><d:propstat><d:prop><d:resourcetype><d:collection/></d:resourcetype></d:prop><d:status>HTTP/1.1 200 OK</d:status></d:propstat></d:response>
+<d:response><d:href>http://nas:8080/dav/Fotos/Playa%20%C3%B1.jpg</d:href><d:propstat><d:prop><d:resourcetype/><d:getcontentlength>1234</d:getcontentlength><d:getlastmodified>Tue, 14 Nov 2023 22:13:20 GMT</d:getlastmodified></d:prop><d:status>HTTP/1.1 200 OK</d:status></d:propstat></d:response></d:multistatus>"#;
+        let found = parse_listing(xml).unwrap();
+        assert_eq!(found.len(), 2);
+        assert!(found[0].is_dir && found[0].path == "/dav/Fotos");
+        assert_eq!(
+            found[1],
+            Found {
+                path: "/dav/Fotos/Playa ñ.jpg".into(),
+                is_dir: false,
+                size: 1234,
+                modified_at: 1_700_000_000_000,
+            }
+        );
+        assert!(parse_listing(b"<html>no</html>").is_none());
+        assert!(parse_listing(b"not xml").is_none());
+    }
+
+    #[test]
+    fn base_paths_are_decoded() {
+        assert_eq!(base_path("https://nas.example.org/dav/Mis%20Fotos/"), "/dav/Mis Fotos");
+        assert_eq!(base_path("http://127.0.0.1:8080"), "");
+        assert_eq!(human_size(1536), "1.5 KiB");
+    }
+}

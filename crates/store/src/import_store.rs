@@ -1,0 +1,281 @@
+//! [`drive::ImportStore`] over SQL.
+
+use async_trait::async_trait;
+use drive::{Import, ImportItem, ImportState, ImportStore, MAX_REPORTED_FAILURES};
+use identity::{Millis, StoreError};
+use sqlx::Row;
+use sqlx::any::AnyRow;
+
+use crate::SqlStore;
+
+fn backend(e: sqlx::Error) -> StoreError {
+    StoreError::Backend(e.to_string())
+}
+
+fn signed(n: u64) -> Result<i64, StoreError> {
+    i64::try_from(n).map_err(|_| StoreError::Backend("an import number is too large".into()))
+}
+
+const COLUMNS: &str = "SELECT id, drive_id, account_id, source_url, source_user, sealed_secret, folder, state,
+        files_done, bytes_done, files_failed, files_found, current_file, error, cancel_requested, created_at,
+        finished_at
+     FROM drive_imports";
+
+fn import_from(row: &AnyRow) -> Result<Import, StoreError> {
+    let number = |name: &str| -> Result<u64, StoreError> {
+        let n: i64 = row.try_get(name).map_err(backend)?;
+        u64::try_from(n).map_err(|_| StoreError::Backend(format!("stored import {name} is negative")))
+    };
+    let state: String = row.try_get("state").map_err(backend)?;
+    Ok(Import {
+        id: row.try_get("id").map_err(backend)?,
+        drive_id: number("drive_id")?,
+        account_id: row.try_get("account_id").map_err(backend)?,
+        source_url: row.try_get("source_url").map_err(backend)?,
+        source_user: row.try_get("source_user").map_err(backend)?,
+        sealed_secret: row.try_get("sealed_secret").map_err(backend)?,
+        folder: row.try_get("folder").map_err(backend)?,
+        state: ImportState::parse(&state)
+            .ok_or_else(|| StoreError::Backend(format!("unknown import state {state}")))?,
+        files_done: number("files_done")?,
+        bytes_done: number("bytes_done")?,
+        files_failed: number("files_failed")?,
+        files_found: number("files_found")?,
+        current_file: row.try_get("current_file").map_err(backend)?,
+        error: row.try_get("error").map_err(backend)?,
+        cancel_requested: row.try_get::<i64, _>("cancel_requested").map_err(backend)? != 0,
+        created_at: row.try_get("created_at").map_err(backend)?,
+        finished_at: row.try_get("finished_at").map_err(backend)?,
+    })
+}
+
+#[async_trait]
+impl ImportStore for SqlStore {
+    async fn insert_import(&self, i: &Import) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO drive_imports (id, drive_id, account_id, source_url, source_user, sealed_secret, folder, state,
+                created_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        )
+        .bind(i.id.as_str())
+        .bind(signed(i.drive_id)?)
+        .bind(i.account_id.as_str())
+        .bind(i.source_url.as_str())
+        .bind(i.source_user.as_str())
+        .bind(i.sealed_secret.as_str())
+        .bind(i.folder.as_str())
+        .bind(i.state.as_str())
+        .bind(i.created_at)
+        .execute(&self.pool)
+        .await
+        .map_err(backend)?;
+        Ok(())
+    }
+
+    async fn import(&self, id: &str) -> Result<Option<Import>, StoreError> {
+        let sql = format!("{COLUMNS} WHERE id = $1");
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(backend)?;
+        row.as_ref().map(import_from).transpose()
+    }
+
+    async fn imports_of_drive(&self, drive_id: u64) -> Result<Vec<Import>, StoreError> {
+        let sql = format!("{COLUMNS} WHERE drive_id = $1 ORDER BY created_at DESC, id LIMIT 50");
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(signed(drive_id)?)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(backend)?;
+        rows.iter().map(import_from).collect()
+    }
+
+    async fn request_import_cancel(&self, id: &str) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "UPDATE drive_imports SET cancel_requested = 1 WHERE id = $1 AND state IN ('queued', 'running')",
+        )
+        .bind(id)
+        .execute(&self.pool)
+        .await
+        .map_err(backend)?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn claim_import(&self, now: Millis, lease: Millis) -> Result<Option<Import>, StoreError> {
+        let candidates = sqlx::query(
+            "SELECT id FROM drive_imports WHERE state IN ('queued', 'running') AND lease_until < $1
+             ORDER BY created_at LIMIT 5",
+        )
+        .bind(now)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(backend)?;
+        for row in candidates {
+            let id: String = row.try_get("id").map_err(backend)?;
+            // Only one process wins a job: the lease must still be expired.
+            let taken = sqlx::query(
+                "UPDATE drive_imports SET state = 'running', lease_until = $2
+                 WHERE id = $1 AND state IN ('queued', 'running') AND lease_until < $3",
+            )
+            .bind(id.as_str())
+            .bind(now + lease)
+            .bind(now)
+            .execute(&self.pool)
+            .await
+            .map_err(backend)?;
+            if taken.rows_affected() == 1 {
+                return self.import(&id).await;
+            }
+        }
+        Ok(None)
+    }
+
+    async fn renew_import(&self, id: &str, lease_until: Millis, current_file: &str) -> Result<bool, StoreError> {
+        sqlx::query("UPDATE drive_imports SET lease_until = $2, current_file = $3 WHERE id = $1")
+            .bind(id)
+            .bind(lease_until)
+            .bind(current_file)
+            .execute(&self.pool)
+            .await
+            .map_err(backend)?;
+        let row = sqlx::query("SELECT cancel_requested FROM drive_imports WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(backend)?;
+        Ok(match row {
+            Some(row) => row.try_get::<i64, _>("cancel_requested").map_err(backend)? == 0,
+            None => false,
+        })
+    }
+
+    async fn add_import_items(&self, id: &str, items: &[ImportItem]) -> Result<(), StoreError> {
+        let mut tx = self.begin_write().await.map_err(backend)?;
+        let mut files = 0;
+        for item in items {
+            let added = sqlx::query(
+                "INSERT INTO drive_import_items (import_id, path, is_dir, size, modified_at, state)
+                 VALUES ($1, $2, $3, $4, $5, 'pending') ON CONFLICT (import_id, path) DO NOTHING",
+            )
+            .bind(id)
+            .bind(item.path.as_str())
+            .bind(i64::from(item.is_dir))
+            .bind(signed(item.size)?)
+            .bind(item.modified_at)
+            .execute(&mut *tx)
+            .await
+            .map_err(backend)?;
+            if added.rows_affected() == 1 && !item.is_dir {
+                files += 1;
+            }
+        }
+        sqlx::query("UPDATE drive_imports SET files_found = files_found + $2 WHERE id = $1")
+            .bind(id)
+            .bind(files)
+            .execute(&mut *tx)
+            .await
+            .map_err(backend)?;
+        tx.commit().await.map_err(backend)?;
+        Ok(())
+    }
+
+    async fn next_import_item(&self, id: &str) -> Result<Option<ImportItem>, StoreError> {
+        let row = sqlx::query(
+            "SELECT path, is_dir, size, modified_at FROM drive_import_items
+             WHERE import_id = $1 AND state = 'pending' ORDER BY is_dir DESC, path LIMIT 1",
+        )
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(backend)?;
+        row.map(|row| {
+            Ok(ImportItem {
+                path: row.try_get("path").map_err(backend)?,
+                is_dir: row.try_get::<i64, _>("is_dir").map_err(backend)? != 0,
+                size: u64::try_from(row.try_get::<i64, _>("size").map_err(backend)?).unwrap_or(0),
+                modified_at: row.try_get("modified_at").map_err(backend)?,
+            })
+        })
+        .transpose()
+    }
+
+    async fn finish_import_item(
+        &self,
+        id: &str,
+        path: &str,
+        bytes: Option<u64>,
+        error: Option<&str>,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.begin_write().await.map_err(backend)?;
+        let state = if error.is_some() { "failed" } else { "done" };
+        let changed = sqlx::query(
+            "UPDATE drive_import_items SET state = $3, error = $4
+             WHERE import_id = $1 AND path = $2 AND state = 'pending'",
+        )
+        .bind(id)
+        .bind(path)
+        .bind(state)
+        .bind(error.unwrap_or(""))
+        .execute(&mut *tx)
+        .await
+        .map_err(backend)?;
+        if changed.rows_affected() == 1 {
+            let (done, failed, size) = match (bytes, error) {
+                (_, Some(_)) => (0_i64, 1_i64, 0_i64),
+                (Some(size), None) => (1, 0, signed(size)?),
+                (None, None) => (0, 0, 0),
+            };
+            sqlx::query(
+                "UPDATE drive_imports SET files_done = files_done + $2, files_failed = files_failed + $3,
+                    bytes_done = bytes_done + $4 WHERE id = $1",
+            )
+            .bind(id)
+            .bind(done)
+            .bind(failed)
+            .bind(size)
+            .execute(&mut *tx)
+            .await
+            .map_err(backend)?;
+        }
+        tx.commit().await.map_err(backend)?;
+        Ok(())
+    }
+
+    async fn import_failures(&self, id: &str) -> Result<Vec<(String, String)>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT path, error FROM drive_import_items WHERE import_id = $1 AND state = 'failed'
+             ORDER BY path LIMIT $2",
+        )
+        .bind(id)
+        .bind(i64::from(MAX_REPORTED_FAILURES))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(backend)?;
+        rows.iter()
+            .map(|r| {
+                Ok((
+                    r.try_get("path").map_err(backend)?,
+                    r.try_get("error").map_err(backend)?,
+                ))
+            })
+            .collect()
+    }
+
+    async fn end_import(&self, id: &str, state: ImportState, error: &str, now: Millis) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE drive_imports SET state = $2, error = $3, finished_at = $4, sealed_secret = '',
+                current_file = '', lease_until = 0
+             WHERE id = $1",
+        )
+        .bind(id)
+        .bind(state.as_str())
+        .bind(error)
+        .bind(now)
+        .execute(&self.pool)
+        .await
+        .map_err(backend)?;
+        Ok(())
+    }
+}

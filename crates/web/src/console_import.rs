@@ -1,0 +1,228 @@
+//! Console pages for "Import external data": start copying a WebDAV
+//! folder into a drive, follow its progress, read its report, cancel it.
+
+use askama::Template;
+use axum::Form;
+use axum::Router;
+use axum::extract::Path;
+use axum::http::{HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::routing::{get, post};
+use drive::{FileError, Import, ImportError, NewImport};
+use serde::Deserialize;
+
+use crate::AppState;
+use crate::console::{Chrome, Ctx};
+use crate::console_drive::bytes;
+use crate::fmt;
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/drives/{drive}/imports", get(list).post(start))
+        .route("/drives/{drive}/imports/{id}", get(detail))
+        .route("/drives/{drive}/imports/{id}/cancel", post(cancel))
+}
+
+/// An import as the pages show it.
+struct Row {
+    id: String,
+    state: &'static str,
+    state_text: String,
+    running: bool,
+    source: String,
+    user: String,
+    folder: String,
+    progress: String,
+    current_file: String,
+    failed: u64,
+    error: String,
+    started: String,
+    finished: String,
+}
+
+fn row(ctx: &Ctx, i: Import) -> Row {
+    let t = ctx.t();
+    Row {
+        state: i.state.as_str(),
+        state_text: t.t(&format!("import.state.{}", i.state.as_str())).to_owned(),
+        running: !i.state.ended(),
+        progress: t
+            .t("import.progress")
+            .replace("{done}", &i.files_done.to_string())
+            .replace("{found}", &i.files_found.to_string())
+            .replace("{size}", &bytes(i.bytes_done)),
+        id: i.id,
+        source: i.source_url,
+        user: i.source_user,
+        folder: i.folder,
+        current_file: i.current_file,
+        failed: i.files_failed,
+        error: i.error,
+        started: fmt::datetime(i.created_at),
+        finished: i.finished_at.map(fmt::datetime).unwrap_or_default(),
+    }
+}
+
+#[derive(Template)]
+#[template(path = "drive_imports.html")]
+struct ListPage {
+    c: Chrome,
+    drive: u64,
+    drive_name: String,
+    imports: Vec<Row>,
+    error: Option<String>,
+}
+
+#[derive(Template)]
+#[template(path = "drive_import.html")]
+struct DetailPage {
+    c: Chrome,
+    drive: u64,
+    drive_name: String,
+    import: Row,
+    failures: Vec<(String, String)>,
+}
+
+/// While an import runs, the page reloads itself every few seconds.
+fn refreshing(mut response: Response, running: bool) -> Response {
+    if running {
+        response.headers_mut().insert("refresh", HeaderValue::from_static("3"));
+    }
+    response
+}
+
+fn error_text(ctx: &Ctx, e: &ImportError) -> (StatusCode, String) {
+    let t = ctx.t();
+    match e {
+        ImportError::InvalidSource => (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            t.t("import.invalid_source").to_owned(),
+        ),
+        ImportError::NoFolder | ImportError::File(FileError::InvalidPath(_)) => {
+            (StatusCode::UNPROCESSABLE_ENTITY, t.t("import.no_folder").to_owned())
+        }
+        ImportError::File(FileError::ReadOnly) => (StatusCode::FORBIDDEN, t.t("files.read_only").to_owned()),
+        ImportError::NotFound | ImportError::File(FileError::NoDrive) => {
+            (StatusCode::NOT_FOUND, t.t("files.not_found").to_owned())
+        }
+        ImportError::File(_) | ImportError::Store(_) => {
+            (StatusCode::INTERNAL_SERVER_ERROR, t.t("error.internal").to_owned())
+        }
+    }
+}
+
+async fn render_list(ctx: &Ctx, drive: u64, status: StatusCode, error: Option<String>) -> Response {
+    let Some(user) = &ctx.user else {
+        return ctx.to_sign_in();
+    };
+    let drives = ctx.state.drives();
+    let tree = match drives.tree(&user.account, drive).await {
+        Ok(tree) => tree,
+        Err(FileError::NoDrive) => {
+            return ctx.message(
+                StatusCode::NOT_FOUND,
+                ctx.t().t("drive.title"),
+                ctx.t().t("files.not_found"),
+            );
+        }
+        Err(e) => return ctx.failure(e),
+    };
+    let imports = match drives.imports(&user.account, drive).await {
+        Ok(list) => list,
+        Err(e) => return ctx.failure(e),
+    };
+    let running = imports.iter().any(|i| !i.state.ended());
+    let page = ListPage {
+        c: ctx.chrome(ctx.t().t("import.title")),
+        drive,
+        drive_name: tree.drive().name.clone(),
+        imports: imports.into_iter().map(|i| row(ctx, i)).collect(),
+        error,
+    };
+    refreshing(ctx.render(status, &page), running)
+}
+
+async fn list(ctx: Ctx, Path(drive): Path<u64>) -> Response {
+    render_list(&ctx, drive, StatusCode::OK, None).await
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct StartForm {
+    source_url: String,
+    user: String,
+    password: String,
+    folder: String,
+}
+
+async fn start(ctx: Ctx, Path(drive): Path<u64>, Form(form): Form<StartForm>) -> Response {
+    let Some(user) = &ctx.user else {
+        return ctx.to_sign_in();
+    };
+    let folder = if form.folder.trim().is_empty() {
+        "/"
+    } else {
+        form.folder.trim()
+    };
+    let started = ctx
+        .state
+        .drives()
+        .start_import(
+            &user.account,
+            drive,
+            NewImport {
+                source_url: &form.source_url,
+                user: form.user.trim(),
+                password: &form.password,
+                folder,
+            },
+        )
+        .await;
+    match started {
+        Ok(import) => Redirect::to(&format!("/drives/{drive}/imports/{}", import.id)).into_response(),
+        Err(e) => {
+            let (status, text) = error_text(&ctx, &e);
+            render_list(&ctx, drive, status, Some(text)).await
+        }
+    }
+}
+
+async fn detail(ctx: Ctx, Path((drive, id)): Path<(u64, String)>) -> Response {
+    let Some(user) = &ctx.user else {
+        return ctx.to_sign_in();
+    };
+    let drives = ctx.state.drives();
+    let (import, failures) = match drives.import(&user.account, drive, &id).await {
+        Ok(found) => found,
+        Err(e) => {
+            let (status, text) = error_text(&ctx, &e);
+            return ctx.message(status, ctx.t().t("import.title"), &text);
+        }
+    };
+    let drive_name = match drives.tree(&user.account, drive).await {
+        Ok(tree) => tree.drive().name.clone(),
+        Err(e) => return ctx.failure(e),
+    };
+    let running = !import.state.ended();
+    let page = DetailPage {
+        c: ctx.chrome(ctx.t().t("import.title")),
+        drive,
+        drive_name,
+        import: row(&ctx, import),
+        failures,
+    };
+    refreshing(ctx.render(StatusCode::OK, &page), running)
+}
+
+async fn cancel(ctx: Ctx, Path((drive, id)): Path<(u64, String)>) -> Response {
+    let Some(user) = &ctx.user else {
+        return ctx.to_sign_in();
+    };
+    match ctx.state.drives().cancel_import(&user.account, drive, &id).await {
+        Ok(()) => Redirect::to(&format!("/drives/{drive}/imports/{id}")).into_response(),
+        Err(e) => {
+            let (status, text) = error_text(&ctx, &e);
+            ctx.message(status, ctx.t().t("import.title"), &text)
+        }
+    }
+}

@@ -9,31 +9,125 @@
 
 mod fs;
 mod locks;
+mod propfind;
 
 pub use fs::{DriveFs, OC_NS};
 pub use locks::DriveLocks;
 
+use bytes::Bytes;
 use dav_server::DavHandler;
-use dav_server::body::Body;
 use drive::DriveTree;
+use futures_util::StreamExt;
+use http_body::Frame;
+use http_body_util::combinators::UnsyncBoxBody;
+use http_body_util::{BodyExt, Empty, Full, LengthLimitError, Limited, StreamBody};
 use identity::Millis;
 
-/// Answers one WebDAV request on `tree`. `prefix` is the part of the URL
-/// path before the drive's top ("" when the host names the drive);
-/// `principal` owns the locks taken; `mtime` is the modification time
-/// the client gave for the file it writes (`X-OC-Mtime`).
-pub async fn serve<B, D, E>(
-    tree: DriveTree,
-    principal: String,
-    prefix: String,
-    mtime: Option<Millis>,
-    request: http::Request<B>,
-) -> http::Response<Body>
+/// A response body: `dav-server`'s, or a streamed listing.
+pub type DavBody = UnsyncBoxBody<Bytes, std::io::Error>;
+
+/// The largest request body read for anything but PUT.
+const MAX_XML_BYTES: usize = 64 * 1024;
+
+/// Who a WebDAV request is for, and on what.
+pub struct Target {
+    pub tree: DriveTree,
+    /// Owns the locks taken (the account's email).
+    pub principal: String,
+    /// The part of the URL path before the drive's top ("" when the host
+    /// names the drive).
+    pub prefix: String,
+    /// The modification time the client gave for the file it writes
+    /// (`X-OC-Mtime`).
+    pub mtime: Option<Millis>,
+}
+
+/// Answers one WebDAV request.
+pub async fn serve<B, D, E>(target: Target, request: http::Request<B>) -> http::Response<DavBody>
+where
+    B: http_body::Body<Data = D, Error = E> + Send + 'static,
+    D: bytes::Buf + Send + 'static,
+    E: std::error::Error + Send + Sync + 'static,
+{
+    if request.method().as_str() == "PROPFIND" {
+        let (parts, body) = request.into_parts();
+        let bytes = match Limited::new(body, MAX_XML_BYTES).collect().await {
+            Ok(collected) => collected.to_bytes(),
+            Err(e) => {
+                let status = if e.downcast_ref::<LengthLimitError>().is_some() {
+                    http::StatusCode::PAYLOAD_TOO_LARGE
+                } else {
+                    http::StatusCode::BAD_REQUEST
+                };
+                return plain(status);
+            }
+        };
+        if let Some(response) = fast_propfind(&target.tree, &target.prefix, &parts, &bytes).await {
+            return response;
+        }
+        let request = http::Request::from_parts(parts, Full::new(bytes));
+        return dav_server(target, request).await;
+    }
+    dav_server(target, request).await
+}
+
+fn plain(status: http::StatusCode) -> http::Response<DavBody> {
+    let mut response = http::Response::new(Empty::new().map_err(|never| match never {}).boxed_unsync());
+    *response.status_mut() = status;
+    response
+}
+
+/// Named-property listings at depth 0 or 1, answered from the tree.
+async fn fast_propfind(
+    tree: &DriveTree,
+    prefix: &str,
+    parts: &http::request::Parts,
+    body: &[u8],
+) -> Option<http::Response<DavBody>> {
+    let depth_one = match parts.headers.get("depth").and_then(|d| d.to_str().ok()).map(str::trim) {
+        Some("0") => false,
+        Some("1") => true,
+        _ => return None,
+    };
+    let wanted = propfind::wanted(body)?;
+    let path = dav_server::davpath::DavPath::from_uri(&parts.uri).ok()?;
+    let full = percent_encoding::percent_decode(path.as_bytes()).decode_utf8().ok()?;
+    let relative = full.strip_prefix(prefix)?.trim_end_matches('/').to_owned();
+    if relative.split('/').any(|n| n == "." || n == "..") {
+        return None;
+    }
+    match propfind::answer(tree.clone(), prefix.to_owned(), relative, depth_one, wanted).await {
+        Ok(stream) => {
+            let body = BodyExt::boxed_unsync(StreamBody::new(stream.map(|piece| piece.map(Frame::data))));
+            let mut response = http::Response::new(body);
+            *response.status_mut() = http::StatusCode::MULTI_STATUS;
+            response.headers_mut().insert(
+                http::header::CONTENT_TYPE,
+                http::HeaderValue::from_static("application/xml; charset=utf-8"),
+            );
+            Some(response)
+        }
+        Err(drive::FileError::NotFound) | Err(drive::FileError::NotAFolder) => Some(plain(http::StatusCode::NOT_FOUND)),
+        Err(drive::FileError::InvalidPath(_)) => Some(plain(http::StatusCode::BAD_REQUEST)),
+        Err(e) => {
+            tracing::error!(error = %e, "listing failed");
+            Some(plain(http::StatusCode::INTERNAL_SERVER_ERROR))
+        }
+    }
+}
+
+async fn dav_server<B, D, E>(target: Target, request: http::Request<B>) -> http::Response<DavBody>
 where
     B: http_body::Body<Data = D, Error = E>,
     D: bytes::Buf + Send + 'static,
     E: std::error::Error + Send + Sync + 'static,
 {
+    let Target {
+        tree,
+        principal,
+        prefix,
+        mtime,
+    } = target;
     let handler = DavHandler::builder()
         .filesystem(Box::new(DriveFs::new(tree.clone(), mtime)))
         .locksystem(Box::new(DriveLocks::new(tree, prefix.clone())))
@@ -43,5 +137,5 @@ where
         // Large reads: a GET streams the file in 256 KiB pieces.
         .read_buf_size(256 * 1024)
         .build_handler();
-    handler.handle(request).await
+    handler.handle(request).await.map(BodyExt::boxed_unsync)
 }

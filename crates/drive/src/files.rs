@@ -353,11 +353,16 @@ impl DriveTree {
             Some(_) if create_new => return Err(FileError::Exists),
             _ => {}
         }
-        let (used, quota) = self.usage().await?;
+        // The space known when this tree was opened; read again only when
+        // it seems too small (the commit checks the quota exactly anyway).
         let freed = existing.as_ref().map_or(0, |n| n.size);
-        let room = (quota + freed).saturating_sub(used);
+        let mut room = (self.drive.quota_bytes + freed).saturating_sub(self.drive.used_bytes);
         if expected_size.is_some_and(|size| size > room) {
-            return Err(FileError::InsufficientStorage);
+            let (used, quota) = self.usage().await?;
+            room = (quota + freed).saturating_sub(used);
+            if expected_size.is_some_and(|size| size > room) {
+                return Err(FileError::InsufficientStorage);
+            }
         }
         Ok(FileWrite {
             drives: self.drives.clone(),
@@ -366,6 +371,7 @@ impl DriveTree {
             drive_id: self.drive.id,
             existing,
             room,
+            freed,
             expected_size,
             small: Some(Vec::new()),
             sink: None,
@@ -418,6 +424,8 @@ pub struct FileWrite {
     name: String,
     existing: Option<Node>,
     room: u64,
+    /// The size of the file this one replaces.
+    freed: u64,
     expected_size: Option<u64>,
     /// Contents so far while they fit [`INLINE_LIMIT`].
     small: Option<Vec<u8>>,
@@ -437,6 +445,16 @@ impl std::fmt::Debug for FileWrite {
 impl FileWrite {
     /// Appends `data`; refuses past the space the drive has left.
     pub async fn write(&mut self, data: &[u8]) -> Result<(), FileError> {
+        if self.written() + data.len() as u64 > self.room {
+            // The room known at the start may be out of date: look again.
+            let drive = self
+                .drives
+                .store
+                .drive(self.drive_id)
+                .await?
+                .ok_or(FileError::NoDrive)?;
+            self.room = (drive.quota_bytes + self.freed).saturating_sub(drive.used_bytes);
+        }
         if self.written() + data.len() as u64 > self.room {
             self.sink = None;
             self.small = None;

@@ -65,6 +65,8 @@ pub trait DriveStore: Send + Sync {
     /// Stores a new drive; `false` when its id is taken.
     async fn insert_drive(&self, drive: &Drive) -> Result<bool, StoreError>;
     async fn drive(&self, id: u64) -> Result<Option<Drive>, StoreError>;
+    /// The drive, when the account is a member of its organization.
+    async fn drive_of_member(&self, id: u64, account_id: &str) -> Result<Option<Drive>, StoreError>;
     /// The drives of the organizations the account belongs to, by name.
     async fn drives_for_account(&self, account_id: &str) -> Result<Vec<Drive>, StoreError>;
 
@@ -225,15 +227,8 @@ impl Drives {
     /// The drive `id` and what the account may do on it; `None` when it
     /// does not exist or is not theirs (the same answer, on purpose).
     pub async fn access(&self, account: &Account, id: u64) -> Result<Option<(Drive, Access)>, StoreError> {
-        let Some(drive) = self.store.drive(id).await? else {
-            return Ok(None);
-        };
-        let member = self
-            .identity
-            .memberships(&account.id)
-            .await?
-            .iter()
-            .any(|m| m.org_id == drive.org_id);
-        Ok(member.then_some((drive, Access::ReadWrite)))
+        // One query: this runs on every WebDAV request.
+        let drive = self.store.drive_of_member(id, &account.id).await?;
+        Ok(drive.map(|d| (d, Access::ReadWrite)))
     }
 }

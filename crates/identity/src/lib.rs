@@ -41,7 +41,7 @@ mod two_factor;
 pub use account::{Account, AccountId, NewAccount};
 pub use audit::{EventKind, SecurityEvent};
 pub use authenticator::{AuthenticatorLink, LinkedDevice};
-pub use clock::{Clock, ManualClock, Millis, SystemClock, utc_datetime};
+pub use clock::{Clock, ManualClock, Millis, SystemClock, utc_datetime, utc_rfc3339};
 pub use email::{EmailAddress, InvalidEmail};
 pub use mail::{MAIL_TOPIC, MailKind, QueuedMail, backoff};
 pub use org::{Membership, NewOrganization, OrgId, Organization, Role, RoleError};

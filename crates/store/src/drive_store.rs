@@ -153,6 +153,17 @@ impl DriveStore for SqlStore {
         row.as_ref().map(drive_from).transpose()
     }
 
+    async fn drive_of_member(&self, id: u64, account_id: &str) -> Result<Option<Drive>, StoreError> {
+        let sql = format!("{COLUMNS} JOIN memberships m ON m.org_id = d.org_id WHERE d.id = $1 AND m.account_id = $2");
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(signed(id)?)
+            .bind(account_id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(backend)?;
+        row.as_ref().map(drive_from).transpose()
+    }
+
     async fn drives_for_account(&self, account_id: &str) -> Result<Vec<Drive>, StoreError> {
         let sql = format!(
             "{COLUMNS} JOIN memberships m ON m.org_id = d.org_id WHERE m.account_id = $1 ORDER BY o.name, d.name, d.id"

@@ -209,7 +209,13 @@ pub async fn dispatch(State(state): State<AppState>, request: Request, next: Nex
     let request = Request::from_parts(parts, body);
     let writes_with_mtime = request.method() == Method::PUT;
     let mtime = writes_with_mtime.then(|| client_mtime(&request)).flatten();
-    let response = dav::serve(tree, account.email.to_string(), target.prefix, mtime, request).await;
+    let target = dav::Target {
+        tree,
+        principal: account.email.to_string(),
+        prefix: target.prefix,
+        mtime,
+    };
+    let response = dav::serve(target, request).await;
     let (mut parts, body) = response.into_parts();
     if mtime.is_some() && parts.status.is_success() {
         parts.headers.insert("x-oc-mtime", HeaderValue::from_static("accepted"));

@@ -536,57 +536,76 @@ async fn main() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(GIB);
 
-    // 1 GiB PUT then GET, each server in turn; our memory watched.
+    // The machine's speed drifts (it is a virtual machine): each
+    // measurement runs in rounds that take the servers in turn, and the
+    // best round of each counts.
+    let rounds: usize = std::env::var("BENCH_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(3);
+    let mib = size as f64 / 1024.0 / 1024.0;
+
+    // 1 GiB PUT then GET; our memory watched.
     let idle = rss_kib(ours.pid) as f64 / 1024.0;
-    let mut big = Vec::new();
-    for target in &targets {
-        let watch = (target.name == "cloudkeep").then(|| PeakMemory::watch(target.pid));
-        let put = put_big(target, "big.bin", size).await;
-        let peak = watch.map(PeakMemory::finish);
-        let (got, get) = get_big(target, "big.bin").await;
-        assert_eq!(got, size);
-        let mib = size as f64 / 1024.0 / 1024.0;
-        println!(
-            "{}: PUT {:.0} MiB/s, GET {:.0} MiB/s",
-            target.name,
-            mib / put,
-            mib / get
-        );
-        if let Some(peak) = peak {
-            println!(
-                "cloudkeep: memory during the upload: {:.1} MiB above idle ({idle:.1} MiB idle)",
-                peak - idle
-            );
+    let mut big: Vec<(&str, f64, f64)> = targets.iter().map(|t| (t.name, 0.0, 0.0)).collect();
+    let mut upload_peak: f64 = 0.0;
+    for round in 0..rounds.min(2) {
+        for (target, best) in targets.iter().zip(big.iter_mut()) {
+            let name = format!("big-{round}.bin");
+            let watch = (target.name == "cloudkeep").then(|| PeakMemory::watch(target.pid));
+            let put = put_big(target, &name, size).await;
+            if let Some(peak) = watch.map(PeakMemory::finish) {
+                upload_peak = upload_peak.max(peak - idle);
+            }
+            let (got, get) = get_big(target, &name).await;
+            assert_eq!(got, size);
+            best.1 = best.1.max(mib / put);
+            best.2 = best.2.max(mib / get);
         }
-        big.push((target.name, mib / put, mib / get));
     }
+    for (name, put, get) in &big {
+        println!(
+            "{name}: PUT {put:.0} MiB/s, GET {get:.0} MiB/s (best of {})",
+            rounds.min(2)
+        );
+    }
+    println!("cloudkeep: memory during the upload: {upload_peak:.1} MiB above idle ({idle:.1} MiB idle)");
 
     // 1,000 files of 4 KiB, 8 clients.
-    let mut small = Vec::new();
-    for target in &targets {
-        let cpu = support::cpu_seconds(target.pid);
-        let rate = put_many(target, "small", 1000, 4096, 8).await;
-        let cpu = support::cpu_seconds(target.pid) - cpu;
+    let mut small: Vec<(&str, f64, f64)> = targets.iter().map(|t| (t.name, 0.0, 0.0)).collect();
+    for round in 0..rounds {
+        for (target, best) in targets.iter().zip(small.iter_mut()) {
+            let cpu = support::cpu_seconds(target.pid);
+            let rate = put_many(target, &format!("small-{round}"), 1000, 4096, 8).await;
+            let cpu = support::cpu_seconds(target.pid) - cpu;
+            if rate > best.1 {
+                *best = (target.name, rate, cpu * 1000.0);
+            }
+        }
+    }
+    for (name, rate, cpu_ms) in &small {
         println!(
-            "{}: 1,000 x 4 KiB PUT: {rate:.0} files/s ({:.0} µs of main-process CPU per file)",
-            target.name,
-            cpu * 1000.0
+            "{name}: 1,000 x 4 KiB PUT: {rate:.0} files/s (best of {rounds}; main-process CPU {cpu_ms:.0} µs per file)"
         );
-        small.push((target.name, rate));
     }
 
     // PROPFIND depth 1 on 10,000 files (written over WebDAV everywhere).
-    let mut listing = Vec::new();
     for target in &targets {
         put_many(target, "ten-thousand", 10_000, 16, 8).await;
-        let (seconds, entries) = propfind(target, "ten-thousand/", 3).await;
-        assert_eq!(entries, 10_001, "{}", target.name);
+    }
+    let mut listing: Vec<(&str, f64)> = targets.iter().map(|t| (t.name, f64::MAX)).collect();
+    for _ in 0..rounds {
+        for (target, best) in targets.iter().zip(listing.iter_mut()) {
+            let (seconds, entries) = propfind(target, "ten-thousand/", 1).await;
+            assert_eq!(entries, 10_001, "{}", target.name);
+            best.1 = best.1.min(seconds);
+        }
+    }
+    for (name, seconds) in &listing {
         println!(
-            "{}: PROPFIND depth 1, 10,000 entries: {:.0} ms",
-            target.name,
+            "{name}: PROPFIND depth 1, 10,000 entries: {:.0} ms (best of {rounds})",
             seconds * 1000.0
         );
-        listing.push((target.name, seconds));
     }
 
     // Memory during a 100,000-entry PROPFIND.

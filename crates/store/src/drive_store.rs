@@ -120,6 +120,10 @@ fn lock_from(row: &AnyRow) -> Result<Lock, StoreError> {
 const LOCK_COLUMNS: &str =
     "SELECT token, path, principal, owner_xml, expires_at, timeout_secs, shared, deep FROM drive_locks";
 
+/// One entry of a folder page, as the database writes it in JSON.
+#[derive(serde::Deserialize)]
+struct PageEntry(String, String, i64, i64, String, String, i64, i64, String, i64);
+
 fn signed(n: u64) -> Result<i64, StoreError> {
     i64::try_from(n).map_err(|_| StoreError::Backend("a drive number is too large".into()))
 }
@@ -315,6 +319,9 @@ impl DriveStore for SqlStore {
         Ok(blobs)
     }
 
+    /// One row per page, the entries as a JSON array: a folder of
+    /// 100,000 files is read in 100 rows instead of 100,000, which is what
+    /// a listing costs with the SQLite driver.
     async fn children_after(
         &self,
         drive_id: u64,
@@ -322,16 +329,47 @@ impl DriveStore for SqlStore {
         after: &str,
         limit: u32,
     ) -> Result<Vec<Node>, StoreError> {
-        let sql = format!("{NODE_COLUMNS} WHERE drive_id = $1 AND parent_id = $2 AND name > $3 ORDER BY name LIMIT $4");
-        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+        let page = "SELECT id, name, is_dir, size, blob_id, etag, created_at, modified_at, checksums,
+                CASE WHEN EXISTS (SELECT 1 FROM drive_props p WHERE p.node_id = n.id) THEN 1 ELSE 0 END AS has_props
+             FROM drive_nodes n WHERE drive_id = $1 AND parent_id = $2 AND name > $3 ORDER BY name LIMIT $4";
+        let sql = match self.engine {
+            crate::Engine::Sqlite => format!(
+                "SELECT COALESCE(json_group_array(json_array(id, name, is_dir, size, blob_id, etag, created_at,
+                    modified_at, checksums, has_props)), '[]') AS page FROM ({page})"
+            ),
+            crate::Engine::Postgres => format!(
+                "SELECT COALESCE(json_agg(json_build_array(id, name, is_dir, size, blob_id, etag, created_at,
+                    modified_at, checksums, has_props) ORDER BY name), '[]')::text AS page FROM ({page}) AS p"
+            ),
+        };
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(signed(drive_id)?)
             .bind(parent_id)
             .bind(after)
             .bind(i64::from(limit))
-            .fetch_all(&self.pool)
+            .fetch_one(&self.pool)
             .await
             .map_err(backend)?;
-        rows.iter().map(node_from).collect()
+        let text: String = row.try_get("page").map_err(backend)?;
+        let entries: Vec<PageEntry> =
+            serde_json::from_str(&text).map_err(|e| StoreError::Backend(format!("a folder page: {e}")))?;
+        Ok(entries
+            .into_iter()
+            .map(|e| Node {
+                id: e.0,
+                drive_id,
+                parent_id: parent_id.to_owned(),
+                name: e.1,
+                is_dir: e.2 != 0,
+                size: u64::try_from(e.3).unwrap_or(0),
+                blob_id: e.4,
+                etag: e.5,
+                created_at: e.6,
+                modified_at: e.7,
+                checksums: e.8,
+                has_props: e.9 != 0,
+            })
+            .collect())
     }
 
     async fn move_node(&self, node: &Node, parent_id: &str, name: &str) -> Result<bool, StoreError> {

@@ -153,6 +153,31 @@ async fn files_are_whole_counted_against_the_quota_and_freed() {
             Err(FileError::InvalidPath(_))
         ));
 
+        // Paging a folder (as listings do) gives every entry once, in the
+        // database's order, whatever the names.
+        for name in ["b", "B", "a", "ñu", "Zeta", "año", "z z", "10", "9"] {
+            drives.make_folder(&ana, id, &format!("/Reports/{name}")).await.unwrap();
+        }
+        let tree = drives.tree(&ana, id).await.unwrap();
+        let folder = tree.stat("/Reports").await.unwrap();
+        let mut paged = Vec::new();
+        let mut after = String::new();
+        loop {
+            let page = tree.children_after(&folder, &after, 4).await.unwrap();
+            let Some(last) = page.last() else { break };
+            after = last.name.clone();
+            paged.extend(page.into_iter().map(|n| n.name));
+        }
+        let listed: Vec<String> = drives
+            .list(&ana, id, "/Reports")
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|n| n.name)
+            .collect();
+        assert_eq!(paged, listed);
+        assert_eq!(paged.len(), 10);
+
         // Deleting a folder frees everything under it.
         drives.delete(&ana, id, "/Reports").await.unwrap();
         assert_eq!(drives.access(&ana, id).await.unwrap().unwrap().0.used_bytes, 0);

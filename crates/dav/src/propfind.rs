@@ -11,7 +11,6 @@
 use bytes::Bytes;
 use drive::{DriveTree, FileError, Node};
 use futures_util::StreamExt;
-use identity::Millis;
 use xmltree::{Element, XMLNode};
 
 use crate::fs::OC_NS;
@@ -93,11 +92,6 @@ fn without_declaration(xml: &str) -> &str {
     }
 }
 
-fn http_date(ms: Millis) -> String {
-    let time = std::time::UNIX_EPOCH + std::time::Duration::from_millis(u64::try_from(ms).unwrap_or(0));
-    httpdate::fmt_http_date(time)
-}
-
 /// Namespace prefixes for the properties asked for (`D:` is DAV:).
 fn prefixes(wanted: &[Wanted]) -> Vec<(String, String)> {
     let mut known: Vec<(String, String)> = vec![(DAV_NS.into(), "D".into())];
@@ -114,88 +108,166 @@ fn prefixes(wanted: &[Wanted]) -> Vec<(String, String)> {
     known
 }
 
-fn element(prefixes: &[(String, String)], w: &Wanted, value: Option<&str>) -> String {
-    if w.namespace.is_empty() {
-        return match value {
-            Some(v) => format!("<{} xmlns=\"\">{v}</{}>", w.name, w.name),
-            None => format!("<{} xmlns=\"\"/>", w.name),
-        };
-    }
-    let prefix = prefixes
+/// Which value a property takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    ResourceType,
+    ContentLength,
+    LastModified,
+    ETag,
+    ContentType,
+    CreationDate,
+    Checksums,
+    /// Dead, if the node has it.
+    Other,
+}
+
+/// A property asked for, with its tags written once for the whole answer.
+#[derive(Debug, Clone)]
+struct Tag {
+    wanted: Wanted,
+    kind: Kind,
+    open: String,
+    close: String,
+    empty: String,
+}
+
+fn tags(wanted: &[Wanted], prefixes: &[(String, String)]) -> Vec<Tag> {
+    wanted
         .iter()
-        .find(|(ns, _)| *ns == w.namespace)
-        .map_or("D", |(_, p)| p.as_str());
-    match value {
-        Some(v) => format!("<{prefix}:{}>{v}</{prefix}:{}>", w.name, w.name),
-        None => format!("<{prefix}:{}/>", w.name),
+        .map(|w| {
+            let (open, close, empty) = if w.namespace.is_empty() {
+                (
+                    format!("<{} xmlns=\"\">", w.name),
+                    format!("</{}>", w.name),
+                    format!("<{} xmlns=\"\"/>", w.name),
+                )
+            } else {
+                let prefix = prefixes
+                    .iter()
+                    .find(|(ns, _)| *ns == w.namespace)
+                    .map_or("D", |(_, p)| p.as_str());
+                (
+                    format!("<{prefix}:{}>", w.name),
+                    format!("</{prefix}:{}>", w.name),
+                    format!("<{prefix}:{}/>", w.name),
+                )
+            };
+            let kind = match (w.namespace.as_str(), w.name.as_str()) {
+                (DAV_NS, "resourcetype") => Kind::ResourceType,
+                (DAV_NS, "getcontentlength") => Kind::ContentLength,
+                (DAV_NS, "getlastmodified") => Kind::LastModified,
+                (DAV_NS, "getetag") => Kind::ETag,
+                (DAV_NS, "getcontenttype") => Kind::ContentType,
+                (DAV_NS, "creationdate") => Kind::CreationDate,
+                (OC_NS, "checksums") => Kind::Checksums,
+                _ => Kind::Other,
+            };
+            Tag {
+                wanted: w.clone(),
+                kind,
+                open,
+                close,
+                empty,
+            }
+        })
+        .collect()
+}
+
+fn push_escaped(out: &mut String, text: &str) {
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            c => out.push(c),
+        }
     }
 }
 
-/// One `<D:response>`: found properties, then those missing (404).
-async fn response(
-    tree: &DriveTree,
-    href: &str,
-    node: &Node,
-    wanted: &[Wanted],
-    prefixes: &[(String, String)],
-) -> Result<String, FileError> {
+/// The live value of a property, written into `out`; `false` when the
+/// node has none.
+fn push_value(out: &mut String, kind: Kind, node: &Node) -> bool {
+    use std::fmt::Write;
+    match kind {
+        Kind::ResourceType => {
+            if node.is_dir {
+                out.push_str("<D:collection/>");
+            }
+        }
+        Kind::ContentLength if !node.is_dir => {
+            let _ = write!(out, "{}", node.size);
+        }
+        Kind::LastModified => {
+            let time =
+                std::time::UNIX_EPOCH + std::time::Duration::from_millis(u64::try_from(node.modified_at).unwrap_or(0));
+            let _ = write!(out, "{}", httpdate::HttpDate::from(time));
+        }
+        Kind::ETag if node.id.is_empty() => out.push_str("\"top\""),
+        Kind::ETag => {
+            out.push('"');
+            push_escaped(out, &node.etag);
+            out.push('"');
+        }
+        Kind::ContentType if node.is_dir => out.push_str("httpd/unix-directory"),
+        Kind::ContentType => out.push_str(
+            mime_guess::from_path(&node.name)
+                .first_raw()
+                .unwrap_or("application/octet-stream"),
+        ),
+        Kind::CreationDate => out.push_str(&identity::utc_rfc3339(node.created_at)),
+        Kind::Checksums if !node.checksums.is_empty() => {
+            out.push_str("<oc:checksum>");
+            push_escaped(out, &node.checksums);
+            out.push_str("</oc:checksum>");
+        }
+        _ => return false,
+    }
+    true
+}
+
+/// One `<D:response>` into `out`: found properties, then those missing
+/// (404). `dead` are the node's dead properties, when it has any.
+fn push_response(out: &mut String, href: &str, node: &Node, tags: &[Tag], dead: &[drive::DeadProp]) {
+    out.push_str("<D:response><D:href>");
+    out.push_str(href);
+    out.push_str("</D:href><D:propstat><D:prop>");
+    let mut missing = Vec::new();
+    for tag in tags {
+        let mark = out.len();
+        out.push_str(&tag.open);
+        if push_value(out, tag.kind, node) {
+            out.push_str(&tag.close);
+            continue;
+        }
+        out.truncate(mark);
+        let w = &tag.wanted;
+        match dead.iter().find(|p| p.namespace == w.namespace && p.name == w.name) {
+            // A dead property is its element as the client sent it.
+            Some(p) => out.push_str(without_declaration(&p.xml)),
+            None => missing.push(tag),
+        }
+    }
+    out.push_str("</D:prop><D:status>HTTP/1.1 200 OK</D:status></D:propstat>");
+    if !missing.is_empty() {
+        out.push_str("<D:propstat><D:prop>");
+        for tag in missing {
+            out.push_str(&tag.empty);
+        }
+        out.push_str("</D:prop><D:status>HTTP/1.1 404 Not Found</D:status></D:propstat>");
+    }
+    out.push_str("</D:response>\n");
+}
+
+/// [`push_response`], reading the node's dead properties first if it has any.
+async fn response(tree: &DriveTree, out: &mut String, href: &str, node: &Node, tags: &[Tag]) -> Result<(), FileError> {
     let dead = if node.has_props {
         tree.props(node).await?
     } else {
         Vec::new()
     };
-    let mut found = String::new();
-    let mut missing = String::new();
-    for w in wanted {
-        let value: Option<String> = if w.namespace == DAV_NS {
-            match w.name.as_str() {
-                "resourcetype" => Some(if node.is_dir {
-                    "<D:collection/>".into()
-                } else {
-                    String::new()
-                }),
-                "getcontentlength" if !node.is_dir => Some(node.size.to_string()),
-                "getlastmodified" => Some(http_date(node.modified_at)),
-                "getetag" if !node.id.is_empty() => Some(format!("\"{}\"", escape(&node.etag))),
-                "getetag" => Some("\"top\"".into()),
-                "getcontenttype" => Some(if node.is_dir {
-                    "httpd/unix-directory".into()
-                } else {
-                    mime_guess::from_path(&node.name)
-                        .first_raw()
-                        .unwrap_or("application/octet-stream")
-                        .to_owned()
-                }),
-                "creationdate" => Some(identity::utc_rfc3339(node.created_at)),
-                _ => None,
-            }
-        } else if w.namespace == OC_NS && w.name == "checksums" && !node.checksums.is_empty() {
-            Some(format!("<oc:checksum>{}</oc:checksum>", escape(&node.checksums)))
-        } else {
-            None
-        };
-        match value {
-            Some(v) => found.push_str(&element(prefixes, w, Some(&v))),
-            None => match dead.iter().find(|p| p.namespace == w.namespace && p.name == w.name) {
-                // A dead property is its element as the client sent it.
-                Some(p) => found.push_str(without_declaration(&p.xml)),
-                None => missing.push_str(&element(prefixes, w, None)),
-            },
-        }
-    }
-    let mut out = format!("<D:response><D:href>{href}</D:href>");
-    if !found.is_empty() {
-        out.push_str(&format!(
-            "<D:propstat><D:prop>{found}</D:prop><D:status>HTTP/1.1 200 OK</D:status></D:propstat>"
-        ));
-    }
-    if !missing.is_empty() {
-        out.push_str(&format!(
-            "<D:propstat><D:prop>{missing}</D:prop><D:status>HTTP/1.1 404 Not Found</D:status></D:propstat>"
-        ));
-    }
-    out.push_str("</D:response>\n");
-    Ok(out)
+    push_response(out, href, node, tags, &dead);
+    Ok(())
 }
 
 /// The multistatus answer for `path` (decoded, from the drive's top) at
@@ -210,6 +282,7 @@ pub async fn answer(
 ) -> Result<futures_util::stream::BoxStream<'static, Result<Bytes, std::io::Error>>, FileError> {
     let node = tree.stat(&path).await?;
     let prefixes = prefixes(&wanted);
+    let tags = tags(&wanted, &prefixes);
     let declarations: String = prefixes
         .iter()
         .map(|(ns, p)| format!(" xmlns:{p}=\"{}\"", escape(ns)))
@@ -217,7 +290,7 @@ pub async fn answer(
     let base = format!("{prefix}{}", drive::url_path(&path));
     let self_href = if node.is_dir { format!("{base}/") } else { base.clone() };
     let mut head = format!("<?xml version=\"1.0\" encoding=\"utf-8\"?>\n<D:multistatus{declarations}>\n");
-    head.push_str(&response(&tree, &self_href, &node, &wanted, &prefixes).await?);
+    response(&tree, &mut head, &self_href, &node, &tags).await?;
     let first = futures_util::stream::once(async move { Ok(Bytes::from(head)) });
     if !(depth_one && node.is_dir) {
         let tail = futures_util::stream::once(async { Ok(Bytes::from_static(b"</D:multistatus>\n")) });
@@ -225,13 +298,7 @@ pub async fn answer(
     }
     // The folder's entries, a page at a time, as the client reads them.
     let pages = futures_util::stream::unfold(Some(String::new()), move |after| {
-        let (tree, node, wanted, prefixes, base) = (
-            tree.clone(),
-            node.clone(),
-            wanted.clone(),
-            prefixes.clone(),
-            base.clone(),
-        );
+        let (tree, node, tags, base) = (tree.clone(), node.clone(), tags.clone(), base.clone());
         async move {
             let after = after?;
             let page = match tree.children_after(&node, &after, PAGE).await {
@@ -248,9 +315,8 @@ pub async fn answer(
                 if child.is_dir {
                     href.push('/');
                 }
-                match response(&tree, &href, child, &wanted, &prefixes).await {
-                    Ok(piece) => text.push_str(&piece),
-                    Err(e) => return Some((Err(std::io::Error::other(e.to_string())), None)),
+                if let Err(e) = response(&tree, &mut text, &href, child, &tags).await {
+                    return Some((Err(std::io::Error::other(e.to_string())), None));
                 }
             }
             Some((Ok(Bytes::from(text)), next))
@@ -278,6 +344,24 @@ mod tests {
     fn dates() {
         assert_eq!(identity::utc_rfc3339(1_700_000_000_000), "2023-11-14T22:13:20Z");
         assert_eq!(identity::utc_rfc3339(0), "1970-01-01T00:00:00Z");
-        assert_eq!(http_date(1_700_000_000_000), "Tue, 14 Nov 2023 22:13:20 GMT");
+        let mut out = String::new();
+        let node = Node {
+            id: "n".into(),
+            drive_id: 1,
+            parent_id: String::new(),
+            name: "a.txt".into(),
+            is_dir: false,
+            size: 5,
+            blob_id: String::new(),
+            etag: "e1".into(),
+            created_at: 1_700_000_000_000,
+            modified_at: 1_700_000_000_000,
+            checksums: String::new(),
+            has_props: false,
+        };
+        assert!(push_value(&mut out, Kind::LastModified, &node));
+        assert!(push_value(&mut out, Kind::ETag, &node));
+        assert!(!push_value(&mut out, Kind::Checksums, &node));
+        assert_eq!(out, "Tue, 14 Nov 2023 22:13:20 GMT\"e1\"");
     }
 }

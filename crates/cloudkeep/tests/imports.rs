@@ -315,6 +315,45 @@ async fn a_webdav_folder_is_imported_in_the_background_and_resumes_after_a_crash
         assert!(report["error"].as_str().unwrap().contains("refused"), "{report}");
         assert_eq!(stored_secret(&storage, refused_id).await, "");
 
+        // The console's form: a clear error, then a started import.
+        let imports_page = page(&server, &ana, &format!("/drives/{drive}/imports")).await;
+        let csrf = csrf_of(&imports_page);
+        let refused_form = ana
+            .post(server.url(&format!("/drives/{drive}/imports")))
+            .form(&[
+                ("csrf", csrf.as_str()),
+                ("source_url", "nas.example.org/Fotos"),
+                ("user", "nas"),
+                ("password", "x"),
+                ("folder", "/"),
+            ])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(refused_form.status(), 422);
+        assert!(refused_form.text().await.unwrap().contains("must start with http://"));
+        let started_form = ana
+            .post(server.url(&format!("/drives/{drive}/imports")))
+            .form(&[
+                ("csrf", csrf.as_str()),
+                ("source_url", format!("{}/Fotos/a%C3%B1o%202", source.url).as_str()),
+                ("user", "nas"),
+                ("password", SOURCE_PASSWORD),
+                ("folder", "/"),
+            ])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(started_form.status(), 303);
+        let detail = started_form.headers()["location"].to_str().unwrap().to_owned();
+        let form_id = detail.rsplit('/').next().unwrap().to_owned();
+        let report = wait_for(&ana, &server, drive, &form_id, ended).await;
+        assert_eq!(report["state"], "done", "{report}");
+        let in_year_two = files.iter().filter(|(p, _)| p.starts_with("/año 2/")).count();
+        assert_eq!(report["files_done"], in_year_two as u64);
+        let detail_page = page(&server, &ana, &detail).await;
+        assert!(detail_page.contains("Finished") && detail_page.contains("source password has been deleted"));
+
         // Cancelled right away: ends cancelled, secret erased.
         let (_, queued) = start(
             &ana,

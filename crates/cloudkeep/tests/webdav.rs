@@ -149,7 +149,9 @@ async fn litmus_passes_every_suite() {
             continue;
         };
         let url = format!("{}/", dav.url(""));
+        // litmus writes its debug.log into its working folder.
         let out = tokio::process::Command::new("litmus")
+            .current_dir(&dav.storage.data)
             .args(["-k", &url, MEMBER, &dav.app_password])
             .env("TESTS", "basic copymove props locks http")
             .output()

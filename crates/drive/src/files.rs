@@ -244,15 +244,7 @@ impl DriveTree {
         self.drives.identity.now()
     }
 
-    pub(crate) fn writable_checked(&self) -> Result<(), FileError> {
-        self.writable()
-    }
-
-    pub(crate) async fn parent_of_path<'a>(&self, path: &'a str) -> Result<(Node, &'a str), FileError> {
-        self.parent_of(path).await
-    }
-
-    fn writable(&self) -> Result<(), FileError> {
+    pub(crate) fn writable(&self) -> Result<(), FileError> {
         if self.access != Access::ReadWrite {
             return Err(FileError::ReadOnly);
         }
@@ -286,7 +278,7 @@ impl DriveTree {
     }
 
     /// The folder that will hold the last name of `path`, and that name.
-    async fn parent_of<'a>(&self, path: &'a str) -> Result<(Node, &'a str), FileError> {
+    pub(crate) async fn parent_of<'a>(&self, path: &'a str) -> Result<(Node, &'a str), FileError> {
         let names = split_path(path)?;
         let (last, parents) = names.split_last().ok_or(FileError::InvalidPath("the top folder"))?;
         let parent = self.resolve(parents).await?.ok_or(FileError::NotFound)?;

@@ -170,7 +170,7 @@ impl Drives {
             return Err(ImportError::InvalidSource);
         }
         let tree = self.tree(account, drive_id).await?;
-        tree.writable_checked()?;
+        tree.writable()?;
         let names = split_path(new.folder)?;
         let folder = format!("/{}", names.join("/"));
         match tree.stat(&folder).await {

@@ -5,6 +5,7 @@ use std::io::BufRead;
 
 use anyhow::Context;
 use clap::{Args, Subcommand};
+use drive::{Access, Grant};
 use identity::Role;
 
 use crate::settings::{self, CommonArgs, Settings};
@@ -43,6 +44,24 @@ enum DriveCommand {
         #[arg(long)]
         quota: Option<u64>,
     },
+    /// Show or change who may use a drive. Without options, lists every
+    /// member of its organization with what they may do on it.
+    Access {
+        /// The drive's numeric id.
+        #[arg(long)]
+        drive: u64,
+        /// What members without a rule of their own may do:
+        /// read-write, read or none.
+        #[arg(long, value_parser = parse_grant)]
+        members: Option<Grant>,
+        /// A member (by email) to give a rule of their own.
+        #[arg(long, requires = "access")]
+        member: Option<String>,
+        /// The member's rule: read-write, read, none, or default (like the
+        /// other members).
+        #[arg(long, requires = "member")]
+        access: Option<String>,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -74,6 +93,10 @@ enum UserCommand {
     },
 }
 
+fn parse_grant(s: &str) -> Result<Grant, String> {
+    s.parse().map_err(|e: drive::UnknownGrant| e.to_string())
+}
+
 fn parse_role(s: &str) -> Result<Role, String> {
     s.parse().map_err(|e: identity::RoleError| e.to_string())
 }
@@ -96,6 +119,12 @@ pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
             println!("quota_bytes: {}", drive.quota_bytes);
             Ok(())
         }
+        AdminCommand::Drive(DriveCommand::Access {
+            drive,
+            members,
+            member,
+            access,
+        }) => drive_access(&services.drives, drive, members, member.zip(access)).await,
         AdminCommand::Org(OrgCommand::Create { name }) => {
             let org = identity.create_organization(&name).await?;
             println!("organization created");
@@ -133,4 +162,48 @@ pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
     };
     services.store.close().await;
     result
+}
+
+/// `admin drive access`: applies the changes asked for, then prints who
+/// may use the drive.
+async fn drive_access(
+    drives: &drive::Drives,
+    id: u64,
+    members: Option<Grant>,
+    rule: Option<(String, String)>,
+) -> anyhow::Result<()> {
+    if let Some(grant) = members {
+        drives.set_member_access(None, id, grant).await?;
+        println!("member access set to {grant}");
+    }
+    if let Some((email, access)) = rule {
+        let grant = match access.as_str() {
+            "default" => None,
+            other => Some(parse_grant(other).map_err(anyhow::Error::msg)?),
+        };
+        let (_, listed) = drives.members(None, id).await?;
+        let found = listed
+            .iter()
+            .find(|m| m.member.email.eq_ignore_ascii_case(email.trim()))
+            .ok_or_else(|| anyhow::anyhow!("{email} is not a member of the drive's organization"))?;
+        drives.set_grant(None, id, &found.member.account_id, grant).await?;
+        println!(
+            "rule for {} set to {}",
+            found.member.email,
+            grant.map_or("default", Grant::as_str)
+        );
+    }
+    let (found, listed) = drives.members(None, id).await?;
+    println!("drive: {} ({})", found.id, found.name);
+    println!("member_access: {}", found.member_access);
+    for m in listed {
+        println!(
+            "member: {} role={} rule={} access={}",
+            m.member.email,
+            m.member.role,
+            m.grant.map_or("default", Grant::as_str),
+            m.access.map_or("none", Access::as_str)
+        );
+    }
+    Ok(())
 }

@@ -202,3 +202,286 @@ async fn members_browse_upload_and_download_in_the_console() {
         assert_eq!(list["drives"][0]["used_bytes"], 0);
     }
 }
+
+/// Sends a WebDAV request as `login` with the account password (no 2FA).
+async fn dav(server: &Server, login: &str, method: &str, path: &str) -> u16 {
+    let mut request = reqwest::Client::new()
+        .request(
+            reqwest::Method::from_bytes(method.as_bytes()).unwrap(),
+            server.url(path),
+        )
+        .basic_auth(login, Some(PASSWORD));
+    request = match method {
+        "PUT" => request.body("changed"),
+        "PROPFIND" => request.header("Depth", "0"),
+        "COPY" | "MOVE" => request.header("Destination", server.url(&format!("{path}.copy"))),
+        "PROPPATCH" => request.body(
+            r#"<?xml version="1.0"?><D:propertyupdate xmlns:D="DAV:" xmlns:Z="urn:x"><D:set><D:prop><Z:a>1</Z:a></D:prop></D:set></D:propertyupdate>"#,
+        ),
+        "LOCK" => request.body(
+            r#"<?xml version="1.0"?><D:lockinfo xmlns:D="DAV:"><D:lockscope><D:exclusive/></D:lockscope><D:locktype><D:write/></D:locktype></D:lockinfo>"#,
+        ),
+        _ => request,
+    };
+    request.send().await.unwrap().status().as_u16()
+}
+
+#[tokio::test]
+async fn members_get_the_access_their_drive_gives() {
+    const BO: &str = "bo@example.org";
+    for engine in ENGINES {
+        let Some(storage) = Storage::new(engine).await else {
+            continue;
+        };
+        storage.create_user(MEMBER, "admin");
+        let org = format!("Org {MEMBER}");
+        let (ok, _, err) = storage.admin(
+            &[
+                "user",
+                "create",
+                "--email",
+                BO,
+                "--name",
+                "Bo",
+                "--org",
+                &org,
+                "--role",
+                "user",
+                "--password-stdin",
+            ],
+            &format!("{PASSWORD}\n"),
+        );
+        assert!(ok, "{err}");
+        let (ok, out, err) = admin_drive(&storage, &["--org", &org, "--name", "Shared"]);
+        assert!(ok, "{err}");
+        let id = out.lines().find_map(|l| l.strip_prefix("id: ")).unwrap().to_owned();
+        let server = Server::start_on(&storage, &[]);
+        let top = format!("/dav/drives/{id}");
+        let file = format!("{top}/notes.txt");
+
+        // By default every member reads and writes.
+        assert_eq!(dav(&server, BO, "PUT", &file).await, 201);
+
+        // The command line makes members read-only; the admin still writes.
+        let (ok, out, err) = storage.admin(&["drive", "access", "--drive", &id, "--members", "read"], "");
+        assert!(ok, "{err}");
+        assert!(out.contains("member_access: read\n"), "{out}");
+        assert!(
+            out.contains(&format!("member: {BO} role=user rule=default access=read")),
+            "{out}"
+        );
+        assert!(
+            out.contains(&format!("member: {MEMBER} role=admin rule=default access=read-write")),
+            "{out}"
+        );
+        for method in ["GET", "HEAD", "PROPFIND", "OPTIONS"] {
+            let status = dav(&server, BO, method, &file).await;
+            assert!((200..300).contains(&status), "{engine:?} {method}: {status}");
+        }
+        for method in ["PUT", "DELETE", "MKCOL", "COPY", "MOVE", "PROPPATCH", "LOCK"] {
+            assert_eq!(dav(&server, BO, method, &file).await, 403, "{engine:?} {method}");
+        }
+        assert_eq!(dav(&server, MEMBER, "PUT", &file).await, 204);
+
+        // The API, as the admin: Bo's own rule wins over the default.
+        let ana = browser();
+        api_sign_in(&server, &ana, MEMBER, PASSWORD, false).await;
+        let (status, sharing) = json(
+            ana.get(server.url(&format!("/api/v1/drives/{id}/access")))
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(status, 200, "{sharing}");
+        assert_eq!(sharing["member_access"], "read");
+        let bo_entry = sharing["members"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["email"] == BO)
+            .unwrap()
+            .clone();
+        assert_eq!(bo_entry["access"], "read");
+        assert!(bo_entry["rule"].is_null());
+        let bo_id = bo_entry["account_id"].as_str().unwrap().to_owned();
+        let rule_url = server.url(&format!("/api/v1/drives/{id}/access/{bo_id}"));
+        let (status, changed) = json(
+            ana.put(&rule_url)
+                .json(&serde_json::json!({"access": "read-write"}))
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(status, 200, "{changed}");
+        assert_eq!(changed["access"], "read-write");
+        assert_eq!(dav(&server, BO, "MKCOL", &format!("{top}/Bo")).await, 201);
+        // Unknown words and rules for managers are refused.
+        let (status, _) = json(
+            ana.put(&rule_url)
+                .json(&serde_json::json!({"access": "write"}))
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(status, 422);
+        let (_, me) = json(ana.get(server.url("/api/v1/me")).send().await.unwrap()).await;
+        let ana_id = me["id"].as_str().unwrap();
+        let (status, refused) = json(
+            ana.put(server.url(&format!("/api/v1/drives/{id}/access/{ana_id}")))
+                .json(&serde_json::json!({"access": "read"}))
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(
+            (status, refused["error"]["code"].as_str()),
+            (422, Some("manager_always_writes"))
+        );
+
+        // No access: the drive does not exist for Bo any more.
+        let (status, _) = json(
+            ana.put(&rule_url)
+                .json(&serde_json::json!({"access": "none"}))
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(status, 200);
+        assert_eq!(dav(&server, BO, "PROPFIND", &top).await, 404);
+        let bo = browser();
+        api_sign_in(&server, &bo, BO, PASSWORD, false).await;
+        let (_, list) = json(bo.get(server.url("/api/v1/drives")).send().await.unwrap()).await;
+        assert_eq!(list["drives"].as_array().unwrap().len(), 0, "{list}");
+        assert_eq!(
+            bo.get(server.url(&format!("/drives/{id}/files")))
+                .send()
+                .await
+                .unwrap()
+                .status(),
+            404
+        );
+        // Only managers see or change the rules.
+        let (status, _) = json(
+            bo.get(server.url(&format!("/api/v1/drives/{id}/access")))
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(status, 403);
+
+        // Taking the rule away brings the default (read) back.
+        let (status, back) = json(ana.delete(&rule_url).send().await.unwrap()).await;
+        assert_eq!((status, back["access"].as_str()), (200, Some("read")), "{back}");
+        assert_eq!(dav(&server, BO, "GET", &file).await, 200);
+        assert_eq!(dav(&server, BO, "PUT", &file).await, 403);
+
+        // The console: Bo sees a read-only drive, without upload forms.
+        let files = page(&server, &bo, &format!("/drives/{id}/files")).await;
+        assert!(
+            files.contains("id=\"read-only-note\"") && files.contains("notes.txt"),
+            "{files}"
+        );
+        assert!(
+            !files.contains("upload-file") && !files.contains("/delete\""),
+            "{files}"
+        );
+        let csrf = csrf_of(&files);
+        let r = bo
+            .post(server.url(&format!("/drives/{id}/folders")))
+            .form(&[("csrf", csrf.as_str()), ("folder", "/"), ("name", "Sneaky")])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 403);
+        let drives_page = page(&server, &bo, "/drives").await;
+        assert!(drives_page.contains("Read only"), "{drives_page}");
+        assert_eq!(
+            bo.get(server.url(&format!("/drives/{id}/access")))
+                .send()
+                .await
+                .unwrap()
+                .status(),
+            403
+        );
+
+        // The admin's access page changes Bo's rule and the default.
+        let access_page = page(&server, &ana, &format!("/drives/{id}/access")).await;
+        assert!(
+            access_page.contains(BO) && access_page.contains("Always reads and writes"),
+            "{access_page}"
+        );
+        let csrf = csrf_of(&access_page);
+        let r = ana
+            .post(server.url(&format!("/drives/{id}/access/member")))
+            .form(&[("csrf", csrf.as_str()), ("account", &bo_id), ("access", "read-write")])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 303);
+        assert_eq!(dav(&server, BO, "PUT", &file).await, 204);
+        let r = ana
+            .post(server.url(&format!("/drives/{id}/access")))
+            .form(&[("csrf", csrf.as_str()), ("member_access", "none")])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 303);
+        let saved = page(&server, &ana, &format!("/drives/{id}/access?saved=1")).await;
+        assert!(saved.contains("id=\"access-saved\""), "{saved}");
+        assert!(
+            saved.contains(&format!("<td data-member=\"{BO}\">Read and write</td>")),
+            "{saved}"
+        );
+        let r = ana
+            .post(server.url(&format!("/drives/{id}/access")))
+            .form(&[("csrf", csrf.as_str()), ("member_access", "everything")])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 422);
+
+        // Every change is in the organization's activity log.
+        let org_id = me["organizations"][0]["id"].as_str().unwrap();
+        let (_, events) = json(
+            ana.get(server.url(&format!("/api/v1/orgs/{org_id}/events")))
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await;
+        let kinds: Vec<(&str, &str)> = events["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| (e["kind"].as_str().unwrap(), e["actor"].as_str().unwrap()))
+            .collect();
+        assert!(
+            kinds.contains(&("drive_access_changed", "operator (command line)")),
+            "{kinds:?}"
+        );
+        assert!(kinds.contains(&("drive_access_changed", MEMBER)), "{kinds:?}");
+        assert!(kinds.contains(&("drive_member_access_changed", MEMBER)), "{kinds:?}");
+
+        // Someone who leaves takes their rule along.
+        let r = ana
+            .delete(server.url(&format!("/api/v1/orgs/{org_id}/members/{bo_id}")))
+            .send()
+            .await
+            .unwrap();
+        assert!(r.status().is_success(), "{}", r.status());
+        let (ok, out, err) = storage.admin(&["drive", "access", "--drive", &id], "");
+        assert!(ok, "{err}");
+        assert!(!out.contains(BO), "{out}");
+        let (ok, _, err) = storage.admin(
+            &["drive", "access", "--drive", &id, "--member", BO, "--access", "read"],
+            "",
+        );
+        assert!(!ok && err.contains("is not a member"), "{err}");
+    }
+}

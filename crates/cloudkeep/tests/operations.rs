@@ -371,6 +371,8 @@ async fn health_metrics_and_openapi() {
             ("/api/v1/me/two-factor/sms/{id}/resend", vec!["post"]),
             ("/api/v1/me/app-passwords", vec!["get", "post"]),
             ("/api/v1/me/app-passwords/{id}", vec!["delete"]),
+            ("/api/v1/drives/{drive}/access", vec!["get", "put"]),
+            ("/api/v1/drives/{drive}/access/{account}", vec!["put", "delete"]),
             ("/api/v1/openapi.json", vec!["get"]),
             ("/healthz", vec!["get"]),
             ("/readyz", vec!["get"]),

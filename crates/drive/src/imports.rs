@@ -229,7 +229,9 @@ impl Drives {
     }
 
     /// Asks a running or queued import to stop; it ends as cancelled.
+    /// Members who may only read the drive cannot.
     pub async fn cancel_import(&self, account: &Account, drive_id: u64, id: &str) -> Result<(), ImportError> {
+        self.tree(account, drive_id).await?.writable()?;
         let (import, _) = self.import(account, drive_id, id).await?;
         if !import.state.ended() {
             self.imports.request_import_cancel(id).await?;

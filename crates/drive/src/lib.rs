@@ -12,6 +12,7 @@ mod files;
 mod imports;
 mod locks;
 mod moves;
+mod sharing;
 
 pub use blob::{BlobError, BlobReader, BlobSink, BlobStore, BlobWritten};
 pub use files::{DriveTree, FileError, FileWrite, INLINE_LIMIT, Node, PutOutcome, is_inline, split_path, url_path};
@@ -21,11 +22,12 @@ pub use imports::{
 };
 pub use locks::{Lock, MAX_LOCK_SECS, conflict as lock_conflict, within};
 pub use moves::{DeadProp, MAX_PROP_BYTES, MAX_PROPS_PER_NODE, PropChange};
+pub use sharing::{DriveMember, Grant, Standing, UnknownGrant, access_of};
 
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use identity::{Account, Identity, Millis, OrgError, StoreError};
+use identity::{Account, Identity, Millis, OrgError, OrgEvent, StoreError};
 use rand::Rng;
 
 /// 10 GiB unless given.
@@ -42,6 +44,8 @@ pub struct Drive {
     pub quota_bytes: u64,
     pub used_bytes: u64,
     pub created_at: Millis,
+    /// What members without a rule of their own may do.
+    pub member_access: Grant,
 }
 
 /// What a member may do on a drive.
@@ -65,10 +69,25 @@ pub trait DriveStore: Send + Sync {
     /// Stores a new drive; `false` when its id is taken.
     async fn insert_drive(&self, drive: &Drive) -> Result<bool, StoreError>;
     async fn drive(&self, id: u64) -> Result<Option<Drive>, StoreError>;
-    /// The drive, when the account is a member of its organization.
-    async fn drive_of_member(&self, id: u64, account_id: &str) -> Result<Option<Drive>, StoreError>;
-    /// The drives of the organizations the account belongs to, by name.
-    async fn drives_for_account(&self, account_id: &str) -> Result<Vec<Drive>, StoreError>;
+    /// The drive and the account's standing in it, when the account is a
+    /// member of its organization.
+    async fn drive_of_member(&self, id: u64, account_id: &str) -> Result<Option<(Drive, Standing)>, StoreError>;
+    /// The drives of the organizations the account belongs to, by
+    /// organization and name, with the account's standing in each.
+    async fn drives_for_account(&self, account_id: &str) -> Result<Vec<(Drive, Standing)>, StoreError>;
+    /// The members' own rules on a drive: (account id, grant).
+    async fn grants(&self, drive_id: u64) -> Result<Vec<(String, Grant)>, StoreError>;
+    /// In one transaction with `event`: sets the drive's member access.
+    async fn set_member_access(&self, drive_id: u64, grant: Grant, event: &OrgEvent) -> Result<(), StoreError>;
+    /// In one transaction with `event`: sets or (with `None`) removes a
+    /// member's own rule.
+    async fn set_grant(
+        &self,
+        drive_id: u64,
+        account_id: &str,
+        grant: Option<Grant>,
+        event: &OrgEvent,
+    ) -> Result<(), StoreError>;
 
     /// The child `name` of folder `parent_id` ("" for the top folder).
     async fn child(&self, drive_id: u64, parent_id: &str, name: &str) -> Result<Option<Node>, StoreError>;
@@ -141,6 +160,12 @@ pub enum DriveError {
     InvalidName,
     #[error("a quota is at least 1 MiB")]
     InvalidQuota,
+    #[error("no such drive")]
+    NotFound,
+    #[error("no such member of the drive's organization")]
+    NotAMember,
+    #[error("admins and the legal representative always read and write every drive of their organization")]
+    ManagerAlwaysWrites,
     #[error(transparent)]
     Org(#[from] OrgError),
     #[error(transparent)]
@@ -202,6 +227,7 @@ impl Drives {
                 quota_bytes,
                 used_bytes: 0,
                 created_at: self.identity.now(),
+                member_access: Grant::ReadWrite,
             };
             if self.store.insert_drive(&drive).await? {
                 return Ok(drive);
@@ -212,15 +238,14 @@ impl Drives {
         )))
     }
 
-    /// The drives the account may use (every member of a drive's
-    /// organization may read and write it), with that access.
+    /// The drives the account may use, with what it may do on each.
     pub async fn of_account(&self, account: &Account) -> Result<Vec<(Drive, Access)>, StoreError> {
         Ok(self
             .store
             .drives_for_account(&account.id)
             .await?
             .into_iter()
-            .map(|d| (d, Access::ReadWrite))
+            .filter_map(|(d, standing)| access_of(&d, &standing).map(|a| (d, a)))
             .collect())
     }
 
@@ -228,7 +253,7 @@ impl Drives {
     /// does not exist or is not theirs (the same answer, on purpose).
     pub async fn access(&self, account: &Account, id: u64) -> Result<Option<(Drive, Access)>, StoreError> {
         // One query: this runs on every WebDAV request.
-        let drive = self.store.drive_of_member(id, &account.id).await?;
-        Ok(drive.map(|d| (d, Access::ReadWrite)))
+        let found = self.store.drive_of_member(id, &account.id).await?;
+        Ok(found.and_then(|(d, standing)| access_of(&d, &standing).map(|a| (d, a))))
     }
 }

@@ -46,8 +46,8 @@ pub use email::{EmailAddress, InvalidEmail};
 pub use mail::{MAIL_TOPIC, MailKind, QueuedMail, backoff};
 pub use org::{Membership, NewOrganization, OrgId, Organization, Role, RoleError};
 pub use org_admin::{
-    ALERT_INTERVAL, INVITATION_LIFETIME, Invitation, MemberCounts, MemberSummary, MembershipChange, ORG_TOPIC,
-    OrgError, OrgEvent, OrgPolicy, Requirement,
+    ALERT_INTERVAL, INVITATION_LIFETIME, Invitation, MemberCounts, MemberSummary, MembershipChange, OPERATOR,
+    ORG_TOPIC, OrgError, OrgEvent, OrgPolicy, Requirement,
 };
 pub use password::{HashMemory, PasswordHasher, PasswordPolicy, PasswordRejected};
 pub use protocol::ProtocolAuthError;

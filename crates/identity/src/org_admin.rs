@@ -29,6 +29,8 @@ pub const ALERT_INTERVAL: Millis = DAY;
 /// count is checked inside the store's transaction, where two changes at
 /// once cannot both pass it.
 const LR_COUNTED_IN_STORE: usize = usize::MAX;
+/// Who did it, in the activity log, when the operator's command line did.
+pub const OPERATOR: &str = "operator (command line)";
 /// The topic that drops cached policies and memberships everywhere.
 pub const ORG_TOPIC: &str = "org-policy";
 
@@ -223,14 +225,28 @@ impl Identity {
     }
 
     fn org_event(&self, org_id: &str, actor: &Account, kind: &str, detail: &str) -> OrgEvent {
+        self.new_org_event(org_id, &actor.email.to_string(), kind, detail)
+    }
+
+    /// An entry for the organization's activity log, for services that
+    /// store it with their own change (`actor` is an email, or
+    /// [`OPERATOR`] for the command line).
+    pub fn new_org_event(&self, org_id: &str, actor: &str, kind: &str, detail: &str) -> OrgEvent {
         OrgEvent {
             id: uuid::Uuid::now_v7().to_string(),
             org_id: org_id.to_owned(),
             at: self.now(),
-            actor: actor.email.to_string(),
+            actor: actor.to_owned(),
             kind: kind.to_owned(),
             detail: detail.to_owned(),
         }
+    }
+
+    /// Every member of the organization, with no permission check: for
+    /// services that checked the caller already, and the operator's
+    /// command line.
+    pub async fn organization_members(&self, org_id: &str) -> Result<Vec<MemberSummary>, StoreError> {
+        self.store().org_members(org_id).await
     }
 
     /// Drops cached policies and memberships here and in other processes

@@ -1,9 +1,9 @@
 //! [`drive::DriveStore`] over SQL.
 
 use async_trait::async_trait;
-use drive::{DeadProp, Drive, DriveStore, Lock, Node, PropChange, PutOutcome};
-use identity::Millis;
+use drive::{DeadProp, Drive, DriveStore, Grant, Lock, Node, PropChange, PutOutcome, Standing};
 use identity::StoreError;
+use identity::{Millis, OrgEvent, Role};
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
@@ -13,8 +13,33 @@ fn backend(e: sqlx::Error) -> StoreError {
     StoreError::Backend(e.to_string())
 }
 
-const COLUMNS: &str = "SELECT d.id, d.org_id, o.name AS org_name, d.name, d.quota_bytes, d.used_bytes, d.created_at
+const COLUMNS: &str = "SELECT d.id, d.org_id, o.name AS org_name, d.name, d.quota_bytes, d.used_bytes, d.created_at,
+        d.member_access
      FROM drives d JOIN organizations o ON o.id = d.org_id";
+
+/// [`COLUMNS`] with the member's role and own rule, for `m.account_id`.
+const MEMBER_COLUMNS: &str = "SELECT d.id, d.org_id, o.name AS org_name, d.name, d.quota_bytes, d.used_bytes,
+        d.created_at, d.member_access, m.role, r.access AS own_access
+     FROM drives d JOIN organizations o ON o.id = d.org_id
+     JOIN memberships m ON m.org_id = d.org_id
+     LEFT JOIN drive_members r ON r.drive_id = d.id AND r.account_id = m.account_id";
+
+fn grant_of(text: &str) -> Result<Grant, StoreError> {
+    text.parse()
+        .map_err(|e: drive::UnknownGrant| StoreError::Backend(format!("stored drive access: {e}")))
+}
+
+fn member_drive_from(row: &AnyRow) -> Result<(Drive, Standing), StoreError> {
+    let role: String = row.try_get("role").map_err(backend)?;
+    let own: Option<String> = row.try_get("own_access").map_err(backend)?;
+    let standing = Standing {
+        role: role
+            .parse::<Role>()
+            .map_err(|e| StoreError::Backend(format!("stored role: {e}")))?,
+        grant: own.as_deref().map(grant_of).transpose()?,
+    };
+    Ok((drive_from(row)?, standing))
+}
 
 fn drive_from(row: &AnyRow) -> Result<Drive, StoreError> {
     let number = |name: &str| -> Result<u64, StoreError> {
@@ -29,6 +54,7 @@ fn drive_from(row: &AnyRow) -> Result<Drive, StoreError> {
         quota_bytes: number("quota_bytes")?,
         used_bytes: number("used_bytes")?,
         created_at: row.try_get("created_at").map_err(backend)?,
+        member_access: grant_of(&row.try_get::<String, _>("member_access").map_err(backend)?)?,
     })
 }
 
@@ -132,8 +158,8 @@ fn signed(n: u64) -> Result<i64, StoreError> {
 impl DriveStore for SqlStore {
     async fn insert_drive(&self, d: &Drive) -> Result<bool, StoreError> {
         let done = sqlx::query(
-            "INSERT INTO drives (id, org_id, name, quota_bytes, used_bytes, created_at)
-             VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (id) DO NOTHING",
+            "INSERT INTO drives (id, org_id, name, quota_bytes, used_bytes, created_at, member_access)
+             VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (id) DO NOTHING",
         )
         .bind(signed(d.id)?)
         .bind(d.org_id.as_str())
@@ -141,6 +167,7 @@ impl DriveStore for SqlStore {
         .bind(signed(d.quota_bytes)?)
         .bind(signed(d.used_bytes)?)
         .bind(d.created_at)
+        .bind(d.member_access.as_str())
         .execute(&self.pool)
         .await
         .map_err(backend)?;
@@ -157,27 +184,76 @@ impl DriveStore for SqlStore {
         row.as_ref().map(drive_from).transpose()
     }
 
-    async fn drive_of_member(&self, id: u64, account_id: &str) -> Result<Option<Drive>, StoreError> {
-        let sql = format!("{COLUMNS} JOIN memberships m ON m.org_id = d.org_id WHERE d.id = $1 AND m.account_id = $2");
+    async fn drive_of_member(&self, id: u64, account_id: &str) -> Result<Option<(Drive, Standing)>, StoreError> {
+        let sql = format!("{MEMBER_COLUMNS} WHERE d.id = $1 AND m.account_id = $2");
         let row = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(signed(id)?)
             .bind(account_id)
             .fetch_optional(&self.pool)
             .await
             .map_err(backend)?;
-        row.as_ref().map(drive_from).transpose()
+        row.as_ref().map(member_drive_from).transpose()
     }
 
-    async fn drives_for_account(&self, account_id: &str) -> Result<Vec<Drive>, StoreError> {
-        let sql = format!(
-            "{COLUMNS} JOIN memberships m ON m.org_id = d.org_id WHERE m.account_id = $1 ORDER BY o.name, d.name, d.id"
-        );
+    async fn drives_for_account(&self, account_id: &str) -> Result<Vec<(Drive, Standing)>, StoreError> {
+        let sql = format!("{MEMBER_COLUMNS} WHERE m.account_id = $1 ORDER BY o.name, d.name, d.id");
         let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(account_id)
             .fetch_all(&self.pool)
             .await
             .map_err(backend)?;
-        rows.iter().map(drive_from).collect()
+        rows.iter().map(member_drive_from).collect()
+    }
+
+    async fn grants(&self, drive_id: u64) -> Result<Vec<(String, Grant)>, StoreError> {
+        let rows = sqlx::query("SELECT account_id, access FROM drive_members WHERE drive_id = $1")
+            .bind(signed(drive_id)?)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(backend)?;
+        rows.iter()
+            .map(|row| {
+                let access: String = row.try_get("access").map_err(backend)?;
+                Ok((row.try_get("account_id").map_err(backend)?, grant_of(&access)?))
+            })
+            .collect()
+    }
+
+    async fn set_member_access(&self, drive_id: u64, grant: Grant, event: &OrgEvent) -> Result<(), StoreError> {
+        let mut tx = self.begin_write().await.map_err(backend)?;
+        sqlx::query("UPDATE drives SET member_access = $2 WHERE id = $1")
+            .bind(signed(drive_id)?)
+            .bind(grant.as_str())
+            .execute(&mut *tx)
+            .await
+            .map_err(backend)?;
+        crate::identity_store::insert_org_event(&mut tx, event).await?;
+        tx.commit().await.map_err(backend)
+    }
+
+    async fn set_grant(
+        &self,
+        drive_id: u64,
+        account_id: &str,
+        grant: Option<Grant>,
+        event: &OrgEvent,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.begin_write().await.map_err(backend)?;
+        let change = match grant {
+            Some(grant) => sqlx::query(
+                "INSERT INTO drive_members (drive_id, account_id, access) VALUES ($1, $2, $3)
+                 ON CONFLICT (drive_id, account_id) DO UPDATE SET access = excluded.access",
+            )
+            .bind(signed(drive_id)?)
+            .bind(account_id)
+            .bind(grant.as_str()),
+            None => sqlx::query("DELETE FROM drive_members WHERE drive_id = $1 AND account_id = $2")
+                .bind(signed(drive_id)?)
+                .bind(account_id),
+        };
+        change.execute(&mut *tx).await.map_err(backend)?;
+        crate::identity_store::insert_org_event(&mut tx, event).await?;
+        tx.commit().await.map_err(backend)
     }
 
     async fn child(&self, drive_id: u64, parent_id: &str, name: &str) -> Result<Option<Node>, StoreError> {

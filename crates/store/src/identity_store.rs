@@ -109,7 +109,7 @@ fn mail_from(row: &AnyRow) -> Result<QueuedMail, StoreError> {
     })
 }
 
-async fn insert_org_event(conn: &mut sqlx::AnyConnection, e: &OrgEvent) -> Result<(), StoreError> {
+pub(crate) async fn insert_org_event(conn: &mut sqlx::AnyConnection, e: &OrgEvent) -> Result<(), StoreError> {
     sqlx::query("INSERT INTO org_events (id, org_id, at, actor, kind, detail) VALUES ($1, $2, $3, $4, $5, $6)")
         .bind(e.id.as_str())
         .bind(e.org_id.as_str())
@@ -1160,6 +1160,19 @@ impl IdentityStore for SqlStore {
                 .bind(account_id),
         };
         change.execute(&mut *tx).await.map_err(backend)?;
+        if role.is_none() {
+            // Someone who leaves takes their drive rules along: rejoining
+            // starts from each drive's default.
+            sqlx::query(
+                "DELETE FROM drive_members WHERE account_id = $1
+                 AND drive_id IN (SELECT id FROM drives WHERE org_id = $2)",
+            )
+            .bind(account_id)
+            .bind(org_id)
+            .execute(&mut *tx)
+            .await
+            .map_err(backend)?;
+        }
         insert_org_event(&mut tx, event).await?;
         tx.commit().await.map_err(backend)?;
         Ok(MembershipChange::Done)

@@ -80,6 +80,8 @@ fn build() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(crate::api_drive::start_import, crate::api_drive::imports))
         .routes(routes!(crate::api_drive::import))
         .routes(routes!(crate::api_drive::cancel_import))
+        .routes(routes!(crate::api_drive::access, crate::api_drive::set_member_access))
+        .routes(routes!(crate::api_drive::set_rule, crate::api_drive::remove_rule))
         .routes(routes!(crate::api_org::members))
         .routes(routes!(crate::api_org::invite))
         .routes(routes!(crate::api_org::set_role, crate::api_org::remove_member))

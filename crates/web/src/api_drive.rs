@@ -4,7 +4,7 @@
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
-use drive::{Access, Drive, DriveError, FileError, Import, ImportError, NewImport};
+use drive::{Access, Drive, DriveError, DriveMember, FileError, Grant, Import, ImportError, NewImport};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -23,8 +23,11 @@ pub struct DriveBody {
     organization: String,
     quota_bytes: u64,
     used_bytes: u64,
-    /// `read` or `read-write`
+    /// What you may do: `read` or `read-write`.
     access: String,
+    /// What members without a rule of their own may do: `read-write`,
+    /// `read` or `none`.
+    member_access: String,
     created_at: i64,
     /// WebDAV address naming the drive in the host:
     /// `http://<id>.connect.<domain>/`.
@@ -45,6 +48,7 @@ fn body(state: &AppState, headers: &HeaderMap, d: Drive, access: Access) -> Driv
         quota_bytes: d.quota_bytes,
         used_bytes: d.used_bytes,
         access: access.as_str().to_owned(),
+        member_access: d.member_access.as_str().to_owned(),
         created_at: d.created_at,
     }
 }
@@ -59,6 +63,11 @@ pub fn drive_error(e: DriveError) -> ApiError {
     match e {
         DriveError::InvalidName => ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_name", message),
         DriveError::InvalidQuota => ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_quota", message),
+        DriveError::NotFound => ApiError::new(StatusCode::NOT_FOUND, "not_found", message),
+        DriveError::NotAMember => ApiError::new(StatusCode::NOT_FOUND, "not_a_member", message),
+        DriveError::ManagerAlwaysWrites => {
+            ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "manager_always_writes", message)
+        }
         DriveError::Org(inner) => org_error(inner),
         DriveError::Store(inner) => ApiError::internal(inner),
     }
@@ -282,4 +291,143 @@ pub async fn cancel_import(
         .map_err(import_error)?;
     let (import, _) = drives.import(&user.account, drive, &id).await.map_err(import_error)?;
     Ok((StatusCode::ACCEPTED, Json(import_body(import))))
+}
+
+/// A member of the drive's organization and what they may do on it.
+#[derive(Serialize, ToSchema)]
+pub struct DriveMemberBody {
+    account_id: String,
+    email: String,
+    name: String,
+    /// Their role in the organization; admins and the legal
+    /// representative always read and write.
+    role: String,
+    /// Their own rule (`read-write`, `read` or `none`), or null for the
+    /// drive's member access.
+    rule: Option<String>,
+    /// What that comes to: `read-write`, `read` or `none`.
+    access: String,
+}
+
+fn member_body(m: DriveMember) -> DriveMemberBody {
+    DriveMemberBody {
+        access: m.access.map_or("none", Access::as_str).to_owned(),
+        rule: m.grant.map(|g| g.as_str().to_owned()),
+        role: m.member.role.as_str().to_owned(),
+        account_id: m.member.account_id,
+        email: m.member.email,
+        name: m.member.name,
+    }
+}
+
+/// Who may use a drive.
+#[derive(Serialize, ToSchema)]
+pub struct DriveAccessBody {
+    drive: u64,
+    /// What members without a rule of their own may do: `read-write`,
+    /// `read` or `none`.
+    member_access: String,
+    /// Every member of the organization, by email.
+    members: Vec<DriveMemberBody>,
+}
+
+async fn access_body(state: &AppState, user: &crate::auth::Authed, drive: u64) -> Result<DriveAccessBody, ApiError> {
+    let (drive, members) = state
+        .drives()
+        .members(Some(&user.account), drive)
+        .await
+        .map_err(drive_error)?;
+    Ok(DriveAccessBody {
+        drive: drive.id,
+        member_access: drive.member_access.as_str().to_owned(),
+        members: members.into_iter().map(member_body).collect(),
+    })
+}
+
+fn grant(text: &str) -> Result<Grant, ApiError> {
+    text.parse().map_err(|e: drive::UnknownGrant| {
+        ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_access", e.to_string())
+    })
+}
+
+/// Who may use the drive (the organization's admins and legal
+/// representative).
+#[utoipa::path(get, path = "/api/v1/drives/{drive}/access", tag = "drives", security(("session" = [])),
+    params(("drive" = u64, Path)),
+    responses((status = 200, body = DriveAccessBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn access(
+    State(state): State<AppState>,
+    ApiUser(user): ApiUser,
+    Path(drive): Path<u64>,
+) -> Result<Json<DriveAccessBody>, ApiError> {
+    Ok(Json(access_body(&state, &user, drive).await?))
+}
+
+#[derive(Deserialize, ToSchema)]
+pub struct MemberAccessBody {
+    /// `read-write`, `read` or `none`.
+    member_access: String,
+}
+
+/// Sets what members without a rule of their own may do on the drive.
+#[utoipa::path(put, path = "/api/v1/drives/{drive}/access", tag = "drives", security(("session" = [])),
+    params(("drive" = u64, Path)), request_body = MemberAccessBody,
+    responses((status = 200, body = DriveAccessBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
+        (status = 422, body = ErrorBody)))]
+pub async fn set_member_access(
+    State(state): State<AppState>,
+    ApiUser(user): ApiUser,
+    Path(drive): Path<u64>,
+    ApiJson(change): ApiJson<MemberAccessBody>,
+) -> Result<Json<DriveAccessBody>, ApiError> {
+    let grant = grant(&change.member_access)?;
+    state
+        .drives()
+        .set_member_access(Some(&user.account), drive, grant)
+        .await
+        .map_err(drive_error)?;
+    Ok(Json(access_body(&state, &user, drive).await?))
+}
+
+#[derive(Deserialize, ToSchema)]
+pub struct RuleBody {
+    /// `read-write`, `read` or `none`.
+    access: String,
+}
+
+/// Gives one member a rule of their own on the drive.
+#[utoipa::path(put, path = "/api/v1/drives/{drive}/access/{account}", tag = "drives", security(("session" = [])),
+    params(("drive" = u64, Path), ("account" = String, Path)), request_body = RuleBody,
+    responses((status = 200, body = DriveMemberBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
+        (status = 422, body = ErrorBody)))]
+pub async fn set_rule(
+    State(state): State<AppState>,
+    ApiUser(user): ApiUser,
+    Path((drive, account)): Path<(u64, String)>,
+    ApiJson(rule): ApiJson<RuleBody>,
+) -> Result<Json<DriveMemberBody>, ApiError> {
+    let grant = grant(&rule.access)?;
+    let member = state
+        .drives()
+        .set_grant(Some(&user.account), drive, &account, Some(grant))
+        .await
+        .map_err(drive_error)?;
+    Ok(Json(member_body(member)))
+}
+
+/// Takes a member's own rule away: they get the drive's member access.
+#[utoipa::path(delete, path = "/api/v1/drives/{drive}/access/{account}", tag = "drives", security(("session" = [])),
+    params(("drive" = u64, Path), ("account" = String, Path)),
+    responses((status = 200, body = DriveMemberBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn remove_rule(
+    State(state): State<AppState>,
+    ApiUser(user): ApiUser,
+    Path((drive, account)): Path<(u64, String)>,
+) -> Result<Json<DriveMemberBody>, ApiError> {
+    let member = state
+        .drives()
+        .set_grant(Some(&user.account), drive, &account, None)
+        .await
+        .map_err(drive_error)?;
+    Ok(Json(member_body(member)))
 }

@@ -42,6 +42,7 @@ pub fn routes() -> Router<AppState> {
         .merge(crate::console_org::routes())
         .merge(crate::console_drive::routes())
         .merge(crate::console_import::routes())
+        .merge(crate::console_drive_access::routes())
 }
 
 // ---- request context --------------------------------------------------------

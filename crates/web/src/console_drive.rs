@@ -45,6 +45,9 @@ struct DriveRow {
     name: String,
     org: String,
     usage: String,
+    access: String,
+    /// The member manages its organization: links to the access page.
+    manages: bool,
 }
 
 struct OrgChoice {
@@ -81,13 +84,23 @@ async fn render(ctx: &Ctx, status: StatusCode, notice: Option<String>, error: Op
         (Err(e), _) | (_, Err(e)) => return ctx.failure(e),
     };
     let t = ctx.t();
+    let managed: Vec<OrgChoice> = memberships
+        .into_iter()
+        .filter(|m| m.role.manages_organization())
+        .map(|m| OrgChoice {
+            id: m.org_id,
+            name: m.org_name,
+        })
+        .collect();
     let page = DrivesPage {
         c: ctx.chrome(t.t("drive.title")),
         notice,
         error,
         drives: drives
             .into_iter()
-            .map(|(d, _)| DriveRow {
+            .map(|(d, access)| DriveRow {
+                access: t.t(&format!("access.{}", access.as_str())).to_owned(),
+                manages: managed.iter().any(|o| o.id == d.org_id),
                 usage: t.tf(
                     "drive.usage",
                     &[("used", &bytes(d.used_bytes)), ("quota", &bytes(d.quota_bytes))],
@@ -97,14 +110,7 @@ async fn render(ctx: &Ctx, status: StatusCode, notice: Option<String>, error: Op
                 org: d.org_name,
             })
             .collect(),
-        managed: memberships
-            .into_iter()
-            .filter(|m| m.role.manages_organization())
-            .map(|m| OrgChoice {
-                id: m.org_id,
-                name: m.org_name,
-            })
-            .collect(),
+        managed,
     };
     ctx.render(status, &page)
 }
@@ -256,6 +262,11 @@ mod browse {
         entries: Vec<Entry>,
         upload_action: String,
         error: Option<String>,
+        /// The member may change the drive (upload, new folder, delete,
+        /// import).
+        writable: bool,
+        /// The member manages the drive's organization.
+        manages: bool,
     }
 
     async fn render(ctx: &Ctx, drive: u64, path: &str, status: StatusCode, error: Option<String>) -> Response {
@@ -271,8 +282,8 @@ mod browse {
             }
         };
         let listed = drives.list(&user.account, drive, path).await;
-        let (node_drive, entries) = match (drives.access(&user.account, drive).await, listed) {
-            (Ok(Some((d, _))), Ok(entries)) => (d, entries),
+        let (node_drive, access, entries) = match (drives.access(&user.account, drive).await, listed) {
+            (Ok(Some((d, a))), Ok(entries)) => (d, a, entries),
             (Err(e), _) => return ctx.failure(e),
             (_, Err(FileError::NotAFolder)) => return download(ctx, drive, path).await,
             (_, Err(e)) => {
@@ -308,7 +319,15 @@ mod browse {
             path_url: addresses.path,
             login: user.account.email.to_string(),
         };
+        let manages = match ctx.state.identity().memberships(&user.account.id).await {
+            Ok(memberships) => memberships
+                .iter()
+                .any(|m| m.org_id == node_drive.org_id && m.role.manages_organization()),
+            Err(e) => return ctx.failure(e),
+        };
         let page = FilesPage {
+            writable: access == drive::Access::ReadWrite,
+            manages,
             c: ctx.chrome(&node_drive.name),
             connect,
             drive,

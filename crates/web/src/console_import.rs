@@ -71,6 +71,8 @@ struct ListPage {
     drive_name: String,
     imports: Vec<Row>,
     error: Option<String>,
+    /// Only members who may change the drive may start an import.
+    writable: bool,
 }
 
 #[derive(Template)]
@@ -81,6 +83,7 @@ struct DetailPage {
     drive_name: String,
     import: Row,
     failures: Vec<(String, String)>,
+    writable: bool,
 }
 
 /// While an import runs, the page reloads itself every few seconds.
@@ -136,6 +139,7 @@ async fn render_list(ctx: &Ctx, drive: u64, status: StatusCode, error: Option<St
         c: ctx.chrome(ctx.t().t("import.title")),
         drive,
         drive_name: tree.drive().name.clone(),
+        writable: tree.access() == drive::Access::ReadWrite,
         imports: imports.into_iter().map(|i| row(ctx, i)).collect(),
         error,
     };
@@ -199,8 +203,8 @@ async fn detail(ctx: Ctx, Path((drive, id)): Path<(u64, String)>) -> Response {
             return ctx.message(status, ctx.t().t("import.title"), &text);
         }
     };
-    let drive_name = match drives.tree(&user.account, drive).await {
-        Ok(tree) => tree.drive().name.clone(),
+    let (drive_name, writable) = match drives.tree(&user.account, drive).await {
+        Ok(tree) => (tree.drive().name.clone(), tree.access() == drive::Access::ReadWrite),
         Err(e) => return ctx.failure(e),
     };
     let running = !import.state.ended();
@@ -210,6 +214,7 @@ async fn detail(ctx: Ctx, Path((drive, id)): Path<(u64, String)>) -> Response {
         drive_name,
         import: row(&ctx, import),
         failures,
+        writable,
     };
     refreshing(ctx.render(StatusCode::OK, &page), running)
 }

@@ -10,7 +10,7 @@ use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
-use drive::FileError;
+use drive::{Access, FileError};
 use identity::ProtocolAuthError;
 
 use crate::AppState;
@@ -129,6 +129,11 @@ fn challenge(status: StatusCode, message: &'static str) -> Response {
     response
 }
 
+/// Whether a method leaves the drive as it is.
+fn reads_only(method: &Method) -> bool {
+    matches!(method.as_str(), "GET" | "HEAD" | "OPTIONS" | "PROPFIND")
+}
+
 /// `X-OC-Mtime` (seconds since the epoch, as rclone and ownCloud clients
 /// send it) in milliseconds.
 fn client_mtime(request: &Request) -> Option<i64> {
@@ -191,6 +196,15 @@ pub async fn dispatch(State(state): State<AppState>, request: Request, next: Nex
             return (StatusCode::SERVICE_UNAVAILABLE, "try again later").into_response();
         }
     };
+    if tree.access() == Access::Read && !reads_only(&parts.method) {
+        // Also LOCK: a client told it cannot lock mounts the drive
+        // read-only (Finder, Windows), which is what this member has.
+        return (
+            StatusCode::FORBIDDEN,
+            "you may read this drive but not change it; ask an admin of its organization",
+        )
+            .into_response();
+    }
     if parts.method.as_str() == "PROPFIND"
         && parts
             .headers

@@ -16,6 +16,7 @@ mod api_two_factor;
 mod auth;
 mod console;
 mod console_drive;
+mod console_drive_access;
 mod console_import;
 mod console_org;
 mod console_two_factor;
@@ -186,6 +187,9 @@ pub const CONSOLE_ROUTES: &[(&str, &str)] = &[
     ("POST", "/drives/{drive}/imports"),
     ("GET", "/drives/{drive}/imports/{id}"),
     ("POST", "/drives/{drive}/imports/{id}/cancel"),
+    ("GET", "/drives/{drive}/access"),
+    ("POST", "/drives/{drive}/access"),
+    ("POST", "/drives/{drive}/access/member"),
     ("GET", "/orgs/{org}/members"),
     ("POST", "/orgs/{org}/invitations"),
     ("POST", "/orgs/{org}/members/{member}/role"),
@@ -250,6 +254,7 @@ mod tests {
             include_str!("console_org.rs"),
             include_str!("console_drive.rs"),
             include_str!("console_import.rs"),
+            include_str!("console_drive_access.rs"),
         ] {
             // Whitespace removed, so however rustfmt wraps a call it reads the same.
             let compact: String = source.split_whitespace().collect();

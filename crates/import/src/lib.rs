@@ -55,6 +55,9 @@ enum Stop {
 
 struct Job<'a> {
     drives: &'a Drives,
+    /// Who started the import: their access to the drive is checked
+    /// again while it runs.
+    account: &'a identity::Account,
     import: Import,
     tree: DriveTree,
     http: reqwest::Client,
@@ -77,6 +80,7 @@ async fn run(drives: &Drives, import: Import) -> Result<(), identity::StoreError
             Ok(tree) => {
                 let job = Job {
                     drives,
+                    account,
                     base_path: base_path(&import.source_url),
                     import: import.clone(),
                     tree,
@@ -262,10 +266,23 @@ impl Job<'_> {
             };
             store.add_import_items(&self.import.id, &[root]).await.map_err(failed)?;
         }
+        let mut checked = std::time::Instant::now();
         loop {
             let Some(item) = store.next_import_item(&self.import.id).await.map_err(failed)? else {
                 return Ok(());
             };
+            if checked.elapsed() > Duration::from_secs(5) {
+                // An admin may have taken the member's write access away.
+                checked = std::time::Instant::now();
+                let access = self
+                    .drives
+                    .access(self.account, self.import.drive_id)
+                    .await
+                    .map_err(failed)?;
+                if !matches!(access, Some((_, drive::Access::ReadWrite))) {
+                    return Err(Stop::Failed("the drive is no longer yours to write".into()));
+                }
+            }
             let lease_until = self.drives.identity().now() + IMPORT_LEASE;
             let current = if item.is_dir { "" } else { item.path.as_str() };
             if !store

@@ -3,7 +3,7 @@
 //!
 //! One [`DriveFs`] serves one request for one account on one drive.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::io::SeekFrom;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -37,6 +37,9 @@ pub struct DriveFs {
     /// Nodes already read in this request, by path: a listing's entries
     /// are asked about again one by one.
     seen: Arc<Mutex<HashMap<String, Node>>>,
+    /// Paths found free in this request whose folder is in `seen`: a PUT
+    /// asks about its target before it opens it.
+    absent: Arc<Mutex<HashSet<String>>>,
 }
 
 impl DriveFs {
@@ -45,6 +48,7 @@ impl DriveFs {
             tree,
             mtime,
             seen: Arc::default(),
+            absent: Arc::default(),
         }
     }
 
@@ -58,6 +62,7 @@ impl DriveFs {
 
     fn forget(&self) {
         self.seen.lock().unwrap_or_else(|e| e.into_inner()).clear();
+        self.absent.lock().unwrap_or_else(|e| e.into_inner()).clear();
     }
 
     async fn node(&self, path: &DavPath) -> FsResult<Node> {
@@ -65,9 +70,48 @@ impl DriveFs {
         if let Some(node) = self.seen.lock().unwrap_or_else(|e| e.into_inner()).get(&path) {
             return Ok(node.clone());
         }
-        let node = self.tree.stat(&path).await.map_err(fs_error)?;
-        self.remember(path, node.clone());
-        Ok(node)
+        let located = self.tree.locate(&path).await.map_err(fs_error)?;
+        if let (Some(parent), Some((folder, _))) = (located.parent, path.rsplit_once('/')) {
+            self.remember(folder.to_owned(), parent);
+        }
+        match located.node {
+            Some(node) => {
+                self.remember(path, node.clone());
+                Ok(node)
+            }
+            None => {
+                let mut absent = self.absent.lock().unwrap_or_else(|e| e.into_inner());
+                if absent.len() >= CACHE_LIMIT {
+                    absent.clear();
+                }
+                absent.insert(path);
+                Err(FsError::NotFound)
+            }
+        }
+    }
+
+    /// Starts writing `rel`, from what this request already read about it
+    /// when it can (a PUT reads its target's metadata first).
+    async fn begin_write(&self, rel: &str, options: &OpenOptions) -> Result<drive::FileWrite, drive::FileError> {
+        if let Some((folder, name)) = rel.rsplit_once('/') {
+            let parent = self.seen.lock().unwrap_or_else(|e| e.into_inner()).get(folder).cloned();
+            let existing = if self.absent.lock().unwrap_or_else(|e| e.into_inner()).contains(rel) {
+                Some(None)
+            } else {
+                self.seen
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .get(rel)
+                    .map(|n| Some(n.clone()))
+            };
+            if let (Some(parent), Some(existing)) = (parent, existing) {
+                return self
+                    .tree
+                    .begin_write_in(parent, name, existing, options.size, options.create_new)
+                    .await;
+            }
+        }
+        self.tree.begin_write(rel, options.size, options.create_new).await
     }
 }
 
@@ -189,11 +233,7 @@ impl DavFileSystem for DriveFs {
                 self.node(path).await?;
             }
             let claimed = options.checksum.as_deref().and_then(Claim::parse);
-            let write = self
-                .tree
-                .begin_write(&rel, options.size, options.create_new)
-                .await
-                .map_err(fs_error)?;
+            let write = self.begin_write(&rel, &options).await.map_err(fs_error)?;
             self.forget();
             let file: Box<dyn DavFile> = Box::new(WriteFile {
                 write: Some(write),

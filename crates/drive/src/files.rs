@@ -212,6 +212,15 @@ impl Drives {
     }
 }
 
+/// What [`DriveTree::locate`] found.
+#[derive(Debug, Clone)]
+pub struct Located {
+    /// The folder that holds (or would hold) the last name; `None` for the
+    /// top folder, or when the path's folders do not exist.
+    pub parent: Option<Node>,
+    pub node: Option<Node>,
+}
+
 /// One drive's folders and files, for an account whose access was
 /// checked when this was made.
 #[derive(Clone)]
@@ -264,17 +273,11 @@ impl DriveTree {
 
     /// The node at `names` (the top folder for none).
     async fn resolve(&self, names: &[&str]) -> Result<Option<Node>, FileError> {
-        let mut node = root(self.drive.id);
-        for name in names {
-            if !node.is_dir {
-                return Ok(None);
-            }
-            match self.drives.store.child(self.drive.id, &node.id, name).await? {
-                Some(child) => node = child,
-                None => return Ok(None),
-            }
+        if names.is_empty() {
+            return Ok(Some(root(self.drive.id)));
         }
-        Ok(Some(node))
+        let mut found = self.drives.store.walk(self.drive.id, names).await?;
+        Ok(if found.len() == names.len() { found.pop() } else { None })
     }
 
     /// The folder that will hold the last name of `path`, and that name.
@@ -291,6 +294,31 @@ impl DriveTree {
     /// What is at `path`.
     pub async fn stat(&self, path: &str) -> Result<Node, FileError> {
         self.resolve(&split_path(path)?).await?.ok_or(FileError::NotFound)
+    }
+
+    /// What is at `path`, and the folder that holds it (or would hold it:
+    /// a caller that learns the name is free can then write there without
+    /// walking the path again, see [`DriveTree::begin_write_in`]).
+    pub async fn locate(&self, path: &str) -> Result<Located, FileError> {
+        let names = split_path(path)?;
+        if names.is_empty() {
+            return Ok(Located {
+                parent: None,
+                node: Some(root(self.drive.id)),
+            });
+        }
+        // One walk finds the folder and the name in it.
+        let mut found = self.drives.store.walk(self.drive.id, &names).await?;
+        let node = if found.len() == names.len() { found.pop() } else { None };
+        let parent = if found.len() == names.len() - 1 {
+            found.pop().or_else(|| Some(root(self.drive.id)))
+        } else {
+            None
+        };
+        Ok(Located {
+            parent: parent.filter(|p| p.is_dir),
+            node,
+        })
     }
 
     /// Up to `limit` children of `folder` whose names sort after `after`.
@@ -340,6 +368,29 @@ impl DriveTree {
         self.writable()?;
         let (parent, name) = self.parent_of(path).await?;
         let existing = self.drives.store.child(self.drive.id, &parent.id, name).await?;
+        self.begin_write_in(parent, name, existing, expected_size, create_new)
+            .await
+    }
+
+    /// [`DriveTree::begin_write`] for the file `name` of `parent`, whose
+    /// current node (`existing`) the caller has just read: saves walking
+    /// the path again. What changes meanwhile is caught by the commit,
+    /// which stores only over the node it was given.
+    pub async fn begin_write_in(
+        &self,
+        parent: Node,
+        name: &str,
+        existing: Option<Node>,
+        expected_size: Option<u64>,
+        create_new: bool,
+    ) -> Result<FileWrite, FileError> {
+        self.writable()?;
+        if !parent.is_dir || parent.drive_id != self.drive.id {
+            return Err(FileError::NotAFolder);
+        }
+        if split_path(name)?.len() != 1 {
+            return Err(FileError::InvalidPath("one name, without '/'"));
+        }
         match &existing {
             Some(n) if n.is_dir => return Err(FileError::IsAFolder),
             Some(_) if create_new => return Err(FileError::Exists),

@@ -15,7 +15,9 @@ mod moves;
 mod sharing;
 
 pub use blob::{BlobError, BlobReader, BlobSink, BlobStore, BlobWritten};
-pub use files::{DriveTree, FileError, FileWrite, INLINE_LIMIT, Node, PutOutcome, is_inline, split_path, url_path};
+pub use files::{
+    DriveTree, FileError, FileWrite, INLINE_LIMIT, Located, Node, PutOutcome, is_inline, split_path, url_path,
+};
 pub use imports::{
     IMPORT_LEASE, IMPORT_TOPIC, Import, ImportError, ImportItem, ImportState, ImportStore, MAX_REPORTED_FAILURES,
     NewImport, SECRET_PURPOSE as IMPORT_SECRET_PURPOSE,
@@ -91,6 +93,10 @@ pub trait DriveStore: Send + Sync {
 
     /// The child `name` of folder `parent_id` ("" for the top folder).
     async fn child(&self, drive_id: u64, parent_id: &str, name: &str) -> Result<Option<Node>, StoreError>;
+    /// The nodes along `names` from the top folder down, as far as they
+    /// exist (all of them when the whole path does), in as few queries
+    /// as the store can.
+    async fn walk(&self, drive_id: u64, names: &[&str]) -> Result<Vec<Node>, StoreError>;
     /// A folder's children, by name.
     async fn children(&self, drive_id: u64, parent_id: &str) -> Result<Vec<Node>, StoreError>;
     /// `false` when the name is taken.

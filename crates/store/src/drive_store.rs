@@ -154,6 +154,81 @@ fn signed(n: u64) -> Result<i64, StoreError> {
     i64::try_from(n).map_err(|_| StoreError::Backend("a drive number is too large".into()))
 }
 
+/// Names resolved per query by [`DriveStore::walk`]: deeper paths take
+/// one more query per this many names.
+const WALK_DEPTH: usize = 8;
+
+/// The query that finds up to `depth` names below one folder: one row,
+/// each level's columns prefixed `l<i>_`, NULL from the first name that
+/// does not exist on.
+fn walk_sql(depth: usize) -> String {
+    let mut columns = Vec::new();
+    let mut joins = String::new();
+    for i in 1..=depth {
+        let parent = if i == 1 {
+            "$2".to_owned()
+        } else {
+            format!("n{}.id", i - 1)
+        };
+        joins.push_str(&format!(
+            " LEFT JOIN drive_nodes n{i} ON n{i}.drive_id = $1 AND n{i}.parent_id = {parent} AND n{i}.name = ${}",
+            i + 2
+        ));
+        for column in [
+            "id",
+            "parent_id",
+            "name",
+            "is_dir",
+            "size",
+            "blob_id",
+            "etag",
+            "created_at",
+            "modified_at",
+            "checksums",
+        ] {
+            columns.push(format!("n{i}.{column} AS l{i}_{column}"));
+        }
+        columns.push(format!(
+            "CAST(CASE WHEN EXISTS (SELECT 1 FROM drive_props p WHERE p.node_id = n{i}.id) THEN 1 ELSE 0 END AS BIGINT)
+             AS l{i}_has_props"
+        ));
+    }
+    format!("SELECT {} FROM drives d{joins} WHERE d.id = $1", columns.join(", "))
+}
+
+/// Level `i` of a [`walk_sql`] row, if that name exists.
+fn walked_node(row: &AnyRow, drive_id: u64, i: usize) -> Result<Option<Node>, StoreError> {
+    let column = |name: &str| format!("l{i}_{name}");
+    let Some(id) = row
+        .try_get::<Option<String>, _>(column("id").as_str())
+        .map_err(backend)?
+    else {
+        return Ok(None);
+    };
+    let number = |name: &str| -> Result<u64, StoreError> {
+        let n: i64 = row.try_get(column(name).as_str()).map_err(backend)?;
+        u64::try_from(n).map_err(|_| StoreError::Backend(format!("stored node {name} is negative")))
+    };
+    let text = |name: &str| -> Result<String, StoreError> { row.try_get(column(name).as_str()).map_err(backend) };
+    let flag = |name: &str| -> Result<bool, StoreError> {
+        Ok(row.try_get::<i64, _>(column(name).as_str()).map_err(backend)? != 0)
+    };
+    Ok(Some(Node {
+        id,
+        drive_id,
+        parent_id: text("parent_id")?,
+        name: text("name")?,
+        is_dir: flag("is_dir")?,
+        size: number("size")?,
+        blob_id: text("blob_id")?,
+        etag: text("etag")?,
+        created_at: row.try_get(column("created_at").as_str()).map_err(backend)?,
+        modified_at: row.try_get(column("modified_at").as_str()).map_err(backend)?,
+        checksums: text("checksums")?,
+        has_props: flag("has_props")?,
+    }))
+}
+
 #[async_trait]
 impl DriveStore for SqlStore {
     async fn insert_drive(&self, d: &Drive) -> Result<bool, StoreError> {
@@ -168,7 +243,7 @@ impl DriveStore for SqlStore {
         .bind(signed(d.used_bytes)?)
         .bind(d.created_at)
         .bind(d.member_access.as_str())
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await
         .map_err(backend)?;
         Ok(done.rows_affected() == 1)
@@ -268,6 +343,29 @@ impl DriveStore for SqlStore {
         row.as_ref().map(node_from).transpose()
     }
 
+    async fn walk(&self, drive_id: u64, names: &[&str]) -> Result<Vec<Node>, StoreError> {
+        let mut found: Vec<Node> = Vec::new();
+        for chunk in names.chunks(WALK_DEPTH) {
+            let parent = found.last().map_or("", |n| n.id.as_str()).to_owned();
+            let mut query = sqlx::query(sqlx::AssertSqlSafe(walk_sql(chunk.len())))
+                .bind(signed(drive_id)?)
+                .bind(parent);
+            for name in chunk {
+                query = query.bind(*name);
+            }
+            let Some(row) = query.fetch_optional(&self.pool).await.map_err(backend)? else {
+                return Ok(found);
+            };
+            for i in 1..=chunk.len() {
+                match walked_node(&row, drive_id, i)? {
+                    Some(node) => found.push(node),
+                    None => return Ok(found),
+                }
+            }
+        }
+        Ok(found)
+    }
+
     async fn children(&self, drive_id: u64, parent_id: &str) -> Result<Vec<Node>, StoreError> {
         let sql = format!("{NODE_COLUMNS} WHERE drive_id = $1 AND parent_id = $2 ORDER BY name");
         let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
@@ -280,7 +378,7 @@ impl DriveStore for SqlStore {
     }
 
     async fn create_folder(&self, node: &Node) -> Result<bool, StoreError> {
-        let mut conn = self.pool.acquire().await.map_err(backend)?;
+        let mut conn = self.writer.acquire().await.map_err(backend)?;
         insert_node(&mut conn, node).await
     }
 
@@ -513,7 +611,7 @@ impl DriveStore for SqlStore {
         sqlx::query("UPDATE drive_nodes SET modified_at = $2 WHERE id = $1")
             .bind(node_id)
             .bind(modified_at)
-            .execute(&self.pool)
+            .execute(&self.writer)
             .await
             .map_err(backend)?;
         Ok(())
@@ -636,7 +734,7 @@ impl DriveStore for SqlStore {
             .bind(token)
             .bind(expires_at)
             .bind(signed(timeout_secs)?)
-            .execute(&self.pool)
+            .execute(&self.writer)
             .await
             .map_err(backend)?;
         let sql = format!("{LOCK_COLUMNS} WHERE drive_id = $1 AND token = $2");
@@ -653,7 +751,7 @@ impl DriveStore for SqlStore {
         let done = sqlx::query("DELETE FROM drive_locks WHERE drive_id = $1 AND token = $2")
             .bind(signed(drive_id)?)
             .bind(token)
-            .execute(&self.pool)
+            .execute(&self.writer)
             .await
             .map_err(backend)?;
         Ok(done.rows_affected() > 0)
@@ -669,7 +767,7 @@ impl DriveStore for SqlStore {
         .bind(path)
         .bind(below.as_str())
         .bind(i64::try_from(below.chars().count()).unwrap_or(i64::MAX))
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await
         .map_err(backend)?;
         Ok(())

@@ -467,7 +467,7 @@ impl IdentityStore for SqlStore {
             .bind(account_id)
             .bind(hash)
             .bind(now)
-            .execute(&self.pool)
+            .execute(&self.writer)
             .await
             .map_err(backend)?;
         Ok(())
@@ -480,7 +480,7 @@ impl IdentityStore for SqlStore {
         event: Option<&SecurityEvent>,
         clear_throttle: Option<&str>,
     ) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await.map_err(backend)?;
+        let mut tx = self.begin_write().await.map_err(backend)?;
         sqlx::query(
             "INSERT INTO sessions (id, token_hash, account_id, created_at, last_seen_at, remember, ip, user_agent,
              stage, password_at, factor_failures) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
@@ -536,7 +536,7 @@ impl IdentityStore for SqlStore {
             .bind(id)
             .bind(now)
             .bind(ip)
-            .execute(&self.pool)
+            .execute(&self.writer)
             .await
             .map_err(backend)?;
         Ok(())
@@ -557,7 +557,7 @@ impl IdentityStore for SqlStore {
         let done = sqlx::query("DELETE FROM sessions WHERE account_id = $1 AND id = $2")
             .bind(account_id)
             .bind(id)
-            .execute(&self.pool)
+            .execute(&self.writer)
             .await
             .map_err(backend)?;
         Ok(done.rows_affected() > 0)
@@ -567,7 +567,7 @@ impl IdentityStore for SqlStore {
         let done = sqlx::query("DELETE FROM sessions WHERE account_id = $1 AND id <> $2")
             .bind(account_id)
             .bind(keep)
-            .execute(&self.pool)
+            .execute(&self.writer)
             .await
             .map_err(backend)?;
         Ok(done.rows_affected())
@@ -619,7 +619,7 @@ impl IdentityStore for SqlStore {
             .bind(failures)
             .bind(state.last_failure)
             .bind(state.locked_until)
-            .execute(&self.pool)
+            .execute(&self.writer)
             .await,
             Some(version) => {
                 sqlx::query(
@@ -631,7 +631,7 @@ impl IdentityStore for SqlStore {
                 .bind(state.last_failure)
                 .bind(state.locked_until)
                 .bind(version)
-                .execute(&self.pool)
+                .execute(&self.writer)
                 .await
             }
         };
@@ -641,7 +641,7 @@ impl IdentityStore for SqlStore {
     async fn clear_throttle(&self, key: &str) -> Result<(), StoreError> {
         sqlx::query("DELETE FROM throttles WHERE key = $1")
             .bind(key)
-            .execute(&self.pool)
+            .execute(&self.writer)
             .await
             .map_err(backend)?;
         Ok(())
@@ -660,7 +660,7 @@ impl IdentityStore for SqlStore {
         sqlx::query("UPDATE accounts SET default_method = $2 WHERE id = $1")
             .bind(account_id)
             .bind(kind)
-            .execute(&self.pool)
+            .execute(&self.writer)
             .await
             .map_err(backend)?;
         Ok(())
@@ -773,7 +773,7 @@ impl IdentityStore for SqlStore {
             "UPDATE sessions SET factor_failures = factor_failures + 1 WHERE id = $1 RETURNING factor_failures",
         )
         .bind(id)
-        .fetch_optional(&self.pool)
+        .fetch_optional(&self.writer)
         .await
         .map_err(backend)?;
         let failures: i64 = match row {
@@ -787,7 +787,7 @@ impl IdentityStore for SqlStore {
         sqlx::query("UPDATE sessions SET password_at = $2 WHERE id = $1")
             .bind(id)
             .bind(now)
-            .execute(&self.pool)
+            .execute(&self.writer)
             .await
             .map_err(backend)?;
         Ok(())
@@ -808,7 +808,7 @@ impl IdentityStore for SqlStore {
         .bind(f.expires_at)
         .bind(f.last_used_at)
         .bind(f.counter)
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await
         .map_err(backend)?;
         Ok(())
@@ -909,7 +909,7 @@ impl IdentityStore for SqlStore {
         .bind(factor_id)
         .bind(account_id)
         .bind(expires_at)
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await
         .map_err(backend)?;
         Ok(())
@@ -925,7 +925,7 @@ impl IdentityStore for SqlStore {
         )
         .bind(token_hash)
         .bind(now)
-        .fetch_optional(&self.pool)
+        .fetch_optional(&self.writer)
         .await
         .map_err(backend)?;
         row.map(|r| {
@@ -941,7 +941,7 @@ impl IdentityStore for SqlStore {
         sqlx::query("UPDATE accounts SET lang = $2 WHERE id = $1")
             .bind(account_id)
             .bind(lang)
-            .execute(&self.pool)
+            .execute(&self.writer)
             .await
             .map_err(backend)?;
         Ok(())
@@ -961,7 +961,7 @@ impl IdentityStore for SqlStore {
         .bind(params)
         .bind(m.created_at)
         .bind(m.next_attempt_at)
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await
         .map_err(backend)?;
         Ok(())
@@ -990,7 +990,7 @@ impl IdentityStore for SqlStore {
             .bind(mail.id.as_str())
             .bind(mail.next_attempt_at)
             .bind(lease_until)
-            .execute(&self.pool)
+            .execute(&self.writer)
             .await
             .map_err(backend)?;
             if claimed.rows_affected() == 1 {
@@ -1005,7 +1005,7 @@ impl IdentityStore for SqlStore {
         sqlx::query("UPDATE mail_queue SET sent_at = $2, last_error = '' WHERE id = $1")
             .bind(id)
             .bind(now)
-            .execute(&self.pool)
+            .execute(&self.writer)
             .await
             .map_err(backend)?;
         Ok(())
@@ -1031,7 +1031,7 @@ impl IdentityStore for SqlStore {
         .bind(next)
         .bind(sent)
         .bind(error)
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await
         .map_err(backend)?;
         Ok(())
@@ -1059,7 +1059,7 @@ impl IdentityStore for SqlStore {
         sqlx::query(statement)
             .bind(account_id)
             .bind(kind.as_str())
-            .execute(&self.pool)
+            .execute(&self.writer)
             .await
             .map_err(backend)?;
         Ok(())
@@ -1366,7 +1366,7 @@ impl IdentityStore for SqlStore {
         .bind(account_id)
         .bind(sealed)
         .bind(expires_at)
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await
         .map_err(backend)?;
         Ok(())
@@ -1385,7 +1385,7 @@ impl IdentityStore for SqlStore {
         .bind(factor_id)
         .bind(account_id)
         .bind(now)
-        .fetch_optional(&self.pool)
+        .fetch_optional(&self.writer)
         .await
         .map_err(backend)?;
         row.map(|r| r.try_get("sealed").map_err(backend)).transpose()
@@ -1515,7 +1515,7 @@ impl IdentityStore for SqlStore {
             sqlx::query("SELECT pg_notify($1, $2)")
                 .bind(crate::SIGNAL_CHANNEL)
                 .bind(topic)
-                .execute(&self.pool)
+                .execute(&self.writer)
                 .await
                 .map_err(backend)?;
         }
@@ -1526,7 +1526,7 @@ impl IdentityStore for SqlStore {
         sqlx::query("UPDATE second_factors SET secret = $2 WHERE id = $1")
             .bind(factor_id)
             .bind(secret)
-            .execute(&self.pool)
+            .execute(&self.writer)
             .await
             .map_err(backend)?;
         Ok(())
@@ -1640,7 +1640,7 @@ impl IdentityStore for SqlStore {
     async fn sms_code_failed(&self, factor_id: &str) -> Result<(), StoreError> {
         sqlx::query("UPDATE sms_codes SET attempts = attempts + 1 WHERE factor_id = $1")
             .bind(factor_id)
-            .execute(&self.pool)
+            .execute(&self.writer)
             .await
             .map_err(backend)?;
         Ok(())
@@ -1654,7 +1654,7 @@ impl IdentityStore for SqlStore {
         .bind(digest)
         .bind(now)
         .bind(i64::from(identity::credential::sms::MAX_TRIES))
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await
         .map_err(backend)?;
         Ok(done.rows_affected() == 1)
@@ -1672,7 +1672,7 @@ impl IdentityStore for SqlStore {
         .bind(p.created_at)
         .bind(p.last_used_at)
         .bind(&p.last_used_ip)
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await
         .map_err(backend)?;
         Ok(())
@@ -1706,7 +1706,7 @@ impl IdentityStore for SqlStore {
         let row = sqlx::query("DELETE FROM app_passwords WHERE account_id = $1 AND id = $2 RETURNING name")
             .bind(account_id)
             .bind(id)
-            .fetch_optional(&self.pool)
+            .fetch_optional(&self.writer)
             .await
             .map_err(backend)?;
         row.map(|r| r.try_get("name").map_err(backend)).transpose()
@@ -1717,7 +1717,7 @@ impl IdentityStore for SqlStore {
             .bind(id)
             .bind(now)
             .bind(ip)
-            .execute(&self.pool)
+            .execute(&self.writer)
             .await
             .map_err(backend)?;
         Ok(())
@@ -1731,13 +1731,13 @@ impl IdentityStore for SqlStore {
         .bind(c.created_before)
         .bind(c.idle_before)
         .bind(c.remembered_idle_before)
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await
         .map_err(backend)?;
         let throttles = sqlx::query("DELETE FROM throttles WHERE locked_until <= $1 AND last_failure <= $2")
             .bind(c.now)
             .bind(c.throttle_failure_before)
-            .execute(&self.pool)
+            .execute(&self.writer)
             .await
             .map_err(backend)?;
         let mut purged = sessions.rows_affected() + throttles.rows_affected();
@@ -1767,7 +1767,7 @@ impl IdentityStore for SqlStore {
         ] {
             let done = sqlx::query(statement)
                 .bind(cutoff)
-                .execute(&self.pool)
+                .execute(&self.writer)
                 .await
                 .map_err(backend)?;
             purged += done.rows_affected();
@@ -1776,7 +1776,7 @@ impl IdentityStore for SqlStore {
     }
 
     async fn record_event(&self, e: &SecurityEvent) -> Result<(), StoreError> {
-        let mut conn = self.pool.acquire().await.map_err(backend)?;
+        let mut conn = self.writer.acquire().await.map_err(backend)?;
         insert_event(&mut conn, e).await
     }
 

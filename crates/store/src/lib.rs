@@ -44,6 +44,11 @@ pub enum Engine {
 #[derive(Debug, Clone)]
 pub struct SqlStore {
     pool: AnyPool,
+    /// Where write transactions run. On SQLite, one connection: the
+    /// process's writers queue for it in order instead of meeting on the
+    /// file lock, where SQLite's busy handler makes each loser sleep
+    /// (1 ms, 2 ms, 5 ms, … on every retry). On PostgreSQL, `pool`.
+    writer: AnyPool,
     engine: Engine,
     url: String,
 }
@@ -63,18 +68,18 @@ impl SqlStore {
         } else {
             anyhow::bail!("unsupported database URL: use sqlite://PATH or postgres://...");
         };
-        let options = AnyPoolOptions::new().acquire_timeout(Duration::from_secs(10));
+        let options = || AnyPoolOptions::new().acquire_timeout(Duration::from_secs(10));
         let pool = match engine {
             Engine::Sqlite => {
                 // WAL lets readers (and `cloudkeep admin` while the server
                 // runs) work beside the writer; it is stored in the file, so
                 // setting it once on the first connection is enough.
-                let pool = options.max_connections(8).connect(url).await;
+                let pool = options().max_connections(8).connect(url).await;
                 let pool = pool.with_context(|| "cannot open the SQLite database".to_string())?;
                 sqlx::query("PRAGMA journal_mode=WAL").execute(&pool).await?;
                 pool
             }
-            Engine::Postgres => options
+            Engine::Postgres => options()
                 .max_connections(16)
                 .connect(url)
                 .await
@@ -85,8 +90,20 @@ impl SqlStore {
             Engine::Postgres => sqlx::migrate!("migrations/postgres"),
         };
         migrator.run(&pool).await.context("cannot migrate the database")?;
+        let writer = match engine {
+            Engine::Sqlite => options()
+                .max_connections(1)
+                // A queue of writers may be long under load; each holds
+                // the connection for one short transaction.
+                .acquire_timeout(Duration::from_secs(30))
+                .connect(url)
+                .await
+                .context("cannot open the SQLite database")?,
+            Engine::Postgres => pool.clone(),
+        };
         Ok(Self {
             pool,
+            writer,
             engine,
             url: url.to_owned(),
         })
@@ -100,8 +117,8 @@ impl SqlStore {
     /// writers queue on the busy timeout instead of failing on upgrade.
     async fn begin_write(&self) -> Result<sqlx::Transaction<'static, sqlx::Any>, sqlx::Error> {
         match self.engine {
-            Engine::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await,
-            Engine::Postgres => self.pool.begin().await,
+            Engine::Sqlite => self.writer.begin_with("BEGIN IMMEDIATE").await,
+            Engine::Postgres => self.writer.begin().await,
         }
     }
 
@@ -127,6 +144,7 @@ impl SqlStore {
     }
 
     pub async fn close(&self) {
+        self.writer.close().await;
         self.pool.close().await;
     }
 }

@@ -185,3 +185,102 @@ async fn files_are_whole_counted_against_the_quota_and_freed() {
         assert!(drives.list(&ana, id, "/").await.unwrap().is_empty());
     }
 }
+
+/// A drive service over the store at `url`, with one member; (drives,
+/// member, drive id).
+async fn one_drive(url: &str) -> (Drives, identity::Account, u64) {
+    let store = SqlStore::open(url).await.unwrap();
+    let identity = Identity::new(
+        Arc::new(store.clone()),
+        Arc::new(ManualClock::at(1_800_000_000_000)),
+        PasswordHasher::owasp_minimum(),
+        ServerKey::generate(),
+        IdentityConfig::default(),
+    );
+    let org = identity.create_organization("Acme").await.unwrap();
+    let (ana, _) = identity
+        .create_account("ana@example.org", "Ana", PASSWORD, Some(("Acme", Role::User)))
+        .await
+        .unwrap();
+    let drives = Drives::new(
+        Arc::new(store.clone()),
+        Arc::new(store.clone()),
+        Arc::new(LocalBlobs::new(&store::testing::temp_dir("blobs"))),
+        identity,
+    );
+    let drive = drives.create(None, &org.id, "Shared", None).await.unwrap();
+    (drives, ana, drive.id)
+}
+
+#[tokio::test]
+async fn deep_paths_resolve_in_walks_and_known_folders_take_writes() {
+    for engine in [Engine::Sqlite, Engine::Postgres] {
+        let Some(url) = store::testing::database_url(engine).await else {
+            continue;
+        };
+        let (drives, ana, id) = one_drive(&url).await;
+        // Eleven folders: more than one walk query's worth of names.
+        let mut path = String::new();
+        for depth in 1..=11 {
+            path.push_str(&format!("/level {depth}"));
+            drives.make_folder(&ana, id, &path).await.unwrap();
+        }
+        let file = format!("{path}/deep.txt");
+        let mut data: &[u8] = b"deep";
+        drives.put_file(&ana, id, &file, &mut data, None).await.unwrap();
+        let tree = drives.tree(&ana, id).await.unwrap();
+        let found = tree.stat(&file).await.unwrap();
+        assert_eq!((found.name.as_str(), found.size), ("deep.txt", 4));
+        let folder = tree.stat(&path).await.unwrap();
+        assert!(folder.is_dir && folder.name == "level 11");
+
+        // Locating: the node and its folder; a free name keeps the
+        // folder; a path through a file or a missing folder has neither.
+        let located = tree.locate(&file).await.unwrap();
+        assert_eq!(located.node.unwrap().id, found.id);
+        assert_eq!(located.parent.as_ref().unwrap().id, folder.id);
+        let free = tree.locate(&format!("{path}/new.txt")).await.unwrap();
+        assert!(free.node.is_none());
+        let parent = free.parent.unwrap();
+        assert_eq!(parent.id, folder.id);
+        for nowhere in [format!("{file}/inside"), format!("{path}/missing/new.txt")] {
+            let located = tree.locate(&nowhere).await.unwrap();
+            assert!(located.node.is_none() && located.parent.is_none(), "{nowhere}");
+        }
+        let top = tree.locate("/level 1").await.unwrap();
+        assert_eq!(top.parent.unwrap().id, "", "the top folder holds it");
+        assert!(matches!(
+            tree.stat(&format!("{file}/inside")).await,
+            Err(FileError::NotFound)
+        ));
+
+        // Writing into the folder located: stored where the path says.
+        let mut write = tree
+            .begin_write_in(parent.clone(), "new.txt", None, Some(3), false)
+            .await
+            .unwrap();
+        write.write(b"new").await.unwrap();
+        write.commit(None, None, None).await.unwrap();
+        assert_eq!(tree.stat(&format!("{path}/new.txt")).await.unwrap().size, 3);
+        // What was read is stale now: the commit refuses, nothing changes.
+        let mut stale = tree
+            .begin_write_in(parent.clone(), "new.txt", None, None, false)
+            .await
+            .unwrap();
+        stale.write(b"other").await.unwrap();
+        assert!(matches!(stale.commit(None, None, None).await, Err(FileError::Conflict)));
+        let (_, mut reader) = drives.open_file(&ana, id, &format!("{path}/new.txt")).await.unwrap();
+        let mut kept = Vec::new();
+        reader.read_to_end(&mut kept).await.unwrap();
+        assert_eq!(kept, b"new");
+        // Names with a slash, or a file as the folder, are refused.
+        assert!(matches!(
+            tree.begin_write_in(parent, "a/b", None, None, false).await,
+            Err(FileError::InvalidPath(_))
+        ));
+        assert!(matches!(
+            tree.begin_write_in(found, "x", None, None, false).await,
+            Err(FileError::NotAFolder)
+        ));
+    }
+}

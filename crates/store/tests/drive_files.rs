@@ -47,32 +47,12 @@ async fn files_are_whole_counted_against_the_quota_and_freed() {
         let Some(url) = store::testing::database_url(engine).await else {
             continue;
         };
-        let store = SqlStore::open(&url).await.unwrap();
-        let identity = Identity::new(
-            Arc::new(store.clone()),
-            Arc::new(ManualClock::at(1_800_000_000_000)),
-            PasswordHasher::owasp_minimum(),
-            ServerKey::generate(),
-            IdentityConfig::default(),
-        );
-        let org = identity.create_organization("Acme").await.unwrap();
-        let (ana, _) = identity
-            .create_account("ana@example.org", "Ana", PASSWORD, Some(("Acme", Role::User)))
-            .await
-            .unwrap();
-        let (stranger, _) = identity
+        let (drives, ana, id, root) = one_drive(&url, Some(2 * MIB)).await;
+        let (stranger, _) = drives
+            .identity()
             .create_account("bo@example.org", "Bo", PASSWORD, None)
             .await
             .unwrap();
-        let root = store::testing::temp_dir("blobs");
-        let drives = Drives::new(
-            Arc::new(store.clone()),
-            Arc::new(store.clone()),
-            Arc::new(LocalBlobs::new(&root)),
-            identity,
-        );
-        let drive = drives.create(None, &org.id, "Shared", Some(2 * MIB)).await.unwrap();
-        let id = drive.id;
 
         drives.make_folder(&ana, id, "/Reports").await.unwrap();
         assert!(matches!(
@@ -187,8 +167,8 @@ async fn files_are_whole_counted_against_the_quota_and_freed() {
 }
 
 /// A drive service over the store at `url`, with one member; (drives,
-/// member, drive id).
-async fn one_drive(url: &str) -> (Drives, identity::Account, u64) {
+/// member, drive id, blob folder).
+async fn one_drive(url: &str, quota: Option<u64>) -> (Drives, identity::Account, u64, std::path::PathBuf) {
     let store = SqlStore::open(url).await.unwrap();
     let identity = Identity::new(
         Arc::new(store.clone()),
@@ -202,14 +182,15 @@ async fn one_drive(url: &str) -> (Drives, identity::Account, u64) {
         .create_account("ana@example.org", "Ana", PASSWORD, Some(("Acme", Role::User)))
         .await
         .unwrap();
+    let root = store::testing::temp_dir("blobs");
     let drives = Drives::new(
         Arc::new(store.clone()),
         Arc::new(store.clone()),
-        Arc::new(LocalBlobs::new(&store::testing::temp_dir("blobs"))),
+        Arc::new(LocalBlobs::new(&root)),
         identity,
     );
-    let drive = drives.create(None, &org.id, "Shared", None).await.unwrap();
-    (drives, ana, drive.id)
+    let drive = drives.create(None, &org.id, "Shared", quota).await.unwrap();
+    (drives, ana, drive.id, root)
 }
 
 #[tokio::test]
@@ -218,7 +199,7 @@ async fn deep_paths_resolve_in_walks_and_known_folders_take_writes() {
         let Some(url) = store::testing::database_url(engine).await else {
             continue;
         };
-        let (drives, ana, id) = one_drive(&url).await;
+        let (drives, ana, id, _) = one_drive(&url, None).await;
         // Eleven folders: more than one walk query's worth of names.
         let mut path = String::new();
         for depth in 1..=11 {

@@ -812,3 +812,50 @@ async fn rclone_syncs_both_ways() {
         assert_eq!(dav.get("/tree/carpeta%200/plain/plain%20file%200.txt").await.0, 404);
     }
 }
+
+#[tokio::test]
+async fn large_folders_are_listed_whole_across_pages() {
+    // More entries than one page of the listing (2,500), both ways of
+    // answering: named properties (read straight from the rows) and
+    // `allprop`.
+    const FILES: usize = 2_600;
+    for engine in ENGINES {
+        let Some(dav) = Dav::new(engine, None).await else {
+            continue;
+        };
+        assert_eq!(dav.status("MKCOL", "/many").await, 201);
+        // One client for all (a new one per request costs more than the
+        // request).
+        let client = reqwest::Client::new();
+        let mut workers = Vec::new();
+        for worker in 0..8 {
+            let (client, url, password) = (client.clone(), dav.url("/many"), dav.app_password.clone());
+            workers.push(tokio::spawn(async move {
+                for i in (worker..FILES).step_by(8) {
+                    let put = client
+                        .put(format!("{url}/f{i:05}"))
+                        .basic_auth(MEMBER, Some(&password))
+                        .body("x")
+                        .send()
+                        .await
+                        .unwrap();
+                    assert_eq!(put.status(), 201);
+                }
+            }));
+        }
+        for worker in workers {
+            worker.await.unwrap();
+        }
+        let named = r#"<?xml version="1.0"?><D:propfind xmlns:D="DAV:"><D:prop><D:getetag/><D:getcontentlength/></D:prop></D:propfind>"#;
+        for body in [named, PROPS] {
+            let (status, listing) = dav.propfind("/many/", "1", body).await;
+            assert_eq!(status, 207);
+            assert!(listing.trim_end().ends_with("multistatus>"), "{engine:?}");
+            let responses = listing.matches("response>").count() / 2;
+            assert_eq!(responses, FILES + 1, "{engine:?}");
+            for i in [0, 2_499, 2_500, FILES - 1] {
+                assert_eq!(listing.matches(&format!("/many/f{i:05}<")).count(), 1, "{engine:?} {i}");
+            }
+        }
+    }
+}

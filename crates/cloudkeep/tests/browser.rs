@@ -130,3 +130,23 @@ async fn push_approval_in_headless_chromium() {
         );
     }
 }
+
+#[tokio::test]
+async fn drives_in_headless_chromium() {
+    if !peers_ready() {
+        return;
+    }
+    for engine in ENGINES {
+        let Some(storage) = Storage::new(engine).await else {
+            continue;
+        };
+        let drive = storage.team_with_drive();
+        let server = Server::start_on(&storage, &[]);
+        let shots = screenshot_dir(&server);
+        run_script(
+            "drives.mjs",
+            &[&server.base, MEMBER, COLLEAGUE, PASSWORD, &drive, &shots],
+            &server,
+        );
+    }
+}

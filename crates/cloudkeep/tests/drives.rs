@@ -228,33 +228,12 @@ async fn dav(server: &Server, login: &str, method: &str, path: &str) -> u16 {
 
 #[tokio::test]
 async fn members_get_the_access_their_drive_gives() {
-    const BO: &str = "bo@example.org";
+    const BO: &str = COLLEAGUE;
     for engine in ENGINES {
         let Some(storage) = Storage::new(engine).await else {
             continue;
         };
-        storage.create_user(MEMBER, "admin");
-        let org = format!("Org {MEMBER}");
-        let (ok, _, err) = storage.admin(
-            &[
-                "user",
-                "create",
-                "--email",
-                BO,
-                "--name",
-                "Bo",
-                "--org",
-                &org,
-                "--role",
-                "user",
-                "--password-stdin",
-            ],
-            &format!("{PASSWORD}\n"),
-        );
-        assert!(ok, "{err}");
-        let (ok, out, err) = admin_drive(&storage, &["--org", &org, "--name", "Shared"]);
-        assert!(ok, "{err}");
-        let id = out.lines().find_map(|l| l.strip_prefix("id: ")).unwrap().to_owned();
+        let id = storage.team_with_drive();
         let server = Server::start_on(&storage, &[]);
         let top = format!("/dav/drives/{id}");
         let file = format!("{top}/notes.txt");

@@ -73,6 +73,33 @@ impl Storage {
         )
     }
 
+    /// MEMBER as an admin of "Org MEMBER", [`COLLEAGUE`] as a plain member
+    /// of it, and its drive "Shared"; returns the drive's id.
+    pub fn team_with_drive(&self) -> String {
+        self.create_user(MEMBER, "admin");
+        let org = format!("Org {MEMBER}");
+        let (ok, _, err) = self.admin(
+            &[
+                "user",
+                "create",
+                "--email",
+                COLLEAGUE,
+                "--name",
+                "Bo",
+                "--org",
+                &org,
+                "--role",
+                "user",
+                "--password-stdin",
+            ],
+            &format!("{PASSWORD}\n"),
+        );
+        assert!(ok, "{err}");
+        let (ok, out, err) = self.admin(&["drive", "create", "--org", &org, "--name", "Shared"], "");
+        assert!(ok, "{err}");
+        out.lines().find_map(|l| l.strip_prefix("id: ")).unwrap().to_owned()
+    }
+
     /// Creates an account (in a new organization "Org <email>") and
     /// returns the admin command's output.
     pub fn create_user(&self, email: &str, role: &str) -> String {
@@ -268,6 +295,8 @@ pub async fn json(response: reqwest::Response) -> (u16, serde_json::Value) {
 
 /// The member most tests sign in as (role `user`, password [`PASSWORD`]).
 pub const MEMBER: &str = "ana@example.org";
+/// A plain member of MEMBER's organization (see [`Storage::team_with_drive`]).
+pub const COLLEAGUE: &str = "bo@example.org";
 
 /// Fresh storage with [`MEMBER`] already created, and a server on it.
 pub async fn server_with_member(engine: Engine) -> Option<(Storage, Server)> {

@@ -30,9 +30,15 @@ impl Drop for Source {
 }
 
 fn serve_source(root: &Path) -> Source {
+    serve_source_with(root, &[])
+}
+
+/// [`serve_source`] with more rclone options.
+fn serve_source_with(root: &Path, options: &[&str]) -> Source {
     let mut child = Command::new("rclone")
         .args(["serve", "webdav"])
         .arg(root)
+        .args(options)
         .args([
             "--addr",
             "127.0.0.1:0",
@@ -410,5 +416,63 @@ async fn a_webdav_folder_is_imported_in_the_background_and_resumes_after_a_crash
         )
         .await;
         assert_eq!(status, 404);
+    }
+}
+
+#[tokio::test]
+async fn an_import_stops_when_its_starter_may_no_longer_write() {
+    if !peer(
+        "rclone",
+        &["version"],
+        "import from a WebDAV server",
+        "apt-get install rclone",
+    ) {
+        return;
+    }
+    for engine in ENGINES {
+        let Some(storage) = Storage::new(engine).await else {
+            continue;
+        };
+        let drive: u64 = storage.team_with_drive().parse().unwrap();
+        // A slow source: 12 files of 20 KiB at 20 KiB/s take about 12 s.
+        let source_root = storage.data.join("slow-source");
+        std::fs::create_dir_all(&source_root).unwrap();
+        for i in 0..12 {
+            std::fs::write(source_root.join(format!("part {i:02}.bin")), vec![i as u8; 20 * 1024]).unwrap();
+        }
+        let source = serve_source_with(&source_root, &["--bwlimit", "20K"]);
+        let server = Server::start_on(&storage, &[]);
+        let bo = browser();
+        api_sign_in(&server, &bo, COLLEAGUE, PASSWORD, false).await;
+        let (status, started) = start(
+            &bo,
+            &server,
+            drive,
+            serde_json::json!({"source_url": format!("{}/", source.url), "user": "nas", "password": SOURCE_PASSWORD}),
+        )
+        .await;
+        assert_eq!(status, 201, "{started}");
+        let id = started["id"].as_str().unwrap().to_owned();
+        wait_for(&bo, &server, drive, &id, |r| r["files_done"].as_u64().unwrap_or(0) >= 1).await;
+
+        // The admin makes members read-only while it runs.
+        let (_, me) = json(bo.get(server.url("/api/v1/me")).send().await.unwrap()).await;
+        let ana = browser();
+        api_sign_in(&server, &ana, MEMBER, PASSWORD, false).await;
+        let changed = ana
+            .put(server.url(&format!("/api/v1/drives/{drive}/access/{}", me["id"].as_str().unwrap())))
+            .json(&serde_json::json!({"access": "read"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(changed.status(), 200);
+        let report = wait_for(&bo, &server, drive, &id, ended).await;
+        assert_eq!(report["state"], "failed", "{engine:?}: {report}");
+        assert!(
+            report["error"].as_str().unwrap().contains("no longer yours to write"),
+            "{report}"
+        );
+        assert!(report["files_done"].as_u64().unwrap() < 12, "{report}");
+        assert_eq!(stored_secret(&storage, &id).await, "", "the password is erased");
     }
 }

@@ -37,8 +37,8 @@ pub struct DriveFs {
     /// Nodes already read in this request, by path: a listing's entries
     /// are asked about again one by one.
     seen: Arc<Mutex<HashMap<String, Node>>>,
-    /// Paths found free in this request whose folder is in `seen`: a PUT
-    /// asks about its target before it opens it.
+    /// Paths found free in this request (their folder, when it exists, is
+    /// in `seen`): a PUT asks about its target before it opens it.
     absent: Arc<Mutex<HashSet<String>>>,
 }
 

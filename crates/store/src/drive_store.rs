@@ -229,6 +229,130 @@ fn walked_node(row: &AnyRow, drive_id: u64, i: usize) -> Result<Option<Node>, St
     }))
 }
 
+/// A file waiting in the commit queue, and who waits for it.
+#[derive(Debug)]
+pub(crate) struct FileCommit {
+    node: Node,
+    replaced: Option<Node>,
+    inline: Option<Vec<u8>>,
+    reply: tokio::sync::oneshot::Sender<Result<PutOutcome, StoreError>>,
+}
+
+/// Files committed per transaction at most.
+const COMMIT_BATCH: usize = 64;
+
+/// The commit queue: the files that arrive while a transaction runs are
+/// committed together in the next one, so several clients' uploads share
+/// one `BEGIN`, one `COMMIT` and one sync to disk. Nobody waits for a
+/// batch to fill: a lone file is committed at once. Each file is answered
+/// only once its transaction is committed. A file that does not fit the
+/// quota or lost a race gets its outcome and changes nothing; the others
+/// of its batch are unaffected. An error of the database fails the whole
+/// batch (nothing of it is stored) and each of its files is told so.
+pub(crate) async fn commit_files(
+    writer: sqlx::AnyPool,
+    engine: crate::Engine,
+    mut queue: tokio::sync::mpsc::UnboundedReceiver<FileCommit>,
+) {
+    let mut batch = Vec::with_capacity(COMMIT_BATCH);
+    while queue.recv_many(&mut batch, COMMIT_BATCH).await > 0 {
+        match commit_batch(&writer, engine, &batch).await {
+            Ok(outcomes) => {
+                for (file, outcome) in batch.drain(..).zip(outcomes) {
+                    let _ = file.reply.send(Ok(outcome));
+                }
+            }
+            Err(e) => {
+                for file in batch.drain(..) {
+                    let _ = file.reply.send(Err(StoreError::Backend(e.to_string())));
+                }
+            }
+        }
+    }
+}
+
+async fn commit_batch(
+    writer: &sqlx::AnyPool,
+    engine: crate::Engine,
+    batch: &[FileCommit],
+) -> Result<Vec<PutOutcome>, StoreError> {
+    let mut tx = crate::begin_write_on(writer, engine).await.map_err(backend)?;
+    let mut outcomes = Vec::with_capacity(batch.len());
+    for file in batch {
+        outcomes.push(put_in(&mut tx, &file.node, file.replaced.as_ref(), file.inline.as_deref()).await?);
+    }
+    tx.commit().await.map_err(backend)?;
+    Ok(outcomes)
+}
+
+/// One file of a batch, in the batch's transaction: charges the quota,
+/// then stores the row (undoing the charge if the name was taken or the
+/// replaced node changed meanwhile), then the small contents.
+async fn put_in(
+    conn: &mut sqlx::AnyConnection,
+    node: &Node,
+    replaced: Option<&Node>,
+    inline: Option<&[u8]>,
+) -> Result<PutOutcome, StoreError> {
+    let delta = signed(node.size)? - replaced.map_or(Ok(0), |r| signed(r.size))?;
+    let charged =
+        sqlx::query("UPDATE drives SET used_bytes = used_bytes + $2 WHERE id = $1 AND used_bytes + $2 <= quota_bytes")
+            .bind(signed(node.drive_id)?)
+            .bind(delta)
+            .execute(&mut *conn)
+            .await
+            .map_err(backend)?;
+    if charged.rows_affected() != 1 {
+        return Ok(PutOutcome::InsufficientStorage);
+    }
+    let stored = match replaced {
+        Some(old) => {
+            sqlx::query(
+                "UPDATE drive_nodes SET size = $3, blob_id = $4, etag = $5, modified_at = $6, checksums = $7
+                 WHERE id = $1 AND blob_id = $2",
+            )
+            .bind(old.id.as_str())
+            .bind(old.blob_id.as_str())
+            .bind(signed(node.size)?)
+            .bind(node.blob_id.as_str())
+            .bind(node.etag.as_str())
+            .bind(node.modified_at)
+            .bind(node.checksums.as_str())
+            .execute(&mut *conn)
+            .await
+            .map_err(backend)?
+            .rows_affected()
+                == 1
+        }
+        None => insert_node(&mut *conn, node).await?,
+    };
+    if !stored {
+        sqlx::query("UPDATE drives SET used_bytes = used_bytes - $2 WHERE id = $1")
+            .bind(signed(node.drive_id)?)
+            .bind(delta)
+            .execute(&mut *conn)
+            .await
+            .map_err(backend)?;
+        return Ok(PutOutcome::Conflict);
+    }
+    if let Some(data) = inline {
+        sqlx::query("INSERT INTO drive_inline (blob_id, data) VALUES ($1, $2)")
+            .bind(node.blob_id.as_str())
+            .bind(data.to_vec())
+            .execute(&mut *conn)
+            .await
+            .map_err(backend)?;
+    }
+    let mut replaced_blob = None;
+    if let Some(old) = replaced.map(|r| r.blob_id.as_str()).filter(|b| !b.is_empty())
+        && !blob_in_use(&mut *conn, old).await?
+    {
+        drop_inline(&mut *conn, old).await?;
+        replaced_blob = Some(old.to_owned());
+    }
+    Ok(PutOutcome::Stored { replaced_blob })
+}
+
 #[async_trait]
 impl DriveStore for SqlStore {
     async fn insert_drive(&self, d: &Drive) -> Result<bool, StoreError> {
@@ -388,60 +512,19 @@ impl DriveStore for SqlStore {
         replaced: Option<&Node>,
         inline: Option<&[u8]>,
     ) -> Result<PutOutcome, StoreError> {
-        let mut tx = self.begin_write().await.map_err(backend)?;
-        if let Some(data) = inline {
-            sqlx::query("INSERT INTO drive_inline (blob_id, data) VALUES ($1, $2)")
-                .bind(node.blob_id.as_str())
-                .bind(data.to_vec())
-                .execute(&mut *tx)
-                .await
-                .map_err(backend)?;
-        }
-        let delta = signed(node.size)? - replaced.map_or(Ok(0), |r| signed(r.size))?;
-        let charged = sqlx::query(
-            "UPDATE drives SET used_bytes = used_bytes + $2 WHERE id = $1 AND used_bytes + $2 <= quota_bytes",
-        )
-        .bind(signed(node.drive_id)?)
-        .bind(delta)
-        .execute(&mut *tx)
-        .await
-        .map_err(backend)?;
-        if charged.rows_affected() != 1 {
-            return Ok(PutOutcome::InsufficientStorage);
-        }
-        let stored = match replaced {
-            Some(old) => {
-                sqlx::query(
-                    "UPDATE drive_nodes SET size = $3, blob_id = $4, etag = $5, modified_at = $6, checksums = $7
-                     WHERE id = $1 AND blob_id = $2",
-                )
-                .bind(old.id.as_str())
-                .bind(old.blob_id.as_str())
-                .bind(signed(node.size)?)
-                .bind(node.blob_id.as_str())
-                .bind(node.etag.as_str())
-                .bind(node.modified_at)
-                .bind(node.checksums.as_str())
-                .execute(&mut *tx)
-                .await
-                .map_err(backend)?
-                .rows_affected()
-                    == 1
-            }
-            None => insert_node(&mut tx, node).await?,
+        let (reply, outcome) = tokio::sync::oneshot::channel();
+        let commit = FileCommit {
+            node: node.clone(),
+            replaced: replaced.cloned(),
+            inline: inline.map(<[u8]>::to_vec),
+            reply,
         };
-        if !stored {
-            return Ok(PutOutcome::Conflict);
-        }
-        let mut replaced_blob = None;
-        if let Some(old) = replaced.map(|r| r.blob_id.as_str()).filter(|b| !b.is_empty())
-            && !blob_in_use(&mut tx, old).await?
-        {
-            drop_inline(&mut tx, old).await?;
-            replaced_blob = Some(old.to_owned());
-        }
-        tx.commit().await.map_err(backend)?;
-        Ok(PutOutcome::Stored { replaced_blob })
+        self.files
+            .send(commit)
+            .map_err(|_| StoreError::Backend("the file commit queue has stopped".into()))?;
+        outcome
+            .await
+            .map_err(|_| StoreError::Backend("the file commit queue has stopped".into()))?
     }
 
     async fn delete_tree(&self, node: &Node) -> Result<Vec<String>, StoreError> {

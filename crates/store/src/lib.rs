@@ -34,6 +34,18 @@ async fn listen(url: &str, signals: &Signals) -> Result<(), sqlx::Error> {
     }
 }
 
+/// A write transaction on `writer`. SQLite takes the write lock up front
+/// so two writers queue on the busy timeout instead of failing on upgrade.
+async fn begin_write_on(
+    writer: &AnyPool,
+    engine: Engine,
+) -> Result<sqlx::Transaction<'static, sqlx::Any>, sqlx::Error> {
+    match engine {
+        Engine::Sqlite => writer.begin_with("BEGIN IMMEDIATE").await,
+        Engine::Postgres => writer.begin().await,
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Engine {
     Sqlite,
@@ -49,6 +61,8 @@ pub struct SqlStore {
     /// file lock, where SQLite's busy handler makes each loser sleep
     /// (1 ms, 2 ms, 5 ms, … on every retry). On PostgreSQL, `pool`.
     writer: AnyPool,
+    /// Files waiting to be committed (see `drive_store::commit_files`).
+    files: tokio::sync::mpsc::UnboundedSender<drive_store::FileCommit>,
     engine: Engine,
     url: String,
 }
@@ -101,9 +115,12 @@ impl SqlStore {
                 .context("cannot open the SQLite database")?,
             Engine::Postgres => pool.clone(),
         };
+        let (files, queue) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(drive_store::commit_files(writer.clone(), engine, queue));
         Ok(Self {
             pool,
             writer,
+            files,
             engine,
             url: url.to_owned(),
         })
@@ -113,13 +130,9 @@ impl SqlStore {
         self.engine
     }
 
-    /// A write transaction. SQLite takes the write lock up front so two
-    /// writers queue on the busy timeout instead of failing on upgrade.
+    /// A write transaction (see [`begin_write_on`]).
     async fn begin_write(&self) -> Result<sqlx::Transaction<'static, sqlx::Any>, sqlx::Error> {
-        match self.engine {
-            Engine::Sqlite => self.writer.begin_with("BEGIN IMMEDIATE").await,
-            Engine::Postgres => self.writer.begin().await,
-        }
+        begin_write_on(&self.writer, self.engine).await
     }
 
     /// On PostgreSQL, relays the signals every process publishes (LISTEN

@@ -265,3 +265,61 @@ async fn deep_paths_resolve_in_walks_and_known_folders_take_writes() {
         ));
     }
 }
+
+#[tokio::test]
+async fn files_committed_together_keep_their_own_outcomes() {
+    for engine in [Engine::Sqlite, Engine::Postgres] {
+        let Some(url) = store::testing::database_url(engine).await else {
+            continue;
+        };
+        let (drives, ana, id, root) = one_drive(&url, Some(MIB)).await;
+        let tree = drives.tree(&ana, id).await.unwrap();
+        // Two writers of one new name, both started before either ends:
+        // the second to commit loses the race.
+        let mut writes = Vec::new();
+        for i in 0..2u8 {
+            let mut write = tree.begin_write("/same.bin", None, false).await.unwrap();
+            write.write(&[i; 1000]).await.unwrap();
+            writes.push(write);
+        }
+        // Twenty files of 60,000 bytes: 17 fit beside it in 1 MiB.
+        for i in 0..20u8 {
+            let mut write = tree.begin_write(&format!("/f{i:02}.bin"), None, false).await.unwrap();
+            write.write(&vec![i; 60_000]).await.unwrap();
+            writes.push(write);
+        }
+        // All committed at once: the commit queue takes them in batches.
+        let commits: Vec<_> = writes
+            .into_iter()
+            .map(|write| tokio::spawn(write.commit(None, None, None)))
+            .collect();
+        let mut outcomes = Vec::new();
+        for commit in commits {
+            outcomes.push(commit.await.unwrap());
+        }
+        let same: Vec<_> = outcomes.drain(..2).collect();
+        assert_eq!(same.iter().filter(|o| o.is_ok()).count(), 1, "{engine:?}");
+        assert!(same.iter().any(|o| matches!(o, Err(FileError::Conflict))), "{engine:?}");
+        assert_eq!(outcomes.iter().filter(|o| o.is_ok()).count(), 17, "{engine:?}");
+        assert_eq!(
+            outcomes
+                .iter()
+                .filter(|o| matches!(o, Err(FileError::InsufficientStorage)))
+                .count(),
+            3,
+            "{engine:?}"
+        );
+        // The quota counts exactly what is stored, and nothing else remains.
+        let (used, _) = tree.usage().await.unwrap();
+        assert_eq!(used, 1000 + 17 * 60_000, "{engine:?}");
+        let listed = drives.list(&ana, id, "/").await.unwrap();
+        assert_eq!(listed.len(), 18);
+        assert_eq!(listed.iter().map(|n| n.size).sum::<u64>(), used);
+        assert_eq!(blob_files(&root), 17);
+        assert_eq!(temporary(&root), 0);
+        let (_, mut reader) = drives.open_file(&ana, id, "/same.bin").await.unwrap();
+        let mut kept = Vec::new();
+        reader.read_to_end(&mut kept).await.unwrap();
+        assert!(kept == [0u8; 1000] || kept == [1u8; 1000]);
+    }
+}

@@ -366,9 +366,16 @@ impl DriveTree {
         create_new: bool,
     ) -> Result<FileWrite, FileError> {
         self.writable()?;
-        let (parent, name) = self.parent_of(path).await?;
-        let existing = self.drives.store.child(self.drive.id, &parent.id, name).await?;
-        self.begin_write_in(parent, name, existing, expected_size, create_new)
+        let names = split_path(path)?;
+        let name = *names.last().ok_or(FileError::InvalidPath("the top folder"))?;
+        // One walk finds the folder and the file.
+        let located = self.locate(path).await?;
+        let Some(parent) = located.parent else {
+            // No such folder: walk again only to say why.
+            self.parent_of(path).await?;
+            return Err(FileError::NotFound);
+        };
+        self.begin_write_in(parent, name, located.node, expected_size, create_new)
             .await
     }
 

@@ -91,8 +91,6 @@ pub trait DriveStore: Send + Sync {
         event: &OrgEvent,
     ) -> Result<(), StoreError>;
 
-    /// The child `name` of folder `parent_id` ("" for the top folder).
-    async fn child(&self, drive_id: u64, parent_id: &str, name: &str) -> Result<Option<Node>, StoreError>;
     /// The nodes along `names` from the top folder down, as far as they
     /// exist (all of them when the whole path does), in as few queries
     /// as the store can.

@@ -455,18 +455,6 @@ impl DriveStore for SqlStore {
         tx.commit().await.map_err(backend)
     }
 
-    async fn child(&self, drive_id: u64, parent_id: &str, name: &str) -> Result<Option<Node>, StoreError> {
-        let sql = format!("{NODE_COLUMNS} WHERE drive_id = $1 AND parent_id = $2 AND name = $3");
-        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(signed(drive_id)?)
-            .bind(parent_id)
-            .bind(name)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(backend)?;
-        row.as_ref().map(node_from).transpose()
-    }
-
     async fn walk(&self, drive_id: u64, names: &[&str]) -> Result<Vec<Node>, StoreError> {
         let mut found: Vec<Node> = Vec::new();
         for chunk in names.chunks(WALK_DEPTH) {

@@ -254,6 +254,19 @@ async fn deep_paths_resolve_in_walks_and_known_folders_take_writes() {
         let mut kept = Vec::new();
         reader.read_to_end(&mut kept).await.unwrap();
         assert_eq!(kept, b"new");
+        // Writing by path: a missing folder, or a file as the folder.
+        assert!(matches!(
+            tree.begin_write(&format!("{path}/missing/x"), None, false).await,
+            Err(FileError::NotFound)
+        ));
+        assert!(matches!(
+            tree.begin_write(&format!("{file}/x"), None, false).await,
+            Err(FileError::NotAFolder)
+        ));
+        assert!(matches!(
+            tree.begin_write("/", None, false).await,
+            Err(FileError::InvalidPath(_))
+        ));
         // Names with a slash, or a file as the folder, are refused.
         assert!(matches!(
             tree.begin_write_in(parent, "a/b", None, None, false).await,

@@ -67,6 +67,10 @@ pub struct SqlStore {
     url: String,
 }
 
+/// How long a pooled connection may sit idle before it is tested again
+/// before use.
+const IDLE_BEFORE_PING: Duration = Duration::from_secs(30);
+
 /// The PostgreSQL channel that carries signals between processes.
 pub const SIGNAL_CHANNEL: &str = "cloudkeep_signals";
 
@@ -82,7 +86,25 @@ impl SqlStore {
         } else {
             anyhow::bail!("unsupported database URL: use sqlite://PATH or postgres://...");
         };
-        let options = || AnyPoolOptions::new().acquire_timeout(Duration::from_secs(10));
+        let options = || {
+            AnyPoolOptions::new()
+                .acquire_timeout(Duration::from_secs(10))
+                // sqlx pings every connection it hands out, and again when it
+                // is handed back: one extra round trip per query on top of
+                // the release's (to the worker thread on SQLite, to the
+                // server on PostgreSQL). The release's ping already catches a
+                // connection a query broke; only one that sat idle long
+                // enough for the server to drop it is worth testing again.
+                .test_before_acquire(false)
+                .before_acquire(|conn, meta| {
+                    Box::pin(async move {
+                        if meta.idle_for >= IDLE_BEFORE_PING {
+                            sqlx::Connection::ping(conn).await?;
+                        }
+                        Ok(true)
+                    })
+                })
+        };
         let pool = match engine {
             Engine::Sqlite => {
                 // WAL lets readers (and `cloudkeep admin` while the server

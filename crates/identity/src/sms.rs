@@ -184,9 +184,13 @@ impl Identity {
         }
     }
 
-    /// The waiting SMS code `code` matches, if any.
-    pub(crate) async fn sms_proof(&self, account: &Account, code: &str) -> Result<Option<SecondStepProof>, StoreError> {
-        for factor in self.store().second_factors(&account.id).await? {
+    /// The active SMS factor among `factors` whose waiting code `code` is.
+    pub(crate) async fn sms_proof(
+        &self,
+        factors: Vec<SecondFactor>,
+        code: &str,
+    ) -> Result<Option<SecondStepProof>, StoreError> {
+        for factor in factors {
             if !factor.active || factor.kind != FactorKind::Sms {
                 continue;
             }

@@ -164,6 +164,14 @@ pub trait IdentityStore: Send + Sync {
     async fn insert_second_factor(&self, factor: &SecondFactor) -> Result<(), StoreError>;
     /// Active and pending ones.
     async fn second_factors(&self, account_id: &str) -> Result<Vec<SecondFactor>, StoreError>;
+    /// The throttle record under `key` and the account's factors (as
+    /// [`second_factors`](Self::second_factors)), in one query: what every
+    /// second sign-in step reads first.
+    async fn throttle_and_factors(
+        &self,
+        key: &str,
+        account_id: &str,
+    ) -> Result<(Option<ThrottleRecord>, Vec<SecondFactor>), StoreError>;
     /// In one transaction: activates a pending, unexpired factor with its
     /// first accepted `counter`, and when `backup_codes` are given, makes
     /// them the account's backup codes. `false` if there was no such

@@ -305,19 +305,19 @@ impl Identity {
         }
         let key = format!("second-factor:{}", account.id);
         let policy = ThrottlePolicy::ACCOUNT;
-        let record = self.store().throttle(&key).await?;
+        let (record, factors) = self.store().throttle_and_factors(&key, &account.id).await?;
         if let Err(retry_after) = policy.check(record.map(|r| r.state), self.now()) {
             return Err(SecondStepError::TooManyAttempts { retry_after });
         }
 
         let now = self.now();
         let (proof, method, backup_left) = match step {
-            SecondStep::Totp(code) => (self.totp_proof(account, &code).await?, "totp", None),
+            SecondStep::Totp(code) => (self.totp_proof(factors, &code)?, "totp", None),
             SecondStep::BackupCode(code) => {
                 let (proof, left) = self.backup_code_proof(account, &code).await?;
                 (proof, "backup_code", left)
             }
-            SecondStep::Sms(code) => (self.sms_proof(account, &code).await?, "sms", None),
+            SecondStep::Sms(code) => (self.sms_proof(factors, &code).await?, "sms", None),
             SecondStep::SecurityKey(credential) => (
                 self.security_key_proof(session, account, credential, client).await?,
                 "security_key",
@@ -387,10 +387,11 @@ impl Identity {
         })
     }
 
-    /// The step of an active TOTP app that `code` matches, if any.
-    async fn totp_proof(&self, account: &Account, code: &str) -> Result<Option<SecondStepProof>, StoreError> {
+    /// The step of an active TOTP app among `factors` that `code` matches,
+    /// if any.
+    fn totp_proof(&self, factors: Vec<SecondFactor>, code: &str) -> Result<Option<SecondStepProof>, StoreError> {
         let now = self.now();
-        for factor in self.store().second_factors(&account.id).await? {
+        for factor in factors {
             // TOTP apps, and the offline codes of the companion app.
             let secret = match (factor.active, factor.kind) {
                 (true, FactorKind::Totp) => self.totp_secret(&factor)?,

@@ -219,6 +219,114 @@ async fn insert_event(conn: &mut sqlx::AnyConnection, e: &SecurityEvent) -> Resu
     Ok(())
 }
 
+/// The statement that records `e` (as [`insert_event`]).
+fn event_change(e: &SecurityEvent) -> Change<'_> {
+    Change::new(
+        "INSERT INTO security_events (id, account_id, at, kind, ip, user_agent, detail)
+         VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        vec![
+            Arg::Text(&e.id),
+            Arg::Text(&e.account_id),
+            Arg::Int(e.at),
+            Arg::Text(e.kind.as_str()),
+            Arg::Text(&e.ip),
+            Arg::Text(&e.user_agent),
+            Arg::Text(&e.detail),
+        ],
+    )
+}
+
+/// A value for one of a [`Change`]'s placeholders.
+enum Arg<'a> {
+    Text(&'a str),
+    Int(i64),
+}
+
+/// A statement with its arguments for `$1`, `$2`, ... in order.
+struct Change<'a> {
+    sql: &'static str,
+    args: Vec<Arg<'a>>,
+}
+
+impl<'a> Change<'a> {
+    fn new(sql: &'static str, args: Vec<Arg<'a>>) -> Self {
+        Self { sql, args }
+    }
+}
+
+/// Runs `changes` in order in `tx`; `true` if each changed exactly one row.
+/// On `false` the caller drops `tx`, which undoes what did change.
+///
+/// On SQLite they reach the database in one round trip: one string of
+/// statements whose placeholders are renumbered to follow on (SQLite binds
+/// `$n` to the n-th argument in every statement of a string), and each
+/// statement's count comes back separately. Every round trip to sqlx's
+/// SQLite thread costs more CPU than these statements themselves.
+/// PostgreSQL prepares one statement at a time, so there they go one by
+/// one, stopping at the first that fails.
+async fn each_changes_one<'a>(tx: &mut Tx, engine: crate::Engine, changes: &[Change<'a>]) -> Result<bool, StoreError> {
+    use futures_util::TryStreamExt;
+    use sqlx::Executor;
+
+    type Query<'q> = sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments>;
+    fn bind<'q>(query: Query<'q>, arg: &Arg<'q>) -> Query<'q> {
+        match *arg {
+            Arg::Text(v) => query.bind(v),
+            Arg::Int(v) => query.bind(v),
+        }
+    }
+
+    if engine == crate::Engine::Postgres {
+        for change in changes {
+            let query = change.args.iter().fold(sqlx::query(change.sql), bind);
+            if query.execute(&mut **tx).await.map_err(backend)?.rows_affected() != 1 {
+                return Ok(false);
+            }
+        }
+        return Ok(true);
+    }
+    let mut sql = String::new();
+    let mut offset = 0;
+    for change in changes {
+        sql.push_str(&renumber_placeholders(change.sql, offset));
+        sql.push_str(";\n");
+        offset += change.args.len();
+    }
+    let query = changes
+        .iter()
+        .flat_map(|c| &c.args)
+        .fold(sqlx::query(sqlx::AssertSqlSafe(sql)), bind);
+    let mut steps = (&mut **tx).fetch_many(query);
+    let mut counts = Vec::with_capacity(changes.len());
+    while let Some(step) = steps.try_next().await.map_err(backend)? {
+        if let sqlx::Either::Left(done) = step {
+            counts.push(done.rows_affected());
+        }
+    }
+    Ok(counts.len() == changes.len() && counts.iter().all(|&n| n == 1))
+}
+
+/// `sql` with each `$n` placeholder raised by `offset`.
+fn renumber_placeholders(sql: &str, offset: usize) -> String {
+    if offset == 0 {
+        return sql.to_owned();
+    }
+    let mut out = String::with_capacity(sql.len() + 8);
+    let mut rest = sql;
+    while let Some(at) = rest.find('$') {
+        out.push_str(&rest[..=at]);
+        rest = &rest[at + 1..];
+        let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
+        match rest[..digits].parse::<usize>() {
+            Ok(n) => out.push_str(&(n + offset).to_string()),
+            Err(_) => out.push_str(&rest[..digits]),
+        }
+        rest = &rest[digits..];
+    }
+    out.push_str(rest);
+    out
+}
+
 const ACCOUNT_COLUMNS: &str =
     "id, email, name, sync_user_id, password_hash, created_at, password_changed_at, default_method, lang";
 
@@ -686,84 +794,70 @@ impl IdentityStore for SqlStore {
         event: &SecurityEvent,
         proof: &SecondStepProof,
     ) -> Result<bool, StoreError> {
-        let mut tx = self.begin_write().await.map_err(backend)?;
-        let consume = match proof {
-            SecondStepProof::TotpStep { factor_id, step } => sqlx::query(
+        // What the proof uses up, then what it changes on its factor, then
+        // the session and the sign-in event: each must change one row.
+        let mut changes = Vec::with_capacity(4);
+        changes.push(match proof {
+            SecondStepProof::TotpStep { factor_id, step } => Change::new(
                 "UPDATE second_factors SET counter = $2, last_used_at = $3 WHERE id = $1 AND active = 1 AND counter < $2",
-            )
-            .bind(factor_id.as_str())
-            .bind(*step)
-            .bind(now),
-            SecondStepProof::SmsCode { factor_id, digest } => sqlx::query(
-                "DELETE FROM sms_codes WHERE factor_id = $1 AND digest = $2 AND expires_at > $3 AND attempts < $4",
-            )
-            .bind(factor_id.as_str())
-            .bind(digest.as_str())
-            .bind(now)
-            .bind(i64::from(identity::credential::sms::MAX_TRIES)),
-            // The session's challenge is what a key's answer uses up.
-            SecondStepProof::SecurityKey { .. } => {
-                sqlx::query("DELETE FROM webauthn_challenges WHERE session_id = $1 AND expires_at > $2")
-                    .bind(session_id)
-                    .bind(now)
-            }
-            SecondStepProof::BackupCode { account_id, digest } => {
-                sqlx::query("UPDATE backup_codes SET used_at = $3 WHERE account_id = $1 AND digest = $2 AND used_at = 0")
-                    .bind(account_id.as_str())
-                    .bind(digest.as_str())
-                    .bind(now)
-            }
-            SecondStepProof::Push { request_id, .. } => sqlx::query(
-                "UPDATE approval_requests SET status = 'used' WHERE id = $1 AND session_id = $2 AND status = 'approved'",
-            )
-            .bind(request_id.as_str())
-            .bind(session_id),
-        };
-        let consumed = consume.execute(&mut *tx).await.map_err(backend)?;
-        if consumed.rows_affected() != 1 {
-            return Ok(false);
-        }
-        let used = match proof {
-            SecondStepProof::SmsCode { factor_id, .. } | SecondStepProof::Push { factor_id, .. } => Some(
-                sqlx::query("UPDATE second_factors SET last_used_at = $2 WHERE id = $1 AND active = 1")
-                    .bind(factor_id.as_str())
-                    .bind(now),
+                vec![Arg::Text(factor_id), Arg::Int(*step), Arg::Int(now)],
             ),
+            SecondStepProof::SmsCode { factor_id, digest } => Change::new(
+                "DELETE FROM sms_codes WHERE factor_id = $1 AND digest = $2 AND expires_at > $3 AND attempts < $4",
+                vec![
+                    Arg::Text(factor_id),
+                    Arg::Text(digest),
+                    Arg::Int(now),
+                    Arg::Int(i64::from(identity::credential::sms::MAX_TRIES)),
+                ],
+            ),
+            // The session's challenge is what a key's answer uses up.
+            SecondStepProof::SecurityKey { .. } => Change::new(
+                "DELETE FROM webauthn_challenges WHERE session_id = $1 AND expires_at > $2",
+                vec![Arg::Text(session_id), Arg::Int(now)],
+            ),
+            SecondStepProof::BackupCode { account_id, digest } => Change::new(
+                "UPDATE backup_codes SET used_at = $3 WHERE account_id = $1 AND digest = $2 AND used_at = 0",
+                vec![Arg::Text(account_id), Arg::Text(digest), Arg::Int(now)],
+            ),
+            SecondStepProof::Push { request_id, .. } => Change::new(
+                "UPDATE approval_requests SET status = 'used' WHERE id = $1 AND session_id = $2 AND status = 'approved'",
+                vec![Arg::Text(request_id), Arg::Text(session_id)],
+            ),
+        });
+        match proof {
+            SecondStepProof::SmsCode { factor_id, .. } | SecondStepProof::Push { factor_id, .. } => {
+                changes.push(Change::new(
+                    "UPDATE second_factors SET last_used_at = $2 WHERE id = $1 AND active = 1",
+                    vec![Arg::Text(factor_id), Arg::Int(now)],
+                ));
+            }
             // The key's new state and signature counter.
             SecondStepProof::SecurityKey {
                 factor_id,
                 secret,
                 counter,
-            } => Some(
-                sqlx::query(
-                    "UPDATE second_factors SET last_used_at = $2, secret = $3, counter = $4 WHERE id = $1 AND active = 1",
-                )
-                .bind(factor_id.as_str())
-                .bind(now)
-                .bind(secret.as_str())
-                .bind(*counter),
-            ),
-            SecondStepProof::TotpStep { .. } | SecondStepProof::BackupCode { .. } => None,
-        };
-        if let Some(update) = used
-            && update.execute(&mut *tx).await.map_err(backend)?.rows_affected() != 1
-        {
-            return Ok(false);
+            } => changes.push(Change::new(
+                "UPDATE second_factors SET last_used_at = $2, secret = $3, counter = $4 WHERE id = $1 AND active = 1",
+                vec![
+                    Arg::Text(factor_id),
+                    Arg::Int(now),
+                    Arg::Text(secret),
+                    Arg::Int(*counter),
+                ],
+            )),
+            SecondStepProof::TotpStep { .. } | SecondStepProof::BackupCode { .. } => {}
         }
-        let promoted = sqlx::query(
+        changes.push(Change::new(
             "UPDATE sessions SET stage = 'signed_in', token_hash = $2, last_seen_at = $3
              WHERE id = $1 AND stage = 'second_factor'",
-        )
-        .bind(session_id)
-        .bind(token_hash)
-        .bind(now)
-        .execute(&mut *tx)
-        .await
-        .map_err(backend)?;
-        if promoted.rows_affected() != 1 {
+            vec![Arg::Text(session_id), Arg::Text(token_hash), Arg::Int(now)],
+        ));
+        changes.push(event_change(event));
+        let mut tx = self.begin_write().await.map_err(backend)?;
+        if !each_changes_one(&mut tx, self.engine, &changes).await? {
             return Ok(false);
         }
-        insert_event(&mut tx, event).await?;
         tx.commit().await.map_err(backend)?;
         Ok(true)
     }
@@ -824,6 +918,50 @@ impl IdentityStore for SqlStore {
         .await
         .map_err(backend)?;
         rows.iter().map(factor_from).collect()
+    }
+
+    async fn throttle_and_factors(
+        &self,
+        key: &str,
+        account_id: &str,
+    ) -> Result<(Option<ThrottleRecord>, Vec<SecondFactor>), StoreError> {
+        // One row when there are no factors (its factor columns NULL), else
+        // one per factor; the throttle's columns repeat on each.
+        let rows = sqlx::query(
+            "SELECT t.failures, t.last_failure, t.locked_until, t.version,
+                    f.id, f.account_id, f.kind, f.name, f.secret, f.active, f.created_at, f.expires_at,
+                    f.last_used_at, f.counter
+             FROM (SELECT 1 AS one) AS o
+             LEFT JOIN throttles t ON t.key = $1
+             LEFT JOIN second_factors f ON f.account_id = $2
+             ORDER BY f.created_at, f.id",
+        )
+        .bind(key)
+        .bind(account_id)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(backend)?;
+        let Some(first) = rows.first() else {
+            return Err(corrupt("throttle and factors"));
+        };
+        let throttle = match first.try_get::<Option<i64>, _>("version").map_err(backend)? {
+            None => None,
+            Some(version) => Some(ThrottleRecord {
+                state: ThrottleState {
+                    failures: u32::try_from(first.try_get::<i64, _>("failures").map_err(backend)?).unwrap_or(u32::MAX),
+                    last_failure: first.try_get("last_failure").map_err(backend)?,
+                    locked_until: first.try_get("locked_until").map_err(backend)?,
+                },
+                version,
+            }),
+        };
+        let mut factors = Vec::with_capacity(rows.len());
+        for row in &rows {
+            if row.try_get::<Option<String>, _>("id").map_err(backend)?.is_some() {
+                factors.push(factor_from(row)?);
+            }
+        }
+        Ok((throttle, factors))
     }
 
     async fn activate_second_factor(
@@ -1808,5 +1946,22 @@ impl IdentityStore for SqlStore {
             }
         };
         rows.map_err(backend)?.iter().map(event_from).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::renumber_placeholders;
+
+    #[test]
+    fn placeholders_follow_on_from_the_statements_before() {
+        let sql = "UPDATE t SET a = $2, b = $10 WHERE id = $1 AND c < $2";
+        assert_eq!(renumber_placeholders(sql, 0), sql);
+        assert_eq!(
+            renumber_placeholders(sql, 3),
+            "UPDATE t SET a = $5, b = $13 WHERE id = $4 AND c < $5"
+        );
+        // A dollar sign that is not a placeholder stays as it is.
+        assert_eq!(renumber_placeholders("SELECT '$' || $1, $", 7), "SELECT '$' || $8, $");
     }
 }

@@ -40,6 +40,9 @@ pub struct Target {
     /// The modification time the client gave for the file it writes
     /// (`X-OC-Mtime`).
     pub mtime: Option<Millis>,
+    /// Whether any lock on the drive was live when the request began;
+    /// when none was, its lock checks need not read the locks.
+    pub locked: bool,
 }
 
 /// Answers one WebDAV request.
@@ -127,10 +130,11 @@ where
         principal,
         prefix,
         mtime,
+        locked,
     } = target;
     let handler = DavHandler::builder()
         .filesystem(Box::new(DriveFs::new(tree.clone(), mtime)))
-        .locksystem(Box::new(DriveLocks::new(tree, prefix.clone())))
+        .locksystem(Box::new(DriveLocks::new(tree, prefix.clone(), locked)))
         .strip_prefix(prefix)
         .principal(principal)
         .autoindex(false)

@@ -51,11 +51,16 @@ fn declare_prefixes(element: &mut Element) {
 }
 
 impl DriveLocks {
-    pub fn new(tree: DriveTree, prefix: String) -> Self {
+    /// The lock system of one request. `locked`: whether any lock on the
+    /// drive was live when the request began; when none was, the locks are
+    /// known to be none until this request changes them. (A lock taken by
+    /// someone else meanwhile is the same race as one taken just after
+    /// the check.)
+    pub fn new(tree: DriveTree, prefix: String, locked: bool) -> Self {
         Self {
             tree,
             prefix,
-            known: Arc::default(),
+            known: Arc::new(Mutex::new((!locked).then(Vec::new))),
         }
     }
 

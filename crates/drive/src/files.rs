@@ -140,12 +140,22 @@ fn root(drive_id: u64) -> Node {
 impl Drives {
     /// The tree of drive `drive_id`, once the account's access is checked.
     pub async fn tree(&self, account: &Account, drive_id: u64) -> Result<DriveTree, FileError> {
-        let (drive, access) = self.access(account, drive_id).await?.ok_or(FileError::NoDrive)?;
-        Ok(DriveTree {
+        Ok(self.tree_and_locks(account, drive_id).await?.0)
+    }
+
+    /// As [`tree`](Self::tree), and whether any lock on the drive was live
+    /// when it was opened: true for one request, not for a tree kept longer.
+    pub async fn tree_and_locks(&self, account: &Account, drive_id: u64) -> Result<(DriveTree, bool), FileError> {
+        let (drive, access, locked) = self
+            .access_and_locks(account, drive_id)
+            .await?
+            .ok_or(FileError::NoDrive)?;
+        let tree = DriveTree {
             drives: self.clone(),
             drive,
             access,
-        })
+        };
+        Ok((tree, locked))
     }
 
     /// What is at `path`.

@@ -72,8 +72,14 @@ pub trait DriveStore: Send + Sync {
     async fn insert_drive(&self, drive: &Drive) -> Result<bool, StoreError>;
     async fn drive(&self, id: u64) -> Result<Option<Drive>, StoreError>;
     /// The drive and the account's standing in it, when the account is a
-    /// member of its organization.
-    async fn drive_of_member(&self, id: u64, account_id: &str) -> Result<Option<(Drive, Standing)>, StoreError>;
+    /// member of its organization, and whether any lock on the drive is
+    /// live at `now`.
+    async fn drive_of_member(
+        &self,
+        id: u64,
+        account_id: &str,
+        now: Millis,
+    ) -> Result<Option<(Drive, Standing, bool)>, StoreError>;
     /// The drives of the organizations the account belongs to, by
     /// organization and name, with the account's standing in each.
     async fn drives_for_account(&self, account_id: &str) -> Result<Vec<(Drive, Standing)>, StoreError>;
@@ -256,8 +262,18 @@ impl Drives {
     /// The drive `id` and what the account may do on it; `None` when it
     /// does not exist or is not theirs (the same answer, on purpose).
     pub async fn access(&self, account: &Account, id: u64) -> Result<Option<(Drive, Access)>, StoreError> {
-        // One query: this runs on every WebDAV request.
-        let found = self.store.drive_of_member(id, &account.id).await?;
-        Ok(found.and_then(|(d, standing)| access_of(&d, &standing).map(|a| (d, a))))
+        Ok(self.access_and_locks(account, id).await?.map(|(d, a, _)| (d, a)))
+    }
+
+    /// As [`access`](Self::access), and whether any lock on the drive is
+    /// live now. One query: this runs on every WebDAV request, and a
+    /// request on a drive nobody locked need not read its locks.
+    pub async fn access_and_locks(
+        &self,
+        account: &Account,
+        id: u64,
+    ) -> Result<Option<(Drive, Access, bool)>, StoreError> {
+        let found = self.store.drive_of_member(id, &account.id, self.identity.now()).await?;
+        Ok(found.and_then(|(d, standing, locked)| access_of(&d, &standing).map(|a| (d, a, locked))))
     }
 }

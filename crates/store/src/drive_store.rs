@@ -19,8 +19,8 @@ const COLUMNS: &str = "SELECT d.id, d.org_id, o.name AS org_name, d.name, d.quot
 
 /// [`COLUMNS`] with the member's role and own rule, for `m.account_id`.
 const MEMBER_COLUMNS: &str = "SELECT d.id, d.org_id, o.name AS org_name, d.name, d.quota_bytes, d.used_bytes,
-        d.created_at, d.member_access, m.role, r.access AS own_access
-     FROM drives d JOIN organizations o ON o.id = d.org_id
+        d.created_at, d.member_access, m.role, r.access AS own_access";
+const MEMBER_TABLES: &str = "FROM drives d JOIN organizations o ON o.id = d.org_id
      JOIN memberships m ON m.org_id = d.org_id
      LEFT JOIN drive_members r ON r.drive_id = d.id AND r.account_id = m.account_id";
 
@@ -383,19 +383,36 @@ impl DriveStore for SqlStore {
         row.as_ref().map(drive_from).transpose()
     }
 
-    async fn drive_of_member(&self, id: u64, account_id: &str) -> Result<Option<(Drive, Standing)>, StoreError> {
-        let sql = format!("{MEMBER_COLUMNS} WHERE d.id = $1 AND m.account_id = $2");
+    async fn drive_of_member(
+        &self,
+        id: u64,
+        account_id: &str,
+        now: Millis,
+    ) -> Result<Option<(Drive, Standing, bool)>, StoreError> {
+        let sql = format!(
+            "{MEMBER_COLUMNS},
+             CAST(CASE WHEN EXISTS (SELECT 1 FROM drive_locks l
+                                    WHERE l.drive_id = d.id AND (l.expires_at = 0 OR l.expires_at > $3))
+                  THEN 1 ELSE 0 END AS BIGINT) AS locked
+             {MEMBER_TABLES} WHERE d.id = $1 AND m.account_id = $2"
+        );
         let row = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(signed(id)?)
             .bind(account_id)
+            .bind(now)
             .fetch_optional(&self.pool)
             .await
             .map_err(backend)?;
-        row.as_ref().map(member_drive_from).transpose()
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        let (drive, standing) = member_drive_from(&row)?;
+        let locked = row.try_get::<i64, _>("locked").map_err(backend)? != 0;
+        Ok(Some((drive, standing, locked)))
     }
 
     async fn drives_for_account(&self, account_id: &str) -> Result<Vec<(Drive, Standing)>, StoreError> {
-        let sql = format!("{MEMBER_COLUMNS} WHERE m.account_id = $1 ORDER BY o.name, d.name, d.id");
+        let sql = format!("{MEMBER_COLUMNS} {MEMBER_TABLES} WHERE m.account_id = $1 ORDER BY o.name, d.name, d.id");
         let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(account_id)
             .fetch_all(&self.pool)

@@ -336,3 +336,31 @@ async fn files_committed_together_keep_their_own_outcomes() {
         assert!(kept == [0u8; 1000] || kept == [1u8; 1000]);
     }
 }
+
+#[tokio::test]
+async fn opening_a_drive_tells_whether_anything_on_it_is_locked() {
+    for engine in [Engine::Sqlite, Engine::Postgres] {
+        let Some(url) = store::testing::database_url(engine).await else {
+            continue;
+        };
+        let (drives, ana, id, _) = one_drive(&url, None).await;
+        let (tree, locked) = drives.tree_and_locks(&ana, id).await.unwrap();
+        assert!(!locked, "{engine:?}: a new drive has no locks");
+        let lock = drive::Lock {
+            token: "urn:uuid:8c5b1d0e-0000-4000-8000-000000000001".to_owned(),
+            path: "/Reports".to_owned(),
+            principal: "ana@example.org".to_owned(),
+            owner_xml: String::new(),
+            expires_at: 0,
+            timeout_secs: 60,
+            shared: false,
+            deep: true,
+        };
+        tree.lock(lock.clone()).await.unwrap().unwrap();
+        let (_, locked) = drives.tree_and_locks(&ana, id).await.unwrap();
+        assert!(locked, "{engine:?}: a live lock is seen when the drive is opened");
+        assert!(tree.unlock(&lock.path, &lock.token).await.unwrap());
+        let (_, locked) = drives.tree_and_locks(&ana, id).await.unwrap();
+        assert!(!locked, "{engine:?}: an unlocked drive reads as such");
+    }
+}

@@ -187,8 +187,8 @@ pub async fn dispatch(State(state): State<AppState>, request: Request, next: Nex
             return (StatusCode::SERVICE_UNAVAILABLE, "try again later").into_response();
         }
     };
-    let tree = match state.drives().tree(&account, target.drive_id).await {
-        Ok(tree) => tree,
+    let (tree, locked) = match state.drives().tree_and_locks(&account, target.drive_id).await {
+        Ok(found) => found,
         // Another organization's drive looks like no drive at all.
         Err(FileError::NoDrive) => return (StatusCode::NOT_FOUND, "no such drive").into_response(),
         Err(e) => {
@@ -228,6 +228,7 @@ pub async fn dispatch(State(state): State<AppState>, request: Request, next: Nex
         principal: account.email.to_string(),
         prefix: target.prefix,
         mtime,
+        locked,
     };
     let response = dav::serve(target, request).await;
     let (mut parts, body) = response.into_parts();

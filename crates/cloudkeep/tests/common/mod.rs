@@ -24,6 +24,8 @@ pub struct Server {
     pub stdout: Arc<Mutex<Vec<String>>>,
     pub stderr: Arc<Mutex<Vec<String>>>,
     env: Vec<(String, String)>,
+    /// Dropped after the process is killed (`Drop` runs before fields).
+    cleanup: Arc<RemoveOnDrop>,
 }
 
 /// Where a test's server keeps its data, reusable across restarts.
@@ -31,6 +33,19 @@ pub struct Server {
 pub struct Storage {
     pub data: PathBuf,
     pub database_url: Option<String>,
+    cleanup: Arc<RemoveOnDrop>,
+}
+
+/// Removes a test's data folder once nothing uses it, unless the test
+/// failed: then it stays for a look.
+struct RemoveOnDrop(PathBuf);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
 }
 
 impl Storage {
@@ -41,7 +56,12 @@ impl Storage {
             Engine::Sqlite => None,
             Engine::Postgres => Some(store::testing::database_url(Engine::Postgres).await?),
         };
-        Some(Storage { data, database_url })
+        let cleanup = Arc::new(RemoveOnDrop(data.clone()));
+        Some(Storage {
+            data,
+            database_url,
+            cleanup,
+        })
     }
 
     fn args(&self) -> Vec<String> {
@@ -181,6 +201,7 @@ impl Server {
             stdout,
             stderr,
             env: env.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect(),
+            cleanup: storage.cleanup.clone(),
         }
     }
 
@@ -188,6 +209,7 @@ impl Server {
         Storage {
             data: self.data.clone(),
             database_url: self.database_url.clone(),
+            cleanup: self.cleanup.clone(),
         }
     }
 

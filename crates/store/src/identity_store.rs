@@ -76,6 +76,19 @@ fn session_from(row: &AnyRow) -> Result<Session, StoreError> {
     })
 }
 
+/// A throttle record from a row with its columns.
+fn throttle_from(row: &AnyRow) -> Result<ThrottleRecord, StoreError> {
+    let failures: i64 = row.try_get("failures").map_err(backend)?;
+    Ok(ThrottleRecord {
+        state: ThrottleState {
+            failures: u32::try_from(failures).unwrap_or(u32::MAX),
+            last_failure: row.try_get("last_failure").map_err(backend)?,
+            locked_until: row.try_get("locked_until").map_err(backend)?,
+        },
+        version: row.try_get("version").map_err(backend)?,
+    })
+}
+
 fn factor_from(row: &AnyRow) -> Result<SecondFactor, StoreError> {
     let kind: String = row.try_get("kind").map_err(backend)?;
     Ok(SecondFactor {
@@ -699,16 +712,7 @@ impl IdentityStore for SqlStore {
         let mut found = Vec::with_capacity(rows.len());
         for row in &rows {
             let key: String = row.try_get("key").map_err(backend)?;
-            let failures: i64 = row.try_get("failures").map_err(backend)?;
-            let record = ThrottleRecord {
-                state: ThrottleState {
-                    failures: u32::try_from(failures).unwrap_or(u32::MAX),
-                    last_failure: row.try_get("last_failure").map_err(backend)?,
-                    locked_until: row.try_get("locked_until").map_err(backend)?,
-                },
-                version: row.try_get("version").map_err(backend)?,
-            };
-            found.push((key, record));
+            found.push((key, throttle_from(row)?));
         }
         Ok(keys
             .iter()
@@ -945,15 +949,8 @@ impl IdentityStore for SqlStore {
             return Err(corrupt("throttle and factors"));
         };
         let throttle = match first.try_get::<Option<i64>, _>("version").map_err(backend)? {
+            Some(_) => Some(throttle_from(first)?),
             None => None,
-            Some(version) => Some(ThrottleRecord {
-                state: ThrottleState {
-                    failures: u32::try_from(first.try_get::<i64, _>("failures").map_err(backend)?).unwrap_or(u32::MAX),
-                    last_failure: first.try_get("last_failure").map_err(backend)?,
-                    locked_until: first.try_get("locked_until").map_err(backend)?,
-                },
-                version,
-            }),
         };
         let mut factors = Vec::with_capacity(rows.len());
         for row in &rows {

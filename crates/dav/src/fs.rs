@@ -52,6 +52,34 @@ impl DriveFs {
         }
     }
 
+    /// Tells this request what is at `path` (as [`drive_path`](crate::drive_path)
+    /// gives it), read when the drive was opened.
+    pub fn seed(&self, path: &str, located: drive::Located) {
+        let Ok(names) = drive::split_path(path) else {
+            return;
+        };
+        // The form `relative` gives dav-server's paths: `/a/b`, "" for the top.
+        let key: String = names.iter().flat_map(|n| ["/", n]).collect();
+        self.learn(key, located);
+    }
+
+    /// Remembers what a walk to `path` found.
+    fn learn(&self, path: String, located: drive::Located) {
+        if let (Some(parent), Some((folder, _))) = (located.parent, path.rsplit_once('/')) {
+            self.remember(folder.to_owned(), parent);
+        }
+        match located.node {
+            Some(node) => self.remember(path, node),
+            None => {
+                let mut absent = self.absent.lock().unwrap_or_else(|e| e.into_inner());
+                if absent.len() >= CACHE_LIMIT {
+                    absent.clear();
+                }
+                absent.insert(path);
+            }
+        }
+    }
+
     fn remember(&self, path: String, node: Node) {
         let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
         if seen.len() >= CACHE_LIMIT {
@@ -70,24 +98,15 @@ impl DriveFs {
         if let Some(node) = self.seen.lock().unwrap_or_else(|e| e.into_inner()).get(&path) {
             return Ok(node.clone());
         }
+        // Every change this request makes forgets what it knew, so a path
+        // found free is still free.
+        if self.absent.lock().unwrap_or_else(|e| e.into_inner()).contains(&path) {
+            return Err(FsError::NotFound);
+        }
         let located = self.tree.locate(&path).await.map_err(fs_error)?;
-        if let (Some(parent), Some((folder, _))) = (located.parent, path.rsplit_once('/')) {
-            self.remember(folder.to_owned(), parent);
-        }
-        match located.node {
-            Some(node) => {
-                self.remember(path, node.clone());
-                Ok(node)
-            }
-            None => {
-                let mut absent = self.absent.lock().unwrap_or_else(|e| e.into_inner());
-                if absent.len() >= CACHE_LIMIT {
-                    absent.clear();
-                }
-                absent.insert(path);
-                Err(FsError::NotFound)
-            }
-        }
+        let node = located.node.clone();
+        self.learn(path, located);
+        node.ok_or(FsError::NotFound)
     }
 
     /// Starts writing `rel`, from what this request already read about it

@@ -43,6 +43,19 @@ pub struct Target {
     /// Whether any lock on the drive was live when the request began;
     /// when none was, its lock checks need not read the locks.
     pub locked: bool,
+    /// What was at the request's path ([`drive_path`]) when the drive was
+    /// opened, if that query read it: the request need not walk it again.
+    pub located: Option<drive::Located>,
+}
+
+/// The request's path inside the drive, decoded, without a trailing
+/// slash (`/a/b.txt`, "" for the top); `None` when it is not under
+/// `prefix` or not UTF-8.
+pub fn drive_path(uri: &http::Uri, prefix: &str) -> Option<String> {
+    let full = percent_encoding::percent_decode(uri.path().as_bytes())
+        .decode_utf8()
+        .ok()?;
+    Some(full.strip_prefix(prefix)?.trim_end_matches('/').to_owned())
 }
 
 /// Answers one WebDAV request.
@@ -65,7 +78,8 @@ where
                 return plain(status);
             }
         };
-        if let Some(response) = fast_propfind(&target.tree, &target.prefix, &parts, &bytes).await {
+        let located = target.located.clone();
+        if let Some(response) = fast_propfind(&target.tree, &target.prefix, located, &parts, &bytes).await {
             return response;
         }
         let request = http::Request::from_parts(parts, Full::new(bytes));
@@ -84,6 +98,7 @@ fn plain(status: http::StatusCode) -> http::Response<DavBody> {
 async fn fast_propfind(
     tree: &DriveTree,
     prefix: &str,
+    located: Option<drive::Located>,
     parts: &http::request::Parts,
     body: &[u8],
 ) -> Option<http::Response<DavBody>> {
@@ -93,13 +108,12 @@ async fn fast_propfind(
         _ => return None,
     };
     let wanted = propfind::wanted(body)?;
-    let path = dav_server::davpath::DavPath::from_uri(&parts.uri).ok()?;
-    let full = percent_encoding::percent_decode(path.as_bytes()).decode_utf8().ok()?;
-    let relative = full.strip_prefix(prefix)?.trim_end_matches('/').to_owned();
+    let relative = drive_path(&parts.uri, prefix)?;
     if relative.split('/').any(|n| n == "." || n == "..") {
         return None;
     }
-    match propfind::answer(tree.clone(), prefix.to_owned(), relative, depth_one, wanted).await {
+    let answer = propfind::answer(tree.clone(), prefix.to_owned(), relative, located, depth_one, wanted);
+    match answer.await {
         Ok(stream) => {
             let body = BodyExt::boxed_unsync(StreamBody::new(stream.map(|piece| piece.map(Frame::data))));
             let mut response = http::Response::new(body);
@@ -131,9 +145,14 @@ where
         prefix,
         mtime,
         locked,
+        located,
     } = target;
+    let fs = DriveFs::new(tree.clone(), mtime);
+    if let (Some(located), Some(path)) = (located, drive_path(request.uri(), &prefix)) {
+        fs.seed(&path, located);
+    }
     let handler = DavHandler::builder()
-        .filesystem(Box::new(DriveFs::new(tree.clone(), mtime)))
+        .filesystem(Box::new(fs))
         .locksystem(Box::new(DriveLocks::new(tree, prefix.clone(), locked)))
         .strip_prefix(prefix)
         .principal(principal)

@@ -278,10 +278,14 @@ pub async fn answer(
     tree: DriveTree,
     prefix: String,
     path: String,
+    located: Option<drive::Located>,
     depth_one: bool,
     wanted: Vec<Wanted>,
 ) -> Result<futures_util::stream::BoxStream<'static, Result<Bytes, std::io::Error>>, FileError> {
-    let node = tree.stat(&path).await?;
+    let node = match located {
+        Some(located) => located.node.ok_or(FileError::NotFound)?,
+        None => tree.stat(&path).await?,
+    };
     let prefixes = prefixes(&wanted);
     let tags = tags(&wanted, &prefixes);
     let declarations: String = prefixes

@@ -9,7 +9,7 @@
 use identity::{Account, Millis, StoreError};
 
 use crate::blob::{BlobError, BlobReader, BlobSink, BlobWritten};
-use crate::{Access, Drive, Drives};
+use crate::{Access, Drive, Drives, access_of};
 
 /// Files up to this size are kept in the database, written with their
 /// row in one transaction: for the many small files of a sync, that is
@@ -140,22 +140,39 @@ fn root(drive_id: u64) -> Node {
 impl Drives {
     /// The tree of drive `drive_id`, once the account's access is checked.
     pub async fn tree(&self, account: &Account, drive_id: u64) -> Result<DriveTree, FileError> {
-        Ok(self.tree_and_locks(account, drive_id).await?.0)
+        Ok(self.open(account, drive_id, "").await?.tree)
     }
 
-    /// As [`tree`](Self::tree), and whether any lock on the drive was live
-    /// when it was opened: true for one request, not for a tree kept longer.
-    pub async fn tree_and_locks(&self, account: &Account, drive_id: u64) -> Result<(DriveTree, bool), FileError> {
-        let (drive, access, locked) = self
-            .access_and_locks(account, drive_id)
+    /// The tree of drive `drive_id` for one request on `path`: the access
+    /// check, whether any lock is live and, when the store can, what is at
+    /// `path`, all in one query (this runs on every WebDAV request). A
+    /// path that is no valid path is not walked; what the request does
+    /// with it tells the error.
+    pub async fn open(&self, account: &Account, drive_id: u64, path: &str) -> Result<Opened, FileError> {
+        let names = split_path(path).ok();
+        let found = self
+            .store
+            .drive_of_member(
+                drive_id,
+                &account.id,
+                self.identity.now(),
+                names.as_deref().unwrap_or(&[]),
+            )
             .await?
             .ok_or(FileError::NoDrive)?;
-        let tree = DriveTree {
-            drives: self.clone(),
-            drive,
-            access,
-        };
-        Ok((tree, locked))
+        let access = access_of(&found.drive, &found.standing).ok_or(FileError::NoDrive)?;
+        let located = names
+            .zip(found.walked)
+            .map(|(names, walked)| located_from(drive_id, names.len(), walked));
+        Ok(Opened {
+            tree: DriveTree {
+                drives: self.clone(),
+                drive: found.drive,
+                access,
+            },
+            locked: found.locked,
+            located,
+        })
     }
 
     /// What is at `path`.
@@ -229,6 +246,39 @@ pub struct Located {
     /// top folder, or when the path's folders do not exist.
     pub parent: Option<Node>,
     pub node: Option<Node>,
+}
+
+/// What [`Drives::open`] found.
+#[derive(Clone)]
+pub struct Opened {
+    pub tree: DriveTree,
+    /// Whether any lock on the drive was live when it was opened: true for
+    /// one request, not for a tree kept longer.
+    pub locked: bool,
+    /// What was at the path asked for (as [`DriveTree::locate`] tells), when
+    /// the store could read it in the same query.
+    pub located: Option<Located>,
+}
+
+/// What a [`DriveStore::walk`] of `depth` names found, as [`Located`]; the
+/// top folder itself for no names.
+fn located_from(drive_id: u64, depth: usize, mut found: Vec<Node>) -> Located {
+    if depth == 0 {
+        return Located {
+            parent: None,
+            node: Some(root(drive_id)),
+        };
+    }
+    let node = if found.len() == depth { found.pop() } else { None };
+    let parent = if found.len() == depth - 1 {
+        found.pop().or_else(|| Some(root(drive_id)))
+    } else {
+        None
+    };
+    Located {
+        parent: parent.filter(|p| p.is_dir),
+        node,
+    }
 }
 
 /// One drive's folders and files, for an account whose access was
@@ -318,17 +368,8 @@ impl DriveTree {
             });
         }
         // One walk finds the folder and the name in it.
-        let mut found = self.drives.store.walk(self.drive.id, &names).await?;
-        let node = if found.len() == names.len() { found.pop() } else { None };
-        let parent = if found.len() == names.len() - 1 {
-            found.pop().or_else(|| Some(root(self.drive.id)))
-        } else {
-            None
-        };
-        Ok(Located {
-            parent: parent.filter(|p| p.is_dir),
-            node,
-        })
+        let found = self.drives.store.walk(self.drive.id, &names).await?;
+        Ok(located_from(self.drive.id, names.len(), found))
     }
 
     /// Up to `limit` children of `folder` whose names sort after `after`.

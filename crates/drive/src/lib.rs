@@ -16,7 +16,7 @@ mod sharing;
 
 pub use blob::{BlobError, BlobReader, BlobSink, BlobStore, BlobWritten};
 pub use files::{
-    DriveTree, FileError, FileWrite, INLINE_LIMIT, Located, Node, PutOutcome, is_inline, split_path, url_path,
+    DriveTree, FileError, FileWrite, INLINE_LIMIT, Located, Node, Opened, PutOutcome, is_inline, split_path, url_path,
 };
 pub use imports::{
     IMPORT_LEASE, IMPORT_TOPIC, Import, ImportError, ImportItem, ImportState, ImportStore, MAX_REPORTED_FAILURES,
@@ -66,20 +66,34 @@ impl Access {
     }
 }
 
+/// A drive as [`DriveStore::drive_of_member`] finds it.
+#[derive(Debug, Clone)]
+pub struct MemberDrive {
+    pub drive: Drive,
+    pub standing: Standing,
+    /// Whether any lock on the drive was live.
+    pub locked: bool,
+    /// The nodes along the names asked for, as [`DriveStore::walk`] finds
+    /// them; `None` when the store did not walk them in the same query.
+    pub walked: Option<Vec<Node>>,
+}
+
 #[async_trait]
 pub trait DriveStore: Send + Sync {
     /// Stores a new drive; `false` when its id is taken.
     async fn insert_drive(&self, drive: &Drive) -> Result<bool, StoreError>;
     async fn drive(&self, id: u64) -> Result<Option<Drive>, StoreError>;
     /// The drive and the account's standing in it, when the account is a
-    /// member of its organization, and whether any lock on the drive is
-    /// live at `now`.
+    /// member of its organization, whether any lock on the drive is live
+    /// at `now`, and the nodes along `names` when the store can walk them
+    /// in the same query.
     async fn drive_of_member(
         &self,
         id: u64,
         account_id: &str,
         now: Millis,
-    ) -> Result<Option<(Drive, Standing, bool)>, StoreError>;
+        names: &[&str],
+    ) -> Result<Option<MemberDrive>, StoreError>;
     /// The drives of the organizations the account belongs to, by
     /// organization and name, with the account's standing in each.
     async fn drives_for_account(&self, account_id: &str) -> Result<Vec<(Drive, Standing)>, StoreError>;
@@ -273,7 +287,10 @@ impl Drives {
         account: &Account,
         id: u64,
     ) -> Result<Option<(Drive, Access, bool)>, StoreError> {
-        let found = self.store.drive_of_member(id, &account.id, self.identity.now()).await?;
-        Ok(found.and_then(|(d, standing, locked)| access_of(&d, &standing).map(|a| (d, a, locked))))
+        let found = self
+            .store
+            .drive_of_member(id, &account.id, self.identity.now(), &[])
+            .await?;
+        Ok(found.and_then(|m| access_of(&m.drive, &m.standing).map(|a| (m.drive, a, m.locked))))
     }
 }

@@ -1,7 +1,7 @@
 //! [`drive::DriveStore`] over SQL.
 
 use async_trait::async_trait;
-use drive::{DeadProp, Drive, DriveStore, Grant, Lock, Node, PropChange, PutOutcome, Standing};
+use drive::{DeadProp, Drive, DriveStore, Grant, Lock, MemberDrive, Node, PropChange, PutOutcome, Standing};
 use identity::StoreError;
 use identity::{Millis, OrgEvent, Role};
 use sqlx::Row;
@@ -162,17 +162,25 @@ const WALK_DEPTH: usize = 8;
 /// each level's columns prefixed `l<i>_`, NULL from the first name that
 /// does not exist on.
 fn walk_sql(depth: usize) -> String {
+    let (columns, joins) = walk_parts(depth, "$2", 3);
+    format!("SELECT {columns} FROM drives d{joins} WHERE d.id = $1")
+}
+
+/// The columns and joins of a walk of `depth` names from the folder
+/// `parent` (an SQL expression), the names bound from `$<first_name>` on;
+/// the drive is `d` and its id `$1`.
+fn walk_parts(depth: usize, parent: &str, first_name: usize) -> (String, String) {
     let mut columns = Vec::new();
     let mut joins = String::new();
     for i in 1..=depth {
         let parent = if i == 1 {
-            "$2".to_owned()
+            parent.to_owned()
         } else {
             format!("n{}.id", i - 1)
         };
         joins.push_str(&format!(
             " LEFT JOIN drive_nodes n{i} ON n{i}.drive_id = $1 AND n{i}.parent_id = {parent} AND n{i}.name = ${}",
-            i + 2
+            first_name + i - 1
         ));
         for column in [
             "id",
@@ -193,7 +201,19 @@ fn walk_sql(depth: usize) -> String {
              AS l{i}_has_props"
         ));
     }
-    format!("SELECT {} FROM drives d{joins} WHERE d.id = $1", columns.join(", "))
+    (columns.join(", "), joins)
+}
+
+/// The nodes of a walk's row, down to the first name missing.
+fn walked_nodes(row: &AnyRow, drive_id: u64, depth: usize) -> Result<Vec<Node>, StoreError> {
+    let mut found = Vec::with_capacity(depth);
+    for i in 1..=depth {
+        match walked_node(row, drive_id, i)? {
+            Some(node) => found.push(node),
+            None => break,
+        }
+    }
+    Ok(found)
 }
 
 /// Level `i` of a [`walk_sql`] row, if that name exists.
@@ -388,27 +408,49 @@ impl DriveStore for SqlStore {
         id: u64,
         account_id: &str,
         now: Millis,
-    ) -> Result<Option<(Drive, Standing, bool)>, StoreError> {
+        names: &[&str],
+    ) -> Result<Option<MemberDrive>, StoreError> {
+        // The path is walked in the same query when it is short enough for
+        // one walk (the top folder's id is '').
+        let walks = names.len() <= WALK_DEPTH;
+        let (walk_columns, walk_joins) = if walks && !names.is_empty() {
+            let (columns, joins) = walk_parts(names.len(), "''", 4);
+            (format!(", {columns}"), joins)
+        } else {
+            (String::new(), String::new())
+        };
         let sql = format!(
             "{MEMBER_COLUMNS},
              CAST(CASE WHEN EXISTS (SELECT 1 FROM drive_locks l
                                     WHERE l.drive_id = d.id AND (l.expires_at = 0 OR l.expires_at > $3))
-                  THEN 1 ELSE 0 END AS BIGINT) AS locked
-             {MEMBER_TABLES} WHERE d.id = $1 AND m.account_id = $2"
+                  THEN 1 ELSE 0 END AS BIGINT) AS locked{walk_columns}
+             {MEMBER_TABLES}{walk_joins} WHERE d.id = $1 AND m.account_id = $2"
         );
-        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(signed(id)?)
             .bind(account_id)
-            .bind(now)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(backend)?;
-        let Some(row) = row else {
+            .bind(now);
+        if walks {
+            for name in names {
+                query = query.bind(*name);
+            }
+        }
+        let Some(row) = query.fetch_optional(&self.pool).await.map_err(backend)? else {
             return Ok(None);
         };
         let (drive, standing) = member_drive_from(&row)?;
         let locked = row.try_get::<i64, _>("locked").map_err(backend)? != 0;
-        Ok(Some((drive, standing, locked)))
+        let walked = if walks {
+            Some(walked_nodes(&row, id, names.len())?)
+        } else {
+            None
+        };
+        Ok(Some(MemberDrive {
+            drive,
+            standing,
+            locked,
+            walked,
+        }))
     }
 
     async fn drives_for_account(&self, account_id: &str) -> Result<Vec<(Drive, Standing)>, StoreError> {
@@ -485,11 +527,11 @@ impl DriveStore for SqlStore {
             let Some(row) = query.fetch_optional(&self.pool).await.map_err(backend)? else {
                 return Ok(found);
             };
-            for i in 1..=chunk.len() {
-                match walked_node(&row, drive_id, i)? {
-                    Some(node) => found.push(node),
-                    None => return Ok(found),
-                }
+            let level = walked_nodes(&row, drive_id, chunk.len())?;
+            let whole = level.len() == chunk.len();
+            found.extend(level);
+            if !whole {
+                return Ok(found);
             }
         }
         Ok(found)

@@ -344,7 +344,7 @@ async fn opening_a_drive_tells_whether_anything_on_it_is_locked() {
             continue;
         };
         let (drives, ana, id, _) = one_drive(&url, None).await;
-        let (tree, locked) = drives.tree_and_locks(&ana, id).await.unwrap();
+        let drive::Opened { tree, locked, .. } = drives.open(&ana, id, "").await.unwrap();
         assert!(!locked, "{engine:?}: a new drive has no locks");
         let lock = drive::Lock {
             token: "urn:uuid:8c5b1d0e-0000-4000-8000-000000000001".to_owned(),
@@ -357,10 +357,77 @@ async fn opening_a_drive_tells_whether_anything_on_it_is_locked() {
             deep: true,
         };
         tree.lock(lock.clone()).await.unwrap().unwrap();
-        let (_, locked) = drives.tree_and_locks(&ana, id).await.unwrap();
+        let locked = drives.open(&ana, id, "").await.unwrap().locked;
         assert!(locked, "{engine:?}: a live lock is seen when the drive is opened");
         assert!(tree.unlock(&lock.path, &lock.token).await.unwrap());
-        let (_, locked) = drives.tree_and_locks(&ana, id).await.unwrap();
+        let locked = drives.open(&ana, id, "").await.unwrap().locked;
         assert!(!locked, "{engine:?}: an unlocked drive reads as such");
+    }
+}
+
+#[tokio::test]
+async fn opening_a_drive_at_a_path_finds_what_a_walk_finds() {
+    for engine in [Engine::Sqlite, Engine::Postgres] {
+        let Some(url) = store::testing::database_url(engine).await else {
+            continue;
+        };
+        let (drives, ana, id, _) = one_drive(&url, None).await;
+        let tree = drives.tree(&ana, id).await.unwrap();
+        tree.make_folder("/Año 2026").await.unwrap();
+        let mut data: &[u8] = b"minutes";
+        drives
+            .put_file(&ana, id, "/Año 2026/notes.txt", &mut data, Some(7))
+            .await
+            .unwrap();
+        let deep: String = (0..10).map(|i| format!("/d{i}")).collect();
+        for i in 1..=10 {
+            let path: String = (0..i).map(|i| format!("/d{i}")).collect();
+            tree.make_folder(&path).await.unwrap();
+        }
+        for path in [
+            "",
+            "/",
+            "/Año 2026",
+            "/Año 2026/",
+            "/Año 2026/notes.txt",
+            "/Año 2026/missing.txt",
+            "/missing/notes.txt",
+            "/Año 2026/notes.txt/below",
+            "/d0/d1/d2/d3/d4/d5/d6/d7",
+        ] {
+            let opened = drives.open(&ana, id, path).await.unwrap();
+            let located = opened.located.expect("a short path is walked with the access check");
+            let walked = tree.locate(path).await.unwrap();
+            assert_eq!(located.node, walked.node, "{engine:?} {path}");
+            assert_eq!(located.parent, walked.parent, "{engine:?} {path}");
+        }
+        let opened = drives.open(&ana, id, "/Año 2026/notes.txt").await.unwrap();
+        assert_eq!(opened.located.unwrap().node.unwrap().size, 7, "{engine:?}");
+        let missing = drives.open(&ana, id, "/Año 2026/missing.txt").await.unwrap();
+        let missing = missing.located.unwrap();
+        assert!(missing.node.is_none(), "{engine:?}");
+        assert_eq!(missing.parent.unwrap().name, "Año 2026", "{engine:?}");
+        // Deeper than one walk, or not a valid path: the access check
+        // alone; the request walks (or refuses) the path itself.
+        let opened = drives.open(&ana, id, &deep).await.unwrap();
+        assert!(opened.located.is_none(), "{engine:?}");
+        let opened = drives.open(&ana, id, "/a/../b").await.unwrap();
+        assert!(opened.located.is_none(), "{engine:?}");
+        // Someone outside the drive's organization learns nothing.
+        let identity = Identity::new(
+            Arc::new(SqlStore::open(&url).await.unwrap()),
+            Arc::new(ManualClock::at(1_800_000_000_000)),
+            PasswordHasher::owasp_minimum(),
+            ServerKey::generate(),
+            IdentityConfig::default(),
+        );
+        let (outsider, _) = identity
+            .create_account("eve@example.org", "Eve", PASSWORD, None)
+            .await
+            .unwrap();
+        assert!(
+            matches!(drives.open(&outsider, id, "/Año 2026").await, Err(FileError::NoDrive)),
+            "{engine:?}"
+        );
     }
 }

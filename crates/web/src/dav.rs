@@ -187,8 +187,13 @@ pub async fn dispatch(State(state): State<AppState>, request: Request, next: Nex
             return (StatusCode::SERVICE_UNAVAILABLE, "try again later").into_response();
         }
     };
-    let (tree, locked) = match state.drives().tree_and_locks(&account, target.drive_id).await {
-        Ok(found) => found,
+    // The path is walked in the same query as the access check.
+    let path = dav::drive_path(&parts.uri, &target.prefix);
+    let opened = state
+        .drives()
+        .open(&account, target.drive_id, path.as_deref().unwrap_or_default());
+    let drive::Opened { tree, locked, located } = match opened.await {
+        Ok(opened) => opened,
         // Another organization's drive looks like no drive at all.
         Err(FileError::NoDrive) => return (StatusCode::NOT_FOUND, "no such drive").into_response(),
         Err(e) => {
@@ -229,6 +234,7 @@ pub async fn dispatch(State(state): State<AppState>, request: Request, next: Nex
         prefix: target.prefix,
         mtime,
         locked,
+        located: path.and(located),
     };
     let response = dav::serve(target, request).await;
     let (mut parts, body) = response.into_parts();

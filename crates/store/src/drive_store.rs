@@ -8,8 +8,9 @@ use sqlx::Row;
 use sqlx::any::AnyRow;
 
 use crate::SqlStore;
+use crate::changes::{Arg, Change, sqlite_counts};
 
-fn backend(e: sqlx::Error) -> StoreError {
+pub(crate) fn backend(e: sqlx::Error) -> StoreError {
     StoreError::Backend(e.to_string())
 }
 
@@ -298,10 +299,83 @@ async fn commit_batch(
 ) -> Result<Vec<PutOutcome>, StoreError> {
     let mut tx = crate::begin_write_on(writer, engine).await.map_err(backend)?;
     let mut outcomes = Vec::with_capacity(batch.len());
-    for file in batch {
-        outcomes.push(put_in(&mut tx, &file.node, file.replaced.as_ref(), file.inline.as_deref()).await?);
+    let mut rest = batch;
+    while let Some(file) = rest.first() {
+        if engine == crate::Engine::Sqlite && file.replaced.is_none() {
+            // New files, in order, in one round trip.
+            let run = rest.iter().take_while(|f| f.replaced.is_none()).count();
+            outcomes.extend(insert_new_files(&mut tx, &rest[..run]).await?);
+            rest = &rest[run..];
+        } else {
+            outcomes.push(put_in(&mut tx, &file.node, file.replaced.as_ref(), file.inline.as_deref()).await?);
+            rest = &rest[1..];
+        }
     }
     tx.commit().await.map_err(backend)?;
+    Ok(outcomes)
+}
+
+/// Statements that store one new file on SQLite, to run in a row: the
+/// node is inserted unless its name is taken, charged to the quota if it
+/// was inserted, taken out again if the quota refused it, and its small
+/// contents stored if it stayed. `changes()` is the count of the
+/// statement before.
+const NEW_FILE: [&str; 4] = [
+    "INSERT INTO drive_nodes (id, drive_id, parent_id, name, is_dir, size, blob_id, etag, created_at, modified_at,
+        checksums)
+     VALUES ($1, $2, $3, $4, 0, $5, $6, $7, $8, $9, $10) ON CONFLICT (drive_id, parent_id, name) DO NOTHING",
+    "UPDATE drives SET used_bytes = used_bytes + $2 WHERE id = $1 AND used_bytes + $2 <= quota_bytes AND changes() = 1",
+    "DELETE FROM drive_nodes WHERE id = $1 AND changes() = 0",
+    "INSERT INTO drive_inline (blob_id, data) SELECT $1, $2 WHERE EXISTS (SELECT 1 FROM drive_nodes WHERE id = $3)",
+];
+
+/// New files (nothing replaced) in `tx` on SQLite, each as [`put_in`]
+/// stores it, all in one round trip to the database's thread.
+async fn insert_new_files(tx: &mut sqlx::AnyConnection, files: &[FileCommit]) -> Result<Vec<PutOutcome>, StoreError> {
+    let mut changes = Vec::with_capacity(files.len() * NEW_FILE.len());
+    for file in files {
+        let n = &file.node;
+        let (drive, size) = (signed(n.drive_id)?, signed(n.size)?);
+        changes.push(Change::new(
+            NEW_FILE[0],
+            vec![
+                Arg::Text(&n.id),
+                Arg::Int(drive),
+                Arg::Text(&n.parent_id),
+                Arg::Text(&n.name),
+                Arg::Int(size),
+                Arg::Text(&n.blob_id),
+                Arg::Text(&n.etag),
+                Arg::Int(n.created_at),
+                Arg::Int(n.modified_at),
+                Arg::Text(&n.checksums),
+            ],
+        ));
+        changes.push(Change::new(NEW_FILE[1], vec![Arg::Int(drive), Arg::Int(size)]));
+        changes.push(Change::new(NEW_FILE[2], vec![Arg::Text(&n.id)]));
+        if let Some(data) = &file.inline {
+            changes.push(Change::new(
+                NEW_FILE[3],
+                vec![Arg::Text(&n.blob_id), Arg::Bytes(data), Arg::Text(&n.id)],
+            ));
+        }
+    }
+    let counts = sqlite_counts(tx, &changes).await?;
+    let mut counts = counts.into_iter();
+    let mut outcomes = Vec::with_capacity(files.len());
+    for file in files {
+        let inserted = counts.next() == Some(1);
+        let charged = counts.next() == Some(1);
+        counts.next();
+        if file.inline.is_some() {
+            counts.next();
+        }
+        outcomes.push(match (inserted, charged) {
+            (false, _) => PutOutcome::Conflict,
+            (true, false) => PutOutcome::InsufficientStorage,
+            (true, true) => PutOutcome::Stored { replaced_blob: None },
+        });
+    }
     Ok(outcomes)
 }
 

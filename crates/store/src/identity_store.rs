@@ -15,6 +15,7 @@ use sqlx::Row;
 use sqlx::any::AnyRow;
 
 use crate::SqlStore;
+use crate::changes::{Arg, Change, each_changes_one};
 
 type Tx = sqlx::Transaction<'static, sqlx::Any>;
 
@@ -247,97 +248,6 @@ fn event_change(e: &SecurityEvent) -> Change<'_> {
             Arg::Text(&e.detail),
         ],
     )
-}
-
-/// A value for one of a [`Change`]'s placeholders.
-enum Arg<'a> {
-    Text(&'a str),
-    Int(i64),
-}
-
-/// A statement with its arguments for `$1`, `$2`, ... in order.
-struct Change<'a> {
-    sql: &'static str,
-    args: Vec<Arg<'a>>,
-}
-
-impl<'a> Change<'a> {
-    fn new(sql: &'static str, args: Vec<Arg<'a>>) -> Self {
-        Self { sql, args }
-    }
-}
-
-/// Runs `changes` in order in `tx`; `true` if each changed exactly one row.
-/// On `false` the caller drops `tx`, which undoes what did change.
-///
-/// On SQLite they reach the database in one round trip: one string of
-/// statements whose placeholders are renumbered to follow on (SQLite binds
-/// `$n` to the n-th argument in every statement of a string), and each
-/// statement's count comes back separately. Every round trip to sqlx's
-/// SQLite thread costs more CPU than these statements themselves.
-/// PostgreSQL prepares one statement at a time, so there they go one by
-/// one, stopping at the first that fails.
-async fn each_changes_one<'a>(tx: &mut Tx, engine: crate::Engine, changes: &[Change<'a>]) -> Result<bool, StoreError> {
-    use futures_util::TryStreamExt;
-    use sqlx::Executor;
-
-    type Query<'q> = sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments>;
-    fn bind<'q>(query: Query<'q>, arg: &Arg<'q>) -> Query<'q> {
-        match *arg {
-            Arg::Text(v) => query.bind(v),
-            Arg::Int(v) => query.bind(v),
-        }
-    }
-
-    if engine == crate::Engine::Postgres {
-        for change in changes {
-            let query = change.args.iter().fold(sqlx::query(change.sql), bind);
-            if query.execute(&mut **tx).await.map_err(backend)?.rows_affected() != 1 {
-                return Ok(false);
-            }
-        }
-        return Ok(true);
-    }
-    let mut sql = String::new();
-    let mut offset = 0;
-    for change in changes {
-        sql.push_str(&renumber_placeholders(change.sql, offset));
-        sql.push_str(";\n");
-        offset += change.args.len();
-    }
-    let query = changes
-        .iter()
-        .flat_map(|c| &c.args)
-        .fold(sqlx::query(sqlx::AssertSqlSafe(sql)), bind);
-    let mut steps = (&mut **tx).fetch_many(query);
-    let mut counts = Vec::with_capacity(changes.len());
-    while let Some(step) = steps.try_next().await.map_err(backend)? {
-        if let sqlx::Either::Left(done) = step {
-            counts.push(done.rows_affected());
-        }
-    }
-    Ok(counts.len() == changes.len() && counts.iter().all(|&n| n == 1))
-}
-
-/// `sql` with each `$n` placeholder raised by `offset`.
-fn renumber_placeholders(sql: &str, offset: usize) -> String {
-    if offset == 0 {
-        return sql.to_owned();
-    }
-    let mut out = String::with_capacity(sql.len() + 8);
-    let mut rest = sql;
-    while let Some(at) = rest.find('$') {
-        out.push_str(&rest[..=at]);
-        rest = &rest[at + 1..];
-        let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
-        match rest[..digits].parse::<usize>() {
-            Ok(n) => out.push_str(&(n + offset).to_string()),
-            Err(_) => out.push_str(&rest[..digits]),
-        }
-        rest = &rest[digits..];
-    }
-    out.push_str(rest);
-    out
 }
 
 const ACCOUNT_COLUMNS: &str =
@@ -1943,22 +1853,5 @@ impl IdentityStore for SqlStore {
             }
         };
         rows.map_err(backend)?.iter().map(event_from).collect()
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::renumber_placeholders;
-
-    #[test]
-    fn placeholders_follow_on_from_the_statements_before() {
-        let sql = "UPDATE t SET a = $2, b = $10 WHERE id = $1 AND c < $2";
-        assert_eq!(renumber_placeholders(sql, 0), sql);
-        assert_eq!(
-            renumber_placeholders(sql, 3),
-            "UPDATE t SET a = $5, b = $13 WHERE id = $4 AND c < $5"
-        );
-        // A dollar sign that is not a placeholder stays as it is.
-        assert_eq!(renumber_placeholders("SELECT '$' || $1, $", 7), "SELECT '$' || $8, $");
     }
 }

@@ -9,6 +9,7 @@
 #![forbid(unsafe_code)]
 
 mod blobs;
+mod changes;
 mod data_dir;
 mod drive_store;
 mod identity_store;

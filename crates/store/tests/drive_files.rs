@@ -334,6 +334,40 @@ async fn files_committed_together_keep_their_own_outcomes() {
         let mut kept = Vec::new();
         reader.read_to_end(&mut kept).await.unwrap();
         assert!(kept == [0u8; 1000] || kept == [1u8; 1000]);
+        // Small files (kept in the database) past the quota: 27 of 30 fit
+        // in the 27,576 bytes left, and only theirs are kept.
+        let mut writes = Vec::new();
+        for i in 0..30u8 {
+            let mut write = tree
+                .begin_write(&format!("/small{i:02}.txt"), None, false)
+                .await
+                .unwrap();
+            write.write(&[i; 1000]).await.unwrap();
+            writes.push(write);
+        }
+        let commits: Vec<_> = writes
+            .into_iter()
+            .map(|write| tokio::spawn(write.commit(None, None, None)))
+            .collect();
+        let mut stored = 0;
+        for commit in commits {
+            match commit.await.unwrap() {
+                Ok(_) => stored += 1,
+                Err(FileError::InsufficientStorage) => {}
+                Err(e) => panic!("{engine:?}: {e}"),
+            }
+        }
+        assert_eq!(stored, 27, "{engine:?}");
+        let (used, _) = tree.usage().await.unwrap();
+        assert_eq!(used, 1000 + 17 * 60_000 + 27 * 1000, "{engine:?}");
+        assert_eq!(drives.list(&ana, id, "/").await.unwrap().len(), 18 + 27, "{engine:?}");
+        let pool = sqlx::AnyPool::connect(&url).await.unwrap();
+        let inline: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM drive_inline")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        assert_eq!(inline, 1 + 27, "{engine:?}: only the stored small files keep contents");
+        pool.close().await;
     }
 }
 

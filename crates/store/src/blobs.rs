@@ -95,23 +95,74 @@ async fn sync_dir(dir: &Path) -> Result<(), BlobError> {
         .map_err(io)
 }
 
+/// Bytes gathered before each write to the file: one hand-off to a
+/// blocking thread per MiB, whatever pieces the client's body arrives in.
+const WRITE_CHUNK: usize = 1024 * 1024;
+
+/// Bytes written after which the blob's pages start going to disk in the
+/// background. The system would otherwise keep a large upload in memory
+/// until `finish` syncs it, and the client would wait for all of it then;
+/// this way the disk works while the upload goes on, and `finish` waits
+/// for the last pieces only.
+const FLUSH_EVERY: u64 = 32 * 1024 * 1024;
+
 /// A blob being written to `tmp/<id>`; removed if dropped unfinished.
 struct LocalSink {
     id: String,
     tmp: PathBuf,
     target: PathBuf,
     file: Option<tokio::fs::File>,
+    /// A second handle on the file, for the background flushes.
+    flush_handle: std::sync::Arc<std::fs::File>,
+    /// Received bytes not yet handed to the file.
+    pending: Vec<u8>,
+    /// Bytes handed to the file since the last background flush began.
+    unflushed: u64,
+    flushing: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
     hash: Sha1,
     size: u64,
+}
+
+impl LocalSink {
+    /// Hands the pending bytes to the file, and starts a background flush
+    /// when enough were written since the last one (and it is done).
+    async fn write_pending(&mut self) -> Result<(), BlobError> {
+        let file = self.file.as_mut().ok_or(BlobError::Io("the blob is finished".into()))?;
+        file.write_all(&self.pending).await.map_err(io)?;
+        self.unflushed += self.pending.len() as u64;
+        self.pending.clear();
+        if self.unflushed >= FLUSH_EVERY && self.flushing.as_ref().is_none_or(|f| f.is_finished()) {
+            self.flushed().await?;
+            self.unflushed = 0;
+            let handle = self.flush_handle.clone();
+            self.flushing = Some(tokio::task::spawn_blocking(move || handle.sync_data()));
+        }
+        Ok(())
+    }
+
+    /// Waits for the background flush, if one runs; its error is the
+    /// blob's.
+    async fn flushed(&mut self) -> Result<(), BlobError> {
+        match self.flushing.take() {
+            Some(flush) => flush.await.map_err(|e| BlobError::Io(e.to_string()))?.map_err(io),
+            None => Ok(()),
+        }
+    }
 }
 
 #[async_trait]
 impl BlobSink for LocalSink {
     async fn write(&mut self, data: &[u8]) -> Result<(), BlobError> {
-        let file = self.file.as_mut().ok_or(BlobError::Io("the blob is finished".into()))?;
+        if self.file.is_none() {
+            return Err(BlobError::Io("the blob is finished".into()));
+        }
         self.hash.update(data);
         self.size += data.len() as u64;
-        file.write_all(data).await.map_err(io)
+        self.pending.extend_from_slice(data);
+        if self.pending.len() >= WRITE_CHUNK {
+            self.write_pending().await?;
+        }
+        Ok(())
     }
 
     fn written(&self) -> u64 {
@@ -119,6 +170,8 @@ impl BlobSink for LocalSink {
     }
 
     async fn finish(mut self: Box<Self>) -> Result<BlobWritten, BlobError> {
+        self.write_pending().await?;
+        self.flushed().await?;
         let mut file = self.file.take().ok_or(BlobError::Io("the blob is finished".into()))?;
         file.flush().await.map_err(io)?;
         file.sync_all().await.map_err(io)?;
@@ -151,12 +204,24 @@ impl BlobStore for LocalBlobs {
         let id = uuid::Uuid::new_v4().simple().to_string();
         tokio::fs::create_dir_all(&self.tmp).await.map_err(io)?;
         let tmp = self.tmp.join(&id);
-        let file = tokio::fs::File::create(&tmp).await.map_err(io)?;
+        let path = tmp.clone();
+        let (file, flush_handle) = tokio::task::spawn_blocking(move || {
+            let file = std::fs::File::create(path)?;
+            let handle = file.try_clone()?;
+            Ok::<_, std::io::Error>((tokio::fs::File::from_std(file), std::sync::Arc::new(handle)))
+        })
+        .await
+        .map_err(|e| BlobError::Io(e.to_string()))?
+        .map_err(io)?;
         Ok(Box::new(LocalSink {
             target: self.path_of(&id)?,
             id,
             tmp,
             file: Some(file),
+            flush_handle,
+            pending: Vec::new(),
+            unflushed: 0,
+            flushing: None,
             hash: Sha1::new(),
             size: 0,
         }))
@@ -231,5 +296,35 @@ mod tests {
         assert!(matches!(blobs.read(&written.id).await, Err(BlobError::NotFound)));
         blobs.delete(&written.id).await.unwrap();
         assert!(matches!(blobs.read("../../etc/passwd").await, Err(BlobError::NotFound)));
+    }
+
+    #[tokio::test]
+    async fn large_blobs_arrive_whole_through_the_background_flushes() {
+        // Past two background flushes, in pieces that never line up with
+        // the write chunks.
+        let size = 2 * FLUSH_EVERY as usize + 3 * WRITE_CHUNK / 2 + 123;
+        let data: Vec<u8> = (0..size).map(|i| (i * 7 % 251) as u8).collect();
+        let root = crate::testing::temp_dir("blobs");
+        let blobs = LocalBlobs::new(&root);
+        let mut sink = blobs.create().await.unwrap();
+        for piece in data.chunks(100_003) {
+            sink.write(piece).await.unwrap();
+        }
+        assert_eq!(sink.written(), size as u64);
+        let written = sink.finish().await.unwrap();
+        assert_eq!(written.size, size as u64);
+        assert_eq!(written.sha1, hex::encode(Sha1::digest(&data)));
+        let mut back = Vec::new();
+        use tokio::io::AsyncReadExt;
+        blobs
+            .read(&written.id)
+            .await
+            .unwrap()
+            .read_to_end(&mut back)
+            .await
+            .unwrap();
+        assert!(back == data, "the stored blob differs from what was written");
+        assert_eq!(std::fs::read_dir(&blobs.tmp).unwrap().count(), 0);
+        let _ = std::fs::remove_dir_all(&root);
     }
 }

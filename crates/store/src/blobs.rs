@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use async_trait::async_trait;
 use drive::{BlobError, BlobReader, BlobSink, BlobStore, BlobWritten};
 use sha1::{Digest, Sha1};
-use tokio::io::{AsyncSeekExt, AsyncWriteExt};
+use tokio::io::AsyncSeekExt;
 
 pub struct LocalBlobs {
     root: PathBuf,
@@ -106,12 +106,28 @@ const WRITE_CHUNK: usize = 1024 * 1024;
 /// for the last pieces only.
 const FLUSH_EVERY: u64 = 32 * 1024 * 1024;
 
+/// The file and the running hash of a blob, owned by the thread that
+/// writes its next piece.
+struct Writing {
+    file: std::fs::File,
+    hash: Sha1,
+    /// The last piece's buffer, for the next one.
+    spare: Vec<u8>,
+}
+
 /// A blob being written to `tmp/<id>`; removed if dropped unfinished.
+///
+/// Received bytes gather in `pending`; each full piece is hashed and
+/// written on a blocking thread while the next one arrives, so hashing
+/// and writing run beside receiving rather than after it.
 struct LocalSink {
     id: String,
     tmp: PathBuf,
     target: PathBuf,
-    file: Option<tokio::fs::File>,
+    /// The file and hash while no piece is being written.
+    idle: Option<Writing>,
+    /// The piece being written; it hands the file and hash back.
+    busy: Option<tokio::task::JoinHandle<std::io::Result<Writing>>>,
     /// A second handle on the file, for the background flushes.
     flush_handle: std::sync::Arc<std::fs::File>,
     /// Received bytes not yet handed to the file.
@@ -119,18 +135,39 @@ struct LocalSink {
     /// Bytes handed to the file since the last background flush began.
     unflushed: u64,
     flushing: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
-    hash: Sha1,
     size: u64,
 }
 
+fn join(e: tokio::task::JoinError) -> BlobError {
+    BlobError::Io(e.to_string())
+}
+
 impl LocalSink {
-    /// Hands the pending bytes to the file, and starts a background flush
-    /// when enough were written since the last one (and it is done).
+    /// The file and hash, once the piece being written (if any) is done;
+    /// that piece's error is the blob's.
+    async fn writer(&mut self) -> Result<Writing, BlobError> {
+        if let Some(busy) = self.busy.take() {
+            return busy.await.map_err(join)?.map_err(io);
+        }
+        self.idle.take().ok_or(BlobError::Io("the blob is finished".into()))
+    }
+
+    /// Hashes and writes the pending bytes on a blocking thread, and starts
+    /// a background flush when enough were written since the last one
+    /// (and it is done).
     async fn write_pending(&mut self) -> Result<(), BlobError> {
-        let file = self.file.as_mut().ok_or(BlobError::Io("the blob is finished".into()))?;
-        file.write_all(&self.pending).await.map_err(io)?;
-        self.unflushed += self.pending.len() as u64;
+        let mut writing = self.writer().await?;
+        let mut piece = std::mem::replace(&mut self.pending, std::mem::take(&mut writing.spare));
         self.pending.clear();
+        self.unflushed += piece.len() as u64;
+        self.busy = Some(tokio::task::spawn_blocking(move || {
+            use std::io::Write;
+            writing.hash.update(&piece);
+            writing.file.write_all(&piece)?;
+            piece.clear();
+            writing.spare = piece;
+            Ok(writing)
+        }));
         if self.unflushed >= FLUSH_EVERY && self.flushing.as_ref().is_none_or(|f| f.is_finished()) {
             self.flushed().await?;
             self.unflushed = 0;
@@ -144,7 +181,7 @@ impl LocalSink {
     /// blob's.
     async fn flushed(&mut self) -> Result<(), BlobError> {
         match self.flushing.take() {
-            Some(flush) => flush.await.map_err(|e| BlobError::Io(e.to_string()))?.map_err(io),
+            Some(flush) => flush.await.map_err(join)?.map_err(io),
             None => Ok(()),
         }
     }
@@ -153,10 +190,9 @@ impl LocalSink {
 #[async_trait]
 impl BlobSink for LocalSink {
     async fn write(&mut self, data: &[u8]) -> Result<(), BlobError> {
-        if self.file.is_none() {
+        if self.idle.is_none() && self.busy.is_none() {
             return Err(BlobError::Io("the blob is finished".into()));
         }
-        self.hash.update(data);
         self.size += data.len() as u64;
         self.pending.extend_from_slice(data);
         if self.pending.len() >= WRITE_CHUNK {
@@ -170,22 +206,27 @@ impl BlobSink for LocalSink {
     }
 
     async fn finish(mut self: Box<Self>) -> Result<BlobWritten, BlobError> {
-        self.write_pending().await?;
+        if !self.pending.is_empty() {
+            self.write_pending().await?;
+        }
+        let writing = self.writer().await?;
         self.flushed().await?;
-        let mut file = self.file.take().ok_or(BlobError::Io("the blob is finished".into()))?;
-        file.flush().await.map_err(io)?;
-        file.sync_all().await.map_err(io)?;
-        drop(file);
+        let digest = tokio::task::spawn_blocking(move || {
+            writing.file.sync_all()?;
+            Ok::<_, std::io::Error>(writing.hash.finalize())
+        })
+        .await
+        .map_err(join)?
+        .map_err(io)?;
         let dir = self.target.parent().expect("a blob path has a folder").to_owned();
         tokio::fs::create_dir_all(&dir).await.map_err(io)?;
         tokio::fs::rename(&self.tmp, &self.target).await.map_err(io)?;
         sync_dir(&dir).await?;
-        let sha1 = hex::encode(std::mem::take(&mut self.hash).finalize());
         self.tmp = PathBuf::new();
         Ok(BlobWritten {
             id: std::mem::take(&mut self.id),
             size: self.size,
-            sha1,
+            sha1: hex::encode(digest),
         })
     }
 }
@@ -208,21 +249,25 @@ impl BlobStore for LocalBlobs {
         let (file, flush_handle) = tokio::task::spawn_blocking(move || {
             let file = std::fs::File::create(path)?;
             let handle = file.try_clone()?;
-            Ok::<_, std::io::Error>((tokio::fs::File::from_std(file), std::sync::Arc::new(handle)))
+            Ok::<_, std::io::Error>((file, std::sync::Arc::new(handle)))
         })
         .await
-        .map_err(|e| BlobError::Io(e.to_string()))?
+        .map_err(join)?
         .map_err(io)?;
         Ok(Box::new(LocalSink {
             target: self.path_of(&id)?,
             id,
             tmp,
-            file: Some(file),
+            idle: Some(Writing {
+                file,
+                hash: Sha1::new(),
+                spare: Vec::new(),
+            }),
+            busy: None,
             flush_handle,
             pending: Vec::new(),
             unflushed: 0,
             flushing: None,
-            hash: Sha1::new(),
             size: 0,
         }))
     }

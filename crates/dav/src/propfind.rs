@@ -302,24 +302,38 @@ pub async fn answer(
         return Ok(first.chain(tail).boxed());
     }
     // The folder's entries, a page at a time, as the client reads them.
-    let pages = futures_util::stream::unfold(Some(String::new()), move |after| {
-        let (tree, node, tags, base) = (tree.clone(), node.clone(), tags.clone(), base.clone());
-        async move {
-            let after = after?;
-            let page = match tree.children_after(&node, &after, PAGE).await {
-                Ok(page) => page,
-                Err(e) => return Some((Err(std::io::Error::other(e.to_string())), None)),
-            };
-            if page.is_empty() {
-                return Some((Ok(Bytes::from_static(b"</D:multistatus>\n")), None));
-            }
+    // The next page is read while this one is written out; a client that
+    // goes away stops the reading.
+    let (found, pages) = tokio::sync::mpsc::channel(1);
+    let (reader, folder) = (tree.clone(), node.clone());
+    tokio::spawn(async move {
+        let mut after = String::new();
+        loop {
+            let page = reader.children_after(&folder, &after, PAGE).await;
             // A short page is the last: no query to learn that.
-            let last = page.len() < PAGE as usize;
-            let next = if last {
-                None
-            } else {
-                page.last().map(|n| n.name.clone())
+            let next = match &page {
+                Ok(page) if page.len() == PAGE as usize => page.last().map(|n| n.name.clone()),
+                _ => None,
             };
+            if found.send(page).await.is_err() {
+                return;
+            }
+            match next {
+                Some(name) => after = name,
+                None => return,
+            }
+        }
+    });
+    let pages = futures_util::stream::unfold(Some(pages), move |pages| {
+        let (tree, tags, base) = (tree.clone(), tags.clone(), base.clone());
+        async move {
+            let mut pages: tokio::sync::mpsc::Receiver<Result<Vec<Node>, FileError>> = pages?;
+            let page = match pages.recv().await {
+                Some(Ok(page)) => page,
+                Some(Err(e)) => return Some((Err(std::io::Error::other(e.to_string())), None)),
+                None => return Some((Err(std::io::Error::other("the listing stopped")), None)),
+            };
+            let last = page.len() < PAGE as usize;
             let mut text = String::with_capacity(page.len() * 400);
             for child in &page {
                 let mut href = format!("{base}/{}", drive::url_path(&child.name));
@@ -333,7 +347,7 @@ pub async fn answer(
             if last {
                 text.push_str("</D:multistatus>\n");
             }
-            Some((Ok(Bytes::from(text)), next))
+            Some((Ok(Bytes::from(text)), (!last).then_some(pages)))
         }
     });
     Ok(first.chain(pages).boxed())

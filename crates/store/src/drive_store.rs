@@ -301,13 +301,16 @@ async fn commit_batch(
     let mut outcomes = Vec::with_capacity(batch.len());
     let mut rest = batch;
     while let Some(file) = rest.first() {
-        if engine == crate::Engine::Sqlite && file.replaced.is_none() {
+        if file.replaced.is_some() {
+            outcomes.push(put_in(&mut tx, &file.node, file.replaced.as_ref(), file.inline.as_deref()).await?);
+            rest = &rest[1..];
+        } else if engine == crate::Engine::Sqlite {
             // New files, in order, in one round trip.
             let run = rest.iter().take_while(|f| f.replaced.is_none()).count();
             outcomes.extend(insert_new_files(&mut tx, &rest[..run]).await?);
             rest = &rest[run..];
         } else {
-            outcomes.push(put_in(&mut tx, &file.node, file.replaced.as_ref(), file.inline.as_deref()).await?);
+            outcomes.push(insert_new_file(&mut tx, file).await?);
             rest = &rest[1..];
         }
     }
@@ -328,6 +331,69 @@ const NEW_FILE: [&str; 4] = [
     "DELETE FROM drive_nodes WHERE id = $1 AND changes() = 0",
     "INSERT INTO drive_inline (blob_id, data) SELECT $1, $2 WHERE EXISTS (SELECT 1 FROM drive_nodes WHERE id = $3)",
 ];
+
+/// One new file on PostgreSQL, in one statement: charged to the quota
+/// unless its name is taken, inserted if charged, its small contents
+/// stored if inserted. All parts see the database as it was when the
+/// statement began, so `taken` tells a name conflict from a full quota.
+const NEW_FILE_PG: &str = "WITH charged AS (
+        UPDATE drives SET used_bytes = used_bytes + $5
+        WHERE id = $2 AND used_bytes + $5 <= quota_bytes
+          AND NOT EXISTS (SELECT 1 FROM drive_nodes WHERE drive_id = $2 AND parent_id = $3 AND name = $4)
+        RETURNING id
+    ), stored AS (
+        INSERT INTO drive_nodes (id, drive_id, parent_id, name, is_dir, size, blob_id, etag, created_at,
+            modified_at, checksums)
+        SELECT $1, $2, $3, $4, 0, $5, $6, $7, $8, $9, $10 FROM charged
+        ON CONFLICT (drive_id, parent_id, name) DO NOTHING
+        RETURNING id
+    ), contents AS (
+        INSERT INTO drive_inline (blob_id, data) SELECT $6, $11 FROM stored WHERE $12
+    )
+    SELECT (SELECT COUNT(*) FROM charged) AS charged, (SELECT COUNT(*) FROM stored) AS stored,
+        (SELECT COUNT(*) FROM drive_nodes WHERE drive_id = $2 AND parent_id = $3 AND name = $4) AS taken";
+
+/// A new file (nothing replaced) in `tx` on PostgreSQL, as [`put_in`]
+/// stores it, in one round trip.
+async fn insert_new_file(tx: &mut sqlx::AnyConnection, file: &FileCommit) -> Result<PutOutcome, StoreError> {
+    let n = &file.node;
+    let size = signed(n.size)?;
+    let row = sqlx::query(NEW_FILE_PG)
+        .bind(n.id.as_str())
+        .bind(signed(n.drive_id)?)
+        .bind(n.parent_id.as_str())
+        .bind(n.name.as_str())
+        .bind(size)
+        .bind(n.blob_id.as_str())
+        .bind(n.etag.as_str())
+        .bind(n.created_at)
+        .bind(n.modified_at)
+        .bind(n.checksums.as_str())
+        .bind(file.inline.clone().unwrap_or_default())
+        .bind(file.inline.is_some())
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(backend)?;
+    let count = |name: &str| row.try_get::<i64, _>(name).map_err(backend);
+    if count("stored")? == 1 {
+        return Ok(PutOutcome::Stored { replaced_blob: None });
+    }
+    if count("charged")? == 1 {
+        // Another writer took the name after this statement began.
+        sqlx::query("UPDATE drives SET used_bytes = used_bytes - $2 WHERE id = $1")
+            .bind(signed(n.drive_id)?)
+            .bind(size)
+            .execute(&mut *tx)
+            .await
+            .map_err(backend)?;
+        return Ok(PutOutcome::Conflict);
+    }
+    Ok(if count("taken")? > 0 {
+        PutOutcome::Conflict
+    } else {
+        PutOutcome::InsufficientStorage
+    })
+}
 
 /// New files (nothing replaced) in `tx` on SQLite, each as [`put_in`]
 /// stores it, all in one round trip to the database's thread.

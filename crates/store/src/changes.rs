@@ -16,6 +16,7 @@ use sqlx::Executor;
 use crate::drive_store::backend;
 
 /// A value for one of a [`Change`]'s placeholders.
+#[derive(Clone, Copy)]
 pub(crate) enum Arg<'a> {
     Text(&'a str),
     Int(i64),
@@ -23,6 +24,7 @@ pub(crate) enum Arg<'a> {
 }
 
 /// A statement with its arguments for `$1`, `$2`, ... in order.
+#[derive(Clone)]
 pub(crate) struct Change<'a> {
     sql: &'static str,
     args: Vec<Arg<'a>>,
@@ -44,25 +46,79 @@ fn bind<'q>(query: Query<'q>, arg: &Arg<'q>) -> Query<'q> {
     }
 }
 
-/// Runs `changes` in order in `tx`; `true` if each changed exactly one row.
-/// On `false` the caller drops `tx`, which undoes what did change. On
-/// PostgreSQL it stops at the first that fails.
-pub(crate) async fn each_changes_one(
-    tx: &mut sqlx::AnyConnection,
+/// Runs `changes` as one write transaction in which each must change one
+/// row: `true` when they did and it committed, `false` when one did not
+/// (and nothing changed). On SQLite, `BEGIN IMMEDIATE` and the statements
+/// are one round trip, `COMMIT` (or `ROLLBACK`) a second.
+pub(crate) async fn write_each_changes_one(
+    writer: &sqlx::AnyPool,
     engine: crate::Engine,
     changes: &[Change<'_>],
 ) -> Result<bool, StoreError> {
     if engine == crate::Engine::Postgres {
+        // PostgreSQL prepares one statement at a time: one by one, stopping
+        // at the first that fails (dropping the transaction undoes the rest).
+        let mut tx = crate::begin_write_on(writer, engine).await.map_err(backend)?;
         for change in changes {
             let query = change.args.iter().fold(sqlx::query(change.sql), bind);
             if query.execute(&mut *tx).await.map_err(backend)?.rows_affected() != 1 {
                 return Ok(false);
             }
         }
+        tx.commit().await.map_err(backend)?;
         return Ok(true);
     }
-    let counts = sqlite_counts(tx, changes).await?;
-    Ok(counts.iter().all(|&n| n == 1))
+    let mut conn = writer.acquire().await.map_err(backend)?;
+    let begun = sqlite_counts(&mut conn, &with_begin(changes, false)).await;
+    let keep = match &begun {
+        Ok(counts) => counts[1..].iter().all(|&n| n == 1),
+        Err(_) => false,
+    };
+    let end = if keep { "COMMIT" } else { "ROLLBACK" };
+    if let Err(e) = sqlx::query(end).execute(&mut *conn).await {
+        // No transaction left open on a pooled connection, whatever
+        // state it is in.
+        conn.close_on_drop();
+        begun?;
+        return Err(backend(e));
+    }
+    begun?;
+    Ok(keep)
+}
+
+/// Runs `changes` as one SQLite write transaction, `BEGIN IMMEDIATE` to
+/// `COMMIT` in one round trip, whatever their counts; those counts.
+pub(crate) async fn sqlite_commit_counts(
+    writer: &sqlx::AnyPool,
+    changes: &[Change<'_>],
+) -> Result<Vec<u64>, StoreError> {
+    let mut conn = writer.acquire().await.map_err(backend)?;
+    match sqlite_counts(&mut conn, &with_begin(changes, true)).await {
+        Ok(mut counts) => {
+            counts.pop();
+            counts.remove(0);
+            Ok(counts)
+        }
+        Err(e) => {
+            // The string stopped at an error: undo what it began. An error
+            // here means no transaction is open (or the connection broke).
+            if sqlx::query("ROLLBACK").execute(&mut *conn).await.is_err() {
+                conn.close_on_drop();
+            }
+            Err(e)
+        }
+    }
+}
+
+/// `changes` after `BEGIN IMMEDIATE`, and before `COMMIT` if `commit`.
+fn with_begin<'a>(changes: &[Change<'a>], commit: bool) -> Vec<Change<'a>> {
+    let mut all = Vec::with_capacity(changes.len() + 2);
+    all.push(Change::new("BEGIN IMMEDIATE", Vec::new()));
+    all.extend(changes.iter().cloned());
+    if commit {
+        all.push(Change::new("COMMIT", Vec::new()));
+    }
+    all
 }
 
 /// Runs `changes` in order as one string of statements on a SQLite
@@ -122,7 +178,75 @@ fn renumber_placeholders(sql: &str, offset: usize) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::renumber_placeholders;
+    use super::*;
+
+    async fn one_writer() -> sqlx::AnyPool {
+        sqlx::any::install_default_drivers();
+        let dir = crate::testing::temp_dir("changes");
+        let url = format!("sqlite://{}?mode=rwc", dir.join("t.db").display());
+        let pool = sqlx::any::AnyPoolOptions::new()
+            .max_connections(1)
+            .connect(&url)
+            .await
+            .unwrap();
+        sqlx::query("CREATE TABLE t (id INTEGER PRIMARY KEY, n INTEGER NOT NULL)")
+            .execute(&pool)
+            .await
+            .unwrap();
+        sqlx::query("INSERT INTO t (id, n) VALUES (1, 0), (2, 0)")
+            .execute(&pool)
+            .await
+            .unwrap();
+        pool
+    }
+
+    async fn values(pool: &sqlx::AnyPool) -> Vec<i64> {
+        sqlx::query_scalar("SELECT n FROM t ORDER BY id")
+            .fetch_all(pool)
+            .await
+            .unwrap()
+    }
+
+    const SET: &str = "UPDATE t SET n = $2 WHERE id = $1";
+
+    #[tokio::test]
+    async fn a_transaction_in_one_round_trip_keeps_all_or_nothing() {
+        let pool = one_writer().await;
+        let engine = crate::Engine::Sqlite;
+        let both = [
+            Change::new(SET, vec![Arg::Int(1), Arg::Int(10)]),
+            Change::new(SET, vec![Arg::Int(2), Arg::Int(20)]),
+        ];
+        assert!(write_each_changes_one(&pool, engine, &both).await.unwrap());
+        assert_eq!(values(&pool).await, [10, 20]);
+
+        // The second changes no row: the first is undone.
+        let missing = [
+            Change::new(SET, vec![Arg::Int(1), Arg::Int(11)]),
+            Change::new(SET, vec![Arg::Int(3), Arg::Int(30)]),
+        ];
+        assert!(!write_each_changes_one(&pool, engine, &missing).await.unwrap());
+        assert_eq!(values(&pool).await, [10, 20]);
+
+        // An error stops the string: what it began is undone, and the
+        // connection takes the next transaction.
+        let failing = [
+            Change::new(SET, vec![Arg::Int(1), Arg::Int(12)]),
+            Change::new("INSERT INTO t (id, n) VALUES ($1, 0)", vec![Arg::Int(2)]),
+        ];
+        assert!(write_each_changes_one(&pool, engine, &failing).await.is_err());
+        assert_eq!(values(&pool).await, [10, 20]);
+        assert!(sqlite_commit_counts(&pool, &failing).await.is_err());
+        assert_eq!(values(&pool).await, [10, 20]);
+
+        // Whatever the counts, `sqlite_commit_counts` commits and tells them.
+        let counts = sqlite_commit_counts(&pool, &missing).await.unwrap();
+        assert_eq!(counts, [1, 0]);
+        assert_eq!(values(&pool).await, [11, 20]);
+        assert!(write_each_changes_one(&pool, engine, &both).await.unwrap());
+        assert_eq!(values(&pool).await, [10, 20]);
+        pool.close().await;
+    }
 
     #[test]
     fn placeholders_follow_on_from_the_statements_before() {

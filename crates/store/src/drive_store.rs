@@ -8,7 +8,7 @@ use sqlx::Row;
 use sqlx::any::AnyRow;
 
 use crate::SqlStore;
-use crate::changes::{Arg, Change, sqlite_counts};
+use crate::changes::{Arg, Change, sqlite_commit_counts, sqlite_counts};
 
 pub(crate) fn backend(e: sqlx::Error) -> StoreError {
     StoreError::Backend(e.to_string())
@@ -297,6 +297,12 @@ async fn commit_batch(
     engine: crate::Engine,
     batch: &[FileCommit],
 ) -> Result<Vec<PutOutcome>, StoreError> {
+    if engine == crate::Engine::Sqlite && batch.iter().all(|f| f.replaced.is_none()) {
+        // Only new files (the usual batch): the whole transaction in one
+        // round trip.
+        let counts = sqlite_commit_counts(writer, &new_file_changes(batch)?).await?;
+        return Ok(new_file_outcomes(batch, counts));
+    }
     let mut tx = crate::begin_write_on(writer, engine).await.map_err(backend)?;
     let mut outcomes = Vec::with_capacity(batch.len());
     let mut rest = batch;
@@ -398,6 +404,12 @@ async fn insert_new_file(tx: &mut sqlx::AnyConnection, file: &FileCommit) -> Res
 /// New files (nothing replaced) in `tx` on SQLite, each as [`put_in`]
 /// stores it, all in one round trip to the database's thread.
 async fn insert_new_files(tx: &mut sqlx::AnyConnection, files: &[FileCommit]) -> Result<Vec<PutOutcome>, StoreError> {
+    let counts = sqlite_counts(tx, &new_file_changes(files)?).await?;
+    Ok(new_file_outcomes(files, counts))
+}
+
+/// The [`NEW_FILE`] statements of `files`, in order.
+fn new_file_changes(files: &[FileCommit]) -> Result<Vec<Change<'_>>, StoreError> {
     let mut changes = Vec::with_capacity(files.len() * NEW_FILE.len());
     for file in files {
         let n = &file.node;
@@ -426,7 +438,11 @@ async fn insert_new_files(tx: &mut sqlx::AnyConnection, files: &[FileCommit]) ->
             ));
         }
     }
-    let counts = sqlite_counts(tx, &changes).await?;
+    Ok(changes)
+}
+
+/// Each file's outcome from the counts of its [`new_file_changes`].
+fn new_file_outcomes(files: &[FileCommit], counts: Vec<u64>) -> Vec<PutOutcome> {
     let mut counts = counts.into_iter();
     let mut outcomes = Vec::with_capacity(files.len());
     for file in files {
@@ -442,7 +458,7 @@ async fn insert_new_files(tx: &mut sqlx::AnyConnection, files: &[FileCommit]) ->
             (true, true) => PutOutcome::Stored { replaced_blob: None },
         });
     }
-    Ok(outcomes)
+    outcomes
 }
 
 /// One file of a batch, in the batch's transaction: charges the quota,

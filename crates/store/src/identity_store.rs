@@ -15,7 +15,7 @@ use sqlx::Row;
 use sqlx::any::AnyRow;
 
 use crate::SqlStore;
-use crate::changes::{Arg, Change, each_changes_one};
+use crate::changes::{Arg, Change, write_each_changes_one};
 
 type Tx = sqlx::Transaction<'static, sqlx::Any>;
 
@@ -768,12 +768,7 @@ impl IdentityStore for SqlStore {
             vec![Arg::Text(session_id), Arg::Text(token_hash), Arg::Int(now)],
         ));
         changes.push(event_change(event));
-        let mut tx = self.begin_write().await.map_err(backend)?;
-        if !each_changes_one(&mut tx, self.engine, &changes).await? {
-            return Ok(false);
-        }
-        tx.commit().await.map_err(backend)?;
-        Ok(true)
+        write_each_changes_one(&self.writer, self.engine, &changes).await
     }
 
     async fn count_factor_failure(&self, id: &str) -> Result<u32, StoreError> {

@@ -66,6 +66,21 @@ impl Drop for BenchServer {
 }
 
 /// CPU seconds (user + system) a process has used.
+/// CPU seconds used so far by every running process whose command name is
+/// `name` (`postgres`: the database server's backends and helpers).
+#[allow(dead_code)]
+pub fn cpu_seconds_of(name: &str) -> f64 {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return 0.0;
+    };
+    entries
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|comm| comm.trim_end() == name))
+        .map(cpu_seconds)
+        .sum()
+}
+
 pub fn cpu_seconds(pid: u32) -> f64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     let fields: Vec<&str> = stat.rsplit(')').next().unwrap_or("").split_whitespace().collect();

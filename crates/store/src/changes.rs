@@ -7,7 +7,8 @@
 //! comes back on its own. SQLite binds `$n` to the n-th argument of the
 //! whole string, so each statement's placeholders are renumbered to follow
 //! on from the statements before. PostgreSQL prepares one statement at a
-//! time, so there they go one by one.
+//! time; there, changes that must happen together become the parts of one
+//! statement ([`write_each_changes_one`]).
 
 use futures_util::TryStreamExt;
 use identity::StoreError;
@@ -48,25 +49,46 @@ fn bind<'q>(query: Query<'q>, arg: &Arg<'q>) -> Query<'q> {
 
 /// Runs `changes` as one write transaction in which each must change one
 /// row: `true` when they did and it committed, `false` when one did not
-/// (and nothing changed). On SQLite, `BEGIN IMMEDIATE` and the statements
-/// are one round trip, `COMMIT` (or `ROLLBACK`) a second.
+/// (and nothing changed). The changes must touch different rows and not
+/// depend on each other's effects.
+///
+/// On SQLite, `BEGIN IMMEDIATE` and the statements are one round trip,
+/// `COMMIT` (or `ROLLBACK`) a second. On PostgreSQL they are one
+/// statement: each change a `WITH` part that returns its rows, and a final
+/// `SELECT` that divides by zero unless each part returned exactly one; the
+/// error undoes the whole statement.
 pub(crate) async fn write_each_changes_one(
     writer: &sqlx::AnyPool,
     engine: crate::Engine,
     changes: &[Change<'_>],
 ) -> Result<bool, StoreError> {
     if engine == crate::Engine::Postgres {
-        // PostgreSQL prepares one statement at a time: one by one, stopping
-        // at the first that fails (dropping the transaction undoes the rest).
-        let mut tx = crate::begin_write_on(writer, engine).await.map_err(backend)?;
-        for change in changes {
-            let query = change.args.iter().fold(sqlx::query(change.sql), bind);
-            if query.execute(&mut *tx).await.map_err(backend)?.rows_affected() != 1 {
-                return Ok(false);
-            }
+        let mut parts = Vec::with_capacity(changes.len());
+        let mut checks = Vec::with_capacity(changes.len());
+        let mut offset = 0;
+        for (i, change) in changes.iter().enumerate() {
+            parts.push(format!(
+                "c{i} AS ({} RETURNING 1)",
+                renumber_placeholders(change.sql, offset)
+            ));
+            checks.push(format!("(SELECT COUNT(*) FROM c{i}) = 1"));
+            offset += change.args.len();
         }
-        tx.commit().await.map_err(backend)?;
-        return Ok(true);
+        let sql = format!(
+            "WITH {} SELECT 1 / (CASE WHEN {} THEN 1 ELSE 0 END) AS kept",
+            parts.join(", "),
+            checks.join(" AND ")
+        );
+        let query = changes
+            .iter()
+            .flat_map(|c| &c.args)
+            .fold(sqlx::query(sqlx::AssertSqlSafe(sql)), bind);
+        return match query.fetch_one(writer).await {
+            Ok(_) => Ok(true),
+            // division_by_zero: a change missed its row.
+            Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("22012") => Ok(false),
+            Err(e) => Err(backend(e)),
+        };
     }
     let mut conn = writer.acquire().await.map_err(backend)?;
     let begun = sqlite_counts(&mut conn, &with_begin(changes, false)).await;
@@ -180,13 +202,11 @@ fn renumber_placeholders(sql: &str, offset: usize) -> String {
 mod tests {
     use super::*;
 
-    async fn one_writer() -> sqlx::AnyPool {
+    async fn one_writer(url: &str) -> sqlx::AnyPool {
         sqlx::any::install_default_drivers();
-        let dir = crate::testing::temp_dir("changes");
-        let url = format!("sqlite://{}?mode=rwc", dir.join("t.db").display());
         let pool = sqlx::any::AnyPoolOptions::new()
             .max_connections(1)
-            .connect(&url)
+            .connect(url)
             .await
             .unwrap();
         sqlx::query("CREATE TABLE t (id INTEGER PRIMARY KEY, n INTEGER NOT NULL)")
@@ -210,8 +230,43 @@ mod tests {
     const SET: &str = "UPDATE t SET n = $2 WHERE id = $1";
 
     #[tokio::test]
-    async fn a_transaction_in_one_round_trip_keeps_all_or_nothing() {
-        let pool = one_writer().await;
+    async fn changes_that_must_each_change_one_row_happen_all_or_not_at_all() {
+        for engine in [crate::Engine::Sqlite, crate::Engine::Postgres] {
+            let Some(url) = crate::testing::database_url(engine).await else {
+                continue;
+            };
+            let pool = one_writer(&url).await;
+            let both = [
+                Change::new(SET, vec![Arg::Int(1), Arg::Int(10)]),
+                Change::new(SET, vec![Arg::Int(2), Arg::Int(20)]),
+            ];
+            assert!(write_each_changes_one(&pool, engine, &both).await.unwrap());
+            assert_eq!(values(&pool).await, [10, 20], "{engine:?}");
+            // The second changes no row: the first is undone.
+            let missing = [
+                Change::new(SET, vec![Arg::Int(1), Arg::Int(11)]),
+                Change::new(SET, vec![Arg::Int(3), Arg::Int(30)]),
+            ];
+            assert!(!write_each_changes_one(&pool, engine, &missing).await.unwrap());
+            assert_eq!(values(&pool).await, [10, 20], "{engine:?}");
+            // An error undoes what came before it, and the next change works.
+            let failing = [
+                Change::new(SET, vec![Arg::Int(1), Arg::Int(12)]),
+                Change::new("INSERT INTO t (id, n) VALUES ($1, 0)", vec![Arg::Int(2)]),
+            ];
+            assert!(write_each_changes_one(&pool, engine, &failing).await.is_err());
+            assert_eq!(values(&pool).await, [10, 20], "{engine:?}");
+            let one = [Change::new(SET, vec![Arg::Int(2), Arg::Int(21)])];
+            assert!(write_each_changes_one(&pool, engine, &one).await.unwrap());
+            assert_eq!(values(&pool).await, [10, 21], "{engine:?}");
+            pool.close().await;
+        }
+    }
+
+    #[tokio::test]
+    async fn a_sqlite_transaction_in_one_round_trip_keeps_all_or_nothing() {
+        let url = crate::testing::database_url(crate::Engine::Sqlite).await.unwrap();
+        let pool = one_writer(&url).await;
         let engine = crate::Engine::Sqlite;
         let both = [
             Change::new(SET, vec![Arg::Int(1), Arg::Int(10)]),

@@ -276,21 +276,10 @@ impl Drives {
     /// The drive `id` and what the account may do on it; `None` when it
     /// does not exist or is not theirs (the same answer, on purpose).
     pub async fn access(&self, account: &Account, id: u64) -> Result<Option<(Drive, Access)>, StoreError> {
-        Ok(self.access_and_locks(account, id).await?.map(|(d, a, _)| (d, a)))
-    }
-
-    /// As [`access`](Self::access), and whether any lock on the drive is
-    /// live now. One query: this runs on every WebDAV request, and a
-    /// request on a drive nobody locked need not read its locks.
-    pub async fn access_and_locks(
-        &self,
-        account: &Account,
-        id: u64,
-    ) -> Result<Option<(Drive, Access, bool)>, StoreError> {
         let found = self
             .store
             .drive_of_member(id, &account.id, self.identity.now(), &[])
             .await?;
-        Ok(found.and_then(|m| access_of(&m.drive, &m.standing).map(|a| (m.drive, a, m.locked))))
+        Ok(found.and_then(|m| access_of(&m.drive, &m.standing).map(|a| (m.drive, a))))
     }
 }

@@ -22,11 +22,35 @@ pub async fn database_url(engine: crate::Engine) -> Option<String> {
     }
 }
 
-/// A new empty folder under the system temp dir.
+/// A new empty folder under the system temp dir. Folders that earlier
+/// runs left there (over an hour old, as with PostgreSQL schemas) are
+/// removed the first time a process asks for one.
 pub fn temp_dir(label: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("cloudkeep-test-{label}-{}", uuid::Uuid::new_v4().simple()));
+    static SWEEP: std::sync::Once = std::sync::Once::new();
+    SWEEP.call_once(|| sweep_temp_dirs(&std::env::temp_dir(), std::time::Duration::from_secs(3600)));
+    let dir = std::env::temp_dir().join(format!("{TEMP_PREFIX}{label}-{}", uuid::Uuid::new_v4().simple()));
     std::fs::create_dir_all(&dir).expect("temp dir");
     dir
+}
+
+const TEMP_PREFIX: &str = "cloudkeep-test-";
+
+/// Removes the test folders in `root` not changed for `age`.
+fn sweep_temp_dirs(root: &std::path::Path, age: std::time::Duration) {
+    let Ok(entries) = std::fs::read_dir(root) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let stale = entry
+            .metadata()
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|modified| modified.elapsed().ok())
+            .is_some_and(|elapsed| elapsed > age);
+        if stale && entry.file_name().to_string_lossy().starts_with(TEMP_PREFIX) {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
 }
 
 async fn fresh_postgres_schema() -> Option<String> {
@@ -67,4 +91,29 @@ async fn fresh_postgres_schema() -> Option<String> {
         .expect("create test schema");
     let separator = if base.contains('?') { '&' } else { '?' };
     Some(format!("{base}{separator}options[search_path]={schema}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn test_folders_left_for_over_an_hour_are_swept() {
+        let root = temp_dir("sweep");
+        let old = root.join(format!("{TEMP_PREFIX}old"));
+        let recent = root.join(format!("{TEMP_PREFIX}recent"));
+        let other = root.join("someone-else");
+        for dir in [&old, &recent, &other] {
+            std::fs::create_dir_all(dir.join("inside")).unwrap();
+        }
+        let two_hours_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(7200);
+        for dir in [&old, &other] {
+            std::fs::File::open(dir).unwrap().set_modified(two_hours_ago).unwrap();
+        }
+        sweep_temp_dirs(&root, std::time::Duration::from_secs(3600));
+        assert!(!old.exists(), "an old test folder goes");
+        assert!(recent.exists(), "a test folder in use stays");
+        assert!(other.exists(), "what is not a test folder stays");
+        std::fs::remove_dir_all(root).unwrap();
+    }
 }

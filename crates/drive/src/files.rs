@@ -361,14 +361,12 @@ impl DriveTree {
     /// walking the path again, see [`DriveTree::begin_write_in`]).
     pub async fn locate(&self, path: &str) -> Result<Located, FileError> {
         let names = split_path(path)?;
-        if names.is_empty() {
-            return Ok(Located {
-                parent: None,
-                node: Some(root(self.drive.id)),
-            });
-        }
-        // One walk finds the folder and the name in it.
-        let found = self.drives.store.walk(self.drive.id, &names).await?;
+        // One walk finds the folder and the name in it (none for the top).
+        let found = if names.is_empty() {
+            Vec::new()
+        } else {
+            self.drives.store.walk(self.drive.id, &names).await?
+        };
         Ok(located_from(self.drive.id, names.len(), found))
     }
 

@@ -14,7 +14,7 @@ use futures_util::TryStreamExt;
 use identity::StoreError;
 use sqlx::Executor;
 
-use crate::drive_store::backend;
+use crate::backend;
 
 /// A value for one of a [`Change`]'s placeholders.
 #[derive(Clone, Copy)]

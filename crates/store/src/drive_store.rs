@@ -7,12 +7,8 @@ use identity::{Millis, OrgEvent, Role};
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
-use crate::SqlStore;
 use crate::changes::{Arg, Change, sqlite_commit_counts, sqlite_counts};
-
-pub(crate) fn backend(e: sqlx::Error) -> StoreError {
-    StoreError::Backend(e.to_string())
-}
+use crate::{SqlStore, backend};
 
 const COLUMNS: &str = "SELECT d.id, d.org_id, o.name AS org_name, d.name, d.quota_bytes, d.used_bytes, d.created_at,
         d.member_access

@@ -14,14 +14,10 @@ use identity::{
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
-use crate::SqlStore;
 use crate::changes::{Arg, Change, write_each_changes_one};
+use crate::{SqlStore, backend};
 
 type Tx = sqlx::Transaction<'static, sqlx::Any>;
-
-fn backend(e: sqlx::Error) -> StoreError {
-    StoreError::Backend(e.to_string())
-}
 
 fn corrupt(what: &str) -> StoreError {
     StoreError::Backend(format!("stored {what} is not valid"))

@@ -6,11 +6,7 @@ use identity::{Millis, StoreError};
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
-use crate::SqlStore;
-
-fn backend(e: sqlx::Error) -> StoreError {
-    StoreError::Backend(e.to_string())
-}
+use crate::{SqlStore, backend};
 
 fn signed(n: u64) -> Result<i64, StoreError> {
     i64::try_from(n).map_err(|_| StoreError::Backend("an import number is too large".into()))

@@ -26,6 +26,11 @@ use std::time::Duration;
 
 use identity::Signals;
 
+/// A database error, as the services see it.
+pub(crate) fn backend(e: sqlx::Error) -> identity::StoreError {
+    identity::StoreError::Backend(e.to_string())
+}
+
 async fn listen(url: &str, signals: &Signals) -> Result<(), sqlx::Error> {
     let mut listener = sqlx::postgres::PgListener::connect(url).await?;
     listener.listen(SIGNAL_CHANNEL).await?;

@@ -14,7 +14,7 @@ use crate::second_factor::Challenge;
 use crate::secrets::{ServerKey, random_token, token_hash};
 use crate::session::{RECENT_PASSWORD, Session, SessionPolicy, SessionStage, SessionToken};
 use crate::softlock::ThrottlePolicy;
-use crate::store::{EventPage, ExpiryCutoffs, IdentityStore, StoreError};
+use crate::store::{EventPage, ExpiryCutoffs, IdentityStore, StepContext, StoreError};
 use crate::sync_user_id::SyncUserId;
 
 #[derive(Debug, Clone)]
@@ -557,9 +557,33 @@ impl Identity {
     /// The live session and account behind a cookie token, refreshing its
     /// last-seen time now and then. Expired sessions are deleted.
     pub async fn session(&self, token: &str, client: &ClientInfo) -> Result<Option<(Session, Account)>, StoreError> {
-        let Some((mut session, account)) = self.store.session_by_token_hash(&token_hash(token)).await? else {
+        let Some((session, account)) = self.store.session_by_token_hash(&token_hash(token)).await? else {
             return Ok(None);
         };
+        Ok(self.live_session(session, client).await?.map(|s| (s, account)))
+    }
+
+    /// [`session`](Self::session) together with what the second sign-in
+    /// step of its account checks a code against, in one query: for the
+    /// request that brings the code.
+    pub async fn session_with_step_context(
+        &self,
+        token: &str,
+        client: &ClientInfo,
+    ) -> Result<Option<(Session, Account, StepContext)>, StoreError> {
+        let found = self
+            .store
+            .session_with_step_context(&token_hash(token), crate::two_factor::SECOND_STEP_THROTTLE)
+            .await?;
+        let Some((session, account, context)) = found else {
+            return Ok(None);
+        };
+        Ok(self.live_session(session, client).await?.map(|s| (s, account, context)))
+    }
+
+    /// `session` unless it has expired (then it is deleted), its last-seen
+    /// time refreshed now and then.
+    async fn live_session(&self, mut session: Session, client: &ClientInfo) -> Result<Option<Session>, StoreError> {
         let now = self.now();
         if !self.config.session.is_live(&session, now) {
             self.store.delete_session(&session.account_id, &session.id).await?;
@@ -570,7 +594,7 @@ impl Identity {
             session.ip = client.ip.to_string();
             self.store.touch_session(&session.id, now, &session.ip).await?;
         }
-        Ok(Some((session, account)))
+        Ok(Some(session))
     }
 
     pub async fn sign_out(&self, session: &Session, client: &ClientInfo) -> Result<(), StoreError> {

@@ -38,6 +38,15 @@ pub struct ThrottleRecord {
     pub version: i64,
 }
 
+/// What a second sign-in step reads before it checks a code: the
+/// account's second-factor throttle record and its methods.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StepContext {
+    pub throttle: Option<ThrottleRecord>,
+    /// Active and pending ones, oldest first.
+    pub factors: Vec<SecondFactor>,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EventPage {
     pub events: Vec<SecurityEvent>,
@@ -139,6 +148,15 @@ pub trait IdentityStore: Send + Sync {
     /// The session with this token hash and its account, in one query: it
     /// runs on every signed-in request.
     async fn session_by_token_hash(&self, hash: &str) -> Result<Option<(Session, Account)>, StoreError>;
+    /// [`session_by_token_hash`](Self::session_by_token_hash) together
+    /// with the [`StepContext`] of its account, its throttle record being
+    /// the one under `throttle_prefix` followed by the account id: one
+    /// query for the request that brings a second-step code.
+    async fn session_with_step_context(
+        &self,
+        hash: &str,
+        throttle_prefix: &str,
+    ) -> Result<Option<(Session, Account, StepContext)>, StoreError>;
     async fn touch_session(&self, id: &str, now: Millis, ip: &str) -> Result<(), StoreError>;
     async fn sessions_of(&self, account_id: &str) -> Result<Vec<Session>, StoreError>;
     /// Whether a session of that account with that id existed.
@@ -167,11 +185,7 @@ pub trait IdentityStore: Send + Sync {
     /// The throttle record under `key` and the account's factors (as
     /// [`second_factors`](Self::second_factors)), in one query: what every
     /// second sign-in step reads first.
-    async fn throttle_and_factors(
-        &self,
-        key: &str,
-        account_id: &str,
-    ) -> Result<(Option<ThrottleRecord>, Vec<SecondFactor>), StoreError>;
+    async fn step_context(&self, key: &str, account_id: &str) -> Result<StepContext, StoreError>;
     /// In one transaction: activates a pending, unexpired factor with its
     /// first accepted `counter`, and when `backup_codes` are given, makes
     /// them the account's backup codes. `false` if there was no such

@@ -18,9 +18,17 @@ use crate::secrets::{random_token, token_hash};
 use crate::service::{ClientInfo, Identity, IdentityError, SignedIn};
 use crate::session::{MAX_FACTOR_FAILURES, Session, SessionStage, SessionToken};
 use crate::softlock::ThrottlePolicy;
-use crate::store::{SecondStepProof, StoreError};
+use crate::store::{SecondStepProof, StepContext, StoreError};
 
 const TOTP_PURPOSE: &str = "totp-secret";
+
+/// Second-step failures are throttled per account under this prefix and
+/// the account id.
+pub(crate) const SECOND_STEP_THROTTLE: &str = "second-factor:";
+
+fn second_step_throttle_key(account_id: &str) -> String {
+    format!("{SECOND_STEP_THROTTLE}{account_id}")
+}
 
 /// What an authenticator app needs to be set up.
 #[derive(Debug, Clone)]
@@ -300,12 +308,35 @@ impl Identity {
         device_cookie: Option<&str>,
         client: &ClientInfo,
     ) -> Result<SignedIn, SecondStepError> {
+        let context = self
+            .store()
+            .step_context(&second_step_throttle_key(&account.id), &account.id)
+            .await?;
+        self.second_step_in(session, account, context, step, device_cookie, client)
+            .await
+    }
+
+    /// [`second_step`](Self::second_step) with its `context` already read
+    /// with the session, by
+    /// [`session_with_step_context`](Self::session_with_step_context).
+    pub async fn second_step_in(
+        &self,
+        session: &Session,
+        account: &Account,
+        context: StepContext,
+        step: SecondStep,
+        device_cookie: Option<&str>,
+        client: &ClientInfo,
+    ) -> Result<SignedIn, SecondStepError> {
         if session.stage != SessionStage::SecondFactor || session.account_id != account.id {
             return Err(SecondStepError::NotPending);
         }
-        let key = format!("second-factor:{}", account.id);
+        let key = second_step_throttle_key(&account.id);
         let policy = ThrottlePolicy::ACCOUNT;
-        let (record, factors) = self.store().throttle_and_factors(&key, &account.id).await?;
+        let StepContext {
+            throttle: record,
+            factors,
+        } = context;
         if let Err(retry_after) = policy.check(record.map(|r| r.state), self.now()) {
             return Err(SecondStepError::TooManyAttempts { retry_after });
         }

@@ -8,8 +8,8 @@ use identity::softlock::ThrottleState;
 use identity::{
     Account, ApprovalRequest, ApprovalStatus, EmailAddress, EventKind, ExpiryCutoffs, FactorKind, IdentityStore,
     Invitation, MailKind, MemberSummary, Membership, MembershipChange, Millis, NewAccount, NewOrganization, OrgEvent,
-    OrgPolicy, Organization, QueuedMail, Role, SecondFactor, SecurityEvent, Session, SessionStage, StoreError,
-    SyncUserId, ThrottleRecord,
+    OrgPolicy, Organization, QueuedMail, Role, SecondFactor, SecurityEvent, Session, SessionStage, StepContext,
+    StoreError, SyncUserId, ThrottleRecord,
 };
 use sqlx::Row;
 use sqlx::any::AnyRow;
@@ -87,19 +87,66 @@ fn throttle_from(row: &AnyRow) -> Result<ThrottleRecord, StoreError> {
 }
 
 fn factor_from(row: &AnyRow) -> Result<SecondFactor, StoreError> {
-    let kind: String = row.try_get("kind").map_err(backend)?;
+    factor_from_as(row, "")
+}
+
+/// A second factor from columns named with `prefix` (for joins).
+fn factor_from_as(row: &AnyRow, prefix: &str) -> Result<SecondFactor, StoreError> {
+    let column = |name: &str| format!("{prefix}{name}");
+    let kind: String = row.try_get(column("kind").as_str()).map_err(backend)?;
     Ok(SecondFactor {
-        id: row.try_get("id").map_err(backend)?,
-        account_id: row.try_get("account_id").map_err(backend)?,
+        id: row.try_get(column("id").as_str()).map_err(backend)?,
+        account_id: row.try_get(column("account_id").as_str()).map_err(backend)?,
         kind: FactorKind::parse(&kind).ok_or_else(|| corrupt("factor kind"))?,
-        name: row.try_get("name").map_err(backend)?,
-        secret: row.try_get("secret").map_err(backend)?,
-        active: row.try_get::<i64, _>("active").map_err(backend)? != 0,
-        created_at: row.try_get("created_at").map_err(backend)?,
-        expires_at: row.try_get("expires_at").map_err(backend)?,
-        last_used_at: row.try_get("last_used_at").map_err(backend)?,
-        counter: row.try_get("counter").map_err(backend)?,
+        name: row.try_get(column("name").as_str()).map_err(backend)?,
+        secret: row.try_get(column("secret").as_str()).map_err(backend)?,
+        active: row.try_get::<i64, _>(column("active").as_str()).map_err(backend)? != 0,
+        created_at: row.try_get(column("created_at").as_str()).map_err(backend)?,
+        expires_at: row.try_get(column("expires_at").as_str()).map_err(backend)?,
+        last_used_at: row.try_get(column("last_used_at").as_str()).map_err(backend)?,
+        counter: row.try_get(column("counter").as_str()).map_err(backend)?,
     })
+}
+
+/// The [`StepContext`] in rows that LEFT JOIN the throttle record and the
+/// factors (named with `f_`) onto one row: the throttle's columns repeat on
+/// each row, and a row without a factor has NULL factor columns.
+fn step_context_from(rows: &[AnyRow]) -> Result<StepContext, StoreError> {
+    let Some(first) = rows.first() else {
+        return Err(corrupt("throttle and factors"));
+    };
+    let throttle = match first.try_get::<Option<i64>, _>("version").map_err(backend)? {
+        Some(_) => Some(throttle_from(first)?),
+        None => None,
+    };
+    let mut factors = Vec::with_capacity(rows.len());
+    for row in rows {
+        if row.try_get::<Option<String>, _>("f_id").map_err(backend)?.is_some() {
+            factors.push(factor_from_as(row, "f_")?);
+        }
+    }
+    Ok(StepContext { throttle, factors })
+}
+
+/// The factor columns [`step_context_from`] reads, from `second_factors f`.
+macro_rules! step_factor_columns {
+    () => {
+        "f.id AS f_id, f.account_id AS f_account_id, f.kind AS f_kind, f.name AS f_name,
+     f.secret AS f_secret, f.active AS f_active, f.created_at AS f_created_at, f.expires_at AS f_expires_at,
+     f.last_used_at AS f_last_used_at, f.counter AS f_counter"
+    };
+}
+
+/// The columns [`session_from`] and `account_from_as(row, "a_")` read,
+/// from `sessions s JOIN accounts a`.
+macro_rules! session_account_columns {
+    () => {
+        "s.id, s.account_id, s.created_at, s.last_seen_at, s.remember, s.ip, s.user_agent,
+     s.stage, s.password_at, s.factor_failures,
+     a.id AS a_id, a.email AS a_email, a.name AS a_name, a.sync_user_id AS a_sync_user_id,
+     a.password_hash AS a_password_hash, a.created_at AS a_created_at,
+     a.password_changed_at AS a_password_changed_at, a.default_method AS a_default_method, a.lang AS a_lang"
+    };
 }
 
 fn mail_from(row: &AnyRow) -> Result<QueuedMail, StoreError> {
@@ -540,22 +587,53 @@ impl IdentityStore for SqlStore {
     }
 
     async fn session_by_token_hash(&self, hash: &str) -> Result<Option<(Session, Account)>, StoreError> {
-        let row = sqlx::query(
-            "SELECT s.id, s.account_id, s.created_at, s.last_seen_at, s.remember, s.ip, s.user_agent, s.stage,
-                    s.password_at, s.factor_failures,
-                    a.id AS a_id, a.email AS a_email, a.name AS a_name, a.sync_user_id AS a_sync_user_id,
-                    a.password_hash AS a_password_hash, a.created_at AS a_created_at,
-                    a.password_changed_at AS a_password_changed_at, a.default_method AS a_default_method,
-                    a.lang AS a_lang
-             FROM sessions s JOIN accounts a ON a.id = s.account_id WHERE s.token_hash = $1",
-        )
-        .bind(hash)
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(backend)?;
+        let sql = concat!(
+            "SELECT ",
+            session_account_columns!(),
+            " FROM sessions s JOIN accounts a ON a.id = s.account_id WHERE s.token_hash = $1"
+        );
+        let row = sqlx::query(sql)
+            .bind(hash)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(backend)?;
         row.as_ref()
             .map(|row| Ok((session_from(row)?, account_from_as(row, "a_")?)))
             .transpose()
+    }
+
+    async fn session_with_step_context(
+        &self,
+        hash: &str,
+        throttle_prefix: &str,
+    ) -> Result<Option<(Session, Account, StepContext)>, StoreError> {
+        // One row per factor, or one without any; the session's, account's
+        // and throttle's columns repeat on each.
+        let sql = concat!(
+            "SELECT ",
+            session_account_columns!(),
+            ", t.failures, t.last_failure, t.locked_until, t.version, ",
+            step_factor_columns!(),
+            " FROM sessions s JOIN accounts a ON a.id = s.account_id
+             LEFT JOIN throttles t ON t.key = $2 || s.account_id
+             LEFT JOIN second_factors f ON f.account_id = s.account_id
+             WHERE s.token_hash = $1
+             ORDER BY f.created_at, f.id"
+        );
+        let rows = sqlx::query(sql)
+            .bind(hash)
+            .bind(throttle_prefix)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(backend)?;
+        let Some(first) = rows.first() else {
+            return Ok(None);
+        };
+        Ok(Some((
+            session_from(first)?,
+            account_from_as(first, "a_")?,
+            step_context_from(&rows)?,
+        )))
     }
 
     async fn touch_session(&self, id: &str, now: Millis, ip: &str) -> Result<(), StoreError> {
@@ -825,41 +903,23 @@ impl IdentityStore for SqlStore {
         rows.iter().map(factor_from).collect()
     }
 
-    async fn throttle_and_factors(
-        &self,
-        key: &str,
-        account_id: &str,
-    ) -> Result<(Option<ThrottleRecord>, Vec<SecondFactor>), StoreError> {
-        // One row when there are no factors (its factor columns NULL), else
-        // one per factor; the throttle's columns repeat on each.
-        let rows = sqlx::query(
-            "SELECT t.failures, t.last_failure, t.locked_until, t.version,
-                    f.id, f.account_id, f.kind, f.name, f.secret, f.active, f.created_at, f.expires_at,
-                    f.last_used_at, f.counter
-             FROM (SELECT 1 AS one) AS o
+    async fn step_context(&self, key: &str, account_id: &str) -> Result<StepContext, StoreError> {
+        // One row when there are no factors, else one per factor.
+        let sql = concat!(
+            "SELECT t.failures, t.last_failure, t.locked_until, t.version, ",
+            step_factor_columns!(),
+            " FROM (SELECT 1 AS one) AS o
              LEFT JOIN throttles t ON t.key = $1
              LEFT JOIN second_factors f ON f.account_id = $2
-             ORDER BY f.created_at, f.id",
-        )
-        .bind(key)
-        .bind(account_id)
-        .fetch_all(&self.pool)
-        .await
-        .map_err(backend)?;
-        let Some(first) = rows.first() else {
-            return Err(corrupt("throttle and factors"));
-        };
-        let throttle = match first.try_get::<Option<i64>, _>("version").map_err(backend)? {
-            Some(_) => Some(throttle_from(first)?),
-            None => None,
-        };
-        let mut factors = Vec::with_capacity(rows.len());
-        for row in &rows {
-            if row.try_get::<Option<String>, _>("id").map_err(backend)?.is_some() {
-                factors.push(factor_from(row)?);
-            }
-        }
-        Ok((throttle, factors))
+             ORDER BY f.created_at, f.id"
+        );
+        let rows = sqlx::query(sql)
+            .bind(key)
+            .bind(account_id)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(backend)?;
+        step_context_from(&rows)
     }
 
     async fn activate_second_factor(

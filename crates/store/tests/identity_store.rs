@@ -4,7 +4,7 @@ use identity::credential::app_password::AppPassword;
 use identity::softlock::ThrottleState;
 use identity::{
     EmailAddress, EventKind, IdentityStore, NewAccount, NewOrganization, Role, SecurityEvent, Session, SessionStage,
-    StoreError, SyncUserId,
+    StepContext, StoreError, SyncUserId,
 };
 use identity::{FactorKind, SecondFactor, SecondStepProof};
 use store::{Engine, SqlStore};
@@ -471,6 +471,104 @@ async fn second_factors_and_backup_codes() {
             s.unused_backup_codes(&a.id).await.unwrap().is_empty(),
             "gone with the last method"
         );
+    }
+}
+
+/// The session under `hash` with its step context, read in one query and
+/// in two, which must agree. Accounts are compared by what identifies them:
+/// they do not compare or print (they hold the password hash).
+async fn both(
+    s: &SqlStore,
+    hash: &str,
+    prefix: &str,
+    account: &str,
+) -> Option<(Session, String, EmailAddress, StepContext)> {
+    let joint = s
+        .session_with_step_context(hash, prefix)
+        .await
+        .unwrap()
+        .map(|(session, found, context)| (session, found.id, found.email, context));
+    let apart = match s.session_by_token_hash(hash).await.unwrap() {
+        Some((session, found)) => Some((
+            session,
+            found.id,
+            found.email,
+            s.step_context(&format!("{prefix}{account}"), account).await.unwrap(),
+        )),
+        None => None,
+    };
+    assert_eq!(joint, apart, "{hash}");
+    joint
+}
+
+/// The request that brings a second-step code reads its session and the
+/// step's context in one query; it must find what the two reads find.
+#[tokio::test]
+async fn a_session_read_with_its_step_context_matches_the_two_reads() {
+    for s in stores().await {
+        let a = s
+            .create_account(&new_account("c@example.org"), None, &mut ids(&["CC00001"]))
+            .await
+            .unwrap();
+        let b = s
+            .create_account(&new_account("d@example.org"), None, &mut ids(&["CC00002"]))
+            .await
+            .unwrap();
+        s.insert_session(&pending_session("c1", &a.id), "hc1", None, None)
+            .await
+            .unwrap();
+        let prefix = "second-factor:";
+        let key = format!("{prefix}{}", a.id);
+        // No factor and no throttle record: one row of NULLs beside them.
+        let (session, account, _, context) = both(&s, "hc1", prefix, &a.id).await.unwrap();
+        assert_eq!((session.id.as_str(), account.as_str()), ("c1", a.id.as_str()));
+        assert_eq!(context.throttle, None);
+        assert!(context.factors.is_empty());
+
+        // Factors (one pending), another account's factor and throttle
+        // record, and this account's record.
+        let factor = |id: &str, account: &str, created_at, active| SecondFactor {
+            id: id.into(),
+            account_id: account.into(),
+            kind: FactorKind::Totp,
+            name: format!("Phone {id}"),
+            secret: format!("sealed {id}"),
+            active,
+            created_at,
+            expires_at: if active { 0 } else { 500 },
+            last_used_at: 3,
+            counter: 4,
+        };
+        for f in [
+            factor("later", &a.id, 20, true),
+            factor("first", &a.id, 10, true),
+            factor("waiting", &a.id, 30, false),
+            factor("theirs", &b.id, 5, true),
+        ] {
+            s.insert_second_factor(&f).await.unwrap();
+        }
+        let failed = ThrottleState {
+            failures: 2,
+            last_failure: 9,
+            locked_until: 0,
+        };
+        assert!(s.swap_throttle(&key, None, failed).await.unwrap());
+        assert!(
+            s.swap_throttle(&format!("{prefix}{}", b.id), None, ThrottleState::default())
+                .await
+                .unwrap()
+        );
+        let (_, _, _, context) = both(&s, "hc1", prefix, &a.id).await.unwrap();
+        assert_eq!(context.throttle.map(|t| t.state), Some(failed));
+        let found: Vec<_> = context.factors.iter().map(|f| f.id.as_str()).collect();
+        assert_eq!(
+            found,
+            ["first", "later", "waiting"],
+            "oldest first, this account's only"
+        );
+        assert_eq!(context.factors[0], factor("first", &a.id, 10, true));
+
+        assert_eq!(both(&s, "unknown", prefix, &a.id).await, None);
     }
 }
 

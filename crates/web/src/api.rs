@@ -365,7 +365,7 @@ pub fn sms_error(e: SmsError) -> ApiError {
     ))]
 async fn second_factor(
     State(state): State<AppState>,
-    ApiPending(pending): ApiPending,
+    ApiPending(pending, context): ApiPending,
     headers: HeaderMap,
     ApiJson(body): ApiJson<SecondFactorBody>,
 ) -> Result<Response, ApiError> {
@@ -424,7 +424,14 @@ async fn second_factor(
     let device = cookies::get(&headers, DEVICE_COOKIE);
     match state
         .identity()
-        .second_step(&pending.session, &pending.account, step, device, &pending.client)
+        .second_step_in(
+            &pending.session,
+            &pending.account,
+            context,
+            step,
+            device,
+            &pending.client,
+        )
         .await
     {
         Ok(signed) => {

@@ -10,7 +10,7 @@ use std::net::{IpAddr, SocketAddr};
 use axum::extract::{ConnectInfo, FromRequestParts};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode};
-use identity::{Account, ClientInfo, Session, SessionStage};
+use identity::{Account, ClientInfo, Session, SessionStage, StepContext};
 
 use crate::AppState;
 use crate::cookies::{self, Lifetime};
@@ -182,15 +182,28 @@ impl FromRequestParts<AppState> for ApiSession {
     }
 }
 
-/// A session waiting for its second factor.
-pub struct ApiPending(pub Authed);
+/// A session waiting for its second factor, and what its second step
+/// checks a code against (read with the session, in one query).
+pub struct ApiPending(pub Authed, pub StepContext);
 
 impl FromRequestParts<AppState> for ApiPending {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
-        match any_session(state, parts).await? {
-            Some(a) if a.session.stage == SessionStage::SecondFactor => Ok(ApiPending(a)),
+        let client = client_info(state, parts);
+        let found = match session_token(state, &parts.headers) {
+            Some(token) => state.identity().session_with_step_context(token, &client).await?,
+            None => None,
+        };
+        match found {
+            Some((session, account, context)) if session.stage == SessionStage::SecondFactor => Ok(ApiPending(
+                Authed {
+                    session,
+                    account,
+                    client,
+                },
+                context,
+            )),
             Some(_) => Err(ApiError::new(
                 StatusCode::CONFLICT,
                 "already_signed_in",

@@ -65,7 +65,6 @@ impl Drop for BenchServer {
     }
 }
 
-/// CPU seconds (user + system) a process has used.
 /// CPU seconds used so far by every running process whose command name is
 /// `name` (`postgres`: the database server's backends and helpers).
 #[allow(dead_code)]
@@ -81,6 +80,27 @@ pub fn cpu_seconds_of(name: &str) -> f64 {
         .sum()
 }
 
+/// CPU seconds used so far by the threads of process `pid` whose name
+/// starts with `prefix` (from the scheduler's nanosecond counts; a thread
+/// that has ended no longer counts).
+#[allow(dead_code)]
+pub fn thread_cpu_seconds(pid: u32, prefix: &str) -> f64 {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return 0.0;
+    };
+    tasks
+        .flatten()
+        .filter(|t| std::fs::read_to_string(t.path().join("comm")).is_ok_and(|comm| comm.starts_with(prefix)))
+        .filter_map(|t| {
+            let stat = std::fs::read_to_string(t.path().join("schedstat")).ok()?;
+            stat.split_whitespace().next()?.parse::<f64>().ok()
+        })
+        .sum::<f64>()
+        / 1e9
+}
+
+/// CPU seconds (user + system) a process has used, all its threads
+/// included, those that have ended too.
 pub fn cpu_seconds(pid: u32) -> f64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     let fields: Vec<&str> = stat.rsplit(')').next().unwrap_or("").split_whitespace().collect();

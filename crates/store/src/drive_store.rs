@@ -158,15 +158,15 @@ const WALK_DEPTH: usize = 8;
 /// The query that finds up to `depth` names below one folder: one row,
 /// each level's columns prefixed `l<i>_`, NULL from the first name that
 /// does not exist on.
-fn walk_sql(depth: usize) -> String {
-    let (columns, joins) = walk_parts(depth, "$2", 3);
+fn walk_sql(engine: crate::Engine, depth: usize) -> String {
+    let (columns, joins) = walk_parts(engine, depth, "$2", 3);
     format!("SELECT {columns} FROM drives d{joins} WHERE d.id = $1")
 }
 
 /// The columns and joins of a walk of `depth` names from the folder
 /// `parent` (an SQL expression), the names bound from `$<first_name>` on;
 /// the drive is `d` and its id `$1`.
-fn walk_parts(depth: usize, parent: &str, first_name: usize) -> (String, String) {
+fn walk_parts(engine: crate::Engine, depth: usize, parent: &str, first_name: usize) -> (String, String) {
     let mut columns = Vec::new();
     let mut joins = String::new();
     for i in 1..=depth {
@@ -175,10 +175,23 @@ fn walk_parts(depth: usize, parent: &str, first_name: usize) -> (String, String)
         } else {
             format!("n{}.id", i - 1)
         };
-        joins.push_str(&format!(
-            " LEFT JOIN drive_nodes n{i} ON n{i}.drive_id = $1 AND n{i}.parent_id = {parent} AND n{i}.name = ${}",
-            first_name + i - 1
-        ));
+        let name = format!("${}", first_name + i - 1);
+        joins.push_str(&match engine {
+            crate::Engine::Sqlite => format!(
+                " LEFT JOIN drive_nodes n{i} ON n{i}.drive_id = $1 AND n{i}.parent_id = {parent} AND n{i}.name = {name}"
+            ),
+            // Each name looked up in the folder the level above found,
+            // whatever PostgreSQL knows of the table: as a join, a plan
+            // made while the table had no statistics yet (a new
+            // installation's first uploads, whose prepared statements keep
+            // it) scanned the whole index for the name and checked the
+            // folder afterwards. `LIMIT 1` keeps the lookup from being
+            // turned back into a join.
+            crate::Engine::Postgres => format!(
+                " LEFT JOIN LATERAL (SELECT * FROM drive_nodes
+                    WHERE drive_id = $1 AND parent_id = {parent} AND name = {name} LIMIT 1) n{i} ON true"
+            ),
+        });
         for column in [
             "id",
             "parent_id",
@@ -566,7 +579,7 @@ impl DriveStore for SqlStore {
         // one walk (the top folder's id is '').
         let walks = names.len() <= WALK_DEPTH;
         let (walk_columns, walk_joins) = if walks && !names.is_empty() {
-            let (columns, joins) = walk_parts(names.len(), "''", 4);
+            let (columns, joins) = walk_parts(self.engine, names.len(), "''", 4);
             (format!(", {columns}"), joins)
         } else {
             (String::new(), String::new())
@@ -670,7 +683,7 @@ impl DriveStore for SqlStore {
         let mut found: Vec<Node> = Vec::new();
         for chunk in names.chunks(WALK_DEPTH) {
             let parent = found.last().map_or("", |n| n.id.as_str()).to_owned();
-            let mut query = sqlx::query(sqlx::AssertSqlSafe(walk_sql(chunk.len())))
+            let mut query = sqlx::query(sqlx::AssertSqlSafe(walk_sql(self.engine, chunk.len())))
                 .bind(signed(drive_id)?)
                 .bind(parent);
             for name in chunk {
@@ -732,11 +745,14 @@ impl DriveStore for SqlStore {
             "WITH RECURSIVE tree(id) AS (
                 SELECT id FROM drive_nodes WHERE id = $1
                 UNION ALL
-                SELECT n.id FROM drive_nodes n JOIN tree t ON n.parent_id = t.id
+                SELECT n.id FROM drive_nodes n JOIN tree t ON n.drive_id = $2 AND n.parent_id = t.id
              )
              SELECT d.id, d.size, d.blob_id FROM drive_nodes d JOIN tree ON tree.id = d.id",
         )
         .bind(node.id.as_str())
+        // The index on a folder's entries starts with the drive: without
+        // it, each level below would read every drive's nodes.
+        .bind(signed(node.drive_id)?)
         .fetch_all(&mut *tx)
         .await
         .map_err(backend)?;
@@ -1084,5 +1100,113 @@ impl DriveStore for SqlStore {
             .map_err(backend)?;
         row.map(|r| r.try_get::<Vec<u8>, _>("data").map_err(backend))
             .transpose()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// How each engine reads the nodes of a three-name walk on tables it
+    /// has no statistics for, the lines of the plan that look nodes up.
+    /// On PostgreSQL, as a prepared statement on a new installation
+    /// keeps it: planned while the tables were empty, used after the
+    /// first uploads filled them.
+    async fn walk_plan(engine: crate::Engine) -> Option<Vec<String>> {
+        let url = crate::testing::database_url(engine).await?;
+        let store = SqlStore::open(&url).await.unwrap();
+        let sql = walk_sql(engine, 3);
+        let fill = "INSERT INTO drive_nodes (id, drive_id, parent_id, name, is_dir, created_at, modified_at)
+            VALUES ($1, 1, $2, $3, 0, 0, 0)";
+        let mut conn = store.pool.acquire().await.unwrap();
+        for setup in [
+            "INSERT INTO organizations (id, name, name_key, created_at) VALUES ('org', 'Org', 'org', 0)",
+            "INSERT INTO drives (id, org_id, name, quota_bytes, created_at) VALUES (1, 'org', 'Drive', 1000, 0)",
+        ] {
+            sqlx::query(setup).execute(&mut *conn).await.unwrap();
+        }
+        let lines: Vec<String> = match engine {
+            crate::Engine::Postgres => {
+                sqlx::query(sqlx::AssertSqlSafe(format!("PREPARE walk AS {sql}")))
+                    .execute(&mut *conn)
+                    .await
+                    .unwrap();
+                // After five runs PostgreSQL keeps a generic plan.
+                for _ in 0..6 {
+                    sqlx::query("EXECUTE walk(1, '', 'a', 'b', 'c')")
+                        .execute(&mut *conn)
+                        .await
+                        .unwrap();
+                }
+                for i in 0..2000 {
+                    // Ten folders at the top, the rest spread in them.
+                    let (folder, name) = if i < 10 {
+                        (String::new(), format!("name-{i}"))
+                    } else {
+                        (format!("node-{}", i % 10), format!("name-{}", i / 10))
+                    };
+                    sqlx::query(fill)
+                        .bind(format!("node-{i}"))
+                        .bind(folder)
+                        .bind(name)
+                        .execute(&mut *conn)
+                        .await
+                        .unwrap();
+                }
+                sqlx::query_scalar("EXPLAIN EXECUTE walk(1, '', 'name-0', 'name-5', 'c')")
+                    .fetch_all(&mut *conn)
+                    .await
+                    .unwrap()
+            }
+            crate::Engine::Sqlite => {
+                let rows = sqlx::query(sqlx::AssertSqlSafe(format!("EXPLAIN QUERY PLAN {sql}")))
+                    .bind(1_i64)
+                    .bind("")
+                    .bind("a")
+                    .bind("b")
+                    .bind("c")
+                    .fetch_all(&mut *conn)
+                    .await
+                    .unwrap();
+                rows.iter().map(|r| r.try_get::<String, _>("detail").unwrap()).collect()
+            }
+        };
+        drop(conn);
+        store.close().await;
+        Some(
+            lines
+                .into_iter()
+                .filter(|l| l.contains(" n") || l.contains("Cond"))
+                .collect(),
+        )
+    }
+
+    #[tokio::test]
+    async fn a_walk_looks_each_name_up_in_its_folder_even_without_statistics() {
+        for engine in [crate::Engine::Sqlite, crate::Engine::Postgres] {
+            let Some(plan) = walk_plan(engine).await else {
+                continue;
+            };
+            let text = plan.join("\n");
+            // Each of the three names found through the index, by drive,
+            // folder and name.
+            let lookups = match engine {
+                // `SEARCH n2 USING INDEX … (drive_id=? AND parent_id=? AND name=?)`
+                crate::Engine::Sqlite => plan
+                    .iter()
+                    .filter(|l| l.starts_with("SEARCH n") && l.contains("(drive_id=? AND parent_id=? AND name=?)"))
+                    .count(),
+                // `Index Cond: ((drive_id = $1) AND (parent_id = drive_nodes.id) AND (name = $4))`
+                crate::Engine::Postgres => plan
+                    .iter()
+                    .filter(|l| {
+                        l.contains("Index Cond: ((drive_id = ")
+                            && l.contains("AND (parent_id = ")
+                            && l.contains("AND (name = ")
+                    })
+                    .count(),
+            };
+            assert_eq!(lookups, 3, "{engine:?}: a name is not looked up by its folder:\n{text}");
+        }
     }
 }

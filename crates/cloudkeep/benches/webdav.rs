@@ -545,6 +545,36 @@ async fn main() {
         .unwrap_or(3);
     let mib = size as f64 / 1024.0 / 1024.0;
 
+    // `BENCH_ONLY=small`: only the 4 KiB PUTs, each round printed, for
+    // comparing one change's CPU per file on a machine that drifts.
+    if std::env::var("BENCH_ONLY").as_deref() == Ok("small") {
+        for round in 0..rounds {
+            // `BENCH_PEERS=none`: ours alone, without the peers' disk
+            // writes between its rounds.
+            let alone = std::env::var("BENCH_PEERS").as_deref() == Ok("none");
+            for target in targets.iter().filter(|t| !alone || t.name == "cloudkeep") {
+                let me = std::process::id();
+                let (cpu, mine, pg) = (
+                    support::cpu_seconds(target.pid),
+                    support::cpu_seconds(me),
+                    support::cpu_seconds_of("postgres"),
+                );
+                let rate = put_many(target, &format!("small-{round}"), 1000, 4096, 8).await;
+                let cpu = (support::cpu_seconds(target.pid) - cpu) * 1000.0;
+                let mine = (support::cpu_seconds(me) - mine) * 1000.0;
+                let pg = (support::cpu_seconds_of("postgres") - pg) * 1000.0;
+                println!(
+                    "{}: round {round}: {rate:.0} files/s, main-process CPU {cpu:.0} µs per file \
+                     (the clients' {mine:.0} µs, PostgreSQL's {pg:.0} µs)",
+                    target.name
+                );
+            }
+        }
+        drop((server, apache, nginx));
+        let _ = std::fs::remove_dir_all(&dir);
+        return;
+    }
+
     // 1 GiB PUT then GET; our memory watched.
     let idle = rss_kib(ours.pid) as f64 / 1024.0;
     let mut big: Vec<(&str, f64, f64)> = targets.iter().map(|t| (t.name, 0.0, 0.0)).collect();

@@ -545,6 +545,23 @@ async fn main() {
         .unwrap_or(3);
     let mib = size as f64 / 1024.0 / 1024.0;
 
+    // `BENCH_ONLY=propfind`: only our PROPFIND of 10,000 entries, each
+    // round printed (to watch one change, or to attach a profiler).
+    if std::env::var("BENCH_ONLY").as_deref() == Ok("propfind") {
+        put_many(&ours, "ten-thousand", 10_000, 16, 8).await;
+        for round in 0..rounds {
+            let (seconds, entries) = propfind(&ours, "ten-thousand/", 1).await;
+            assert_eq!(entries, 10_001);
+            println!(
+                "cloudkeep: round {round}: PROPFIND of 10,000 in {:.1} ms",
+                seconds * 1000.0
+            );
+        }
+        drop((server, apache, nginx));
+        let _ = std::fs::remove_dir_all(&dir);
+        return;
+    }
+
     // `BENCH_ONLY=small`: only the 4 KiB PUTs, each round printed, for
     // comparing one change's CPU per file on a machine that drifts.
     if std::env::var("BENCH_ONLY").as_deref() == Ok("small") {

@@ -545,9 +545,10 @@ async fn main() {
         .unwrap_or(3);
     let mib = size as f64 / 1024.0 / 1024.0;
 
+    let only = std::env::var("BENCH_ONLY").ok();
     // `BENCH_ONLY=propfind`: only our PROPFIND of 10,000 entries, each
     // round printed (to watch one change, or to attach a profiler).
-    if std::env::var("BENCH_ONLY").as_deref() == Ok("propfind") {
+    if only.as_deref() == Some("propfind") {
         put_many(&ours, "ten-thousand", 10_000, 16, 8).await;
         for round in 0..rounds {
             let (seconds, entries) = propfind(&ours, "ten-thousand/", 1).await;
@@ -564,13 +565,13 @@ async fn main() {
 
     // `BENCH_ONLY=small`: only the 4 KiB PUTs, each round printed, for
     // comparing one change's CPU per file on a machine that drifts.
-    if std::env::var("BENCH_ONLY").as_deref() == Ok("small") {
+    if only.as_deref() == Some("small") {
+        // `BENCH_PEERS=none`: ours alone, without the peers' disk writes
+        // between its rounds.
+        let alone = std::env::var("BENCH_PEERS").as_deref() == Ok("none");
+        let me = std::process::id();
         for round in 0..rounds {
-            // `BENCH_PEERS=none`: ours alone, without the peers' disk
-            // writes between its rounds.
-            let alone = std::env::var("BENCH_PEERS").as_deref() == Ok("none");
             for target in targets.iter().filter(|t| !alone || t.name == "cloudkeep") {
-                let me = std::process::id();
                 let (cpu, mine, pg) = (
                     support::cpu_seconds(target.pid),
                     support::cpu_seconds(me),

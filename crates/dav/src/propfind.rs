@@ -9,7 +9,7 @@
 //! quota properties, Windows' Win32 properties) still goes to `dav-server`.
 
 use bytes::Bytes;
-use drive::{DriveTree, FileError, Node};
+use drive::{DriveTree, FileError, ListColumns, ListEntry};
 use futures_util::StreamExt;
 use xmltree::{Element, XMLNode};
 
@@ -176,6 +176,10 @@ fn tags(wanted: &[Wanted], prefixes: &[(String, String)]) -> Vec<Tag> {
 }
 
 fn push_escaped(out: &mut String, text: &str) {
+    if !text.contains(['&', '<', '>']) {
+        out.push_str(text);
+        return;
+    }
     for c in text.chars() {
         match c {
             '&' => out.push_str("&amp;"),
@@ -188,7 +192,7 @@ fn push_escaped(out: &mut String, text: &str) {
 
 /// The live value of a property, written into `out`; `false` when the
 /// node has none.
-fn push_value(out: &mut String, kind: Kind, node: &Node) -> bool {
+fn push_value(out: &mut String, kind: Kind, node: &ListEntry) -> bool {
     use std::fmt::Write;
     match kind {
         Kind::ResourceType => {
@@ -204,7 +208,6 @@ fn push_value(out: &mut String, kind: Kind, node: &Node) -> bool {
                 std::time::UNIX_EPOCH + std::time::Duration::from_millis(u64::try_from(node.modified_at).unwrap_or(0));
             let _ = write!(out, "{}", httpdate::HttpDate::from(time));
         }
-        Kind::ETag if node.id.is_empty() => out.push_str("\"top\""),
         Kind::ETag => {
             out.push('"');
             push_escaped(out, &node.etag);
@@ -229,7 +232,7 @@ fn push_value(out: &mut String, kind: Kind, node: &Node) -> bool {
 
 /// One `<D:response>` into `out`: found properties, then those missing
 /// (404). `dead` are the node's dead properties, when it has any.
-fn push_response(out: &mut String, href: &str, node: &Node, tags: &[Tag], dead: &[drive::DeadProp]) {
+fn push_response(out: &mut String, href: &str, node: &ListEntry, tags: &[Tag], dead: &[drive::DeadProp]) {
     out.push_str("<D:response><D:href>");
     out.push_str(href);
     out.push_str("</D:href><D:propstat><D:prop>");
@@ -261,13 +264,15 @@ fn push_response(out: &mut String, href: &str, node: &Node, tags: &[Tag], dead: 
 }
 
 /// [`push_response`], reading the node's dead properties first if it has any.
-async fn response(tree: &DriveTree, out: &mut String, href: &str, node: &Node, tags: &[Tag]) -> Result<(), FileError> {
-    let dead = if node.has_props {
-        tree.props(node).await?
-    } else {
-        Vec::new()
-    };
-    push_response(out, href, node, tags, &dead);
+async fn response(
+    tree: &DriveTree,
+    out: &mut String,
+    href: &str,
+    entry: &ListEntry,
+    tags: &[Tag],
+) -> Result<(), FileError> {
+    let dead = tree.entry_props(entry).await?;
+    push_response(out, href, entry, tags, &dead);
     Ok(())
 }
 
@@ -295,7 +300,7 @@ pub async fn answer(
     let base = format!("{prefix}{}", drive::url_path(&path));
     let self_href = if node.is_dir { format!("{base}/") } else { base.clone() };
     let mut head = format!("<?xml version=\"1.0\" encoding=\"utf-8\"?>\n<D:multistatus{declarations}>\n");
-    response(&tree, &mut head, &self_href, &node, &tags).await?;
+    response(&tree, &mut head, &self_href, &ListEntry::from(&node), &tags).await?;
     let first = futures_util::stream::once(async move { Ok(Bytes::from(head)) });
     if !(depth_one && node.is_dir) {
         let tail = futures_util::stream::once(async { Ok(Bytes::from_static(b"</D:multistatus>\n")) });
@@ -306,10 +311,14 @@ pub async fn answer(
     // goes away stops the reading.
     let (found, pages) = tokio::sync::mpsc::channel(1);
     let (reader, folder) = (tree.clone(), node.clone());
+    let columns = ListColumns {
+        created_at: tags.iter().any(|t| t.kind == Kind::CreationDate),
+        checksums: tags.iter().any(|t| t.kind == Kind::Checksums),
+    };
     tokio::spawn(async move {
         let mut after = String::new();
         loop {
-            let page = reader.children_after(&folder, &after, PAGE).await;
+            let page = reader.entries_after(&folder, &after, PAGE, columns).await;
             // A short page is the last: no query to learn that.
             let next = match &page {
                 Ok(page) if page.len() == PAGE as usize => page.last().map(|n| n.name.clone()),
@@ -327,7 +336,7 @@ pub async fn answer(
     let pages = futures_util::stream::unfold(Some(pages), move |pages| {
         let (tree, tags, base) = (tree.clone(), tags.clone(), base.clone());
         async move {
-            let mut pages: tokio::sync::mpsc::Receiver<Result<Vec<Node>, FileError>> = pages?;
+            let mut pages: tokio::sync::mpsc::Receiver<Result<Vec<ListEntry>, FileError>> = pages?;
             let page = match pages.recv().await {
                 Some(Ok(page)) => page,
                 Some(Err(e)) => return Some((Err(std::io::Error::other(e.to_string())), None)),
@@ -373,7 +382,7 @@ mod tests {
         assert_eq!(identity::utc_rfc3339(1_700_000_000_000), "2023-11-14T22:13:20Z");
         assert_eq!(identity::utc_rfc3339(0), "1970-01-01T00:00:00Z");
         let mut out = String::new();
-        let node = Node {
+        let mut node = drive::Node {
             id: "n".into(),
             drive_id: 1,
             parent_id: String::new(),
@@ -387,9 +396,23 @@ mod tests {
             checksums: String::new(),
             has_props: false,
         };
-        assert!(push_value(&mut out, Kind::LastModified, &node));
-        assert!(push_value(&mut out, Kind::ETag, &node));
-        assert!(!push_value(&mut out, Kind::Checksums, &node));
+        let entry = ListEntry::from(&node);
+        assert!(push_value(&mut out, Kind::LastModified, &entry));
+        assert!(push_value(&mut out, Kind::ETag, &entry));
+        assert!(!push_value(&mut out, Kind::Checksums, &entry));
         assert_eq!(out, "Tue, 14 Nov 2023 22:13:20 GMT\"e1\"");
+        // The top folder (no id) has a fixed ETag.
+        node.id.clear();
+        out.clear();
+        assert!(push_value(&mut out, Kind::ETag, &ListEntry::from(&node)));
+        assert_eq!(out, "\"top\"");
+    }
+
+    #[test]
+    fn text_is_escaped_only_where_it_must_be() {
+        let mut out = String::new();
+        push_escaped(&mut out, "plain-name.txt");
+        push_escaped(&mut out, " a<b>&c é");
+        assert_eq!(out, "plain-name.txt a&lt;b&gt;&amp;c é");
     }
 }

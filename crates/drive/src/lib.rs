@@ -16,7 +16,8 @@ mod sharing;
 
 pub use blob::{BlobError, BlobReader, BlobSink, BlobStore, BlobWritten};
 pub use files::{
-    DriveTree, FileError, FileWrite, INLINE_LIMIT, Located, Node, Opened, PutOutcome, is_inline, split_path, url_path,
+    DriveTree, FileError, FileWrite, INLINE_LIMIT, ListColumns, ListEntry, Located, Node, Opened, PutOutcome,
+    is_inline, split_path, url_path,
 };
 pub use imports::{
     IMPORT_LEASE, IMPORT_TOPIC, Import, ImportError, ImportItem, ImportState, ImportStore, MAX_REPORTED_FAILURES,
@@ -143,6 +144,16 @@ pub trait DriveStore: Send + Sync {
         after: &str,
         limit: u32,
     ) -> Result<Vec<Node>, StoreError>;
+    /// [`Self::children_after`] as a listing shows them, with only the
+    /// optional `columns` asked for read.
+    async fn entries_after(
+        &self,
+        drive_id: u64,
+        parent_id: &str,
+        after: &str,
+        limit: u32,
+        columns: ListColumns,
+    ) -> Result<Vec<ListEntry>, StoreError>;
     /// Moves a node under `parent_id` as `name`; `false` when that name is taken.
     async fn move_node(&self, node: &Node, parent_id: &str, name: &str) -> Result<bool, StoreError>;
     /// In one transaction: adds `copy` (sharing `source`'s blob and dead

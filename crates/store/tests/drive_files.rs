@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 
-use drive::{Drives, FileError};
+use drive::{DeadProp, Drives, FileError, ListColumns, PropChange};
 use identity::{Identity, IdentityConfig, ManualClock, PasswordHasher, Role, ServerKey};
 use store::{Engine, LocalBlobs, SqlStore};
 use tokio::io::AsyncReadExt;
@@ -157,6 +157,72 @@ async fn files_are_whole_counted_against_the_quota_and_freed() {
             .collect();
         assert_eq!(paged, listed);
         assert_eq!(paged.len(), 10);
+
+        // Listing entries: the same pages, with only the columns asked
+        // for, and an id only on entries that have dead properties.
+        let mut note: &[u8] = b"listed";
+        drives
+            .put_file(&ana, id, "/Reports/zz.txt", &mut note, Some(6))
+            .await
+            .unwrap();
+        let file = tree.stat("/Reports/zz.txt").await.unwrap();
+        let marked = tree.stat("/Reports/año").await.unwrap();
+        let color = DeadProp {
+            namespace: "urn:x".into(),
+            name: "color".into(),
+            xml: r#"<color xmlns="urn:x">red</color>"#.into(),
+        };
+        tree.patch_props(&marked, &[PropChange::Set(color.clone())])
+            .await
+            .unwrap();
+        for columns in [
+            ListColumns::default(),
+            ListColumns {
+                created_at: true,
+                checksums: true,
+            },
+        ] {
+            let mut entries = Vec::new();
+            let mut after = String::new();
+            loop {
+                let page = tree.entries_after(&folder, &after, 4, columns).await.unwrap();
+                let Some(last) = page.last() else { break };
+                after = last.name.clone();
+                entries.extend(page);
+            }
+            let names: Vec<String> = entries.iter().map(|e| e.name.clone()).collect();
+            let listed: Vec<String> = drives
+                .list(&ana, id, "/Reports")
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|n| n.name)
+                .collect();
+            assert_eq!((names.len(), names), (11, listed));
+            let listed_file = entries.iter().find(|e| e.name == "zz.txt").unwrap();
+            assert!(!listed_file.is_dir);
+            assert_eq!((listed_file.size, listed_file.etag.as_str()), (6, file.etag.as_str()));
+            assert_eq!(listed_file.modified_at, file.modified_at);
+            if columns.checksums {
+                assert!(listed_file.checksums.starts_with("SHA1:"), "{}", listed_file.checksums);
+            } else {
+                assert_eq!(listed_file.checksums, "");
+            }
+            assert_eq!(
+                listed_file.created_at,
+                if columns.created_at { file.created_at } else { 0 }
+            );
+            for entry in &entries {
+                let props = tree.entry_props(entry).await.unwrap();
+                if entry.name == "año" {
+                    assert_eq!(entry.props_of.as_deref(), Some(marked.id.as_str()));
+                    assert_eq!(props, vec![color.clone()]);
+                } else {
+                    assert_eq!(entry.props_of, None, "{}", entry.name);
+                    assert!(props.is_empty());
+                }
+            }
+        }
 
         // Deleting a folder frees everything under it.
         drives.delete(&ana, id, "/Reports").await.unwrap();

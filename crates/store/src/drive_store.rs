@@ -145,38 +145,40 @@ fn lock_from(row: &AnyRow) -> Result<Lock, StoreError> {
 
 impl SqlStore {
     /// A folder page: `page` (binding drive, folder, the name to start
-    /// after and the limit) read as tuples `T`. On PostgreSQL rows come
-    /// cheaply and are read with `from_row` (packing them with `json_agg`
-    /// measured slower). On SQLite the page is one row, its `columns` as
-    /// a JSON array: a folder of 100,000 files is read in 40 rows instead
-    /// of 100,000, which is what a listing costs with the SQLite driver
+    /// after and the limit) read as tuples `T`. On PostgreSQL, rows with
+    /// `from_row`, through the driver's own connections (see
+    /// `SqlStore::listings`; packing the page with `json_agg` measured
+    /// slower). On SQLite the page is one row, its `columns` as a JSON
+    /// array: a folder of 100,000 files is read in 40 rows instead of
+    /// 100,000, which is what a listing costs with the SQLite driver
     /// (every row crosses to its thread and back).
     async fn folder_page<T: serde::de::DeserializeOwned>(
         &self,
         page: &str,
         columns: &str,
         (drive_id, parent_id, after, limit): (u64, &str, &str, u32),
-        from_row: impl Fn(&AnyRow) -> Result<T, StoreError>,
+        from_row: impl Fn(&sqlx::postgres::PgRow) -> Result<T, StoreError>,
     ) -> Result<Vec<T>, StoreError> {
-        let sql = if self.engine == crate::Engine::Postgres {
-            page.to_owned()
-        } else {
-            format!("SELECT COALESCE(json_group_array(json_array({columns})), '[]') AS page FROM ({page})")
-        };
-        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+        if let Some(listings) = &self.listings {
+            let rows = sqlx::query(sqlx::AssertSqlSafe(page.to_owned()))
+                .bind(signed(drive_id)?)
+                .bind(parent_id)
+                .bind(after)
+                .bind(i64::from(limit))
+                .fetch_all(listings)
+                .await
+                .map_err(backend)?;
+            return rows.iter().map(from_row).collect();
+        }
+        let sql = format!("SELECT COALESCE(json_group_array(json_array({columns})), '[]') AS page FROM ({page})");
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(signed(drive_id)?)
             .bind(parent_id)
             .bind(after)
             .bind(i64::from(limit))
-            .fetch_all(&self.pool)
+            .fetch_one(&self.pool)
             .await
             .map_err(backend)?;
-        if self.engine == crate::Engine::Postgres {
-            return rows.iter().map(from_row).collect();
-        }
-        let Some(row) = rows.first() else {
-            return Ok(Vec::new());
-        };
         let text: String = row.try_get("page").map_err(backend)?;
         serde_json::from_str(&text).map_err(|e| StoreError::Backend(format!("a folder page: {e}")))
     }

@@ -59,9 +59,7 @@ fn drive_from(row: &AnyRow) -> Result<Drive, StoreError> {
 }
 
 const NODE_COLUMNS: &str = "SELECT id, drive_id, parent_id, name, is_dir, size, blob_id, etag, created_at, modified_at,
-        checksums,
-        CAST(CASE WHEN EXISTS (SELECT 1 FROM drive_props p WHERE p.node_id = drive_nodes.id) THEN 1 ELSE 0 END AS BIGINT)
-        AS has_props
+        checksums, has_props
      FROM drive_nodes";
 
 fn node_from(row: &AnyRow) -> Result<Node, StoreError> {
@@ -106,6 +104,21 @@ async fn insert_node(conn: &mut sqlx::AnyConnection, n: &Node) -> Result<bool, S
     .await
     .map_err(backend)?;
     Ok(done.rows_affected() == 1)
+}
+
+/// Sets the node's `has_props` to whether it has dead properties now,
+/// in the transaction that changed them.
+async fn mark_props(conn: &mut sqlx::AnyConnection, node_id: &str) -> Result<(), StoreError> {
+    sqlx::query(
+        "UPDATE drive_nodes
+         SET has_props = CASE WHEN EXISTS (SELECT 1 FROM drive_props p WHERE p.node_id = $1) THEN 1 ELSE 0 END
+         WHERE id = $1",
+    )
+    .bind(node_id)
+    .execute(conn)
+    .await
+    .map_err(backend)?;
+    Ok(())
 }
 
 async fn blob_in_use(conn: &mut sqlx::AnyConnection, blob: &str) -> Result<bool, StoreError> {
@@ -252,13 +265,10 @@ fn walk_parts(engine: crate::Engine, depth: usize, parent: &str, first_name: usi
             "created_at",
             "modified_at",
             "checksums",
+            "has_props",
         ] {
             columns.push(format!("n{i}.{column} AS l{i}_{column}"));
         }
-        columns.push(format!(
-            "CAST(CASE WHEN EXISTS (SELECT 1 FROM drive_props p WHERE p.node_id = n{i}.id) THEN 1 ELSE 0 END AS BIGINT)
-             AS l{i}_has_props"
-        ));
     }
     (columns.join(", "), joins)
 }
@@ -847,9 +857,7 @@ impl DriveStore for SqlStore {
         after: &str,
         limit: u32,
     ) -> Result<Vec<Node>, StoreError> {
-        let page = "SELECT id, name, is_dir, size, blob_id, etag, created_at, modified_at, checksums,
-                CAST(CASE WHEN EXISTS (SELECT 1 FROM drive_props p WHERE p.node_id = n.id) THEN 1 ELSE 0 END AS BIGINT)
-                AS has_props
+        let page = "SELECT id, name, is_dir, size, blob_id, etag, created_at, modified_at, checksums, has_props
              FROM drive_nodes n WHERE drive_id = $1 AND parent_id = $2 AND name > $3 ORDER BY name LIMIT $4";
         let columns = "id, name, is_dir, size, blob_id, etag, created_at, modified_at, checksums, has_props";
         let entries = self
@@ -914,7 +922,7 @@ impl DriveStore for SqlStore {
         // The id only for entries with dead properties, which are read by it.
         let page = format!(
             "SELECT name, is_dir, size, etag, modified_at, {created}, {checksums},
-                CASE WHEN EXISTS (SELECT 1 FROM drive_props p WHERE p.node_id = n.id) THEN n.id ELSE '' END AS props_of
+                CASE WHEN has_props = 1 THEN id ELSE '' END AS props_of
              FROM drive_nodes n WHERE drive_id = $1 AND parent_id = $2 AND name > $3 ORDER BY name LIMIT $4"
         );
         let columns = "name, is_dir, size, etag, modified_at, created_at, checksums, props_of";
@@ -997,6 +1005,7 @@ impl DriveStore for SqlStore {
         .execute(&mut *tx)
         .await
         .map_err(backend)?;
+        mark_props(&mut tx, &copy.id).await?;
         tx.commit().await.map_err(backend)?;
         Ok(PutOutcome::Stored { replaced_blob: None })
     }
@@ -1050,6 +1059,7 @@ impl DriveStore for SqlStore {
             };
             query.execute(&mut *tx).await.map_err(backend)?;
         }
+        mark_props(&mut tx, node_id).await?;
         tx.commit().await.map_err(backend)?;
         Ok(())
     }

@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 
-use drive::{DeadProp, Drives, FileError, ListColumns, PropChange};
+use drive::{DeadProp, Drives, FileError, ListColumns, ListEntry, PropChange};
 use identity::{Identity, IdentityConfig, ManualClock, PasswordHasher, Role, ServerKey};
 use store::{Engine, LocalBlobs, SqlStore};
 use tokio::io::AsyncReadExt;
@@ -223,6 +223,44 @@ async fn files_are_whole_counted_against_the_quota_and_freed() {
                 }
             }
         }
+        // The flag follows the properties: a copy has them too, and a
+        // node whose last one is removed has none.
+        let with_props = |entries: Vec<drive::ListEntry>| -> Vec<(String, String)> {
+            entries
+                .into_iter()
+                .filter_map(|e| e.props_of.map(|id| (e.name, id)))
+                .collect()
+        };
+        tree.patch_props(&file, &[PropChange::Set(color.clone())])
+            .await
+            .unwrap();
+        let copy = tree.copy_file("/Reports/zz.txt", "/Reports/zz copy.txt").await.unwrap();
+        tree.patch_props(
+            &marked,
+            &[PropChange::Remove {
+                namespace: "urn:x".into(),
+                name: "color".into(),
+            }],
+        )
+        .await
+        .unwrap();
+        let entries = tree
+            .entries_after(&folder, "", 100, ListColumns::default())
+            .await
+            .unwrap();
+        assert_eq!(
+            with_props(entries),
+            vec![
+                ("zz copy.txt".to_owned(), copy.id.clone()),
+                ("zz.txt".to_owned(), file.id.clone())
+            ]
+        );
+        assert!(tree.stat("/Reports/zz copy.txt").await.unwrap().has_props);
+        assert!(!tree.stat("/Reports/año").await.unwrap().has_props);
+        assert_eq!(
+            tree.entry_props(&ListEntry::from(&copy)).await.unwrap(),
+            vec![color.clone()]
+        );
 
         // Deleting a folder frees everything under it.
         drives.delete(&ana, id, "/Reports").await.unwrap();

@@ -8,19 +8,18 @@ use std::io::SeekFrom;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Buf, Bytes};
 use dav_server::davpath::DavPath;
 use dav_server::fs::{
     DavDirEntry, DavFile, DavFileSystem, DavMetaData, DavProp, FsError, FsFuture, FsResult, FsStream, OpenOptions,
     ReadDirMeta,
 };
-use drive::{BlobReader, DeadProp, DriveTree, FileError, FileWrite, Node, PropChange};
+use drive::{BlobChunks, DeadProp, DriveTree, FileError, FileWrite, Node, PropChange};
 use futures_util::FutureExt;
 use http::StatusCode;
 use identity::Millis;
 use md5::Md5;
 use sha1::Digest;
-use tokio::io::AsyncReadExt;
 
 /// Entries read from the store per query while listing a folder.
 const PAGE: u32 = 500;
@@ -554,7 +553,7 @@ struct ReadFile {
     tree: DriveTree,
     node: Node,
     pos: u64,
-    reader: Option<BlobReader>,
+    reader: Option<Box<dyn BlobChunks>>,
 }
 
 impl std::fmt::Debug for ReadFile {
@@ -583,25 +582,18 @@ impl DavFile for ReadFile {
     fn read_bytes(&mut self, count: usize) -> FsFuture<'_, Bytes> {
         async move {
             if self.reader.is_none() {
-                let reader = self.tree.read_from(&self.node, self.pos).await.map_err(fs_error)?;
+                let reader = self.tree.chunks_from(&self.node, self.pos).await.map_err(fs_error)?;
                 self.reader = Some(reader);
             }
             let reader = self.reader.as_mut().ok_or(FsError::GeneralFailure)?;
-            let mut buf = BytesMut::zeroed(count);
-            let mut filled = 0;
-            while filled < count {
-                let n = reader.read(&mut buf[filled..]).await.map_err(|e| {
-                    tracing::error!(error = %e, "reading a blob failed");
-                    FsError::GeneralFailure
-                })?;
-                if n == 0 {
-                    break;
-                }
-                filled += n;
-            }
-            buf.truncate(filled);
-            self.pos += filled as u64;
-            Ok(buf.freeze())
+            let failed = |e: drive::BlobError| {
+                tracing::error!(error = %e, "reading a blob failed");
+                FsError::GeneralFailure
+            };
+            // A chunk is `count` bytes unless the file ends first.
+            let chunk = reader.next_chunk(count).await.map_err(failed)?;
+            self.pos += chunk.len() as u64;
+            Ok(chunk)
         }
         .boxed()
     }

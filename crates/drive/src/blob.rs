@@ -58,8 +58,42 @@ pub trait BlobStore: Send + Sync {
     async fn read(&self, id: &str) -> Result<BlobReader, BlobError> {
         self.read_from(id, 0).await
     }
+
+    /// The contents from byte `offset` on, a buffer at a time: what a
+    /// download sends on as it is, without copying it again.
+    async fn chunks_from(&self, id: &str, offset: u64) -> Result<Box<dyn BlobChunks>, BlobError> {
+        Ok(Box::new(ReaderChunks(self.read_from(id, offset).await?)))
+    }
     /// Removes a blob no file points at any more; a missing one is fine.
     async fn delete(&self, id: &str) -> Result<(), BlobError>;
+}
+
+/// A blob read a buffer at a time.
+#[async_trait]
+pub trait BlobChunks: Send + Sync {
+    /// The next bytes, `max` of them unless the blob ends first (then
+    /// fewer, and empty at the end).
+    async fn next_chunk(&mut self, max: usize) -> Result<bytes::Bytes, BlobError>;
+}
+
+/// [`BlobChunks`] over any reader.
+pub struct ReaderChunks(pub BlobReader);
+
+#[async_trait]
+impl BlobChunks for ReaderChunks {
+    async fn next_chunk(&mut self, max: usize) -> Result<bytes::Bytes, BlobError> {
+        let mut buf = bytes::BytesMut::with_capacity(max);
+        let mut limited = (&mut self.0).take(max as u64);
+        // `read_buf` fills the spare capacity without zeroing it first.
+        while buf.len() < max
+            && limited
+                .read_buf(&mut buf)
+                .await
+                .map_err(|e| BlobError::Io(e.to_string()))?
+                > 0
+        {}
+        Ok(buf.freeze())
+    }
 }
 
 /// A blob being written.

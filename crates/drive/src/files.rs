@@ -565,6 +565,18 @@ impl DriveTree {
         Ok(self.drives.blobs.read_from(&node.blob_id, offset).await?)
     }
 
+    /// A file's contents from `offset` on, a buffer at a time (see
+    /// [`crate::BlobStore::chunks_from`]).
+    pub async fn chunks_from(&self, node: &Node, offset: u64) -> Result<Box<dyn crate::BlobChunks>, FileError> {
+        if node.is_dir {
+            return Err(FileError::IsAFolder);
+        }
+        if is_inline(&node.blob_id) {
+            return Ok(Box::new(crate::ReaderChunks(self.read_from(node, offset).await?)));
+        }
+        Ok(self.drives.blobs.chunks_from(&node.blob_id, offset).await?)
+    }
+
     /// Deletes a file, or a folder with everything in it; frees the space.
     pub async fn delete(&self, path: &str) -> Result<(), FileError> {
         self.writable()?;

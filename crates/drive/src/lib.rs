@@ -14,7 +14,7 @@ mod locks;
 mod moves;
 mod sharing;
 
-pub use blob::{BlobError, BlobReader, BlobSink, BlobStore, BlobWritten};
+pub use blob::{BlobChunks, BlobError, BlobReader, BlobSink, BlobStore, BlobWritten, ReaderChunks};
 pub use files::{
     DriveTree, FileError, FileWrite, INLINE_LIMIT, ListColumns, ListEntry, Located, Node, Opened, PutOutcome,
     is_inline, split_path, url_path,

@@ -8,7 +8,7 @@
 use std::path::{Path, PathBuf};
 
 use async_trait::async_trait;
-use drive::{BlobError, BlobReader, BlobSink, BlobStore, BlobWritten};
+use drive::{BlobChunks, BlobError, BlobReader, BlobSink, BlobStore, BlobWritten};
 use sha1::{Digest, Sha1};
 use tokio::io::AsyncSeekExt;
 
@@ -239,6 +239,34 @@ impl Drop for LocalSink {
     }
 }
 
+/// A local blob read a buffer at a time, each read on a blocking thread
+/// straight into the buffer that is sent (a `tokio::fs::File` reads into
+/// its own buffer and copies from there: on a 1 GiB download that copy,
+/// and zeroing each buffer first, took a third of the time).
+struct LocalChunks {
+    /// `None` only while a read runs (or after one failed).
+    file: Option<std::fs::File>,
+}
+
+#[async_trait]
+impl BlobChunks for LocalChunks {
+    async fn next_chunk(&mut self, max: usize) -> Result<bytes::Bytes, BlobError> {
+        let file = self.file.take().ok_or(BlobError::Io("an earlier read failed".into()))?;
+        let (file, read) = tokio::task::spawn_blocking(move || {
+            use std::io::Read;
+            let mut buf = Vec::with_capacity(max);
+            // `read_to_end` fills the spare capacity without zeroing it.
+            let read = (&file).take(max as u64).read_to_end(&mut buf).map(|_| buf);
+            (file, read)
+        })
+        .await
+        .map_err(join)?;
+        let buf = read.map_err(io)?;
+        self.file = Some(file);
+        Ok(bytes::Bytes::from(buf))
+    }
+}
+
 #[async_trait]
 impl BlobStore for LocalBlobs {
     async fn create(&self) -> Result<Box<dyn BlobSink>, BlobError> {
@@ -280,6 +308,23 @@ impl BlobStore for LocalBlobs {
                 }
                 Ok(Box::new(file))
             }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(BlobError::NotFound),
+            Err(e) => Err(io(e)),
+        }
+    }
+
+    async fn chunks_from(&self, id: &str, offset: u64) -> Result<Box<dyn BlobChunks>, BlobError> {
+        let path = self.path_of(id)?;
+        let file = tokio::task::spawn_blocking(move || {
+            use std::io::Seek;
+            let mut file = std::fs::File::open(path)?;
+            file.seek(std::io::SeekFrom::Start(offset))?;
+            Ok::<_, std::io::Error>(file)
+        })
+        .await
+        .map_err(join)?;
+        match file {
+            Ok(file) => Ok(Box::new(LocalChunks { file: Some(file) })),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(BlobError::NotFound),
             Err(e) => Err(io(e)),
         }
@@ -370,6 +415,32 @@ mod tests {
             .unwrap();
         assert!(back == data, "the stored blob differs from what was written");
         assert_eq!(std::fs::read_dir(&blobs.tmp).unwrap().count(), 0);
+
+        // Read a buffer at a time, from an offset, as downloads read it:
+        // full chunks until the end, then the rest, then nothing; the
+        // same through the reader every other store offers.
+        let offset = 1_000_001;
+        let chunk = 256 * 1024;
+        let local = blobs.chunks_from(&written.id, offset).await.unwrap();
+        let generic: Box<dyn BlobChunks> =
+            Box::new(drive::ReaderChunks(blobs.read_from(&written.id, offset).await.unwrap()));
+        for mut chunks in [local, generic] {
+            let mut back = Vec::new();
+            loop {
+                let piece = chunks.next_chunk(chunk).await.unwrap();
+                if piece.is_empty() {
+                    break;
+                }
+                let left = size - offset as usize - back.len();
+                assert_eq!(piece.len(), chunk.min(left));
+                back.extend_from_slice(&piece);
+            }
+            assert!(back == data[offset as usize..], "chunks differ from the blob");
+        }
+        assert!(matches!(
+            blobs.chunks_from("0123456789abcdef0123456789abcdef", 0).await,
+            Err(BlobError::NotFound)
+        ));
         let _ = std::fs::remove_dir_all(&root);
     }
 }

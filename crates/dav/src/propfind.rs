@@ -190,6 +190,26 @@ fn push_escaped(out: &mut String, text: &str) {
     }
 }
 
+/// `millis` as an HTTP date (seconds). Files of a folder often share
+/// their second (uploaded together): the last one written is kept per
+/// thread and reused.
+fn push_http_date(out: &mut String, millis: identity::Millis) {
+    use std::fmt::Write;
+    thread_local! {
+        static LAST: std::cell::RefCell<(u64, String)> = const { std::cell::RefCell::new((u64::MAX, String::new())) };
+    }
+    let secs = u64::try_from(millis).unwrap_or(0) / 1000;
+    LAST.with_borrow_mut(|(last, text)| {
+        if *last != secs {
+            let time = std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs);
+            text.clear();
+            let _ = write!(text, "{}", httpdate::HttpDate::from(time));
+            *last = secs;
+        }
+        out.push_str(text);
+    });
+}
+
 /// The live value of a property, written into `out`; `false` when the
 /// node has none.
 fn push_value(out: &mut String, kind: Kind, node: &ListEntry) -> bool {
@@ -203,11 +223,7 @@ fn push_value(out: &mut String, kind: Kind, node: &ListEntry) -> bool {
         Kind::ContentLength if !node.is_dir => {
             let _ = write!(out, "{}", node.size);
         }
-        Kind::LastModified => {
-            let time =
-                std::time::UNIX_EPOCH + std::time::Duration::from_millis(u64::try_from(node.modified_at).unwrap_or(0));
-            let _ = write!(out, "{}", httpdate::HttpDate::from(time));
-        }
+        Kind::LastModified => push_http_date(out, node.modified_at),
         Kind::ETag => {
             out.push('"');
             push_escaped(out, &node.etag);
@@ -344,8 +360,12 @@ pub async fn answer(
             };
             let last = page.len() < PAGE as usize;
             let mut text = String::with_capacity(page.len() * 400);
+            let mut href = String::new();
             for child in &page {
-                let mut href = format!("{base}/{}", drive::url_path(&child.name));
+                href.clear();
+                href.push_str(&base);
+                href.push('/');
+                drive::push_url_path(&mut href, &child.name);
                 if child.is_dir {
                     href.push('/');
                 }
@@ -401,6 +421,16 @@ mod tests {
         assert!(push_value(&mut out, Kind::ETag, &entry));
         assert!(!push_value(&mut out, Kind::Checksums, &entry));
         assert_eq!(out, "Tue, 14 Nov 2023 22:13:20 GMT\"e1\"");
+        // The date kept from the last entry is used only for its own second.
+        out.clear();
+        for millis in [1_700_000_000_999, 1_700_000_001_000, 1_700_000_000_000] {
+            push_http_date(&mut out, millis);
+            out.push('|');
+        }
+        assert_eq!(
+            out,
+            "Tue, 14 Nov 2023 22:13:20 GMT|Tue, 14 Nov 2023 22:13:21 GMT|Tue, 14 Nov 2023 22:13:20 GMT|"
+        );
         // The top folder (no id) has a fixed ETag.
         node.id.clear();
         out.clear();

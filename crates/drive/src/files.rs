@@ -145,7 +145,14 @@ const URL_PATH: &percent_encoding::AsciiSet = &percent_encoding::CONTROLS
 
 /// A decoded path (`/Año 2026/a b.txt`) as a URL path.
 pub fn url_path(path: &str) -> String {
-    percent_encoding::utf8_percent_encode(path, URL_PATH).to_string()
+    let mut out = String::with_capacity(path.len());
+    push_url_path(&mut out, path);
+    out
+}
+
+/// [`url_path`], appended to `out`.
+pub fn push_url_path(out: &mut String, path: &str) {
+    out.extend(percent_encoding::utf8_percent_encode(path, URL_PATH));
 }
 
 /// The names of a path (`/a/b/c.txt` → `a`, `b`, `c.txt`), checked.

@@ -17,7 +17,7 @@ mod sharing;
 pub use blob::{BlobChunks, BlobError, BlobReader, BlobSink, BlobStore, BlobWritten, ReaderChunks};
 pub use files::{
     DriveTree, FileError, FileWrite, INLINE_LIMIT, ListColumns, ListEntry, Located, Node, Opened, PutOutcome,
-    is_inline, split_path, url_path,
+    is_inline, push_url_path, split_path, url_path,
 };
 pub use imports::{
     IMPORT_LEASE, IMPORT_TOPIC, Import, ImportError, ImportItem, ImportState, ImportStore, MAX_REPORTED_FAILURES,

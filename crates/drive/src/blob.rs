@@ -84,14 +84,16 @@ impl BlobChunks for ReaderChunks {
     async fn next_chunk(&mut self, max: usize) -> Result<bytes::Bytes, BlobError> {
         let mut buf = bytes::BytesMut::with_capacity(max);
         let mut limited = (&mut self.0).take(max as u64);
-        // `read_buf` fills the spare capacity without zeroing it first.
-        while buf.len() < max
-            && limited
+        while buf.len() < max {
+            // `read_buf` fills the spare capacity without zeroing it first.
+            let n = limited
                 .read_buf(&mut buf)
                 .await
-                .map_err(|e| BlobError::Io(e.to_string()))?
-                > 0
-        {}
+                .map_err(|e| BlobError::Io(e.to_string()))?;
+            if n == 0 {
+                break;
+            }
+        }
         Ok(buf.freeze())
     }
 }

@@ -156,6 +156,17 @@ impl SqlStore {
                     .max_connections(4)
                     .acquire_timeout(Duration::from_secs(10))
                     .idle_timeout(Duration::from_secs(60))
+                    // As for `pool`: only a connection idle long enough
+                    // to have been dropped is pinged before use.
+                    .test_before_acquire(false)
+                    .before_acquire(|conn, meta| {
+                        Box::pin(async move {
+                            if meta.idle_for >= IDLE_BEFORE_PING {
+                                sqlx::Connection::ping(conn).await?;
+                            }
+                            Ok(true)
+                        })
+                    })
                     .connect_lazy(url)
                     .context("cannot read the PostgreSQL address")?,
             ),

@@ -83,6 +83,20 @@ pub struct SqlStore {
 /// before use.
 const IDLE_BEFORE_PING: Duration = Duration::from_secs(30);
 
+/// Before a pooled connection is handed out: pinged only if it sat idle
+/// for [`IDLE_BEFORE_PING`] (see `SqlStore::open`).
+fn ping_if_idle<C: sqlx::Connection>(
+    conn: &mut C,
+    meta: sqlx::pool::PoolConnectionMetadata,
+) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<bool, sqlx::Error>> + Send + '_>> {
+    Box::pin(async move {
+        if meta.idle_for >= IDLE_BEFORE_PING {
+            conn.ping().await?;
+        }
+        Ok(true)
+    })
+}
+
 /// The PostgreSQL channel that carries signals between processes.
 pub const SIGNAL_CHANNEL: &str = "cloudkeep_signals";
 
@@ -108,14 +122,7 @@ impl SqlStore {
                 // connection a query broke; only one that sat idle long
                 // enough for the server to drop it is worth testing again.
                 .test_before_acquire(false)
-                .before_acquire(|conn, meta| {
-                    Box::pin(async move {
-                        if meta.idle_for >= IDLE_BEFORE_PING {
-                            sqlx::Connection::ping(conn).await?;
-                        }
-                        Ok(true)
-                    })
-                })
+                .before_acquire(ping_if_idle)
         };
         let pool = match engine {
             Engine::Sqlite => {
@@ -159,14 +166,7 @@ impl SqlStore {
                     // As for `pool`: only a connection idle long enough
                     // to have been dropped is pinged before use.
                     .test_before_acquire(false)
-                    .before_acquire(|conn, meta| {
-                        Box::pin(async move {
-                            if meta.idle_for >= IDLE_BEFORE_PING {
-                                sqlx::Connection::ping(conn).await?;
-                            }
-                            Ok(true)
-                        })
-                    })
+                    .before_acquire(ping_if_idle)
                     .connect_lazy(url)
                     .context("cannot read the PostgreSQL address")?,
             ),

@@ -160,7 +160,7 @@ impl SqlStore {
     /// A folder page: `page` (binding drive, folder, the name to start
     /// after and the limit) read as tuples `T`. On PostgreSQL, rows with
     /// `from_row`, through the driver's own connections (see
-    /// `SqlStore::listings`; packing the page with `json_agg` measured
+    /// `SqlStore::pg`; packing the page with `json_agg` measured
     /// slower). On SQLite the page is one row, its `columns` as a JSON
     /// array: a folder of 100,000 files is read in 40 rows instead of
     /// 100,000, which is what a listing costs with the SQLite driver
@@ -172,13 +172,13 @@ impl SqlStore {
         (drive_id, parent_id, after, limit): (u64, &str, &str, u32),
         from_row: impl Fn(&sqlx::postgres::PgRow) -> Result<T, StoreError>,
     ) -> Result<Vec<T>, StoreError> {
-        if let Some(listings) = &self.listings {
+        if let Some(pg) = &self.pg {
             let rows = sqlx::query(sqlx::AssertSqlSafe(page.to_owned()))
                 .bind(signed(drive_id)?)
                 .bind(parent_id)
                 .bind(after)
                 .bind(i64::from(limit))
-                .fetch_all(listings)
+                .fetch_all(pg)
                 .await
                 .map_err(backend)?;
             return rows.iter().map(from_row).collect();
@@ -336,34 +336,155 @@ const COMMIT_BATCH: usize = 64;
 /// batch to fill: a lone file is committed at once. Each file is answered
 /// only once its transaction is committed. A file that does not fit the
 /// quota or lost a race gets its outcome and changes nothing; the others
-/// of its batch are unaffected. An error of the database fails the whole
-/// batch (nothing of it is stored) and each of its files is told so.
+/// of its batch are unaffected. An error of the database fails the files
+/// it was storing (none of them is stored) and each of them is told so.
+///
+/// On PostgreSQL, `pg` is the PostgreSQL driver's own pool: a batch's new
+/// files of one drive go to it as one statement (see [`NEW_FILES_PG`]).
 pub(crate) async fn commit_files(
     writer: sqlx::AnyPool,
+    pg: Option<sqlx::PgPool>,
     engine: crate::Engine,
     mut queue: tokio::sync::mpsc::UnboundedReceiver<FileCommit>,
 ) {
     let mut batch = Vec::with_capacity(COMMIT_BATCH);
     while queue.recv_many(&mut batch, COMMIT_BATCH).await > 0 {
-        match commit_batch(&writer, engine, &batch).await {
-            Ok(outcomes) => {
-                for (file, outcome) in batch.drain(..).zip(outcomes) {
-                    let _ = file.reply.send(Ok(outcome));
-                }
-            }
-            Err(e) => {
-                for file in batch.drain(..) {
-                    let _ = file.reply.send(Err(StoreError::Backend(e.to_string())));
+        let mut outcomes: Vec<Option<Result<PutOutcome, String>>> = Vec::new();
+        outcomes.resize_with(batch.len(), || None);
+        if let Some(pg) = &pg {
+            for group in new_file_groups(&batch) {
+                let files: Vec<&FileCommit> = group.iter().map(|&i| &batch[i]).collect();
+                let outcome = match insert_new_files_pg(pg, &files).await {
+                    Ok(false) => continue,
+                    Ok(true) => Ok(PutOutcome::Stored { replaced_blob: None }),
+                    Err(e) => Err(e.to_string()),
+                };
+                for i in group {
+                    outcomes[i] = Some(outcome.clone());
                 }
             }
         }
+        let rest: Vec<&FileCommit> = batch
+            .iter()
+            .zip(&outcomes)
+            .filter(|(_, outcome)| outcome.is_none())
+            .map(|(file, _)| file)
+            .collect();
+        if !rest.is_empty() {
+            let committed = commit_batch(&writer, engine, &rest).await;
+            let mut committed = match committed {
+                Ok(done) => done.into_iter().map(Ok).collect::<Vec<_>>(),
+                Err(e) => vec![Err(e.to_string()); rest.len()],
+            }
+            .into_iter();
+            for outcome in outcomes.iter_mut().filter(|o| o.is_none()) {
+                *outcome = committed.next();
+            }
+        }
+        for (file, outcome) in batch.drain(..).zip(outcomes) {
+            let outcome = outcome.unwrap_or_else(|| Err("the file was not committed".into()));
+            let _ = file.reply.send(outcome.map_err(StoreError::Backend));
+        }
+    }
+}
+
+/// The new files of a batch (nothing replaced) in groups of one drive
+/// each, by their place in the batch, leaving out a file whose folder and
+/// name another file of the batch already has: [`NEW_FILES_PG`] stores a
+/// whole group or nothing, and such a file is left for the transaction
+/// that tells it lost the race.
+fn new_file_groups(batch: &[FileCommit]) -> Vec<Vec<usize>> {
+    let mut groups: Vec<(u64, Vec<usize>)> = Vec::new();
+    let mut names = std::collections::HashSet::new();
+    for (i, file) in batch.iter().enumerate() {
+        let n = &file.node;
+        if file.replaced.is_some() || !names.insert((n.drive_id, n.parent_id.as_str(), n.name.as_str())) {
+            continue;
+        }
+        match groups.iter_mut().find(|(drive, _)| *drive == n.drive_id) {
+            Some((_, group)) => group.push(i),
+            None => groups.push((n.drive_id, vec![i])),
+        }
+    }
+    groups.into_iter().map(|(_, group)| group).collect()
+}
+
+/// New files of one drive on PostgreSQL, in one statement that stores
+/// all of them or changes nothing: their sizes charged to the quota at
+/// once if they all fit and none of their names is taken, then every
+/// node inserted, then the small contents. It runs on its own, so its
+/// commit is the statement's: one round trip and one sync for the whole
+/// group. A name taken meanwhile by a writer outside the batch makes
+/// the insert fail as a duplicate, which undoes the charge too.
+const NEW_FILES_PG: &str = "WITH input AS (
+        SELECT * FROM unnest($2::text[], $3::text[], $4::text[], $5::int8[], $6::text[], $7::text[], $8::int8[],
+            $9::int8[], $10::text[], $11::bytea[], $12::bool[])
+            AS t(id, parent_id, name, size, blob_id, etag, created_at, modified_at, checksums, data, inline)
+    ), charged AS (
+        UPDATE drives SET used_bytes = used_bytes + $13
+        WHERE id = $1 AND used_bytes + $13 <= quota_bytes
+          AND NOT EXISTS (SELECT 1 FROM input i, LATERAL (SELECT 1 FROM drive_nodes n
+                WHERE n.drive_id = $1 AND n.parent_id = i.parent_id AND n.name = i.name LIMIT 1) taken)
+        RETURNING id
+    ), stored AS (
+        INSERT INTO drive_nodes (id, drive_id, parent_id, name, is_dir, size, blob_id, etag, created_at,
+            modified_at, checksums)
+        SELECT id, $1, parent_id, name, 0, size, blob_id, etag, created_at, modified_at, checksums
+        FROM input WHERE EXISTS (SELECT 1 FROM charged)
+    ), contents AS (
+        INSERT INTO drive_inline (blob_id, data)
+        SELECT blob_id, data FROM input WHERE inline AND EXISTS (SELECT 1 FROM charged)
+    )
+    SELECT COUNT(*) FROM charged";
+
+/// Stores `files` (new, one drive, distinct names) with [`NEW_FILES_PG`]:
+/// true if all were stored, false if nothing was (a name is taken or
+/// they do not all fit), to be committed one by one instead.
+async fn insert_new_files_pg(pg: &sqlx::PgPool, files: &[&FileCommit]) -> Result<bool, StoreError> {
+    let Some(first) = files.first() else {
+        return Ok(true);
+    };
+    let mut total: i64 = 0;
+    for file in files {
+        total = total
+            .checked_add(signed(file.node.size)?)
+            .ok_or_else(|| StoreError::Backend("a batch of files is too large".into()))?;
+    }
+    let column = |get: fn(&Node) -> &str| files.iter().map(|f| get(&f.node)).collect::<Vec<_>>();
+    let times = |get: fn(&Node) -> Millis| files.iter().map(|f| get(&f.node)).collect::<Vec<_>>();
+    let sizes = files
+        .iter()
+        .map(|f| signed(f.node.size))
+        .collect::<Result<Vec<_>, _>>()?;
+    let data: Vec<&[u8]> = files.iter().map(|f| f.inline.as_deref().unwrap_or_default()).collect();
+    let inline: Vec<bool> = files.iter().map(|f| f.inline.is_some()).collect();
+    let charged = sqlx::query_scalar::<_, i64>(NEW_FILES_PG)
+        .bind(signed(first.node.drive_id)?)
+        .bind(column(|n| n.id.as_str()))
+        .bind(column(|n| n.parent_id.as_str()))
+        .bind(column(|n| n.name.as_str()))
+        .bind(sizes)
+        .bind(column(|n| n.blob_id.as_str()))
+        .bind(column(|n| n.etag.as_str()))
+        .bind(times(|n| n.created_at))
+        .bind(times(|n| n.modified_at))
+        .bind(column(|n| n.checksums.as_str()))
+        .bind(data)
+        .bind(inline)
+        .bind(total)
+        .fetch_one(pg)
+        .await;
+    match charged {
+        Ok(charged) => Ok(charged == 1),
+        Err(sqlx::Error::Database(e)) if e.is_unique_violation() => Ok(false),
+        Err(e) => Err(backend(e)),
     }
 }
 
 async fn commit_batch(
     writer: &sqlx::AnyPool,
     engine: crate::Engine,
-    batch: &[FileCommit],
+    batch: &[&FileCommit],
 ) -> Result<Vec<PutOutcome>, StoreError> {
     if engine == crate::Engine::Sqlite && batch.iter().all(|f| f.replaced.is_none()) {
         // Only new files (the usual batch): the whole transaction in one
@@ -471,13 +592,13 @@ async fn insert_new_file(tx: &mut sqlx::AnyConnection, file: &FileCommit) -> Res
 
 /// New files (nothing replaced) in `tx` on SQLite, each as [`put_in`]
 /// stores it, all in one round trip to the database's thread.
-async fn insert_new_files(tx: &mut sqlx::AnyConnection, files: &[FileCommit]) -> Result<Vec<PutOutcome>, StoreError> {
+async fn insert_new_files(tx: &mut sqlx::AnyConnection, files: &[&FileCommit]) -> Result<Vec<PutOutcome>, StoreError> {
     let counts = sqlite_counts(tx, &new_file_changes(files)?).await?;
     Ok(new_file_outcomes(files, counts))
 }
 
 /// The [`NEW_FILE`] statements of `files`, in order.
-fn new_file_changes(files: &[FileCommit]) -> Result<Vec<Change<'_>>, StoreError> {
+fn new_file_changes<'a>(files: &[&'a FileCommit]) -> Result<Vec<Change<'a>>, StoreError> {
     let mut changes = Vec::with_capacity(files.len() * NEW_FILE.len());
     for file in files {
         let n = &file.node;
@@ -510,7 +631,7 @@ fn new_file_changes(files: &[FileCommit]) -> Result<Vec<Change<'_>>, StoreError>
 }
 
 /// Each file's outcome from the counts of its [`new_file_changes`].
-fn new_file_outcomes(files: &[FileCommit], counts: Vec<u64>) -> Vec<PutOutcome> {
+fn new_file_outcomes(files: &[&FileCommit], counts: Vec<u64>) -> Vec<PutOutcome> {
     let mut counts = counts.into_iter();
     let mut outcomes = Vec::with_capacity(files.len());
     for file in files {
@@ -1293,5 +1414,110 @@ mod tests {
             };
             assert_eq!(lookups, 3, "{engine:?}: a name is not looked up by its folder:\n{text}");
         }
+    }
+
+    /// A new file of drive 1 for [`insert_new_files_pg`], and the
+    /// receiver its outcome would go to.
+    fn new_file(name: &str, size: u64, inline: bool) -> FileCommit {
+        let (reply, _) = tokio::sync::oneshot::channel();
+        FileCommit {
+            node: Node {
+                id: format!("node-{name}"),
+                drive_id: 1,
+                parent_id: String::new(),
+                name: name.to_owned(),
+                is_dir: false,
+                size,
+                blob_id: format!("blob-{name}"),
+                etag: format!("etag-{name}"),
+                created_at: 1,
+                modified_at: 2,
+                checksums: String::new(),
+                has_props: false,
+            },
+            replaced: None,
+            inline: inline.then(|| vec![7; usize::try_from(size).unwrap()]),
+            reply,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_group_of_new_files_is_stored_whole_or_not_at_all_on_postgres() {
+        let Some(url) = crate::testing::database_url(crate::Engine::Postgres).await else {
+            return;
+        };
+        let store = SqlStore::open(&url).await.unwrap();
+        let pg = store.pg.clone().unwrap();
+        for setup in [
+            "INSERT INTO organizations (id, name, name_key, created_at) VALUES ('org', 'Org', 'org', 0)",
+            "INSERT INTO drives (id, org_id, name, quota_bytes, created_at) VALUES (1, 'org', 'Drive', 10000, 0)",
+        ] {
+            sqlx::query(setup).execute(&pg).await.unwrap();
+        }
+        let state = || async {
+            let used: i64 = sqlx::query_scalar("SELECT used_bytes FROM drives WHERE id = 1")
+                .fetch_one(&pg)
+                .await
+                .unwrap();
+            let nodes: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM drive_nodes")
+                .fetch_one(&pg)
+                .await
+                .unwrap();
+            let inline: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM drive_inline")
+                .fetch_one(&pg)
+                .await
+                .unwrap();
+            (used, nodes, inline)
+        };
+        let (a, b) = (new_file("a", 1000, true), new_file("b", 2000, false));
+        assert!(insert_new_files_pg(&pg, &[&a, &b]).await.unwrap());
+        assert_eq!(state().await, (3000, 2, 1));
+        let stored: (String, i64, String, i64, i64) = sqlx::query_as(
+            "SELECT n.parent_id, n.size, n.etag, n.created_at, n.modified_at
+             FROM drive_nodes n JOIN drive_inline i ON i.blob_id = n.blob_id WHERE n.name = 'a'",
+        )
+        .fetch_one(&pg)
+        .await
+        .unwrap();
+        assert_eq!(stored, (String::new(), 1000, "etag-a".to_owned(), 1, 2));
+
+        // One name of the group taken, or the group past the quota:
+        // nothing of it is stored or charged.
+        let (c, taken) = (new_file("c", 10, true), new_file("a", 10, true));
+        assert!(!insert_new_files_pg(&pg, &[&c, &taken]).await.unwrap());
+        let (d, big) = (new_file("d", 10, false), new_file("e", 7000, false));
+        assert!(!insert_new_files_pg(&pg, &[&d, &big]).await.unwrap());
+        assert_eq!(state().await, (3000, 2, 1));
+
+        // A name taken by a writer whose transaction commits while the
+        // statement waits on it: the statement's check did not see it,
+        // the insert fails as a duplicate, and the charge is undone.
+        let mut other = pg.begin().await.unwrap();
+        sqlx::query(
+            "INSERT INTO drive_nodes (id, drive_id, parent_id, name, is_dir, created_at, modified_at)
+             VALUES ('other', 1, '', 'f', 1, 0, 0)",
+        )
+        .execute(&mut *other)
+        .await
+        .unwrap();
+        let (f, g) = (new_file("f", 10, true), new_file("g", 10, true));
+        let pool = pg.clone();
+        let waiting = tokio::spawn(async move { insert_new_files_pg(&pool, &[&g, &f]).await });
+        // Committed once the statement waits on the row (so its check
+        // ran before the row was there).
+        while sqlx::query_scalar::<_, i64>(
+            "SELECT COUNT(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE 'WITH input AS%'",
+        )
+        .fetch_one(&pg)
+        .await
+        .unwrap()
+            == 0
+        {
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        other.commit().await.unwrap();
+        assert!(!waiting.await.unwrap().unwrap());
+        assert_eq!(state().await, (3000, 3, 1));
+        store.close().await;
     }
 }

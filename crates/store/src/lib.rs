@@ -67,12 +67,14 @@ pub struct SqlStore {
     /// file lock, where SQLite's busy handler makes each loser sleep
     /// (1 ms, 2 ms, 5 ms, … on every retry). On PostgreSQL, `pool`.
     writer: AnyPool,
-    /// On PostgreSQL, connections for folder listings, read with the
-    /// PostgreSQL driver itself: through `Any` every row of a listing is
-    /// copied into owned values with its own list of columns, which was
-    /// a third of a 10,000-entry PROPFIND's time. Same SQL, same schema
-    /// (the options of `url`); connected only when a listing first runs.
-    listings: Option<sqlx::PgPool>,
+    /// On PostgreSQL, connections used through the PostgreSQL driver
+    /// itself, for the two hot paths `Any` cannot serve well: folder
+    /// listings (through `Any` every row is copied into owned values with
+    /// its own list of columns, which was a third of a 10,000-entry
+    /// PROPFIND's time) and batches of new files (bound as arrays, which
+    /// `Any` cannot bind). Same schema (the options of `url`); connected
+    /// only when first used.
+    pg: Option<sqlx::PgPool>,
     /// Files waiting to be committed (see `drive_store::commit_files`).
     files: tokio::sync::mpsc::UnboundedSender<drive_store::FileCommit>,
     engine: Engine,
@@ -156,7 +158,7 @@ impl SqlStore {
                 .context("cannot open the SQLite database")?,
             Engine::Postgres => pool.clone(),
         };
-        let listings = match engine {
+        let pg = match engine {
             Engine::Sqlite => None,
             Engine::Postgres => Some(
                 sqlx::postgres::PgPoolOptions::new()
@@ -172,11 +174,11 @@ impl SqlStore {
             ),
         };
         let (files, queue) = tokio::sync::mpsc::unbounded_channel();
-        tokio::spawn(drive_store::commit_files(writer.clone(), engine, queue));
+        tokio::spawn(drive_store::commit_files(writer.clone(), pg.clone(), engine, queue));
         Ok(Self {
             pool,
             writer,
-            listings,
+            pg,
             files,
             engine,
             url: url.to_owned(),
@@ -214,8 +216,8 @@ impl SqlStore {
     }
 
     pub async fn close(&self) {
-        if let Some(listings) = &self.listings {
-            listings.close().await;
+        if let Some(pg) = &self.pg {
+            pg.close().await;
         }
         self.writer.close().await;
         self.pool.close().await;

@@ -29,9 +29,9 @@ fn grant_of(text: &str) -> Result<Grant, StoreError> {
         .map_err(|e: drive::UnknownGrant| StoreError::Backend(format!("stored drive access: {e}")))
 }
 
-fn member_drive_from(row: &AnyRow) -> Result<(Drive, Standing), StoreError> {
-    let role: String = row.try_get("role").map_err(backend)?;
-    let own: Option<String> = row.try_get("own_access").map_err(backend)?;
+fn member_drive_from(row: &impl Columns) -> Result<(Drive, Standing), StoreError> {
+    let role = row.text("role")?;
+    let own = row.text_or_null("own_access")?;
     let standing = Standing {
         role: role
             .parse::<Role>()
@@ -41,22 +41,61 @@ fn member_drive_from(row: &AnyRow) -> Result<(Drive, Standing), StoreError> {
     Ok((drive_from(row)?, standing))
 }
 
-fn drive_from(row: &AnyRow) -> Result<Drive, StoreError> {
+fn drive_from(row: &impl Columns) -> Result<Drive, StoreError> {
     let number = |name: &str| -> Result<u64, StoreError> {
-        let n: i64 = row.try_get(name).map_err(backend)?;
-        u64::try_from(n).map_err(|_| StoreError::Backend(format!("stored drive {name} is negative")))
+        u64::try_from(row.int(name)?).map_err(|_| StoreError::Backend(format!("stored drive {name} is negative")))
     };
     Ok(Drive {
         id: number("id")?,
-        org_id: row.try_get("org_id").map_err(backend)?,
-        org_name: row.try_get("org_name").map_err(backend)?,
-        name: row.try_get("name").map_err(backend)?,
+        org_id: row.text("org_id")?,
+        org_name: row.text("org_name")?,
+        name: row.text("name")?,
         quota_bytes: number("quota_bytes")?,
         used_bytes: number("used_bytes")?,
-        created_at: row.try_get("created_at").map_err(backend)?,
-        member_access: grant_of(&row.try_get::<String, _>("member_access").map_err(backend)?)?,
+        created_at: row.int("created_at")?,
+        member_access: grant_of(&row.text("member_access")?)?,
     })
 }
+
+/// A [`member_walk_sql`] row: the drive, the member's standing, whether
+/// anything on it is locked, and the nodes of a walk of `walked` names
+/// (if the path was walked).
+fn member_walk_from(row: &impl Columns, drive_id: u64, walked: Option<usize>) -> Result<MemberDrive, StoreError> {
+    let (drive, standing) = member_drive_from(row)?;
+    Ok(MemberDrive {
+        drive,
+        standing,
+        locked: row.int("locked")? != 0,
+        walked: walked.map(|depth| walked_nodes(row, drive_id, depth)).transpose()?,
+    })
+}
+
+/// A row's columns by name, read the same way whichever driver read the
+/// row: `Any` for most queries, the PostgreSQL driver's own for the hot
+/// paths (see `SqlStore::pg`).
+trait Columns {
+    fn text(&self, name: &str) -> Result<String, StoreError>;
+    fn text_or_null(&self, name: &str) -> Result<Option<String>, StoreError>;
+    fn int(&self, name: &str) -> Result<i64, StoreError>;
+}
+
+macro_rules! columns_of {
+    ($row:ty) => {
+        impl Columns for $row {
+            fn text(&self, name: &str) -> Result<String, StoreError> {
+                self.try_get(name).map_err(backend)
+            }
+            fn text_or_null(&self, name: &str) -> Result<Option<String>, StoreError> {
+                self.try_get(name).map_err(backend)
+            }
+            fn int(&self, name: &str) -> Result<i64, StoreError> {
+                self.try_get(name).map_err(backend)
+            }
+        }
+    };
+}
+columns_of!(AnyRow);
+columns_of!(sqlx::postgres::PgRow);
 
 const NODE_COLUMNS: &str = "SELECT id, drive_id, parent_id, name, is_dir, size, blob_id, etag, created_at, modified_at,
         checksums, has_props
@@ -222,14 +261,78 @@ const WALK_DEPTH: usize = 8;
 /// does not exist on.
 fn walk_sql(engine: crate::Engine, depth: usize) -> String {
     let (columns, joins) = walk_parts(engine, depth, "$2", 3);
-    format!("SELECT {columns} FROM drives d{joins} WHERE d.id = $1")
+    format!("SELECT d.id{columns} FROM drives d{joins} WHERE d.id = $1")
 }
 
-/// The columns and joins of a walk of `depth` names from the folder
-/// `parent` (an SQL expression), the names bound from `$<first_name>` on;
-/// the drive is `d` and its id `$1`.
+/// The query that reads a member's drive, its standing, whether anything
+/// on it is locked, and walks up to `depth` names from its top folder
+/// (the top folder's id is '').
+fn member_walk_sql(engine: crate::Engine, depth: usize) -> String {
+    let (walk_columns, walk_joins) = walk_parts(engine, depth, "''", 4);
+    format!(
+        "{MEMBER_COLUMNS},
+         CAST(CASE WHEN EXISTS (SELECT 1 FROM drive_locks l
+                                WHERE l.drive_id = d.id AND (l.expires_at = 0 OR l.expires_at > $3))
+              THEN 1 ELSE 0 END AS BIGINT) AS locked{walk_columns}
+         {MEMBER_TABLES}{walk_joins} WHERE d.id = $1 AND m.account_id = $2"
+    )
+}
+
+/// `make(engine, depth)` for the engine and depth asked, made once for
+/// every engine and every depth up to [`WALK_DEPTH`] the first time
+/// `made` is read: these queries run on every request, and making their
+/// text was a twentieth of a small PUT's CPU.
+fn made_once(
+    made: &'static std::sync::OnceLock<Vec<String>>,
+    make: fn(crate::Engine, usize) -> String,
+    engine: crate::Engine,
+    depth: usize,
+) -> &'static str {
+    let all = made.get_or_init(|| {
+        [crate::Engine::Sqlite, crate::Engine::Postgres]
+            .into_iter()
+            .flat_map(|engine| (0..=WALK_DEPTH).map(move |depth| make(engine, depth)))
+            .collect()
+    });
+    let first = match engine {
+        crate::Engine::Sqlite => 0,
+        crate::Engine::Postgres => WALK_DEPTH + 1,
+    };
+    &all[first + depth.min(WALK_DEPTH)]
+}
+
+/// A node's columns, as each level of a walk reads them.
+const NODE_FIELDS: [&str; 11] = [
+    "id",
+    "parent_id",
+    "name",
+    "is_dir",
+    "size",
+    "blob_id",
+    "etag",
+    "created_at",
+    "modified_at",
+    "checksums",
+    "has_props",
+];
+
+/// The names of level `i`'s columns in a walk's row (`l<i>_<field>`, in
+/// the order of [`NODE_FIELDS`]), made once.
+fn level_columns(i: usize) -> &'static [String] {
+    static MADE: std::sync::OnceLock<Vec<Vec<String>>> = std::sync::OnceLock::new();
+    let levels = MADE.get_or_init(|| {
+        (1..=WALK_DEPTH)
+            .map(|i| NODE_FIELDS.iter().map(|field| format!("l{i}_{field}")).collect())
+            .collect()
+    });
+    &levels[i - 1]
+}
+
+/// The columns (each after a comma) and joins of a walk of `depth` names
+/// from the folder `parent` (an SQL expression), the names bound from
+/// `$<first_name>` on; the drive is `d` and its id `$1`.
 fn walk_parts(engine: crate::Engine, depth: usize, parent: &str, first_name: usize) -> (String, String) {
-    let mut columns = Vec::new();
+    let mut columns = String::new();
     let mut joins = String::new();
     for i in 1..=depth {
         let parent = if i == 1 {
@@ -254,27 +357,15 @@ fn walk_parts(engine: crate::Engine, depth: usize, parent: &str, first_name: usi
                     WHERE drive_id = $1 AND parent_id = {parent} AND name = {name} LIMIT 1) n{i} ON true"
             ),
         });
-        for column in [
-            "id",
-            "parent_id",
-            "name",
-            "is_dir",
-            "size",
-            "blob_id",
-            "etag",
-            "created_at",
-            "modified_at",
-            "checksums",
-            "has_props",
-        ] {
-            columns.push(format!("n{i}.{column} AS l{i}_{column}"));
+        for column in NODE_FIELDS {
+            columns.push_str(&format!(", n{i}.{column} AS l{i}_{column}"));
         }
     }
-    (columns.join(", "), joins)
+    (columns, joins)
 }
 
 /// The nodes of a walk's row, down to the first name missing.
-fn walked_nodes(row: &AnyRow, drive_id: u64, depth: usize) -> Result<Vec<Node>, StoreError> {
+fn walked_nodes(row: &impl Columns, drive_id: u64, depth: usize) -> Result<Vec<Node>, StoreError> {
     let mut found = Vec::with_capacity(depth);
     for i in 1..=depth {
         match walked_node(row, drive_id, i)? {
@@ -286,22 +377,21 @@ fn walked_nodes(row: &AnyRow, drive_id: u64, depth: usize) -> Result<Vec<Node>, 
 }
 
 /// Level `i` of a [`walk_sql`] row, if that name exists.
-fn walked_node(row: &AnyRow, drive_id: u64, i: usize) -> Result<Option<Node>, StoreError> {
-    let column = |name: &str| format!("l{i}_{name}");
-    let Some(id) = row
-        .try_get::<Option<String>, _>(column("id").as_str())
-        .map_err(backend)?
-    else {
+fn walked_node(row: &impl Columns, drive_id: u64, i: usize) -> Result<Option<Node>, StoreError> {
+    let names = level_columns(i);
+    let column = |field: &str| -> &str {
+        let at = NODE_FIELDS.iter().position(|f| *f == field);
+        at.map_or("", |at| names[at].as_str())
+    };
+    let Some(id) = row.text_or_null(column("id"))? else {
         return Ok(None);
     };
     let number = |name: &str| -> Result<u64, StoreError> {
-        let n: i64 = row.try_get(column(name).as_str()).map_err(backend)?;
-        u64::try_from(n).map_err(|_| StoreError::Backend(format!("stored node {name} is negative")))
+        u64::try_from(row.int(column(name))?)
+            .map_err(|_| StoreError::Backend(format!("stored node {name} is negative")))
     };
-    let text = |name: &str| -> Result<String, StoreError> { row.try_get(column(name).as_str()).map_err(backend) };
-    let flag = |name: &str| -> Result<bool, StoreError> {
-        Ok(row.try_get::<i64, _>(column(name).as_str()).map_err(backend)? != 0)
-    };
+    let text = |name: &str| row.text(column(name));
+    let flag = |name: &str| -> Result<bool, StoreError> { Ok(row.int(column(name))? != 0) };
     Ok(Some(Node {
         id,
         drive_id,
@@ -311,8 +401,8 @@ fn walked_node(row: &AnyRow, drive_id: u64, i: usize) -> Result<Option<Node>, St
         size: number("size")?,
         blob_id: text("blob_id")?,
         etag: text("etag")?,
-        created_at: row.try_get(column("created_at").as_str()).map_err(backend)?,
-        modified_at: row.try_get(column("modified_at").as_str()).map_err(backend)?,
+        created_at: row.int(column("created_at"))?,
+        modified_at: row.int(column("modified_at"))?,
         checksums: text("checksums")?,
         has_props: flag("has_props")?,
     }))
@@ -756,46 +846,30 @@ impl DriveStore for SqlStore {
         names: &[&str],
     ) -> Result<Option<MemberDrive>, StoreError> {
         // The path is walked in the same query when it is short enough for
-        // one walk (the top folder's id is '').
-        let walks = names.len() <= WALK_DEPTH;
-        let (walk_columns, walk_joins) = if walks && !names.is_empty() {
-            let (columns, joins) = walk_parts(self.engine, names.len(), "''", 4);
-            (format!(", {columns}"), joins)
-        } else {
-            (String::new(), String::new())
-        };
-        let sql = format!(
-            "{MEMBER_COLUMNS},
-             CAST(CASE WHEN EXISTS (SELECT 1 FROM drive_locks l
-                                    WHERE l.drive_id = d.id AND (l.expires_at = 0 OR l.expires_at > $3))
-                  THEN 1 ELSE 0 END AS BIGINT) AS locked{walk_columns}
-             {MEMBER_TABLES}{walk_joins} WHERE d.id = $1 AND m.account_id = $2"
-        );
-        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(signed(id)?)
-            .bind(account_id)
-            .bind(now);
-        if walks {
-            for name in names {
-                query = query.bind(*name);
-            }
+        // one walk.
+        static MADE: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
+        let depth = if names.len() <= WALK_DEPTH { names.len() } else { 0 };
+        let sql = made_once(&MADE, member_walk_sql, self.engine, depth);
+        let walked = (names.len() <= WALK_DEPTH).then_some(depth);
+        macro_rules! member_walk {
+            ($pool:expr) => {{
+                let mut query = sqlx::query(sqlx::AssertSqlSafe(sql))
+                    .bind(signed(id)?)
+                    .bind(account_id)
+                    .bind(now);
+                for name in &names[..depth] {
+                    query = query.bind(*name);
+                }
+                let row = query.fetch_optional($pool).await.map_err(backend)?;
+                row.as_ref()
+                    .map(|row| member_walk_from(row, id, walked))
+                    .transpose()
+            }};
         }
-        let Some(row) = query.fetch_optional(&self.pool).await.map_err(backend)? else {
-            return Ok(None);
-        };
-        let (drive, standing) = member_drive_from(&row)?;
-        let locked = row.try_get::<i64, _>("locked").map_err(backend)? != 0;
-        let walked = if walks {
-            Some(walked_nodes(&row, id, names.len())?)
-        } else {
-            None
-        };
-        Ok(Some(MemberDrive {
-            drive,
-            standing,
-            locked,
-            walked,
-        }))
+        match &self.pg {
+            Some(pg) => member_walk!(pg),
+            None => member_walk!(&self.pool),
+        }
     }
 
     async fn drives_for_account(&self, account_id: &str) -> Result<Vec<(Drive, Standing)>, StoreError> {
@@ -862,17 +936,30 @@ impl DriveStore for SqlStore {
     async fn walk(&self, drive_id: u64, names: &[&str]) -> Result<Vec<Node>, StoreError> {
         let mut found: Vec<Node> = Vec::new();
         for chunk in names.chunks(WALK_DEPTH) {
+            static MADE: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
+            let sql = made_once(&MADE, walk_sql, self.engine, chunk.len());
             let parent = found.last().map_or("", |n| n.id.as_str()).to_owned();
-            let mut query = sqlx::query(sqlx::AssertSqlSafe(walk_sql(self.engine, chunk.len())))
-                .bind(signed(drive_id)?)
-                .bind(parent);
-            for name in chunk {
-                query = query.bind(*name);
+            macro_rules! walk {
+                ($pool:expr) => {{
+                    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql))
+                        .bind(signed(drive_id)?)
+                        .bind(parent);
+                    for name in chunk {
+                        query = query.bind(*name);
+                    }
+                    let row = query.fetch_optional($pool).await.map_err(backend)?;
+                    row.as_ref()
+                        .map(|row| walked_nodes(row, drive_id, chunk.len()))
+                        .transpose()?
+                }};
             }
-            let Some(row) = query.fetch_optional(&self.pool).await.map_err(backend)? else {
+            let found_here = match &self.pg {
+                Some(pg) => walk!(pg),
+                None => walk!(&self.pool),
+            };
+            let Some(level) = found_here else {
                 return Ok(found);
             };
-            let level = walked_nodes(&row, drive_id, chunk.len())?;
             let whole = level.len() == chunk.len();
             found.extend(level);
             if !whole {
@@ -1385,6 +1472,22 @@ mod tests {
                 .filter(|l| l.contains(" n") || l.contains("Cond"))
                 .collect(),
         )
+    }
+
+    #[test]
+    fn queries_made_once_are_the_ones_asked_for() {
+        static MADE: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
+        for engine in [crate::Engine::Sqlite, crate::Engine::Postgres] {
+            for depth in 0..=WALK_DEPTH {
+                assert_eq!(
+                    made_once(&MADE, member_walk_sql, engine, depth),
+                    member_walk_sql(engine, depth)
+                );
+            }
+        }
+        for i in 1..=WALK_DEPTH {
+            assert_eq!(level_columns(i)[4], format!("l{i}_size"));
+        }
     }
 
     #[tokio::test]

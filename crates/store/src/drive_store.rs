@@ -195,6 +195,34 @@ fn lock_from(row: &AnyRow) -> Result<Lock, StoreError> {
     })
 }
 
+/// Checks that a folder page's columns are all `BIGINT` or `TEXT`, as
+/// the schema makes them, once per page: its values are then read with
+/// [`pg_int`] and [`pg_text`], which do not check each value's type again
+/// (that check was about a tenth of a 10,000-entry PROPFIND's CPU).
+fn pg_page_columns(row: &sqlx::postgres::PgRow) -> Result<(), StoreError> {
+    use sqlx::{Column, TypeInfo};
+    for column in row.columns() {
+        let kind = column.type_info().name();
+        if kind != "INT8" && kind != "TEXT" {
+            return Err(StoreError::Backend(format!(
+                "a folder page's column {} is {kind}, not BIGINT or TEXT",
+                column.name()
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Column `i` of a folder page's row, checked by [`pg_page_columns`].
+fn pg_int(row: &sqlx::postgres::PgRow, i: usize) -> Result<i64, StoreError> {
+    row.try_get_unchecked(i).map_err(backend)
+}
+
+/// Column `i` of a folder page's row, checked by [`pg_page_columns`].
+fn pg_text(row: &sqlx::postgres::PgRow, i: usize) -> Result<String, StoreError> {
+    row.try_get_unchecked(i).map_err(backend)
+}
+
 impl SqlStore {
     /// A folder page: `page` (binding drive, folder, the name to start
     /// after and the limit) read as tuples `T`. On PostgreSQL, rows with
@@ -220,6 +248,9 @@ impl SqlStore {
                 .fetch_all(pg)
                 .await
                 .map_err(backend)?;
+            if let Some(first) = rows.first() {
+                pg_page_columns(first)?;
+            }
             return rows.iter().map(from_row).collect();
         }
         let sql = format!("SELECT COALESCE(json_group_array(json_array({columns})), '[]') AS page FROM ({page})");
@@ -1070,8 +1101,7 @@ impl DriveStore for SqlStore {
         let columns = "id, name, is_dir, size, blob_id, etag, created_at, modified_at, checksums, has_props";
         let entries = self
             .folder_page(page, columns, (drive_id, parent_id, after, limit), |row| {
-                let number = |i: usize| row.try_get::<i64, _>(i).map_err(backend);
-                let text = |i: usize| row.try_get::<String, _>(i).map_err(backend);
+                let (number, text) = (|i| pg_int(row, i), |i| pg_text(row, i));
                 Ok(PageEntry(
                     text(0)?,
                     text(1)?,
@@ -1136,8 +1166,7 @@ impl DriveStore for SqlStore {
         let columns = "name, is_dir, size, etag, modified_at, created_at, checksums, props_of";
         let entries = self
             .folder_page(&page, columns, (drive_id, parent_id, after, limit), |row| {
-                let number = |i: usize| row.try_get::<i64, _>(i).map_err(backend);
-                let text = |i: usize| row.try_get::<String, _>(i).map_err(backend);
+                let (number, text) = (|i| pg_int(row, i), |i| pg_text(row, i));
                 Ok(EntryColumns(
                     text(0)?,
                     number(1)?,

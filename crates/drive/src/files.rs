@@ -286,6 +286,21 @@ impl Drives {
         Ok((node, reader))
     }
 
+    /// A file's node and contents, read a buffer at a time into the
+    /// buffers that are sent (see [`DriveTree::chunks_from`]): what a
+    /// download reads.
+    pub async fn open_chunks(
+        &self,
+        account: &Account,
+        drive_id: u64,
+        path: &str,
+    ) -> Result<(Node, Box<dyn crate::BlobChunks>), FileError> {
+        let tree = self.tree(account, drive_id).await?;
+        let node = tree.stat(path).await?;
+        let chunks = tree.chunks_from(&node, 0).await?;
+        Ok((node, chunks))
+    }
+
     /// Deletes a file, or a folder with everything in it; frees the space.
     pub async fn delete(&self, account: &Account, drive_id: u64, path: &str) -> Result<(), FileError> {
         self.tree(account, drive_id).await?.delete(path).await

@@ -370,8 +370,8 @@ mod browse {
         let Some(user) = &ctx.user else {
             return ctx.to_sign_in();
         };
-        match ctx.state.drives().open_file(&user.account, drive, path).await {
-            Ok((node, reader)) => {
+        match ctx.state.drives().open_chunks(&user.account, drive, path).await {
+            Ok((node, chunks)) => {
                 let name = utf8_percent_encode(&node.name, ENCODED).to_string();
                 (
                     [
@@ -383,7 +383,7 @@ mod browse {
                             format!("attachment; filename*=UTF-8''{name}"),
                         ),
                     ],
-                    Body::from_stream(tokio_util::io::ReaderStream::new(reader)),
+                    Body::from_stream(download_stream(chunks)),
                 )
                     .into_response()
             }
@@ -392,6 +392,27 @@ mod browse {
                 ctx.message(status, ctx.t().t("drive.title"), &text)
             }
         }
+    }
+
+    /// How much of a file a download reads at a time.
+    const DOWNLOAD_CHUNK: usize = 256 * 1024;
+
+    /// A file's chunks as a response body; a failed read ends the body
+    /// early (the client sees fewer bytes than the length announced).
+    fn download_stream(
+        chunks: Box<dyn drive::BlobChunks>,
+    ) -> impl futures_util::Stream<Item = Result<axum::body::Bytes, std::io::Error>> {
+        futures_util::stream::unfold(Some(chunks), |chunks| async move {
+            let mut chunks = chunks?;
+            match chunks.next_chunk(DOWNLOAD_CHUNK).await {
+                Ok(chunk) if chunk.is_empty() => None,
+                Ok(chunk) => Some((Ok(chunk), Some(chunks))),
+                Err(e) => {
+                    tracing::error!(error = %e, "reading a blob for a download failed");
+                    Some((Err(std::io::Error::other(e.to_string())), None))
+                }
+            }
+        })
     }
 
     #[derive(Deserialize, Default)]

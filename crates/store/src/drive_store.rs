@@ -1503,6 +1503,46 @@ mod tests {
         )
     }
 
+    #[tokio::test]
+    async fn the_has_props_migration_marks_the_nodes_that_already_had_properties() {
+        for engine in [crate::Engine::Sqlite, crate::Engine::Postgres] {
+            let Some(url) = crate::testing::database_url(engine).await else {
+                continue;
+            };
+            sqlx::any::install_default_drivers();
+            let pool = sqlx::AnyPool::connect(&url).await.unwrap();
+            let migrator = || match engine {
+                crate::Engine::Sqlite => sqlx::migrate!("migrations/sqlite"),
+                crate::Engine::Postgres => sqlx::migrate!("migrations/postgres"),
+            };
+            // The schema as it was before the column.
+            let mut before = migrator();
+            before.migrations = before.migrations.iter().filter(|m| m.version < 17).cloned().collect();
+            before.run(&pool).await.unwrap();
+            for setup in [
+                "INSERT INTO organizations (id, name, name_key, created_at) VALUES ('org', 'Org', 'org', 0)",
+                "INSERT INTO drives (id, org_id, name, quota_bytes, created_at) VALUES (1, 'org', 'Drive', 1000, 0)",
+                "INSERT INTO drive_nodes (id, drive_id, parent_id, name, is_dir, created_at, modified_at)
+                 VALUES ('with', 1, '', 'with', 0, 0, 0), ('without', 1, '', 'without', 0, 0, 0)",
+                "INSERT INTO drive_props (node_id, namespace, name, xml) VALUES ('with', 'urn:x', 'p', '<p/>')",
+            ] {
+                sqlx::query(setup).execute(&pool).await.unwrap();
+            }
+            migrator().run(&pool).await.unwrap();
+            let marked: Vec<(String, i64)> =
+                sqlx::query_as("SELECT id, CAST(has_props AS BIGINT) FROM drive_nodes ORDER BY id")
+                    .fetch_all(&pool)
+                    .await
+                    .unwrap();
+            assert_eq!(
+                marked,
+                [("with".to_owned(), 1), ("without".to_owned(), 0)],
+                "{engine:?}"
+            );
+            pool.close().await;
+        }
+    }
+
     #[test]
     fn queries_made_once_are_the_ones_asked_for() {
         static MADE: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();

@@ -1677,6 +1677,7 @@ mod tests {
         let waiting = tokio::spawn(async move { insert_new_files_pg(&pool, &[&g, &f]).await });
         // Committed once the statement waits on the row (so its check
         // ran before the row was there).
+        let mut polls = 0;
         while sqlx::query_scalar::<_, i64>(
             "SELECT COUNT(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE 'WITH input AS%'",
         )
@@ -1685,6 +1686,11 @@ mod tests {
         .unwrap()
             == 0
         {
+            polls += 1;
+            assert!(
+                polls < 1000 && !waiting.is_finished(),
+                "the statement never waited on the other writer's row"
+            );
             tokio::time::sleep(std::time::Duration::from_millis(10)).await;
         }
         other.commit().await.unwrap();

@@ -148,13 +148,7 @@ async fn files_are_whole_counted_against_the_quota_and_freed() {
             after = last.name.clone();
             paged.extend(page.into_iter().map(|n| n.name));
         }
-        let listed: Vec<String> = drives
-            .list(&ana, id, "/Reports")
-            .await
-            .unwrap()
-            .into_iter()
-            .map(|n| n.name)
-            .collect();
+        let listed = names_in(&drives, &ana, id, "/Reports").await;
         assert_eq!(paged, listed);
         assert_eq!(paged.len(), 10);
 
@@ -191,13 +185,7 @@ async fn files_are_whole_counted_against_the_quota_and_freed() {
                 entries.extend(page);
             }
             let names: Vec<String> = entries.iter().map(|e| e.name.clone()).collect();
-            let listed: Vec<String> = drives
-                .list(&ana, id, "/Reports")
-                .await
-                .unwrap()
-                .into_iter()
-                .map(|n| n.name)
-                .collect();
+            let listed = names_in(&drives, &ana, id, "/Reports").await;
             assert_eq!((names.len(), names), (11, listed));
             let listed_file = entries.iter().find(|e| e.name == "zz.txt").unwrap();
             assert!(!listed_file.is_dir);
@@ -272,6 +260,12 @@ async fn files_are_whole_counted_against_the_quota_and_freed() {
 
 /// A drive service over the store at `url`, with one member; (drives,
 /// member, drive id, blob folder).
+/// The names in a folder, as `Drives::list` gives them.
+async fn names_in(drives: &Drives, account: &identity::Account, id: u64, path: &str) -> Vec<String> {
+    let nodes = drives.list(account, id, path).await.unwrap();
+    nodes.into_iter().map(|n| n.name).collect()
+}
+
 async fn one_drive(url: &str, quota: Option<u64>) -> (Drives, identity::Account, u64, std::path::PathBuf) {
     let store = SqlStore::open(url).await.unwrap();
     let identity = Identity::new(

@@ -68,12 +68,13 @@ pub struct SqlStore {
     /// (1 ms, 2 ms, 5 ms, … on every retry). On PostgreSQL, `pool`.
     writer: AnyPool,
     /// On PostgreSQL, connections used through the PostgreSQL driver
-    /// itself, for the two hot paths `Any` cannot serve well: folder
-    /// listings (through `Any` every row is copied into owned values with
-    /// its own list of columns, which was a third of a 10,000-entry
-    /// PROPFIND's time) and batches of new files (bound as arrays, which
-    /// `Any` cannot bind). Same schema (the options of `url`); connected
-    /// only when first used.
+    /// itself, for the hot paths `Any` serves poorly: folder listings
+    /// (through `Any` every row is copied into owned values with its own
+    /// list of columns, which was a third of a 10,000-entry PROPFIND's
+    /// time), every request's access-and-walk query and path walks, and
+    /// batches of new files (bound as arrays, which `Any` cannot bind).
+    /// Four connections: sixteen measured worse on two cores. Same schema
+    /// (the options of `url`); connected only when first used.
     pg: Option<sqlx::PgPool>,
     /// Files waiting to be committed (see `drive_store::commit_files`).
     files: tokio::sync::mpsc::UnboundedSender<drive_store::FileCommit>,

@@ -11,7 +11,8 @@ use sqlx::Row;
 use sqlx::any::AnyRow;
 
 use crate::changes::{Arg, Change, sqlite_commit_counts, sqlite_counts};
-use crate::{SqlStore, backend};
+use crate::sqlite_reads::failed;
+use crate::{Native, SqlStore, backend};
 
 const COLUMNS: &str = "SELECT d.id, d.org_id, o.name AS org_name, d.name, d.quota_bytes, d.used_bytes, d.created_at,
         d.member_access
@@ -71,8 +72,8 @@ fn member_walk_from(row: &impl Columns, drive_id: u64, walked: Option<usize>) ->
 }
 
 /// A row's columns by name, read the same way whichever driver read the
-/// row: `Any` for most queries, the PostgreSQL driver's own for the hot
-/// paths (see `SqlStore::pg`).
+/// row: `Any` for most queries, each engine's own driver for the hot
+/// paths (see `SqlStore::native`).
 trait Columns {
     fn text(&self, name: &str) -> Result<String, StoreError>;
     fn text_or_null(&self, name: &str) -> Result<Option<String>, StoreError>;
@@ -96,6 +97,18 @@ macro_rules! columns_of {
 }
 columns_of!(AnyRow);
 columns_of!(sqlx::postgres::PgRow);
+
+impl Columns for rusqlite::Row<'_> {
+    fn text(&self, name: &str) -> Result<String, StoreError> {
+        self.get(name).map_err(failed)
+    }
+    fn text_or_null(&self, name: &str) -> Result<Option<String>, StoreError> {
+        self.get(name).map_err(failed)
+    }
+    fn int(&self, name: &str) -> Result<i64, StoreError> {
+        self.get(name).map_err(failed)
+    }
+}
 
 const NODE_COLUMNS: &str = "SELECT id, drive_id, parent_id, name, is_dir, size, blob_id, etag, created_at, modified_at,
         checksums, has_props
@@ -196,8 +209,8 @@ fn lock_from(row: &AnyRow) -> Result<Lock, StoreError> {
 }
 
 /// Checks that a folder page's columns are all `BIGINT` or `TEXT`, as
-/// the schema makes them, once per page: its values are then read with
-/// [`pg_int`] and [`pg_text`], which do not check each value's type again
+/// the schema makes them, once per page: its values are then read as a
+/// [`PageRow`], which does not check each value's type again
 /// (that check was about a tenth of a 10,000-entry PROPFIND's CPU).
 fn pg_page_columns(row: &sqlx::postgres::PgRow) -> Result<(), StoreError> {
     use sqlx::{Column, TypeInfo};
@@ -213,71 +226,79 @@ fn pg_page_columns(row: &sqlx::postgres::PgRow) -> Result<(), StoreError> {
     Ok(())
 }
 
-/// Column `i` of a folder page's row, checked by [`pg_page_columns`].
-fn pg_int(row: &sqlx::postgres::PgRow, i: usize) -> Result<i64, StoreError> {
-    row.try_get_unchecked(i).map_err(backend)
+/// A folder page's row, its columns by position, whichever driver read
+/// it.
+trait PageRow {
+    fn int(&self, i: usize) -> Result<i64, StoreError>;
+    fn text(&self, i: usize) -> Result<String, StoreError>;
 }
 
-/// Column `i` of a folder page's row, checked by [`pg_page_columns`].
-fn pg_text(row: &sqlx::postgres::PgRow, i: usize) -> Result<String, StoreError> {
-    row.try_get_unchecked(i).map_err(backend)
+/// Columns checked once per page by [`pg_page_columns`], then read
+/// unchecked.
+impl PageRow for sqlx::postgres::PgRow {
+    fn int(&self, i: usize) -> Result<i64, StoreError> {
+        self.try_get_unchecked(i).map_err(backend)
+    }
+    fn text(&self, i: usize) -> Result<String, StoreError> {
+        self.try_get_unchecked(i).map_err(backend)
+    }
+}
+
+impl PageRow for rusqlite::Row<'_> {
+    fn int(&self, i: usize) -> Result<i64, StoreError> {
+        self.get(i).map_err(failed)
+    }
+    fn text(&self, i: usize) -> Result<String, StoreError> {
+        self.get(i).map_err(failed)
+    }
 }
 
 impl SqlStore {
     /// A folder page: `page` (binding drive, folder, the name to start
-    /// after and the limit) read as tuples `T`. On PostgreSQL, rows with
-    /// `from_row`, through the driver's own connections (see
-    /// `SqlStore::pg`; packing the page with `json_agg` measured
-    /// slower). On SQLite the page is one row, its `columns` as a JSON
-    /// array: a folder of 100,000 files is read in 40 rows instead of
-    /// 100,000, which is what a listing costs with the SQLite driver
-    /// (every row crosses to its thread and back).
-    async fn folder_page<T: serde::de::DeserializeOwned>(
+    /// after and the limit) read as `decode` reads each row. On
+    /// PostgreSQL through the driver's own connections (packing the page
+    /// with `json_agg` measured slower). On SQLite on a read-only
+    /// connection of our own, on a blocking thread: a page of 2,500 rows
+    /// takes milliseconds, too long to hold a task's thread, and one
+    /// hand-off per page is nothing beside one per row (sqlx's driver
+    /// sends every row across to the task on its own).
+    async fn folder_page<T: Send + 'static>(
         &self,
         page: &str,
-        columns: &str,
         (drive_id, parent_id, after, limit): (u64, &str, &str, u32),
-        from_row: impl Fn(&sqlx::postgres::PgRow) -> Result<T, StoreError>,
+        decode: fn(&dyn PageRow) -> Result<T, StoreError>,
     ) -> Result<Vec<T>, StoreError> {
-        if let Some(pg) = &self.pg {
-            let rows = sqlx::query(sqlx::AssertSqlSafe(page.to_owned()))
-                .bind(signed(drive_id)?)
-                .bind(parent_id)
-                .bind(after)
-                .bind(i64::from(limit))
-                .fetch_all(pg)
-                .await
-                .map_err(backend)?;
-            if let Some(first) = rows.first() {
-                pg_page_columns(first)?;
+        let (drive, limit) = (signed(drive_id)?, i64::from(limit));
+        match &self.native {
+            Native::Postgres(pg) => {
+                let rows = sqlx::query(sqlx::AssertSqlSafe(page.to_owned()))
+                    .bind(drive)
+                    .bind(parent_id)
+                    .bind(after)
+                    .bind(limit)
+                    .fetch_all(pg)
+                    .await
+                    .map_err(backend)?;
+                if let Some(first) = rows.first() {
+                    pg_page_columns(first)?;
+                }
+                rows.iter().map(|row| decode(row)).collect()
             }
-            return rows.iter().map(from_row).collect();
+            Native::Sqlite(reads) => {
+                let reads = reads.clone();
+                let (page, parent, after) = (page.to_owned(), parent_id.to_owned(), after.to_owned());
+                tokio::task::spawn_blocking(move || {
+                    reads.rows(&page, &[&drive, &parent, &after, &limit], |row| decode(row))
+                })
+                .await
+                .map_err(|e| StoreError::Backend(format!("a folder page: {e}")))?
+            }
         }
-        let sql = format!("SELECT COALESCE(json_group_array(json_array({columns})), '[]') AS page FROM ({page})");
-        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(signed(drive_id)?)
-            .bind(parent_id)
-            .bind(after)
-            .bind(i64::from(limit))
-            .fetch_one(&self.pool)
-            .await
-            .map_err(backend)?;
-        let text: String = row.try_get("page").map_err(backend)?;
-        serde_json::from_str(&text).map_err(|e| StoreError::Backend(format!("a folder page: {e}")))
     }
 }
 
 const LOCK_COLUMNS: &str =
     "SELECT token, path, principal, owner_xml, expires_at, timeout_secs, shared, deep FROM drive_locks";
-
-/// One entry of a folder page, as the database writes it in JSON.
-#[derive(serde::Deserialize)]
-struct PageEntry(String, String, i64, i64, String, String, i64, i64, String, i64);
-
-/// One entry of a listing page: name, is_dir, size, etag, modified_at,
-/// created_at, checksums, and the id when it has dead properties ("" when not).
-#[derive(serde::Deserialize)]
-struct EntryColumns(String, i64, i64, String, i64, i64, String, String);
 
 fn signed(n: u64) -> Result<i64, StoreError> {
     i64::try_from(n).map_err(|_| StoreError::Backend("a drive number is too large".into()))
@@ -882,8 +903,8 @@ impl DriveStore for SqlStore {
         let depth = if names.len() <= WALK_DEPTH { names.len() } else { 0 };
         let sql = made_once(&MADE, member_walk_sql, self.engine, depth);
         let walked = (names.len() <= WALK_DEPTH).then_some(depth);
-        macro_rules! member_walk {
-            ($pool:expr) => {{
+        match &self.native {
+            Native::Postgres(pg) => {
                 let mut query = sqlx::query(sqlx::AssertSqlSafe(sql))
                     .bind(signed(id)?)
                     .bind(account_id)
@@ -891,15 +912,15 @@ impl DriveStore for SqlStore {
                 for name in &names[..depth] {
                     query = query.bind(*name);
                 }
-                let row = query.fetch_optional($pool).await.map_err(backend)?;
-                row.as_ref()
-                    .map(|row| member_walk_from(row, id, walked))
-                    .transpose()
-            }};
-        }
-        match &self.pg {
-            Some(pg) => member_walk!(pg),
-            None => member_walk!(&self.pool),
+                let row = query.fetch_optional(pg).await.map_err(backend)?;
+                row.as_ref().map(|row| member_walk_from(row, id, walked)).transpose()
+            }
+            Native::Sqlite(reads) => {
+                let drive = signed(id)?;
+                let mut args: Vec<&dyn rusqlite::ToSql> = vec![&drive, &account_id, &now];
+                args.extend(names[..depth].iter().map(|name| name as &dyn rusqlite::ToSql));
+                reads.first_row(sql, &args, |row| member_walk_from(row, id, walked))
+            }
         }
     }
 
@@ -969,24 +990,26 @@ impl DriveStore for SqlStore {
         for chunk in names.chunks(WALK_DEPTH) {
             static MADE: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
             let sql = made_once(&MADE, walk_sql, self.engine, chunk.len());
-            let parent = found.last().map_or("", |n| n.id.as_str()).to_owned();
-            macro_rules! walk {
-                ($pool:expr) => {{
+            let parent = found.last().map_or("", |n| n.id.as_str());
+            let found_here = match &self.native {
+                Native::Postgres(pg) => {
                     let mut query = sqlx::query(sqlx::AssertSqlSafe(sql))
                         .bind(signed(drive_id)?)
                         .bind(parent);
                     for name in chunk {
                         query = query.bind(*name);
                     }
-                    let row = query.fetch_optional($pool).await.map_err(backend)?;
+                    let row = query.fetch_optional(pg).await.map_err(backend)?;
                     row.as_ref()
                         .map(|row| walked_nodes(row, drive_id, chunk.len()))
                         .transpose()?
-                }};
-            }
-            let found_here = match &self.pg {
-                Some(pg) => walk!(pg),
-                None => walk!(&self.pool),
+                }
+                Native::Sqlite(reads) => {
+                    let drive = signed(drive_id)?;
+                    let mut args: Vec<&dyn rusqlite::ToSql> = vec![&drive, &parent];
+                    args.extend(chunk.iter().map(|name| name as &dyn rusqlite::ToSql));
+                    reads.first_row(sql, &args, |row| walked_nodes(row, drive_id, chunk.len()))?
+                }
             };
             let Some(level) = found_here else {
                 return Ok(found);
@@ -1098,41 +1121,29 @@ impl DriveStore for SqlStore {
     ) -> Result<Vec<Node>, StoreError> {
         let page = "SELECT id, name, is_dir, size, blob_id, etag, created_at, modified_at, checksums, has_props
              FROM drive_nodes n WHERE drive_id = $1 AND parent_id = $2 AND name > $3 ORDER BY name LIMIT $4";
-        let columns = "id, name, is_dir, size, blob_id, etag, created_at, modified_at, checksums, has_props";
-        let entries = self
-            .folder_page(page, columns, (drive_id, parent_id, after, limit), |row| {
-                let (number, text) = (|i| pg_int(row, i), |i| pg_text(row, i));
-                Ok(PageEntry(
-                    text(0)?,
-                    text(1)?,
-                    number(2)?,
-                    number(3)?,
-                    text(4)?,
-                    text(5)?,
-                    number(6)?,
-                    number(7)?,
-                    text(8)?,
-                    number(9)?,
-                ))
+        let mut nodes = self
+            .folder_page(page, (drive_id, parent_id, after, limit), |row| {
+                Ok(Node {
+                    id: row.text(0)?,
+                    drive_id: 0,
+                    parent_id: String::new(),
+                    name: row.text(1)?,
+                    is_dir: row.int(2)? != 0,
+                    size: u64::try_from(row.int(3)?).unwrap_or(0),
+                    blob_id: row.text(4)?,
+                    etag: row.text(5)?,
+                    created_at: row.int(6)?,
+                    modified_at: row.int(7)?,
+                    checksums: row.text(8)?,
+                    has_props: row.int(9)? != 0,
+                })
             })
             .await?;
-        Ok(entries
-            .into_iter()
-            .map(|e| Node {
-                id: e.0,
-                drive_id,
-                parent_id: parent_id.to_owned(),
-                name: e.1,
-                is_dir: e.2 != 0,
-                size: u64::try_from(e.3).unwrap_or(0),
-                blob_id: e.4,
-                etag: e.5,
-                created_at: e.6,
-                modified_at: e.7,
-                checksums: e.8,
-                has_props: e.9 != 0,
-            })
-            .collect())
+        for node in &mut nodes {
+            node.drive_id = drive_id;
+            node.parent_id = parent_id.to_owned();
+        }
+        Ok(nodes)
     }
 
     /// The same paging as [`Self::children_after`], reading only what a
@@ -1163,35 +1174,20 @@ impl DriveStore for SqlStore {
                 CASE WHEN has_props = 1 THEN id ELSE '' END AS props_of
              FROM drive_nodes n WHERE drive_id = $1 AND parent_id = $2 AND name > $3 ORDER BY name LIMIT $4"
         );
-        let columns = "name, is_dir, size, etag, modified_at, created_at, checksums, props_of";
-        let entries = self
-            .folder_page(&page, columns, (drive_id, parent_id, after, limit), |row| {
-                let (number, text) = (|i| pg_int(row, i), |i| pg_text(row, i));
-                Ok(EntryColumns(
-                    text(0)?,
-                    number(1)?,
-                    number(2)?,
-                    text(3)?,
-                    number(4)?,
-                    number(5)?,
-                    text(6)?,
-                    text(7)?,
-                ))
+        self.folder_page(&page, (drive_id, parent_id, after, limit), |row| {
+            let props_of = row.text(7)?;
+            Ok(ListEntry {
+                name: row.text(0)?,
+                is_dir: row.int(1)? != 0,
+                size: u64::try_from(row.int(2)?).unwrap_or(0),
+                etag: row.text(3)?,
+                modified_at: row.int(4)?,
+                created_at: row.int(5)?,
+                checksums: row.text(6)?,
+                props_of: (!props_of.is_empty()).then_some(props_of),
             })
-            .await?;
-        Ok(entries
-            .into_iter()
-            .map(|e| ListEntry {
-                name: e.0,
-                is_dir: e.1 != 0,
-                size: u64::try_from(e.2).unwrap_or(0),
-                etag: e.3,
-                modified_at: e.4,
-                created_at: e.5,
-                checksums: e.6,
-                props_of: (!e.7.is_empty()).then_some(e.7),
-            })
-            .collect())
+        })
+        .await
     }
 
     async fn move_node(&self, node: &Node, parent_id: &str, name: &str) -> Result<bool, StoreError> {
@@ -1415,7 +1411,11 @@ impl DriveStore for SqlStore {
     }
 
     async fn inline_data(&self, blob_id: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        let row = sqlx::query("SELECT data FROM drive_inline WHERE blob_id = $1")
+        const DATA: &str = "SELECT data FROM drive_inline WHERE blob_id = $1";
+        if let Native::Sqlite(reads) = &self.native {
+            return reads.first_row(DATA, &[&blob_id], |row| row.get(0).map_err(failed));
+        }
+        let row = sqlx::query(DATA)
             .bind(blob_id)
             .fetch_optional(&self.pool)
             .await
@@ -1619,7 +1619,7 @@ mod tests {
             return;
         };
         let store = SqlStore::open(&url).await.unwrap();
-        let pg = store.pg.clone().unwrap();
+        let pg = store.native.pg().cloned().unwrap();
         for setup in [
             "INSERT INTO organizations (id, name, name_key, created_at) VALUES ('org', 'Org', 'org', 0)",
             "INSERT INTO drives (id, org_id, name, quota_bytes, created_at) VALUES (1, 'org', 'Drive', 10000, 0)",

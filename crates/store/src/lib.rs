@@ -14,6 +14,7 @@ mod data_dir;
 mod drive_store;
 mod identity_store;
 mod import_store;
+mod sqlite_reads;
 pub mod testing;
 
 pub use blobs::LocalBlobs;
@@ -67,19 +68,40 @@ pub struct SqlStore {
     /// file lock, where SQLite's busy handler makes each loser sleep
     /// (1 ms, 2 ms, 5 ms, … on every retry). On PostgreSQL, `pool`.
     writer: AnyPool,
-    /// On PostgreSQL, connections used through the PostgreSQL driver
-    /// itself, for the hot paths `Any` serves poorly: folder listings
-    /// (through `Any` every row is copied into owned values with its own
-    /// list of columns, which was a third of a 10,000-entry PROPFIND's
-    /// time), every request's access-and-walk query and path walks, and
-    /// batches of new files (bound as arrays, which `Any` cannot bind).
-    /// Four connections: sixteen measured worse on two cores. Same schema
-    /// (the options of `url`); connected only when first used.
-    pg: Option<sqlx::PgPool>,
+    /// Connections of each engine's own driver, for the hot paths `Any`
+    /// serves poorly (see [`Native`]).
+    native: Native,
     /// Files waiting to be committed (see `drive_store::commit_files`).
     files: tokio::sync::mpsc::UnboundedSender<drive_store::FileCommit>,
     engine: Engine,
     url: String,
+}
+
+/// Connections used through each engine's own driver rather than `Any`,
+/// for the hot paths: every request's access-and-walk query, path walks,
+/// folder listings and, on PostgreSQL, batches of new files.
+#[derive(Debug, Clone)]
+enum Native {
+    /// The PostgreSQL driver's own pool: through `Any` every row is copied
+    /// into owned values with its own list of columns (a third of a
+    /// 10,000-entry PROPFIND's time), and `Any` cannot bind the arrays a
+    /// batch of new files is sent as. Four connections: sixteen measured
+    /// worse on two cores. Same schema (the options of `url`); connected
+    /// only when first used.
+    Postgres(sqlx::PgPool),
+    /// Read-only connections used on the calling task (see
+    /// `sqlite_reads`): sqlx's SQLite driver hands every query to a thread
+    /// of its own and back.
+    Sqlite(Arc<sqlite_reads::SqliteReads>),
+}
+
+impl Native {
+    fn pg(&self) -> Option<&sqlx::PgPool> {
+        match self {
+            Native::Postgres(pg) => Some(pg),
+            Native::Sqlite(_) => None,
+        }
+    }
 }
 
 /// How long a pooled connection may sit idle before it is tested again
@@ -159,9 +181,9 @@ impl SqlStore {
                 .context("cannot open the SQLite database")?,
             Engine::Postgres => pool.clone(),
         };
-        let pg = match engine {
-            Engine::Sqlite => None,
-            Engine::Postgres => Some(
+        let native = match engine {
+            Engine::Sqlite => Native::Sqlite(Arc::new(sqlite_reads::SqliteReads::open(url)?)),
+            Engine::Postgres => Native::Postgres(
                 sqlx::postgres::PgPoolOptions::new()
                     .max_connections(4)
                     .acquire_timeout(Duration::from_secs(10))
@@ -175,11 +197,16 @@ impl SqlStore {
             ),
         };
         let (files, queue) = tokio::sync::mpsc::unbounded_channel();
-        tokio::spawn(drive_store::commit_files(writer.clone(), pg.clone(), engine, queue));
+        tokio::spawn(drive_store::commit_files(
+            writer.clone(),
+            native.pg().cloned(),
+            engine,
+            queue,
+        ));
         Ok(Self {
             pool,
             writer,
-            pg,
+            native,
             files,
             engine,
             url: url.to_owned(),
@@ -217,7 +244,7 @@ impl SqlStore {
     }
 
     pub async fn close(&self) {
-        if let Some(pg) = &self.pg {
+        if let Some(pg) = self.native.pg() {
             pg.close().await;
         }
         self.writer.close().await;

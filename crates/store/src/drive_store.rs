@@ -287,8 +287,11 @@ impl SqlStore {
             Native::Sqlite(reads) => {
                 let reads = reads.clone();
                 let (page, parent, after) = (page.to_owned(), parent_id.to_owned(), after.to_owned());
+                let turn = reads.blocking_turn().await?;
                 tokio::task::spawn_blocking(move || {
-                    reads.rows(&page, &[&drive, &parent, &after, &limit], |row| decode(row))
+                    let rows = reads.rows(&page, &[&drive, &parent, &after, &limit], |row| decode(row));
+                    drop(turn);
+                    rows
                 })
                 .await
                 .map_err(|e| StoreError::Backend(format!("a folder page: {e}")))?

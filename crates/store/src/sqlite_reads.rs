@@ -14,7 +14,7 @@
 
 use std::path::PathBuf;
 use std::str::FromStr;
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use identity::StoreError;
@@ -24,11 +24,17 @@ use rusqlite::{Connection, OpenFlags, ToSql};
 /// requests read at once, and closed afterwards.
 const IDLE_READERS: usize = 8;
 
+/// Reads at once on blocking threads (folder pages). Each holds a
+/// connection, so this bounds how many a burst of listings opens; the
+/// reads on the calling task are bounded by the runtime's threads.
+const BLOCKING_READERS: usize = 8;
+
 /// Read-only connections to the SQLite database, used on the calling task.
 #[derive(Debug)]
 pub(crate) struct SqliteReads {
     path: PathBuf,
     idle: Mutex<Vec<Connection>>,
+    blocking: Arc<tokio::sync::Semaphore>,
 }
 
 pub(crate) fn failed(e: rusqlite::Error) -> StoreError {
@@ -44,12 +50,22 @@ impl SqliteReads {
         let reads = Self {
             path: options.get_filename().to_owned(),
             idle: Mutex::new(Vec::new()),
+            blocking: Arc::new(tokio::sync::Semaphore::new(BLOCKING_READERS)),
         };
         let first = reads
             .connect()
             .map_err(|e| anyhow::anyhow!("cannot open the SQLite database for reading: {e}"))?;
         reads.put_back(first);
         Ok(reads)
+    }
+
+    /// A turn to read on a blocking thread, held while it reads.
+    pub(crate) async fn blocking_turn(&self) -> Result<tokio::sync::OwnedSemaphorePermit, StoreError> {
+        self.blocking
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|e| StoreError::Backend(e.to_string()))
     }
 
     fn connect(&self) -> Result<Connection, StoreError> {
@@ -214,6 +230,29 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(rows, 0);
+    }
+
+    #[tokio::test]
+    async fn blocking_reads_beyond_their_turns_wait_for_one() {
+        let (_pool, url) = database().await;
+        let reads = SqliteReads::open(&url).unwrap();
+        let mut turns = Vec::new();
+        for _ in 0..BLOCKING_READERS {
+            turns.push(reads.blocking_turn().await.unwrap());
+        }
+        let waiting = reads.blocking_turn();
+        tokio::pin!(waiting);
+        assert!(
+            tokio::time::timeout(Duration::from_millis(50), &mut waiting)
+                .await
+                .is_err(),
+            "a read beyond the turns started at once"
+        );
+        turns.pop();
+        let _turn = tokio::time::timeout(Duration::from_secs(5), waiting)
+            .await
+            .expect("a turn handed back goes to the read waiting")
+            .unwrap();
     }
 
     #[test]

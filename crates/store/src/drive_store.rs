@@ -81,34 +81,23 @@ trait Columns {
 }
 
 macro_rules! columns_of {
-    ($row:ty) => {
+    ($row:ty, $get:ident, $error:path) => {
         impl Columns for $row {
             fn text(&self, name: &str) -> Result<String, StoreError> {
-                self.try_get(name).map_err(backend)
+                self.$get(name).map_err($error)
             }
             fn text_or_null(&self, name: &str) -> Result<Option<String>, StoreError> {
-                self.try_get(name).map_err(backend)
+                self.$get(name).map_err($error)
             }
             fn int(&self, name: &str) -> Result<i64, StoreError> {
-                self.try_get(name).map_err(backend)
+                self.$get(name).map_err($error)
             }
         }
     };
 }
-columns_of!(AnyRow);
-columns_of!(sqlx::postgres::PgRow);
-
-impl Columns for rusqlite::Row<'_> {
-    fn text(&self, name: &str) -> Result<String, StoreError> {
-        self.get(name).map_err(failed)
-    }
-    fn text_or_null(&self, name: &str) -> Result<Option<String>, StoreError> {
-        self.get(name).map_err(failed)
-    }
-    fn int(&self, name: &str) -> Result<i64, StoreError> {
-        self.get(name).map_err(failed)
-    }
-}
+columns_of!(AnyRow, try_get, backend);
+columns_of!(sqlx::postgres::PgRow, try_get, backend);
+columns_of!(rusqlite::Row<'_>, get, failed);
 
 const NODE_COLUMNS: &str = "SELECT id, drive_id, parent_id, name, is_dir, size, blob_id, etag, created_at, modified_at,
         checksums, has_props

@@ -79,7 +79,8 @@ pub struct SqlStore {
 
 /// Connections used through each engine's own driver rather than `Any`,
 /// for the hot paths: every request's access-and-walk query, path walks,
-/// folder listings and, on PostgreSQL, batches of new files.
+/// folder listings and, on PostgreSQL, batches of new files (on SQLite,
+/// small files' contents too).
 #[derive(Debug, Clone)]
 enum Native {
     /// The PostgreSQL driver's own pool: through `Any` every row is copied

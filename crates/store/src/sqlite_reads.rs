@@ -1,13 +1,17 @@
-//! The read every WebDAV request makes, on SQLite, without a hand-off.
+//! SQLite's hot reads without sqlx's hand-off: every request's
+//! access-and-walk query, path walks, folder pages and small files'
+//! contents.
 //!
 //! sqlx runs each SQLite connection on a thread of its own: a query is
 //! sent to that thread, and its rows come back one message at a time, each
 //! waking the task that waits for them. For the access-and-walk query that
 //! every request runs (a few index lookups, tens of microseconds), those
-//! hand-offs and wake-ups cost more CPU than the query. Here it runs on the
-//! calling task instead, on read-only connections of our own (rusqlite, over
-//! the same SQLite library sqlx links). In WAL mode a reader never waits
-//! for the writer, so the task is held only for the lookups themselves.
+//! hand-offs and wake-ups cost more CPU than the query. Here the short
+//! reads run on the calling task instead, and a folder page (milliseconds)
+//! on a blocking thread, one hand-off per page, on read-only connections
+//! of our own (rusqlite, over the same SQLite library sqlx links). In WAL
+//! mode a reader never waits for the writer, so the task is held only for
+//! the lookups themselves.
 //!
 //! Writes stay on sqlx's writer connection; these connections cannot
 //! write (they are opened read-only).
@@ -29,7 +33,8 @@ const IDLE_READERS: usize = 8;
 /// reads on the calling task are bounded by the runtime's threads.
 const BLOCKING_READERS: usize = 8;
 
-/// Read-only connections to the SQLite database, used on the calling task.
+/// Read-only connections to the SQLite database, used on the calling task
+/// or, for folder pages, on a blocking thread.
 #[derive(Debug)]
 pub(crate) struct SqliteReads {
     path: PathBuf,
@@ -154,8 +159,12 @@ impl SqliteReads {
 /// name: SQLite numbers named placeholders in the order they first appear
 /// in the text, which need not be theirs.
 fn bind_numbered(statement: &mut rusqlite::Statement<'_>, args: &[&dyn ToSql]) -> Result<(), StoreError> {
+    use std::fmt::Write;
+    let mut name = String::with_capacity(4);
     for (i, arg) in args.iter().enumerate() {
-        if let Some(at) = statement.parameter_index(&format!("${}", i + 1)).map_err(failed)? {
+        name.clear();
+        let _ = write!(name, "${}", i + 1);
+        if let Some(at) = statement.parameter_index(&name).map_err(failed)? {
             statement.raw_bind_parameter(at, arg).map_err(failed)?;
         }
     }

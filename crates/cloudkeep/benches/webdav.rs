@@ -350,7 +350,10 @@ async fn put_many(target: &Arc<Target>, folder: &str, count: usize, size: usize,
         .status();
     assert!(status.is_success(), "{}: MKCOL {status}", target.name);
     let next = Arc::new(AtomicU64::new(0));
-    let body = vec![b'x'; size];
+    // Random bytes, like most files people store: contents that compress
+    // well would let PostgreSQL keep each small file in a few bytes.
+    let mut body = vec![0u8; size];
+    rand::Rng::fill(&mut rand::thread_rng(), &mut body[..]);
     let started = Instant::now();
     let mut tasks = Vec::new();
     for _ in 0..clients {

@@ -124,26 +124,66 @@ fn node_from(row: &AnyRow) -> Result<Node, StoreError> {
     })
 }
 
-async fn insert_node(conn: &mut sqlx::AnyConnection, n: &Node) -> Result<bool, StoreError> {
-    let done = sqlx::query(
-        "INSERT INTO drive_nodes (id, drive_id, parent_id, name, is_dir, size, blob_id, etag, created_at, modified_at,
-            checksums)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) ON CONFLICT (drive_id, parent_id, name) DO NOTHING",
-    )
-    .bind(n.id.as_str())
-    .bind(signed(n.drive_id)?)
-    .bind(n.parent_id.as_str())
-    .bind(n.name.as_str())
-    .bind(i64::from(n.is_dir))
-    .bind(signed(n.size)?)
-    .bind(n.blob_id.as_str())
-    .bind(n.etag.as_str())
-    .bind(n.created_at)
-    .bind(n.modified_at)
-    .bind(n.checksums.as_str())
-    .execute(conn)
-    .await
-    .map_err(backend)?;
+/// The condition that the folder whose id is `$parent` is still there:
+/// the drive's top (`''`) or a folder's row. A node is only ever written
+/// into a folder that passes it, in the statement that writes the node,
+/// so a folder deleted while a file was being uploaded into it (or a
+/// folder made, or a node moved) makes the write a conflict instead of a
+/// node nobody can reach, whose size the quota would keep counting.
+///
+/// On PostgreSQL (`lock` = `" FOR KEY SHARE"`) the folder's row stays
+/// share-locked until the write commits. A deletion of the folder then
+/// waits for the write and finds the new node when it looks again
+/// ([`SqlStore::delete_tree`]); a write that comes after the deletion
+/// waits for it and finds no folder. On SQLite the one writer connection
+/// puts the two in order anyway.
+macro_rules! live_folder {
+    ($parent:literal, $lock:literal) => {
+        concat!(
+            "(",
+            $parent,
+            " = '' OR EXISTS (SELECT 1 FROM drive_nodes p WHERE p.id = ",
+            $parent,
+            " AND p.is_dir = 1",
+            $lock,
+            "))"
+        )
+    };
+}
+
+/// Inserts `n` unless its name is taken or its folder is gone: whether
+/// it did.
+async fn insert_node(conn: &mut sqlx::AnyConnection, engine: crate::Engine, n: &Node) -> Result<bool, StoreError> {
+    macro_rules! insert_sql {
+        ($lock:literal) => {
+            concat!(
+                "INSERT INTO drive_nodes (id, drive_id, parent_id, name, is_dir, size, blob_id, etag, created_at,
+                    modified_at, checksums)
+                 SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11 WHERE ",
+                live_folder!("$3", $lock),
+                " ON CONFLICT (drive_id, parent_id, name) DO NOTHING"
+            )
+        };
+    }
+    let sql = match engine {
+        crate::Engine::Sqlite => insert_sql!(""),
+        crate::Engine::Postgres => insert_sql!(" FOR KEY SHARE"),
+    };
+    let done = sqlx::query(sql)
+        .bind(n.id.as_str())
+        .bind(signed(n.drive_id)?)
+        .bind(n.parent_id.as_str())
+        .bind(n.name.as_str())
+        .bind(i64::from(n.is_dir))
+        .bind(signed(n.size)?)
+        .bind(n.blob_id.as_str())
+        .bind(n.etag.as_str())
+        .bind(n.created_at)
+        .bind(n.modified_at)
+        .bind(n.checksums.as_str())
+        .execute(conn)
+        .await
+        .map_err(backend)?;
     Ok(done.rows_affected() == 1)
 }
 
@@ -545,18 +585,26 @@ fn new_file_groups(batch: &[FileCommit]) -> Vec<Vec<usize>> {
 
 /// New files of one drive on PostgreSQL, in one statement that stores
 /// all of them or changes nothing: their sizes charged to the quota at
-/// once if they all fit and none of their names is taken, then every
+/// once if they all fit, none of their names is taken and all their
+/// folders are there (share-locked, see [`live_folder`]), then every
 /// node inserted, then the small contents. It runs on its own, so its
 /// commit is the statement's: one round trip and one sync for the whole
-/// group. A name taken meanwhile by a writer outside the batch makes
+/// group. Each folder is looked up by its id on its own (`LATERAL`): as
+/// `id = ANY(...)`, the plan a connection kept from a new drive's first
+/// uploads scanned the whole table for the folders, a cost that grew
+/// with every file. A name taken meanwhile by a writer outside the batch makes
 /// the insert fail as a duplicate, which undoes the charge too.
 const NEW_FILES_PG: &str = "WITH input AS (
         SELECT * FROM unnest($2::text[], $3::text[], $4::text[], $5::int8[], $6::text[], $7::text[], $8::int8[],
             $9::int8[], $10::text[], $11::bytea[], $12::bool[])
             AS t(id, parent_id, name, size, blob_id, etag, created_at, modified_at, checksums, data, inline)
+    ), folders AS (
+        SELECT 1 FROM (SELECT DISTINCT parent_id FROM input WHERE parent_id <> '') f,
+            LATERAL (SELECT 1 FROM drive_nodes WHERE id = f.parent_id AND is_dir = 1 FOR KEY SHARE) p
     ), charged AS (
         UPDATE drives SET used_bytes = used_bytes + $13
         WHERE id = $1 AND used_bytes + $13 <= quota_bytes
+          AND (SELECT COUNT(*) FROM folders) = (SELECT COUNT(DISTINCT parent_id) FROM input WHERE parent_id <> '')
           AND NOT EXISTS (SELECT 1 FROM input i, LATERAL (SELECT 1 FROM drive_nodes n
                 WHERE n.drive_id = $1 AND n.parent_id = i.parent_id AND n.name = i.name LIMIT 1) taken)
         RETURNING id
@@ -630,8 +678,8 @@ async fn commit_batch(
     let mut outcomes = Vec::with_capacity(batch.len());
     let mut rest = batch;
     while let Some(file) = rest.first() {
-        if file.replaced.is_some() {
-            outcomes.push(put_in(&mut tx, &file.node, file.replaced.as_ref(), file.inline.as_deref()).await?);
+        if let Some(old) = &file.replaced {
+            outcomes.push(replace_in(&mut tx, &file.node, old, file.inline.as_deref()).await?);
             rest = &rest[1..];
         } else if engine == crate::Engine::Sqlite {
             // New files, in order, in one round trip.
@@ -648,26 +696,35 @@ async fn commit_batch(
 }
 
 /// Statements that store one new file on SQLite, to run in a row: the
-/// node is inserted unless its name is taken, charged to the quota if it
-/// was inserted, taken out again if the quota refused it, and its small
+/// node is inserted unless its name is taken or its folder is gone
+/// ([`live_folder`]), charged to the quota if it was inserted, taken out again if the quota refused it, and its small
 /// contents stored if it stayed. `changes()` is the count of the
 /// statement before.
 const NEW_FILE: [&str; 4] = [
-    "INSERT INTO drive_nodes (id, drive_id, parent_id, name, is_dir, size, blob_id, etag, created_at, modified_at,
-        checksums)
-     VALUES ($1, $2, $3, $4, 0, $5, $6, $7, $8, $9, $10) ON CONFLICT (drive_id, parent_id, name) DO NOTHING",
+    concat!(
+        "INSERT INTO drive_nodes (id, drive_id, parent_id, name, is_dir, size, blob_id, etag, created_at, modified_at,
+            checksums)
+         SELECT $1, $2, $3, $4, 0, $5, $6, $7, $8, $9, $10 WHERE ",
+        live_folder!("$3", ""),
+        " ON CONFLICT (drive_id, parent_id, name) DO NOTHING"
+    ),
     "UPDATE drives SET used_bytes = used_bytes + $2 WHERE id = $1 AND used_bytes + $2 <= quota_bytes AND changes() = 1",
     "DELETE FROM drive_nodes WHERE id = $1 AND changes() = 0",
     "INSERT INTO drive_inline (blob_id, data) SELECT $1, $2 WHERE EXISTS (SELECT 1 FROM drive_nodes WHERE id = $3)",
 ];
 
 /// One new file on PostgreSQL, in one statement: charged to the quota
-/// unless its name is taken, inserted if charged, its small contents
-/// stored if inserted. All parts see the database as it was when the
-/// statement began, so `taken` tells a name conflict from a full quota.
-const NEW_FILE_PG: &str = "WITH charged AS (
+/// unless its name is taken or its folder is gone (the folder's row
+/// share-locked, see [`live_folder`]), inserted if charged, its small
+/// contents stored if inserted. All parts see the database as it was
+/// when the statement began, so `taken` and `folder` tell a conflict
+/// from a full quota.
+const NEW_FILE_PG: &str = "WITH folder AS (
+        SELECT 1 FROM drive_nodes WHERE id = $3 AND is_dir = 1 FOR KEY SHARE
+    ), charged AS (
         UPDATE drives SET used_bytes = used_bytes + $5
         WHERE id = $2 AND used_bytes + $5 <= quota_bytes
+          AND ($3 = '' OR EXISTS (SELECT 1 FROM folder))
           AND NOT EXISTS (SELECT 1 FROM drive_nodes WHERE drive_id = $2 AND parent_id = $3 AND name = $4)
         RETURNING id
     ), stored AS (
@@ -680,7 +737,8 @@ const NEW_FILE_PG: &str = "WITH charged AS (
         INSERT INTO drive_inline (blob_id, data) SELECT $6, $11 FROM stored WHERE $12
     )
     SELECT (SELECT COUNT(*) FROM charged) AS charged, (SELECT COUNT(*) FROM stored) AS stored,
-        (SELECT COUNT(*) FROM drive_nodes WHERE drive_id = $2 AND parent_id = $3 AND name = $4) AS taken";
+        (SELECT COUNT(*) FROM drive_nodes WHERE drive_id = $2 AND parent_id = $3 AND name = $4) AS taken,
+        CAST(CASE WHEN $3 = '' OR EXISTS (SELECT 1 FROM folder) THEN 1 ELSE 0 END AS BIGINT) AS folder";
 
 /// A new file (nothing replaced) in `tx` on PostgreSQL, as [`put_in`]
 /// stores it, in one round trip.
@@ -717,7 +775,7 @@ async fn insert_new_file(tx: &mut sqlx::AnyConnection, file: &FileCommit) -> Res
             .map_err(backend)?;
         return Ok(PutOutcome::Conflict);
     }
-    Ok(if count("taken")? > 0 {
+    Ok(if count("taken")? > 0 || count("folder")? == 0 {
         PutOutcome::Conflict
     } else {
         PutOutcome::InsufficientStorage
@@ -784,16 +842,17 @@ fn new_file_outcomes(files: &[&FileCommit], counts: Vec<u64>) -> Vec<PutOutcome>
     outcomes
 }
 
-/// One file of a batch, in the batch's transaction: charges the quota,
-/// then stores the row (undoing the charge if the name was taken or the
-/// replaced node changed meanwhile), then the small contents.
-async fn put_in(
+/// A file of a batch that replaces `old`, in the batch's transaction:
+/// charges the quota, then points the row at the new contents (undoing
+/// the charge if the node changed or went meanwhile), then stores the
+/// small contents.
+async fn replace_in(
     conn: &mut sqlx::AnyConnection,
     node: &Node,
-    replaced: Option<&Node>,
+    old: &Node,
     inline: Option<&[u8]>,
 ) -> Result<PutOutcome, StoreError> {
-    let delta = signed(node.size)? - replaced.map_or(Ok(0), |r| signed(r.size))?;
+    let delta = signed(node.size)? - signed(old.size)?;
     let charged =
         sqlx::query("UPDATE drives SET used_bytes = used_bytes + $2 WHERE id = $1 AND used_bytes + $2 <= quota_bytes")
             .bind(signed(node.drive_id)?)
@@ -804,27 +863,22 @@ async fn put_in(
     if charged.rows_affected() != 1 {
         return Ok(PutOutcome::InsufficientStorage);
     }
-    let stored = match replaced {
-        Some(old) => {
-            sqlx::query(
-                "UPDATE drive_nodes SET size = $3, blob_id = $4, etag = $5, modified_at = $6, checksums = $7
-                 WHERE id = $1 AND blob_id = $2",
-            )
-            .bind(old.id.as_str())
-            .bind(old.blob_id.as_str())
-            .bind(signed(node.size)?)
-            .bind(node.blob_id.as_str())
-            .bind(node.etag.as_str())
-            .bind(node.modified_at)
-            .bind(node.checksums.as_str())
-            .execute(&mut *conn)
-            .await
-            .map_err(backend)?
-            .rows_affected()
-                == 1
-        }
-        None => insert_node(&mut *conn, node).await?,
-    };
+    let stored = sqlx::query(
+        "UPDATE drive_nodes SET size = $3, blob_id = $4, etag = $5, modified_at = $6, checksums = $7
+         WHERE id = $1 AND blob_id = $2",
+    )
+    .bind(old.id.as_str())
+    .bind(old.blob_id.as_str())
+    .bind(signed(node.size)?)
+    .bind(node.blob_id.as_str())
+    .bind(node.etag.as_str())
+    .bind(node.modified_at)
+    .bind(node.checksums.as_str())
+    .execute(&mut *conn)
+    .await
+    .map_err(backend)?
+    .rows_affected()
+        == 1;
     if !stored {
         sqlx::query("UPDATE drives SET used_bytes = used_bytes - $2 WHERE id = $1")
             .bind(signed(node.drive_id)?)
@@ -843,13 +897,52 @@ async fn put_in(
             .map_err(backend)?;
     }
     let mut replaced_blob = None;
-    if let Some(old) = replaced.map(|r| r.blob_id.as_str()).filter(|b| !b.is_empty())
-        && !blob_in_use(&mut *conn, old).await?
-    {
-        drop_inline(&mut *conn, old).await?;
-        replaced_blob = Some(old.to_owned());
+    if !old.blob_id.is_empty() && !blob_in_use(&mut *conn, &old.blob_id).await? {
+        drop_inline(&mut *conn, &old.blob_id).await?;
+        replaced_blob = Some(old.blob_id.clone());
     }
     Ok(PutOutcome::Stored { replaced_blob })
+}
+
+/// What [`SqlStore::delete_tree`] has deleted so far.
+#[derive(Default)]
+struct Gone {
+    /// The bytes the deleted files took from the quota.
+    freed: i64,
+    /// Their contents, which the drive may still use elsewhere (copies).
+    blobs: Vec<String>,
+    /// The folders deleted, for what may have landed in them meanwhile.
+    folders: Vec<String>,
+}
+
+impl Gone {
+    /// Deletes node `id` and its dead properties. Its size and contents
+    /// are those of the row deleted, as it is when deleted (an upload
+    /// that replaced it meanwhile included).
+    async fn delete(&mut self, tx: &mut sqlx::AnyConnection, id: &str) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM drive_props WHERE node_id = $1")
+            .bind(id)
+            .execute(&mut *tx)
+            .await
+            .map_err(backend)?;
+        let row = sqlx::query("DELETE FROM drive_nodes WHERE id = $1 RETURNING size, blob_id, is_dir")
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(backend)?;
+        let Some(row) = row else {
+            return Ok(());
+        };
+        self.freed += row.try_get::<i64, _>("size").map_err(backend)?;
+        let blob: String = row.try_get("blob_id").map_err(backend)?;
+        if !blob.is_empty() {
+            self.blobs.push(blob);
+        }
+        if row.try_get::<i64, _>("is_dir").map_err(backend)? != 0 {
+            self.folders.push(id.to_owned());
+        }
+        Ok(())
+    }
 }
 
 #[async_trait]
@@ -1028,7 +1121,7 @@ impl DriveStore for SqlStore {
 
     async fn create_folder(&self, node: &Node) -> Result<bool, StoreError> {
         let mut conn = self.writer.acquire().await.map_err(backend)?;
-        insert_node(&mut conn, node).await
+        insert_node(&mut conn, self.engine, node).await
     }
 
     async fn put_file(
@@ -1054,13 +1147,13 @@ impl DriveStore for SqlStore {
 
     async fn delete_tree(&self, node: &Node) -> Result<Vec<String>, StoreError> {
         let mut tx = self.begin_write().await.map_err(backend)?;
-        let rows = sqlx::query(
+        let tree: Vec<String> = sqlx::query_scalar(
             "WITH RECURSIVE tree(id) AS (
                 SELECT id FROM drive_nodes WHERE id = $1
                 UNION ALL
                 SELECT n.id FROM drive_nodes n JOIN tree t ON n.drive_id = $2 AND n.parent_id = t.id
              )
-             SELECT d.id, d.size, d.blob_id FROM drive_nodes d JOIN tree ON tree.id = d.id",
+             SELECT id FROM tree",
         )
         .bind(node.id.as_str())
         // The index on a folder's entries starts with the drive: without
@@ -1069,22 +1162,31 @@ impl DriveStore for SqlStore {
         .fetch_all(&mut *tx)
         .await
         .map_err(backend)?;
-        let mut freed: i64 = 0;
-        let mut blobs = Vec::new();
-        for row in &rows {
-            let id: String = row.try_get("id").map_err(backend)?;
-            freed += row.try_get::<i64, _>("size").map_err(backend)?;
-            let blob: String = row.try_get("blob_id").map_err(backend)?;
-            if !blob.is_empty() {
-                blobs.push(blob);
-            }
-            for sql in [
-                "DELETE FROM drive_props WHERE node_id = $1",
-                "DELETE FROM drive_nodes WHERE id = $1",
-            ] {
-                sqlx::query(sql).bind(&id).execute(&mut *tx).await.map_err(backend)?;
+        let mut gone = Gone::default();
+        for id in &tree {
+            gone.delete(&mut tx, id).await?;
+        }
+        // On PostgreSQL, a node written into one of these folders by a
+        // transaction that committed after the tree was read is not in
+        // it: its write held the folder's row (see `live_folder`), so it
+        // committed before that folder's row could be deleted, and a
+        // statement that starts now sees it. Each folder deleted is looked
+        // at once more. On SQLite the one writer leaves nothing to find.
+        if self.engine == crate::Engine::Postgres {
+            while let Some(folder) = gone.folders.pop() {
+                let late: Vec<String> =
+                    sqlx::query_scalar("SELECT id FROM drive_nodes WHERE drive_id = $1 AND parent_id = $2")
+                        .bind(signed(node.drive_id)?)
+                        .bind(&folder)
+                        .fetch_all(&mut *tx)
+                        .await
+                        .map_err(backend)?;
+                for id in &late {
+                    gone.delete(&mut tx, id).await?;
+                }
             }
         }
+        let Gone { freed, blobs, .. } = gone;
         // Copies share blobs: keep those another node still uses.
         let mut unused = Vec::new();
         for blob in blobs {
@@ -1194,13 +1296,29 @@ impl DriveStore for SqlStore {
         if taken.is_some() {
             return Ok(false);
         }
-        sqlx::query("UPDATE drive_nodes SET parent_id = $2, name = $3 WHERE id = $1")
+        macro_rules! move_sql {
+            ($lock:literal) => {
+                concat!(
+                    "UPDATE drive_nodes SET parent_id = $2, name = $3 WHERE id = $1 AND ",
+                    live_folder!("$2", $lock)
+                )
+            };
+        }
+        let sql = match self.engine {
+            crate::Engine::Sqlite => move_sql!(""),
+            crate::Engine::Postgres => move_sql!(" FOR KEY SHARE"),
+        };
+        let moved = sqlx::query(sql)
             .bind(node.id.as_str())
             .bind(parent_id)
             .bind(name)
             .execute(&mut *tx)
             .await
             .map_err(backend)?;
+        // The node or the folder it goes to gone meanwhile: nothing moves.
+        if moved.rows_affected() != 1 {
+            return Ok(false);
+        }
         tx.commit().await.map_err(backend)?;
         Ok(true)
     }
@@ -1218,7 +1336,7 @@ impl DriveStore for SqlStore {
         if charged.rows_affected() != 1 {
             return Ok(PutOutcome::InsufficientStorage);
         }
-        if !insert_node(&mut tx, copy).await? {
+        if !insert_node(&mut tx, self.engine, copy).await? {
             return Ok(PutOutcome::Conflict);
         }
         sqlx::query(
@@ -1605,6 +1723,251 @@ mod tests {
         }
     }
 
+    /// Returns once a statement whose text starts with `start` waits for
+    /// a row another transaction holds; fails if `task`, which runs it,
+    /// ends first or it never waits.
+    async fn until_waiting_for_a_row<T>(pg: &sqlx::PgPool, start: &str, task: &tokio::task::JoinHandle<T>) {
+        let pattern = format!("{start}%");
+        for _ in 0..1000 {
+            let waiting: i64 = sqlx::query_scalar(
+                "SELECT COUNT(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE $1",
+            )
+            .bind(&pattern)
+            .fetch_one(pg)
+            .await
+            .unwrap();
+            if waiting > 0 {
+                return;
+            }
+            assert!(
+                !task.is_finished(),
+                "`{start}…` ended without waiting for the other writer"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        panic!("`{start}…` never waited for the other writer");
+    }
+
+    /// A store on `engine` with organization `org` and drive 1 (quota
+    /// 10,000 bytes), or `None` without that engine's database.
+    async fn store_with_drive(engine: crate::Engine) -> Option<SqlStore> {
+        let url = crate::testing::database_url(engine).await?;
+        let store = SqlStore::open(&url).await.unwrap();
+        for setup in [
+            "INSERT INTO organizations (id, name, name_key, created_at) VALUES ('org', 'Org', 'org', 0)",
+            "INSERT INTO drives (id, org_id, name, quota_bytes, created_at) VALUES (1, 'org', 'Drive', 10000, 0)",
+        ] {
+            sqlx::query(setup).execute(&store.writer).await.unwrap();
+        }
+        Some(store)
+    }
+
+    /// Drive 1's used bytes and node ids.
+    async fn drive_state(store: &SqlStore) -> (i64, Vec<String>) {
+        let used = sqlx::query_scalar("SELECT used_bytes FROM drives WHERE id = 1")
+            .fetch_one(&store.pool)
+            .await
+            .unwrap();
+        let ids = sqlx::query_scalar("SELECT id FROM drive_nodes ORDER BY id")
+            .fetch_all(&store.pool)
+            .await
+            .unwrap();
+        (used, ids)
+    }
+
+    fn folder(id: &str, parent_id: &str) -> Node {
+        Node {
+            is_dir: true,
+            size: 0,
+            blob_id: String::new(),
+            parent_id: parent_id.to_owned(),
+            ..new_file(id, 0, false).node
+        }
+    }
+
+    #[tokio::test]
+    async fn nothing_is_written_into_a_folder_that_is_gone() {
+        for engine in [crate::Engine::Sqlite, crate::Engine::Postgres] {
+            let Some(store) = store_with_drive(engine).await else {
+                continue;
+            };
+            let gone = folder("gone", "");
+            assert!(store.create_folder(&gone).await.unwrap());
+            let top = new_file("top", 100, true).node;
+            assert_eq!(
+                store.put_file(&top, None, Some(&[7; 100])).await.unwrap(),
+                PutOutcome::Stored { replaced_blob: None }
+            );
+            store.delete_tree(&gone).await.unwrap();
+            assert_eq!(
+                drive_state(&store).await,
+                (100, vec!["node-top".to_owned()]),
+                "{engine:?}"
+            );
+
+            // An upload into the folder, small or not, a folder made in
+            // it, a node moved or copied into it: each is refused and
+            // changes nothing.
+            for (name, inline) in [("small", true), ("large", false)] {
+                let mut file = new_file(name, 50, inline);
+                file.node.parent_id = gone.id.clone();
+                let outcome = store.put_file(&file.node, None, file.inline.as_deref()).await.unwrap();
+                assert_eq!(outcome, PutOutcome::Conflict, "{engine:?} {name}");
+            }
+            assert!(
+                !store.create_folder(&folder("inner", &gone.id)).await.unwrap(),
+                "{engine:?}"
+            );
+            assert!(!store.move_node(&top, &gone.id, "moved").await.unwrap(), "{engine:?}");
+            let copy = Node {
+                id: "node-copy".into(),
+                parent_id: gone.id.clone(),
+                ..top.clone()
+            };
+            assert_eq!(
+                store.copy_file(&top, &copy).await.unwrap(),
+                PutOutcome::Conflict,
+                "{engine:?}"
+            );
+            assert_eq!(
+                drive_state(&store).await,
+                (100, vec!["node-top".to_owned()]),
+                "{engine:?}"
+            );
+
+            // Into a folder that is there, all of them work.
+            let here = folder("here", "");
+            assert!(store.create_folder(&here).await.unwrap());
+            let mut file = new_file("small", 50, true);
+            file.node.parent_id = here.id.clone();
+            let outcome = store.put_file(&file.node, None, file.inline.as_deref()).await.unwrap();
+            assert_eq!(outcome, PutOutcome::Stored { replaced_blob: None }, "{engine:?}");
+            assert!(store.create_folder(&folder("inner", &here.id)).await.unwrap());
+            assert!(store.move_node(&top, &here.id, "moved").await.unwrap());
+            let copy = Node {
+                parent_id: here.id.clone(),
+                ..copy
+            };
+            assert_eq!(
+                store.copy_file(&top, &copy).await.unwrap(),
+                PutOutcome::Stored { replaced_blob: None }
+            );
+            assert_eq!(drive_state(&store).await.0, 250, "{engine:?}");
+            store.close().await;
+        }
+    }
+
+    #[tokio::test]
+    async fn a_group_of_new_files_looks_its_folders_and_names_up_even_without_statistics() {
+        let Some(store) = store_with_drive(crate::Engine::Postgres).await else {
+            return;
+        };
+        let pg = store.native.pg().cloned().unwrap();
+        let mut conn = pg.acquire().await.unwrap();
+        // A new drive's first folder and its first files.
+        let fill = "INSERT INTO drive_nodes (id, drive_id, parent_id, name, is_dir, created_at, modified_at)
+             SELECT 'node-' || i, 1, CASE WHEN i = 0 THEN '' ELSE 'node-0' END, 'name-' || i, CASE WHEN i = 0 THEN 1 ELSE 0 END,
+                0, 0
+             FROM generate_series($1::int8, $2::int8) i";
+        sqlx::query(fill)
+            .bind(0_i64)
+            .bind(10_i64)
+            .execute(&mut *conn)
+            .await
+            .unwrap();
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "PREPARE files(int8, text[], text[], text[], int8[], text[], text[], int8[], int8[], text[], bytea[],
+                bool[], int8) AS {NEW_FILES_PG}"
+        )))
+        .execute(&mut *conn)
+        .await
+        .unwrap();
+        // Planned while the tables are nearly empty; after five runs
+        // PostgreSQL keeps a generic plan. The folder is missing: nothing
+        // is stored.
+        let run = "files(1, '{a}', '{missing}', '{a}', '{1}', '{b}', '{e}', '{1}', '{1}', '{\"\"}', '{\"\\\\x00\"}',
+            '{true}', 1)";
+        for _ in 0..6 {
+            let stored: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!("EXECUTE {run}")))
+                .fetch_one(&mut *conn)
+                .await
+                .unwrap();
+            assert_eq!(stored, 0);
+        }
+        sqlx::query(fill)
+            .bind(11_i64)
+            .bind(5000_i64)
+            .execute(&mut *conn)
+            .await
+            .unwrap();
+        let plan: Vec<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!("EXPLAIN EXECUTE {run}")))
+            .fetch_all(&mut *conn)
+            .await
+            .unwrap();
+        assert!(
+            !plan.iter().any(|line| line.contains("Seq Scan on drive_nodes")),
+            "{}",
+            plan.join("\n")
+        );
+        drop(conn);
+        store.close().await;
+    }
+
+    #[tokio::test]
+    async fn a_folder_deleted_while_a_file_is_written_into_it_takes_the_file_along_on_postgres() {
+        let Some(store) = store_with_drive(crate::Engine::Postgres).await else {
+            return;
+        };
+        let pg = store.native.pg().cloned().unwrap();
+        let gone = folder("gone", "");
+        assert!(store.create_folder(&gone).await.unwrap());
+
+        // Another process writes a file into the folder, as the commit
+        // of an upload does: the folder's row share-locked, the file
+        // charged and inserted. It has not committed when the deletion
+        // reads the folder's tree.
+        let mut other = pg.begin().await.unwrap();
+        let mut file = new_file("late", 40, true);
+        file.node.parent_id = gone.id.clone();
+        // Small contents' ids start with `i`.
+        file.node.blob_id = "ilate".into();
+        let stored = sqlx::query_scalar::<_, i64>(NEW_FILES_PG)
+            .bind(1_i64)
+            .bind(vec![file.node.id.as_str()])
+            .bind(vec![gone.id.as_str()])
+            .bind(vec!["late"])
+            .bind(vec![40_i64])
+            .bind(vec![file.node.blob_id.as_str()])
+            .bind(vec!["etag"])
+            .bind(vec![1_i64])
+            .bind(vec![2_i64])
+            .bind(vec![""])
+            .bind(vec![file.inline.as_deref().unwrap()])
+            .bind(vec![true])
+            .bind(40_i64)
+            .fetch_one(&mut *other)
+            .await
+            .unwrap();
+        assert_eq!(stored, 1);
+        let deleting = {
+            let store = store.clone();
+            let gone = gone.clone();
+            tokio::spawn(async move { store.delete_tree(&gone).await })
+        };
+        // The deletion waits for the folder's row; then the write commits.
+        until_waiting_for_a_row(&pg, "DELETE FROM drive_nodes", &deleting).await;
+        other.commit().await.unwrap();
+        deleting.await.unwrap().unwrap();
+        // The file went with its folder, and its bytes with it.
+        assert_eq!(drive_state(&store).await, (0, Vec::<String>::new()));
+        let contents: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM drive_inline")
+            .fetch_one(&pg)
+            .await
+            .unwrap();
+        assert_eq!(contents, 0);
+        store.close().await;
+    }
+
     #[tokio::test]
     async fn a_group_of_new_files_is_stored_whole_or_not_at_all_on_postgres() {
         let Some(url) = crate::testing::database_url(crate::Engine::Postgres).await else {
@@ -1669,22 +2032,7 @@ mod tests {
         let waiting = tokio::spawn(async move { insert_new_files_pg(&pool, &[&g, &f]).await });
         // Committed once the statement waits on the row (so its check
         // ran before the row was there).
-        let mut polls = 0;
-        while sqlx::query_scalar::<_, i64>(
-            "SELECT COUNT(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE 'WITH input AS%'",
-        )
-        .fetch_one(&pg)
-        .await
-        .unwrap()
-            == 0
-        {
-            polls += 1;
-            assert!(
-                polls < 1000 && !waiting.is_finished(),
-                "the statement never waited on the other writer's row"
-            );
-            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-        }
+        until_waiting_for_a_row(&pg, "WITH input AS", &waiting).await;
         other.commit().await.unwrap();
         assert!(!waiting.await.unwrap().unwrap());
         assert_eq!(state().await, (3000, 3, 1));

@@ -491,6 +491,9 @@ impl DriveTree {
             has_props: false,
         };
         if !self.drives.store.create_folder(&node).await? {
+            // The name is taken, or the folder was deleted meanwhile:
+            // then the path is missing, like any missing folder.
+            self.parent_of(path).await?;
             return Err(FileError::Exists);
         }
         Ok(node)

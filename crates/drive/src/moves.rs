@@ -41,6 +41,10 @@ impl DriveTree {
         let node = self.stat(from).await?;
         let (parent, name) = self.parent_of(to).await?;
         if !self.store().move_node(&node, &parent.id, name).await? {
+            // The name is taken, or the node or the folder it goes to
+            // was deleted meanwhile: then that is missing.
+            self.stat(from).await?;
+            self.parent_of(to).await?;
             return Err(FileError::Exists);
         }
         Ok(Node {
@@ -72,7 +76,11 @@ impl DriveTree {
         match self.store().copy_file(&source, &copy).await? {
             PutOutcome::Stored { .. } => Ok(copy),
             PutOutcome::InsufficientStorage => Err(FileError::InsufficientStorage),
-            PutOutcome::Conflict => Err(FileError::Exists),
+            PutOutcome::Conflict => {
+                // The name is taken, or the folder was deleted meanwhile.
+                self.parent_of(to).await?;
+                Err(FileError::Exists)
+            }
         }
     }
 

@@ -134,7 +134,7 @@ fn node_from(row: &AnyRow) -> Result<Node, StoreError> {
 /// On PostgreSQL (`lock` = `" FOR KEY SHARE"`) the folder's row stays
 /// share-locked until the write commits. A deletion of the folder then
 /// waits for the write and finds the new node when it looks again
-/// ([`SqlStore::delete_tree`]); a write that comes after the deletion
+/// (`delete_tree`); a write that comes after the deletion
 /// waits for it and finds no folder. On SQLite the one writer connection
 /// puts the two in order anyway.
 macro_rules! live_folder {
@@ -592,8 +592,9 @@ fn new_file_groups(batch: &[FileCommit]) -> Vec<Vec<usize>> {
 /// group. Each folder is looked up by its id on its own (`LATERAL`): as
 /// `id = ANY(...)`, the plan a connection kept from a new drive's first
 /// uploads scanned the whole table for the folders, a cost that grew
-/// with every file. A name taken meanwhile by a writer outside the batch makes
-/// the insert fail as a duplicate, which undoes the charge too.
+/// with every file. A name taken meanwhile by a writer outside the
+/// batch makes the insert fail as a duplicate, which undoes the charge
+/// too.
 const NEW_FILES_PG: &str = "WITH input AS (
         SELECT * FROM unnest($2::text[], $3::text[], $4::text[], $5::int8[], $6::text[], $7::text[], $8::int8[],
             $9::int8[], $10::text[], $11::bytea[], $12::bool[])
@@ -697,9 +698,9 @@ async fn commit_batch(
 
 /// Statements that store one new file on SQLite, to run in a row: the
 /// node is inserted unless its name is taken or its folder is gone
-/// ([`live_folder`]), charged to the quota if it was inserted, taken out again if the quota refused it, and its small
-/// contents stored if it stayed. `changes()` is the count of the
-/// statement before.
+/// ([`live_folder`]), charged to the quota if it was inserted, taken
+/// out again if the quota refused it, and its small contents stored if
+/// it stayed. `changes()` is the count of the statement before.
 const NEW_FILE: [&str; 4] = [
     concat!(
         "INSERT INTO drive_nodes (id, drive_id, parent_id, name, is_dir, size, blob_id, etag, created_at, modified_at,

@@ -1971,17 +1971,10 @@ mod tests {
 
     #[tokio::test]
     async fn a_group_of_new_files_is_stored_whole_or_not_at_all_on_postgres() {
-        let Some(url) = crate::testing::database_url(crate::Engine::Postgres).await else {
+        let Some(store) = store_with_drive(crate::Engine::Postgres).await else {
             return;
         };
-        let store = SqlStore::open(&url).await.unwrap();
         let pg = store.native.pg().cloned().unwrap();
-        for setup in [
-            "INSERT INTO organizations (id, name, name_key, created_at) VALUES ('org', 'Org', 'org', 0)",
-            "INSERT INTO drives (id, org_id, name, quota_bytes, created_at) VALUES (1, 'org', 'Drive', 10000, 0)",
-        ] {
-            sqlx::query(setup).execute(&pg).await.unwrap();
-        }
         let state = || async {
             let used: i64 = sqlx::query_scalar("SELECT used_bytes FROM drives WHERE id = 1")
                 .fetch_one(&pg)

@@ -15,6 +15,7 @@ use identity::StoreError;
 use sqlx::Executor;
 
 use crate::backend;
+use crate::writer::Writer;
 
 /// A value for one of a [`Change`]'s placeholders.
 #[derive(Clone, Copy)]
@@ -34,6 +35,14 @@ pub(crate) struct Change<'a> {
 impl<'a> Change<'a> {
     pub(crate) fn new(sql: &'static str, args: Vec<Arg<'a>>) -> Self {
         Self { sql, args }
+    }
+
+    pub(crate) fn sql(&self) -> &'static str {
+        self.sql
+    }
+
+    pub(crate) fn args(&self) -> &[Arg<'a>] {
+        &self.args
     }
 }
 
@@ -57,12 +66,8 @@ fn bind<'q>(query: Query<'q>, arg: &Arg<'q>) -> Query<'q> {
 /// statement: each change a `WITH` part that returns its rows, and a final
 /// `SELECT` that divides by zero unless each part returned exactly one; the
 /// error undoes the whole statement.
-pub(crate) async fn write_each_changes_one(
-    writer: &sqlx::AnyPool,
-    engine: crate::Engine,
-    changes: &[Change<'_>],
-) -> Result<bool, StoreError> {
-    if engine == crate::Engine::Postgres {
+pub(crate) async fn write_each_changes_one(writer: &Writer, changes: &[Change<'_>]) -> Result<bool, StoreError> {
+    if writer.engine() == crate::Engine::Postgres {
         let mut parts = Vec::with_capacity(changes.len());
         let mut checks = Vec::with_capacity(changes.len());
         let mut offset = 0;
@@ -83,7 +88,7 @@ pub(crate) async fn write_each_changes_one(
             .iter()
             .flat_map(|c| &c.args)
             .fold(sqlx::query(sqlx::AssertSqlSafe(sql)), bind);
-        return match query.fetch_one(writer).await {
+        return match query.fetch_one(&*writer.turn().await).await {
             Ok(_) => Ok(true),
             // division_by_zero: a change missed its row.
             Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("22012") => Ok(false),
@@ -91,7 +96,7 @@ pub(crate) async fn write_each_changes_one(
         };
     }
     let mut conn = writer.acquire().await.map_err(backend)?;
-    let begun = sqlite_counts(&mut conn, &with_begin(changes, false)).await;
+    let begun = sqlite_counts(&mut conn, &with_begin(changes)).await;
     let keep = match &begun {
         Ok(counts) => counts[1..].iter().all(|&n| n == 1),
         Err(_) => false,
@@ -108,38 +113,11 @@ pub(crate) async fn write_each_changes_one(
     Ok(keep)
 }
 
-/// Runs `changes` as one SQLite write transaction, `BEGIN IMMEDIATE` to
-/// `COMMIT` in one round trip, whatever their counts; those counts.
-pub(crate) async fn sqlite_commit_counts(
-    writer: &sqlx::AnyPool,
-    changes: &[Change<'_>],
-) -> Result<Vec<u64>, StoreError> {
-    let mut conn = writer.acquire().await.map_err(backend)?;
-    match sqlite_counts(&mut conn, &with_begin(changes, true)).await {
-        Ok(mut counts) => {
-            counts.pop();
-            counts.remove(0);
-            Ok(counts)
-        }
-        Err(e) => {
-            // The string stopped at an error: undo what it began. An error
-            // here means no transaction is open (or the connection broke).
-            if sqlx::query("ROLLBACK").execute(&mut *conn).await.is_err() {
-                conn.close_on_drop();
-            }
-            Err(e)
-        }
-    }
-}
-
-/// `changes` after `BEGIN IMMEDIATE`, and before `COMMIT` if `commit`.
-fn with_begin<'a>(changes: &[Change<'a>], commit: bool) -> Vec<Change<'a>> {
-    let mut all = Vec::with_capacity(changes.len() + 2);
+/// `changes` after `BEGIN IMMEDIATE`.
+fn with_begin<'a>(changes: &[Change<'a>]) -> Vec<Change<'a>> {
+    let mut all = Vec::with_capacity(changes.len() + 1);
     all.push(Change::new("BEGIN IMMEDIATE", Vec::new()));
     all.extend(changes.iter().cloned());
-    if commit {
-        all.push(Change::new("COMMIT", Vec::new()));
-    }
     all
 }
 
@@ -199,10 +177,12 @@ fn renumber_placeholders(sql: &str, offset: usize) -> String {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    async fn one_writer(url: &str) -> sqlx::AnyPool {
+    /// A one-connection pool to `url`, with a table `t` of two rows (ids
+    /// 1 and 2, `n` 0).
+    pub(crate) async fn one_writer(url: &str) -> sqlx::AnyPool {
         sqlx::any::install_default_drivers();
         let pool = sqlx::any::AnyPoolOptions::new()
             .max_connections(1)
@@ -220,14 +200,15 @@ mod tests {
         pool
     }
 
-    async fn values(pool: &sqlx::AnyPool) -> Vec<i64> {
+    /// `t`'s `n`, by id.
+    pub(crate) async fn values(pool: &sqlx::AnyPool) -> Vec<i64> {
         sqlx::query_scalar("SELECT n FROM t ORDER BY id")
             .fetch_all(pool)
             .await
             .unwrap()
     }
 
-    const SET: &str = "UPDATE t SET n = $2 WHERE id = $1";
+    pub(crate) const SET: &str = "UPDATE t SET n = $2 WHERE id = $1";
 
     #[tokio::test]
     async fn changes_that_must_each_change_one_row_happen_all_or_not_at_all() {
@@ -236,71 +217,32 @@ mod tests {
                 continue;
             };
             let pool = one_writer(&url).await;
+            let writer = Writer::new(pool.clone(), engine);
             let both = [
                 Change::new(SET, vec![Arg::Int(1), Arg::Int(10)]),
                 Change::new(SET, vec![Arg::Int(2), Arg::Int(20)]),
             ];
-            assert!(write_each_changes_one(&pool, engine, &both).await.unwrap());
+            assert!(write_each_changes_one(&writer, &both).await.unwrap());
             assert_eq!(values(&pool).await, [10, 20], "{engine:?}");
             // The second changes no row: the first is undone.
             let missing = [
                 Change::new(SET, vec![Arg::Int(1), Arg::Int(11)]),
                 Change::new(SET, vec![Arg::Int(3), Arg::Int(30)]),
             ];
-            assert!(!write_each_changes_one(&pool, engine, &missing).await.unwrap());
+            assert!(!write_each_changes_one(&writer, &missing).await.unwrap());
             assert_eq!(values(&pool).await, [10, 20], "{engine:?}");
             // An error undoes what came before it, and the next change works.
             let failing = [
                 Change::new(SET, vec![Arg::Int(1), Arg::Int(12)]),
                 Change::new("INSERT INTO t (id, n) VALUES ($1, 0)", vec![Arg::Int(2)]),
             ];
-            assert!(write_each_changes_one(&pool, engine, &failing).await.is_err());
+            assert!(write_each_changes_one(&writer, &failing).await.is_err());
             assert_eq!(values(&pool).await, [10, 20], "{engine:?}");
             let one = [Change::new(SET, vec![Arg::Int(2), Arg::Int(21)])];
-            assert!(write_each_changes_one(&pool, engine, &one).await.unwrap());
+            assert!(write_each_changes_one(&writer, &one).await.unwrap());
             assert_eq!(values(&pool).await, [10, 21], "{engine:?}");
             pool.close().await;
         }
-    }
-
-    #[tokio::test]
-    async fn a_sqlite_transaction_in_one_round_trip_keeps_all_or_nothing() {
-        let url = crate::testing::database_url(crate::Engine::Sqlite).await.unwrap();
-        let pool = one_writer(&url).await;
-        let engine = crate::Engine::Sqlite;
-        let both = [
-            Change::new(SET, vec![Arg::Int(1), Arg::Int(10)]),
-            Change::new(SET, vec![Arg::Int(2), Arg::Int(20)]),
-        ];
-        assert!(write_each_changes_one(&pool, engine, &both).await.unwrap());
-        assert_eq!(values(&pool).await, [10, 20]);
-
-        // The second changes no row: the first is undone.
-        let missing = [
-            Change::new(SET, vec![Arg::Int(1), Arg::Int(11)]),
-            Change::new(SET, vec![Arg::Int(3), Arg::Int(30)]),
-        ];
-        assert!(!write_each_changes_one(&pool, engine, &missing).await.unwrap());
-        assert_eq!(values(&pool).await, [10, 20]);
-
-        // An error stops the string: what it began is undone, and the
-        // connection takes the next transaction.
-        let failing = [
-            Change::new(SET, vec![Arg::Int(1), Arg::Int(12)]),
-            Change::new("INSERT INTO t (id, n) VALUES ($1, 0)", vec![Arg::Int(2)]),
-        ];
-        assert!(write_each_changes_one(&pool, engine, &failing).await.is_err());
-        assert_eq!(values(&pool).await, [10, 20]);
-        assert!(sqlite_commit_counts(&pool, &failing).await.is_err());
-        assert_eq!(values(&pool).await, [10, 20]);
-
-        // Whatever the counts, `sqlite_commit_counts` commits and tells them.
-        let counts = sqlite_commit_counts(&pool, &missing).await.unwrap();
-        assert_eq!(counts, [1, 0]);
-        assert_eq!(values(&pool).await, [11, 20]);
-        assert!(write_each_changes_one(&pool, engine, &both).await.unwrap());
-        assert_eq!(values(&pool).await, [10, 20]);
-        pool.close().await;
     }
 
     #[test]

@@ -10,8 +10,10 @@ use identity::{Millis, OrgEvent, Role};
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
-use crate::changes::{Arg, Change, sqlite_commit_counts, sqlite_counts};
+use crate::changes::{Arg, Change, sqlite_counts};
+use crate::sqlite_commits::CommitConnection;
 use crate::sqlite_reads::failed;
+use crate::writer::Writer;
 use crate::{Native, SqlStore, backend};
 
 const COLUMNS: &str = "SELECT d.id, d.org_id, o.name AS org_name, d.name, d.quota_bytes, d.used_bytes, d.created_at,
@@ -513,29 +515,27 @@ const COMMIT_BATCH: usize = 64;
 /// of its batch are unaffected. An error of the database fails the files
 /// it was storing (none of them is stored) and each of them is told so.
 ///
-/// On PostgreSQL, `pg` is the PostgreSQL driver's own pool: a batch's new
-/// files of one drive go to it as one statement (see [`NEW_FILES_PG`]).
-pub(crate) async fn commit_files(
-    writer: sqlx::AnyPool,
-    pg: Option<sqlx::PgPool>,
-    engine: crate::Engine,
+/// This is the queue on PostgreSQL, a task of the runtime: a batch's new
+/// files of one drive go as one statement to `pg`, the PostgreSQL
+/// driver's own pool (see [`NEW_FILES_PG`]); the others through `writer`.
+pub(crate) async fn commit_files_on_postgres(
+    writer: Writer,
+    pg: sqlx::PgPool,
     mut queue: tokio::sync::mpsc::UnboundedReceiver<FileCommit>,
 ) {
     let mut batch = Vec::with_capacity(COMMIT_BATCH);
     while queue.recv_many(&mut batch, COMMIT_BATCH).await > 0 {
         let mut outcomes: Vec<Option<Result<PutOutcome, String>>> = Vec::new();
         outcomes.resize_with(batch.len(), || None);
-        if let Some(pg) = &pg {
-            for group in new_file_groups(&batch) {
-                let files: Vec<&FileCommit> = group.iter().map(|&i| &batch[i]).collect();
-                let outcome = match insert_new_files_pg(pg, &files).await {
-                    Ok(false) => continue,
-                    Ok(true) => Ok(PutOutcome::Stored { replaced_blob: None }),
-                    Err(e) => Err(e.to_string()),
-                };
-                for i in group {
-                    outcomes[i] = Some(outcome.clone());
-                }
+        for group in new_file_groups(&batch) {
+            let files: Vec<&FileCommit> = group.iter().map(|&i| &batch[i]).collect();
+            let outcome = match insert_new_files_pg(&pg, &files).await {
+                Ok(false) => continue,
+                Ok(true) => Ok(PutOutcome::Stored { replaced_blob: None }),
+                Err(e) => Err(e.to_string()),
+            };
+            for i in group {
+                outcomes[i] = Some(outcome.clone());
             }
         }
         let rest: Vec<&FileCommit> = batch
@@ -545,20 +545,66 @@ pub(crate) async fn commit_files(
             .map(|(file, _)| file)
             .collect();
         if !rest.is_empty() {
-            let committed = commit_batch(&writer, engine, &rest).await;
-            let mut committed = match committed {
-                Ok(done) => done.into_iter().map(Ok).collect::<Vec<_>>(),
-                Err(e) => vec![Err(e.to_string()); rest.len()],
-            }
-            .into_iter();
+            let mut committed = outcomes_of(&rest, commit_batch(&writer, &rest).await);
             for outcome in outcomes.iter_mut().filter(|o| o.is_none()) {
-                *outcome = committed.next();
+                *outcome = committed.next().flatten();
             }
         }
-        for (file, outcome) in batch.drain(..).zip(outcomes) {
-            let outcome = outcome.unwrap_or_else(|| Err("the file was not committed".into()));
-            let _ = file.reply.send(outcome.map_err(StoreError::Backend));
+        answer(&mut batch, outcomes);
+    }
+}
+
+/// The commit queue (see [`commit_files_on_postgres`]) on SQLite, on a
+/// thread of its own: a batch of new files is one transaction of its own
+/// connection (`commits`, see [`crate::sqlite_commits`]), which the thread
+/// runs once it is the process's turn to write; a batch that replaces
+/// files goes through `writer`, on `runtime`.
+pub(crate) fn commit_files_on_sqlite(
+    writer: Writer,
+    mut commits: CommitConnection,
+    mut queue: tokio::sync::mpsc::UnboundedReceiver<FileCommit>,
+    runtime: tokio::runtime::Handle,
+) {
+    let mut batch = Vec::with_capacity(COMMIT_BATCH);
+    while let Some(first) = queue.blocking_recv() {
+        batch.push(first);
+        while batch.len() < COMMIT_BATCH {
+            let Ok(file) = queue.try_recv() else { break };
+            batch.push(file);
         }
+        let files: Vec<&FileCommit> = batch.iter().collect();
+        let committed = if files.iter().all(|f| f.replaced.is_none()) {
+            new_file_changes(&files)
+                .and_then(|changes| {
+                    let _turn = writer.blocking_turn();
+                    commits.commit_counts(&changes)
+                })
+                .map(|counts| new_file_outcomes(&files, counts))
+        } else {
+            runtime.block_on(commit_batch(&writer, &files))
+        };
+        let outcomes = outcomes_of(&files, committed).collect();
+        answer(&mut batch, outcomes);
+    }
+}
+
+/// Each of `files`' outcome from their batch's.
+fn outcomes_of(
+    files: &[&FileCommit],
+    committed: Result<Vec<PutOutcome>, StoreError>,
+) -> std::vec::IntoIter<Option<Result<PutOutcome, String>>> {
+    match committed {
+        Ok(done) => done.into_iter().map(|o| Some(Ok(o))).collect::<Vec<_>>(),
+        Err(e) => vec![Some(Err(e.to_string())); files.len()],
+    }
+    .into_iter()
+}
+
+/// Tells each file of `batch` its outcome, and empties the batch.
+fn answer(batch: &mut Vec<FileCommit>, outcomes: Vec<Option<Result<PutOutcome, String>>>) {
+    for (file, outcome) in batch.drain(..).zip(outcomes) {
+        let outcome = outcome.unwrap_or_else(|| Err("the file was not committed".into()));
+        let _ = file.reply.send(outcome.map_err(StoreError::Backend));
     }
 }
 
@@ -664,18 +710,10 @@ async fn insert_new_files_pg(pg: &sqlx::PgPool, files: &[&FileCommit]) -> Result
     }
 }
 
-async fn commit_batch(
-    writer: &sqlx::AnyPool,
-    engine: crate::Engine,
-    batch: &[&FileCommit],
-) -> Result<Vec<PutOutcome>, StoreError> {
-    if engine == crate::Engine::Sqlite && batch.iter().all(|f| f.replaced.is_none()) {
-        // Only new files (the usual batch): the whole transaction in one
-        // round trip.
-        let counts = sqlite_commit_counts(writer, &new_file_changes(batch)?).await?;
-        return Ok(new_file_outcomes(batch, counts));
-    }
-    let mut tx = crate::begin_write_on(writer, engine).await.map_err(backend)?;
+/// `batch` in one transaction of `writer`, each file as it comes.
+async fn commit_batch(writer: &Writer, batch: &[&FileCommit]) -> Result<Vec<PutOutcome>, StoreError> {
+    let engine = writer.engine();
+    let mut tx = writer.begin().await.map_err(backend)?;
     let mut outcomes = Vec::with_capacity(batch.len());
     let mut rest = batch;
     while let Some(file) = rest.first() {
@@ -960,7 +998,7 @@ impl DriveStore for SqlStore {
         .bind(signed(d.used_bytes)?)
         .bind(d.created_at)
         .bind(d.member_access.as_str())
-        .execute(&self.writer)
+        .execute(&*self.writer.turn().await)
         .await
         .map_err(backend)?;
         Ok(done.rows_affected() == 1)
@@ -1358,7 +1396,7 @@ impl DriveStore for SqlStore {
         sqlx::query("UPDATE drive_nodes SET modified_at = $2 WHERE id = $1")
             .bind(node_id)
             .bind(modified_at)
-            .execute(&self.writer)
+            .execute(&*self.writer.turn().await)
             .await
             .map_err(backend)?;
         Ok(())
@@ -1482,7 +1520,7 @@ impl DriveStore for SqlStore {
             .bind(token)
             .bind(expires_at)
             .bind(signed(timeout_secs)?)
-            .execute(&self.writer)
+            .execute(&*self.writer.turn().await)
             .await
             .map_err(backend)?;
         let sql = format!("{LOCK_COLUMNS} WHERE drive_id = $1 AND token = $2");
@@ -1499,7 +1537,7 @@ impl DriveStore for SqlStore {
         let done = sqlx::query("DELETE FROM drive_locks WHERE drive_id = $1 AND token = $2")
             .bind(signed(drive_id)?)
             .bind(token)
-            .execute(&self.writer)
+            .execute(&*self.writer.turn().await)
             .await
             .map_err(backend)?;
         Ok(done.rows_affected() > 0)
@@ -1515,7 +1553,7 @@ impl DriveStore for SqlStore {
         .bind(path)
         .bind(below.as_str())
         .bind(i64::try_from(below.chars().count()).unwrap_or(i64::MAX))
-        .execute(&self.writer)
+        .execute(&*self.writer.turn().await)
         .await
         .map_err(backend)?;
         Ok(())
@@ -1758,7 +1796,7 @@ mod tests {
             "INSERT INTO organizations (id, name, name_key, created_at) VALUES ('org', 'Org', 'org', 0)",
             "INSERT INTO drives (id, org_id, name, quota_bytes, created_at) VALUES (1, 'org', 'Drive', 10000, 0)",
         ] {
-            sqlx::query(setup).execute(&store.writer).await.unwrap();
+            sqlx::query(setup).execute(&*store.writer.turn().await).await.unwrap();
         }
         Some(store)
     }

@@ -17,7 +17,7 @@ use sqlx::any::AnyRow;
 use crate::changes::{Arg, Change, write_each_changes_one};
 use crate::{SqlStore, backend};
 
-type Tx = sqlx::Transaction<'static, sqlx::Any>;
+type Tx = crate::writer::WriteTx;
 
 fn corrupt(what: &str) -> StoreError {
     StoreError::Backend(format!("stored {what} is not valid"))
@@ -541,7 +541,7 @@ impl IdentityStore for SqlStore {
             .bind(account_id)
             .bind(hash)
             .bind(now)
-            .execute(&self.writer)
+            .execute(&*self.writer.turn().await)
             .await
             .map_err(backend)?;
         Ok(())
@@ -641,7 +641,7 @@ impl IdentityStore for SqlStore {
             .bind(id)
             .bind(now)
             .bind(ip)
-            .execute(&self.writer)
+            .execute(&*self.writer.turn().await)
             .await
             .map_err(backend)?;
         Ok(())
@@ -662,7 +662,7 @@ impl IdentityStore for SqlStore {
         let done = sqlx::query("DELETE FROM sessions WHERE account_id = $1 AND id = $2")
             .bind(account_id)
             .bind(id)
-            .execute(&self.writer)
+            .execute(&*self.writer.turn().await)
             .await
             .map_err(backend)?;
         Ok(done.rows_affected() > 0)
@@ -672,7 +672,7 @@ impl IdentityStore for SqlStore {
         let done = sqlx::query("DELETE FROM sessions WHERE account_id = $1 AND id <> $2")
             .bind(account_id)
             .bind(keep)
-            .execute(&self.writer)
+            .execute(&*self.writer.turn().await)
             .await
             .map_err(backend)?;
         Ok(done.rows_affected())
@@ -715,7 +715,7 @@ impl IdentityStore for SqlStore {
             .bind(failures)
             .bind(state.last_failure)
             .bind(state.locked_until)
-            .execute(&self.writer)
+            .execute(&*self.writer.turn().await)
             .await,
             Some(version) => {
                 sqlx::query(
@@ -727,7 +727,7 @@ impl IdentityStore for SqlStore {
                 .bind(state.last_failure)
                 .bind(state.locked_until)
                 .bind(version)
-                .execute(&self.writer)
+                .execute(&*self.writer.turn().await)
                 .await
             }
         };
@@ -737,7 +737,7 @@ impl IdentityStore for SqlStore {
     async fn clear_throttle(&self, key: &str) -> Result<(), StoreError> {
         sqlx::query("DELETE FROM throttles WHERE key = $1")
             .bind(key)
-            .execute(&self.writer)
+            .execute(&*self.writer.turn().await)
             .await
             .map_err(backend)?;
         Ok(())
@@ -756,7 +756,7 @@ impl IdentityStore for SqlStore {
         sqlx::query("UPDATE accounts SET default_method = $2 WHERE id = $1")
             .bind(account_id)
             .bind(kind)
-            .execute(&self.writer)
+            .execute(&*self.writer.turn().await)
             .await
             .map_err(backend)?;
         Ok(())
@@ -842,7 +842,7 @@ impl IdentityStore for SqlStore {
             vec![Arg::Text(session_id), Arg::Text(token_hash), Arg::Int(now)],
         ));
         changes.push(event_change(event));
-        write_each_changes_one(&self.writer, self.engine, &changes).await
+        write_each_changes_one(&self.writer, &changes).await
     }
 
     async fn count_factor_failure(&self, id: &str) -> Result<u32, StoreError> {
@@ -850,7 +850,7 @@ impl IdentityStore for SqlStore {
             "UPDATE sessions SET factor_failures = factor_failures + 1 WHERE id = $1 RETURNING factor_failures",
         )
         .bind(id)
-        .fetch_optional(&self.writer)
+        .fetch_optional(&*self.writer.turn().await)
         .await
         .map_err(backend)?;
         let failures: i64 = match row {
@@ -864,7 +864,7 @@ impl IdentityStore for SqlStore {
         sqlx::query("UPDATE sessions SET password_at = $2 WHERE id = $1")
             .bind(id)
             .bind(now)
-            .execute(&self.writer)
+            .execute(&*self.writer.turn().await)
             .await
             .map_err(backend)?;
         Ok(())
@@ -885,7 +885,7 @@ impl IdentityStore for SqlStore {
         .bind(f.expires_at)
         .bind(f.last_used_at)
         .bind(f.counter)
-        .execute(&self.writer)
+        .execute(&*self.writer.turn().await)
         .await
         .map_err(backend)?;
         Ok(())
@@ -1005,7 +1005,7 @@ impl IdentityStore for SqlStore {
         .bind(factor_id)
         .bind(account_id)
         .bind(expires_at)
-        .execute(&self.writer)
+        .execute(&*self.writer.turn().await)
         .await
         .map_err(backend)?;
         Ok(())
@@ -1021,7 +1021,7 @@ impl IdentityStore for SqlStore {
         )
         .bind(token_hash)
         .bind(now)
-        .fetch_optional(&self.writer)
+        .fetch_optional(&*self.writer.turn().await)
         .await
         .map_err(backend)?;
         row.map(|r| {
@@ -1037,7 +1037,7 @@ impl IdentityStore for SqlStore {
         sqlx::query("UPDATE accounts SET lang = $2 WHERE id = $1")
             .bind(account_id)
             .bind(lang)
-            .execute(&self.writer)
+            .execute(&*self.writer.turn().await)
             .await
             .map_err(backend)?;
         Ok(())
@@ -1057,7 +1057,7 @@ impl IdentityStore for SqlStore {
         .bind(params)
         .bind(m.created_at)
         .bind(m.next_attempt_at)
-        .execute(&self.writer)
+        .execute(&*self.writer.turn().await)
         .await
         .map_err(backend)?;
         Ok(())
@@ -1086,7 +1086,7 @@ impl IdentityStore for SqlStore {
             .bind(mail.id.as_str())
             .bind(mail.next_attempt_at)
             .bind(lease_until)
-            .execute(&self.writer)
+            .execute(&*self.writer.turn().await)
             .await
             .map_err(backend)?;
             if claimed.rows_affected() == 1 {
@@ -1101,7 +1101,7 @@ impl IdentityStore for SqlStore {
         sqlx::query("UPDATE mail_queue SET sent_at = $2, last_error = '' WHERE id = $1")
             .bind(id)
             .bind(now)
-            .execute(&self.writer)
+            .execute(&*self.writer.turn().await)
             .await
             .map_err(backend)?;
         Ok(())
@@ -1127,7 +1127,7 @@ impl IdentityStore for SqlStore {
         .bind(next)
         .bind(sent)
         .bind(error)
-        .execute(&self.writer)
+        .execute(&*self.writer.turn().await)
         .await
         .map_err(backend)?;
         Ok(())
@@ -1155,7 +1155,7 @@ impl IdentityStore for SqlStore {
         sqlx::query(statement)
             .bind(account_id)
             .bind(kind.as_str())
-            .execute(&self.writer)
+            .execute(&*self.writer.turn().await)
             .await
             .map_err(backend)?;
         Ok(())
@@ -1462,7 +1462,7 @@ impl IdentityStore for SqlStore {
         .bind(account_id)
         .bind(sealed)
         .bind(expires_at)
-        .execute(&self.writer)
+        .execute(&*self.writer.turn().await)
         .await
         .map_err(backend)?;
         Ok(())
@@ -1481,7 +1481,7 @@ impl IdentityStore for SqlStore {
         .bind(factor_id)
         .bind(account_id)
         .bind(now)
-        .fetch_optional(&self.writer)
+        .fetch_optional(&*self.writer.turn().await)
         .await
         .map_err(backend)?;
         row.map(|r| r.try_get("sealed").map_err(backend)).transpose()
@@ -1611,7 +1611,7 @@ impl IdentityStore for SqlStore {
             sqlx::query("SELECT pg_notify($1, $2)")
                 .bind(crate::SIGNAL_CHANNEL)
                 .bind(topic)
-                .execute(&self.writer)
+                .execute(&*self.writer.turn().await)
                 .await
                 .map_err(backend)?;
         }
@@ -1622,7 +1622,7 @@ impl IdentityStore for SqlStore {
         sqlx::query("UPDATE second_factors SET secret = $2 WHERE id = $1")
             .bind(factor_id)
             .bind(secret)
-            .execute(&self.writer)
+            .execute(&*self.writer.turn().await)
             .await
             .map_err(backend)?;
         Ok(())
@@ -1736,7 +1736,7 @@ impl IdentityStore for SqlStore {
     async fn sms_code_failed(&self, factor_id: &str) -> Result<(), StoreError> {
         sqlx::query("UPDATE sms_codes SET attempts = attempts + 1 WHERE factor_id = $1")
             .bind(factor_id)
-            .execute(&self.writer)
+            .execute(&*self.writer.turn().await)
             .await
             .map_err(backend)?;
         Ok(())
@@ -1750,7 +1750,7 @@ impl IdentityStore for SqlStore {
         .bind(digest)
         .bind(now)
         .bind(i64::from(identity::credential::sms::MAX_TRIES))
-        .execute(&self.writer)
+        .execute(&*self.writer.turn().await)
         .await
         .map_err(backend)?;
         Ok(done.rows_affected() == 1)
@@ -1768,7 +1768,7 @@ impl IdentityStore for SqlStore {
         .bind(p.created_at)
         .bind(p.last_used_at)
         .bind(&p.last_used_ip)
-        .execute(&self.writer)
+        .execute(&*self.writer.turn().await)
         .await
         .map_err(backend)?;
         Ok(())
@@ -1802,7 +1802,7 @@ impl IdentityStore for SqlStore {
         let row = sqlx::query("DELETE FROM app_passwords WHERE account_id = $1 AND id = $2 RETURNING name")
             .bind(account_id)
             .bind(id)
-            .fetch_optional(&self.writer)
+            .fetch_optional(&*self.writer.turn().await)
             .await
             .map_err(backend)?;
         row.map(|r| r.try_get("name").map_err(backend)).transpose()
@@ -1813,7 +1813,7 @@ impl IdentityStore for SqlStore {
             .bind(id)
             .bind(now)
             .bind(ip)
-            .execute(&self.writer)
+            .execute(&*self.writer.turn().await)
             .await
             .map_err(backend)?;
         Ok(())
@@ -1827,13 +1827,13 @@ impl IdentityStore for SqlStore {
         .bind(c.created_before)
         .bind(c.idle_before)
         .bind(c.remembered_idle_before)
-        .execute(&self.writer)
+        .execute(&*self.writer.turn().await)
         .await
         .map_err(backend)?;
         let throttles = sqlx::query("DELETE FROM throttles WHERE locked_until <= $1 AND last_failure <= $2")
             .bind(c.now)
             .bind(c.throttle_failure_before)
-            .execute(&self.writer)
+            .execute(&*self.writer.turn().await)
             .await
             .map_err(backend)?;
         let mut purged = sessions.rows_affected() + throttles.rows_affected();
@@ -1863,7 +1863,7 @@ impl IdentityStore for SqlStore {
         ] {
             let done = sqlx::query(statement)
                 .bind(cutoff)
-                .execute(&self.writer)
+                .execute(&*self.writer.turn().await)
                 .await
                 .map_err(backend)?;
             purged += done.rows_affected();

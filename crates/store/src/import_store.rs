@@ -62,7 +62,7 @@ impl ImportStore for SqlStore {
         .bind(i.folder.as_str())
         .bind(i.state.as_str())
         .bind(i.created_at)
-        .execute(&self.writer)
+        .execute(&*self.writer.turn().await)
         .await
         .map_err(backend)?;
         Ok(())
@@ -93,7 +93,7 @@ impl ImportStore for SqlStore {
             "UPDATE drive_imports SET cancel_requested = 1 WHERE id = $1 AND state IN ('queued', 'running')",
         )
         .bind(id)
-        .execute(&self.writer)
+        .execute(&*self.writer.turn().await)
         .await
         .map_err(backend)?;
         Ok(done.rows_affected() == 1)
@@ -118,7 +118,7 @@ impl ImportStore for SqlStore {
             .bind(id.as_str())
             .bind(now + lease)
             .bind(now)
-            .execute(&self.writer)
+            .execute(&*self.writer.turn().await)
             .await
             .map_err(backend)?;
             if taken.rows_affected() == 1 {
@@ -133,7 +133,7 @@ impl ImportStore for SqlStore {
             .bind(id)
             .bind(lease_until)
             .bind(current_file)
-            .execute(&self.writer)
+            .execute(&*self.writer.turn().await)
             .await
             .map_err(backend)?;
         let row = sqlx::query("SELECT cancel_requested FROM drive_imports WHERE id = $1")
@@ -269,7 +269,7 @@ impl ImportStore for SqlStore {
         .bind(state.as_str())
         .bind(error)
         .bind(now)
-        .execute(&self.writer)
+        .execute(&*self.writer.turn().await)
         .await
         .map_err(backend)?;
         Ok(())

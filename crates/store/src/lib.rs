@@ -14,8 +14,10 @@ mod data_dir;
 mod drive_store;
 mod identity_store;
 mod import_store;
+mod sqlite_commits;
 mod sqlite_reads;
 pub mod testing;
+mod writer;
 
 pub use blobs::LocalBlobs;
 pub use data_dir::DataDir;
@@ -41,18 +43,6 @@ async fn listen(url: &str, signals: &Signals) -> Result<(), sqlx::Error> {
     }
 }
 
-/// A write transaction on `writer`. SQLite takes the write lock up front
-/// so two writers queue on the busy timeout instead of failing on upgrade.
-async fn begin_write_on(
-    writer: &AnyPool,
-    engine: Engine,
-) -> Result<sqlx::Transaction<'static, sqlx::Any>, sqlx::Error> {
-    match engine {
-        Engine::Sqlite => writer.begin_with("BEGIN IMMEDIATE").await,
-        Engine::Postgres => writer.begin().await,
-    }
-}
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Engine {
     Sqlite,
@@ -63,15 +53,16 @@ pub enum Engine {
 #[derive(Debug, Clone)]
 pub struct SqlStore {
     pool: AnyPool,
-    /// Where write transactions run. On SQLite, one connection: the
+    /// Where writes run (see [`writer`]). On SQLite, one connection: the
     /// process's writers queue for it in order instead of meeting on the
     /// file lock, where SQLite's busy handler makes each loser sleep
     /// (1 ms, 2 ms, 5 ms, … on every retry). On PostgreSQL, `pool`.
-    writer: AnyPool,
+    writer: writer::Writer,
     /// Connections of each engine's own driver, for the hot paths `Any`
     /// serves poorly (see [`Native`]).
     native: Native,
-    /// Files waiting to be committed (see `drive_store::commit_files`).
+    /// Files waiting to be committed (see `drive_store::commit_files_on_sqlite`
+    /// and `commit_files_on_postgres`).
     files: tokio::sync::mpsc::UnboundedSender<drive_store::FileCommit>,
     engine: Engine,
     url: String,
@@ -197,13 +188,22 @@ impl SqlStore {
                     .context("cannot read the PostgreSQL address")?,
             ),
         };
+        let writer = writer::Writer::new(writer, engine);
         let (files, queue) = tokio::sync::mpsc::unbounded_channel();
-        tokio::spawn(drive_store::commit_files(
-            writer.clone(),
-            native.pg().cloned(),
-            engine,
-            queue,
-        ));
+        match &native {
+            Native::Postgres(pg) => {
+                tokio::spawn(drive_store::commit_files_on_postgres(writer.clone(), pg.clone(), queue));
+            }
+            Native::Sqlite(reads) => {
+                let commits = sqlite_commits::CommitConnection::open(reads.path())
+                    .map_err(|e| anyhow::anyhow!("cannot open the SQLite database for writing files: {e}"))?;
+                let (writer, runtime) = (writer.clone(), tokio::runtime::Handle::current());
+                std::thread::Builder::new()
+                    .name("sqlite-commits".into())
+                    .spawn(move || drive_store::commit_files_on_sqlite(writer, commits, queue, runtime))
+                    .context("cannot start the thread that commits files")?;
+            }
+        }
         Ok(Self {
             pool,
             writer,
@@ -218,9 +218,9 @@ impl SqlStore {
         self.engine
     }
 
-    /// A write transaction (see [`begin_write_on`]).
-    async fn begin_write(&self) -> Result<sqlx::Transaction<'static, sqlx::Any>, sqlx::Error> {
-        begin_write_on(&self.writer, self.engine).await
+    /// A write transaction (see [`writer::Writer::begin`]).
+    async fn begin_write(&self) -> Result<writer::WriteTx, sqlx::Error> {
+        self.writer.begin().await
     }
 
     /// On PostgreSQL, relays the signals every process publishes (LISTEN

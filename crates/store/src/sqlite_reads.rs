@@ -13,8 +13,9 @@
 //! mode a reader never waits for the writer, so the task is held only for
 //! the lookups themselves.
 //!
-//! Writes stay on sqlx's writer connection; these connections cannot
-//! write (they are opened read-only).
+//! Writes go through sqlx's writer connection, or for files through the
+//! commit queue's own (`sqlite_commits`); these connections cannot write
+//! (they are opened read-only).
 
 use std::path::PathBuf;
 use std::str::FromStr;
@@ -62,6 +63,11 @@ impl SqliteReads {
             .map_err(|e| anyhow::anyhow!("cannot open the SQLite database for reading: {e}"))?;
         reads.put_back(first);
         Ok(reads)
+    }
+
+    /// The database file.
+    pub(crate) fn path(&self) -> &std::path::Path {
+        &self.path
     }
 
     /// A turn to read on a blocking thread, held while it reads.
@@ -158,7 +164,7 @@ impl SqliteReads {
 /// Binds `args` to the placeholders `$1`, `$2`, ... of `statement`, by
 /// name: SQLite numbers named placeholders in the order they first appear
 /// in the text, which need not be theirs.
-fn bind_numbered(statement: &mut rusqlite::Statement<'_>, args: &[&dyn ToSql]) -> Result<(), StoreError> {
+pub(crate) fn bind_numbered(statement: &mut rusqlite::Statement<'_>, args: &[&dyn ToSql]) -> Result<(), StoreError> {
     use std::fmt::Write;
     let mut name = String::with_capacity(4);
     for (i, arg) in args.iter().enumerate() {

@@ -1,0 +1,242 @@
+//! Where a process's writes run, and the turns its SQLite writers take.
+//!
+//! SQLite lets one connection write at a time, and a connection that finds
+//! the file locked sleeps in SQLite's busy handler (1 ms, 2 ms, 5 ms, … on
+//! every retry). A process has two SQLite writers: sqlx's writer
+//! connection, for every write but files, and the commit queue's own
+//! connection, which commits batches of files on a thread of its own
+//! (`drive_store::commit_files_on_sqlite`). They take turns here before
+//! they write, in the order they asked, so neither ever meets the other on
+//! the file lock. Another process (`cloudkeep admin` while the server
+//! runs) still meets them there. On PostgreSQL, whose connections write
+//! side by side, a turn is given at once.
+
+use std::ops::{Deref, DerefMut};
+use std::sync::Arc;
+
+use sqlx::AnyPool;
+use tokio::sync::{Mutex, OwnedMutexGuard};
+
+use crate::Engine;
+
+/// The pool writes go to: on SQLite one connection, so that the
+/// process's writers queue for it in order; on PostgreSQL, the store's
+/// pool.
+#[derive(Debug, Clone)]
+pub(crate) struct Writer {
+    pool: AnyPool,
+    engine: Engine,
+    turns: Arc<Mutex<()>>,
+}
+
+/// This process's turn to write, held until dropped.
+#[derive(Debug)]
+pub(crate) struct Held {
+    _guard: Option<OwnedMutexGuard<()>>,
+}
+
+/// The writer pool during a turn: for one statement, the turn lasting as
+/// long as the statement that takes it (`.execute(&*writer.turn().await)`).
+pub(crate) struct Turn<'a> {
+    pool: &'a AnyPool,
+    _held: Held,
+}
+
+impl Deref for Turn<'_> {
+    type Target = AnyPool;
+
+    fn deref(&self) -> &AnyPool {
+        self.pool
+    }
+}
+
+/// A write transaction, with the turn it holds until it ends.
+pub(crate) struct WriteTx {
+    // Declared first, so dropped (rolled back) before the turn goes.
+    tx: sqlx::Transaction<'static, sqlx::Any>,
+    _held: Held,
+}
+
+impl WriteTx {
+    pub(crate) async fn commit(self) -> Result<(), sqlx::Error> {
+        let WriteTx { tx, _held } = self;
+        tx.commit().await
+    }
+}
+
+impl Deref for WriteTx {
+    type Target = sqlx::AnyConnection;
+
+    fn deref(&self) -> &sqlx::AnyConnection {
+        &self.tx
+    }
+}
+
+impl DerefMut for WriteTx {
+    fn deref_mut(&mut self) -> &mut sqlx::AnyConnection {
+        &mut self.tx
+    }
+}
+
+/// The writer connection, with the turn it holds until dropped.
+pub(crate) struct WriteConnection {
+    conn: sqlx::pool::PoolConnection<sqlx::Any>,
+    _held: Held,
+}
+
+impl WriteConnection {
+    /// Closes the connection instead of handing it back to the pool.
+    pub(crate) fn close_on_drop(&mut self) {
+        self.conn.close_on_drop();
+    }
+}
+
+impl Deref for WriteConnection {
+    type Target = sqlx::AnyConnection;
+
+    fn deref(&self) -> &sqlx::AnyConnection {
+        &self.conn
+    }
+}
+
+impl DerefMut for WriteConnection {
+    fn deref_mut(&mut self) -> &mut sqlx::AnyConnection {
+        &mut self.conn
+    }
+}
+
+impl Writer {
+    pub(crate) fn new(pool: AnyPool, engine: Engine) -> Self {
+        Self {
+            pool,
+            engine,
+            turns: Arc::new(Mutex::new(())),
+        }
+    }
+
+    pub(crate) fn engine(&self) -> Engine {
+        self.engine
+    }
+
+    async fn held(&self) -> Held {
+        match self.engine {
+            Engine::Sqlite => Held {
+                _guard: Some(self.turns.clone().lock_owned().await),
+            },
+            Engine::Postgres => Held { _guard: None },
+        }
+    }
+
+    /// This process's turn to write, for a thread outside the runtime;
+    /// it waits for the writer before it.
+    pub(crate) fn blocking_turn(&self) -> Held {
+        match self.engine {
+            Engine::Sqlite => Held {
+                _guard: Some(self.turns.clone().blocking_lock_owned()),
+            },
+            Engine::Postgres => Held { _guard: None },
+        }
+    }
+
+    /// The pool, once it is this process's turn to write.
+    pub(crate) async fn turn(&self) -> Turn<'_> {
+        Turn {
+            pool: &self.pool,
+            _held: self.held().await,
+        }
+    }
+
+    /// A write transaction. SQLite takes the write lock up front, so that
+    /// another process's writer queues on the busy timeout instead of
+    /// failing when it would upgrade its lock.
+    pub(crate) async fn begin(&self) -> Result<WriteTx, sqlx::Error> {
+        let held = self.held().await;
+        let tx = match self.engine {
+            Engine::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
+            Engine::Postgres => self.pool.begin().await?,
+        };
+        Ok(WriteTx { tx, _held: held })
+    }
+
+    /// The writer connection itself, for statements sent by hand.
+    pub(crate) async fn acquire(&self) -> Result<WriteConnection, sqlx::Error> {
+        let held = self.held().await;
+        let conn = self.pool.acquire().await?;
+        Ok(WriteConnection { conn, _held: held })
+    }
+
+    pub(crate) async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    async fn sqlite_writer() -> Writer {
+        sqlx::any::install_default_drivers();
+        let url = crate::testing::database_url(Engine::Sqlite).await.unwrap();
+        let pool = sqlx::any::AnyPoolOptions::new()
+            .max_connections(1)
+            .connect(&url)
+            .await
+            .unwrap();
+        Writer::new(pool, Engine::Sqlite)
+    }
+
+    #[tokio::test]
+    async fn a_thread_writes_only_once_no_statement_or_transaction_is_writing() {
+        let writer = sqlite_writer().await;
+        let tx = writer.begin().await.unwrap();
+        let other = writer.clone();
+        let thread = std::thread::spawn(move || {
+            let _held = other.blocking_turn();
+            std::time::Instant::now()
+        });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(
+            !thread.is_finished(),
+            "the thread took a turn while a transaction was open"
+        );
+        let ended = std::time::Instant::now();
+        tx.commit().await.unwrap();
+        let took = tokio::task::spawn_blocking(move || thread.join().unwrap())
+            .await
+            .unwrap();
+        assert!(took >= ended, "the thread's turn began before the transaction ended");
+
+        // A statement waits for the thread's turn, and runs once it ends.
+        let held = writer.held().await;
+        let statement = {
+            let writer = writer.clone();
+            tokio::spawn(async move {
+                sqlx::query("CREATE TABLE t (n INTEGER)")
+                    .execute(&*writer.turn().await)
+                    .await
+                    .unwrap();
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(!statement.is_finished(), "a statement ran during another writer's turn");
+        drop(held);
+        tokio::time::timeout(Duration::from_secs(5), statement)
+            .await
+            .expect("the statement runs once the turn is given back")
+            .unwrap();
+    }
+
+    #[tokio::test]
+    async fn postgres_writers_never_wait_for_a_turn() {
+        let Some(url) = crate::testing::database_url(Engine::Postgres).await else {
+            return;
+        };
+        sqlx::any::install_default_drivers();
+        let pool = sqlx::any::AnyPoolOptions::new().connect(&url).await.unwrap();
+        let writer = Writer::new(pool, Engine::Postgres);
+        let _tx = writer.begin().await.unwrap();
+        let turn = tokio::time::timeout(Duration::from_secs(5), writer.turn()).await;
+        assert!(turn.is_ok(), "a PostgreSQL statement waited for an open transaction");
+    }
+}

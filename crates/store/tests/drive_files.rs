@@ -469,6 +469,74 @@ async fn files_committed_together_keep_their_own_outcomes() {
     }
 }
 
+/// A file of `size` bytes of `byte` written at `path` and committed.
+async fn write_file(tree: drive::DriveTree, path: String, byte: u8, size: usize) -> Result<(), FileError> {
+    let mut write = tree.begin_write(&path, None, false).await?;
+    write.write(&vec![byte; size]).await?;
+    write.commit(None, None, None).await.map(|_| ())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn new_files_replacements_and_other_writes_at_the_same_moment_all_land() {
+    // On SQLite, batches of new files are committed on a connection of
+    // their own, and batches with replacements through the writer that
+    // every other write uses: none of them may fail or be lost for meeting
+    // the others.
+    for engine in [Engine::Sqlite, Engine::Postgres] {
+        let Some(url) = store::testing::database_url(engine).await else {
+            continue;
+        };
+        let (drives, ana, id, _root) = one_drive(&url, Some(MIB)).await;
+        let tree = drives.tree(&ana, id).await.unwrap();
+        // Four writers of new files and four makers of folders, each
+        // going on one after another, so that they keep meeting.
+        let mut writes = Vec::new();
+        for w in 0..4u8 {
+            let (files, folders) = (tree.clone(), tree.clone());
+            writes.push(tokio::spawn(async move {
+                for i in (w * 15)..(w * 15 + 15) {
+                    write_file(files.clone(), format!("/r{i}.txt"), i, 100).await?;
+                }
+                Ok(())
+            }));
+            writes.push(tokio::spawn(async move {
+                for i in (w * 15)..(w * 15 + 15) {
+                    folders.make_folder(&format!("/d{i}")).await?;
+                }
+                Ok(())
+            }));
+        }
+        for write in writes.drain(..) {
+            write
+                .await
+                .unwrap()
+                .unwrap_or_else(|e: FileError| panic!("{engine:?}: {e}"));
+        }
+        // Then replacements of those files while new files are written.
+        for i in 0..60u8 {
+            writes.push(tokio::spawn(write_file(
+                tree.clone(),
+                format!("/r{i}.txt"),
+                100 + i,
+                200,
+            )));
+            writes.push(tokio::spawn(write_file(tree.clone(), format!("/d{i}/n.txt"), i, 300)));
+        }
+        for write in writes {
+            write.await.unwrap().unwrap_or_else(|e| panic!("{engine:?}: {e}"));
+        }
+        let (used, _) = tree.usage().await.unwrap();
+        assert_eq!(used, 60 * 200 + 60 * 300, "{engine:?}");
+        assert_eq!(drives.list(&ana, id, "/").await.unwrap().len(), 120, "{engine:?}");
+        for (path, contents) in [("/r3.txt", vec![103u8; 200]), ("/d7/n.txt", vec![7u8; 300])] {
+            let (_, mut reader) = drives.open_file(&ana, id, path).await.unwrap();
+            let mut kept = Vec::new();
+            reader.read_to_end(&mut kept).await.unwrap();
+            assert_eq!(kept, contents, "{engine:?}: {path}");
+        }
+    }
+}
+
 #[tokio::test]
 async fn opening_a_drive_tells_whether_anything_on_it_is_locked() {
     for engine in [Engine::Sqlite, Engine::Postgres] {

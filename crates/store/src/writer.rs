@@ -32,7 +32,8 @@ pub(crate) struct Writer {
 /// This process's turn to write, held until dropped.
 #[derive(Debug)]
 pub(crate) struct Held {
-    _guard: Option<OwnedMutexGuard<()>>,
+    /// None on PostgreSQL.
+    guard: Option<OwnedMutexGuard<()>>,
 }
 
 /// The writer pool during a turn: for one statement, the turn lasting as
@@ -52,15 +53,43 @@ impl Deref for Turn<'_> {
 
 /// A write transaction, with the turn it holds until it ends.
 pub(crate) struct WriteTx {
-    // Declared first, so dropped (rolled back) before the turn goes.
-    tx: sqlx::Transaction<'static, sqlx::Any>,
-    _held: Held,
+    // Both there until `commit` or `drop` takes them.
+    tx: Option<sqlx::Transaction<'static, sqlx::Any>>,
+    held: Option<Held>,
 }
 
 impl WriteTx {
-    pub(crate) async fn commit(self) -> Result<(), sqlx::Error> {
-        let WriteTx { tx, _held } = self;
-        tx.commit().await
+    pub(crate) async fn commit(mut self) -> Result<(), sqlx::Error> {
+        let _held = self.held.take();
+        match self.tx.take() {
+            Some(tx) => tx.commit().await,
+            None => Ok(()),
+        }
+    }
+}
+
+/// A transaction dropped before it committed: sqlx sends the rollback on
+/// its way without waiting for it (to SQLite's connection thread, or with
+/// the connection's next use on PostgreSQL), so the turn is kept until the
+/// rollback has run; otherwise the next writer could find SQLite's lock
+/// still held and sleep in the busy handler.
+impl Drop for WriteTx {
+    fn drop(&mut self) {
+        let (Some(tx), Some(held)) = (self.tx.take(), self.held.take()) else {
+            return;
+        };
+        if held.guard.is_none() {
+            // PostgreSQL: no turn to keep; sqlx's own rollback will do.
+            return;
+        }
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move {
+                if let Err(e) = tx.rollback().await {
+                    tracing::warn!(error = %e, "rolling back a write transaction failed");
+                }
+                drop(held);
+            });
+        }
     }
 }
 
@@ -68,13 +97,13 @@ impl Deref for WriteTx {
     type Target = sqlx::AnyConnection;
 
     fn deref(&self) -> &sqlx::AnyConnection {
-        &self.tx
+        self.tx.as_ref().expect("a transaction is there until it ends")
     }
 }
 
 impl DerefMut for WriteTx {
     fn deref_mut(&mut self) -> &mut sqlx::AnyConnection {
-        &mut self.tx
+        self.tx.as_mut().expect("a transaction is there until it ends")
     }
 }
 
@@ -121,9 +150,9 @@ impl Writer {
     async fn held(&self) -> Held {
         match self.engine {
             Engine::Sqlite => Held {
-                _guard: Some(self.turns.clone().lock_owned().await),
+                guard: Some(self.turns.clone().lock_owned().await),
             },
-            Engine::Postgres => Held { _guard: None },
+            Engine::Postgres => Held { guard: None },
         }
     }
 
@@ -132,9 +161,9 @@ impl Writer {
     pub(crate) fn blocking_turn(&self) -> Held {
         match self.engine {
             Engine::Sqlite => Held {
-                _guard: Some(self.turns.clone().blocking_lock_owned()),
+                guard: Some(self.turns.clone().blocking_lock_owned()),
             },
-            Engine::Postgres => Held { _guard: None },
+            Engine::Postgres => Held { guard: None },
         }
     }
 
@@ -155,7 +184,10 @@ impl Writer {
             Engine::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
             Engine::Postgres => self.pool.begin().await?,
         };
-        Ok(WriteTx { tx, _held: held })
+        Ok(WriteTx {
+            tx: Some(tx),
+            held: Some(held),
+        })
     }
 
     /// The writer connection itself, for statements sent by hand.
@@ -175,20 +207,21 @@ mod tests {
     use super::*;
     use std::time::Duration;
 
-    async fn sqlite_writer() -> Writer {
+    /// A writer on a new SQLite database, and the database's file.
+    async fn sqlite_writer() -> (Writer, std::path::PathBuf) {
         sqlx::any::install_default_drivers();
-        let url = crate::testing::database_url(Engine::Sqlite).await.unwrap();
+        let path = crate::testing::temp_dir("writer").join("test.db");
         let pool = sqlx::any::AnyPoolOptions::new()
             .max_connections(1)
-            .connect(&url)
+            .connect(&format!("sqlite://{}?mode=rwc", path.display()))
             .await
             .unwrap();
-        Writer::new(pool, Engine::Sqlite)
+        (Writer::new(pool, Engine::Sqlite), path)
     }
 
     #[tokio::test]
     async fn a_thread_writes_only_once_no_statement_or_transaction_is_writing() {
-        let writer = sqlite_writer().await;
+        let (writer, _) = sqlite_writer().await;
         let tx = writer.begin().await.unwrap();
         let other = writer.clone();
         let thread = std::thread::spawn(move || {
@@ -225,6 +258,29 @@ mod tests {
             .await
             .expect("the statement runs once the turn is given back")
             .unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_transaction_dropped_unfinished_is_rolled_back_before_the_next_turn() {
+        let (writer, path) = sqlite_writer().await;
+        sqlx::query("CREATE TABLE t (n INTEGER)")
+            .execute(&*writer.turn().await)
+            .await
+            .unwrap();
+        let mut tx = writer.begin().await.unwrap();
+        sqlx::query("INSERT INTO t (n) VALUES (1)")
+            .execute(&mut *tx)
+            .await
+            .unwrap();
+        drop(tx);
+        let _turn = writer.held().await;
+        // Another connection that would not wait finds the file free, and
+        // the insert undone.
+        let other = rusqlite::Connection::open(&path).unwrap();
+        other.busy_timeout(Duration::ZERO).unwrap();
+        other.execute_batch("BEGIN IMMEDIATE; COMMIT;").unwrap();
+        let rows: i64 = other.query_row("SELECT COUNT(*) FROM t", [], |row| row.get(0)).unwrap();
+        assert_eq!(rows, 0);
     }
 
     #[tokio::test]

@@ -545,9 +545,9 @@ pub(crate) async fn commit_files_on_postgres(
             .map(|(file, _)| file)
             .collect();
         if !rest.is_empty() {
-            let mut committed = outcomes_of(&rest, commit_batch(&writer, &rest).await);
+            let mut committed = outcomes_of(rest.len(), commit_batch(&writer, &rest).await).into_iter();
             for outcome in outcomes.iter_mut().filter(|o| o.is_none()) {
-                *outcome = committed.next().flatten();
+                *outcome = committed.next();
             }
         }
         answer(&mut batch, outcomes);
@@ -583,21 +583,17 @@ pub(crate) fn commit_files_on_sqlite(
         } else {
             runtime.block_on(commit_batch(&writer, &files))
         };
-        let outcomes = outcomes_of(&files, committed).collect();
+        let outcomes = outcomes_of(files.len(), committed).into_iter().map(Some).collect();
         answer(&mut batch, outcomes);
     }
 }
 
-/// Each of `files`' outcome from their batch's.
-fn outcomes_of(
-    files: &[&FileCommit],
-    committed: Result<Vec<PutOutcome>, StoreError>,
-) -> std::vec::IntoIter<Option<Result<PutOutcome, String>>> {
+/// The outcome of each of a batch's `count` files from the batch's.
+fn outcomes_of(count: usize, committed: Result<Vec<PutOutcome>, StoreError>) -> Vec<Result<PutOutcome, String>> {
     match committed {
-        Ok(done) => done.into_iter().map(|o| Some(Ok(o))).collect::<Vec<_>>(),
-        Err(e) => vec![Some(Err(e.to_string())); files.len()],
+        Ok(done) => done.into_iter().map(Ok).collect(),
+        Err(e) => vec![Err(e.to_string()); count],
     }
-    .into_iter()
 }
 
 /// Tells each file of `batch` its outcome, and empties the batch.

@@ -530,7 +530,9 @@ pub(crate) async fn commit_files_on_postgres(
         for group in new_file_groups(&batch) {
             let files: Vec<&FileCommit> = group.iter().map(|&i| &batch[i]).collect();
             let outcome = match insert_new_files_pg(&pg, &files).await {
+                // Not stored: each file through the transaction below.
                 Ok(false) => continue,
+                Err(e) if crate::must_retry(&e) => continue,
                 Ok(true) => Ok(PutOutcome::Stored { replaced_blob: None }),
                 Err(e) => Err(e.to_string()),
             };
@@ -545,7 +547,8 @@ pub(crate) async fn commit_files_on_postgres(
             .map(|(file, _)| file)
             .collect();
         if !rest.is_empty() {
-            let mut committed = outcomes_of(rest.len(), commit_batch(&writer, &rest).await).into_iter();
+            let committed = crate::retried(|| commit_batch(&writer, &rest)).await;
+            let mut committed = outcomes_of(rest.len(), committed).into_iter();
             for outcome in outcomes.iter_mut().filter(|o| o.is_none()) {
                 *outcome = committed.next();
             }
@@ -980,6 +983,111 @@ impl Gone {
     }
 }
 
+impl SqlStore {
+    /// [`DriveStore::delete_tree`], once: [`crate::retried`] runs it again
+    /// when PostgreSQL aborts it to break a deadlock.
+    async fn delete_tree_once(&self, node: &Node) -> Result<Vec<String>, StoreError> {
+        let mut tx = self.begin_write().await.map_err(backend)?;
+        let tree: Vec<String> = sqlx::query_scalar(
+            "WITH RECURSIVE tree(id) AS (
+                SELECT id FROM drive_nodes WHERE id = $1
+                UNION ALL
+                SELECT n.id FROM drive_nodes n JOIN tree t ON n.drive_id = $2 AND n.parent_id = t.id
+             )
+             SELECT id FROM tree",
+        )
+        .bind(node.id.as_str())
+        // The index on a folder's entries starts with the drive: without
+        // it, each level below would read every drive's nodes.
+        .bind(signed(node.drive_id)?)
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(backend)?;
+        let mut gone = Gone::default();
+        for id in &tree {
+            gone.delete(&mut tx, id).await?;
+        }
+        // On PostgreSQL, a node written into one of these folders by a
+        // transaction that committed after the tree was read is not in
+        // it: its write held the folder's row (see `live_folder`), so it
+        // committed before that folder's row could be deleted, and a
+        // statement that starts now sees it. Each folder deleted is looked
+        // at once more. On SQLite the one writer leaves nothing to find.
+        if self.engine == crate::Engine::Postgres {
+            while let Some(folder) = gone.folders.pop() {
+                let late: Vec<String> =
+                    sqlx::query_scalar("SELECT id FROM drive_nodes WHERE drive_id = $1 AND parent_id = $2")
+                        .bind(signed(node.drive_id)?)
+                        .bind(&folder)
+                        .fetch_all(&mut *tx)
+                        .await
+                        .map_err(backend)?;
+                for id in &late {
+                    gone.delete(&mut tx, id).await?;
+                }
+            }
+        }
+        let Gone { freed, blobs, .. } = gone;
+        // Copies share blobs: keep those another node still uses.
+        let mut unused = Vec::new();
+        for blob in blobs {
+            if !blob_in_use(&mut tx, &blob).await? {
+                drop_inline(&mut tx, &blob).await?;
+                unused.push(blob);
+            }
+        }
+        let blobs = unused;
+        sqlx::query("UPDATE drives SET used_bytes = used_bytes - $2 WHERE id = $1")
+            .bind(signed(node.drive_id)?)
+            .bind(freed)
+            .execute(&mut *tx)
+            .await
+            .map_err(backend)?;
+        tx.commit().await.map_err(backend)?;
+        Ok(blobs)
+    }
+
+    /// [`DriveStore::move_node`], once (see [`Self::delete_tree_once`]).
+    async fn move_node_once(&self, node: &Node, parent_id: &str, name: &str) -> Result<bool, StoreError> {
+        let mut tx = self.begin_write().await.map_err(backend)?;
+        let taken = sqlx::query("SELECT 1 FROM drive_nodes WHERE drive_id = $1 AND parent_id = $2 AND name = $3")
+            .bind(signed(node.drive_id)?)
+            .bind(parent_id)
+            .bind(name)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(backend)?;
+        if taken.is_some() {
+            return Ok(false);
+        }
+        macro_rules! move_sql {
+            ($lock:literal) => {
+                concat!(
+                    "UPDATE drive_nodes SET parent_id = $2, name = $3 WHERE id = $1 AND ",
+                    live_folder!("$2", $lock)
+                )
+            };
+        }
+        let sql = match self.engine {
+            crate::Engine::Sqlite => move_sql!(""),
+            crate::Engine::Postgres => move_sql!(" FOR KEY SHARE"),
+        };
+        let moved = sqlx::query(sql)
+            .bind(node.id.as_str())
+            .bind(parent_id)
+            .bind(name)
+            .execute(&mut *tx)
+            .await
+            .map_err(backend)?;
+        // The node or the folder it goes to gone meanwhile: nothing moves.
+        if moved.rows_affected() != 1 {
+            return Ok(false);
+        }
+        tx.commit().await.map_err(backend)?;
+        Ok(true)
+    }
+}
+
 #[async_trait]
 impl DriveStore for SqlStore {
     async fn insert_drive(&self, d: &Drive) -> Result<bool, StoreError> {
@@ -1181,64 +1289,7 @@ impl DriveStore for SqlStore {
     }
 
     async fn delete_tree(&self, node: &Node) -> Result<Vec<String>, StoreError> {
-        let mut tx = self.begin_write().await.map_err(backend)?;
-        let tree: Vec<String> = sqlx::query_scalar(
-            "WITH RECURSIVE tree(id) AS (
-                SELECT id FROM drive_nodes WHERE id = $1
-                UNION ALL
-                SELECT n.id FROM drive_nodes n JOIN tree t ON n.drive_id = $2 AND n.parent_id = t.id
-             )
-             SELECT id FROM tree",
-        )
-        .bind(node.id.as_str())
-        // The index on a folder's entries starts with the drive: without
-        // it, each level below would read every drive's nodes.
-        .bind(signed(node.drive_id)?)
-        .fetch_all(&mut *tx)
-        .await
-        .map_err(backend)?;
-        let mut gone = Gone::default();
-        for id in &tree {
-            gone.delete(&mut tx, id).await?;
-        }
-        // On PostgreSQL, a node written into one of these folders by a
-        // transaction that committed after the tree was read is not in
-        // it: its write held the folder's row (see `live_folder`), so it
-        // committed before that folder's row could be deleted, and a
-        // statement that starts now sees it. Each folder deleted is looked
-        // at once more. On SQLite the one writer leaves nothing to find.
-        if self.engine == crate::Engine::Postgres {
-            while let Some(folder) = gone.folders.pop() {
-                let late: Vec<String> =
-                    sqlx::query_scalar("SELECT id FROM drive_nodes WHERE drive_id = $1 AND parent_id = $2")
-                        .bind(signed(node.drive_id)?)
-                        .bind(&folder)
-                        .fetch_all(&mut *tx)
-                        .await
-                        .map_err(backend)?;
-                for id in &late {
-                    gone.delete(&mut tx, id).await?;
-                }
-            }
-        }
-        let Gone { freed, blobs, .. } = gone;
-        // Copies share blobs: keep those another node still uses.
-        let mut unused = Vec::new();
-        for blob in blobs {
-            if !blob_in_use(&mut tx, &blob).await? {
-                drop_inline(&mut tx, &blob).await?;
-                unused.push(blob);
-            }
-        }
-        let blobs = unused;
-        sqlx::query("UPDATE drives SET used_bytes = used_bytes - $2 WHERE id = $1")
-            .bind(signed(node.drive_id)?)
-            .bind(freed)
-            .execute(&mut *tx)
-            .await
-            .map_err(backend)?;
-        tx.commit().await.map_err(backend)?;
-        Ok(blobs)
+        crate::retried(|| self.delete_tree_once(node)).await
     }
 
     async fn children_after(
@@ -1320,42 +1371,7 @@ impl DriveStore for SqlStore {
     }
 
     async fn move_node(&self, node: &Node, parent_id: &str, name: &str) -> Result<bool, StoreError> {
-        let mut tx = self.begin_write().await.map_err(backend)?;
-        let taken = sqlx::query("SELECT 1 FROM drive_nodes WHERE drive_id = $1 AND parent_id = $2 AND name = $3")
-            .bind(signed(node.drive_id)?)
-            .bind(parent_id)
-            .bind(name)
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(backend)?;
-        if taken.is_some() {
-            return Ok(false);
-        }
-        macro_rules! move_sql {
-            ($lock:literal) => {
-                concat!(
-                    "UPDATE drive_nodes SET parent_id = $2, name = $3 WHERE id = $1 AND ",
-                    live_folder!("$2", $lock)
-                )
-            };
-        }
-        let sql = match self.engine {
-            crate::Engine::Sqlite => move_sql!(""),
-            crate::Engine::Postgres => move_sql!(" FOR KEY SHARE"),
-        };
-        let moved = sqlx::query(sql)
-            .bind(node.id.as_str())
-            .bind(parent_id)
-            .bind(name)
-            .execute(&mut *tx)
-            .await
-            .map_err(backend)?;
-        // The node or the folder it goes to gone meanwhile: nothing moves.
-        if moved.rows_affected() != 1 {
-            return Ok(false);
-        }
-        tx.commit().await.map_err(backend)?;
-        Ok(true)
+        crate::retried(|| self.move_node_once(node, parent_id, name)).await
     }
 
     async fn copy_file(&self, source: &Node, copy: &Node) -> Result<PutOutcome, StoreError> {
@@ -1945,6 +1961,69 @@ mod tests {
             plan.join("\n")
         );
         drop(conn);
+        store.close().await;
+    }
+
+    /// A transaction of another writer that holds `first`'s row, starts
+    /// `task` and, once `task` waits for that row (its statement starting
+    /// with `waiting`), asks for `second`'s, which `task` holds: a
+    /// deadlock, which PostgreSQL breaks by aborting `task`'s transaction
+    /// (it waited first; this one waits 10 s before looking). Gives both
+    /// rows back once it has them; `task`.
+    async fn deadlock<T>(
+        pg: &sqlx::PgPool,
+        [first, second]: [&str; 2],
+        waiting: &str,
+        task: impl FnOnce() -> tokio::task::JoinHandle<T>,
+    ) -> tokio::task::JoinHandle<T> {
+        let mut other = pg.begin().await.unwrap();
+        sqlx::query("SET LOCAL deadlock_timeout = '10s'")
+            .execute(&mut *other)
+            .await
+            .unwrap();
+        let lock = "SELECT 1 FROM drive_nodes WHERE id = $1 FOR UPDATE";
+        sqlx::query(lock).bind(first).execute(&mut *other).await.unwrap();
+        let task = task();
+        until_waiting_for_a_row(pg, waiting, &task).await;
+        sqlx::query(lock).bind(second).execute(&mut *other).await.unwrap();
+        other.rollback().await.unwrap();
+        task
+    }
+
+    #[tokio::test]
+    async fn postgres_runs_a_move_or_a_deletion_again_when_it_aborts_it_to_break_a_deadlock() {
+        let Some(store) = store_with_drive(crate::Engine::Postgres).await else {
+            return;
+        };
+        let pg = store.native.pg().cloned().unwrap();
+        let top = folder("top", "");
+        let into = folder("into", &top.id);
+        assert!(store.create_folder(&top).await.unwrap());
+        assert!(store.create_folder(&into).await.unwrap());
+        let mut file = new_file("file", 100, true).node;
+        file.parent_id = top.id.clone();
+        store.put_file(&file, None, Some(&[7; 100])).await.unwrap();
+
+        // The move holds the folder it moves into and waits for the file,
+        // which the other writer holds before asking for the folder.
+        let moving = deadlock(&pg, [&file.id, &into.id], "UPDATE drive_nodes SET parent_id", || {
+            let (store, file, into) = (store.clone(), file.clone(), into.id.clone());
+            tokio::spawn(async move { store.move_node(&file, &into, "moved").await })
+        })
+        .await;
+        assert!(moving.await.unwrap().unwrap(), "the move, run again, is done");
+        file.parent_id = into.id.clone();
+        file.name = "moved".into();
+
+        // The deletion holds the top folder and waits for the file, which
+        // the other writer holds before asking for the top folder.
+        let deleting = deadlock(&pg, [&file.id, &top.id], "DELETE FROM drive_nodes", || {
+            let (store, top) = (store.clone(), top.clone());
+            tokio::spawn(async move { store.delete_tree(&top).await })
+        })
+        .await;
+        deleting.await.unwrap().unwrap();
+        assert_eq!(drive_state(&store).await, (0, Vec::<String>::new()));
         store.close().await;
     }
 

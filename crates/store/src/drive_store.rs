@@ -2028,6 +2028,49 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn postgres_commits_a_group_of_files_aborted_for_a_deadlock_file_by_file() {
+        let Some(store) = store_with_drive(crate::Engine::Postgres).await else {
+            return;
+        };
+        let pg = store.native.pg().cloned().unwrap();
+        let (a, b) = (folder("a", ""), folder("b", ""));
+        assert!(store.create_folder(&a).await.unwrap());
+        assert!(store.create_folder(&b).await.unwrap());
+        // The group holds its folders one after the other, in an order of
+        // PostgreSQL's choosing; the other writer takes them one way, then
+        // the other, and one of the two meets the group the other way
+        // round.
+        for (round, (first, second)) in [(&a, &b), (&b, &a)].into_iter().enumerate() {
+            let (files, queue) = tokio::sync::mpsc::unbounded_channel();
+            let mut answers = Vec::new();
+            for (name, into) in [("x", &a), ("y", &b)] {
+                let mut file = new_file(&format!("{name}{round}"), 10, true);
+                file.node.parent_id = into.id.clone();
+                let (reply, answer) = tokio::sync::oneshot::channel();
+                file.reply = reply;
+                files.send(file).unwrap();
+                answers.push(answer);
+            }
+            drop(files);
+            let committing = deadlock(&pg, [&first.id, &second.id], "WITH input AS", || {
+                tokio::spawn(commit_files_on_postgres(store.writer.clone(), pg.clone(), queue))
+            })
+            .await;
+            committing.await.unwrap();
+            for answer in answers {
+                assert_eq!(
+                    answer.await.unwrap().unwrap(),
+                    PutOutcome::Stored { replaced_blob: None },
+                    "round {round}"
+                );
+            }
+        }
+        let (used, nodes) = drive_state(&store).await;
+        assert_eq!((used, nodes.len()), (40, 6));
+        store.close().await;
+    }
+
+    #[tokio::test]
     async fn a_folder_deleted_while_a_file_is_written_into_it_takes_the_file_along_on_postgres() {
         let Some(store) = store_with_drive(crate::Engine::Postgres).await else {
             return;

@@ -137,8 +137,8 @@ fn node_from(row: &AnyRow) -> Result<Node, StoreError> {
 /// share-locked until the write commits. A deletion of the folder then
 /// waits for the write and finds the new node when it looks again
 /// (`delete_tree`); a write that comes after the deletion
-/// waits for it and finds no folder. On SQLite the one writer connection
-/// puts the two in order anyway.
+/// waits for it and finds no folder. On SQLite, which lets one writer
+/// at a time, the write lock puts the two in order anyway.
 macro_rules! live_folder {
     ($parent:literal, $lock:literal) => {
         concat!(
@@ -1012,7 +1012,7 @@ impl SqlStore {
         // it: its write held the folder's row (see `live_folder`), so it
         // committed before that folder's row could be deleted, and a
         // statement that starts now sees it. Each folder deleted is looked
-        // at once more. On SQLite the one writer leaves nothing to find.
+        // at once more. On SQLite, one writer at a time leaves nothing to find.
         if self.engine == crate::Engine::Postgres {
             while let Some(folder) = gone.folders.pop() {
                 let late: Vec<String> =

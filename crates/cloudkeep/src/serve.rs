@@ -94,15 +94,28 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         .spawn_signal_listener(services.identity.signals().clone());
 
     // "Import external data" jobs, claimed with a lease: one process runs
-    // each, another takes over if it dies.
-    tokio::spawn(import::run_forever(services.drives.clone()));
+    // each, another takes over if it dies. Sources elsewhere go through
+    // the outbound guard; our own drives are read in-process.
+    let guard = std::sync::Arc::new(
+        import::outbound::Guard::new(settings.import_allow_networks.clone()).with_own_address(address),
+    );
+    let drives = services.drives.clone().with_import_sources(drive::ImportSources {
+        guard: Some(guard.clone()),
+        own_origins: own_origins(address, settings.public_url.as_deref()),
+        dav_domain: settings.dav_domain.clone(),
+    });
+    tokio::spawn(import::run_forever(import::Worker {
+        drives: drives.clone(),
+        guard,
+        limits: settings.import_limits,
+    }));
 
     let config = web::WebConfig {
         public_url: settings.public_url.clone(),
         trust_forwarded_for: settings.trust_forwarded_for,
         dav_domain: settings.dav_domain.clone(),
     };
-    let app = web::router(web::AppState::new(services.identity, services.drives, config));
+    let app = web::router(web::AppState::new(services.identity, drives, config));
     // Small writes (an event on a waiting sign-in's stream, the end of a
     // response) go out at once instead of waiting for the peer's delayed
     // acknowledgement.
@@ -118,6 +131,23 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     services.store.close().await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// The origins under which this server's drives are reached: its listen
+/// address (every loopback spelling when it listens on all addresses or
+/// on loopback) and its public URL.
+fn own_origins(address: SocketAddr, public_url: Option<&str>) -> Vec<String> {
+    let port = address.port();
+    let mut origins = vec![format!("http://{address}")];
+    if address.ip().is_unspecified() || address.ip().is_loopback() {
+        origins.extend([
+            format!("http://127.0.0.1:{port}"),
+            format!("http://[::1]:{port}"),
+            format!("http://localhost:{port}"),
+        ]);
+    }
+    origins.extend(public_url.map(str::to_owned));
+    origins
 }
 
 /// Deletes expired sessions, setup links and throttle keys every five

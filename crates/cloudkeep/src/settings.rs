@@ -47,6 +47,20 @@ struct File {
     push: PushFile,
     #[serde(default)]
     mail: MailFile,
+    #[serde(default)]
+    import: ImportFile,
+}
+
+#[derive(Deserialize, Default, Debug)]
+#[serde(deny_unknown_fields)]
+struct ImportFile {
+    allow_networks: Option<Vec<String>>,
+    deadline_hours: Option<u64>,
+    max_files: Option<u64>,
+    max_depth: Option<usize>,
+    max_gib: Option<u64>,
+    jobs: Option<usize>,
+    jobs_per_org: Option<u32>,
 }
 
 #[derive(Deserialize, Default, Debug)]
@@ -145,6 +159,10 @@ pub struct Settings {
     pub mail_transport: MailTransportSetting,
     /// The sender of every email.
     pub mail_from: String,
+    /// Networks imports may reach although they are not public (a NAS
+    /// on the LAN).
+    pub import_allow_networks: Vec<import::outbound::IpNet>,
+    pub import_limits: import::Limits,
 }
 
 fn env(name: &str) -> Option<String> {
@@ -287,7 +305,56 @@ impl Settings {
         if !notify::mail::valid_sender(&mail_from) {
             anyhow::bail!("mail.from must be an address like \"cloudkeep <noreply@example.org>\", not '{mail_from}'");
         }
+        let import_allow_networks = match env("CLOUDKEEP_IMPORT_ALLOW_NETWORKS") {
+            Some(list) => list
+                .split(',')
+                .map(str::trim)
+                .filter(|n| !n.is_empty())
+                .map(str::to_owned)
+                .collect(),
+            None => file.import.allow_networks.unwrap_or_default(),
+        }
+        .iter()
+        .map(|text| {
+            import::outbound::parse_network(text).ok_or_else(|| {
+                anyhow::anyhow!("import.allow_networks takes networks like \"192.168.1.0/24\", not '{text}'")
+            })
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+        let defaults = import::Limits::default();
+        let import_limits = import::Limits {
+            deadline: env_parsed::<u64>("CLOUDKEEP_IMPORT_DEADLINE_HOURS")?
+                .or(file.import.deadline_hours)
+                .map_or(defaults.deadline, |h| std::time::Duration::from_secs(h * 3600)),
+            max_files: env_parsed("CLOUDKEEP_IMPORT_MAX_FILES")?
+                .or(file.import.max_files)
+                .unwrap_or(defaults.max_files),
+            max_depth: env_parsed("CLOUDKEEP_IMPORT_MAX_DEPTH")?
+                .or(file.import.max_depth)
+                .unwrap_or(defaults.max_depth),
+            max_bytes: env_parsed::<u64>("CLOUDKEEP_IMPORT_MAX_GIB")?
+                .or(file.import.max_gib)
+                .map_or(defaults.max_bytes, |g| g.saturating_mul(1 << 30)),
+            jobs: env_parsed("CLOUDKEEP_IMPORT_JOBS")?
+                .or(file.import.jobs)
+                .unwrap_or(defaults.jobs),
+            jobs_per_org: env_parsed("CLOUDKEEP_IMPORT_JOBS_PER_ORG")?
+                .or(file.import.jobs_per_org)
+                .unwrap_or(defaults.jobs_per_org),
+        };
+        if import_limits.deadline.is_zero()
+            || import_limits.max_files == 0
+            || import_limits.max_bytes == 0
+            || import_limits.jobs == 0
+            || import_limits.jobs_per_org == 0
+        {
+            anyhow::bail!(
+                "the import limits (deadline_hours, max_files, max_gib, jobs, jobs_per_org) must be positive"
+            );
+        }
         Ok(Settings {
+            import_allow_networks,
+            import_limits,
             mail_transport,
             mail_from,
             push_webhook,

@@ -7,9 +7,18 @@
 //! done or not. The source password is sealed (AES-256-GCM under the
 //! server key) while the job runs and erased in the same statement that
 //! ends it. The copying itself (HTTP) is the `import` crate's.
+//!
+//! A source is either one of this server's own drives (named by its
+//! WebDAV address: `/dav/drives/<id>/…` on our own origin, or
+//! `<id>.connect.<domain>`), which the worker reads in-process with the
+//! same sign-in and access rules as WebDAV, or a server elsewhere, which
+//! the [`SourceGuard`] must permit: when the import is started, and again
+//! at every connection the worker makes.
 
 use async_trait::async_trait;
 use identity::{Account, Millis, StoreError};
+
+use percent_encoding::percent_decode_str;
 
 use crate::Drives;
 use crate::files::{FileError, split_path, uuid_like};
@@ -68,8 +77,23 @@ pub struct Import {
     /// Why the whole job stopped, when it failed.
     pub error: String,
     pub cancel_requested: bool,
+    /// Times the job was claimed since an item last finished: a job whose
+    /// input crashes the server is failed after a few, not run forever.
+    pub attempts: u32,
     pub created_at: Millis,
     pub finished_at: Option<Millis>,
+}
+
+impl Import {
+    /// Members who may only read the drive do not see where an import
+    /// came from: a source address and user name can point at a server
+    /// (and an account on it) that the organization keeps to writers.
+    fn shown_to(&mut self, access: crate::Access) {
+        if access != crate::Access::ReadWrite {
+            self.source_url.clear();
+            self.source_user.clear();
+        }
+    }
 }
 
 /// One folder or file of the source, copied or not yet.
@@ -96,8 +120,9 @@ pub trait ImportStore: Send + Sync {
     async fn imports_of_drive(&self, drive_id: u64) -> Result<Vec<Import>, StoreError>;
     async fn request_import_cancel(&self, id: &str) -> Result<bool, StoreError>;
     /// Takes a job that is queued, or running with an expired lease (its
-    /// process died), for `lease` ms.
-    async fn claim_import(&self, now: Millis, lease: Millis) -> Result<Option<Import>, StoreError>;
+    /// process died), for `lease` ms, and counts the attempt; never one of
+    /// an organization that already has `per_org` jobs with a live lease.
+    async fn claim_import(&self, now: Millis, lease: Millis, per_org: u32) -> Result<Option<Import>, StoreError>;
     /// Extends the lease and records progress; `false` when cancelled.
     async fn renew_import(&self, id: &str, lease_until: Millis, current_file: &str) -> Result<bool, StoreError>;
     /// Adds items not already listed (by path).
@@ -105,7 +130,7 @@ pub trait ImportStore: Send + Sync {
     /// The next item not yet handled: folders first, then files, by path.
     async fn next_import_item(&self, id: &str) -> Result<Option<ImportItem>, StoreError>;
     /// Marks an item handled and counts it: copied (`bytes`) or failed
-    /// (`error`).
+    /// (`error`). The job made progress: its attempts start again at 0.
     async fn finish_import_item(
         &self,
         id: &str,
@@ -119,10 +144,92 @@ pub trait ImportStore: Send + Sync {
     async fn end_import(&self, id: &str, state: ImportState, error: &str, now: Millis) -> Result<(), StoreError>;
 }
 
+/// The outbound guard as the drive layer sees it (the `import` crate's
+/// adapter resolves names; this crate touches no network).
+#[async_trait]
+pub trait SourceGuard: Send + Sync {
+    /// Whether the server may connect to the source's host. A name that
+    /// does not resolve is let through: the job then says the source
+    /// cannot be reached.
+    async fn permits(&self, source_url: &str) -> bool;
+}
+
+/// Where imports may come from.
+#[derive(Clone, Default)]
+pub struct ImportSources {
+    /// Judges sources elsewhere; `None`: only our own drives.
+    pub guard: Option<std::sync::Arc<dyn SourceGuard>>,
+    /// This server's own origins (`http://127.0.0.1:8080`, the public
+    /// URL), under which `/dav/drives/<id>/…` names one of our drives.
+    pub own_origins: Vec<String>,
+    /// Drives also answer at `<id>.connect.<dav_domain>`.
+    pub dav_domain: String,
+}
+
+/// A source that is one of this server's own drives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OwnDrive {
+    pub drive_id: u64,
+    /// The decoded folder path in the drive, `""` for its top.
+    pub path: String,
+}
+
+const DAV_PREFIX: &str = "/dav/drives/";
+
+impl ImportSources {
+    /// The drive (and folder) `source_url` names when it is one of ours.
+    pub fn own_drive(&self, source_url: &str) -> Option<OwnDrive> {
+        let url = url::Url::parse(source_url).ok()?;
+        let decoded = |path: &str| {
+            percent_decode_str(path)
+                .decode_utf8()
+                .ok()
+                .map(|p| p.trim_end_matches('/').to_owned())
+        };
+        if let Some(url::Host::Domain(host)) = url.host()
+            && !self.dav_domain.is_empty()
+            && let Some(id) = host
+                .trim_end_matches('.')
+                .strip_suffix(self.dav_domain.as_str())
+                .and_then(|h| h.strip_suffix(".connect."))
+        {
+            return Some(OwnDrive {
+                drive_id: drive_number(id)?,
+                path: decoded(url.path())?,
+            });
+        }
+        let origin = url.origin();
+        if !self
+            .own_origins
+            .iter()
+            .filter_map(|o| url::Url::parse(o).ok())
+            .any(|o| o.origin() == origin)
+        {
+            return None;
+        }
+        let rest = url.path().strip_prefix(DAV_PREFIX)?;
+        let (id, path) = rest.split_once('/').unwrap_or((rest, ""));
+        Some(OwnDrive {
+            drive_id: drive_number(id)?,
+            path: decoded(&format!("/{path}"))?,
+        })
+    }
+}
+
+fn drive_number(text: &str) -> Option<u64> {
+    (!text.is_empty() && text.len() <= 12 && text.bytes().all(|b| b.is_ascii_digit()))
+        .then(|| text.parse().ok())
+        .flatten()
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ImportError {
     #[error("the source address must start with http:// or https:// and hold no user name or password")]
     InvalidSource,
+    /// Loopback, private, link-local… (or this server itself, outside
+    /// its drives): never whether anything listens there.
+    #[error("this address is not allowed; ask your administrator if the source is on your own network")]
+    SourceNotAllowed,
     #[error("the destination folder does not exist")]
     NoFolder,
     #[error("no such import")]
@@ -171,6 +278,15 @@ impl Drives {
         }
         let tree = self.tree(account, drive_id).await?;
         tree.writable()?;
+        if self.sources.own_drive(source_url).is_none() {
+            let permitted = match &self.sources.guard {
+                Some(guard) => guard.permits(source_url).await,
+                None => false,
+            };
+            if !permitted {
+                return Err(ImportError::SourceNotAllowed);
+            }
+        }
         let names = split_path(new.folder)?;
         let folder = format!("/{}", names.join("/"));
         match tree.stat(&folder).await {
@@ -195,6 +311,7 @@ impl Drives {
             current_file: String::new(),
             error: String::new(),
             cancel_requested: false,
+            attempts: 0,
             created_at: self.identity.now(),
             finished_at: None,
         };
@@ -204,10 +321,17 @@ impl Drives {
     }
 
     /// The drive's imports, newest first (anyone who can use the drive
-    /// sees them).
+    /// sees them; where they came from only those who may write it).
     pub async fn imports(&self, account: &Account, drive_id: u64) -> Result<Vec<Import>, ImportError> {
-        self.tree(account, drive_id).await?;
-        Ok(self.imports.imports_of_drive(drive_id).await?)
+        let access = self.tree(account, drive_id).await?.access();
+        let mut list = self.imports.imports_of_drive(drive_id).await?;
+        list.iter_mut().for_each(|i| i.shown_to(access));
+        Ok(list)
+    }
+
+    /// The sources this server imports from.
+    pub fn import_sources(&self) -> &ImportSources {
+        &self.sources
     }
 
     /// One import of the drive, with its per-file errors.
@@ -217,13 +341,14 @@ impl Drives {
         drive_id: u64,
         id: &str,
     ) -> Result<(Import, Vec<(String, String)>), ImportError> {
-        self.tree(account, drive_id).await?;
-        let import = self
+        let access = self.tree(account, drive_id).await?.access();
+        let mut import = self
             .imports
             .import(id)
             .await?
             .filter(|i| i.drive_id == drive_id)
             .ok_or(ImportError::NotFound)?;
+        import.shown_to(access);
         let failures = self.imports.import_failures(id).await?;
         Ok((import, failures))
     }
@@ -265,5 +390,49 @@ mod tests {
         assert!(!valid_source("https://ana:secret@nas.example.org/"));
         assert!(!valid_source("https:///nothing"));
         assert!(!valid_source("https://nas.example.org/a b"));
+    }
+
+    #[test]
+    fn our_own_drives_are_recognised_whatever_the_form() {
+        let sources = ImportSources {
+            guard: None,
+            own_origins: vec!["http://127.0.0.1:8080".into(), "https://cloud.example.org".into()],
+            dav_domain: "example.org".into(),
+        };
+        let own = |drive_id, path: &str| {
+            Some(OwnDrive {
+                drive_id,
+                path: path.into(),
+            })
+        };
+        assert_eq!(
+            sources.own_drive("http://127.0.0.1:8080/dav/drives/123456"),
+            own(123456, "")
+        );
+        assert_eq!(
+            sources.own_drive("http://127.0.0.1:8080/dav/drives/123456/Mis%20Fotos/"),
+            own(123456, "/Mis Fotos")
+        );
+        // Other spellings of the same origin.
+        assert_eq!(sources.own_drive("http://2130706433:8080/dav/drives/7/a"), own(7, "/a"));
+        assert_eq!(
+            sources.own_drive("https://CLOUD.example.org:443/dav/drives/7/"),
+            own(7, "")
+        );
+        assert_eq!(
+            sources.own_drive("https://123456.connect.example.org/Fotos"),
+            own(123456, "/Fotos")
+        );
+        assert_eq!(
+            sources.own_drive("http://123456.connect.example.org:8080/"),
+            own(123456, "")
+        );
+        // Not ours, or not a drive.
+        assert_eq!(sources.own_drive("http://127.0.0.1:8081/dav/drives/7/"), None);
+        assert_eq!(sources.own_drive("http://127.0.0.1:8080/api/v1/me"), None);
+        assert_eq!(sources.own_drive("http://127.0.0.1:8080/dav/drives/x7/"), None);
+        assert_eq!(sources.own_drive("https://123456.connect.evil.org/"), None);
+        assert_eq!(sources.own_drive("https://abc.connect.example.org/"), None);
+        assert_eq!(sources.own_drive("http://nas.example.org/dav/drives/7/"), None);
     }
 }

@@ -20,8 +20,8 @@ pub use files::{
     is_inline, push_url_path, split_path, url_path,
 };
 pub use imports::{
-    IMPORT_LEASE, IMPORT_TOPIC, Import, ImportError, ImportItem, ImportState, ImportStore, MAX_REPORTED_FAILURES,
-    NewImport, SECRET_PURPOSE as IMPORT_SECRET_PURPOSE,
+    IMPORT_LEASE, IMPORT_TOPIC, Import, ImportError, ImportItem, ImportSources, ImportState, ImportStore,
+    MAX_REPORTED_FAILURES, NewImport, OwnDrive, SECRET_PURPOSE as IMPORT_SECRET_PURPOSE, SourceGuard,
 };
 pub use locks::{Lock, MAX_LOCK_SECS, conflict as lock_conflict, within};
 pub use moves::{DeadProp, MAX_PROP_BYTES, MAX_PROPS_PER_NODE, PropChange};
@@ -214,6 +214,7 @@ pub struct Drives {
     imports: Arc<dyn ImportStore>,
     blobs: Arc<dyn BlobStore>,
     identity: Identity,
+    sources: Arc<ImportSources>,
 }
 
 impl Drives {
@@ -228,7 +229,16 @@ impl Drives {
             imports,
             blobs,
             identity,
+            sources: Arc::new(ImportSources::default()),
         }
+    }
+
+    /// How import sources are judged: which addresses are this server's
+    /// own drives, and the guard for the others. Without it, only our own
+    /// drives may be imported from.
+    pub fn with_import_sources(mut self, sources: ImportSources) -> Self {
+        self.sources = Arc::new(sources);
+        self
     }
 
     /// Creates a drive in `org_id`. With an `actor`, only the

@@ -1,46 +1,129 @@
 //! The worker behind "Import external data": copies a WebDAV folder (on
 //! another server, or one of our own drives) into a drive, in the
-//! background, one job at a time per process.
+//! background, several jobs at once per process and a bounded number per
+//! organization, so one slow source does not stall everyone's imports.
 //!
 //! Jobs and their work lists are in the store (see `drive::imports`):
 //! a job claimed by a process that dies is taken over when its lease
-//! expires, and resumes from its work list. A file already at the
-//! destination with the source's size and modification time is not copied
-//! again. Whatever the ending (done, failed, cancelled), the statement
-//! that ends the job erases the sealed source password, and the member
-//! who started it gets an email.
+//! expires, and resumes from its work list. A job claimed
+//! [`MAX_ATTEMPTS`] times in a row without finishing an item (its input
+//! crashes the server, or the store keeps failing) is failed instead of
+//! being run forever. A file already at the destination with the source's
+//! size and modification time is not copied again. Whatever the ending
+//! (done, failed, cancelled), the statement that ends the job erases the
+//! sealed source password, and the member who started it gets an email.
+//!
+//! Every connection to a source goes through [`outbound::Guard`]; a
+//! source that is one of our own drives is read in-process, through the
+//! drive layer, after the same sign-in check as WebDAV.
 #![forbid(unsafe_code)]
 
+pub mod outbound;
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use drive::{
     DriveTree, Drives, FileError, IMPORT_LEASE, IMPORT_SECRET_PURPOSE, IMPORT_TOPIC, Import, ImportItem, ImportState,
+    OwnDrive,
 };
-use identity::{Account, MailKind, Millis};
+use identity::{Account, MailKind, Millis, ProtocolAuthError};
 use percent_encoding::percent_decode_str;
 use xmltree::{Element, XMLNode};
 
 /// The largest PROPFIND answer read for one source folder.
 const MAX_LISTING_BYTES: usize = 64 * 1024 * 1024;
 
-/// Runs import jobs until the process stops.
-pub async fn run_forever(drives: Drives) {
+/// Claims in a row without an item finished, after which a job is failed.
+pub const MAX_ATTEMPTS: u32 = 3;
+
+/// What one import may take, and how many run at once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// From when the import was started to its end, restarts included.
+    pub deadline: Duration,
+    /// Files found in the source.
+    pub max_files: u64,
+    /// Folders below the source folder.
+    pub max_depth: usize,
+    /// Bytes copied (the drive's quota applies too).
+    pub max_bytes: u64,
+    /// Jobs this process runs at once.
+    pub jobs: usize,
+    /// Jobs of one organization running at once, across all processes.
+    pub jobs_per_org: u32,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            deadline: Duration::from_secs(24 * 3600),
+            max_files: 1_000_000,
+            max_depth: 64,
+            max_bytes: 1 << 40,
+            jobs: 4,
+            jobs_per_org: 2,
+        }
+    }
+}
+
+/// What the worker needs besides the drives.
+#[derive(Clone)]
+pub struct Worker {
+    pub drives: Drives,
+    pub guard: Arc<outbound::Guard>,
+    pub limits: Limits,
+}
+
+/// The [`drive::SourceGuard`] the drive layer asks when an import is
+/// started.
+#[async_trait::async_trait]
+impl drive::SourceGuard for outbound::Guard {
+    async fn permits(&self, source_url: &str) -> bool {
+        match reqwest::Url::parse(source_url) {
+            Ok(url) => !matches!(self.check_url(&url).await, Err(Some(outbound::NotAllowed))),
+            Err(_) => false,
+        }
+    }
+}
+
+/// Runs import jobs until the process stops: up to `limits.jobs` at
+/// once, each in a task of its own.
+pub async fn run_forever(worker: Worker) {
+    let drives = worker.drives.clone();
     let wake = drives.identity().signals().subscribe(IMPORT_TOPIC);
+    let slots = Arc::new(tokio::sync::Semaphore::new(worker.limits.jobs.max(1)));
     loop {
         let notified = wake.notified();
+        let Ok(slot) = slots.clone().acquire_owned().await else {
+            return;
+        };
         let now = drives.identity().now();
-        match drives.import_store().claim_import(now, IMPORT_LEASE).await {
+        let claimed = drives
+            .import_store()
+            .claim_import(now, IMPORT_LEASE, worker.limits.jobs_per_org.max(1))
+            .await;
+        match claimed {
             Ok(Some(job)) => {
-                let id = job.id.clone();
-                if let Err(e) = run(&drives, job).await {
-                    // The lease runs out and another attempt resumes it.
-                    tracing::warn!(import = %id, error = %e, "import interrupted; it will resume");
-                    tokio::time::sleep(Duration::from_secs(5)).await;
-                }
+                let worker = worker.clone();
+                tokio::spawn(async move {
+                    let id = job.id.clone();
+                    if let Err(e) = run(&worker, job).await {
+                        // The lease runs out and another attempt resumes it.
+                        tracing::warn!(import = %id, error = %e, "import interrupted; it will resume");
+                        tokio::time::sleep(Duration::from_secs(5)).await;
+                    }
+                    drop(slot);
+                });
                 continue;
             }
-            Ok(None) => {}
-            Err(e) => tracing::warn!(error = %e, "cannot look for import jobs"),
+            Ok(None) => drop(slot),
+            Err(e) => {
+                drop(slot);
+                tracing::warn!(error = %e, "cannot look for import jobs");
+            }
         }
         let _ = tokio::time::timeout(Duration::from_secs(5), notified).await;
     }
@@ -53,50 +136,118 @@ enum Stop {
     Failed(String),
 }
 
+/// Where the files come from.
+enum Source {
+    /// A server elsewhere, reached through the guard.
+    Remote {
+        http: reqwest::Client,
+        /// The decoded path of the source folder on its server.
+        base_path: String,
+    },
+    /// One of our own drives, read through the drive layer as the
+    /// account the source user name and password sign in to.
+    Drive { reader: Account, drive: OwnDrive },
+}
+
 struct Job<'a> {
     drives: &'a Drives,
+    guard: &'a outbound::Guard,
+    limits: Limits,
     /// Who started the import: their access to the drive is checked
     /// again while it runs.
     account: &'a identity::Account,
     import: Import,
     tree: DriveTree,
-    http: reqwest::Client,
+    source: Source,
     password: String,
-    /// The decoded path of the source folder on its server.
-    base_path: String,
+    /// Bytes copied so far, this attempt and earlier ones.
+    bytes: AtomicU64,
 }
 
-async fn run(drives: &Drives, import: Import) -> Result<(), identity::StoreError> {
+/// The member-facing texts of a source that fails: the same whatever
+/// went wrong on the way, so that an import is no port scanner.
+const UNREACHABLE: &str = "the source cannot be reached";
+const NOT_ALLOWED: &str = "this address is not allowed";
+const REDIRECTED: &str = "the source sent the import to another address, which is not followed";
+
+/// The redirect the policy refuses.
+#[derive(Debug, thiserror::Error)]
+#[error("{REDIRECTED}")]
+struct Redirected;
+
+/// An HTTP client for one source: it connects only to addresses the
+/// guard permits, follows redirects only within the source's origin (so
+/// the password is never sent elsewhere), and ignores proxy settings.
+fn source_client(guard: &Arc<outbound::Guard>, url: &reqwest::Url) -> Result<reqwest::Client, reqwest::Error> {
+    let origin = url.origin();
+    let hops = guard.clone();
+    let policy = reqwest::redirect::Policy::custom(move |attempt| {
+        if attempt.previous().len() >= 3 || attempt.url().origin() != origin || hops.refuses_literal(attempt.url()) {
+            attempt.error(Redirected)
+        } else {
+            attempt.follow()
+        }
+    });
+    reqwest::Client::builder()
+        .connect_timeout(Duration::from_secs(15))
+        .read_timeout(Duration::from_secs(120))
+        .redirect(policy)
+        .no_proxy()
+        .dns_resolver(guard.resolver(url.port_or_known_default().unwrap_or(0)))
+        .build()
+}
+
+/// What a member reads about an HTTP error: never the system's text.
+fn http_failure(e: &reqwest::Error) -> String {
+    if outbound::is_not_allowed(e) {
+        NOT_ALLOWED.into()
+    } else if e.is_redirect() {
+        REDIRECTED.into()
+    } else {
+        tracing::debug!(error = %e, "an import source failed");
+        UNREACHABLE.into()
+    }
+}
+
+async fn run(worker: &Worker, import: Import) -> Result<(), identity::StoreError> {
+    let drives = &worker.drives;
     let identity = drives.identity();
     let account = identity.account_by_id(&import.account_id).await?;
     let password = identity
         .key()
         .open(IMPORT_SECRET_PURPOSE, &import.id, &import.sealed_secret)
         .and_then(|p| String::from_utf8(p).ok());
-    let outcome = match (&account, password) {
-        (None, _) => Err(Stop::Failed("the account that started it no longer exists".into())),
-        (_, None) => Err(Stop::Failed("the source password cannot be read".into())),
-        (Some(account), Some(password)) => match drives.tree(account, import.drive_id).await {
-            Ok(tree) => {
-                let job = Job {
-                    drives,
-                    account,
-                    base_path: base_path(&import.source_url),
-                    import: import.clone(),
-                    tree,
-                    http: reqwest::Client::builder()
-                        .connect_timeout(Duration::from_secs(15))
-                        .read_timeout(Duration::from_secs(120))
-                        .redirect(reqwest::redirect::Policy::limited(3))
-                        .build()
-                        .map_err(|e| identity::StoreError::Backend(e.to_string()))?,
-                    password,
-                };
-                job.copy().await
-            }
-            Err(FileError::Store(e)) => return Err(e),
-            Err(_) => Err(Stop::Failed("the drive no longer exists or is no longer yours".into())),
-        },
+    let outcome = if import.attempts > MAX_ATTEMPTS {
+        tracing::warn!(import = %import.id, attempts = import.attempts, "import failed after repeated interruptions");
+        Err(Stop::Failed(format!(
+            "the import was interrupted {MAX_ATTEMPTS} times in a row without progress; the source may hold something the server cannot read"
+        )))
+    } else {
+        match (&account, password) {
+            (None, _) => Err(Stop::Failed("the account that started it no longer exists".into())),
+            (_, None) => Err(Stop::Failed("the source password cannot be read".into())),
+            (Some(account), Some(password)) => match drives.tree(account, import.drive_id).await {
+                Ok(tree) => match source(worker, &import, &password).await? {
+                    Ok(source) => {
+                        let job = Job {
+                            drives,
+                            guard: &worker.guard,
+                            limits: worker.limits,
+                            account,
+                            bytes: AtomicU64::new(import.bytes_done),
+                            import: import.clone(),
+                            tree,
+                            source,
+                            password,
+                        };
+                        job.copy().await
+                    }
+                    Err(stop) => Err(stop),
+                },
+                Err(FileError::Store(e)) => return Err(e),
+                Err(_) => Err(Stop::Failed("the drive no longer exists or is no longer yours".into())),
+            },
+        }
     };
     let (state, reason) = match outcome {
         Ok(()) => (ImportState::Done, String::new()),
@@ -110,6 +261,45 @@ async fn run(drives: &Drives, import: Import) -> Result<(), identity::StoreError
         notify(drives, &account, &import.id, &reason).await?;
     }
     Ok(())
+}
+
+/// The import's source: one of our own drives once the source's user
+/// name and password sign in (as WebDAV's Basic sign-in would), or a
+/// guarded HTTP client.
+async fn source(
+    worker: &Worker,
+    import: &Import,
+    password: &str,
+) -> Result<Result<Source, Stop>, identity::StoreError> {
+    if let Some(drive) = worker.drives.import_sources().own_drive(&import.source_url) {
+        // Throttled like any sign-in; imports count as one local client.
+        let client = IpAddr::V4(Ipv4Addr::LOCALHOST);
+        let signed_in = worker
+            .drives
+            .identity()
+            .authenticate_protocol_client(&import.source_user, password, client)
+            .await;
+        return Ok(match signed_in {
+            Ok(reader) => Ok(Source::Drive { reader, drive }),
+            Err(ProtocolAuthError::InvalidCredentials) => {
+                Err(Stop::Failed("the source refused the user name or password".into()))
+            }
+            Err(ProtocolAuthError::TooManyAttempts { .. }) => Err(Stop::Failed(
+                "the source refused the user name or password too many times; try again later".into(),
+            )),
+            Err(ProtocolAuthError::Store(e)) => return Err(e),
+        });
+    }
+    let Ok(url) = reqwest::Url::parse(&import.source_url) else {
+        return Ok(Err(Stop::Failed(UNREACHABLE.into())));
+    };
+    Ok(match source_client(&worker.guard, &url) {
+        Ok(http) => Ok(Source::Remote {
+            http,
+            base_path: base_path(&import.source_url),
+        }),
+        Err(e) => return Err(identity::StoreError::Backend(e.to_string())),
+    })
 }
 
 /// The email to the member who started the import.
@@ -245,13 +435,59 @@ fn parse_listing(xml: &[u8]) -> Option<Vec<Found>> {
     Some(found)
 }
 
+/// A download under way, from either kind of source.
+enum Download {
+    Remote(reqwest::Response),
+    Drive(Box<dyn drive::BlobChunks>),
+}
+
+impl Download {
+    /// The next bytes; `None` at the end.
+    async fn next(&mut self) -> Result<Option<bytes::Bytes>, String> {
+        match self {
+            Self::Remote(response) => response.chunk().await.map_err(|e| {
+                tracing::debug!(error = %e, "an import download was cut");
+                "the download was cut".to_owned()
+            }),
+            Self::Drive(chunks) => match chunks.next_chunk(256 * 1024).await {
+                Ok(chunk) if chunk.is_empty() => Ok(None),
+                Ok(chunk) => Ok(Some(chunk)),
+                Err(e) => {
+                    tracing::warn!(error = %e, "reading an import's source drive failed");
+                    Err("the file cannot be read".to_owned())
+                }
+            },
+        }
+    }
+}
+
 impl Job<'_> {
-    fn url(&self, path: &str) -> String {
-        format!("{}{}", self.import.source_url, drive::url_path(path))
+    /// The source URL of a path, checked: an address host never reaches
+    /// the guarded resolver, so it is judged here before every request.
+    fn url(&self, path: &str) -> Result<reqwest::Url, String> {
+        let url = reqwest::Url::parse(&format!("{}{}", self.import.source_url, drive::url_path(path)))
+            .map_err(|_| UNREACHABLE.to_owned())?;
+        if self.guard.refuses_literal(&url) {
+            return Err(NOT_ALLOWED.into());
+        }
+        Ok(url)
     }
 
     fn dest(&self, path: &str) -> String {
         format!("{}{path}", self.import.folder.trim_end_matches('/'))
+    }
+
+    /// Fails the job once it has run past its deadline (counted from
+    /// when it was started, restarts included).
+    fn in_time(&self) -> Result<(), Stop> {
+        let deadline = self.import.created_at + self.limits.deadline.as_millis() as Millis;
+        if self.drives.identity().now() > deadline {
+            return Err(Stop::Failed(format!(
+                "the import took longer than {} hours, the most an import may take",
+                self.limits.deadline.as_secs().div_ceil(3600)
+            )));
+        }
+        Ok(())
     }
 
     async fn copy(&self) -> Result<(), Stop> {
@@ -271,6 +507,7 @@ impl Job<'_> {
             let Some(item) = store.next_import_item(&self.import.id).await.map_err(failed)? else {
                 return Ok(());
             };
+            self.in_time()?;
             if checked.elapsed() > Duration::from_secs(5) {
                 // An admin may have taken the member's write access away.
                 checked = std::time::Instant::now();
@@ -312,20 +549,7 @@ impl Job<'_> {
     /// Lists a source folder, adds what it holds, and makes the folder at
     /// the destination.
     async fn list(&self, item: &ImportItem) -> Result<(), ItemError> {
-        let body = r#"<?xml version="1.0" encoding="utf-8"?><D:propfind xmlns:D="DAV:"><D:prop><D:resourcetype/><D:getcontentlength/><D:getlastmodified/></D:prop></D:propfind>"#;
         let top = item.path.is_empty();
-        let answer = self
-            .http
-            .request(
-                reqwest::Method::from_bytes(b"PROPFIND").expect("a method"),
-                self.url(&format!("{}/", item.path)),
-            )
-            .basic_auth(&self.import.source_user, Some(&self.password))
-            .header("Depth", "1")
-            .header("Content-Type", "application/xml; charset=utf-8")
-            .body(body)
-            .send()
-            .await;
         let fail = |why: String| {
             if top {
                 ItemError::Stop(Stop::Failed(why))
@@ -333,40 +557,32 @@ impl Job<'_> {
                 ItemError::Skip(why)
             }
         };
-        let mut response = answer.map_err(|e| fail(format!("the source cannot be reached: {}", without_url(&e))))?;
-        match response.status().as_u16() {
-            207 => {}
-            401 | 403 => return Err(fail("the source refused the user name or password".into())),
-            404 => return Err(fail("the source folder does not exist".into())),
-            status => return Err(fail(format!("the source answered {status} to a listing"))),
+        if item.path.matches('/').count() > self.limits.max_depth {
+            return Err(fail(format!(
+                "folders nested deeper than {} are not imported",
+                self.limits.max_depth
+            )));
         }
-        let mut xml = Vec::new();
-        while let Some(chunk) = response
-            .chunk()
+        let items = match &self.source {
+            Source::Remote { http, base_path } => self.list_remote(http, base_path, item).await.map_err(fail)?,
+            Source::Drive { reader, drive } => self.list_drive(reader, drive, item).await.map_err(|e| match e {
+                Listed::Store(e) => ItemError::Stop(Stop::Failed(format!("storage error: {e}"))),
+                Listed::Failed(why) => fail(why),
+            })?,
+        };
+        let files = items.iter().filter(|i| !i.is_dir).count() as u64;
+        let found = self
+            .drives
+            .import_store()
+            .import(&self.import.id)
             .await
-            .map_err(|e| fail(format!("the listing was cut: {}", without_url(&e))))?
-        {
-            if xml.len() + chunk.len() > MAX_LISTING_BYTES {
-                return Err(fail("the folder listing is too large".into()));
-            }
-            xml.extend_from_slice(&chunk);
-        }
-        let found = parse_listing(&xml).ok_or_else(|| fail("the source's listing is not WebDAV".into()))?;
-        let folder = format!("{}{}", self.base_path, item.path);
-        let mut items = Vec::new();
-        for entry in found {
-            let Some(name) = entry.path.strip_prefix(&format!("{folder}/")) else {
-                continue;
-            };
-            if name.is_empty() || name.contains('/') || name == "." || name == ".." {
-                continue;
-            }
-            items.push(ImportItem {
-                path: format!("{}/{name}", item.path),
-                is_dir: entry.is_dir,
-                size: entry.size,
-                modified_at: entry.modified_at,
-            });
+            .map_err(|e| ItemError::Stop(Stop::Failed(format!("storage error: {e}"))))?
+            .map_or(0, |i| i.files_found);
+        if found + files > self.limits.max_files {
+            return Err(ItemError::Stop(Stop::Failed(format!(
+                "the source holds more than {} files, the most one import may copy",
+                self.limits.max_files
+            ))));
         }
         if !top {
             match self.tree.make_folder(&self.dest(&item.path)).await {
@@ -382,6 +598,116 @@ impl Job<'_> {
             .map_err(|e| ItemError::Stop(Stop::Failed(format!("storage error: {e}"))))
     }
 
+    async fn list_remote(
+        &self,
+        http: &reqwest::Client,
+        base_path: &str,
+        item: &ImportItem,
+    ) -> Result<Vec<ImportItem>, String> {
+        let body = r#"<?xml version="1.0" encoding="utf-8"?><D:propfind xmlns:D="DAV:"><D:prop><D:resourcetype/><D:getcontentlength/><D:getlastmodified/></D:prop></D:propfind>"#;
+        let mut response = http
+            .request(
+                reqwest::Method::from_bytes(b"PROPFIND").expect("a method"),
+                self.url(&format!("{}/", item.path))?,
+            )
+            .basic_auth(&self.import.source_user, Some(&self.password))
+            .header("Depth", "1")
+            .header("Content-Type", "application/xml; charset=utf-8")
+            .body(body)
+            .send()
+            .await
+            .map_err(|e| http_failure(&e))?;
+        match response.status().as_u16() {
+            207 => {}
+            401 | 403 => return Err("the source refused the user name or password".into()),
+            404 => return Err("the source folder does not exist".into()),
+            _ => return Err("the source is not a WebDAV server".into()),
+        }
+        let mut xml = Vec::new();
+        while let Some(chunk) = response.chunk().await.map_err(|e| http_failure(&e))? {
+            if xml.len() + chunk.len() > MAX_LISTING_BYTES {
+                return Err("the folder listing is too large".into());
+            }
+            xml.extend_from_slice(&chunk);
+        }
+        let found = parse_listing(&xml).ok_or_else(|| "the source's listing is not WebDAV".to_owned())?;
+        let folder = format!("{base_path}{}", item.path);
+        let mut items = Vec::new();
+        for entry in found {
+            let Some(name) = entry.path.strip_prefix(&format!("{folder}/")) else {
+                continue;
+            };
+            if name.is_empty() || name.contains('/') || name == "." || name == ".." {
+                continue;
+            }
+            items.push(ImportItem {
+                path: format!("{}/{name}", item.path),
+                is_dir: entry.is_dir,
+                size: entry.size,
+                modified_at: entry.modified_at,
+            });
+        }
+        Ok(items)
+    }
+
+    async fn list_drive(
+        &self,
+        reader: &Account,
+        drive: &OwnDrive,
+        item: &ImportItem,
+    ) -> Result<Vec<ImportItem>, Listed> {
+        let path = format!("{}{}", drive.path, item.path);
+        let nodes = match self.drives.list(reader, drive.drive_id, &path).await {
+            Ok(nodes) => nodes,
+            Err(FileError::Store(e)) => return Err(Listed::Store(e)),
+            // Another organization's drive looks like no folder at all.
+            Err(_) => return Err(Listed::Failed("the source folder does not exist".into())),
+        };
+        Ok(nodes
+            .into_iter()
+            .map(|node| ImportItem {
+                path: format!("{}/{}", item.path, node.name),
+                is_dir: node.is_dir,
+                size: node.size,
+                modified_at: node.modified_at,
+            })
+            .collect())
+    }
+
+    /// Opens one source file; `Ok(None)` when the source has no such file.
+    async fn download(&self, item: &ImportItem) -> Result<(Download, Option<u64>), ItemError> {
+        match &self.source {
+            Source::Remote { http, .. } => {
+                let url = self.url(&item.path).map_err(ItemError::Skip)?;
+                let response = http
+                    .get(url)
+                    .basic_auth(&self.import.source_user, Some(&self.password))
+                    .send()
+                    .await
+                    .map_err(|e| ItemError::Skip(http_failure(&e)))?;
+                match response.status().as_u16() {
+                    200 => {}
+                    401 | 403 => {
+                        return Err(ItemError::Stop(Stop::Failed(
+                            "the source refused the user name or password".into(),
+                        )));
+                    }
+                    status => return Err(ItemError::Skip(format!("the source answered {status}"))),
+                }
+                let length = response.content_length();
+                Ok((Download::Remote(response), length))
+            }
+            Source::Drive { reader, drive } => {
+                let path = format!("{}{}", drive.path, item.path);
+                match self.drives.open_chunks(reader, drive.drive_id, &path).await {
+                    Ok((node, chunks)) => Ok((Download::Drive(chunks), Some(node.size))),
+                    Err(FileError::Store(e)) => Err(ItemError::Stop(Stop::Failed(format!("storage error: {e}")))),
+                    Err(_) => Err(ItemError::Skip("the file is no longer in the source".into())),
+                }
+            }
+        }
+    }
+
     /// Copies one file, unless an earlier attempt already did.
     async fn copy_file(&self, item: &ImportItem) -> Result<u64, ItemError> {
         let dest = self.dest(&item.path);
@@ -393,36 +719,29 @@ impl Job<'_> {
         {
             return Ok(existing.size);
         }
-        let mut response = self
-            .http
-            .get(self.url(&item.path))
-            .basic_auth(&self.import.source_user, Some(&self.password))
-            .send()
-            .await
-            .map_err(|e| ItemError::Skip(format!("the source cannot be reached: {}", without_url(&e))))?;
-        match response.status().as_u16() {
-            200 => {}
-            401 | 403 => {
-                return Err(ItemError::Stop(Stop::Failed(
-                    "the source refused the user name or password".into(),
-                )));
-            }
-            status => return Err(ItemError::Skip(format!("the source answered {status}"))),
+        let too_much = || {
+            ItemError::Stop(Stop::Failed(format!(
+                "the source holds more than {}, the most one import may copy",
+                human_size(self.limits.max_bytes)
+            )))
+        };
+        let copied = self.bytes.load(Ordering::Relaxed);
+        if copied + item.size > self.limits.max_bytes {
+            return Err(too_much());
         }
-        let mut write = self
-            .tree
-            .begin_write(&dest, response.content_length(), false)
-            .await
-            .map_err(file_error)?;
+        let (mut download, length) = self.download(item).await?;
+        let mut write = self.tree.begin_write(&dest, length, false).await.map_err(file_error)?;
         let mut renewed = std::time::Instant::now();
-        while let Some(chunk) = response
-            .chunk()
-            .await
-            .map_err(|e| ItemError::Skip(format!("the download was cut: {}", without_url(&e))))?
-        {
+        let mut written = 0_u64;
+        while let Some(chunk) = download.next().await.map_err(ItemError::Skip)? {
+            written += chunk.len() as u64;
+            if copied + written > self.limits.max_bytes {
+                return Err(too_much());
+            }
             write.write(&chunk).await.map_err(file_error)?;
             if renewed.elapsed() > Duration::from_secs(5) {
                 renewed = std::time::Instant::now();
+                self.in_time().map_err(ItemError::Stop)?;
                 let lease_until = self.drives.identity().now() + IMPORT_LEASE;
                 let going_on = self
                     .drives
@@ -438,8 +757,15 @@ impl Job<'_> {
         }
         let modified = (item.modified_at != 0).then_some(item.modified_at);
         let node = write.commit(modified, None, None).await.map_err(file_error)?;
+        self.bytes.fetch_add(node.size, Ordering::Relaxed);
         Ok(node.size)
     }
+}
+
+/// Why listing one of our own drives failed.
+enum Listed {
+    Store(identity::StoreError),
+    Failed(String),
 }
 
 enum ItemError {
@@ -457,17 +783,6 @@ fn file_error(e: FileError) -> ItemError {
         }
         other => ItemError::Skip(other.to_string()),
     }
-}
-
-/// An HTTP error without the URL (which the report shows beside it).
-fn without_url(e: &reqwest::Error) -> String {
-    let mut text = e.to_string();
-    if let Some(url) = e.url() {
-        text = text
-            .replace(&format!(" ({url})"), "")
-            .replace(url.as_str(), "the address");
-    }
-    text
 }
 
 #[cfg(test)]

@@ -12,9 +12,15 @@ fn signed(n: u64) -> Result<i64, StoreError> {
     i64::try_from(n).map_err(|_| StoreError::Backend("an import number is too large".into()))
 }
 
+/// The job's organization has fewer than `$2` jobs whose lease is live
+/// at `$1` (the job's own row, its lease expired, is not one of them).
+const BELOW_ORG_LIMIT: &str = "(SELECT COUNT(*) FROM drive_imports live JOIN drives d ON d.id = live.drive_id
+        WHERE d.org_id = (SELECT org_id FROM drives WHERE id = drive_imports.drive_id)
+          AND live.state = 'running' AND live.lease_until >= $1) < $2";
+
 const COLUMNS: &str = "SELECT id, drive_id, account_id, source_url, source_user, sealed_secret, folder, state,
-        files_done, bytes_done, files_failed, files_found, current_file, error, cancel_requested, created_at,
-        finished_at
+        files_done, bytes_done, files_failed, files_found, current_file, error, cancel_requested, attempts,
+        created_at, finished_at
      FROM drive_imports";
 
 fn import_from(row: &AnyRow) -> Result<Import, StoreError> {
@@ -40,6 +46,7 @@ fn import_from(row: &AnyRow) -> Result<Import, StoreError> {
         current_file: row.try_get("current_file").map_err(backend)?,
         error: row.try_get("error").map_err(backend)?,
         cancel_requested: row.try_get::<i64, _>("cancel_requested").map_err(backend)? != 0,
+        attempts: u32::try_from(row.try_get::<i64, _>("attempts").map_err(backend)?).unwrap_or(u32::MAX),
         created_at: row.try_get("created_at").map_err(backend)?,
         finished_at: row.try_get("finished_at").map_err(backend)?,
     })
@@ -99,25 +106,31 @@ impl ImportStore for SqlStore {
         Ok(done.rows_affected() == 1)
     }
 
-    async fn claim_import(&self, now: Millis, lease: Millis) -> Result<Option<Import>, StoreError> {
-        let candidates = sqlx::query(
+    async fn claim_import(&self, now: Millis, lease: Millis, per_org: u32) -> Result<Option<Import>, StoreError> {
+        // An organization at its limit is skipped, so its jobs never hold
+        // back another organization's.
+        let candidates = sqlx::query(sqlx::AssertSqlSafe(format!(
             "SELECT id FROM drive_imports WHERE state IN ('queued', 'running') AND lease_until < $1
-             ORDER BY created_at LIMIT 5",
-        )
+                AND {BELOW_ORG_LIMIT}
+             ORDER BY created_at LIMIT 20"
+        )))
         .bind(now)
+        .bind(i64::from(per_org))
         .fetch_all(&self.pool)
         .await
         .map_err(backend)?;
         for row in candidates {
             let id: String = row.try_get("id").map_err(backend)?;
-            // Only one process wins a job: the lease must still be expired.
-            let taken = sqlx::query(
-                "UPDATE drive_imports SET state = 'running', lease_until = $2
-                 WHERE id = $1 AND state IN ('queued', 'running') AND lease_until < $3",
-            )
-            .bind(id.as_str())
-            .bind(now + lease)
+            // Only one process wins a job: the lease must still be expired,
+            // and the organization still below its limit.
+            let taken = sqlx::query(sqlx::AssertSqlSafe(format!(
+                "UPDATE drive_imports SET state = 'running', lease_until = $3, attempts = attempts + 1
+                 WHERE id = $4 AND state IN ('queued', 'running') AND lease_until < $1 AND {BELOW_ORG_LIMIT}"
+            )))
             .bind(now)
+            .bind(i64::from(per_org))
+            .bind(now + lease)
+            .bind(id.as_str())
             .execute(&*self.writer.turn().await)
             .await
             .map_err(backend)?;
@@ -225,7 +238,7 @@ impl ImportStore for SqlStore {
             };
             sqlx::query(
                 "UPDATE drive_imports SET files_done = files_done + $2, files_failed = files_failed + $3,
-                    bytes_done = bytes_done + $4 WHERE id = $1",
+                    bytes_done = bytes_done + $4, attempts = 0 WHERE id = $1",
             )
             .bind(id)
             .bind(done)

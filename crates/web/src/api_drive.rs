@@ -124,7 +124,9 @@ pub struct ImportBody {
     id: String,
     /// `queued`, `running`, `done`, `failed` or `cancelled`
     state: String,
+    /// Empty for members who may only read the drive.
     source_url: String,
+    /// Empty for members who may only read the drive.
     source_user: String,
     /// Destination folder in the drive.
     folder: String,
@@ -194,6 +196,7 @@ pub fn import_error(e: ImportError) -> ApiError {
     match e {
         ImportError::InvalidSource => ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_source", message),
         ImportError::NoFolder => ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "no_such_folder", message),
+        ImportError::SourceNotAllowed => ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "source_not_allowed", message),
         ImportError::NotFound | ImportError::File(FileError::NoDrive) => {
             ApiError::new(StatusCode::NOT_FOUND, "not_found", message)
         }

@@ -101,6 +101,7 @@ fn error_text(ctx: &Ctx, e: &ImportError) -> (StatusCode, String) {
             StatusCode::UNPROCESSABLE_ENTITY,
             t.t("import.invalid_source").to_owned(),
         ),
+        ImportError::SourceNotAllowed => (StatusCode::UNPROCESSABLE_ENTITY, t.t("import.not_allowed").to_owned()),
         ImportError::NoFolder | ImportError::File(FileError::InvalidPath(_)) => {
             (StatusCode::UNPROCESSABLE_ENTITY, t.t("import.no_folder").to_owned())
         }

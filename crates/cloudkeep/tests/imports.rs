@@ -9,7 +9,7 @@
 //! And the attacks on it (issue 21): imports from internal addresses in
 //! every spelling, a job checked again when it connects, redirects out of
 //! the source, a slow source of one organization against the others, and
-//! what read-only members see. The hostile and internal servers are small
+//! what read-only members see, a job that keeps killing its server. The hostile and internal servers are small
 //! real HTTP servers in the test ([`Peer`]); the loopback sources are
 //! reached because the tests allow 127.0.0.1/32, as an operator would
 //! allow a NAS's network.
@@ -982,5 +982,108 @@ async fn read_only_members_do_not_see_where_an_import_came_from() {
                 assert_eq!(text.contains("nas-account"), sees, "{engine:?} {sees}: {text}");
             }
         }
+    }
+}
+
+#[tokio::test]
+async fn a_job_that_keeps_bringing_its_server_down_is_failed_not_resumed_forever() {
+    for engine in ENGINES {
+        let Some(storage) = Storage::new(engine).await else {
+            continue;
+        };
+        storage.create_user(MEMBER, "user");
+        let drive = drive_create(&storage, "Shared");
+        // Every process that takes the job dies while reading its source
+        // (as a source whose listing crashed the parser would make it).
+        let source = Peer::start("127.0.0.1:0", |_, _| Reply::Hold);
+        let mut id = String::new();
+        for attempt in 1..=3 {
+            let server = Server::start_on(&storage, &[ALLOW_LOOPBACK_ONE]);
+            if attempt == 1 {
+                let ana = browser();
+                api_sign_in(&server, &ana, MEMBER, PASSWORD, false).await;
+                let (status, started) = start(
+                    &ana,
+                    &server,
+                    drive,
+                    serde_json::json!({"source_url": source.url(), "user": "x", "password": "y"}),
+                )
+                .await;
+                assert_eq!(status, 201, "{started}");
+                id = started["id"].as_str().unwrap().to_owned();
+            }
+            held(&source, attempt).await;
+            server.kill();
+            expire_lease(&storage, &id).await;
+        }
+        let server = Server::start_on(&storage, &[ALLOW_LOOPBACK_ONE]);
+        let ana = browser();
+        api_sign_in(&server, &ana, MEMBER, PASSWORD, false).await;
+        let report = wait_for(&ana, &server, drive, &id, ended).await;
+        assert_eq!(report["state"], "failed", "{engine:?}: {report}");
+        assert!(
+            report["error"].as_str().unwrap().contains("interrupted 3 times"),
+            "{report}"
+        );
+        assert_eq!(stored_secret(&storage, &id).await, "");
+        assert_eq!(source.requests().len(), 3, "{:?}", source.requests());
+    }
+}
+
+#[tokio::test]
+async fn a_source_without_end_is_cut_at_the_limits() {
+    for engine in ENGINES {
+        let Some(storage) = Storage::new(engine).await else {
+            continue;
+        };
+        storage.create_user(MEMBER, "user");
+        let drive = drive_create(&storage, "Shared");
+        // Every folder holds a deeper one and two files, for ever.
+        let endless = Peer::start("127.0.0.1:0", |method, path| match method {
+            "PROPFIND" => {
+                let xml = String::from_utf8(listing(path, &[("a.txt", 1), ("b.txt", 1)])).unwrap();
+                let deeper = format!(
+                    r#"<d:response><d:href>{path}deeper/</d:href><d:propstat><d:prop><d:resourcetype><d:collection/></d:resourcetype></d:prop><d:status>HTTP/1.1 200 OK</d:status></d:propstat></d:response></d:multistatus>"#
+                );
+                multistatus(xml.replace("</d:multistatus>", &deeper).into_bytes())
+            }
+            _ => Reply::Answer(200, vec![], b"x".to_vec()),
+        });
+        let server = Server::start_on(&storage, &[ALLOW_LOOPBACK_ONE, ("CLOUDKEEP_IMPORT_MAX_DEPTH", "4")]);
+        let ana = browser();
+        api_sign_in(&server, &ana, MEMBER, PASSWORD, false).await;
+        let (status, started) = start(
+            &ana,
+            &server,
+            drive,
+            serde_json::json!({"source_url": endless.url(), "user": "x", "password": "y"}),
+        )
+        .await;
+        assert_eq!(status, 201, "{started}");
+        let report = wait_for(&ana, &server, drive, started["id"].as_str().unwrap(), ended).await;
+        assert_eq!(report["state"], "done", "{engine:?}: {report}");
+        assert_eq!(report["files_done"], 10, "{report}");
+        assert!(report.to_string().contains("nested deeper than 4"), "{report}");
+        let listings = endless.requests().iter().filter(|(m, _, _)| m == "PROPFIND").count();
+        assert_eq!(listings, 5, "{:?}", endless.requests());
+        server.kill();
+
+        // Too many files: the job stops and says why.
+        let server = Server::start_on(&storage, &[ALLOW_LOOPBACK_ONE, ("CLOUDKEEP_IMPORT_MAX_FILES", "5")]);
+        let ana = browser();
+        api_sign_in(&server, &ana, MEMBER, PASSWORD, false).await;
+        let (_, started) = start(
+            &ana,
+            &server,
+            drive,
+            serde_json::json!({"source_url": endless.url(), "user": "x", "password": "y", "folder": "/"}),
+        )
+        .await;
+        let report = wait_for(&ana, &server, drive, started["id"].as_str().unwrap(), ended).await;
+        assert_eq!(report["state"], "failed", "{engine:?}: {report}");
+        assert!(
+            report["error"].as_str().unwrap().contains("more than 5 files"),
+            "{report}"
+        );
     }
 }

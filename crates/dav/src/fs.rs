@@ -210,7 +210,7 @@ fn checksums_prop(node: &Node, do_content: bool) -> DavProp {
     let xml = do_content.then(|| {
         format!(
             "<oc:checksums xmlns:oc=\"{OC_NS}\"><oc:checksum>{}</oc:checksum></oc:checksums>",
-            node.checksums
+            crate::xml::escape(&node.checksums)
         )
         .into_bytes()
     });

@@ -11,9 +11,9 @@
 use bytes::Bytes;
 use drive::{DriveTree, FileError, ListColumns, ListEntry};
 use futures_util::StreamExt;
-use xmltree::{Element, XMLNode};
 
 use crate::fs::OC_NS;
+use crate::xml::{Element, Name, push_escaped};
 
 const DAV_NS: &str = "DAV:";
 /// Entries read per query while answering (about 1 MiB of text each).
@@ -39,32 +39,23 @@ const LIVE: [&str; 7] = [
 
 /// The properties of a `<propfind><prop>…</prop></propfind>` body, when
 /// this module can answer all of them; `None` sends the request on to
-/// `dav-server` (and a body that is not XML gets its error there).
-pub fn wanted(body: &[u8]) -> Option<Vec<Wanted>> {
-    let root = Element::parse(body).ok()?;
-    if root.name != "propfind" || root.namespace.as_deref() != Some(DAV_NS) {
+/// `dav-server`.
+pub fn wanted(root: &Element) -> Option<Vec<Wanted>> {
+    if !root.is(DAV_NS, "propfind") {
         return None;
     }
-    let elements: Vec<&Element> = root
-        .children
-        .iter()
-        .filter_map(|n| match n {
-            XMLNode::Element(e) => Some(e),
-            _ => None,
-        })
-        .collect();
+    let elements: Vec<&Element> = root.elements().collect();
     let [prop] = elements.as_slice() else {
         return None;
     };
-    if prop.name != "prop" || prop.namespace.as_deref() != Some(DAV_NS) {
+    if !prop.is(DAV_NS, "prop") {
         return None;
     }
     let mut wanted = Vec::new();
-    for node in &prop.children {
-        let XMLNode::Element(e) = node else { continue };
-        let namespace = e.namespace.clone().unwrap_or_default();
+    for e in prop.elements() {
+        let Name { namespace, local } = e.name.clone();
         let handled = match namespace.as_str() {
-            DAV_NS => LIVE.contains(&e.name.as_str()) || e.name == "getcontentlanguage",
+            DAV_NS => LIVE.contains(&local.as_str()) || local == "getcontentlanguage",
             // Answered by dav-server with live values.
             "urn:schemas-microsoft-com:" | "http://apache.org/dav/props/" => false,
             _ => true,
@@ -72,16 +63,9 @@ pub fn wanted(body: &[u8]) -> Option<Vec<Wanted>> {
         if !handled {
             return None;
         }
-        wanted.push(Wanted {
-            namespace,
-            name: e.name.clone(),
-        });
+        wanted.push(Wanted { namespace, name: local });
     }
     (!wanted.is_empty()).then_some(wanted)
-}
-
-fn escape(text: &str) -> String {
-    text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
 }
 
 fn without_declaration(xml: &str) -> &str {
@@ -173,21 +157,6 @@ fn tags(wanted: &[Wanted], prefixes: &[(String, String)]) -> Vec<Tag> {
             }
         })
         .collect()
-}
-
-fn push_escaped(out: &mut String, text: &str) {
-    if !text.contains(['&', '<', '>']) {
-        out.push_str(text);
-        return;
-    }
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            c => out.push(c),
-        }
-    }
 }
 
 /// `millis` as an HTTP date (seconds). Files of a folder often share
@@ -311,7 +280,7 @@ pub async fn answer(
     let tags = tags(&wanted, &prefixes);
     let declarations: String = prefixes
         .iter()
-        .map(|(ns, p)| format!(" xmlns:{p}=\"{}\"", escape(ns)))
+        .map(|(ns, p)| format!(" xmlns:{p}=\"{}\"", crate::xml::escape(ns)))
         .collect();
     let base = format!("{prefix}{}", drive::url_path(&path));
     let self_href = if node.is_dir { format!("{base}/") } else { base.clone() };
@@ -386,6 +355,10 @@ pub async fn answer(
 mod tests {
     use super::*;
 
+    fn wanted(body: &[u8]) -> Option<Vec<Wanted>> {
+        super::wanted(&crate::xml::parse(body, crate::xml::Limits::REQUEST).ok()?)
+    }
+
     #[test]
     fn named_properties_are_answered_here_others_are_not() {
         let rclone = br#"<?xml version="1.0"?><d:propfind xmlns:d="DAV:" xmlns:oc="http://owncloud.org/ns"><d:prop><d:displayname/><d:getlastmodified/><d:getcontentlength/><d:resourcetype/><d:getcontenttype/><oc:checksums/><oc:permissions/></d:prop></d:propfind>"#;
@@ -439,10 +412,10 @@ mod tests {
     }
 
     #[test]
-    fn text_is_escaped_only_where_it_must_be() {
+    fn text_is_escaped() {
         let mut out = String::new();
         push_escaped(&mut out, "plain-name.txt");
-        push_escaped(&mut out, " a<b>&c é");
-        assert_eq!(out, "plain-name.txt a&lt;b&gt;&amp;c é");
+        push_escaped(&mut out, " a<b>&c é\"");
+        assert_eq!(out, "plain-name.txt a&lt;b&gt;&amp;c é&quot;");
     }
 }

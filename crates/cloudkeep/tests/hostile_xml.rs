@@ -63,6 +63,10 @@ impl Team {
     /// `method` on `path` with `body`, as `who`; the status (0 when the
     /// server did not answer) and the body.
     async fn send(&self, who: &str, method: &str, path: &str, body: &str) -> (u16, String) {
+        self.send_with_depth(who, method, path, body, "0").await
+    }
+
+    async fn send_with_depth(&self, who: &str, method: &str, path: &str, body: &str, depth: &str) -> (u16, String) {
         let password = if who == MEMBER { &self.ana } else { &self.bo };
         let sent = reqwest::Client::new()
             .request(
@@ -70,7 +74,7 @@ impl Team {
                 self.server.url(&format!("/dav/drives/{}{path}", self.drive)),
             )
             .basic_auth(who, Some(password))
-            .header("Depth", "0")
+            .header("Depth", depth)
             .header("Content-Type", "application/xml; charset=utf-8")
             .body(body.to_owned())
             .timeout(Duration::from_secs(60))
@@ -296,6 +300,19 @@ async fn properties_with_quotes_and_markup_round_trip_as_well_formed_xml() {
             assert_eq!(note.text(), VALUE, "{answer}");
             assert_eq!(note.attributes[0].1, VALUE, "{answer}");
         }
+        // A name with `&` and `'` (left as they are in a URL path) in a
+        // listing of named properties.
+        assert_eq!(team.send(MEMBER, "PUT", "/a%26b'c.txt", "hello").await.0, 201);
+        let rclone = "<d:propfind xmlns:d=\"DAV:\"><d:prop><d:getetag/><d:resourcetype/></d:prop></d:propfind>";
+        let (status, answer) = team.send_with_depth(MEMBER, "PROPFIND", "/", rclone, "1").await;
+        assert_eq!(status, 207, "{answer}");
+        let root = parse(answer.as_bytes(), Limits::LISTING).unwrap_or_else(|e| panic!("{e}: {answer}"));
+        let hrefs: Vec<String> = root
+            .elements()
+            .filter_map(|r| r.elements().find(|e| e.is("DAV:", "href")).map(|h| h.text()))
+            .collect();
+        assert!(hrefs.iter().any(|h| h.ends_with("/a&b'c.txt")), "{hrefs:?}");
+
         // The fast path's 404 list names the missing one in that namespace.
         let (_, answer) = team.send(MEMBER, "PROPFIND", "/note.txt", &named).await;
         let root = parse(answer.as_bytes(), Limits::LISTING).unwrap();

@@ -8,6 +8,8 @@
 #![forbid(unsafe_code)]
 
 mod fs;
+#[cfg(test)]
+mod fuzz;
 mod locks;
 mod propfind;
 pub mod xml;
@@ -87,16 +89,11 @@ where
         }
         Err(_) => return plain(http::StatusCode::BAD_REQUEST),
     };
-    // An empty body means `allprop` (PROPFIND) or a refresh (LOCK).
-    let document = if bytes.is_empty() {
-        None
-    } else {
-        match xml::parse(&bytes, xml::Limits::REQUEST) {
-            Ok(document) => Some(document),
-            Err(e) => {
-                tracing::info!(method = %parts.method, reason = %e, "refused a WebDAV body");
-                return refused(&e);
-            }
+    let document = match body_document(&bytes) {
+        Ok(document) => document,
+        Err(e) => {
+            tracing::info!(method = %parts.method, reason = %e, "refused a WebDAV body");
+            return refused(&e);
         }
     };
     if parts.method.as_str() == "PROPFIND"
@@ -109,6 +106,15 @@ where
     }
     let request = http::Request::from_parts(parts, Full::new(bytes));
     dav_server(target, request).await
+}
+
+/// A request body checked by the bounded reader; `None` when empty (an
+/// empty body means `allprop` to PROPFIND and a refresh to LOCK).
+fn body_document(bytes: &[u8]) -> Result<Option<xml::Element>, xml::XmlError> {
+    if bytes.is_empty() {
+        return Ok(None);
+    }
+    xml::parse(bytes, xml::Limits::REQUEST).map(Some)
 }
 
 /// A body the bounded reader refused: 413 when too large, else 400, with

@@ -93,6 +93,15 @@ fn prefixes(wanted: &[Wanted]) -> Vec<(String, String)> {
     known
 }
 
+/// ` xmlns:D="DAV:" xmlns:n1="…"`: a namespace asked for may hold any
+/// character, `"` included.
+fn declarations(prefixes: &[(String, String)]) -> String {
+    prefixes
+        .iter()
+        .map(|(ns, p)| format!(" xmlns:{p}=\"{}\"", crate::xml::escape(ns)))
+        .collect()
+}
+
 /// Which value a property takes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Kind {
@@ -219,7 +228,8 @@ fn push_value(out: &mut String, kind: Kind, node: &ListEntry) -> bool {
 /// (404). `dead` are the node's dead properties, when it has any.
 fn push_response(out: &mut String, href: &str, node: &ListEntry, tags: &[Tag], dead: &[drive::DeadProp]) {
     out.push_str("<D:response><D:href>");
-    out.push_str(href);
+    // A URL path leaves `&` and `'` as they are; XML may not.
+    push_escaped(out, href);
     out.push_str("</D:href><D:propstat><D:prop>");
     let mut missing = Vec::new();
     for tag in tags {
@@ -246,6 +256,18 @@ fn push_response(out: &mut String, href: &str, node: &ListEntry, tags: &[Tag], d
         out.push_str("</D:prop><D:status>HTTP/1.1 404 Not Found</D:status></D:propstat>");
     }
     out.push_str("</D:response>\n");
+}
+
+/// A whole answer for one node with `dead` properties, as [`answer`]
+/// writes it (the fuzz checks that it always parses).
+#[cfg(test)]
+pub(crate) fn answer_text(href: &str, node: &drive::Node, wanted: &[Wanted], dead: &[drive::DeadProp]) -> String {
+    let prefixes = prefixes(wanted);
+    let tags = tags(wanted, &prefixes);
+    let mut out = format!("<D:multistatus{}>", declarations(&prefixes));
+    push_response(&mut out, href, &ListEntry::from(node), &tags, dead);
+    out.push_str("</D:multistatus>");
+    out
 }
 
 /// [`push_response`], reading the node's dead properties first if it has any.
@@ -278,10 +300,7 @@ pub async fn answer(
     };
     let prefixes = prefixes(&wanted);
     let tags = tags(&wanted, &prefixes);
-    let declarations: String = prefixes
-        .iter()
-        .map(|(ns, p)| format!(" xmlns:{p}=\"{}\"", crate::xml::escape(ns)))
-        .collect();
+    let declarations = declarations(&prefixes);
     let base = format!("{prefix}{}", drive::url_path(&path));
     let self_href = if node.is_dir { format!("{base}/") } else { base.clone() };
     let mut head = format!("<?xml version=\"1.0\" encoding=\"utf-8\"?>\n<D:multistatus{declarations}>\n");

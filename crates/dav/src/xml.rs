@@ -49,6 +49,9 @@ impl Limits {
     };
 }
 
+/// The namespace the `xml` prefix is bound to, always.
+pub const XML_NS: &str = "http://www.w3.org/XML/1998/namespace";
+
 /// Attributes (namespace declarations included) one element may carry:
 /// WebDAV elements carry a handful; the cap keeps checking them for
 /// duplicates cheap.
@@ -329,6 +332,20 @@ impl<'a> Reader<'a> {
                     if key != "xmlns" && (!is_name(prefix) || prefix.contains(':')) {
                         return Err(XmlError::Malformed(format!("{:?} is not a prefix", short(prefix))));
                     }
+                    // Namespaces in XML 1.0: a prefix cannot be undeclared,
+                    // and `xml`, `xmlns` are reserved (litmus checks the first).
+                    if key != "xmlns" && value.is_empty() {
+                        return Err(XmlError::Malformed(format!(
+                            "the prefix {:?} is bound to no namespace",
+                            short(prefix)
+                        )));
+                    }
+                    if prefix == "xmlns" || (prefix == "xml") != (value == XML_NS) {
+                        return Err(XmlError::Malformed(format!(
+                            "the prefix {:?} is reserved",
+                            short(prefix)
+                        )));
+                    }
                     if self.namespaces.len() >= MAX_NAMESPACES {
                         return Err(XmlError::TooManyNamespaces { limit: MAX_NAMESPACES });
                     }
@@ -369,7 +386,7 @@ impl<'a> Reader<'a> {
         };
         if prefix == "xml" {
             return Ok(Name {
-                namespace: "http://www.w3.org/XML/1998/namespace".into(),
+                namespace: XML_NS.into(),
                 local: local.to_owned(),
             });
         }
@@ -599,6 +616,10 @@ mod tests {
             b"<a k\"='1'/>",
             b"<a xmlns:='u'/>",
             b"<a xmlns:p:q='u'/>",
+            b"<a xmlns:p=''/>",
+            b"<a xmlns:xml='urn:x'/>",
+            b"<a xmlns:xmlns='urn:x'/>",
+            b"<a xmlns:p='http://www.w3.org/XML/1998/namespace'/>",
             b"\xff\xfe<\x00a\x00/\x00>\x00",
         ] {
             assert!(

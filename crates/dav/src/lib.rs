@@ -4,7 +4,9 @@
 //!
 //! This crate speaks WebDAV for one already-authenticated account on one
 //! drive; finding the drive from the address and checking credentials is
-//! the web layer's job.
+//! the web layer's job. It also owns the one bounded XML reader
+//! ([`xml`]) that every XML body, and every listing an import reads,
+//! passes before anything else parses it.
 #![forbid(unsafe_code)]
 
 mod fs;

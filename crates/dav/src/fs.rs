@@ -210,7 +210,7 @@ fn checksums_prop(node: &Node, do_content: bool) -> DavProp {
     let xml = do_content.then(|| {
         format!(
             "<oc:checksums xmlns:oc=\"{OC_NS}\"><oc:checksum>{}</oc:checksum></oc:checksums>",
-            node.checksums
+            crate::xml::escape(&node.checksums)
         )
         .into_bytes()
     });
@@ -220,6 +220,17 @@ fn checksums_prop(node: &Node, do_content: bool) -> DavProp {
         namespace: Some(OC_NS.into()),
         xml,
     }
+}
+
+/// Whether a stored dead property passes the bounded reader: `dav-server`
+/// parses what it is given with a recursive parser. It was written from a
+/// checked PROPPATCH body, so only a damaged store can fail this.
+fn stored_prop_reads(prop: &DeadProp) -> bool {
+    let ok = crate::xml::check(prop.xml.as_bytes(), crate::xml::Limits::LISTING).is_ok();
+    if !ok {
+        tracing::warn!(name = %prop.name, "a stored property is not XML the bounded reader accepts; left out");
+    }
+    ok
 }
 
 fn is_checksums(prop: &DavProp) -> bool {
@@ -403,6 +414,7 @@ impl DavFileSystem for DriveFs {
                 .await
                 .map_err(fs_error)?
                 .into_iter()
+                .filter(stored_prop_reads)
                 .map(|p| DavProp {
                     prefix: None,
                     namespace: (!p.namespace.is_empty()).then_some(p.namespace),
@@ -434,6 +446,7 @@ impl DavFileSystem for DriveFs {
                 .map_err(fs_error)?
                 .into_iter()
                 .find(|p| p.namespace == namespace && p.name == prop.name)
+                .filter(stored_prop_reads)
                 .map(|p| p.xml.into_bytes())
                 .ok_or(FsError::NotFound)
         }

@@ -4,12 +4,17 @@
 //!
 //! This crate speaks WebDAV for one already-authenticated account on one
 //! drive; finding the drive from the address and checking credentials is
-//! the web layer's job.
+//! the web layer's job. It also owns the one bounded XML reader
+//! ([`xml`]) that every XML body, and every listing an import reads,
+//! passes before anything else parses it.
 #![forbid(unsafe_code)]
 
 mod fs;
+#[cfg(test)]
+mod fuzz;
 mod locks;
 mod propfind;
+pub mod xml;
 
 pub use fs::{DriveFs, OC_NS};
 pub use locks::DriveLocks;
@@ -26,8 +31,14 @@ use identity::Millis;
 /// A response body: `dav-server`'s, or a streamed listing.
 pub type DavBody = UnsyncBoxBody<Bytes, std::io::Error>;
 
-/// The largest request body read for anything but PUT.
-const MAX_XML_BYTES: usize = 64 * 1024;
+/// Methods whose body is XML that `dav-server` would parse (it reads no
+/// other method's body as XML: PUT's is the file, the rest must be empty).
+fn carries_xml(method: &http::Method) -> bool {
+    matches!(
+        method.as_str(),
+        "PROPFIND" | "PROPPATCH" | "LOCK" | "REPORT" | "MKCALENDAR" | "MKADDRESSBOOK"
+    )
+}
 
 /// Who a WebDAV request is for, and on what.
 pub struct Target {
@@ -65,27 +76,66 @@ where
     D: bytes::Buf + Send + 'static,
     E: std::error::Error + Send + Sync + 'static,
 {
-    if request.method().as_str() == "PROPFIND" {
-        let (parts, body) = request.into_parts();
-        let bytes = match Limited::new(body, MAX_XML_BYTES).collect().await {
-            Ok(collected) => collected.to_bytes(),
-            Err(e) => {
-                let status = if e.downcast_ref::<LengthLimitError>().is_some() {
-                    http::StatusCode::PAYLOAD_TOO_LARGE
-                } else {
-                    http::StatusCode::BAD_REQUEST
-                };
-                return plain(status);
-            }
-        };
-        let located = target.located.clone();
-        if let Some(response) = fast_propfind(&target.tree, &target.prefix, located, &parts, &bytes).await {
-            return response;
-        }
-        let request = http::Request::from_parts(parts, Full::new(bytes));
+    if !carries_xml(request.method()) {
         return dav_server(target, request).await;
     }
+    // The body is read whole (it is small), checked by the bounded reader,
+    // and only then handed to `dav-server`, whose own parser recurses and
+    // expands entities.
+    let (parts, body) = request.into_parts();
+    let limit = xml::Limits::REQUEST.max_bytes;
+    let bytes = match Limited::new(body, limit).collect().await {
+        Ok(collected) => collected.to_bytes(),
+        Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => {
+            return refused(&xml::XmlError::TooLarge { limit });
+        }
+        Err(_) => return plain(http::StatusCode::BAD_REQUEST),
+    };
+    let document = match body_document(&bytes) {
+        Ok(document) => document,
+        Err(e) => {
+            tracing::info!(method = %parts.method, reason = %e, "refused a WebDAV body");
+            return refused(&e);
+        }
+    };
+    if parts.method.as_str() == "PROPFIND"
+        && let Some(document) = &document
+    {
+        let located = target.located.clone();
+        if let Some(response) = fast_propfind(&target.tree, &target.prefix, located, &parts, document).await {
+            return response;
+        }
+    }
+    let request = http::Request::from_parts(parts, Full::new(bytes));
     dav_server(target, request).await
+}
+
+/// A request body checked by the bounded reader; `None` when empty (an
+/// empty body means `allprop` to PROPFIND and a refresh to LOCK).
+fn body_document(bytes: &[u8]) -> Result<Option<xml::Element>, xml::XmlError> {
+    if bytes.is_empty() {
+        return Ok(None);
+    }
+    xml::parse(bytes, xml::Limits::REQUEST).map(Some)
+}
+
+/// A body the bounded reader refused: 413 when too large, else 400, with
+/// the reason as text.
+fn refused(e: &xml::XmlError) -> http::Response<DavBody> {
+    let status = match e {
+        xml::XmlError::TooLarge { .. } => http::StatusCode::PAYLOAD_TOO_LARGE,
+        _ => http::StatusCode::BAD_REQUEST,
+    };
+    let body = Full::new(Bytes::from(format!("{e}\n")))
+        .map_err(|never| match never {})
+        .boxed_unsync();
+    let mut response = http::Response::new(body);
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    response
 }
 
 fn plain(status: http::StatusCode) -> http::Response<DavBody> {
@@ -100,7 +150,7 @@ async fn fast_propfind(
     prefix: &str,
     located: Option<drive::Located>,
     parts: &http::request::Parts,
-    body: &[u8],
+    body: &xml::Element,
 ) -> Option<http::Response<DavBody>> {
     let depth_one = match parts.headers.get("depth").and_then(|d| d.to_str().ok()).map(str::trim) {
         Some("0") => false,

@@ -50,6 +50,16 @@ fn declare_prefixes(element: &mut Element) {
     }
 }
 
+/// A lock's owner as stored, for `dav-server`; checked by the bounded
+/// reader first, like every XML parsed here (it came from a checked LOCK
+/// body, but the store is not the place to trust that).
+fn stored_owner(owner_xml: &str) -> Option<Box<Element>> {
+    if owner_xml.is_empty() || crate::xml::check(owner_xml.as_bytes(), crate::xml::Limits::LISTING).is_err() {
+        return None;
+    }
+    Element::parse(owner_xml.as_bytes()).ok().map(Box::new)
+}
+
 impl DriveLocks {
     /// The lock system of one request. `locked`: whether any lock on the
     /// drive was live when the request began; when none was, the locks are
@@ -89,9 +99,7 @@ impl DriveLocks {
             token: lock.token.clone(),
             path: Box::new(path),
             principal: Some(lock.principal.clone()),
-            owner: (!lock.owner_xml.is_empty())
-                .then(|| Element::parse(lock.owner_xml.as_bytes()).ok().map(Box::new))
-                .flatten(),
+            owner: stored_owner(&lock.owner_xml),
             timeout_at: (lock.expires_at > 0)
                 .then(|| UNIX_EPOCH + Duration::from_millis(u64::try_from(lock.expires_at).unwrap_or(0))),
             timeout,

@@ -25,13 +25,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use dav::xml::{self, XmlError};
 use drive::{
     DriveTree, Drives, FileError, IMPORT_LEASE, IMPORT_SECRET_PURPOSE, IMPORT_TOPIC, Import, ImportItem, ImportState,
     OwnDrive,
 };
 use identity::{Account, MailKind, Millis, ProtocolAuthError};
 use percent_encoding::percent_decode_str;
-use xmltree::{Element, XMLNode};
 
 /// The largest PROPFIND answer read for one source folder.
 const MAX_LISTING_BYTES: usize = 64 * 1024 * 1024;
@@ -367,72 +367,121 @@ struct Found {
     modified_at: Millis,
 }
 
-fn children<'a>(element: &'a Element, name: &'a str) -> impl Iterator<Item = &'a Element> + 'a {
-    element.children.iter().filter_map(move |n| match n {
-        XMLNode::Element(e) if e.name == name => Some(e),
-        _ => None,
-    })
+/// What one `propstat` of a listed entry says.
+#[derive(Default)]
+struct Propstat {
+    status: Option<String>,
+    /// `Some(is a collection)` when it has `resourcetype`.
+    collection: Option<bool>,
+    length: Option<String>,
+    modified: Option<String>,
 }
 
-fn find<'a>(element: &'a Element, name: &str) -> Option<&'a Element> {
-    for node in &element.children {
-        if let XMLNode::Element(e) = node {
-            if e.name == name {
-                return Some(e);
-            }
-            if let Some(found) = find(e, name) {
-                return Some(found);
-            }
-        }
-    }
-    None
+/// One `response` of a listing, as read so far.
+#[derive(Default)]
+struct ListedResponse {
+    href: Option<String>,
+    propstats: Vec<Propstat>,
 }
 
-/// The entries of a `multistatus` answer; `None` when it is not one.
-fn parse_listing(xml: &[u8]) -> Option<Vec<Found>> {
-    let root = Element::parse(xml).ok()?;
-    if root.name != "multistatus" {
-        return None;
-    }
-    let mut found = Vec::new();
-    for response in children(&root, "response") {
-        let Some(href) = find(response, "href").and_then(|h| h.get_text()) else {
-            continue;
-        };
+impl ListedResponse {
+    fn found(self) -> Option<Found> {
         // An absolute URL or an absolute path.
+        let href = self.href?;
         let href = href.trim();
         let path = match href.split_once("://") {
             Some((_, rest)) => rest.find('/').map_or("/", |i| &rest[i..]).to_owned(),
             None => href.to_owned(),
         };
         let path = percent_decode_str(&path).decode_utf8_lossy().into_owned();
-        let ok_props = children(response, "propstat")
-            .filter(|ps| {
-                find(ps, "status")
-                    .and_then(|s| s.get_text())
-                    .is_none_or(|s| s.contains(" 200"))
-            })
-            .filter_map(|ps| find(ps, "prop"))
-            .collect::<Vec<_>>();
-        let prop = |name: &str| ok_props.iter().find_map(|p| find(p, name));
-        let is_dir = prop("resourcetype").is_some_and(|r| find(r, "collection").is_some());
-        let size = prop("getcontentlength")
-            .and_then(|e| e.get_text())
+        let ok: Vec<&Propstat> = self
+            .propstats
+            .iter()
+            .filter(|ps| ps.status.as_deref().is_none_or(|s| s.contains(" 200")))
+            .collect();
+        let is_dir = ok.iter().find_map(|ps| ps.collection).unwrap_or(false);
+        let size = ok
+            .iter()
+            .find_map(|ps| ps.length.as_deref())
             .and_then(|t| t.trim().parse().ok())
             .unwrap_or(0);
-        let modified_at = prop("getlastmodified")
-            .and_then(|e| e.get_text())
+        let modified_at = ok
+            .iter()
+            .find_map(|ps| ps.modified.as_deref())
             .and_then(|t| httpdate::parse_http_date(t.trim()).ok())
             .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
             .map_or(0, |d| d.as_millis() as Millis);
-        found.push(Found {
+        Some(Found {
             path: path.trim_end_matches('/').to_owned(),
             is_dir,
             size,
             modified_at,
-        });
+        })
     }
-    Some(found)
+}
+
+/// The entries of a `multistatus` answer; `Ok(None)` when it is not one,
+/// `Err` when the bounded reader refuses it (a DOCTYPE, entities, too
+/// deep, too many elements...). Read as a stream of events, so a listing
+/// of tens of thousands of entries is never held as a tree. Names are
+/// matched by their local part, whatever the namespace.
+fn parse_listing(xml: &[u8]) -> Result<Option<Vec<Found>>, XmlError> {
+    let in_propstat = |open: &[String]| open.len() >= 3 && open[1] == "response" && open[2] == "propstat";
+    let in_prop = |open: &[String]| in_propstat(open) && open.len() >= 4 && open[3] == "prop";
+    let mut reader = xml::Reader::new(xml, xml::Limits::LISTING)?;
+    // The local names of the open elements, the root first.
+    let mut open: Vec<String> = Vec::new();
+    // The text since the last tag: a leaf's text at its end.
+    let mut text = String::new();
+    let mut found = Vec::new();
+    let mut listed = ListedResponse::default();
+    let mut propstat = Propstat::default();
+    while let Some(event) = reader.next()? {
+        match event {
+            xml::Event::Start { name, .. } => {
+                let local = name.local;
+                match (open.len(), local.as_str()) {
+                    (0, "multistatus") => {}
+                    (0, _) => return Ok(None),
+                    (1, "response") => listed = ListedResponse::default(),
+                    (2, "propstat") if open[1] == "response" => propstat = Propstat::default(),
+                    (_, "resourcetype") if in_prop(&open) => {
+                        propstat.collection.get_or_insert(false);
+                    }
+                    (_, "collection") if in_prop(&open) && open.iter().any(|n| n == "resourcetype") => {
+                        propstat.collection = Some(true);
+                    }
+                    _ => {}
+                }
+                open.push(local);
+                text.clear();
+            }
+            xml::Event::Text(piece) => text.push_str(&piece),
+            xml::Event::End => {
+                let local = open.pop().unwrap_or_default();
+                let in_response = open.len() >= 2 && open[1] == "response";
+                match local.as_str() {
+                    "href" if in_response && listed.href.is_none() => listed.href = Some(text.clone()),
+                    "status" if in_propstat(&open) && propstat.status.is_none() => {
+                        propstat.status = Some(text.clone());
+                    }
+                    "getcontentlength" if in_prop(&open) && propstat.length.is_none() => {
+                        propstat.length = Some(text.clone());
+                    }
+                    "getlastmodified" if in_prop(&open) && propstat.modified.is_none() => {
+                        propstat.modified = Some(text.clone());
+                    }
+                    "propstat" if open.len() == 2 && in_response => {
+                        listed.propstats.push(std::mem::take(&mut propstat));
+                    }
+                    "response" if open.len() == 1 => found.extend(std::mem::take(&mut listed).found()),
+                    _ => {}
+                }
+                text.clear();
+            }
+        }
+    }
+    Ok(Some(found))
 }
 
 /// A download under way, from either kind of source.
@@ -630,7 +679,11 @@ impl Job<'_> {
             }
             xml.extend_from_slice(&chunk);
         }
-        let found = parse_listing(&xml).ok_or_else(|| "the source's listing is not WebDAV".to_owned())?;
+        let found = match parse_listing(&xml) {
+            Ok(Some(found)) => found,
+            Ok(None) => return Err("the source's listing is not WebDAV".into()),
+            Err(e) => return Err(format!("the source's listing was refused: {e}")),
+        };
         let folder = format!("{base_path}{}", item.path);
         let mut items = Vec::new();
         for entry in found {
@@ -794,7 +847,7 @@ mod tests {
         let xml = br#"<?xml version="1.0"?>
 <d:multistatus xmlns:d="DAV:"><d:response><d:href>/dav/Fotos/</d:href><d:propstat><d:prop><d:resourcetype><d:collection/></d:resourcetype></d:prop><d:status>HTTP/1.1 200 OK</d:status></d:propstat></d:response>
 <d:response><d:href>http://nas:8080/dav/Fotos/Playa%20%C3%B1.jpg</d:href><d:propstat><d:prop><d:resourcetype/><d:getcontentlength>1234</d:getcontentlength><d:getlastmodified>Tue, 14 Nov 2023 22:13:20 GMT</d:getlastmodified></d:prop><d:status>HTTP/1.1 200 OK</d:status></d:propstat></d:response></d:multistatus>"#;
-        let found = parse_listing(xml).unwrap();
+        let found = parse_listing(xml).unwrap().unwrap();
         assert_eq!(found.len(), 2);
         assert!(found[0].is_dir && found[0].path == "/dav/Fotos");
         assert_eq!(
@@ -806,8 +859,27 @@ mod tests {
                 modified_at: 1_700_000_000_000,
             }
         );
-        assert!(parse_listing(b"<html>no</html>").is_none());
-        assert!(parse_listing(b"not xml").is_none());
+        assert_eq!(parse_listing(b"<html>no</html>"), Ok(None));
+        assert!(parse_listing(b"not xml").is_err());
+    }
+
+    #[test]
+    fn hostile_listings_are_refused_with_a_reason() {
+        let nested = format!("<d:multistatus xmlns:d=\"DAV:\">{}", "<d:x>".repeat(100_000));
+        assert_eq!(parse_listing(nested.as_bytes()), Err(XmlError::TooDeep { limit: 64 }));
+        let bomb = r#"<?xml version="1.0"?><!DOCTYPE m [<!ENTITY % a "xxxxxxxxxx"><!ENTITY % b "%a;%a;%a;%a;%a;%a;%a;%a;%a;%a;">]><m/>"#;
+        assert_eq!(parse_listing(bomb.as_bytes()), Err(XmlError::Doctype));
+        // Unprefixed, another namespace, several propstats: still read.
+        let plain = br#"<multistatus xmlns="DAV:"><response><href>/a/b</href><propstat><prop><getcontentlength/></prop><status>HTTP/1.1 404 Not Found</status></propstat><propstat><prop><getcontentlength> 7 </getcontentlength><resourcetype/></prop><status>HTTP/1.1 200 OK</status></propstat></response></multistatus>"#;
+        assert_eq!(
+            parse_listing(plain),
+            Ok(Some(vec![Found {
+                path: "/a/b".into(),
+                is_dir: false,
+                size: 7,
+                modified_at: 0,
+            }]))
+        );
     }
 
     #[test]

@@ -859,3 +859,80 @@ async fn large_folders_are_listed_whole_across_pages() {
         }
     }
 }
+
+/// Issue 21, item 5: members' files come from the console's origin, so
+/// every WebDAV answer is sandboxed and never sniffed, and documents a
+/// browser would render (HTML, SVG, XML, PDF…) are to be saved; the
+/// console's own download link saves every file. The browser test
+/// `uploaded_pages_do_not_run_as_the_console` shows the effect.
+#[tokio::test]
+async fn member_files_are_served_as_content_not_pages() {
+    for engine in ENGINES {
+        let Some(dav) = Dav::new(engine, None).await else {
+            continue;
+        };
+        let files: [(&str, &str, bool); 6] = [
+            ("evil.html", "<script>alert(1)</script>", true),
+            (
+                "evil.svg",
+                "<svg xmlns=\"http://www.w3.org/2000/svg\"><script>alert(1)</script></svg>",
+                true,
+            ),
+            ("evil.xhtml", "<html xmlns=\"http://www.w3.org/1999/xhtml\"/>", true),
+            ("report.pdf", "%PDF-1.4", true),
+            ("photo.png", "\u{89}PNG", false),
+            ("notes.txt", "<script>alert(1)</script>", false),
+        ];
+        for (name, body, saved) in files {
+            assert_eq!(dav.put(&format!("/{name}"), body).await.status(), 201, "{name}");
+            for method in ["GET", "HEAD"] {
+                let response = dav.request(method, &format!("/{name}")).send().await.unwrap();
+                assert_eq!(response.status(), 200, "{engine:?} {method} {name}");
+                let headers = response.headers();
+                assert_eq!(
+                    headers["content-security-policy"], "sandbox; frame-ancestors 'none'",
+                    "{engine:?} {method} {name}"
+                );
+                assert_eq!(headers["x-content-type-options"], "nosniff", "{name}");
+                assert_eq!(
+                    headers.get("content-disposition").map(|v| v.to_str().unwrap()),
+                    saved.then_some("attachment"),
+                    "{engine:?} {method} {name}"
+                );
+            }
+            // The console's download link.
+            let response = dav
+                .browser
+                .get(dav.server.url(&format!("/drives/{}/files/{name}", dav.drive)))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(response.status(), 200, "{name}");
+            let headers = response.headers();
+            assert_eq!(headers["content-type"], "application/octet-stream", "{name}");
+            assert!(
+                headers["content-disposition"]
+                    .to_str()
+                    .unwrap()
+                    .starts_with("attachment"),
+                "{name}"
+            );
+            assert_eq!(headers["content-security-policy"], "sandbox", "{name}");
+            assert_eq!(headers["x-content-type-options"], "nosniff", "{name}");
+        }
+        // Listings and refusals carry the same marks.
+        let listing = dav.request("PROPFIND", "/").header("Depth", "1").send().await.unwrap();
+        assert_eq!(listing.status(), 207);
+        assert_eq!(
+            listing.headers()["content-security-policy"],
+            "sandbox; frame-ancestors 'none'"
+        );
+        assert!(listing.headers().get("content-disposition").is_none());
+        let anonymous = reqwest::Client::new().get(dav.url("/evil.html")).send().await.unwrap();
+        assert_eq!(anonymous.status(), 401);
+        assert_eq!(
+            anonymous.headers()["content-security-policy"],
+            "sandbox; frame-ancestors 'none'"
+        );
+    }
+}

@@ -3,6 +3,10 @@
 //! client's Basic credentials through
 //! [`identity::Identity::authenticate_protocol_client`], and hands the
 //! request to the `dav` crate.
+//!
+//! Drive files are members' uploads served on the console's own origin
+//! (the path form), so every answer here is marked as content, never as
+//! a page of the console: see [`mark_as_content`].
 
 use axum::body::Body;
 use axum::extract::{Request, State};
@@ -154,6 +158,14 @@ pub async fn dispatch(State(state): State<AppState>, request: Request, next: Nex
     let Some(target) = target(&state, &request) else {
         return next.run(request).await;
     };
+    let serves_contents = matches!(request.method().as_str(), "GET" | "HEAD");
+    let mut response = answer(state, target, request).await;
+    mark_as_content(response.headers_mut(), serves_contents);
+    response
+}
+
+/// Answers a request for a drive's WebDAV addresses.
+async fn answer(state: AppState, target: Target, request: Request) -> Response {
     if escapes(request.uri().path()) {
         return (StatusCode::BAD_REQUEST, "'.' and '..' are not names").into_response();
     }
@@ -244,6 +256,55 @@ pub async fn dispatch(State(state): State<AppState>, request: Request, next: Nex
     Response::from_parts(parts, Body::new(body))
 }
 
+/// What a browser may show in place without running anything a member
+/// wrote: pictures (but SVG, which is a document with scripts), sound,
+/// video and plain text. Everything else a browser is given to save.
+fn shown_in_place(content_type: &str) -> bool {
+    let essence = content_type
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_ascii_lowercase();
+    match essence.split_once('/') {
+        Some(("image", sub)) => !sub.starts_with("svg"),
+        Some(("audio" | "video", _)) => true,
+        _ => essence == "text/plain",
+    }
+}
+
+/// Marks an answer of the WebDAV entry as a member's content rather than
+/// the console's: the path form shares the console's origin, so an HTML
+/// or SVG file whose script ran there could act as whoever opened it
+/// (read the API with their session, make an application password).
+///
+/// - `Content-Security-Policy: sandbox` (without `allow-same-origin` or
+///   `allow-scripts`): whatever a browser renders runs no script and gets
+///   an opaque origin, so it reaches neither the session nor the API;
+///   `frame-ancestors 'none'` keeps other pages from framing it.
+/// - `X-Content-Type-Options: nosniff`: a file is only what its type says
+///   (plain text stays text, whatever it holds).
+/// - With `contents` (GET, HEAD): files a browser would render as a
+///   document (HTML, SVG, XML, PDF, scripts, anything unknown) come as
+///   `Content-Disposition: attachment`, to be saved, not opened.
+///
+/// WebDAV clients ignore all three.
+fn mark_as_content(headers: &mut axum::http::HeaderMap, contents: bool) {
+    headers.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static("sandbox; frame-ancestors 'none'"),
+    );
+    headers.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    let shown = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|t| t.to_str().ok())
+        .is_some_and(shown_in_place);
+    if contents && !shown {
+        headers.insert(header::CONTENT_DISPOSITION, HeaderValue::from_static("attachment"));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -255,6 +316,56 @@ mod tests {
         assert!(escapes("/dav/drives/1/a/..%2fb"));
         assert!(escapes("/a/.%2E/b"));
         assert!(!escapes("/dav/drives/1/a..b/.hidden"));
+    }
+
+    #[test]
+    fn only_passive_types_are_shown_in_place() {
+        for shown in [
+            "image/png",
+            "image/JPEG",
+            "video/mp4",
+            "audio/ogg",
+            "text/plain; charset=utf-8",
+        ] {
+            assert!(shown_in_place(shown), "{shown}");
+        }
+        for saved in [
+            "text/html",
+            "TEXT/HTML; charset=utf-8",
+            "image/svg+xml",
+            "application/xhtml+xml",
+            "text/xml",
+            "application/xml",
+            "text/javascript",
+            "application/pdf",
+            "application/octet-stream",
+            "text/xsl",
+            "",
+        ] {
+            assert!(!shown_in_place(saved), "{saved}");
+        }
+    }
+
+    #[test]
+    fn every_answer_is_sandboxed_and_documents_are_saved() {
+        let mut headers = axum::http::HeaderMap::new();
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/html"));
+        mark_as_content(&mut headers, true);
+        assert_eq!(
+            headers[header::CONTENT_SECURITY_POLICY],
+            "sandbox; frame-ancestors 'none'"
+        );
+        assert_eq!(headers[header::X_CONTENT_TYPE_OPTIONS], "nosniff");
+        assert_eq!(headers[header::CONTENT_DISPOSITION], "attachment");
+        // A listing (PROPFIND) is sandboxed too, but not "saved".
+        let mut headers = axum::http::HeaderMap::new();
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/xml"));
+        mark_as_content(&mut headers, false);
+        assert_eq!(
+            headers[header::CONTENT_SECURITY_POLICY],
+            "sandbox; frame-ancestors 'none'"
+        );
+        assert!(headers.get(header::CONTENT_DISPOSITION).is_none());
     }
 
     #[test]

@@ -222,6 +222,9 @@ async fn answer(state: AppState, target: Target, request: Request) -> Response {
         )
             .into_response();
     }
+    if let Some(refused) = lock_refusal(&tree, &parts, account.email.as_str(), path.as_deref()).await {
+        return refused;
+    }
     if parts.method.as_str() == "PROPFIND"
         && parts
             .headers
@@ -254,6 +257,51 @@ async fn answer(state: AppState, target: Target, request: Request) -> Response {
         parts.headers.insert("x-oc-mtime", HeaderValue::from_static("accepted"));
     }
     Response::from_parts(parts, Body::new(body))
+}
+
+/// A LOCK or UNLOCK the drive's lock rules refuse ([`drive::LockRefusal`]),
+/// answered with `403` and the reason; `dav-server` would only tell
+/// `423 Locked` or `409 Conflict`, which clients take for a lock held by
+/// someone else. (The lock system applies the same rules again.)
+async fn lock_refusal(
+    tree: &drive::DriveTree,
+    parts: &axum::http::request::Parts,
+    principal: &str,
+    path: Option<&str>,
+) -> Option<Response> {
+    let path = path?;
+    let refusal = match parts.method.as_str() {
+        "LOCK" => {
+            // A LOCK without a body refreshes a lock already taken.
+            let has_body = parts.headers.contains_key(header::TRANSFER_ENCODING)
+                || parts
+                    .headers
+                    .get(header::CONTENT_LENGTH)
+                    .and_then(|l| l.to_str().ok())
+                    .is_some_and(|l| l.trim() != "0");
+            // RFC 4918 §9.10.3: a LOCK without `Depth` is `infinity`.
+            let deep = parts
+                .headers
+                .get("depth")
+                .and_then(|d| d.to_str().ok())
+                .is_none_or(|d| d.trim().eq_ignore_ascii_case("infinity"));
+            if !has_body {
+                return None;
+            }
+            tree.may_lock(path, deep).err()?
+        }
+        "UNLOCK" => {
+            let token = parts.headers.get("lock-token")?.to_str().ok()?;
+            let token = token.trim().trim_start_matches('<').trim_end_matches('>');
+            match tree.lock_to_remove(path, token, principal).await {
+                Ok(Some(Err(refusal))) => refusal,
+                // No such lock, or the store failed: dav-server tells.
+                _ => return None,
+            }
+        }
+        _ => return None,
+    };
+    Some((StatusCode::FORBIDDEN, refusal.to_string()).into_response())
 }
 
 /// What a browser may show in place without running anything a member

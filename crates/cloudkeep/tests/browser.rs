@@ -150,3 +150,77 @@ async fn drives_in_headless_chromium() {
         );
     }
 }
+
+/// What a hostile member uploads: documents whose script reads the
+/// console's API with the session of whoever opens them, synchronously
+/// (so it has run once the page has loaded), and writes the answer into
+/// the page.
+const EVIL_HTML: &str = r#"<!doctype html><title>Quarterly report</title>
+<p id="out">nothing read</p>
+<script>
+var x = new XMLHttpRequest();
+x.open('GET', '/api/v1/me', false);
+x.send();
+document.getElementById('out').textContent = 'stolen:' + x.status + ':' + x.responseText;
+</script>"#;
+const EVIL_SVG: &str = r#"<svg xmlns="http://www.w3.org/2000/svg" width="400" height="100">
+<text id="out" x="10" y="50">nothing read</text>
+<script>
+var x = new XMLHttpRequest();
+x.open('GET', '/api/v1/me', false);
+x.send();
+document.getElementById('out').textContent = 'stolen:' + x.status + ':' + x.responseText;
+</script></svg>"#;
+
+/// A new application password of a member signed in on `client`.
+async fn app_password(server: &Server, client: &reqwest::Client) -> String {
+    let (status, made) = json(
+        client
+            .post(server.url("/api/v1/me/app-passwords"))
+            .json(&serde_json::json!({"name": "WebDAV"}))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, 201, "{made}");
+    made["password"].as_str().unwrap().to_owned()
+}
+
+#[tokio::test]
+async fn uploaded_pages_do_not_run_as_the_console() {
+    if !peers_ready() {
+        return;
+    }
+    for engine in ENGINES {
+        let Some(storage) = Storage::new(engine).await else {
+            continue;
+        };
+        let drive = storage.team_with_drive();
+        let server = Server::start_on(&storage, &[]);
+        // Bo, an ordinary member, uploads over WebDAV.
+        let bo = browser();
+        api_sign_in(&server, &bo, COLLEAGUE, PASSWORD, false).await;
+        let bo_password = app_password(&server, &bo).await;
+        for (name, body) in [("evil.html", EVIL_HTML), ("evil.svg", EVIL_SVG)] {
+            let put = reqwest::Client::new()
+                .put(server.url(&format!("/dav/drives/{drive}/{name}")))
+                .basic_auth(COLLEAGUE, Some(&bo_password))
+                .body(body)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(put.status(), 201, "{name}");
+        }
+        // Ana, an admin, opens them.
+        let ana = browser();
+        api_sign_in(&server, &ana, MEMBER, PASSWORD, false).await;
+        let ana_password = app_password(&server, &ana).await;
+        let shots = screenshot_dir(&server);
+        run_script(
+            "active_content.mjs",
+            &[&server.base, MEMBER, PASSWORD, &ana_password, &drive, &shots],
+            &server,
+        );
+    }
+}

@@ -859,3 +859,317 @@ async fn large_folders_are_listed_whole_across_pages() {
         }
     }
 }
+
+/// Issue 21, item 5: members' files come from the console's origin, so
+/// every WebDAV answer is sandboxed and never sniffed, and documents a
+/// browser would render (HTML, SVG, XML, PDF…) are to be saved; the
+/// console's own download link saves every file. The browser test
+/// `uploaded_pages_do_not_run_as_the_console` shows the effect.
+#[tokio::test]
+async fn member_files_are_served_as_content_not_pages() {
+    for engine in ENGINES {
+        let Some(dav) = Dav::new(engine, None).await else {
+            continue;
+        };
+        let files: [(&str, &str, bool); 6] = [
+            ("evil.html", "<script>alert(1)</script>", true),
+            (
+                "evil.svg",
+                "<svg xmlns=\"http://www.w3.org/2000/svg\"><script>alert(1)</script></svg>",
+                true,
+            ),
+            ("evil.xhtml", "<html xmlns=\"http://www.w3.org/1999/xhtml\"/>", true),
+            ("report.pdf", "%PDF-1.4", true),
+            ("photo.png", "\u{89}PNG", false),
+            ("notes.txt", "<script>alert(1)</script>", false),
+        ];
+        for (name, body, saved) in files {
+            assert_eq!(dav.put(&format!("/{name}"), body).await.status(), 201, "{name}");
+            for method in ["GET", "HEAD"] {
+                let response = dav.request(method, &format!("/{name}")).send().await.unwrap();
+                assert_eq!(response.status(), 200, "{engine:?} {method} {name}");
+                let headers = response.headers();
+                assert_eq!(
+                    headers["content-security-policy"], "sandbox; frame-ancestors 'none'",
+                    "{engine:?} {method} {name}"
+                );
+                assert_eq!(headers["x-content-type-options"], "nosniff", "{name}");
+                assert_eq!(
+                    headers.get("content-disposition").map(|v| v.to_str().unwrap()),
+                    saved.then_some("attachment"),
+                    "{engine:?} {method} {name}"
+                );
+            }
+            // The console's download link.
+            let response = dav
+                .browser
+                .get(dav.server.url(&format!("/drives/{}/files/{name}", dav.drive)))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(response.status(), 200, "{name}");
+            let headers = response.headers();
+            assert_eq!(headers["content-type"], "application/octet-stream", "{name}");
+            assert!(
+                headers["content-disposition"]
+                    .to_str()
+                    .unwrap()
+                    .starts_with("attachment"),
+                "{name}"
+            );
+            assert_eq!(headers["content-security-policy"], "sandbox", "{name}");
+            assert_eq!(headers["x-content-type-options"], "nosniff", "{name}");
+        }
+        // Listings and refusals carry the same marks.
+        let listing = dav.request("PROPFIND", "/").header("Depth", "1").send().await.unwrap();
+        assert_eq!(listing.status(), 207);
+        assert_eq!(
+            listing.headers()["content-security-policy"],
+            "sandbox; frame-ancestors 'none'"
+        );
+        assert!(listing.headers().get("content-disposition").is_none());
+        let anonymous = reqwest::Client::new().get(dav.url("/evil.html")).send().await.unwrap();
+        assert_eq!(anonymous.status(), 401);
+        assert_eq!(
+            anonymous.headers()["content-security-policy"],
+            "sandbox; frame-ancestors 'none'"
+        );
+    }
+}
+
+impl Dav {
+    /// Bo, an ordinary member of the drive's organization, and his
+    /// application password.
+    pub async fn colleague(&self) -> String {
+        let org = format!("Org {MEMBER}");
+        let (ok, _, err) = self.storage.admin(
+            &[
+                "user",
+                "create",
+                "--email",
+                COLLEAGUE,
+                "--name",
+                "Bo",
+                "--org",
+                &org,
+                "--role",
+                "user",
+                "--password-stdin",
+            ],
+            &format!("{PASSWORD}\n"),
+        );
+        assert!(ok, "{err}");
+        let bo = browser();
+        api_sign_in(&self.server, &bo, COLLEAGUE, PASSWORD, false).await;
+        let (status, made) = json(
+            bo.post(self.server.url("/api/v1/me/app-passwords"))
+                .json(&serde_json::json!({"name": "WebDAV"}))
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(status, 201, "{made}");
+        made["password"].as_str().unwrap().to_owned()
+    }
+
+    /// A request as `login` with `password`.
+    pub fn request_as(&self, login: &str, password: &str, method: &str, path: &str) -> reqwest::RequestBuilder {
+        reqwest::Client::new()
+            .request(Method::from_bytes(method.as_bytes()).unwrap(), self.url(path))
+            .basic_auth(login, Some(password))
+    }
+}
+
+fn lockinfo(scope: &str) -> String {
+    format!(
+        r#"<?xml version="1.0"?><D:lockinfo xmlns:D="DAV:"><D:lockscope><D:{scope}/></D:lockscope><D:locktype><D:write/></D:locktype><D:owner>test</D:owner></D:lockinfo>"#
+    )
+}
+
+/// The token and the body of a LOCK's answer.
+async fn lock_answer(response: reqwest::Response) -> (u16, String, String) {
+    let status = response.status().as_u16();
+    let token = response
+        .headers()
+        .get("lock-token")
+        .map(|t| t.to_str().unwrap().trim_matches(['<', '>']).to_owned())
+        .unwrap_or_default();
+    (status, token, response.text().await.unwrap())
+}
+
+/// Issue 21, item 6a: a member may not remove another's lock (the token
+/// is in every listing), keep a lock for more than an hour without
+/// refreshing it, or lock the whole drive; an admin of the organization
+/// may remove anyone's lock and lock the whole drive.
+#[tokio::test]
+async fn locks_are_bounded_and_belong_to_who_took_them() {
+    for engine in ENGINES {
+        let Some(dav) = Dav::new(engine, None).await else {
+            continue;
+        };
+        let bo = dav.colleague().await;
+        let as_ana = |method: &str, path: &str| dav.request(method, path);
+        let as_bo = |method: &str, path: &str| dav.request_as(COLLEAGUE, &bo, method, path);
+
+        // Ana (an admin) locks her file; Bo reads the token in a listing
+        // and tries to remove her lock with it.
+        assert_eq!(dav.put("/ana.txt", "ana's").await.status(), 201);
+        let (status, ana_token, _) = lock_answer(
+            as_ana("LOCK", "/ana.txt")
+                .header("Depth", "0")
+                .body(lockinfo("exclusive"))
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(status, 200, "{engine:?}");
+        let (_, listing) = dav
+            .propfind(
+                "/ana.txt",
+                "0",
+                r#"<?xml version="1.0"?><D:propfind xmlns:D="DAV:"><D:prop><D:lockdiscovery/></D:prop></D:propfind>"#,
+            )
+            .await;
+        assert!(listing.contains(&ana_token), "{listing}");
+        let unlock = as_bo("UNLOCK", "/ana.txt")
+            .header("Lock-Token", format!("<{ana_token}>"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(unlock.status(), 403, "{engine:?}: Bo removed Ana's lock");
+        assert!(unlock.text().await.unwrap().contains("someone else"));
+        // Her lock still holds against him.
+        let put = as_bo("PUT", "/ana.txt")
+            .header("If", format!("(<{ana_token}>)"))
+            .body("bo's")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(put.status(), 423, "{engine:?}");
+        assert_eq!(dav.get("/ana.txt").await.1, b"ana's");
+
+        // Bo's own lock: he removes it; an admin may remove it too.
+        let (status, bo_token, _) = lock_answer(
+            as_bo("LOCK", "/bo.txt")
+                .header("Depth", "0")
+                .body(lockinfo("exclusive"))
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(status, 201, "{engine:?}");
+        let unlock = as_ana("UNLOCK", "/bo.txt")
+            .header("Lock-Token", format!("<{bo_token}>"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(unlock.status(), 204, "{engine:?}: an admin removes anyone's lock");
+        let (_, bo_token, _) = lock_answer(
+            as_bo("LOCK", "/bo.txt")
+                .header("Depth", "0")
+                .body(lockinfo("exclusive"))
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await;
+        let unlock = as_bo("UNLOCK", "/bo.txt")
+            .header("Lock-Token", format!("<{bo_token}>"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(unlock.status(), 204, "{engine:?}");
+
+        // Timeouts: an hour at most, whatever is asked; refreshable.
+        for (scope, timeout) in [
+            ("shared", Some("Infinite")),
+            ("exclusive", None),
+            ("shared", Some("Second-999999")),
+        ] {
+            let mut request = as_bo("LOCK", "/bo.txt").header("Depth", "0").body(lockinfo(scope));
+            if let Some(timeout) = timeout {
+                request = request.header("Timeout", timeout);
+            }
+            let (status, token, body) = lock_answer(request.send().await.unwrap()).await;
+            assert!(
+                matches!(status, 200 | 201),
+                "{engine:?} {scope} {timeout:?}: {status} {body}"
+            );
+            assert!(body.contains("Second-3600"), "{engine:?} {scope} {timeout:?}: {body}");
+            let refreshed = as_bo("LOCK", "/bo.txt")
+                .header("If", format!("(<{token}>)"))
+                .header("Timeout", "Infinite")
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(refreshed.status(), 200, "{engine:?}");
+            let body = refreshed.text().await.unwrap();
+            assert!(body.contains("Second-3600"), "{engine:?} refreshed: {body}");
+            let unlock = as_bo("UNLOCK", "/bo.txt")
+                .header("Lock-Token", format!("<{token}>"))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(unlock.status(), 204, "{engine:?}");
+        }
+
+        // The whole drive: not for a member, whatever the scope…
+        for scope in ["exclusive", "shared"] {
+            for depth in [Some("infinity"), None] {
+                let mut request = as_bo("LOCK", "/").body(lockinfo(scope));
+                if let Some(depth) = depth {
+                    request = request.header("Depth", depth);
+                }
+                let refused = request.send().await.unwrap();
+                assert_eq!(refused.status(), 403, "{engine:?} {scope} {depth:?}");
+                assert!(refused.text().await.unwrap().contains("whole drive"));
+            }
+        }
+        assert_eq!(dav.put("/still-writable.txt", "yes").await.status(), 201);
+        // … but a member may lock a folder with what is in it, and an admin
+        // the whole drive.
+        assert_eq!(dav.status("MKCOL", "/Projects").await, 201);
+        let (status, token, _) = lock_answer(
+            as_bo("LOCK", "/Projects")
+                .header("Depth", "infinity")
+                .body(lockinfo("exclusive"))
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(status, 200, "{engine:?}");
+        let unlock = as_bo("UNLOCK", "/Projects")
+            .header("Lock-Token", format!("<{token}>"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(unlock.status(), 204);
+        // (Ana's own lock on a file would stand in the way: she removes it.)
+        let unlock = as_ana("UNLOCK", "/ana.txt")
+            .header("Lock-Token", format!("<{ana_token}>"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(unlock.status(), 204);
+        let (status, token, _) = lock_answer(
+            as_ana("LOCK", "/")
+                .header("Depth", "infinity")
+                .body(lockinfo("exclusive"))
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(status, 200, "{engine:?}");
+        let unlock = as_ana("UNLOCK", "/")
+            .header("Lock-Token", format!("<{token}>"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(unlock.status(), 204);
+    }
+}

@@ -203,7 +203,12 @@ where
     }
     let handler = DavHandler::builder()
         .filesystem(Box::new(fs))
-        .locksystem(Box::new(DriveLocks::new(tree, prefix.clone(), locked)))
+        .locksystem(Box::new(DriveLocks::new(
+            tree,
+            principal.clone(),
+            prefix.clone(),
+            locked,
+        )))
         .strip_prefix(prefix)
         .principal(principal)
         .autoindex(false)

@@ -14,6 +14,9 @@ use xmltree::Element;
 #[derive(Clone)]
 pub struct DriveLocks {
     tree: DriveTree,
+    /// Who makes the request (the account's email): only they, or a
+    /// manager of the organization, remove their locks.
+    principal: String,
     /// The URL prefix the drive is served under ("" or `/dav/drives/<id>`).
     prefix: String,
     known: Arc<Mutex<Option<Vec<Lock>>>>,
@@ -66,9 +69,10 @@ impl DriveLocks {
     /// known to be none until this request changes them. (A lock taken by
     /// someone else meanwhile is the same race as one taken just after
     /// the check.)
-    pub fn new(tree: DriveTree, prefix: String, locked: bool) -> Self {
+    pub fn new(tree: DriveTree, principal: String, prefix: String, locked: bool) -> Self {
         Self {
             tree,
+            principal,
             prefix,
             known: Arc::new(Mutex::new((!locked).then(Vec::new))),
         }
@@ -136,6 +140,11 @@ impl DavLockSystem for DriveLocks {
             deep,
         };
         async move {
+            if let Err(refusal) = self.tree.may_lock(&lock.path, lock.deep) {
+                // The web layer refuses these first, with the reason.
+                tracing::warn!(%refusal, "refused a lock");
+                return Err(self.to_dav(&lock));
+            }
             self.forget();
             match self.tree.lock(lock.clone()).await {
                 Ok(Ok(taken)) => Ok(self.to_dav(&taken)),
@@ -154,7 +163,7 @@ impl DavLockSystem for DriveLocks {
         let (path, token) = (relative(path), token.to_owned());
         async move {
             self.forget();
-            match self.tree.unlock(&path, &token).await {
+            match self.tree.unlock(&path, &token, &self.principal).await {
                 Ok(true) => Ok(()),
                 Ok(false) => Err(()),
                 Err(e) => {

@@ -214,6 +214,7 @@ impl Drives {
             .await?
             .ok_or(FileError::NoDrive)?;
         let access = access_of(&found.drive, &found.standing).ok_or(FileError::NoDrive)?;
+        let manages = found.standing.role.manages_organization();
         let located = names
             .zip(found.walked)
             .map(|(names, walked)| located_from(drive_id, names.len(), walked));
@@ -222,6 +223,7 @@ impl Drives {
                 drives: self.clone(),
                 drive: found.drive,
                 access,
+                manages,
             },
             locked: found.locked,
             located,
@@ -356,6 +358,10 @@ pub struct DriveTree {
     drives: Drives,
     drive: Drive,
     access: Access,
+    /// Whether the account manages the drive's organization (an admin or
+    /// the legal representative): they may undo what members do (remove
+    /// anyone's lock, lock the whole drive).
+    manages: bool,
 }
 
 impl std::fmt::Debug for DriveTree {
@@ -371,6 +377,11 @@ impl DriveTree {
 
     pub fn access(&self) -> Access {
         self.access
+    }
+
+    /// Whether the account manages the drive's organization.
+    pub fn manages(&self) -> bool {
+        self.manages
     }
 
     pub(crate) fn store(&self) -> &dyn crate::DriveStore {

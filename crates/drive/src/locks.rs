@@ -4,6 +4,18 @@
 //! A lock is on a path, not a node: it may reserve a name before anything
 //! is there. Paths are decoded, from the drive's top, without a trailing
 //! slash ("" is the top folder).
+//!
+//! A lock stops everyone else from writing, so on a shared drive who may
+//! take and remove one is a rule of its own ([`LockRefusal`]):
+//! - a lock is removed by who took it, or by a manager of the drive's
+//!   organization (a token seen in a listing is not enough);
+//! - a lock on the top folder that reaches everything under it
+//!   (`Depth: infinity`) is for managers only: it would shut every member
+//!   out of the whole drive. A shared one does too here: a member without
+//!   it may not write under it;
+//! - no lock lasts longer than [`MAX_LOCK_SECS`] without being refreshed,
+//!   whatever the client asks (`Timeout: Infinite` included), so a client
+//!   that vanishes frees its names within the hour.
 
 use identity::Millis;
 
@@ -28,8 +40,35 @@ pub struct Lock {
 }
 
 /// The longest lock a client gets, whatever it asks for: a client that
-/// vanishes frees its names within this time.
-pub const MAX_LOCK_SECS: u64 = 7 * 24 * 3600;
+/// vanishes frees its names within this time. Clients refresh the locks
+/// they keep (Office, Finder and Windows every few minutes).
+pub const MAX_LOCK_SECS: u64 = 3600;
+
+/// Why a member may not take or remove a lock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum LockRefusal {
+    #[error("this lock was taken by someone else; only they or an admin of the organization may remove it")]
+    NotYours,
+    #[error("only an admin of the organization may lock the whole drive")]
+    WholeDrive,
+}
+
+/// Whether someone may take a lock on `path` (`deep`: with everything
+/// under it); `manages`: whether they manage the drive's organization.
+pub fn may_lock(path: &str, deep: bool, manages: bool) -> Result<(), LockRefusal> {
+    if path.is_empty() && deep && !manages {
+        return Err(LockRefusal::WholeDrive);
+    }
+    Ok(())
+}
+
+/// Whether `principal` may remove `lock`.
+pub fn may_unlock(lock: &Lock, principal: &str, manages: bool) -> Result<(), LockRefusal> {
+    if manages || lock.principal == principal {
+        return Ok(());
+    }
+    Err(LockRefusal::NotYours)
+}
 
 /// Whether `path` is `ancestor` or lies under it.
 pub fn within(path: &str, ancestor: &str) -> bool {
@@ -125,14 +164,35 @@ impl DriveTree {
             .await?)
     }
 
-    /// Removes a lock on `path` (or above it); `false` when there is none.
-    pub async fn unlock(&self, path: &str, token: &str) -> Result<bool, FileError> {
+    /// Whether this account may take a lock on `path` (see [`may_lock`]).
+    pub fn may_lock(&self, path: &str, deep: bool) -> Result<(), LockRefusal> {
+        may_lock(path, deep, self.manages())
+    }
+
+    /// The lock `token` on `path` (or above it), if it is in force, and
+    /// whether `principal` may remove it (see [`may_unlock`]).
+    pub async fn lock_to_remove(
+        &self,
+        path: &str,
+        token: &str,
+        principal: &str,
+    ) -> Result<Option<Result<Lock, LockRefusal>>, FileError> {
         let found = self
             .locks()
             .await?
             .into_iter()
-            .any(|l| l.token == token && within(path, &l.path));
-        Ok(found && self.store().remove_lock(self.drive().id, token).await?)
+            .find(|l| l.token == token && within(path, &l.path));
+        Ok(found.map(|lock| may_unlock(&lock, principal, self.manages()).map(|()| lock)))
+    }
+
+    /// Removes the lock `token` on `path` (or above it) if `principal` may
+    /// (see [`may_unlock`]); `false` when there is no such lock or they
+    /// may not.
+    pub async fn unlock(&self, path: &str, token: &str, principal: &str) -> Result<bool, FileError> {
+        Ok(match self.lock_to_remove(path, token, principal).await? {
+            Some(Ok(_)) => self.store().remove_lock(self.drive().id, token).await?,
+            Some(Err(_)) | None => false,
+        })
     }
 
     /// Removes every lock on `path` and under it (after a delete or move).
@@ -193,6 +253,22 @@ mod tests {
         let below = [lock("t3", "/a/b/c", false, false)];
         assert!(conflict(&below, "/a", me, false, true, &[], false).is_some());
         assert!(conflict(&below, "/a", me, false, false, &[], false).is_none());
+    }
+
+    #[test]
+    fn only_managers_lock_the_whole_drive() {
+        assert_eq!(may_lock("", true, false), Err(LockRefusal::WholeDrive));
+        assert_eq!(may_lock("", true, true), Ok(()));
+        assert_eq!(may_lock("", false, false), Ok(()));
+        assert_eq!(may_lock("/Projects", true, false), Ok(()));
+    }
+
+    #[test]
+    fn locks_are_removed_by_their_holder_or_a_manager() {
+        let taken = lock("t1", "/a", false, false);
+        assert_eq!(may_unlock(&taken, "ana@example.org", false), Ok(()));
+        assert_eq!(may_unlock(&taken, "eve@example.org", false), Err(LockRefusal::NotYours));
+        assert_eq!(may_unlock(&taken, "eve@example.org", true), Ok(()));
     }
 
     #[test]

@@ -559,7 +559,7 @@ async fn opening_a_drive_tells_whether_anything_on_it_is_locked() {
         tree.lock(lock.clone()).await.unwrap().unwrap();
         let locked = drives.open(&ana, id, "").await.unwrap().locked;
         assert!(locked, "{engine:?}: a live lock is seen when the drive is opened");
-        assert!(tree.unlock(&lock.path, &lock.token).await.unwrap());
+        assert!(tree.unlock(&lock.path, &lock.token, &lock.principal).await.unwrap());
         let locked = drives.open(&ana, id, "").await.unwrap().locked;
         assert!(!locked, "{engine:?}: an unlocked drive reads as such");
     }

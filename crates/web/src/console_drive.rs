@@ -382,6 +382,9 @@ mod browse {
                             header::CONTENT_DISPOSITION,
                             format!("attachment; filename*=UTF-8''{name}"),
                         ),
+                        // A member's upload, never a console page, even
+                        // if a browser were to render it (see `dav.rs`).
+                        (header::CONTENT_SECURITY_POLICY, "sandbox".to_owned()),
                     ],
                     Body::from_stream(download_stream(chunks)),
                 )

@@ -3,6 +3,10 @@
 //! client's Basic credentials through
 //! [`identity::Identity::authenticate_protocol_client`], and hands the
 //! request to the `dav` crate.
+//!
+//! Drive files are members' uploads served on the console's own origin
+//! (the path form), so every answer here is marked as content, never as
+//! a page of the console: see [`mark_as_content`].
 
 use axum::body::Body;
 use axum::extract::{Request, State};
@@ -154,6 +158,14 @@ pub async fn dispatch(State(state): State<AppState>, request: Request, next: Nex
     let Some(target) = target(&state, &request) else {
         return next.run(request).await;
     };
+    let serves_contents = matches!(request.method().as_str(), "GET" | "HEAD");
+    let mut response = answer(state, target, request).await;
+    mark_as_content(response.headers_mut(), serves_contents);
+    response
+}
+
+/// Answers a request for a drive's WebDAV addresses.
+async fn answer(state: AppState, target: Target, request: Request) -> Response {
     if escapes(request.uri().path()) {
         return (StatusCode::BAD_REQUEST, "'.' and '..' are not names").into_response();
     }
@@ -210,6 +222,9 @@ pub async fn dispatch(State(state): State<AppState>, request: Request, next: Nex
         )
             .into_response();
     }
+    if let Some(refused) = lock_refusal(&tree, &parts, account.email.as_str(), path.as_deref()).await {
+        return refused;
+    }
     if parts.method.as_str() == "PROPFIND"
         && parts
             .headers
@@ -244,6 +259,100 @@ pub async fn dispatch(State(state): State<AppState>, request: Request, next: Nex
     Response::from_parts(parts, Body::new(body))
 }
 
+/// A LOCK or UNLOCK the drive's lock rules refuse ([`drive::LockRefusal`]),
+/// answered with `403` and the reason; `dav-server` would only tell
+/// `423 Locked` or `409 Conflict`, which clients take for a lock held by
+/// someone else. (The lock system applies the same rules again.)
+async fn lock_refusal(
+    tree: &drive::DriveTree,
+    parts: &axum::http::request::Parts,
+    principal: &str,
+    path: Option<&str>,
+) -> Option<Response> {
+    let path = path?;
+    let refusal = match parts.method.as_str() {
+        "LOCK" => {
+            // A LOCK without a body refreshes a lock already taken.
+            let has_body = parts.headers.contains_key(header::TRANSFER_ENCODING)
+                || parts
+                    .headers
+                    .get(header::CONTENT_LENGTH)
+                    .and_then(|l| l.to_str().ok())
+                    .is_some_and(|l| l.trim() != "0");
+            // RFC 4918 §9.10.3: a LOCK without `Depth` is `infinity`.
+            let deep = parts
+                .headers
+                .get("depth")
+                .and_then(|d| d.to_str().ok())
+                .is_none_or(|d| d.trim().eq_ignore_ascii_case("infinity"));
+            if !has_body {
+                return None;
+            }
+            tree.may_lock(path, deep).err()?
+        }
+        "UNLOCK" => {
+            let token = parts.headers.get("lock-token")?.to_str().ok()?;
+            let token = token.trim().trim_start_matches('<').trim_end_matches('>');
+            match tree.lock_to_remove(path, token, principal).await {
+                Ok(Some(Err(refusal))) => refusal,
+                // No such lock, or the store failed: dav-server tells.
+                _ => return None,
+            }
+        }
+        _ => return None,
+    };
+    Some((StatusCode::FORBIDDEN, refusal.to_string()).into_response())
+}
+
+/// What a browser may show in place without running anything a member
+/// wrote: pictures (but SVG, which is a document with scripts), sound,
+/// video and plain text. Everything else a browser is given to save.
+fn shown_in_place(content_type: &str) -> bool {
+    let essence = content_type
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_ascii_lowercase();
+    match essence.split_once('/') {
+        Some(("image", sub)) => !sub.starts_with("svg"),
+        Some(("audio" | "video", _)) => true,
+        _ => essence == "text/plain",
+    }
+}
+
+/// Marks an answer of the WebDAV entry as a member's content rather than
+/// the console's: the path form shares the console's origin, so an HTML
+/// or SVG file whose script ran there could act as whoever opened it
+/// (read the API with their session, make an application password).
+///
+/// - `Content-Security-Policy: sandbox` (without `allow-same-origin` or
+///   `allow-scripts`): whatever a browser renders runs no script and gets
+///   an opaque origin, so it reaches neither the session nor the API;
+///   `frame-ancestors 'none'` keeps other pages from framing it.
+/// - `X-Content-Type-Options: nosniff`: a file is only what its type says
+///   (plain text stays text, whatever it holds).
+/// - With `contents` (GET, HEAD): files a browser would render as a
+///   document (HTML, SVG, XML, PDF, scripts, anything unknown) come as
+///   `Content-Disposition: attachment`, to be saved, not opened.
+///
+/// WebDAV clients ignore all three.
+fn mark_as_content(headers: &mut axum::http::HeaderMap, contents: bool) {
+    headers.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static("sandbox; frame-ancestors 'none'"),
+    );
+    headers.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    let shown = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|t| t.to_str().ok())
+        .is_some_and(shown_in_place);
+    if contents && !shown {
+        headers.insert(header::CONTENT_DISPOSITION, HeaderValue::from_static("attachment"));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -255,6 +364,56 @@ mod tests {
         assert!(escapes("/dav/drives/1/a/..%2fb"));
         assert!(escapes("/a/.%2E/b"));
         assert!(!escapes("/dav/drives/1/a..b/.hidden"));
+    }
+
+    #[test]
+    fn only_passive_types_are_shown_in_place() {
+        for shown in [
+            "image/png",
+            "image/JPEG",
+            "video/mp4",
+            "audio/ogg",
+            "text/plain; charset=utf-8",
+        ] {
+            assert!(shown_in_place(shown), "{shown}");
+        }
+        for saved in [
+            "text/html",
+            "TEXT/HTML; charset=utf-8",
+            "image/svg+xml",
+            "application/xhtml+xml",
+            "text/xml",
+            "application/xml",
+            "text/javascript",
+            "application/pdf",
+            "application/octet-stream",
+            "text/xsl",
+            "",
+        ] {
+            assert!(!shown_in_place(saved), "{saved}");
+        }
+    }
+
+    #[test]
+    fn every_answer_is_sandboxed_and_documents_are_saved() {
+        let mut headers = axum::http::HeaderMap::new();
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/html"));
+        mark_as_content(&mut headers, true);
+        assert_eq!(
+            headers[header::CONTENT_SECURITY_POLICY],
+            "sandbox; frame-ancestors 'none'"
+        );
+        assert_eq!(headers[header::X_CONTENT_TYPE_OPTIONS], "nosniff");
+        assert_eq!(headers[header::CONTENT_DISPOSITION], "attachment");
+        // A listing (PROPFIND) is sandboxed too, but not "saved".
+        let mut headers = axum::http::HeaderMap::new();
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/xml"));
+        mark_as_content(&mut headers, false);
+        assert_eq!(
+            headers[header::CONTENT_SECURITY_POLICY],
+            "sandbox; frame-ancestors 'none'"
+        );
+        assert!(headers.get(header::CONTENT_DISPOSITION).is_none());
     }
 
     #[test]

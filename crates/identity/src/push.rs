@@ -457,7 +457,9 @@ impl Identity {
         purpose: &str,
         extra: &str,
     ) -> Result<(SecondFactor, Account), DeviceError> {
-        if (proof.timestamp - self.now()).abs() > CLOCK_SKEW {
+        // `abs_diff`: a device's timestamp is untrusted and may be any
+        // i64, where a subtraction would overflow.
+        if proof.timestamp.abs_diff(self.now()) > CLOCK_SKEW.unsigned_abs() {
             return Err(DeviceError::ClockSkew);
         }
         let factor = self

@@ -338,6 +338,13 @@ fn signed(n: u64) -> Result<i64, StoreError> {
     i64::try_from(n).map_err(|_| StoreError::Backend("a drive number is too large".into()))
 }
 
+/// A drive number as a column holds it, or `None` for one no drive can
+/// have: numbers come from URLs, and one past `i64::MAX` names nothing
+/// (a lookup that finds nothing), not a failure of the store.
+fn drive_number(id: u64) -> Option<i64> {
+    i64::try_from(id).ok()
+}
+
 /// Names resolved per query by [`DriveStore::walk`]: deeper paths take
 /// one more query per this many names.
 const WALK_DEPTH: usize = 8;
@@ -1109,9 +1116,12 @@ impl DriveStore for SqlStore {
     }
 
     async fn drive(&self, id: u64) -> Result<Option<Drive>, StoreError> {
+        let Some(number) = drive_number(id) else {
+            return Ok(None);
+        };
         let sql = format!("{COLUMNS} WHERE d.id = $1");
         let row = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(signed(id)?)
+            .bind(number)
             .fetch_optional(&self.pool)
             .await
             .map_err(backend)?;
@@ -1125,6 +1135,9 @@ impl DriveStore for SqlStore {
         now: Millis,
         names: &[&str],
     ) -> Result<Option<MemberDrive>, StoreError> {
+        let Some(number) = drive_number(id) else {
+            return Ok(None);
+        };
         // The path is walked in the same query when it is short enough for
         // one walk.
         static MADE: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
@@ -1134,7 +1147,7 @@ impl DriveStore for SqlStore {
         match &self.native {
             Native::Postgres(pg) => {
                 let mut query = sqlx::query(sqlx::AssertSqlSafe(sql))
-                    .bind(signed(id)?)
+                    .bind(number)
                     .bind(account_id)
                     .bind(now);
                 for name in &names[..depth] {
@@ -1144,8 +1157,7 @@ impl DriveStore for SqlStore {
                 row.as_ref().map(|row| member_walk_from(row, id, walked)).transpose()
             }
             Native::Sqlite(reads) => {
-                let drive = signed(id)?;
-                let mut args: Vec<&dyn rusqlite::ToSql> = vec![&drive, &account_id, &now];
+                let mut args: Vec<&dyn rusqlite::ToSql> = vec![&number, &account_id, &now];
                 args.extend(names[..depth].iter().map(|name| name as &dyn rusqlite::ToSql));
                 reads.first_row(sql, &args, |row| member_walk_from(row, id, walked))
             }

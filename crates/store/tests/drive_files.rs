@@ -631,3 +631,34 @@ async fn opening_a_drive_at_a_path_finds_what_a_walk_finds() {
         );
     }
 }
+
+/// Drive numbers come from URLs; one past what a column holds (2^63 and
+/// up) names no drive, on every way in, instead of failing the store.
+#[tokio::test]
+async fn drive_numbers_no_column_holds_name_no_drive() {
+    for engine in [Engine::Sqlite, Engine::Postgres] {
+        let Some(url) = store::testing::database_url(engine).await else {
+            continue;
+        };
+        let (drives, ana, id, _root) = one_drive(&url, None).await;
+        assert_eq!(names_in(&drives, &ana, id, "/").await, Vec::<String>::new());
+        for huge in [1u64 << 63, u64::MAX] {
+            assert!(drives.access(&ana, huge).await.unwrap().is_none(), "{engine:?} {huge}");
+            assert!(
+                matches!(drives.list(&ana, huge, "/").await, Err(FileError::NoDrive)),
+                "{engine:?} {huge}"
+            );
+            assert!(
+                matches!(drives.members(None, huge).await, Err(drive::DriveError::NotFound)),
+                "{engine:?} {huge}"
+            );
+            assert!(
+                matches!(
+                    drives.imports(&ana, huge).await,
+                    Err(drive::ImportError::File(FileError::NoDrive))
+                ),
+                "{engine:?} {huge}"
+            );
+        }
+    }
+}

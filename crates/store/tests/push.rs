@@ -233,6 +233,14 @@ async fn only_the_device_key_signs_and_only_for_a_while() {
             .await;
         assert!(matches!(r, Err(DeviceError::ClockSkew)), "{r:?}");
 
+        // Timestamps at the ends of the range: refused, not an overflow.
+        for timestamp in [i64::MIN, i64::MIN + 1, i64::MAX] {
+            let mut extreme = w.proof("poll", "");
+            extreme.timestamp = timestamp;
+            let r = w.identity.device_requests(&extreme, Duration::ZERO).await;
+            assert!(matches!(r, Err(DeviceError::ClockSkew)), "{timestamp}: {r:?}");
+        }
+
         // An unknown method is a revoked device.
         let mut unknown = w.proof("poll", "");
         unknown.method_id = "nope".into();

@@ -6,7 +6,8 @@
 use std::sync::OnceLock;
 
 use axum::extract::rejection::JsonRejection;
-use axum::extract::{FromRequest, Path, Query, Request, State};
+use axum::extract::{FromRequest, FromRequestParts, Path, Query, Request, State};
+use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::{Json, Router};
@@ -108,12 +109,153 @@ static DOCUMENT: OnceLock<String> = OnceLock::new();
 
 pub fn openapi_document() -> String {
     DOCUMENT
-        .get_or_init(|| build().1.to_pretty_json().expect("the OpenAPI document serializes"))
+        .get_or_init(|| {
+            let mut document = build().1;
+            declare_common_responses(&mut document);
+            document.to_pretty_json().expect("the OpenAPI document serializes")
+        })
         .clone()
+}
+
+/// Declares, on every operation, the refusals that come from the shared
+/// extractors and guards rather than from the handler, so each
+/// operation's annotation lists only what its own logic answers. The
+/// rules follow what the code does, from what the annotation already
+/// says:
+///
+/// - signed in (`security` set, through [`ApiUser`], [`ApiSession`] or
+///   [`ApiPending`]): `401` `not_signed_in` / `second_factor_required`,
+///   and `403` `two_factor_enrollment_required` ([`ApiUser`]);
+/// - anything but `GET`: `403` `cross_origin_request` (`guard::protect`);
+/// - path parameters ([`ApiPath`]): `404` `not_found`;
+/// - query parameters ([`ApiQuery`]): `400` `invalid_request`;
+/// - a JSON body ([`ApiJson`]): `400` `invalid_json` / `invalid_request`
+///   and `415` `unsupported_media_type`.
+///
+/// A status an operation already declares keeps its description, with the
+/// common one added after it. The
+/// black-box fuzz test (`tests/api_fuzz.rs`) checks that every status
+/// answered is declared.
+fn declare_common_responses(document: &mut utoipa::openapi::OpenApi) {
+    use std::collections::btree_map::Entry;
+    use utoipa::openapi::path::ParameterIn;
+    use utoipa::openapi::{ContentBuilder, Ref, RefOr, ResponseBuilder};
+
+    let error = |description: &str| {
+        ResponseBuilder::new()
+            .description(description)
+            .content(
+                "application/json",
+                ContentBuilder::new()
+                    .schema(Some(Ref::from_schema_name("ErrorBody")))
+                    .build(),
+            )
+            .build()
+    };
+    for item in document.paths.paths.values_mut() {
+        let operations = [
+            (false, item.get.as_mut()),
+            (true, item.put.as_mut()),
+            (true, item.post.as_mut()),
+            (true, item.delete.as_mut()),
+            (true, item.patch.as_mut()),
+        ];
+        for (changes_state, operation) in operations {
+            let Some(operation) = operation else { continue };
+            let signed_in = operation.security.as_ref().is_some_and(|s| !s.is_empty());
+            let takes = |place: ParameterIn| operation.parameters.iter().flatten().any(|p| p.parameter_in == place);
+            let (path_ids, query) = (takes(ParameterIn::Path), takes(ParameterIn::Query));
+            let body = operation.request_body.is_some();
+            let mut common = Vec::new();
+            if body {
+                common.push((
+                    "400",
+                    "`invalid_json` or `invalid_request`: the body is not JSON of the expected shape",
+                ));
+            } else if query {
+                common.push(("400", "`invalid_request`: a query parameter does not parse"));
+            }
+            if signed_in {
+                common.push((
+                    "401",
+                    "`not_signed_in`, or `second_factor_required` for a session that passed only the password",
+                ));
+            }
+            match (signed_in, changes_state) {
+                (true, true) => common.push((
+                    "403",
+                    "`two_factor_enrollment_required` (an organization requires two-step verification) or `cross_origin_request`",
+                )),
+                (true, false) => common.push((
+                    "403",
+                    "`two_factor_enrollment_required`: an organization requires two-step verification",
+                )),
+                (false, true) => common.push(("403", "`cross_origin_request`: sent by another site")),
+                (false, false) => {}
+            }
+            if path_ids {
+                common.push(("404", "`not_found`: nothing has that id (or it is not yours)"));
+            }
+            if body {
+                common.push(("415", "`unsupported_media_type`: send `Content-Type: application/json`"));
+            }
+            for (status, description) in common {
+                match operation.responses.responses.entry(status.to_owned()) {
+                    Entry::Vacant(entry) => {
+                        entry.insert(error(description).into());
+                    }
+                    Entry::Occupied(mut entry) => {
+                        if let RefOr::T(declared) = entry.get_mut() {
+                            declared.description = if declared.description.is_empty() {
+                                description.to_owned()
+                            } else {
+                                format!("{}; or {description}", declared.description)
+                            };
+                        }
+                    }
+                }
+            }
+        }
+    }
 }
 
 pub fn routes() -> Router<AppState> {
     build().0
+}
+
+/// Path parameters. A segment that cannot be what the route takes (a
+/// drive number that is not a number, or too large for one) names
+/// nothing: `404 not_found`, the answer for an id that does not exist,
+/// never axum's plain-text `400`.
+pub struct ApiPath<T>(pub T);
+
+impl<T: serde::de::DeserializeOwned + Send, S: Send + Sync> FromRequestParts<S> for ApiPath<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        match Path::<T>::from_request_parts(parts, state).await {
+            Ok(Path(value)) => Ok(ApiPath(value)),
+            Err(rejection) => {
+                tracing::debug!(reason = %rejection.body_text(), "path parameters name nothing");
+                Err(ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such resource"))
+            }
+        }
+    }
+}
+
+/// Query parameters; ones that do not parse are `400 invalid_request`
+/// in JSON, like a body that does not.
+pub struct ApiQuery<T>(pub T);
+
+impl<T: serde::de::DeserializeOwned, S: Send + Sync> FromRequestParts<S> for ApiQuery<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        Query::<T>::from_request_parts(parts, state)
+            .await
+            .map(|Query(value)| ApiQuery(value))
+            .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_request", e.body_text()))
+    }
 }
 
 /// A JSON body; anything else is refused with a JSON error.
@@ -694,7 +836,7 @@ async fn list_sessions(State(state): State<AppState>, ApiUser(user): ApiUser) ->
 async fn revoke_session(
     State(state): State<AppState>,
     ApiUser(user): ApiUser,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<Response, ApiError> {
     if !state
         .identity()
@@ -742,9 +884,8 @@ pub struct EventBody {
 async fn list_events(
     State(state): State<AppState>,
     ApiUser(user): ApiUser,
-    query: Result<Query<EventsQuery>, axum::extract::rejection::QueryRejection>,
+    ApiQuery(q): ApiQuery<EventsQuery>,
 ) -> Result<Json<EventsBody>, ApiError> {
-    let Query(q) = query.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_request", e.body_text()))?;
     let page = state
         .identity()
         .events(&user.account.id, q.before.as_deref(), q.limit.unwrap_or(50))

@@ -2,14 +2,14 @@
 //! in an organization.
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use drive::{Access, Drive, DriveError, DriveMember, FileError, Grant, Import, ImportError, NewImport};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::AppState;
-use crate::api::ApiJson;
+use crate::api::{ApiJson, ApiPath};
 use crate::api_org::org_error;
 use crate::auth::ApiUser;
 use crate::error::{ApiError, ErrorBody};
@@ -103,7 +103,7 @@ pub async fn create(
     State(state): State<AppState>,
     headers: HeaderMap,
     ApiUser(user): ApiUser,
-    Path(org): Path<String>,
+    ApiPath(org): ApiPath<String>,
     ApiJson(new): ApiJson<NewDrive>,
 ) -> Result<(StatusCode, Json<DriveBody>), ApiError> {
     let drive = state
@@ -216,7 +216,7 @@ pub fn import_error(e: ImportError) -> ApiError {
 pub async fn start_import(
     State(state): State<AppState>,
     ApiUser(user): ApiUser,
-    Path(drive): Path<u64>,
+    ApiPath(drive): ApiPath<u64>,
     ApiJson(new): ApiJson<NewImportBody>,
 ) -> Result<(StatusCode, Json<ImportBody>), ApiError> {
     let started = state
@@ -243,7 +243,7 @@ pub async fn start_import(
 pub async fn imports(
     State(state): State<AppState>,
     ApiUser(user): ApiUser,
-    Path(drive): Path<u64>,
+    ApiPath(drive): ApiPath<u64>,
 ) -> Result<Json<ImportsBody>, ApiError> {
     let list = state
         .drives()
@@ -262,7 +262,7 @@ pub async fn imports(
 pub async fn import(
     State(state): State<AppState>,
     ApiUser(user): ApiUser,
-    Path((drive, id)): Path<(u64, String)>,
+    ApiPath((drive, id)): ApiPath<(u64, String)>,
 ) -> Result<Json<ImportReport>, ApiError> {
     let (import, failures) = state
         .drives()
@@ -285,7 +285,7 @@ pub async fn import(
 pub async fn cancel_import(
     State(state): State<AppState>,
     ApiUser(user): ApiUser,
-    Path((drive, id)): Path<(u64, String)>,
+    ApiPath((drive, id)): ApiPath<(u64, String)>,
 ) -> Result<(StatusCode, Json<ImportBody>), ApiError> {
     let drives = state.drives();
     drives
@@ -361,7 +361,7 @@ fn grant(text: &str) -> Result<Grant, ApiError> {
 pub async fn access(
     State(state): State<AppState>,
     ApiUser(user): ApiUser,
-    Path(drive): Path<u64>,
+    ApiPath(drive): ApiPath<u64>,
 ) -> Result<Json<DriveAccessBody>, ApiError> {
     Ok(Json(access_body(&state, &user, drive).await?))
 }
@@ -380,7 +380,7 @@ pub struct MemberAccessBody {
 pub async fn set_member_access(
     State(state): State<AppState>,
     ApiUser(user): ApiUser,
-    Path(drive): Path<u64>,
+    ApiPath(drive): ApiPath<u64>,
     ApiJson(change): ApiJson<MemberAccessBody>,
 ) -> Result<Json<DriveAccessBody>, ApiError> {
     let grant = grant(&change.member_access)?;
@@ -406,7 +406,7 @@ pub struct RuleBody {
 pub async fn set_rule(
     State(state): State<AppState>,
     ApiUser(user): ApiUser,
-    Path((drive, account)): Path<(u64, String)>,
+    ApiPath((drive, account)): ApiPath<(u64, String)>,
     ApiJson(rule): ApiJson<RuleBody>,
 ) -> Result<Json<DriveMemberBody>, ApiError> {
     let grant = grant(&rule.access)?;
@@ -425,7 +425,7 @@ pub async fn set_rule(
 pub async fn remove_rule(
     State(state): State<AppState>,
     ApiUser(user): ApiUser,
-    Path((drive, account)): Path<(u64, String)>,
+    ApiPath((drive, account)): ApiPath<(u64, String)>,
 ) -> Result<Json<DriveMemberBody>, ApiError> {
     let member = state
         .drives()

@@ -3,14 +3,14 @@
 //! log.
 
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use identity::{OrgError, Role};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::AppState;
-use crate::api::{ApiJson, StatusBody, identity_error, status};
+use crate::api::{ApiJson, ApiPath, ApiQuery, StatusBody, identity_error, status};
 use crate::auth::{ApiUser, any_session};
 use crate::error::{ApiError, ErrorBody};
 
@@ -94,8 +94,8 @@ fn role_of(s: &str) -> Result<Role, ApiError> {
 pub async fn members(
     State(state): State<AppState>,
     ApiUser(user): ApiUser,
-    Path(org): Path<String>,
-    Query(q): Query<MembersQuery>,
+    ApiPath(org): ApiPath<String>,
+    ApiQuery(q): ApiQuery<MembersQuery>,
 ) -> Result<Json<MembersBody>, ApiError> {
     let filter = match q.two_factor.as_deref() {
         None | Some("") => None,
@@ -157,11 +157,12 @@ pub struct InvitationBody {
 /// or adds an existing one.
 #[utoipa::path(post, path = "/api/v1/orgs/{org}/invitations", tag = "organizations", security(("session" = [])),
     params(("org" = String, Path)), request_body = InviteBody,
-    responses((status = 201, body = InvitationBody), (status = 403, body = ErrorBody), (status = 409, description = "`already_member`", body = ErrorBody)))]
+    responses((status = 201, body = InvitationBody), (status = 403, body = ErrorBody), (status = 409, description = "`already_member`", body = ErrorBody),
+        (status = 422, description = "`invalid_role` or `invalid_email`", body = ErrorBody)))]
 pub async fn invite(
     State(state): State<AppState>,
     ApiUser(user): ApiUser,
-    Path(org): Path<String>,
+    ApiPath(org): ApiPath<String>,
     headers: HeaderMap,
     ApiJson(body): ApiJson<InviteBody>,
 ) -> Result<(StatusCode, Json<InvitationBody>), ApiError> {
@@ -191,11 +192,12 @@ pub struct RoleBody {
 /// representative.
 #[utoipa::path(patch, path = "/api/v1/orgs/{org}/members/{member}", tag = "organizations", security(("session" = [])),
     params(("org" = String, Path), ("member" = String, Path)), request_body = RoleBody,
-    responses((status = 200, body = StatusBody), (status = 403, body = ErrorBody), (status = 409, description = "`last_legal_representative`", body = ErrorBody)))]
+    responses((status = 200, body = StatusBody), (status = 403, body = ErrorBody), (status = 409, description = "`last_legal_representative`", body = ErrorBody),
+        (status = 422, description = "`invalid_role`", body = ErrorBody)))]
 pub async fn set_role(
     State(state): State<AppState>,
     ApiUser(user): ApiUser,
-    Path((org, member)): Path<(String, String)>,
+    ApiPath((org, member)): ApiPath<(String, String)>,
     ApiJson(body): ApiJson<RoleBody>,
 ) -> Result<Json<StatusBody>, ApiError> {
     let role = role_of(&body.role)?;
@@ -214,7 +216,7 @@ pub async fn set_role(
 pub async fn remove_member(
     State(state): State<AppState>,
     ApiUser(user): ApiUser,
-    Path((org, member)): Path<(String, String)>,
+    ApiPath((org, member)): ApiPath<(String, String)>,
 ) -> Result<Json<StatusBody>, ApiError> {
     state
         .identity()
@@ -231,7 +233,7 @@ pub async fn remove_member(
 pub async fn leave(
     State(state): State<AppState>,
     ApiUser(user): ApiUser,
-    Path(org): Path<String>,
+    ApiPath(org): ApiPath<String>,
 ) -> Result<Json<StatusBody>, ApiError> {
     state.identity().leave(&user.account, &org).await.map_err(org_error)?;
     Ok(status("left"))
@@ -245,7 +247,7 @@ pub async fn leave(
 pub async fn security_alert(
     State(state): State<AppState>,
     ApiUser(user): ApiUser,
-    Path((org, member)): Path<(String, String)>,
+    ApiPath((org, member)): ApiPath<(String, String)>,
 ) -> Result<Json<StatusBody>, ApiError> {
     state
         .identity()
@@ -275,7 +277,7 @@ pub struct SentBody {
 pub async fn security_alerts(
     State(state): State<AppState>,
     ApiUser(user): ApiUser,
-    Path(org): Path<String>,
+    ApiPath(org): ApiPath<String>,
     ApiJson(body): ApiJson<AlertsBody>,
 ) -> Result<Json<SentBody>, ApiError> {
     if body.filter != "two_factor_disabled" {
@@ -332,7 +334,7 @@ pub struct PolicyChange {
 pub async fn policy(
     State(state): State<AppState>,
     ApiUser(user): ApiUser,
-    Path(org): Path<String>,
+    ApiPath(org): ApiPath<String>,
 ) -> Result<Json<PolicyBody>, ApiError> {
     let p = state
         .identity()
@@ -354,7 +356,7 @@ pub async fn policy(
 pub async fn set_policy(
     State(state): State<AppState>,
     ApiUser(user): ApiUser,
-    Path(org): Path<String>,
+    ApiPath(org): ApiPath<String>,
     ApiJson(body): ApiJson<PolicyChange>,
 ) -> Result<Json<PolicyBody>, ApiError> {
     let p = state
@@ -390,7 +392,7 @@ pub struct OrgEventsBody {
 pub async fn events(
     State(state): State<AppState>,
     ApiUser(user): ApiUser,
-    Path(org): Path<String>,
+    ApiPath(org): ApiPath<String>,
 ) -> Result<Json<OrgEventsBody>, ApiError> {
     let events = state
         .identity()
@@ -432,7 +434,7 @@ pub struct AcceptedBody {
     responses((status = 200, body = AcceptedBody), (status = 403, description = "`wrong_invitee`", body = ErrorBody), (status = 410, description = "`invitation_unavailable`", body = ErrorBody)))]
 pub async fn accept(
     State(state): State<AppState>,
-    Path(token): Path<String>,
+    ApiPath(token): ApiPath<String>,
     request: axum::extract::Request,
 ) -> Result<Json<AcceptedBody>, ApiError> {
     let (parts, body) = request.into_parts();

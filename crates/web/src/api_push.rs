@@ -7,7 +7,7 @@ use std::convert::Infallible;
 use std::time::Duration;
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::AppState;
-use crate::api::{ApiJson, StatusBody};
+use crate::api::{ApiJson, ApiPath, StatusBody};
 use crate::auth::{Client, DEVICE_COOKIE, any_session, sign_in_cookies, sign_out_cookie};
 use crate::cookies;
 use crate::error::{ApiError, ErrorBody};
@@ -95,7 +95,7 @@ fn status_event(state: PushState) -> Event {
     ))]
 pub async fn status(
     State(state): State<AppState>,
-    Path(request_id): Path<String>,
+    ApiPath(request_id): ApiPath<String>,
     headers: HeaderMap,
     request: axum::extract::Request,
 ) -> Result<Response, ApiError> {
@@ -330,7 +330,7 @@ pub struct AnswerBody {
     ))]
 pub async fn answer(
     State(state): State<AppState>,
-    Path(request_id): Path<String>,
+    ApiPath(request_id): ApiPath<String>,
     Client(client): Client,
     ApiJson(body): ApiJson<AnswerBody>,
 ) -> Result<Json<StatusBody>, ApiError> {

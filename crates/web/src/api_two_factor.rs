@@ -1,14 +1,14 @@
 //! The JSON API for two-step verification and application passwords.
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::AppState;
-use crate::api::{ApiJson, ApiJsonOrEmpty, identity_error, request_lang};
+use crate::api::{ApiJson, ApiJsonOrEmpty, ApiPath, identity_error, request_lang};
 use crate::auth::ApiUser;
 use crate::error::{ApiError, ErrorBody};
 
@@ -149,7 +149,7 @@ pub struct BackupCodesBody {
 pub async fn confirm_totp(
     State(state): State<AppState>,
     ApiUser(user): ApiUser,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     ApiJson(body): ApiJson<CodeBody>,
 ) -> Result<Json<BackupCodesBody>, ApiError> {
     let backup_codes = state
@@ -177,11 +177,12 @@ pub struct PasswordBody {
         (status = 400, description = "`wrong_password`", body = ErrorBody),
         (status = 403, description = "`password_required`", body = ErrorBody),
         (status = 404, description = "`not_found`", body = ErrorBody),
+        (status = 429, description = "`too_many_attempts`: too many wrong passwords; see `Retry-After`", body = ErrorBody),
     ))]
 pub async fn remove_method(
     State(state): State<AppState>,
     ApiUser(user): ApiUser,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     ApiJsonOrEmpty(body): ApiJsonOrEmpty<PasswordBody>,
 ) -> Result<StatusCode, ApiError> {
     state
@@ -214,6 +215,7 @@ pub struct NewBackupCodesBody {
         (status = 200, body = NewBackupCodesBody),
         (status = 400, description = "`wrong_password`", body = ErrorBody),
         (status = 409, description = "`two_factor_off`", body = ErrorBody),
+        (status = 429, description = "`too_many_attempts`: too many wrong passwords; see `Retry-After`", body = ErrorBody),
     ))]
 pub async fn regenerate_backup_codes(
     State(state): State<AppState>,
@@ -303,7 +305,7 @@ pub async fn create_app_password(
 pub async fn revoke_app_password(
     State(state): State<AppState>,
     ApiUser(user): ApiUser,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<StatusCode, ApiError> {
     if state
         .identity()
@@ -370,7 +372,7 @@ pub async fn begin_sms(
 pub async fn confirm_sms(
     State(state): State<AppState>,
     ApiUser(user): ApiUser,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     ApiJson(body): ApiJson<CodeBody>,
 ) -> Result<Json<BackupCodesBody>, ApiError> {
     let backup_codes = state
@@ -392,7 +394,7 @@ pub async fn resend_sms(
     State(state): State<AppState>,
     ApiUser(user): ApiUser,
     headers: HeaderMap,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<Json<SmsEnrollmentBody>, ApiError> {
     let phone = state
         .identity()
@@ -416,6 +418,7 @@ pub struct SecurityKeyChallengeBody {
     responses(
         (status = 200, body = SecurityKeyChallengeBody),
         (status = 409, description = "`security_keys_unavailable`: `public_url` is not a domain name", body = ErrorBody),
+        (status = 422, description = "`invalid_name`", body = ErrorBody),
     ))]
 pub async fn begin_security_key(
     State(state): State<AppState>,
@@ -452,7 +455,7 @@ pub struct CredentialBody {
 pub async fn finish_security_key(
     State(state): State<AppState>,
     ApiUser(user): ApiUser,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     ApiJson(body): ApiJson<CredentialBody>,
 ) -> Result<Json<BackupCodesBody>, ApiError> {
     let backup_codes = state

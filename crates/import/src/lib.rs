@@ -246,7 +246,7 @@ fn parse_listing(xml: &[u8]) -> Result<Option<Vec<Found>>, XmlError> {
     let mut found = Vec::new();
     let mut listed = Listed::default();
     let mut propstat = Propstat::default();
-    while let Some(event) = reader.next()? {
+    while let Some(event) = reader.next_event()? {
         match event {
             xml::Event::Start { name, .. } => {
                 let local = name.local;

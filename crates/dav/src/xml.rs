@@ -144,7 +144,7 @@ impl Name {
     }
 }
 
-/// What [`Reader::next`] hands out. An empty element (`<a/>`) is a
+/// What [`Reader::next_event`] hands out. An empty element (`<a/>`) is a
 /// `Start` followed by its `End`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
@@ -202,8 +202,7 @@ impl<'a> Reader<'a> {
 
     /// The next event; `Ok(None)` once the root element has closed and
     /// nothing but comments and white space follows.
-    #[allow(clippy::should_implement_trait)]
-    pub fn next(&mut self) -> Result<Option<Event>, XmlError> {
+    pub fn next_event(&mut self) -> Result<Option<Event>, XmlError> {
         if self.pending_end {
             self.pending_end = false;
             self.close();
@@ -465,7 +464,7 @@ pub fn parse(bytes: &[u8], limits: Limits) -> Result<Element, XmlError> {
     // The open elements, outermost first.
     let mut open: Vec<Element> = Vec::new();
     let mut root = None;
-    while let Some(event) = reader.next()? {
+    while let Some(event) = reader.next_event()? {
         match event {
             Event::Start { name, attributes } => open.push(Element {
                 name,
@@ -495,7 +494,7 @@ pub fn parse(bytes: &[u8], limits: Limits) -> Result<Element, XmlError> {
 /// Checks a document against the limits without keeping anything of it.
 pub fn check(bytes: &[u8], limits: Limits) -> Result<(), XmlError> {
     let mut reader = Reader::new(bytes, limits)?;
-    while reader.next()?.is_some() {}
+    while reader.next_event()?.is_some() {}
     Ok(())
 }
 

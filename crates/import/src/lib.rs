@@ -436,7 +436,7 @@ fn parse_listing(xml: &[u8]) -> Result<Option<Vec<Found>>, XmlError> {
     let mut found = Vec::new();
     let mut listed = ListedResponse::default();
     let mut propstat = Propstat::default();
-    while let Some(event) = reader.next()? {
+    while let Some(event) = reader.next_event()? {
         match event {
             xml::Event::Start { name, .. } => {
                 let local = name.local;
@@ -861,6 +861,23 @@ mod tests {
         );
         assert_eq!(parse_listing(b"<html>no</html>"), Ok(None));
         assert!(parse_listing(b"not xml").is_err());
+    }
+
+    #[test]
+    fn a_listing_of_tens_of_thousands_of_entries_is_read_whole() {
+        let mut xml = String::from(r#"<?xml version="1.0"?><d:multistatus xmlns:d="DAV:">"#);
+        for i in 0..30_000 {
+            xml.push_str(&format!(
+                "<d:response><d:href>/dav/f/file%20{i}.jpg</d:href><d:propstat><d:prop><d:resourcetype/>\
+                 <d:getcontentlength>{i}</d:getcontentlength><d:getlastmodified>Tue, 14 Nov 2023 22:13:20 GMT</d:getlastmodified>\
+                 </d:prop><d:status>HTTP/1.1 200 OK</d:status></d:propstat></d:response>\n"
+            ));
+        }
+        xml.push_str("</d:multistatus>");
+        let found = parse_listing(xml.as_bytes()).unwrap().unwrap();
+        assert_eq!(found.len(), 30_000);
+        assert_eq!(found[29_999].path, "/dav/f/file 29999.jpg");
+        assert_eq!(found[29_999].size, 29_999);
     }
 
     #[test]

@@ -982,6 +982,26 @@ async fn read_only_members_do_not_see_where_an_import_came_from() {
                 assert_eq!(text.contains("nas-account"), sees, "{engine:?} {sees}: {text}");
             }
         }
+
+        // One of our own drives as the source, read in-process: the same
+        // sign-in check as WebDAV.
+        let (status, wrong) = start(
+            &ana,
+            &server,
+            drive,
+            serde_json::json!({"source_url": server.url(&format!("/dav/drives/{drive}/")), "user": MEMBER, "password": "not the password"}),
+        )
+        .await;
+        assert_eq!(status, 201, "{wrong}");
+        let report = wait_for(&ana, &server, drive, wrong["id"].as_str().unwrap(), ended).await;
+        assert_eq!(report["state"], "failed", "{report}");
+        assert!(
+            report["error"]
+                .as_str()
+                .unwrap()
+                .contains("refused the user name or password"),
+            "{report}"
+        );
     }
 }
 

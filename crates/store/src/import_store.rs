@@ -121,6 +121,19 @@ impl ImportStore for SqlStore {
         .map_err(backend)?;
         for row in candidates {
             let id: String = row.try_get("id").map_err(backend)?;
+            // Claims of one organization take turns on its row (a lock
+            // until commit on PostgreSQL, the write lock on SQLite), so
+            // processes claiming at the same instant each count the
+            // others' claims.
+            let mut tx = self.begin_write().await.map_err(backend)?;
+            sqlx::query(
+                "UPDATE organizations SET name = name WHERE id =
+                    (SELECT d.org_id FROM drive_imports j JOIN drives d ON d.id = j.drive_id WHERE j.id = $1)",
+            )
+            .bind(id.as_str())
+            .execute(&mut *tx)
+            .await
+            .map_err(backend)?;
             // Only one process wins a job: the lease must still be expired,
             // and the organization still below its limit.
             let taken = sqlx::query(sqlx::AssertSqlSafe(format!(
@@ -131,9 +144,10 @@ impl ImportStore for SqlStore {
             .bind(i64::from(per_org))
             .bind(now + lease)
             .bind(id.as_str())
-            .execute(&*self.writer.turn().await)
+            .execute(&mut *tx)
             .await
             .map_err(backend)?;
+            tx.commit().await.map_err(backend)?;
             if taken.rows_affected() == 1 {
                 return self.import(&id).await;
             }

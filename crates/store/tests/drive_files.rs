@@ -637,3 +637,92 @@ async fn opening_a_drive_at_a_path_finds_what_a_walk_finds() {
         );
     }
 }
+
+/// Issue 21, item 6c, at the store: a folder and each dead property are
+/// charged in the transaction that makes them, refused past the quota
+/// (nothing of the refused change stays), given back by a deletion, and
+/// charged again to a copy that keeps them.
+#[tokio::test]
+async fn folders_and_dead_properties_are_charged_and_given_back() {
+    for engine in [Engine::Sqlite, Engine::Postgres] {
+        let Some(url) = store::testing::database_url(engine).await else {
+            continue;
+        };
+        let (drives, ana, id, _) = one_drive(&url, Some(MIB)).await;
+        let tree = drives.tree(&ana, id).await.unwrap();
+        let prop = |name: String| DeadProp {
+            namespace: "urn:x".into(),
+            xml: format!(r#"<{name} xmlns="urn:x">{}</{name}>"#, "v".repeat(60_000)),
+            name,
+        };
+        let folder = tree.make_folder("/a").await.unwrap();
+        assert_eq!(tree.usage().await.unwrap().0, drive::FOLDER_BYTES, "{engine:?}");
+        let first = prop("p0".into());
+        tree.patch_props(&folder, &[PropChange::Set(first.clone())])
+            .await
+            .unwrap();
+        let charged = drive::FOLDER_BYTES + first.charged_bytes();
+        assert_eq!(tree.usage().await.unwrap().0, charged, "{engine:?}");
+
+        // Until the quota refuses one.
+        let mut refused = false;
+        for i in 1..20 {
+            let before = tree.usage().await.unwrap().0;
+            match tree
+                .patch_props(&folder, &[PropChange::Set(prop(format!("p{i}")))])
+                .await
+            {
+                Ok(()) => {}
+                Err(FileError::InsufficientStorage) => {
+                    assert_eq!(tree.usage().await.unwrap().0, before, "{engine:?}");
+                    assert!(
+                        !tree
+                            .props(&tree.stat("/a").await.unwrap())
+                            .await
+                            .unwrap()
+                            .iter()
+                            .any(|p| p.name == format!("p{i}"))
+                    );
+                    refused = true;
+                    break;
+                }
+                Err(e) => panic!("{engine:?}: {e}"),
+            }
+        }
+        assert!(refused, "{engine:?}: properties were stored past the quota");
+        assert!(tree.usage().await.unwrap().0 <= MIB);
+
+        // A deletion gives the folder and all its properties back.
+        tree.delete("/a").await.unwrap();
+        assert_eq!(tree.usage().await.unwrap().0, 0, "{engine:?}");
+
+        // A copy keeps the properties, and is charged for them.
+        let mut data: &[u8] = b"12345";
+        drives.put_file(&ana, id, "/f.txt", &mut data, Some(5)).await.unwrap();
+        let file = tree.stat("/f.txt").await.unwrap();
+        let small = DeadProp {
+            namespace: "urn:x".into(),
+            name: "s".into(),
+            xml: r#"<s xmlns="urn:x">1</s>"#.into(),
+        };
+        tree.patch_props(&file, &[PropChange::Set(small.clone())])
+            .await
+            .unwrap();
+        tree.copy_file("/f.txt", "/g.txt").await.unwrap();
+        assert_eq!(
+            tree.usage().await.unwrap().0,
+            2 * (5 + small.charged_bytes()),
+            "{engine:?}"
+        );
+        let removed = [PropChange::Remove {
+            namespace: "urn:x".into(),
+            name: "s".into(),
+        }];
+        tree.patch_props(&file, &removed).await.unwrap();
+        assert_eq!(
+            tree.usage().await.unwrap().0,
+            2 * 5 + small.charged_bytes(),
+            "{engine:?}"
+        );
+    }
+}

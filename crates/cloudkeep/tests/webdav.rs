@@ -998,12 +998,10 @@ async fn lock_answer(response: reqwest::Response) -> (u16, String, String) {
     (status, token, response.text().await.unwrap())
 }
 
-/// Issue 21, item 6a: a member may not remove another's lock (the token
-/// is in every listing), keep a lock for more than an hour without
-/// refreshing it, or lock the whole drive; an admin of the organization
-/// may remove anyone's lock and lock the whole drive.
+/// Issue 21, item 6a: a lock's token is in every listing, but only who
+/// took the lock, or an admin of the organization, may remove it.
 #[tokio::test]
-async fn locks_are_bounded_and_belong_to_who_took_them() {
+async fn a_member_cannot_remove_another_members_lock() {
     for engine in ENGINES {
         let Some(dav) = Dav::new(engine, None).await else {
             continue;
@@ -1082,6 +1080,26 @@ async fn locks_are_bounded_and_belong_to_who_took_them() {
             .await
             .unwrap();
         assert_eq!(unlock.status(), 204, "{engine:?}");
+        // Ana removes her own.
+        let unlock = as_ana("UNLOCK", "/ana.txt")
+            .header("Lock-Token", format!("<{ana_token}>"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(unlock.status(), 204, "{engine:?}");
+    }
+}
+
+/// Issue 21, item 6a: no lock lasts more than an hour without a refresh,
+/// whatever the client asks (`Infinite`, nothing, a week).
+#[tokio::test]
+async fn locks_last_an_hour_at_most() {
+    for engine in ENGINES {
+        let Some(dav) = Dav::new(engine, None).await else {
+            continue;
+        };
+        let bo = dav.colleague().await;
+        let as_bo = |method: &str, path: &str| dav.request_as(COLLEAGUE, &bo, method, path);
 
         // Timeouts: an hour at most, whatever is asked; refreshable.
         for (scope, timeout) in [
@@ -1115,6 +1133,20 @@ async fn locks_are_bounded_and_belong_to_who_took_them() {
                 .unwrap();
             assert_eq!(unlock.status(), 204, "{engine:?}");
         }
+    }
+}
+
+/// Issue 21, item 6a: locking the drive's top folder with everything in
+/// it would shut every member out of the drive: only admins may.
+#[tokio::test]
+async fn only_admins_lock_the_whole_drive() {
+    for engine in ENGINES {
+        let Some(dav) = Dav::new(engine, None).await else {
+            continue;
+        };
+        let bo = dav.colleague().await;
+        let as_ana = |method: &str, path: &str| dav.request(method, path);
+        let as_bo = |method: &str, path: &str| dav.request_as(COLLEAGUE, &bo, method, path);
 
         // The whole drive: not for a member, whatever the scope…
         for scope in ["exclusive", "shared"] {
@@ -1148,13 +1180,6 @@ async fn locks_are_bounded_and_belong_to_who_took_them() {
             .await
             .unwrap();
         assert_eq!(unlock.status(), 204);
-        // (Ana's own lock on a file would stand in the way: she removes it.)
-        let unlock = as_ana("UNLOCK", "/ana.txt")
-            .header("Lock-Token", format!("<{ana_token}>"))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(unlock.status(), 204);
         let (status, token, _) = lock_answer(
             as_ana("LOCK", "/")
                 .header("Depth", "infinity")
@@ -1171,5 +1196,178 @@ async fn locks_are_bounded_and_belong_to_who_took_them() {
             .await
             .unwrap();
         assert_eq!(unlock.status(), 204);
+    }
+}
+
+/// The drive's used bytes as the API tells them; the WebDAV quota
+/// property must say the same.
+async fn used_bytes(dav: &Dav) -> u64 {
+    let (status, list) = json(dav.browser.get(dav.server.url("/api/v1/drives")).send().await.unwrap()).await;
+    assert_eq!(status, 200, "{list}");
+    let used = list["drives"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["id"].as_u64() == Some(dav.drive))
+        .unwrap()["used_bytes"]
+        .as_u64()
+        .unwrap();
+    let (_, quota) = dav
+        .propfind(
+            "/",
+            "0",
+            r#"<?xml version="1.0"?><D:propfind xmlns:D="DAV:"><D:prop><D:quota-used-bytes/></D:prop></D:propfind>"#,
+        )
+        .await;
+    assert!(quota.contains(&format!(">{used}<")), "API {used}, WebDAV {quota}");
+    used
+}
+
+/// A PROPPATCH setting `count` properties `urn:x:<prefix><i>` of `size`
+/// bytes of text each; the status of its one response (or of the
+/// request, when it is no multi-status).
+async fn set_props(dav: &Dav, path: &str, prefix: &str, count: usize, size: usize) -> String {
+    let value = "x".repeat(size);
+    let props: String = (0..count)
+        .map(|i| format!("<Z:{prefix}{i}>{value}</Z:{prefix}{i}>"))
+        .collect();
+    let response = dav
+        .request("PROPPATCH", path)
+        .header("Content-Type", "application/xml")
+        .body(format!(
+            r#"<?xml version="1.0"?><D:propertyupdate xmlns:D="DAV:" xmlns:Z="urn:x:"><D:set><D:prop>{props}</D:prop></D:set></D:propertyupdate>"#
+        ))
+        .send()
+        .await
+        .unwrap();
+    if response.status() != 207 {
+        return response.status().as_str().to_owned();
+    }
+    let body = response.text().await.unwrap();
+    body.split("HTTP/1.1 ")
+        .nth(1)
+        .unwrap_or_default()
+        .chars()
+        .take(3)
+        .collect()
+}
+
+/// Issue 21, item 6c: a member cannot store beside the quota in dead
+/// properties or in folders. Both are charged (a folder 512 bytes,
+/// whatever its name), refused with 507 past the quota, and given back when
+/// removed; the API and the WebDAV quota say the same throughout.
+#[tokio::test]
+async fn folders_and_properties_count_toward_the_quota() {
+    for engine in ENGINES {
+        // The smallest quota: 1 MiB.
+        let Some(dav) = Dav::new(engine, Some("1048576")).await else {
+            continue;
+        };
+        assert_eq!(used_bytes(&dav).await, 0);
+
+        // A folder costs 512 bytes.
+        assert_eq!(dav.status("MKCOL", "/Docs").await, 201);
+        let folder = 512;
+        assert_eq!(used_bytes(&dav).await, folder, "{engine:?}");
+
+        // Properties cost what they store; replacing one charges the
+        // difference.
+        assert_eq!(set_props(&dav, "/Docs", "p", 1, 1000).await, "200", "{engine:?}");
+        let after_one = used_bytes(&dav).await;
+        assert!(
+            after_one > folder + 1000 && after_one < folder + 1100,
+            "{engine:?} {after_one}"
+        );
+        assert_eq!(set_props(&dav, "/Docs", "p", 1, 10).await, "200");
+        let replaced = used_bytes(&dav).await;
+        assert_eq!(after_one - replaced, 990, "{engine:?}");
+
+        // The attack: 50 KiB properties (one per request: bodies are
+        // small), on folder after folder, until the quota refuses one:
+        // then nothing of that request was stored, and the drive is
+        // within its quota.
+        let mut refused = false;
+        'hoard: for i in 0..4 {
+            let path = format!("/hoard{i}");
+            assert_eq!(dav.status("MKCOL", &path).await, 201);
+            for p in 0..10 {
+                let before = used_bytes(&dav).await;
+                let status = set_props(&dav, &path, &format!("h{p}-"), 1, 50 * 1024).await;
+                if status == "507" {
+                    assert_eq!(used_bytes(&dav).await, before, "{engine:?}");
+                    refused = true;
+                    break 'hoard;
+                }
+                assert_eq!(status, "200", "{engine:?}");
+            }
+        }
+        assert!(refused, "{engine:?}: dead properties were stored beyond the quota");
+        assert!(used_bytes(&dav).await <= 1_048_576, "{engine:?}");
+
+        // Deleting the folders gives everything back.
+        for i in 0..4 {
+            let _ = dav.status("DELETE", &format!("/hoard{i}")).await;
+        }
+        assert_eq!(used_bytes(&dav).await, replaced, "{engine:?}");
+
+        // Removing a property gives it back.
+        let remove = dav
+            .request("PROPPATCH", "/Docs")
+            .body(r#"<?xml version="1.0"?><D:propertyupdate xmlns:D="DAV:" xmlns:Z="urn:x:"><D:remove><D:prop><Z:p0/></D:prop></D:remove></D:propertyupdate>"#)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(remove.status(), 207);
+        assert_eq!(used_bytes(&dav).await, folder, "{engine:?}");
+
+        // A copy of a file is charged its properties too; a move changes
+        // nothing; deleting gives both back.
+        assert_eq!(dav.put("/Docs/a.txt", "12345").await.status(), 201);
+        assert_eq!(set_props(&dav, "/Docs/a.txt", "c", 1, 100).await, "200");
+        let with_file = used_bytes(&dav).await;
+        let file = with_file - folder;
+        let copy = dav
+            .request("COPY", "/Docs/a.txt")
+            .header("Destination", dav.url("/Docs/b.txt"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(copy.status(), 201);
+        assert_eq!(used_bytes(&dav).await, folder + 2 * file, "{engine:?}");
+        let moved = dav
+            .request("MOVE", "/Docs")
+            .header("Destination", dav.url("/Renamed"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(moved.status(), 201);
+        assert_eq!(used_bytes(&dav).await, folder + 2 * file, "{engine:?}");
+        assert_eq!(dav.status("DELETE", "/Renamed").await, 204);
+        assert_eq!(used_bytes(&dav).await, 0, "{engine:?}");
+
+        // Empty folders: once the quota is full, no more.
+        assert_eq!(dav.status("DELETE", "/hoard0").await, 404);
+        let used = used_bytes(&dav).await;
+        let fill = 1_048_576 - used - 600;
+        assert_eq!(dav.put("/fill.bin", vec![0u8; fill as usize]).await.status(), 201);
+        assert_eq!(dav.status("MKCOL", "/empty1").await, 201);
+        assert_eq!(dav.status("MKCOL", "/empty2").await, 507, "{engine:?}");
+        assert!(used_bytes(&dav).await <= 1_048_576);
+
+        // One property of more than 64 KiB (a body that large is refused
+        // whole), or more than 100 on a node, or any on the top folder:
+        // refused, nothing stored.
+        assert_eq!(dav.status("DELETE", "/fill.bin").await, 204);
+        assert_eq!(dav.status("MKCOL", "/caps").await, 201);
+        let before = used_bytes(&dav).await;
+        assert_eq!(set_props(&dav, "/caps", "big", 1, 65 * 1024).await, "413");
+        assert_eq!(used_bytes(&dav).await, before, "{engine:?}");
+        for batch in 0..10 {
+            assert_eq!(set_props(&dav, "/caps", &format!("m{batch}-"), 10, 1).await, "200");
+        }
+        assert_eq!(set_props(&dav, "/caps", "more", 1, 1).await, "507");
+        let before = used_bytes(&dav).await;
+        assert_eq!(set_props(&dav, "/", "top", 1, 10).await, "403", "{engine:?}");
+        assert_eq!(used_bytes(&dav).await, before, "{engine:?}");
     }
 }

@@ -391,10 +391,17 @@ impl DavFileSystem for DriveFs {
             self.forget();
             let status = match self.tree.patch_props(&node, &changes).await {
                 Ok(()) => StatusCode::OK,
+                Err(FileError::InvalidPath(why)) if node.id.is_empty() => {
+                    tracing::info!(why, "refused a PROPPATCH");
+                    StatusCode::FORBIDDEN
+                }
+                // Too large, too many, or over the drive's quota: RFC 4918
+                // §9.2 "insufficient space to record the property".
                 Err(FileError::InvalidPath(why)) => {
                     tracing::info!(why, "refused a PROPPATCH");
                     StatusCode::INSUFFICIENT_STORAGE
                 }
+                Err(FileError::InsufficientStorage) => StatusCode::INSUFFICIENT_STORAGE,
                 Err(e) => return Err(fs_error(e)),
             };
             Ok(patch

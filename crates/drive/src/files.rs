@@ -16,6 +16,13 @@ use crate::{Access, Drive, Drives, access_of};
 /// one sync to disk instead of three and no file to create.
 pub const INLINE_LIMIT: usize = 32 * 1024;
 
+/// What a folder takes from the drive's quota, whatever its name: about
+/// what its row, its index entries and a name of up to 255 bytes take.
+/// Folders cost little, but not nothing: else a member could store
+/// without limit in empty folders' names. One flat amount, so that a
+/// rename changes nothing.
+pub const FOLDER_BYTES: u64 = 512;
+
 /// Whether a blob id names contents kept in the database.
 pub fn is_inline(blob_id: &str) -> bool {
     blob_id.starts_with('i')
@@ -501,13 +508,16 @@ impl DriveTree {
             checksums: String::new(),
             has_props: false,
         };
-        if !self.drives.store.create_folder(&node).await? {
-            // The name is taken, or the folder was deleted meanwhile:
-            // then the path is missing, like any missing folder.
-            self.parent_of(path).await?;
-            return Err(FileError::Exists);
+        match self.drives.store.create_folder(&node).await? {
+            PutOutcome::Stored { .. } => Ok(node),
+            PutOutcome::InsufficientStorage => Err(FileError::InsufficientStorage),
+            PutOutcome::Conflict => {
+                // The name is taken, or the folder was deleted meanwhile:
+                // then the path is missing, like any missing folder.
+                self.parent_of(path).await?;
+                Err(FileError::Exists)
+            }
         }
-        Ok(node)
     }
 
     /// Starts writing the file at `path` (its folder must exist): the

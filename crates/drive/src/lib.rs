@@ -16,15 +16,15 @@ mod sharing;
 
 pub use blob::{BlobChunks, BlobError, BlobReader, BlobSink, BlobStore, BlobWritten, ReaderChunks};
 pub use files::{
-    DriveTree, FileError, FileWrite, INLINE_LIMIT, ListColumns, ListEntry, Located, Node, Opened, PutOutcome,
-    is_inline, push_url_path, split_path, url_path,
+    DriveTree, FOLDER_BYTES, FileError, FileWrite, INLINE_LIMIT, ListColumns, ListEntry, Located, Node, Opened,
+    PutOutcome, is_inline, push_url_path, split_path, url_path,
 };
 pub use imports::{
     IMPORT_LEASE, IMPORT_TOPIC, Import, ImportError, ImportItem, ImportSources, ImportState, ImportStore,
     MAX_REPORTED_FAILURES, NewImport, OwnDrive, SECRET_PURPOSE as IMPORT_SECRET_PURPOSE, SourceGuard,
 };
 pub use locks::{Lock, LockRefusal, MAX_LOCK_SECS, conflict as lock_conflict, may_lock, may_unlock, within};
-pub use moves::{DeadProp, MAX_PROP_BYTES, MAX_PROPS_PER_NODE, PropChange};
+pub use moves::{DeadProp, MAX_PROP_BYTES, MAX_PROPS_PER_NODE, PropChange, prop_bytes};
 pub use sharing::{DriveMember, Grant, Standing, UnknownGrant, access_of};
 
 use std::sync::Arc;
@@ -118,8 +118,11 @@ pub trait DriveStore: Send + Sync {
     async fn walk(&self, drive_id: u64, names: &[&str]) -> Result<Vec<Node>, StoreError>;
     /// A folder's children, by name.
     async fn children(&self, drive_id: u64, parent_id: &str) -> Result<Vec<Node>, StoreError>;
-    /// `false` when the name is taken.
-    async fn create_folder(&self, node: &Node) -> Result<bool, StoreError>;
+    /// In one transaction: adds the folder and charges [`FOLDER_BYTES`]
+    /// to the drive's quota. `Conflict`
+    /// when the name is taken (or its folder is gone), before a full
+    /// quota.
+    async fn create_folder(&self, node: &Node) -> Result<PutOutcome, StoreError>;
     /// In one transaction: points `node` at its blob (inserting it, or
     /// replacing `replaced` if that is still what the tree holds) and
     /// charges the size difference to the drive's quota.
@@ -134,7 +137,9 @@ pub trait DriveStore: Send + Sync {
     /// The contents of a small file kept in the database.
     async fn inline_data(&self, blob_id: &str) -> Result<Option<Vec<u8>>, StoreError>;
     /// In one transaction: deletes the node and everything under it and
-    /// frees their space; returns the blobs nobody uses any more.
+    /// frees their space (contents, [`FOLDER_BYTES`] and dead
+    /// properties' [`DeadProp::charged_bytes`]); returns the blobs nobody
+    /// uses any more.
     async fn delete_tree(&self, node: &Node) -> Result<Vec<String>, StoreError>;
     /// Up to `limit` children of a folder whose names sort after `after`.
     async fn children_after(
@@ -157,13 +162,15 @@ pub trait DriveStore: Send + Sync {
     /// Moves a node under `parent_id` as `name`; `false` when that name is taken.
     async fn move_node(&self, node: &Node, parent_id: &str, name: &str) -> Result<bool, StoreError>;
     /// In one transaction: adds `copy` (sharing `source`'s blob and dead
-    /// properties) and charges its size to the quota.
+    /// properties) and charges its size and its properties' to the quota.
     async fn copy_file(&self, source: &Node, copy: &Node) -> Result<PutOutcome, StoreError>;
     async fn set_modified(&self, node_id: &str, modified_at: Millis) -> Result<(), StoreError>;
     async fn props(&self, node_id: &str) -> Result<Vec<DeadProp>, StoreError>;
     /// In one transaction, in order: stores (replacing same-named ones)
-    /// and removes dead properties.
-    async fn patch_props(&self, node_id: &str, changes: &[PropChange]) -> Result<(), StoreError>;
+    /// and removes dead properties of `node`, and charges the change in
+    /// their [`DeadProp::charged_bytes`] to the drive's quota; `false`
+    /// (and nothing changed) when that would exceed the quota.
+    async fn patch_props(&self, node: &Node, changes: &[PropChange]) -> Result<bool, StoreError>;
 
     /// The drive's locks that have not expired at `now`.
     async fn locks(&self, drive_id: u64, now: Millis) -> Result<Vec<Lock>, StoreError>;

@@ -25,6 +25,20 @@ pub enum PropChange {
 pub const MAX_PROP_BYTES: usize = 64 * 1024;
 pub const MAX_PROPS_PER_NODE: usize = 100;
 
+impl DeadProp {
+    /// What the property takes from the drive's quota: every byte stored
+    /// for it (namespace, name and element), so a member cannot keep data
+    /// in properties beside the quota.
+    pub fn charged_bytes(&self) -> u64 {
+        prop_bytes(&self.namespace, &self.name, &self.xml)
+    }
+}
+
+/// [`DeadProp::charged_bytes`] of a property as stored.
+pub fn prop_bytes(namespace: &str, name: &str, xml: &str) -> u64 {
+    (namespace.len() + name.len() + xml.len()) as u64
+}
+
 impl DriveTree {
     /// Moves (or renames) what is at `from` to `to`, whose name must be
     /// free and whose folder must exist.
@@ -97,9 +111,15 @@ impl DriveTree {
         Ok(self.store().props(&node.id).await?)
     }
 
-    /// Sets and removes dead properties in order, all or nothing.
+    /// Sets and removes dead properties in order, all or nothing; their
+    /// size is charged to the drive's quota (given back when removed).
     pub async fn patch_props(&self, node: &Node, changes: &[PropChange]) -> Result<(), FileError> {
         self.writable()?;
+        if node.id.is_empty() {
+            // The top folder is no row of its own, so its properties would
+            // belong to no drive in particular.
+            return Err(FileError::InvalidPath("the top folder keeps no properties"));
+        }
         let set = changes.iter().filter(|c| matches!(c, PropChange::Set(_))).count();
         if changes
             .iter()
@@ -110,6 +130,9 @@ impl DriveTree {
         if set > 0 && self.props(node).await?.len() + set > MAX_PROPS_PER_NODE {
             return Err(FileError::InvalidPath("a file has at most 100 properties"));
         }
-        Ok(self.store().patch_props(&node.id, changes).await?)
+        if !self.store().patch_props(node, changes).await? {
+            return Err(FileError::InsufficientStorage);
+        }
+        Ok(())
     }
 }

@@ -189,6 +189,42 @@ async fn insert_node(conn: &mut sqlx::AnyConnection, engine: crate::Engine, n: &
     Ok(done.rows_affected() == 1)
 }
 
+/// Charges `bytes` to the drive's quota in the transaction (a negative
+/// amount gives space back); `false` when the drive would exceed its
+/// quota. Giving back always succeeds.
+async fn charge(conn: &mut sqlx::AnyConnection, drive_id: u64, bytes: i64) -> Result<bool, StoreError> {
+    let done = sqlx::query(
+        "UPDATE drives SET used_bytes = used_bytes + $2 WHERE id = $1 AND ($2 <= 0 OR used_bytes + $2 <= quota_bytes)",
+    )
+    .bind(signed(drive_id)?)
+    .bind(bytes)
+    .execute(conn)
+    .await
+    .map_err(backend)?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// What the dead properties of node `id` take from the quota
+/// ([`drive::prop_bytes`]), as the transaction sees them.
+async fn props_bytes(conn: &mut sqlx::AnyConnection, id: &str) -> Result<i64, StoreError> {
+    let rows = sqlx::query("SELECT namespace, name, xml FROM drive_props WHERE node_id = $1")
+        .bind(id)
+        .fetch_all(conn)
+        .await
+        .map_err(backend)?;
+    charged_props(&rows)
+}
+
+/// [`drive::prop_bytes`] of rows of `namespace, name, xml`.
+fn charged_props(rows: &[sqlx::any::AnyRow]) -> Result<i64, StoreError> {
+    let mut total = 0;
+    for row in rows {
+        let text = |column: &str| row.try_get::<String, _>(column).map_err(backend);
+        total += drive::prop_bytes(&text("namespace")?, &text("name")?, &text("xml")?);
+    }
+    signed(total)
+}
+
 /// Sets the node's `has_props` to whether it has dead properties now,
 /// in the transaction that changed them.
 async fn mark_props(conn: &mut sqlx::AnyConnection, node_id: &str) -> Result<(), StoreError> {
@@ -952,7 +988,8 @@ async fn replace_in(
 /// What [`SqlStore::delete_tree`] has deleted so far.
 #[derive(Default)]
 struct Gone {
-    /// The bytes the deleted files took from the quota.
+    /// The bytes the deleted nodes took from the quota: files' contents,
+    /// folders and dead properties.
     freed: i64,
     /// Their contents, which the drive may still use elsewhere (copies).
     blobs: Vec<String>,
@@ -965,11 +1002,12 @@ impl Gone {
     /// are those of the row deleted, as it is when deleted (an upload
     /// that replaced it meanwhile included).
     async fn delete(&mut self, tx: &mut sqlx::AnyConnection, id: &str) -> Result<(), StoreError> {
-        sqlx::query("DELETE FROM drive_props WHERE node_id = $1")
+        let props = sqlx::query("DELETE FROM drive_props WHERE node_id = $1 RETURNING namespace, name, xml")
             .bind(id)
-            .execute(&mut *tx)
+            .fetch_all(&mut *tx)
             .await
             .map_err(backend)?;
+        self.freed += charged_props(&props)?;
         let row = sqlx::query("DELETE FROM drive_nodes WHERE id = $1 RETURNING size, blob_id, is_dir")
             .bind(id)
             .fetch_optional(&mut *tx)
@@ -984,6 +1022,7 @@ impl Gone {
             self.blobs.push(blob);
         }
         if row.try_get::<i64, _>("is_dir").map_err(backend)? != 0 {
+            self.freed += signed(drive::FOLDER_BYTES)?;
             self.folders.push(id.to_owned());
         }
         Ok(())
@@ -1274,9 +1313,17 @@ impl DriveStore for SqlStore {
         rows.iter().map(node_from).collect()
     }
 
-    async fn create_folder(&self, node: &Node) -> Result<bool, StoreError> {
-        let mut conn = self.writer.acquire().await.map_err(backend)?;
-        insert_node(&mut conn, self.engine, node).await
+    async fn create_folder(&self, node: &Node) -> Result<PutOutcome, StoreError> {
+        let mut tx = self.begin_write().await.map_err(backend)?;
+        if !insert_node(&mut tx, self.engine, node).await? {
+            return Ok(PutOutcome::Conflict);
+        }
+        // Dropped without a commit, the transaction takes the folder back.
+        if !charge(&mut tx, node.drive_id, signed(drive::FOLDER_BYTES)?).await? {
+            return Ok(PutOutcome::InsufficientStorage);
+        }
+        tx.commit().await.map_err(backend)?;
+        Ok(PutOutcome::Stored { replaced_blob: None })
     }
 
     async fn put_file(
@@ -1388,15 +1435,13 @@ impl DriveStore for SqlStore {
 
     async fn copy_file(&self, source: &Node, copy: &Node) -> Result<PutOutcome, StoreError> {
         let mut tx = self.begin_write().await.map_err(backend)?;
-        let charged = sqlx::query(
-            "UPDATE drives SET used_bytes = used_bytes + $2 WHERE id = $1 AND used_bytes + $2 <= quota_bytes",
-        )
-        .bind(signed(copy.drive_id)?)
-        .bind(signed(copy.size)?)
-        .execute(&mut *tx)
-        .await
-        .map_err(backend)?;
-        if charged.rows_affected() != 1 {
+        // The copy keeps the source's dead properties: they are charged too.
+        let props = if source.has_props {
+            props_bytes(&mut tx, &source.id).await?
+        } else {
+            0
+        };
+        if !charge(&mut tx, copy.drive_id, signed(copy.size)? + props).await? {
             return Ok(PutOutcome::InsufficientStorage);
         }
         if !insert_node(&mut tx, self.engine, copy).await? {
@@ -1444,8 +1489,10 @@ impl DriveStore for SqlStore {
             .collect()
     }
 
-    async fn patch_props(&self, node_id: &str, changes: &[PropChange]) -> Result<(), StoreError> {
+    async fn patch_props(&self, node: &Node, changes: &[PropChange]) -> Result<bool, StoreError> {
+        let node_id = node.id.as_str();
         let mut tx = self.begin_write().await.map_err(backend)?;
+        let before = props_bytes(&mut tx, node_id).await?;
         for change in changes {
             let query = match change {
                 PropChange::Set(prop) => sqlx::query(
@@ -1465,9 +1512,14 @@ impl DriveStore for SqlStore {
             };
             query.execute(&mut *tx).await.map_err(backend)?;
         }
+        let after = props_bytes(&mut tx, node_id).await?;
+        // Dropped without a commit, the transaction undoes the changes.
+        if !charge(&mut tx, node.drive_id, after - before).await? {
+            return Ok(false);
+        }
         mark_props(&mut tx, node_id).await?;
         tx.commit().await.map_err(backend)?;
-        Ok(())
+        Ok(true)
     }
 
     async fn locks(&self, drive_id: u64, now: Millis) -> Result<Vec<Lock>, StoreError> {
@@ -1601,6 +1653,11 @@ impl DriveStore for SqlStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Whether a folder was made.
+    fn stored(outcome: PutOutcome) -> bool {
+        matches!(outcome, PutOutcome::Stored { .. })
+    }
 
     /// How each engine reads the nodes of a three-name walk on tables it
     /// has no statistics for, the lines of the plan that look nodes up.
@@ -1855,7 +1912,7 @@ mod tests {
                 continue;
             };
             let gone = folder("gone", "");
-            assert!(store.create_folder(&gone).await.unwrap());
+            assert!(stored(store.create_folder(&gone).await.unwrap()));
             let top = new_file("top", 100, true).node;
             assert_eq!(
                 store.put_file(&top, None, Some(&[7; 100])).await.unwrap(),
@@ -1878,7 +1935,7 @@ mod tests {
                 assert_eq!(outcome, PutOutcome::Conflict, "{engine:?} {name}");
             }
             assert!(
-                !store.create_folder(&folder("inner", &gone.id)).await.unwrap(),
+                !stored(store.create_folder(&folder("inner", &gone.id)).await.unwrap()),
                 "{engine:?}"
             );
             assert!(!store.move_node(&top, &gone.id, "moved").await.unwrap(), "{engine:?}");
@@ -1900,12 +1957,12 @@ mod tests {
 
             // Into a folder that is there, all of them work.
             let here = folder("here", "");
-            assert!(store.create_folder(&here).await.unwrap());
+            assert!(stored(store.create_folder(&here).await.unwrap()));
             let mut file = new_file("small", 50, true);
             file.node.parent_id = here.id.clone();
             let outcome = store.put_file(&file.node, None, file.inline.as_deref()).await.unwrap();
             assert_eq!(outcome, PutOutcome::Stored { replaced_blob: None }, "{engine:?}");
-            assert!(store.create_folder(&folder("inner", &here.id)).await.unwrap());
+            assert!(stored(store.create_folder(&folder("inner", &here.id)).await.unwrap()));
             assert!(store.move_node(&top, &here.id, "moved").await.unwrap());
             let copy = Node {
                 parent_id: here.id.clone(),
@@ -1915,7 +1972,9 @@ mod tests {
                 store.copy_file(&top, &copy).await.unwrap(),
                 PutOutcome::Stored { replaced_blob: None }
             );
-            assert_eq!(drive_state(&store).await.0, 250, "{engine:?}");
+            // Two folders ("here", "inner") and the files' 250 bytes.
+            let folders = 2 * signed(drive::FOLDER_BYTES).unwrap();
+            assert_eq!(drive_state(&store).await.0, 250 + folders, "{engine:?}");
             store.close().await;
         }
     }
@@ -2010,8 +2069,8 @@ mod tests {
         let pg = store.native.pg().cloned().unwrap();
         let top = folder("top", "");
         let into = folder("into", &top.id);
-        assert!(store.create_folder(&top).await.unwrap());
-        assert!(store.create_folder(&into).await.unwrap());
+        assert!(stored(store.create_folder(&top).await.unwrap()));
+        assert!(stored(store.create_folder(&into).await.unwrap()));
         let mut file = new_file("file", 100, true).node;
         file.parent_id = top.id.clone();
         store.put_file(&file, None, Some(&[7; 100])).await.unwrap();
@@ -2046,8 +2105,8 @@ mod tests {
         };
         let pg = store.native.pg().cloned().unwrap();
         let (a, b) = (folder("a", ""), folder("b", ""));
-        assert!(store.create_folder(&a).await.unwrap());
-        assert!(store.create_folder(&b).await.unwrap());
+        assert!(stored(store.create_folder(&a).await.unwrap()));
+        assert!(stored(store.create_folder(&b).await.unwrap()));
         // The group holds its folders one after the other, in an order of
         // PostgreSQL's choosing; the other writer takes them one way, then
         // the other, and one of the two meets the group the other way
@@ -2078,7 +2137,8 @@ mod tests {
             }
         }
         let (used, nodes) = drive_state(&store).await;
-        assert_eq!((used, nodes.len()), (40, 6));
+        let folders = 2 * signed(drive::FOLDER_BYTES).unwrap();
+        assert_eq!((used, nodes.len()), (40 + folders, 6));
         store.close().await;
     }
 
@@ -2089,7 +2149,7 @@ mod tests {
         };
         let pg = store.native.pg().cloned().unwrap();
         let gone = folder("gone", "");
-        assert!(store.create_folder(&gone).await.unwrap());
+        assert!(stored(store.create_folder(&gone).await.unwrap()));
 
         // Another process writes a file into the folder, as the commit
         // of an upload does: the folder's row share-locked, the file

@@ -85,7 +85,10 @@ async fn files_are_whole_counted_against_the_quota_and_freed() {
         let mut back = Vec::new();
         reader.read_to_end(&mut back).await.unwrap();
         assert_eq!((node.size, back.len(), back[0]), (50_000, 50_000, 2));
-        assert_eq!(drives.access(&ana, id).await.unwrap().unwrap().0.used_bytes, 50_000);
+        assert_eq!(
+            drives.access(&ana, id).await.unwrap().unwrap().0.used_bytes,
+            50_000 + drive::FOLDER_BYTES
+        );
 
         // Small files live in the database: no blob file, same contents,
         // charged to the quota like any other.
@@ -101,7 +104,10 @@ async fn files_are_whole_counted_against_the_quota_and_freed() {
         reader.read_to_end(&mut back).await.unwrap();
         assert_eq!(back, b"a small note");
         drives.delete(&ana, id, "/Reports/note.txt").await.unwrap();
-        assert_eq!(drives.access(&ana, id).await.unwrap().unwrap().0.used_bytes, 50_000);
+        assert_eq!(
+            drives.access(&ana, id).await.unwrap().unwrap().0.used_bytes,
+            50_000 + drive::FOLDER_BYTES
+        );
 
         // The quota: refused up front when the size is known, and while
         // reading when it is not; nothing is left behind either way.
@@ -526,7 +532,7 @@ async fn new_files_replacements_and_other_writes_at_the_same_moment_all_land() {
             write.await.unwrap().unwrap_or_else(|e| panic!("{engine:?}: {e}"));
         }
         let (used, _) = tree.usage().await.unwrap();
-        assert_eq!(used, 60 * 200 + 60 * 300, "{engine:?}");
+        assert_eq!(used, 60 * 200 + 60 * 300 + 60 * drive::FOLDER_BYTES, "{engine:?}");
         assert_eq!(drives.list(&ana, id, "/").await.unwrap().len(), 120, "{engine:?}");
         for (path, contents) in [("/r3.txt", vec![103u8; 200]), ("/d7/n.txt", vec![7u8; 300])] {
             let (_, mut reader) = drives.open_file(&ana, id, path).await.unwrap();
@@ -660,5 +666,94 @@ async fn drive_numbers_no_column_holds_name_no_drive() {
                 "{engine:?} {huge}"
             );
         }
+    }
+}
+
+/// Issue 21, item 6c, at the store: a folder and each dead property are
+/// charged in the transaction that makes them, refused past the quota
+/// (nothing of the refused change stays), given back by a deletion, and
+/// charged again to a copy that keeps them.
+#[tokio::test]
+async fn folders_and_dead_properties_are_charged_and_given_back() {
+    for engine in [Engine::Sqlite, Engine::Postgres] {
+        let Some(url) = store::testing::database_url(engine).await else {
+            continue;
+        };
+        let (drives, ana, id, _) = one_drive(&url, Some(MIB)).await;
+        let tree = drives.tree(&ana, id).await.unwrap();
+        let prop = |name: String| DeadProp {
+            namespace: "urn:x".into(),
+            xml: format!(r#"<{name} xmlns="urn:x">{}</{name}>"#, "v".repeat(60_000)),
+            name,
+        };
+        let folder = tree.make_folder("/a").await.unwrap();
+        assert_eq!(tree.usage().await.unwrap().0, drive::FOLDER_BYTES, "{engine:?}");
+        let first = prop("p0".into());
+        tree.patch_props(&folder, &[PropChange::Set(first.clone())])
+            .await
+            .unwrap();
+        let charged = drive::FOLDER_BYTES + first.charged_bytes();
+        assert_eq!(tree.usage().await.unwrap().0, charged, "{engine:?}");
+
+        // Until the quota refuses one.
+        let mut refused = false;
+        for i in 1..20 {
+            let before = tree.usage().await.unwrap().0;
+            match tree
+                .patch_props(&folder, &[PropChange::Set(prop(format!("p{i}")))])
+                .await
+            {
+                Ok(()) => {}
+                Err(FileError::InsufficientStorage) => {
+                    assert_eq!(tree.usage().await.unwrap().0, before, "{engine:?}");
+                    assert!(
+                        !tree
+                            .props(&tree.stat("/a").await.unwrap())
+                            .await
+                            .unwrap()
+                            .iter()
+                            .any(|p| p.name == format!("p{i}"))
+                    );
+                    refused = true;
+                    break;
+                }
+                Err(e) => panic!("{engine:?}: {e}"),
+            }
+        }
+        assert!(refused, "{engine:?}: properties were stored past the quota");
+        assert!(tree.usage().await.unwrap().0 <= MIB);
+
+        // A deletion gives the folder and all its properties back.
+        tree.delete("/a").await.unwrap();
+        assert_eq!(tree.usage().await.unwrap().0, 0, "{engine:?}");
+
+        // A copy keeps the properties, and is charged for them.
+        let mut data: &[u8] = b"12345";
+        drives.put_file(&ana, id, "/f.txt", &mut data, Some(5)).await.unwrap();
+        let file = tree.stat("/f.txt").await.unwrap();
+        let small = DeadProp {
+            namespace: "urn:x".into(),
+            name: "s".into(),
+            xml: r#"<s xmlns="urn:x">1</s>"#.into(),
+        };
+        tree.patch_props(&file, &[PropChange::Set(small.clone())])
+            .await
+            .unwrap();
+        tree.copy_file("/f.txt", "/g.txt").await.unwrap();
+        assert_eq!(
+            tree.usage().await.unwrap().0,
+            2 * (5 + small.charged_bytes()),
+            "{engine:?}"
+        );
+        let removed = [PropChange::Remove {
+            namespace: "urn:x".into(),
+            name: "s".into(),
+        }];
+        tree.patch_props(&file, &removed).await.unwrap();
+        assert_eq!(
+            tree.usage().await.unwrap().0,
+            2 * 5 + small.charged_bytes(),
+            "{engine:?}"
+        );
     }
 }

@@ -22,6 +22,8 @@ pub struct DriveBody {
     organization_id: String,
     organization: String,
     quota_bytes: u64,
+    /// Files' contents, 512 bytes per folder and the dead properties
+    /// WebDAV clients set (see `docs/operations.md`).
     used_bytes: u64,
     /// What you may do: `read` or `read-write`.
     access: String,

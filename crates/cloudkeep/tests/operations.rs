@@ -277,12 +277,17 @@ async fn logs_carry_request_ids_and_never_secrets() {
     }
 }
 
+/// What the operators' scraper sends in these tests.
+const METRICS_TOKEN: &str = "3f9c1d0e8b7a6f5e4d3c2b1a09f8e7d6";
+
 #[tokio::test]
 async fn health_metrics_and_openapi() {
     for engine in ENGINES {
-        let Some((_, server)) = server_with_member(engine).await else {
+        let Some(storage) = Storage::new(engine).await else {
             continue;
         };
+        storage.create_user(MEMBER, "user");
+        let server = Server::start_on(&storage, &[("CLOUDKEEP_METRICS_TOKEN", METRICS_TOKEN)]);
         let c = reqwest::Client::new();
         assert_eq!(
             c.get(server.url("/healthz"))
@@ -310,6 +315,7 @@ async fn health_metrics_and_openapi() {
 
         let metrics = c
             .get(server.url("/metrics"))
+            .bearer_auth(METRICS_TOKEN)
             .send()
             .await
             .unwrap()
@@ -412,4 +418,138 @@ async fn sigterm_stops_gracefully() {
     assert!(server.terminate(), "clean exit on SIGTERM");
     let log = stderr.lock().unwrap().join("\n");
     assert!(log.contains("shutting down") && log.contains("stopped"), "{log}");
+}
+
+/// The metrics address given in the server's log.
+fn metrics_address(server: &Server) -> String {
+    let log = server.log();
+    let rest = log
+        .split("metrics served at http://")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no metrics address in the log:\n{log}"));
+    rest.split("/metrics").next().unwrap().to_owned()
+}
+
+/// `/metrics` tells who uses the server and how: not for anyone who can
+/// reach the main address. Without settings it is not there; with a
+/// token it answers only that token; on its own address it answers there
+/// and only `/metrics`.
+#[tokio::test]
+async fn metrics_are_not_public() {
+    let c = reqwest::Client::new();
+    for engine in ENGINES {
+        let Some(storage) = Storage::new(engine).await else {
+            continue;
+        };
+        storage.create_user(MEMBER, "user");
+
+        // Nothing configured: nobody gets metrics from the main address.
+        let server = Server::start_on(&storage, &[]);
+        api_sign_in(&server, &browser(), MEMBER, PASSWORD, false).await;
+        for token in [None, Some(METRICS_TOKEN), Some("")] {
+            let mut request = c.get(server.url("/metrics"));
+            if let Some(token) = token {
+                request = request.bearer_auth(token);
+            }
+            let r = request.send().await.unwrap();
+            assert_eq!(r.status(), 404, "{engine:?} {token:?}");
+            assert!(!r.text().await.unwrap().contains("cloudkeep_"), "{engine:?} {token:?}");
+        }
+        drop(server);
+
+        // A token: only it opens them.
+        let server = Server::start_on(&storage, &[("CLOUDKEEP_METRICS_TOKEN", METRICS_TOKEN)]);
+        api_sign_in(&server, &browser(), MEMBER, PASSWORD, false).await;
+        let r = c.get(server.url("/metrics")).send().await.unwrap();
+        assert_eq!(r.status(), 401, "{engine:?}");
+        assert_eq!(r.headers()["www-authenticate"], "Bearer");
+        let wrong = format!("{}0", &METRICS_TOKEN[..METRICS_TOKEN.len() - 1]);
+        for sent in [wrong.as_str(), &METRICS_TOKEN[1..], "", "Bearer"] {
+            let r = c.get(server.url("/metrics")).bearer_auth(sent).send().await.unwrap();
+            assert_eq!(r.status(), 401, "{engine:?} {sent}");
+            assert!(!r.text().await.unwrap().contains("cloudkeep_"));
+        }
+        let r = c
+            .get(server.url("/metrics"))
+            .header("authorization", format!("Basic {METRICS_TOKEN}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 401, "{engine:?}");
+        let r = c
+            .get(server.url("/metrics"))
+            .bearer_auth(METRICS_TOKEN)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "{engine:?}");
+        let text = r.text().await.unwrap();
+        assert!(
+            text.contains("cloudkeep_sign_ins_total{outcome=\"signed_in\"} 1"),
+            "{text}"
+        );
+        drop(server);
+
+        // Their own address (no token): served there, and only there.
+        let server = Server::start_on(&storage, &[("CLOUDKEEP_METRICS_LISTEN", "127.0.0.1:0")]);
+        api_sign_in(&server, &browser(), MEMBER, PASSWORD, false).await;
+        let own = metrics_address(&server);
+        assert_ne!(own, server.addr);
+        assert_eq!(c.get(server.url("/metrics")).send().await.unwrap().status(), 404);
+        let r = c.get(format!("http://{own}/metrics")).send().await.unwrap();
+        assert_eq!(r.status(), 200, "{engine:?}");
+        let text = r.text().await.unwrap();
+        assert!(
+            text.contains("cloudkeep_http_requests_total{method=\"POST\",route=\"/api/v1/session\",status=\"200\"} 1"),
+            "{text}"
+        );
+        for other in ["/", "/healthz", "/api/v1/me", "/api/v1/openapi.json", "/signin"] {
+            let r = c.get(format!("http://{own}{other}")).send().await.unwrap();
+            assert_eq!(r.status(), 404, "{engine:?}: {other} on the metrics address");
+        }
+        drop(server);
+
+        // Both: the token is asked for on the metrics address too.
+        let server = Server::start_on(
+            &storage,
+            &[
+                ("CLOUDKEEP_METRICS_LISTEN", "127.0.0.1:0"),
+                ("CLOUDKEEP_METRICS_TOKEN", METRICS_TOKEN),
+            ],
+        );
+        let own = metrics_address(&server);
+        let url = format!("http://{own}/metrics");
+        assert_eq!(c.get(&url).send().await.unwrap().status(), 401);
+        assert_eq!(
+            c.get(&url).bearer_auth(METRICS_TOKEN).send().await.unwrap().status(),
+            200
+        );
+        assert_eq!(
+            c.get(server.url("/metrics"))
+                .bearer_auth(METRICS_TOKEN)
+                .send()
+                .await
+                .unwrap()
+                .status(),
+            200
+        );
+    }
+}
+
+/// A metrics token short enough to guess is refused at start.
+#[test]
+fn a_short_metrics_token_is_refused_at_start() {
+    let data = store::testing::temp_dir("short-token");
+    let out = Command::new(env!("CARGO_BIN_EXE_cloudkeep"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--data"])
+        .arg(&data)
+        .env_remove("CLOUDKEEP_DATABASE_URL")
+        .env("CLOUDKEEP_METRICS_TOKEN", "secret")
+        .stdout(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("metrics_token must have at least 16 characters"), "{err}");
+    let _ = std::fs::remove_dir_all(&data);
 }

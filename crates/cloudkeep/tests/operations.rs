@@ -553,3 +553,125 @@ fn a_short_metrics_token_is_refused_at_start() {
     assert!(err.contains("metrics_token must have at least 16 characters"), "{err}");
     let _ = std::fs::remove_dir_all(&data);
 }
+
+/// Every file under `dir`, with its permission bits.
+#[cfg(unix)]
+fn files_with_modes(dir: &std::path::Path) -> Vec<(std::path::PathBuf, u32)> {
+    use std::os::unix::fs::PermissionsExt;
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap().flatten() {
+        let path = entry.path();
+        let metadata = std::fs::symlink_metadata(&path).unwrap();
+        if metadata.is_dir() {
+            out.extend(files_with_modes(&path));
+        } else {
+            out.push((path, metadata.permissions().mode() & 0o777));
+        }
+    }
+    out
+}
+
+/// The data folder holds the database, the server key, members' files and
+/// emails with sign-in links: every file in it is owner-only, even when
+/// the server runs with a umask that lets anyone read what it creates.
+/// SQLite only (the database files are SQLite's; blobs and emails are the
+/// same on both engines).
+#[cfg(unix)]
+#[tokio::test]
+async fn every_file_in_the_data_folder_is_owner_only_whatever_the_umask() {
+    let Some(storage) = Storage::new(Engine::Sqlite).await else {
+        return;
+    };
+    let drive = storage.team_with_drive();
+    // The server under `umask 000`: without explicit modes its files
+    // would be 0666.
+    let mut child = Command::new("sh")
+        .args(["-c", "umask 000 && exec \"$0\" \"$@\""])
+        .arg(env!("CARGO_BIN_EXE_cloudkeep"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--data"])
+        .arg(&storage.data)
+        .env_remove("CLOUDKEEP_DATABASE_URL")
+        .env("CLOUDKEEP_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+    let base = loop {
+        let mut line = String::new();
+        assert!(
+            std::io::BufRead::read_line(&mut stderr, &mut line).unwrap() > 0,
+            "the server exited"
+        );
+        if let Some(rest) = line.split("listening on http://").nth(1) {
+            break format!("http://{}", rest.split_whitespace().next().unwrap().trim_matches('"'));
+        }
+    };
+    // Drain the log so the server never blocks on a full pipe.
+    std::thread::spawn(move || std::io::copy(&mut stderr, &mut std::io::sink()));
+
+    // Writes of every kind: a session, a file, an email.
+    let client = browser();
+    let r = client
+        .post(format!("{base}/api/v1/session"))
+        .json(&serde_json::json!({"email": MEMBER, "password": PASSWORD}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let r = reqwest::Client::new()
+        .put(format!("{base}/dav/drives/{drive}/report.txt"))
+        .basic_auth(MEMBER, Some(PASSWORD))
+        // Large enough for a blob file of its own (small ones live in
+        // the database).
+        .body(vec![7u8; 1024 * 1024])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let (_, me) = json(client.get(format!("{base}/api/v1/me")).send().await.unwrap()).await;
+    let org = me["organizations"][0]["id"].as_str().unwrap().to_owned();
+    let r = client
+        .post(format!("{base}/api/v1/orgs/{org}/invitations"))
+        .json(&serde_json::json!({"email": "new@example.org", "role": "user"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let outbox = storage.data.join("outbox");
+    for _ in 0..300 {
+        let emails = std::fs::read_dir(&outbox).into_iter().flatten().flatten();
+        if emails
+            .into_iter()
+            .any(|e| e.path().extension().is_some_and(|x| x == "eml"))
+        {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+
+    // Looked at while the server runs: the -wal and -shm files exist.
+    let files = files_with_modes(&storage.data);
+    let name = |p: &std::path::Path| p.file_name().unwrap().to_string_lossy().into_owned();
+    for expected in ["cloudkeep.db", "cloudkeep.db-wal", "cloudkeep.db-shm", "server.key"] {
+        assert!(
+            files.iter().any(|(p, _)| name(p) == expected),
+            "no {expected}: {files:?}"
+        );
+    }
+    let blobs = storage.data.join("blobs");
+    assert!(
+        files
+            .iter()
+            .any(|(p, _)| p.starts_with(&blobs) && !p.starts_with(blobs.join("tmp"))),
+        "no blob: {files:?}"
+    );
+    assert!(
+        files.iter().any(|(p, _)| p.extension().is_some_and(|x| x == "eml")),
+        "no email: {files:?}"
+    );
+    let open: Vec<_> = files.iter().filter(|(_, mode)| mode & 0o077 != 0).collect();
+    assert!(open.is_empty(), "readable by others: {open:?}");
+    let _ = child.kill();
+    let _ = child.wait();
+}

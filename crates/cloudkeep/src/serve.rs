@@ -39,6 +39,19 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let services = settings::build(&settings).await?;
     tracing::info!(data = %settings.data.display(), database = services.engine_label, "storage ready");
 
+    // Bound (and announced) before the main address, so whoever waits for
+    // "listening on" already knows where the metrics are.
+    let metrics_listener = match &settings.metrics_listen {
+        Some(metrics_listen) => {
+            let listener = tokio::net::TcpListener::bind(metrics_listen)
+                .await
+                .with_context(|| format!("cannot listen on {metrics_listen} for metrics"))?;
+            let address = listener.local_addr()?;
+            tracing::info!(%address, "metrics served at http://{address}/metrics");
+            Some(listener)
+        }
+        None => None,
+    };
     let listener = tokio::net::TcpListener::bind(&settings.listen)
         .await
         .with_context(|| format!("cannot listen on {}", settings.listen))?;
@@ -104,12 +117,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         metrics_token: settings.metrics_token.clone(),
     };
     let state = web::AppState::new(services.identity, services.drives, config);
-    if let Some(metrics_listen) = &settings.metrics_listen {
-        let listener = tokio::net::TcpListener::bind(metrics_listen)
-            .await
-            .with_context(|| format!("cannot listen on {metrics_listen} for metrics"))?;
-        let address = listener.local_addr()?;
-        tracing::info!(%address, "metrics served at http://{address}/metrics");
+    if let Some(listener) = metrics_listener {
         let metrics = web::metrics_router(state.clone());
         tokio::spawn(async move {
             if let Err(e) = axum::serve(listener, metrics).await {

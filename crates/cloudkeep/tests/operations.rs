@@ -420,7 +420,8 @@ async fn sigterm_stops_gracefully() {
     assert!(log.contains("shutting down") && log.contains("stopped"), "{log}");
 }
 
-/// The metrics address given in the server's log.
+/// The metrics address given in the server's log (announced before the
+/// main address).
 fn metrics_address(server: &Server) -> String {
     let log = server.log();
     let rest = log

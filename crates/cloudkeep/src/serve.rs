@@ -39,6 +39,19 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let services = settings::build(&settings).await?;
     tracing::info!(data = %settings.data.display(), database = services.engine_label, "storage ready");
 
+    // Bound (and announced) before the main address, so whoever waits for
+    // "listening on" already knows where the metrics are.
+    let metrics_listener = match &settings.metrics_listen {
+        Some(metrics_listen) => {
+            let listener = tokio::net::TcpListener::bind(metrics_listen)
+                .await
+                .with_context(|| format!("cannot listen on {metrics_listen} for metrics"))?;
+            let address = listener.local_addr()?;
+            tracing::info!(%address, "metrics served at http://{address}/metrics");
+            Some(listener)
+        }
+        None => None,
+    };
     let listener = tokio::net::TcpListener::bind(&settings.listen)
         .await
         .with_context(|| format!("cannot listen on {}", settings.listen))?;
@@ -114,8 +127,18 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         public_url: settings.public_url.clone(),
         trust_forwarded_for: settings.trust_forwarded_for,
         dav_domain: settings.dav_domain.clone(),
+        metrics_token: settings.metrics_token.clone(),
     };
-    let app = web::router(web::AppState::new(services.identity, drives, config));
+    let state = web::AppState::new(services.identity, drives, config);
+    if let Some(listener) = metrics_listener {
+        let metrics = web::metrics_router(state.clone());
+        tokio::spawn(async move {
+            if let Err(e) = axum::serve(listener, metrics).await {
+                tracing::error!(error = %e, "the metrics listener failed");
+            }
+        });
+    }
+    let app = web::router(state);
     // Small writes (an event on a waiting sign-in's stream, the end of a
     // response) go out at once instead of waiting for the peer's delayed
     // acknowledgement.

@@ -37,6 +37,8 @@ struct File {
     dav_domain: Option<String>,
     server_key_file: Option<PathBuf>,
     issuer: Option<String>,
+    metrics_listen: Option<String>,
+    metrics_token: Option<String>,
     #[serde(default)]
     argon2: Argon2File,
     #[serde(default)]
@@ -147,6 +149,12 @@ pub struct Settings {
     /// Drives answer WebDAV at `<drive id>.connect.<dav_domain>`.
     pub dav_domain: String,
     pub server_key_file: Option<PathBuf>,
+    /// A second address that serves only `/metrics` (for a scraper on an
+    /// internal network); `None`: no second listener.
+    pub metrics_listen: Option<String>,
+    /// The bearer token `/metrics` asks for wherever it is served; on the
+    /// main address, `/metrics` exists only with one.
+    pub metrics_token: Option<String>,
     /// The name authenticator apps show next to the account.
     pub issuer: String,
     pub argon2: (u32, u32, u32),
@@ -164,6 +172,9 @@ pub struct Settings {
     pub import_allow_networks: Vec<import::outbound::IpNet>,
     pub import_limits: import::Limits,
 }
+
+/// A metrics token shorter than this could be guessed.
+const MIN_METRICS_TOKEN: usize = 16;
 
 fn env(name: &str) -> Option<String> {
     std::env::var(name).ok().filter(|v| !v.is_empty())
@@ -299,6 +310,14 @@ impl Settings {
             }
             Some(other) => anyhow::bail!("mail.transport is outbox or smtp, not '{other}'"),
         };
+        let metrics_token = env("CLOUDKEEP_METRICS_TOKEN").or(file.metrics_token);
+        if let Some(token) = &metrics_token
+            && (token.len() < MIN_METRICS_TOKEN || token.bytes().any(|b| !b.is_ascii_graphic()))
+        {
+            anyhow::bail!(
+                "metrics_token must have at least {MIN_METRICS_TOKEN} characters, without spaces (e.g. from `openssl rand -hex 32`)"
+            );
+        }
         let mail_from = env("CLOUDKEEP_MAIL_FROM")
             .or(file.mail.from)
             .unwrap_or_else(|| "cloudkeep <noreply@localhost>".to_owned());
@@ -373,6 +392,8 @@ impl Settings {
                 .or(file.trust_forwarded_for)
                 .unwrap_or(false),
             dav_domain,
+            metrics_listen: env("CLOUDKEEP_METRICS_LISTEN").or(file.metrics_listen),
+            metrics_token,
             server_key_file: env("CLOUDKEEP_SERVER_KEY_FILE")
                 .map(PathBuf::from)
                 .or(file.server_key_file),

@@ -123,3 +123,79 @@ async fn the_api_fuzzed_from_its_own_document_answers_no_server_error_and_only_d
         let _ = std::fs::remove_dir_all(&work);
     }
 }
+
+/// A `PROPFIND` of drive `drive`'s root as [`MEMBER`]; its status.
+async fn dav_status(server: &Server, drive: &str) -> u16 {
+    reqwest::Client::new()
+        .request(
+            reqwest::Method::from_bytes(b"PROPFIND").unwrap(),
+            server.url(&format!("/dav/drives/{drive}/")),
+        )
+        .basic_auth(MEMBER, Some(PASSWORD))
+        .header("Depth", "0")
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+/// The fuzz run's first findings, kept as a fixed check: a drive number
+/// of 2^63 or more (a `u64` no column holds), or one that is not a
+/// number, names no drive on every way in — API, console, WebDAV — and
+/// never fails the server.
+#[tokio::test]
+async fn drive_numbers_past_what_a_column_holds_name_no_drive() {
+    for engine in ENGINES {
+        let Some(storage) = Storage::new(engine).await else {
+            continue;
+        };
+        storage.team_with_drive();
+        let server = Server::start_on(&storage, &[]);
+        let member = browser();
+        api_sign_in(&server, &member, MEMBER, PASSWORD, false).await;
+        for drive in [
+            "9223372036854775808",
+            "18446744073709551615",
+            "18446744073709551616",
+            "x",
+        ] {
+            for path in [
+                format!("/api/v1/drives/{drive}/access"),
+                format!("/api/v1/drives/{drive}/imports"),
+                format!("/api/v1/drives/{drive}/imports/0"),
+            ] {
+                let (status, body) = json(member.get(server.url(&path)).send().await.unwrap()).await;
+                assert_eq!(
+                    (status, body["error"]["code"].as_str()),
+                    (404, Some("not_found")),
+                    "{engine:?} {path}"
+                );
+            }
+            let r = member
+                .post(server.url(&format!("/api/v1/drives/{drive}/imports/0/cancel")))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 404, "{engine:?} cancel {drive}");
+            let r = member
+                .get(server.url(&format!("/drives/{drive}/files")))
+                .send()
+                .await
+                .unwrap();
+            // The console reads its drive number as a `u64`: past that
+            // range (or not a number) the URL is malformed, a `400`.
+            let expected = if drive.parse::<u64>().is_ok() { 404 } else { 400 };
+            assert_eq!(r.status(), expected, "{engine:?} console {drive}");
+            // WebDAV takes drive numbers of at most 12 digits as drive
+            // addresses; longer ones are no WebDAV address at all.
+            let status = dav_status(&server, drive).await;
+            assert!((400..500).contains(&status), "{engine:?} WebDAV {drive}: {status}");
+        }
+        assert!(
+            !server.log().contains("internal_error") && !server.log().contains("request failed"),
+            "{}",
+            server.log()
+        );
+    }
+}

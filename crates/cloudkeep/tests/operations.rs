@@ -277,12 +277,17 @@ async fn logs_carry_request_ids_and_never_secrets() {
     }
 }
 
+/// What the operators' scraper sends in these tests.
+const METRICS_TOKEN: &str = "3f9c1d0e8b7a6f5e4d3c2b1a09f8e7d6";
+
 #[tokio::test]
 async fn health_metrics_and_openapi() {
     for engine in ENGINES {
-        let Some((_, server)) = server_with_member(engine).await else {
+        let Some(storage) = Storage::new(engine).await else {
             continue;
         };
+        storage.create_user(MEMBER, "user");
+        let server = Server::start_on(&storage, &[("CLOUDKEEP_METRICS_TOKEN", METRICS_TOKEN)]);
         let c = reqwest::Client::new();
         assert_eq!(
             c.get(server.url("/healthz"))
@@ -310,6 +315,7 @@ async fn health_metrics_and_openapi() {
 
         let metrics = c
             .get(server.url("/metrics"))
+            .bearer_auth(METRICS_TOKEN)
             .send()
             .await
             .unwrap()
@@ -412,4 +418,261 @@ async fn sigterm_stops_gracefully() {
     assert!(server.terminate(), "clean exit on SIGTERM");
     let log = stderr.lock().unwrap().join("\n");
     assert!(log.contains("shutting down") && log.contains("stopped"), "{log}");
+}
+
+/// The metrics address given in the server's log (announced before the
+/// main address).
+fn metrics_address(server: &Server) -> String {
+    let log = server.log();
+    let rest = log
+        .split("metrics served at http://")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no metrics address in the log:\n{log}"));
+    rest.split("/metrics").next().unwrap().to_owned()
+}
+
+/// `/metrics` tells who uses the server and how: not for anyone who can
+/// reach the main address. Without settings it is not there; with a
+/// token it answers only that token; on its own address it answers there
+/// and only `/metrics`.
+#[tokio::test]
+async fn metrics_are_not_public() {
+    let c = reqwest::Client::new();
+    for engine in ENGINES {
+        let Some(storage) = Storage::new(engine).await else {
+            continue;
+        };
+        storage.create_user(MEMBER, "user");
+
+        // Nothing configured: nobody gets metrics from the main address.
+        let server = Server::start_on(&storage, &[]);
+        api_sign_in(&server, &browser(), MEMBER, PASSWORD, false).await;
+        for token in [None, Some(METRICS_TOKEN), Some("")] {
+            let mut request = c.get(server.url("/metrics"));
+            if let Some(token) = token {
+                request = request.bearer_auth(token);
+            }
+            let r = request.send().await.unwrap();
+            assert_eq!(r.status(), 404, "{engine:?} {token:?}");
+            assert!(!r.text().await.unwrap().contains("cloudkeep_"), "{engine:?} {token:?}");
+        }
+        drop(server);
+
+        // A token: only it opens them.
+        let server = Server::start_on(&storage, &[("CLOUDKEEP_METRICS_TOKEN", METRICS_TOKEN)]);
+        api_sign_in(&server, &browser(), MEMBER, PASSWORD, false).await;
+        let r = c.get(server.url("/metrics")).send().await.unwrap();
+        assert_eq!(r.status(), 401, "{engine:?}");
+        assert_eq!(r.headers()["www-authenticate"], "Bearer");
+        let wrong = format!("{}0", &METRICS_TOKEN[..METRICS_TOKEN.len() - 1]);
+        for sent in [wrong.as_str(), &METRICS_TOKEN[1..], "", "Bearer"] {
+            let r = c.get(server.url("/metrics")).bearer_auth(sent).send().await.unwrap();
+            assert_eq!(r.status(), 401, "{engine:?} {sent}");
+            assert!(!r.text().await.unwrap().contains("cloudkeep_"));
+        }
+        let r = c
+            .get(server.url("/metrics"))
+            .header("authorization", format!("Basic {METRICS_TOKEN}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 401, "{engine:?}");
+        let r = c
+            .get(server.url("/metrics"))
+            .bearer_auth(METRICS_TOKEN)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "{engine:?}");
+        let text = r.text().await.unwrap();
+        assert!(
+            text.contains("cloudkeep_sign_ins_total{outcome=\"signed_in\"} 1"),
+            "{text}"
+        );
+        drop(server);
+
+        // Their own address (no token): served there, and only there.
+        let server = Server::start_on(&storage, &[("CLOUDKEEP_METRICS_LISTEN", "127.0.0.1:0")]);
+        api_sign_in(&server, &browser(), MEMBER, PASSWORD, false).await;
+        let own = metrics_address(&server);
+        assert_ne!(own, server.addr);
+        assert_eq!(c.get(server.url("/metrics")).send().await.unwrap().status(), 404);
+        let r = c.get(format!("http://{own}/metrics")).send().await.unwrap();
+        assert_eq!(r.status(), 200, "{engine:?}");
+        let text = r.text().await.unwrap();
+        assert!(
+            text.contains("cloudkeep_http_requests_total{method=\"POST\",route=\"/api/v1/session\",status=\"200\"} 1"),
+            "{text}"
+        );
+        for other in ["/", "/healthz", "/api/v1/me", "/api/v1/openapi.json", "/signin"] {
+            let r = c.get(format!("http://{own}{other}")).send().await.unwrap();
+            assert_eq!(r.status(), 404, "{engine:?}: {other} on the metrics address");
+        }
+        drop(server);
+
+        // Both: the token is asked for on the metrics address too.
+        let server = Server::start_on(
+            &storage,
+            &[
+                ("CLOUDKEEP_METRICS_LISTEN", "127.0.0.1:0"),
+                ("CLOUDKEEP_METRICS_TOKEN", METRICS_TOKEN),
+            ],
+        );
+        let own = metrics_address(&server);
+        let url = format!("http://{own}/metrics");
+        assert_eq!(c.get(&url).send().await.unwrap().status(), 401);
+        assert_eq!(
+            c.get(&url).bearer_auth(METRICS_TOKEN).send().await.unwrap().status(),
+            200
+        );
+        assert_eq!(
+            c.get(server.url("/metrics"))
+                .bearer_auth(METRICS_TOKEN)
+                .send()
+                .await
+                .unwrap()
+                .status(),
+            200
+        );
+    }
+}
+
+/// A metrics token short enough to guess is refused at start.
+#[test]
+fn a_short_metrics_token_is_refused_at_start() {
+    let data = store::testing::temp_dir("short-token");
+    let out = Command::new(env!("CARGO_BIN_EXE_cloudkeep"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--data"])
+        .arg(&data)
+        .env_remove("CLOUDKEEP_DATABASE_URL")
+        .env("CLOUDKEEP_METRICS_TOKEN", "secret")
+        .stdout(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("metrics_token must have at least 16 characters"), "{err}");
+    let _ = std::fs::remove_dir_all(&data);
+}
+
+/// Every file under `dir`, with its permission bits.
+#[cfg(unix)]
+fn files_with_modes(dir: &std::path::Path) -> Vec<(std::path::PathBuf, u32)> {
+    use std::os::unix::fs::PermissionsExt;
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap().flatten() {
+        let path = entry.path();
+        let metadata = std::fs::symlink_metadata(&path).unwrap();
+        if metadata.is_dir() {
+            out.extend(files_with_modes(&path));
+        } else {
+            out.push((path, metadata.permissions().mode() & 0o777));
+        }
+    }
+    out
+}
+
+/// The data folder holds the database, the server key, members' files and
+/// emails with sign-in links: every file in it is owner-only, even when
+/// the server runs with a umask that lets anyone read what it creates.
+/// SQLite only (the database files are SQLite's; blobs and emails are the
+/// same on both engines).
+#[cfg(unix)]
+#[tokio::test]
+async fn every_file_in_the_data_folder_is_owner_only_whatever_the_umask() {
+    let Some(storage) = Storage::new(Engine::Sqlite).await else {
+        return;
+    };
+    let drive = storage.team_with_drive();
+    // The server under `umask 000`: without explicit modes its files
+    // would be 0666.
+    let mut child = Command::new("sh")
+        .args(["-c", "umask 000 && exec \"$0\" \"$@\""])
+        .arg(env!("CARGO_BIN_EXE_cloudkeep"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--data"])
+        .arg(&storage.data)
+        .env_remove("CLOUDKEEP_DATABASE_URL")
+        .env("CLOUDKEEP_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+    let base = loop {
+        let mut line = String::new();
+        assert!(
+            std::io::BufRead::read_line(&mut stderr, &mut line).unwrap() > 0,
+            "the server exited"
+        );
+        if let Some(rest) = line.split("listening on http://").nth(1) {
+            break format!("http://{}", rest.split_whitespace().next().unwrap().trim_matches('"'));
+        }
+    };
+    // Drain the log so the server never blocks on a full pipe.
+    std::thread::spawn(move || std::io::copy(&mut stderr, &mut std::io::sink()));
+
+    // Writes of every kind: a session, a file, an email.
+    let client = browser();
+    let r = client
+        .post(format!("{base}/api/v1/session"))
+        .json(&serde_json::json!({"email": MEMBER, "password": PASSWORD}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let r = reqwest::Client::new()
+        .put(format!("{base}/dav/drives/{drive}/report.txt"))
+        .basic_auth(MEMBER, Some(PASSWORD))
+        // Large enough for a blob file of its own (small ones live in
+        // the database).
+        .body(vec![7u8; 1024 * 1024])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let (_, me) = json(client.get(format!("{base}/api/v1/me")).send().await.unwrap()).await;
+    let org = me["organizations"][0]["id"].as_str().unwrap().to_owned();
+    let r = client
+        .post(format!("{base}/api/v1/orgs/{org}/invitations"))
+        .json(&serde_json::json!({"email": "new@example.org", "role": "user"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let outbox = storage.data.join("outbox");
+    for _ in 0..300 {
+        let emails = std::fs::read_dir(&outbox).into_iter().flatten().flatten();
+        if emails
+            .into_iter()
+            .any(|e| e.path().extension().is_some_and(|x| x == "eml"))
+        {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+
+    // Looked at while the server runs: the -wal and -shm files exist.
+    let files = files_with_modes(&storage.data);
+    let name = |p: &std::path::Path| p.file_name().unwrap().to_string_lossy().into_owned();
+    for expected in ["cloudkeep.db", "cloudkeep.db-wal", "cloudkeep.db-shm", "server.key"] {
+        assert!(
+            files.iter().any(|(p, _)| name(p) == expected),
+            "no {expected}: {files:?}"
+        );
+    }
+    let blobs = storage.data.join("blobs");
+    assert!(
+        files
+            .iter()
+            .any(|(p, _)| p.starts_with(&blobs) && !p.starts_with(blobs.join("tmp"))),
+        "no blob: {files:?}"
+    );
+    assert!(
+        files.iter().any(|(p, _)| p.extension().is_some_and(|x| x == "eml")),
+        "no email: {files:?}"
+    );
+    let open: Vec<_> = files.iter().filter(|(_, mode)| mode & 0o077 != 0).collect();
+    assert!(open.is_empty(), "readable by others: {open:?}");
+    let _ = child.kill();
+    let _ = child.wait();
 }

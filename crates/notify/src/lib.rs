@@ -37,12 +37,12 @@ impl SmsGateway for LogSmsGateway {
         if let Some(dir) = self.file.parent() {
             tokio::fs::create_dir_all(dir).await.map_err(fail)?;
         }
-        let mut file = tokio::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.file)
-            .await
-            .map_err(fail)?;
+        let mut options = tokio::fs::OpenOptions::new();
+        options.create(true).append(true);
+        // The codes in it sign people in: owner-only.
+        #[cfg(unix)]
+        options.mode(0o600);
+        let mut file = options.open(&self.file).await.map_err(fail)?;
         file.write_all(format!("to={to} message={message}\n").as_bytes())
             .await
             .map_err(fail)?;

@@ -205,7 +205,18 @@ impl MailTransport for OutboxTransport {
         tokio::fs::create_dir_all(&self.dir).await.map_err(fail)?;
         let file = self.dir.join(format!("{id}.eml"));
         let tmp = self.dir.join(format!(".{id}.eml.tmp"));
-        tokio::fs::write(&tmp, message.formatted()).await.map_err(fail)?;
+        // Emails carry sign-in and invitation links: owner-only, like
+        // everything in the data folder.
+        let mut options = tokio::fs::OpenOptions::new();
+        options.write(true).create(true).truncate(true);
+        #[cfg(unix)]
+        options.mode(0o600);
+        let mut out = options.open(&tmp).await.map_err(fail)?;
+        tokio::io::AsyncWriteExt::write_all(&mut out, message.formatted().as_slice())
+            .await
+            .map_err(fail)?;
+        tokio::io::AsyncWriteExt::flush(&mut out).await.map_err(fail)?;
+        drop(out);
         tokio::fs::rename(&tmp, &file).await.map_err(fail)?;
         tracing::info!(file = %file.display(), "email written to the outbox");
         Ok(())

@@ -35,7 +35,7 @@ impl LocalBlobs {
         let instance = uuid::Uuid::new_v4().simple().to_string();
         let claim = (|| {
             std::fs::create_dir_all(tmp_root.join(&instance))?;
-            let file = std::fs::File::create(tmp_root.join(format!("{instance}.lock")))?;
+            let file = owner_only_file(&tmp_root.join(format!("{instance}.lock")))?;
             file.try_lock().map_err(std::io::Error::other)?;
             Ok::<_, std::io::Error>(file)
         })();
@@ -267,6 +267,16 @@ impl BlobChunks for LocalChunks {
     }
 }
 
+/// A new file only the server's user can read, whatever the umask: a blob
+/// is renamed into place from here and keeps these permissions.
+fn owner_only_file(path: &Path) -> std::io::Result<std::fs::File> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    options.open(path)
+}
+
 #[async_trait]
 impl BlobStore for LocalBlobs {
     async fn create(&self) -> Result<Box<dyn BlobSink>, BlobError> {
@@ -275,7 +285,7 @@ impl BlobStore for LocalBlobs {
         let tmp = self.tmp.join(&id);
         let path = tmp.clone();
         let (file, flush_handle) = tokio::task::spawn_blocking(move || {
-            let file = std::fs::File::create(path)?;
+            let file = owner_only_file(&path)?;
             let handle = file.try_clone()?;
             Ok::<_, std::io::Error>((file, std::sync::Arc::new(handle)))
         })

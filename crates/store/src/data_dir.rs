@@ -1,6 +1,7 @@
 //! The data folder: `cloudkeep.db` (SQLite), `blobs/` for file contents,
 //! and `server.key`, the key for every HMAC and, later, for encryption at
-//! rest. Created on first start with owner-only permissions.
+//! rest. Created on first start with owner-only permissions: the folders
+//! `0700`, the files in them `0600`, whatever the process's umask.
 
 use anyhow::Context;
 use std::fs;
@@ -56,6 +57,44 @@ impl DataDir {
     }
 }
 
+/// Makes a SQLite database file owner-only before SQLite opens it: a new
+/// one is created here, empty and `0600` (SQLite takes an empty file as a
+/// new database), and one left readable by others (by an older version,
+/// or copied in) is set to `0600`, with its `-wal` and `-shm` files.
+/// SQLite gives the `-wal` and `-shm` files it creates the database
+/// file's permissions, so they follow.
+pub(crate) fn keep_database_private(db: &Path) -> anyhow::Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+        match fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(db) {
+            Ok(_) => {}
+            // Either there already, or a folder that does not exist, which
+            // SQLite reports better.
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::AlreadyExists | std::io::ErrorKind::NotFound
+                ) => {}
+            Err(e) => return Err(e).with_context(|| format!("cannot create {}", db.display())),
+        }
+        for suffix in ["", "-wal", "-shm"] {
+            let mut name = db.as_os_str().to_owned();
+            name.push(suffix);
+            let path = PathBuf::from(name);
+            let Ok(metadata) = fs::metadata(&path) else { continue };
+            if metadata.permissions().mode() & 0o077 != 0 {
+                fs::set_permissions(&path, fs::Permissions::from_mode(0o600))
+                    .with_context(|| format!("cannot make {} owner-only", path.display()))?;
+                tracing::info!(file = %path.display(), "made the database file owner-only (0600)");
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = db;
+    Ok(())
+}
+
 #[cfg(unix)]
 fn create_private_dir(path: &Path) -> anyhow::Result<()> {
     use std::os::unix::fs::DirBuilderExt;
@@ -87,6 +126,30 @@ fn private_file(path: &Path) -> anyhow::Result<fs::File> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[cfg(unix)]
+    #[test]
+    fn database_files_are_made_owner_only() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = std::env::temp_dir().join(format!("ck-datadir-{}", uuid::Uuid::new_v4()));
+        DataDir::open(&dir).unwrap();
+        let db = dir.join("cloudkeep.db");
+        keep_database_private(&db).unwrap();
+        let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&db), 0o600);
+        assert_eq!(fs::metadata(&db).unwrap().len(), 0);
+        // Left readable by others: tightened, contents untouched.
+        for name in ["cloudkeep.db", "cloudkeep.db-wal", "cloudkeep.db-shm"] {
+            fs::write(dir.join(name), b"x").unwrap();
+            fs::set_permissions(dir.join(name), fs::Permissions::from_mode(0o644)).unwrap();
+        }
+        keep_database_private(&db).unwrap();
+        for name in ["cloudkeep.db", "cloudkeep.db-wal", "cloudkeep.db-shm"] {
+            assert_eq!(mode(&dir.join(name)), 0o600, "{name}");
+            assert_eq!(fs::read(dir.join(name)).unwrap(), b"x");
+        }
+        fs::remove_dir_all(dir).unwrap();
+    }
 
     #[test]
     fn creates_layout_and_keeps_the_key() {

@@ -24,6 +24,8 @@ pub use data_dir::DataDir;
 
 use anyhow::Context;
 use sqlx::{AnyPool, any::AnyPoolOptions};
+use std::path::Path;
+use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -178,6 +180,10 @@ impl SqlStore {
         };
         let pool = match engine {
             Engine::Sqlite => {
+                let file = sqlx::sqlite::SqliteConnectOptions::from_str(url)?;
+                if file.get_filename() != Path::new(":memory:") {
+                    data_dir::keep_database_private(file.get_filename())?;
+                }
                 // WAL lets readers (and `cloudkeep admin` while the server
                 // runs) work beside the writer; it is stored in the file, so
                 // setting it once on the first connection is enough.

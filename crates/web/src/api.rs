@@ -42,6 +42,15 @@ impl Modify for CookieAuth {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
         let components = openapi.components.get_or_insert_with(Default::default);
         components.add_security_scheme(
+            "metrics_token",
+            SecurityScheme::Http(
+                utoipa::openapi::security::HttpBuilder::new()
+                    .scheme(utoipa::openapi::security::HttpAuthScheme::Bearer)
+                    .description(Some("The operator's `metrics_token` (`CLOUDKEEP_METRICS_TOKEN`)"))
+                    .build(),
+            ),
+        );
+        components.add_security_scheme(
             "session",
             SecurityScheme::ApiKey(ApiKey::Cookie(ApiKeyValue::with_description(
                 "ck_session",
@@ -123,8 +132,8 @@ pub fn openapi_document() -> String {
 /// rules follow what the code does, from what the annotation already
 /// says:
 ///
-/// - signed in (`security` set, through [`ApiUser`], [`ApiSession`] or
-///   [`ApiPending`]): `401` `not_signed_in` / `second_factor_required`,
+/// - signed in (the `session` security scheme, through [`ApiUser`],
+///   [`ApiSession`] or [`ApiPending`]): `401` `not_signed_in` / `second_factor_required`,
 ///   and `403` `two_factor_enrollment_required` ([`ApiUser`]);
 /// - anything but `GET`: `403` `cross_origin_request` (`guard::protect`);
 /// - path parameters ([`ApiPath`]): `404` `not_found`;
@@ -162,7 +171,12 @@ fn declare_common_responses(document: &mut utoipa::openapi::OpenApi) {
         ];
         for (changes_state, operation) in operations {
             let Some(operation) = operation else { continue };
-            let signed_in = operation.security.as_ref().is_some_and(|s| !s.is_empty());
+            // (A requirement's schemes are private fields: read as JSON.)
+            let signed_in = operation
+                .security
+                .iter()
+                .flatten()
+                .any(|r| serde_json::to_value(r).is_ok_and(|v| v.get("session").is_some()));
             let takes = |place: ParameterIn| operation.parameters.iter().flatten().any(|p| p.parameter_in == place);
             let (path_ids, query) = (takes(ParameterIn::Path), takes(ParameterIn::Query));
             let body = operation.request_body.is_some();
@@ -932,12 +946,15 @@ async fn readyz(State(state): State<AppState>) -> Response {
     }
 }
 
-/// Prometheus metrics.
-#[utoipa::path(get, path = "/metrics", tag = "operations", responses((status = 200, description = "Prometheus text format")))]
-async fn metrics(State(state): State<AppState>) -> Response {
-    (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        state.metrics().render(),
-    )
-        .into_response()
+/// Prometheus metrics: only when the operator set a metrics token, and
+/// only for requests that carry it (or on the operator's own metrics
+/// address, `metrics_listen`).
+#[utoipa::path(get, path = "/metrics", tag = "operations", security(("metrics_token" = [])),
+    responses(
+        (status = 200, description = "Prometheus text format"),
+        (status = 401, description = "`invalid_token`: no token, or not the configured one", body = ErrorBody),
+        (status = 404, description = "`not_found`: no metrics token is configured, so there are no metrics here", body = ErrorBody),
+    ))]
+async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    crate::metrics::serve_on_main_listener(&state, &headers)
 }

@@ -1,6 +1,7 @@
 //! The web front: the console (server-rendered HTML, usable without
 //! JavaScript, in Spanish and English) and the JSON API under `/api/v1`
-//! with its OpenAPI document, plus `/healthz`, `/readyz` and `/metrics`.
+//! with its OpenAPI document, plus `/healthz`, `/readyz` and `/metrics`
+//! (the last only with a token, or on a listener of its own).
 //!
 //! This crate turns HTTP into calls on the `identity` service and back. It
 //! owns cookies, CSRF and origin checks, language negotiation, request ids
@@ -51,6 +52,9 @@ pub struct WebConfig {
     /// `/dav/drives/<drive id>/` on every address). Empty means
     /// `localhost`.
     pub dav_domain: String,
+    /// The bearer token `/metrics` asks for. Without one, the main router
+    /// does not serve `/metrics` at all (see [`metrics_router`]).
+    pub metrics_token: Option<String>,
 }
 
 impl WebConfig {
@@ -159,6 +163,15 @@ pub fn router(state: AppState) -> Router {
         )
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))
         .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
+        .with_state(state)
+}
+
+/// Only `/metrics`, for a listener of its own on an internal address
+/// (`metrics_listen`): there the address is the protection, and the
+/// token, when one is set, is asked for too.
+pub fn metrics_router(state: AppState) -> Router {
+    Router::new()
+        .route("/metrics", axum::routing::get(metrics::serve_on_own_listener))
         .with_state(state)
 }
 

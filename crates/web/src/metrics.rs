@@ -1,5 +1,12 @@
 //! Prometheus metrics at `/metrics`: requests by route, method and status,
 //! latency by route, and sign-in outcomes.
+//!
+//! They describe who uses the server and how, so they are not public. On
+//! the main address `/metrics` exists only when a token is configured
+//! (`metrics_token`), and answers only a request that carries it as
+//! `Authorization: Bearer …`; without a token it is a `404`, like any
+//! unknown path. A listener of its own (`metrics_listen`, an internal
+//! address) serves it without a token, or with the token when one is set.
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
@@ -7,10 +14,14 @@ use std::sync::Mutex;
 use std::time::Instant;
 
 use axum::extract::{MatchedPath, Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::Next;
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
 
 use crate::AppState;
+use crate::error::ApiError;
 
 const BUCKETS: [f64; 11] = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
 
@@ -104,6 +115,75 @@ impl Metrics {
     }
 }
 
+/// Where `/metrics` is asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Listener {
+    /// The address members use: only with a configured token.
+    Main,
+    /// `metrics_listen`: the token only when one is configured.
+    OwnAddress,
+}
+
+/// Whether the request may read the metrics: `Ok`, or the refusal.
+fn check(token: Option<&str>, listener: Listener, headers: &HeaderMap) -> Result<(), ApiError> {
+    let Some(token) = token else {
+        return match listener {
+            Listener::OwnAddress => Ok(()),
+            // As if there were no such route: nothing to find here.
+            Listener::Main => Err(ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such API route")),
+        };
+    };
+    let sent = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    // Digests first: equal lengths, so the comparison takes the same time
+    // whatever was sent, and says nothing about the token's length.
+    let equal: bool = Sha256::digest(sent.trim().as_bytes())
+        .ct_eq(&Sha256::digest(token.as_bytes()))
+        .into();
+    if equal {
+        Ok(())
+    } else {
+        Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "invalid_token",
+            "send the metrics token as Authorization: Bearer <token>",
+        ))
+    }
+}
+
+fn answer(state: &AppState, listener: Listener, headers: &HeaderMap) -> Response {
+    match check(state.config().metrics_token.as_deref(), listener, headers) {
+        Ok(()) => (
+            [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+            state.metrics().render(),
+        )
+            .into_response(),
+        Err(refusal) => {
+            let unauthorized = refusal.status == StatusCode::UNAUTHORIZED;
+            let mut response = refusal.into_response();
+            if unauthorized {
+                response
+                    .headers_mut()
+                    .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            }
+            response
+        }
+    }
+}
+
+/// `/metrics` on the main address.
+pub fn serve_on_main_listener(state: &AppState, headers: &HeaderMap) -> Response {
+    answer(state, Listener::Main, headers)
+}
+
+/// `/metrics` on `metrics_listen`.
+pub async fn serve_on_own_listener(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    answer(&state, Listener::OwnAddress, &headers)
+}
+
 fn escape(label: &str) -> String {
     label.replace('\\', "\\\\").replace('"', "\\\"")
 }
@@ -128,6 +208,47 @@ pub async fn track(State(state): State<AppState>, request: Request, next: Next) 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn bearer(token: &str) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::AUTHORIZATION, format!("Bearer {token}").parse().unwrap());
+        headers
+    }
+
+    #[test]
+    fn the_main_listener_serves_metrics_only_with_the_configured_token() {
+        let token = "0123456789abcdef0123";
+        let none = HeaderMap::new();
+        for (configured, headers, expected) in [
+            (None, &none, Some(StatusCode::NOT_FOUND)),
+            (None, &bearer(token), Some(StatusCode::NOT_FOUND)),
+            (Some(token), &none, Some(StatusCode::UNAUTHORIZED)),
+            (
+                Some(token),
+                &bearer("0123456789abcdef0124"),
+                Some(StatusCode::UNAUTHORIZED),
+            ),
+            (
+                Some(token),
+                &bearer("0123456789abcdef012"),
+                Some(StatusCode::UNAUTHORIZED),
+            ),
+            (Some(token), &bearer(""), Some(StatusCode::UNAUTHORIZED)),
+            (Some(token), &bearer(token), None),
+        ] {
+            let got = check(configured, Listener::Main, headers).err().map(|e| e.status);
+            assert_eq!(got, expected, "{configured:?} {headers:?}");
+        }
+    }
+
+    #[test]
+    fn the_own_listener_asks_for_the_token_only_when_one_is_set() {
+        let token = "0123456789abcdef0123";
+        assert!(check(None, Listener::OwnAddress, &HeaderMap::new()).is_ok());
+        assert!(check(Some(token), Listener::OwnAddress, &bearer(token)).is_ok());
+        let refused = check(Some(token), Listener::OwnAddress, &HeaderMap::new()).unwrap_err();
+        assert_eq!(refused.status, StatusCode::UNAUTHORIZED);
+    }
 
     #[test]
     fn renders_counters_and_histograms() {

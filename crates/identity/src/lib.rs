@@ -14,6 +14,7 @@
 #![forbid(unsafe_code)]
 
 mod account;
+mod attempt;
 mod audit;
 mod authenticator;
 mod clock;
@@ -63,6 +64,9 @@ pub use session::{Session, SessionId, SessionPolicy, SessionStage, SessionToken}
 pub use signals::Signals;
 pub use sms::{SmsEnrollment, SmsError};
 pub use sms_gateway::{SmsGateway, SmsSendError};
-pub use store::{EventPage, ExpiryCutoffs, IdentityStore, SecondStepProof, StepContext, StoreError, ThrottleRecord};
+pub use store::{
+    EventPage, ExpiryCutoffs, IdentityStore, SecondStepProof, StepContext, StoreError, ThrottleRecord, ThrottleRelease,
+    ThrottleReservation,
+};
 pub use sync_user_id::SyncUserId;
 pub use two_factor::{SecondStep, SecondStepError, TotpEnrollment};

@@ -160,15 +160,10 @@ impl Identity {
         let network = format!("proto-net:{}", network_of(source_ip));
         let keys = [(person, ThrottlePolicy::ACCOUNT), (network, ThrottlePolicy::NETWORK)];
         let records = self.store().throttles(&[&keys[0].0, &keys[1].0]).await?;
-        let mut retry_after = 0;
-        for ((_, policy), record) in keys.iter().zip(&records) {
-            if let Err(wait) = policy.check(record.map(|r| r.state), now) {
-                retry_after = retry_after.max(wait);
-            }
-        }
-        if retry_after > 0 {
-            return Err(ProtocolAuthError::TooManyAttempts { retry_after });
-        }
+        let attempt = match crate::attempt::reserve(self.store_arc(), keys.into(), records, now).await? {
+            Ok(attempt) => attempt,
+            Err(retry_after) => return Err(ProtocolAuthError::TooManyAttempts { retry_after }),
+        };
         let usable = match &account {
             Some(a) => Challenge::for_factors(&self.store().second_factors(&a.id).await?, None)
                 .is_none()
@@ -180,13 +175,11 @@ impl Identity {
         if self.hasher().verify(secret, usable).await
             && let Some(account) = account
         {
-            if records[0].is_some() {
-                self.store().clear_throttle(&keys[0].0).await?;
-            }
+            attempt.succeeded().await?;
             remember(&account, None);
             return Ok(account);
         }
-        self.count_failures(&keys).await?;
+        attempt.failed(|| self.now()).await?;
         if let Some(account) = &account {
             let client = ClientInfo {
                 ip: source_ip,

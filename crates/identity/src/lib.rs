@@ -50,7 +50,7 @@ pub use org_admin::{
     ALERT_INTERVAL, INVITATION_LIFETIME, Invitation, MemberCounts, MemberSummary, MembershipChange, OPERATOR,
     ORG_TOPIC, OrgError, OrgEvent, OrgPolicy, Requirement,
 };
-pub use password::{HashMemory, PasswordHasher, PasswordPolicy, PasswordRejected};
+pub use password::{HashMemory, HashTicket, PasswordHasher, PasswordPolicy, PasswordRejected};
 pub use protocol::ProtocolAuthError;
 pub use push::{
     ApprovalRequest, ApprovalStatus, DeviceError, DeviceProof, DeviceRequest, PushError, PushNotifier, PushOutcome,

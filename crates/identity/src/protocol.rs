@@ -175,6 +175,12 @@ impl Identity {
         let person = format!("proto:{}", &token_hash(&login.to_lowercase())[..32]);
         let network = format!("proto-net:{}", network_of(source_ip));
         let keys = [(person, ThrottlePolicy::ACCOUNT), (network, ThrottlePolicy::NETWORK)];
+        let sources = crate::service::hash_sources(source_ip, account.as_ref(), &keys[0].0);
+        let Some(_ticket) = self.hasher().admit(&[&sources[0], &sources[1]]) else {
+            return Err(ProtocolAuthError::TooManyAttempts {
+                retry_after: crate::attempt::BUSY_RETRY,
+            });
+        };
         let records = self.store().throttles(&[&keys[0].0, &keys[1].0]).await?;
         let attempt = match crate::attempt::reserve(self.store_arc(), keys.into(), records, now).await? {
             Ok(attempt) => attempt,

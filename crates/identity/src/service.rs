@@ -394,6 +394,14 @@ impl Identity {
             (network_key, ThrottlePolicy::NETWORK),
         ];
 
+        // Refused at once, before the database, when this network or
+        // account already holds its share of the hashing threads.
+        let sources = hash_sources(request.client.ip, account.as_ref(), &keys[0].0);
+        let Some(_ticket) = self.hasher.admit(&[&sources[0], &sources[1]]) else {
+            return Err(SignInError::TooManyAttempts {
+                retry_after: crate::attempt::BUSY_RETRY,
+            });
+        };
         let records = self.store.throttles(&[&keys[0].0, &keys[1].0]).await?;
         let attempt = match crate::attempt::reserve(&self.store, keys.into(), records, self.now()).await? {
             Ok(attempt) => attempt,
@@ -635,6 +643,12 @@ impl Identity {
     /// Checks the account password given to confirm a sensitive change,
     /// throttled like sign-in so a stolen session cannot guess it.
     pub(crate) async fn check_password(&self, account: &Account, password: &str) -> Result<(), IdentityError> {
+        let sources = hash_sources_of_account(account);
+        let Some(_ticket) = self.hasher.admit(&[&sources]) else {
+            return Err(IdentityError::TooManyAttempts {
+                retry_after: crate::attempt::BUSY_RETRY,
+            });
+        };
         let key = format!("password-check:{}", account.id);
         let record = self.store.throttle(&key).await?;
         let keys = vec![(key, ThrottlePolicy::ACCOUNT)];
@@ -720,6 +734,18 @@ impl Identity {
             .record_event(&self.event(account_id, kind, client, detail))
             .await
     }
+}
+
+/// Whom a password verification is for, for the hashing threads' shares
+/// ([`PasswordHasher::admit`]): the source network, and the account (or,
+/// when no account has that login, the throttle key standing for it).
+pub(crate) fn hash_sources(ip: IpAddr, account: Option<&Account>, unknown: &str) -> [String; 2] {
+    let person = account.map_or_else(|| unknown.to_owned(), hash_sources_of_account);
+    [format!("net:{}", network_of(ip)), person]
+}
+
+fn hash_sources_of_account(account: &Account) -> String {
+    format!("account:{}", account.id)
 }
 
 /// The throttling unit for an address: the address itself for IPv4, its /64

@@ -620,3 +620,100 @@ async fn the_console_confirms_the_switch_and_takes_invitations() {
         assert!(list.contains("new@example.org") && list.contains("class=\"no-2fa\""));
     }
 }
+
+/// Issue 21, item 4: with "require two-step verification" on (no grace),
+/// a member without it is refused by the API and the console, and so must
+/// be their account password over WebDAV (it listed and wrote the drive);
+/// application passwords keep working, as the help center promises tools.
+#[tokio::test]
+async fn a_two_step_requirement_refuses_the_account_password_over_webdav_not_app_passwords() {
+    for engine in ENGINES {
+        let Some(storage) = acme(engine).await else {
+            continue;
+        };
+        let (ok, out, err) = storage.admin(&["drive", "create", "--org", "Acme", "--name", "Shared"], "");
+        assert!(ok, "{err}");
+        let drive: u64 = out
+            .lines()
+            .find_map(|l| l.strip_prefix("id: "))
+            .unwrap()
+            .parse()
+            .unwrap();
+        let server = Server::start_on(&storage, &[]);
+        let (admin, org) = member(&server, ADMIN).await;
+        let (user, _) = member(&server, USER).await;
+        let (status, made) = call(
+            &user,
+            "POST",
+            server.url("/api/v1/me/app-passwords"),
+            Some(serde_json::json!({"name": "NAS"})),
+        )
+        .await;
+        assert_eq!(status, 201, "{made}");
+        let app_password = made["password"].as_str().unwrap().to_owned();
+        let dav = reqwest::Client::new();
+        let list = |secret: &str| {
+            dav.request(
+                "PROPFIND".parse().unwrap(),
+                server.url(&format!("/dav/drives/{drive}/")),
+            )
+            .basic_auth(USER, Some(secret))
+            .header("Depth", "1")
+            .send()
+        };
+        let put = |secret: &str, name: &str| {
+            dav.put(server.url(&format!("/dav/drives/{drive}/{name}")))
+                .basic_auth(USER, Some(secret))
+                .body("hello")
+                .send()
+        };
+        assert_eq!(
+            list(PASSWORD).await.unwrap().status().as_u16(),
+            207,
+            "no requirement yet"
+        );
+
+        let Some(_) = enable_totp(&server, &admin).await else {
+            return;
+        };
+        let on = serde_json::json!({"require_two_factor": true, "grace_days": 0, "confirm": true});
+        let policy = server.url(&format!("/api/v1/orgs/{org}/security-policy"));
+        let (status, body) = call(&admin, "PUT", policy, Some(on)).await;
+        assert_eq!(status, 200, "{body}");
+
+        // The account password: refused, saying why and what to use.
+        for response in [
+            list(PASSWORD).await.unwrap(),
+            put(PASSWORD, "by-password.txt").await.unwrap(),
+        ] {
+            assert_eq!(response.status().as_u16(), 401);
+            assert!(response.headers().contains_key("www-authenticate"));
+            let reason = response.text().await.unwrap();
+            assert!(
+                reason.contains("Acme requires two-step verification") && reason.contains("application password"),
+                "{reason}"
+            );
+        }
+        // An application password: the tools keep working.
+        assert_eq!(list(&app_password).await.unwrap().status().as_u16(), 207);
+        assert_eq!(put(&app_password, "by-app.txt").await.unwrap().status().as_u16(), 201);
+        let listing = list(&app_password).await.unwrap().text().await.unwrap();
+        assert!(listing.contains("by-app.txt") && !listing.contains("by-password.txt"));
+
+        // The refusal is in the member's security activity (readable once
+        // they enrol, which lifts the block).
+        let Some(_) = enable_totp(&server, &user).await else {
+            return;
+        };
+        let (status, log) = call(&user, "GET", server.url("/api/v1/me/events"), None).await;
+        assert_eq!(status, 200, "{log}");
+        let blocked: Vec<_> = log["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["kind"] == "protocol_password_blocked")
+            .collect();
+        assert_eq!(blocked.len(), 2, "{log}");
+        assert_eq!(blocked[0]["detail"], "Acme");
+    }
+}

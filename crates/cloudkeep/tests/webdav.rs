@@ -1371,3 +1371,73 @@ async fn folders_and_properties_count_toward_the_quota() {
         assert_eq!(used_bytes(&dav).await, before, "{engine:?}");
     }
 }
+
+/// Issue 21, item 3, over WebDAV: 300 concurrent requests with wrong
+/// account passwords from one address ran 268 Argon2 verifications and
+/// made a member elsewhere wait seconds. Now at most the network's
+/// throttle worth are verified (each a 401); every other one is refused
+/// at once with 429 and `Retry-After`; and a member on another address
+/// (127.0.0.2) is served during the burst.
+#[tokio::test]
+async fn a_burst_of_wrong_passwords_from_one_address_is_refused_without_hashing() {
+    for engine in ENGINES {
+        let Some(dav) = Dav::new(engine, None).await else {
+            continue;
+        };
+        let attacker = reqwest::Client::builder()
+            .local_address(std::net::IpAddr::from([127, 0, 0, 1]))
+            .build()
+            .unwrap();
+        let member = reqwest::Client::builder()
+            .local_address(std::net::IpAddr::from([127, 0, 0, 2]))
+            .build()
+            .unwrap();
+        let first_refusal = tokio::sync::Notify::new();
+        let burst = futures_util::future::join_all((0..300).map(|i| {
+            let request = attacker
+                .request(Method::from_bytes(b"PROPFIND").unwrap(), dav.url("/"))
+                .basic_auth(format!("user{i}@example.org"), Some("wrong password!"))
+                .header("Depth", "0")
+                .send();
+            let first_refusal = &first_refusal;
+            async move {
+                let response = request.await.unwrap();
+                let status = response.status().as_u16();
+                let retry_after = response.headers().contains_key("retry-after");
+                if status == 429 {
+                    first_refusal.notify_one();
+                }
+                (status, retry_after)
+            }
+        }));
+        let burst = async {
+            let outcomes = burst.await;
+            first_refusal.notify_one();
+            outcomes
+        };
+        let served = async {
+            first_refusal.notified().await;
+            member
+                .request(Method::from_bytes(b"PROPFIND").unwrap(), dav.url("/"))
+                .basic_auth(MEMBER, Some(PASSWORD))
+                .header("Depth", "0")
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        };
+        let (outcomes, served) = tokio::join!(burst, served);
+        assert_eq!(served, 207, "the member on another address is served");
+        let verified = outcomes.iter().filter(|(status, _)| *status == 401).count();
+        let refused = outcomes
+            .iter()
+            .filter(|(status, retry_after)| *status == 429 && *retry_after)
+            .count();
+        assert!(
+            verified <= 31,
+            "{verified} passwords verified, the network's throttle allows 31"
+        );
+        assert_eq!(verified + refused, 300, "{outcomes:?}");
+    }
+}

@@ -31,6 +31,10 @@ pub enum EventKind {
     AppPasswordRevoked,
     /// A sync or mail client was refused (detail: the login it used).
     ProtocolSignInFailed,
+    /// A sync or mail client gave the account password while an
+    /// organization's two-step requirement blocks it (detail: the
+    /// organization's name): only application passwords work then.
+    ProtocolPasswordBlocked,
     /// A security key's counter went backwards: possibly a cloned key.
     SecurityKeyCloned,
     /// Suspicious: a push approval request was refused on a device
@@ -44,7 +48,7 @@ pub enum EventKind {
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 22] = [
+    pub const ALL: [EventKind; 23] = [
         Self::AccountCreated,
         Self::SignIn,
         Self::SignInFailed,
@@ -63,6 +67,7 @@ impl EventKind {
         Self::AppPasswordCreated,
         Self::AppPasswordRevoked,
         Self::ProtocolSignInFailed,
+        Self::ProtocolPasswordBlocked,
         Self::SecurityKeyCloned,
         Self::PushDenied,
         Self::PushWrongNumber,
@@ -89,6 +94,7 @@ impl EventKind {
             Self::AppPasswordCreated => "app_password_created",
             Self::AppPasswordRevoked => "app_password_revoked",
             Self::ProtocolSignInFailed => "protocol_sign_in_failed",
+            Self::ProtocolPasswordBlocked => "protocol_password_blocked",
             Self::SecurityKeyCloned => "security_key_cloned",
             Self::PushDenied => "push_denied",
             Self::PushWrongNumber => "push_wrong_number",

@@ -14,6 +14,7 @@
 #![forbid(unsafe_code)]
 
 mod account;
+mod attempt;
 mod audit;
 mod authenticator;
 mod clock;
@@ -49,7 +50,7 @@ pub use org_admin::{
     ALERT_INTERVAL, INVITATION_LIFETIME, Invitation, MemberCounts, MemberSummary, MembershipChange, OPERATOR,
     ORG_TOPIC, OrgError, OrgEvent, OrgPolicy, Requirement,
 };
-pub use password::{HashMemory, PasswordHasher, PasswordPolicy, PasswordRejected};
+pub use password::{HashMemory, HashTicket, PasswordHasher, PasswordPolicy, PasswordRejected};
 pub use protocol::ProtocolAuthError;
 pub use push::{
     ApprovalRequest, ApprovalStatus, DeviceError, DeviceProof, DeviceRequest, PushError, PushNotifier, PushOutcome,
@@ -63,6 +64,9 @@ pub use session::{Session, SessionId, SessionPolicy, SessionStage, SessionToken}
 pub use signals::Signals;
 pub use sms::{SmsEnrollment, SmsError};
 pub use sms_gateway::{SmsGateway, SmsSendError};
-pub use store::{EventPage, ExpiryCutoffs, IdentityStore, SecondStepProof, StepContext, StoreError, ThrottleRecord};
+pub use store::{
+    EventPage, ExpiryCutoffs, IdentityStore, SecondStepProof, StepContext, StoreError, ThrottleRecord, ThrottleRelease,
+    ThrottleReservation,
+};
 pub use sync_user_id::SyncUserId;
 pub use two_factor::{SecondStep, SecondStepError, TotpEnrollment};

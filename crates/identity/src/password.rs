@@ -6,9 +6,20 @@
 //! memory between hashes: a burst of sign-ins queues instead of allocating
 //! (and page-faulting) 19 MiB per request. An unknown email is checked against a dummy hash with the same
 //! parameters so that it costs the same time as a wrong password.
+//!
+//! A queue alone let one address fill it: 300 concurrent wrong logins
+//! from one machine made everyone else's sign-in wait seconds. So a
+//! verification first gets a [`HashTicket`] for its sources (its network
+//! and the account or login it names), and each source may hold only
+//! half the threads' worth of tickets at once: one network, or one
+//! account attacked from many, can never take every thread, and whatever
+//! asks beyond that is refused at once, without hashing (the caller
+//! answers "too many attempts", 429 with `Retry-After`).
 
 use argon2::password_hash::{PasswordHash, PasswordHasher as _, SaltString};
 use argon2::{Algorithm, Argon2, Block, Params, Version};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
 use subtle::ConstantTimeEq;
 
@@ -95,6 +106,39 @@ pub struct PasswordHasher {
     params: Params,
     jobs: Arc<mpsc::Sender<Job>>,
     dummy_hash: Arc<str>,
+    sources: Arc<Sources>,
+    verifications: Arc<AtomicU64>,
+}
+
+/// Tickets held per source, and how many one source may hold.
+struct Sources {
+    held: Mutex<HashMap<String, usize>>,
+    per_source: usize,
+}
+
+/// Leave for one verification on behalf of its sources; given back when
+/// dropped.
+pub struct HashTicket {
+    sources: Arc<Sources>,
+    keys: Vec<String>,
+}
+
+impl Drop for HashTicket {
+    fn drop(&mut self) {
+        let mut held = self
+            .sources
+            .held
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        for key in &self.keys {
+            if let Some(count) = held.get_mut(key) {
+                *count -= 1;
+                if *count == 0 {
+                    held.remove(key);
+                }
+            }
+        }
+    }
 }
 
 impl std::fmt::Debug for PasswordHasher {
@@ -142,7 +186,55 @@ impl PasswordHasher {
             params,
             jobs: Arc::new(start_pool(cores)),
             dummy_hash,
+            sources: Arc::new(Sources {
+                held: Mutex::default(),
+                per_source: (cores / 2).max(1),
+            }),
+            verifications: Arc::default(),
         })
+    }
+
+    /// Leave to verify a password for `sources` (a network, an account),
+    /// or `None` when one of them already holds its share of the threads.
+    pub fn admit(&self, sources: &[&str]) -> Option<HashTicket> {
+        let mut held = self
+            .sources
+            .held
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if sources
+            .iter()
+            .any(|s| held.get(*s).is_some_and(|n| *n >= self.sources.per_source))
+        {
+            return None;
+        }
+        for source in sources {
+            *held.entry((*source).to_owned()).or_default() += 1;
+        }
+        Some(HashTicket {
+            sources: Arc::clone(&self.sources),
+            keys: sources.iter().map(|s| (*s).to_owned()).collect(),
+        })
+    }
+
+    /// Lets each source hold `share` tickets at once instead of half the
+    /// threads (tests that look at the throttle alone).
+    pub fn with_share_per_source(mut self, share: usize) -> Self {
+        self.sources = Arc::new(Sources {
+            held: Mutex::default(),
+            per_source: share.max(1),
+        });
+        self
+    }
+
+    /// How many verifications one source may run or queue at once.
+    pub fn per_source_limit(&self) -> usize {
+        self.sources.per_source
+    }
+
+    /// Verifications run since start (a counter for metrics and tests).
+    pub fn verifications(&self) -> u64 {
+        self.verifications.load(Ordering::Relaxed)
     }
 
     pub fn owasp_minimum() -> Self {
@@ -159,6 +251,7 @@ impl PasswordHasher {
     /// Checks `password` against a stored PHC string, or against the dummy
     /// hash when there is none, so both cases take the same time.
     pub async fn verify(&self, password: &str, stored: Option<&str>) -> bool {
+        self.verifications.fetch_add(1, Ordering::Relaxed);
         let known = stored.is_some();
         let phc: Arc<str> = stored.map_or_else(|| self.dummy_hash.clone(), Arc::from);
         let password = password.to_owned();
@@ -287,6 +380,20 @@ mod tests {
             assert!(h.verify_blocking("correct horse battery staple", phc, &mut memory));
             assert!(!h.verify_blocking("correct horse battery stapler", phc, &mut memory));
         }
+    }
+
+    #[test]
+    fn one_source_never_holds_more_than_its_share() {
+        let h = PasswordHasher::owasp_minimum();
+        let share = h.per_source_limit();
+        let held: Vec<HashTicket> = (0..share).map(|_| h.admit(&["net:a", "acct:1"]).unwrap()).collect();
+        assert!(h.admit(&["net:a", "acct:2"]).is_none(), "the network is full");
+        assert!(h.admit(&["net:b", "acct:1"]).is_none(), "so is the account");
+        let other = h.admit(&["net:b", "acct:2"]).expect("others are served");
+        drop(held);
+        assert!(h.admit(&["net:a", "acct:1"]).is_some(), "given back when dropped");
+        drop(other);
+        assert!(h.sources.held.lock().unwrap().is_empty());
     }
 
     #[test]

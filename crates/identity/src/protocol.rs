@@ -4,7 +4,11 @@
 //!
 //! The login is the email or the sync user id (`AB12345`). The secret is
 //! an application password; the account password is accepted only while
-//! the account has no two-step verification.
+//! the account has no two-step verification, and not while an
+//! organization's two-step requirement blocks the account (the help
+//! center's rule: tools keep working through application passwords, the
+//! account password must not). The decision is made here, so WebDAV,
+//! CalDAV/CardDAV and IMAP all inherit it.
 //!
 //! This runs on every DAV and IMAP request, so a verified credential is
 //! remembered in memory for ten seconds (keyed by an HMAC of login and
@@ -43,6 +47,10 @@ pub enum ProtocolAuthError {
     InvalidCredentials,
     #[error("too many attempts; retry in {retry_after} ms")]
     TooManyAttempts { retry_after: Millis },
+    /// The account password was right, but an organization requires
+    /// two-step verification the account does not have yet.
+    #[error("{organization} requires two-step verification: turn it on, then sign in with an application password")]
+    TwoFactorRequired { organization: String },
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -114,6 +122,14 @@ impl Identity {
             .key()
             .digest("protocol-cache", format!("{}:{login}{secret}", login.len()).as_bytes());
         if let Some(entry) = self.protocol_cache().get(&cache_key, now) {
+            if entry.app_password.is_none() {
+                // Read from memory: a requirement applied since the entry
+                // was cached refuses it at once.
+                if let Err(refused) = self.refuse_if_password_blocked(&entry.account, source_ip).await {
+                    self.protocol_cache().forget_account(&entry.account.id);
+                    return Err(refused);
+                }
+            }
             if let Some(id) = &entry.app_password
                 && now - entry.touched_at >= TOUCH_EVERY
             {
@@ -159,16 +175,17 @@ impl Identity {
         let person = format!("proto:{}", &token_hash(&login.to_lowercase())[..32]);
         let network = format!("proto-net:{}", network_of(source_ip));
         let keys = [(person, ThrottlePolicy::ACCOUNT), (network, ThrottlePolicy::NETWORK)];
+        let sources = crate::service::hash_sources(source_ip, account.as_ref(), &keys[0].0);
+        let Some(_ticket) = self.hasher().admit(&[&sources[0], &sources[1]]) else {
+            return Err(ProtocolAuthError::TooManyAttempts {
+                retry_after: crate::attempt::BUSY_RETRY,
+            });
+        };
         let records = self.store().throttles(&[&keys[0].0, &keys[1].0]).await?;
-        let mut retry_after = 0;
-        for ((_, policy), record) in keys.iter().zip(&records) {
-            if let Err(wait) = policy.check(record.map(|r| r.state), now) {
-                retry_after = retry_after.max(wait);
-            }
-        }
-        if retry_after > 0 {
-            return Err(ProtocolAuthError::TooManyAttempts { retry_after });
-        }
+        let attempt = match crate::attempt::reserve(self.store_arc(), keys.into(), records, now).await? {
+            Ok(attempt) => attempt,
+            Err(retry_after) => return Err(ProtocolAuthError::TooManyAttempts { retry_after }),
+        };
         let usable = match &account {
             Some(a) => Challenge::for_factors(&self.store().second_factors(&a.id).await?, None)
                 .is_none()
@@ -180,13 +197,12 @@ impl Identity {
         if self.hasher().verify(secret, usable).await
             && let Some(account) = account
         {
-            if records[0].is_some() {
-                self.store().clear_throttle(&keys[0].0).await?;
-            }
+            attempt.succeeded().await?;
+            self.refuse_if_password_blocked(&account, source_ip).await?;
             remember(&account, None);
             return Ok(account);
         }
-        self.count_failures(&keys).await?;
+        attempt.failed(|| self.now()).await?;
         if let Some(account) = &account {
             let client = ClientInfo {
                 ip: source_ip,
@@ -197,6 +213,32 @@ impl Identity {
                 .await?;
         }
         Err(ProtocolAuthError::InvalidCredentials)
+    }
+
+    /// Refuses the account password (right as it is) while an
+    /// organization's two-step requirement blocks the account, and
+    /// records it in the member's security activity.
+    async fn refuse_if_password_blocked(&self, account: &Account, source_ip: IpAddr) -> Result<(), ProtocolAuthError> {
+        let Some(requirement) = self.two_factor_requirement(account).await? else {
+            return Ok(());
+        };
+        if !requirement.blocked {
+            return Ok(());
+        }
+        let client = ClientInfo {
+            ip: source_ip,
+            user_agent: String::new(),
+        };
+        self.record(
+            &account.id,
+            EventKind::ProtocolPasswordBlocked,
+            &client,
+            &requirement.org_name,
+        )
+        .await?;
+        Err(ProtocolAuthError::TwoFactorRequired {
+            organization: requirement.org_name,
+        })
     }
 
     /// Creates an application password; returns it with its one-time

@@ -14,7 +14,7 @@ use crate::second_factor::Challenge;
 use crate::secrets::{ServerKey, random_token, token_hash};
 use crate::session::{RECENT_PASSWORD, Session, SessionPolicy, SessionStage, SessionToken};
 use crate::softlock::ThrottlePolicy;
-use crate::store::{EventPage, ExpiryCutoffs, IdentityStore, StepContext, StoreError};
+use crate::store::{EventPage, ExpiryCutoffs, IdentityStore, StepContext, StoreError, ThrottleRelease};
 use crate::sync_user_id::SyncUserId;
 
 #[derive(Debug, Clone)]
@@ -239,6 +239,10 @@ impl Identity {
         self.store.as_ref()
     }
 
+    pub(crate) fn store_arc(&self) -> &Arc<dyn IdentityStore> {
+        &self.store
+    }
+
     pub(crate) fn hasher(&self) -> &PasswordHasher {
         &self.hasher
     }
@@ -308,7 +312,7 @@ impl Identity {
             .store
             .complete_setup(&token_hash(token), now, &org, &account, &mut ids)
             .await?;
-        let opened = self.open_session(account, false, &client, None, Some(EventKind::AccountCreated), None);
+        let opened = self.open_session(account, false, &client, None, Some(EventKind::AccountCreated), &[]);
         Ok(opened.await?)
     }
 
@@ -390,17 +394,19 @@ impl Identity {
             (network_key, ThrottlePolicy::NETWORK),
         ];
 
-        let now = self.now();
+        // Refused at once, before the database, when this network or
+        // account already holds its share of the hashing threads.
+        let sources = hash_sources(request.client.ip, account.as_ref(), &keys[0].0);
+        let Some(_ticket) = self.hasher.admit(&[&sources[0], &sources[1]]) else {
+            return Err(SignInError::TooManyAttempts {
+                retry_after: crate::attempt::BUSY_RETRY,
+            });
+        };
         let records = self.store.throttles(&[&keys[0].0, &keys[1].0]).await?;
-        let mut retry_after = 0;
-        for ((_, policy), record) in keys.iter().zip(&records) {
-            if let Err(wait) = policy.check(record.map(|r| r.state), now) {
-                retry_after = retry_after.max(wait);
-            }
-        }
-        if retry_after > 0 {
-            return Err(SignInError::TooManyAttempts { retry_after });
-        }
+        let attempt = match crate::attempt::reserve(&self.store, keys.into(), records, self.now()).await? {
+            Ok(attempt) => attempt,
+            Err(retry_after) => return Err(SignInError::TooManyAttempts { retry_after }),
+        };
 
         let verified = self
             .hasher
@@ -409,7 +415,7 @@ impl Identity {
         let account = match account {
             Some(account) if verified => account,
             other => {
-                let locked_for = self.count_failures(&keys).await?;
+                let locked_for = attempt.failed(|| self.now()).await?;
                 if let Some(account) = other {
                     self.record(&account.id, EventKind::SignInFailed, &request.client, "")
                         .await?;
@@ -424,7 +430,7 @@ impl Identity {
         };
         // Success forgets this person's failures, but not the network's: one
         // valid account must not let a machine reset its own counter.
-        let forget = records[0].is_some().then_some(keys[0].0.as_str());
+        let releases = attempt.releases();
         let factors = self.store.second_factors(&account.id).await?;
         let challenge = Challenge::for_factors(&factors, account.default_method);
         let Some(challenge) = challenge else {
@@ -434,45 +440,17 @@ impl Identity {
                 &request.client,
                 known_device,
                 Some(EventKind::SignIn),
-                forget,
+                &releases,
             );
             return Ok(opened.await?);
         };
         // Half signed in: the session waits for the second factor; the
         // sign-in is recorded when it comes.
         let mut pending = self
-            .open_session(account, request.remember, &request.client, None, None, forget)
+            .open_session(account, request.remember, &request.client, None, None, &releases)
             .await?;
         pending.second_factor = Some(challenge);
         Ok(pending)
-    }
-
-    /// Counts one failure against every key; returns how long the person's
-    /// key became locked for, if this failure locked it.
-    pub(crate) async fn count_failures(&self, keys: &[(String, ThrottlePolicy)]) -> Result<Option<Millis>, StoreError> {
-        let mut locked = None;
-        for (index, (key, policy)) in keys.iter().enumerate() {
-            // Another process writing the same key makes the swap fail; a
-            // few retries always suffice unless the database misbehaves.
-            let mut attempts = 0;
-            loop {
-                attempts += 1;
-                if attempts > 20 {
-                    return Err(StoreError::Backend(format!("throttle key kept changing: {key}")));
-                }
-                let now = self.now();
-                let record = self.store.throttle(key).await?;
-                let next = policy.after_failure(record.map(|r| r.state), now);
-                if self.store.swap_throttle(key, record.map(|r| r.version), next).await? {
-                    let was_locked = record.is_some_and(|r| r.state.locked_until > now);
-                    if index == 0 && next.locked_until > now && !was_locked {
-                        locked = Some(next.locked_until - now);
-                    }
-                    break;
-                }
-            }
-        }
-        Ok(locked)
     }
 
     /// Opens a session and records `kind` with it, in one write. Without
@@ -485,7 +463,7 @@ impl Identity {
         client: &ClientInfo,
         device: Option<String>,
         kind: Option<EventKind>,
-        clear_throttle: Option<&str>,
+        releases: &[ThrottleRelease],
     ) -> Result<SignedIn, StoreError> {
         let now = self.now();
         let token = SessionToken(random_token(32));
@@ -508,7 +486,7 @@ impl Identity {
         let event = kind.map(|kind| self.event(&account.id, kind, client, ""));
         let hash = token_hash(&token.0);
         self.store
-            .insert_session(&session, &hash, event.as_ref(), clear_throttle)
+            .insert_session(&session, &hash, event.as_ref(), releases)
             .await?;
         if kind.is_some() && device.is_none() {
             self.alert(&account, crate::mail::MailKind::NewDevice, client, &[])
@@ -665,19 +643,24 @@ impl Identity {
     /// Checks the account password given to confirm a sensitive change,
     /// throttled like sign-in so a stolen session cannot guess it.
     pub(crate) async fn check_password(&self, account: &Account, password: &str) -> Result<(), IdentityError> {
+        let sources = hash_sources_of_account(account);
+        let Some(_ticket) = self.hasher.admit(&[&sources]) else {
+            return Err(IdentityError::TooManyAttempts {
+                retry_after: crate::attempt::BUSY_RETRY,
+            });
+        };
         let key = format!("password-check:{}", account.id);
-        let policy = ThrottlePolicy::ACCOUNT;
         let record = self.store.throttle(&key).await?;
-        if let Err(retry_after) = policy.check(record.map(|r| r.state), self.now()) {
-            return Err(IdentityError::TooManyAttempts { retry_after });
-        }
+        let keys = vec![(key, ThrottlePolicy::ACCOUNT)];
+        let attempt = match crate::attempt::reserve(&self.store, keys, vec![record], self.now()).await? {
+            Ok(attempt) => attempt,
+            Err(retry_after) => return Err(IdentityError::TooManyAttempts { retry_after }),
+        };
         if !self.hasher.verify(password, Some(&account.password_hash)).await {
-            self.count_failures(&[(key, policy)]).await?;
+            attempt.failed(|| self.now()).await?;
             return Err(IdentityError::WrongPassword);
         }
-        if record.is_some() {
-            self.store.clear_throttle(&key).await?;
-        }
+        attempt.succeeded().await?;
         Ok(())
     }
 
@@ -751,6 +734,18 @@ impl Identity {
             .record_event(&self.event(account_id, kind, client, detail))
             .await
     }
+}
+
+/// Whom a password verification is for, for the hashing threads' shares
+/// ([`PasswordHasher::admit`]): the source network, and the account (or,
+/// when no account has that login, the throttle key standing for it).
+pub(crate) fn hash_sources(ip: IpAddr, account: Option<&Account>, unknown: &str) -> [String; 2] {
+    let person = account.map_or_else(|| unknown.to_owned(), hash_sources_of_account);
+    [format!("net:{}", network_of(ip)), person]
+}
+
+fn hash_sources_of_account(account: &Account) -> String {
+    format!("account:{}", account.id)
 }
 
 /// The throttling unit for an address: the address itself for IPv4, its /64

@@ -22,6 +22,11 @@
 //! guessing their password from elsewhere (the OWASP "device cookie"
 //! defence). Unknown emails are throttled exactly like known ones, so the
 //! lock reveals nothing about which accounts exist.
+//!
+//! Concurrency does not widen the gap: an attempt is checked against
+//! [`ThrottlePolicy::open_attempts`] when it is reserved, before its secret
+//! is verified, so however many arrive at once, no more are verified than
+//! one after the other would have been (see `attempt.rs`).
 
 use crate::clock::Millis;
 
@@ -74,6 +79,26 @@ impl ThrottlePolicy {
             Some(s) if s.locked_until > now => Err(s.locked_until - now),
             _ => Ok(()),
         }
+    }
+
+    /// How many attempts may be verified at once from `state` at `now`:
+    /// as many as could fail one after the other before one of them
+    /// locks the key (the free failures left, plus the one that locks),
+    /// and none while it is locked. Reservations in flight count against
+    /// it, so a burst verifies no more guesses than a sequence would.
+    pub fn open_attempts(&self, state: Option<ThrottleState>, now: Millis) -> u32 {
+        if self.check(state, now).is_err() {
+            return 0;
+        }
+        let failures = state
+            .filter(|s| now - s.last_failure < self.forget_after)
+            .map_or(0, |s| s.failures);
+        (self.free_failures + 1).saturating_sub(failures).max(1)
+    }
+
+    /// The most attempts a key ever lets through before its first lock.
+    pub fn attempts_before_lock(&self) -> u32 {
+        self.free_failures + 1
     }
 
     /// The state after one more failure at `now`.
@@ -166,6 +191,25 @@ mod tests {
         for p in [ThrottlePolicy::ACCOUNT, ThrottlePolicy::NETWORK] {
             assert!(p.forget_after <= ThrottlePolicy::LONGEST_MEMORY);
         }
+    }
+
+    #[test]
+    fn open_attempts_are_the_failures_a_sequence_could_make_before_the_lock() {
+        assert_eq!(P.open_attempts(None, 0), 6);
+        assert_eq!(P.open_attempts(fail_times(2, 0), 0), 4);
+        assert_eq!(P.open_attempts(fail_times(5, 0), 0), 1, "the one that locks");
+        let locked = fail_times(6, 0);
+        assert_eq!(P.open_attempts(locked, 0), 0);
+        let reopened = locked.unwrap().locked_until;
+        assert_eq!(P.open_attempts(locked, reopened), 1, "after a lock, one at a time");
+        assert_eq!(P.open_attempts(locked, P.forget_after + 1), 6, "forgotten");
+        // Walking the sequence verifies exactly `attempts_before_lock`.
+        let (mut state, mut verified) = (None, 0);
+        while P.open_attempts(state, 0) > 0 {
+            state = Some(P.after_failure(state, 0));
+            verified += 1;
+        }
+        assert_eq!(verified, P.attempts_before_lock());
     }
 
     #[test]

@@ -38,6 +38,29 @@ pub struct ThrottleRecord {
     pub version: i64,
 }
 
+/// One attempt to reserve on a throttle key; see
+/// [`IdentityStore::reserve_throttle`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ThrottleReservation {
+    /// The version the room was computed from (0 when there was no row).
+    pub version: i64,
+    /// How many attempts may be in flight at once, this one included
+    /// ([`ThrottlePolicy::open_attempts`](crate::softlock::ThrottlePolicy::open_attempts)).
+    pub open: u32,
+    pub now: Millis,
+    /// Reservations made at or before this were never settled (their
+    /// process died) and no longer hold room.
+    pub lapsed_before: Millis,
+}
+
+/// A reserved attempt that did not fail: it gives its room back, and
+/// `forget` (a success) also forgets the key's failures.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ThrottleRelease {
+    pub key: String,
+    pub forget: bool,
+}
+
 /// What a second sign-in step reads before it checks a code: the
 /// account's second-factor throttle record and its methods.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -137,13 +160,13 @@ pub trait IdentityStore: Send + Sync {
     async fn set_default_method(&self, account_id: &str, kind: &str) -> Result<(), StoreError>;
 
     /// In one transaction: stores the session, records `event` when given,
-    /// and forgets the throttle key `clear_throttle` when given.
+    /// and settles the sign-in's reserved attempts (`releases`).
     async fn insert_session(
         &self,
         session: &Session,
         token_hash: &str,
         event: Option<&SecurityEvent>,
-        clear_throttle: Option<&str>,
+        releases: &[ThrottleRelease],
     ) -> Result<(), StoreError>;
     /// The session with this token hash and its account, in one query: it
     /// runs on every signed-in request.
@@ -364,10 +387,18 @@ pub trait IdentityStore: Send + Sync {
     async fn throttle(&self, key: &str) -> Result<Option<ThrottleRecord>, StoreError>;
     /// Several keys in one query, in the order asked.
     async fn throttles(&self, keys: &[&str]) -> Result<Vec<Option<ThrottleRecord>>, StoreError>;
-    /// Writes `state` if the stored version is still `expected` (`None`: no
-    /// row yet). `false` when someone else wrote first.
+    /// In one statement: reserves one attempt on `key` if its version is
+    /// still `reservation.version` (0: no row yet) and fewer than
+    /// `reservation.open` attempts are in flight (reservations made at or
+    /// before `reservation.lapsed_before` no longer count). `false`, with
+    /// nothing changed, otherwise.
+    async fn reserve_throttle(&self, key: &str, reservation: ThrottleReservation) -> Result<bool, StoreError>;
+    /// Settles one reserved attempt as a failure: writes `state` if the
+    /// stored version is still `expected` (`None`: whatever it is).
+    /// `false` when someone else wrote first.
     async fn swap_throttle(&self, key: &str, expected: Option<i64>, state: ThrottleState) -> Result<bool, StoreError>;
-    async fn clear_throttle(&self, key: &str) -> Result<(), StoreError>;
+    /// Settles reserved attempts that did not fail, in one transaction.
+    async fn release_throttles(&self, releases: &[ThrottleRelease]) -> Result<(), StoreError>;
 
     /// Deletes expired sessions, setup links and forgotten throttle keys;
     /// returns how many rows went.

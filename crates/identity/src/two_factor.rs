@@ -337,9 +337,14 @@ impl Identity {
             throttle: record,
             factors,
         } = context;
-        if let Err(retry_after) = policy.check(record.map(|r| r.state), self.now()) {
-            return Err(SecondStepError::TooManyAttempts { retry_after });
-        }
+        // The key is the account's, not the session's: however many
+        // half-signed-in sessions send codes at once, no more are checked
+        // than one session could check one after the other.
+        let attempt =
+            match crate::attempt::reserve(self.store_arc(), vec![(key, policy)], vec![record], self.now()).await? {
+                Ok(attempt) => attempt,
+                Err(retry_after) => return Err(SecondStepError::TooManyAttempts { retry_after }),
+            };
 
         let now = self.now();
         let (proof, method, backup_left) = match step {
@@ -372,7 +377,7 @@ impl Identity {
         };
         if !completed {
             let failures = self.store().count_factor_failure(&session.id).await?;
-            let locked = self.count_failures(&[(key, policy)]).await?;
+            let locked = attempt.failed(|| self.now()).await?;
             self.record(&account.id, EventKind::SecondFactorFailed, client, "")
                 .await?;
             if let Some(ms) = locked {
@@ -388,9 +393,7 @@ impl Identity {
                 attempts_left: MAX_FACTOR_FAILURES.saturating_sub(failures),
             });
         }
-        if record.is_some() {
-            self.store().clear_throttle(&key).await?;
-        }
+        attempt.succeeded().await?;
         if let Some(left) = backup_left {
             self.record(&account.id, EventKind::BackupCodeUsed, client, &left.to_string())
                 .await?;

@@ -9,7 +9,7 @@ use identity::{
     Account, ApprovalRequest, ApprovalStatus, EmailAddress, EventKind, ExpiryCutoffs, FactorKind, IdentityStore,
     Invitation, MailKind, MemberSummary, Membership, MembershipChange, Millis, NewAccount, NewOrganization, OrgEvent,
     OrgPolicy, Organization, QueuedMail, Role, SecondFactor, SecurityEvent, Session, SessionStage, StepContext,
-    StoreError, SyncUserId, ThrottleRecord,
+    StoreError, SyncUserId, ThrottleRecord, ThrottleRelease, ThrottleReservation,
 };
 use sqlx::Row;
 use sqlx::any::AnyRow;
@@ -71,6 +71,25 @@ fn session_from(row: &AnyRow) -> Result<Session, StoreError> {
         password_at: row.try_get("password_at").map_err(backend)?,
         factor_failures: u32::try_from(failures).unwrap_or(u32::MAX),
     })
+}
+
+/// Gives back the room of one reserved attempt; a success (`forget`) also
+/// forgets the key's failures. The row stays while other attempts are in
+/// flight: deleting it would free their room too.
+async fn release_throttle(conn: &mut sqlx::AnyConnection, release: &ThrottleRelease) -> Result<(), StoreError> {
+    let sql = if release.forget {
+        "UPDATE throttles SET in_flight = CASE WHEN in_flight > 0 THEN in_flight - 1 ELSE 0 END,
+             failures = 0, last_failure = 0, locked_until = 0, version = version + 1
+         WHERE key = $1"
+    } else {
+        "UPDATE throttles SET in_flight = CASE WHEN in_flight > 0 THEN in_flight - 1 ELSE 0 END WHERE key = $1"
+    };
+    sqlx::query(sql)
+        .bind(&release.key)
+        .execute(conn)
+        .await
+        .map_err(backend)?;
+    Ok(())
 }
 
 /// A throttle record from a row with its columns.
@@ -552,7 +571,7 @@ impl IdentityStore for SqlStore {
         s: &Session,
         token_hash: &str,
         event: Option<&SecurityEvent>,
-        clear_throttle: Option<&str>,
+        releases: &[ThrottleRelease],
     ) -> Result<(), StoreError> {
         let mut tx = self.begin_write().await.map_err(backend)?;
         sqlx::query(
@@ -576,12 +595,8 @@ impl IdentityStore for SqlStore {
         if let Some(event) = event {
             insert_event(&mut tx, event).await?;
         }
-        if let Some(key) = clear_throttle {
-            sqlx::query("DELETE FROM throttles WHERE key = $1")
-                .bind(key)
-                .execute(&mut *tx)
-                .await
-                .map_err(backend)?;
+        for release in releases {
+            release_throttle(&mut tx, release).await?;
         }
         tx.commit().await.map_err(backend)
     }
@@ -704,12 +719,38 @@ impl IdentityStore for SqlStore {
             .collect())
     }
 
+    async fn reserve_throttle(&self, key: &str, r: ThrottleReservation) -> Result<bool, StoreError> {
+        // The check and the increment are one statement: two concurrent
+        // attempts cannot both take the last room. Reservations do not bump
+        // the version; a settled failure does, so room computed from an
+        // older state is refused and computed again.
+        let done = sqlx::query(
+            "INSERT INTO throttles (key, failures, last_failure, locked_until, version, in_flight, reserved_at)
+             VALUES ($1, 0, 0, 0, 0, 1, $2)
+             ON CONFLICT (key) DO UPDATE SET
+                 in_flight = CASE WHEN throttles.reserved_at <= $3 THEN 1 ELSE throttles.in_flight + 1 END,
+                 reserved_at = $2
+             WHERE throttles.version = $4 AND (throttles.in_flight < $5 OR throttles.reserved_at <= $3)",
+        )
+        .bind(key)
+        .bind(r.now)
+        .bind(r.lapsed_before)
+        .bind(r.version)
+        .bind(i64::from(r.open))
+        .execute(&*self.writer.turn().await)
+        .await
+        .map_err(backend)?;
+        Ok(done.rows_affected() == 1)
+    }
+
     async fn swap_throttle(&self, key: &str, expected: Option<i64>, state: ThrottleState) -> Result<bool, StoreError> {
         let failures = i64::from(state.failures);
         let done = match expected {
             None => sqlx::query(
                 "INSERT INTO throttles (key, failures, last_failure, locked_until, version) VALUES ($1, $2, $3, $4, 1)
-                 ON CONFLICT (key) DO NOTHING",
+                 ON CONFLICT (key) DO UPDATE SET failures = $2, last_failure = $3, locked_until = $4,
+                     version = throttles.version + 1,
+                     in_flight = CASE WHEN throttles.in_flight > 0 THEN throttles.in_flight - 1 ELSE 0 END",
             )
             .bind(key)
             .bind(failures)
@@ -719,8 +760,9 @@ impl IdentityStore for SqlStore {
             .await,
             Some(version) => {
                 sqlx::query(
-                    "UPDATE throttles SET failures = $2, last_failure = $3, locked_until = $4, version = version + 1
-                 WHERE key = $1 AND version = $5",
+                    "UPDATE throttles SET failures = $2, last_failure = $3, locked_until = $4, version = version + 1,
+                         in_flight = CASE WHEN in_flight > 0 THEN in_flight - 1 ELSE 0 END
+                     WHERE key = $1 AND version = $5",
                 )
                 .bind(key)
                 .bind(failures)
@@ -734,13 +776,12 @@ impl IdentityStore for SqlStore {
         Ok(done.map_err(backend)?.rows_affected() == 1)
     }
 
-    async fn clear_throttle(&self, key: &str) -> Result<(), StoreError> {
-        sqlx::query("DELETE FROM throttles WHERE key = $1")
-            .bind(key)
-            .execute(&*self.writer.turn().await)
-            .await
-            .map_err(backend)?;
-        Ok(())
+    async fn release_throttles(&self, releases: &[ThrottleRelease]) -> Result<(), StoreError> {
+        let mut tx = self.begin_write().await.map_err(backend)?;
+        for release in releases {
+            release_throttle(&mut tx, release).await?;
+        }
+        tx.commit().await.map_err(backend)
     }
 
     async fn default_method(&self, account_id: &str) -> Result<String, StoreError> {
@@ -1830,12 +1871,15 @@ impl IdentityStore for SqlStore {
         .execute(&*self.writer.turn().await)
         .await
         .map_err(backend)?;
-        let throttles = sqlx::query("DELETE FROM throttles WHERE locked_until <= $1 AND last_failure <= $2")
-            .bind(c.now)
-            .bind(c.throttle_failure_before)
-            .execute(&*self.writer.turn().await)
-            .await
-            .map_err(backend)?;
+        let throttles = sqlx::query(
+            "DELETE FROM throttles WHERE locked_until <= $1 AND last_failure <= $2
+             AND reserved_at <= $2",
+        )
+        .bind(c.now)
+        .bind(c.throttle_failure_before)
+        .execute(&*self.writer.turn().await)
+        .await
+        .map_err(backend)?;
         let mut purged = sessions.rows_affected() + throttles.rows_affected();
         for (statement, cutoff) in [
             ("DELETE FROM setup_tokens WHERE expires_at <= $1", c.now),

@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 
+use identity::softlock::ThrottlePolicy;
 use identity::{
     ClientInfo, EventKind, Identity, IdentityConfig, IdentityError, ManualClock, PasswordHasher, Role, ServerKey,
     SetupRequest, SignIn, SignInError,
@@ -15,9 +16,18 @@ const START: i64 = 1_800_000_000_000;
 struct World {
     identity: Identity,
     clock: ManualClock,
+    /// Ana's account id.
+    ana: String,
+    /// The identity's hasher, to count verifications.
+    hasher: PasswordHasher,
 }
 
 async fn worlds() -> Vec<World> {
+    worlds_with(|h| h).await
+}
+
+/// [`worlds`] with the hasher adjusted by `hasher`.
+async fn worlds_with(hasher: impl Fn(PasswordHasher) -> PasswordHasher) -> Vec<World> {
     let mut out = Vec::new();
     for engine in [Engine::Sqlite, Engine::Postgres] {
         let Some(url) = store::testing::database_url(engine).await else {
@@ -25,19 +35,25 @@ async fn worlds() -> Vec<World> {
         };
         let store = SqlStore::open(&url).await.unwrap();
         let clock = ManualClock::at(START);
+        let hasher = hasher(PasswordHasher::owasp_minimum());
         let identity = Identity::new(
             Arc::new(store),
             Arc::new(clock.clone()),
-            PasswordHasher::owasp_minimum(),
+            hasher.clone(),
             ServerKey::generate(),
             IdentityConfig::default(),
         );
         identity.create_organization("Acme").await.unwrap();
-        identity
+        let (ana, _) = identity
             .create_account("ana@example.org", "Ana", PASSWORD, Some(("Acme", Role::User)))
             .await
             .unwrap();
-        out.push(World { identity, clock });
+        out.push(World {
+            identity,
+            clock,
+            ana: ana.id,
+            hasher,
+        });
     }
     out
 }
@@ -134,6 +150,121 @@ async fn unknown_emails_are_throttled_exactly_like_known_ones() {
                 "{email}: {e:?}"
             );
         }
+    }
+}
+
+/// How many of the account's security events are of `kind`.
+async fn count_events(id: &Identity, account_id: &str, kind: EventKind) -> usize {
+    let events = id.events(account_id, None, 200).await.unwrap().events;
+    events.iter().filter(|e| e.kind == kind).count()
+}
+
+/// Runs `burst` concurrently, and `last` once one of them was refused
+/// (or all are done): a refusal means the burst already holds all the room
+/// there is, so `last` comes at the end of the burst whatever the order in
+/// which the database answered. Returns the burst's outcomes and `last`'s.
+async fn burst_then<T, L>(
+    burst: Vec<std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + '_>>>,
+    refused: impl Fn(&T) -> bool,
+    last: impl std::future::Future<Output = L>,
+) -> (Vec<T>, L) {
+    let first_refusal = tokio::sync::Notify::new();
+    // Both sides are polled together: a burst attempt may hold what the
+    // last one needs (a connection, SQLite's write turn) until it resumes.
+    let burst = async {
+        let outcomes = futures_util::future::join_all(burst.into_iter().map(|f| async {
+            let outcome = f.await;
+            if refused(&outcome) {
+                first_refusal.notify_one();
+            }
+            outcome
+        }))
+        .await;
+        first_refusal.notify_one();
+        outcomes
+    };
+    let last = async {
+        first_refusal.notified().await;
+        last.await
+    };
+    let (outcomes, last) = tokio::join!(burst, last);
+    (outcomes, last)
+}
+
+/// Issue 21, item 3: sixty wrong passwords at once, then the right one at
+/// the end of the burst. Checks read before failures were counted let all
+/// sixty be verified and the right one in; now an attempt is reserved
+/// before its password is verified, so no more are verified than one
+/// after the other (the free failures and the one that locks).
+#[tokio::test]
+async fn a_burst_of_wrong_passwords_verifies_no_more_than_a_sequence() {
+    for w in worlds_with(|h| h.with_share_per_source(64)).await {
+        let id = &w.identity;
+        let burst = (0..60)
+            .map(|_| Box::pin(id.sign_in(attempt("ana@example.org", "wrong password!", "198.51.100.7", None))) as _)
+            .collect();
+        let refused =
+            |r: &Result<identity::SignedIn, SignInError>| matches!(r, Err(SignInError::TooManyAttempts { .. }));
+        let right = id.sign_in(attempt("ana@example.org", PASSWORD, "198.51.100.7", None));
+        let (outcomes, right) = burst_then(burst, refused, right).await;
+
+        let verified = outcomes
+            .iter()
+            .filter(|r| matches!(r, Err(SignInError::InvalidCredentials)))
+            .count();
+        let bound = ThrottlePolicy::ACCOUNT.attempts_before_lock() as usize;
+        assert_eq!(verified, bound, "verified wrong passwords");
+        assert_eq!(outcomes.iter().filter(|r| refused(r)).count(), 60 - bound);
+        assert!(refused(&right), "the right password at the end is refused: {right:?}");
+
+        assert_eq!(count_events(id, &w.ana, EventKind::SignInFailed).await, bound);
+        assert_eq!(count_events(id, &w.ana, EventKind::SignInLocked).await, 1);
+        // Once the lock is over, the member signs in as before.
+        w.clock.advance(30_000);
+        id.sign_in(attempt("ana@example.org", PASSWORD, "198.51.100.7", None))
+            .await
+            .unwrap();
+    }
+}
+
+/// Issue 21, item 3: 300 concurrent protocol sign-ins with wrong
+/// passwords from one address ran 268 Argon2 verifications and made a
+/// member's sign-in from elsewhere wait seconds. Now that network holds
+/// at most its share of the hashing threads (the rest are refused at
+/// once), its throttle bounds the total, and the member is served.
+#[tokio::test]
+async fn a_burst_from_one_network_neither_hashes_unbounded_nor_starves_others() {
+    for w in worlds().await {
+        let id = &w.identity;
+        let before = w.hasher.verifications();
+        let attacker: std::net::IpAddr = "203.0.113.50".parse().unwrap();
+        let burst = futures_util::future::join_all((0..300).map(|i| {
+            let login = format!("user{i}@example.org");
+            async move {
+                id.authenticate_protocol_client(&login, "wrong password!", attacker)
+                    .await
+            }
+        }));
+        let member = async {
+            // Inside the burst: once some of it was refused.
+            tokio::task::yield_now().await;
+            id.sign_in(attempt("ana@example.org", PASSWORD, "198.51.100.20", None))
+                .await
+        };
+        let (outcomes, member) = tokio::join!(burst, member);
+        member.expect("a member on another network is served during the burst");
+
+        let hashed = (w.hasher.verifications() - before) as usize;
+        let bound = ThrottlePolicy::NETWORK.attempts_before_lock() as usize + 1;
+        assert!(
+            hashed <= bound,
+            "{hashed} verifications, at most {bound} (the burst's network, the member)"
+        );
+        let refused = outcomes
+            .iter()
+            .filter(|r| matches!(r, Err(identity::ProtocolAuthError::TooManyAttempts { .. })))
+            .count();
+        assert_eq!(refused + hashed - 1, 300, "every other request refused, none failed");
     }
 }
 
@@ -234,8 +365,8 @@ async fn the_purge_deletes_only_what_expired() {
         w.clock.advance(12 * 3_600_000);
         assert_eq!(
             id.purge_expired().await.unwrap(),
-            3,
-            "the idle session and both throttle keys"
+            4,
+            "the idle session and the three throttle keys (the sign-ins' network's too)"
         );
         let left: Vec<_> = id.sessions(&account).await.unwrap().into_iter().map(|s| s.id).collect();
         assert_eq!(left, std::slice::from_ref(&long.session.id));
@@ -486,6 +617,73 @@ mod two_factor {
                 6
             );
             assert!(events.iter().any(|e| e.kind == EventKind::SecondFactorLocked));
+        }
+    }
+
+    /// Issue 21, item 3: twenty half-signed-in sessions send four wrong
+    /// codes each and the right one, all at once. The limit is the
+    /// account's, not each session's: no more codes are checked than one
+    /// session could check one after the other, and the right code at the
+    /// end of the burst is refused.
+    #[tokio::test]
+    async fn a_burst_of_wrong_codes_across_sessions_checks_no_more_than_a_sequence() {
+        for w in worlds().await {
+            let id = &w.identity;
+            let (secret, _) = enrol(&w).await;
+            let c = client("192.0.2.1");
+            let mut pending = Vec::new();
+            for _ in 0..20 {
+                let p = id
+                    .sign_in(attempt("ana@example.org", PASSWORD, "192.0.2.1", None))
+                    .await
+                    .unwrap();
+                assert!(p.second_factor.is_some());
+                pending.push(p);
+            }
+            let burst = pending
+                .iter()
+                .flat_map(|p| std::iter::repeat_n(p, 4))
+                .map(|p| {
+                    Box::pin(id.second_step(&p.session, &p.account, SecondStep::Totp("111111".into()), None, &c)) as _
+                })
+                .collect();
+            let refused = |r: &Result<identity::SignedIn, SecondStepError>| {
+                matches!(r, Err(SecondStepError::TooManyAttempts { .. }))
+            };
+            let last = &pending[19];
+            let right = id.second_step(
+                &last.session,
+                &last.account,
+                SecondStep::Totp(code_now(&secret, w.clock.now(), 1)),
+                None,
+                &c,
+            );
+            let (outcomes, right) = burst_then(burst, refused, right).await;
+
+            let checked = outcomes.iter().filter(|r| !refused(r)).count();
+            let bound = ThrottlePolicy::ACCOUNT.attempts_before_lock() as usize;
+            assert_eq!(checked, bound, "wrong codes checked");
+            assert!(
+                outcomes
+                    .iter()
+                    .all(|r| refused(r) || matches!(r, Err(SecondStepError::WrongCode { .. }))),
+                "{outcomes:?}"
+            );
+            assert!(refused(&right), "the right code at the end is refused: {right:?}");
+            assert_eq!(count_events(id, &w.ana, EventKind::SecondFactorFailed).await, bound);
+            assert_eq!(count_events(id, &w.ana, EventKind::SecondFactorLocked).await, 1);
+
+            // After the lock, the member finishes signing in.
+            w.clock.advance(30_000);
+            id.second_step(
+                &last.session,
+                &last.account,
+                SecondStep::Totp(code_now(&secret, w.clock.now(), 1)),
+                None,
+                &c,
+            )
+            .await
+            .unwrap();
         }
     }
 
@@ -754,6 +952,8 @@ mod sms {
                 World {
                     identity,
                     clock: w.clock,
+                    ana: w.ana,
+                    hasher: w.hasher,
                 },
                 outbox,
             ));

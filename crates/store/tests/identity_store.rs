@@ -4,7 +4,7 @@ use identity::credential::app_password::AppPassword;
 use identity::softlock::ThrottleState;
 use identity::{
     EmailAddress, EventKind, IdentityStore, NewAccount, NewOrganization, Role, SecurityEvent, Session, SessionStage,
-    StepContext, StoreError, SyncUserId,
+    StepContext, StoreError, SyncUserId, ThrottleRelease, ThrottleReservation,
 };
 use identity::{FactorKind, SecondFactor, SecondStepProof};
 use store::{Engine, SqlStore};
@@ -157,9 +157,12 @@ async fn sessions_are_found_by_token_hash_and_deleted() {
             password_at: 1,
             factor_failures: 0,
         };
-        s.swap_throttle("email:s", None, ThrottleState::default())
-            .await
-            .unwrap();
+        let failed = ThrottleState {
+            failures: 3,
+            last_failure: 1,
+            locked_until: 0,
+        };
+        s.swap_throttle("email:s", None, failed).await.unwrap();
         for (id, hash) in [("one", "h1"), ("two", "h2"), ("three", "h3")] {
             let event = SecurityEvent {
                 id: format!("event-{id}"),
@@ -170,17 +173,24 @@ async fn sessions_are_found_by_token_hash_and_deleted() {
                 user_agent: "test".into(),
                 detail: String::new(),
             };
-            let clear = (id == "three").then_some("email:s");
-            s.insert_session(&session(id), hash, Some(&event), clear).await.unwrap();
+            let release = ThrottleRelease {
+                key: "email:s".into(),
+                forget: true,
+            };
+            let releases = if id == "three" { vec![release] } else { vec![] };
+            s.insert_session(&session(id), hash, Some(&event), &releases)
+                .await
+                .unwrap();
         }
         assert_eq!(
             s.events(&a.id, None, 10).await.unwrap().len(),
             3,
             "each session records its event"
         );
-        assert!(
-            s.throttle("email:s").await.unwrap().is_none(),
-            "and forgets the throttle key when asked"
+        assert_eq!(
+            s.throttle("email:s").await.unwrap().map(|r| r.state),
+            Some(ThrottleState::default()),
+            "and forgets the throttle key's failures when asked"
         );
         assert_eq!(
             s.session_by_token_hash("h1").await.unwrap().map(|(session, _)| session),
@@ -224,8 +234,8 @@ async fn throttle_updates_never_lose_a_concurrent_write() {
         let failures: Vec<_> = both.iter().map(|r| r.map(|r| r.state.failures)).collect();
         assert_eq!(failures, [None, Some(1), Some(5)], "in the order asked");
         assert!(
-            !s.swap_throttle("k", None, state(1)).await.unwrap(),
-            "row exists already"
+            s.swap_throttle("k", None, state(1)).await.unwrap(),
+            "without a version, written whatever is there"
         );
         let r = s.throttle("k").await.unwrap().unwrap();
         assert_eq!(r.state, state(1));
@@ -235,8 +245,68 @@ async fn throttle_updates_never_lose_a_concurrent_write() {
             "stale version"
         );
         assert_eq!(s.throttle("k").await.unwrap().unwrap().state, state(2));
-        s.clear_throttle("k").await.unwrap();
-        assert!(s.throttle("k").await.unwrap().is_none());
+        let release = ThrottleRelease {
+            key: "k".into(),
+            forget: true,
+        };
+        s.release_throttles(&[release]).await.unwrap();
+        assert_eq!(
+            s.throttle("k").await.unwrap().unwrap().state,
+            ThrottleState::default(),
+            "forgotten"
+        );
+    }
+}
+
+#[tokio::test]
+async fn reservations_check_and_take_room_in_one_statement() {
+    for s in stores().await {
+        let s = std::sync::Arc::new(s);
+        let reserve = |key: &'static str, version: i64, open: u32, now: i64| {
+            let s = std::sync::Arc::clone(&s);
+            async move {
+                let r = ThrottleReservation {
+                    version,
+                    open,
+                    now,
+                    lapsed_before: now - 60_000,
+                };
+                s.reserve_throttle(key, r).await.unwrap()
+            }
+        };
+        // Sixty at once against room for six: exactly six get it.
+        let burst = futures_util::future::join_all((0..60).map(|_| reserve("r", 0, 6, 100_000))).await;
+        assert_eq!(burst.iter().filter(|ok| **ok).count(), 6);
+        let row = s.throttle("r").await.unwrap().unwrap();
+        assert_eq!((row.version, row.state), (0, ThrottleState::default()));
+
+        // Room computed from an older state is refused.
+        let failed = ThrottleState {
+            failures: 1,
+            last_failure: 100_000,
+            locked_until: 0,
+        };
+        assert!(s.swap_throttle("r", Some(0), failed).await.unwrap(), "settles one");
+        assert!(!reserve("r", 0, 6, 100_000).await, "stale version");
+        assert!(reserve("r", 1, 6, 100_000).await, "five in flight, room for six");
+        assert!(!reserve("r", 1, 6, 100_000).await, "full");
+
+        // Releasing gives room back; a success also forgets the failures.
+        let release = |forget| ThrottleRelease {
+            key: "r".into(),
+            forget,
+        };
+        s.release_throttles(&[release(false)]).await.unwrap();
+        assert!(reserve("r", 1, 6, 100_000).await);
+        s.release_throttles(&[release(true)]).await.unwrap();
+        let row = s.throttle("r").await.unwrap().unwrap();
+        assert_eq!((row.version, row.state), (2, ThrottleState::default()));
+
+        // Reservations never settled (a crashed process) lapse.
+        assert!(!reserve("r", 2, 5, 100_000).await, "five still in flight");
+        assert!(reserve("r", 2, 5, 160_000).await, "lapsed: room again");
+        assert!(reserve("r", 2, 2, 160_001).await);
+        assert!(!reserve("r", 2, 2, 160_002).await, "counted from one again");
     }
 }
 
@@ -308,7 +378,7 @@ async fn a_second_step_consumes_its_proof_and_signs_in_once() {
             .await
             .unwrap();
         for (id, hash) in [("p1", "h1"), ("p2", "h2"), ("p3", "h3")] {
-            s.insert_session(&pending_session(id, &a.id), hash, None, None)
+            s.insert_session(&pending_session(id, &a.id), hash, None, &[])
                 .await
                 .unwrap();
         }
@@ -514,7 +584,7 @@ async fn a_session_read_with_its_step_context_matches_the_two_reads() {
             .create_account(&new_account("d@example.org"), None, &mut ids(&["CC00002"]))
             .await
             .unwrap();
-        s.insert_session(&pending_session("c1", &a.id), "hc1", None, None)
+        s.insert_session(&pending_session("c1", &a.id), "hc1", None, &[])
             .await
             .unwrap();
         let prefix = "second-factor:";
@@ -585,7 +655,7 @@ async fn one_backup_code_used_twice_at_once_works_once() {
                 let (s, account) = (s.clone(), a.id.clone());
                 tokio::spawn(async move {
                     let id = format!("race-{i}");
-                    s.insert_session(&pending_session(&id, &account), &format!("h-{i}"), None, None)
+                    s.insert_session(&pending_session(&id, &account), &format!("h-{i}"), None, &[])
                         .await
                         .unwrap();
                     let proof = SecondStepProof::BackupCode {

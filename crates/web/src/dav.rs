@@ -124,8 +124,8 @@ fn basic_credentials(request: &Request) -> Option<(String, String)> {
     Some((login.to_owned(), secret.to_owned()))
 }
 
-fn challenge(status: StatusCode, message: &'static str) -> Response {
-    let mut response = (status, message).into_response();
+fn challenge(status: StatusCode, message: impl Into<String>) -> Response {
+    let mut response = (status, message.into()).into_response();
     response.headers_mut().insert(
         header::WWW_AUTHENTICATE,
         HeaderValue::from_static("Basic realm=\"cloudkeep\", charset=\"UTF-8\""),
@@ -185,6 +185,10 @@ async fn answer(state: AppState, target: Target, request: Request) -> Response {
         Ok(account) => account,
         Err(ProtocolAuthError::InvalidCredentials) => {
             return challenge(StatusCode::UNAUTHORIZED, "wrong user name or password");
+        }
+        Err(e @ ProtocolAuthError::TwoFactorRequired { .. }) => {
+            // 401 so that the client asks again: for an application password.
+            return challenge(StatusCode::UNAUTHORIZED, e.to_string());
         }
         Err(ProtocolAuthError::TooManyAttempts { retry_after }) => {
             let mut response = (StatusCode::TOO_MANY_REQUESTS, "too many attempts; try again later").into_response();

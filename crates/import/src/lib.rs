@@ -287,6 +287,7 @@ async fn source(
             Err(ProtocolAuthError::TooManyAttempts { .. }) => Err(Stop::Failed(
                 "the source refused the user name or password too many times; try again later".into(),
             )),
+            Err(e @ ProtocolAuthError::TwoFactorRequired { .. }) => Err(Stop::Failed(e.to_string())),
             Err(ProtocolAuthError::Store(e)) => return Err(e),
         });
     }

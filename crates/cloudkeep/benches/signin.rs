@@ -248,12 +248,11 @@ async fn measure(
 /// Sign-ins per second with `concurrency` clients; with `pool`, each is a
 /// full password + TOTP sign-in.
 async fn http_rate(base: &str, seconds: f64, concurrency: usize, pool: Option<Arc<TotpPool>>) -> f64 {
-    let client = reqwest::Client::new();
     let deadline = Instant::now() + Duration::from_secs_f64(seconds);
     let started = Instant::now();
     let tasks: Vec<_> = (0..concurrency)
-        .map(|_| {
-            let (client, base, pool) = (client.clone(), base.to_owned(), pool.clone());
+        .map(|i| {
+            let (client, base, pool) = (member_client(i), base.to_owned(), pool.clone());
             tokio::spawn(async move {
                 let mut ok = 0u64;
                 while Instant::now() < deadline {
@@ -274,11 +273,10 @@ async fn http_rate(base: &str, seconds: f64, concurrency: usize, pool: Option<Ar
 /// Signs every account in once, so that the measured sign-ins come from
 /// browsers the server already knows (no new-device email).
 async fn prime_devices(base: &str, concurrency: usize, pool: &Arc<TotpPool>) {
-    let client = reqwest::Client::new();
     let left = Arc::new(AtomicUsize::new(pool.accounts.len() + PASSWORD_ACCOUNTS));
     let tasks: Vec<_> = (0..concurrency)
-        .map(|_| {
-            let (client, base, pool, left) = (client.clone(), base.to_owned(), pool.clone(), left.clone());
+        .map(|i| {
+            let (client, base, pool, left) = (member_client(i), base.to_owned(), pool.clone(), left.clone());
             tokio::spawn(async move {
                 while let Ok(n) = left.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1)) {
                     let pool = (n > PASSWORD_ACCOUNTS).then_some(&*pool);
@@ -304,9 +302,10 @@ async fn measure_second_steps(
     concurrency: usize,
     pool: &Arc<TotpPool>,
 ) {
-    let client = reqwest::Client::new();
-    let tasks: Vec<_> = (0..concurrency)
-        .map(|_| {
+    let clients: Vec<reqwest::Client> = (0..concurrency).map(member_client).collect();
+    let tasks: Vec<_> = clients
+        .iter()
+        .map(|client| {
             let (client, base, pool) = (client.clone(), base.to_owned(), pool.clone());
             tokio::spawn(async move {
                 let mut pending = Vec::with_capacity(per_client);
@@ -326,7 +325,8 @@ async fn measure_second_steps(
     let started = Instant::now();
     let tasks: Vec<_> = batches
         .into_iter()
-        .map(|batch| {
+        .zip(&clients)
+        .map(|(batch, client)| {
             let (client, base) = (client.clone(), base.to_owned());
             tokio::spawn(async move {
                 for (email, known, r_cookie, code) in batch {
@@ -356,6 +356,17 @@ async fn password_step(client: &reqwest::Client, base: &str, pool: &TotpPool) ->
 
 /// `POST /api/v1/session` for `email` with its device cookie, if it has
 /// one: the cookie sent and the (successful) answer.
+/// Client `i`, from an address of its own (127.0.0.2, 127.0.0.3, …): the
+/// members of a real server sign in from many networks, and each network
+/// may hold only its share of the hashing threads at once.
+fn member_client(i: usize) -> reqwest::Client {
+    let address = std::net::Ipv4Addr::new(127, 0, (i / 250) as u8, (i % 250 + 2) as u8);
+    reqwest::Client::builder()
+        .local_address(std::net::IpAddr::V4(address))
+        .build()
+        .unwrap()
+}
+
 async fn post_password(client: &reqwest::Client, base: &str, email: &str) -> (String, reqwest::Response) {
     let body = serde_json::json!({"email": email, "password": PASSWORD});
     let known = DEVICES.lock().unwrap().get(email).cloned().unwrap_or_default();

@@ -424,3 +424,59 @@ async fn events_are_paginated_newest_first() {
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
 }
+
+/// Issue 21, item 3, over the API: 60 wrong passwords for one account at
+/// once, then the right one at the end of the burst. All 60 were verified
+/// and the right one signed in; now at most the email key's six are
+/// verified (each a 401), the others are refused at once with 429 and
+/// `Retry-After`, and so is the right password while the burst holds the
+/// room or the lock.
+#[tokio::test]
+async fn a_burst_of_wrong_passwords_cannot_carry_the_right_one_in() {
+    for engine in ENGINES {
+        let Some((_, server)) = server_with_member(engine).await else {
+            continue;
+        };
+        let client = reqwest::Client::new();
+        let sign_in = |password: &'static str| {
+            client
+                .post(server.url("/api/v1/session"))
+                .json(&serde_json::json!({"email": MEMBER, "password": password}))
+                .send()
+        };
+        let first_refusal = tokio::sync::Notify::new();
+        let burst = async {
+            let outcomes = futures_util::future::join_all((0..60).map(|_| {
+                let request = sign_in("not the password");
+                let first_refusal = &first_refusal;
+                async move {
+                    let response = request.await.unwrap();
+                    let status = response.status().as_u16();
+                    if status == 429 {
+                        first_refusal.notify_one();
+                    }
+                    (status, response.headers().contains_key("retry-after"))
+                }
+            }))
+            .await;
+            first_refusal.notify_one();
+            outcomes
+        };
+        let right = async {
+            first_refusal.notified().await;
+            sign_in(PASSWORD).await.unwrap().status().as_u16()
+        };
+        let (outcomes, right) = tokio::join!(burst, right);
+        let verified = outcomes.iter().filter(|(status, _)| *status == 401).count();
+        let refused = outcomes
+            .iter()
+            .filter(|(status, retry)| *status == 429 && *retry)
+            .count();
+        assert!(
+            verified <= 6,
+            "{verified} wrong passwords verified, the email key allows 6"
+        );
+        assert_eq!(verified + refused, 60, "{outcomes:?}");
+        assert_eq!(right, 429, "the right password at the end of the burst is refused");
+    }
+}

@@ -410,3 +410,66 @@ async fn pages_speak_spanish_and_english() {
         assert!(page.contains("Page not found") || page.contains("Página no encontrada"));
     }
 }
+
+/// Issue 21, item 3, through the console's sign-in form: 60 wrong
+/// passwords at once, then the right one at the end of the burst. At most
+/// the email key's six are verified (each a 401 page); the others, and the
+/// right one, get 429 with `Retry-After`.
+#[tokio::test]
+async fn a_burst_of_wrong_passwords_on_the_sign_in_form_cannot_carry_the_right_one_in() {
+    for engine in ENGINES {
+        let Some((_, server)) = server_with_member(engine).await else {
+            continue;
+        };
+        let b = browser();
+        let (_, page) = get_html(&b, &server.url("/signin")).await;
+        let csrf = csrf_of(&page);
+        let post = |password: &'static str| {
+            b.post(server.url("/signin"))
+                .form(&[("csrf", csrf.as_str()), ("email", MEMBER), ("password", password)])
+                .send()
+        };
+        let first_refusal = tokio::sync::Notify::new();
+        let burst = async {
+            let outcomes = futures_util::future::join_all((0..60).map(|_| {
+                let request = post("wrong wrong wrong");
+                let first_refusal = &first_refusal;
+                async move {
+                    let response = request.await.unwrap();
+                    let status = response.status().as_u16();
+                    if status == 429 {
+                        first_refusal.notify_one();
+                    }
+                    (status, response.headers().contains_key("retry-after"))
+                }
+            }))
+            .await;
+            first_refusal.notify_one();
+            outcomes
+        };
+        let right = async {
+            first_refusal.notified().await;
+            let response = post(PASSWORD).await.unwrap();
+            (
+                response.status().as_u16(),
+                response.headers().contains_key("retry-after"),
+            )
+        };
+        let (outcomes, right) = tokio::join!(burst, right);
+        let verified = outcomes.iter().filter(|(status, _)| *status == 401).count();
+        let refused = outcomes
+            .iter()
+            .filter(|(status, retry)| *status == 429 && *retry)
+            .count();
+        assert!(
+            verified <= 6,
+            "{verified} wrong passwords verified, the email key allows 6"
+        );
+        assert_eq!(verified + refused, 60, "{outcomes:?}");
+        assert_eq!(
+            right,
+            (429, true),
+            "the right password at the end of the burst is refused"
+        );
+    }
+}

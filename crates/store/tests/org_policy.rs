@@ -5,7 +5,9 @@
 use std::sync::Arc;
 
 use identity::credential::totp::{TotpSecret, code_at_step, step_at};
-use identity::{ClientInfo, Identity, IdentityConfig, ManualClock, PasswordHasher, Role, ServerKey};
+use identity::{
+    ClientInfo, EventKind, Identity, IdentityConfig, ManualClock, PasswordHasher, ProtocolAuthError, Role, ServerKey,
+};
 use store::{Engine, SqlStore};
 
 const PASSWORD: &str = "violet tractor sunrise 42";
@@ -68,19 +70,36 @@ async fn the_requirement_stops_the_console_not_sync_clients_and_follows_the_grac
             "one organization requiring it is enough"
         );
         assert_eq!(identity.two_factor_requirement(&admin).await.unwrap(), None);
-        clock.advance(2 * DAY);
+        // Inside the grace period (its last millisecond), the account
+        // password still signs in sync clients, and is remembered for ten
+        // seconds.
+        clock.advance(2 * DAY - 1);
+        let ip = "192.0.2.20".parse().unwrap();
+        let account = identity
+            .authenticate_protocol_client("ana@example.org", PASSWORD, ip)
+            .await
+            .unwrap();
+        assert_eq!(account.id, member.id);
+        clock.advance(1);
         assert!(identity.two_factor_requirement(&member).await.unwrap().unwrap().blocked);
 
-        // Sync and mail clients are not stopped: the application password,
-        // and the account password too (the member has no 2FA).
-        let ip = "192.0.2.20".parse().unwrap();
-        for secret in [app_password.as_str(), PASSWORD] {
-            let account = identity
-                .authenticate_protocol_client("ana@example.org", secret, ip)
-                .await
-                .unwrap();
-            assert_eq!(account.id, member.id);
-        }
+        // Sync and mail clients are not stopped: the application password
+        // works; the account password no longer does (issue 21, item 4),
+        // not even the entry remembered before the block.
+        let account = identity
+            .authenticate_protocol_client("ana@example.org", &app_password, ip)
+            .await
+            .unwrap();
+        assert_eq!(account.id, member.id);
+        let refused = identity
+            .authenticate_protocol_client("ana@example.org", PASSWORD, ip)
+            .await;
+        assert!(
+            matches!(&refused, Err(ProtocolAuthError::TwoFactorRequired { organization }) if organization == "Acme"),
+            "{refused:?}"
+        );
+        let events = identity.events(&member.id, None, 50).await.unwrap().events;
+        assert!(events.iter().any(|e| e.kind == EventKind::ProtocolPasswordBlocked));
 
         identity.set_org_policy(&admin, &org.id, false, 0, true).await.unwrap();
         assert_eq!(identity.two_factor_requirement(&member).await.unwrap(), None);

@@ -598,6 +598,7 @@ async fn signin_submit(ctx: Ctx, Form(form): Form<SignInForm>) -> Response {
     {
         return ctx.failure(e);
     }
+    let mut retry_after = None;
     let (status, error) = match result {
         Ok(signed) if signed.second_factor.is_some() => {
             metrics.sign_in("second_factor_required");
@@ -611,9 +612,10 @@ async fn signin_submit(ctx: Ctx, Form(form): Form<SignInForm>) -> Response {
             metrics.sign_in("invalid_credentials");
             (StatusCode::UNAUTHORIZED, t.t("signin.invalid").to_owned())
         }
-        Err(SignInError::TooManyAttempts { retry_after }) => {
+        Err(SignInError::TooManyAttempts { retry_after: wait }) => {
             metrics.sign_in("too_many_attempts");
-            (StatusCode::TOO_MANY_REQUESTS, locked_text(t, retry_after))
+            retry_after = Some((wait / 1000).max(1));
+            (StatusCode::TOO_MANY_REQUESTS, locked_text(t, wait))
         }
         Err(SignInError::Store(e)) => return ctx.failure(e),
     };
@@ -623,7 +625,14 @@ async fn signin_submit(ctx: Ctx, Form(form): Form<SignInForm>) -> Response {
         email: form.email,
         remember: form.remember.is_some(),
     };
-    ctx.render(status, &page)
+    let mut response = ctx.render(status, &page);
+    // As the API does: scripts and proxies know when to come back.
+    if let Some(seconds) = retry_after {
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, axum::http::HeaderValue::from(seconds));
+    }
+    response
 }
 
 async fn signout(ctx: Ctx) -> Response {

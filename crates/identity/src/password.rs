@@ -10,16 +10,19 @@
 //! A queue alone let one address fill it: 300 concurrent wrong logins
 //! from one machine made everyone else's sign-in wait seconds. So a
 //! verification first gets a [`HashTicket`] for its sources (its network
-//! and the account or login it names), and each source may hold only
-//! half the threads' worth of tickets at once: one network, or one
-//! account attacked from many, can never take every thread, and whatever
-//! asks beyond that is refused at once, without hashing (the caller
-//! answers "too many attempts", 429 with `Retry-After`).
+//! and the account or login it names). Each source has a queue of its own:
+//! it runs at most half the threads' worth of verifications at once, so
+//! one network, or one account attacked from many, can never take every
+//! thread; a few more of its requests wait their turn (people behind one
+//! office address signing in at the same moment are served, one after
+//! the other); whatever asks beyond that is refused at once, without
+//! hashing (the caller answers "too many attempts", 429 with
+//! `Retry-After`).
 
 use argon2::password_hash::{PasswordHash, PasswordHasher as _, SaltString};
 use argon2::{Algorithm, Argon2, Block, Params, Version};
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
 use subtle::ConstantTimeEq;
 
@@ -110,32 +113,52 @@ pub struct PasswordHasher {
     verifications: Arc<AtomicU64>,
 }
 
-/// Tickets held per source, and how many one source may hold.
+/// Each source's queue, and how many verifications one source may run
+/// and have waiting at once.
 struct Sources {
-    held: Mutex<HashMap<String, usize>>,
+    queues: Mutex<HashMap<String, Arc<SourceQueue>>>,
     per_source: usize,
+    waiting_per_source: usize,
+}
+
+/// One source's turn at the threads: `running` permits, and how many of
+/// its requests hold or wait for one.
+struct SourceQueue {
+    running: Arc<tokio::sync::Semaphore>,
+    queued: AtomicUsize,
+}
+
+impl Sources {
+    fn new(per_source: usize) -> Self {
+        let per_source = per_source.max(1);
+        Self {
+            queues: Mutex::default(),
+            per_source,
+            waiting_per_source: 4 * per_source,
+        }
+    }
+
+    fn queues(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<SourceQueue>>> {
+        self.queues.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
 }
 
 /// Leave for one verification on behalf of its sources; given back when
-/// dropped.
+/// dropped, also while still waiting for its turn.
 pub struct HashTicket {
     sources: Arc<Sources>,
     keys: Vec<String>,
+    _turns: Vec<tokio::sync::OwnedSemaphorePermit>,
 }
 
 impl Drop for HashTicket {
     fn drop(&mut self) {
-        let mut held = self
-            .sources
-            .held
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut queues = self.sources.queues();
         for key in &self.keys {
-            if let Some(count) = held.get_mut(key) {
-                *count -= 1;
-                if *count == 0 {
-                    held.remove(key);
-                }
+            if let Some(queue) = queues.get(key)
+                && queue.queued.fetch_sub(1, Ordering::AcqRel) == 1
+            {
+                queues.remove(key);
             }
         }
     }
@@ -186,50 +209,69 @@ impl PasswordHasher {
             params,
             jobs: Arc::new(start_pool(cores)),
             dummy_hash,
-            sources: Arc::new(Sources {
-                held: Mutex::default(),
-                per_source: (cores / 2).max(1),
-            }),
+            sources: Arc::new(Sources::new(cores / 2)),
             verifications: Arc::default(),
         })
     }
 
     /// Leave to verify a password for `sources` (a network, an account),
-    /// or `None` when one of them already holds its share of the threads.
-    pub fn admit(&self, sources: &[&str]) -> Option<HashTicket> {
-        let mut held = self
-            .sources
-            .held
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if sources
-            .iter()
-            .any(|s| held.get(*s).is_some_and(|n| *n >= self.sources.per_source))
-        {
-            return None;
-        }
-        for source in sources {
-            *held.entry((*source).to_owned()).or_default() += 1;
-        }
-        Some(HashTicket {
+    /// once each of them has a free turn; `None` at once, when one of them
+    /// already has its share of the threads and its queue full.
+    pub async fn admit(&self, sources: &[&str]) -> Option<HashTicket> {
+        let mut keys: Vec<String> = sources.iter().map(|s| (*s).to_owned()).collect();
+        // One order for every request, so two never wait on each other.
+        keys.sort();
+        keys.dedup();
+        let queues: Vec<Arc<SourceQueue>> = {
+            let mut queues = self.sources.queues();
+            let limit = self.sources.per_source + self.sources.waiting_per_source;
+            if keys
+                .iter()
+                .any(|k| queues.get(k).is_some_and(|q| q.queued.load(Ordering::Acquire) >= limit))
+            {
+                return None;
+            }
+            keys.iter()
+                .map(|key| {
+                    let queue = queues.entry(key.clone()).or_insert_with(|| {
+                        Arc::new(SourceQueue {
+                            running: Arc::new(tokio::sync::Semaphore::new(self.sources.per_source)),
+                            queued: AtomicUsize::new(0),
+                        })
+                    });
+                    queue.queued.fetch_add(1, Ordering::AcqRel);
+                    Arc::clone(queue)
+                })
+                .collect()
+        };
+        let mut ticket = HashTicket {
             sources: Arc::clone(&self.sources),
-            keys: sources.iter().map(|s| (*s).to_owned()).collect(),
-        })
+            keys,
+            _turns: Vec::with_capacity(queues.len()),
+        };
+        for queue in queues {
+            // The semaphore is never closed.
+            let turn = Arc::clone(&queue.running).acquire_owned().await.ok()?;
+            ticket._turns.push(turn);
+        }
+        Some(ticket)
     }
 
-    /// Lets each source hold `share` tickets at once instead of half the
-    /// threads (tests that look at the throttle alone).
+    /// Lets each source run `share` verifications at once instead of half
+    /// the threads (tests that look at the throttle alone).
     pub fn with_share_per_source(mut self, share: usize) -> Self {
-        self.sources = Arc::new(Sources {
-            held: Mutex::default(),
-            per_source: share.max(1),
-        });
+        self.sources = Arc::new(Sources::new(share));
         self
     }
 
-    /// How many verifications one source may run or queue at once.
+    /// How many verifications one source may run at once.
     pub fn per_source_limit(&self) -> usize {
         self.sources.per_source
+    }
+
+    /// How many more of one source's verifications may wait for a turn.
+    pub fn per_source_waiting(&self) -> usize {
+        self.sources.waiting_per_source
     }
 
     /// Verifications run since start (a counter for metrics and tests).
@@ -382,18 +424,46 @@ mod tests {
         }
     }
 
-    #[test]
-    fn one_source_never_holds_more_than_its_share() {
+    /// Polls once: whether the future is still waiting.
+    fn pending<T>(future: std::pin::Pin<&mut impl std::future::Future<Output = T>>) -> bool {
+        let mut context = std::task::Context::from_waker(std::task::Waker::noop());
+        future.poll(&mut context).is_pending()
+    }
+
+    #[tokio::test]
+    async fn one_source_never_holds_more_than_its_share() {
         let h = PasswordHasher::owasp_minimum();
         let share = h.per_source_limit();
-        let held: Vec<HashTicket> = (0..share).map(|_| h.admit(&["net:a", "acct:1"]).unwrap()).collect();
-        assert!(h.admit(&["net:a", "acct:2"]).is_none(), "the network is full");
-        assert!(h.admit(&["net:b", "acct:1"]).is_none(), "so is the account");
-        let other = h.admit(&["net:b", "acct:2"]).expect("others are served");
-        drop(held);
-        assert!(h.admit(&["net:a", "acct:1"]).is_some(), "given back when dropped");
+        let mut running = Vec::new();
+        for _ in 0..share {
+            running.push(h.admit(&["net:a", "acct:1"]).await.unwrap());
+        }
+        // The network's next requests wait for a turn; past its queue they
+        // are refused at once.
+        let mut waiting = Vec::new();
+        for i in 0..h.per_source_waiting() {
+            let (h, account) = (h.clone(), format!("acct:w{i}"));
+            let mut admit = Box::pin(async move { h.admit(&["net:a", &account]).await });
+            assert!(pending(admit.as_mut()), "waits its turn");
+            waiting.push(admit);
+        }
+        assert!(
+            h.admit(&["net:a", "acct:2"]).await.is_none(),
+            "the network's queue is full"
+        );
+        // Another network is served at once, even for another account.
+        let other = h.admit(&["net:b", "acct:2"]).await.expect("others are served");
         drop(other);
-        assert!(h.sources.held.lock().unwrap().is_empty());
+        // A waiting request dropped gives its place back.
+        waiting.pop();
+        let mut late = Box::pin(h.admit(&["net:a", "acct:3"]));
+        assert!(pending(late.as_mut()), "queued in the place given back");
+        drop(running);
+        for admit in waiting {
+            drop(admit.await.expect("served in turn"));
+        }
+        drop(late.await.expect("served in turn"));
+        assert!(h.sources.queues().is_empty(), "nothing left behind");
     }
 
     #[test]

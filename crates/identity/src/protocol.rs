@@ -176,7 +176,7 @@ impl Identity {
         let network = format!("proto-net:{}", network_of(source_ip));
         let keys = [(person, ThrottlePolicy::ACCOUNT), (network, ThrottlePolicy::NETWORK)];
         let sources = crate::service::hash_sources(source_ip, account.as_ref(), &keys[0].0);
-        let Some(_ticket) = self.hasher().admit(&[&sources[0], &sources[1]]) else {
+        let Some(_ticket) = self.hasher().admit(&[&sources[0], &sources[1]]).await else {
             return Err(ProtocolAuthError::TooManyAttempts {
                 retry_after: crate::attempt::BUSY_RETRY,
             });

@@ -395,9 +395,10 @@ impl Identity {
         ];
 
         // Refused at once, before the database, when this network or
-        // account already holds its share of the hashing threads.
+        // account already has its share of the hashing threads and its
+        // queue full.
         let sources = hash_sources(request.client.ip, account.as_ref(), &keys[0].0);
-        let Some(_ticket) = self.hasher.admit(&[&sources[0], &sources[1]]) else {
+        let Some(_ticket) = self.hasher.admit(&[&sources[0], &sources[1]]).await else {
             return Err(SignInError::TooManyAttempts {
                 retry_after: crate::attempt::BUSY_RETRY,
             });
@@ -644,7 +645,7 @@ impl Identity {
     /// throttled like sign-in so a stolen session cannot guess it.
     pub(crate) async fn check_password(&self, account: &Account, password: &str) -> Result<(), IdentityError> {
         let sources = hash_sources_of_account(account);
-        let Some(_ticket) = self.hasher.admit(&[&sources]) else {
+        let Some(_ticket) = self.hasher.admit(&[&sources]).await else {
             return Err(IdentityError::TooManyAttempts {
                 retry_after: crate::attempt::BUSY_RETRY,
             });

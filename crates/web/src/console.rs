@@ -538,7 +538,12 @@ pub(crate) fn identity_error_text(t: &Catalog, e: &IdentityError) -> String {
 }
 
 pub(crate) fn locked_text(t: &Catalog, retry_after_ms: i64) -> String {
-    let minutes = ((retry_after_ms + 59_999) / 60_000).max(1).to_string();
+    // A wait for a hashing turn or a first lock is seconds, not minutes.
+    if retry_after_ms < 60_000 {
+        let seconds = ((retry_after_ms + 999) / 1000).max(1).to_string();
+        return t.tf("signin.locked_seconds", &[("seconds", &seconds)]);
+    }
+    let minutes = ((retry_after_ms + 59_999) / 60_000).to_string();
     t.tf("signin.locked", &[("minutes", &minutes)])
 }
 

@@ -651,6 +651,14 @@ async fn every_file_in_the_data_folder_is_owner_only_whatever_the_umask() {
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
 
+    // The outbox folder too: an email in it carries an invitation link,
+    // and another local user must not list, plant or delete one.
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&outbox).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode & 0o077, 0, "outbox is {mode:o}");
+    }
+
     // Looked at while the server runs: the -wal and -shm files exist.
     let files = files_with_modes(&storage.data);
     let name = |p: &std::path::Path| p.file_name().unwrap().to_string_lossy().into_owned();

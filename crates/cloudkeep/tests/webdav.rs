@@ -1441,3 +1441,60 @@ async fn a_burst_of_wrong_passwords_from_one_address_is_refused_without_hashing(
         assert_eq!(verified + refused, 300, "{outcomes:?}");
     }
 }
+
+/// Found by the outside review of issue 21: a PROPFIND naming 1,700
+/// properties over a folder of 300 files made a 19 MB answer that a client
+/// that never read kept in the server's memory, and 300 shared locks with
+/// 60 KB owners on one file made every request on it cost seconds. Now a
+/// PROPFIND names at most 128 properties, a LOCK body is at most 8 KiB,
+/// and one name carries at most 16 locks.
+#[tokio::test]
+async fn propfinds_and_locks_are_bounded_in_what_they_make_the_server_hold() {
+    for engine in ENGINES {
+        let Some(dav) = Dav::new(engine, None).await else {
+            continue;
+        };
+        assert!(dav.put("/t.txt", "x").await.status().is_success(), "{engine:?}");
+        let propfind = |names: usize| {
+            let props: String = (0..names).map(|i| format!("<z:p{i}/>")).collect();
+            format!(
+                r#"<?xml version="1.0"?><D:propfind xmlns:D="DAV:" xmlns:z="urn:z"><D:prop>{props}</D:prop></D:propfind>"#
+            )
+        };
+        for (names, expected) in [(128, 207), (129, 400), (1700, 400)] {
+            let answer = dav
+                .request("PROPFIND", "/")
+                .header("Depth", "1")
+                .body(propfind(names))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(answer.status(), expected, "{engine:?} {names} properties");
+        }
+
+        let big_owner = format!(
+            r#"<?xml version="1.0"?><D:lockinfo xmlns:D="DAV:"><D:lockscope><D:shared/></D:lockscope><D:locktype><D:write/></D:locktype><D:owner><D:href>{}</D:href></D:owner></D:lockinfo>"#,
+            "A".repeat(60_000)
+        );
+        let answer = dav
+            .request("LOCK", "/t.txt")
+            .header("Depth", "0")
+            .body(big_owner)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(answer.status(), 413, "{engine:?} a 60 KB owner");
+
+        let mut statuses = Vec::new();
+        for _ in 0..20 {
+            let request = dav
+                .request("LOCK", "/t.txt")
+                .header("Depth", "0")
+                .body(lockinfo("shared"));
+            statuses.push(lock_answer(request.send().await.unwrap()).await.0);
+        }
+        let taken = statuses.iter().filter(|s| matches!(s, 200 | 201)).count();
+        assert_eq!(taken, 16, "{engine:?} {statuses:?}");
+        assert!(statuses[16..].iter().all(|s| *s == 423), "{engine:?} {statuses:?}");
+    }
+}

@@ -37,6 +37,24 @@ const LIVE: [&str; 7] = [
     "displayname",
 ];
 
+/// The most properties one PROPFIND may name. Clients name a dozen or
+/// two; every name is answered for every entry of the listing.
+pub const MAX_NAMED: usize = 128;
+
+/// How many text bytes of a listing are made before they are handed to the
+/// connection: a client that reads slowly holds at most this much of its
+/// answer (and one page of entries) in the server's memory.
+const CHUNK_BYTES: usize = 128 * 1024;
+
+/// How many properties a PROPFIND body names (0 for `allprop` or
+/// `propname`).
+pub fn asked_for(root: &Element) -> usize {
+    root.elements()
+        .filter(|e| e.is(DAV_NS, "prop"))
+        .map(|prop| prop.elements().count())
+        .sum()
+}
+
 /// The properties of a `<propfind><prop>…</prop></propfind>` body, when
 /// this module can answer all of them; `None` sends the request on to
 /// `dav-server`.
@@ -75,6 +93,14 @@ fn without_declaration(xml: &str) -> &str {
     } else {
         xml
     }
+}
+
+/// Where a streamed listing is: the pages still to come, what is left of
+/// the current one, and whether it is the last.
+struct Listing {
+    pages: tokio::sync::mpsc::Receiver<Result<Vec<ListEntry>, FileError>>,
+    page: std::vec::IntoIter<ListEntry>,
+    last: bool,
 }
 
 /// Namespace prefixes for the properties asked for (`D:` is DAV:).
@@ -337,19 +363,32 @@ pub async fn answer(
             }
         }
     });
-    let pages = futures_util::stream::unfold(Some(pages), move |pages| {
+    // Each piece handed out holds at most about `CHUNK_BYTES` of text, so a
+    // page of many entries with many properties is never one large buffer.
+    let state = Listing {
+        pages,
+        page: Vec::new().into_iter(),
+        last: false,
+    };
+    let pages = futures_util::stream::unfold(Some(state), move |state| {
         let (tree, tags, base) = (tree.clone(), tags.clone(), base.clone());
         async move {
-            let mut pages: tokio::sync::mpsc::Receiver<Result<Vec<ListEntry>, FileError>> = pages?;
-            let page = match pages.recv().await {
-                Some(Ok(page)) => page,
-                Some(Err(e)) => return Some((Err(std::io::Error::other(e.to_string())), None)),
-                None => return Some((Err(std::io::Error::other("the listing stopped")), None)),
-            };
-            let last = page.len() < PAGE as usize;
-            let mut text = String::with_capacity(page.len() * 400);
+            let mut state = state?;
+            if state.page.len() == 0 && !state.last {
+                let page = match state.pages.recv().await {
+                    Some(Ok(page)) => page,
+                    Some(Err(e)) => return Some((Err(std::io::Error::other(e.to_string())), None)),
+                    None => return Some((Err(std::io::Error::other("the listing stopped")), None)),
+                };
+                state.last = page.len() < PAGE as usize;
+                state.page = page.into_iter();
+            }
+            let mut text = String::with_capacity(CHUNK_BYTES + 4096);
             let mut href = String::new();
-            for child in &page {
+            while text.len() < CHUNK_BYTES {
+                let Some(child) = state.page.next() else {
+                    break;
+                };
                 href.clear();
                 href.push_str(&base);
                 href.push('/');
@@ -357,14 +396,15 @@ pub async fn answer(
                 if child.is_dir {
                     href.push('/');
                 }
-                if let Err(e) = response(&tree, &mut text, &href, child, &tags).await {
+                if let Err(e) = response(&tree, &mut text, &href, &child, &tags).await {
                     return Some((Err(std::io::Error::other(e.to_string())), None));
                 }
             }
-            if last {
+            let done = state.last && state.page.len() == 0;
+            if done {
                 text.push_str("</D:multistatus>\n");
             }
-            Some((Ok(Bytes::from(text)), (!last).then_some(pages)))
+            Some((Ok(Bytes::from(text)), (!done).then_some(state)))
         }
     });
     Ok(first.chain(pages).boxed())

@@ -23,7 +23,10 @@ pub use imports::{
     IMPORT_LEASE, IMPORT_TOPIC, Import, ImportError, ImportItem, ImportSources, ImportState, ImportStore,
     MAX_REPORTED_FAILURES, NewImport, OwnDrive, SECRET_PURPOSE as IMPORT_SECRET_PURPOSE, SourceGuard,
 };
-pub use locks::{Lock, LockRefusal, MAX_LOCK_SECS, conflict as lock_conflict, may_lock, may_unlock, within};
+pub use locks::{
+    Lock, LockRefusal, MAX_LOCK_SECS, MAX_LOCKS_PER_MEMBER, MAX_LOCKS_PER_NAME, conflict as lock_conflict, may_lock,
+    may_unlock, within,
+};
 pub use moves::{DeadProp, MAX_PROP_BYTES, MAX_PROPS_PER_NODE, PropChange, prop_bytes};
 pub use sharing::{DriveMember, Grant, Standing, UnknownGrant, access_of};
 

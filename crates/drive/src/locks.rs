@@ -44,6 +44,13 @@ pub struct Lock {
 /// they keep (Office, Finder and Windows every few minutes).
 pub const MAX_LOCK_SECS: u64 = 3600;
 
+/// The most locks one name may carry at once (shared locks pile up; each
+/// is read back on every request that touches the name).
+pub const MAX_LOCKS_PER_NAME: usize = 16;
+
+/// The most locks one member may hold on one drive at once.
+pub const MAX_LOCKS_PER_MEMBER: usize = 1000;
+
 /// Why a member may not take or remove a lock.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum LockRefusal {
@@ -134,7 +141,23 @@ impl DriveTree {
         };
         lock.expires_at = self.now() + lock.timeout_secs as Millis * 1000;
         let (path, shared, deep) = (lock.path.clone(), lock.shared, lock.deep);
-        let check = move |locks: &[Lock]| conflict(locks, &path, None, true, deep, &[], shared).cloned();
+        let principal = lock.principal.clone();
+        let check = move |locks: &[Lock]| {
+            if let Some(other) = conflict(locks, &path, None, true, deep, &[], shared) {
+                return Some(other.clone());
+            }
+            // Past either bound the lock is refused as if taken (423): the
+            // client sees a name it cannot lock now.
+            let on_name = locks.iter().filter(|l| l.path == path).count();
+            let mine = locks.iter().filter(|l| l.principal == principal).count();
+            if on_name >= MAX_LOCKS_PER_NAME || mine >= MAX_LOCKS_PER_MEMBER {
+                return locks
+                    .iter()
+                    .find(|l| l.path == path || l.principal == principal)
+                    .cloned();
+            }
+            None
+        };
         let refused = self
             .store()
             .add_lock(self.drive().id, &lock, self.now(), &check)

@@ -35,7 +35,7 @@ impl SmsGateway for LogSmsGateway {
     async fn send(&self, to: &str, message: &str) -> Result<(), SmsSendError> {
         let fail = |e: std::io::Error| SmsSendError(format!("cannot write {}: {e}", self.file.display()));
         if let Some(dir) = self.file.parent() {
-            tokio::fs::create_dir_all(dir).await.map_err(fail)?;
+            private_dir(dir).await.map_err(fail)?;
         }
         let mut options = tokio::fs::OpenOptions::new();
         options.create(true).append(true);
@@ -146,6 +146,16 @@ impl identity::PushNotifier for WebhookPush {
         }
         Ok(())
     }
+}
+
+/// Creates `dir` (and what is missing above it) readable by the owner
+/// only, whatever the umask: what goes in it signs people in.
+pub(crate) async fn private_dir(dir: &std::path::Path) -> std::io::Result<()> {
+    let mut builder = tokio::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    builder.mode(0o700);
+    builder.create(dir).await
 }
 
 #[cfg(test)]

@@ -202,7 +202,7 @@ impl OutboxTransport {
 impl MailTransport for OutboxTransport {
     async fn deliver(&self, id: &str, message: &Message) -> Result<(), String> {
         let fail = |e: std::io::Error| format!("cannot write to {}: {e}", self.dir.display());
-        tokio::fs::create_dir_all(&self.dir).await.map_err(fail)?;
+        crate::private_dir(&self.dir).await.map_err(fail)?;
         let file = self.dir.join(format!("{id}.eml"));
         let tmp = self.dir.join(format!(".{id}.eml.tmp"));
         // Emails carry sign-in and invitation links: owner-only, like

@@ -75,6 +75,26 @@ pub(crate) async fn reserve(
         keys: Vec::with_capacity(keys.len()),
         settled: false,
     };
+    // The common case, every key with room as read: all of them reserved
+    // with one commit. Otherwise (a key full, or changed since it was
+    // read) key by key below, reading again where a key changed.
+    let reservations: Vec<(&str, ThrottleReservation)> = keys
+        .iter()
+        .zip(&records)
+        .map(|((key, policy), record)| {
+            let reservation = ThrottleReservation {
+                version: record.map_or(0, |r| r.version),
+                open: policy.open_attempts(record.map(|r| r.state), now),
+                now,
+                lapsed_before: now - RESERVATION_LAPSE,
+            };
+            (key.as_str(), reservation)
+        })
+        .collect();
+    if reservations.iter().all(|(_, r)| r.open > 0) && store.reserve_throttles(&reservations).await? {
+        attempt.keys = keys.into_iter().zip(records).collect();
+        return Ok(Ok(attempt));
+    }
     for ((key, policy), mut record) in keys.into_iter().zip(records) {
         let mut reserved = false;
         for _ in 0..RETRIES {

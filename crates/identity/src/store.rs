@@ -393,6 +393,10 @@ pub trait IdentityStore: Send + Sync {
     /// before `reservation.lapsed_before` no longer count). `false`, with
     /// nothing changed, otherwise.
     async fn reserve_throttle(&self, key: &str, reservation: ThrottleReservation) -> Result<bool, StoreError>;
+    /// [`Self::reserve_throttle`] for several keys in one transaction:
+    /// all reserved, or (`false`) none. A sign-in reserves its keys with
+    /// one commit rather than one each.
+    async fn reserve_throttles(&self, reservations: &[(&str, ThrottleReservation)]) -> Result<bool, StoreError>;
     /// Settles one reserved attempt as a failure: writes `state` if the
     /// stored version is still `expected` (`None`: whatever it is).
     /// `false` when someone else wrote first.

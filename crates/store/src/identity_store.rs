@@ -76,6 +76,30 @@ fn session_from(row: &AnyRow) -> Result<Session, StoreError> {
 /// Gives back the room of one reserved attempt; a success (`forget`) also
 /// forgets the key's failures. The row stays while other attempts are in
 /// flight: deleting it would free their room too.
+/// Reserves one attempt on `key` (see `IdentityStore::reserve_throttle`).
+/// The check and the increment are one statement: two concurrent attempts
+/// cannot both take the last room. Reservations do not bump the version;
+/// a settled failure does, so room computed from an older state is
+/// refused and computed again.
+fn reserve_throttle<'q>(
+    key: &'q str,
+    r: &ThrottleReservation,
+) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments> {
+    sqlx::query(
+        "INSERT INTO throttles (key, failures, last_failure, locked_until, version, in_flight, reserved_at)
+         VALUES ($1, 0, 0, 0, 0, 1, $2)
+         ON CONFLICT (key) DO UPDATE SET
+             in_flight = CASE WHEN throttles.reserved_at <= $3 THEN 1 ELSE throttles.in_flight + 1 END,
+             reserved_at = $2
+         WHERE throttles.version = $4 AND (throttles.in_flight < $5 OR throttles.reserved_at <= $3)",
+    )
+    .bind(key)
+    .bind(r.now)
+    .bind(r.lapsed_before)
+    .bind(r.version)
+    .bind(i64::from(r.open))
+}
+
 async fn release_throttle(conn: &mut sqlx::AnyConnection, release: &ThrottleRelease) -> Result<(), StoreError> {
     let sql = if release.forget {
         "UPDATE throttles SET in_flight = CASE WHEN in_flight > 0 THEN in_flight - 1 ELSE 0 END,
@@ -720,27 +744,24 @@ impl IdentityStore for SqlStore {
     }
 
     async fn reserve_throttle(&self, key: &str, r: ThrottleReservation) -> Result<bool, StoreError> {
-        // The check and the increment are one statement: two concurrent
-        // attempts cannot both take the last room. Reservations do not bump
-        // the version; a settled failure does, so room computed from an
-        // older state is refused and computed again.
-        let done = sqlx::query(
-            "INSERT INTO throttles (key, failures, last_failure, locked_until, version, in_flight, reserved_at)
-             VALUES ($1, 0, 0, 0, 0, 1, $2)
-             ON CONFLICT (key) DO UPDATE SET
-                 in_flight = CASE WHEN throttles.reserved_at <= $3 THEN 1 ELSE throttles.in_flight + 1 END,
-                 reserved_at = $2
-             WHERE throttles.version = $4 AND (throttles.in_flight < $5 OR throttles.reserved_at <= $3)",
-        )
-        .bind(key)
-        .bind(r.now)
-        .bind(r.lapsed_before)
-        .bind(r.version)
-        .bind(i64::from(r.open))
-        .execute(&*self.writer.turn().await)
-        .await
-        .map_err(backend)?;
+        let done = reserve_throttle(key, &r)
+            .execute(&*self.writer.turn().await)
+            .await
+            .map_err(backend)?;
         Ok(done.rows_affected() == 1)
+    }
+
+    async fn reserve_throttles(&self, reservations: &[(&str, ThrottleReservation)]) -> Result<bool, StoreError> {
+        let mut tx = self.begin_write().await.map_err(backend)?;
+        for (key, r) in reservations {
+            let done = reserve_throttle(key, r).execute(&mut *tx).await.map_err(backend)?;
+            if done.rows_affected() != 1 {
+                // Dropped unfinished: rolled back before the next turn.
+                return Ok(false);
+            }
+        }
+        tx.commit().await.map_err(backend)?;
+        Ok(true)
     }
 
     async fn swap_throttle(&self, key: &str, expected: Option<i64>, state: ThrottleState) -> Result<bool, StoreError> {

@@ -258,6 +258,28 @@ async fn throttle_updates_never_lose_a_concurrent_write() {
     }
 }
 
+/// A sign-in reserves its keys together, with one commit: all of them, or
+/// (when one has no room) none, the others left as they were.
+#[tokio::test]
+async fn keys_are_reserved_together_or_not_at_all() {
+    for s in stores().await {
+        let at = |version, open| ThrottleReservation {
+            version,
+            open,
+            now: 100_000,
+            lapsed_before: 40_000,
+        };
+        assert!(s.reserve_throttles(&[("a", at(0, 1)), ("b", at(0, 2))]).await.unwrap());
+        // "a" is full: nothing is reserved, "b" keeps its one reservation.
+        assert!(!s.reserve_throttles(&[("b", at(0, 2)), ("a", at(0, 1))]).await.unwrap());
+        assert!(
+            s.reserve_throttle("b", at(0, 2)).await.unwrap(),
+            "b had room for one more"
+        );
+        assert!(!s.reserve_throttle("b", at(0, 2)).await.unwrap(), "and now it is full");
+    }
+}
+
 #[tokio::test]
 async fn reservations_check_and_take_room_in_one_statement() {
     for s in stores().await {

@@ -76,46 +76,6 @@ fn session_from(row: &AnyRow) -> Result<Session, StoreError> {
 /// Gives back the room of one reserved attempt; a success (`forget`) also
 /// forgets the key's failures. The row stays while other attempts are in
 /// flight: deleting it would free their room too.
-/// Reserves attempts on every key in one transaction whose commit does
-/// not wait for the disk: reservations are transient (they lapse within a
-/// minute, and the attempt's own outcome is written by a synced commit),
-/// so a sign-in costs one sync, not two. Another process sees them as soon
-/// as they commit, synced or not.
-async fn reserve_unsynced(
-    writer: &crate::writer::Writer,
-    reservations: &[(String, ThrottleReservation)],
-) -> Result<bool, StoreError> {
-    use sqlx::Connection;
-    let mut conn = writer.acquire().await.map_err(backend)?;
-    let (relaxed, restored) = match writer.engine() {
-        crate::Engine::Sqlite => ("PRAGMA synchronous = NORMAL", "PRAGMA synchronous = FULL"),
-        crate::Engine::Postgres => ("SET synchronous_commit = off", "RESET synchronous_commit"),
-    };
-    sqlx::query(relaxed).execute(&mut *conn).await.map_err(backend)?;
-    let outcome = async {
-        let begin = match writer.engine() {
-            crate::Engine::Sqlite => "BEGIN IMMEDIATE",
-            crate::Engine::Postgres => "BEGIN",
-        };
-        let mut tx = conn.begin_with(begin).await.map_err(backend)?;
-        for (key, r) in reservations {
-            let done = reserve_throttle(key, r).execute(&mut *tx).await.map_err(backend)?;
-            if done.rows_affected() != 1 {
-                tx.rollback().await.map_err(backend)?;
-                return Ok(false);
-            }
-        }
-        tx.commit().await.map_err(backend)?;
-        Ok(true)
-    }
-    .await;
-    if sqlx::query(restored).execute(&mut *conn).await.is_err() {
-        // Never handed back relaxed: the pool opens a new one instead.
-        conn.close_on_drop();
-    }
-    outcome
-}
-
 /// Reserves one attempt on `key` (see `IdentityStore::reserve_throttle`).
 /// The check and the increment are one statement: two concurrent attempts
 /// cannot both take the last room. Reservations do not bump the version;
@@ -792,14 +752,16 @@ impl IdentityStore for SqlStore {
     }
 
     async fn reserve_throttles(&self, reservations: &[(&str, ThrottleReservation)]) -> Result<bool, StoreError> {
-        // In a task of its own: a caller that goes away midway (a client
-        // that hangs up) cannot leave the writer connection relaxed.
-        let owned: Vec<(String, ThrottleReservation)> =
-            reservations.iter().map(|(key, r)| ((*key).to_owned(), *r)).collect();
-        let writer = self.writer.clone();
-        tokio::spawn(async move { reserve_unsynced(&writer, &owned).await })
-            .await
-            .map_err(|e| StoreError::Backend(format!("reserving attempts stopped: {e}")))?
+        let mut tx = self.begin_write().await.map_err(backend)?;
+        for (key, r) in reservations {
+            let done = reserve_throttle(key, r).execute(&mut *tx).await.map_err(backend)?;
+            if done.rows_affected() != 1 {
+                // Dropped unfinished: rolled back before the next turn.
+                return Ok(false);
+            }
+        }
+        tx.commit().await.map_err(backend)?;
+        Ok(true)
     }
 
     async fn swap_throttle(&self, key: &str, expected: Option<i64>, state: ThrottleState) -> Result<bool, StoreError> {

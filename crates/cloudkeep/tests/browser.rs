@@ -172,21 +172,6 @@ x.send();
 document.getElementById('out').textContent = 'stolen:' + x.status + ':' + x.responseText;
 </script></svg>"#;
 
-/// A new application password of a member signed in on `client`.
-async fn app_password(server: &Server, client: &reqwest::Client) -> String {
-    let (status, made) = json(
-        client
-            .post(server.url("/api/v1/me/app-passwords"))
-            .json(&serde_json::json!({"name": "WebDAV"}))
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
-    assert_eq!(status, 201, "{made}");
-    made["password"].as_str().unwrap().to_owned()
-}
-
 #[tokio::test]
 async fn uploaded_pages_do_not_run_as_the_console() {
     if !peers_ready() {
@@ -201,7 +186,7 @@ async fn uploaded_pages_do_not_run_as_the_console() {
         // Bo, an ordinary member, uploads over WebDAV.
         let bo = browser();
         api_sign_in(&server, &bo, COLLEAGUE, PASSWORD, false).await;
-        let bo_password = app_password(&server, &bo).await;
+        let bo_password = new_app_password(&server, &bo, "WebDAV").await;
         for (name, body) in [("evil.html", EVIL_HTML), ("evil.svg", EVIL_SVG)] {
             let put = reqwest::Client::new()
                 .put(server.url(&format!("/dav/drives/{drive}/{name}")))
@@ -215,7 +200,7 @@ async fn uploaded_pages_do_not_run_as_the_console() {
         // Ana, an admin, opens them.
         let ana = browser();
         api_sign_in(&server, &ana, MEMBER, PASSWORD, false).await;
-        let ana_password = app_password(&server, &ana).await;
+        let ana_password = new_app_password(&server, &ana, "WebDAV").await;
         let shots = screenshot_dir(&server);
         run_script(
             "active_content.mjs",

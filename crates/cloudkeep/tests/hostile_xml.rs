@@ -29,17 +29,7 @@ struct Team {
 async fn app_password(server: &Server, email: &str) -> String {
     let client = browser();
     api_sign_in(server, &client, email, PASSWORD, false).await;
-    let (status, made) = json(
-        client
-            .post(server.url("/api/v1/me/app-passwords"))
-            .json(&serde_json::json!({"name": "WebDAV"}))
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
-    assert_eq!(status, 201, "{made}");
-    made["password"].as_str().unwrap().to_owned()
+    new_app_password(server, &client, "WebDAV").await
 }
 
 impl Team {

@@ -90,20 +90,6 @@ fn source_tree(root: &Path, count: usize) -> Vec<(String, Vec<u8>)> {
     files
 }
 
-async fn app_password(server: &Server, client: &reqwest::Client) -> String {
-    let (status, made) = json(
-        client
-            .post(server.url("/api/v1/me/app-passwords"))
-            .json(&serde_json::json!({"name": "import"}))
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
-    assert_eq!(status, 201, "{made}");
-    made["password"].as_str().unwrap().to_owned()
-}
-
 fn drive_create(storage: &Storage, name: &str) -> u64 {
     let org = format!("Org {MEMBER}");
     let (ok, out, err) = storage.admin(&["drive", "create", "--org", &org, "--name", name], "");
@@ -224,7 +210,7 @@ async fn a_webdav_folder_is_imported_in_the_background_and_resumes_after_a_crash
         let server = Server::start_on(&storage, &[ALLOW_LOOPBACK_ONE]);
         let ana = browser();
         api_sign_in(&server, &ana, MEMBER, PASSWORD, false).await;
-        let password = app_password(&server, &ana).await;
+        let password = new_app_password(&server, &ana, "import").await;
         assert_eq!(
             reqwest::Client::new()
                 .request(
@@ -847,7 +833,7 @@ async fn redirects_are_followed_only_within_the_source() {
         for failure in report["failures"].as_array().unwrap() {
             assert!(failure.to_string().contains("another address"), "{failure}");
         }
-        let password = app_password(&server, &ana).await;
+        let password = new_app_password(&server, &ana, "import").await;
         assert_eq!(fetch(&server, drive, "/b.txt", &password).await, (200, b"bee".to_vec()));
         assert_eq!(fetch(&server, drive, "/a.txt", &password).await.0, 404);
         assert!(

@@ -961,16 +961,7 @@ impl Dav {
         assert!(ok, "{err}");
         let bo = browser();
         api_sign_in(&self.server, &bo, COLLEAGUE, PASSWORD, false).await;
-        let (status, made) = json(
-            bo.post(self.server.url("/api/v1/me/app-passwords"))
-                .json(&serde_json::json!({"name": "WebDAV"}))
-                .send()
-                .await
-                .unwrap(),
-        )
-        .await;
-        assert_eq!(status, 201, "{made}");
-        made["password"].as_str().unwrap().to_owned()
+        new_app_password(&self.server, &bo, "WebDAV").await
     }
 
     /// A request as `login` with `password`.

@@ -308,6 +308,22 @@ pub async fn api_sign_in(server: &Server, client: &reqwest::Client, email: &str,
     assert_eq!(body, r#"{"status":"signed_in"}"#);
 }
 
+/// A new application password named `name` for the member signed in on
+/// `client`: its plaintext, shown once.
+pub async fn new_app_password(server: &Server, client: &reqwest::Client, name: &str) -> String {
+    let (status, made) = json(
+        client
+            .post(server.url("/api/v1/me/app-passwords"))
+            .json(&serde_json::json!({ "name": name }))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, 201, "{made}");
+    made["password"].as_str().unwrap().to_owned()
+}
+
 pub async fn json(response: reqwest::Response) -> (u16, serde_json::Value) {
     let status = response.status().as_u16();
     let text = response.text().await.unwrap();

@@ -113,15 +113,8 @@ where
         if propfind::asked_for(document) > propfind::MAX_NAMED {
             // Every property named is answered for every entry: 1,700
             // names over 300 files made a 19 MB answer from a 61 KB body.
-            let body = Full::new(Bytes::from(format!(
-                "a PROPFIND may name at most {} properties\n",
-                propfind::MAX_NAMED
-            )))
-            .map_err(|never| match never {})
-            .boxed_unsync();
-            let mut response = http::Response::new(body);
-            *response.status_mut() = http::StatusCode::BAD_REQUEST;
-            return response;
+            let reason = format!("a PROPFIND may name at most {} properties", propfind::MAX_NAMED);
+            return text(http::StatusCode::BAD_REQUEST, &reason);
         }
         let located = target.located.clone();
         if let Some(response) = fast_propfind(&target.tree, &target.prefix, located, &parts, document).await {
@@ -148,7 +141,12 @@ fn refused(e: &xml::XmlError) -> http::Response<DavBody> {
         xml::XmlError::TooLarge { .. } => http::StatusCode::PAYLOAD_TOO_LARGE,
         _ => http::StatusCode::BAD_REQUEST,
     };
-    let body = Full::new(Bytes::from(format!("{e}\n")))
+    text(status, &e.to_string())
+}
+
+/// A refusal with its reason as text.
+fn text(status: http::StatusCode, reason: &str) -> http::Response<DavBody> {
+    let body = Full::new(Bytes::from(format!("{reason}\n")))
         .map_err(|never| match never {})
         .boxed_unsync();
     let mut response = http::Response::new(body);

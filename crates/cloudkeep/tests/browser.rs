@@ -64,6 +64,10 @@ fn screenshot_dir(server: &Server) -> String {
 }
 
 #[tokio::test]
+#[cfg_attr(
+    missing_browser,
+    ignore = "Chromium, node or playwright-core is missing (apt-get install chromium nodejs npm; npm ci in crates/cloudkeep/tests/browser)"
+)]
 async fn console_in_headless_chromium() {
     if !peers_ready() {
         return;
@@ -78,6 +82,10 @@ async fn console_in_headless_chromium() {
 }
 
 #[tokio::test]
+#[cfg_attr(
+    missing_browser,
+    ignore = "Chromium, node or playwright-core is missing (apt-get install chromium nodejs npm; npm ci in crates/cloudkeep/tests/browser)"
+)]
 async fn two_factor_in_headless_chromium() {
     if !peers_ready() {
         return;
@@ -92,6 +100,10 @@ async fn two_factor_in_headless_chromium() {
 }
 
 #[tokio::test]
+#[cfg_attr(
+    missing_browser,
+    ignore = "Chromium, node or playwright-core is missing (apt-get install chromium nodejs npm; npm ci in crates/cloudkeep/tests/browser)"
+)]
 async fn security_keys_in_headless_chromium() {
     if !peers_ready() {
         return;
@@ -109,6 +121,10 @@ async fn security_keys_in_headless_chromium() {
 }
 
 #[tokio::test]
+#[cfg_attr(
+    missing_browser,
+    ignore = "Chromium, node or playwright-core is missing (apt-get install chromium nodejs npm; npm ci in crates/cloudkeep/tests/browser)"
+)]
 async fn push_approval_in_headless_chromium() {
     if !peers_ready() {
         return;
@@ -132,6 +148,10 @@ async fn push_approval_in_headless_chromium() {
 }
 
 #[tokio::test]
+#[cfg_attr(
+    missing_browser,
+    ignore = "Chromium, node or playwright-core is missing (apt-get install chromium nodejs npm; npm ci in crates/cloudkeep/tests/browser)"
+)]
 async fn drives_in_headless_chromium() {
     if !peers_ready() {
         return;
@@ -173,6 +193,10 @@ document.getElementById('out').textContent = 'stolen:' + x.status + ':' + x.resp
 </script></svg>"#;
 
 #[tokio::test]
+#[cfg_attr(
+    missing_browser,
+    ignore = "Chromium, node or playwright-core is missing (apt-get install chromium nodejs npm; npm ci in crates/cloudkeep/tests/browser)"
+)]
 async fn uploaded_pages_do_not_run_as_the_console() {
     if !peers_ready() {
         return;

@@ -193,6 +193,7 @@ fn rclone_ready() -> bool {
 }
 
 #[tokio::test]
+#[cfg_attr(missing_rclone, ignore = "rclone is not installed (apt-get install rclone)")]
 async fn a_webdav_folder_is_imported_in_the_background_and_resumes_after_a_crash() {
     if !rclone_ready() {
         return;
@@ -426,6 +427,7 @@ async fn a_webdav_folder_is_imported_in_the_background_and_resumes_after_a_crash
 }
 
 #[tokio::test]
+#[cfg_attr(missing_rclone, ignore = "rclone is not installed (apt-get install rclone)")]
 async fn an_import_stops_when_its_starter_may_no_longer_write() {
     if !rclone_ready() {
         return;

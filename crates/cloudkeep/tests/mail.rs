@@ -168,6 +168,10 @@ fn header<'a>(message: &'a str, name: &str) -> Option<&'a str> {
 }
 
 #[tokio::test]
+#[cfg_attr(
+    missing_aiosmtpd,
+    ignore = "aiosmtpd is not installed (apt-get install python3-aiosmtpd)"
+)]
 async fn security_emails_arrive_over_smtp_in_the_members_language() {
     if !SmtpSink::available() {
         return;
@@ -299,6 +303,10 @@ async fn security_emails_arrive_over_smtp_in_the_members_language() {
 }
 
 #[tokio::test]
+#[cfg_attr(
+    missing_aiosmtpd,
+    ignore = "aiosmtpd is not installed (apt-get install python3-aiosmtpd)"
+)]
 async fn an_smtp_outage_loses_nothing_and_sends_nothing_twice() {
     if !SmtpSink::available() {
         return;

@@ -87,6 +87,7 @@ async fn member_id(server: &Server, c: &reqwest::Client, org: &str, email: &str)
 }
 
 #[tokio::test]
+#[cfg_attr(missing_oathtool, ignore = "oathtool is not installed (apt-get install oathtool)")]
 async fn the_members_list_shows_who_lacks_two_step_verification() {
     for engine in ENGINES {
         let Some(storage) = acme(engine).await else {
@@ -320,6 +321,7 @@ async fn security_alerts_reach_members_at_most_daily() {
 }
 
 #[tokio::test]
+#[cfg_attr(missing_oathtool, ignore = "oathtool is not installed (apt-get install oathtool)")]
 async fn requiring_two_step_verification_stops_members_without_it_until_they_enrol() {
     for engine in ENGINES {
         let Some(storage) = acme(engine).await else {
@@ -490,6 +492,7 @@ async fn requiring_two_step_verification_stops_members_without_it_until_they_enr
 /// The policy is cached per process; a change on one process reaches a
 /// member signed in through another at once (LISTEN/NOTIFY).
 #[tokio::test]
+#[cfg_attr(missing_oathtool, ignore = "oathtool is not installed (apt-get install oathtool)")]
 async fn a_policy_change_reaches_every_process() {
     let Some(storage) = acme(Engine::Postgres).await else {
         return;
@@ -528,6 +531,7 @@ async fn a_policy_change_reaches_every_process() {
 /// The console: the switch asks for confirmation before it acts, and an
 /// invitation link creates the account from its page.
 #[tokio::test]
+#[cfg_attr(missing_oathtool, ignore = "oathtool is not installed (apt-get install oathtool)")]
 async fn the_console_confirms_the_switch_and_takes_invitations() {
     for engine in ENGINES {
         let Some(storage) = acme(engine).await else {
@@ -626,6 +630,7 @@ async fn the_console_confirms_the_switch_and_takes_invitations() {
 /// be their account password over WebDAV (it listed and wrote the drive);
 /// application passwords keep working, as the help center promises tools.
 #[tokio::test]
+#[cfg_attr(missing_oathtool, ignore = "oathtool is not installed (apt-get install oathtool)")]
 async fn a_two_step_requirement_refuses_the_account_password_over_webdav_not_app_passwords() {
     for engine in ENGINES {
         let Some(storage) = acme(engine).await else {

@@ -179,6 +179,7 @@ async fn the_allowed_countries_are_configurable() {
 }
 
 #[tokio::test]
+#[cfg_attr(missing_oathtool, ignore = "oathtool is not installed (apt-get install oathtool)")]
 async fn the_member_picks_the_method_offered_first() {
     for engine in ENGINES {
         let Some((_, server)) = server_with_member(engine).await else {

@@ -7,6 +7,7 @@ mod common;
 use common::*;
 
 #[tokio::test]
+#[cfg_attr(missing_oathtool, ignore = "oathtool is not installed (apt-get install oathtool)")]
 async fn enrol_totp_then_sign_in_with_password_and_code() {
     for engine in ENGINES {
         let Some((_, server)) = server_with_member(engine).await else {
@@ -153,6 +154,7 @@ async fn enrol_totp_then_sign_in_with_password_and_code() {
 }
 
 #[tokio::test]
+#[cfg_attr(missing_oathtool, ignore = "oathtool is not installed (apt-get install oathtool)")]
 async fn wrong_codes_restart_the_sign_in_and_then_lock_the_account() {
     for engine in ENGINES {
         let Some((_, server)) = server_with_member(engine).await else {
@@ -225,6 +227,7 @@ async fn wrong_codes_restart_the_sign_in_and_then_lock_the_account() {
 }
 
 #[tokio::test]
+#[cfg_attr(missing_oathtool, ignore = "oathtool is not installed (apt-get install oathtool)")]
 async fn backup_codes_work_once_even_at_the_same_moment() {
     for engine in ENGINES {
         let Some((_, server)) = server_with_member(engine).await else {
@@ -286,6 +289,7 @@ async fn backup_codes_work_once_even_at_the_same_moment() {
 }
 
 #[tokio::test]
+#[cfg_attr(missing_oathtool, ignore = "oathtool is not installed (apt-get install oathtool)")]
 async fn removing_the_last_method_turns_two_factor_off() {
     for engine in ENGINES {
         let Some((_, server)) = server_with_member(engine).await else {
@@ -370,6 +374,7 @@ fn open_to_a_half_signed_in_session(method: &str, path: &str) -> bool {
 }
 
 #[tokio::test]
+#[cfg_attr(missing_oathtool, ignore = "oathtool is not installed (apt-get install oathtool)")]
 async fn a_half_signed_in_session_reaches_nothing_else() {
     for engine in ENGINES {
         let Some((_, server)) = server_with_member(engine).await else {

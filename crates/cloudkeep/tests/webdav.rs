@@ -140,6 +140,7 @@ async fn raw(addr: &str, head: &str, chunks: &[&[u8]]) -> (u16, String) {
 const PROPS: &str = r#"<?xml version="1.0"?><D:propfind xmlns:D="DAV:"><D:allprop/></D:propfind>"#;
 
 #[tokio::test]
+#[cfg_attr(missing_litmus, ignore = "litmus is not installed (apt-get install litmus)")]
 async fn litmus_passes_every_suite() {
     if !peer("litmus", &["--help"], "WebDAV conformance", "apt-get install litmus") {
         return;
@@ -710,6 +711,7 @@ fn mixed_tree(root: &std::path::Path) {
 }
 
 #[tokio::test]
+#[cfg_attr(missing_rclone, ignore = "rclone is not installed (apt-get install rclone)")]
 async fn rclone_syncs_both_ways() {
     if !peer("rclone", &["version"], "rclone sync", "apt-get install rclone") {
         return;

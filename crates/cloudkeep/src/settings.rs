@@ -11,17 +11,18 @@ use anyhow::Context;
 use clap::Args;
 use serde::Deserialize;
 
-/// The options `serve` and `admin` share.
+/// The options `serve` and `admin` share; they are accepted before or after
+/// the subcommand (`admin drive create … --data DIR`).
 #[derive(Args, Debug, Clone, Default)]
 pub struct CommonArgs {
     /// Settings file [default: ./cloudkeep.toml when present]
-    #[arg(long, env = "CLOUDKEEP_CONFIG", value_name = "FILE")]
+    #[arg(long, global = true, env = "CLOUDKEEP_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// Data folder: SQLite database, blobs, server key [default: ./cloudkeep-data]
-    #[arg(long, env = "CLOUDKEEP_DATA", value_name = "DIR")]
+    #[arg(long, global = true, env = "CLOUDKEEP_DATA", value_name = "DIR")]
     pub data: Option<PathBuf>,
     /// Use PostgreSQL instead of the embedded SQLite, e.g. postgres://user@host/db
-    #[arg(long, env = "CLOUDKEEP_DATABASE_URL", value_name = "URL")]
+    #[arg(long, global = true, env = "CLOUDKEEP_DATABASE_URL", value_name = "URL")]
     pub database_url: Option<String>,
 }
 

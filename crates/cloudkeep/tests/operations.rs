@@ -684,3 +684,29 @@ async fn every_file_in_the_data_folder_is_owner_only_whatever_the_umask() {
     let _ = child.kill();
     let _ = child.wait();
 }
+
+/// The data folder, settings file and database options are accepted after
+/// the subcommand too, as people write them.
+#[test]
+fn admin_takes_its_common_options_after_the_subcommand() {
+    let work = store::testing::temp_dir("options-after");
+    let data = work.join("data");
+    let create = || {
+        Command::new(env!("CARGO_BIN_EXE_cloudkeep"))
+            .current_dir(&work)
+            .args(["admin", "org", "create", "--name", "Acme", "--data"])
+            .arg(&data)
+            .env_remove("CLOUDKEEP_DATABASE_URL")
+            .env_remove("CLOUDKEEP_DATA")
+            .output()
+            .unwrap()
+    };
+    let first = create();
+    assert!(first.status.success(), "{}", String::from_utf8_lossy(&first.stderr));
+    assert!(data.is_dir(), "the named data folder is used");
+    assert!(!work.join("cloudkeep-data").exists(), "not the default one");
+    // The same folder again: the name is taken there.
+    let second = create();
+    assert!(!second.status.success());
+    let _ = std::fs::remove_dir_all(&work);
+}

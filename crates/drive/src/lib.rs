@@ -1,7 +1,8 @@
 //! Drives: the shared folders of an organization that members reach over
 //! WebDAV. This crate owns what a drive is (a numeric id, a name, a quota,
-//! its organization) and who may use it; the file tree, the WebDAV
-//! transport and the blob storage come with the `dav` crate.
+//! its organization), who may use it, and the file tree with its rules
+//! (quotas, locks, properties, imports). The WebDAV protocol is the `dav`
+//! crate's; file contents are kept in a blob store.
 //!
 //! It must not touch SQL or HTTP: persistence comes in through
 //! [`DriveStore`], people and organizations through [`identity::Identity`].

@@ -1,6 +1,7 @@
-//! Second factors a member has enrolled. This issue brings TOTP apps; the
-//! authenticator app, security keys and SMS add kinds here and reuse the
-//! same storage, listing, removal and second sign-in step.
+//! Second factors a member has enrolled: authenticator apps (TOTP), the
+//! cloudkeep authenticator (push, with offline codes), security keys and
+//! SMS. Every kind shares the same storage, listing, removal and second
+//! sign-in step; backup codes stand beside them.
 
 use crate::clock::Millis;
 

@@ -41,23 +41,93 @@ pub(crate) const BUSY_RETRY: Millis = 1_000;
 /// attempt settled on the same key in between.
 const RETRIES: usize = 32;
 
-/// A throttle key and its rule.
-pub(crate) type ThrottleKey = (String, ThrottlePolicy);
+/// What failures of one kind are counted against: a person (or what
+/// stands for one) or a network. Each kind has its rule and its text in
+/// the store; [`stored`](Self::stored) must keep giving the same text, or
+/// existing counts and locks would be forgotten.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum ThrottleKey {
+    /// Console and API sign-in from a device that signed in before (the id
+    /// in its cookie): its failures do not lock the account for others.
+    Device(String),
+    /// Console and API sign-in naming a login: the first 32 hex digits of
+    /// its hash (the login itself is not stored).
+    Login(String),
+    /// Console and API sign-in from a network (see `network_of`).
+    Network(String),
+    /// The account password over WebDAV (and the other protocols), by the
+    /// login's hash.
+    ProtocolLogin(String),
+    /// The account password over the protocols, from a network.
+    ProtocolNetwork(String),
+    /// Second-step codes of an account (its id).
+    SecondStep(String),
+    /// The password that confirms a sensitive change, of an account (its id).
+    PasswordCheck(String),
+}
+
+impl ThrottleKey {
+    /// The prefix of [`ThrottleKey::SecondStep`] keys, for the store's
+    /// joint read of a session with its second-step record.
+    pub(crate) const SECOND_STEP_PREFIX: &'static str = "second-factor:";
+
+    pub(crate) fn policy(&self) -> ThrottlePolicy {
+        if self.is_person() {
+            ThrottlePolicy::ACCOUNT
+        } else {
+            ThrottlePolicy::NETWORK
+        }
+    }
+
+    /// A person's key, whose failures a success forgets and whose lock is
+    /// reported; a network's are neither: one valid account must not let
+    /// a machine reset its own counter.
+    pub(crate) fn is_person(&self) -> bool {
+        !matches!(self, Self::Network(_) | Self::ProtocolNetwork(_))
+    }
+
+    /// The key's text in the store.
+    pub(crate) fn stored(&self) -> String {
+        match self {
+            Self::Device(id) => format!("device:{id}"),
+            Self::Login(hash) => format!("email:{hash}"),
+            Self::Network(network) => format!("net:{network}"),
+            Self::ProtocolLogin(hash) => format!("proto:{hash}"),
+            Self::ProtocolNetwork(network) => format!("proto-net:{network}"),
+            Self::SecondStep(account) => format!("{}{account}", Self::SECOND_STEP_PREFIX),
+            Self::PasswordCheck(account) => format!("password-check:{account}"),
+        }
+    }
+}
 
 /// Room held on throttle keys for one check of a secret.
 pub(crate) struct Attempt {
     store: Arc<dyn IdentityStore>,
-    /// The keys, each with the record its room was computed from.
-    keys: Vec<(ThrottleKey, Option<ThrottleRecord>)>,
+    /// The keys (as stored, with their kind), each with the record its
+    /// room was computed from.
+    keys: Vec<((String, ThrottleKey), Option<ThrottleRecord>)>,
     settled: bool,
 }
 
-/// Reserves one attempt on every key, `records` being what was read of
-/// them (in the same order). `Ok(Err(retry_after))` when a key is locked
-/// or full: nothing is left reserved then.
+/// Reads the keys' records and reserves one attempt on every key.
+/// `Ok(Err(retry_after))` when a key is locked or full: nothing is left
+/// reserved then.
 pub(crate) async fn reserve(
     store: &Arc<dyn IdentityStore>,
     keys: Vec<ThrottleKey>,
+    now: Millis,
+) -> Result<Result<Attempt, Millis>, StoreError> {
+    let stored: Vec<String> = keys.iter().map(ThrottleKey::stored).collect();
+    let records = store
+        .throttles(&stored.iter().map(String::as_str).collect::<Vec<_>>())
+        .await?;
+    reserve_read(store, stored.into_iter().zip(keys).collect(), records, now).await
+}
+
+/// [`reserve`] with the keys' records already read (in the same order).
+pub(crate) async fn reserve_read(
+    store: &Arc<dyn IdentityStore>,
+    keys: Vec<(String, ThrottleKey)>,
     records: Vec<Option<ThrottleRecord>>,
     now: Millis,
 ) -> Result<Result<Attempt, Millis>, StoreError> {
@@ -65,7 +135,7 @@ pub(crate) async fn reserve(
     let wait = keys
         .iter()
         .zip(&records)
-        .filter_map(|((_, policy), record)| policy.check(record.map(|r| r.state), now).err())
+        .filter_map(|((_, kind), record)| kind.policy().check(record.map(|r| r.state), now).err())
         .max();
     if let Some(wait) = wait {
         return Ok(Err(wait));
@@ -81,10 +151,10 @@ pub(crate) async fn reserve(
     let reservations: Vec<(&str, ThrottleReservation)> = keys
         .iter()
         .zip(&records)
-        .map(|((key, policy), record)| {
+        .map(|((key, kind), record)| {
             let reservation = ThrottleReservation {
                 version: record.map_or(0, |r| r.version),
-                open: policy.open_attempts(record.map(|r| r.state), now),
+                open: kind.policy().open_attempts(record.map(|r| r.state), now),
                 now,
                 lapsed_before: now - RESERVATION_LAPSE,
             };
@@ -95,7 +165,8 @@ pub(crate) async fn reserve(
         attempt.keys = keys.into_iter().zip(records).collect();
         return Ok(Ok(attempt));
     }
-    for ((key, policy), mut record) in keys.into_iter().zip(records) {
+    for ((key, kind), mut record) in keys.into_iter().zip(records) {
+        let policy = kind.policy();
         let mut reserved = false;
         for _ in 0..RETRIES {
             let open = policy.open_attempts(record.map(|r| r.state), now);
@@ -127,18 +198,20 @@ pub(crate) async fn reserve(
             attempt.release_now(false).await?;
             return Ok(Err(wait));
         }
-        attempt.keys.push(((key, policy), record));
+        attempt.keys.push(((key, kind), record));
     }
     Ok(Ok(attempt))
 }
 
 impl Attempt {
     /// Counts the failure on every key and gives the room back; returns
-    /// how long the first key became locked for, if this failure locked it.
+    /// how long the person's key became locked for, if this failure locked
+    /// it.
     pub(crate) async fn failed(mut self, now: impl Fn() -> Millis) -> Result<Option<Millis>, StoreError> {
         self.settled = true;
         let mut locked = None;
-        for (index, ((key, policy), seen)) in self.keys.iter().enumerate() {
+        for ((key, kind), seen) in &self.keys {
+            let policy = kind.policy();
             let mut record = *seen;
             let mut counted = false;
             for _ in 0..RETRIES {
@@ -148,7 +221,7 @@ impl Attempt {
                 if self.store.swap_throttle(key, Some(version), next).await? {
                     counted = true;
                     let was_locked = record.is_some_and(|r| r.state.locked_until > at);
-                    if index == 0 && next.locked_until > at && !was_locked {
+                    if kind.is_person() && next.locked_until > at && !was_locked {
                         locked = Some(next.locked_until - at);
                     }
                     break;
@@ -167,7 +240,7 @@ impl Attempt {
     }
 
     /// Settles the attempt as a success now, forgetting the failures of
-    /// the first key (the person's) but not the others' (a network's).
+    /// the person's key but not a network's.
     pub(crate) async fn succeeded(mut self) -> Result<(), StoreError> {
         self.settled = true;
         self.release_now(true).await
@@ -183,10 +256,9 @@ impl Attempt {
     fn release_list(&self, success: bool) -> Vec<ThrottleRelease> {
         self.keys
             .iter()
-            .enumerate()
-            .map(|(index, ((key, _), _))| ThrottleRelease {
+            .map(|((key, kind), _)| ThrottleRelease {
                 key: key.clone(),
-                forget: success && index == 0,
+                forget: success && kind.is_person(),
             })
             .collect()
     }

@@ -30,6 +30,7 @@ use std::sync::Mutex;
 use subtle::ConstantTimeEq;
 
 use crate::account::Account;
+use crate::attempt::ThrottleKey;
 use crate::audit::EventKind;
 use crate::clock::Millis;
 use crate::credential::app_password::{self, AppPassword};
@@ -37,7 +38,6 @@ use crate::email::EmailAddress;
 use crate::second_factor::Challenge;
 use crate::secrets::token_hash;
 use crate::service::{ClientInfo, Identity, IdentityError, network_of};
-use crate::softlock::ThrottlePolicy;
 use crate::store::StoreError;
 use crate::sync_user_id::SyncUserId;
 
@@ -172,17 +172,17 @@ impl Identity {
         }
 
         // The account password, only without two-step verification.
-        let person = format!("proto:{}", &token_hash(&login.to_lowercase())[..32]);
-        let network = format!("proto-net:{}", network_of(source_ip));
-        let keys = [(person, ThrottlePolicy::ACCOUNT), (network, ThrottlePolicy::NETWORK)];
-        let sources = crate::service::hash_sources(source_ip, account.as_ref(), &keys[0].0);
+        let keys = vec![
+            ThrottleKey::ProtocolLogin(token_hash(&login.to_lowercase())[..32].to_owned()),
+            ThrottleKey::ProtocolNetwork(network_of(source_ip)),
+        ];
+        let sources = crate::service::hash_sources(source_ip, account.as_ref(), &keys[0]);
         let Some(_ticket) = self.hasher().admit(&[&sources[0], &sources[1]]).await else {
             return Err(ProtocolAuthError::TooManyAttempts {
                 retry_after: crate::attempt::BUSY_RETRY,
             });
         };
-        let records = self.store().throttles(&[&keys[0].0, &keys[1].0]).await?;
-        let attempt = match crate::attempt::reserve(self.store_arc(), keys.into(), records, now).await? {
+        let attempt = match crate::attempt::reserve(self.store_arc(), keys, now).await? {
             Ok(attempt) => attempt,
             Err(retry_after) => return Err(ProtocolAuthError::TooManyAttempts { retry_after }),
         };

@@ -5,6 +5,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use crate::account::{Account, NewAccount, parse_name};
+use crate::attempt::ThrottleKey;
 use crate::audit::{EventKind, SecurityEvent};
 use crate::clock::{Clock, Millis};
 use crate::email::EmailAddress;
@@ -378,33 +379,28 @@ impl Identity {
             .zip(request.device.as_deref())
             .and_then(|(a, cookie)| self.device_id(&a.id, cookie));
         let person_key = match &known_device {
-            Some(device) => format!("device:{device}"),
-            None => format!(
-                "email:{}",
-                &token_hash(
+            Some(device) => ThrottleKey::Device(device.clone()),
+            None => ThrottleKey::Login(
+                token_hash(
                     &email
                         .as_ref()
-                        .map_or_else(|| request.email.trim().to_lowercase(), |e| e.to_string())
+                        .map_or_else(|| request.email.trim().to_lowercase(), |e| e.to_string()),
                 )[..32]
+                    .to_owned(),
             ),
         };
-        let network_key = format!("net:{}", network_of(request.client.ip));
-        let keys = [
-            (person_key, ThrottlePolicy::ACCOUNT),
-            (network_key, ThrottlePolicy::NETWORK),
-        ];
+        let keys = vec![person_key, ThrottleKey::Network(network_of(request.client.ip))];
 
         // Refused at once, before the database, when this network or
         // account already has its share of the hashing threads and its
         // queue full.
-        let sources = hash_sources(request.client.ip, account.as_ref(), &keys[0].0);
+        let sources = hash_sources(request.client.ip, account.as_ref(), &keys[0]);
         let Some(_ticket) = self.hasher.admit(&[&sources[0], &sources[1]]).await else {
             return Err(SignInError::TooManyAttempts {
                 retry_after: crate::attempt::BUSY_RETRY,
             });
         };
-        let records = self.store.throttles(&[&keys[0].0, &keys[1].0]).await?;
-        let attempt = match crate::attempt::reserve(&self.store, keys.into(), records, self.now()).await? {
+        let attempt = match crate::attempt::reserve(&self.store, keys, self.now()).await? {
             Ok(attempt) => attempt,
             Err(retry_after) => return Err(SignInError::TooManyAttempts { retry_after }),
         };
@@ -552,7 +548,7 @@ impl Identity {
     ) -> Result<Option<(Session, Account, StepContext)>, StoreError> {
         let found = self
             .store
-            .session_with_step_context(&token_hash(token), crate::two_factor::SECOND_STEP_THROTTLE)
+            .session_with_step_context(&token_hash(token), ThrottleKey::SECOND_STEP_PREFIX)
             .await?;
         let Some((session, account, context)) = found else {
             return Ok(None);
@@ -650,10 +646,8 @@ impl Identity {
                 retry_after: crate::attempt::BUSY_RETRY,
             });
         };
-        let key = format!("password-check:{}", account.id);
-        let record = self.store.throttle(&key).await?;
-        let keys = vec![(key, ThrottlePolicy::ACCOUNT)];
-        let attempt = match crate::attempt::reserve(&self.store, keys, vec![record], self.now()).await? {
+        let keys = vec![ThrottleKey::PasswordCheck(account.id.clone())];
+        let attempt = match crate::attempt::reserve(&self.store, keys, self.now()).await? {
             Ok(attempt) => attempt,
             Err(retry_after) => return Err(IdentityError::TooManyAttempts { retry_after }),
         };
@@ -740,8 +734,8 @@ impl Identity {
 /// Whom a password verification is for, for the hashing threads' shares
 /// ([`PasswordHasher::admit`]): the source network, and the account (or,
 /// when no account has that login, the throttle key standing for it).
-pub(crate) fn hash_sources(ip: IpAddr, account: Option<&Account>, unknown: &str) -> [String; 2] {
-    let person = account.map_or_else(|| unknown.to_owned(), hash_sources_of_account);
+pub(crate) fn hash_sources(ip: IpAddr, account: Option<&Account>, unknown: &ThrottleKey) -> [String; 2] {
+    let person = account.map_or_else(|| unknown.stored(), hash_sources_of_account);
     [format!("net:{}", network_of(ip)), person]
 }
 

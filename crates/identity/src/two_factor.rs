@@ -8,6 +8,7 @@
 use subtle::ConstantTimeEq;
 
 use crate::account::Account;
+use crate::attempt::ThrottleKey;
 use crate::audit::EventKind;
 use crate::clock::Millis;
 use crate::credential::totp::{self, TotpSecret};
@@ -17,18 +18,9 @@ use crate::second_factor::{Challenge, ENROLMENT_LIFETIME, FactorKind, MethodSumm
 use crate::secrets::{random_token, token_hash};
 use crate::service::{ClientInfo, Identity, IdentityError, SignedIn};
 use crate::session::{MAX_FACTOR_FAILURES, Session, SessionStage, SessionToken};
-use crate::softlock::ThrottlePolicy;
 use crate::store::{SecondStepProof, StepContext, StoreError};
 
 const TOTP_PURPOSE: &str = "totp-secret";
-
-/// Second-step failures are throttled per account under this prefix and
-/// the account id.
-pub(crate) const SECOND_STEP_THROTTLE: &str = "second-factor:";
-
-fn second_step_throttle_key(account_id: &str) -> String {
-    format!("{SECOND_STEP_THROTTLE}{account_id}")
-}
 
 /// What an authenticator app needs to be set up.
 #[derive(Debug, Clone)]
@@ -310,7 +302,7 @@ impl Identity {
     ) -> Result<SignedIn, SecondStepError> {
         let context = self
             .store()
-            .step_context(&second_step_throttle_key(&account.id), &account.id)
+            .step_context(&ThrottleKey::SecondStep(account.id.clone()).stored(), &account.id)
             .await?;
         self.second_step_in(session, account, context, step, device_cookie, client)
             .await
@@ -331,8 +323,7 @@ impl Identity {
         if session.stage != SessionStage::SecondFactor || session.account_id != account.id {
             return Err(SecondStepError::NotPending);
         }
-        let key = second_step_throttle_key(&account.id);
-        let policy = ThrottlePolicy::ACCOUNT;
+        let key = ThrottleKey::SecondStep(account.id.clone());
         let StepContext {
             throttle: record,
             factors,
@@ -340,11 +331,11 @@ impl Identity {
         // The key is the account's, not the session's: however many
         // half-signed-in sessions send codes at once, no more are checked
         // than one session could check one after the other.
-        let attempt =
-            match crate::attempt::reserve(self.store_arc(), vec![(key, policy)], vec![record], self.now()).await? {
-                Ok(attempt) => attempt,
-                Err(retry_after) => return Err(SecondStepError::TooManyAttempts { retry_after }),
-            };
+        let keys = vec![(key.stored(), key)];
+        let attempt = match crate::attempt::reserve_read(self.store_arc(), keys, vec![record], self.now()).await? {
+            Ok(attempt) => attempt,
+            Err(retry_after) => return Err(SecondStepError::TooManyAttempts { retry_after }),
+        };
 
         let now = self.now();
         let (proof, method, backup_left) = match step {

@@ -18,6 +18,16 @@
 //! the other); whatever asks beyond that is refused at once, without
 //! hashing (the caller answers "too many attempts", 429 with
 //! `Retry-After`).
+//!
+//! The hashing threads run at a lower priority ([`HASH_NICENESS`]) than
+//! the rest of the server. A hash is batch work that keeps a core busy for
+//! tens of milliseconds; everything else (the database's threads, the HTTP
+//! workers, WebDAV transfers) runs for microseconds and then waits. At the
+//! same priority, each of those short steps waited behind a running hash
+//! for the scheduler's turn, and a sign-in, which hands work to the
+//! database's thread several times between its reads and writes, queued
+//! there while the cores were busy hashing other sign-ins. At a lower one
+//! the short steps run at once, and the hashes get all the CPU they leave.
 
 use argon2::password_hash::{PasswordHash, PasswordHasher as _, SaltString};
 use argon2::{Algorithm, Argon2, Block, Params, Version};
@@ -170,6 +180,19 @@ impl std::fmt::Debug for PasswordHasher {
     }
 }
 
+/// The hashing threads' nice value (see the module's comment).
+pub const HASH_NICENESS: i32 = 10;
+
+/// Lowers the calling thread's priority to [`HASH_NICENESS`]. On Linux a
+/// nice value belongs to each thread; elsewhere the threads keep the
+/// process's priority.
+fn lower_priority() {
+    #[cfg(target_os = "linux")]
+    if let Err(e) = rustix::process::setpriority_process(None, HASH_NICENESS) {
+        tracing::warn!("could not lower the hashing threads' priority: {e}");
+    }
+}
+
 /// Starts `threads` hashing threads; they end when the last sender is
 /// dropped.
 fn start_pool(threads: usize) -> mpsc::Sender<Job> {
@@ -180,6 +203,7 @@ fn start_pool(threads: usize) -> mpsc::Sender<Job> {
         std::thread::Builder::new()
             .name(format!("argon2-{index}"))
             .spawn(move || {
+                lower_priority();
                 let mut memory = HashMemory::new();
                 loop {
                     let next = receiver
@@ -372,6 +396,35 @@ mod tests {
 
     fn email() -> EmailAddress {
         EmailAddress::parse("ana.garcia@example.org").unwrap()
+    }
+
+    /// The nice value of each of this process's hashing threads, from
+    /// `/proc` (the 19th field of a thread's `stat`).
+    #[cfg(target_os = "linux")]
+    fn hashing_threads_niceness() -> Vec<i32> {
+        let mut found = Vec::new();
+        for task in std::fs::read_dir("/proc/self/task").unwrap().flatten() {
+            let Ok(stat) = std::fs::read_to_string(task.path().join("stat")) else {
+                continue; // the thread ended meanwhile
+            };
+            let (head, rest) = stat.rsplit_once(") ").unwrap();
+            if head.contains("(argon2-") {
+                found.push(rest.split(' ').nth(16).unwrap().parse().unwrap());
+            }
+        }
+        found
+    }
+
+    #[cfg(target_os = "linux")]
+    #[tokio::test]
+    async fn hashing_threads_run_below_the_servers_priority() {
+        let h = PasswordHasher::owasp_minimum();
+        // The pool's threads have started once they have hashed.
+        let phc = h.hash("violet tractor sunrise").await;
+        assert!(h.verify("violet tractor sunrise", Some(&phc)).await);
+        let niceness = hashing_threads_niceness();
+        assert!(!niceness.is_empty(), "the hashing threads are found");
+        assert!(niceness.iter().all(|n| *n == HASH_NICENESS), "{niceness:?}");
     }
 
     #[test]

@@ -752,16 +752,63 @@ impl IdentityStore for SqlStore {
     }
 
     async fn reserve_throttles(&self, reservations: &[(&str, ThrottleReservation)]) -> Result<bool, StoreError> {
-        let mut tx = self.begin_write().await.map_err(backend)?;
-        for (key, r) in reservations {
-            let done = reserve_throttle(key, r).execute(&mut *tx).await.map_err(backend)?;
-            if done.rows_affected() != 1 {
-                // Dropped unfinished: rolled back before the next turn.
-                return Ok(false);
-            }
+        // One statement for every key (a sign-in reserves two): one turn
+        // at the writer without a transaction around it, one round trip.
+        // It takes what room it finds; the keys it got are returned, and
+        // given back when one was missing. Rows are written in key order,
+        // so two of these on PostgreSQL lock them in the same order.
+        let mut sorted: Vec<&(&str, ThrottleReservation)> = reservations.iter().collect();
+        sorted.sort_by_key(|(key, _)| *key);
+        let mut values = Vec::with_capacity(sorted.len());
+        let mut room = Vec::with_capacity(sorted.len());
+        let mut lapsed_room = Vec::with_capacity(sorted.len());
+        for i in 0..sorted.len() {
+            let [key, now, lapsed, version, open] = std::array::from_fn(|k| 5 * i + k + 1);
+            values.push(format!("(${key}, 0, 0, 0, 0, 1, ${now})"));
+            lapsed_room.push(format!(
+                "(throttles.key = ${key} AND throttles.reserved_at <= ${lapsed})"
+            ));
+            room.push(format!(
+                "(throttles.key = ${key} AND throttles.version = ${version}
+                  AND (throttles.in_flight < ${open} OR throttles.reserved_at <= ${lapsed}))"
+            ));
         }
-        tx.commit().await.map_err(backend)?;
-        Ok(true)
+        let sql = format!(
+            "INSERT INTO throttles (key, failures, last_failure, locked_until, version, in_flight, reserved_at)
+             VALUES {}
+             ON CONFLICT (key) DO UPDATE SET
+                 in_flight = CASE WHEN {} THEN 1 ELSE throttles.in_flight + 1 END,
+                 reserved_at = excluded.reserved_at
+             WHERE {}
+             RETURNING key",
+            values.join(", "),
+            lapsed_room.join(" OR "),
+            room.join(" OR ")
+        );
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for (key, r) in &sorted {
+            query = query
+                .bind(*key)
+                .bind(r.now)
+                .bind(r.lapsed_before)
+                .bind(r.version)
+                .bind(i64::from(r.open));
+        }
+        let rows = query.fetch_all(&*self.writer.turn().await).await.map_err(backend)?;
+        if rows.len() == sorted.len() {
+            return Ok(true);
+        }
+        let mut taken = Vec::with_capacity(rows.len());
+        for row in &rows {
+            taken.push(ThrottleRelease {
+                key: row.try_get("key").map_err(backend)?,
+                forget: false,
+            });
+        }
+        if !taken.is_empty() {
+            self.release_throttles(&taken).await?;
+        }
+        Ok(false)
     }
 
     async fn swap_throttle(&self, key: &str, expected: Option<i64>, state: ThrottleState) -> Result<bool, StoreError> {

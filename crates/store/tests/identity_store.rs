@@ -258,8 +258,9 @@ async fn throttle_updates_never_lose_a_concurrent_write() {
     }
 }
 
-/// A sign-in reserves its keys together, with one commit: all of them, or
-/// (when one has no room) none, the others left as they were.
+/// A sign-in reserves its keys together, in one statement: all of them, or
+/// (when one has no room) none, the others left as they were. Room held
+/// longer than the lapse is taken again.
 #[tokio::test]
 async fn keys_are_reserved_together_or_not_at_all() {
     for s in stores().await {
@@ -277,6 +278,34 @@ async fn keys_are_reserved_together_or_not_at_all() {
             "b had room for one more"
         );
         assert!(!s.reserve_throttle("b", at(0, 2)).await.unwrap(), "and now it is full");
+
+        // A minute later, those reservations lapsed (a process that died
+        // holding them): each key counts one in flight again.
+        let later = |version, open| ThrottleReservation {
+            version,
+            open,
+            now: 200_000,
+            lapsed_before: 140_000,
+        };
+        assert!(
+            s.reserve_throttles(&[("a", later(0, 1)), ("b", later(0, 2))])
+                .await
+                .unwrap()
+        );
+        assert!(!s.reserve_throttle("a", later(0, 1)).await.unwrap(), "a holds one");
+        assert!(
+            s.reserve_throttle("b", later(0, 2)).await.unwrap(),
+            "b holds one of two"
+        );
+        // A settled failure since (a newer version) refuses room computed
+        // from the older state, and nothing stays reserved.
+        assert!(s.swap_throttle("b", Some(0), ThrottleState::default()).await.unwrap());
+        assert!(
+            !s.reserve_throttles(&[("c", later(0, 1)), ("b", later(0, 6))])
+                .await
+                .unwrap()
+        );
+        assert!(s.reserve_throttle("c", later(0, 1)).await.unwrap(), "c was given back");
     }
 }
 

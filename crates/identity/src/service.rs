@@ -490,7 +490,7 @@ impl Identity {
             .insert_session(&session, &hash, event.as_ref(), releases)
             .await?;
         if kind.is_some() && device.is_none() {
-            self.alert(&account, crate::mail::MailKind::NewDevice, client, &[])
+            self.alert(&account, crate::notices::NoticeKind::NewDevice, client, &[])
                 .await?;
         }
         let device_cookie = kind.map(|_| self.device_cookie(&account.id, device));
@@ -621,7 +621,7 @@ impl Identity {
         self.store.delete_sessions_except(&account.id, &session.id).await?;
         self.protocol_cache.forget_account(&account.id);
         self.record(&account.id, EventKind::PasswordChanged, client, "").await?;
-        self.alert(&account, crate::mail::MailKind::PasswordChanged, client, &[])
+        self.alert(&account, crate::notices::NoticeKind::PasswordChanged, client, &[])
             .await?;
         Ok(())
     }

@@ -12,7 +12,7 @@ use crate::audit::EventKind;
 use crate::clock::Millis;
 use crate::credential::totp::{self, TotpSecret};
 use crate::credential::{backup_code, parse_label};
-use crate::mail::MailKind;
+use crate::notices::NoticeKind;
 use crate::second_factor::{Challenge, ENROLMENT_LIFETIME, FactorKind, MethodSummary, SecondFactor, TwoFactorStatus};
 use crate::secrets::{random_token, token_hash};
 use crate::service::{ClientInfo, Identity, IdentityError, SignedIn};
@@ -222,9 +222,9 @@ impl Identity {
         self.record(account_id, EventKind::SecondFactorAdded, client, &factor.name)
             .await?;
         let mail = if turning_on {
-            MailKind::TwoFactorEnabled
+            NoticeKind::TwoFactorEnabled
         } else {
-            MailKind::MethodAdded
+            NoticeKind::MethodAdded
         };
         self.alert_by_id(account_id, mail, client, &[("name", &factor.name)])
             .await?;
@@ -263,10 +263,15 @@ impl Identity {
                 self.org_changed().await;
                 self.record(&account.id, EventKind::TwoFactorDisabled, client, "")
                     .await?;
-                self.alert(account, MailKind::TwoFactorDisabled, client, &[("name", &factor.name)])
-                    .await?;
+                self.alert(
+                    account,
+                    NoticeKind::TwoFactorDisabled,
+                    client,
+                    &[("name", &factor.name)],
+                )
+                .await?;
             } else {
-                self.alert(account, MailKind::MethodRemoved, client, &[("name", &factor.name)])
+                self.alert(account, NoticeKind::MethodRemoved, client, &[("name", &factor.name)])
                     .await?;
             }
         }
@@ -399,7 +404,7 @@ impl Identity {
                 .await?;
             self.alert(
                 account,
-                MailKind::BackupCodeUsed,
+                NoticeKind::BackupCodeUsed,
                 client,
                 &[("left", &left.to_string())],
             )
@@ -410,7 +415,7 @@ impl Identity {
         session.last_seen_at = now;
         let known = self.known_device(&account.id, device_cookie);
         if known.is_none() {
-            self.alert(account, MailKind::NewDevice, client, &[]).await?;
+            self.alert(account, NoticeKind::NewDevice, client, &[]).await?;
         }
         Ok(SignedIn {
             token,

@@ -14,7 +14,7 @@ use crate::second_factor::Challenge;
 use crate::secrets::{ServerKey, random_token, token_hash};
 use crate::session::{RECENT_PASSWORD, Session, SessionPolicy, SessionStage, SessionToken};
 use crate::softlock::ThrottlePolicy;
-use crate::store::{EventPage, ExpiryCutoffs, IdentityStore, StepContext, StoreError, ThrottleRelease};
+use crate::store::{EventPage, ExpiryCutoffs, IdentityStore, StoreError, ThrottleRelease};
 use crate::sync_user_id::SyncUserId;
 
 #[derive(Debug, Clone)]
@@ -542,27 +542,13 @@ impl Identity {
         Ok(self.live_session(session, client).await?.map(|s| (s, account)))
     }
 
-    /// [`session`](Self::session) together with what the second sign-in
-    /// step of its account checks a code against, in one query: for the
-    /// request that brings the code.
-    pub async fn session_with_step_context(
-        &self,
-        token: &str,
-        client: &ClientInfo,
-    ) -> Result<Option<(Session, Account, StepContext)>, StoreError> {
-        let found = self
-            .store
-            .session_with_step_context(&token_hash(token), crate::two_factor::SECOND_STEP_THROTTLE)
-            .await?;
-        let Some((session, account, context)) = found else {
-            return Ok(None);
-        };
-        Ok(self.live_session(session, client).await?.map(|s| (s, account, context)))
-    }
-
     /// `session` unless it has expired (then it is deleted), its last-seen
     /// time refreshed now and then.
-    async fn live_session(&self, mut session: Session, client: &ClientInfo) -> Result<Option<Session>, StoreError> {
+    pub(crate) async fn live_session(
+        &self,
+        mut session: Session,
+        client: &ClientInfo,
+    ) -> Result<Option<Session>, StoreError> {
         let now = self.now();
         if !self.config.session.is_live(&session, now) {
             self.store.delete_session(&session.account_id, &session.id).await?;

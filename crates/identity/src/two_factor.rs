@@ -24,7 +24,7 @@ const TOTP_PURPOSE: &str = "totp-secret";
 
 /// Second-step failures are throttled per account under this prefix and
 /// the account id.
-pub(crate) const SECOND_STEP_THROTTLE: &str = "second-factor:";
+const SECOND_STEP_THROTTLE: &str = "second-factor:";
 
 fn second_step_throttle_key(account_id: &str) -> String {
     format!("{SECOND_STEP_THROTTLE}{account_id}")
@@ -299,6 +299,24 @@ impl Identity {
         self.record(&account.id, EventKind::BackupCodesRegenerated, client, "")
             .await?;
         Ok(codes)
+    }
+
+    /// [`session`](Self::session) together with what the second sign-in
+    /// step of its account checks a code against, in one query: for the
+    /// request that brings the code.
+    pub async fn session_with_step_context(
+        &self,
+        token: &str,
+        client: &ClientInfo,
+    ) -> Result<Option<(Session, Account, StepContext)>, StoreError> {
+        let found = self
+            .store()
+            .session_with_step_context(&token_hash(token), SECOND_STEP_THROTTLE)
+            .await?;
+        let Some((session, account, context)) = found else {
+            return Ok(None);
+        };
+        Ok(self.live_session(session, client).await?.map(|s| (s, account, context)))
     }
 
     /// The second sign-in step of a half-signed-in session of `account`.

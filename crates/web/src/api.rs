@@ -933,10 +933,16 @@ async fn healthz() -> &'static str {
     "ok\n"
 }
 
-/// The database answers.
+/// Every listener accepts, the server is not shutting down, and the
+/// database answers.
 #[utoipa::path(get, path = "/readyz", tag = "operations",
-    responses((status = 200, description = "ready"), (status = 503, description = "database unreachable")))]
+    responses((status = 200, description = "ready"), (status = 503, description = "starting, shutting down, or database unreachable")))]
 async fn readyz(State(state): State<AppState>) -> Response {
+    match state.readiness().phase() {
+        crate::Phase::Ready => {}
+        crate::Phase::Starting => return (StatusCode::SERVICE_UNAVAILABLE, "starting\n").into_response(),
+        crate::Phase::Stopping => return (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n").into_response(),
+    }
     match state.identity().ready().await {
         Ok(()) => "ready\n".into_response(),
         Err(e) => {

@@ -5,6 +5,7 @@
 #![forbid(unsafe_code)]
 
 mod admin;
+mod listeners;
 mod serve;
 mod settings;
 

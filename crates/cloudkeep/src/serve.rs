@@ -1,4 +1,5 @@
-//! `cloudkeep serve`: the HTTP server.
+//! `cloudkeep serve`: the server: its storage and background workers, and
+//! its listeners (started and stopped together in [`crate::listeners`]).
 
 use std::net::SocketAddr;
 
@@ -6,6 +7,7 @@ use anyhow::Context;
 use clap::Args;
 use tracing_subscriber::EnvFilter;
 
+use crate::listeners::{self, Listeners};
 use crate::settings::{self, CommonArgs, LogFormat, Settings};
 
 #[derive(Args, Debug)]
@@ -123,37 +125,23 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         limits: settings.import_limits,
     }));
 
+    let readiness = web::Readiness::default();
+    let mut listeners = Listeners::new(readiness.clone());
     let config = web::WebConfig {
         public_url: settings.public_url.clone(),
         trust_forwarded_for: settings.trust_forwarded_for,
         dav_domain: settings.dav_domain.clone(),
         metrics_token: settings.metrics_token.clone(),
     };
-    let state = web::AppState::new(services.identity, drives, config);
+    let state = web::AppState::new(services.identity, drives, config, readiness);
     if let Some(listener) = metrics_listener {
-        let metrics = web::metrics_router(state.clone());
-        tokio::spawn(async move {
-            if let Err(e) = axum::serve(listener, metrics).await {
-                tracing::error!(error = %e, "the metrics listener failed");
-            }
-        });
+        listeners.http("metrics", listener, web::metrics_router(state.clone()));
     }
-    let app = web::router(state);
-    // Small writes (an event on a waiting sign-in's stream, the end of a
-    // response) go out at once instead of waiting for the peer's delayed
-    // acknowledgement.
-    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
-        if let Err(e) = tcp.set_nodelay(true) {
-            tracing::debug!(error = %e, "cannot set TCP_NODELAY");
-        }
-    });
-    axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
-        .with_graceful_shutdown(shutdown_signal())
-        .await
-        .context("server failed")?;
+    listeners.http("HTTP", listener, web::router(state));
+    let served = listeners.run(listeners::stop_signal()).await;
     services.store.close().await;
     tracing::info!("stopped");
-    Ok(())
+    served
 }
 
 /// The origins under which this server's drives are reached: its listen
@@ -185,27 +173,4 @@ async fn purge_periodically(identity: identity::Identity) {
             Err(e) => tracing::warn!(error = %e, "purge failed; will retry"),
         }
     }
-}
-
-/// SIGTERM or Ctrl-C: stop accepting, let requests in flight finish.
-async fn shutdown_signal() {
-    let interrupt = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        () = interrupt => {},
-        () = terminate => {},
-    }
-    tracing::info!("shutting down");
 }

@@ -474,7 +474,7 @@ pub async fn build(settings: &Settings) -> anyhow::Result<Services> {
         store::Engine::Sqlite => "sqlite",
         store::Engine::Postgres => "postgres",
     };
-    let blobs = std::sync::Arc::new(store::LocalBlobs::new(data.root().join("blobs")));
+    let blobs = std::sync::Arc::new(blobs::LocalBlobs::new(data.root().join("blobs")));
     let drives = drive::Drives::new(
         std::sync::Arc::new(store.clone()),
         std::sync::Arc::new(store.clone()),

@@ -137,6 +137,82 @@ async fn raw(addr: &str, head: &str, chunks: &[&[u8]]) -> (u16, String) {
     (status, text)
 }
 
+/// SIGTERM while an upload is in flight: the server stops taking
+/// connections at once, but the upload completes and is answered before
+/// the process exits, cleanly; the file is there after a restart.
+#[tokio::test]
+async fn sigterm_lets_an_upload_in_flight_finish() {
+    let Some(dav) = Dav::new(Engine::Sqlite, None).await else {
+        return;
+    };
+    let addr = dav.server.addr.clone();
+    let whole: Vec<u8> = (0..2_000_000u32).map(|i| (i % 239) as u8).collect();
+    let mut upload = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let head = format!(
+        "PUT /dav/drives/{}/late.bin HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Basic {}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        dav.drive,
+        dav.basic(),
+        whole.len()
+    );
+    upload.write_all(head.as_bytes()).await.unwrap();
+    upload.write_all(&whole[..1_000_000]).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let Dav {
+        storage,
+        mut server,
+        drive,
+        app_password,
+        browser,
+        ..
+    } = dav;
+    // The signed-in browser's idle connection must not hold the server up.
+    drop(browser);
+    server.send_sigterm();
+    let started = std::time::Instant::now();
+    while tokio::net::TcpStream::connect(&addr).await.is_ok() {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "still accepting after SIGTERM"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(server.exited_cleanly(), None, "exited with an upload in flight");
+
+    upload.write_all(&whole[1_000_000..]).await.unwrap();
+    let mut response = Vec::new();
+    tokio::time::timeout(Duration::from_secs(20), upload.read_to_end(&mut response))
+        .await
+        .unwrap()
+        .unwrap();
+    let response = String::from_utf8_lossy(&response);
+    assert!(response.starts_with("HTTP/1.1 201"), "{response}");
+    let started = std::time::Instant::now();
+    let clean = loop {
+        if let Some(clean) = server.exited_cleanly() {
+            break clean;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "did not exit after the upload"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let log = server.log();
+    assert!(clean && log.contains("ready") && log.contains("stopped"), "{log}");
+    drop(server);
+
+    let server = Server::start_on(&storage, &[]);
+    let back = reqwest::Client::new()
+        .get(server.url(&format!("/dav/drives/{drive}/late.bin")))
+        .basic_auth(MEMBER, Some(&app_password))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(back.status(), 200);
+    assert!(back.bytes().await.unwrap() == whole, "the file differs from the upload");
+}
+
 const PROPS: &str = r#"<?xml version="1.0"?><D:propfind xmlns:D="DAV:"><D:allprop/></D:propfind>"#;
 
 #[tokio::test]

@@ -8,7 +8,9 @@
 
 use identity::{Account, Millis, StoreError};
 
-use crate::blob::{BlobError, BlobReader, BlobSink, BlobWritten};
+use blobs::{BlobChunks, BlobError, BlobReader, BlobSink, Namespace, ReaderChunks};
+
+use crate::contents::Contents;
 use crate::{Access, Drive, Drives, access_of};
 
 /// Files up to this size are kept in the database, written with their
@@ -23,11 +25,6 @@ pub const INLINE_LIMIT: usize = 32 * 1024;
 /// rename changes nothing.
 pub const FOLDER_BYTES: u64 = 512;
 
-/// Whether a blob id names contents kept in the database.
-pub fn is_inline(blob_id: &str) -> bool {
-    blob_id.starts_with('i')
-}
-
 /// A folder or file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Node {
@@ -38,6 +35,8 @@ pub struct Node {
     pub name: String,
     pub is_dir: bool,
     pub size: u64,
+    /// Where the contents are, as [`Contents::parse`] reads it; "" for a
+    /// folder.
     pub blob_id: String,
     /// Changes whenever the contents do.
     pub etag: String,
@@ -303,7 +302,7 @@ impl Drives {
         account: &Account,
         drive_id: u64,
         path: &str,
-    ) -> Result<(Node, Box<dyn crate::BlobChunks>), FileError> {
+    ) -> Result<(Node, Box<dyn BlobChunks>), FileError> {
         let tree = self.tree(account, drive_id).await?;
         let node = tree.stat(path).await?;
         let chunks = tree.chunks_from(&node, 0).await?;
@@ -598,29 +597,26 @@ impl DriveTree {
         if node.is_dir {
             return Err(FileError::IsAFolder);
         }
-        if is_inline(&node.blob_id) {
-            let mut data = self
-                .drives
-                .store
-                .inline_data(&node.blob_id)
-                .await?
-                .ok_or(BlobError::NotFound)?;
-            data.drain(..(offset as usize).min(data.len()));
-            return Ok(Box::new(std::io::Cursor::new(data)));
+        match Contents::parse(&node.blob_id)? {
+            Contents::Inline(id) => {
+                let mut data = self.drives.store.inline_data(&id).await?.ok_or(BlobError::NotFound)?;
+                data.drain(..(offset as usize).min(data.len()));
+                Ok(Box::new(std::io::Cursor::new(data)))
+            }
+            Contents::Blob(key) => Ok(self.drives.blobs.read_from(&key, offset).await?),
         }
-        Ok(self.drives.blobs.read_from(&node.blob_id, offset).await?)
     }
 
     /// A file's contents from `offset` on, a buffer at a time (see
-    /// [`crate::BlobStore::chunks_from`]).
-    pub async fn chunks_from(&self, node: &Node, offset: u64) -> Result<Box<dyn crate::BlobChunks>, FileError> {
+    /// [`blobs::BlobStore::chunks_from`]).
+    pub async fn chunks_from(&self, node: &Node, offset: u64) -> Result<Box<dyn BlobChunks>, FileError> {
         if node.is_dir {
             return Err(FileError::IsAFolder);
         }
-        if is_inline(&node.blob_id) {
-            return Ok(Box::new(crate::ReaderChunks(self.read_from(node, offset).await?)));
+        match Contents::parse(&node.blob_id)? {
+            Contents::Inline(_) => Ok(Box::new(ReaderChunks(self.read_from(node, offset).await?))),
+            Contents::Blob(key) => Ok(self.drives.blobs.chunks_from(&key, offset).await?),
         }
-        Ok(self.drives.blobs.chunks_from(&node.blob_id, offset).await?)
     }
 
     /// Deletes a file, or a folder with everything in it; frees the space.
@@ -634,11 +630,23 @@ impl DriveTree {
         self.free(self.drives.store.delete_tree(&node).await?).await
     }
 
-    pub(crate) async fn free(&self, blobs: Vec<String>) -> Result<(), FileError> {
-        for blob in blobs.into_iter().filter(|b| !is_inline(b)) {
-            self.drives.blobs.delete(&blob).await?;
+    /// Discards the contents the store reports no node uses any more.
+    pub(crate) async fn free(&self, blob_ids: Vec<String>) -> Result<(), FileError> {
+        for blob_id in blob_ids {
+            self.drives.discard(&Contents::parse(&blob_id)?).await?;
         }
         Ok(())
+    }
+}
+
+impl Drives {
+    /// Deletes contents nothing points at: a blob (inline contents go with
+    /// their row, in the store's transaction).
+    async fn discard(&self, contents: &Contents) -> Result<(), BlobError> {
+        match contents {
+            Contents::Inline(_) => Ok(()),
+            Contents::Blob(key) => self.blobs.delete(key).await,
+        }
     }
 }
 
@@ -693,7 +701,7 @@ impl FileWrite {
                 return Ok(());
             }
             // Too large to keep in the database: on to the blob store.
-            let mut sink = self.drives.blobs.create().await?;
+            let mut sink = self.drives.blobs.create(Namespace::Drive).await?;
             sink.write(small).await?;
             self.small = None;
             self.sink = Some(sink);
@@ -731,33 +739,23 @@ impl FileWrite {
             return Err(FileError::Incomplete);
         }
         let small = self.small.take();
-        let written = match (&small, self.sink.take()) {
+        let (contents, size, sha1) = match (&small, self.sink.take()) {
             (Some(small), _) => {
                 use sha1::Digest;
-                BlobWritten {
-                    id: format!("i{}", uuid_like()),
-                    size: small.len() as u64,
-                    sha1: hex::encode(sha1::Sha1::digest(small)),
-                }
+                let sha1 = hex::encode(sha1::Sha1::digest(small));
+                (Contents::new_inline(), small.len() as u64, sha1)
             }
-            (None, Some(sink)) => sink.finish().await?,
+            (None, Some(sink)) => {
+                let written = sink.finish().await?;
+                (Contents::Blob(written.key), written.size, written.sha1)
+            }
             (None, None) => return Err(FileError::Conflict),
         };
-        let discard = |drives: &Drives, id: String| {
-            let blobs = drives.blobs.clone();
-            async move {
-                if is_inline(&id) {
-                    Ok(())
-                } else {
-                    blobs.delete(&id).await
-                }
-            }
-        };
-        if expected_sha1.is_some_and(|sha1| !sha1.eq_ignore_ascii_case(&written.sha1)) {
-            discard(&self.drives, written.id.clone()).await?;
+        if expected_sha1.is_some_and(|expected| !expected.eq_ignore_ascii_case(&sha1)) {
+            self.drives.discard(&contents).await?;
             return Err(FileError::ChecksumMismatch);
         }
-        let mut checksums = format!("SHA1:{}", written.sha1);
+        let mut checksums = format!("SHA1:{sha1}");
         if let Some(more) = more_checksums {
             checksums.push(' ');
             checksums.push_str(&more);
@@ -771,9 +769,9 @@ impl FileWrite {
             parent_id: std::mem::take(&mut self.parent_id),
             name: std::mem::take(&mut self.name),
             is_dir: false,
-            size: written.size,
-            blob_id: written.id.clone(),
-            etag: written.sha1[..32].to_owned(),
+            size,
+            blob_id: contents.blob_id().to_owned(),
+            etag: sha1[..32].to_owned(),
             created_at: existing.map_or(now, |n| n.created_at),
             modified_at: modified_at.unwrap_or(now),
             checksums,
@@ -781,8 +779,8 @@ impl FileWrite {
         };
         let error = match drives.store.put_file(&node, existing, small.as_deref()).await {
             Ok(PutOutcome::Stored { replaced_blob }) => {
-                if let Some(old) = replaced_blob.filter(|b| !is_inline(b)) {
-                    drives.blobs.delete(&old).await?;
+                if let Some(old) = replaced_blob {
+                    drives.discard(&Contents::parse(&old)?).await?;
                 }
                 return Ok(node);
             }
@@ -791,7 +789,7 @@ impl FileWrite {
             Err(e) => FileError::Store(e),
         };
         // Nothing points at the new contents.
-        discard(drives, written.id).await?;
+        drives.discard(&contents).await?;
         Err(error)
     }
 }

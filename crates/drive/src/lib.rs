@@ -8,17 +8,19 @@
 //! [`DriveStore`], people and organizations through [`identity::Identity`].
 #![forbid(unsafe_code)]
 
-mod blob;
+mod contents;
 mod files;
 mod imports;
 mod locks;
 mod moves;
 mod sharing;
 
-pub use blob::{BlobChunks, BlobError, BlobReader, BlobSink, BlobStore, BlobWritten, ReaderChunks};
+/// The blob types this crate's own interface takes and gives.
+pub use blobs::{BlobChunks, BlobError, BlobReader, BlobStore};
+pub use contents::{Contents, is_inline};
 pub use files::{
     DriveTree, FOLDER_BYTES, FileError, FileWrite, INLINE_LIMIT, ListColumns, ListEntry, Located, Node, Opened,
-    PutOutcome, is_inline, push_url_path, split_path, url_path,
+    PutOutcome, push_url_path, split_path, url_path,
 };
 pub use imports::{
     IMPORT_LEASE, IMPORT_TOPIC, Import, ImportError, ImportItem, ImportSources, ImportState, ImportStore,

@@ -20,7 +20,7 @@ mod authenticator;
 mod clock;
 pub mod credential;
 mod email;
-mod mail;
+mod notices;
 mod org;
 mod org_admin;
 pub mod password;
@@ -44,7 +44,7 @@ pub use audit::{EventKind, SecurityEvent};
 pub use authenticator::{AuthenticatorLink, LinkedDevice};
 pub use clock::{Clock, ManualClock, Millis, SystemClock, utc_datetime, utc_rfc3339};
 pub use email::{EmailAddress, InvalidEmail};
-pub use mail::{MAIL_TOPIC, MailKind, QueuedMail, backoff};
+pub use notices::{NOTICE_TOPIC, Notice, NoticeKind, backoff};
 pub use org::{Membership, NewOrganization, OrgId, Organization, Role, RoleError};
 pub use org_admin::{
     ALERT_INTERVAL, INVITATION_LIFETIME, Invitation, MemberCounts, MemberSummary, MembershipChange, OPERATOR,

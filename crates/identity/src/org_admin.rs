@@ -15,7 +15,7 @@ use std::sync::{Arc, RwLock};
 use crate::account::Account;
 use crate::clock::Millis;
 use crate::email::EmailAddress;
-use crate::mail::MailKind;
+use crate::notices::NoticeKind;
 use crate::org::{OrgId, Organization, Role, RoleError};
 use crate::secrets::{random_token, token_hash};
 use crate::service::{Identity, IdentityError};
@@ -326,11 +326,11 @@ impl Identity {
             .put_invitation(&token_hash(&token), &invitation, &event)
             .await?;
         let link = format!("{base_url}/invitations/{token}");
-        self.queue_mail(
+        self.queue_notice(
             None,
             &email,
             &actor.lang,
-            MailKind::Invitation,
+            NoticeKind::Invitation,
             &[("organization", &org.name), ("sender", &actor.name), ("link", &link)],
         )
         .await?;
@@ -496,9 +496,9 @@ impl Identity {
         self.store()
             .record_security_alert(&org.id, member_id, now, &event)
             .await?;
-        self.mail_member(
+        self.notify_member(
             &account,
-            MailKind::SecurityAlert,
+            NoticeKind::SecurityAlert,
             &[
                 ("sender", &actor.name),
                 ("organization", &org.name),
@@ -571,9 +571,9 @@ impl Identity {
             if member.role.manages_organization()
                 && let Some(admin) = self.store().account_by_id(&member.account_id).await?
             {
-                self.mail_member(
+                self.notify_member(
                     &admin,
-                    MailKind::PolicyChanged,
+                    NoticeKind::PolicyChanged,
                     &[("sender", &actor.name), ("organization", &org.name), ("state", state)],
                 )
                 .await?;

@@ -265,7 +265,7 @@ impl Identity {
             .await?;
         self.alert(
             account,
-            crate::mail::MailKind::AppPasswordCreated,
+            crate::notices::NoticeKind::AppPasswordCreated,
             client,
             &[("name", &password.name)],
         )

@@ -583,7 +583,7 @@ impl Identity {
         if status.is_denial() {
             self.alert(
                 &account,
-                crate::mail::MailKind::PushDenied,
+                crate::notices::NoticeKind::PushDenied,
                 &asking,
                 &[("name", &factor.name)],
             )
@@ -595,7 +595,7 @@ impl Identity {
                     .await?;
                 self.alert(
                     &account,
-                    crate::mail::MailKind::PushPaused,
+                    crate::notices::NoticeKind::PushPaused,
                     &asking,
                     &[("minutes", &minutes)],
                 )

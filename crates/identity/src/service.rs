@@ -15,7 +15,7 @@ use crate::second_factor::Challenge;
 use crate::secrets::{ServerKey, random_token, token_hash};
 use crate::session::{RECENT_PASSWORD, Session, SessionPolicy, SessionStage, SessionToken};
 use crate::softlock::ThrottlePolicy;
-use crate::store::{EventPage, ExpiryCutoffs, IdentityStore, StepContext, StoreError, ThrottleRelease};
+use crate::store::{EventPage, ExpiryCutoffs, IdentityStore, StoreError, ThrottleRelease};
 use crate::sync_user_id::SyncUserId;
 
 #[derive(Debug, Clone)]
@@ -486,7 +486,7 @@ impl Identity {
             .insert_session(&session, &hash, event.as_ref(), releases)
             .await?;
         if kind.is_some() && device.is_none() {
-            self.alert(&account, crate::mail::MailKind::NewDevice, client, &[])
+            self.alert(&account, crate::notices::NoticeKind::NewDevice, client, &[])
                 .await?;
         }
         let device_cookie = kind.map(|_| self.device_cookie(&account.id, device));
@@ -538,27 +538,13 @@ impl Identity {
         Ok(self.live_session(session, client).await?.map(|s| (s, account)))
     }
 
-    /// [`session`](Self::session) together with what the second sign-in
-    /// step of its account checks a code against, in one query: for the
-    /// request that brings the code.
-    pub async fn session_with_step_context(
-        &self,
-        token: &str,
-        client: &ClientInfo,
-    ) -> Result<Option<(Session, Account, StepContext)>, StoreError> {
-        let found = self
-            .store
-            .session_with_step_context(&token_hash(token), ThrottleKey::SECOND_STEP_PREFIX)
-            .await?;
-        let Some((session, account, context)) = found else {
-            return Ok(None);
-        };
-        Ok(self.live_session(session, client).await?.map(|s| (s, account, context)))
-    }
-
     /// `session` unless it has expired (then it is deleted), its last-seen
     /// time refreshed now and then.
-    async fn live_session(&self, mut session: Session, client: &ClientInfo) -> Result<Option<Session>, StoreError> {
+    pub(crate) async fn live_session(
+        &self,
+        mut session: Session,
+        client: &ClientInfo,
+    ) -> Result<Option<Session>, StoreError> {
         let now = self.now();
         if !self.config.session.is_live(&session, now) {
             self.store.delete_session(&session.account_id, &session.id).await?;
@@ -617,7 +603,7 @@ impl Identity {
         self.store.delete_sessions_except(&account.id, &session.id).await?;
         self.protocol_cache.forget_account(&account.id);
         self.record(&account.id, EventKind::PasswordChanged, client, "").await?;
-        self.alert(&account, crate::mail::MailKind::PasswordChanged, client, &[])
+        self.alert(&account, crate::notices::NoticeKind::PasswordChanged, client, &[])
             .await?;
         Ok(())
     }

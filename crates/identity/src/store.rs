@@ -9,7 +9,7 @@ use crate::clock::Millis;
 use crate::credential::app_password::AppPassword;
 use crate::credential::sms::SmsCode;
 use crate::email::EmailAddress;
-use crate::mail::{MailKind, QueuedMail};
+use crate::notices::{Notice, NoticeKind};
 use crate::org::{Membership, NewOrganization, Organization, Role};
 use crate::org_admin::{Invitation, MemberSummary, MembershipChange, OrgEvent, OrgPolicy};
 use crate::push::{ApprovalRequest, ApprovalStatus};
@@ -261,21 +261,21 @@ pub trait IdentityStore: Send + Sync {
         now: Millis,
     ) -> Result<Option<(String, String)>, StoreError>;
     async fn set_account_lang(&self, account_id: &str, lang: &str) -> Result<(), StoreError>;
-    async fn enqueue_mail(&self, mail: &QueuedMail) -> Result<(), StoreError>;
+    async fn enqueue_notice(&self, notice: &Notice) -> Result<(), StoreError>;
     /// Reserves the oldest message due at `now` (unsent, next attempt
     /// passed) until `lease_until`; two processes never get the same one.
-    async fn claim_mail(&self, now: Millis, lease_until: Millis) -> Result<Option<QueuedMail>, StoreError>;
-    async fn mail_sent(&self, id: &str, now: Millis) -> Result<(), StoreError>;
+    async fn claim_notice(&self, now: Millis, lease_until: Millis) -> Result<Option<Notice>, StoreError>;
+    async fn notice_sent(&self, id: &str, now: Millis) -> Result<(), StoreError>;
     /// Counts a failed attempt; `next_attempt_at` `None` gives it up.
-    async fn mail_failed(
+    async fn notice_failed(
         &self,
         id: &str,
         attempts: u32,
         next_attempt_at: Option<Millis>,
         error: &str,
     ) -> Result<(), StoreError>;
-    async fn mail_opt_outs(&self, account_id: &str) -> Result<Vec<MailKind>, StoreError>;
-    async fn set_mail_opt_out(&self, account_id: &str, kind: MailKind, off: bool) -> Result<(), StoreError>;
+    async fn notice_opt_outs(&self, account_id: &str) -> Result<Vec<NoticeKind>, StoreError>;
+    async fn set_notice_opt_out(&self, account_id: &str, kind: NoticeKind, off: bool) -> Result<(), StoreError>;
 
     async fn organization(&self, org_id: &str) -> Result<Option<Organization>, StoreError>;
     async fn membership_role(&self, org_id: &str, account_id: &str) -> Result<Option<Role>, StoreError>;

@@ -13,7 +13,7 @@ use crate::audit::EventKind;
 use crate::clock::Millis;
 use crate::credential::totp::{self, TotpSecret};
 use crate::credential::{backup_code, parse_label};
-use crate::mail::MailKind;
+use crate::notices::NoticeKind;
 use crate::second_factor::{Challenge, ENROLMENT_LIFETIME, FactorKind, MethodSummary, SecondFactor, TwoFactorStatus};
 use crate::secrets::{random_token, token_hash};
 use crate::service::{ClientInfo, Identity, IdentityError, SignedIn};
@@ -214,9 +214,9 @@ impl Identity {
         self.record(account_id, EventKind::SecondFactorAdded, client, &factor.name)
             .await?;
         let mail = if turning_on {
-            MailKind::TwoFactorEnabled
+            NoticeKind::TwoFactorEnabled
         } else {
-            MailKind::MethodAdded
+            NoticeKind::MethodAdded
         };
         self.alert_by_id(account_id, mail, client, &[("name", &factor.name)])
             .await?;
@@ -255,10 +255,15 @@ impl Identity {
                 self.org_changed().await;
                 self.record(&account.id, EventKind::TwoFactorDisabled, client, "")
                     .await?;
-                self.alert(account, MailKind::TwoFactorDisabled, client, &[("name", &factor.name)])
-                    .await?;
+                self.alert(
+                    account,
+                    NoticeKind::TwoFactorDisabled,
+                    client,
+                    &[("name", &factor.name)],
+                )
+                .await?;
             } else {
-                self.alert(account, MailKind::MethodRemoved, client, &[("name", &factor.name)])
+                self.alert(account, NoticeKind::MethodRemoved, client, &[("name", &factor.name)])
                     .await?;
             }
         }
@@ -286,6 +291,24 @@ impl Identity {
         self.record(&account.id, EventKind::BackupCodesRegenerated, client, "")
             .await?;
         Ok(codes)
+    }
+
+    /// [`session`](Self::session) together with what the second sign-in
+    /// step of its account checks a code against, in one query: for the
+    /// request that brings the code.
+    pub async fn session_with_step_context(
+        &self,
+        token: &str,
+        client: &ClientInfo,
+    ) -> Result<Option<(Session, Account, StepContext)>, StoreError> {
+        let found = self
+            .store()
+            .session_with_step_context(&token_hash(token), ThrottleKey::SECOND_STEP_PREFIX)
+            .await?;
+        let Some((session, account, context)) = found else {
+            return Ok(None);
+        };
+        Ok(self.live_session(session, client).await?.map(|s| (s, account, context)))
     }
 
     /// The second sign-in step of a half-signed-in session of `account`.
@@ -390,7 +413,7 @@ impl Identity {
                 .await?;
             self.alert(
                 account,
-                MailKind::BackupCodeUsed,
+                NoticeKind::BackupCodeUsed,
                 client,
                 &[("left", &left.to_string())],
             )
@@ -401,7 +424,7 @@ impl Identity {
         session.last_seen_at = now;
         let known = self.known_device(&account.id, device_cookie);
         if known.is_none() {
-            self.alert(account, MailKind::NewDevice, client, &[]).await?;
+            self.alert(account, NoticeKind::NewDevice, client, &[]).await?;
         }
         Ok(SignedIn {
             token,

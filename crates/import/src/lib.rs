@@ -30,7 +30,7 @@ use drive::{
     DriveTree, Drives, FileError, IMPORT_LEASE, IMPORT_SECRET_PURPOSE, IMPORT_TOPIC, Import, ImportItem, ImportState,
     OwnDrive,
 };
-use identity::{Account, MailKind, Millis, ProtocolAuthError};
+use identity::{Account, Millis, NoticeKind, ProtocolAuthError};
 use percent_encoding::percent_decode_str;
 
 /// The largest PROPFIND answer read for one source folder.
@@ -329,7 +329,7 @@ async fn notify(drives: &Drives, account: &Account, id: &str, reason: &str) -> R
     ];
     drives
         .identity()
-        .mail_member(account, MailKind::ImportFinished, &params)
+        .notify_member(account, NoticeKind::ImportFinished, &params)
         .await
 }
 

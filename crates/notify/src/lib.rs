@@ -1,9 +1,10 @@
 //! Messages leaving the server: SMS gateways (the adapters behind
 //! `identity::SmsGateway`) and push notifications to phones running the
-//! authenticator app (`identity::PushNotifier`), and email ([`mail`]).
+//! authenticator app (`identity::PushNotifier`), and the queued notices
+//! as email ([`mail`]).
 //!
 //! This crate only delivers: what a message says and when to send it is
-//! decided in `identity`.
+//! decided by the services (`identity`, and `import` for its notice).
 #![forbid(unsafe_code)]
 
 pub mod mail;

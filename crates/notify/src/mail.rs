@@ -1,5 +1,5 @@
-//! Email: rendering the queued security messages (Spanish or English,
-//! text and HTML), the transports (the outbox folder by default, SMTP when
+//! Email: rendering the queued notices (`identity::Notice`) in Spanish or
+//! English, text and HTML, the transports (the outbox folder by default, SMTP when
 //! configured), and the background worker that drains the queue.
 
 use std::collections::HashMap;
@@ -8,7 +8,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use identity::{Identity, MAIL_TOPIC, MailKind, QueuedMail};
+use identity::{Identity, NOTICE_TOPIC, Notice, NoticeKind};
 use lettre::message::header::{Header, HeaderName, HeaderValue};
 use lettre::message::{Mailbox, MultiPart};
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
@@ -74,17 +74,17 @@ fn escape(s: &str) -> String {
         .replace('"', "&quot;")
 }
 
-/// Renders a message in its language.
-pub fn render(mail: &QueuedMail, settings: &MailSettings) -> Rendered {
-    let lang = if mail.lang == "es" { "es" } else { "en" };
-    let mut params: HashMap<&str, String> = mail.params.iter().map(|(k, v)| (k.as_str(), v.clone())).collect();
+/// Renders a notice as an email in its language.
+pub fn render(notice: &Notice, settings: &MailSettings) -> Rendered {
+    let lang = if notice.lang == "es" { "es" } else { "en" };
+    let mut params: HashMap<&str, String> = notice.params.iter().map(|(k, v)| (k.as_str(), v.clone())).collect();
     params.insert("product", settings.product.clone());
     params.insert("address", settings.address.clone());
-    if let Some(when) = mail.params.get("when").and_then(|w| w.parse::<i64>().ok()) {
+    if let Some(when) = notice.params.get("when").and_then(|w| w.parse::<i64>().ok()) {
         params.insert("when", identity::utc_datetime(when));
     }
     for flag in ["two_factor", "state", "outcome"] {
-        if let Some(value) = mail.params.get(flag) {
+        if let Some(value) = notice.params.get(flag) {
             let prefix = match flag {
                 "state" => "policy",
                 "outcome" => "import",
@@ -93,28 +93,28 @@ pub fn render(mail: &QueuedMail, settings: &MailSettings) -> Rendered {
             params.insert(flag, text(lang, &format!("{prefix}.{value}"), &HashMap::new()));
         }
     }
-    let kind = mail.kind.as_str();
+    let kind = notice.kind.as_str();
     let subject = text(lang, &format!("{kind}.subject"), &params);
     let mut paragraphs = vec![
         text(lang, "greeting", &params),
         text(lang, &format!("{kind}.body"), &params),
     ];
-    if mail.params.contains_key("ip") {
+    if notice.params.contains_key("ip") {
         paragraphs.push(text(lang, "details", &params));
     }
     let about_the_account = !matches!(
-        mail.kind,
-        MailKind::Invitation
-            | MailKind::PolicyChanged
-            | MailKind::SecurityAlert
-            | MailKind::TwoFactorEnabled
-            | MailKind::ImportFinished
+        notice.kind,
+        NoticeKind::Invitation
+            | NoticeKind::PolicyChanged
+            | NoticeKind::SecurityAlert
+            | NoticeKind::TwoFactorEnabled
+            | NoticeKind::ImportFinished
     );
     if about_the_account {
         paragraphs.push(text(lang, "not_you", &params));
     }
     let mut footer = vec![text(lang, "footer", &params)];
-    if mail.kind.optional() {
+    if notice.kind.optional() {
         footer.push(text(lang, "footer_optional", &params));
     }
     let plain = format!("{}\n\n-- \n{}\n", paragraphs.join("\n\n"), footer.join("\n"));
@@ -159,21 +159,21 @@ pub fn valid_sender(from: &str) -> bool {
 
 /// The whole message: multipart text + HTML, `Message-ID` from the queue
 /// id (the same on every retry), `Date`, `Auto-Submitted`.
-pub fn build(mail: &QueuedMail, settings: &MailSettings) -> Result<Message, String> {
-    let rendered = render(mail, settings);
+pub fn build(notice: &Notice, settings: &MailSettings) -> Result<Message, String> {
+    let rendered = render(notice, settings);
     let from: Mailbox = settings
         .from
         .parse()
         .map_err(|e| format!("the sender address '{}' is not valid: {e}", settings.from))?;
-    let to: Mailbox = mail
+    let to: Mailbox = notice
         .to
         .parse()
-        .map_err(|e| format!("the address '{}' is not valid: {e}", mail.to))?;
+        .map_err(|e| format!("the address '{}' is not valid: {e}", notice.to))?;
     Message::builder()
         .from(from)
         .to(to)
         .subject(rendered.subject)
-        .message_id(Some(format!("<{}@{}>", mail.id, settings.domain())))
+        .message_id(Some(format!("<{}@{}>", notice.id, settings.domain())))
         .date_now()
         .header(AutoSubmitted)
         .multipart(MultiPart::alternative_plain_html(rendered.text, rendered.html))
@@ -272,7 +272,7 @@ impl MailTransport for SmtpTransport {
 /// records failures (retried with backoff), and waits for new messages
 /// (signalled, or every few seconds).
 pub async fn deliver_forever(identity: Identity, transport: Arc<dyn MailTransport>, settings: MailSettings) {
-    let notify = identity.signals().subscribe(MAIL_TOPIC);
+    let notify = identity.signals().subscribe(NOTICE_TOPIC);
     loop {
         let notified = notify.notified();
         tokio::pin!(notified);
@@ -286,31 +286,31 @@ pub async fn deliver_forever(identity: Identity, transport: Arc<dyn MailTranspor
 pub async fn deliver_due(identity: &Identity, transport: &dyn MailTransport, settings: &MailSettings) -> usize {
     let mut sent = 0;
     loop {
-        let mail = match identity.claim_mail().await {
-            Ok(Some(mail)) => mail,
+        let notice = match identity.claim_notice().await {
+            Ok(Some(notice)) => notice,
             Ok(None) => return sent,
             Err(e) => {
-                tracing::warn!(error = %e, "cannot read the mail queue");
+                tracing::warn!(error = %e, "cannot read the notice queue");
                 return sent;
             }
         };
-        let outcome = match build(&mail, settings) {
-            Ok(message) => transport.deliver(&mail.id, &message).await,
+        let outcome = match build(&notice, settings) {
+            Ok(message) => transport.deliver(&notice.id, &message).await,
             Err(e) => Err(e),
         };
         let recorded = match outcome {
             Ok(()) => {
                 sent += 1;
-                identity.mail_sent(&mail).await
+                identity.notice_sent(&notice).await
             }
             Err(error) => {
-                let next = identity.mail_failed(&mail, &error).await;
+                let next = identity.notice_failed(&notice, &error).await;
                 match &next {
                     Ok(Some(at)) => {
-                        tracing::warn!(%error, kind = mail.kind.as_str(), retry_at = at, "email not delivered; will retry")
+                        tracing::warn!(%error, kind = notice.kind.as_str(), retry_at = at, "email not delivered; will retry")
                     }
                     Ok(None) => {
-                        tracing::error!(%error, kind = mail.kind.as_str(), "email given up after repeated failures")
+                        tracing::error!(%error, kind = notice.kind.as_str(), "email given up after repeated failures")
                     }
                     Err(_) => {}
                 }
@@ -318,7 +318,7 @@ pub async fn deliver_due(identity: &Identity, transport: &dyn MailTransport, set
             }
         };
         if let Err(e) = recorded {
-            tracing::warn!(error = %e, "cannot update the mail queue");
+            tracing::warn!(error = %e, "cannot update the notice queue");
             return sent;
         }
     }
@@ -328,8 +328,8 @@ pub async fn deliver_due(identity: &Identity, transport: &dyn MailTransport, set
 mod tests {
     use super::*;
 
-    fn queued(kind: MailKind, lang: &str, params: &[(&str, &str)]) -> QueuedMail {
-        QueuedMail {
+    fn queued(kind: NoticeKind, lang: &str, params: &[(&str, &str)]) -> Notice {
+        Notice {
             id: "0190abc".into(),
             account_id: Some("a".into()),
             to: "ana@example.org".into(),
@@ -358,7 +358,7 @@ mod tests {
             ("browser", "Firefox on Linux"),
             ("when", "1795702057000"),
         ];
-        let en = render(&queued(MailKind::AppPasswordCreated, "en", &params), &settings());
+        let en = render(&queued(NoticeKind::AppPasswordCreated, "en", &params), &settings());
         assert_eq!(en.subject, "A new application password");
         assert!(en.text.contains("named \"NAS <QNAP>\""), "{}", en.text);
         assert!(
@@ -367,18 +367,18 @@ mod tests {
         );
         assert!(en.text.contains("turn this kind of email off"));
         assert!(en.html.contains("NAS &lt;QNAP&gt;") && !en.html.contains("<QNAP>"));
-        let es = render(&queued(MailKind::AppPasswordCreated, "es", &params), &settings());
+        let es = render(&queued(NoticeKind::AppPasswordCreated, "es", &params), &settings());
         assert_eq!(es.subject, "Una nueva contraseña de aplicación");
         assert!(es.html.starts_with("<!doctype html>\n<html lang=\"es\">"));
         let off = render(
-            &queued(MailKind::TwoFactorDisabled, "en", &[("name", "Phone")]),
+            &queued(NoticeKind::TwoFactorDisabled, "en", &[("name", "Phone")]),
             &settings(),
         );
         assert!(
             !off.text.contains("turn this kind of email off"),
             "cannot be turned off"
         );
-        for kind in MailKind::ALL {
+        for kind in NoticeKind::ALL {
             for lang in ["en", "es"] {
                 let r = render(&queued(kind, lang, &[]), &settings());
                 assert!(
@@ -391,7 +391,7 @@ mod tests {
 
     #[test]
     fn messages_carry_the_headers_mail_needs() {
-        let message = build(&queued(MailKind::NewDevice, "en", &[]), &settings()).unwrap();
+        let message = build(&queued(NoticeKind::NewDevice, "en", &[]), &settings()).unwrap();
         let text = String::from_utf8(message.formatted()).unwrap();
         for header in [
             "Message-ID: <0190abc@cloud.example.org>",
@@ -404,7 +404,7 @@ mod tests {
         ] {
             assert!(text.contains(header), "{header} in\n{text}");
         }
-        let mut bad = queued(MailKind::NewDevice, "en", &[]);
+        let mut bad = queued(NoticeKind::NewDevice, "en", &[]);
         bad.to = "not an address".into();
         assert!(build(&bad, &settings()).is_err());
     }
@@ -412,7 +412,7 @@ mod tests {
     #[tokio::test]
     async fn the_outbox_writes_whole_files() {
         let dir = std::env::temp_dir().join(format!("ck-mail-outbox-{}", std::process::id()));
-        let message = build(&queued(MailKind::NewDevice, "en", &[]), &settings()).unwrap();
+        let message = build(&queued(NoticeKind::NewDevice, "en", &[]), &settings()).unwrap();
         OutboxTransport::new(&dir).deliver("0190abc", &message).await.unwrap();
         let names: Vec<String> = std::fs::read_dir(&dir)
             .unwrap()

@@ -7,8 +7,8 @@ use identity::credential::sms::SmsCode;
 use identity::softlock::ThrottleState;
 use identity::{
     Account, ApprovalRequest, ApprovalStatus, EmailAddress, EventKind, ExpiryCutoffs, FactorKind, IdentityStore,
-    Invitation, MailKind, MemberSummary, Membership, MembershipChange, Millis, NewAccount, NewOrganization, OrgEvent,
-    OrgPolicy, Organization, QueuedMail, Role, SecondFactor, SecurityEvent, Session, SessionStage, StepContext,
+    Invitation, MemberSummary, Membership, MembershipChange, Millis, NewAccount, NewOrganization, Notice, NoticeKind,
+    OrgEvent, OrgPolicy, Organization, Role, SecondFactor, SecurityEvent, Session, SessionStage, StepContext,
     StoreError, SyncUserId, ThrottleRecord, ThrottleRelease, ThrottleReservation,
 };
 use sqlx::Row;
@@ -192,16 +192,16 @@ macro_rules! session_account_columns {
     };
 }
 
-fn mail_from(row: &AnyRow) -> Result<QueuedMail, StoreError> {
+fn notice_from(row: &AnyRow) -> Result<Notice, StoreError> {
     let kind: String = row.try_get("kind").map_err(backend)?;
     let params: String = row.try_get("params").map_err(backend)?;
     let attempts: i64 = row.try_get("attempts").map_err(backend)?;
-    Ok(QueuedMail {
+    Ok(Notice {
         id: row.try_get("id").map_err(backend)?,
         account_id: row.try_get("account_id").map_err(backend)?,
         to: row.try_get("to_addr").map_err(backend)?,
         lang: row.try_get("lang").map_err(backend)?,
-        kind: MailKind::parse(&kind).ok_or_else(|| corrupt("mail kind"))?,
+        kind: NoticeKind::parse(&kind).ok_or_else(|| corrupt("mail kind"))?,
         params: serde_json::from_str(&params).map_err(|_| corrupt("mail parameters"))?,
         created_at: row.try_get("created_at").map_err(backend)?,
         next_attempt_at: row.try_get("next_attempt_at").map_err(backend)?,
@@ -1152,7 +1152,7 @@ impl IdentityStore for SqlStore {
         Ok(())
     }
 
-    async fn enqueue_mail(&self, m: &QueuedMail) -> Result<(), StoreError> {
+    async fn enqueue_notice(&self, m: &Notice) -> Result<(), StoreError> {
         let params = serde_json::to_string(&m.params).map_err(|e| StoreError::Backend(e.to_string()))?;
         sqlx::query(
             "INSERT INTO mail_queue (id, account_id, to_addr, lang, kind, params, created_at, next_attempt_at)
@@ -1172,7 +1172,7 @@ impl IdentityStore for SqlStore {
         Ok(())
     }
 
-    async fn claim_mail(&self, now: Millis, lease_until: Millis) -> Result<Option<QueuedMail>, StoreError> {
+    async fn claim_notice(&self, now: Millis, lease_until: Millis) -> Result<Option<Notice>, StoreError> {
         // Optimistic: take the oldest due message if nobody moved its next
         // attempt meanwhile; retry on a lost race.
         for _ in 0..5 {
@@ -1188,7 +1188,7 @@ impl IdentityStore for SqlStore {
             else {
                 return Ok(None);
             };
-            let mut mail = mail_from(&row)?;
+            let mut mail = notice_from(&row)?;
             let claimed = sqlx::query(
                 "UPDATE mail_queue SET next_attempt_at = $3 WHERE id = $1 AND next_attempt_at = $2 AND sent_at = 0",
             )
@@ -1206,7 +1206,7 @@ impl IdentityStore for SqlStore {
         Ok(None)
     }
 
-    async fn mail_sent(&self, id: &str, now: Millis) -> Result<(), StoreError> {
+    async fn notice_sent(&self, id: &str, now: Millis) -> Result<(), StoreError> {
         sqlx::query("UPDATE mail_queue SET sent_at = $2, last_error = '' WHERE id = $1")
             .bind(id)
             .bind(now)
@@ -1216,7 +1216,7 @@ impl IdentityStore for SqlStore {
         Ok(())
     }
 
-    async fn mail_failed(
+    async fn notice_failed(
         &self,
         id: &str,
         attempts: u32,
@@ -1242,7 +1242,7 @@ impl IdentityStore for SqlStore {
         Ok(())
     }
 
-    async fn mail_opt_outs(&self, account_id: &str) -> Result<Vec<MailKind>, StoreError> {
+    async fn notice_opt_outs(&self, account_id: &str) -> Result<Vec<NoticeKind>, StoreError> {
         let rows = sqlx::query("SELECT kind FROM mail_opt_outs WHERE account_id = $1")
             .bind(account_id)
             .fetch_all(&self.pool)
@@ -1251,11 +1251,11 @@ impl IdentityStore for SqlStore {
         Ok(rows
             .iter()
             .filter_map(|r| r.try_get::<String, _>("kind").ok())
-            .filter_map(|k| MailKind::parse(&k))
+            .filter_map(|k| NoticeKind::parse(&k))
             .collect())
     }
 
-    async fn set_mail_opt_out(&self, account_id: &str, kind: MailKind, off: bool) -> Result<(), StoreError> {
+    async fn set_notice_opt_out(&self, account_id: &str, kind: NoticeKind, off: bool) -> Result<(), StoreError> {
         let statement = if off {
             "INSERT INTO mail_opt_outs (account_id, kind) VALUES ($1, $2) ON CONFLICT DO NOTHING"
         } else {

@@ -8,7 +8,6 @@
 //! session alive is decided in `identity`.
 #![forbid(unsafe_code)]
 
-mod blobs;
 mod changes;
 mod data_dir;
 mod drive_store;
@@ -19,7 +18,6 @@ mod sqlite_reads;
 pub mod testing;
 mod writer;
 
-pub use blobs::LocalBlobs;
 pub use data_dir::DataDir;
 
 use anyhow::Context;

@@ -5,9 +5,10 @@
 
 use std::sync::Arc;
 
+use blobs::LocalBlobs;
 use drive::{DeadProp, Drives, FileError, ListColumns, ListEntry, PropChange};
 use identity::{Identity, IdentityConfig, ManualClock, PasswordHasher, Role, ServerKey};
-use store::{Engine, LocalBlobs, SqlStore};
+use store::{Engine, SqlStore};
 use tokio::io::AsyncReadExt;
 
 const PASSWORD: &str = "violet tractor sunrise 42";

@@ -5,9 +5,10 @@
 
 use std::sync::Arc;
 
+use blobs::LocalBlobs;
 use drive::{Drives, Import, ImportItem, ImportState, ImportStore};
 use identity::{Identity, IdentityConfig, ManualClock, PasswordHasher, Role, ServerKey};
-use store::{Engine, LocalBlobs, SqlStore};
+use store::{Engine, SqlStore};
 
 const PASSWORD: &str = "violet tractor sunrise 42";
 const LEASE: i64 = 30_000;

@@ -666,12 +666,12 @@ pub struct EmailChoice {
 }
 
 async fn notifications_of(state: &AppState, account_id: &str) -> Result<NotificationsBody, ApiError> {
-    let off = state.identity().mail_opt_outs(account_id).await?;
+    let off = state.identity().notice_opt_outs(account_id).await?;
     let always = [
-        identity::MailKind::TwoFactorDisabled,
-        identity::MailKind::PasswordChanged,
+        identity::NoticeKind::TwoFactorDisabled,
+        identity::NoticeKind::PasswordChanged,
     ];
-    let emails = identity::MailKind::OPTIONAL
+    let emails = identity::NoticeKind::OPTIONAL
         .into_iter()
         .chain(always)
         .map(|kind| EmailChoiceBody {
@@ -706,11 +706,11 @@ async fn set_notification(
     ApiUser(user): ApiUser,
     ApiJson(body): ApiJson<EmailChoice>,
 ) -> Result<Json<NotificationsBody>, ApiError> {
-    let kind = identity::MailKind::parse(&body.kind)
+    let kind = identity::NoticeKind::parse(&body.kind)
         .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such kind of email"))?;
     state
         .identity()
-        .set_mail_wanted(&user.account.id, kind, body.enabled)
+        .set_notice_wanted(&user.account.id, kind, body.enabled)
         .await
         .map_err(identity_error)?;
     Ok(Json(notifications_of(&state, &user.account.id).await?))
@@ -933,10 +933,16 @@ async fn healthz() -> &'static str {
     "ok\n"
 }
 
-/// The database answers.
+/// Every listener accepts, the server is not shutting down, and the
+/// database answers.
 #[utoipa::path(get, path = "/readyz", tag = "operations",
-    responses((status = 200, description = "ready"), (status = 503, description = "database unreachable")))]
+    responses((status = 200, description = "ready"), (status = 503, description = "starting, shutting down, or database unreachable")))]
 async fn readyz(State(state): State<AppState>) -> Response {
+    match state.readiness().phase() {
+        crate::Phase::Ready => {}
+        crate::Phase::Starting => return (StatusCode::SERVICE_UNAVAILABLE, "starting\n").into_response(),
+        crate::Phase::Stopping => return (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n").into_response(),
+    }
     match state.identity().ready().await {
         Ok(()) => "ready\n".into_response(),
         Err(e) => {

@@ -682,7 +682,7 @@ async fn security_page(
     let (sessions, page, off) = match (
         identity.sessions(&user.account.id).await,
         identity.events(&user.account.id, before, 25).await,
-        identity.mail_opt_outs(&user.account.id).await,
+        identity.notice_opt_outs(&user.account.id).await,
     ) {
         (Ok(s), Ok(p), Ok(o)) => (s, p, o),
         (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => return ctx.failure(e),
@@ -715,7 +715,7 @@ async fn security_page(
             .collect(),
         older: page.next,
         newest: before.is_none(),
-        emails: identity::MailKind::OPTIONAL
+        emails: identity::NoticeKind::OPTIONAL
             .into_iter()
             .map(|kind| EmailChoice {
                 kind: kind.as_str(),
@@ -737,9 +737,9 @@ async fn save_notifications(ctx: Ctx, Form(fields): Form<Vec<(String, String)>>)
         .filter(|(k, _)| k == "email")
         .map(|(_, v)| v.as_str())
         .collect();
-    for kind in identity::MailKind::OPTIONAL {
+    for kind in identity::NoticeKind::OPTIONAL {
         let on = wanted.contains(&kind.as_str());
-        if let Err(e) = ctx.state.identity().set_mail_wanted(&user.account.id, kind, on).await {
+        if let Err(e) = ctx.state.identity().set_notice_wanted(&user.account.id, kind, on).await {
             return ctx.failure(e);
         }
     }

@@ -29,6 +29,7 @@ mod guard;
 mod i18n;
 mod metrics;
 mod qr;
+mod readiness;
 
 use axum::Router;
 use axum::http::{HeaderName, Request};
@@ -37,6 +38,7 @@ use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetReques
 use tower_http::trace::TraceLayer;
 
 pub use i18n::Lang;
+pub use readiness::{Phase, Readiness};
 
 /// What the web layer needs to know about how it is reached.
 #[derive(Debug, Clone, Default)]
@@ -96,6 +98,7 @@ struct Inner {
     drives: drive::Drives,
     config: WebConfig,
     metrics: metrics::Metrics,
+    readiness: Readiness,
 }
 
 /// Shared by every handler.
@@ -103,12 +106,14 @@ struct Inner {
 pub struct AppState(Arc<Inner>);
 
 impl AppState {
-    pub fn new(identity: identity::Identity, drives: drive::Drives, config: WebConfig) -> Self {
+    /// `readiness` is what `/readyz` reports besides the database.
+    pub fn new(identity: identity::Identity, drives: drive::Drives, config: WebConfig, readiness: Readiness) -> Self {
         Self(Arc::new(Inner {
             identity,
             drives,
             config,
             metrics: metrics::Metrics::default(),
+            readiness,
         }))
     }
 
@@ -126,6 +131,10 @@ impl AppState {
 
     fn metrics(&self) -> &metrics::Metrics {
         &self.0.metrics
+    }
+
+    fn readiness(&self) -> &Readiness {
+        &self.0.readiness
     }
 }
 

@@ -232,14 +232,24 @@ impl Server {
         self.stderr.lock().unwrap().join("\n")
     }
 
-    /// SIGTERM, then waits; returns whether the process exited cleanly.
-    pub fn terminate(mut self) -> bool {
+    /// SIGTERM, without waiting for the process to stop.
+    pub fn send_sigterm(&self) {
         let pid = self.child.id().to_string();
         Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    }
+
+    /// Whether the process has exited, and cleanly.
+    pub fn exited_cleanly(&mut self) -> Option<bool> {
+        self.child.try_wait().unwrap().map(|status| status.success())
+    }
+
+    /// SIGTERM, then waits; returns whether the process exited cleanly.
+    pub fn terminate(mut self) -> bool {
+        self.send_sigterm();
         let started = Instant::now();
         loop {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                return status.success();
+            if let Some(clean) = self.exited_cleanly() {
+                return clean;
             }
             assert!(started.elapsed() < Duration::from_secs(20), "server ignored SIGTERM");
             std::thread::sleep(Duration::from_millis(20));

@@ -1,16 +1,17 @@
-//! [`drive::BlobStore`] on a local folder (`<data>/blobs/`).
+//! [`BlobStore`] on a local folder (`<data>/blobs/`).
 //!
-//! A blob is streamed to `tmp/<id>`, synced, then renamed to
-//! `<first two hex digits>/<id>` and its folder synced: once `write`
-//! returns, the contents survive a power cut, and a crash before that
-//! leaves only a temporary file that no tree row points at.
+//! A blob is streamed to `tmp/<instance>/<id>`, synced, then renamed to
+//! `<namespace folder>/<first two hex digits>/<id>` and its folder synced:
+//! once `finish` returns, the contents survive a power cut, and a crash
+//! before that leaves only a temporary file that nothing points at.
 
 use std::path::{Path, PathBuf};
 
 use async_trait::async_trait;
-use drive::{BlobChunks, BlobError, BlobReader, BlobSink, BlobStore, BlobWritten};
 use sha1::{Digest, Sha1};
 use tokio::io::AsyncSeekExt;
+
+use crate::{BlobChunks, BlobError, BlobKey, BlobReader, BlobSink, BlobStore, BlobWritten, Namespace};
 
 pub struct LocalBlobs {
     root: PathBuf,
@@ -77,12 +78,21 @@ impl LocalBlobs {
         }
     }
 
-    /// Ids are UUIDs (hex): nothing else reaches the file system.
-    fn path_of(&self, id: &str) -> Result<PathBuf, BlobError> {
-        if id.len() != 32 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
-            return Err(BlobError::NotFound);
+    /// The folder of a namespace's blobs. Drives' are at the top, where
+    /// all blobs were before there were namespaces, so existing data
+    /// folders are read as they are; the next namespace gets a folder
+    /// named after it, which no two-hex-digit folder can be.
+    fn folder(&self, namespace: Namespace) -> PathBuf {
+        match namespace {
+            Namespace::Drive => self.root.clone(),
         }
-        Ok(self.root.join(&id[..2]).join(id))
+    }
+
+    /// A key's ids are 32 hex digits (checked when it was made): nothing
+    /// else reaches the file system.
+    fn path_of(&self, key: &BlobKey) -> PathBuf {
+        let id = key.id();
+        self.folder(key.namespace()).join(&id[..2]).join(id)
     }
 }
 
@@ -115,13 +125,14 @@ struct Writing {
     spare: Vec<u8>,
 }
 
-/// A blob being written to `tmp/<id>`; removed if dropped unfinished.
+/// A blob being written to `tmp/<instance>/<id>`; removed if dropped
+/// unfinished.
 ///
 /// Received bytes gather in `pending`; each full piece is hashed and
 /// written on a blocking thread while the next one arrives, so hashing
 /// and writing run beside receiving rather than after it.
 struct LocalSink {
-    id: String,
+    key: BlobKey,
     tmp: PathBuf,
     target: PathBuf,
     /// The file and hash while no piece is being written.
@@ -224,7 +235,7 @@ impl BlobSink for LocalSink {
         sync_dir(&dir).await?;
         self.tmp = PathBuf::new();
         Ok(BlobWritten {
-            id: std::mem::take(&mut self.id),
+            key: self.key.clone(),
             size: self.size,
             sha1: hex::encode(digest),
         })
@@ -279,10 +290,10 @@ fn owner_only_file(path: &Path) -> std::io::Result<std::fs::File> {
 
 #[async_trait]
 impl BlobStore for LocalBlobs {
-    async fn create(&self) -> Result<Box<dyn BlobSink>, BlobError> {
-        let id = uuid::Uuid::new_v4().simple().to_string();
+    async fn create(&self, namespace: Namespace) -> Result<Box<dyn BlobSink>, BlobError> {
+        let key = BlobKey::new(namespace);
         tokio::fs::create_dir_all(&self.tmp).await.map_err(io)?;
-        let tmp = self.tmp.join(&id);
+        let tmp = self.tmp.join(key.id());
         let path = tmp.clone();
         let (file, flush_handle) = tokio::task::spawn_blocking(move || {
             let file = owner_only_file(&path)?;
@@ -293,8 +304,8 @@ impl BlobStore for LocalBlobs {
         .map_err(join)?
         .map_err(io)?;
         Ok(Box::new(LocalSink {
-            target: self.path_of(&id)?,
-            id,
+            target: self.path_of(&key),
+            key,
             tmp,
             idle: Some(Writing {
                 file,
@@ -310,8 +321,8 @@ impl BlobStore for LocalBlobs {
         }))
     }
 
-    async fn read_from(&self, id: &str, offset: u64) -> Result<BlobReader, BlobError> {
-        match tokio::fs::File::open(self.path_of(id)?).await {
+    async fn read_from(&self, key: &BlobKey, offset: u64) -> Result<BlobReader, BlobError> {
+        match tokio::fs::File::open(self.path_of(key)).await {
             Ok(mut file) => {
                 if offset > 0 {
                     file.seek(std::io::SeekFrom::Start(offset)).await.map_err(io)?;
@@ -323,8 +334,8 @@ impl BlobStore for LocalBlobs {
         }
     }
 
-    async fn chunks_from(&self, id: &str, offset: u64) -> Result<Box<dyn BlobChunks>, BlobError> {
-        let path = self.path_of(id)?;
+    async fn chunks_from(&self, key: &BlobKey, offset: u64) -> Result<Box<dyn BlobChunks>, BlobError> {
+        let path = self.path_of(key);
         let file = tokio::task::spawn_blocking(move || {
             use std::io::Seek;
             let mut file = std::fs::File::open(path)?;
@@ -340,8 +351,8 @@ impl BlobStore for LocalBlobs {
         }
     }
 
-    async fn delete(&self, id: &str) -> Result<(), BlobError> {
-        match tokio::fs::remove_file(self.path_of(id)?).await {
+    async fn delete(&self, key: &BlobKey) -> Result<(), BlobError> {
+        match tokio::fs::remove_file(self.path_of(key)).await {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
             Err(e) => Err(io(e)),
@@ -353,18 +364,25 @@ impl BlobStore for LocalBlobs {
 mod tests {
     use super::*;
 
+    /// A fresh folder under the system's temporary one.
+    fn temp_dir() -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("cloudkeep-test-blobs-{}", uuid::Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
     #[tokio::test]
     async fn blobs_are_whole_or_absent() {
-        let root = crate::testing::temp_dir("blobs");
+        let root = temp_dir();
         let blobs = LocalBlobs::new(&root);
         let mut data: &[u8] = b"hello blobs";
-        let written = blobs.write(&mut data, 1024).await.unwrap();
+        let written = blobs.write(Namespace::Drive, &mut data, 1024).await.unwrap();
         assert_eq!(written.size, 11);
         assert_eq!(written.sha1, "08e1c8b925edfe4755d9346e256dfb39bed67f2f");
         let mut back = String::new();
         use tokio::io::AsyncReadExt;
         blobs
-            .read(&written.id)
+            .read(&written.key)
             .await
             .unwrap()
             .read_to_string(&mut back)
@@ -374,7 +392,10 @@ mod tests {
 
         // Too large: refused, and no file is left behind.
         let mut big: &[u8] = &[7u8; 5000];
-        assert!(matches!(blobs.write(&mut big, 4096).await, Err(BlobError::TooLarge)));
+        assert!(matches!(
+            blobs.write(Namespace::Drive, &mut big, 4096).await,
+            Err(BlobError::TooLarge)
+        ));
         assert_eq!(std::fs::read_dir(&blobs.tmp).unwrap().count(), 0);
 
         // A process that died mid-upload left a temporary file; the next
@@ -383,7 +404,7 @@ mod tests {
         std::fs::create_dir_all(&dead).unwrap();
         std::fs::write(dead.join("partial"), b"half").unwrap();
         std::fs::write(dead.with_extension("lock"), b"").unwrap();
-        let mut pending = blobs.create().await.unwrap();
+        let mut pending = blobs.create(Namespace::Drive).await.unwrap();
         pending.write(b"in flight").await.unwrap();
         let other = LocalBlobs::new(&root);
         assert!(!dead.exists());
@@ -392,10 +413,14 @@ mod tests {
         assert_eq!(std::fs::read_dir(&blobs.tmp).unwrap().count(), 0);
         drop(other);
 
-        blobs.delete(&written.id).await.unwrap();
-        assert!(matches!(blobs.read(&written.id).await, Err(BlobError::NotFound)));
-        blobs.delete(&written.id).await.unwrap();
-        assert!(matches!(blobs.read("../../etc/passwd").await, Err(BlobError::NotFound)));
+        blobs.delete(&written.key).await.unwrap();
+        assert!(matches!(blobs.read(&written.key).await, Err(BlobError::NotFound)));
+        blobs.delete(&written.key).await.unwrap();
+        assert_eq!(
+            BlobKey::parse(Namespace::Drive, "../../etc/passwd"),
+            Err(crate::InvalidBlobKey)
+        );
+        let _ = std::fs::remove_dir_all(&root);
     }
 
     #[tokio::test]
@@ -404,9 +429,9 @@ mod tests {
         // the write chunks.
         let size = 2 * FLUSH_EVERY as usize + 3 * WRITE_CHUNK / 2 + 123;
         let data: Vec<u8> = (0..size).map(|i| (i * 7 % 251) as u8).collect();
-        let root = crate::testing::temp_dir("blobs");
+        let root = temp_dir();
         let blobs = LocalBlobs::new(&root);
-        let mut sink = blobs.create().await.unwrap();
+        let mut sink = blobs.create(Namespace::Drive).await.unwrap();
         for piece in data.chunks(100_003) {
             sink.write(piece).await.unwrap();
         }
@@ -417,7 +442,7 @@ mod tests {
         let mut back = Vec::new();
         use tokio::io::AsyncReadExt;
         blobs
-            .read(&written.id)
+            .read(&written.key)
             .await
             .unwrap()
             .read_to_end(&mut back)
@@ -431,9 +456,10 @@ mod tests {
         // same through the reader every other store offers.
         let offset = 1_000_001;
         let chunk = 256 * 1024;
-        let local = blobs.chunks_from(&written.id, offset).await.unwrap();
-        let generic: Box<dyn BlobChunks> =
-            Box::new(drive::ReaderChunks(blobs.read_from(&written.id, offset).await.unwrap()));
+        let local = blobs.chunks_from(&written.key, offset).await.unwrap();
+        let generic: Box<dyn BlobChunks> = Box::new(crate::ReaderChunks(
+            blobs.read_from(&written.key, offset).await.unwrap(),
+        ));
         for mut chunks in [local, generic] {
             let mut back = Vec::new();
             loop {
@@ -448,9 +474,33 @@ mod tests {
             assert!(back == data[offset as usize..], "chunks differ from the blob");
         }
         assert!(matches!(
-            blobs.chunks_from("0123456789abcdef0123456789abcdef", 0).await,
+            blobs.chunks_from(&BlobKey::new(Namespace::Drive), 0).await,
             Err(BlobError::NotFound)
         ));
+        let _ = std::fs::remove_dir_all(&root);
+    }
+
+    /// Data folders written before blobs had keys and namespaces: a
+    /// drive's blob is `<root>/<first two hex digits>/<id>`, and stays so.
+    #[tokio::test]
+    async fn drive_blobs_keep_the_layout_of_existing_data_folders() {
+        let root = temp_dir();
+        let id = "0a1b2c3d4e5f60718293a4b5c6d7e8f9";
+        std::fs::create_dir_all(root.join("0a")).unwrap();
+        std::fs::write(root.join("0a").join(id), b"written by an older version").unwrap();
+        let blobs = LocalBlobs::new(&root);
+        let key = BlobKey::parse(Namespace::Drive, id).unwrap();
+        let mut back = String::new();
+        use tokio::io::AsyncReadExt;
+        blobs.read(&key).await.unwrap().read_to_string(&mut back).await.unwrap();
+        assert_eq!(back, "written by an older version");
+
+        let mut data: &[u8] = b"new";
+        let written = blobs.write(Namespace::Drive, &mut data, 16).await.unwrap();
+        let new_id = written.key.id();
+        assert!(root.join(&new_id[..2]).join(new_id).is_file());
+        blobs.delete(&key).await.unwrap();
+        assert!(!root.join("0a").join(id).exists());
         let _ = std::fs::remove_dir_all(&root);
     }
 }

@@ -1,14 +1,17 @@
-//! Security email: what is sent to whom, queued durably.
+//! Notices: what a member must hear about, queued durably (an outbox).
 //!
-//! The identity service decides that a member must hear about something
-//! (two-step verification turned off, a new application password, …) and
-//! puts a message in the database queue: its kind, the recipient and
-//! language, and a few parameters. The `notify` crate renders and delivers
-//! it in the background, retrying with backoff, so a request never waits
-//! for a mail server and an outage loses nothing.
+//! A service decides that someone must hear about something (two-step
+//! verification turned off, a new application password, an invitation,
+//! a drive import that ended, …) and puts a notice in the database
+//! queue: its kind, the recipient and language, and a few parameters.
+//! The `notify` crate renders and delivers it (as an email today) in the
+//! background, retrying with backoff, so a request never waits for a mail
+//! server and an outage loses nothing. The queue is not the mail service:
+//! it only holds what the server itself has to say.
 //!
 //! Members may turn off the optional kinds; "two-step verification turned
-//! off" and "password changed" always go out.
+//! off" and "password changed" always go out. The tables keep their first
+//! names, `mail_queue` and `mail_opt_outs`.
 
 use std::collections::BTreeMap;
 
@@ -18,8 +21,10 @@ use crate::email::EmailAddress;
 use crate::service::{ClientInfo, Identity, IdentityError};
 use crate::store::StoreError;
 
+/// What a notice is about. Most are identity's security notices; the
+/// others name the service that sends them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum MailKind {
+pub enum NoticeKind {
     TwoFactorEnabled,
     TwoFactorDisabled,
     MethodAdded,
@@ -37,12 +42,12 @@ pub enum MailKind {
     /// An organization started or stopped requiring two-step verification
     /// (to its admins).
     PolicyChanged,
-    /// A drive import the member started has ended.
+    /// A drive import the member started has ended (sent by `import`).
     ImportFinished,
 }
 
-impl MailKind {
-    pub const ALL: [MailKind; 14] = [
+impl NoticeKind {
+    pub const ALL: [NoticeKind; 14] = [
         Self::TwoFactorEnabled,
         Self::TwoFactorDisabled,
         Self::MethodAdded,
@@ -59,8 +64,8 @@ impl MailKind {
         Self::ImportFinished,
     ];
 
-    /// The security emails a member may turn off.
-    pub const OPTIONAL: [MailKind; 8] = [
+    /// The security notices a member may turn off.
+    pub const OPTIONAL: [NoticeKind; 8] = [
         Self::TwoFactorEnabled,
         Self::MethodAdded,
         Self::MethodRemoved,
@@ -99,24 +104,24 @@ impl MailKind {
     }
 }
 
-/// A message in the queue.
+/// A notice in the queue.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct QueuedMail {
-    /// Also the message's `Message-ID` (left part): stable across retries.
+pub struct Notice {
+    /// Also the email's `Message-ID` (left part): stable across retries.
     pub id: String,
     pub account_id: Option<String>,
     pub to: String,
     pub lang: String,
-    pub kind: MailKind,
+    pub kind: NoticeKind,
     pub params: BTreeMap<String, String>,
     pub created_at: Millis,
     pub next_attempt_at: Millis,
     pub attempts: u32,
 }
 
-/// How long a claimed message is reserved for the process sending it.
+/// How long a claimed notice is reserved for the process sending it.
 pub const SEND_LEASE: Millis = 60_000;
-/// After this many failed attempts (about three days) a message is given up.
+/// After this many failed attempts (about three days) a notice is given up.
 pub const MAX_ATTEMPTS: u32 = 80;
 
 /// The wait after `attempts` failures: 5 s, 15 s, 45 s, … at most an hour.
@@ -125,31 +130,31 @@ pub fn backoff(attempts: u32) -> Millis {
     (5_000 * 3_i64.pow(exponent)).min(3_600_000)
 }
 
-pub const MAIL_TOPIC: &str = "mail";
+/// The signal raised when a notice is queued: wakes the delivery worker.
+pub const NOTICE_TOPIC: &str = "notices";
 
 impl Identity {
-    /// Queues a security email to `account`, unless they turned this
-    /// kind off.
-    pub async fn mail_member(
+    /// Queues a notice to `account`, unless they turned this kind off.
+    pub async fn notify_member(
         &self,
         account: &Account,
-        kind: MailKind,
+        kind: NoticeKind,
         params: &[(&str, &str)],
     ) -> Result<(), StoreError> {
-        if kind.optional() && self.store().mail_opt_outs(&account.id).await?.contains(&kind) {
+        if kind.optional() && self.store().notice_opt_outs(&account.id).await?.contains(&kind) {
             return Ok(());
         }
-        self.queue_mail(Some(&account.id), &account.email, &account.lang, kind, params)
+        self.queue_notice(Some(&account.id), &account.email, &account.lang, kind, params)
             .await
     }
 
-    /// A security email about something `client` did: the parameters
+    /// A security notice about something `client` did: the parameters
     /// given, plus where it came from (`ip`, `browser`) and when (`when`,
     /// milliseconds).
     pub(crate) async fn alert(
         &self,
         account: &Account,
-        kind: MailKind,
+        kind: NoticeKind,
         client: &ClientInfo,
         params: &[(&str, &str)],
     ) -> Result<(), StoreError> {
@@ -160,14 +165,14 @@ impl Identity {
         );
         let mut all: Vec<(&str, &str)> = vec![("ip", &ip), ("browser", &browser), ("when", &when)];
         all.extend_from_slice(params);
-        self.mail_member(account, kind, &all).await
+        self.notify_member(account, kind, &all).await
     }
 
     /// [`Self::alert`] when only the account's id is at hand.
     pub(crate) async fn alert_by_id(
         &self,
         account_id: &str,
-        kind: MailKind,
+        kind: NoticeKind,
         client: &ClientInfo,
         params: &[(&str, &str)],
     ) -> Result<(), StoreError> {
@@ -177,17 +182,17 @@ impl Identity {
         }
     }
 
-    /// Queues a message to any address (an invitation).
-    pub async fn queue_mail(
+    /// Queues a notice to any address (an invitation).
+    pub async fn queue_notice(
         &self,
         account_id: Option<&str>,
         to: &EmailAddress,
         lang: &str,
-        kind: MailKind,
+        kind: NoticeKind,
         params: &[(&str, &str)],
     ) -> Result<(), StoreError> {
         let now = self.now();
-        let mail = QueuedMail {
+        let notice = Notice {
             id: uuid::Uuid::now_v7().simple().to_string(),
             account_id: account_id.map(str::to_owned),
             to: to.to_string(),
@@ -198,43 +203,48 @@ impl Identity {
             next_attempt_at: now,
             attempts: 0,
         };
-        self.store().enqueue_mail(&mail).await?;
-        self.publish(MAIL_TOPIC).await;
+        self.store().enqueue_notice(&notice).await?;
+        self.publish(NOTICE_TOPIC).await;
         Ok(())
     }
 
-    /// Reserves the next message due, if any, for [`SEND_LEASE`].
-    pub async fn claim_mail(&self) -> Result<Option<QueuedMail>, StoreError> {
+    /// Reserves the next notice due, if any, for [`SEND_LEASE`].
+    pub async fn claim_notice(&self) -> Result<Option<Notice>, StoreError> {
         let now = self.now();
-        self.store().claim_mail(now, now + SEND_LEASE).await
+        self.store().claim_notice(now, now + SEND_LEASE).await
     }
 
-    pub async fn mail_sent(&self, mail: &QueuedMail) -> Result<(), StoreError> {
-        self.store().mail_sent(&mail.id, self.now()).await
+    pub async fn notice_sent(&self, notice: &Notice) -> Result<(), StoreError> {
+        self.store().notice_sent(&notice.id, self.now()).await
     }
 
     /// Records a failed attempt; tries again after [`backoff`], or gives up
     /// after [`MAX_ATTEMPTS`]. Returns when the next attempt is, if any.
-    pub async fn mail_failed(&self, mail: &QueuedMail, error: &str) -> Result<Option<Millis>, StoreError> {
-        let attempts = mail.attempts + 1;
+    pub async fn notice_failed(&self, notice: &Notice, error: &str) -> Result<Option<Millis>, StoreError> {
+        let attempts = notice.attempts + 1;
         let next = (attempts < MAX_ATTEMPTS).then(|| self.now() + backoff(attempts));
         self.store()
-            .mail_failed(&mail.id, attempts, next, &error.chars().take(500).collect::<String>())
+            .notice_failed(&notice.id, attempts, next, &error.chars().take(500).collect::<String>())
             .await?;
         Ok(next)
     }
 
-    /// The optional security emails the member turned off.
-    pub async fn mail_opt_outs(&self, account_id: &str) -> Result<Vec<MailKind>, StoreError> {
-        self.store().mail_opt_outs(account_id).await
+    /// The optional security notices the member turned off.
+    pub async fn notice_opt_outs(&self, account_id: &str) -> Result<Vec<NoticeKind>, StoreError> {
+        self.store().notice_opt_outs(account_id).await
     }
 
-    /// Turns an optional security email on or off for the member.
-    pub async fn set_mail_wanted(&self, account_id: &str, kind: MailKind, wanted: bool) -> Result<(), IdentityError> {
+    /// Turns an optional security notice on or off for the member.
+    pub async fn set_notice_wanted(
+        &self,
+        account_id: &str,
+        kind: NoticeKind,
+        wanted: bool,
+    ) -> Result<(), IdentityError> {
         if !kind.optional() {
             return Err(IdentityError::MailRequired);
         }
-        self.store().set_mail_opt_out(account_id, kind, !wanted).await?;
+        self.store().set_notice_opt_out(account_id, kind, !wanted).await?;
         Ok(())
     }
 
@@ -250,12 +260,12 @@ mod tests {
 
     #[test]
     fn kinds_round_trip_and_some_cannot_be_turned_off() {
-        for k in MailKind::ALL {
-            assert_eq!(MailKind::parse(k.as_str()), Some(k));
+        for k in NoticeKind::ALL {
+            assert_eq!(NoticeKind::parse(k.as_str()), Some(k));
         }
-        assert!(!MailKind::TwoFactorDisabled.optional());
-        assert!(!MailKind::PasswordChanged.optional());
-        assert!(MailKind::NewDevice.optional());
+        assert!(!NoticeKind::TwoFactorDisabled.optional());
+        assert!(!NoticeKind::PasswordChanged.optional());
+        assert!(NoticeKind::NewDevice.optional());
     }
 
     #[test]

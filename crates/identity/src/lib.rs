@@ -69,4 +69,4 @@ pub use store::{
     ThrottleReservation,
 };
 pub use sync_user_id::SyncUserId;
-pub use two_factor::{SecondStep, SecondStepError, TotpEnrollment};
+pub use two_factor::{SecondStep, SecondStepError, StepRequest, TotpEnrollment};

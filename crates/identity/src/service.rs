@@ -432,9 +432,7 @@ impl Identity {
         // Success forgets this person's failures, but not the network's: one
         // valid account must not let a machine reset its own counter.
         let releases = attempt.releases();
-        let factors = self.store.second_factors(&account.id).await?;
-        let challenge = Challenge::for_factors(&factors, account.default_method);
-        let Some(challenge) = challenge else {
+        let Some(challenge) = self.challenge(&account).await? else {
             let opened = self.open_session(
                 account,
                 request.remember,

@@ -12,7 +12,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::{Json, Router};
 use identity::credential::sms::PhoneRejected;
-use identity::{IdentityError, SecondStep, SecondStepError, SignIn, SignInError, SmsError};
+use identity::{IdentityError, SecondStepError, SignIn, SignInError, SmsError, StepRequest};
 use serde::{Deserialize, Serialize};
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, SecurityScheme};
 use utoipa::{Modify, OpenApi, ToSchema};
@@ -525,10 +525,16 @@ async fn second_factor(
     headers: HeaderMap,
     ApiJson(body): ApiJson<SecondFactorBody>,
 ) -> Result<Response, ApiError> {
-    let step = match body.method.as_str() {
-        "totp" => SecondStep::Totp(body.code),
-        "backup_code" => SecondStep::BackupCode(body.code),
-        "sms" if body.code.trim().is_empty() => {
+    let request = StepRequest::parse(&body.method, body.code, body.credential).ok_or_else(|| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "method must be totp, backup_code, sms, security_key or authenticator",
+        )
+    })?;
+    let step = match request {
+        StepRequest::Check(step) => step,
+        StepRequest::SendSms => {
             let sent = state
                 .identity()
                 .send_sign_in_sms(&pending.session, &pending.account, request_lang(&headers))
@@ -544,37 +550,26 @@ async fn second_factor(
                 Err(_) => Err(ApiError::not_signed_in()),
             };
         }
-        "sms" => SecondStep::Sms(body.code),
-        "authenticator" => return crate::api_push::begin(&state, &pending).await,
-        "security_key" => match body.credential {
-            Some(credential) => SecondStep::SecurityKey(credential),
-            None => {
-                let options = state
-                    .identity()
-                    .begin_security_key_sign_in(&pending.session, &pending.account)
-                    .await;
-                return match options {
-                    Ok(public_key) => Ok(Json(ChallengeBody {
-                        status: "challenge".to_owned(),
-                        public_key,
-                    })
-                    .into_response()),
-                    Err(SecondStepError::NoSecurityKey) => Err(ApiError::new(
-                        StatusCode::CONFLICT,
-                        "no_security_key",
-                        "no security key is set up",
-                    )),
-                    Err(SecondStepError::Store(e)) => Err(ApiError::internal(e)),
-                    Err(_) => Err(ApiError::not_signed_in()),
-                };
-            }
-        },
-        _ => {
-            return Err(ApiError::new(
-                StatusCode::BAD_REQUEST,
-                "invalid_request",
-                "method must be totp, backup_code, sms, security_key or authenticator",
-            ));
+        StepRequest::Push => return crate::api_push::begin(&state, &pending).await,
+        StepRequest::SecurityKeyChallenge => {
+            let options = state
+                .identity()
+                .begin_security_key_sign_in(&pending.session, &pending.account)
+                .await;
+            return match options {
+                Ok(public_key) => Ok(Json(ChallengeBody {
+                    status: "challenge".to_owned(),
+                    public_key,
+                })
+                .into_response()),
+                Err(SecondStepError::NoSecurityKey) => Err(ApiError::new(
+                    StatusCode::CONFLICT,
+                    "no_security_key",
+                    "no security key is set up",
+                )),
+                Err(SecondStepError::Store(e)) => Err(ApiError::internal(e)),
+                Err(_) => Err(ApiError::not_signed_in()),
+            };
         }
     };
     let device = cookies::get(&headers, DEVICE_COOKIE);

@@ -13,7 +13,7 @@ use axum::routing::{get, post};
 use axum::{Form, Router};
 use identity::credential::backup_code;
 use identity::credential::sms::PhoneRejected;
-use identity::{FactorKind, IdentityError, PushError, PushOutcome, PushState, SecondStep, SecondStepError, SmsError};
+use identity::{FactorKind, IdentityError, PushError, PushOutcome, PushState, SecondStepError, SmsError, StepRequest};
 use serde::Deserialize;
 
 use crate::AppState;
@@ -99,12 +99,12 @@ async fn second_step_page(
             ctx.to_sign_in()
         };
     };
-    let status_2fa = match ctx.state.identity().two_factor(&pending.account.id).await {
-        Ok(s) => s,
+    let challenge = match ctx.state.identity().challenge(&pending.account).await {
+        Ok(c) => c,
         Err(e) => return ctx.failure(e),
     };
-    let mut choices: Vec<MethodChoice> = status_2fa
-        .methods
+    let methods = challenge.as_ref().map_or(&[][..], |c| &c.methods[..]);
+    let mut choices: Vec<MethodChoice> = methods
         .iter()
         .map(|m| MethodChoice {
             label: format!("{} ({})", m.name, kind_label(ctx, m.kind)),
@@ -115,21 +115,12 @@ async fn second_step_page(
         label: ctx.t().t("second_step.use_backup_code").to_owned(),
         href: "/signin/second-factor?method=backup_code".to_owned(),
     });
-    let has = |kind: FactorKind| status_2fa.methods.iter().any(|m| m.kind == kind);
     let method = match method {
-        Some(m @ ("backup_code" | "choose")) => m.to_owned(),
-        Some("sms") if has(FactorKind::Sms) => "sms".to_owned(),
-        Some("security_key") if has(FactorKind::SecurityKey) => "security_key".to_owned(),
-        Some("totp") if has(FactorKind::Totp) => "totp".to_owned(),
-        Some("authenticator") if has(FactorKind::App) => "authenticator".to_owned(),
-        _ => {
-            let default = ctx
-                .pending
-                .as_ref()
-                .and_then(|_| status_2fa.methods.iter().max_by_key(|m| m.last_used_at));
-            default.map_or("backup_code", |m| m.kind.as_str()).to_owned()
-        }
-    };
+        Some(m @ ("backup_code" | "choose")) => m,
+        Some(m) if methods.iter().any(|e| e.kind.as_str() == m) => m,
+        _ => challenge.as_ref().map_or("backup_code", |c| c.default_method.as_str()),
+    }
+    .to_owned();
     let mut webauthn_options = String::new();
     if method == "security_key" {
         match ctx
@@ -172,52 +163,56 @@ async fn second_step_submit(ctx: Ctx, Form(form): Form<CodeForm>) -> Response {
         return ctx.to_sign_in();
     };
     let t = ctx.t();
-    if form.method == "authenticator" && form.code.trim().is_empty() {
-        let sent = ctx
-            .state
-            .identity()
-            .begin_push(&pending.session, &pending.account, &pending.client)
+    let credential = serde_json::from_str(&form.credential).ok();
+    let step = match StepRequest::parse(&form.method, form.code, credential) {
+        Some(StepRequest::Check(step)) => step,
+        Some(StepRequest::Push) => {
+            let sent = ctx
+                .state
+                .identity()
+                .begin_push(&pending.session, &pending.account, &pending.client)
+                .await;
+            let error = match sent {
+                Ok(request) => {
+                    return Redirect::to(&format!("/signin/second-factor/authenticator/{}", request.id))
+                        .into_response();
+                }
+                Err(PushError::Paused { retry_after }) => t.tf("push.paused", &[("minutes", &minutes(retry_after))]),
+                Err(PushError::TooManyRequests { retry_after }) => {
+                    t.tf("push.too_many", &[("minutes", &minutes(retry_after))])
+                }
+                Err(PushError::NoDevice) => t.t("push.no_device").to_owned(),
+                Err(PushError::Store(e)) => return ctx.failure(e),
+                Err(PushError::NotPending) => return ctx.to_sign_in(),
+            };
+            return second_step_page(
+                &ctx,
+                Some("authenticator"),
+                StatusCode::TOO_MANY_REQUESTS,
+                Some(error),
+                None,
+            )
             .await;
-        let error = match sent {
-            Ok(request) => {
-                return Redirect::to(&format!("/signin/second-factor/authenticator/{}", request.id)).into_response();
-            }
-            Err(PushError::Paused { retry_after }) => t.tf("push.paused", &[("minutes", &minutes(retry_after))]),
-            Err(PushError::TooManyRequests { retry_after }) => {
-                t.tf("push.too_many", &[("minutes", &minutes(retry_after))])
-            }
-            Err(PushError::NoDevice) => t.t("push.no_device").to_owned(),
-            Err(PushError::Store(e)) => return ctx.failure(e),
-            Err(PushError::NotPending) => return ctx.to_sign_in(),
-        };
-        return second_step_page(
-            &ctx,
-            Some("authenticator"),
-            StatusCode::TOO_MANY_REQUESTS,
-            Some(error),
-            None,
-        )
-        .await;
-    }
-    if form.method == "sms" && form.code.trim().is_empty() {
-        let sent = ctx
-            .state
-            .identity()
-            .send_sign_in_sms(&pending.session, &pending.account, ctx.lang_code())
-            .await;
-        let (status, error, notice) = match sent {
-            Ok(phone) => (StatusCode::OK, None, Some(t.tf("sms.sent", &[("phone", &phone)]))),
-            Err(SecondStepError::Sms(e)) => (StatusCode::TOO_MANY_REQUESTS, Some(sms_error_text(t, &e)), None),
-            Err(SecondStepError::Store(e)) => return ctx.failure(e),
-            Err(_) => return ctx.to_sign_in(),
-        };
-        return second_step_page(&ctx, Some("sms"), status, error, notice).await;
-    }
-    let step = match form.method.as_str() {
-        "backup_code" => SecondStep::BackupCode(form.code),
-        "sms" => SecondStep::Sms(form.code),
-        "security_key" => SecondStep::SecurityKey(serde_json::from_str(&form.credential).unwrap_or_default()),
-        _ => SecondStep::Totp(form.code),
+        }
+        Some(StepRequest::SendSms) => {
+            let sent = ctx
+                .state
+                .identity()
+                .send_sign_in_sms(&pending.session, &pending.account, ctx.lang_code())
+                .await;
+            let (status, error, notice) = match sent {
+                Ok(phone) => (StatusCode::OK, None, Some(t.tf("sms.sent", &[("phone", &phone)]))),
+                Err(SecondStepError::Sms(e)) => (StatusCode::TOO_MANY_REQUESTS, Some(sms_error_text(t, &e)), None),
+                Err(SecondStepError::Store(e)) => return ctx.failure(e),
+                Err(_) => return ctx.to_sign_in(),
+            };
+            return second_step_page(&ctx, Some("sms"), status, error, notice).await;
+        }
+        // The page asks the browser for the key's answer to a fresh challenge.
+        Some(StepRequest::SecurityKeyChallenge) => {
+            return second_step_page(&ctx, Some("security_key"), StatusCode::OK, None, None).await;
+        }
+        None => return second_step_page(&ctx, None, StatusCode::BAD_REQUEST, None, None).await,
     };
     let result = ctx
         .state

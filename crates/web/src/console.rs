@@ -20,6 +20,7 @@ use crate::cookies::{self, Lifetime};
 use crate::fmt;
 use crate::guard::{self, CSRF_COOKIE};
 use crate::i18n::{Catalog, Lang};
+use crate::refusal::Refusal;
 
 pub const LANG_COOKIE: &str = "ck_lang";
 
@@ -498,7 +499,7 @@ async fn setup_submit(ctx: Ctx, Path(token): Path<String>, Form(form): Form<Setu
             Ok(signed) => return see_other("/", &sign_in_cookies(&ctx.state, &signed)),
             Err(IdentityError::SetupUnavailable) => return setup_link_gone(&ctx),
             Err(IdentityError::Store(e)) => return ctx.failure(e),
-            Err(e) => identity_error_text(t, &e),
+            Err(e) => Refusal::identity(&e).text(t),
         }
     };
     let page = SetupPage {
@@ -510,41 +511,6 @@ async fn setup_submit(ctx: Ctx, Path(token): Path<String>, Form(form): Form<Setu
         email: form.email,
     };
     ctx.render(StatusCode::UNPROCESSABLE_ENTITY, &page)
-}
-
-/// A person-readable, translated explanation of a refused request.
-pub(crate) fn identity_error_text(t: &Catalog, e: &IdentityError) -> String {
-    match e {
-        IdentityError::Password(rejected) => t.t(&format!("password.{}", rejected.code())).to_owned(),
-        IdentityError::InvalidEmail(_) => t.t("error.invalid_email").to_owned(),
-        IdentityError::InvalidName => t.t("error.invalid_name").to_owned(),
-        IdentityError::EmailTaken => t.t("error.email_taken").to_owned(),
-        IdentityError::OrganizationNameTaken | IdentityError::Role(_) => t.t("error.invalid_organization").to_owned(),
-        IdentityError::WrongPassword => t.t("password.wrong_current").to_owned(),
-        IdentityError::PasswordRequired => t.t("password.required").to_owned(),
-        IdentityError::WrongCode => t.t("two_factor.wrong_code").to_owned(),
-        IdentityError::TwoFactorOff => t.t("two_factor.off").to_owned(),
-        IdentityError::NotFound => t.t("two_factor.enrolment_expired").to_owned(),
-        IdentityError::Sms(e) => crate::console_two_factor::sms_error_text(t, e),
-        IdentityError::SecurityKeysUnavailable => t.t("security_key.unavailable").to_owned(),
-        IdentityError::InvalidDeviceKey => t.t("error.internal").to_owned(),
-        IdentityError::SecurityKeyRefused(_) => t.t("security_key.refused").to_owned(),
-        IdentityError::TooManyAttempts { retry_after } => locked_text(t, *retry_after),
-        IdentityError::MailRequired => t.t("notifications.required").to_owned(),
-        IdentityError::UnknownOrganization(_) | IdentityError::SetupUnavailable | IdentityError::Store(_) => {
-            t.t("error.internal").to_owned()
-        }
-    }
-}
-
-pub(crate) fn locked_text(t: &Catalog, retry_after_ms: i64) -> String {
-    // A wait for a hashing turn or a first lock is seconds, not minutes.
-    if retry_after_ms < 60_000 {
-        let seconds = ((retry_after_ms + 999) / 1000).max(1).to_string();
-        return t.tf("signin.locked_seconds", &[("seconds", &seconds)]);
-    }
-    let minutes = ((retry_after_ms + 59_999) / 60_000).to_string();
-    t.tf("signin.locked", &[("minutes", &minutes)])
 }
 
 // -- sign in and out
@@ -620,7 +586,7 @@ async fn signin_submit(ctx: Ctx, Form(form): Form<SignInForm>) -> Response {
         Err(SignInError::TooManyAttempts { retry_after: wait }) => {
             metrics.sign_in("too_many_attempts");
             retry_after = Some((wait / 1000).max(1));
-            (StatusCode::TOO_MANY_REQUESTS, locked_text(t, wait))
+            (StatusCode::TOO_MANY_REQUESTS, Refusal::too_many_attempts(wait).text(t))
         }
         Err(SignInError::Store(e)) => return ctx.failure(e),
     };
@@ -772,7 +738,7 @@ async fn change_password(ctx: Ctx, Form(form): Form<PasswordForm>) -> Response {
         Ok(()) => Redirect::to("/security?done=password_changed").into_response(),
         Err(IdentityError::Store(e)) => ctx.failure(e),
         Err(e) => {
-            let error = Some(identity_error_text(t, &e));
+            let error = Some(Refusal::identity(&e).text(t));
             security_page(&ctx, StatusCode::UNPROCESSABLE_ENTITY, None, error, None).await
         }
     }

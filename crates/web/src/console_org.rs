@@ -13,8 +13,9 @@ use identity::{OrgError, Role};
 use serde::Deserialize;
 
 use crate::AppState;
-use crate::console::{Chrome, Ctx, identity_error_text, see_other};
+use crate::console::{Chrome, Ctx, see_other};
 use crate::fmt;
+use crate::refusal::Refusal;
 
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -27,27 +28,6 @@ pub fn routes() -> Router<AppState> {
         .route("/orgs/{org}/security", get(security_page).post(set_policy))
         .route("/orgs/{org}/leave", post(leave))
         .route("/invitations/{token}", get(invitation_page).post(accept))
-}
-
-/// A refusal, in the member's language.
-fn org_error_text(ctx: &Ctx, e: &OrgError) -> String {
-    let t = ctx.t();
-    match e {
-        OrgError::NotFound => t.t("org.not_found").to_owned(),
-        OrgError::NotAllowed(identity::RoleError::LastLegalRepresentative) => t.t("org.last_lr").to_owned(),
-        OrgError::NotAllowed(identity::RoleError::LegalRepresentativeOnly) => t.t("org.lr_only").to_owned(),
-        OrgError::NotAllowed(_) => t.t("org.not_allowed").to_owned(),
-        OrgError::ActorNeedsTwoFactor => t.t("org.actor_needs_2fa").to_owned(),
-        OrgError::NotConfirmed => t.t("org.confirm_needed").to_owned(),
-        OrgError::InvalidGrace => t.t("org.invalid_grace").to_owned(),
-        OrgError::InvalidEmail(_) => t.t("error.invalid_email").to_owned(),
-        OrgError::AlreadyMember(email) => t.tf("org.already_member", &[("email", email)]),
-        OrgError::WrongInvitee => t.t("org.wrong_invitee").to_owned(),
-        OrgError::InvitationUnavailable => t.t("org.invitation_unavailable").to_owned(),
-        OrgError::AlertTooSoon { .. } => t.t("org.alert_too_soon").to_owned(),
-        OrgError::Identity(inner) => identity_error_text(t, inner),
-        OrgError::Store(_) => t.t("error.internal").to_owned(),
-    }
 }
 
 struct MemberRow {
@@ -115,7 +95,7 @@ async fn render_members(
         Ok(found) => found,
         Err(OrgError::Store(e)) => return ctx.failure(e),
         Err(e) => {
-            let text = org_error_text(ctx, &e);
+            let text = Refusal::org(&e).text(ctx.t());
             return ctx.message(StatusCode::FORBIDDEN, ctx.t().t("org.title"), &text);
         }
     };
@@ -181,7 +161,7 @@ async fn after(ctx: &Ctx, org: &str, result: Result<(), OrgError>, done: &str) -
                 OrgError::InvalidEmail(_) => StatusCode::UNPROCESSABLE_ENTITY,
                 _ => StatusCode::FORBIDDEN,
             };
-            let error = org_error_text(ctx, &e);
+            let error = Refusal::org(&e).text(ctx.t());
             render_members(ctx, org, false, status, None, Some(error)).await
         }
     }
@@ -281,7 +261,7 @@ async fn leave(ctx: Ctx, Path(org): Path<String>) -> Response {
         Ok(()) => Redirect::to("/?done=left").into_response(),
         Err(OrgError::Store(e)) => ctx.failure(e),
         Err(e) => {
-            let text = org_error_text(&ctx, &e);
+            let text = Refusal::org(&e).text(ctx.t());
             ctx.message(StatusCode::FORBIDDEN, ctx.t().t("org.title"), &text)
         }
     }
@@ -329,7 +309,7 @@ async fn render_security(
         (Ok(p), Ok(e)) => (p, e),
         (Err(OrgError::Store(e)), _) | (_, Err(OrgError::Store(e))) => return ctx.failure(e),
         (Err(e), _) | (_, Err(e)) => {
-            let text = org_error_text(ctx, &e);
+            let text = Refusal::org(&e).text(ctx.t());
             return ctx.message(StatusCode::FORBIDDEN, ctx.t().t("org.title"), &text);
         }
     };
@@ -403,7 +383,7 @@ async fn set_policy(ctx: Ctx, Path(org): Path<String>, Form(form): Form<PolicyFo
         Ok(_) => see_other(&format!("/orgs/{org}/security"), &[]),
         Err(OrgError::Store(e)) => ctx.failure(e),
         Err(e) => {
-            let error = org_error_text(&ctx, &e);
+            let error = Refusal::org(&e).text(ctx.t());
             render_security(&ctx, &org, StatusCode::FORBIDDEN, Some(error), None).await
         }
     }
@@ -497,7 +477,7 @@ async fn accept(ctx: Ctx, Path(token): Path<String>, Form(form): Form<AcceptForm
         Ok(_) => Redirect::to("/signin?joined=1").into_response(),
         Err(OrgError::Store(e)) => ctx.failure(e),
         Err(e) => {
-            let error = org_error_text(&ctx, &e);
+            let error = Refusal::org(&e).text(ctx.t());
             render_invitation(&ctx, &token, StatusCode::UNPROCESSABLE_ENTITY, Some(error)).await
         }
     }

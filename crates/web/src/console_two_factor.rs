@@ -12,14 +12,14 @@ use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use axum::{Form, Router};
 use identity::credential::backup_code;
-use identity::credential::sms::PhoneRejected;
-use identity::{FactorKind, IdentityError, PushError, PushOutcome, PushState, SecondStepError, SmsError, StepRequest};
+use identity::{FactorKind, IdentityError, PushError, PushOutcome, PushState, SecondStepError, StepRequest};
 use serde::Deserialize;
 
 use crate::AppState;
 use crate::auth::sign_in_cookies;
-use crate::console::{Chrome, Ctx, identity_error_text, locked_text, see_other};
+use crate::console::{Chrome, Ctx, see_other};
 use crate::fmt;
+use crate::refusal::Refusal;
 
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -202,7 +202,7 @@ async fn second_step_submit(ctx: Ctx, Form(form): Form<CodeForm>) -> Response {
                 .await;
             let (status, error, notice) = match sent {
                 Ok(phone) => (StatusCode::OK, None, Some(t.tf("sms.sent", &[("phone", &phone)]))),
-                Err(SecondStepError::Sms(e)) => (StatusCode::TOO_MANY_REQUESTS, Some(sms_error_text(t, &e)), None),
+                Err(SecondStepError::Sms(e)) => (StatusCode::TOO_MANY_REQUESTS, Some(Refusal::sms(&e).text(t)), None),
                 Err(SecondStepError::Store(e)) => return ctx.failure(e),
                 Err(_) => return ctx.to_sign_in(),
             };
@@ -237,11 +237,12 @@ async fn second_step_submit(ctx: Ctx, Form(form): Form<CodeForm>) -> Response {
         Err(SecondStepError::Restart) => {
             return see_other("/signin?restart=1", &[crate::auth::sign_out_cookie(&ctx.state)]);
         }
-        Err(SecondStepError::TooManyAttempts { retry_after }) => {
-            (StatusCode::TOO_MANY_REQUESTS, locked_text(t, retry_after))
-        }
+        Err(SecondStepError::TooManyAttempts { retry_after }) => (
+            StatusCode::TOO_MANY_REQUESTS,
+            Refusal::too_many_attempts(retry_after).text(t),
+        ),
         Err(SecondStepError::NotPending) => return ctx.to_sign_in(),
-        Err(SecondStepError::Sms(e)) => (StatusCode::TOO_MANY_REQUESTS, sms_error_text(t, &e)),
+        Err(SecondStepError::Sms(e)) => (StatusCode::TOO_MANY_REQUESTS, Refusal::sms(&e).text(t)),
         Err(SecondStepError::NoSecurityKey) => (StatusCode::CONFLICT, t.t("security_key.none").to_owned()),
         Err(SecondStepError::Store(e)) => return ctx.failure(e),
     };
@@ -331,7 +332,7 @@ async fn push_continue(ctx: Ctx, Path(id): Path<String>) -> Response {
         }
         Ok(PushOutcome::Expired) => render_push_wait(&ctx, &id, None).await,
         Err(SecondStepError::TooManyAttempts { retry_after }) => {
-            let error = locked_text(ctx.t(), retry_after);
+            let error = Refusal::too_many_attempts(retry_after).text(ctx.t());
             second_step_page(&ctx, Some("choose"), StatusCode::TOO_MANY_REQUESTS, Some(error), None).await
         }
         Err(SecondStepError::Store(e)) => ctx.failure(e),
@@ -454,7 +455,7 @@ async fn set_default_method(ctx: Ctx, Form(form): Form<DefaultForm>) -> Response
         Ok(()) => Redirect::to("/security/two-factor?done=default_set").into_response(),
         Err(IdentityError::Store(e)) => ctx.failure(e),
         Err(e) => {
-            let error = identity_error_text(ctx.t(), &e);
+            let error = Refusal::identity(&e).text(ctx.t());
             render_two_factor(&ctx, StatusCode::UNPROCESSABLE_ENTITY, None, Some(error)).await
         }
     }
@@ -490,7 +491,7 @@ async fn begin_totp(ctx: Ctx, Form(form): Form<NameForm>) -> Response {
         Ok(e) => render_enrolment(&ctx, StatusCode::OK, e, &name, None),
         Err(IdentityError::Store(e)) => ctx.failure(e),
         Err(e) => {
-            let error = identity_error_text(ctx.t(), &e);
+            let error = Refusal::identity(&e).text(ctx.t());
             render_two_factor(&ctx, StatusCode::UNPROCESSABLE_ENTITY, None, Some(error)).await
         }
     }
@@ -583,7 +584,7 @@ async fn remove_method(ctx: Ctx, Path(id): Path<String>, Form(form): Form<Passwo
         }
         Err(IdentityError::Store(e)) => ctx.failure(e),
         Err(e) => {
-            let error = identity_error_text(ctx.t(), &e);
+            let error = Refusal::identity(&e).text(ctx.t());
             render_two_factor(&ctx, StatusCode::UNPROCESSABLE_ENTITY, None, Some(error)).await
         }
     }
@@ -624,7 +625,7 @@ async fn regenerate_backup_codes(ctx: Ctx, Form(form): Form<PasswordForm>) -> Re
         Ok(codes) => render_backup_codes(&ctx, codes, false),
         Err(IdentityError::Store(e)) => ctx.failure(e),
         Err(e) => {
-            let error = identity_error_text(ctx.t(), &e);
+            let error = Refusal::identity(&e).text(ctx.t());
             render_two_factor(&ctx, StatusCode::UNPROCESSABLE_ENTITY, None, Some(error)).await
         }
     }
@@ -766,7 +767,7 @@ async fn create_app_password(ctx: Ctx, Form(form): Form<NameForm>) -> Response {
         }
         Err(IdentityError::Store(e)) => ctx.failure(e),
         Err(e) => {
-            let error = identity_error_text(ctx.t(), &e);
+            let error = Refusal::identity(&e).text(ctx.t());
             render_app_passwords(&ctx, StatusCode::UNPROCESSABLE_ENTITY, None, Some(error), None).await
         }
     }
@@ -868,7 +869,7 @@ async fn begin_authenticator(ctx: Ctx, headers: axum::http::HeaderMap, Form(form
         }
         Err(IdentityError::Store(e)) => ctx.failure(e),
         Err(e) => {
-            let error = identity_error_text(ctx.t(), &e);
+            let error = Refusal::identity(&e).text(ctx.t());
             render_two_factor(&ctx, StatusCode::UNPROCESSABLE_ENTITY, None, Some(error)).await
         }
     }
@@ -906,7 +907,7 @@ async fn begin_security_key(ctx: Ctx, Form(form): Form<NameForm>) -> Response {
         }
         Err(IdentityError::Store(e)) => ctx.failure(e),
         Err(e) => {
-            let error = identity_error_text(ctx.t(), &e);
+            let error = Refusal::identity(&e).text(ctx.t());
             render_two_factor(&ctx, StatusCode::UNPROCESSABLE_ENTITY, None, Some(error)).await
         }
     }
@@ -934,33 +935,13 @@ async fn finish_security_key(ctx: Ctx, Path(id): Path<String>, Form(form): Form<
         Err(IdentityError::NotFound) => expired(&ctx).await,
         Err(IdentityError::Store(e)) => ctx.failure(e),
         Err(e) => {
-            let error = identity_error_text(ctx.t(), &e);
+            let error = Refusal::identity(&e).text(ctx.t());
             render_two_factor(&ctx, StatusCode::UNPROCESSABLE_ENTITY, None, Some(error)).await
         }
     }
 }
 
 // ---- SMS ---------------------------------------------------------------------
-
-/// A person-readable, translated explanation of an SMS refusal.
-pub(crate) fn sms_error_text(t: &crate::i18n::Catalog, e: &SmsError) -> String {
-    match e {
-        SmsError::Phone(PhoneRejected::Invalid) => t.t("sms.invalid_phone").to_owned(),
-        SmsError::Phone(PhoneRejected::CountryNotAllowed { allowed }) => {
-            t.tf("sms.country_not_allowed", &[("countries", allowed)])
-        }
-        SmsError::TooSoon { retry_after } => t.tf(
-            "sms.too_soon",
-            &[("seconds", &((retry_after + 999) / 1000).to_string())],
-        ),
-        SmsError::DailyCap { .. } => t.t("sms.daily_limit").to_owned(),
-        SmsError::Send(inner) => {
-            tracing::warn!(error = %inner, "SMS delivery failed");
-            t.t("sms.failed").to_owned()
-        }
-        SmsError::NoNumber => t.t("sms.no_number").to_owned(),
-    }
-}
 
 #[derive(Template)]
 #[template(path = "sms_enrol.html")]
@@ -1000,7 +981,7 @@ async fn begin_sms(ctx: Ctx, Form(form): Form<PhoneForm>) -> Response {
         Ok(e) => render_sms_enrolment(&ctx, StatusCode::OK, e.id, &e.phone, None),
         Err(IdentityError::Store(e)) => ctx.failure(e),
         Err(e) => {
-            let error = identity_error_text(ctx.t(), &e);
+            let error = Refusal::identity(&e).text(ctx.t());
             render_two_factor(&ctx, StatusCode::UNPROCESSABLE_ENTITY, None, Some(error)).await
         }
     }
@@ -1054,7 +1035,7 @@ async fn resend_sms(ctx: Ctx, Path(id): Path<String>) -> Response {
         Err(IdentityError::Store(e)) => ctx.failure(e),
         Err(e) => {
             let phone = pending_phone(&ctx, &id).await;
-            let error = Some(identity_error_text(ctx.t(), &e));
+            let error = Some(Refusal::identity(&e).text(ctx.t()));
             render_sms_enrolment(&ctx, StatusCode::TOO_MANY_REQUESTS, id, &phone, error)
         }
     }

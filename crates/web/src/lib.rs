@@ -29,6 +29,7 @@ mod guard;
 mod i18n;
 mod metrics;
 mod qr;
+mod refusal;
 
 use axum::Router;
 use axum::http::{HeaderName, Request};

@@ -2,8 +2,9 @@
 //!
 //! A session that passed only the password is not signed in: API handlers
 //! get a user only through [`ApiUser`], and console pages only through
-//! `Ctx::user`, which both refuse it, so it reaches nothing but the second
-//! step ([`ApiPending`], `Ctx::pending`) and sign-out ([`ApiSession`]).
+//! `ConsoleUser`, which both refuse it, so it reaches nothing but the
+//! second step ([`ApiPending`], `ConsolePending`) and sign-out
+//! ([`ApiSession`]).
 
 use std::net::{IpAddr, SocketAddr};
 
@@ -101,6 +102,7 @@ pub fn client_info(state: &AppState, parts: &Parts) -> ClientInfo {
 }
 
 /// A request with a live session; `session.stage` says how far it came.
+#[derive(Clone)]
 pub struct Authed {
     pub session: Session,
     pub account: Account,

@@ -52,10 +52,11 @@ pub fn routes() -> Router<AppState> {
 pub struct Ctx {
     pub(crate) state: AppState,
     lang: Lang,
-    /// The signed-in member.
-    pub(crate) user: Option<Authed>,
-    /// A session that passed the password and awaits its second factor.
-    pub(crate) pending: Option<Authed>,
+    /// The signed-in member (handlers that need one take [`ConsoleUser`]).
+    pub(crate) signed_in: Option<Authed>,
+    /// A session that passed the password and awaits its second factor
+    /// ([`ConsolePending`]).
+    pub(crate) half_signed_in: Option<Authed>,
     csrf: String,
     /// A pre-sign-in CSRF cookie to set, when the browser had none.
     new_binding: Option<String>,
@@ -103,7 +104,7 @@ impl Ctx {
     /// Where a page that needs a signed-in member sends everyone else: the
     /// second step when the password was given, else sign-in.
     pub(crate) fn to_sign_in(&self) -> Response {
-        let to = if self.pending.is_some() {
+        let to = if self.half_signed_in.is_some() {
             "/signin/second-factor"
         } else {
             "/signin"
@@ -116,7 +117,7 @@ impl Ctx {
             t: self.t(),
             lang: self.lang.code(),
             csrf: self.csrf.clone(),
-            user_name: self.user.as_ref().map(|u| u.account.name.clone()),
+            user_name: self.signed_in.as_ref().map(|u| u.account.name.clone()),
             leave_org: self.leave_org.clone(),
             requirement: self.requirement.as_ref().map(|r| {
                 let key = if r.blocked {
@@ -172,7 +173,7 @@ impl Ctx {
         let page = MessagePage {
             c: self.chrome(title),
             text: text.to_owned(),
-            signed_in: self.user.is_some(),
+            signed_in: self.signed_in.is_some(),
         };
         self.render(status, &page)
     }
@@ -189,7 +190,7 @@ impl Ctx {
 }
 
 fn context_from(state: &AppState, parts: &Parts, session: Option<Authed>) -> Ctx {
-    let (user, pending) = match session {
+    let (signed_in, half_signed_in) = match session {
         Some(a) if a.session.stage == SessionStage::SignedIn => (Some(a), None),
         Some(a) => (None, Some(a)),
         None => (None, None),
@@ -204,8 +205,8 @@ fn context_from(state: &AppState, parts: &Parts, session: Option<Authed>) -> Ctx
     Ctx {
         state: state.clone(),
         lang: lang_of(&parts.headers),
-        user,
-        pending,
+        signed_in,
+        half_signed_in,
         csrf,
         new_binding,
         here: parts.uri.path().to_owned(),
@@ -225,7 +226,7 @@ impl FromRequestParts<AppState> for Ctx {
             Ok(session) => context_from(state, parts, session),
             Err(e) => return Err(context_from(state, parts, None).failure(e)),
         };
-        if let Some(user) = &ctx.user {
+        if let Some(user) = &ctx.signed_in {
             ctx.requirement = match state.identity().two_factor_requirement(&user.account).await {
                 Ok(r) => r,
                 Err(e) => return Err(ctx.failure(e)),
@@ -246,6 +247,62 @@ impl FromRequestParts<AppState> for Ctx {
             }
         }
         Ok(ctx)
+    }
+}
+
+/// A console request from a signed-in member: the handler gets the member
+/// with the page's context, and everyone else is sent to sign in (or to
+/// their second step) before it runs. Reads as the [`Ctx`] it carries.
+pub struct ConsoleUser {
+    ctx: Ctx,
+    pub(crate) user: Authed,
+}
+
+impl std::ops::Deref for ConsoleUser {
+    type Target = Ctx;
+
+    fn deref(&self) -> &Ctx {
+        &self.ctx
+    }
+}
+
+impl FromRequestParts<AppState> for ConsoleUser {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        let ctx = Ctx::from_request_parts(parts, state).await?;
+        match ctx.signed_in.clone() {
+            Some(user) => Ok(Self { ctx, user }),
+            None => Err(ctx.to_sign_in()),
+        }
+    }
+}
+
+/// A console request from a session waiting for its second step; a
+/// signed-in member is sent home, anyone else to sign in.
+pub struct ConsolePending {
+    ctx: Ctx,
+    pub(crate) pending: Authed,
+}
+
+impl std::ops::Deref for ConsolePending {
+    type Target = Ctx;
+
+    fn deref(&self) -> &Ctx {
+        &self.ctx
+    }
+}
+
+impl FromRequestParts<AppState> for ConsolePending {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        let ctx = Ctx::from_request_parts(parts, state).await?;
+        match ctx.half_signed_in.clone() {
+            Some(pending) => Ok(Self { ctx, pending }),
+            None if ctx.signed_in.is_some() => Err(Redirect::to("/").into_response()),
+            None => Err(ctx.to_sign_in()),
+        }
     }
 }
 
@@ -411,7 +468,7 @@ async fn stylesheet() -> Response {
 }
 
 async fn home(ctx: Ctx) -> Response {
-    let Some(user) = &ctx.user else {
+    let Some(user) = &ctx.signed_in else {
         return match ctx.state.identity().needs_setup().await {
             Ok(true) => {
                 let t = ctx.t();
@@ -532,7 +589,7 @@ struct SignInQuery {
 }
 
 async fn signin_form(ctx: Ctx, Query(q): Query<SignInQuery>) -> Response {
-    if ctx.user.is_some() {
+    if ctx.signed_in.is_some() {
         return Redirect::to("/").into_response();
     }
     let page = SignInPage {
@@ -607,7 +664,7 @@ async fn signin_submit(ctx: Ctx, Form(form): Form<SignInForm>) -> Response {
 }
 
 async fn signout(ctx: Ctx) -> Response {
-    if let Some(user) = ctx.user.as_ref().or(ctx.pending.as_ref())
+    if let Some(user) = ctx.signed_in.as_ref().or(ctx.half_signed_in.as_ref())
         && let Err(e) = ctx.state.identity().sign_out(&user.session, &user.client).await
     {
         return ctx.failure(e);
@@ -624,7 +681,7 @@ struct SecurityQuery {
     before: Option<String>,
 }
 
-async fn security(ctx: Ctx, Query(q): Query<SecurityQuery>) -> Response {
+async fn security(ctx: ConsoleUser, Query(q): Query<SecurityQuery>) -> Response {
     let notice = q.done.as_deref().and_then(|done| match done {
         "password_changed" | "session_revoked" | "emails_saved" => {
             Some(ctx.t().t(&format!("security.done_{done}")).to_owned())
@@ -635,15 +692,13 @@ async fn security(ctx: Ctx, Query(q): Query<SecurityQuery>) -> Response {
 }
 
 async fn security_page(
-    ctx: &Ctx,
+    ctx: &ConsoleUser,
     status: StatusCode,
     notice: Option<String>,
     error: Option<String>,
     before: Option<&str>,
 ) -> Response {
-    let Some(user) = &ctx.user else {
-        return ctx.to_sign_in();
-    };
+    let user = &ctx.user;
     let identity = ctx.state.identity();
     let (sessions, page, off) = match (
         identity.sessions(&user.account.id).await,
@@ -694,10 +749,8 @@ async fn security_page(
 }
 
 /// The security page's email choices: the checked kinds stay on.
-async fn save_notifications(ctx: Ctx, Form(fields): Form<Vec<(String, String)>>) -> Response {
-    let Some(user) = &ctx.user else {
-        return ctx.to_sign_in();
-    };
+async fn save_notifications(ctx: ConsoleUser, Form(fields): Form<Vec<(String, String)>>) -> Response {
+    let user = &ctx.user;
     let wanted: Vec<&str> = fields
         .iter()
         .filter(|(k, _)| k == "email")
@@ -720,10 +773,8 @@ struct PasswordForm {
     new_password_confirm: String,
 }
 
-async fn change_password(ctx: Ctx, Form(form): Form<PasswordForm>) -> Response {
-    let Some(user) = &ctx.user else {
-        return ctx.to_sign_in();
-    };
+async fn change_password(ctx: ConsoleUser, Form(form): Form<PasswordForm>) -> Response {
+    let user = &ctx.user;
     let t = ctx.t();
     if form.new_password != form.new_password_confirm {
         let error = Some(t.t("password.mismatch").to_owned());
@@ -744,10 +795,8 @@ async fn change_password(ctx: Ctx, Form(form): Form<PasswordForm>) -> Response {
     }
 }
 
-async fn revoke_session(ctx: Ctx, Path(id): Path<String>) -> Response {
-    let Some(user) = &ctx.user else {
-        return ctx.to_sign_in();
-    };
+async fn revoke_session(ctx: ConsoleUser, Path(id): Path<String>) -> Response {
+    let user = &ctx.user;
     match ctx
         .state
         .identity()
@@ -772,7 +821,7 @@ struct LanguageForm {
 async fn set_language(ctx: Ctx, Form(form): Form<LanguageForm>) -> Response {
     let state = &ctx.state;
     let lang = Lang::from_code(&form.lang).unwrap_or(Lang::En);
-    let signed_in = ctx.user.as_ref().or(ctx.pending.as_ref());
+    let signed_in = ctx.signed_in.as_ref().or(ctx.half_signed_in.as_ref());
     if let Some(member) = signed_in
         && let Err(e) = state.identity().set_language(&member.account.id, lang.code()).await
     {

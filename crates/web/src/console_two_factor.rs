@@ -16,8 +16,8 @@ use identity::{FactorKind, IdentityError, PushError, PushOutcome, PushState, Sec
 use serde::Deserialize;
 
 use crate::AppState;
-use crate::auth::sign_in_cookies;
-use crate::console::{Chrome, Ctx, see_other};
+use crate::auth::{Authed, sign_in_cookies};
+use crate::console::{Chrome, ConsolePending, ConsoleUser, Ctx, see_other};
 use crate::fmt;
 use crate::refusal::Refusal;
 
@@ -87,18 +87,12 @@ struct MethodQuery {
 
 async fn second_step_page(
     ctx: &Ctx,
+    pending: &Authed,
     method: Option<&str>,
     status: StatusCode,
     error: Option<String>,
     notice: Option<String>,
 ) -> Response {
-    let Some(pending) = &ctx.pending else {
-        return if ctx.user.is_some() {
-            Redirect::to("/").into_response()
-        } else {
-            ctx.to_sign_in()
-        };
-    };
     let challenge = match ctx.state.identity().challenge(&pending.account).await {
         Ok(c) => c,
         Err(e) => return ctx.failure(e),
@@ -145,8 +139,8 @@ async fn second_step_page(
     ctx.render(status, &page)
 }
 
-async fn second_step_form(ctx: Ctx, Query(q): Query<MethodQuery>) -> Response {
-    second_step_page(&ctx, q.method.as_deref(), StatusCode::OK, None, None).await
+async fn second_step_form(ctx: ConsolePending, Query(q): Query<MethodQuery>) -> Response {
+    second_step_page(&ctx, &ctx.pending, q.method.as_deref(), StatusCode::OK, None, None).await
 }
 
 #[derive(Deserialize, Default)]
@@ -158,10 +152,8 @@ struct CodeForm {
     credential: String,
 }
 
-async fn second_step_submit(ctx: Ctx, Form(form): Form<CodeForm>) -> Response {
-    let Some(pending) = &ctx.pending else {
-        return ctx.to_sign_in();
-    };
+async fn second_step_submit(ctx: ConsolePending, Form(form): Form<CodeForm>) -> Response {
+    let pending = &ctx.pending;
     let t = ctx.t();
     let credential = serde_json::from_str(&form.credential).ok();
     let step = match StepRequest::parse(&form.method, form.code, credential) {
@@ -187,6 +179,7 @@ async fn second_step_submit(ctx: Ctx, Form(form): Form<CodeForm>) -> Response {
             };
             return second_step_page(
                 &ctx,
+                pending,
                 Some("authenticator"),
                 StatusCode::TOO_MANY_REQUESTS,
                 Some(error),
@@ -206,13 +199,13 @@ async fn second_step_submit(ctx: Ctx, Form(form): Form<CodeForm>) -> Response {
                 Err(SecondStepError::Store(e)) => return ctx.failure(e),
                 Err(_) => return ctx.to_sign_in(),
             };
-            return second_step_page(&ctx, Some("sms"), status, error, notice).await;
+            return second_step_page(&ctx, pending, Some("sms"), status, error, notice).await;
         }
         // The page asks the browser for the key's answer to a fresh challenge.
         Some(StepRequest::SecurityKeyChallenge) => {
-            return second_step_page(&ctx, Some("security_key"), StatusCode::OK, None, None).await;
+            return second_step_page(&ctx, pending, Some("security_key"), StatusCode::OK, None, None).await;
         }
-        None => return second_step_page(&ctx, None, StatusCode::BAD_REQUEST, None, None).await,
+        None => return second_step_page(&ctx, pending, None, StatusCode::BAD_REQUEST, None, None).await,
     };
     let result = ctx
         .state
@@ -246,7 +239,7 @@ async fn second_step_submit(ctx: Ctx, Form(form): Form<CodeForm>) -> Response {
         Err(SecondStepError::NoSecurityKey) => (StatusCode::CONFLICT, t.t("security_key.none").to_owned()),
         Err(SecondStepError::Store(e)) => return ctx.failure(e),
     };
-    second_step_page(&ctx, Some(&form.method), status, Some(error), None).await
+    second_step_page(&ctx, pending, Some(&form.method), status, Some(error), None).await
 }
 
 fn minutes(ms: i64) -> String {
@@ -268,7 +261,7 @@ struct PushWaitPage {
 /// Without a waiting session: a denial ended it (say so), or the member
 /// is signed in already.
 async fn after_denial(ctx: &Ctx, id: &str) -> Response {
-    if ctx.user.is_some() {
+    if ctx.signed_in.is_some() {
         return Redirect::to("/").into_response();
     }
     match ctx.state.identity().push_state(id).await {
@@ -279,7 +272,7 @@ async fn after_denial(ctx: &Ctx, id: &str) -> Response {
 }
 
 async fn render_push_wait(ctx: &Ctx, id: &str, error: Option<String>) -> Response {
-    let Some(pending) = &ctx.pending else {
+    let Some(pending) = &ctx.half_signed_in else {
         return after_denial(ctx, id).await;
     };
     let found = match ctx.state.identity().push_state(id).await {
@@ -306,7 +299,7 @@ async fn push_wait_page(ctx: Ctx, Path(id): Path<String>) -> Response {
 /// The waiting page's form: signs in once the phone approved (the page's
 /// script submits it by itself then).
 async fn push_continue(ctx: Ctx, Path(id): Path<String>) -> Response {
-    let Some(pending) = &ctx.pending else {
+    let Some(pending) = &ctx.half_signed_in else {
         return after_denial(&ctx, &id).await;
     };
     let outcome = ctx
@@ -333,7 +326,15 @@ async fn push_continue(ctx: Ctx, Path(id): Path<String>) -> Response {
         Ok(PushOutcome::Expired) => render_push_wait(&ctx, &id, None).await,
         Err(SecondStepError::TooManyAttempts { retry_after }) => {
             let error = Refusal::too_many_attempts(retry_after).text(ctx.t());
-            second_step_page(&ctx, Some("choose"), StatusCode::TOO_MANY_REQUESTS, Some(error), None).await
+            second_step_page(
+                &ctx,
+                pending,
+                Some("choose"),
+                StatusCode::TOO_MANY_REQUESTS,
+                Some(error),
+                None,
+            )
+            .await
         }
         Err(SecondStepError::Store(e)) => ctx.failure(e),
         Err(_) => Redirect::to("/signin/second-factor").into_response(),
@@ -377,7 +378,7 @@ struct DoneQuery {
     done: Option<String>,
 }
 
-async fn two_factor_page(ctx: Ctx, Query(q): Query<DoneQuery>) -> Response {
+async fn two_factor_page(ctx: ConsoleUser, Query(q): Query<DoneQuery>) -> Response {
     let notice = q.done.as_deref().and_then(|done| match done {
         "method_added" | "method_removed" | "two_factor_off" | "default_set" => {
             Some(ctx.t().t(&format!("two_factor.done_{done}")).to_owned())
@@ -387,10 +388,13 @@ async fn two_factor_page(ctx: Ctx, Query(q): Query<DoneQuery>) -> Response {
     render_two_factor(&ctx, StatusCode::OK, notice, None).await
 }
 
-async fn render_two_factor(ctx: &Ctx, status: StatusCode, notice: Option<String>, error: Option<String>) -> Response {
-    let Some(user) = &ctx.user else {
-        return ctx.to_sign_in();
-    };
+async fn render_two_factor(
+    ctx: &ConsoleUser,
+    status: StatusCode,
+    notice: Option<String>,
+    error: Option<String>,
+) -> Response {
+    let user = &ctx.user;
     let s = match ctx.state.identity().two_factor(&user.account.id).await {
         Ok(s) => s,
         Err(e) => return ctx.failure(e),
@@ -444,10 +448,8 @@ struct DefaultForm {
     method: String,
 }
 
-async fn set_default_method(ctx: Ctx, Form(form): Form<DefaultForm>) -> Response {
-    let Some(user) = &ctx.user else {
-        return ctx.to_sign_in();
-    };
+async fn set_default_method(ctx: ConsoleUser, Form(form): Form<DefaultForm>) -> Response {
+    let user = &ctx.user;
     let Some(kind) = FactorKind::parse(&form.method) else {
         return (StatusCode::BAD_REQUEST, "unknown method").into_response();
     };
@@ -478,10 +480,8 @@ struct NameForm {
     name: String,
 }
 
-async fn begin_totp(ctx: Ctx, Form(form): Form<NameForm>) -> Response {
-    let Some(user) = &ctx.user else {
-        return ctx.to_sign_in();
-    };
+async fn begin_totp(ctx: ConsoleUser, Form(form): Form<NameForm>) -> Response {
+    let user = &ctx.user;
     let name = if form.name.trim().is_empty() {
         ctx.t().t("method.totp").to_owned()
     } else {
@@ -532,10 +532,8 @@ struct ConfirmForm {
     name: String,
 }
 
-async fn confirm_totp(ctx: Ctx, Path(id): Path<String>, Form(form): Form<ConfirmForm>) -> Response {
-    let Some(user) = &ctx.user else {
-        return ctx.to_sign_in();
-    };
+async fn confirm_totp(ctx: ConsoleUser, Path(id): Path<String>, Form(form): Form<ConfirmForm>) -> Response {
+    let user = &ctx.user;
     let identity = ctx.state.identity();
     match identity
         .confirm_totp(&user.account.id, &id, &form.code, &user.client)
@@ -556,7 +554,7 @@ async fn confirm_totp(ctx: Ctx, Path(id): Path<String>, Form(form): Form<Confirm
     }
 }
 
-async fn expired(ctx: &Ctx) -> Response {
+async fn expired(ctx: &ConsoleUser) -> Response {
     let error = Some(ctx.t().t("two_factor.enrolment_expired").to_owned());
     render_two_factor(ctx, StatusCode::GONE, None, error).await
 }
@@ -567,10 +565,8 @@ struct PasswordForm {
     password: String,
 }
 
-async fn remove_method(ctx: Ctx, Path(id): Path<String>, Form(form): Form<PasswordForm>) -> Response {
-    let Some(user) = &ctx.user else {
-        return ctx.to_sign_in();
-    };
+async fn remove_method(ctx: ConsoleUser, Path(id): Path<String>, Form(form): Form<PasswordForm>) -> Response {
+    let user = &ctx.user;
     let identity = ctx.state.identity();
     let password = Some(form.password.as_str()).filter(|p| !p.is_empty());
     match identity
@@ -612,10 +608,8 @@ fn render_backup_codes(ctx: &Ctx, codes: Vec<String>, first_time: bool) -> Respo
     response
 }
 
-async fn regenerate_backup_codes(ctx: Ctx, Form(form): Form<PasswordForm>) -> Response {
-    let Some(user) = &ctx.user else {
-        return ctx.to_sign_in();
-    };
+async fn regenerate_backup_codes(ctx: ConsoleUser, Form(form): Form<PasswordForm>) -> Response {
+    let user = &ctx.user;
     match ctx
         .state
         .identity()
@@ -634,10 +628,8 @@ async fn regenerate_backup_codes(ctx: Ctx, Form(form): Form<PasswordForm>) -> Re
 /// The codes the page just showed, as a text file. They come back from
 /// the page's own form (the server keeps only digests); anything that is
 /// not a backup code is refused.
-async fn download_backup_codes(ctx: Ctx, Form(fields): Form<Vec<(String, String)>>) -> Response {
-    let Some(user) = &ctx.user else {
-        return ctx.to_sign_in();
-    };
+async fn download_backup_codes(ctx: ConsoleUser, Form(fields): Form<Vec<(String, String)>>) -> Response {
+    let user = &ctx.user;
     let codes: Vec<&str> = fields
         .iter()
         .filter(|(k, _)| k == "code")
@@ -693,15 +685,13 @@ struct AppPasswordsPage {
 }
 
 async fn render_app_passwords(
-    ctx: &Ctx,
+    ctx: &ConsoleUser,
     status: StatusCode,
     notice: Option<String>,
     error: Option<String>,
     created: Option<(String, String)>,
 ) -> Response {
-    let Some(user) = &ctx.user else {
-        return ctx.to_sign_in();
-    };
+    let user = &ctx.user;
     let identity = ctx.state.identity();
     let (list, s) = match (
         identity.app_passwords(&user.account.id).await,
@@ -744,7 +734,7 @@ async fn render_app_passwords(
     response
 }
 
-async fn app_passwords_page(ctx: Ctx, Query(q): Query<DoneQuery>) -> Response {
+async fn app_passwords_page(ctx: ConsoleUser, Query(q): Query<DoneQuery>) -> Response {
     let notice = q
         .done
         .filter(|d| d == "revoked")
@@ -752,10 +742,8 @@ async fn app_passwords_page(ctx: Ctx, Query(q): Query<DoneQuery>) -> Response {
     render_app_passwords(&ctx, StatusCode::OK, notice, None, None).await
 }
 
-async fn create_app_password(ctx: Ctx, Form(form): Form<NameForm>) -> Response {
-    let Some(user) = &ctx.user else {
-        return ctx.to_sign_in();
-    };
+async fn create_app_password(ctx: ConsoleUser, Form(form): Form<NameForm>) -> Response {
+    let user = &ctx.user;
     match ctx
         .state
         .identity()
@@ -773,10 +761,8 @@ async fn create_app_password(ctx: Ctx, Form(form): Form<NameForm>) -> Response {
     }
 }
 
-async fn revoke_app_password(ctx: Ctx, Path(id): Path<String>) -> Response {
-    let Some(user) = &ctx.user else {
-        return ctx.to_sign_in();
-    };
+async fn revoke_app_password(ctx: ConsoleUser, Path(id): Path<String>) -> Response {
+    let user = &ctx.user;
     match ctx
         .state
         .identity()
@@ -828,14 +814,12 @@ struct LinkedForm {
 /// verification on, else back to the 2FA page; the same page again while
 /// the app has not linked.
 async fn authenticator_linked(
-    ctx: Ctx,
+    ctx: ConsoleUser,
     headers: axum::http::HeaderMap,
     Path(id): Path<String>,
     Form(form): Form<LinkedForm>,
 ) -> Response {
-    let Some(user) = &ctx.user else {
-        return ctx.to_sign_in();
-    };
+    let user = &ctx.user;
     match ctx.state.identity().linked_device(&user.account, &id).await {
         Ok((true, Some(codes))) => render_backup_codes(&ctx, codes, true),
         Ok((true, None)) => Redirect::to("/security/two-factor?done=method_added").into_response(),
@@ -852,10 +836,8 @@ async fn authenticator_linked(
     }
 }
 
-async fn begin_authenticator(ctx: Ctx, headers: axum::http::HeaderMap, Form(form): Form<NameForm>) -> Response {
-    let Some(user) = &ctx.user else {
-        return ctx.to_sign_in();
-    };
+async fn begin_authenticator(ctx: ConsoleUser, headers: axum::http::HeaderMap, Form(form): Form<NameForm>) -> Response {
+    let user = &ctx.user;
     let name = if form.name.trim().is_empty() {
         ctx.t().t("method.authenticator").to_owned()
     } else {
@@ -886,10 +868,8 @@ struct SecurityKeyEnrolPage {
     error: Option<String>,
 }
 
-async fn begin_security_key(ctx: Ctx, Form(form): Form<NameForm>) -> Response {
-    let Some(user) = &ctx.user else {
-        return ctx.to_sign_in();
-    };
+async fn begin_security_key(ctx: ConsoleUser, Form(form): Form<NameForm>) -> Response {
+    let user = &ctx.user;
     let name = if form.name.trim().is_empty() {
         ctx.t().t("method.security_key").to_owned()
     } else {
@@ -919,10 +899,8 @@ struct CredentialForm {
     credential: String,
 }
 
-async fn finish_security_key(ctx: Ctx, Path(id): Path<String>, Form(form): Form<CredentialForm>) -> Response {
-    let Some(user) = &ctx.user else {
-        return ctx.to_sign_in();
-    };
+async fn finish_security_key(ctx: ConsoleUser, Path(id): Path<String>, Form(form): Form<CredentialForm>) -> Response {
+    let user = &ctx.user;
     let credential = serde_json::from_str(&form.credential).unwrap_or_default();
     match ctx
         .state
@@ -968,10 +946,8 @@ struct PhoneForm {
     phone: String,
 }
 
-async fn begin_sms(ctx: Ctx, Form(form): Form<PhoneForm>) -> Response {
-    let Some(user) = &ctx.user else {
-        return ctx.to_sign_in();
-    };
+async fn begin_sms(ctx: ConsoleUser, Form(form): Form<PhoneForm>) -> Response {
+    let user = &ctx.user;
     match ctx
         .state
         .identity()
@@ -987,10 +963,8 @@ async fn begin_sms(ctx: Ctx, Form(form): Form<PhoneForm>) -> Response {
     }
 }
 
-async fn confirm_sms(ctx: Ctx, Path(id): Path<String>, Form(form): Form<ConfirmForm>) -> Response {
-    let Some(user) = &ctx.user else {
-        return ctx.to_sign_in();
-    };
+async fn confirm_sms(ctx: ConsoleUser, Path(id): Path<String>, Form(form): Form<ConfirmForm>) -> Response {
+    let user = &ctx.user;
     let identity = ctx.state.identity();
     match identity
         .confirm_sms(&user.account.id, &id, &form.code, &user.client)
@@ -1009,8 +983,8 @@ async fn confirm_sms(ctx: Ctx, Path(id): Path<String>, Form(form): Form<ConfirmF
 }
 
 /// The masked number of a pending SMS enrolment, for showing it again.
-async fn pending_phone(ctx: &Ctx, id: &str) -> String {
-    let Some(user) = &ctx.user else { return String::new() };
+async fn pending_phone(ctx: &ConsoleUser, id: &str) -> String {
+    let user = &ctx.user;
     ctx.state
         .identity()
         .pending_method_name(&user.account.id, id)
@@ -1020,10 +994,8 @@ async fn pending_phone(ctx: &Ctx, id: &str) -> String {
         .unwrap_or_default()
 }
 
-async fn resend_sms(ctx: Ctx, Path(id): Path<String>) -> Response {
-    let Some(user) = &ctx.user else {
-        return ctx.to_sign_in();
-    };
+async fn resend_sms(ctx: ConsoleUser, Path(id): Path<String>) -> Response {
+    let user = &ctx.user;
     match ctx
         .state
         .identity()

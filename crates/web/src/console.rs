@@ -11,7 +11,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use axum::{Form, Router};
-use identity::{IdentityError, SessionStage, SetupRequest, SignIn, SignInError};
+use identity::{IdentityError, Purpose, SessionStage, SetupRequest, SignIn, SignInError};
 use serde::Deserialize;
 
 use crate::AppState;
@@ -72,14 +72,20 @@ pub struct Ctx {
     leave_org: Option<String>,
 }
 
-/// Console paths a member blocked by an organization's two-step
-/// requirement may still use: enrolment, signing out, the language, the
-/// static files, and leaving an organization.
-pub(crate) fn open_while_blocked(path: &str) -> bool {
-    path.starts_with("/security/two-factor")
-        || path.starts_with("/static/")
-        || matches!(path, "/signout" | "/language")
-        || (path.starts_with("/orgs/") && path.ends_with("/leave"))
+/// What a console path is for, for [`identity::Access::allows`]; the
+/// static files count as part of enrolling (its pages need them).
+pub(crate) fn purpose(path: &str) -> Purpose {
+    if path.starts_with("/security/two-factor") || path.starts_with("/static/") {
+        Purpose::Enrol
+    } else if path == "/signout" {
+        Purpose::SignOut
+    } else if path == "/language" {
+        Purpose::Language
+    } else if path.starts_with("/orgs/") && path.ends_with("/leave") {
+        Purpose::LeaveOrganization
+    } else {
+        Purpose::Other
+    }
 }
 
 fn lang_of(headers: &HeaderMap) -> Lang {
@@ -227,10 +233,7 @@ impl FromRequestParts<AppState> for Ctx {
             Err(e) => return Err(context_from(state, parts, None).failure(e)),
         };
         if let Some(user) = &ctx.signed_in {
-            ctx.requirement = match state.identity().two_factor_requirement(&user.account).await {
-                Ok(r) => r,
-                Err(e) => return Err(ctx.failure(e)),
-            };
+            ctx.requirement = user.access.requirement().cloned();
             if let Some(r) = &ctx.requirement {
                 let memberships = match state.identity().memberships(&user.account.id).await {
                     Ok(m) => m,
@@ -241,8 +244,7 @@ impl FromRequestParts<AppState> for Ctx {
                     .find(|m| m.org_id == r.org_id && m.role.may_leave())
                     .map(|m| m.org_id.clone());
             }
-            let blocked = ctx.requirement.as_ref().is_some_and(|r| r.blocked);
-            if blocked && !open_while_blocked(parts.uri.path()) {
+            if !user.access.allows(purpose(parts.uri.path())) {
                 return Err(Redirect::to("/security/two-factor").into_response());
             }
         }

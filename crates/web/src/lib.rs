@@ -248,7 +248,7 @@ pub const CONSOLE_ROUTES: &[(&str, &str)] = &[
 /// still open this console path (enrolment, sign-out, language, static
 /// files, leaving).
 pub fn console_open_while_blocked(path: &str) -> bool {
-    console::open_while_blocked(path)
+    console::purpose(path) != identity::Purpose::Other
 }
 
 /// The OpenAPI document, as served at `/api/v1/openapi.json`.

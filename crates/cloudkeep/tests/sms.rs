@@ -213,12 +213,26 @@ async fn the_member_picks_the_method_offered_first() {
                 .json(&serde_json::json!({"method": method}))
                 .send()
         };
+        // The console's second step opens on the method the API offers first.
+        let console_offers = |kind: &str| {
+            let input = format!(r#"name="method" value="{kind}""#);
+            let server = &server;
+            async move { console_password_step(server, &browser()).await.contains(&input) }
+        };
         assert_eq!(put("totp").await.unwrap().status(), 204);
         assert_eq!(api_password_step(&server, &browser()).await["default_method"], "totp");
+        assert!(
+            console_offers("totp").await,
+            "the console offers the member's choice, TOTP"
+        );
         let (_, s) = json(member.get(server.url("/api/v1/me/two-factor")).send().await.unwrap()).await;
         assert_eq!(s["default_method"], "totp");
         assert_eq!(put("sms").await.unwrap().status(), 204);
         assert_eq!(api_password_step(&server, &browser()).await["default_method"], "sms");
+        assert!(
+            console_offers("sms").await,
+            "the console offers the member's choice, SMS"
+        );
         let (status, body) = json(put("pigeon").await.unwrap()).await;
         assert_eq!((status, body["error"]["code"].as_str()), (400, Some("invalid_request")));
     }

@@ -13,6 +13,7 @@
 //! the binary.
 #![forbid(unsafe_code)]
 
+mod access;
 mod account;
 mod attempt;
 mod audit;
@@ -39,6 +40,7 @@ mod store;
 mod sync_user_id;
 mod two_factor;
 
+pub use access::{Access, Purpose};
 pub use account::{Account, AccountId, NewAccount};
 pub use audit::{EventKind, SecurityEvent};
 pub use authenticator::{AuthenticatorLink, LinkedDevice};
@@ -69,4 +71,4 @@ pub use store::{
     ThrottleReservation,
 };
 pub use sync_user_id::SyncUserId;
-pub use two_factor::{SecondStep, SecondStepError, TotpEnrollment};
+pub use two_factor::{SecondStep, SecondStepError, StepRequest, TotpEnrollment};

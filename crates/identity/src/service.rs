@@ -4,6 +4,7 @@
 use std::net::IpAddr;
 use std::sync::Arc;
 
+use crate::access::Access;
 use crate::account::{Account, NewAccount, parse_name};
 use crate::attempt::ThrottleKey;
 use crate::audit::{EventKind, SecurityEvent};
@@ -428,9 +429,7 @@ impl Identity {
         // Success forgets this person's failures, but not the network's: one
         // valid account must not let a machine reset its own counter.
         let releases = attempt.releases();
-        let factors = self.store.second_factors(&account.id).await?;
-        let challenge = Challenge::for_factors(&factors, account.default_method);
-        let Some(challenge) = challenge else {
+        let Some(challenge) = self.challenge(&account).await? else {
             let opened = self.open_session(
                 account,
                 request.remember,
@@ -529,13 +528,25 @@ impl Identity {
 
     // ---- sessions ----------------------------------------------------------
 
-    /// The live session and account behind a cookie token, refreshing its
-    /// last-seen time now and then. Expired sessions are deleted.
-    pub async fn session(&self, token: &str, client: &ClientInfo) -> Result<Option<(Session, Account)>, StoreError> {
+    /// The live session and account behind a cookie token, and what the
+    /// session may do now, refreshing its last-seen time now and then.
+    /// Expired sessions are deleted.
+    pub async fn session(
+        &self,
+        token: &str,
+        client: &ClientInfo,
+    ) -> Result<Option<(Session, Account, Access)>, StoreError> {
         let Some((session, account)) = self.store.session_by_token_hash(&token_hash(token)).await? else {
             return Ok(None);
         };
-        Ok(self.live_session(session, client).await?.map(|s| (s, account)))
+        let Some(session) = self.live_session(session, client).await? else {
+            return Ok(None);
+        };
+        let access = match session.stage {
+            SessionStage::SignedIn => Access::signed_in(self.two_factor_requirement(&account).await?),
+            SessionStage::SecondFactor => Access::SecondStep,
+        };
+        Ok(Some((session, account, access)))
     }
 
     /// `session` unless it has expired (then it is deleted), its last-seen

@@ -49,6 +49,43 @@ pub enum SecondStep {
     },
 }
 
+/// What a request to the second step asks for. A method that first sends
+/// or shows something (an SMS code, a push request, a security key's
+/// challenge), named without its proof, asks for that; anything else is a
+/// proof to check.
+#[derive(Debug, Clone)]
+pub enum StepRequest {
+    /// Send a code by SMS ([`Identity::send_sign_in_sms`]).
+    SendSms,
+    /// Ask the authenticator app to approve ([`Identity::begin_push`]).
+    Push,
+    /// The challenge for a security key
+    /// ([`Identity::begin_security_key_sign_in`]).
+    SecurityKeyChallenge,
+    Check(SecondStep),
+}
+
+impl StepRequest {
+    /// Reads `method`, `code` and `credential` as the API's JSON and the
+    /// console's form both send them; `None` for an unknown method.
+    pub fn parse(method: &str, code: String, credential: Option<serde_json::Value>) -> Option<Self> {
+        let blank = code.trim().is_empty();
+        Some(match method {
+            "totp" => Self::Check(SecondStep::Totp(code)),
+            "backup_code" => Self::Check(SecondStep::BackupCode(code)),
+            "sms" if blank => Self::SendSms,
+            "sms" => Self::Check(SecondStep::Sms(code)),
+            "authenticator" if blank => Self::Push,
+            // The app's offline code is a TOTP code.
+            "authenticator" => Self::Check(SecondStep::Totp(code)),
+            "security_key" => {
+                credential.map_or(Self::SecurityKeyChallenge, |c| Self::Check(SecondStep::SecurityKey(c)))
+            }
+            _ => return None,
+        })
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum SecondStepError {
     #[error("the code is wrong; {attempts_left} attempts left")]
@@ -91,6 +128,13 @@ impl Identity {
             backup_codes_remaining,
             default_method,
         })
+    }
+
+    /// What the second sign-in step offers the account, and which method
+    /// first: the one rule the API's answer and the console's page follow.
+    pub async fn challenge(&self, account: &Account) -> Result<Option<Challenge>, StoreError> {
+        let factors = self.store().second_factors(&account.id).await?;
+        Ok(Challenge::for_factors(&factors, account.default_method))
     }
 
     /// The kind to offer first at sign-in; it must be enrolled.
@@ -478,5 +522,33 @@ impl Identity {
             digest,
         };
         Ok((Some(proof), Some(unused.len() - 1)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parsed(method: &str, code: &str, credential: Option<serde_json::Value>) -> String {
+        format!("{:?}", StepRequest::parse(method, code.into(), credential))
+    }
+
+    #[test]
+    fn a_method_without_its_proof_asks_for_one() {
+        assert_eq!(parsed("sms", " ", None), "Some(SendSms)");
+        assert_eq!(parsed("authenticator", "", None), "Some(Push)");
+        assert_eq!(parsed("security_key", "", None), "Some(SecurityKeyChallenge)");
+        assert_eq!(parsed("sms", "123456", None), r#"Some(Check(Sms("123456")))"#);
+        assert_eq!(
+            parsed("authenticator", "123456", None),
+            r#"Some(Check(Totp("123456")))"#
+        );
+        assert_eq!(
+            parsed("security_key", "", Some(serde_json::json!({}))),
+            "Some(Check(SecurityKey(Object {})))"
+        );
+        assert_eq!(parsed("totp", "", None), r#"Some(Check(Totp("")))"#);
+        assert_eq!(parsed("backup_code", "x", None), r#"Some(Check(BackupCode("x")))"#);
+        assert_eq!(parsed("pigeon", "1", None), "None");
     }
 }

@@ -11,8 +11,7 @@ use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::{Json, Router};
-use identity::credential::sms::PhoneRejected;
-use identity::{IdentityError, SecondStep, SecondStepError, SignIn, SignInError, SmsError};
+use identity::{SecondStepError, SignIn, SignInError, StepRequest};
 use serde::{Deserialize, Serialize};
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, SecurityScheme};
 use utoipa::{Modify, OpenApi, ToSchema};
@@ -478,37 +477,6 @@ pub(crate) fn request_lang(headers: &HeaderMap) -> &'static str {
         .code()
 }
 
-/// Maps SMS refusals to API errors.
-pub fn sms_error(e: SmsError) -> ApiError {
-    use StatusCode as S;
-    let message = e.to_string();
-    match e {
-        SmsError::Phone(PhoneRejected::Invalid) => ApiError::new(S::UNPROCESSABLE_ENTITY, "invalid_phone", message),
-        SmsError::Phone(PhoneRejected::CountryNotAllowed { .. }) => {
-            ApiError::new(S::UNPROCESSABLE_ENTITY, "phone_country_not_allowed", message)
-        }
-        SmsError::TooSoon { retry_after } => ApiError {
-            code: "sms_too_soon",
-            message,
-            ..ApiError::too_many_attempts(retry_after)
-        },
-        SmsError::DailyCap { retry_after } => ApiError {
-            code: "sms_daily_limit",
-            message,
-            ..ApiError::too_many_attempts(retry_after)
-        },
-        SmsError::Send(inner) => {
-            tracing::warn!(error = %inner, "SMS delivery failed");
-            ApiError::new(
-                S::BAD_GATEWAY,
-                "sms_failed",
-                "the SMS could not be sent; try again later or use another method",
-            )
-        }
-        SmsError::NoNumber => ApiError::new(S::CONFLICT, "no_sms_method", message),
-    }
-}
-
 /// The second sign-in step: a TOTP code, a backup code, an SMS code
 /// (`{"method":"sms"}` first, to have it sent), or a security key
 /// (`{"method":"security_key"}` first, for the challenge).
@@ -525,10 +493,16 @@ async fn second_factor(
     headers: HeaderMap,
     ApiJson(body): ApiJson<SecondFactorBody>,
 ) -> Result<Response, ApiError> {
-    let step = match body.method.as_str() {
-        "totp" => SecondStep::Totp(body.code),
-        "backup_code" => SecondStep::BackupCode(body.code),
-        "sms" if body.code.trim().is_empty() => {
+    let request = StepRequest::parse(&body.method, body.code, body.credential).ok_or_else(|| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "method must be totp, backup_code, sms, security_key or authenticator",
+        )
+    })?;
+    let step = match request {
+        StepRequest::Check(step) => step,
+        StepRequest::SendSms => {
             let sent = state
                 .identity()
                 .send_sign_in_sms(&pending.session, &pending.account, request_lang(&headers))
@@ -539,42 +513,31 @@ async fn second_factor(
                     phone,
                 })
                 .into_response()),
-                Err(SecondStepError::Sms(e)) => Err(sms_error(e)),
+                Err(SecondStepError::Sms(e)) => Err(ApiError::from(e)),
                 Err(SecondStepError::Store(e)) => Err(ApiError::internal(e)),
                 Err(_) => Err(ApiError::not_signed_in()),
             };
         }
-        "sms" => SecondStep::Sms(body.code),
-        "authenticator" => return crate::api_push::begin(&state, &pending).await,
-        "security_key" => match body.credential {
-            Some(credential) => SecondStep::SecurityKey(credential),
-            None => {
-                let options = state
-                    .identity()
-                    .begin_security_key_sign_in(&pending.session, &pending.account)
-                    .await;
-                return match options {
-                    Ok(public_key) => Ok(Json(ChallengeBody {
-                        status: "challenge".to_owned(),
-                        public_key,
-                    })
-                    .into_response()),
-                    Err(SecondStepError::NoSecurityKey) => Err(ApiError::new(
-                        StatusCode::CONFLICT,
-                        "no_security_key",
-                        "no security key is set up",
-                    )),
-                    Err(SecondStepError::Store(e)) => Err(ApiError::internal(e)),
-                    Err(_) => Err(ApiError::not_signed_in()),
-                };
-            }
-        },
-        _ => {
-            return Err(ApiError::new(
-                StatusCode::BAD_REQUEST,
-                "invalid_request",
-                "method must be totp, backup_code, sms, security_key or authenticator",
-            ));
+        StepRequest::Push => return crate::api_push::begin(&state, &pending).await,
+        StepRequest::SecurityKeyChallenge => {
+            let options = state
+                .identity()
+                .begin_security_key_sign_in(&pending.session, &pending.account)
+                .await;
+            return match options {
+                Ok(public_key) => Ok(Json(ChallengeBody {
+                    status: "challenge".to_owned(),
+                    public_key,
+                })
+                .into_response()),
+                Err(SecondStepError::NoSecurityKey) => Err(ApiError::new(
+                    StatusCode::CONFLICT,
+                    "no_security_key",
+                    "no security key is set up",
+                )),
+                Err(SecondStepError::Store(e)) => Err(ApiError::internal(e)),
+                Err(_) => Err(ApiError::not_signed_in()),
+            };
         }
     };
     let device = cookies::get(&headers, DEVICE_COOKIE);
@@ -609,7 +572,7 @@ async fn second_factor(
         }
         Err(SecondStepError::TooManyAttempts { retry_after }) => Err(ApiError::too_many_attempts(retry_after)),
         Err(SecondStepError::NotPending) => Err(ApiError::not_signed_in()),
-        Err(SecondStepError::Sms(e)) => Err(sms_error(e)),
+        Err(SecondStepError::Sms(e)) => Err(ApiError::from(e)),
         Err(SecondStepError::NoSecurityKey) => Err(ApiError::new(
             StatusCode::CONFLICT,
             "no_security_key",
@@ -711,8 +674,7 @@ async fn set_notification(
     state
         .identity()
         .set_notice_wanted(&user.account.id, kind, body.enabled)
-        .await
-        .map_err(identity_error)?;
+        .await?;
     Ok(Json(notifications_of(&state, &user.account.id).await?))
 }
 
@@ -760,46 +722,8 @@ async fn change_password(
     state
         .identity()
         .change_password(&user.session, &body.current_password, &body.new_password, &user.client)
-        .await
-        .map_err(identity_error)?;
+        .await?;
     Ok(status("password_changed"))
-}
-
-/// Maps the identity service's errors to API errors.
-pub fn identity_error(e: IdentityError) -> ApiError {
-    use StatusCode as S;
-    match e {
-        IdentityError::WrongPassword => {
-            ApiError::new(S::BAD_REQUEST, "wrong_password", "the current password is wrong")
-        }
-        IdentityError::Password(rejected) => {
-            ApiError::new(S::UNPROCESSABLE_ENTITY, rejected.code(), rejected.to_string())
-        }
-        IdentityError::TooManyAttempts { retry_after } => ApiError::too_many_attempts(retry_after),
-        IdentityError::InvalidEmail(_) => ApiError::new(S::UNPROCESSABLE_ENTITY, "invalid_email", e.to_string()),
-        IdentityError::InvalidName => ApiError::new(S::UNPROCESSABLE_ENTITY, "invalid_name", e.to_string()),
-        IdentityError::EmailTaken => ApiError::new(S::CONFLICT, "email_taken", e.to_string()),
-        IdentityError::OrganizationNameTaken => ApiError::new(S::CONFLICT, "organization_name_taken", e.to_string()),
-        IdentityError::UnknownOrganization(_) => ApiError::new(S::NOT_FOUND, "unknown_organization", e.to_string()),
-        IdentityError::SetupUnavailable => ApiError::new(S::GONE, "setup_unavailable", e.to_string()),
-        IdentityError::Role(_) => ApiError::new(S::FORBIDDEN, "not_allowed", e.to_string()),
-        IdentityError::PasswordRequired => ApiError::new(
-            S::FORBIDDEN,
-            "password_required",
-            "confirm with your password (it counts for five minutes)",
-        ),
-        IdentityError::WrongCode => ApiError::new(S::BAD_REQUEST, "invalid_code", e.to_string()),
-        IdentityError::TwoFactorOff => ApiError::new(S::CONFLICT, "two_factor_off", e.to_string()),
-        IdentityError::NotFound => ApiError::new(S::NOT_FOUND, "not_found", e.to_string()),
-        IdentityError::Sms(inner) => sms_error(inner),
-        IdentityError::InvalidDeviceKey => ApiError::new(S::UNPROCESSABLE_ENTITY, "invalid_device_key", e.to_string()),
-        IdentityError::SecurityKeysUnavailable => {
-            ApiError::new(S::CONFLICT, "security_keys_unavailable", e.to_string())
-        }
-        IdentityError::SecurityKeyRefused(_) => ApiError::new(S::BAD_REQUEST, "security_key_refused", e.to_string()),
-        IdentityError::MailRequired => ApiError::new(S::UNPROCESSABLE_ENTITY, "mail_required", e.to_string()),
-        IdentityError::Store(inner) => ApiError::internal(inner),
-    }
 }
 
 #[derive(Serialize, ToSchema)]

@@ -10,7 +10,6 @@ use utoipa::ToSchema;
 
 use crate::AppState;
 use crate::api::{ApiJson, ApiPath};
-use crate::api_org::org_error;
 use crate::auth::ApiUser;
 use crate::error::{ApiError, ErrorBody};
 
@@ -70,7 +69,7 @@ pub fn drive_error(e: DriveError) -> ApiError {
         DriveError::ManagerAlwaysWrites => {
             ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "manager_always_writes", message)
         }
-        DriveError::Org(inner) => org_error(inner),
+        DriveError::Org(inner) => ApiError::from(inner),
         DriveError::Store(inner) => ApiError::internal(inner),
     }
 }

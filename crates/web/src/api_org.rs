@@ -5,41 +5,14 @@
 use axum::Json;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
-use identity::{OrgError, Role};
+use identity::Role;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::AppState;
-use crate::api::{ApiJson, ApiPath, ApiQuery, StatusBody, identity_error, status};
+use crate::api::{ApiJson, ApiPath, ApiQuery, StatusBody, status};
 use crate::auth::{ApiUser, any_session};
 use crate::error::{ApiError, ErrorBody};
-
-/// Maps organization refusals to API errors.
-pub fn org_error(e: OrgError) -> ApiError {
-    use StatusCode as S;
-    let message = e.to_string();
-    match e {
-        OrgError::NotFound => ApiError::new(S::NOT_FOUND, "not_found", message),
-        OrgError::NotAllowed(identity::RoleError::LastLegalRepresentative) => {
-            ApiError::new(S::CONFLICT, "last_legal_representative", message)
-        }
-        OrgError::NotAllowed(_) => ApiError::new(S::FORBIDDEN, "not_allowed", message),
-        OrgError::ActorNeedsTwoFactor => ApiError::new(S::FORBIDDEN, "two_factor_required_for_you", message),
-        OrgError::NotConfirmed => ApiError::new(S::BAD_REQUEST, "confirmation_required", message),
-        OrgError::InvalidGrace => ApiError::new(S::UNPROCESSABLE_ENTITY, "invalid_grace_days", message),
-        OrgError::InvalidEmail(_) => ApiError::new(S::UNPROCESSABLE_ENTITY, "invalid_email", message),
-        OrgError::AlreadyMember(_) => ApiError::new(S::CONFLICT, "already_member", message),
-        OrgError::WrongInvitee => ApiError::new(S::FORBIDDEN, "wrong_invitee", message),
-        OrgError::InvitationUnavailable => ApiError::new(S::GONE, "invitation_unavailable", message),
-        OrgError::AlertTooSoon { retry_after } => ApiError {
-            code: "alert_too_soon",
-            message,
-            ..ApiError::too_many_attempts(retry_after)
-        },
-        OrgError::Identity(inner) => identity_error(*inner),
-        OrgError::Store(inner) => ApiError::internal(inner),
-    }
-}
 
 #[derive(Serialize, ToSchema)]
 pub struct MemberBody {
@@ -109,11 +82,7 @@ pub async fn members(
             ));
         }
     };
-    let (org, members, counts) = state
-        .identity()
-        .members(&user.account, &org, filter)
-        .await
-        .map_err(org_error)?;
+    let (org, members, counts) = state.identity().members(&user.account, &org, filter).await?;
     Ok(Json(MembersBody {
         organization: org.name,
         counts: CountsBody {
@@ -171,8 +140,7 @@ pub async fn invite(
     let token = state
         .identity()
         .invite(&user.account, &org, &body.email, role, &base)
-        .await
-        .map_err(org_error)?;
+        .await?;
     Ok((
         StatusCode::CREATED,
         Json(InvitationBody {
@@ -204,8 +172,7 @@ pub async fn set_role(
     state
         .identity()
         .set_member_role(&user.account, &org, &member, role)
-        .await
-        .map_err(org_error)?;
+        .await?;
     Ok(status("updated"))
 }
 
@@ -218,11 +185,7 @@ pub async fn remove_member(
     ApiUser(user): ApiUser,
     ApiPath((org, member)): ApiPath<(String, String)>,
 ) -> Result<Json<StatusBody>, ApiError> {
-    state
-        .identity()
-        .remove_member(&user.account, &org, &member)
-        .await
-        .map_err(org_error)?;
+    state.identity().remove_member(&user.account, &org, &member).await?;
     Ok(status("removed"))
 }
 
@@ -235,7 +198,7 @@ pub async fn leave(
     ApiUser(user): ApiUser,
     ApiPath(org): ApiPath<String>,
 ) -> Result<Json<StatusBody>, ApiError> {
-    state.identity().leave(&user.account, &org).await.map_err(org_error)?;
+    state.identity().leave(&user.account, &org).await?;
     Ok(status("left"))
 }
 
@@ -252,8 +215,7 @@ pub async fn security_alert(
     state
         .identity()
         .send_security_alert(&user.account, &org, &member)
-        .await
-        .map_err(org_error)?;
+        .await?;
     Ok(status("sent"))
 }
 
@@ -290,8 +252,7 @@ pub async fn security_alerts(
     let sent = state
         .identity()
         .alert_members_without_two_factor(&user.account, &org)
-        .await
-        .map_err(org_error)?;
+        .await?;
     Ok(Json(SentBody { sent }))
 }
 
@@ -336,11 +297,7 @@ pub async fn policy(
     ApiUser(user): ApiUser,
     ApiPath(org): ApiPath<String>,
 ) -> Result<Json<PolicyBody>, ApiError> {
-    let p = state
-        .identity()
-        .org_policy(&user.account, &org)
-        .await
-        .map_err(org_error)?;
+    let p = state.identity().org_policy(&user.account, &org).await?;
     Ok(Json(p.into()))
 }
 
@@ -368,8 +325,7 @@ pub async fn set_policy(
             body.grace_days,
             body.confirm,
         )
-        .await
-        .map_err(org_error)?;
+        .await?;
     Ok(Json(p.into()))
 }
 
@@ -394,11 +350,7 @@ pub async fn events(
     ApiUser(user): ApiUser,
     ApiPath(org): ApiPath<String>,
 ) -> Result<Json<OrgEventsBody>, ApiError> {
-    let events = state
-        .identity()
-        .org_events(&user.account, &org, 100)
-        .await
-        .map_err(org_error)?;
+    let events = state.identity().org_events(&user.account, &org, 100).await?;
     Ok(Json(OrgEventsBody {
         events: events
             .into_iter()
@@ -453,8 +405,7 @@ pub async fn accept(
     let (org, account) = state
         .identity()
         .accept_invitation(&token, session.as_ref().map(|a| &a.account), new_account)
-        .await
-        .map_err(org_error)?;
+        .await?;
     Ok(Json(AcceptedBody {
         organization: org.name,
         email: account.email.to_string(),

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::AppState;
-use crate::api::{ApiJson, ApiJsonOrEmpty, ApiPath, identity_error, request_lang};
+use crate::api::{ApiJson, ApiJsonOrEmpty, ApiPath, request_lang};
 use crate::auth::ApiUser;
 use crate::error::{ApiError, ErrorBody};
 
@@ -78,11 +78,7 @@ pub async fn set_default_method(
 ) -> Result<StatusCode, ApiError> {
     let kind = identity::FactorKind::parse(&body.method)
         .ok_or_else(|| ApiError::new(StatusCode::BAD_REQUEST, "invalid_request", "method must be totp or sms"))?;
-    state
-        .identity()
-        .set_default_method(&user.account.id, kind)
-        .await
-        .map_err(identity_error)?;
+    state.identity().set_default_method(&user.account.id, kind).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -111,11 +107,7 @@ pub async fn begin_totp(
     ApiUser(user): ApiUser,
     ApiJson(body): ApiJson<NameBody>,
 ) -> Result<Json<TotpEnrollmentBody>, ApiError> {
-    let e = state
-        .identity()
-        .begin_totp(&user.account, &body.name)
-        .await
-        .map_err(identity_error)?;
+    let e = state.identity().begin_totp(&user.account, &body.name).await?;
     let qr_svg = crate::qr::svg(&e.otpauth_uri).ok_or_else(|| ApiError::internal("QR code too long"))?;
     Ok(Json(TotpEnrollmentBody {
         id: e.id,
@@ -155,8 +147,7 @@ pub async fn confirm_totp(
     let backup_codes = state
         .identity()
         .confirm_totp(&user.account.id, &id, &body.code, &user.client)
-        .await
-        .map_err(identity_error)?;
+        .await?;
     Ok(Json(BackupCodesBody { backup_codes }))
 }
 
@@ -194,8 +185,7 @@ pub async fn remove_method(
             body.password.as_deref(),
             &user.client,
         )
-        .await
-        .map_err(identity_error)?;
+        .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -225,8 +215,7 @@ pub async fn regenerate_backup_codes(
     let backup_codes = state
         .identity()
         .regenerate_backup_codes(&user.session, &user.account, &body.password, &user.client)
-        .await
-        .map_err(identity_error)?;
+        .await?;
     Ok(Json(NewBackupCodesBody { backup_codes }))
 }
 
@@ -288,8 +277,7 @@ pub async fn create_app_password(
     let (created, password) = state
         .identity()
         .create_app_password(&user.account, &body.name, &user.client)
-        .await
-        .map_err(identity_error)?;
+        .await?;
     let body = NewAppPasswordBody {
         id: created.id,
         name: created.name,
@@ -353,8 +341,7 @@ pub async fn begin_sms(
     let e = state
         .identity()
         .begin_sms(&user.account, &body.phone, request_lang(&headers))
-        .await
-        .map_err(identity_error)?;
+        .await?;
     Ok(Json(SmsEnrollmentBody {
         id: e.id,
         phone: e.phone,
@@ -378,8 +365,7 @@ pub async fn confirm_sms(
     let backup_codes = state
         .identity()
         .confirm_sms(&user.account.id, &id, &body.code, &user.client)
-        .await
-        .map_err(identity_error)?;
+        .await?;
     Ok(Json(BackupCodesBody { backup_codes }))
 }
 
@@ -399,8 +385,7 @@ pub async fn resend_sms(
     let phone = state
         .identity()
         .resend_sms_enrolment(&user.account, &id, request_lang(&headers))
-        .await
-        .map_err(identity_error)?;
+        .await?;
     Ok(Json(SmsEnrollmentBody { id, phone }))
 }
 
@@ -425,11 +410,7 @@ pub async fn begin_security_key(
     ApiUser(user): ApiUser,
     ApiJson(body): ApiJson<NameBody>,
 ) -> Result<Json<SecurityKeyChallengeBody>, ApiError> {
-    let c = state
-        .identity()
-        .begin_security_key(&user.account, &body.name)
-        .await
-        .map_err(identity_error)?;
+    let c = state.identity().begin_security_key(&user.account, &body.name).await?;
     Ok(Json(SecurityKeyChallengeBody {
         id: c.id,
         public_key: c.options,
@@ -461,8 +442,7 @@ pub async fn finish_security_key(
     let backup_codes = state
         .identity()
         .finish_security_key(&user.account.id, &id, body.credential, &user.client)
-        .await
-        .map_err(identity_error)?;
+        .await?;
     Ok(Json(BackupCodesBody { backup_codes }))
 }
 
@@ -489,11 +469,7 @@ pub async fn begin_authenticator(
     headers: HeaderMap,
     ApiJson(body): ApiJson<NameBody>,
 ) -> Result<Json<AuthenticatorLinkBody>, ApiError> {
-    let created = state
-        .identity()
-        .begin_authenticator(&user.account, &body.name)
-        .await
-        .map_err(identity_error)?;
+    let created = state.identity().begin_authenticator(&user.account, &body.name).await?;
     let link = authenticator_link(&state.config().base_url(&headers), &created.token);
     let qr_svg = crate::qr::svg(&link).ok_or_else(|| ApiError::internal("QR code too long"))?;
     Ok(Json(AuthenticatorLinkBody {
@@ -546,7 +522,7 @@ pub async fn link_authenticator(
                 "not_found",
                 "this link was used or has expired; make a new one",
             ),
-            other => identity_error(other),
+            other => ApiError::from(other),
         })?;
     Ok(Json(LinkedDeviceBody {
         method_id: d.method_id,

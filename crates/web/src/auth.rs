@@ -2,15 +2,16 @@
 //!
 //! A session that passed only the password is not signed in: API handlers
 //! get a user only through [`ApiUser`], and console pages only through
-//! `Ctx::user`, which both refuse it, so it reaches nothing but the second
-//! step ([`ApiPending`], `Ctx::pending`) and sign-out ([`ApiSession`]).
+//! `ConsoleUser`, which both refuse it, so it reaches nothing but the
+//! second step ([`ApiPending`], `ConsolePending`) and sign-out
+//! ([`ApiSession`]).
 
 use std::net::{IpAddr, SocketAddr};
 
 use axum::extract::{ConnectInfo, FromRequestParts};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode};
-use identity::{Account, ClientInfo, Session, SessionStage, StepContext};
+use identity::{Access, Account, ClientInfo, Purpose, Session, SessionStage, StepContext};
 
 use crate::AppState;
 use crate::cookies::{self, Lifetime};
@@ -101,10 +102,13 @@ pub fn client_info(state: &AppState, parts: &Parts) -> ClientInfo {
 }
 
 /// A request with a live session; `session.stage` says how far it came.
+#[derive(Clone)]
 pub struct Authed {
     pub session: Session,
     pub account: Account,
     pub client: ClientInfo,
+    /// What the session may do, as `identity` decided.
+    pub access: Access,
 }
 
 /// The live session behind the request's cookie, at any stage.
@@ -117,10 +121,11 @@ pub async fn any_session(state: &AppState, parts: &Parts) -> Result<Option<Authe
         .identity()
         .session(token, &client)
         .await?
-        .map(|(session, account)| Authed {
+        .map(|(session, account, access)| Authed {
             session,
             account,
             client,
+            access,
         }))
 }
 
@@ -132,40 +137,42 @@ impl FromRequestParts<AppState> for ApiUser {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
-        match any_session(state, parts).await? {
-            Some(a) if a.session.stage == SessionStage::SignedIn => {
-                let requirement = state.identity().two_factor_requirement(&a.account).await?;
-                if let Some(r) = requirement.filter(|r| r.blocked)
-                    && !api_open_while_blocked(parts.method.as_str(), parts.uri.path())
-                {
-                    return Err(ApiError::new(
-                        StatusCode::FORBIDDEN,
-                        "two_factor_enrollment_required",
-                        format!(
-                            "{} requires two-step verification (required by {}): add a method under /api/v1/me/two-factor first",
-                            r.org_name, r.by
-                        ),
-                    ));
-                }
-                Ok(ApiUser(a))
-            }
-            Some(_) => Err(ApiError::new(
+        let Some(a) = any_session(state, parts).await? else {
+            return Err(ApiError::not_signed_in());
+        };
+        match &a.access {
+            Access::SecondStep => Err(ApiError::new(
                 StatusCode::UNAUTHORIZED,
                 "second_factor_required",
                 "finish signing in first: POST /api/v1/session/second-factor",
             )),
-            None => Err(ApiError::not_signed_in()),
+            Access::Enrolment(r) if !a.access.allows(api_purpose(parts.method.as_str(), parts.uri.path())) => {
+                Err(ApiError::new(
+                    StatusCode::FORBIDDEN,
+                    "two_factor_enrollment_required",
+                    format!(
+                        "{} requires two-step verification (required by {}): add a method under /api/v1/me/two-factor first",
+                        r.org_name, r.by
+                    ),
+                ))
+            }
+            _ => Ok(ApiUser(a)),
         }
     }
 }
 
-/// API routes a member blocked by an organization's two-step requirement
-/// may still use: everything enrolment needs, reading their own account,
-/// and leaving an organization (signing out needs no [`ApiUser`]).
-pub fn api_open_while_blocked(method: &str, path: &str) -> bool {
-    path.starts_with("/api/v1/me/two-factor")
-        || (method == "GET" && path == "/api/v1/me")
-        || (method == "POST" && path.starts_with("/api/v1/orgs/") && path.ends_with("/leave"))
+/// What an API route is for, for [`Access::allows`] (signing out needs no
+/// [`ApiUser`]).
+fn api_purpose(method: &str, path: &str) -> Purpose {
+    if path.starts_with("/api/v1/me/two-factor") {
+        Purpose::Enrol
+    } else if method == "GET" && path == "/api/v1/me" {
+        Purpose::ReadOwnAccount
+    } else if method == "POST" && path.starts_with("/api/v1/orgs/") && path.ends_with("/leave") {
+        Purpose::LeaveOrganization
+    } else {
+        Purpose::Other
+    }
 }
 
 /// A session at any stage; for signing out.
@@ -201,6 +208,7 @@ impl FromRequestParts<AppState> for ApiPending {
                     session,
                     account,
                     client,
+                    access: Access::SecondStep,
                 },
                 context,
             )),

@@ -11,7 +11,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use axum::{Form, Router};
-use identity::{IdentityError, SessionStage, SetupRequest, SignIn, SignInError};
+use identity::{IdentityError, Purpose, SessionStage, SetupRequest, SignIn, SignInError};
 use serde::Deserialize;
 
 use crate::AppState;
@@ -20,6 +20,7 @@ use crate::cookies::{self, Lifetime};
 use crate::fmt;
 use crate::guard::{self, CSRF_COOKIE};
 use crate::i18n::{Catalog, Lang};
+use crate::refusal::Refusal;
 
 pub const LANG_COOKIE: &str = "ck_lang";
 
@@ -51,10 +52,11 @@ pub fn routes() -> Router<AppState> {
 pub struct Ctx {
     pub(crate) state: AppState,
     lang: Lang,
-    /// The signed-in member.
-    pub(crate) user: Option<Authed>,
-    /// A session that passed the password and awaits its second factor.
-    pub(crate) pending: Option<Authed>,
+    /// The signed-in member (handlers that need one take [`ConsoleUser`]).
+    pub(crate) signed_in: Option<Authed>,
+    /// A session that passed the password and awaits its second factor
+    /// ([`ConsolePending`]).
+    pub(crate) half_signed_in: Option<Authed>,
     csrf: String,
     /// A pre-sign-in CSRF cookie to set, when the browser had none.
     new_binding: Option<String>,
@@ -70,14 +72,20 @@ pub struct Ctx {
     leave_org: Option<String>,
 }
 
-/// Console paths a member blocked by an organization's two-step
-/// requirement may still use: enrolment, signing out, the language, the
-/// static files, and leaving an organization.
-pub(crate) fn open_while_blocked(path: &str) -> bool {
-    path.starts_with("/security/two-factor")
-        || path.starts_with("/static/")
-        || matches!(path, "/signout" | "/language")
-        || (path.starts_with("/orgs/") && path.ends_with("/leave"))
+/// What a console path is for, for [`identity::Access::allows`]; the
+/// static files count as part of enrolling (its pages need them).
+pub(crate) fn purpose(path: &str) -> Purpose {
+    if path.starts_with("/security/two-factor") || path.starts_with("/static/") {
+        Purpose::Enrol
+    } else if path == "/signout" {
+        Purpose::SignOut
+    } else if path == "/language" {
+        Purpose::Language
+    } else if path.starts_with("/orgs/") && path.ends_with("/leave") {
+        Purpose::LeaveOrganization
+    } else {
+        Purpose::Other
+    }
 }
 
 fn lang_of(headers: &HeaderMap) -> Lang {
@@ -102,7 +110,7 @@ impl Ctx {
     /// Where a page that needs a signed-in member sends everyone else: the
     /// second step when the password was given, else sign-in.
     pub(crate) fn to_sign_in(&self) -> Response {
-        let to = if self.pending.is_some() {
+        let to = if self.half_signed_in.is_some() {
             "/signin/second-factor"
         } else {
             "/signin"
@@ -115,7 +123,7 @@ impl Ctx {
             t: self.t(),
             lang: self.lang.code(),
             csrf: self.csrf.clone(),
-            user_name: self.user.as_ref().map(|u| u.account.name.clone()),
+            user_name: self.signed_in.as_ref().map(|u| u.account.name.clone()),
             leave_org: self.leave_org.clone(),
             requirement: self.requirement.as_ref().map(|r| {
                 let key = if r.blocked {
@@ -171,7 +179,7 @@ impl Ctx {
         let page = MessagePage {
             c: self.chrome(title),
             text: text.to_owned(),
-            signed_in: self.user.is_some(),
+            signed_in: self.signed_in.is_some(),
         };
         self.render(status, &page)
     }
@@ -188,7 +196,7 @@ impl Ctx {
 }
 
 fn context_from(state: &AppState, parts: &Parts, session: Option<Authed>) -> Ctx {
-    let (user, pending) = match session {
+    let (signed_in, half_signed_in) = match session {
         Some(a) if a.session.stage == SessionStage::SignedIn => (Some(a), None),
         Some(a) => (None, Some(a)),
         None => (None, None),
@@ -203,8 +211,8 @@ fn context_from(state: &AppState, parts: &Parts, session: Option<Authed>) -> Ctx
     Ctx {
         state: state.clone(),
         lang: lang_of(&parts.headers),
-        user,
-        pending,
+        signed_in,
+        half_signed_in,
         csrf,
         new_binding,
         here: parts.uri.path().to_owned(),
@@ -224,11 +232,8 @@ impl FromRequestParts<AppState> for Ctx {
             Ok(session) => context_from(state, parts, session),
             Err(e) => return Err(context_from(state, parts, None).failure(e)),
         };
-        if let Some(user) = &ctx.user {
-            ctx.requirement = match state.identity().two_factor_requirement(&user.account).await {
-                Ok(r) => r,
-                Err(e) => return Err(ctx.failure(e)),
-            };
+        if let Some(user) = &ctx.signed_in {
+            ctx.requirement = user.access.requirement().cloned();
             if let Some(r) = &ctx.requirement {
                 let memberships = match state.identity().memberships(&user.account.id).await {
                     Ok(m) => m,
@@ -239,12 +244,67 @@ impl FromRequestParts<AppState> for Ctx {
                     .find(|m| m.org_id == r.org_id && m.role.may_leave())
                     .map(|m| m.org_id.clone());
             }
-            let blocked = ctx.requirement.as_ref().is_some_and(|r| r.blocked);
-            if blocked && !open_while_blocked(parts.uri.path()) {
+            if !user.access.allows(purpose(parts.uri.path())) {
                 return Err(Redirect::to("/security/two-factor").into_response());
             }
         }
         Ok(ctx)
+    }
+}
+
+/// A console request from a signed-in member: the handler gets the member
+/// with the page's context, and everyone else is sent to sign in (or to
+/// their second step) before it runs. Reads as the [`Ctx`] it carries.
+pub struct ConsoleUser {
+    ctx: Ctx,
+    pub(crate) user: Authed,
+}
+
+impl std::ops::Deref for ConsoleUser {
+    type Target = Ctx;
+
+    fn deref(&self) -> &Ctx {
+        &self.ctx
+    }
+}
+
+impl FromRequestParts<AppState> for ConsoleUser {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        let ctx = Ctx::from_request_parts(parts, state).await?;
+        match ctx.signed_in.clone() {
+            Some(user) => Ok(Self { ctx, user }),
+            None => Err(ctx.to_sign_in()),
+        }
+    }
+}
+
+/// A console request from a session waiting for its second step; a
+/// signed-in member is sent home, anyone else to sign in.
+pub struct ConsolePending {
+    ctx: Ctx,
+    pub(crate) pending: Authed,
+}
+
+impl std::ops::Deref for ConsolePending {
+    type Target = Ctx;
+
+    fn deref(&self) -> &Ctx {
+        &self.ctx
+    }
+}
+
+impl FromRequestParts<AppState> for ConsolePending {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        let ctx = Ctx::from_request_parts(parts, state).await?;
+        match ctx.half_signed_in.clone() {
+            Some(pending) => Ok(Self { ctx, pending }),
+            None if ctx.signed_in.is_some() => Err(Redirect::to("/").into_response()),
+            None => Err(ctx.to_sign_in()),
+        }
     }
 }
 
@@ -410,7 +470,7 @@ async fn stylesheet() -> Response {
 }
 
 async fn home(ctx: Ctx) -> Response {
-    let Some(user) = &ctx.user else {
+    let Some(user) = &ctx.signed_in else {
         return match ctx.state.identity().needs_setup().await {
             Ok(true) => {
                 let t = ctx.t();
@@ -498,7 +558,7 @@ async fn setup_submit(ctx: Ctx, Path(token): Path<String>, Form(form): Form<Setu
             Ok(signed) => return see_other("/", &sign_in_cookies(&ctx.state, &signed)),
             Err(IdentityError::SetupUnavailable) => return setup_link_gone(&ctx),
             Err(IdentityError::Store(e)) => return ctx.failure(e),
-            Err(e) => identity_error_text(t, &e),
+            Err(e) => Refusal::identity(&e).text(t),
         }
     };
     let page = SetupPage {
@@ -510,41 +570,6 @@ async fn setup_submit(ctx: Ctx, Path(token): Path<String>, Form(form): Form<Setu
         email: form.email,
     };
     ctx.render(StatusCode::UNPROCESSABLE_ENTITY, &page)
-}
-
-/// A person-readable, translated explanation of a refused request.
-pub(crate) fn identity_error_text(t: &Catalog, e: &IdentityError) -> String {
-    match e {
-        IdentityError::Password(rejected) => t.t(&format!("password.{}", rejected.code())).to_owned(),
-        IdentityError::InvalidEmail(_) => t.t("error.invalid_email").to_owned(),
-        IdentityError::InvalidName => t.t("error.invalid_name").to_owned(),
-        IdentityError::EmailTaken => t.t("error.email_taken").to_owned(),
-        IdentityError::OrganizationNameTaken | IdentityError::Role(_) => t.t("error.invalid_organization").to_owned(),
-        IdentityError::WrongPassword => t.t("password.wrong_current").to_owned(),
-        IdentityError::PasswordRequired => t.t("password.required").to_owned(),
-        IdentityError::WrongCode => t.t("two_factor.wrong_code").to_owned(),
-        IdentityError::TwoFactorOff => t.t("two_factor.off").to_owned(),
-        IdentityError::NotFound => t.t("two_factor.enrolment_expired").to_owned(),
-        IdentityError::Sms(e) => crate::console_two_factor::sms_error_text(t, e),
-        IdentityError::SecurityKeysUnavailable => t.t("security_key.unavailable").to_owned(),
-        IdentityError::InvalidDeviceKey => t.t("error.internal").to_owned(),
-        IdentityError::SecurityKeyRefused(_) => t.t("security_key.refused").to_owned(),
-        IdentityError::TooManyAttempts { retry_after } => locked_text(t, *retry_after),
-        IdentityError::MailRequired => t.t("notifications.required").to_owned(),
-        IdentityError::UnknownOrganization(_) | IdentityError::SetupUnavailable | IdentityError::Store(_) => {
-            t.t("error.internal").to_owned()
-        }
-    }
-}
-
-pub(crate) fn locked_text(t: &Catalog, retry_after_ms: i64) -> String {
-    // A wait for a hashing turn or a first lock is seconds, not minutes.
-    if retry_after_ms < 60_000 {
-        let seconds = ((retry_after_ms + 999) / 1000).max(1).to_string();
-        return t.tf("signin.locked_seconds", &[("seconds", &seconds)]);
-    }
-    let minutes = ((retry_after_ms + 59_999) / 60_000).to_string();
-    t.tf("signin.locked", &[("minutes", &minutes)])
 }
 
 // -- sign in and out
@@ -566,7 +591,7 @@ struct SignInQuery {
 }
 
 async fn signin_form(ctx: Ctx, Query(q): Query<SignInQuery>) -> Response {
-    if ctx.user.is_some() {
+    if ctx.signed_in.is_some() {
         return Redirect::to("/").into_response();
     }
     let page = SignInPage {
@@ -620,7 +645,7 @@ async fn signin_submit(ctx: Ctx, Form(form): Form<SignInForm>) -> Response {
         Err(SignInError::TooManyAttempts { retry_after: wait }) => {
             metrics.sign_in("too_many_attempts");
             retry_after = Some((wait / 1000).max(1));
-            (StatusCode::TOO_MANY_REQUESTS, locked_text(t, wait))
+            (StatusCode::TOO_MANY_REQUESTS, Refusal::too_many_attempts(wait).text(t))
         }
         Err(SignInError::Store(e)) => return ctx.failure(e),
     };
@@ -641,7 +666,7 @@ async fn signin_submit(ctx: Ctx, Form(form): Form<SignInForm>) -> Response {
 }
 
 async fn signout(ctx: Ctx) -> Response {
-    if let Some(user) = ctx.user.as_ref().or(ctx.pending.as_ref())
+    if let Some(user) = ctx.signed_in.as_ref().or(ctx.half_signed_in.as_ref())
         && let Err(e) = ctx.state.identity().sign_out(&user.session, &user.client).await
     {
         return ctx.failure(e);
@@ -658,7 +683,7 @@ struct SecurityQuery {
     before: Option<String>,
 }
 
-async fn security(ctx: Ctx, Query(q): Query<SecurityQuery>) -> Response {
+async fn security(ctx: ConsoleUser, Query(q): Query<SecurityQuery>) -> Response {
     let notice = q.done.as_deref().and_then(|done| match done {
         "password_changed" | "session_revoked" | "emails_saved" => {
             Some(ctx.t().t(&format!("security.done_{done}")).to_owned())
@@ -669,15 +694,13 @@ async fn security(ctx: Ctx, Query(q): Query<SecurityQuery>) -> Response {
 }
 
 async fn security_page(
-    ctx: &Ctx,
+    ctx: &ConsoleUser,
     status: StatusCode,
     notice: Option<String>,
     error: Option<String>,
     before: Option<&str>,
 ) -> Response {
-    let Some(user) = &ctx.user else {
-        return ctx.to_sign_in();
-    };
+    let user = &ctx.user;
     let identity = ctx.state.identity();
     let (sessions, page, off) = match (
         identity.sessions(&user.account.id).await,
@@ -728,10 +751,8 @@ async fn security_page(
 }
 
 /// The security page's email choices: the checked kinds stay on.
-async fn save_notifications(ctx: Ctx, Form(fields): Form<Vec<(String, String)>>) -> Response {
-    let Some(user) = &ctx.user else {
-        return ctx.to_sign_in();
-    };
+async fn save_notifications(ctx: ConsoleUser, Form(fields): Form<Vec<(String, String)>>) -> Response {
+    let user = &ctx.user;
     let wanted: Vec<&str> = fields
         .iter()
         .filter(|(k, _)| k == "email")
@@ -754,10 +775,8 @@ struct PasswordForm {
     new_password_confirm: String,
 }
 
-async fn change_password(ctx: Ctx, Form(form): Form<PasswordForm>) -> Response {
-    let Some(user) = &ctx.user else {
-        return ctx.to_sign_in();
-    };
+async fn change_password(ctx: ConsoleUser, Form(form): Form<PasswordForm>) -> Response {
+    let user = &ctx.user;
     let t = ctx.t();
     if form.new_password != form.new_password_confirm {
         let error = Some(t.t("password.mismatch").to_owned());
@@ -772,16 +791,14 @@ async fn change_password(ctx: Ctx, Form(form): Form<PasswordForm>) -> Response {
         Ok(()) => Redirect::to("/security?done=password_changed").into_response(),
         Err(IdentityError::Store(e)) => ctx.failure(e),
         Err(e) => {
-            let error = Some(identity_error_text(t, &e));
+            let error = Some(Refusal::identity(&e).text(t));
             security_page(&ctx, StatusCode::UNPROCESSABLE_ENTITY, None, error, None).await
         }
     }
 }
 
-async fn revoke_session(ctx: Ctx, Path(id): Path<String>) -> Response {
-    let Some(user) = &ctx.user else {
-        return ctx.to_sign_in();
-    };
+async fn revoke_session(ctx: ConsoleUser, Path(id): Path<String>) -> Response {
+    let user = &ctx.user;
     match ctx
         .state
         .identity()
@@ -806,7 +823,7 @@ struct LanguageForm {
 async fn set_language(ctx: Ctx, Form(form): Form<LanguageForm>) -> Response {
     let state = &ctx.state;
     let lang = Lang::from_code(&form.lang).unwrap_or(Lang::En);
-    let signed_in = ctx.user.as_ref().or(ctx.pending.as_ref());
+    let signed_in = ctx.signed_in.as_ref().or(ctx.half_signed_in.as_ref());
     if let Some(member) = signed_in
         && let Err(e) = state.identity().set_language(&member.account.id, lang.code()).await
     {

@@ -12,7 +12,7 @@ use drive::DriveError;
 use serde::Deserialize;
 
 use crate::AppState;
-use crate::console::{Chrome, Ctx};
+use crate::console::{Chrome, ConsoleUser};
 
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -72,10 +72,8 @@ struct DoneQuery {
     created: Option<u64>,
 }
 
-async fn render(ctx: &Ctx, status: StatusCode, notice: Option<String>, error: Option<String>) -> Response {
-    let Some(user) = &ctx.user else {
-        return ctx.to_sign_in();
-    };
+async fn render(ctx: &ConsoleUser, status: StatusCode, notice: Option<String>, error: Option<String>) -> Response {
+    let user = &ctx.user;
     let (drives, memberships) = match (
         ctx.state.drives().of_account(&user.account).await,
         ctx.state.identity().memberships(&user.account.id).await,
@@ -115,7 +113,7 @@ async fn render(ctx: &Ctx, status: StatusCode, notice: Option<String>, error: Op
     ctx.render(status, &page)
 }
 
-async fn drives_page(ctx: Ctx, Query(q): Query<DoneQuery>) -> Response {
+async fn drives_page(ctx: ConsoleUser, Query(q): Query<DoneQuery>) -> Response {
     let notice = q
         .created
         .map(|id| ctx.t().tf("drive.created", &[("id", &id.to_string())]));
@@ -131,10 +129,8 @@ struct CreateForm {
     quota_gib: String,
 }
 
-async fn create(ctx: Ctx, Form(form): Form<CreateForm>) -> Response {
-    let Some(user) = &ctx.user else {
-        return ctx.to_sign_in();
-    };
+async fn create(ctx: ConsoleUser, Form(form): Form<CreateForm>) -> Response {
+    let user = &ctx.user;
     let t = ctx.t();
     let quota = match form.quota_gib.trim() {
         "" => None,
@@ -194,7 +190,7 @@ mod browse {
     use serde::Deserialize;
 
     use super::bytes;
-    use crate::console::{Chrome, Ctx};
+    use crate::console::{Chrome, ConsoleUser, Ctx};
     use crate::fmt;
 
     /// `/drives/<id>/files/<each name percent-encoded>`.
@@ -269,10 +265,8 @@ mod browse {
         manages: bool,
     }
 
-    async fn render(ctx: &Ctx, drive: u64, path: &str, status: StatusCode, error: Option<String>) -> Response {
-        let Some(user) = &ctx.user else {
-            return ctx.to_sign_in();
-        };
+    async fn render(ctx: &ConsoleUser, drive: u64, path: &str, status: StatusCode, error: Option<String>) -> Response {
+        let user = &ctx.user;
         let drives = ctx.state.drives();
         let names = match drive::split_path(path) {
             Ok(n) => n,
@@ -358,18 +352,16 @@ mod browse {
         ctx.render(status, &page)
     }
 
-    pub async fn root(ctx: Ctx, Path(drive): Path<u64>) -> Response {
+    pub async fn root(ctx: ConsoleUser, Path(drive): Path<u64>) -> Response {
         render(&ctx, drive, "/", StatusCode::OK, None).await
     }
 
-    pub async fn at(ctx: Ctx, Path((drive, path)): Path<(u64, String)>) -> Response {
+    pub async fn at(ctx: ConsoleUser, Path((drive, path)): Path<(u64, String)>) -> Response {
         render(&ctx, drive, &path, StatusCode::OK, None).await
     }
 
-    async fn download(ctx: &Ctx, drive: u64, path: &str) -> Response {
-        let Some(user) = &ctx.user else {
-            return ctx.to_sign_in();
-        };
+    async fn download(ctx: &ConsoleUser, drive: u64, path: &str) -> Response {
+        let user = &ctx.user;
         match ctx.state.drives().open_chunks(&user.account, drive, path).await {
             Ok((node, chunks)) => {
                 let name = utf8_percent_encode(&node.name, ENCODED).to_string();
@@ -426,14 +418,12 @@ mod browse {
 
     /// Each file of the form goes into the folder, streamed.
     pub async fn upload(
-        ctx: Ctx,
+        ctx: ConsoleUser,
         Path(drive): Path<u64>,
         Query(q): Query<UploadQuery>,
         request: axum::extract::Request,
     ) -> Response {
-        let Some(user) = &ctx.user else {
-            return ctx.to_sign_in();
-        };
+        let user = &ctx.user;
         let Ok(mut form) = <Multipart as axum::extract::FromRequest<()>>::from_request(request, &()).await else {
             let text = ctx.t().t("files.upload_failed").to_owned();
             return render(&ctx, drive, &q.folder, StatusCode::BAD_REQUEST, Some(text)).await;
@@ -474,10 +464,8 @@ mod browse {
         name: String,
     }
 
-    pub async fn make_folder(ctx: Ctx, Path(drive): Path<u64>, Form(form): Form<FolderForm>) -> Response {
-        let Some(user) = &ctx.user else {
-            return ctx.to_sign_in();
-        };
+    pub async fn make_folder(ctx: ConsoleUser, Path(drive): Path<u64>, Form(form): Form<FolderForm>) -> Response {
+        let user = &ctx.user;
         let path = format!("{}/{}", form.folder.trim_end_matches('/'), form.name.trim());
         match ctx.state.drives().make_folder(&user.account, drive, &path).await {
             Ok(_) => {
@@ -497,10 +485,8 @@ mod browse {
         path: String,
     }
 
-    pub async fn delete(ctx: Ctx, Path(drive): Path<u64>, Form(form): Form<DeleteForm>) -> Response {
-        let Some(user) = &ctx.user else {
-            return ctx.to_sign_in();
-        };
+    pub async fn delete(ctx: ConsoleUser, Path(drive): Path<u64>, Form(form): Form<DeleteForm>) -> Response {
+        let user = &ctx.user;
         let names = drive::split_path(&form.path).unwrap_or_default();
         let parent = &names[..names.len().saturating_sub(1)];
         match ctx.state.drives().delete(&user.account, drive, &form.path).await {

@@ -13,7 +13,7 @@ use drive::{Access, DriveError, Grant};
 use serde::Deserialize;
 
 use crate::AppState;
-use crate::console::{Chrome, Ctx};
+use crate::console::{Chrome, ConsoleUser, Ctx};
 
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -79,10 +79,14 @@ fn error_text(ctx: &Ctx, e: &DriveError) -> (StatusCode, String) {
     }
 }
 
-async fn render(ctx: &Ctx, drive: u64, status: StatusCode, notice: Option<String>, error: Option<String>) -> Response {
-    let Some(user) = &ctx.user else {
-        return ctx.to_sign_in();
-    };
+async fn render(
+    ctx: &ConsoleUser,
+    drive: u64,
+    status: StatusCode,
+    notice: Option<String>,
+    error: Option<String>,
+) -> Response {
+    let user = &ctx.user;
     let (found, members) = match ctx.state.drives().members(Some(&user.account), drive).await {
         Ok(found) => found,
         Err(e) => {
@@ -145,7 +149,7 @@ struct DoneQuery {
     saved: Option<String>,
 }
 
-async fn page(ctx: Ctx, Path(drive): Path<u64>, Query(q): Query<DoneQuery>) -> Response {
+async fn page(ctx: ConsoleUser, Path(drive): Path<u64>, Query(q): Query<DoneQuery>) -> Response {
     let notice = q.saved.map(|_| ctx.t().t("access.saved").to_owned());
     render(&ctx, drive, StatusCode::OK, notice, None).await
 }
@@ -157,7 +161,7 @@ struct DefaultForm {
 }
 
 /// The answer to a form: back to the page, or the page with the error.
-async fn after(ctx: &Ctx, drive: u64, done: Result<(), DriveError>) -> Response {
+async fn after(ctx: &ConsoleUser, drive: u64, done: Result<(), DriveError>) -> Response {
     match done {
         Ok(()) => Redirect::to(&format!("/drives/{drive}/access?saved=1")).into_response(),
         Err(DriveError::Store(e)) => ctx.failure(e),
@@ -177,10 +181,8 @@ fn unknown_choice(ctx: &Ctx) -> Response {
     )
 }
 
-async fn set_member_access(ctx: Ctx, Path(drive): Path<u64>, Form(form): Form<DefaultForm>) -> Response {
-    let Some(user) = &ctx.user else {
-        return ctx.to_sign_in();
-    };
+async fn set_member_access(ctx: ConsoleUser, Path(drive): Path<u64>, Form(form): Form<DefaultForm>) -> Response {
+    let user = &ctx.user;
     let Ok(grant) = form.member_access.parse::<Grant>() else {
         return unknown_choice(&ctx);
     };
@@ -201,10 +203,8 @@ struct RuleForm {
     access: String,
 }
 
-async fn set_rule(ctx: Ctx, Path(drive): Path<u64>, Form(form): Form<RuleForm>) -> Response {
-    let Some(user) = &ctx.user else {
-        return ctx.to_sign_in();
-    };
+async fn set_rule(ctx: ConsoleUser, Path(drive): Path<u64>, Form(form): Form<RuleForm>) -> Response {
+    let user = &ctx.user;
     let grant = match form.access.as_str() {
         "default" => None,
         other => match other.parse::<Grant>() {

@@ -12,7 +12,7 @@ use drive::{FileError, Import, ImportError, NewImport};
 use serde::Deserialize;
 
 use crate::AppState;
-use crate::console::{Chrome, Ctx};
+use crate::console::{Chrome, ConsoleUser, Ctx};
 use crate::console_drive::bytes;
 use crate::fmt;
 
@@ -115,10 +115,8 @@ fn error_text(ctx: &Ctx, e: &ImportError) -> (StatusCode, String) {
     }
 }
 
-async fn render_list(ctx: &Ctx, drive: u64, status: StatusCode, error: Option<String>) -> Response {
-    let Some(user) = &ctx.user else {
-        return ctx.to_sign_in();
-    };
+async fn render_list(ctx: &ConsoleUser, drive: u64, status: StatusCode, error: Option<String>) -> Response {
+    let user = &ctx.user;
     let drives = ctx.state.drives();
     let tree = match drives.tree(&user.account, drive).await {
         Ok(tree) => tree,
@@ -147,7 +145,7 @@ async fn render_list(ctx: &Ctx, drive: u64, status: StatusCode, error: Option<St
     refreshing(ctx.render(status, &page), running)
 }
 
-async fn list(ctx: Ctx, Path(drive): Path<u64>) -> Response {
+async fn list(ctx: ConsoleUser, Path(drive): Path<u64>) -> Response {
     render_list(&ctx, drive, StatusCode::OK, None).await
 }
 
@@ -160,10 +158,8 @@ struct StartForm {
     folder: String,
 }
 
-async fn start(ctx: Ctx, Path(drive): Path<u64>, Form(form): Form<StartForm>) -> Response {
-    let Some(user) = &ctx.user else {
-        return ctx.to_sign_in();
-    };
+async fn start(ctx: ConsoleUser, Path(drive): Path<u64>, Form(form): Form<StartForm>) -> Response {
+    let user = &ctx.user;
     let folder = if form.folder.trim().is_empty() {
         "/"
     } else {
@@ -192,10 +188,8 @@ async fn start(ctx: Ctx, Path(drive): Path<u64>, Form(form): Form<StartForm>) ->
     }
 }
 
-async fn detail(ctx: Ctx, Path((drive, id)): Path<(u64, String)>) -> Response {
-    let Some(user) = &ctx.user else {
-        return ctx.to_sign_in();
-    };
+async fn detail(ctx: ConsoleUser, Path((drive, id)): Path<(u64, String)>) -> Response {
+    let user = &ctx.user;
     let drives = ctx.state.drives();
     let (import, failures) = match drives.import(&user.account, drive, &id).await {
         Ok(found) => found,
@@ -220,10 +214,8 @@ async fn detail(ctx: Ctx, Path((drive, id)): Path<(u64, String)>) -> Response {
     refreshing(ctx.render(StatusCode::OK, &page), running)
 }
 
-async fn cancel(ctx: Ctx, Path((drive, id)): Path<(u64, String)>) -> Response {
-    let Some(user) = &ctx.user else {
-        return ctx.to_sign_in();
-    };
+async fn cancel(ctx: ConsoleUser, Path((drive, id)): Path<(u64, String)>) -> Response {
+    let user = &ctx.user;
     match ctx.state.drives().cancel_import(&user.account, drive, &id).await {
         Ok(()) => Redirect::to(&format!("/drives/{drive}/imports/{id}")).into_response(),
         Err(e) => {

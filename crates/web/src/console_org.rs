@@ -13,8 +13,9 @@ use identity::{OrgError, Role};
 use serde::Deserialize;
 
 use crate::AppState;
-use crate::console::{Chrome, Ctx, identity_error_text, see_other};
+use crate::console::{Chrome, ConsoleUser, Ctx, see_other};
 use crate::fmt;
+use crate::refusal::Refusal;
 
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -27,27 +28,6 @@ pub fn routes() -> Router<AppState> {
         .route("/orgs/{org}/security", get(security_page).post(set_policy))
         .route("/orgs/{org}/leave", post(leave))
         .route("/invitations/{token}", get(invitation_page).post(accept))
-}
-
-/// A refusal, in the member's language.
-fn org_error_text(ctx: &Ctx, e: &OrgError) -> String {
-    let t = ctx.t();
-    match e {
-        OrgError::NotFound => t.t("org.not_found").to_owned(),
-        OrgError::NotAllowed(identity::RoleError::LastLegalRepresentative) => t.t("org.last_lr").to_owned(),
-        OrgError::NotAllowed(identity::RoleError::LegalRepresentativeOnly) => t.t("org.lr_only").to_owned(),
-        OrgError::NotAllowed(_) => t.t("org.not_allowed").to_owned(),
-        OrgError::ActorNeedsTwoFactor => t.t("org.actor_needs_2fa").to_owned(),
-        OrgError::NotConfirmed => t.t("org.confirm_needed").to_owned(),
-        OrgError::InvalidGrace => t.t("org.invalid_grace").to_owned(),
-        OrgError::InvalidEmail(_) => t.t("error.invalid_email").to_owned(),
-        OrgError::AlreadyMember(email) => t.tf("org.already_member", &[("email", email)]),
-        OrgError::WrongInvitee => t.t("org.wrong_invitee").to_owned(),
-        OrgError::InvitationUnavailable => t.t("org.invitation_unavailable").to_owned(),
-        OrgError::AlertTooSoon { .. } => t.t("org.alert_too_soon").to_owned(),
-        OrgError::Identity(inner) => identity_error_text(t, inner),
-        OrgError::Store(_) => t.t("error.internal").to_owned(),
-    }
 }
 
 struct MemberRow {
@@ -100,22 +80,20 @@ fn roles(ctx: &Ctx) -> Vec<RoleOption> {
 }
 
 async fn render_members(
-    ctx: &Ctx,
+    ctx: &ConsoleUser,
     org: &str,
     only_without: bool,
     status: StatusCode,
     notice: Option<String>,
     error: Option<String>,
 ) -> Response {
-    let Some(user) = &ctx.user else {
-        return ctx.to_sign_in();
-    };
+    let user = &ctx.user;
     let filter = only_without.then_some(false);
     let (organization, members, counts) = match ctx.state.identity().members(&user.account, org, filter).await {
         Ok(found) => found,
         Err(OrgError::Store(e)) => return ctx.failure(e),
         Err(e) => {
-            let text = org_error_text(ctx, &e);
+            let text = Refusal::org(&e).text(ctx.t());
             return ctx.message(StatusCode::FORBIDDEN, ctx.t().t("org.title"), &text);
         }
     };
@@ -158,7 +136,7 @@ async fn render_members(
     ctx.render(status, &page)
 }
 
-async fn members_page(ctx: Ctx, Path(org): Path<String>, Query(q): Query<MembersQuery>) -> Response {
+async fn members_page(ctx: ConsoleUser, Path(org): Path<String>, Query(q): Query<MembersQuery>) -> Response {
     let notice = q.done.as_deref().and_then(|done| match done {
         "invited" | "role" | "removed" | "alerted" => Some(ctx.t().t(&format!("org.done_{done}")).to_owned()),
         _ => None,
@@ -168,7 +146,7 @@ async fn members_page(ctx: Ctx, Path(org): Path<String>, Query(q): Query<Members
 }
 
 /// After a change: back to the list, or the list with the refusal.
-async fn after(ctx: &Ctx, org: &str, result: Result<(), OrgError>, done: &str) -> Response {
+async fn after(ctx: &ConsoleUser, org: &str, result: Result<(), OrgError>, done: &str) -> Response {
     match result {
         Ok(()) => Redirect::to(&format!("/orgs/{org}/members?done={done}")).into_response(),
         Err(OrgError::Store(e)) => ctx.failure(e),
@@ -181,7 +159,7 @@ async fn after(ctx: &Ctx, org: &str, result: Result<(), OrgError>, done: &str) -
                 OrgError::InvalidEmail(_) => StatusCode::UNPROCESSABLE_ENTITY,
                 _ => StatusCode::FORBIDDEN,
             };
-            let error = org_error_text(ctx, &e);
+            let error = Refusal::org(&e).text(ctx.t());
             render_members(ctx, org, false, status, None, Some(error)).await
         }
     }
@@ -195,14 +173,12 @@ struct InviteForm {
 }
 
 async fn invite(
-    ctx: Ctx,
+    ctx: ConsoleUser,
     Path(org): Path<String>,
     headers: axum::http::HeaderMap,
     Form(form): Form<InviteForm>,
 ) -> Response {
-    let Some(user) = &ctx.user else {
-        return ctx.to_sign_in();
-    };
+    let user = &ctx.user;
     let role = form.role.parse().unwrap_or(Role::User);
     let base = ctx.state.config().base_url(&headers);
     let result = ctx
@@ -220,10 +196,12 @@ struct RoleForm {
     role: String,
 }
 
-async fn set_role(ctx: Ctx, Path((org, member)): Path<(String, String)>, Form(form): Form<RoleForm>) -> Response {
-    let Some(user) = &ctx.user else {
-        return ctx.to_sign_in();
-    };
+async fn set_role(
+    ctx: ConsoleUser,
+    Path((org, member)): Path<(String, String)>,
+    Form(form): Form<RoleForm>,
+) -> Response {
+    let user = &ctx.user;
     let Ok(role) = form.role.parse() else {
         return after(&ctx, &org, Err(OrgError::NotFound), "role").await;
     };
@@ -235,18 +213,14 @@ async fn set_role(ctx: Ctx, Path((org, member)): Path<(String, String)>, Form(fo
     after(&ctx, &org, result, "role").await
 }
 
-async fn remove(ctx: Ctx, Path((org, member)): Path<(String, String)>) -> Response {
-    let Some(user) = &ctx.user else {
-        return ctx.to_sign_in();
-    };
+async fn remove(ctx: ConsoleUser, Path((org, member)): Path<(String, String)>) -> Response {
+    let user = &ctx.user;
     let result = ctx.state.identity().remove_member(&user.account, &org, &member).await;
     after(&ctx, &org, result, "removed").await
 }
 
-async fn alert(ctx: Ctx, Path((org, member)): Path<(String, String)>) -> Response {
-    let Some(user) = &ctx.user else {
-        return ctx.to_sign_in();
-    };
+async fn alert(ctx: ConsoleUser, Path((org, member)): Path<(String, String)>) -> Response {
+    let user = &ctx.user;
     let result = ctx
         .state
         .identity()
@@ -255,10 +229,8 @@ async fn alert(ctx: Ctx, Path((org, member)): Path<(String, String)>) -> Respons
     after(&ctx, &org, result, "alerted").await
 }
 
-async fn alert_all(ctx: Ctx, Path(org): Path<String>) -> Response {
-    let Some(user) = &ctx.user else {
-        return ctx.to_sign_in();
-    };
+async fn alert_all(ctx: ConsoleUser, Path(org): Path<String>) -> Response {
+    let user = &ctx.user;
     match ctx
         .state
         .identity()
@@ -273,15 +245,13 @@ async fn alert_all(ctx: Ctx, Path(org): Path<String>) -> Response {
     }
 }
 
-async fn leave(ctx: Ctx, Path(org): Path<String>) -> Response {
-    let Some(user) = &ctx.user else {
-        return ctx.to_sign_in();
-    };
+async fn leave(ctx: ConsoleUser, Path(org): Path<String>) -> Response {
+    let user = &ctx.user;
     match ctx.state.identity().leave(&user.account, &org).await {
         Ok(()) => Redirect::to("/?done=left").into_response(),
         Err(OrgError::Store(e)) => ctx.failure(e),
         Err(e) => {
-            let text = org_error_text(&ctx, &e);
+            let text = Refusal::org(&e).text(ctx.t());
             ctx.message(StatusCode::FORBIDDEN, ctx.t().t("org.title"), &text)
         }
     }
@@ -312,15 +282,13 @@ struct SecurityPage {
 }
 
 async fn render_security(
-    ctx: &Ctx,
+    ctx: &ConsoleUser,
     org: &str,
     status: StatusCode,
     error: Option<String>,
     confirming: Option<(bool, u32)>,
 ) -> Response {
-    let Some(user) = &ctx.user else {
-        return ctx.to_sign_in();
-    };
+    let user = &ctx.user;
     let identity = ctx.state.identity();
     let found = match (
         identity.org_policy(&user.account, org).await,
@@ -329,7 +297,7 @@ async fn render_security(
         (Ok(p), Ok(e)) => (p, e),
         (Err(OrgError::Store(e)), _) | (_, Err(OrgError::Store(e))) => return ctx.failure(e),
         (Err(e), _) | (_, Err(e)) => {
-            let text = org_error_text(ctx, &e);
+            let text = Refusal::org(&e).text(ctx.t());
             return ctx.message(StatusCode::FORBIDDEN, ctx.t().t("org.title"), &text);
         }
     };
@@ -372,7 +340,7 @@ async fn render_security(
     ctx.render(status, &page)
 }
 
-async fn security_page(ctx: Ctx, Path(org): Path<String>) -> Response {
+async fn security_page(ctx: ConsoleUser, Path(org): Path<String>) -> Response {
     render_security(&ctx, &org, StatusCode::OK, None, None).await
 }
 
@@ -385,10 +353,8 @@ struct PolicyForm {
 }
 
 /// The switch: first a confirmation step (the dialog), then the change.
-async fn set_policy(ctx: Ctx, Path(org): Path<String>, Form(form): Form<PolicyForm>) -> Response {
-    let Some(user) = &ctx.user else {
-        return ctx.to_sign_in();
-    };
+async fn set_policy(ctx: ConsoleUser, Path(org): Path<String>, Form(form): Form<PolicyForm>) -> Response {
+    let user = &ctx.user;
     let require = form.require.is_some();
     let grace: u32 = form.grace_days.trim().parse().unwrap_or(0);
     if form.confirm.is_none() {
@@ -403,7 +369,7 @@ async fn set_policy(ctx: Ctx, Path(org): Path<String>, Form(form): Form<PolicyFo
         Ok(_) => see_other(&format!("/orgs/{org}/security"), &[]),
         Err(OrgError::Store(e)) => ctx.failure(e),
         Err(e) => {
-            let error = org_error_text(&ctx, &e);
+            let error = Refusal::org(&e).text(ctx.t());
             render_security(&ctx, &org, StatusCode::FORBIDDEN, Some(error), None).await
         }
     }
@@ -437,7 +403,7 @@ async fn render_invitation(ctx: &Ctx, token: &str, status: StatusCode, error: Op
         }
         Err(e) => return ctx.failure(e),
     };
-    let signed_in_as = ctx.user.as_ref().map(|u| u.account.email.to_string());
+    let signed_in_as = ctx.signed_in.as_ref().map(|u| u.account.email.to_string());
     let exists = match identity::EmailAddress::parse(&invitation.email) {
         Ok(email) => match ctx.state.identity().account_exists(&email).await {
             Ok(exists) => exists,
@@ -484,7 +450,7 @@ struct AcceptForm {
 }
 
 async fn accept(ctx: Ctx, Path(token): Path<String>, Form(form): Form<AcceptForm>) -> Response {
-    let account = ctx.user.as_ref().map(|u| &u.account);
+    let account = ctx.signed_in.as_ref().map(|u| &u.account);
     let new_account =
         (account.is_none() && !form.password.is_empty()).then_some((form.name.as_str(), form.password.as_str()));
     match ctx
@@ -497,7 +463,7 @@ async fn accept(ctx: Ctx, Path(token): Path<String>, Form(form): Form<AcceptForm
         Ok(_) => Redirect::to("/signin?joined=1").into_response(),
         Err(OrgError::Store(e)) => ctx.failure(e),
         Err(e) => {
-            let error = org_error_text(&ctx, &e);
+            let error = Refusal::org(&e).text(ctx.t());
             render_invitation(&ctx, &token, StatusCode::UNPROCESSABLE_ENTITY, Some(error)).await
         }
     }

@@ -12,14 +12,14 @@ use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use axum::{Form, Router};
 use identity::credential::backup_code;
-use identity::credential::sms::PhoneRejected;
-use identity::{FactorKind, IdentityError, PushError, PushOutcome, PushState, SecondStep, SecondStepError, SmsError};
+use identity::{FactorKind, IdentityError, PushError, PushOutcome, PushState, SecondStepError, StepRequest};
 use serde::Deserialize;
 
 use crate::AppState;
-use crate::auth::sign_in_cookies;
-use crate::console::{Chrome, Ctx, identity_error_text, locked_text, see_other};
+use crate::auth::{Authed, sign_in_cookies};
+use crate::console::{Chrome, ConsolePending, ConsoleUser, Ctx, see_other};
 use crate::fmt;
+use crate::refusal::Refusal;
 
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -87,24 +87,18 @@ struct MethodQuery {
 
 async fn second_step_page(
     ctx: &Ctx,
+    pending: &Authed,
     method: Option<&str>,
     status: StatusCode,
     error: Option<String>,
     notice: Option<String>,
 ) -> Response {
-    let Some(pending) = &ctx.pending else {
-        return if ctx.user.is_some() {
-            Redirect::to("/").into_response()
-        } else {
-            ctx.to_sign_in()
-        };
-    };
-    let status_2fa = match ctx.state.identity().two_factor(&pending.account.id).await {
-        Ok(s) => s,
+    let challenge = match ctx.state.identity().challenge(&pending.account).await {
+        Ok(c) => c,
         Err(e) => return ctx.failure(e),
     };
-    let mut choices: Vec<MethodChoice> = status_2fa
-        .methods
+    let methods = challenge.as_ref().map_or(&[][..], |c| &c.methods[..]);
+    let mut choices: Vec<MethodChoice> = methods
         .iter()
         .map(|m| MethodChoice {
             label: format!("{} ({})", m.name, kind_label(ctx, m.kind)),
@@ -115,21 +109,12 @@ async fn second_step_page(
         label: ctx.t().t("second_step.use_backup_code").to_owned(),
         href: "/signin/second-factor?method=backup_code".to_owned(),
     });
-    let has = |kind: FactorKind| status_2fa.methods.iter().any(|m| m.kind == kind);
     let method = match method {
-        Some(m @ ("backup_code" | "choose")) => m.to_owned(),
-        Some("sms") if has(FactorKind::Sms) => "sms".to_owned(),
-        Some("security_key") if has(FactorKind::SecurityKey) => "security_key".to_owned(),
-        Some("totp") if has(FactorKind::Totp) => "totp".to_owned(),
-        Some("authenticator") if has(FactorKind::App) => "authenticator".to_owned(),
-        _ => {
-            let default = ctx
-                .pending
-                .as_ref()
-                .and_then(|_| status_2fa.methods.iter().max_by_key(|m| m.last_used_at));
-            default.map_or("backup_code", |m| m.kind.as_str()).to_owned()
-        }
-    };
+        Some(m @ ("backup_code" | "choose")) => m,
+        Some(m) if methods.iter().any(|e| e.kind.as_str() == m) => m,
+        _ => challenge.as_ref().map_or("backup_code", |c| c.default_method.as_str()),
+    }
+    .to_owned();
     let mut webauthn_options = String::new();
     if method == "security_key" {
         match ctx
@@ -154,8 +139,8 @@ async fn second_step_page(
     ctx.render(status, &page)
 }
 
-async fn second_step_form(ctx: Ctx, Query(q): Query<MethodQuery>) -> Response {
-    second_step_page(&ctx, q.method.as_deref(), StatusCode::OK, None, None).await
+async fn second_step_form(ctx: ConsolePending, Query(q): Query<MethodQuery>) -> Response {
+    second_step_page(&ctx, &ctx.pending, q.method.as_deref(), StatusCode::OK, None, None).await
 }
 
 #[derive(Deserialize, Default)]
@@ -167,57 +152,60 @@ struct CodeForm {
     credential: String,
 }
 
-async fn second_step_submit(ctx: Ctx, Form(form): Form<CodeForm>) -> Response {
-    let Some(pending) = &ctx.pending else {
-        return ctx.to_sign_in();
-    };
+async fn second_step_submit(ctx: ConsolePending, Form(form): Form<CodeForm>) -> Response {
+    let pending = &ctx.pending;
     let t = ctx.t();
-    if form.method == "authenticator" && form.code.trim().is_empty() {
-        let sent = ctx
-            .state
-            .identity()
-            .begin_push(&pending.session, &pending.account, &pending.client)
+    let credential = serde_json::from_str(&form.credential).ok();
+    let step = match StepRequest::parse(&form.method, form.code, credential) {
+        Some(StepRequest::Check(step)) => step,
+        Some(StepRequest::Push) => {
+            let sent = ctx
+                .state
+                .identity()
+                .begin_push(&pending.session, &pending.account, &pending.client)
+                .await;
+            let error = match sent {
+                Ok(request) => {
+                    return Redirect::to(&format!("/signin/second-factor/authenticator/{}", request.id))
+                        .into_response();
+                }
+                Err(PushError::Paused { retry_after }) => t.tf("push.paused", &[("minutes", &minutes(retry_after))]),
+                Err(PushError::TooManyRequests { retry_after }) => {
+                    t.tf("push.too_many", &[("minutes", &minutes(retry_after))])
+                }
+                Err(PushError::NoDevice) => t.t("push.no_device").to_owned(),
+                Err(PushError::Store(e)) => return ctx.failure(e),
+                Err(PushError::NotPending) => return ctx.to_sign_in(),
+            };
+            return second_step_page(
+                &ctx,
+                pending,
+                Some("authenticator"),
+                StatusCode::TOO_MANY_REQUESTS,
+                Some(error),
+                None,
+            )
             .await;
-        let error = match sent {
-            Ok(request) => {
-                return Redirect::to(&format!("/signin/second-factor/authenticator/{}", request.id)).into_response();
-            }
-            Err(PushError::Paused { retry_after }) => t.tf("push.paused", &[("minutes", &minutes(retry_after))]),
-            Err(PushError::TooManyRequests { retry_after }) => {
-                t.tf("push.too_many", &[("minutes", &minutes(retry_after))])
-            }
-            Err(PushError::NoDevice) => t.t("push.no_device").to_owned(),
-            Err(PushError::Store(e)) => return ctx.failure(e),
-            Err(PushError::NotPending) => return ctx.to_sign_in(),
-        };
-        return second_step_page(
-            &ctx,
-            Some("authenticator"),
-            StatusCode::TOO_MANY_REQUESTS,
-            Some(error),
-            None,
-        )
-        .await;
-    }
-    if form.method == "sms" && form.code.trim().is_empty() {
-        let sent = ctx
-            .state
-            .identity()
-            .send_sign_in_sms(&pending.session, &pending.account, ctx.lang_code())
-            .await;
-        let (status, error, notice) = match sent {
-            Ok(phone) => (StatusCode::OK, None, Some(t.tf("sms.sent", &[("phone", &phone)]))),
-            Err(SecondStepError::Sms(e)) => (StatusCode::TOO_MANY_REQUESTS, Some(sms_error_text(t, &e)), None),
-            Err(SecondStepError::Store(e)) => return ctx.failure(e),
-            Err(_) => return ctx.to_sign_in(),
-        };
-        return second_step_page(&ctx, Some("sms"), status, error, notice).await;
-    }
-    let step = match form.method.as_str() {
-        "backup_code" => SecondStep::BackupCode(form.code),
-        "sms" => SecondStep::Sms(form.code),
-        "security_key" => SecondStep::SecurityKey(serde_json::from_str(&form.credential).unwrap_or_default()),
-        _ => SecondStep::Totp(form.code),
+        }
+        Some(StepRequest::SendSms) => {
+            let sent = ctx
+                .state
+                .identity()
+                .send_sign_in_sms(&pending.session, &pending.account, ctx.lang_code())
+                .await;
+            let (status, error, notice) = match sent {
+                Ok(phone) => (StatusCode::OK, None, Some(t.tf("sms.sent", &[("phone", &phone)]))),
+                Err(SecondStepError::Sms(e)) => (StatusCode::TOO_MANY_REQUESTS, Some(Refusal::sms(&e).text(t)), None),
+                Err(SecondStepError::Store(e)) => return ctx.failure(e),
+                Err(_) => return ctx.to_sign_in(),
+            };
+            return second_step_page(&ctx, pending, Some("sms"), status, error, notice).await;
+        }
+        // The page asks the browser for the key's answer to a fresh challenge.
+        Some(StepRequest::SecurityKeyChallenge) => {
+            return second_step_page(&ctx, pending, Some("security_key"), StatusCode::OK, None, None).await;
+        }
+        None => return second_step_page(&ctx, pending, None, StatusCode::BAD_REQUEST, None, None).await,
     };
     let result = ctx
         .state
@@ -242,15 +230,16 @@ async fn second_step_submit(ctx: Ctx, Form(form): Form<CodeForm>) -> Response {
         Err(SecondStepError::Restart) => {
             return see_other("/signin?restart=1", &[crate::auth::sign_out_cookie(&ctx.state)]);
         }
-        Err(SecondStepError::TooManyAttempts { retry_after }) => {
-            (StatusCode::TOO_MANY_REQUESTS, locked_text(t, retry_after))
-        }
+        Err(SecondStepError::TooManyAttempts { retry_after }) => (
+            StatusCode::TOO_MANY_REQUESTS,
+            Refusal::too_many_attempts(retry_after).text(t),
+        ),
         Err(SecondStepError::NotPending) => return ctx.to_sign_in(),
-        Err(SecondStepError::Sms(e)) => (StatusCode::TOO_MANY_REQUESTS, sms_error_text(t, &e)),
+        Err(SecondStepError::Sms(e)) => (StatusCode::TOO_MANY_REQUESTS, Refusal::sms(&e).text(t)),
         Err(SecondStepError::NoSecurityKey) => (StatusCode::CONFLICT, t.t("security_key.none").to_owned()),
         Err(SecondStepError::Store(e)) => return ctx.failure(e),
     };
-    second_step_page(&ctx, Some(&form.method), status, Some(error), None).await
+    second_step_page(&ctx, pending, Some(&form.method), status, Some(error), None).await
 }
 
 fn minutes(ms: i64) -> String {
@@ -272,7 +261,7 @@ struct PushWaitPage {
 /// Without a waiting session: a denial ended it (say so), or the member
 /// is signed in already.
 async fn after_denial(ctx: &Ctx, id: &str) -> Response {
-    if ctx.user.is_some() {
+    if ctx.signed_in.is_some() {
         return Redirect::to("/").into_response();
     }
     match ctx.state.identity().push_state(id).await {
@@ -283,7 +272,7 @@ async fn after_denial(ctx: &Ctx, id: &str) -> Response {
 }
 
 async fn render_push_wait(ctx: &Ctx, id: &str, error: Option<String>) -> Response {
-    let Some(pending) = &ctx.pending else {
+    let Some(pending) = &ctx.half_signed_in else {
         return after_denial(ctx, id).await;
     };
     let found = match ctx.state.identity().push_state(id).await {
@@ -310,7 +299,7 @@ async fn push_wait_page(ctx: Ctx, Path(id): Path<String>) -> Response {
 /// The waiting page's form: signs in once the phone approved (the page's
 /// script submits it by itself then).
 async fn push_continue(ctx: Ctx, Path(id): Path<String>) -> Response {
-    let Some(pending) = &ctx.pending else {
+    let Some(pending) = &ctx.half_signed_in else {
         return after_denial(&ctx, &id).await;
     };
     let outcome = ctx
@@ -336,8 +325,16 @@ async fn push_continue(ctx: Ctx, Path(id): Path<String>) -> Response {
         }
         Ok(PushOutcome::Expired) => render_push_wait(&ctx, &id, None).await,
         Err(SecondStepError::TooManyAttempts { retry_after }) => {
-            let error = locked_text(ctx.t(), retry_after);
-            second_step_page(&ctx, Some("choose"), StatusCode::TOO_MANY_REQUESTS, Some(error), None).await
+            let error = Refusal::too_many_attempts(retry_after).text(ctx.t());
+            second_step_page(
+                &ctx,
+                pending,
+                Some("choose"),
+                StatusCode::TOO_MANY_REQUESTS,
+                Some(error),
+                None,
+            )
+            .await
         }
         Err(SecondStepError::Store(e)) => ctx.failure(e),
         Err(_) => Redirect::to("/signin/second-factor").into_response(),
@@ -381,7 +378,7 @@ struct DoneQuery {
     done: Option<String>,
 }
 
-async fn two_factor_page(ctx: Ctx, Query(q): Query<DoneQuery>) -> Response {
+async fn two_factor_page(ctx: ConsoleUser, Query(q): Query<DoneQuery>) -> Response {
     let notice = q.done.as_deref().and_then(|done| match done {
         "method_added" | "method_removed" | "two_factor_off" | "default_set" => {
             Some(ctx.t().t(&format!("two_factor.done_{done}")).to_owned())
@@ -391,10 +388,13 @@ async fn two_factor_page(ctx: Ctx, Query(q): Query<DoneQuery>) -> Response {
     render_two_factor(&ctx, StatusCode::OK, notice, None).await
 }
 
-async fn render_two_factor(ctx: &Ctx, status: StatusCode, notice: Option<String>, error: Option<String>) -> Response {
-    let Some(user) = &ctx.user else {
-        return ctx.to_sign_in();
-    };
+async fn render_two_factor(
+    ctx: &ConsoleUser,
+    status: StatusCode,
+    notice: Option<String>,
+    error: Option<String>,
+) -> Response {
+    let user = &ctx.user;
     let s = match ctx.state.identity().two_factor(&user.account.id).await {
         Ok(s) => s,
         Err(e) => return ctx.failure(e),
@@ -448,10 +448,8 @@ struct DefaultForm {
     method: String,
 }
 
-async fn set_default_method(ctx: Ctx, Form(form): Form<DefaultForm>) -> Response {
-    let Some(user) = &ctx.user else {
-        return ctx.to_sign_in();
-    };
+async fn set_default_method(ctx: ConsoleUser, Form(form): Form<DefaultForm>) -> Response {
+    let user = &ctx.user;
     let Some(kind) = FactorKind::parse(&form.method) else {
         return (StatusCode::BAD_REQUEST, "unknown method").into_response();
     };
@@ -459,7 +457,7 @@ async fn set_default_method(ctx: Ctx, Form(form): Form<DefaultForm>) -> Response
         Ok(()) => Redirect::to("/security/two-factor?done=default_set").into_response(),
         Err(IdentityError::Store(e)) => ctx.failure(e),
         Err(e) => {
-            let error = identity_error_text(ctx.t(), &e);
+            let error = Refusal::identity(&e).text(ctx.t());
             render_two_factor(&ctx, StatusCode::UNPROCESSABLE_ENTITY, None, Some(error)).await
         }
     }
@@ -482,10 +480,8 @@ struct NameForm {
     name: String,
 }
 
-async fn begin_totp(ctx: Ctx, Form(form): Form<NameForm>) -> Response {
-    let Some(user) = &ctx.user else {
-        return ctx.to_sign_in();
-    };
+async fn begin_totp(ctx: ConsoleUser, Form(form): Form<NameForm>) -> Response {
+    let user = &ctx.user;
     let name = if form.name.trim().is_empty() {
         ctx.t().t("method.totp").to_owned()
     } else {
@@ -495,7 +491,7 @@ async fn begin_totp(ctx: Ctx, Form(form): Form<NameForm>) -> Response {
         Ok(e) => render_enrolment(&ctx, StatusCode::OK, e, &name, None),
         Err(IdentityError::Store(e)) => ctx.failure(e),
         Err(e) => {
-            let error = identity_error_text(ctx.t(), &e);
+            let error = Refusal::identity(&e).text(ctx.t());
             render_two_factor(&ctx, StatusCode::UNPROCESSABLE_ENTITY, None, Some(error)).await
         }
     }
@@ -536,10 +532,8 @@ struct ConfirmForm {
     name: String,
 }
 
-async fn confirm_totp(ctx: Ctx, Path(id): Path<String>, Form(form): Form<ConfirmForm>) -> Response {
-    let Some(user) = &ctx.user else {
-        return ctx.to_sign_in();
-    };
+async fn confirm_totp(ctx: ConsoleUser, Path(id): Path<String>, Form(form): Form<ConfirmForm>) -> Response {
+    let user = &ctx.user;
     let identity = ctx.state.identity();
     match identity
         .confirm_totp(&user.account.id, &id, &form.code, &user.client)
@@ -560,7 +554,7 @@ async fn confirm_totp(ctx: Ctx, Path(id): Path<String>, Form(form): Form<Confirm
     }
 }
 
-async fn expired(ctx: &Ctx) -> Response {
+async fn expired(ctx: &ConsoleUser) -> Response {
     let error = Some(ctx.t().t("two_factor.enrolment_expired").to_owned());
     render_two_factor(ctx, StatusCode::GONE, None, error).await
 }
@@ -571,10 +565,8 @@ struct PasswordForm {
     password: String,
 }
 
-async fn remove_method(ctx: Ctx, Path(id): Path<String>, Form(form): Form<PasswordForm>) -> Response {
-    let Some(user) = &ctx.user else {
-        return ctx.to_sign_in();
-    };
+async fn remove_method(ctx: ConsoleUser, Path(id): Path<String>, Form(form): Form<PasswordForm>) -> Response {
+    let user = &ctx.user;
     let identity = ctx.state.identity();
     let password = Some(form.password.as_str()).filter(|p| !p.is_empty());
     match identity
@@ -588,7 +580,7 @@ async fn remove_method(ctx: Ctx, Path(id): Path<String>, Form(form): Form<Passwo
         }
         Err(IdentityError::Store(e)) => ctx.failure(e),
         Err(e) => {
-            let error = identity_error_text(ctx.t(), &e);
+            let error = Refusal::identity(&e).text(ctx.t());
             render_two_factor(&ctx, StatusCode::UNPROCESSABLE_ENTITY, None, Some(error)).await
         }
     }
@@ -616,10 +608,8 @@ fn render_backup_codes(ctx: &Ctx, codes: Vec<String>, first_time: bool) -> Respo
     response
 }
 
-async fn regenerate_backup_codes(ctx: Ctx, Form(form): Form<PasswordForm>) -> Response {
-    let Some(user) = &ctx.user else {
-        return ctx.to_sign_in();
-    };
+async fn regenerate_backup_codes(ctx: ConsoleUser, Form(form): Form<PasswordForm>) -> Response {
+    let user = &ctx.user;
     match ctx
         .state
         .identity()
@@ -629,7 +619,7 @@ async fn regenerate_backup_codes(ctx: Ctx, Form(form): Form<PasswordForm>) -> Re
         Ok(codes) => render_backup_codes(&ctx, codes, false),
         Err(IdentityError::Store(e)) => ctx.failure(e),
         Err(e) => {
-            let error = identity_error_text(ctx.t(), &e);
+            let error = Refusal::identity(&e).text(ctx.t());
             render_two_factor(&ctx, StatusCode::UNPROCESSABLE_ENTITY, None, Some(error)).await
         }
     }
@@ -638,10 +628,8 @@ async fn regenerate_backup_codes(ctx: Ctx, Form(form): Form<PasswordForm>) -> Re
 /// The codes the page just showed, as a text file. They come back from
 /// the page's own form (the server keeps only digests); anything that is
 /// not a backup code is refused.
-async fn download_backup_codes(ctx: Ctx, Form(fields): Form<Vec<(String, String)>>) -> Response {
-    let Some(user) = &ctx.user else {
-        return ctx.to_sign_in();
-    };
+async fn download_backup_codes(ctx: ConsoleUser, Form(fields): Form<Vec<(String, String)>>) -> Response {
+    let user = &ctx.user;
     let codes: Vec<&str> = fields
         .iter()
         .filter(|(k, _)| k == "code")
@@ -697,15 +685,13 @@ struct AppPasswordsPage {
 }
 
 async fn render_app_passwords(
-    ctx: &Ctx,
+    ctx: &ConsoleUser,
     status: StatusCode,
     notice: Option<String>,
     error: Option<String>,
     created: Option<(String, String)>,
 ) -> Response {
-    let Some(user) = &ctx.user else {
-        return ctx.to_sign_in();
-    };
+    let user = &ctx.user;
     let identity = ctx.state.identity();
     let (list, s) = match (
         identity.app_passwords(&user.account.id).await,
@@ -748,7 +734,7 @@ async fn render_app_passwords(
     response
 }
 
-async fn app_passwords_page(ctx: Ctx, Query(q): Query<DoneQuery>) -> Response {
+async fn app_passwords_page(ctx: ConsoleUser, Query(q): Query<DoneQuery>) -> Response {
     let notice = q
         .done
         .filter(|d| d == "revoked")
@@ -756,10 +742,8 @@ async fn app_passwords_page(ctx: Ctx, Query(q): Query<DoneQuery>) -> Response {
     render_app_passwords(&ctx, StatusCode::OK, notice, None, None).await
 }
 
-async fn create_app_password(ctx: Ctx, Form(form): Form<NameForm>) -> Response {
-    let Some(user) = &ctx.user else {
-        return ctx.to_sign_in();
-    };
+async fn create_app_password(ctx: ConsoleUser, Form(form): Form<NameForm>) -> Response {
+    let user = &ctx.user;
     match ctx
         .state
         .identity()
@@ -771,16 +755,14 @@ async fn create_app_password(ctx: Ctx, Form(form): Form<NameForm>) -> Response {
         }
         Err(IdentityError::Store(e)) => ctx.failure(e),
         Err(e) => {
-            let error = identity_error_text(ctx.t(), &e);
+            let error = Refusal::identity(&e).text(ctx.t());
             render_app_passwords(&ctx, StatusCode::UNPROCESSABLE_ENTITY, None, Some(error), None).await
         }
     }
 }
 
-async fn revoke_app_password(ctx: Ctx, Path(id): Path<String>) -> Response {
-    let Some(user) = &ctx.user else {
-        return ctx.to_sign_in();
-    };
+async fn revoke_app_password(ctx: ConsoleUser, Path(id): Path<String>) -> Response {
+    let user = &ctx.user;
     match ctx
         .state
         .identity()
@@ -832,14 +814,12 @@ struct LinkedForm {
 /// verification on, else back to the 2FA page; the same page again while
 /// the app has not linked.
 async fn authenticator_linked(
-    ctx: Ctx,
+    ctx: ConsoleUser,
     headers: axum::http::HeaderMap,
     Path(id): Path<String>,
     Form(form): Form<LinkedForm>,
 ) -> Response {
-    let Some(user) = &ctx.user else {
-        return ctx.to_sign_in();
-    };
+    let user = &ctx.user;
     match ctx.state.identity().linked_device(&user.account, &id).await {
         Ok((true, Some(codes))) => render_backup_codes(&ctx, codes, true),
         Ok((true, None)) => Redirect::to("/security/two-factor?done=method_added").into_response(),
@@ -856,10 +836,8 @@ async fn authenticator_linked(
     }
 }
 
-async fn begin_authenticator(ctx: Ctx, headers: axum::http::HeaderMap, Form(form): Form<NameForm>) -> Response {
-    let Some(user) = &ctx.user else {
-        return ctx.to_sign_in();
-    };
+async fn begin_authenticator(ctx: ConsoleUser, headers: axum::http::HeaderMap, Form(form): Form<NameForm>) -> Response {
+    let user = &ctx.user;
     let name = if form.name.trim().is_empty() {
         ctx.t().t("method.authenticator").to_owned()
     } else {
@@ -873,7 +851,7 @@ async fn begin_authenticator(ctx: Ctx, headers: axum::http::HeaderMap, Form(form
         }
         Err(IdentityError::Store(e)) => ctx.failure(e),
         Err(e) => {
-            let error = identity_error_text(ctx.t(), &e);
+            let error = Refusal::identity(&e).text(ctx.t());
             render_two_factor(&ctx, StatusCode::UNPROCESSABLE_ENTITY, None, Some(error)).await
         }
     }
@@ -890,10 +868,8 @@ struct SecurityKeyEnrolPage {
     error: Option<String>,
 }
 
-async fn begin_security_key(ctx: Ctx, Form(form): Form<NameForm>) -> Response {
-    let Some(user) = &ctx.user else {
-        return ctx.to_sign_in();
-    };
+async fn begin_security_key(ctx: ConsoleUser, Form(form): Form<NameForm>) -> Response {
+    let user = &ctx.user;
     let name = if form.name.trim().is_empty() {
         ctx.t().t("method.security_key").to_owned()
     } else {
@@ -911,7 +887,7 @@ async fn begin_security_key(ctx: Ctx, Form(form): Form<NameForm>) -> Response {
         }
         Err(IdentityError::Store(e)) => ctx.failure(e),
         Err(e) => {
-            let error = identity_error_text(ctx.t(), &e);
+            let error = Refusal::identity(&e).text(ctx.t());
             render_two_factor(&ctx, StatusCode::UNPROCESSABLE_ENTITY, None, Some(error)).await
         }
     }
@@ -923,10 +899,8 @@ struct CredentialForm {
     credential: String,
 }
 
-async fn finish_security_key(ctx: Ctx, Path(id): Path<String>, Form(form): Form<CredentialForm>) -> Response {
-    let Some(user) = &ctx.user else {
-        return ctx.to_sign_in();
-    };
+async fn finish_security_key(ctx: ConsoleUser, Path(id): Path<String>, Form(form): Form<CredentialForm>) -> Response {
+    let user = &ctx.user;
     let credential = serde_json::from_str(&form.credential).unwrap_or_default();
     match ctx
         .state
@@ -939,33 +913,13 @@ async fn finish_security_key(ctx: Ctx, Path(id): Path<String>, Form(form): Form<
         Err(IdentityError::NotFound) => expired(&ctx).await,
         Err(IdentityError::Store(e)) => ctx.failure(e),
         Err(e) => {
-            let error = identity_error_text(ctx.t(), &e);
+            let error = Refusal::identity(&e).text(ctx.t());
             render_two_factor(&ctx, StatusCode::UNPROCESSABLE_ENTITY, None, Some(error)).await
         }
     }
 }
 
 // ---- SMS ---------------------------------------------------------------------
-
-/// A person-readable, translated explanation of an SMS refusal.
-pub(crate) fn sms_error_text(t: &crate::i18n::Catalog, e: &SmsError) -> String {
-    match e {
-        SmsError::Phone(PhoneRejected::Invalid) => t.t("sms.invalid_phone").to_owned(),
-        SmsError::Phone(PhoneRejected::CountryNotAllowed { allowed }) => {
-            t.tf("sms.country_not_allowed", &[("countries", allowed)])
-        }
-        SmsError::TooSoon { retry_after } => t.tf(
-            "sms.too_soon",
-            &[("seconds", &((retry_after + 999) / 1000).to_string())],
-        ),
-        SmsError::DailyCap { .. } => t.t("sms.daily_limit").to_owned(),
-        SmsError::Send(inner) => {
-            tracing::warn!(error = %inner, "SMS delivery failed");
-            t.t("sms.failed").to_owned()
-        }
-        SmsError::NoNumber => t.t("sms.no_number").to_owned(),
-    }
-}
 
 #[derive(Template)]
 #[template(path = "sms_enrol.html")]
@@ -992,10 +946,8 @@ struct PhoneForm {
     phone: String,
 }
 
-async fn begin_sms(ctx: Ctx, Form(form): Form<PhoneForm>) -> Response {
-    let Some(user) = &ctx.user else {
-        return ctx.to_sign_in();
-    };
+async fn begin_sms(ctx: ConsoleUser, Form(form): Form<PhoneForm>) -> Response {
+    let user = &ctx.user;
     match ctx
         .state
         .identity()
@@ -1005,16 +957,14 @@ async fn begin_sms(ctx: Ctx, Form(form): Form<PhoneForm>) -> Response {
         Ok(e) => render_sms_enrolment(&ctx, StatusCode::OK, e.id, &e.phone, None),
         Err(IdentityError::Store(e)) => ctx.failure(e),
         Err(e) => {
-            let error = identity_error_text(ctx.t(), &e);
+            let error = Refusal::identity(&e).text(ctx.t());
             render_two_factor(&ctx, StatusCode::UNPROCESSABLE_ENTITY, None, Some(error)).await
         }
     }
 }
 
-async fn confirm_sms(ctx: Ctx, Path(id): Path<String>, Form(form): Form<ConfirmForm>) -> Response {
-    let Some(user) = &ctx.user else {
-        return ctx.to_sign_in();
-    };
+async fn confirm_sms(ctx: ConsoleUser, Path(id): Path<String>, Form(form): Form<ConfirmForm>) -> Response {
+    let user = &ctx.user;
     let identity = ctx.state.identity();
     match identity
         .confirm_sms(&user.account.id, &id, &form.code, &user.client)
@@ -1033,8 +983,8 @@ async fn confirm_sms(ctx: Ctx, Path(id): Path<String>, Form(form): Form<ConfirmF
 }
 
 /// The masked number of a pending SMS enrolment, for showing it again.
-async fn pending_phone(ctx: &Ctx, id: &str) -> String {
-    let Some(user) = &ctx.user else { return String::new() };
+async fn pending_phone(ctx: &ConsoleUser, id: &str) -> String {
+    let user = &ctx.user;
     ctx.state
         .identity()
         .pending_method_name(&user.account.id, id)
@@ -1044,10 +994,8 @@ async fn pending_phone(ctx: &Ctx, id: &str) -> String {
         .unwrap_or_default()
 }
 
-async fn resend_sms(ctx: Ctx, Path(id): Path<String>) -> Response {
-    let Some(user) = &ctx.user else {
-        return ctx.to_sign_in();
-    };
+async fn resend_sms(ctx: ConsoleUser, Path(id): Path<String>) -> Response {
+    let user = &ctx.user;
     match ctx
         .state
         .identity()
@@ -1059,7 +1007,7 @@ async fn resend_sms(ctx: Ctx, Path(id): Path<String>) -> Response {
         Err(IdentityError::Store(e)) => ctx.failure(e),
         Err(e) => {
             let phone = pending_phone(&ctx, &id).await;
-            let error = Some(identity_error_text(ctx.t(), &e));
+            let error = Some(Refusal::identity(&e).text(ctx.t()));
             render_sms_enrolment(&ctx, StatusCode::TOO_MANY_REQUESTS, id, &phone, error)
         }
     }

@@ -30,6 +30,7 @@ mod i18n;
 mod metrics;
 mod qr;
 mod readiness;
+mod refusal;
 
 use axum::Router;
 use axum::http::{HeaderName, Request};
@@ -256,7 +257,7 @@ pub const CONSOLE_ROUTES: &[(&str, &str)] = &[
 /// still open this console path (enrolment, sign-out, language, static
 /// files, leaving).
 pub fn console_open_while_blocked(path: &str) -> bool {
-    console::open_while_blocked(path)
+    console::purpose(path) != identity::Purpose::Other
 }
 
 /// The OpenAPI document, as served at `/api/v1/openapi.json`.

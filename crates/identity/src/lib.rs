@@ -65,8 +65,8 @@ pub use signals::Signals;
 pub use sms::{SmsEnrollment, SmsError};
 pub use sms_gateway::{SmsGateway, SmsSendError};
 pub use store::{
-    EventPage, ExpiryCutoffs, IdentityStore, SecondStepProof, StepContext, StoreError, ThrottleRecord, ThrottleRelease,
-    ThrottleReservation,
+    Constraint, EventPage, ExpiryCutoffs, IdentityStore, SecondStepProof, StepContext, StoreError, ThrottleRecord,
+    ThrottleRelease, ThrottleReservation,
 };
 pub use sync_user_id::SyncUserId;
 pub use two_factor::{SecondStep, SecondStepError, TotpEnrollment};

@@ -20,14 +20,41 @@ use crate::sync_user_id::SyncUserId;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    /// A uniqueness rule was hit; names the field ("email", "org_name").
+    /// A uniqueness rule was hit.
     #[error("{0} is already taken")]
-    Conflict(&'static str),
+    Conflict(Constraint),
     /// The setup link is unknown, used or expired, or setup already happened.
     #[error("setup is not possible with this link")]
     SetupUnavailable,
+    /// The database aborted the transaction to break a deadlock or a
+    /// serialization conflict, as its own error code says: running the
+    /// whole transaction again will likely succeed.
+    #[error("storage error, worth another try: {0}")]
+    Retryable(String),
+    /// Something stored does not read: it does not decrypt, parse, or hold
+    /// a value the domain allows.
+    #[error("stored data is damaged: {0}")]
+    Corrupt(String),
     #[error("storage error: {0}")]
     Backend(String),
+}
+
+/// The uniqueness rules a write can hit, named for the domain.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Constraint {
+    /// An account with this email address exists.
+    Email,
+    /// An organization with this name (in any case) exists.
+    OrganizationName,
+}
+
+impl std::fmt::Display for Constraint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Constraint::Email => "email",
+            Constraint::OrganizationName => "org_name",
+        })
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

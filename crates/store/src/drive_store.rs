@@ -11,10 +11,11 @@ use sqlx::Row;
 use sqlx::any::AnyRow;
 
 use crate::changes::{Arg, Change, sqlite_counts};
+use crate::db::{Columns, Run, backend, corrupt, retried};
 use crate::sqlite_commits::CommitConnection;
 use crate::sqlite_reads::failed;
 use crate::writer::Writer;
-use crate::{Native, SqlStore, backend};
+use crate::{Native, SqlStore};
 
 const COLUMNS: &str = "SELECT d.id, d.org_id, o.name AS org_name, d.name, d.quota_bytes, d.used_bytes, d.created_at,
         d.member_access
@@ -29,32 +30,27 @@ const MEMBER_TABLES: &str = "FROM drives d JOIN organizations o ON o.id = d.org_
 
 fn grant_of(text: &str) -> Result<Grant, StoreError> {
     text.parse()
-        .map_err(|e: drive::UnknownGrant| StoreError::Backend(format!("stored drive access: {e}")))
+        .map_err(|e: drive::UnknownGrant| corrupt(format_args!("drive access ({e})")))
 }
 
 fn member_drive_from(row: &impl Columns) -> Result<(Drive, Standing), StoreError> {
     let role = row.text("role")?;
     let own = row.text_or_null("own_access")?;
     let standing = Standing {
-        role: role
-            .parse::<Role>()
-            .map_err(|e| StoreError::Backend(format!("stored role: {e}")))?,
+        role: role.parse::<Role>().map_err(|e| corrupt(format_args!("role ({e})")))?,
         grant: own.as_deref().map(grant_of).transpose()?,
     };
     Ok((drive_from(row)?, standing))
 }
 
 fn drive_from(row: &impl Columns) -> Result<Drive, StoreError> {
-    let number = |name: &str| -> Result<u64, StoreError> {
-        u64::try_from(row.int(name)?).map_err(|_| StoreError::Backend(format!("stored drive {name} is negative")))
-    };
     Ok(Drive {
-        id: number("id")?,
+        id: row.unsigned("id")?,
         org_id: row.text("org_id")?,
         org_name: row.text("org_name")?,
         name: row.text("name")?,
-        quota_bytes: number("quota_bytes")?,
-        used_bytes: number("used_bytes")?,
+        quota_bytes: row.unsigned("quota_bytes")?,
+        used_bytes: row.unsigned("used_bytes")?,
         created_at: row.int("created_at")?,
         member_access: grant_of(&row.text("member_access")?)?,
     })
@@ -73,56 +69,24 @@ fn member_walk_from(row: &impl Columns, drive_id: u64, walked: Option<usize>) ->
     })
 }
 
-/// A row's columns by name, read the same way whichever driver read the
-/// row: `Any` for most queries, each engine's own driver for the hot
-/// paths (see `SqlStore::native`).
-trait Columns {
-    fn text(&self, name: &str) -> Result<String, StoreError>;
-    fn text_or_null(&self, name: &str) -> Result<Option<String>, StoreError>;
-    fn int(&self, name: &str) -> Result<i64, StoreError>;
-}
-
-macro_rules! columns_of {
-    ($row:ty, $get:ident, $error:path) => {
-        impl Columns for $row {
-            fn text(&self, name: &str) -> Result<String, StoreError> {
-                self.$get(name).map_err($error)
-            }
-            fn text_or_null(&self, name: &str) -> Result<Option<String>, StoreError> {
-                self.$get(name).map_err($error)
-            }
-            fn int(&self, name: &str) -> Result<i64, StoreError> {
-                self.$get(name).map_err($error)
-            }
-        }
-    };
-}
-columns_of!(AnyRow, try_get, backend);
-columns_of!(sqlx::postgres::PgRow, try_get, backend);
-columns_of!(rusqlite::Row<'_>, get, failed);
-
 const NODE_COLUMNS: &str = "SELECT id, drive_id, parent_id, name, is_dir, size, blob_id, etag, created_at, modified_at,
         checksums, has_props
      FROM drive_nodes";
 
-fn node_from(row: &AnyRow) -> Result<Node, StoreError> {
-    let number = |name: &str| -> Result<u64, StoreError> {
-        let n: i64 = row.try_get(name).map_err(backend)?;
-        u64::try_from(n).map_err(|_| StoreError::Backend(format!("stored node {name} is negative")))
-    };
+fn node_from(row: &impl Columns) -> Result<Node, StoreError> {
     Ok(Node {
-        id: row.try_get("id").map_err(backend)?,
-        drive_id: number("drive_id")?,
-        parent_id: row.try_get("parent_id").map_err(backend)?,
-        name: row.try_get("name").map_err(backend)?,
-        is_dir: row.try_get::<i64, _>("is_dir").map_err(backend)? != 0,
-        size: number("size")?,
-        blob_id: row.try_get("blob_id").map_err(backend)?,
-        etag: row.try_get("etag").map_err(backend)?,
-        created_at: row.try_get("created_at").map_err(backend)?,
-        modified_at: row.try_get("modified_at").map_err(backend)?,
-        checksums: row.try_get("checksums").map_err(backend)?,
-        has_props: row.try_get::<i64, _>("has_props").map_err(backend)? != 0,
+        id: row.text("id")?,
+        drive_id: row.unsigned("drive_id")?,
+        parent_id: row.text("parent_id")?,
+        name: row.text("name")?,
+        is_dir: row.flag("is_dir")?,
+        size: row.unsigned("size")?,
+        blob_id: row.text("blob_id")?,
+        etag: row.text("etag")?,
+        created_at: row.int("created_at")?,
+        modified_at: row.int("modified_at")?,
+        checksums: row.text("checksums")?,
+        has_props: row.flag("has_props")?,
     })
 }
 
@@ -183,9 +147,8 @@ async fn insert_node(conn: &mut sqlx::AnyConnection, engine: crate::Engine, n: &
         .bind(n.created_at)
         .bind(n.modified_at)
         .bind(n.checksums.as_str())
-        .execute(conn)
-        .await
-        .map_err(backend)?;
+        .run(conn)
+        .await?;
     Ok(done.rows_affected() == 1)
 }
 
@@ -198,9 +161,8 @@ async fn charge(conn: &mut sqlx::AnyConnection, drive_id: u64, bytes: i64) -> Re
     )
     .bind(signed(drive_id)?)
     .bind(bytes)
-    .execute(conn)
-    .await
-    .map_err(backend)?;
+    .run(conn)
+    .await?;
     Ok(done.rows_affected() == 1)
 }
 
@@ -209,9 +171,8 @@ async fn charge(conn: &mut sqlx::AnyConnection, drive_id: u64, bytes: i64) -> Re
 async fn props_bytes(conn: &mut sqlx::AnyConnection, id: &str) -> Result<i64, StoreError> {
     let rows = sqlx::query("SELECT namespace, name, xml FROM drive_props WHERE node_id = $1")
         .bind(id)
-        .fetch_all(conn)
-        .await
-        .map_err(backend)?;
+        .all(conn)
+        .await?;
     charged_props(&rows)
 }
 
@@ -219,7 +180,7 @@ async fn props_bytes(conn: &mut sqlx::AnyConnection, id: &str) -> Result<i64, St
 fn charged_props(rows: &[sqlx::any::AnyRow]) -> Result<i64, StoreError> {
     let mut total = 0;
     for row in rows {
-        let text = |column: &str| row.try_get::<String, _>(column).map_err(backend);
+        let text = |column: &str| row.text(column);
         total += drive::prop_bytes(&text("namespace")?, &text("name")?, &text("xml")?);
     }
     signed(total)
@@ -234,18 +195,16 @@ async fn mark_props(conn: &mut sqlx::AnyConnection, node_id: &str) -> Result<(),
          WHERE id = $1",
     )
     .bind(node_id)
-    .execute(conn)
-    .await
-    .map_err(backend)?;
+    .run(conn)
+    .await?;
     Ok(())
 }
 
 async fn blob_in_use(conn: &mut sqlx::AnyConnection, blob: &str) -> Result<bool, StoreError> {
     let row = sqlx::query("SELECT 1 FROM drive_nodes WHERE blob_id = $1 LIMIT 1")
         .bind(blob)
-        .fetch_optional(conn)
-        .await
-        .map_err(backend)?;
+        .optional(conn)
+        .await?;
     Ok(row.is_some())
 }
 
@@ -255,23 +214,22 @@ async fn drop_inline(conn: &mut sqlx::AnyConnection, blob: &str) -> Result<(), S
     if drive::is_inline(blob) {
         sqlx::query("DELETE FROM drive_inline WHERE blob_id = $1")
             .bind(blob)
-            .execute(conn)
-            .await
-            .map_err(backend)?;
+            .run(conn)
+            .await?;
     }
     Ok(())
 }
 
 fn lock_from(row: &AnyRow) -> Result<Lock, StoreError> {
     Ok(Lock {
-        token: row.try_get("token").map_err(backend)?,
-        path: row.try_get("path").map_err(backend)?,
-        principal: row.try_get("principal").map_err(backend)?,
-        owner_xml: row.try_get("owner_xml").map_err(backend)?,
-        expires_at: row.try_get("expires_at").map_err(backend)?,
-        timeout_secs: u64::try_from(row.try_get::<i64, _>("timeout_secs").map_err(backend)?).unwrap_or(0),
-        shared: row.try_get::<i64, _>("shared").map_err(backend)? != 0,
-        deep: row.try_get::<i64, _>("deep").map_err(backend)? != 0,
+        token: row.text("token")?,
+        path: row.text("path")?,
+        principal: row.text("principal")?,
+        owner_xml: row.text("owner_xml")?,
+        expires_at: row.int("expires_at")?,
+        timeout_secs: u64::try_from(row.int("timeout_secs")?).unwrap_or(0),
+        shared: row.int("shared")? != 0,
+        deep: row.int("deep")? != 0,
     })
 }
 
@@ -343,9 +301,8 @@ impl SqlStore {
                     .bind(parent_id)
                     .bind(after)
                     .bind(limit)
-                    .fetch_all(pg)
-                    .await
-                    .map_err(backend)?;
+                    .all(pg)
+                    .await?;
                 if let Some(first) = rows.first() {
                     pg_page_columns(first)?;
                 }
@@ -515,19 +472,15 @@ fn walked_node(row: &impl Columns, drive_id: u64, i: usize) -> Result<Option<Nod
     let Some(id) = row.text_or_null(column("id"))? else {
         return Ok(None);
     };
-    let number = |name: &str| -> Result<u64, StoreError> {
-        u64::try_from(row.int(column(name))?)
-            .map_err(|_| StoreError::Backend(format!("stored node {name} is negative")))
-    };
     let text = |name: &str| row.text(column(name));
-    let flag = |name: &str| -> Result<bool, StoreError> { Ok(row.int(column(name))? != 0) };
+    let flag = |name: &str| row.flag(column(name));
     Ok(Some(Node {
         id,
         drive_id,
         parent_id: text("parent_id")?,
         name: text("name")?,
         is_dir: flag("is_dir")?,
-        size: number("size")?,
+        size: row.unsigned(column("size"))?,
         blob_id: text("blob_id")?,
         etag: text("etag")?,
         created_at: row.int(column("created_at"))?,
@@ -575,7 +528,7 @@ pub(crate) async fn commit_files_on_postgres(
             let outcome = match insert_new_files_pg(&pg, &files).await {
                 // Not stored: each file through the transaction below.
                 Ok(false) => continue,
-                Err(e) if crate::must_retry(&e) => continue,
+                Err(StoreError::Retryable(_)) => continue,
                 Ok(true) => Ok(PutOutcome::Stored { replaced_blob: None }),
                 Err(e) => Err(e.to_string()),
             };
@@ -590,7 +543,7 @@ pub(crate) async fn commit_files_on_postgres(
             .map(|(file, _)| file)
             .collect();
         if !rest.is_empty() {
-            let committed = crate::retried(|| commit_batch(&writer, &rest)).await;
+            let committed = retried(|| commit_batch(&writer, &rest)).await;
             let mut committed = outcomes_of(rest.len(), committed).into_iter();
             for outcome in outcomes.iter_mut().filter(|o| o.is_none()) {
                 *outcome = committed.next();
@@ -755,7 +708,7 @@ async fn insert_new_files_pg(pg: &sqlx::PgPool, files: &[&FileCommit]) -> Result
 /// `batch` in one transaction of `writer`, each file as it comes.
 async fn commit_batch(writer: &Writer, batch: &[&FileCommit]) -> Result<Vec<PutOutcome>, StoreError> {
     let engine = writer.engine();
-    let mut tx = writer.begin().await.map_err(backend)?;
+    let mut tx = writer.begin().await?;
     let mut outcomes = Vec::with_capacity(batch.len());
     let mut rest = batch;
     while let Some(file) = rest.first() {
@@ -772,7 +725,7 @@ async fn commit_batch(writer: &Writer, batch: &[&FileCommit]) -> Result<Vec<PutO
             rest = &rest[1..];
         }
     }
-    tx.commit().await.map_err(backend)?;
+    tx.commit().await?;
     Ok(outcomes)
 }
 
@@ -839,10 +792,9 @@ async fn insert_new_file(tx: &mut sqlx::AnyConnection, file: &FileCommit) -> Res
         .bind(n.checksums.as_str())
         .bind(file.inline.clone().unwrap_or_default())
         .bind(file.inline.is_some())
-        .fetch_one(&mut *tx)
-        .await
-        .map_err(backend)?;
-    let count = |name: &str| row.try_get::<i64, _>(name).map_err(backend);
+        .one(&mut *tx)
+        .await?;
+    let count = |name: &str| row.int(name);
     if count("stored")? == 1 {
         return Ok(PutOutcome::Stored { replaced_blob: None });
     }
@@ -851,9 +803,8 @@ async fn insert_new_file(tx: &mut sqlx::AnyConnection, file: &FileCommit) -> Res
         sqlx::query("UPDATE drives SET used_bytes = used_bytes - $2 WHERE id = $1")
             .bind(signed(n.drive_id)?)
             .bind(size)
-            .execute(&mut *tx)
-            .await
-            .map_err(backend)?;
+            .run(&mut *tx)
+            .await?;
         return Ok(PutOutcome::Conflict);
     }
     Ok(if count("taken")? > 0 || count("folder")? == 0 {
@@ -938,9 +889,8 @@ async fn replace_in(
         sqlx::query("UPDATE drives SET used_bytes = used_bytes + $2 WHERE id = $1 AND used_bytes + $2 <= quota_bytes")
             .bind(signed(node.drive_id)?)
             .bind(delta)
-            .execute(&mut *conn)
-            .await
-            .map_err(backend)?;
+            .run(&mut *conn)
+            .await?;
     if charged.rows_affected() != 1 {
         return Ok(PutOutcome::InsufficientStorage);
     }
@@ -955,27 +905,24 @@ async fn replace_in(
     .bind(node.etag.as_str())
     .bind(node.modified_at)
     .bind(node.checksums.as_str())
-    .execute(&mut *conn)
-    .await
-    .map_err(backend)?
+    .run(&mut *conn)
+    .await?
     .rows_affected()
         == 1;
     if !stored {
         sqlx::query("UPDATE drives SET used_bytes = used_bytes - $2 WHERE id = $1")
             .bind(signed(node.drive_id)?)
             .bind(delta)
-            .execute(&mut *conn)
-            .await
-            .map_err(backend)?;
+            .run(&mut *conn)
+            .await?;
         return Ok(PutOutcome::Conflict);
     }
     if let Some(data) = inline {
         sqlx::query("INSERT INTO drive_inline (blob_id, data) VALUES ($1, $2)")
             .bind(node.blob_id.as_str())
             .bind(data.to_vec())
-            .execute(&mut *conn)
-            .await
-            .map_err(backend)?;
+            .run(&mut *conn)
+            .await?;
     }
     let mut replaced_blob = None;
     if !old.blob_id.is_empty() && !blob_in_use(&mut *conn, &old.blob_id).await? {
@@ -1004,24 +951,22 @@ impl Gone {
     async fn delete(&mut self, tx: &mut sqlx::AnyConnection, id: &str) -> Result<(), StoreError> {
         let props = sqlx::query("DELETE FROM drive_props WHERE node_id = $1 RETURNING namespace, name, xml")
             .bind(id)
-            .fetch_all(&mut *tx)
-            .await
-            .map_err(backend)?;
+            .all(&mut *tx)
+            .await?;
         self.freed += charged_props(&props)?;
         let row = sqlx::query("DELETE FROM drive_nodes WHERE id = $1 RETURNING size, blob_id, is_dir")
             .bind(id)
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(backend)?;
+            .optional(&mut *tx)
+            .await?;
         let Some(row) = row else {
             return Ok(());
         };
-        self.freed += row.try_get::<i64, _>("size").map_err(backend)?;
-        let blob: String = row.try_get("blob_id").map_err(backend)?;
+        self.freed += row.int("size")?;
+        let blob: String = row.text("blob_id")?;
         if !blob.is_empty() {
             self.blobs.push(blob);
         }
-        if row.try_get::<i64, _>("is_dir").map_err(backend)? != 0 {
+        if row.int("is_dir")? != 0 {
             self.freed += signed(drive::FOLDER_BYTES)?;
             self.folders.push(id.to_owned());
         }
@@ -1033,7 +978,7 @@ impl SqlStore {
     /// [`DriveStore::delete_tree`], once: [`crate::retried`] runs it again
     /// when PostgreSQL aborts it to break a deadlock.
     async fn delete_tree_once(&self, node: &Node) -> Result<Vec<String>, StoreError> {
-        let mut tx = self.begin_write().await.map_err(backend)?;
+        let mut tx = self.begin_write().await?;
         let tree: Vec<String> = sqlx::query_scalar(
             "WITH RECURSIVE tree(id) AS (
                 SELECT id FROM drive_nodes WHERE id = $1
@@ -1086,23 +1031,21 @@ impl SqlStore {
         sqlx::query("UPDATE drives SET used_bytes = used_bytes - $2 WHERE id = $1")
             .bind(signed(node.drive_id)?)
             .bind(freed)
-            .execute(&mut *tx)
-            .await
-            .map_err(backend)?;
-        tx.commit().await.map_err(backend)?;
+            .run(&mut *tx)
+            .await?;
+        tx.commit().await?;
         Ok(blobs)
     }
 
     /// [`DriveStore::move_node`], once (see [`Self::delete_tree_once`]).
     async fn move_node_once(&self, node: &Node, parent_id: &str, name: &str) -> Result<bool, StoreError> {
-        let mut tx = self.begin_write().await.map_err(backend)?;
+        let mut tx = self.begin_write().await?;
         let taken = sqlx::query("SELECT 1 FROM drive_nodes WHERE drive_id = $1 AND parent_id = $2 AND name = $3")
             .bind(signed(node.drive_id)?)
             .bind(parent_id)
             .bind(name)
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(backend)?;
+            .optional(&mut *tx)
+            .await?;
         if taken.is_some() {
             return Ok(false);
         }
@@ -1122,14 +1065,13 @@ impl SqlStore {
             .bind(node.id.as_str())
             .bind(parent_id)
             .bind(name)
-            .execute(&mut *tx)
-            .await
-            .map_err(backend)?;
+            .run(&mut *tx)
+            .await?;
         // The node or the folder it goes to gone meanwhile: nothing moves.
         if moved.rows_affected() != 1 {
             return Ok(false);
         }
-        tx.commit().await.map_err(backend)?;
+        tx.commit().await?;
         Ok(true)
     }
 }
@@ -1148,9 +1090,8 @@ impl DriveStore for SqlStore {
         .bind(signed(d.used_bytes)?)
         .bind(d.created_at)
         .bind(d.member_access.as_str())
-        .execute(&*self.writer.turn().await)
-        .await
-        .map_err(backend)?;
+        .run(&*self.writer.turn().await)
+        .await?;
         Ok(done.rows_affected() == 1)
     }
 
@@ -1161,9 +1102,8 @@ impl DriveStore for SqlStore {
         let sql = format!("{COLUMNS} WHERE d.id = $1");
         let row = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(number)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(backend)?;
+            .optional(&self.pool)
+            .await?;
         row.as_ref().map(drive_from).transpose()
     }
 
@@ -1192,7 +1132,7 @@ impl DriveStore for SqlStore {
                 for name in &names[..depth] {
                     query = query.bind(*name);
                 }
-                let row = query.fetch_optional(pg).await.map_err(backend)?;
+                let row = query.optional(pg).await?;
                 row.as_ref().map(|row| member_walk_from(row, id, walked)).transpose()
             }
             Native::Sqlite(reads) => {
@@ -1207,36 +1147,33 @@ impl DriveStore for SqlStore {
         let sql = format!("{MEMBER_COLUMNS} {MEMBER_TABLES} WHERE m.account_id = $1 ORDER BY o.name, d.name, d.id");
         let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(account_id)
-            .fetch_all(&self.pool)
-            .await
-            .map_err(backend)?;
+            .all(&self.pool)
+            .await?;
         rows.iter().map(member_drive_from).collect()
     }
 
     async fn grants(&self, drive_id: u64) -> Result<Vec<(String, Grant)>, StoreError> {
         let rows = sqlx::query("SELECT account_id, access FROM drive_members WHERE drive_id = $1")
             .bind(signed(drive_id)?)
-            .fetch_all(&self.pool)
-            .await
-            .map_err(backend)?;
+            .all(&self.pool)
+            .await?;
         rows.iter()
             .map(|row| {
-                let access: String = row.try_get("access").map_err(backend)?;
-                Ok((row.try_get("account_id").map_err(backend)?, grant_of(&access)?))
+                let access: String = row.text("access")?;
+                Ok((row.text("account_id")?, grant_of(&access)?))
             })
             .collect()
     }
 
     async fn set_member_access(&self, drive_id: u64, grant: Grant, event: &OrgEvent) -> Result<(), StoreError> {
-        let mut tx = self.begin_write().await.map_err(backend)?;
+        let mut tx = self.begin_write().await?;
         sqlx::query("UPDATE drives SET member_access = $2 WHERE id = $1")
             .bind(signed(drive_id)?)
             .bind(grant.as_str())
-            .execute(&mut *tx)
-            .await
-            .map_err(backend)?;
+            .run(&mut *tx)
+            .await?;
         crate::identity_store::insert_org_event(&mut tx, event).await?;
-        tx.commit().await.map_err(backend)
+        tx.commit().await
     }
 
     async fn set_grant(
@@ -1246,7 +1183,7 @@ impl DriveStore for SqlStore {
         grant: Option<Grant>,
         event: &OrgEvent,
     ) -> Result<(), StoreError> {
-        let mut tx = self.begin_write().await.map_err(backend)?;
+        let mut tx = self.begin_write().await?;
         let change = match grant {
             Some(grant) => sqlx::query(
                 "INSERT INTO drive_members (drive_id, account_id, access) VALUES ($1, $2, $3)
@@ -1259,9 +1196,9 @@ impl DriveStore for SqlStore {
                 .bind(signed(drive_id)?)
                 .bind(account_id),
         };
-        change.execute(&mut *tx).await.map_err(backend)?;
+        change.run(&mut *tx).await?;
         crate::identity_store::insert_org_event(&mut tx, event).await?;
-        tx.commit().await.map_err(backend)
+        tx.commit().await
     }
 
     async fn walk(&self, drive_id: u64, names: &[&str]) -> Result<Vec<Node>, StoreError> {
@@ -1278,7 +1215,7 @@ impl DriveStore for SqlStore {
                     for name in chunk {
                         query = query.bind(*name);
                     }
-                    let row = query.fetch_optional(pg).await.map_err(backend)?;
+                    let row = query.optional(pg).await?;
                     row.as_ref()
                         .map(|row| walked_nodes(row, drive_id, chunk.len()))
                         .transpose()?
@@ -1307,14 +1244,13 @@ impl DriveStore for SqlStore {
         let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(signed(drive_id)?)
             .bind(parent_id)
-            .fetch_all(&self.pool)
-            .await
-            .map_err(backend)?;
+            .all(&self.pool)
+            .await?;
         rows.iter().map(node_from).collect()
     }
 
     async fn create_folder(&self, node: &Node) -> Result<PutOutcome, StoreError> {
-        let mut tx = self.begin_write().await.map_err(backend)?;
+        let mut tx = self.begin_write().await?;
         if !insert_node(&mut tx, self.engine, node).await? {
             return Ok(PutOutcome::Conflict);
         }
@@ -1322,7 +1258,7 @@ impl DriveStore for SqlStore {
         if !charge(&mut tx, node.drive_id, signed(drive::FOLDER_BYTES)?).await? {
             return Ok(PutOutcome::InsufficientStorage);
         }
-        tx.commit().await.map_err(backend)?;
+        tx.commit().await?;
         Ok(PutOutcome::Stored { replaced_blob: None })
     }
 
@@ -1348,7 +1284,7 @@ impl DriveStore for SqlStore {
     }
 
     async fn delete_tree(&self, node: &Node) -> Result<Vec<String>, StoreError> {
-        crate::retried(|| self.delete_tree_once(node)).await
+        retried(|| self.delete_tree_once(node)).await
     }
 
     async fn children_after(
@@ -1430,11 +1366,11 @@ impl DriveStore for SqlStore {
     }
 
     async fn move_node(&self, node: &Node, parent_id: &str, name: &str) -> Result<bool, StoreError> {
-        crate::retried(|| self.move_node_once(node, parent_id, name)).await
+        retried(|| self.move_node_once(node, parent_id, name)).await
     }
 
     async fn copy_file(&self, source: &Node, copy: &Node) -> Result<PutOutcome, StoreError> {
-        let mut tx = self.begin_write().await.map_err(backend)?;
+        let mut tx = self.begin_write().await?;
         // The copy keeps the source's dead properties: they are charged too.
         let props = if source.has_props {
             props_bytes(&mut tx, &source.id).await?
@@ -1453,11 +1389,10 @@ impl DriveStore for SqlStore {
         )
         .bind(source.id.as_str())
         .bind(copy.id.as_str())
-        .execute(&mut *tx)
-        .await
-        .map_err(backend)?;
+        .run(&mut *tx)
+        .await?;
         mark_props(&mut tx, &copy.id).await?;
-        tx.commit().await.map_err(backend)?;
+        tx.commit().await?;
         Ok(PutOutcome::Stored { replaced_blob: None })
     }
 
@@ -1465,9 +1400,8 @@ impl DriveStore for SqlStore {
         sqlx::query("UPDATE drive_nodes SET modified_at = $2 WHERE id = $1")
             .bind(node_id)
             .bind(modified_at)
-            .execute(&*self.writer.turn().await)
-            .await
-            .map_err(backend)?;
+            .run(&*self.writer.turn().await)
+            .await?;
         Ok(())
     }
 
@@ -1475,15 +1409,14 @@ impl DriveStore for SqlStore {
         let rows =
             sqlx::query("SELECT namespace, name, xml FROM drive_props WHERE node_id = $1 ORDER BY namespace, name")
                 .bind(node_id)
-                .fetch_all(&self.pool)
-                .await
-                .map_err(backend)?;
+                .all(&self.pool)
+                .await?;
         rows.iter()
             .map(|row| {
                 Ok(DeadProp {
-                    namespace: row.try_get("namespace").map_err(backend)?,
-                    name: row.try_get("name").map_err(backend)?,
-                    xml: row.try_get("xml").map_err(backend)?,
+                    namespace: row.text("namespace")?,
+                    name: row.text("name")?,
+                    xml: row.text("xml")?,
                 })
             })
             .collect()
@@ -1491,7 +1424,7 @@ impl DriveStore for SqlStore {
 
     async fn patch_props(&self, node: &Node, changes: &[PropChange]) -> Result<bool, StoreError> {
         let node_id = node.id.as_str();
-        let mut tx = self.begin_write().await.map_err(backend)?;
+        let mut tx = self.begin_write().await?;
         let before = props_bytes(&mut tx, node_id).await?;
         for change in changes {
             let query = match change {
@@ -1510,7 +1443,7 @@ impl DriveStore for SqlStore {
                         .bind(name.as_str())
                 }
             };
-            query.execute(&mut *tx).await.map_err(backend)?;
+            query.run(&mut *tx).await?;
         }
         let after = props_bytes(&mut tx, node_id).await?;
         // Dropped without a commit, the transaction undoes the changes.
@@ -1518,7 +1451,7 @@ impl DriveStore for SqlStore {
             return Ok(false);
         }
         mark_props(&mut tx, node_id).await?;
-        tx.commit().await.map_err(backend)?;
+        tx.commit().await?;
         Ok(true)
     }
 
@@ -1527,9 +1460,8 @@ impl DriveStore for SqlStore {
         let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(signed(drive_id)?)
             .bind(now)
-            .fetch_all(&self.pool)
-            .await
-            .map_err(backend)?;
+            .all(&self.pool)
+            .await?;
         rows.iter().map(lock_from).collect()
     }
 
@@ -1540,26 +1472,23 @@ impl DriveStore for SqlStore {
         now: Millis,
         conflict: &(dyn for<'x> Fn(&'x [Lock]) -> Option<Lock> + Send + Sync),
     ) -> Result<Option<Lock>, StoreError> {
-        let mut tx = self.begin_write().await.map_err(backend)?;
+        let mut tx = self.begin_write().await?;
         // Serializes lock changes on this drive across processes (a row
         // lock on PostgreSQL; SQLite's write transaction already does).
         sqlx::query("UPDATE drives SET used_bytes = used_bytes WHERE id = $1")
             .bind(signed(drive_id)?)
-            .execute(&mut *tx)
-            .await
-            .map_err(backend)?;
+            .run(&mut *tx)
+            .await?;
         sqlx::query("DELETE FROM drive_locks WHERE drive_id = $1 AND expires_at <> 0 AND expires_at <= $2")
             .bind(signed(drive_id)?)
             .bind(now)
-            .execute(&mut *tx)
-            .await
-            .map_err(backend)?;
+            .run(&mut *tx)
+            .await?;
         let sql = format!("{LOCK_COLUMNS} WHERE drive_id = $1");
         let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(signed(drive_id)?)
-            .fetch_all(&mut *tx)
-            .await
-            .map_err(backend)?;
+            .all(&mut *tx)
+            .await?;
         let live = rows.iter().map(lock_from).collect::<Result<Vec<_>, _>>()?;
         if let Some(other) = conflict(&live) {
             return Ok(Some(other));
@@ -1577,10 +1506,8 @@ impl DriveStore for SqlStore {
         .bind(signed(lock.timeout_secs)?)
         .bind(i64::from(lock.shared))
         .bind(i64::from(lock.deep))
-        .execute(&mut *tx)
-        .await
-        .map_err(backend)?;
-        tx.commit().await.map_err(backend)?;
+        .run(&mut *tx).await?;
+        tx.commit().await?;
         Ok(None)
     }
 
@@ -1596,16 +1523,14 @@ impl DriveStore for SqlStore {
             .bind(token)
             .bind(expires_at)
             .bind(signed(timeout_secs)?)
-            .execute(&*self.writer.turn().await)
-            .await
-            .map_err(backend)?;
+            .run(&*self.writer.turn().await)
+            .await?;
         let sql = format!("{LOCK_COLUMNS} WHERE drive_id = $1 AND token = $2");
         let row = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(signed(drive_id)?)
             .bind(token)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(backend)?;
+            .optional(&self.pool)
+            .await?;
         row.as_ref().map(lock_from).transpose()
     }
 
@@ -1613,9 +1538,8 @@ impl DriveStore for SqlStore {
         let done = sqlx::query("DELETE FROM drive_locks WHERE drive_id = $1 AND token = $2")
             .bind(signed(drive_id)?)
             .bind(token)
-            .execute(&*self.writer.turn().await)
-            .await
-            .map_err(backend)?;
+            .run(&*self.writer.turn().await)
+            .await?;
         Ok(done.rows_affected() > 0)
     }
 
@@ -1629,9 +1553,8 @@ impl DriveStore for SqlStore {
         .bind(path)
         .bind(below.as_str())
         .bind(i64::try_from(below.chars().count()).unwrap_or(i64::MAX))
-        .execute(&*self.writer.turn().await)
-        .await
-        .map_err(backend)?;
+        .run(&*self.writer.turn().await)
+        .await?;
         Ok(())
     }
 
@@ -1640,11 +1563,7 @@ impl DriveStore for SqlStore {
         if let Native::Sqlite(reads) = &self.native {
             return reads.first_row(DATA, &[&blob_id], |row| row.get(0).map_err(failed));
         }
-        let row = sqlx::query(DATA)
-            .bind(blob_id)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(backend)?;
+        let row = sqlx::query(DATA).bind(blob_id).optional(&self.pool).await?;
         row.map(|r| r.try_get::<Vec<u8>, _>("data").map_err(backend))
             .transpose()
     }

@@ -6,69 +6,55 @@ use identity::credential::app_password::AppPassword;
 use identity::credential::sms::SmsCode;
 use identity::softlock::ThrottleState;
 use identity::{
-    Account, ApprovalRequest, ApprovalStatus, EmailAddress, EventKind, ExpiryCutoffs, FactorKind, IdentityStore,
-    Invitation, MailKind, MemberSummary, Membership, MembershipChange, Millis, NewAccount, NewOrganization, OrgEvent,
-    OrgPolicy, Organization, QueuedMail, Role, SecondFactor, SecurityEvent, Session, SessionStage, StepContext,
-    StoreError, SyncUserId, ThrottleRecord, ThrottleRelease, ThrottleReservation,
+    Account, ApprovalRequest, ApprovalStatus, Constraint, EmailAddress, EventKind, ExpiryCutoffs, FactorKind,
+    IdentityStore, Invitation, MailKind, MemberSummary, Membership, MembershipChange, Millis, NewAccount,
+    NewOrganization, OrgEvent, OrgPolicy, Organization, QueuedMail, Role, SecondFactor, SecurityEvent, Session,
+    SessionStage, StepContext, StoreError, SyncUserId, ThrottleRecord, ThrottleRelease, ThrottleReservation,
 };
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
+use crate::SqlStore;
 use crate::changes::{Arg, Change, write_each_changes_one};
-use crate::{SqlStore, backend};
+use crate::db::{Columns, Prefixed, Run, backend, corrupt};
 
 type Tx = crate::writer::WriteTx;
 
-fn corrupt(what: &str) -> StoreError {
-    StoreError::Backend(format!("stored {what} is not valid"))
-}
-
-fn account_from(row: &AnyRow) -> Result<Account, StoreError> {
-    account_from_as(row, "")
-}
-
-/// An account from columns named with `prefix` (for joins).
-fn account_from_as(row: &AnyRow, prefix: &str) -> Result<Account, StoreError> {
-    let column = |name: &str| format!("{prefix}{name}");
-    let email: String = row.try_get(column("email").as_str()).map_err(backend)?;
-    let sync: String = row.try_get(column("sync_user_id").as_str()).map_err(backend)?;
+fn account_from(row: &impl Columns) -> Result<Account, StoreError> {
     Ok(Account {
-        id: row.try_get(column("id").as_str()).map_err(backend)?,
-        email: EmailAddress::parse(&email).map_err(|_| corrupt("email"))?,
-        name: row.try_get(column("name").as_str()).map_err(backend)?,
-        sync_user_id: SyncUserId::parse(&sync).ok_or_else(|| corrupt("sync user id"))?,
-        password_hash: row.try_get(column("password_hash").as_str()).map_err(backend)?,
-        created_at: row.try_get(column("created_at").as_str()).map_err(backend)?,
-        password_changed_at: row.try_get(column("password_changed_at").as_str()).map_err(backend)?,
-        default_method: FactorKind::parse(
-            &row.try_get::<String, _>(column("default_method").as_str())
-                .map_err(backend)?,
-        ),
-        lang: row.try_get(column("lang").as_str()).map_err(backend)?,
+        id: row.text("id")?,
+        email: EmailAddress::parse(&row.text("email")?).map_err(|_| corrupt("email"))?,
+        name: row.text("name")?,
+        sync_user_id: SyncUserId::parse(&row.text("sync_user_id")?).ok_or_else(|| corrupt("sync user id"))?,
+        password_hash: row.text("password_hash")?,
+        created_at: row.int("created_at")?,
+        password_changed_at: row.int("password_changed_at")?,
+        default_method: FactorKind::parse(&row.text("default_method")?),
+        lang: row.text("lang")?,
     })
 }
 
 fn org_from(row: &AnyRow) -> Result<Organization, StoreError> {
     Ok(Organization {
-        id: row.try_get("id").map_err(backend)?,
-        name: row.try_get("name").map_err(backend)?,
-        created_at: row.try_get("created_at").map_err(backend)?,
+        id: row.text("id")?,
+        name: row.text("name")?,
+        created_at: row.int("created_at")?,
     })
 }
 
 fn session_from(row: &AnyRow) -> Result<Session, StoreError> {
-    let stage: String = row.try_get("stage").map_err(backend)?;
-    let failures: i64 = row.try_get("factor_failures").map_err(backend)?;
+    let stage: String = row.text("stage")?;
+    let failures: i64 = row.int("factor_failures")?;
     Ok(Session {
-        id: row.try_get("id").map_err(backend)?,
-        account_id: row.try_get("account_id").map_err(backend)?,
-        created_at: row.try_get("created_at").map_err(backend)?,
-        last_seen_at: row.try_get("last_seen_at").map_err(backend)?,
-        remember: row.try_get::<i64, _>("remember").map_err(backend)? != 0,
-        ip: row.try_get("ip").map_err(backend)?,
-        user_agent: row.try_get("user_agent").map_err(backend)?,
+        id: row.text("id")?,
+        account_id: row.text("account_id")?,
+        created_at: row.int("created_at")?,
+        last_seen_at: row.int("last_seen_at")?,
+        remember: row.int("remember")? != 0,
+        ip: row.text("ip")?,
+        user_agent: row.text("user_agent")?,
         stage: SessionStage::parse(&stage).ok_or_else(|| corrupt("session stage"))?,
-        password_at: row.try_get("password_at").map_err(backend)?,
+        password_at: row.int("password_at")?,
         factor_failures: u32::try_from(failures).unwrap_or(u32::MAX),
     })
 }
@@ -118,36 +104,29 @@ async fn release_throttle(conn: &mut sqlx::AnyConnection, release: &ThrottleRele
 
 /// A throttle record from a row with its columns.
 fn throttle_from(row: &AnyRow) -> Result<ThrottleRecord, StoreError> {
-    let failures: i64 = row.try_get("failures").map_err(backend)?;
+    let failures: i64 = row.int("failures")?;
     Ok(ThrottleRecord {
         state: ThrottleState {
             failures: u32::try_from(failures).unwrap_or(u32::MAX),
-            last_failure: row.try_get("last_failure").map_err(backend)?,
-            locked_until: row.try_get("locked_until").map_err(backend)?,
+            last_failure: row.int("last_failure")?,
+            locked_until: row.int("locked_until")?,
         },
-        version: row.try_get("version").map_err(backend)?,
+        version: row.int("version")?,
     })
 }
 
-fn factor_from(row: &AnyRow) -> Result<SecondFactor, StoreError> {
-    factor_from_as(row, "")
-}
-
-/// A second factor from columns named with `prefix` (for joins).
-fn factor_from_as(row: &AnyRow, prefix: &str) -> Result<SecondFactor, StoreError> {
-    let column = |name: &str| format!("{prefix}{name}");
-    let kind: String = row.try_get(column("kind").as_str()).map_err(backend)?;
+fn factor_from(row: &impl Columns) -> Result<SecondFactor, StoreError> {
     Ok(SecondFactor {
-        id: row.try_get(column("id").as_str()).map_err(backend)?,
-        account_id: row.try_get(column("account_id").as_str()).map_err(backend)?,
-        kind: FactorKind::parse(&kind).ok_or_else(|| corrupt("factor kind"))?,
-        name: row.try_get(column("name").as_str()).map_err(backend)?,
-        secret: row.try_get(column("secret").as_str()).map_err(backend)?,
-        active: row.try_get::<i64, _>(column("active").as_str()).map_err(backend)? != 0,
-        created_at: row.try_get(column("created_at").as_str()).map_err(backend)?,
-        expires_at: row.try_get(column("expires_at").as_str()).map_err(backend)?,
-        last_used_at: row.try_get(column("last_used_at").as_str()).map_err(backend)?,
-        counter: row.try_get(column("counter").as_str()).map_err(backend)?,
+        id: row.text("id")?,
+        account_id: row.text("account_id")?,
+        kind: FactorKind::parse(&row.text("kind")?).ok_or_else(|| corrupt("factor kind"))?,
+        name: row.text("name")?,
+        secret: row.text("secret")?,
+        active: row.flag("active")?,
+        created_at: row.int("created_at")?,
+        expires_at: row.int("expires_at")?,
+        last_used_at: row.int("last_used_at")?,
+        counter: row.int("counter")?,
     })
 }
 
@@ -158,14 +137,14 @@ fn step_context_from(rows: &[AnyRow]) -> Result<StepContext, StoreError> {
     let Some(first) = rows.first() else {
         return Err(corrupt("throttle and factors"));
     };
-    let throttle = match first.try_get::<Option<i64>, _>("version").map_err(backend)? {
+    let throttle = match first.int_or_null("version")? {
         Some(_) => Some(throttle_from(first)?),
         None => None,
     };
     let mut factors = Vec::with_capacity(rows.len());
     for row in rows {
-        if row.try_get::<Option<String>, _>("f_id").map_err(backend)?.is_some() {
-            factors.push(factor_from_as(row, "f_")?);
+        if row.text_or_null("f_id")?.is_some() {
+            factors.push(factor_from(&Prefixed { row, prefix: "f_" })?);
         }
     }
     Ok(StepContext { throttle, factors })
@@ -180,7 +159,7 @@ macro_rules! step_factor_columns {
     };
 }
 
-/// The columns [`session_from`] and `account_from_as(row, "a_")` read,
+/// The columns [`session_from`] and `account_from` (prefixed `a_`) read,
 /// from `sessions s JOIN accounts a`.
 macro_rules! session_account_columns {
     () => {
@@ -193,18 +172,18 @@ macro_rules! session_account_columns {
 }
 
 fn mail_from(row: &AnyRow) -> Result<QueuedMail, StoreError> {
-    let kind: String = row.try_get("kind").map_err(backend)?;
-    let params: String = row.try_get("params").map_err(backend)?;
-    let attempts: i64 = row.try_get("attempts").map_err(backend)?;
+    let kind: String = row.text("kind")?;
+    let params: String = row.text("params")?;
+    let attempts: i64 = row.int("attempts")?;
     Ok(QueuedMail {
-        id: row.try_get("id").map_err(backend)?,
-        account_id: row.try_get("account_id").map_err(backend)?,
-        to: row.try_get("to_addr").map_err(backend)?,
-        lang: row.try_get("lang").map_err(backend)?,
+        id: row.text("id")?,
+        account_id: row.text_or_null("account_id")?,
+        to: row.text("to_addr")?,
+        lang: row.text("lang")?,
         kind: MailKind::parse(&kind).ok_or_else(|| corrupt("mail kind"))?,
         params: serde_json::from_str(&params).map_err(|_| corrupt("mail parameters"))?,
-        created_at: row.try_get("created_at").map_err(backend)?,
-        next_attempt_at: row.try_get("next_attempt_at").map_err(backend)?,
+        created_at: row.int("created_at")?,
+        next_attempt_at: row.int("next_attempt_at")?,
         attempts: u32::try_from(attempts).unwrap_or(u32::MAX),
     })
 }
@@ -217,9 +196,8 @@ pub(crate) async fn insert_org_event(conn: &mut sqlx::AnyConnection, e: &OrgEven
         .bind(e.actor.as_str())
         .bind(e.kind.as_str())
         .bind(e.detail.as_str())
-        .execute(conn)
-        .await
-        .map_err(backend)?;
+        .run(conn)
+        .await?;
     Ok(())
 }
 
@@ -227,19 +205,19 @@ const POLICY_COLUMNS: &str =
     "SELECT id, name, require_two_factor, grace_days, policy_since, policy_by FROM organizations";
 
 fn policy_from(row: &AnyRow) -> Result<OrgPolicy, StoreError> {
-    let grace: i64 = row.try_get("grace_days").map_err(backend)?;
+    let grace: i64 = row.int("grace_days")?;
     Ok(OrgPolicy {
-        org_id: row.try_get("id").map_err(backend)?,
-        org_name: row.try_get("name").map_err(backend)?,
-        require_two_factor: row.try_get::<i64, _>("require_two_factor").map_err(backend)? != 0,
+        org_id: row.text("id")?,
+        org_name: row.text("name")?,
+        require_two_factor: row.int("require_two_factor")? != 0,
         grace_days: u32::try_from(grace).unwrap_or(0),
-        since: row.try_get("policy_since").map_err(backend)?,
-        by: row.try_get("policy_by").map_err(backend)?,
+        since: row.int("policy_since")?,
+        by: row.text("policy_by")?,
     })
 }
 
 fn role_of(row: &AnyRow) -> Result<Role, StoreError> {
-    let role: String = row.try_get("role").map_err(backend)?;
+    let role: String = row.text("role")?;
     role.parse().map_err(|_| corrupt("role"))
 }
 
@@ -247,40 +225,38 @@ const APPROVAL_COLUMNS: &str = "SELECT id, account_id, session_id, number, choic
     created_at, expires_at, answered_at, answered_by FROM approval_requests";
 
 fn approval_from(row: &AnyRow) -> Result<ApprovalRequest, StoreError> {
-    let number: i64 = row.try_get("number").map_err(backend)?;
-    let choices: String = row.try_get("choices").map_err(backend)?;
+    let number: i64 = row.int("number")?;
+    let choices: String = row.text("choices")?;
     let choices: Vec<u8> = choices.split(',').filter_map(|n| n.parse().ok()).collect();
-    let status: String = row.try_get("status").map_err(backend)?;
+    let status: String = row.text("status")?;
     Ok(ApprovalRequest {
-        id: row.try_get("id").map_err(backend)?,
-        account_id: row.try_get("account_id").map_err(backend)?,
-        session_id: row.try_get("session_id").map_err(backend)?,
+        id: row.text("id")?,
+        account_id: row.text("account_id")?,
+        session_id: row.text("session_id")?,
         number: u8::try_from(number).map_err(|_| corrupt("approval number"))?,
         choices: <[u8; 3]>::try_from(choices).map_err(|_| corrupt("approval choices"))?,
         status: ApprovalStatus::parse(&status).ok_or_else(|| corrupt("approval status"))?,
-        ip: row.try_get("ip").map_err(backend)?,
-        user_agent: row.try_get("user_agent").map_err(backend)?,
-        created_at: row.try_get("created_at").map_err(backend)?,
-        expires_at: row.try_get("expires_at").map_err(backend)?,
-        answered_at: row.try_get("answered_at").map_err(backend)?,
-        answered_by: row.try_get("answered_by").map_err(backend)?,
+        ip: row.text("ip")?,
+        user_agent: row.text("user_agent")?,
+        created_at: row.int("created_at")?,
+        expires_at: row.int("expires_at")?,
+        answered_at: row.int("answered_at")?,
+        answered_by: row.text("answered_by")?,
     })
 }
 
 async fn insert_backup_codes(tx: &mut Tx, account_id: &str, digests: &[String], now: Millis) -> Result<(), StoreError> {
     sqlx::query("DELETE FROM backup_codes WHERE account_id = $1")
         .bind(account_id)
-        .execute(&mut **tx)
-        .await
-        .map_err(backend)?;
+        .run(&mut **tx)
+        .await?;
     for digest in digests {
         sqlx::query("INSERT INTO backup_codes (account_id, digest, created_at, used_at) VALUES ($1, $2, $3, 0)")
             .bind(account_id)
             .bind(digest)
             .bind(now)
-            .execute(&mut **tx)
-            .await
-            .map_err(backend)?;
+            .run(&mut **tx)
+            .await?;
     }
     Ok(())
 }
@@ -289,15 +265,15 @@ const SESSION_COLUMNS: &str =
     "id, account_id, created_at, last_seen_at, remember, ip, user_agent, stage, password_at, factor_failures";
 
 fn event_from(row: &AnyRow) -> Result<SecurityEvent, StoreError> {
-    let kind: String = row.try_get("kind").map_err(backend)?;
+    let kind: String = row.text("kind")?;
     Ok(SecurityEvent {
-        id: row.try_get("id").map_err(backend)?,
-        account_id: row.try_get("account_id").map_err(backend)?,
-        at: row.try_get("at").map_err(backend)?,
+        id: row.text("id")?,
+        account_id: row.text("account_id")?,
+        at: row.int("at")?,
         kind: EventKind::parse(&kind).ok_or_else(|| corrupt("event kind"))?,
-        ip: row.try_get("ip").map_err(backend)?,
-        user_agent: row.try_get("user_agent").map_err(backend)?,
-        detail: row.try_get("detail").map_err(backend)?,
+        ip: row.text("ip")?,
+        user_agent: row.text("user_agent")?,
+        detail: row.text("detail")?,
     })
 }
 
@@ -313,9 +289,8 @@ async fn insert_event(conn: &mut sqlx::AnyConnection, e: &SecurityEvent) -> Resu
     .bind(&e.ip)
     .bind(&e.user_agent)
     .bind(&e.detail)
-    .execute(conn)
-    .await
-    .map_err(backend)?;
+    .run(conn)
+    .await?;
     Ok(())
 }
 
@@ -353,12 +328,11 @@ async fn insert_organization(
     .bind(&org.name)
     .bind(org.name.to_lowercase())
     .bind(now)
-    .fetch_optional(&mut **tx)
-    .await
-    .map_err(backend)?;
+    .optional(&mut **tx)
+    .await?;
     row.as_ref()
         .map(org_from)
-        .unwrap_or(Err(StoreError::Conflict("org_name")))
+        .unwrap_or(Err(StoreError::Conflict(Constraint::OrganizationName)))
 }
 
 /// Inserts the account with the first sync user id nobody ever had.
@@ -376,9 +350,8 @@ async fn insert_account(
         )
         .bind(candidate.as_str())
         .bind(account.created_at)
-        .fetch_optional(&mut **tx)
-        .await
-        .map_err(backend)?;
+        .optional(&mut **tx)
+        .await?;
         if reserved.is_some() {
             break candidate;
         }
@@ -393,11 +366,10 @@ async fn insert_account(
     .bind(sync_id.as_str())
     .bind(&account.password_hash)
     .bind(account.created_at)
-    .fetch_optional(&mut **tx)
-    .await
-    .map_err(backend)?;
+    .optional(&mut **tx)
+    .await?;
     if inserted.is_none() {
-        return Err(StoreError::Conflict("email"));
+        return Err(StoreError::Conflict(Constraint::Email));
     }
     Ok(Account {
         id: account.id.clone(),
@@ -424,49 +396,42 @@ async fn insert_membership(
         .bind(account_id)
         .bind(role.as_str())
         .bind(now)
-        .execute(&mut **tx)
-        .await
-        .map_err(backend)?;
+        .run(&mut **tx)
+        .await?;
     Ok(())
 }
 
 #[async_trait]
 impl IdentityStore for SqlStore {
     async fn ping(&self) -> Result<(), StoreError> {
-        sqlx::query("SELECT 1").execute(&self.pool).await.map_err(backend)?;
+        sqlx::query("SELECT 1").run(&self.pool).await?;
         Ok(())
     }
 
     async fn count_accounts(&self) -> Result<i64, StoreError> {
         let row = sqlx::query("SELECT COUNT(*) AS n FROM accounts")
-            .fetch_one(&self.pool)
-            .await
-            .map_err(backend)?;
-        row.try_get("n").map_err(backend)
+            .one(&self.pool)
+            .await?;
+        row.int("n")
     }
 
     async fn put_setup_token(&self, hash: &str, expires_at: Millis) -> Result<(), StoreError> {
-        let mut tx = self.begin_write().await.map_err(backend)?;
-        sqlx::query("DELETE FROM setup_tokens")
-            .execute(&mut *tx)
-            .await
-            .map_err(backend)?;
+        let mut tx = self.begin_write().await?;
+        sqlx::query("DELETE FROM setup_tokens").run(&mut *tx).await?;
         sqlx::query("INSERT INTO setup_tokens (token_hash, expires_at) VALUES ($1, $2)")
             .bind(hash)
             .bind(expires_at)
-            .execute(&mut *tx)
-            .await
-            .map_err(backend)?;
-        tx.commit().await.map_err(backend)
+            .run(&mut *tx)
+            .await?;
+        tx.commit().await
     }
 
     async fn setup_token_valid(&self, hash: &str, now: Millis) -> Result<bool, StoreError> {
         let row = sqlx::query("SELECT 1 AS ok FROM setup_tokens WHERE token_hash = $1 AND expires_at > $2")
             .bind(hash)
             .bind(now)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(backend)?;
+            .optional(&self.pool)
+            .await?;
         Ok(row.is_some())
     }
 
@@ -478,14 +443,13 @@ impl IdentityStore for SqlStore {
         account: &NewAccount,
         sync_ids: &mut (dyn Iterator<Item = SyncUserId> + Send),
     ) -> Result<(Organization, Account), StoreError> {
-        let mut tx = self.begin_write().await.map_err(backend)?;
+        let mut tx = self.begin_write().await?;
         let consumed =
             sqlx::query("DELETE FROM setup_tokens WHERE token_hash = $1 AND expires_at > $2 RETURNING token_hash")
                 .bind(token_hash)
                 .bind(now)
-                .fetch_optional(&mut *tx)
-                .await
-                .map_err(backend)?;
+                .optional(&mut *tx)
+                .await?;
         let accounts: i64 = sqlx::query("SELECT COUNT(*) AS n FROM accounts")
             .fetch_one(&mut *tx)
             .await
@@ -498,7 +462,7 @@ impl IdentityStore for SqlStore {
         let organization = insert_organization(&mut tx, &org_id, org, now).await?;
         let account = insert_account(&mut tx, account, sync_ids).await?;
         insert_membership(&mut tx, &organization.id, &account.id, Role::LegalRepresentative, now).await?;
-        tx.commit().await.map_err(backend)?;
+        tx.commit().await?;
         Ok((organization, account))
     }
 
@@ -508,18 +472,17 @@ impl IdentityStore for SqlStore {
         org: &NewOrganization,
         now: Millis,
     ) -> Result<Organization, StoreError> {
-        let mut tx = self.begin_write().await.map_err(backend)?;
+        let mut tx = self.begin_write().await?;
         let created = insert_organization(&mut tx, id, org, now).await?;
-        tx.commit().await.map_err(backend)?;
+        tx.commit().await?;
         Ok(created)
     }
 
     async fn organization_by_name(&self, name: &str) -> Result<Option<Organization>, StoreError> {
         let row = sqlx::query("SELECT id, name, created_at FROM organizations WHERE name_key = $1")
             .bind(name.to_lowercase())
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(backend)?;
+            .optional(&self.pool)
+            .await?;
         row.as_ref().map(org_from).transpose()
     }
 
@@ -529,32 +492,24 @@ impl IdentityStore for SqlStore {
         membership: Option<(&str, Role)>,
         sync_ids: &mut (dyn Iterator<Item = SyncUserId> + Send),
     ) -> Result<Account, StoreError> {
-        let mut tx = self.begin_write().await.map_err(backend)?;
+        let mut tx = self.begin_write().await?;
         let created = insert_account(&mut tx, account, sync_ids).await?;
         if let Some((org_id, role)) = membership {
             insert_membership(&mut tx, org_id, &created.id, role, account.created_at).await?;
         }
-        tx.commit().await.map_err(backend)?;
+        tx.commit().await?;
         Ok(created)
     }
 
     async fn account_by_email(&self, email: &EmailAddress) -> Result<Option<Account>, StoreError> {
         let sql = sqlx::AssertSqlSafe(format!("SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE email = $1"));
-        let row = sqlx::query(sql)
-            .bind(email.as_str())
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(backend)?;
+        let row = sqlx::query(sql).bind(email.as_str()).optional(&self.pool).await?;
         row.as_ref().map(account_from).transpose()
     }
 
     async fn account_by_id(&self, id: &str) -> Result<Option<Account>, StoreError> {
         let sql = sqlx::AssertSqlSafe(format!("SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE id = $1"));
-        let row = sqlx::query(sql)
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(backend)?;
+        let row = sqlx::query(sql).bind(id).optional(&self.pool).await?;
         row.as_ref().map(account_from).transpose()
     }
 
@@ -564,15 +519,14 @@ impl IdentityStore for SqlStore {
              WHERE m.account_id = $1 ORDER BY o.name_key",
         )
         .bind(account_id)
-        .fetch_all(&self.pool)
-        .await
-        .map_err(backend)?;
+        .all(&self.pool)
+        .await?;
         rows.iter()
             .map(|row| {
-                let role: String = row.try_get("role").map_err(backend)?;
+                let role: String = row.text("role")?;
                 Ok(Membership {
-                    org_id: row.try_get("id").map_err(backend)?,
-                    org_name: row.try_get("name").map_err(backend)?,
+                    org_id: row.text("id")?,
+                    org_name: row.text("name")?,
                     role: role.parse().map_err(|_| corrupt("role"))?,
                 })
             })
@@ -584,9 +538,8 @@ impl IdentityStore for SqlStore {
             .bind(account_id)
             .bind(hash)
             .bind(now)
-            .execute(&*self.writer.turn().await)
-            .await
-            .map_err(backend)?;
+            .run(&*self.writer.turn().await)
+            .await?;
         Ok(())
     }
 
@@ -597,7 +550,7 @@ impl IdentityStore for SqlStore {
         event: Option<&SecurityEvent>,
         releases: &[ThrottleRelease],
     ) -> Result<(), StoreError> {
-        let mut tx = self.begin_write().await.map_err(backend)?;
+        let mut tx = self.begin_write().await?;
         sqlx::query(
             "INSERT INTO sessions (id, token_hash, account_id, created_at, last_seen_at, remember, ip, user_agent,
              stage, password_at, factor_failures) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
@@ -613,16 +566,15 @@ impl IdentityStore for SqlStore {
         .bind(s.stage.as_str())
         .bind(s.password_at)
         .bind(i64::from(s.factor_failures))
-        .execute(&mut *tx)
-        .await
-        .map_err(backend)?;
+        .run(&mut *tx)
+        .await?;
         if let Some(event) = event {
             insert_event(&mut tx, event).await?;
         }
         for release in releases {
             release_throttle(&mut tx, release).await?;
         }
-        tx.commit().await.map_err(backend)
+        tx.commit().await
     }
 
     async fn session_by_token_hash(&self, hash: &str) -> Result<Option<(Session, Account)>, StoreError> {
@@ -631,13 +583,9 @@ impl IdentityStore for SqlStore {
             session_account_columns!(),
             " FROM sessions s JOIN accounts a ON a.id = s.account_id WHERE s.token_hash = $1"
         );
-        let row = sqlx::query(sql)
-            .bind(hash)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(backend)?;
+        let row = sqlx::query(sql).bind(hash).optional(&self.pool).await?;
         row.as_ref()
-            .map(|row| Ok((session_from(row)?, account_from_as(row, "a_")?)))
+            .map(|row| Ok((session_from(row)?, account_from(&Prefixed { row, prefix: "a_" })?)))
             .transpose()
     }
 
@@ -662,15 +610,17 @@ impl IdentityStore for SqlStore {
         let rows = sqlx::query(sql)
             .bind(hash)
             .bind(throttle_prefix)
-            .fetch_all(&self.pool)
-            .await
-            .map_err(backend)?;
+            .all(&self.pool)
+            .await?;
         let Some(first) = rows.first() else {
             return Ok(None);
         };
         Ok(Some((
             session_from(first)?,
-            account_from_as(first, "a_")?,
+            account_from(&Prefixed {
+                row: first,
+                prefix: "a_",
+            })?,
             step_context_from(&rows)?,
         )))
     }
@@ -680,9 +630,8 @@ impl IdentityStore for SqlStore {
             .bind(id)
             .bind(now)
             .bind(ip)
-            .execute(&*self.writer.turn().await)
-            .await
-            .map_err(backend)?;
+            .run(&*self.writer.turn().await)
+            .await?;
         Ok(())
     }
 
@@ -691,9 +640,8 @@ impl IdentityStore for SqlStore {
             "SELECT {SESSION_COLUMNS} FROM sessions WHERE account_id = $1"
         )))
         .bind(account_id)
-        .fetch_all(&self.pool)
-        .await
-        .map_err(backend)?;
+        .all(&self.pool)
+        .await?;
         rows.iter().map(session_from).collect()
     }
 
@@ -701,9 +649,8 @@ impl IdentityStore for SqlStore {
         let done = sqlx::query("DELETE FROM sessions WHERE account_id = $1 AND id = $2")
             .bind(account_id)
             .bind(id)
-            .execute(&*self.writer.turn().await)
-            .await
-            .map_err(backend)?;
+            .run(&*self.writer.turn().await)
+            .await?;
         Ok(done.rows_affected() > 0)
     }
 
@@ -711,9 +658,8 @@ impl IdentityStore for SqlStore {
         let done = sqlx::query("DELETE FROM sessions WHERE account_id = $1 AND id <> $2")
             .bind(account_id)
             .bind(keep)
-            .execute(&*self.writer.turn().await)
-            .await
-            .map_err(backend)?;
+            .run(&*self.writer.turn().await)
+            .await?;
         Ok(done.rows_affected())
     }
 
@@ -731,10 +677,10 @@ impl IdentityStore for SqlStore {
         for key in keys {
             query = query.bind(*key);
         }
-        let rows = query.fetch_all(&self.pool).await.map_err(backend)?;
+        let rows = query.all(&self.pool).await?;
         let mut found = Vec::with_capacity(rows.len());
         for row in &rows {
-            let key: String = row.try_get("key").map_err(backend)?;
+            let key: String = row.text("key")?;
             found.push((key, throttle_from(row)?));
         }
         Ok(keys
@@ -752,7 +698,7 @@ impl IdentityStore for SqlStore {
     }
 
     async fn reserve_throttles(&self, reservations: &[(&str, ThrottleReservation)]) -> Result<bool, StoreError> {
-        let mut tx = self.begin_write().await.map_err(backend)?;
+        let mut tx = self.begin_write().await?;
         for (key, r) in reservations {
             let done = reserve_throttle(key, r).execute(&mut *tx).await.map_err(backend)?;
             if done.rows_affected() != 1 {
@@ -760,7 +706,7 @@ impl IdentityStore for SqlStore {
                 return Ok(false);
             }
         }
-        tx.commit().await.map_err(backend)?;
+        tx.commit().await?;
         Ok(true)
     }
 
@@ -798,29 +744,27 @@ impl IdentityStore for SqlStore {
     }
 
     async fn release_throttles(&self, releases: &[ThrottleRelease]) -> Result<(), StoreError> {
-        let mut tx = self.begin_write().await.map_err(backend)?;
+        let mut tx = self.begin_write().await?;
         for release in releases {
             release_throttle(&mut tx, release).await?;
         }
-        tx.commit().await.map_err(backend)
+        tx.commit().await
     }
 
     async fn default_method(&self, account_id: &str) -> Result<String, StoreError> {
         let row = sqlx::query("SELECT default_method FROM accounts WHERE id = $1")
             .bind(account_id)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(backend)?;
-        row.map_or(Ok(String::new()), |r| r.try_get("default_method").map_err(backend))
+            .optional(&self.pool)
+            .await?;
+        row.map_or(Ok(String::new()), |r| r.text("default_method"))
     }
 
     async fn set_default_method(&self, account_id: &str, kind: &str) -> Result<(), StoreError> {
         sqlx::query("UPDATE accounts SET default_method = $2 WHERE id = $1")
             .bind(account_id)
             .bind(kind)
-            .execute(&*self.writer.turn().await)
-            .await
-            .map_err(backend)?;
+            .run(&*self.writer.turn().await)
+            .await?;
         Ok(())
     }
 
@@ -828,11 +772,7 @@ impl IdentityStore for SqlStore {
         let sql = sqlx::AssertSqlSafe(format!(
             "SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE sync_user_id = $1"
         ));
-        let row = sqlx::query(sql)
-            .bind(id.as_str())
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(backend)?;
+        let row = sqlx::query(sql).bind(id.as_str()).optional(&self.pool).await?;
         row.as_ref().map(account_from).transpose()
     }
 
@@ -912,11 +852,10 @@ impl IdentityStore for SqlStore {
             "UPDATE sessions SET factor_failures = factor_failures + 1 WHERE id = $1 RETURNING factor_failures",
         )
         .bind(id)
-        .fetch_optional(&*self.writer.turn().await)
-        .await
-        .map_err(backend)?;
+        .optional(&*self.writer.turn().await)
+        .await?;
         let failures: i64 = match row {
-            Some(row) => row.try_get("factor_failures").map_err(backend)?,
+            Some(row) => row.int("factor_failures")?,
             None => i64::MAX,
         };
         Ok(u32::try_from(failures).unwrap_or(u32::MAX))
@@ -926,9 +865,8 @@ impl IdentityStore for SqlStore {
         sqlx::query("UPDATE sessions SET password_at = $2 WHERE id = $1")
             .bind(id)
             .bind(now)
-            .execute(&*self.writer.turn().await)
-            .await
-            .map_err(backend)?;
+            .run(&*self.writer.turn().await)
+            .await?;
         Ok(())
     }
 
@@ -947,9 +885,7 @@ impl IdentityStore for SqlStore {
         .bind(f.expires_at)
         .bind(f.last_used_at)
         .bind(f.counter)
-        .execute(&*self.writer.turn().await)
-        .await
-        .map_err(backend)?;
+        .run(&*self.writer.turn().await).await?;
         Ok(())
     }
 
@@ -959,9 +895,8 @@ impl IdentityStore for SqlStore {
              FROM second_factors WHERE account_id = $1 ORDER BY created_at, id",
         )
         .bind(account_id)
-        .fetch_all(&self.pool)
-        .await
-        .map_err(backend)?;
+        .all(&self.pool)
+        .await?;
         rows.iter().map(factor_from).collect()
     }
 
@@ -975,12 +910,7 @@ impl IdentityStore for SqlStore {
              LEFT JOIN second_factors f ON f.account_id = $2
              ORDER BY f.created_at, f.id"
         );
-        let rows = sqlx::query(sql)
-            .bind(key)
-            .bind(account_id)
-            .fetch_all(&self.pool)
-            .await
-            .map_err(backend)?;
+        let rows = sqlx::query(sql).bind(key).bind(account_id).all(&self.pool).await?;
         step_context_from(&rows)
     }
 
@@ -992,7 +922,7 @@ impl IdentityStore for SqlStore {
         counter: i64,
         backup_codes: Option<&[String]>,
     ) -> Result<bool, StoreError> {
-        let mut tx = self.begin_write().await.map_err(backend)?;
+        let mut tx = self.begin_write().await?;
         let done = sqlx::query(
             "UPDATE second_factors SET active = 1, expires_at = 0, counter = $4, last_used_at = $3
              WHERE id = $2 AND account_id = $1 AND active = 0 AND expires_at > $3",
@@ -1001,27 +931,25 @@ impl IdentityStore for SqlStore {
         .bind(id)
         .bind(now)
         .bind(counter)
-        .execute(&mut *tx)
-        .await
-        .map_err(backend)?;
+        .run(&mut *tx)
+        .await?;
         if done.rows_affected() != 1 {
             return Ok(false);
         }
         if let Some(digests) = backup_codes {
             insert_backup_codes(&mut tx, account_id, digests, now).await?;
         }
-        tx.commit().await.map_err(backend)?;
+        tx.commit().await?;
         Ok(true)
     }
 
     async fn delete_second_factor(&self, account_id: &str, id: &str) -> Result<Option<usize>, StoreError> {
-        let mut tx = self.begin_write().await.map_err(backend)?;
+        let mut tx = self.begin_write().await?;
         let deleted = sqlx::query("DELETE FROM second_factors WHERE account_id = $1 AND id = $2 RETURNING id")
             .bind(account_id)
             .bind(id)
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(backend)?;
+            .optional(&mut *tx)
+            .await?;
         if deleted.is_none() {
             return Ok(None);
         }
@@ -1034,23 +962,22 @@ impl IdentityStore for SqlStore {
         if active == 0 {
             insert_backup_codes(&mut tx, account_id, &[], 0).await?;
         }
-        tx.commit().await.map_err(backend)?;
+        tx.commit().await?;
         Ok(Some(usize::try_from(active).unwrap_or(0)))
     }
 
     async fn replace_backup_codes(&self, account_id: &str, digests: &[String], now: Millis) -> Result<(), StoreError> {
-        let mut tx = self.begin_write().await.map_err(backend)?;
+        let mut tx = self.begin_write().await?;
         insert_backup_codes(&mut tx, account_id, digests, now).await?;
-        tx.commit().await.map_err(backend)
+        tx.commit().await
     }
 
     async fn unused_backup_codes(&self, account_id: &str) -> Result<Vec<String>, StoreError> {
         let rows = sqlx::query("SELECT digest FROM backup_codes WHERE account_id = $1 AND used_at = 0")
             .bind(account_id)
-            .fetch_all(&self.pool)
-            .await
-            .map_err(backend)?;
-        rows.iter().map(|r| r.try_get("digest").map_err(backend)).collect()
+            .all(&self.pool)
+            .await?;
+        rows.iter().map(|r| r.text("digest")).collect()
     }
 
     async fn put_authenticator_link(
@@ -1067,9 +994,8 @@ impl IdentityStore for SqlStore {
         .bind(factor_id)
         .bind(account_id)
         .bind(expires_at)
-        .execute(&*self.writer.turn().await)
-        .await
-        .map_err(backend)?;
+        .run(&*self.writer.turn().await)
+        .await?;
         Ok(())
     }
 
@@ -1083,25 +1009,18 @@ impl IdentityStore for SqlStore {
         )
         .bind(token_hash)
         .bind(now)
-        .fetch_optional(&*self.writer.turn().await)
-        .await
-        .map_err(backend)?;
-        row.map(|r| {
-            Ok((
-                r.try_get("factor_id").map_err(backend)?,
-                r.try_get("account_id").map_err(backend)?,
-            ))
-        })
-        .transpose()
+        .optional(&*self.writer.turn().await)
+        .await?;
+        row.map(|r| Ok((r.text("factor_id")?, r.text("account_id")?)))
+            .transpose()
     }
 
     async fn set_account_lang(&self, account_id: &str, lang: &str) -> Result<(), StoreError> {
         sqlx::query("UPDATE accounts SET lang = $2 WHERE id = $1")
             .bind(account_id)
             .bind(lang)
-            .execute(&*self.writer.turn().await)
-            .await
-            .map_err(backend)?;
+            .run(&*self.writer.turn().await)
+            .await?;
         Ok(())
     }
 
@@ -1119,9 +1038,8 @@ impl IdentityStore for SqlStore {
         .bind(params)
         .bind(m.created_at)
         .bind(m.next_attempt_at)
-        .execute(&*self.writer.turn().await)
-        .await
-        .map_err(backend)?;
+        .run(&*self.writer.turn().await)
+        .await?;
         Ok(())
     }
 
@@ -1135,9 +1053,8 @@ impl IdentityStore for SqlStore {
                  ORDER BY next_attempt_at, id LIMIT 1",
             )
             .bind(now)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(backend)?
+            .optional(&self.pool)
+            .await?
             else {
                 return Ok(None);
             };
@@ -1148,9 +1065,8 @@ impl IdentityStore for SqlStore {
             .bind(mail.id.as_str())
             .bind(mail.next_attempt_at)
             .bind(lease_until)
-            .execute(&*self.writer.turn().await)
-            .await
-            .map_err(backend)?;
+            .run(&*self.writer.turn().await)
+            .await?;
             if claimed.rows_affected() == 1 {
                 mail.next_attempt_at = lease_until;
                 return Ok(Some(mail));
@@ -1163,9 +1079,8 @@ impl IdentityStore for SqlStore {
         sqlx::query("UPDATE mail_queue SET sent_at = $2, last_error = '' WHERE id = $1")
             .bind(id)
             .bind(now)
-            .execute(&*self.writer.turn().await)
-            .await
-            .map_err(backend)?;
+            .run(&*self.writer.turn().await)
+            .await?;
         Ok(())
     }
 
@@ -1189,18 +1104,16 @@ impl IdentityStore for SqlStore {
         .bind(next)
         .bind(sent)
         .bind(error)
-        .execute(&*self.writer.turn().await)
-        .await
-        .map_err(backend)?;
+        .run(&*self.writer.turn().await)
+        .await?;
         Ok(())
     }
 
     async fn mail_opt_outs(&self, account_id: &str) -> Result<Vec<MailKind>, StoreError> {
         let rows = sqlx::query("SELECT kind FROM mail_opt_outs WHERE account_id = $1")
             .bind(account_id)
-            .fetch_all(&self.pool)
-            .await
-            .map_err(backend)?;
+            .all(&self.pool)
+            .await?;
         Ok(rows
             .iter()
             .filter_map(|r| r.try_get::<String, _>("kind").ok())
@@ -1217,18 +1130,16 @@ impl IdentityStore for SqlStore {
         sqlx::query(statement)
             .bind(account_id)
             .bind(kind.as_str())
-            .execute(&*self.writer.turn().await)
-            .await
-            .map_err(backend)?;
+            .run(&*self.writer.turn().await)
+            .await?;
         Ok(())
     }
 
     async fn organization(&self, org_id: &str) -> Result<Option<Organization>, StoreError> {
         let row = sqlx::query("SELECT id, name, created_at FROM organizations WHERE id = $1")
             .bind(org_id)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(backend)?;
+            .optional(&self.pool)
+            .await?;
         row.as_ref().map(org_from).transpose()
     }
 
@@ -1236,9 +1147,8 @@ impl IdentityStore for SqlStore {
         let row = sqlx::query("SELECT role FROM memberships WHERE org_id = $1 AND account_id = $2")
             .bind(org_id)
             .bind(account_id)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(backend)?;
+            .optional(&self.pool)
+            .await?;
         row.as_ref().map(role_of).transpose()
     }
 
@@ -1252,20 +1162,19 @@ impl IdentityStore for SqlStore {
              WHERE m.org_id = $1 ORDER BY a.email",
         )
         .bind(org_id)
-        .fetch_all(&self.pool)
-        .await
-        .map_err(backend)?;
+        .all(&self.pool)
+        .await?;
         rows.iter()
             .map(|r| {
-                let methods: i64 = r.try_get("methods").map_err(backend)?;
+                let methods: i64 = r.int("methods")?;
                 Ok(MemberSummary {
-                    account_id: r.try_get("id").map_err(backend)?,
-                    email: r.try_get("email").map_err(backend)?,
-                    name: r.try_get("name").map_err(backend)?,
+                    account_id: r.text("id")?,
+                    email: r.text("email")?,
+                    name: r.text("name")?,
                     role: role_of(r)?,
-                    joined_at: r.try_get("created_at").map_err(backend)?,
+                    joined_at: r.int("created_at")?,
                     methods: u32::try_from(methods).unwrap_or(0),
-                    last_sign_in: r.try_get("last_sign_in").map_err(backend)?,
+                    last_sign_in: r.int("last_sign_in")?,
                 })
             })
             .collect()
@@ -1278,20 +1187,18 @@ impl IdentityStore for SqlStore {
         role: Option<Role>,
         event: &OrgEvent,
     ) -> Result<MembershipChange, StoreError> {
-        let mut tx = self.begin_write().await.map_err(backend)?;
+        let mut tx = self.begin_write().await?;
         // Serializes changes per organization, so two demotions at once
         // cannot both pass the legal-representative count.
         sqlx::query("UPDATE organizations SET id = id WHERE id = $1")
             .bind(org_id)
-            .execute(&mut *tx)
-            .await
-            .map_err(backend)?;
+            .run(&mut *tx)
+            .await?;
         let row = sqlx::query("SELECT role FROM memberships WHERE org_id = $1 AND account_id = $2")
             .bind(org_id)
             .bind(account_id)
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(backend)?;
+            .optional(&mut *tx)
+            .await?;
         let Some(row) = row else {
             return Ok(MembershipChange::NotMember);
         };
@@ -1299,11 +1206,9 @@ impl IdentityStore for SqlStore {
             let n: i64 = sqlx::query("SELECT COUNT(*) AS n FROM memberships WHERE org_id = $1 AND role = $2")
                 .bind(org_id)
                 .bind(Role::LegalRepresentative.as_str())
-                .fetch_one(&mut *tx)
-                .await
-                .map_err(backend)?
-                .try_get("n")
-                .map_err(backend)?;
+                .one(&mut *tx)
+                .await?
+                .int("n")?;
             if n <= 1 {
                 return Ok(MembershipChange::LastLegalRepresentative);
             }
@@ -1317,7 +1222,7 @@ impl IdentityStore for SqlStore {
                 .bind(org_id)
                 .bind(account_id),
         };
-        change.execute(&mut *tx).await.map_err(backend)?;
+        change.run(&mut *tx).await?;
         if role.is_none() {
             // Someone who leaves takes their drive rules along: rejoining
             // starts from each drive's default.
@@ -1327,17 +1232,16 @@ impl IdentityStore for SqlStore {
             )
             .bind(account_id)
             .bind(org_id)
-            .execute(&mut *tx)
-            .await
-            .map_err(backend)?;
+            .run(&mut *tx)
+            .await?;
         }
         insert_org_event(&mut tx, event).await?;
-        tx.commit().await.map_err(backend)?;
+        tx.commit().await?;
         Ok(MembershipChange::Done)
     }
 
     async fn put_invitation(&self, token_hash: &str, i: &Invitation, event: &OrgEvent) -> Result<(), StoreError> {
-        let mut tx = self.begin_write().await.map_err(backend)?;
+        let mut tx = self.begin_write().await?;
         sqlx::query(
             "INSERT INTO invitations (token_hash, org_id, email, role, invited_by, created_at, expires_at)
              VALUES ($1, $2, $3, $4, $5, $6, $7)",
@@ -1349,11 +1253,10 @@ impl IdentityStore for SqlStore {
         .bind(i.invited_by.as_str())
         .bind(i.created_at)
         .bind(i.expires_at)
-        .execute(&mut *tx)
-        .await
-        .map_err(backend)?;
+        .run(&mut *tx)
+        .await?;
         insert_org_event(&mut tx, event).await?;
-        tx.commit().await.map_err(backend)?;
+        tx.commit().await?;
         Ok(())
     }
 
@@ -1365,18 +1268,17 @@ impl IdentityStore for SqlStore {
         )
         .bind(token_hash)
         .bind(now)
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(backend)?;
+        .optional(&self.pool)
+        .await?;
         row.map(|r| {
             Ok(Invitation {
-                org_id: r.try_get("org_id").map_err(backend)?,
-                org_name: r.try_get("name").map_err(backend)?,
-                email: r.try_get("email").map_err(backend)?,
+                org_id: r.text("org_id")?,
+                org_name: r.text("name")?,
+                email: r.text("email")?,
                 role: role_of(&r)?,
-                invited_by: r.try_get("invited_by").map_err(backend)?,
-                created_at: r.try_get("created_at").map_err(backend)?,
-                expires_at: r.try_get("expires_at").map_err(backend)?,
+                invited_by: r.text("invited_by")?,
+                created_at: r.int("created_at")?,
+                expires_at: r.int("expires_at")?,
             })
         })
         .transpose()
@@ -1389,18 +1291,17 @@ impl IdentityStore for SqlStore {
         account_id: &str,
         event: &OrgEvent,
     ) -> Result<bool, StoreError> {
-        let mut tx = self.begin_write().await.map_err(backend)?;
+        let mut tx = self.begin_write().await?;
         let row =
             sqlx::query("DELETE FROM invitations WHERE token_hash = $1 AND expires_at > $2 RETURNING org_id, role")
                 .bind(token_hash)
                 .bind(now)
-                .fetch_optional(&mut *tx)
-                .await
-                .map_err(backend)?;
+                .optional(&mut *tx)
+                .await?;
         let Some(row) = row else {
             return Ok(false);
         };
-        let org_id: String = row.try_get("org_id").map_err(backend)?;
+        let org_id: String = row.text("org_id")?;
         sqlx::query(
             "INSERT INTO memberships (org_id, account_id, role, created_at) VALUES ($1, $2, $3, $4)
              ON CONFLICT (org_id, account_id) DO NOTHING",
@@ -1409,11 +1310,10 @@ impl IdentityStore for SqlStore {
         .bind(account_id)
         .bind(role_of(&row)?.as_str())
         .bind(now)
-        .execute(&mut *tx)
-        .await
-        .map_err(backend)?;
+        .run(&mut *tx)
+        .await?;
         insert_org_event(&mut tx, event).await?;
-        tx.commit().await.map_err(backend)?;
+        tx.commit().await?;
         Ok(true)
     }
 
@@ -1421,23 +1321,19 @@ impl IdentityStore for SqlStore {
         let sql = format!("{POLICY_COLUMNS} WHERE id = $1");
         let row = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(org_id)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(backend)?;
+            .optional(&self.pool)
+            .await?;
         row.as_ref().map(policy_from).transpose()
     }
 
     async fn required_policies(&self) -> Result<Vec<OrgPolicy>, StoreError> {
         let sql = format!("{POLICY_COLUMNS} WHERE require_two_factor = 1");
-        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .fetch_all(&self.pool)
-            .await
-            .map_err(backend)?;
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql)).all(&self.pool).await?;
         rows.iter().map(policy_from).collect()
     }
 
     async fn set_org_policy(&self, p: &OrgPolicy, event: &OrgEvent) -> Result<(), StoreError> {
-        let mut tx = self.begin_write().await.map_err(backend)?;
+        let mut tx = self.begin_write().await?;
         sqlx::query(
             "UPDATE organizations SET require_two_factor = $2, grace_days = $3, policy_since = $4, policy_by = $5
              WHERE id = $1",
@@ -1447,11 +1343,10 @@ impl IdentityStore for SqlStore {
         .bind(i64::from(p.grace_days))
         .bind(p.since)
         .bind(p.by.as_str())
-        .execute(&mut *tx)
-        .await
-        .map_err(backend)?;
+        .run(&mut *tx)
+        .await?;
         insert_org_event(&mut tx, event).await?;
-        tx.commit().await.map_err(backend)?;
+        tx.commit().await?;
         Ok(())
     }
 
@@ -1461,18 +1356,17 @@ impl IdentityStore for SqlStore {
         )
         .bind(org_id)
         .bind(i64::from(limit))
-        .fetch_all(&self.pool)
-        .await
-        .map_err(backend)?;
+        .all(&self.pool)
+        .await?;
         rows.iter()
             .map(|r| {
                 Ok(OrgEvent {
-                    id: r.try_get("id").map_err(backend)?,
-                    org_id: r.try_get("org_id").map_err(backend)?,
-                    at: r.try_get("at").map_err(backend)?,
-                    actor: r.try_get("actor").map_err(backend)?,
-                    kind: r.try_get("kind").map_err(backend)?,
-                    detail: r.try_get("detail").map_err(backend)?,
+                    id: r.text("id")?,
+                    org_id: r.text("org_id")?,
+                    at: r.int("at")?,
+                    actor: r.text("actor")?,
+                    kind: r.text("kind")?,
+                    detail: r.text("detail")?,
                 })
             })
             .collect()
@@ -1484,10 +1378,9 @@ impl IdentityStore for SqlStore {
         )
         .bind(org_id)
         .bind(account_id)
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(backend)?;
-        row.map(|r| r.try_get("sent_at").map_err(backend)).transpose()
+        .optional(&self.pool)
+        .await?;
+        row.map(|r| r.int("sent_at")).transpose()
     }
 
     async fn record_security_alert(
@@ -1497,16 +1390,15 @@ impl IdentityStore for SqlStore {
         at: Millis,
         event: &OrgEvent,
     ) -> Result<(), StoreError> {
-        let mut tx = self.begin_write().await.map_err(backend)?;
+        let mut tx = self.begin_write().await?;
         sqlx::query("INSERT INTO security_alerts (org_id, account_id, sent_at) VALUES ($1, $2, $3)")
             .bind(org_id)
             .bind(account_id)
             .bind(at)
-            .execute(&mut *tx)
-            .await
-            .map_err(backend)?;
+            .run(&mut *tx)
+            .await?;
         insert_org_event(&mut tx, event).await?;
-        tx.commit().await.map_err(backend)?;
+        tx.commit().await?;
         Ok(())
     }
 
@@ -1524,9 +1416,8 @@ impl IdentityStore for SqlStore {
         .bind(account_id)
         .bind(sealed)
         .bind(expires_at)
-        .execute(&*self.writer.turn().await)
-        .await
-        .map_err(backend)?;
+        .run(&*self.writer.turn().await)
+        .await?;
         Ok(())
     }
 
@@ -1543,10 +1434,9 @@ impl IdentityStore for SqlStore {
         .bind(factor_id)
         .bind(account_id)
         .bind(now)
-        .fetch_optional(&*self.writer.turn().await)
-        .await
-        .map_err(backend)?;
-        row.map(|r| r.try_get("sealed").map_err(backend)).transpose()
+        .optional(&*self.writer.turn().await)
+        .await?;
+        row.map(|r| r.text("sealed")).transpose()
     }
 
     async fn second_factor(&self, id: &str) -> Result<Option<SecondFactor>, StoreError> {
@@ -1555,9 +1445,8 @@ impl IdentityStore for SqlStore {
              FROM second_factors WHERE id = $1",
         )
         .bind(id)
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(backend)?;
+        .optional(&self.pool)
+        .await?;
         row.as_ref().map(factor_from).transpose()
     }
 
@@ -1567,21 +1456,19 @@ impl IdentityStore for SqlStore {
         window_start: Millis,
         max_in_window: usize,
     ) -> Result<bool, StoreError> {
-        let mut tx = self.begin_write().await.map_err(backend)?;
+        let mut tx = self.begin_write().await?;
         // Touching the account's row serializes its requests on PostgreSQL
         // (a row lock); SQLite's write lock already does.
         sqlx::query("UPDATE accounts SET id = id WHERE id = $1")
             .bind(r.account_id.as_str())
-            .execute(&mut *tx)
-            .await
-            .map_err(backend)?;
+            .run(&mut *tx)
+            .await?;
         let row = sqlx::query("SELECT COUNT(*) AS n FROM approval_requests WHERE account_id = $1 AND created_at > $2")
             .bind(r.account_id.as_str())
             .bind(window_start)
-            .fetch_one(&mut *tx)
-            .await
-            .map_err(backend)?;
-        let recent: i64 = row.try_get("n").map_err(backend)?;
+            .one(&mut *tx)
+            .await?;
+        let recent: i64 = row.int("n")?;
         if usize::try_from(recent).unwrap_or(usize::MAX) >= max_in_window {
             return Ok(false);
         }
@@ -1603,10 +1490,9 @@ impl IdentityStore for SqlStore {
         .bind(r.expires_at)
         .bind(r.answered_at)
         .bind(r.answered_by.as_str())
-        .execute(&mut *tx)
-        .await
-        .map_err(backend)?;
-        tx.commit().await.map_err(backend)?;
+        .run(&mut *tx)
+        .await?;
+        tx.commit().await?;
         Ok(true)
     }
 
@@ -1614,9 +1500,8 @@ impl IdentityStore for SqlStore {
         let sql = format!("{APPROVAL_COLUMNS} WHERE id = $1");
         let row = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(id)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(backend)?;
+            .optional(&self.pool)
+            .await?;
         row.as_ref().map(approval_from).transpose()
     }
 
@@ -1625,9 +1510,8 @@ impl IdentityStore for SqlStore {
         let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(account_id)
             .bind(since)
-            .fetch_all(&self.pool)
-            .await
-            .map_err(backend)?;
+            .all(&self.pool)
+            .await?;
         rows.iter().map(approval_from).collect()
     }
 
@@ -1639,7 +1523,7 @@ impl IdentityStore for SqlStore {
         now: Millis,
         event: Option<&SecurityEvent>,
     ) -> Result<bool, StoreError> {
-        let mut tx = self.begin_write().await.map_err(backend)?;
+        let mut tx = self.begin_write().await?;
         let answered = sqlx::query(
             "UPDATE approval_requests SET status = $2, answered_at = $3, answered_by = $4
              WHERE id = $1 AND status = 'pending' AND expires_at > $3",
@@ -1648,23 +1532,21 @@ impl IdentityStore for SqlStore {
         .bind(status.as_str())
         .bind(now)
         .bind(factor_id)
-        .execute(&mut *tx)
-        .await
-        .map_err(backend)?;
+        .run(&mut *tx)
+        .await?;
         if answered.rows_affected() != 1 {
             return Ok(false);
         }
         if status.is_denial() {
             sqlx::query("DELETE FROM sessions WHERE id = $1 AND stage = 'second_factor'")
                 .bind(request.session_id.as_str())
-                .execute(&mut *tx)
-                .await
-                .map_err(backend)?;
+                .run(&mut *tx)
+                .await?;
         }
         if let Some(event) = event {
             insert_event(&mut tx, event).await?;
         }
-        tx.commit().await.map_err(backend)?;
+        tx.commit().await?;
         Ok(true)
     }
 
@@ -1673,9 +1555,8 @@ impl IdentityStore for SqlStore {
             sqlx::query("SELECT pg_notify($1, $2)")
                 .bind(crate::SIGNAL_CHANNEL)
                 .bind(topic)
-                .execute(&*self.writer.turn().await)
-                .await
-                .map_err(backend)?;
+                .run(&*self.writer.turn().await)
+                .await?;
         }
         Ok(())
     }
@@ -1684,9 +1565,8 @@ impl IdentityStore for SqlStore {
         sqlx::query("UPDATE second_factors SET secret = $2 WHERE id = $1")
             .bind(factor_id)
             .bind(secret)
-            .execute(&*self.writer.turn().await)
-            .await
-            .map_err(backend)?;
+            .run(&*self.writer.turn().await)
+            .await?;
         Ok(())
     }
 
@@ -1696,39 +1576,35 @@ impl IdentityStore for SqlStore {
         state: &str,
         expires_at: Millis,
     ) -> Result<(), StoreError> {
-        let mut tx = self.begin_write().await.map_err(backend)?;
+        let mut tx = self.begin_write().await?;
         sqlx::query("DELETE FROM webauthn_challenges WHERE session_id = $1")
             .bind(session_id)
-            .execute(&mut *tx)
-            .await
-            .map_err(backend)?;
+            .run(&mut *tx)
+            .await?;
         sqlx::query("INSERT INTO webauthn_challenges (session_id, state, expires_at) VALUES ($1, $2, $3)")
             .bind(session_id)
             .bind(state)
             .bind(expires_at)
-            .execute(&mut *tx)
-            .await
-            .map_err(backend)?;
-        tx.commit().await.map_err(backend)
+            .run(&mut *tx)
+            .await?;
+        tx.commit().await
     }
 
     async fn webauthn_challenge(&self, session_id: &str, now: Millis) -> Result<Option<String>, StoreError> {
         let row = sqlx::query("SELECT state FROM webauthn_challenges WHERE session_id = $1 AND expires_at > $2")
             .bind(session_id)
             .bind(now)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(backend)?;
-        row.map(|r| r.try_get("state").map_err(backend)).transpose()
+            .optional(&self.pool)
+            .await?;
+        row.map(|r| r.text("state")).transpose()
     }
 
     async fn put_sms_code(&self, code: &SmsCode, account_id: &str, number_digest: &str) -> Result<(), StoreError> {
-        let mut tx = self.begin_write().await.map_err(backend)?;
+        let mut tx = self.begin_write().await?;
         sqlx::query("DELETE FROM sms_codes WHERE factor_id = $1")
             .bind(&code.factor_id)
-            .execute(&mut *tx)
-            .await
-            .map_err(backend)?;
+            .run(&mut *tx)
+            .await?;
         sqlx::query(
             "INSERT INTO sms_codes (factor_id, digest, sent_at, expires_at, attempts) VALUES ($1, $2, $3, $4, $5)",
         )
@@ -1737,34 +1613,31 @@ impl IdentityStore for SqlStore {
         .bind(code.sent_at)
         .bind(code.expires_at)
         .bind(i64::from(code.attempts))
-        .execute(&mut *tx)
-        .await
-        .map_err(backend)?;
+        .run(&mut *tx)
+        .await?;
         sqlx::query("INSERT INTO sms_sends (id, account_id, number_digest, sent_at) VALUES ($1, $2, $3, $4)")
             .bind(uuid::Uuid::new_v4().to_string())
             .bind(account_id)
             .bind(number_digest)
             .bind(code.sent_at)
-            .execute(&mut *tx)
-            .await
-            .map_err(backend)?;
-        tx.commit().await.map_err(backend)
+            .run(&mut *tx)
+            .await?;
+        tx.commit().await
     }
 
     async fn sms_code(&self, factor_id: &str) -> Result<Option<SmsCode>, StoreError> {
         let row =
             sqlx::query("SELECT factor_id, digest, sent_at, expires_at, attempts FROM sms_codes WHERE factor_id = $1")
                 .bind(factor_id)
-                .fetch_optional(&self.pool)
-                .await
-                .map_err(backend)?;
+                .optional(&self.pool)
+                .await?;
         row.map(|row| {
-            let attempts: i64 = row.try_get("attempts").map_err(backend)?;
+            let attempts: i64 = row.int("attempts")?;
             Ok(SmsCode {
-                factor_id: row.try_get("factor_id").map_err(backend)?,
-                digest: row.try_get("digest").map_err(backend)?,
-                sent_at: row.try_get("sent_at").map_err(backend)?,
-                expires_at: row.try_get("expires_at").map_err(backend)?,
+                factor_id: row.text("factor_id")?,
+                digest: row.text("digest")?,
+                sent_at: row.int("sent_at")?,
+                expires_at: row.int("expires_at")?,
                 attempts: u32::try_from(attempts).unwrap_or(u32::MAX),
             })
         })
@@ -1777,30 +1650,26 @@ impl IdentityStore for SqlStore {
         number_digest: &str,
         since: Millis,
     ) -> Result<(Vec<Millis>, Vec<Millis>), StoreError> {
-        let times = |rows: Vec<AnyRow>| -> Result<Vec<Millis>, StoreError> {
-            rows.iter().map(|r| r.try_get("sent_at").map_err(backend)).collect()
-        };
+        let times =
+            |rows: Vec<AnyRow>| -> Result<Vec<Millis>, StoreError> { rows.iter().map(|r| r.int("sent_at")).collect() };
         let to_number = sqlx::query("SELECT sent_at FROM sms_sends WHERE number_digest = $1 AND sent_at > $2")
             .bind(number_digest)
             .bind(since)
-            .fetch_all(&self.pool)
-            .await
-            .map_err(backend)?;
+            .all(&self.pool)
+            .await?;
         let for_account = sqlx::query("SELECT sent_at FROM sms_sends WHERE account_id = $1 AND sent_at > $2")
             .bind(account_id)
             .bind(since)
-            .fetch_all(&self.pool)
-            .await
-            .map_err(backend)?;
+            .all(&self.pool)
+            .await?;
         Ok((times(to_number)?, times(for_account)?))
     }
 
     async fn sms_code_failed(&self, factor_id: &str) -> Result<(), StoreError> {
         sqlx::query("UPDATE sms_codes SET attempts = attempts + 1 WHERE factor_id = $1")
             .bind(factor_id)
-            .execute(&*self.writer.turn().await)
-            .await
-            .map_err(backend)?;
+            .run(&*self.writer.turn().await)
+            .await?;
         Ok(())
     }
 
@@ -1812,9 +1681,8 @@ impl IdentityStore for SqlStore {
         .bind(digest)
         .bind(now)
         .bind(i64::from(identity::credential::sms::MAX_TRIES))
-        .execute(&*self.writer.turn().await)
-        .await
-        .map_err(backend)?;
+        .run(&*self.writer.turn().await)
+        .await?;
         Ok(done.rows_affected() == 1)
     }
 
@@ -1830,9 +1698,8 @@ impl IdentityStore for SqlStore {
         .bind(p.created_at)
         .bind(p.last_used_at)
         .bind(&p.last_used_ip)
-        .execute(&*self.writer.turn().await)
-        .await
-        .map_err(backend)?;
+        .run(&*self.writer.turn().await)
+        .await?;
         Ok(())
     }
 
@@ -1842,20 +1709,19 @@ impl IdentityStore for SqlStore {
              FROM app_passwords WHERE account_id = $1",
         )
         .bind(account_id)
-        .fetch_all(&self.pool)
-        .await
-        .map_err(backend)?;
+        .all(&self.pool)
+        .await?;
         rows.iter()
             .map(|row| {
                 let password = AppPassword {
-                    id: row.try_get("id").map_err(backend)?,
-                    account_id: row.try_get("account_id").map_err(backend)?,
-                    name: row.try_get("name").map_err(backend)?,
-                    created_at: row.try_get("created_at").map_err(backend)?,
-                    last_used_at: row.try_get("last_used_at").map_err(backend)?,
-                    last_used_ip: row.try_get("last_used_ip").map_err(backend)?,
+                    id: row.text("id")?,
+                    account_id: row.text("account_id")?,
+                    name: row.text("name")?,
+                    created_at: row.int("created_at")?,
+                    last_used_at: row.int("last_used_at")?,
+                    last_used_ip: row.text("last_used_ip")?,
                 };
-                Ok((password, row.try_get("digest").map_err(backend)?))
+                Ok((password, row.text("digest")?))
             })
             .collect()
     }
@@ -1864,10 +1730,9 @@ impl IdentityStore for SqlStore {
         let row = sqlx::query("DELETE FROM app_passwords WHERE account_id = $1 AND id = $2 RETURNING name")
             .bind(account_id)
             .bind(id)
-            .fetch_optional(&*self.writer.turn().await)
-            .await
-            .map_err(backend)?;
-        row.map(|r| r.try_get("name").map_err(backend)).transpose()
+            .optional(&*self.writer.turn().await)
+            .await?;
+        row.map(|r| r.text("name")).transpose()
     }
 
     async fn touch_app_password(&self, id: &str, now: Millis, ip: &str) -> Result<(), StoreError> {
@@ -1875,9 +1740,8 @@ impl IdentityStore for SqlStore {
             .bind(id)
             .bind(now)
             .bind(ip)
-            .execute(&*self.writer.turn().await)
-            .await
-            .map_err(backend)?;
+            .run(&*self.writer.turn().await)
+            .await?;
         Ok(())
     }
 
@@ -1889,18 +1753,16 @@ impl IdentityStore for SqlStore {
         .bind(c.created_before)
         .bind(c.idle_before)
         .bind(c.remembered_idle_before)
-        .execute(&*self.writer.turn().await)
-        .await
-        .map_err(backend)?;
+        .run(&*self.writer.turn().await)
+        .await?;
         let throttles = sqlx::query(
             "DELETE FROM throttles WHERE locked_until <= $1 AND last_failure <= $2
              AND reserved_at <= $2",
         )
         .bind(c.now)
         .bind(c.throttle_failure_before)
-        .execute(&*self.writer.turn().await)
-        .await
-        .map_err(backend)?;
+        .run(&*self.writer.turn().await)
+        .await?;
         let mut purged = sessions.rows_affected() + throttles.rows_affected();
         for (statement, cutoff) in [
             ("DELETE FROM setup_tokens WHERE expires_at <= $1", c.now),
@@ -1928,16 +1790,15 @@ impl IdentityStore for SqlStore {
         ] {
             let done = sqlx::query(statement)
                 .bind(cutoff)
-                .execute(&*self.writer.turn().await)
-                .await
-                .map_err(backend)?;
+                .run(&*self.writer.turn().await)
+                .await?;
             purged += done.rows_affected();
         }
         Ok(purged)
     }
 
     async fn record_event(&self, e: &SecurityEvent) -> Result<(), StoreError> {
-        let mut conn = self.writer.acquire().await.map_err(backend)?;
+        let mut conn = self.writer.acquire().await?;
         insert_event(&mut conn, e).await
     }
 

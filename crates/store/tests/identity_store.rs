@@ -2,9 +2,10 @@
 
 use identity::credential::app_password::AppPassword;
 use identity::softlock::ThrottleState;
+use identity::{AccountStore, AppPasswordStore, EventStore, FactorStore, OrgStore, SessionStore, ThrottleStore};
 use identity::{
-    Constraint, EmailAddress, EventKind, IdentityStore, NewAccount, NewOrganization, Role, SecurityEvent, Session,
-    SessionStage, StepContext, StoreError, SyncUserId, ThrottleRelease, ThrottleReservation,
+    Constraint, EmailAddress, EventKind, NewAccount, NewOrganization, Role, SecurityEvent, Session, SessionStage,
+    StepContext, StoreError, SyncUserId, ThrottleRelease, ThrottleReservation,
 };
 use identity::{FactorKind, SecondFactor, SecondStepProof};
 use store::{Engine, SqlStore};

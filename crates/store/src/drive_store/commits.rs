@@ -5,6 +5,7 @@ use drive::{Node, PutOutcome};
 use identity::StoreError;
 
 use super::postgres::NEW_FILE_PG;
+use super::quota::fits_quota;
 use super::rows::signed;
 use super::tree::{blob_in_use, drop_inline};
 use crate::changes::{Arg, Change, sqlite_counts};
@@ -100,7 +101,11 @@ pub(super) const NEW_FILE: [&str; 4] = [
         live_folder!("$3", ""),
         " ON CONFLICT (drive_id, parent_id, name) DO NOTHING"
     ),
-    "UPDATE drives SET used_bytes = used_bytes + $2 WHERE id = $1 AND used_bytes + $2 <= quota_bytes AND changes() = 1",
+    concat!(
+        "UPDATE drives SET used_bytes = used_bytes + $2 WHERE id = $1 AND ",
+        fits_quota!("$2"),
+        " AND changes() = 1"
+    ),
     "DELETE FROM drive_nodes WHERE id = $1 AND changes() = 0",
     "INSERT INTO drive_inline (blob_id, data) SELECT $1, $2 WHERE EXISTS (SELECT 1 FROM drive_nodes WHERE id = $3)",
 ];
@@ -219,12 +224,14 @@ pub(super) async fn replace_in(
     inline: Option<&[u8]>,
 ) -> Result<PutOutcome, StoreError> {
     let delta = signed(node.size)? - signed(old.size)?;
-    let charged =
-        sqlx::query("UPDATE drives SET used_bytes = used_bytes + $2 WHERE id = $1 AND used_bytes + $2 <= quota_bytes")
-            .bind(signed(node.drive_id)?)
-            .bind(delta)
-            .run(&mut *conn)
-            .await?;
+    let charged = sqlx::query(concat!(
+        "UPDATE drives SET used_bytes = used_bytes + $2 WHERE id = $1 AND ",
+        fits_quota!("$2")
+    ))
+    .bind(signed(node.drive_id)?)
+    .bind(delta)
+    .run(&mut *conn)
+    .await?;
     if charged.rows_affected() != 1 {
         return Ok(PutOutcome::InsufficientStorage);
     }

@@ -7,6 +7,7 @@ use identity::{Millis, StoreError};
 use sqlx::Row;
 
 use super::commits::{COMMIT_BATCH, FileCommit, answer, commit_batch, new_file_groups, outcomes_of};
+use super::quota::fits_quota;
 use super::rows::signed;
 use super::walk::PageRow;
 use crate::db::{backend, retried};
@@ -104,7 +105,8 @@ pub(crate) async fn commit_files_on_postgres(
 /// with every file. A name taken meanwhile by a writer outside the
 /// batch makes the insert fail as a duplicate, which undoes the charge
 /// too.
-pub(super) const NEW_FILES_PG: &str = "WITH input AS (
+pub(super) const NEW_FILES_PG: &str = concat!(
+    "WITH input AS (
         SELECT * FROM unnest($2::text[], $3::text[], $4::text[], $5::int8[], $6::text[], $7::text[], $8::int8[],
             $9::int8[], $10::text[], $11::bytea[], $12::bool[])
             AS t(id, parent_id, name, size, blob_id, etag, created_at, modified_at, checksums, data, inline)
@@ -113,7 +115,9 @@ pub(super) const NEW_FILES_PG: &str = "WITH input AS (
             LATERAL (SELECT 1 FROM drive_nodes WHERE id = f.parent_id AND is_dir = 1 FOR KEY SHARE) p
     ), charged AS (
         UPDATE drives SET used_bytes = used_bytes + $13
-        WHERE id = $1 AND used_bytes + $13 <= quota_bytes
+        WHERE id = $1 AND ",
+    fits_quota!("$13"),
+    "
           AND (SELECT COUNT(*) FROM folders) = (SELECT COUNT(DISTINCT parent_id) FROM input WHERE parent_id <> '')
           AND NOT EXISTS (SELECT 1 FROM input i, LATERAL (SELECT 1 FROM drive_nodes n
                 WHERE n.drive_id = $1 AND n.parent_id = i.parent_id AND n.name = i.name LIMIT 1) taken)
@@ -127,7 +131,8 @@ pub(super) const NEW_FILES_PG: &str = "WITH input AS (
         INSERT INTO drive_inline (blob_id, data)
         SELECT blob_id, data FROM input WHERE inline AND EXISTS (SELECT 1 FROM charged)
     )
-    SELECT COUNT(*) FROM charged";
+    SELECT COUNT(*) FROM charged"
+);
 
 /// Stores `files` (new, one drive, distinct names) with [`NEW_FILES_PG`]:
 /// true if all were stored, false if nothing was (a name is taken or
@@ -179,11 +184,14 @@ pub(super) async fn insert_new_files_pg(pg: &sqlx::PgPool, files: &[&FileCommit]
 /// contents stored if inserted. All parts see the database as it was
 /// when the statement began, so `taken` and `folder` tell a conflict
 /// from a full quota.
-pub(super) const NEW_FILE_PG: &str = "WITH folder AS (
+pub(super) const NEW_FILE_PG: &str = concat!(
+    "WITH folder AS (
         SELECT 1 FROM drive_nodes WHERE id = $3 AND is_dir = 1 FOR KEY SHARE
     ), charged AS (
         UPDATE drives SET used_bytes = used_bytes + $5
-        WHERE id = $2 AND used_bytes + $5 <= quota_bytes
+        WHERE id = $2 AND ",
+    fits_quota!("$5"),
+    "
           AND ($3 = '' OR EXISTS (SELECT 1 FROM folder))
           AND NOT EXISTS (SELECT 1 FROM drive_nodes WHERE drive_id = $2 AND parent_id = $3 AND name = $4)
         RETURNING id
@@ -198,4 +206,5 @@ pub(super) const NEW_FILE_PG: &str = "WITH folder AS (
     )
     SELECT (SELECT COUNT(*) FROM charged) AS charged, (SELECT COUNT(*) FROM stored) AS stored,
         (SELECT COUNT(*) FROM drive_nodes WHERE drive_id = $2 AND parent_id = $3 AND name = $4) AS taken,
-        CAST(CASE WHEN $3 = '' OR EXISTS (SELECT 1 FROM folder) THEN 1 ELSE 0 END AS BIGINT) AS folder";
+        CAST(CASE WHEN $3 = '' OR EXISTS (SELECT 1 FROM folder) THEN 1 ELSE 0 END AS BIGINT) AS folder"
+);

@@ -198,7 +198,7 @@ impl ImportStore for SqlStore {
         row.map(|row| {
             Ok(ImportItem {
                 path: row.text("path")?,
-                is_dir: row.int("is_dir")? != 0,
+                is_dir: row.flag("is_dir")?,
                 size: u64::try_from(row.int("size")?).unwrap_or(0),
                 modified_at: row.int("modified_at")?,
             })

@@ -60,7 +60,7 @@ pub(super) fn member_walk_from(
     Ok(MemberDrive {
         drive,
         standing,
-        locked: row.int("locked")? != 0,
+        locked: row.flag("locked")?,
         walked: walked.map(|depth| walked_nodes(row, drive_id, depth)).transpose()?,
     })
 }
@@ -95,8 +95,8 @@ pub(super) fn lock_from(row: &AnyRow) -> Result<Lock, StoreError> {
         owner_xml: row.text("owner_xml")?,
         expires_at: row.int("expires_at")?,
         timeout_secs: u64::try_from(row.int("timeout_secs")?).unwrap_or(0),
-        shared: row.int("shared")? != 0,
-        deep: row.int("deep")? != 0,
+        shared: row.flag("shared")?,
+        deep: row.flag("deep")?,
     })
 }
 

@@ -103,7 +103,7 @@ impl Gone {
         if !blob.is_empty() {
             self.blobs.push(blob);
         }
-        if row.int("is_dir")? != 0 {
+        if row.flag("is_dir")? {
             self.freed += signed(drive::FOLDER_BYTES)?;
             self.folders.push(id.to_owned());
         }

@@ -5,12 +5,11 @@ use identity::{
     Account, AccountStore, Constraint, EmailAddress, FactorKind, Membership, Millis, NewAccount, NewOrganization,
     Organization, Role, StoreError, SyncUserId,
 };
-use sqlx::Row;
 
 use super::Tx;
 use super::orgs::insert_organization;
 use crate::SqlStore;
-use crate::db::{Columns, Run, backend, corrupt};
+use crate::db::{Columns, Run, corrupt};
 
 pub(super) fn account_from(row: &impl Columns) -> Result<Account, StoreError> {
     Ok(Account {
@@ -139,11 +138,10 @@ impl AccountStore for SqlStore {
                 .bind(now)
                 .optional(&mut *tx)
                 .await?;
-        let accounts: i64 = sqlx::query("SELECT COUNT(*) AS n FROM accounts")
-            .fetch_one(&mut *tx)
-            .await
-            .and_then(|r| r.try_get("n"))
-            .map_err(backend)?;
+        let accounts = sqlx::query("SELECT COUNT(*) AS n FROM accounts")
+            .one(&mut *tx)
+            .await?
+            .int("n")?;
         if consumed.is_none() || accounts > 0 {
             return Err(StoreError::SetupUnavailable);
         }

@@ -6,7 +6,7 @@ use sqlx::any::AnyRow;
 
 use crate::SqlStore;
 use crate::changes::{Arg, Change};
-use crate::db::{Columns, Run, backend, corrupt};
+use crate::db::{Columns, Run, corrupt};
 
 pub(super) fn event_from(row: &AnyRow) -> Result<SecurityEvent, StoreError> {
     let kind: String = row.text("kind")?;
@@ -77,7 +77,7 @@ impl EventStore for SqlStore {
                     .bind(account_id)
                     .bind(cursor)
                     .bind(limit)
-                    .fetch_all(&self.pool)
+                    .all(&self.pool)
                     .await
             }
             None => {
@@ -85,10 +85,10 @@ impl EventStore for SqlStore {
                 sqlx::query(sqlx::AssertSqlSafe(sql))
                     .bind(account_id)
                     .bind(limit)
-                    .fetch_all(&self.pool)
+                    .all(&self.pool)
                     .await
             }
         };
-        rows.map_err(backend)?.iter().map(event_from).collect()
+        rows?.iter().map(event_from).collect()
     }
 }

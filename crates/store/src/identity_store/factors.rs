@@ -3,13 +3,12 @@
 use async_trait::async_trait;
 use identity::credential::sms::SmsCode;
 use identity::{FactorKind, FactorStore, Millis, SecondFactor, StepContext, StoreError};
-use sqlx::Row;
 use sqlx::any::AnyRow;
 
 use super::Tx;
 use super::throttle::throttle_from;
 use crate::SqlStore;
-use crate::db::{Columns, Prefixed, Run, backend, corrupt};
+use crate::db::{Columns, Prefixed, Run, corrupt};
 
 pub(super) fn factor_from(row: &impl Columns) -> Result<SecondFactor, StoreError> {
     Ok(SecondFactor {
@@ -165,10 +164,9 @@ impl FactorStore for SqlStore {
         }
         let active: i64 = sqlx::query("SELECT COUNT(*) AS n FROM second_factors WHERE account_id = $1 AND active = 1")
             .bind(account_id)
-            .fetch_one(&mut *tx)
-            .await
-            .and_then(|r| r.try_get("n"))
-            .map_err(backend)?;
+            .one(&mut *tx)
+            .await?
+            .int("n")?;
         if active == 0 {
             insert_backup_codes(&mut tx, account_id, &[], 0).await?;
         }
@@ -260,13 +258,12 @@ impl FactorStore for SqlStore {
                 .optional(&self.pool)
                 .await?;
         row.map(|row| {
-            let attempts: i64 = row.int("attempts")?;
             Ok(SmsCode {
                 factor_id: row.text("factor_id")?,
                 digest: row.text("digest")?,
                 sent_at: row.int("sent_at")?,
                 expires_at: row.int("expires_at")?,
-                attempts: u32::try_from(attempts).unwrap_or(u32::MAX),
+                attempts: row.count("attempts")?,
             })
         })
         .transpose()

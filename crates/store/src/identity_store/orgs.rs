@@ -61,7 +61,7 @@ pub(super) fn policy_from(row: &AnyRow) -> Result<OrgPolicy, StoreError> {
     Ok(OrgPolicy {
         org_id: row.text("id")?,
         org_name: row.text("name")?,
-        require_two_factor: row.int("require_two_factor")? != 0,
+        require_two_factor: row.flag("require_two_factor")?,
         grace_days: u32::try_from(grace).unwrap_or(0),
         since: row.int("policy_since")?,
         by: row.text("policy_by")?,

@@ -11,7 +11,6 @@ use crate::db::{Columns, Run, corrupt};
 pub(super) fn mail_from(row: &AnyRow) -> Result<QueuedMail, StoreError> {
     let kind: String = row.text("kind")?;
     let params: String = row.text("params")?;
-    let attempts: i64 = row.int("attempts")?;
     Ok(QueuedMail {
         id: row.text("id")?,
         account_id: row.text_or_null("account_id")?,
@@ -21,7 +20,7 @@ pub(super) fn mail_from(row: &AnyRow) -> Result<QueuedMail, StoreError> {
         params: serde_json::from_str(&params).map_err(|_| corrupt("mail parameters"))?,
         created_at: row.int("created_at")?,
         next_attempt_at: row.int("next_attempt_at")?,
-        attempts: u32::try_from(attempts).unwrap_or(u32::MAX),
+        attempts: row.count("attempts")?,
     })
 }
 

@@ -17,18 +17,17 @@ use crate::db::{Columns, Prefixed, Run, corrupt};
 
 pub(super) fn session_from(row: &AnyRow) -> Result<Session, StoreError> {
     let stage: String = row.text("stage")?;
-    let failures: i64 = row.int("factor_failures")?;
     Ok(Session {
         id: row.text("id")?,
         account_id: row.text("account_id")?,
         created_at: row.int("created_at")?,
         last_seen_at: row.int("last_seen_at")?,
-        remember: row.int("remember")? != 0,
+        remember: row.flag("remember")?,
         ip: row.text("ip")?,
         user_agent: row.text("user_agent")?,
         stage: SessionStage::parse(&stage).ok_or_else(|| corrupt("session stage"))?,
         password_at: row.int("password_at")?,
-        factor_failures: u32::try_from(failures).unwrap_or(u32::MAX),
+        factor_failures: row.count("factor_failures")?,
     })
 }
 

@@ -56,10 +56,9 @@ pub(super) async fn release_throttle(
 
 /// A throttle record from a row with its columns.
 pub(super) fn throttle_from(row: &AnyRow) -> Result<ThrottleRecord, StoreError> {
-    let failures: i64 = row.int("failures")?;
     Ok(ThrottleRecord {
         state: ThrottleState {
-            failures: u32::try_from(failures).unwrap_or(u32::MAX),
+            failures: row.count("failures")?,
             last_failure: row.int("last_failure")?,
             locked_until: row.int("locked_until")?,
         },

@@ -175,8 +175,8 @@ impl Identity {
         let bytes = self
             .key()
             .open(APP_PURPOSE, &factor.id, &factor.secret)
-            .ok_or_else(|| StoreError::Backend(format!("the device of factor {} does not decrypt", factor.id)))?;
-        serde_json::from_slice(&bytes).map_err(|e| StoreError::Backend(format!("a stored device does not read: {e}")))
+            .ok_or_else(|| StoreError::Corrupt(format!("the device of factor {} does not decrypt", factor.id)))?;
+        serde_json::from_slice(&bytes).map_err(|e| StoreError::Corrupt(format!("a stored device does not read: {e}")))
     }
 
     /// The public key a linked device signs with.
@@ -187,7 +187,7 @@ impl Identity {
             .ok()
             .and_then(|k| <[u8; 32]>::try_from(k).ok())
             .and_then(|k| ed25519_dalek::VerifyingKey::from_bytes(&k).ok())
-            .ok_or_else(|| StoreError::Backend(format!("the device key of factor {} is damaged", factor.id)))
+            .ok_or_else(|| StoreError::Corrupt(format!("the device key of factor {} is damaged", factor.id)))
     }
 
     /// The TOTP seed of a linked device.
@@ -195,7 +195,7 @@ impl Identity {
         let device = self.app_device(factor)?;
         let seed = data_encoding::BASE32_NOPAD
             .decode(device.totp.as_bytes())
-            .map_err(|_| StoreError::Backend("a stored device seed is not base32".into()))?;
+            .map_err(|_| StoreError::Corrupt("a stored device seed is not base32".into()))?;
         Ok(TotpSecret::from_bytes(seed))
     }
 }

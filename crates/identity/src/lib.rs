@@ -67,8 +67,9 @@ pub use signals::Signals;
 pub use sms::{SmsEnrollment, SmsError};
 pub use sms_gateway::{SmsGateway, SmsSendError};
 pub use store::{
-    EventPage, ExpiryCutoffs, IdentityStore, SecondStepProof, StepContext, StoreError, ThrottleRecord, ThrottleRelease,
-    ThrottleReservation,
+    AccountStore, AppPasswordStore, Constraint, EventPage, EventStore, ExpiryCutoffs, FactorStore, IdentityStore,
+    OrgStore, OutboxStore, PushStore, SecondStepProof, SessionStore, StepContext, StoreError, ThrottleRecord,
+    ThrottleRelease, ThrottleReservation, ThrottleStore, UpkeepStore,
 };
 pub use sync_user_id::SyncUserId;
 pub use two_factor::{SecondStep, SecondStepError, StepRequest, TotpEnrollment};

@@ -53,7 +53,7 @@ pub struct SecurityKeyChallenge {
 }
 
 fn json_error(e: serde_json::Error) -> StoreError {
-    StoreError::Backend(format!("stored WebAuthn state does not read: {e}"))
+    StoreError::Corrupt(format!("stored WebAuthn state does not read: {e}"))
 }
 
 impl Identity {
@@ -65,7 +65,7 @@ impl Identity {
         let bytes = self
             .key()
             .open(KEY_PURPOSE, &factor.id, &factor.secret)
-            .ok_or_else(|| StoreError::Backend(format!("the key of factor {} does not decrypt", factor.id)))?;
+            .ok_or_else(|| StoreError::Corrupt(format!("the key of factor {} does not decrypt", factor.id)))?;
         serde_json::from_slice(&bytes).map_err(json_error)
     }
 
@@ -132,7 +132,7 @@ impl Identity {
         let state = self
             .key()
             .open(REGISTRATION_PURPOSE, &factor.id, &factor.secret)
-            .ok_or_else(|| StoreError::Backend("a registration state does not decrypt".into()))?;
+            .ok_or_else(|| StoreError::Corrupt("a registration state does not decrypt".into()))?;
         let state: SecurityKeyRegistration = serde_json::from_slice(&state).map_err(json_error)?;
         let credential: RegisterPublicKeyCredential = serde_json::from_value(credential)
             .map_err(|e| IdentityError::SecurityKeyRefused(format!("not a WebAuthn credential: {e}")))?;

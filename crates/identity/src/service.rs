@@ -16,7 +16,7 @@ use crate::second_factor::Challenge;
 use crate::secrets::{ServerKey, random_token, token_hash};
 use crate::session::{RECENT_PASSWORD, Session, SessionPolicy, SessionStage, SessionToken};
 use crate::softlock::ThrottlePolicy;
-use crate::store::{EventPage, ExpiryCutoffs, IdentityStore, StoreError, ThrottleRelease};
+use crate::store::{Constraint, EventPage, ExpiryCutoffs, IdentityStore, StoreError, ThrottleRelease};
 use crate::sync_user_id::SyncUserId;
 
 #[derive(Debug, Clone)]
@@ -138,8 +138,8 @@ pub enum IdentityError {
 impl From<StoreError> for IdentityError {
     fn from(e: StoreError) -> Self {
         match e {
-            StoreError::Conflict("email") => Self::EmailTaken,
-            StoreError::Conflict("org_name") => Self::OrganizationNameTaken,
+            StoreError::Conflict(Constraint::Email) => Self::EmailTaken,
+            StoreError::Conflict(Constraint::OrganizationName) => Self::OrganizationNameTaken,
             StoreError::SetupUnavailable => Self::SetupUnavailable,
             other => Self::Store(other),
         }

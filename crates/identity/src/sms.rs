@@ -43,8 +43,8 @@ impl Identity {
         let bytes = self
             .key()
             .open(NUMBER_PURPOSE, &factor.id, &factor.secret)
-            .ok_or_else(|| StoreError::Backend(format!("the number of factor {} does not decrypt", factor.id)))?;
-        let number = String::from_utf8(bytes).map_err(|_| StoreError::Backend("a stored number is not text".into()))?;
+            .ok_or_else(|| StoreError::Corrupt(format!("the number of factor {} does not decrypt", factor.id)))?;
+        let number = String::from_utf8(bytes).map_err(|_| StoreError::Corrupt("a stored number is not text".into()))?;
         Ok(PhoneNumber::from_stored(number))
     }
 

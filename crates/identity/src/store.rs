@@ -20,14 +20,41 @@ use crate::sync_user_id::SyncUserId;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    /// A uniqueness rule was hit; names the field ("email", "org_name").
+    /// A uniqueness rule was hit.
     #[error("{0} is already taken")]
-    Conflict(&'static str),
+    Conflict(Constraint),
     /// The setup link is unknown, used or expired, or setup already happened.
     #[error("setup is not possible with this link")]
     SetupUnavailable,
+    /// The database aborted the transaction to break a deadlock or a
+    /// serialization conflict, as its own error code says: running the
+    /// whole transaction again will likely succeed.
+    #[error("storage error, worth another try: {0}")]
+    Retryable(String),
+    /// Something stored does not read: it does not decrypt, parse, or hold
+    /// a value the domain allows.
+    #[error("stored data is damaged: {0}")]
+    Corrupt(String),
     #[error("storage error: {0}")]
     Backend(String),
+}
+
+/// The uniqueness rules a write can hit, named for the domain.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Constraint {
+    /// An account with this email address exists.
+    Email,
+    /// An organization with this name (in any case) exists.
+    OrganizationName,
+}
+
+impl std::fmt::Display for Constraint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Constraint::Email => "email",
+            Constraint::OrganizationName => "org_name",
+        })
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -39,7 +66,7 @@ pub struct ThrottleRecord {
 }
 
 /// One attempt to reserve on a throttle key; see
-/// [`IdentityStore::reserve_throttle`].
+/// [`ThrottleStore::reserve_throttle`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ThrottleReservation {
     /// The version the room was computed from (0 when there was no row).
@@ -115,10 +142,41 @@ pub enum SecondStepProof {
 
 pub type SyncIds<'a> = &'a mut (dyn Iterator<Item = SyncUserId> + Send);
 
-#[async_trait]
-pub trait IdentityStore: Send + Sync {
-    async fn ping(&self) -> Result<(), StoreError>;
+/// Everything the identity service keeps, one trait per aggregate so that
+/// each part of the store (and its SQL) stands on its own; a store is all
+/// of them, and callers hold an `Arc<dyn IdentityStore>`.
+pub trait IdentityStore:
+    AccountStore
+    + SessionStore
+    + FactorStore
+    + OrgStore
+    + PushStore
+    + AppPasswordStore
+    + ThrottleStore
+    + OutboxStore
+    + EventStore
+    + UpkeepStore
+{
+}
 
+impl<
+    T: AccountStore
+        + SessionStore
+        + FactorStore
+        + OrgStore
+        + PushStore
+        + AppPasswordStore
+        + ThrottleStore
+        + OutboxStore
+        + EventStore
+        + UpkeepStore,
+> IdentityStore for T
+{
+}
+
+/// Accounts: the first setup, sign-up, look-ups, password, language and default second step.
+#[async_trait]
+pub trait AccountStore: Send + Sync {
     async fn count_accounts(&self) -> Result<i64, StoreError>;
     /// Replaces every earlier setup link with this one.
     async fn put_setup_token(&self, hash: &str, expires_at: Millis) -> Result<(), StoreError>;
@@ -134,14 +192,6 @@ pub trait IdentityStore: Send + Sync {
         account: &NewAccount,
         sync_ids: SyncIds<'_>,
     ) -> Result<(Organization, Account), StoreError>;
-
-    async fn create_organization(
-        &self,
-        id: &str,
-        org: &NewOrganization,
-        now: Millis,
-    ) -> Result<Organization, StoreError>;
-    async fn organization_by_name(&self, name: &str) -> Result<Option<Organization>, StoreError>;
     /// Creates the account (reserving the first free sync user id that
     /// `sync_ids` yields) and, when given, its membership, atomically.
     async fn create_account(
@@ -158,7 +208,12 @@ pub trait IdentityStore: Send + Sync {
     /// The second-factor kind offered first at sign-in ("" for none).
     async fn default_method(&self, account_id: &str) -> Result<String, StoreError>;
     async fn set_default_method(&self, account_id: &str, kind: &str) -> Result<(), StoreError>;
+    async fn set_account_lang(&self, account_id: &str, lang: &str) -> Result<(), StoreError>;
+}
 
+/// Sessions: signed in, half signed in (waiting for a second step), and what finishes one.
+#[async_trait]
+pub trait SessionStore: Send + Sync {
     /// In one transaction: stores the session, records `event` when given,
     /// and settles the sign-in's reserved attempts (`releases`).
     async fn insert_session(
@@ -201,10 +256,16 @@ pub trait IdentityStore: Send + Sync {
     /// Counts a wrong second-step code; returns the session's new total.
     async fn count_factor_failure(&self, id: &str) -> Result<u32, StoreError>;
     async fn set_password_at(&self, id: &str, now: Millis) -> Result<(), StoreError>;
+}
 
+/// Second factors and what each kind keeps on the side: backup codes, SMS codes, authenticator links, WebAuthn challenges.
+#[async_trait]
+pub trait FactorStore: Send + Sync {
     async fn insert_second_factor(&self, factor: &SecondFactor) -> Result<(), StoreError>;
     /// Active and pending ones.
     async fn second_factors(&self, account_id: &str) -> Result<Vec<SecondFactor>, StoreError>;
+    /// One factor by id, whatever its account.
+    async fn second_factor(&self, id: &str) -> Result<Option<SecondFactor>, StoreError>;
     /// The throttle record under `key` and the account's factors (as
     /// [`second_factors`](Self::second_factors)), in one query: what every
     /// second sign-in step reads first.
@@ -225,10 +286,23 @@ pub trait IdentityStore: Send + Sync {
     /// left, the backup codes. `None` if there was no such factor, else how
     /// many active factors remain.
     async fn delete_second_factor(&self, account_id: &str, id: &str) -> Result<Option<usize>, StoreError>;
-
     async fn replace_backup_codes(&self, account_id: &str, digests: &[String], now: Millis) -> Result<(), StoreError>;
     async fn unused_backup_codes(&self, account_id: &str) -> Result<Vec<String>, StoreError>;
-
+    /// Keeps backup codes (sealed) for the console to show once.
+    async fn put_linked_backup_codes(
+        &self,
+        factor_id: &str,
+        account_id: &str,
+        sealed: &str,
+        expires_at: Millis,
+    ) -> Result<(), StoreError>;
+    /// Takes (deletes) the unexpired sealed codes waiting for a factor.
+    async fn take_linked_backup_codes(
+        &self,
+        factor_id: &str,
+        account_id: &str,
+        now: Millis,
+    ) -> Result<Option<String>, StoreError>;
     /// In one transaction: makes `code` the one waiting for its factor
     /// (replacing any earlier one) and records the message in the send log.
     async fn put_sms_code(&self, code: &SmsCode, account_id: &str, number_digest: &str) -> Result<(), StoreError>;
@@ -246,7 +320,6 @@ pub trait IdentityStore: Send + Sync {
     /// Consumes the waiting code if it matches (for confirming an
     /// enrolment); `false` if not, or already used.
     async fn consume_sms_code(&self, factor_id: &str, digest: &str, now: Millis) -> Result<bool, StoreError>;
-
     async fn put_authenticator_link(
         &self,
         token_hash: &str,
@@ -260,23 +333,25 @@ pub trait IdentityStore: Send + Sync {
         token_hash: &str,
         now: Millis,
     ) -> Result<Option<(String, String)>, StoreError>;
-    async fn set_account_lang(&self, account_id: &str, lang: &str) -> Result<(), StoreError>;
-    async fn enqueue_notice(&self, notice: &Notice) -> Result<(), StoreError>;
-    /// Reserves the oldest message due at `now` (unsent, next attempt
-    /// passed) until `lease_until`; two processes never get the same one.
-    async fn claim_notice(&self, now: Millis, lease_until: Millis) -> Result<Option<Notice>, StoreError>;
-    async fn notice_sent(&self, id: &str, now: Millis) -> Result<(), StoreError>;
-    /// Counts a failed attempt; `next_attempt_at` `None` gives it up.
-    async fn notice_failed(
+    /// Replaces a factor's sealed secret (a security key's state).
+    async fn set_factor_secret(&self, factor_id: &str, secret: &str) -> Result<(), StoreError>;
+    /// Makes `state` the session's pending WebAuthn challenge.
+    async fn put_webauthn_challenge(&self, session_id: &str, state: &str, expires_at: Millis)
+    -> Result<(), StoreError>;
+    /// The session's unexpired WebAuthn challenge.
+    async fn webauthn_challenge(&self, session_id: &str, now: Millis) -> Result<Option<String>, StoreError>;
+}
+
+/// Organizations: members and roles, invitations, the two-step policy, the organization log and security alerts.
+#[async_trait]
+pub trait OrgStore: Send + Sync {
+    async fn create_organization(
         &self,
         id: &str,
-        attempts: u32,
-        next_attempt_at: Option<Millis>,
-        error: &str,
-    ) -> Result<(), StoreError>;
-    async fn notice_opt_outs(&self, account_id: &str) -> Result<Vec<NoticeKind>, StoreError>;
-    async fn set_notice_opt_out(&self, account_id: &str, kind: NoticeKind, off: bool) -> Result<(), StoreError>;
-
+        org: &NewOrganization,
+        now: Millis,
+    ) -> Result<Organization, StoreError>;
+    async fn organization_by_name(&self, name: &str) -> Result<Option<Organization>, StoreError>;
     async fn organization(&self, org_id: &str) -> Result<Option<Organization>, StoreError>;
     async fn membership_role(&self, org_id: &str, account_id: &str) -> Result<Option<Role>, StoreError>;
     /// Every member with their active two-step methods count and last
@@ -322,25 +397,11 @@ pub trait IdentityStore: Send + Sync {
         at: Millis,
         event: &OrgEvent,
     ) -> Result<(), StoreError>;
+}
 
-    /// Keeps backup codes (sealed) for the console to show once.
-    async fn put_linked_backup_codes(
-        &self,
-        factor_id: &str,
-        account_id: &str,
-        sealed: &str,
-        expires_at: Millis,
-    ) -> Result<(), StoreError>;
-    /// Takes (deletes) the unexpired sealed codes waiting for a factor.
-    async fn take_linked_backup_codes(
-        &self,
-        factor_id: &str,
-        account_id: &str,
-        now: Millis,
-    ) -> Result<Option<String>, StoreError>;
-    /// One factor by id, whatever its account.
-    async fn second_factor(&self, id: &str) -> Result<Option<SecondFactor>, StoreError>;
-
+/// Push approvals: the requests a linked device answers.
+#[async_trait]
+pub trait PushStore: Send + Sync {
     /// In one transaction, serialized per account: stores `request` unless
     /// the account already has `max_in_window` requests created after
     /// `window_start` (`false` then).
@@ -364,26 +425,22 @@ pub trait IdentityStore: Send + Sync {
         now: Millis,
         event: Option<&SecurityEvent>,
     ) -> Result<bool, StoreError>;
-    /// Tells every process sharing this store that `topic` changed (see
-    /// [`Signals`](crate::Signals)); a store only one process uses does
-    /// nothing.
-    async fn publish(&self, topic: &str) -> Result<(), StoreError>;
+}
 
-    /// Replaces a factor's sealed secret (a security key's state).
-    async fn set_factor_secret(&self, factor_id: &str, secret: &str) -> Result<(), StoreError>;
-    /// Makes `state` the session's pending WebAuthn challenge.
-    async fn put_webauthn_challenge(&self, session_id: &str, state: &str, expires_at: Millis)
-    -> Result<(), StoreError>;
-    /// The session's unexpired WebAuthn challenge.
-    async fn webauthn_challenge(&self, session_id: &str, now: Millis) -> Result<Option<String>, StoreError>;
-
+/// Application passwords, for clients that cannot do a second step.
+#[async_trait]
+pub trait AppPasswordStore: Send + Sync {
     async fn insert_app_password(&self, password: &AppPassword, digest: &str) -> Result<(), StoreError>;
     /// The account's application passwords with their digests.
     async fn app_passwords(&self, account_id: &str) -> Result<Vec<(AppPassword, String)>, StoreError>;
     /// The deleted password's name, if it existed.
     async fn delete_app_password(&self, account_id: &str, id: &str) -> Result<Option<String>, StoreError>;
     async fn touch_app_password(&self, id: &str, now: Millis, ip: &str) -> Result<(), StoreError>;
+}
 
+/// Throttle records: the failures and reserved attempts of each key a sign-in is limited by.
+#[async_trait]
+pub trait ThrottleStore: Send + Sync {
     async fn throttle(&self, key: &str) -> Result<Option<ThrottleRecord>, StoreError>;
     /// Several keys in one query, in the order asked.
     async fn throttles(&self, keys: &[&str]) -> Result<Vec<Option<ThrottleRecord>>, StoreError>;
@@ -403,11 +460,31 @@ pub trait IdentityStore: Send + Sync {
     async fn swap_throttle(&self, key: &str, expected: Option<i64>, state: ThrottleState) -> Result<bool, StoreError>;
     /// Settles reserved attempts that did not fail, in one transaction.
     async fn release_throttles(&self, releases: &[ThrottleRelease]) -> Result<(), StoreError>;
+}
 
-    /// Deletes expired sessions, setup links and forgotten throttle keys;
-    /// returns how many rows went.
-    async fn purge_expired(&self, cutoffs: ExpiryCutoffs) -> Result<u64, StoreError>;
+/// The outbox of notices (security emails, import reports), and what each account opted out of.
+#[async_trait]
+pub trait OutboxStore: Send + Sync {
+    async fn enqueue_notice(&self, notice: &Notice) -> Result<(), StoreError>;
+    /// Reserves the oldest message due at `now` (unsent, next attempt
+    /// passed) until `lease_until`; two processes never get the same one.
+    async fn claim_notice(&self, now: Millis, lease_until: Millis) -> Result<Option<Notice>, StoreError>;
+    async fn notice_sent(&self, id: &str, now: Millis) -> Result<(), StoreError>;
+    /// Counts a failed attempt; `next_attempt_at` `None` gives it up.
+    async fn notice_failed(
+        &self,
+        id: &str,
+        attempts: u32,
+        next_attempt_at: Option<Millis>,
+        error: &str,
+    ) -> Result<(), StoreError>;
+    async fn notice_opt_outs(&self, account_id: &str) -> Result<Vec<NoticeKind>, StoreError>;
+    async fn set_notice_opt_out(&self, account_id: &str, kind: NoticeKind, off: bool) -> Result<(), StoreError>;
+}
 
+/// The security log of each account.
+#[async_trait]
+pub trait EventStore: Send + Sync {
     async fn record_event(&self, event: &SecurityEvent) -> Result<(), StoreError>;
     /// Newest first, strictly older than `before` when given.
     async fn events(
@@ -416,4 +493,17 @@ pub trait IdentityStore: Send + Sync {
         before: Option<&str>,
         limit: u32,
     ) -> Result<Vec<SecurityEvent>, StoreError>;
+}
+
+/// What keeps the store healthy and its processes in step: a liveness check, signals between processes, the purge of what expired.
+#[async_trait]
+pub trait UpkeepStore: Send + Sync {
+    async fn ping(&self) -> Result<(), StoreError>;
+    /// Tells every process sharing this store that `topic` changed (see
+    /// [`Signals`](crate::Signals)); a store only one process uses does
+    /// nothing.
+    async fn publish(&self, topic: &str) -> Result<(), StoreError>;
+    /// Deletes expired sessions, setup links and forgotten throttle keys;
+    /// returns how many rows went.
+    async fn purge_expired(&self, cutoffs: ExpiryCutoffs) -> Result<u64, StoreError>;
 }

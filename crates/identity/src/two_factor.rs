@@ -212,7 +212,7 @@ impl Identity {
         self.key()
             .open(TOTP_PURPOSE, &factor.id, &factor.secret)
             .map(TotpSecret::from_bytes)
-            .ok_or_else(|| StoreError::Backend(format!("the secret of factor {} does not decrypt", factor.id)))
+            .ok_or_else(|| StoreError::Corrupt(format!("the secret of factor {} does not decrypt", factor.id)))
     }
 
     /// Confirms a pending TOTP app with a current code. When this turns

@@ -14,7 +14,7 @@ use futures_util::TryStreamExt;
 use identity::StoreError;
 use sqlx::Executor;
 
-use crate::backend;
+use crate::db::backend;
 use crate::writer::Writer;
 
 /// A value for one of a [`Change`]'s placeholders.
@@ -95,7 +95,7 @@ pub(crate) async fn write_each_changes_one(writer: &Writer, changes: &[Change<'_
             Err(e) => Err(backend(e)),
         };
     }
-    let mut conn = writer.acquire().await.map_err(backend)?;
+    let mut conn = writer.acquire().await?;
     let begun = sqlite_counts(&mut conn, &with_begin(changes)).await;
     let keep = match &begun {
         Ok(counts) => counts[1..].iter().all(|&n| n == 1),

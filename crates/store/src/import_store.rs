@@ -3,10 +3,10 @@
 use async_trait::async_trait;
 use drive::{Import, ImportItem, ImportState, ImportStore, MAX_REPORTED_FAILURES};
 use identity::{Millis, StoreError};
-use sqlx::Row;
 use sqlx::any::AnyRow;
 
-use crate::{SqlStore, backend};
+use crate::SqlStore;
+use crate::db::{Columns, Run, corrupt};
 
 fn signed(n: u64) -> Result<i64, StoreError> {
     i64::try_from(n).map_err(|_| StoreError::Backend("an import number is too large".into()))
@@ -24,31 +24,26 @@ const COLUMNS: &str = "SELECT id, drive_id, account_id, source_url, source_user,
      FROM drive_imports";
 
 fn import_from(row: &AnyRow) -> Result<Import, StoreError> {
-    let number = |name: &str| -> Result<u64, StoreError> {
-        let n: i64 = row.try_get(name).map_err(backend)?;
-        u64::try_from(n).map_err(|_| StoreError::Backend(format!("stored import {name} is negative")))
-    };
-    let state: String = row.try_get("state").map_err(backend)?;
+    let state: String = row.text("state")?;
     Ok(Import {
-        id: row.try_get("id").map_err(backend)?,
-        drive_id: number("drive_id")?,
-        account_id: row.try_get("account_id").map_err(backend)?,
-        source_url: row.try_get("source_url").map_err(backend)?,
-        source_user: row.try_get("source_user").map_err(backend)?,
-        sealed_secret: row.try_get("sealed_secret").map_err(backend)?,
-        folder: row.try_get("folder").map_err(backend)?,
-        state: ImportState::parse(&state)
-            .ok_or_else(|| StoreError::Backend(format!("unknown import state {state}")))?,
-        files_done: number("files_done")?,
-        bytes_done: number("bytes_done")?,
-        files_failed: number("files_failed")?,
-        files_found: number("files_found")?,
-        current_file: row.try_get("current_file").map_err(backend)?,
-        error: row.try_get("error").map_err(backend)?,
-        cancel_requested: row.try_get::<i64, _>("cancel_requested").map_err(backend)? != 0,
-        attempts: u32::try_from(row.try_get::<i64, _>("attempts").map_err(backend)?).unwrap_or(u32::MAX),
-        created_at: row.try_get("created_at").map_err(backend)?,
-        finished_at: row.try_get("finished_at").map_err(backend)?,
+        id: row.text("id")?,
+        drive_id: row.unsigned("drive_id")?,
+        account_id: row.text("account_id")?,
+        source_url: row.text("source_url")?,
+        source_user: row.text("source_user")?,
+        sealed_secret: row.text("sealed_secret")?,
+        folder: row.text("folder")?,
+        state: ImportState::parse(&state).ok_or_else(|| corrupt(format_args!("import state {state}")))?,
+        files_done: row.unsigned("files_done")?,
+        bytes_done: row.unsigned("bytes_done")?,
+        files_failed: row.unsigned("files_failed")?,
+        files_found: row.unsigned("files_found")?,
+        current_file: row.text("current_file")?,
+        error: row.text("error")?,
+        cancel_requested: row.flag("cancel_requested")?,
+        attempts: row.count("attempts")?,
+        created_at: row.int("created_at")?,
+        finished_at: row.int_or_null("finished_at")?,
     })
 }
 
@@ -69,9 +64,7 @@ impl ImportStore for SqlStore {
         .bind(i.folder.as_str())
         .bind(i.state.as_str())
         .bind(i.created_at)
-        .execute(&*self.writer.turn().await)
-        .await
-        .map_err(backend)?;
+        .run(&*self.writer.turn().await).await?;
         Ok(())
     }
 
@@ -79,9 +72,8 @@ impl ImportStore for SqlStore {
         let sql = format!("{COLUMNS} WHERE id = $1");
         let row = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(id)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(backend)?;
+            .optional(&self.pool)
+            .await?;
         row.as_ref().map(import_from).transpose()
     }
 
@@ -89,9 +81,8 @@ impl ImportStore for SqlStore {
         let sql = format!("{COLUMNS} WHERE drive_id = $1 ORDER BY created_at DESC, id LIMIT 50");
         let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(signed(drive_id)?)
-            .fetch_all(&self.pool)
-            .await
-            .map_err(backend)?;
+            .all(&self.pool)
+            .await?;
         rows.iter().map(import_from).collect()
     }
 
@@ -100,9 +91,8 @@ impl ImportStore for SqlStore {
             "UPDATE drive_imports SET cancel_requested = 1 WHERE id = $1 AND state IN ('queued', 'running')",
         )
         .bind(id)
-        .execute(&*self.writer.turn().await)
-        .await
-        .map_err(backend)?;
+        .run(&*self.writer.turn().await)
+        .await?;
         Ok(done.rows_affected() == 1)
     }
 
@@ -116,24 +106,22 @@ impl ImportStore for SqlStore {
         )))
         .bind(now)
         .bind(i64::from(per_org))
-        .fetch_all(&self.pool)
-        .await
-        .map_err(backend)?;
+        .all(&self.pool)
+        .await?;
         for row in candidates {
-            let id: String = row.try_get("id").map_err(backend)?;
+            let id: String = row.text("id")?;
             // Claims of one organization take turns on its row (a lock
             // until commit on PostgreSQL, the write lock on SQLite), so
             // processes claiming at the same instant each count the
             // others' claims.
-            let mut tx = self.begin_write().await.map_err(backend)?;
+            let mut tx = self.begin_write().await?;
             sqlx::query(
                 "UPDATE organizations SET name = name WHERE id =
                     (SELECT d.org_id FROM drive_imports j JOIN drives d ON d.id = j.drive_id WHERE j.id = $1)",
             )
             .bind(id.as_str())
-            .execute(&mut *tx)
-            .await
-            .map_err(backend)?;
+            .run(&mut *tx)
+            .await?;
             // Only one process wins a job: the lease must still be expired,
             // and the organization still below its limit.
             let taken = sqlx::query(sqlx::AssertSqlSafe(format!(
@@ -144,10 +132,9 @@ impl ImportStore for SqlStore {
             .bind(i64::from(per_org))
             .bind(now + lease)
             .bind(id.as_str())
-            .execute(&mut *tx)
-            .await
-            .map_err(backend)?;
-            tx.commit().await.map_err(backend)?;
+            .run(&mut *tx)
+            .await?;
+            tx.commit().await?;
             if taken.rows_affected() == 1 {
                 return self.import(&id).await;
             }
@@ -160,22 +147,20 @@ impl ImportStore for SqlStore {
             .bind(id)
             .bind(lease_until)
             .bind(current_file)
-            .execute(&*self.writer.turn().await)
-            .await
-            .map_err(backend)?;
+            .run(&*self.writer.turn().await)
+            .await?;
         let row = sqlx::query("SELECT cancel_requested FROM drive_imports WHERE id = $1")
             .bind(id)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(backend)?;
+            .optional(&self.pool)
+            .await?;
         Ok(match row {
-            Some(row) => row.try_get::<i64, _>("cancel_requested").map_err(backend)? == 0,
+            Some(row) => row.int("cancel_requested")? == 0,
             None => false,
         })
     }
 
     async fn add_import_items(&self, id: &str, items: &[ImportItem]) -> Result<(), StoreError> {
-        let mut tx = self.begin_write().await.map_err(backend)?;
+        let mut tx = self.begin_write().await?;
         let mut files = 0;
         for item in items {
             let added = sqlx::query(
@@ -187,9 +172,8 @@ impl ImportStore for SqlStore {
             .bind(i64::from(item.is_dir))
             .bind(signed(item.size)?)
             .bind(item.modified_at)
-            .execute(&mut *tx)
-            .await
-            .map_err(backend)?;
+            .run(&mut *tx)
+            .await?;
             if added.rows_affected() == 1 && !item.is_dir {
                 files += 1;
             }
@@ -197,10 +181,9 @@ impl ImportStore for SqlStore {
         sqlx::query("UPDATE drive_imports SET files_found = files_found + $2 WHERE id = $1")
             .bind(id)
             .bind(files)
-            .execute(&mut *tx)
-            .await
-            .map_err(backend)?;
-        tx.commit().await.map_err(backend)?;
+            .run(&mut *tx)
+            .await?;
+        tx.commit().await?;
         Ok(())
     }
 
@@ -210,15 +193,14 @@ impl ImportStore for SqlStore {
              WHERE import_id = $1 AND state = 'pending' ORDER BY is_dir DESC, path LIMIT 1",
         )
         .bind(id)
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(backend)?;
+        .optional(&self.pool)
+        .await?;
         row.map(|row| {
             Ok(ImportItem {
-                path: row.try_get("path").map_err(backend)?,
-                is_dir: row.try_get::<i64, _>("is_dir").map_err(backend)? != 0,
-                size: u64::try_from(row.try_get::<i64, _>("size").map_err(backend)?).unwrap_or(0),
-                modified_at: row.try_get("modified_at").map_err(backend)?,
+                path: row.text("path")?,
+                is_dir: row.flag("is_dir")?,
+                size: u64::try_from(row.int("size")?).unwrap_or(0),
+                modified_at: row.int("modified_at")?,
             })
         })
         .transpose()
@@ -231,7 +213,7 @@ impl ImportStore for SqlStore {
         bytes: Option<u64>,
         error: Option<&str>,
     ) -> Result<(), StoreError> {
-        let mut tx = self.begin_write().await.map_err(backend)?;
+        let mut tx = self.begin_write().await?;
         let state = if error.is_some() { "failed" } else { "done" };
         let changed = sqlx::query(
             "UPDATE drive_import_items SET state = $3, error = $4
@@ -241,9 +223,8 @@ impl ImportStore for SqlStore {
         .bind(path)
         .bind(state)
         .bind(error.unwrap_or(""))
-        .execute(&mut *tx)
-        .await
-        .map_err(backend)?;
+        .run(&mut *tx)
+        .await?;
         if changed.rows_affected() == 1 {
             let (done, failed, size) = match (bytes, error) {
                 (_, Some(_)) => (0_i64, 1_i64, 0_i64),
@@ -258,11 +239,10 @@ impl ImportStore for SqlStore {
             .bind(done)
             .bind(failed)
             .bind(size)
-            .execute(&mut *tx)
-            .await
-            .map_err(backend)?;
+            .run(&mut *tx)
+            .await?;
         }
-        tx.commit().await.map_err(backend)?;
+        tx.commit().await?;
         Ok(())
     }
 
@@ -273,17 +253,9 @@ impl ImportStore for SqlStore {
         )
         .bind(id)
         .bind(i64::from(MAX_REPORTED_FAILURES))
-        .fetch_all(&self.pool)
-        .await
-        .map_err(backend)?;
-        rows.iter()
-            .map(|r| {
-                Ok((
-                    r.try_get("path").map_err(backend)?,
-                    r.try_get("error").map_err(backend)?,
-                ))
-            })
-            .collect()
+        .all(&self.pool)
+        .await?;
+        rows.iter().map(|r| Ok((r.text("path")?, r.text("error")?))).collect()
     }
 
     async fn end_import(&self, id: &str, state: ImportState, error: &str, now: Millis) -> Result<(), StoreError> {
@@ -296,9 +268,8 @@ impl ImportStore for SqlStore {
         .bind(state.as_str())
         .bind(error)
         .bind(now)
-        .execute(&*self.writer.turn().await)
-        .await
-        .map_err(backend)?;
+        .run(&*self.writer.turn().await)
+        .await?;
         Ok(())
     }
 }

@@ -10,6 +10,7 @@
 
 mod changes;
 mod data_dir;
+mod db;
 mod drive_store;
 mod identity_store;
 mod import_store;
@@ -28,46 +29,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use identity::Signals;
-
-/// A database error, as the services see it, with the database's code
-/// for it in brackets when it has one (`[40P01]`): [`must_retry`] reads
-/// it there.
-pub(crate) fn backend(e: sqlx::Error) -> identity::StoreError {
-    match e.as_database_error().and_then(|d| d.code()) {
-        Some(code) => identity::StoreError::Backend(format!("{e} [{code}]")),
-        None => identity::StoreError::Backend(e.to_string()),
-    }
-}
-
-/// Whether PostgreSQL aborted the transaction that failed with `e` only
-/// to break a deadlock (`40P01`) or a serialization conflict (`40001`):
-/// run again, it will likely succeed. Two writers that lock the same rows
-/// in different orders meet so: a move into a folder (the folder, then
-/// the node) and the deletion of a tree that holds both (in the tree's
-/// order), or a batch of files into several folders and the deletion of
-/// their parent.
-pub(crate) fn must_retry(e: &identity::StoreError) -> bool {
-    matches!(e, identity::StoreError::Backend(m) if m.ends_with(" [40P01]") || m.ends_with(" [40001]"))
-}
-
-/// `attempt`, a whole transaction, run again while PostgreSQL aborts it
-/// to break a deadlock ([`must_retry`]), three times in all at most.
-pub(crate) async fn retried<T, F, Fut>(mut attempt: F) -> Result<T, identity::StoreError>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<T, identity::StoreError>>,
-{
-    let mut tries = 1;
-    loop {
-        match attempt().await {
-            Err(e) if must_retry(&e) && tries < 3 => {
-                tracing::info!(error = %e, "a transaction was aborted to break a deadlock; running it again");
-                tries += 1;
-            }
-            done => return done,
-        }
-    }
-}
 
 async fn listen(url: &str, signals: &Signals) -> Result<(), sqlx::Error> {
     let mut listener = sqlx::postgres::PgListener::connect(url).await?;
@@ -258,7 +219,7 @@ impl SqlStore {
     }
 
     /// A write transaction (see [`writer::Writer::begin`]).
-    async fn begin_write(&self) -> Result<writer::WriteTx, sqlx::Error> {
+    async fn begin_write(&self) -> Result<writer::WriteTx, identity::StoreError> {
         self.writer.begin().await
     }
 

@@ -17,7 +17,10 @@ use std::sync::Arc;
 use sqlx::AnyPool;
 use tokio::sync::{Mutex, OwnedMutexGuard};
 
+use identity::StoreError;
+
 use crate::Engine;
+use crate::db::backend;
 
 /// The pool writes go to: on SQLite one connection, so that the
 /// process's writers queue for it in order; on PostgreSQL, the store's
@@ -59,10 +62,10 @@ pub(crate) struct WriteTx {
 }
 
 impl WriteTx {
-    pub(crate) async fn commit(mut self) -> Result<(), sqlx::Error> {
+    pub(crate) async fn commit(mut self) -> Result<(), StoreError> {
         let _held = self.held.take();
         match self.tx.take() {
-            Some(tx) => tx.commit().await,
+            Some(tx) => tx.commit().await.map_err(backend),
             None => Ok(()),
         }
     }
@@ -178,12 +181,13 @@ impl Writer {
     /// A write transaction. SQLite takes the write lock up front, so that
     /// another process's writer queues on the busy timeout instead of
     /// failing when it would upgrade its lock.
-    pub(crate) async fn begin(&self) -> Result<WriteTx, sqlx::Error> {
+    pub(crate) async fn begin(&self) -> Result<WriteTx, StoreError> {
         let held = self.held().await;
         let tx = match self.engine {
-            Engine::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
-            Engine::Postgres => self.pool.begin().await?,
-        };
+            Engine::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await,
+            Engine::Postgres => self.pool.begin().await,
+        }
+        .map_err(backend)?;
         Ok(WriteTx {
             tx: Some(tx),
             held: Some(held),
@@ -191,9 +195,9 @@ impl Writer {
     }
 
     /// The writer connection itself, for statements sent by hand.
-    pub(crate) async fn acquire(&self) -> Result<WriteConnection, sqlx::Error> {
+    pub(crate) async fn acquire(&self) -> Result<WriteConnection, StoreError> {
         let held = self.held().await;
-        let conn = self.pool.acquire().await?;
+        let conn = self.pool.acquire().await.map_err(backend)?;
         Ok(WriteConnection { conn, _held: held })
     }
 

@@ -2,8 +2,9 @@
 
 use identity::credential::app_password::AppPassword;
 use identity::softlock::ThrottleState;
+use identity::{AccountStore, AppPasswordStore, EventStore, FactorStore, OrgStore, SessionStore, ThrottleStore};
 use identity::{
-    EmailAddress, EventKind, IdentityStore, NewAccount, NewOrganization, Role, SecurityEvent, Session, SessionStage,
+    Constraint, EmailAddress, EventKind, NewAccount, NewOrganization, Role, SecurityEvent, Session, SessionStage,
     StepContext, StoreError, SyncUserId, ThrottleRelease, ThrottleReservation,
 };
 use identity::{FactorKind, SecondFactor, SecondStepProof};
@@ -46,7 +47,7 @@ async fn accounts_organizations_and_memberships() {
         assert!(matches!(
             s.create_organization("o2", &NewOrganization::parse("ACME").unwrap(), 5)
                 .await,
-            Err(StoreError::Conflict("org_name"))
+            Err(StoreError::Conflict(Constraint::OrganizationName))
         ));
         assert_eq!(s.organization_by_name("acme").await.unwrap().unwrap().id, org.id);
 
@@ -62,7 +63,10 @@ async fn accounts_organizations_and_memberships() {
         let again = s
             .create_account(&new_account("ana@example.org"), None, &mut ids(&["CD12345"]))
             .await;
-        assert!(matches!(again, Err(StoreError::Conflict("email"))), "{again:?}");
+        assert!(
+            matches!(again, Err(StoreError::Conflict(Constraint::Email))),
+            "{again:?}"
+        );
 
         // The id reserved by the failed attempt was rolled back with it, but
         // AB12345 stays taken: the next account skips to the next candidate.

@@ -1,0 +1,115 @@
+//! Reading drives, nodes and locks from rows, and the numbers columns hold.
+
+use drive::{Drive, Grant, Lock, MemberDrive, Node, Standing};
+use identity::{Role, StoreError};
+use sqlx::any::AnyRow;
+
+use super::walk::walked_nodes;
+use crate::db::{Columns, corrupt};
+
+pub(super) const COLUMNS: &str =
+    "SELECT d.id, d.org_id, o.name AS org_name, d.name, d.quota_bytes, d.used_bytes, d.created_at,
+        d.member_access
+     FROM drives d JOIN organizations o ON o.id = d.org_id";
+
+/// [`COLUMNS`] with the member's role and own rule, for `m.account_id`.
+pub(super) const MEMBER_COLUMNS: &str =
+    "SELECT d.id, d.org_id, o.name AS org_name, d.name, d.quota_bytes, d.used_bytes,
+        d.created_at, d.member_access, m.role, r.access AS own_access";
+pub(super) const MEMBER_TABLES: &str = "FROM drives d JOIN organizations o ON o.id = d.org_id
+     JOIN memberships m ON m.org_id = d.org_id
+     LEFT JOIN drive_members r ON r.drive_id = d.id AND r.account_id = m.account_id";
+
+pub(super) fn grant_of(text: &str) -> Result<Grant, StoreError> {
+    text.parse()
+        .map_err(|e: drive::UnknownGrant| corrupt(format_args!("drive access ({e})")))
+}
+
+pub(super) fn member_drive_from(row: &impl Columns) -> Result<(Drive, Standing), StoreError> {
+    let role = row.text("role")?;
+    let own = row.text_or_null("own_access")?;
+    let standing = Standing {
+        role: role.parse::<Role>().map_err(|e| corrupt(format_args!("role ({e})")))?,
+        grant: own.as_deref().map(grant_of).transpose()?,
+    };
+    Ok((drive_from(row)?, standing))
+}
+
+pub(super) fn drive_from(row: &impl Columns) -> Result<Drive, StoreError> {
+    Ok(Drive {
+        id: row.unsigned("id")?,
+        org_id: row.text("org_id")?,
+        org_name: row.text("org_name")?,
+        name: row.text("name")?,
+        quota_bytes: row.unsigned("quota_bytes")?,
+        used_bytes: row.unsigned("used_bytes")?,
+        created_at: row.int("created_at")?,
+        member_access: grant_of(&row.text("member_access")?)?,
+    })
+}
+
+/// A [`member_walk_sql`] row: the drive, the member's standing, whether
+/// anything on it is locked, and the nodes of a walk of `walked` names
+/// (if the path was walked).
+pub(super) fn member_walk_from(
+    row: &impl Columns,
+    drive_id: u64,
+    walked: Option<usize>,
+) -> Result<MemberDrive, StoreError> {
+    let (drive, standing) = member_drive_from(row)?;
+    Ok(MemberDrive {
+        drive,
+        standing,
+        locked: row.flag("locked")?,
+        walked: walked.map(|depth| walked_nodes(row, drive_id, depth)).transpose()?,
+    })
+}
+
+pub(super) const NODE_COLUMNS: &str =
+    "SELECT id, drive_id, parent_id, name, is_dir, size, blob_id, etag, created_at, modified_at,
+        checksums, has_props
+     FROM drive_nodes";
+
+pub(super) fn node_from(row: &impl Columns) -> Result<Node, StoreError> {
+    Ok(Node {
+        id: row.text("id")?,
+        drive_id: row.unsigned("drive_id")?,
+        parent_id: row.text("parent_id")?,
+        name: row.text("name")?,
+        is_dir: row.flag("is_dir")?,
+        size: row.unsigned("size")?,
+        blob_id: row.text("blob_id")?,
+        etag: row.text("etag")?,
+        created_at: row.int("created_at")?,
+        modified_at: row.int("modified_at")?,
+        checksums: row.text("checksums")?,
+        has_props: row.flag("has_props")?,
+    })
+}
+
+pub(super) fn lock_from(row: &AnyRow) -> Result<Lock, StoreError> {
+    Ok(Lock {
+        token: row.text("token")?,
+        path: row.text("path")?,
+        principal: row.text("principal")?,
+        owner_xml: row.text("owner_xml")?,
+        expires_at: row.int("expires_at")?,
+        timeout_secs: u64::try_from(row.int("timeout_secs")?).unwrap_or(0),
+        shared: row.flag("shared")?,
+        deep: row.flag("deep")?,
+    })
+}
+
+pub(super) const LOCK_COLUMNS: &str =
+    "SELECT token, path, principal, owner_xml, expires_at, timeout_secs, shared, deep FROM drive_locks";
+
+pub(super) fn signed(n: u64) -> Result<i64, StoreError> {
+    i64::try_from(n).map_err(|_| StoreError::Backend("a drive number is too large".into()))
+}
+
+/// A drive number as a column holds it, or `None` for one no drive can
+/// have: numbers come from URLs, and one past `i64::MAX` names nothing
+/// (a lookup that finds nothing), not a failure of the store.
+pub(super) fn drive_number(id: u64) -> Option<i64> {
+    i64::try_from(id).ok()
+}

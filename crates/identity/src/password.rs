@@ -398,21 +398,13 @@ mod tests {
         EmailAddress::parse("ana.garcia@example.org").unwrap()
     }
 
-    /// The nice value of each of this process's hashing threads, from
-    /// `/proc` (the 19th field of a thread's `stat`).
+    /// A thread's name and nice value from its `/proc/…/stat` line (the
+    /// name in parentheses, the nice value 19th).
     #[cfg(target_os = "linux")]
-    fn hashing_threads_niceness() -> Vec<i32> {
-        let mut found = Vec::new();
-        for task in std::fs::read_dir("/proc/self/task").unwrap().flatten() {
-            let Ok(stat) = std::fs::read_to_string(task.path().join("stat")) else {
-                continue; // the thread ended meanwhile
-            };
-            let (head, rest) = stat.rsplit_once(") ").unwrap();
-            if head.contains("(argon2-") {
-                found.push(rest.split(' ').nth(16).unwrap().parse().unwrap());
-            }
-        }
-        found
+    fn name_and_niceness(stat: &str) -> (&str, i32) {
+        let (head, rest) = stat.rsplit_once(") ").unwrap();
+        let name = head.split_once('(').unwrap().1;
+        (name, rest.split(' ').nth(16).unwrap().parse().unwrap())
     }
 
     #[cfg(target_os = "linux")]
@@ -422,9 +414,22 @@ mod tests {
         // The pool's threads have started once they have hashed.
         let phc = h.hash("violet tractor sunrise").await;
         assert!(h.verify("violet tractor sunrise", Some(&phc)).await);
-        let niceness = hashing_threads_niceness();
-        assert!(!niceness.is_empty(), "the hashing threads are found");
-        assert!(niceness.iter().all(|n| *n == HASH_NICENESS), "{niceness:?}");
+        let mut hashing = Vec::new();
+        for task in std::fs::read_dir("/proc/self/task").unwrap().flatten() {
+            let Ok(stat) = std::fs::read_to_string(task.path().join("stat")) else {
+                continue; // the thread ended meanwhile
+            };
+            let (name, nice) = name_and_niceness(&stat);
+            if name.starts_with("argon2-") {
+                hashing.push(nice);
+            }
+        }
+        assert!(!hashing.is_empty(), "the hashing threads are found");
+        assert!(hashing.iter().all(|n| *n == HASH_NICENESS), "{hashing:?}");
+        // Only those threads: this one keeps the process's priority.
+        let own = std::fs::read_to_string("/proc/thread-self/stat").unwrap();
+        let process = std::fs::read_to_string("/proc/self/stat").unwrap();
+        assert_eq!(name_and_niceness(&own).1, name_and_niceness(&process).1);
     }
 
     #[test]

@@ -22,12 +22,10 @@
 //! The hashing threads run at a lower priority ([`HASH_NICENESS`]) than
 //! the rest of the server. A hash is batch work that keeps a core busy for
 //! tens of milliseconds; everything else (the database's threads, the HTTP
-//! workers, WebDAV transfers) runs for microseconds and then waits. At the
-//! same priority, each of those short steps waited behind a running hash
-//! for the scheduler's turn, and a sign-in, which hands work to the
-//! database's thread several times between its reads and writes, queued
-//! there while the cores were busy hashing other sign-ins. At a lower one
-//! the short steps run at once, and the hashes get all the CPU they leave.
+//! workers, WebDAV transfers) runs for microseconds and then waits, and
+//! should not wait behind a hash for the scheduler's turn, above all while
+//! a flood of sign-ins keeps every hashing thread busy. The hashes get all
+//! the CPU the rest leaves.
 
 use argon2::password_hash::{PasswordHash, PasswordHasher as _, SaltString};
 use argon2::{Algorithm, Argon2, Block, Params, Version};

@@ -233,26 +233,27 @@ async fn measure(
     server: ServerCpu,
     base: &str,
     seconds: f64,
-    concurrency: usize,
+    clients: &[reqwest::Client],
     pool: Option<Arc<TotpPool>>,
 ) {
     let cpu = server.seconds();
     let started = Instant::now();
-    let rate = http_rate(base, seconds, concurrency, pool).await;
+    let rate = http_rate(base, seconds, clients, pool).await;
     let elapsed = started.elapsed().as_secs_f64();
     tally.add_cpu(server, cpu);
     tally.sign_ins += (rate * elapsed).round() as u64;
     tally.seconds += elapsed;
 }
 
-/// Sign-ins per second with `concurrency` clients; with `pool`, each is a
+/// Sign-ins per second with each of `clients` signing in in turn; with `pool`, each is a
 /// full password + TOTP sign-in.
-async fn http_rate(base: &str, seconds: f64, concurrency: usize, pool: Option<Arc<TotpPool>>) -> f64 {
+async fn http_rate(base: &str, seconds: f64, clients: &[reqwest::Client], pool: Option<Arc<TotpPool>>) -> f64 {
     let deadline = Instant::now() + Duration::from_secs_f64(seconds);
     let started = Instant::now();
-    let tasks: Vec<_> = (0..concurrency)
-        .map(|i| {
-            let (client, base, pool) = (member_client(i), base.to_owned(), pool.clone());
+    let tasks: Vec<_> = clients
+        .iter()
+        .map(|client| {
+            let (client, base, pool) = (client.clone(), base.to_owned(), pool.clone());
             tokio::spawn(async move {
                 let mut ok = 0u64;
                 while Instant::now() < deadline {
@@ -272,11 +273,12 @@ async fn http_rate(base: &str, seconds: f64, concurrency: usize, pool: Option<Ar
 
 /// Signs every account in once, so that the measured sign-ins come from
 /// browsers the server already knows (no new-device email).
-async fn prime_devices(base: &str, concurrency: usize, pool: &Arc<TotpPool>) {
+async fn prime_devices(base: &str, clients: &[reqwest::Client], pool: &Arc<TotpPool>) {
     let left = Arc::new(AtomicUsize::new(pool.accounts.len() + PASSWORD_ACCOUNTS));
-    let tasks: Vec<_> = (0..concurrency)
-        .map(|i| {
-            let (client, base, pool, left) = (member_client(i), base.to_owned(), pool.clone(), left.clone());
+    let tasks: Vec<_> = clients
+        .iter()
+        .map(|client| {
+            let (client, base, pool, left) = (client.clone(), base.to_owned(), pool.clone(), left.clone());
             tokio::spawn(async move {
                 while let Ok(n) = left.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1)) {
                     let pool = (n > PASSWORD_ACCOUNTS).then_some(&*pool);
@@ -290,7 +292,7 @@ async fn prime_devices(base: &str, concurrency: usize, pool: &Arc<TotpPool>) {
     }
 }
 
-/// The second steps alone: `concurrency` clients first take a password
+/// The second steps alone: the `clients` first take a password
 /// step each for `per_client` TOTP accounts (not measured), then the server's
 /// CPU is measured over their second steps only. This is what the second
 /// step itself costs, without the noise of the Argon2id hashes around it.
@@ -299,10 +301,9 @@ async fn measure_second_steps(
     server: ServerCpu,
     base: &str,
     per_client: usize,
-    concurrency: usize,
+    clients: &[reqwest::Client],
     pool: &Arc<TotpPool>,
 ) {
-    let clients: Vec<reqwest::Client> = (0..concurrency).map(member_client).collect();
     let tasks: Vec<_> = clients
         .iter()
         .map(|client| {
@@ -325,7 +326,7 @@ async fn measure_second_steps(
     let started = Instant::now();
     let tasks: Vec<_> = batches
         .into_iter()
-        .zip(&clients)
+        .zip(clients)
         .map(|(batch, client)| {
             let (client, base) = (client.clone(), base.to_owned());
             tokio::spawn(async move {
@@ -354,8 +355,6 @@ async fn password_step(client: &reqwest::Client, base: &str, pool: &TotpPool) ->
     (email, known, session, code)
 }
 
-/// `POST /api/v1/session` for `email` with its device cookie, if it has
-/// one: the cookie sent and the (successful) answer.
 /// Client `i`, from an address of its own (127.0.0.2, 127.0.0.3, …): the
 /// members of a real server sign in from many networks, and each network
 /// may hold only its share of the hashing threads at once.
@@ -367,6 +366,8 @@ fn member_client(i: usize) -> reqwest::Client {
         .unwrap()
 }
 
+/// `POST /api/v1/session` for `email` with its device cookie, if it has
+/// one: the cookie sent and the (successful) answer.
 async fn post_password(client: &reqwest::Client, base: &str, email: &str) -> (String, reqwest::Response) {
     let body = serde_json::json!({"email": email, "password": PASSWORD});
     let known = DEVICES.lock().unwrap().get(email).cloned().unwrap_or_default();
@@ -511,7 +512,11 @@ async fn main() {
     println!(
         "sign-in benchmark: {cores} cores, {concurrency} clients, {rounds} rounds of {seconds}/{rounds} s per kind, {engine}"
     );
-    prime_devices(&base, concurrency, &pool).await;
+    // Made once, as a browser is: building a client loads the system's
+    // root certificates, which would otherwise be timed at the start of
+    // every phase while the server waits.
+    let clients: Vec<reqwest::Client> = (0..concurrency).map(member_client).collect();
+    prime_devices(&base, &clients, &pool).await;
     let phase = (seconds as f64 / rounds as f64).max(0.5);
     let pid = ServerCpu {
         pid: server.pid,
@@ -526,9 +531,9 @@ async fn main() {
         for kind in (0..4).map(|k| (k + round) % 4) {
             match kind {
                 0 => raw += raw_rate(phase, cores) / rounds as f64,
-                1 => measure(&mut password, pid, &base, phase, concurrency, None).await,
-                2 => measure(&mut two_step, pid, &base, phase, concurrency, Some(pool.clone())).await,
-                _ => measure_second_steps(&mut second, pid, &base, per_client, concurrency, &pool).await,
+                1 => measure(&mut password, pid, &base, phase, &clients, None).await,
+                2 => measure(&mut two_step, pid, &base, phase, &clients, Some(pool.clone())).await,
+                _ => measure_second_steps(&mut second, pid, &base, per_client, &clients, &pool).await,
             }
         }
     }

@@ -16,7 +16,7 @@
 //! at every connection the worker makes.
 
 use async_trait::async_trait;
-use identity::{Account, Millis, StoreError};
+use identity::{Account, AccountId, Millis, StoreError};
 
 use percent_encoding::percent_decode_str;
 
@@ -59,7 +59,7 @@ pub struct Import {
     pub id: String,
     pub drive_id: u64,
     /// Who started it (and gets the email when it ends).
-    pub account_id: String,
+    pub account_id: AccountId,
     /// The source folder's address, without credentials.
     pub source_url: String,
     pub source_user: String,

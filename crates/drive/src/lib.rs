@@ -36,7 +36,7 @@ pub use sharing::{DriveMember, Grant, Standing, UnknownGrant, access_of};
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use identity::{Account, Identity, Millis, OrgError, OrgEvent, StoreError};
+use identity::{Account, AccountId, Identity, Millis, OrgError, OrgEvent, StoreError};
 use rand::Rng;
 
 /// 10 GiB unless given.
@@ -97,15 +97,15 @@ pub trait DriveStore: Send + Sync {
     async fn drive_of_member(
         &self,
         id: u64,
-        account_id: &str,
+        account_id: &AccountId,
         now: Millis,
         names: &[&str],
     ) -> Result<Option<MemberDrive>, StoreError>;
     /// The drives of the organizations the account belongs to, by
     /// organization and name, with the account's standing in each.
-    async fn drives_for_account(&self, account_id: &str) -> Result<Vec<(Drive, Standing)>, StoreError>;
+    async fn drives_for_account(&self, account_id: &AccountId) -> Result<Vec<(Drive, Standing)>, StoreError>;
     /// The members' own rules on a drive: (account id, grant).
-    async fn grants(&self, drive_id: u64) -> Result<Vec<(String, Grant)>, StoreError>;
+    async fn grants(&self, drive_id: u64) -> Result<Vec<(AccountId, Grant)>, StoreError>;
     /// In one transaction with `event`: sets the drive's member access.
     async fn set_member_access(&self, drive_id: u64, grant: Grant, event: &OrgEvent) -> Result<(), StoreError>;
     /// In one transaction with `event`: sets or (with `None`) removes a
@@ -113,7 +113,7 @@ pub trait DriveStore: Send + Sync {
     async fn set_grant(
         &self,
         drive_id: u64,
-        account_id: &str,
+        account_id: &AccountId,
         grant: Option<Grant>,
         event: &OrgEvent,
     ) -> Result<(), StoreError>;

@@ -7,7 +7,7 @@
 
 use std::str::FromStr;
 
-use identity::{Account, MemberSummary, OPERATOR, OrgError, Role};
+use identity::{Account, AccountId, MemberSummary, OPERATOR, OrgError, Role};
 
 use crate::{Access, Drive, DriveError, Drives};
 
@@ -157,13 +157,13 @@ impl Drives {
         &self,
         actor: Option<&Account>,
         id: u64,
-        account_id: &str,
+        account_id: &AccountId,
         grant: Option<Grant>,
     ) -> Result<DriveMember, DriveError> {
         let (drive, members) = self.members(actor, id).await?;
         let mut member = members
             .into_iter()
-            .find(|m| m.member.account_id == account_id)
+            .find(|m| &m.member.account_id == account_id)
             .ok_or(DriveError::NotAMember)?;
         if member.manages() && grant.is_some() {
             return Err(DriveError::ManagerAlwaysWrites);

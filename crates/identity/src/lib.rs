@@ -21,6 +21,7 @@ mod authenticator;
 mod clock;
 pub mod credential;
 mod email;
+mod ids;
 mod notices;
 mod org;
 mod org_admin;

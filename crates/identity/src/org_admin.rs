@@ -9,6 +9,7 @@
 //! policy or a membership changes, here or (through the store's signals)
 //! in another process sharing the database.
 
+use crate::account::AccountId;
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
@@ -37,7 +38,7 @@ pub const ORG_TOPIC: &str = "org-policy";
 /// A member as the members list shows them.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MemberSummary {
-    pub account_id: String,
+    pub account_id: AccountId,
     pub email: String,
     pub name: String,
     pub role: Role,
@@ -186,7 +187,7 @@ pub struct PolicyCache {
     policies: RwLock<Option<Arc<HashMap<OrgId, OrgPolicy>>>>,
     /// Each account's organizations and whether it has two-step
     /// verification.
-    memberships: RwLock<HashMap<String, MemberEntry>>,
+    memberships: RwLock<HashMap<AccountId, MemberEntry>>,
 }
 
 impl PolicyCache {
@@ -209,7 +210,7 @@ impl Identity {
         Ok((org, role))
     }
 
-    async fn member_role(&self, org_id: &str, member_id: &str) -> Result<Role, OrgError> {
+    async fn member_role(&self, org_id: &str, member_id: &AccountId) -> Result<Role, OrgError> {
         self.store()
             .membership_role(org_id, member_id)
             .await?
@@ -394,7 +395,7 @@ impl Identity {
         &self,
         actor: &Account,
         org_id: &str,
-        member_id: &str,
+        member_id: &AccountId,
         role: Role,
     ) -> Result<(), OrgError> {
         let (_, actor_role) = self.manager(actor, org_id).await?;
@@ -410,11 +411,11 @@ impl Identity {
     }
 
     /// Removes a member from the organization.
-    pub async fn remove_member(&self, actor: &Account, org_id: &str, member_id: &str) -> Result<(), OrgError> {
+    pub async fn remove_member(&self, actor: &Account, org_id: &str, member_id: &AccountId) -> Result<(), OrgError> {
         let (_, actor_role) = self.manager(actor, org_id).await?;
         let current = self.member_role(org_id, member_id).await?;
         actor_role.may_change_role(Some(current), None, LR_COUNTED_IN_STORE)?;
-        let event = self.org_event(org_id, actor, "member_removed", member_id);
+        let event = self.org_event(org_id, actor, "member_removed", member_id.as_str());
         self.change_membership(org_id, member_id, None, &event).await
     }
 
@@ -431,7 +432,7 @@ impl Identity {
     async fn change_membership(
         &self,
         org_id: &str,
-        member_id: &str,
+        member_id: &AccountId,
         role: Option<Role>,
         event: &OrgEvent,
     ) -> Result<(), OrgError> {
@@ -447,7 +448,12 @@ impl Identity {
 
     /// Emails a member a summary of their security settings with a link
     /// to the two-step page. At most one per member per day.
-    pub async fn send_security_alert(&self, actor: &Account, org_id: &str, member_id: &str) -> Result<(), OrgError> {
+    pub async fn send_security_alert(
+        &self,
+        actor: &Account,
+        org_id: &str,
+        member_id: &AccountId,
+    ) -> Result<(), OrgError> {
         let (org, _) = self.manager(actor, org_id).await?;
         self.member_role(org_id, member_id).await?;
         self.alert_member(actor, &org, member_id).await
@@ -471,7 +477,7 @@ impl Identity {
         Ok(sent)
     }
 
-    async fn alert_member(&self, actor: &Account, org: &Organization, member_id: &str) -> Result<(), OrgError> {
+    async fn alert_member(&self, actor: &Account, org: &Organization, member_id: &AccountId) -> Result<(), OrgError> {
         let now = self.now();
         if let Some(last) = self.store().last_security_alert(&org.id, member_id).await?
             && last + ALERT_INTERVAL > now
@@ -633,7 +639,7 @@ impl Identity {
         Ok(loaded)
     }
 
-    async fn cached_memberships(&self, account_id: &str) -> Result<MemberEntry, StoreError> {
+    async fn cached_memberships(&self, account_id: &AccountId) -> Result<MemberEntry, StoreError> {
         let cache = self.policy_cache();
         if let Some(m) = cache
             .memberships
@@ -657,7 +663,7 @@ impl Identity {
         if map.len() >= 100_000 {
             map.clear();
         }
-        map.insert(account_id.to_owned(), Arc::clone(&orgs));
+        map.insert(account_id.clone(), Arc::clone(&orgs));
         Ok(orgs)
     }
 

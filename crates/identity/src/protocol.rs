@@ -23,6 +23,7 @@
 //! softlock as web sign-in, on keys of their own so a misconfigured sync
 //! client does not lock its owner out of the console.
 
+use crate::account::AccountId;
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Mutex;
@@ -98,8 +99,8 @@ impl Cache {
         entries.insert(key, entry);
     }
 
-    pub(crate) fn forget_account(&self, account_id: &str) {
-        self.entries().retain(|_, e| e.account.id != account_id);
+    pub(crate) fn forget_account(&self, account_id: &AccountId) {
+        self.entries().retain(|_, e| &e.account.id != account_id);
     }
 
     /// Empties the cache (for measuring the uncached path).
@@ -273,7 +274,7 @@ impl Identity {
         Ok((password, plaintext))
     }
 
-    pub async fn app_passwords(&self, account_id: &str) -> Result<Vec<AppPassword>, StoreError> {
+    pub async fn app_passwords(&self, account_id: &AccountId) -> Result<Vec<AppPassword>, StoreError> {
         let mut list: Vec<AppPassword> = self
             .store()
             .app_passwords(account_id)
@@ -288,7 +289,7 @@ impl Identity {
     /// Revokes one; `false` if the account has none with that id.
     pub async fn revoke_app_password(
         &self,
-        account_id: &str,
+        account_id: &AccountId,
         id: &str,
         client: &ClientInfo,
     ) -> Result<bool, StoreError> {

@@ -14,6 +14,7 @@
 //! [`REQUEST_WINDOW`], and after [`DENIALS_TO_PAUSE`] denials in a row push
 //! is paused for [`PAUSE`] (other methods still work).
 
+use crate::account::AccountId;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -94,7 +95,7 @@ impl ApprovalStatus {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ApprovalRequest {
     pub id: String,
-    pub account_id: String,
+    pub account_id: AccountId,
     pub session_id: String,
     /// The number the sign-in page shows.
     pub number: u8,
@@ -237,7 +238,7 @@ pub trait PushNotifier: Send + Sync {
     async fn notify(&self, method_id: &str, request_id: &str) -> Result<(), String>;
 }
 
-fn account_topic(account_id: &str) -> String {
+fn account_topic(account_id: &AccountId) -> String {
     format!("account:{account_id}")
 }
 
@@ -607,7 +608,7 @@ impl Identity {
     }
 
     /// Whether push is paused for the account now, and until when.
-    pub async fn push_paused_until(&self, account_id: &str) -> Result<Option<Millis>, StoreError> {
+    pub async fn push_paused_until(&self, account_id: &AccountId) -> Result<Option<Millis>, StoreError> {
         let now = self.now();
         let recent = self.store().approval_requests(account_id, now - HISTORY).await?;
         Ok(paused_until(&recent).filter(|until| *until > now))
@@ -640,7 +641,7 @@ mod tests {
     fn answered(at: Millis, status: ApprovalStatus) -> ApprovalRequest {
         ApprovalRequest {
             id: at.to_string(),
-            account_id: "a".into(),
+            account_id: AccountId::new("a"),
             session_id: "s".into(),
             number: 10,
             choices: [10, 11, 12],

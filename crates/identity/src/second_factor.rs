@@ -3,6 +3,7 @@
 //! SMS. Every kind shares the same storage, listing, removal and second
 //! sign-in step; backup codes stand beside them.
 
+use crate::account::AccountId;
 use crate::clock::Millis;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -43,7 +44,7 @@ impl FactorKind {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SecondFactor {
     pub id: String,
-    pub account_id: String,
+    pub account_id: AccountId,
     pub kind: FactorKind,
     /// The member's name for it ("Phone").
     pub name: String,
@@ -127,7 +128,7 @@ mod tests {
     fn factor(id: &str, active: bool, last_used_at: Millis) -> SecondFactor {
         SecondFactor {
             id: id.into(),
-            account_id: "a".into(),
+            account_id: AccountId::new("a"),
             kind: FactorKind::Totp,
             name: id.into(),
             secret: String::new(),

@@ -9,6 +9,7 @@
 //! signature counter that goes backwards means a cloned key: refused and
 //! recorded.
 
+use crate::account::AccountId;
 use serde_json::Value;
 use url::Url;
 use webauthn_rs::prelude::{
@@ -87,7 +88,7 @@ impl Identity {
         let name = crate::credential::parse_label(name).ok_or(IdentityError::InvalidName)?;
         let existing = self.active_keys(&self.store().second_factors(&account.id).await?)?;
         let exclude = existing.iter().map(|(_, k)| k.cred_id().clone()).collect();
-        let user = uuid::Uuid::parse_str(&account.id).unwrap_or_else(|_| uuid::Uuid::new_v4());
+        let user = uuid::Uuid::parse_str(account.id.as_str()).unwrap_or_else(|_| uuid::Uuid::new_v4());
         let (options, state) = webauthn
             .start_securitykey_registration(user, account.email.as_str(), &account.name, Some(exclude), None, None)
             .map_err(|e| IdentityError::SecurityKeyRefused(e.to_string()))?;
@@ -115,7 +116,7 @@ impl Identity {
     /// two-step verification on, returns the backup codes.
     pub async fn finish_security_key(
         &self,
-        account_id: &str,
+        account_id: &AccountId,
         id: &str,
         credential: Value,
         client: &ClientInfo,

@@ -1,6 +1,7 @@
 //! SMS codes as a second factor: enrolling a number (confirmed with a code)
 //! and sending codes at sign-in. The rules are in `credential/sms.rs`.
 
+use crate::account::AccountId;
 use subtle::ConstantTimeEq;
 
 use crate::account::Account;
@@ -49,7 +50,7 @@ impl Identity {
     }
 
     /// Sends a fresh code for `factor`, within the resend and daily limits.
-    async fn send_code(&self, account_id: &str, factor: &SecondFactor, lang: &str) -> Result<(), IdentityError> {
+    async fn send_code(&self, account_id: &AccountId, factor: &SecondFactor, lang: &str) -> Result<(), IdentityError> {
         let number = self.sms_number(factor)?;
         let now = self.now();
         let number_digest = number.digest(self.key());
@@ -105,7 +106,7 @@ impl Identity {
         })
     }
 
-    async fn pending_sms(&self, account_id: &str, id: &str) -> Result<SecondFactor, IdentityError> {
+    async fn pending_sms(&self, account_id: &AccountId, id: &str) -> Result<SecondFactor, IdentityError> {
         let now = self.now();
         self.store()
             .second_factors(account_id)
@@ -126,7 +127,7 @@ impl Identity {
     /// this turns two-step verification on, returns the backup codes.
     pub async fn confirm_sms(
         &self,
-        account_id: &str,
+        account_id: &AccountId,
         id: &str,
         code: &str,
         client: &ClientInfo,

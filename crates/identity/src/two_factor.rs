@@ -5,6 +5,7 @@
 //! backup codes are made. Removing the last method turns it off and deletes
 //! the codes. Nothing here lets anyone turn off another person's 2FA.
 
+use crate::account::AccountId;
 use subtle::ConstantTimeEq;
 
 use crate::account::Account;
@@ -112,7 +113,7 @@ fn backup_digests(identity: &Identity, codes: &[String]) -> Vec<String> {
 }
 
 impl Identity {
-    pub async fn two_factor(&self, account_id: &str) -> Result<TwoFactorStatus, StoreError> {
+    pub async fn two_factor(&self, account_id: &AccountId) -> Result<TwoFactorStatus, StoreError> {
         let factors = self.store().second_factors(account_id).await?;
         let methods: Vec<MethodSummary> = factors.iter().filter(|f| f.active).map(MethodSummary::from).collect();
         let backup_codes_remaining = if methods.is_empty() {
@@ -138,7 +139,7 @@ impl Identity {
     }
 
     /// The kind to offer first at sign-in; it must be enrolled.
-    pub async fn set_default_method(&self, account_id: &str, kind: FactorKind) -> Result<(), IdentityError> {
+    pub async fn set_default_method(&self, account_id: &AccountId, kind: FactorKind) -> Result<(), IdentityError> {
         let enrolled = self
             .store()
             .second_factors(account_id)
@@ -179,7 +180,7 @@ impl Identity {
     }
 
     /// The name of a pending enrolment (for SMS: the masked number).
-    pub async fn pending_method_name(&self, account_id: &str, id: &str) -> Result<Option<String>, StoreError> {
+    pub async fn pending_method_name(&self, account_id: &AccountId, id: &str) -> Result<Option<String>, StoreError> {
         let now = self.now();
         Ok(self
             .store()
@@ -220,7 +221,7 @@ impl Identity {
     /// once; only their digests are kept).
     pub async fn confirm_totp(
         &self,
-        account_id: &str,
+        account_id: &AccountId,
         id: &str,
         code: &str,
         client: &ClientInfo,
@@ -240,7 +241,7 @@ impl Identity {
     /// verification on, makes and returns the ten backup codes.
     pub(crate) async fn activate_factor(
         &self,
-        account_id: &str,
+        account_id: &AccountId,
         factor: &SecondFactor,
         counter: i64,
         client: &ClientInfo,

@@ -2,7 +2,7 @@
 
 use async_trait::async_trait;
 use drive::{Import, ImportItem, ImportState, ImportStore, MAX_REPORTED_FAILURES};
-use identity::{Millis, StoreError};
+use identity::{AccountId, Millis, StoreError};
 use sqlx::any::AnyRow;
 
 use crate::SqlStore;
@@ -28,7 +28,7 @@ fn import_from(row: &AnyRow) -> Result<Import, StoreError> {
     Ok(Import {
         id: row.text("id")?,
         drive_id: row.unsigned("drive_id")?,
-        account_id: row.text("account_id")?,
+        account_id: AccountId::new(row.text("account_id")?),
         source_url: row.text("source_url")?,
         source_user: row.text("source_user")?,
         sealed_secret: row.text("sealed_secret")?,

@@ -2,11 +2,11 @@
 
 use identity::credential::app_password::AppPassword;
 use identity::softlock::ThrottleState;
-use identity::{AccountStore, AppPasswordStore, EventStore, FactorStore, OrgStore, SessionStore, ThrottleStore};
 use identity::{
-    Constraint, EmailAddress, EventKind, NewAccount, NewOrganization, Role, SecurityEvent, Session, SessionStage,
-    StepContext, StoreError, SyncUserId, ThrottleRelease, ThrottleReservation,
+    AccountId, Constraint, EmailAddress, EventKind, NewAccount, NewOrganization, Role, SecurityEvent, Session,
+    SessionStage, StepContext, StoreError, SyncUserId, ThrottleRelease, ThrottleReservation,
 };
+use identity::{AccountStore, AppPasswordStore, EventStore, FactorStore, OrgStore, SessionStore, ThrottleStore};
 use identity::{FactorKind, SecondFactor, SecondStepProof};
 use store::{Engine, SqlStore};
 
@@ -22,7 +22,7 @@ async fn stores() -> Vec<SqlStore> {
 
 fn new_account(email: &str) -> NewAccount {
     NewAccount {
-        id: uuid::Uuid::new_v4().to_string(),
+        id: AccountId::generate(),
         email: EmailAddress::parse(email).unwrap(),
         name: "Ana".into(),
         password_hash: "$argon2id$stub".into(),
@@ -211,7 +211,7 @@ async fn sessions_are_found_by_token_hash_and_deleted() {
             (touched.last_seen_at, touched.ip.as_str(), touched.remember),
             (50, "::1", true)
         );
-        assert!(!s.delete_session("someone-else", "two").await.unwrap());
+        assert!(!s.delete_session(&AccountId::new("someone-else"), "two").await.unwrap());
         assert!(s.delete_session(&a.id, "two").await.unwrap());
         assert_eq!(
             s.session_by_token_hash("h2").await.unwrap().map(|(session, _)| session),
@@ -389,14 +389,14 @@ async fn events_page_newest_first() {
         assert_eq!(first.iter().map(|e| e.at).collect::<Vec<_>>(), [4, 3]);
         let next = s.events(&a.id, Some(&first[1].id), 10).await.unwrap();
         assert_eq!(next.iter().map(|e| e.at).collect::<Vec<_>>(), [2, 1, 0]);
-        assert!(s.events("nobody", None, 10).await.unwrap().is_empty());
+        assert!(s.events(&AccountId::new("nobody"), None, 10).await.unwrap().is_empty());
     }
 }
 
-fn pending_session(id: &str, account_id: &str) -> Session {
+fn pending_session(id: &str, account_id: &AccountId) -> Session {
     Session {
         id: id.into(),
-        account_id: account_id.into(),
+        account_id: account_id.clone(),
         created_at: 1,
         last_seen_at: 1,
         remember: false,
@@ -408,10 +408,10 @@ fn pending_session(id: &str, account_id: &str) -> Session {
     }
 }
 
-fn sign_in_event(id: &str, account_id: &str) -> SecurityEvent {
+fn sign_in_event(id: &str, account_id: &AccountId) -> SecurityEvent {
     SecurityEvent {
         id: id.into(),
-        account_id: account_id.into(),
+        account_id: account_id.clone(),
         at: 5,
         kind: EventKind::SignIn,
         ip: "127.0.0.1".into(),
@@ -420,7 +420,7 @@ fn sign_in_event(id: &str, account_id: &str) -> SecurityEvent {
     }
 }
 
-async fn done(s: &SqlStore, account: &str, session: &str, hash: &str, proof: SecondStepProof) -> bool {
+async fn done(s: &SqlStore, account: &AccountId, session: &str, hash: &str, proof: SecondStepProof) -> bool {
     let event = sign_in_event(hash, account);
     s.complete_second_step(session, hash, 5, &event, &proof).await.unwrap()
 }
@@ -562,7 +562,7 @@ async fn second_factors_and_backup_codes() {
             "expired"
         );
         assert!(
-            !s.activate_second_factor("someone-else", "one", 60, 7, Some(&codes))
+            !s.activate_second_factor(&AccountId::new("someone-else"), "one", 60, 7, Some(&codes))
                 .await
                 .unwrap()
         );
@@ -606,8 +606,8 @@ async fn both(
     s: &SqlStore,
     hash: &str,
     prefix: &str,
-    account: &str,
-) -> Option<(Session, String, EmailAddress, StepContext)> {
+    account: &AccountId,
+) -> Option<(Session, AccountId, EmailAddress, StepContext)> {
     let joint = s
         .session_with_step_context(hash, prefix)
         .await
@@ -652,9 +652,9 @@ async fn a_session_read_with_its_step_context_matches_the_two_reads() {
 
         // Factors (one pending), another account's factor and throttle
         // record, and this account's record.
-        let factor = |id: &str, account: &str, created_at, active| SecondFactor {
+        let factor = |id: &str, account: &AccountId, created_at, active| SecondFactor {
             id: id.into(),
-            account_id: account.into(),
+            account_id: account.clone(),
             kind: FactorKind::Totp,
             name: format!("Phone {id}"),
             secret: format!("sealed {id}"),
@@ -753,7 +753,10 @@ async fn application_passwords() {
         s.touch_app_password("p1", 99, "192.0.2.4").await.unwrap();
         let touched = &s.app_passwords(&a.id).await.unwrap()[0].0;
         assert_eq!((touched.last_used_at, touched.last_used_ip.as_str()), (99, "192.0.2.4"));
-        assert_eq!(s.delete_app_password("other", "p1").await.unwrap(), None);
+        assert_eq!(
+            s.delete_app_password(&AccountId::new("other"), "p1").await.unwrap(),
+            None
+        );
         assert_eq!(
             s.delete_app_password(&a.id, "p1").await.unwrap().as_deref(),
             Some("NAS QNAP")

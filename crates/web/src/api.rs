@@ -628,7 +628,7 @@ pub struct EmailChoice {
     enabled: bool,
 }
 
-async fn notifications_of(state: &AppState, account_id: &str) -> Result<NotificationsBody, ApiError> {
+async fn notifications_of(state: &AppState, account_id: &identity::AccountId) -> Result<NotificationsBody, ApiError> {
     let off = state.identity().notice_opt_outs(account_id).await?;
     let always = [
         identity::NoticeKind::TwoFactorDisabled,
@@ -685,7 +685,7 @@ async fn me(State(state): State<AppState>, ApiUser(user): ApiUser) -> Result<Jso
     let memberships = state.identity().memberships(&user.account.id).await?;
     let a = user.account;
     Ok(Json(MeBody {
-        id: a.id,
+        id: a.id.into_string(),
         email: a.email.to_string(),
         name: a.name,
         sync_user_id: a.sync_user_id.to_string(),

@@ -5,6 +5,7 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use drive::{Access, Drive, DriveError, DriveMember, FileError, Grant, Import, ImportError, NewImport};
+use identity::AccountId;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -318,7 +319,7 @@ fn member_body(m: DriveMember) -> DriveMemberBody {
         access: m.access.map_or("none", Access::as_str).to_owned(),
         rule: m.grant.map(|g| g.as_str().to_owned()),
         role: m.member.role.as_str().to_owned(),
-        account_id: m.member.account_id,
+        account_id: m.member.account_id.into_string(),
         email: m.member.email,
         name: m.member.name,
     }
@@ -407,7 +408,7 @@ pub struct RuleBody {
 pub async fn set_rule(
     State(state): State<AppState>,
     ApiUser(user): ApiUser,
-    ApiPath((drive, account)): ApiPath<(u64, String)>,
+    ApiPath((drive, account)): ApiPath<(u64, AccountId)>,
     ApiJson(rule): ApiJson<RuleBody>,
 ) -> Result<Json<DriveMemberBody>, ApiError> {
     let grant = grant(&rule.access)?;
@@ -426,7 +427,7 @@ pub async fn set_rule(
 pub async fn remove_rule(
     State(state): State<AppState>,
     ApiUser(user): ApiUser,
-    ApiPath((drive, account)): ApiPath<(u64, String)>,
+    ApiPath((drive, account)): ApiPath<(u64, AccountId)>,
 ) -> Result<Json<DriveMemberBody>, ApiError> {
     let member = state
         .drives()

@@ -5,7 +5,7 @@
 use axum::Json;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
-use identity::Role;
+use identity::{AccountId, Role};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -95,7 +95,7 @@ pub async fn members(
             .into_iter()
             .map(|m| MemberBody {
                 two_factor: m.two_factor(),
-                id: m.account_id,
+                id: m.account_id.into_string(),
                 email: m.email,
                 name: m.name,
                 role: m.role.as_str().to_owned(),
@@ -165,7 +165,7 @@ pub struct RoleBody {
 pub async fn set_role(
     State(state): State<AppState>,
     ApiUser(user): ApiUser,
-    ApiPath((org, member)): ApiPath<(String, String)>,
+    ApiPath((org, member)): ApiPath<(String, AccountId)>,
     ApiJson(body): ApiJson<RoleBody>,
 ) -> Result<Json<StatusBody>, ApiError> {
     let role = role_of(&body.role)?;
@@ -183,7 +183,7 @@ pub async fn set_role(
 pub async fn remove_member(
     State(state): State<AppState>,
     ApiUser(user): ApiUser,
-    ApiPath((org, member)): ApiPath<(String, String)>,
+    ApiPath((org, member)): ApiPath<(String, AccountId)>,
 ) -> Result<Json<StatusBody>, ApiError> {
     state.identity().remove_member(&user.account, &org, &member).await?;
     Ok(status("removed"))
@@ -210,7 +210,7 @@ pub async fn leave(
 pub async fn security_alert(
     State(state): State<AppState>,
     ApiUser(user): ApiUser,
-    ApiPath((org, member)): ApiPath<(String, String)>,
+    ApiPath((org, member)): ApiPath<(String, AccountId)>,
 ) -> Result<Json<StatusBody>, ApiError> {
     state
         .identity()

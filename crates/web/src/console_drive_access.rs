@@ -124,7 +124,7 @@ async fn render(
                 manages: m.manages(),
                 access: access_text(ctx, m.access),
                 role: t.t(&format!("role.{}", m.member.role.as_str())).to_owned(),
-                account_id: m.member.account_id,
+                account_id: m.member.account_id.into_string(),
                 email: m.member.email,
                 name: m.member.name,
                 choices,
@@ -215,7 +215,12 @@ async fn set_rule(ctx: ConsoleUser, Path(drive): Path<u64>, Form(form): Form<Rul
     let done = ctx
         .state
         .drives()
-        .set_grant(Some(&user.account), drive, &form.account, grant)
+        .set_grant(
+            Some(&user.account),
+            drive,
+            &identity::AccountId::new(form.account),
+            grant,
+        )
         .await
         .map(|_| ());
     after(&ctx, drive, done).await

@@ -9,7 +9,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use axum::{Form, Router};
-use identity::{OrgError, Role};
+use identity::{AccountId, OrgError, Role};
 use serde::Deserialize;
 
 use crate::AppState;
@@ -108,7 +108,7 @@ async fn render_members(
             .map(|m| MemberRow {
                 two_factor: m.two_factor(),
                 role: m.role.as_str(),
-                id: m.account_id,
+                id: m.account_id.into_string(),
                 name: m.name,
                 email: m.email,
                 methods_text: t.tf("org.methods", &[("count", &m.methods.to_string())]),
@@ -198,7 +198,7 @@ struct RoleForm {
 
 async fn set_role(
     ctx: ConsoleUser,
-    Path((org, member)): Path<(String, String)>,
+    Path((org, member)): Path<(String, AccountId)>,
     Form(form): Form<RoleForm>,
 ) -> Response {
     let user = &ctx.user;
@@ -213,13 +213,13 @@ async fn set_role(
     after(&ctx, &org, result, "role").await
 }
 
-async fn remove(ctx: ConsoleUser, Path((org, member)): Path<(String, String)>) -> Response {
+async fn remove(ctx: ConsoleUser, Path((org, member)): Path<(String, AccountId)>) -> Response {
     let user = &ctx.user;
     let result = ctx.state.identity().remove_member(&user.account, &org, &member).await;
     after(&ctx, &org, result, "removed").await
 }
 
-async fn alert(ctx: ConsoleUser, Path((org, member)): Path<(String, String)>) -> Response {
+async fn alert(ctx: ConsoleUser, Path((org, member)): Path<(String, AccountId)>) -> Response {
     let user = &ctx.user;
     let result = ctx
         .state

@@ -9,7 +9,7 @@ use drive::{
     DeadProp, Drive, DriveStore, Grant, ListColumns, ListEntry, Lock, MemberDrive, Node, PropChange, PutOutcome,
     Standing,
 };
-use identity::{Millis, OrgEvent, StoreError};
+use identity::{AccountId, Millis, OrgEvent, StoreError};
 use sqlx::Row;
 
 use crate::db::{Columns, Run, backend, retried};
@@ -100,10 +100,11 @@ impl DriveStore for SqlStore {
     async fn drive_of_member(
         &self,
         id: u64,
-        account_id: &str,
+        account_id: &AccountId,
         now: Millis,
         names: &[&str],
     ) -> Result<Option<MemberDrive>, StoreError> {
+        let account_id = account_id.as_str();
         let Some(number) = drive_number(id) else {
             return Ok(None);
         };
@@ -133,16 +134,16 @@ impl DriveStore for SqlStore {
         }
     }
 
-    async fn drives_for_account(&self, account_id: &str) -> Result<Vec<(Drive, Standing)>, StoreError> {
+    async fn drives_for_account(&self, account_id: &AccountId) -> Result<Vec<(Drive, Standing)>, StoreError> {
         let sql = format!("{MEMBER_COLUMNS} {MEMBER_TABLES} WHERE m.account_id = $1 ORDER BY o.name, d.name, d.id");
         let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(account_id)
+            .bind(account_id.as_str())
             .all(&self.pool)
             .await?;
         rows.iter().map(member_drive_from).collect()
     }
 
-    async fn grants(&self, drive_id: u64) -> Result<Vec<(String, Grant)>, StoreError> {
+    async fn grants(&self, drive_id: u64) -> Result<Vec<(AccountId, Grant)>, StoreError> {
         let rows = sqlx::query("SELECT account_id, access FROM drive_members WHERE drive_id = $1")
             .bind(signed(drive_id)?)
             .all(&self.pool)
@@ -150,7 +151,7 @@ impl DriveStore for SqlStore {
         rows.iter()
             .map(|row| {
                 let access: String = row.text("access")?;
-                Ok((row.text("account_id")?, grant_of(&access)?))
+                Ok((AccountId::new(row.text("account_id")?), grant_of(&access)?))
             })
             .collect()
     }
@@ -169,7 +170,7 @@ impl DriveStore for SqlStore {
     async fn set_grant(
         &self,
         drive_id: u64,
-        account_id: &str,
+        account_id: &AccountId,
         grant: Option<Grant>,
         event: &OrgEvent,
     ) -> Result<(), StoreError> {
@@ -180,11 +181,11 @@ impl DriveStore for SqlStore {
                  ON CONFLICT (drive_id, account_id) DO UPDATE SET access = excluded.access",
             )
             .bind(signed(drive_id)?)
-            .bind(account_id)
+            .bind(account_id.as_str())
             .bind(grant.as_str()),
             None => sqlx::query("DELETE FROM drive_members WHERE drive_id = $1 AND account_id = $2")
                 .bind(signed(drive_id)?)
-                .bind(account_id),
+                .bind(account_id.as_str()),
         };
         change.run(&mut *tx).await?;
         crate::identity_store::insert_org_event(&mut tx, event).await?;

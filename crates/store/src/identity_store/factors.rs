@@ -2,7 +2,7 @@
 
 use async_trait::async_trait;
 use identity::credential::sms::SmsCode;
-use identity::{FactorKind, FactorStore, Millis, SecondFactor, StepContext, StoreError};
+use identity::{AccountId, FactorKind, FactorStore, Millis, SecondFactor, StepContext, StoreError};
 use sqlx::any::AnyRow;
 
 use super::Tx;
@@ -13,7 +13,7 @@ use crate::db::{Columns, Prefixed, Run, corrupt};
 pub(super) fn factor_from(row: &impl Columns) -> Result<SecondFactor, StoreError> {
     Ok(SecondFactor {
         id: row.text("id")?,
-        account_id: row.text("account_id")?,
+        account_id: AccountId::new(row.text("account_id")?),
         kind: FactorKind::parse(&row.text("kind")?).ok_or_else(|| corrupt("factor kind"))?,
         name: row.text("name")?,
         secret: row.text("secret")?,
@@ -47,17 +47,17 @@ pub(super) fn step_context_from(rows: &[AnyRow]) -> Result<StepContext, StoreErr
 
 pub(super) async fn insert_backup_codes(
     tx: &mut Tx,
-    account_id: &str,
+    account_id: &AccountId,
     digests: &[String],
     now: Millis,
 ) -> Result<(), StoreError> {
     sqlx::query("DELETE FROM backup_codes WHERE account_id = $1")
-        .bind(account_id)
+        .bind(account_id.as_str())
         .run(&mut **tx)
         .await?;
     for digest in digests {
         sqlx::query("INSERT INTO backup_codes (account_id, digest, created_at, used_at) VALUES ($1, $2, $3, 0)")
-            .bind(account_id)
+            .bind(account_id.as_str())
             .bind(digest)
             .bind(now)
             .run(&mut **tx)
@@ -74,7 +74,7 @@ impl FactorStore for SqlStore {
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
         )
         .bind(&f.id)
-        .bind(&f.account_id)
+        .bind(f.account_id.as_str())
         .bind(f.kind.as_str())
         .bind(&f.name)
         .bind(&f.secret)
@@ -87,12 +87,12 @@ impl FactorStore for SqlStore {
         Ok(())
     }
 
-    async fn second_factors(&self, account_id: &str) -> Result<Vec<SecondFactor>, StoreError> {
+    async fn second_factors(&self, account_id: &AccountId) -> Result<Vec<SecondFactor>, StoreError> {
         let rows = sqlx::query(
             "SELECT id, account_id, kind, name, secret, active, created_at, expires_at, last_used_at, counter
              FROM second_factors WHERE account_id = $1 ORDER BY created_at, id",
         )
-        .bind(account_id)
+        .bind(account_id.as_str())
         .all(&self.pool)
         .await?;
         rows.iter().map(factor_from).collect()
@@ -109,7 +109,7 @@ impl FactorStore for SqlStore {
         row.as_ref().map(factor_from).transpose()
     }
 
-    async fn step_context(&self, key: &str, account_id: &str) -> Result<StepContext, StoreError> {
+    async fn step_context(&self, key: &str, account_id: &AccountId) -> Result<StepContext, StoreError> {
         // One row when there are no factors, else one per factor.
         let sql = concat!(
             "SELECT t.failures, t.last_failure, t.locked_until, t.version, ",
@@ -119,13 +119,17 @@ impl FactorStore for SqlStore {
              LEFT JOIN second_factors f ON f.account_id = $2
              ORDER BY f.created_at, f.id"
         );
-        let rows = sqlx::query(sql).bind(key).bind(account_id).all(&self.pool).await?;
+        let rows = sqlx::query(sql)
+            .bind(key)
+            .bind(account_id.as_str())
+            .all(&self.pool)
+            .await?;
         step_context_from(&rows)
     }
 
     async fn activate_second_factor(
         &self,
-        account_id: &str,
+        account_id: &AccountId,
         id: &str,
         now: Millis,
         counter: i64,
@@ -136,7 +140,7 @@ impl FactorStore for SqlStore {
             "UPDATE second_factors SET active = 1, expires_at = 0, counter = $4, last_used_at = $3
              WHERE id = $2 AND account_id = $1 AND active = 0 AND expires_at > $3",
         )
-        .bind(account_id)
+        .bind(account_id.as_str())
         .bind(id)
         .bind(now)
         .bind(counter)
@@ -152,10 +156,10 @@ impl FactorStore for SqlStore {
         Ok(true)
     }
 
-    async fn delete_second_factor(&self, account_id: &str, id: &str) -> Result<Option<usize>, StoreError> {
+    async fn delete_second_factor(&self, account_id: &AccountId, id: &str) -> Result<Option<usize>, StoreError> {
         let mut tx = self.begin_write().await?;
         let deleted = sqlx::query("DELETE FROM second_factors WHERE account_id = $1 AND id = $2 RETURNING id")
-            .bind(account_id)
+            .bind(account_id.as_str())
             .bind(id)
             .optional(&mut *tx)
             .await?;
@@ -163,7 +167,7 @@ impl FactorStore for SqlStore {
             return Ok(None);
         }
         let active: i64 = sqlx::query("SELECT COUNT(*) AS n FROM second_factors WHERE account_id = $1 AND active = 1")
-            .bind(account_id)
+            .bind(account_id.as_str())
             .one(&mut *tx)
             .await?
             .int("n")?;
@@ -174,15 +178,20 @@ impl FactorStore for SqlStore {
         Ok(Some(usize::try_from(active).unwrap_or(0)))
     }
 
-    async fn replace_backup_codes(&self, account_id: &str, digests: &[String], now: Millis) -> Result<(), StoreError> {
+    async fn replace_backup_codes(
+        &self,
+        account_id: &AccountId,
+        digests: &[String],
+        now: Millis,
+    ) -> Result<(), StoreError> {
         let mut tx = self.begin_write().await?;
         insert_backup_codes(&mut tx, account_id, digests, now).await?;
         tx.commit().await
     }
 
-    async fn unused_backup_codes(&self, account_id: &str) -> Result<Vec<String>, StoreError> {
+    async fn unused_backup_codes(&self, account_id: &AccountId) -> Result<Vec<String>, StoreError> {
         let rows = sqlx::query("SELECT digest FROM backup_codes WHERE account_id = $1 AND used_at = 0")
-            .bind(account_id)
+            .bind(account_id.as_str())
             .all(&self.pool)
             .await?;
         rows.iter().map(|r| r.text("digest")).collect()
@@ -191,7 +200,7 @@ impl FactorStore for SqlStore {
     async fn put_linked_backup_codes(
         &self,
         factor_id: &str,
-        account_id: &str,
+        account_id: &AccountId,
         sealed: &str,
         expires_at: Millis,
     ) -> Result<(), StoreError> {
@@ -199,7 +208,7 @@ impl FactorStore for SqlStore {
             "INSERT INTO linked_backup_codes (factor_id, account_id, sealed, expires_at) VALUES ($1, $2, $3, $4)",
         )
         .bind(factor_id)
-        .bind(account_id)
+        .bind(account_id.as_str())
         .bind(sealed)
         .bind(expires_at)
         .run(&*self.writer.turn().await)
@@ -210,7 +219,7 @@ impl FactorStore for SqlStore {
     async fn take_linked_backup_codes(
         &self,
         factor_id: &str,
-        account_id: &str,
+        account_id: &AccountId,
         now: Millis,
     ) -> Result<Option<String>, StoreError> {
         let row = sqlx::query(
@@ -218,14 +227,19 @@ impl FactorStore for SqlStore {
              RETURNING sealed",
         )
         .bind(factor_id)
-        .bind(account_id)
+        .bind(account_id.as_str())
         .bind(now)
         .optional(&*self.writer.turn().await)
         .await?;
         row.map(|r| r.text("sealed")).transpose()
     }
 
-    async fn put_sms_code(&self, code: &SmsCode, account_id: &str, number_digest: &str) -> Result<(), StoreError> {
+    async fn put_sms_code(
+        &self,
+        code: &SmsCode,
+        account_id: &AccountId,
+        number_digest: &str,
+    ) -> Result<(), StoreError> {
         let mut tx = self.begin_write().await?;
         sqlx::query("DELETE FROM sms_codes WHERE factor_id = $1")
             .bind(&code.factor_id)
@@ -243,7 +257,7 @@ impl FactorStore for SqlStore {
         .await?;
         sqlx::query("INSERT INTO sms_sends (id, account_id, number_digest, sent_at) VALUES ($1, $2, $3, $4)")
             .bind(uuid::Uuid::new_v4().to_string())
-            .bind(account_id)
+            .bind(account_id.as_str())
             .bind(number_digest)
             .bind(code.sent_at)
             .run(&mut *tx)
@@ -271,7 +285,7 @@ impl FactorStore for SqlStore {
 
     async fn sms_sends(
         &self,
-        account_id: &str,
+        account_id: &AccountId,
         number_digest: &str,
         since: Millis,
     ) -> Result<(Vec<Millis>, Vec<Millis>), StoreError> {
@@ -283,7 +297,7 @@ impl FactorStore for SqlStore {
             .all(&self.pool)
             .await?;
         let for_account = sqlx::query("SELECT sent_at FROM sms_sends WHERE account_id = $1 AND sent_at > $2")
-            .bind(account_id)
+            .bind(account_id.as_str())
             .bind(since)
             .all(&self.pool)
             .await?;
@@ -315,7 +329,7 @@ impl FactorStore for SqlStore {
         &self,
         token_hash: &str,
         factor_id: &str,
-        account_id: &str,
+        account_id: &AccountId,
         expires_at: Millis,
     ) -> Result<(), StoreError> {
         sqlx::query(
@@ -323,7 +337,7 @@ impl FactorStore for SqlStore {
         )
         .bind(token_hash)
         .bind(factor_id)
-        .bind(account_id)
+        .bind(account_id.as_str())
         .bind(expires_at)
         .run(&*self.writer.turn().await)
         .await?;
@@ -334,7 +348,7 @@ impl FactorStore for SqlStore {
         &self,
         token_hash: &str,
         now: Millis,
-    ) -> Result<Option<(String, String)>, StoreError> {
+    ) -> Result<Option<(String, AccountId)>, StoreError> {
         let row = sqlx::query(
             "DELETE FROM authenticator_links WHERE token_hash = $1 AND expires_at > $2 RETURNING factor_id, account_id",
         )
@@ -342,7 +356,7 @@ impl FactorStore for SqlStore {
         .bind(now)
         .optional(&*self.writer.turn().await)
         .await?;
-        row.map(|r| Ok((r.text("factor_id")?, r.text("account_id")?)))
+        row.map(|r| Ok((r.text("factor_id")?, AccountId::new(r.text("account_id")?))))
             .transpose()
     }
 

@@ -2,8 +2,8 @@
 
 use async_trait::async_trait;
 use identity::{
-    Constraint, Invitation, MemberSummary, MembershipChange, Millis, NewOrganization, OrgEvent, OrgPolicy, OrgStore,
-    Organization, Role, StoreError,
+    AccountId, Constraint, Invitation, MemberSummary, MembershipChange, Millis, NewOrganization, OrgEvent, OrgPolicy,
+    OrgStore, Organization, Role, StoreError,
 };
 use sqlx::any::AnyRow;
 
@@ -103,10 +103,10 @@ impl OrgStore for SqlStore {
         row.as_ref().map(org_from).transpose()
     }
 
-    async fn membership_role(&self, org_id: &str, account_id: &str) -> Result<Option<Role>, StoreError> {
+    async fn membership_role(&self, org_id: &str, account_id: &AccountId) -> Result<Option<Role>, StoreError> {
         let row = sqlx::query("SELECT role FROM memberships WHERE org_id = $1 AND account_id = $2")
             .bind(org_id)
-            .bind(account_id)
+            .bind(account_id.as_str())
             .optional(&self.pool)
             .await?;
         row.as_ref().map(role_of).transpose()
@@ -128,7 +128,7 @@ impl OrgStore for SqlStore {
             .map(|r| {
                 let methods: i64 = r.int("methods")?;
                 Ok(MemberSummary {
-                    account_id: r.text("id")?,
+                    account_id: AccountId::new(r.text("id")?),
                     email: r.text("email")?,
                     name: r.text("name")?,
                     role: role_of(r)?,
@@ -143,7 +143,7 @@ impl OrgStore for SqlStore {
     async fn change_membership(
         &self,
         org_id: &str,
-        account_id: &str,
+        account_id: &AccountId,
         role: Option<Role>,
         event: &OrgEvent,
     ) -> Result<MembershipChange, StoreError> {
@@ -156,7 +156,7 @@ impl OrgStore for SqlStore {
             .await?;
         let row = sqlx::query("SELECT role FROM memberships WHERE org_id = $1 AND account_id = $2")
             .bind(org_id)
-            .bind(account_id)
+            .bind(account_id.as_str())
             .optional(&mut *tx)
             .await?;
         let Some(row) = row else {
@@ -176,11 +176,11 @@ impl OrgStore for SqlStore {
         let change = match role {
             Some(role) => sqlx::query("UPDATE memberships SET role = $3 WHERE org_id = $1 AND account_id = $2")
                 .bind(org_id)
-                .bind(account_id)
+                .bind(account_id.as_str())
                 .bind(role.as_str()),
             None => sqlx::query("DELETE FROM memberships WHERE org_id = $1 AND account_id = $2")
                 .bind(org_id)
-                .bind(account_id),
+                .bind(account_id.as_str()),
         };
         change.run(&mut *tx).await?;
         if role.is_none() {
@@ -190,7 +190,7 @@ impl OrgStore for SqlStore {
                 "DELETE FROM drive_members WHERE account_id = $1
                  AND drive_id IN (SELECT id FROM drives WHERE org_id = $2)",
             )
-            .bind(account_id)
+            .bind(account_id.as_str())
             .bind(org_id)
             .run(&mut *tx)
             .await?;
@@ -248,7 +248,7 @@ impl OrgStore for SqlStore {
         &self,
         token_hash: &str,
         now: Millis,
-        account_id: &str,
+        account_id: &AccountId,
         event: &OrgEvent,
     ) -> Result<bool, StoreError> {
         let mut tx = self.begin_write().await?;
@@ -267,7 +267,7 @@ impl OrgStore for SqlStore {
              ON CONFLICT (org_id, account_id) DO NOTHING",
         )
         .bind(org_id.as_str())
-        .bind(account_id)
+        .bind(account_id.as_str())
         .bind(role_of(&row)?.as_str())
         .bind(now)
         .run(&mut *tx)
@@ -332,12 +332,12 @@ impl OrgStore for SqlStore {
             .collect()
     }
 
-    async fn last_security_alert(&self, org_id: &str, account_id: &str) -> Result<Option<Millis>, StoreError> {
+    async fn last_security_alert(&self, org_id: &str, account_id: &AccountId) -> Result<Option<Millis>, StoreError> {
         let row = sqlx::query(
             "SELECT sent_at FROM security_alerts WHERE org_id = $1 AND account_id = $2 ORDER BY sent_at DESC LIMIT 1",
         )
         .bind(org_id)
-        .bind(account_id)
+        .bind(account_id.as_str())
         .optional(&self.pool)
         .await?;
         row.map(|r| r.int("sent_at")).transpose()
@@ -346,14 +346,14 @@ impl OrgStore for SqlStore {
     async fn record_security_alert(
         &self,
         org_id: &str,
-        account_id: &str,
+        account_id: &AccountId,
         at: Millis,
         event: &OrgEvent,
     ) -> Result<(), StoreError> {
         let mut tx = self.begin_write().await?;
         sqlx::query("INSERT INTO security_alerts (org_id, account_id, sent_at) VALUES ($1, $2, $3)")
             .bind(org_id)
-            .bind(account_id)
+            .bind(account_id.as_str())
             .bind(at)
             .run(&mut *tx)
             .await?;

@@ -1,7 +1,7 @@
 //! [`identity::PushStore`] over SQL.
 
 use async_trait::async_trait;
-use identity::{ApprovalRequest, ApprovalStatus, Millis, PushStore, SecurityEvent, StoreError};
+use identity::{AccountId, ApprovalRequest, ApprovalStatus, Millis, PushStore, SecurityEvent, StoreError};
 use sqlx::any::AnyRow;
 
 use super::events::insert_event;
@@ -18,7 +18,7 @@ pub(super) fn approval_from(row: &AnyRow) -> Result<ApprovalRequest, StoreError>
     let status: String = row.text("status")?;
     Ok(ApprovalRequest {
         id: row.text("id")?,
-        account_id: row.text("account_id")?,
+        account_id: AccountId::new(row.text("account_id")?),
         session_id: row.text("session_id")?,
         number: u8::try_from(number).map_err(|_| corrupt("approval number"))?,
         choices: <[u8; 3]>::try_from(choices).map_err(|_| corrupt("approval choices"))?,
@@ -89,10 +89,14 @@ impl PushStore for SqlStore {
         row.as_ref().map(approval_from).transpose()
     }
 
-    async fn approval_requests(&self, account_id: &str, since: Millis) -> Result<Vec<ApprovalRequest>, StoreError> {
+    async fn approval_requests(
+        &self,
+        account_id: &AccountId,
+        since: Millis,
+    ) -> Result<Vec<ApprovalRequest>, StoreError> {
         let sql = format!("{APPROVAL_COLUMNS} WHERE account_id = $1 AND created_at > $2 ORDER BY created_at DESC");
         let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(account_id)
+            .bind(account_id.as_str())
             .bind(since)
             .all(&self.pool)
             .await?;

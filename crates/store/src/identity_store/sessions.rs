@@ -2,8 +2,8 @@
 
 use async_trait::async_trait;
 use identity::{
-    Account, Millis, SecondStepProof, SecurityEvent, Session, SessionStage, SessionStore, StepContext, StoreError,
-    ThrottleRelease,
+    Account, AccountId, Millis, SecondStepProof, SecurityEvent, Session, SessionStage, SessionStore, StepContext,
+    StoreError, ThrottleRelease,
 };
 use sqlx::any::AnyRow;
 
@@ -19,7 +19,7 @@ pub(super) fn session_from(row: &AnyRow) -> Result<Session, StoreError> {
     let stage: String = row.text("stage")?;
     Ok(Session {
         id: row.text("id")?,
-        account_id: row.text("account_id")?,
+        account_id: AccountId::new(row.text("account_id")?),
         created_at: row.int("created_at")?,
         last_seen_at: row.int("last_seen_at")?,
         remember: row.flag("remember")?,
@@ -50,7 +50,7 @@ impl SessionStore for SqlStore {
         )
         .bind(&s.id)
         .bind(token_hash)
-        .bind(&s.account_id)
+        .bind(s.account_id.as_str())
         .bind(s.created_at)
         .bind(s.last_seen_at)
         .bind(i64::from(s.remember))
@@ -128,28 +128,28 @@ impl SessionStore for SqlStore {
         Ok(())
     }
 
-    async fn sessions_of(&self, account_id: &str) -> Result<Vec<Session>, StoreError> {
+    async fn sessions_of(&self, account_id: &AccountId) -> Result<Vec<Session>, StoreError> {
         let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
             "SELECT {SESSION_COLUMNS} FROM sessions WHERE account_id = $1"
         )))
-        .bind(account_id)
+        .bind(account_id.as_str())
         .all(&self.pool)
         .await?;
         rows.iter().map(session_from).collect()
     }
 
-    async fn delete_session(&self, account_id: &str, id: &str) -> Result<bool, StoreError> {
+    async fn delete_session(&self, account_id: &AccountId, id: &str) -> Result<bool, StoreError> {
         let done = sqlx::query("DELETE FROM sessions WHERE account_id = $1 AND id = $2")
-            .bind(account_id)
+            .bind(account_id.as_str())
             .bind(id)
             .run(&*self.writer.turn().await)
             .await?;
         Ok(done.rows_affected() > 0)
     }
 
-    async fn delete_sessions_except(&self, account_id: &str, keep: &str) -> Result<u64, StoreError> {
+    async fn delete_sessions_except(&self, account_id: &AccountId, keep: &str) -> Result<u64, StoreError> {
         let done = sqlx::query("DELETE FROM sessions WHERE account_id = $1 AND id <> $2")
-            .bind(account_id)
+            .bind(account_id.as_str())
             .bind(keep)
             .run(&*self.writer.turn().await)
             .await?;
@@ -188,7 +188,7 @@ impl SessionStore for SqlStore {
             ),
             SecondStepProof::BackupCode { account_id, digest } => Change::new(
                 "UPDATE backup_codes SET used_at = $3 WHERE account_id = $1 AND digest = $2 AND used_at = 0",
-                vec![Arg::Text(account_id), Arg::Text(digest), Arg::Int(now)],
+                vec![Arg::Text(account_id.as_str()), Arg::Text(digest), Arg::Int(now)],
             ),
             SecondStepProof::Push { request_id, .. } => Change::new(
                 "UPDATE approval_requests SET status = 'used' WHERE id = $1 AND session_id = $2 AND status = 'approved'",

@@ -36,7 +36,7 @@ pub use sharing::{DriveMember, Grant, Standing, UnknownGrant, access_of};
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use identity::{Account, AccountId, Identity, Millis, OrgError, OrgEvent, StoreError};
+use identity::{Account, AccountId, Identity, Millis, OrgError, OrgEvent, OrgId, StoreError};
 use rand::Rng;
 
 /// 10 GiB unless given.
@@ -47,7 +47,7 @@ pub struct Drive {
     /// Numeric, random (6 or 7 digits), never reused while the drive exists:
     /// the `<id>` of `<id>.connect.<domain>`.
     pub id: u64,
-    pub org_id: String,
+    pub org_id: OrgId,
     pub org_name: String,
     pub name: String,
     pub quota_bytes: u64,
@@ -260,7 +260,7 @@ impl Drives {
     pub async fn create(
         &self,
         actor: Option<&Account>,
-        org_id: &str,
+        org_id: &OrgId,
         name: &str,
         quota_bytes: Option<u64>,
     ) -> Result<Drive, DriveError> {

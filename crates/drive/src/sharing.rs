@@ -205,7 +205,7 @@ mod tests {
     fn drive(member_access: Grant) -> Drive {
         Drive {
             id: 123456,
-            org_id: "o".into(),
+            org_id: identity::OrgId::new("o"),
             org_name: "Org".into(),
             name: "Shared".into(),
             quota_bytes: 1 << 30,

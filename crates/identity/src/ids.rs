@@ -58,6 +58,18 @@ impl AccountId {
     }
 }
 
+text_id! {
+    /// An organization (a random UUID).
+    OrgId
+}
+
+impl OrgId {
+    /// A new organization's id.
+    pub fn generate() -> Self {
+        Self(uuid::Uuid::new_v4().to_string())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::AccountId;

@@ -56,7 +56,7 @@ impl MemberSummary {
 }
 
 /// An organization's two-step verification requirement.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OrgPolicy {
     pub org_id: OrgId,
     pub org_name: String,
@@ -79,7 +79,7 @@ impl OrgPolicy {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OrgEvent {
     pub id: String,
-    pub org_id: String,
+    pub org_id: OrgId,
     pub at: Millis,
     /// The email of who did it.
     pub actor: String,
@@ -92,7 +92,7 @@ pub struct OrgEvent {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Invitation {
-    pub org_id: String,
+    pub org_id: OrgId,
     pub org_name: String,
     pub email: String,
     pub role: Role,
@@ -104,7 +104,7 @@ pub struct Invitation {
 /// What stops (or will stop) a member without two-step verification.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Requirement {
-    pub org_id: String,
+    pub org_id: OrgId,
     pub org_name: String,
     /// Who required it.
     pub by: String,
@@ -200,7 +200,7 @@ impl PolicyCache {
 
 impl Identity {
     /// The organization and the actor's role in it.
-    async fn org_role(&self, actor: &Account, org_id: &str) -> Result<(Organization, Role), OrgError> {
+    async fn org_role(&self, actor: &Account, org_id: &OrgId) -> Result<(Organization, Role), OrgError> {
         let org = self.store().organization(org_id).await?.ok_or(OrgError::NotFound)?;
         let role = self
             .store()
@@ -210,14 +210,14 @@ impl Identity {
         Ok((org, role))
     }
 
-    async fn member_role(&self, org_id: &str, member_id: &AccountId) -> Result<Role, OrgError> {
+    async fn member_role(&self, org_id: &OrgId, member_id: &AccountId) -> Result<Role, OrgError> {
         self.store()
             .membership_role(org_id, member_id)
             .await?
             .ok_or(OrgError::NotFound)
     }
 
-    async fn manager(&self, actor: &Account, org_id: &str) -> Result<(Organization, Role), OrgError> {
+    async fn manager(&self, actor: &Account, org_id: &OrgId) -> Result<(Organization, Role), OrgError> {
         let (org, role) = self.org_role(actor, org_id).await?;
         if !role.manages_organization() {
             return Err(OrgError::NotAllowed(RoleError::NotAManager));
@@ -225,14 +225,14 @@ impl Identity {
         Ok((org, role))
     }
 
-    fn org_event(&self, org_id: &str, actor: &Account, kind: &str, detail: &str) -> OrgEvent {
+    fn org_event(&self, org_id: &OrgId, actor: &Account, kind: &str, detail: &str) -> OrgEvent {
         self.new_org_event(org_id, &actor.email.to_string(), kind, detail)
     }
 
     /// An entry for the organization's activity log, for services that
     /// store it with their own change (`actor` is an email, or
     /// [`OPERATOR`] for the command line).
-    pub fn new_org_event(&self, org_id: &str, actor: &str, kind: &str, detail: &str) -> OrgEvent {
+    pub fn new_org_event(&self, org_id: &OrgId, actor: &str, kind: &str, detail: &str) -> OrgEvent {
         OrgEvent {
             id: uuid::Uuid::now_v7().to_string(),
             org_id: org_id.to_owned(),
@@ -246,7 +246,7 @@ impl Identity {
     /// Every member of the organization, with no permission check: for
     /// services that checked the caller already, and the operator's
     /// command line.
-    pub async fn organization_members(&self, org_id: &str) -> Result<Vec<MemberSummary>, StoreError> {
+    pub async fn organization_members(&self, org_id: &OrgId) -> Result<Vec<MemberSummary>, StoreError> {
         self.store().org_members(org_id).await
     }
 
@@ -259,11 +259,11 @@ impl Identity {
 
     /// The organization `org_id` if `actor` manages it (admin or legal
     /// representative).
-    pub async fn managed_organization(&self, actor: &Account, org_id: &str) -> Result<Organization, OrgError> {
+    pub async fn managed_organization(&self, actor: &Account, org_id: &OrgId) -> Result<Organization, OrgError> {
         Ok(self.manager(actor, org_id).await?.0)
     }
 
-    pub async fn organization(&self, org_id: &str) -> Result<Option<Organization>, StoreError> {
+    pub async fn organization(&self, org_id: &OrgId) -> Result<Option<Organization>, StoreError> {
         self.store().organization(org_id).await
     }
 
@@ -276,7 +276,7 @@ impl Identity {
     pub async fn members(
         &self,
         actor: &Account,
-        org_id: &str,
+        org_id: &OrgId,
         two_factor: Option<bool>,
     ) -> Result<(Organization, Vec<MemberSummary>, MemberCounts), OrgError> {
         let (org, _) = self.manager(actor, org_id).await?;
@@ -297,7 +297,7 @@ impl Identity {
     pub async fn invite(
         &self,
         actor: &Account,
-        org_id: &str,
+        org_id: &OrgId,
         email: &str,
         role: Role,
         base_url: &str,
@@ -394,7 +394,7 @@ impl Identity {
     pub async fn set_member_role(
         &self,
         actor: &Account,
-        org_id: &str,
+        org_id: &OrgId,
         member_id: &AccountId,
         role: Role,
     ) -> Result<(), OrgError> {
@@ -411,7 +411,7 @@ impl Identity {
     }
 
     /// Removes a member from the organization.
-    pub async fn remove_member(&self, actor: &Account, org_id: &str, member_id: &AccountId) -> Result<(), OrgError> {
+    pub async fn remove_member(&self, actor: &Account, org_id: &OrgId, member_id: &AccountId) -> Result<(), OrgError> {
         let (_, actor_role) = self.manager(actor, org_id).await?;
         let current = self.member_role(org_id, member_id).await?;
         actor_role.may_change_role(Some(current), None, LR_COUNTED_IN_STORE)?;
@@ -420,7 +420,7 @@ impl Identity {
     }
 
     /// An external member leaves by themselves.
-    pub async fn leave(&self, actor: &Account, org_id: &str) -> Result<(), OrgError> {
+    pub async fn leave(&self, actor: &Account, org_id: &OrgId) -> Result<(), OrgError> {
         let (_, role) = self.org_role(actor, org_id).await?;
         if !role.may_leave() {
             return Err(OrgError::NotAllowed(RoleError::NotAManager));
@@ -431,7 +431,7 @@ impl Identity {
 
     async fn change_membership(
         &self,
-        org_id: &str,
+        org_id: &OrgId,
         member_id: &AccountId,
         role: Option<Role>,
         event: &OrgEvent,
@@ -451,7 +451,7 @@ impl Identity {
     pub async fn send_security_alert(
         &self,
         actor: &Account,
-        org_id: &str,
+        org_id: &OrgId,
         member_id: &AccountId,
     ) -> Result<(), OrgError> {
         let (org, _) = self.manager(actor, org_id).await?;
@@ -461,7 +461,7 @@ impl Identity {
 
     /// Sends the alert to every member without two-step verification
     /// (skipping those alerted in the last day); returns how many got it.
-    pub async fn alert_members_without_two_factor(&self, actor: &Account, org_id: &str) -> Result<usize, OrgError> {
+    pub async fn alert_members_without_two_factor(&self, actor: &Account, org_id: &OrgId) -> Result<usize, OrgError> {
         let (org, _) = self.manager(actor, org_id).await?;
         let mut sent = 0;
         for member in self.store().org_members(org_id).await? {
@@ -529,7 +529,7 @@ impl Identity {
     }
 
     /// The organization's two-step requirement (any member may read it).
-    pub async fn org_policy(&self, actor: &Account, org_id: &str) -> Result<OrgPolicy, OrgError> {
+    pub async fn org_policy(&self, actor: &Account, org_id: &OrgId) -> Result<OrgPolicy, OrgError> {
         self.org_role(actor, org_id).await?;
         self.store().org_policy(org_id).await?.ok_or(OrgError::NotFound)
     }
@@ -541,7 +541,7 @@ impl Identity {
     pub async fn set_org_policy(
         &self,
         actor: &Account,
-        org_id: &str,
+        org_id: &OrgId,
         require: bool,
         grace_days: u32,
         confirmed: bool,
@@ -589,7 +589,7 @@ impl Identity {
     }
 
     /// The audit log, newest first.
-    pub async fn org_events(&self, actor: &Account, org_id: &str, limit: u32) -> Result<Vec<OrgEvent>, OrgError> {
+    pub async fn org_events(&self, actor: &Account, org_id: &OrgId, limit: u32) -> Result<Vec<OrgEvent>, OrgError> {
         self.manager(actor, org_id).await?;
         Ok(self.store().org_events(org_id, limit).await?)
     }
@@ -697,9 +697,12 @@ mod tests {
         assert_eq!((c.without_two_factor(), c.percent()), (1, 66));
         assert_eq!(MemberCounts::default().percent(), 0);
         let p = OrgPolicy {
+            org_id: OrgId::new("o"),
+            org_name: "Acme".into(),
+            require_two_factor: true,
             since: 1000,
             grace_days: 2,
-            ..OrgPolicy::default()
+            by: "Ana".into(),
         };
         assert_eq!(p.deadline(), 1000 + 2 * DAY);
     }

@@ -11,7 +11,7 @@ use crate::attempt::ThrottleKey;
 use crate::audit::{EventKind, SecurityEvent};
 use crate::clock::{Clock, Millis};
 use crate::email::EmailAddress;
-use crate::org::{Membership, NewOrganization, Organization, Role, RoleError};
+use crate::org::{Membership, NewOrganization, OrgId, Organization, Role, RoleError};
 use crate::password::{PasswordHasher, PasswordPolicy, PasswordRejected};
 use crate::second_factor::Challenge;
 use crate::secrets::{ServerKey, random_token, token_hash};
@@ -323,8 +323,10 @@ impl Identity {
 
     pub async fn create_organization(&self, name: &str) -> Result<Organization, IdentityError> {
         let org = NewOrganization::parse(name)?;
-        let id = uuid::Uuid::new_v4().to_string();
-        Ok(self.store.create_organization(&id, &org, self.now()).await?)
+        Ok(self
+            .store
+            .create_organization(&OrgId::generate(), &org, self.now())
+            .await?)
     }
 
     pub async fn create_account(
@@ -344,7 +346,7 @@ impl Identity {
             None => None,
         };
         let new = self.new_account(email, name, password).await?;
-        let member = org.as_ref().zip(membership).map(|(o, (_, role))| (o.id.as_str(), role));
+        let member = org.as_ref().zip(membership).map(|(o, (_, role))| (&o.id, role));
         let account = self
             .store
             .create_account(&new, member, &mut sync_id_candidates())

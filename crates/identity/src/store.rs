@@ -10,7 +10,7 @@ use crate::credential::app_password::AppPassword;
 use crate::credential::sms::SmsCode;
 use crate::email::EmailAddress;
 use crate::notices::{Notice, NoticeKind};
-use crate::org::{Membership, NewOrganization, Organization, Role};
+use crate::org::{Membership, NewOrganization, OrgId, Organization, Role};
 use crate::org_admin::{Invitation, MemberSummary, MembershipChange, OrgEvent, OrgPolicy};
 use crate::push::{ApprovalRequest, ApprovalStatus};
 use crate::second_factor::SecondFactor;
@@ -197,7 +197,7 @@ pub trait AccountStore: Send + Sync {
     async fn create_account(
         &self,
         account: &NewAccount,
-        membership: Option<(&str, Role)>,
+        membership: Option<(&OrgId, Role)>,
         sync_ids: SyncIds<'_>,
     ) -> Result<Account, StoreError>;
     async fn account_by_email(&self, email: &EmailAddress) -> Result<Option<Account>, StoreError>;
@@ -353,22 +353,22 @@ pub trait FactorStore: Send + Sync {
 pub trait OrgStore: Send + Sync {
     async fn create_organization(
         &self,
-        id: &str,
+        id: &OrgId,
         org: &NewOrganization,
         now: Millis,
     ) -> Result<Organization, StoreError>;
     async fn organization_by_name(&self, name: &str) -> Result<Option<Organization>, StoreError>;
-    async fn organization(&self, org_id: &str) -> Result<Option<Organization>, StoreError>;
-    async fn membership_role(&self, org_id: &str, account_id: &AccountId) -> Result<Option<Role>, StoreError>;
+    async fn organization(&self, org_id: &OrgId) -> Result<Option<Organization>, StoreError>;
+    async fn membership_role(&self, org_id: &OrgId, account_id: &AccountId) -> Result<Option<Role>, StoreError>;
     /// Every member with their active two-step methods count and last
     /// sign-in, by email.
-    async fn org_members(&self, org_id: &str) -> Result<Vec<MemberSummary>, StoreError>;
+    async fn org_members(&self, org_id: &OrgId) -> Result<Vec<MemberSummary>, StoreError>;
     /// In one transaction, serialized per organization: gives the member
     /// `role` (`None` removes them) unless that leaves no legal
     /// representative; records `event`.
     async fn change_membership(
         &self,
-        org_id: &str,
+        org_id: &OrgId,
         account_id: &AccountId,
         role: Option<Role>,
         event: &OrgEvent,
@@ -389,16 +389,16 @@ pub trait OrgStore: Send + Sync {
         account_id: &AccountId,
         event: &OrgEvent,
     ) -> Result<bool, StoreError>;
-    async fn org_policy(&self, org_id: &str) -> Result<Option<OrgPolicy>, StoreError>;
+    async fn org_policy(&self, org_id: &OrgId) -> Result<Option<OrgPolicy>, StoreError>;
     /// The policies of every organization that requires two-step
     /// verification.
     async fn required_policies(&self) -> Result<Vec<OrgPolicy>, StoreError>;
     async fn set_org_policy(&self, policy: &OrgPolicy, event: &OrgEvent) -> Result<(), StoreError>;
-    async fn org_events(&self, org_id: &str, limit: u32) -> Result<Vec<OrgEvent>, StoreError>;
-    async fn last_security_alert(&self, org_id: &str, account_id: &AccountId) -> Result<Option<Millis>, StoreError>;
+    async fn org_events(&self, org_id: &OrgId, limit: u32) -> Result<Vec<OrgEvent>, StoreError>;
+    async fn last_security_alert(&self, org_id: &OrgId, account_id: &AccountId) -> Result<Option<Millis>, StoreError>;
     async fn record_security_alert(
         &self,
-        org_id: &str,
+        org_id: &OrgId,
         account_id: &AccountId,
         at: Millis,
         event: &OrgEvent,

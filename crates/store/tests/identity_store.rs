@@ -3,7 +3,7 @@
 use identity::credential::app_password::AppPassword;
 use identity::softlock::ThrottleState;
 use identity::{
-    AccountId, Constraint, EmailAddress, EventKind, NewAccount, NewOrganization, Role, SecurityEvent, Session,
+    AccountId, Constraint, EmailAddress, EventKind, NewAccount, NewOrganization, OrgId, Role, SecurityEvent, Session,
     SessionStage, StepContext, StoreError, SyncUserId, ThrottleRelease, ThrottleReservation,
 };
 use identity::{AccountStore, AppPasswordStore, EventStore, FactorStore, OrgStore, SessionStore, ThrottleStore};
@@ -41,11 +41,11 @@ fn ids(list: &[&str]) -> impl Iterator<Item = SyncUserId> + Send {
 async fn accounts_organizations_and_memberships() {
     for s in stores().await {
         let org = s
-            .create_organization("o1", &NewOrganization::parse("Acme").unwrap(), 5)
+            .create_organization(&OrgId::new("o1"), &NewOrganization::parse("Acme").unwrap(), 5)
             .await
             .unwrap();
         assert!(matches!(
-            s.create_organization("o2", &NewOrganization::parse("ACME").unwrap(), 5)
+            s.create_organization(&OrgId::new("o2"), &NewOrganization::parse("ACME").unwrap(), 5)
                 .await,
             Err(StoreError::Conflict(Constraint::OrganizationName))
         ));

@@ -692,7 +692,7 @@ async fn me(State(state): State<AppState>, ApiUser(user): ApiUser) -> Result<Jso
         organizations: memberships
             .into_iter()
             .map(|m| OrganizationBody {
-                id: m.org_id,
+                id: m.org_id.into_string(),
                 name: m.org_name,
                 role: m.role.as_str().to_owned(),
             })

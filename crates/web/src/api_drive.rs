@@ -5,7 +5,7 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use drive::{Access, Drive, DriveError, DriveMember, FileError, Grant, Import, ImportError, NewImport};
-use identity::AccountId;
+use identity::{AccountId, OrgId};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -45,7 +45,7 @@ fn body(state: &AppState, headers: &HeaderMap, d: Drive, access: Access) -> Driv
         webdav_url: addresses.path,
         id: d.id,
         name: d.name,
-        organization_id: d.org_id,
+        organization_id: d.org_id.into_string(),
         organization: d.org_name,
         quota_bytes: d.quota_bytes,
         used_bytes: d.used_bytes,
@@ -105,7 +105,7 @@ pub async fn create(
     State(state): State<AppState>,
     headers: HeaderMap,
     ApiUser(user): ApiUser,
-    ApiPath(org): ApiPath<String>,
+    ApiPath(org): ApiPath<OrgId>,
     ApiJson(new): ApiJson<NewDrive>,
 ) -> Result<(StatusCode, Json<DriveBody>), ApiError> {
     let drive = state

@@ -242,7 +242,7 @@ impl FromRequestParts<AppState> for Ctx {
                 ctx.leave_org = memberships
                     .iter()
                     .find(|m| m.org_id == r.org_id && m.role.may_leave())
-                    .map(|m| m.org_id.clone());
+                    .map(|m| m.org_id.to_string());
             }
             if !user.access.allows(purpose(parts.uri.path())) {
                 return Err(Redirect::to("/security/two-factor").into_response());
@@ -493,7 +493,7 @@ async fn home(ctx: Ctx) -> Response {
         organizations: memberships
             .into_iter()
             .map(|m| OrgRow {
-                id: m.org_id,
+                id: m.org_id.into_string(),
                 manages: m.role.manages_organization(),
                 may_leave: m.role.may_leave(),
                 name: m.org_name,

@@ -86,7 +86,7 @@ async fn render(ctx: &ConsoleUser, status: StatusCode, notice: Option<String>, e
         .into_iter()
         .filter(|m| m.role.manages_organization())
         .map(|m| OrgChoice {
-            id: m.org_id,
+            id: m.org_id.into_string(),
             name: m.org_name,
         })
         .collect();
@@ -98,7 +98,7 @@ async fn render(ctx: &ConsoleUser, status: StatusCode, notice: Option<String>, e
             .into_iter()
             .map(|(d, access)| DriveRow {
                 access: t.t(&format!("access.{}", access.as_str())).to_owned(),
-                manages: managed.iter().any(|o| o.id == d.org_id),
+                manages: managed.iter().any(|o| o.id == d.org_id.as_str()),
                 usage: t.tf(
                     "drive.usage",
                     &[("used", &bytes(d.used_bytes)), ("quota", &bytes(d.quota_bytes))],
@@ -145,7 +145,7 @@ async fn create(ctx: ConsoleUser, Form(form): Form<CreateForm>) -> Response {
     match ctx
         .state
         .drives()
-        .create(Some(&user.account), &form.org, &form.name, quota)
+        .create(Some(&user.account), &identity::OrgId::new(form.org), &form.name, quota)
         .await
     {
         Ok(drive) => Redirect::to(&format!("/drives?created={}", drive.id)).into_response(),

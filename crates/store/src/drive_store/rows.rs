@@ -1,7 +1,7 @@
 //! Reading drives, nodes and locks from rows, and the numbers columns hold.
 
 use drive::{Drive, Grant, Lock, MemberDrive, Node, Standing};
-use identity::{Role, StoreError};
+use identity::{OrgId, Role, StoreError};
 use sqlx::any::AnyRow;
 
 use super::walk::walked_nodes;
@@ -38,7 +38,7 @@ pub(super) fn member_drive_from(row: &impl Columns) -> Result<(Drive, Standing),
 pub(super) fn drive_from(row: &impl Columns) -> Result<Drive, StoreError> {
     Ok(Drive {
         id: row.unsigned("id")?,
-        org_id: row.text("org_id")?,
+        org_id: OrgId::new(row.text("org_id")?),
         org_name: row.text("org_name")?,
         name: row.text("name")?,
         quota_bytes: row.unsigned("quota_bytes")?,

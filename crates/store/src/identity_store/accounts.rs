@@ -3,7 +3,7 @@
 use async_trait::async_trait;
 use identity::{
     Account, AccountId, AccountStore, Constraint, EmailAddress, FactorKind, Membership, Millis, NewAccount,
-    NewOrganization, Organization, Role, StoreError, SyncUserId,
+    NewOrganization, OrgId, Organization, Role, StoreError, SyncUserId,
 };
 
 use super::Tx;
@@ -79,13 +79,13 @@ pub(super) async fn insert_account(
 
 pub(super) async fn insert_membership(
     tx: &mut Tx,
-    org_id: &str,
+    org_id: &OrgId,
     account_id: &AccountId,
     role: Role,
     now: Millis,
 ) -> Result<(), StoreError> {
     sqlx::query("INSERT INTO memberships (org_id, account_id, role, created_at) VALUES ($1, $2, $3, $4)")
-        .bind(org_id)
+        .bind(org_id.as_str())
         .bind(account_id.as_str())
         .bind(role.as_str())
         .bind(now)
@@ -145,7 +145,7 @@ impl AccountStore for SqlStore {
         if consumed.is_none() || accounts > 0 {
             return Err(StoreError::SetupUnavailable);
         }
-        let org_id = uuid::Uuid::new_v4().to_string();
+        let org_id = OrgId::generate();
         let organization = insert_organization(&mut tx, &org_id, org, now).await?;
         let account = insert_account(&mut tx, account, sync_ids).await?;
         insert_membership(&mut tx, &organization.id, &account.id, Role::LegalRepresentative, now).await?;
@@ -156,7 +156,7 @@ impl AccountStore for SqlStore {
     async fn create_account(
         &self,
         account: &NewAccount,
-        membership: Option<(&str, Role)>,
+        membership: Option<(&OrgId, Role)>,
         sync_ids: &mut (dyn Iterator<Item = SyncUserId> + Send),
     ) -> Result<Account, StoreError> {
         let mut tx = self.begin_write().await?;
@@ -200,7 +200,7 @@ impl AccountStore for SqlStore {
             .map(|row| {
                 let role: String = row.text("role")?;
                 Ok(Membership {
-                    org_id: row.text("id")?,
+                    org_id: OrgId::new(row.text("id")?),
                     org_name: row.text("name")?,
                     role: role.parse().map_err(|_| corrupt("role"))?,
                 })

@@ -70,6 +70,21 @@ impl OrgId {
     }
 }
 
+text_id! {
+    /// A session, signed in or half signed in (a random UUID). Not a
+    /// secret: the browser proves a session with its
+    /// [`SessionToken`](crate::SessionToken), and the id is what the
+    /// member's list of sessions shows and revokes.
+    SessionId
+}
+
+impl SessionId {
+    /// A new session's id.
+    pub fn generate() -> Self {
+        Self(uuid::Uuid::new_v4().to_string())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::AccountId;

@@ -29,6 +29,7 @@ use crate::audit::EventKind;
 use crate::clock::Millis;
 use crate::second_factor::{FactorKind, SecondFactor};
 use crate::service::{ClientInfo, Identity, SignedIn};
+use crate::session::SessionId;
 use crate::session::{Session, SessionStage};
 use crate::store::StoreError;
 use crate::two_factor::{SecondStep, SecondStepError};
@@ -96,7 +97,7 @@ impl ApprovalStatus {
 pub struct ApprovalRequest {
     pub id: String,
     pub account_id: AccountId,
-    pub session_id: String,
+    pub session_id: SessionId,
     /// The number the sign-in page shows.
     pub number: u8,
     /// The three numbers the app offers (one is `number`).
@@ -642,7 +643,7 @@ mod tests {
         ApprovalRequest {
             id: at.to_string(),
             account_id: AccountId::new("a"),
-            session_id: "s".into(),
+            session_id: SessionId::new("s"),
             number: 10,
             choices: [10, 11, 12],
             status,

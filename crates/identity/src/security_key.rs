@@ -169,7 +169,7 @@ impl Identity {
             .start_securitykey_authentication(&keys)
             .map_err(|e| SecondStepError::Store(StoreError::Backend(e.to_string())))?;
         let state = serde_json::to_vec(&state).map_err(json_error)?;
-        let sealed = self.key().seal(CHALLENGE_PURPOSE, &session.id, &state);
+        let sealed = self.key().seal(CHALLENGE_PURPOSE, session.id.as_str(), &state);
         self.store()
             .put_webauthn_challenge(&session.id, &sealed, self.now() + CHALLENGE_LIFETIME)
             .await?;
@@ -190,7 +190,7 @@ impl Identity {
         let Some(sealed) = self.store().webauthn_challenge(&session.id, self.now()).await? else {
             return Ok(None);
         };
-        let Some(state) = self.key().open(CHALLENGE_PURPOSE, &session.id, &sealed) else {
+        let Some(state) = self.key().open(CHALLENGE_PURPOSE, session.id.as_str(), &sealed) else {
             return Ok(None);
         };
         let state: SecurityKeyAuthentication = serde_json::from_slice(&state).map_err(json_error)?;

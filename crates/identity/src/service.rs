@@ -15,7 +15,7 @@ use crate::org::{Membership, NewOrganization, OrgId, Organization, Role, RoleErr
 use crate::password::{PasswordHasher, PasswordPolicy, PasswordRejected};
 use crate::second_factor::Challenge;
 use crate::secrets::{ServerKey, random_token, token_hash};
-use crate::session::{RECENT_PASSWORD, Session, SessionPolicy, SessionStage, SessionToken};
+use crate::session::{RECENT_PASSWORD, Session, SessionId, SessionPolicy, SessionStage, SessionToken};
 use crate::softlock::ThrottlePolicy;
 use crate::store::{Constraint, EventPage, ExpiryCutoffs, IdentityStore, StoreError, ThrottleRelease};
 use crate::sync_user_id::SyncUserId;
@@ -467,7 +467,7 @@ impl Identity {
         let now = self.now();
         let token = SessionToken(random_token(32));
         let session = Session {
-            id: uuid::Uuid::new_v4().to_string(),
+            id: SessionId::generate(),
             account_id: account.id.clone(),
             created_at: now,
             last_seen_at: now,
@@ -589,12 +589,12 @@ impl Identity {
     pub async fn revoke_session(
         &self,
         account_id: &AccountId,
-        id: &str,
+        id: &SessionId,
         client: &ClientInfo,
     ) -> Result<bool, StoreError> {
         let existed = self.store.delete_session(account_id, id).await?;
         if existed {
-            let short: String = id.chars().take(8).collect();
+            let short: String = id.as_str().chars().take(8).collect();
             self.record(account_id, EventKind::SessionRevoked, client, &short)
                 .await?;
         }

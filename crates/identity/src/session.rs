@@ -8,7 +8,7 @@
 use crate::account::AccountId;
 use crate::clock::Millis;
 
-pub type SessionId = String;
+pub use crate::ids::SessionId;
 
 /// The secret a browser presents. Its `Debug` never shows it.
 #[derive(Clone, PartialEq, Eq)]
@@ -126,7 +126,7 @@ mod tests {
 
     fn session(remember: bool) -> Session {
         Session {
-            id: "s".into(),
+            id: SessionId::new("s"),
             account_id: AccountId::new("a"),
             created_at: 0,
             last_seen_at: 0,

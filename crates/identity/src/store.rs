@@ -14,7 +14,7 @@ use crate::org::{Membership, NewOrganization, OrgId, Organization, Role};
 use crate::org_admin::{Invitation, MemberSummary, MembershipChange, OrgEvent, OrgPolicy};
 use crate::push::{ApprovalRequest, ApprovalStatus};
 use crate::second_factor::SecondFactor;
-use crate::session::Session;
+use crate::session::{Session, SessionId};
 use crate::softlock::ThrottleState;
 use crate::sync_user_id::SyncUserId;
 
@@ -235,11 +235,11 @@ pub trait SessionStore: Send + Sync {
         hash: &str,
         throttle_prefix: &str,
     ) -> Result<Option<(Session, Account, StepContext)>, StoreError>;
-    async fn touch_session(&self, id: &str, now: Millis, ip: &str) -> Result<(), StoreError>;
+    async fn touch_session(&self, id: &SessionId, now: Millis, ip: &str) -> Result<(), StoreError>;
     async fn sessions_of(&self, account_id: &AccountId) -> Result<Vec<Session>, StoreError>;
     /// Whether a session of that account with that id existed.
-    async fn delete_session(&self, account_id: &AccountId, id: &str) -> Result<bool, StoreError>;
-    async fn delete_sessions_except(&self, account_id: &AccountId, keep: &str) -> Result<u64, StoreError>;
+    async fn delete_session(&self, account_id: &AccountId, id: &SessionId) -> Result<bool, StoreError>;
+    async fn delete_sessions_except(&self, account_id: &AccountId, keep: &SessionId) -> Result<u64, StoreError>;
     /// In one transaction: consumes `proof` (a TOTP step above the
     /// factor's counter, or an unused backup code), signs the half-signed-in
     /// session in under a new token, and records `event`. `false`, with
@@ -247,15 +247,15 @@ pub trait SessionStore: Send + Sync {
     /// by a concurrent request) or the session is not waiting.
     async fn complete_second_step(
         &self,
-        session_id: &str,
+        session_id: &SessionId,
         token_hash: &str,
         now: Millis,
         event: &SecurityEvent,
         proof: &SecondStepProof,
     ) -> Result<bool, StoreError>;
     /// Counts a wrong second-step code; returns the session's new total.
-    async fn count_factor_failure(&self, id: &str) -> Result<u32, StoreError>;
-    async fn set_password_at(&self, id: &str, now: Millis) -> Result<(), StoreError>;
+    async fn count_factor_failure(&self, id: &SessionId) -> Result<u32, StoreError>;
+    async fn set_password_at(&self, id: &SessionId, now: Millis) -> Result<(), StoreError>;
 }
 
 /// Second factors and what each kind keeps on the side: backup codes, SMS codes, authenticator links, WebAuthn challenges.
@@ -342,10 +342,14 @@ pub trait FactorStore: Send + Sync {
     /// Replaces a factor's sealed secret (a security key's state).
     async fn set_factor_secret(&self, factor_id: &str, secret: &str) -> Result<(), StoreError>;
     /// Makes `state` the session's pending WebAuthn challenge.
-    async fn put_webauthn_challenge(&self, session_id: &str, state: &str, expires_at: Millis)
-    -> Result<(), StoreError>;
+    async fn put_webauthn_challenge(
+        &self,
+        session_id: &SessionId,
+        state: &str,
+        expires_at: Millis,
+    ) -> Result<(), StoreError>;
     /// The session's unexpired WebAuthn challenge.
-    async fn webauthn_challenge(&self, session_id: &str, now: Millis) -> Result<Option<String>, StoreError>;
+    async fn webauthn_challenge(&self, session_id: &SessionId, now: Millis) -> Result<Option<String>, StoreError>;
 }
 
 /// Organizations: members and roles, invitations, the two-step policy, the organization log and security alerts.

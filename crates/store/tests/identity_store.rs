@@ -4,7 +4,7 @@ use identity::credential::app_password::AppPassword;
 use identity::softlock::ThrottleState;
 use identity::{
     AccountId, Constraint, EmailAddress, EventKind, NewAccount, NewOrganization, OrgId, Role, SecurityEvent, Session,
-    SessionStage, StepContext, StoreError, SyncUserId, ThrottleRelease, ThrottleReservation,
+    SessionId, SessionStage, StepContext, StoreError, SyncUserId, ThrottleRelease, ThrottleReservation,
 };
 use identity::{AccountStore, AppPasswordStore, EventStore, FactorStore, OrgStore, SessionStore, ThrottleStore};
 use identity::{FactorKind, SecondFactor, SecondStepProof};
@@ -146,7 +146,7 @@ async fn sessions_are_found_by_token_hash_and_deleted() {
             .await
             .unwrap();
         let session = |id: &str| Session {
-            id: id.into(),
+            id: SessionId::new(id),
             account_id: a.id.clone(),
             created_at: 1,
             last_seen_at: 1,
@@ -200,7 +200,7 @@ async fn sessions_are_found_by_token_hash_and_deleted() {
             s.session_by_token_hash("h1").await.unwrap().map(|(session, _)| session),
             Some(session("one"))
         );
-        s.touch_session("one", 50, "::1").await.unwrap();
+        s.touch_session(&SessionId::new("one"), 50, "::1").await.unwrap();
         let touched = s
             .session_by_token_hash("h1")
             .await
@@ -211,15 +211,22 @@ async fn sessions_are_found_by_token_hash_and_deleted() {
             (touched.last_seen_at, touched.ip.as_str(), touched.remember),
             (50, "::1", true)
         );
-        assert!(!s.delete_session(&AccountId::new("someone-else"), "two").await.unwrap());
-        assert!(s.delete_session(&a.id, "two").await.unwrap());
+        assert!(
+            !s.delete_session(&AccountId::new("someone-else"), &SessionId::new("two"))
+                .await
+                .unwrap()
+        );
+        assert!(s.delete_session(&a.id, &SessionId::new("two")).await.unwrap());
         assert_eq!(
             s.session_by_token_hash("h2").await.unwrap().map(|(session, _)| session),
             None
         );
-        assert_eq!(s.delete_sessions_except(&a.id, "one").await.unwrap(), 1);
+        assert_eq!(
+            s.delete_sessions_except(&a.id, &SessionId::new("one")).await.unwrap(),
+            1
+        );
         let left: Vec<_> = s.sessions_of(&a.id).await.unwrap().into_iter().map(|s| s.id).collect();
-        assert_eq!(left, ["one"]);
+        assert_eq!(left, [SessionId::new("one")]);
     }
 }
 
@@ -395,7 +402,7 @@ async fn events_page_newest_first() {
 
 fn pending_session(id: &str, account_id: &AccountId) -> Session {
     Session {
-        id: id.into(),
+        id: SessionId::new(id),
         account_id: account_id.clone(),
         created_at: 1,
         last_seen_at: 1,
@@ -422,7 +429,9 @@ fn sign_in_event(id: &str, account_id: &AccountId) -> SecurityEvent {
 
 async fn done(s: &SqlStore, account: &AccountId, session: &str, hash: &str, proof: SecondStepProof) -> bool {
     let event = sign_in_event(hash, account);
-    s.complete_second_step(session, hash, 5, &event, &proof).await.unwrap()
+    s.complete_second_step(&SessionId::new(session), hash, 5, &event, &proof)
+        .await
+        .unwrap()
 }
 
 #[tokio::test]
@@ -441,8 +450,8 @@ async fn a_second_step_consumes_its_proof_and_signs_in_once() {
             s.events(&a.id, None, 10).await.unwrap().is_empty(),
             "nothing recorded before the second step"
         );
-        assert_eq!(s.count_factor_failure("p1").await.unwrap(), 1);
-        assert_eq!(s.count_factor_failure("p1").await.unwrap(), 2);
+        assert_eq!(s.count_factor_failure(&SessionId::new("p1")).await.unwrap(), 1);
+        assert_eq!(s.count_factor_failure(&SessionId::new("p1")).await.unwrap(), 2);
         let factor = SecondFactor {
             id: "f".into(),
             account_id: a.id.clone(),
@@ -514,7 +523,7 @@ async fn a_second_step_consumes_its_proof_and_signs_in_once() {
                 .stage,
             SessionStage::SecondFactor
         );
-        s.set_password_at("p1", 9).await.unwrap();
+        s.set_password_at(&SessionId::new("p1"), 9).await.unwrap();
         assert_eq!(
             s.session_by_token_hash("n1")
                 .await
@@ -718,7 +727,7 @@ async fn one_backup_code_used_twice_at_once_works_once() {
                         digest: "only".into(),
                     };
                     let event = sign_in_event(&format!("e-{i}"), &account);
-                    s.complete_second_step(&id, &format!("n-{i}"), 5, &event, &proof)
+                    s.complete_second_step(&SessionId::new(id.as_str()), &format!("n-{i}"), 5, &event, &proof)
                         .await
                         .unwrap()
                 })

@@ -756,7 +756,7 @@ async fn list_sessions(State(state): State<AppState>, ApiUser(user): ApiUser) ->
             .map(|s| SessionBody {
                 current: s.id == user.session.id,
                 browser: crate::fmt::browser(&s.user_agent),
-                id: s.id,
+                id: s.id.into_string(),
                 ip: s.ip,
                 user_agent: s.user_agent,
                 created_at: s.created_at,
@@ -774,7 +774,7 @@ async fn list_sessions(State(state): State<AppState>, ApiUser(user): ApiUser) ->
 async fn revoke_session(
     State(state): State<AppState>,
     ApiUser(user): ApiUser,
-    ApiPath(id): ApiPath<String>,
+    ApiPath(id): ApiPath<identity::SessionId>,
 ) -> Result<Response, ApiError> {
     if !state
         .identity()

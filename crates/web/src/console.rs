@@ -722,7 +722,7 @@ async fn security_page(
                 browser: fmt::browser(&s.user_agent),
                 signed_in_at: fmt::datetime(s.created_at),
                 last_seen: fmt::datetime(s.last_seen_at),
-                id: s.id,
+                id: s.id.into_string(),
                 ip: s.ip,
             })
             .collect(),
@@ -797,7 +797,7 @@ async fn change_password(ctx: ConsoleUser, Form(form): Form<PasswordForm>) -> Re
     }
 }
 
-async fn revoke_session(ctx: ConsoleUser, Path(id): Path<String>) -> Response {
+async fn revoke_session(ctx: ConsoleUser, Path(id): Path<identity::SessionId>) -> Response {
     let user = &ctx.user;
     match ctx
         .state

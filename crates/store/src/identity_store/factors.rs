@@ -2,7 +2,7 @@
 
 use async_trait::async_trait;
 use identity::credential::sms::SmsCode;
-use identity::{AccountId, FactorKind, FactorStore, Millis, SecondFactor, StepContext, StoreError};
+use identity::{AccountId, FactorKind, FactorStore, Millis, SecondFactor, SessionId, StepContext, StoreError};
 use sqlx::any::AnyRow;
 
 use super::Tx;
@@ -371,17 +371,17 @@ impl FactorStore for SqlStore {
 
     async fn put_webauthn_challenge(
         &self,
-        session_id: &str,
+        session_id: &SessionId,
         state: &str,
         expires_at: Millis,
     ) -> Result<(), StoreError> {
         let mut tx = self.begin_write().await?;
         sqlx::query("DELETE FROM webauthn_challenges WHERE session_id = $1")
-            .bind(session_id)
+            .bind(session_id.as_str())
             .run(&mut *tx)
             .await?;
         sqlx::query("INSERT INTO webauthn_challenges (session_id, state, expires_at) VALUES ($1, $2, $3)")
-            .bind(session_id)
+            .bind(session_id.as_str())
             .bind(state)
             .bind(expires_at)
             .run(&mut *tx)
@@ -389,9 +389,9 @@ impl FactorStore for SqlStore {
         tx.commit().await
     }
 
-    async fn webauthn_challenge(&self, session_id: &str, now: Millis) -> Result<Option<String>, StoreError> {
+    async fn webauthn_challenge(&self, session_id: &SessionId, now: Millis) -> Result<Option<String>, StoreError> {
         let row = sqlx::query("SELECT state FROM webauthn_challenges WHERE session_id = $1 AND expires_at > $2")
-            .bind(session_id)
+            .bind(session_id.as_str())
             .bind(now)
             .optional(&self.pool)
             .await?;

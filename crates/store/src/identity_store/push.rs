@@ -1,7 +1,7 @@
 //! [`identity::PushStore`] over SQL.
 
 use async_trait::async_trait;
-use identity::{AccountId, ApprovalRequest, ApprovalStatus, Millis, PushStore, SecurityEvent, StoreError};
+use identity::{AccountId, ApprovalRequest, ApprovalStatus, Millis, PushStore, SecurityEvent, SessionId, StoreError};
 use sqlx::any::AnyRow;
 
 use super::events::insert_event;
@@ -19,7 +19,7 @@ pub(super) fn approval_from(row: &AnyRow) -> Result<ApprovalRequest, StoreError>
     Ok(ApprovalRequest {
         id: row.text("id")?,
         account_id: AccountId::new(row.text("account_id")?),
-        session_id: row.text("session_id")?,
+        session_id: SessionId::new(row.text("session_id")?),
         number: u8::try_from(number).map_err(|_| corrupt("approval number"))?,
         choices: <[u8; 3]>::try_from(choices).map_err(|_| corrupt("approval choices"))?,
         status: ApprovalStatus::parse(&status).ok_or_else(|| corrupt("approval status"))?,

@@ -85,6 +85,20 @@ impl SessionId {
     }
 }
 
+text_id! {
+    /// A second-step method of an account (a [`SecondFactor`](crate::SecondFactor):
+    /// an authenticator app, a phone for SMS, a security key, a linked
+    /// device; a random UUID). The API calls it a method.
+    FactorId
+}
+
+impl FactorId {
+    /// A new method's id.
+    pub fn generate() -> Self {
+        Self(uuid::Uuid::new_v4().to_string())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::AccountId;

@@ -14,6 +14,7 @@
 //! [`REQUEST_WINDOW`], and after [`DENIALS_TO_PAUSE`] denials in a row push
 //! is paused for [`PAUSE`] (other methods still work).
 
+use crate::FactorId;
 use crate::account::AccountId;
 use std::sync::Arc;
 use std::time::Duration;
@@ -108,8 +109,8 @@ pub struct ApprovalRequest {
     pub created_at: Millis,
     pub expires_at: Millis,
     pub answered_at: Millis,
-    /// The device (method id) that answered.
-    pub answered_by: String,
+    /// The device (method id) that answered, once one did.
+    pub answered_by: Option<FactorId>,
 }
 
 impl ApprovalRequest {
@@ -180,7 +181,7 @@ pub enum PushOutcome {
 /// `cloudkeep-authenticator/1\n<purpose>\n<method id>\n<timestamp>\n<extra>`.
 #[derive(Debug, Clone)]
 pub struct DeviceProof {
-    pub method_id: String,
+    pub method_id: FactorId,
     /// Milliseconds since the epoch, within [`CLOCK_SKEW`] of the server.
     pub timestamp: Millis,
     /// Ed25519 signature, base64url.
@@ -236,7 +237,7 @@ pub struct DeviceRequest {
 #[async_trait::async_trait]
 pub trait PushNotifier: Send + Sync {
     /// Tells the device linked as `method_id` that `request_id` waits.
-    async fn notify(&self, method_id: &str, request_id: &str) -> Result<(), String>;
+    async fn notify(&self, method_id: &FactorId, request_id: &str) -> Result<(), String>;
 }
 
 fn account_topic(account_id: &AccountId) -> String {
@@ -352,7 +353,7 @@ impl Identity {
             created_at: now,
             expires_at: now + REQUEST_LIFETIME,
             answered_at: 0,
-            answered_by: String::new(),
+            answered_by: None,
         };
         let inserted = self
             .store()
@@ -442,9 +443,14 @@ impl Identity {
             }
             PushState::Used => Err(SecondStepError::NotPending),
             PushState::Approved => {
+                // Approved means answered: a request without its device
+                // is not one this session can use.
+                let Some(factor_id) = request.answered_by else {
+                    return Err(SecondStepError::NotPending);
+                };
                 let step = SecondStep::Push {
                     request_id: request.id,
-                    factor_id: request.answered_by,
+                    factor_id,
                 };
                 let signed = self.second_step(session, account, step, device_cookie, client).await?;
                 Ok(PushOutcome::SignedIn(Box::new(signed)))
@@ -471,7 +477,7 @@ impl Identity {
             .filter(|f| f.active && f.kind == FactorKind::App)
             .ok_or(DeviceError::Revoked)?;
         let public_key = self.app_public_key(&factor)?;
-        let message = device_message(purpose, &proof.method_id, proof.timestamp, extra);
+        let message = device_message(purpose, proof.method_id.as_str(), proof.timestamp, extra);
         let signature = URL_SAFE_NO_PAD
             .decode(proof.signature.trim())
             .ok()
@@ -652,7 +658,7 @@ mod tests {
             created_at: at - 1000,
             expires_at: at + REQUEST_LIFETIME,
             answered_at: at,
-            answered_by: "m".into(),
+            answered_by: Some(FactorId::new("m")),
         }
     }
 

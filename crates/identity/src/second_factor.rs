@@ -3,6 +3,7 @@
 //! SMS. Every kind shares the same storage, listing, removal and second
 //! sign-in step; backup codes stand beside them.
 
+use crate::FactorId;
 use crate::account::AccountId;
 use crate::clock::Millis;
 
@@ -43,7 +44,7 @@ impl FactorKind {
 /// One enrolled (or being enrolled) method.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SecondFactor {
-    pub id: String,
+    pub id: FactorId,
     pub account_id: AccountId,
     pub kind: FactorKind,
     /// The member's name for it ("Phone").
@@ -67,7 +68,7 @@ pub const ENROLMENT_LIFETIME: Millis = 10 * 60_000;
 /// A method as the member sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MethodSummary {
-    pub id: String,
+    pub id: FactorId,
     pub kind: FactorKind,
     pub name: String,
     pub created_at: Millis,
@@ -127,7 +128,7 @@ mod tests {
 
     fn factor(id: &str, active: bool, last_used_at: Millis) -> SecondFactor {
         SecondFactor {
-            id: id.into(),
+            id: FactorId::new(id),
             account_id: AccountId::new("a"),
             kind: FactorKind::Totp,
             name: id.into(),

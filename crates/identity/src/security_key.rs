@@ -9,6 +9,7 @@
 //! signature counter that goes backwards means a cloned key: refused and
 //! recorded.
 
+use crate::FactorId;
 use crate::account::AccountId;
 use serde_json::Value;
 use url::Url;
@@ -47,7 +48,7 @@ pub(crate) fn relying_party(origin: &Url, name: &str) -> Option<Webauthn> {
 /// A key registration waiting for the touch.
 #[derive(Debug, Clone)]
 pub struct SecurityKeyChallenge {
-    pub id: String,
+    pub id: FactorId,
     /// `PublicKeyCredentialCreationOptions` (or request options at sign-in)
     /// for `navigator.credentials`, base64url-encoded buffers.
     pub options: Value,
@@ -65,12 +66,12 @@ impl Identity {
     fn security_key(&self, factor: &SecondFactor) -> Result<SecurityKey, StoreError> {
         let bytes = self
             .key()
-            .open(KEY_PURPOSE, &factor.id, &factor.secret)
+            .open(KEY_PURPOSE, factor.id.as_str(), &factor.secret)
             .ok_or_else(|| StoreError::Corrupt(format!("the key of factor {} does not decrypt", factor.id)))?;
         serde_json::from_slice(&bytes).map_err(json_error)
     }
 
-    fn active_keys(&self, factors: &[SecondFactor]) -> Result<Vec<(String, SecurityKey)>, StoreError> {
+    fn active_keys(&self, factors: &[SecondFactor]) -> Result<Vec<(FactorId, SecurityKey)>, StoreError> {
         factors
             .iter()
             .filter(|f| f.active && f.kind == FactorKind::SecurityKey)
@@ -92,11 +93,11 @@ impl Identity {
         let (options, state) = webauthn
             .start_securitykey_registration(user, account.email.as_str(), &account.name, Some(exclude), None, None)
             .map_err(|e| IdentityError::SecurityKeyRefused(e.to_string()))?;
-        let id = uuid::Uuid::new_v4().to_string();
+        let id = FactorId::generate();
         let now = self.now();
         let state = serde_json::to_vec(&state).map_err(|e| IdentityError::Store(json_error(e)))?;
         let factor = SecondFactor {
-            secret: self.key().seal(REGISTRATION_PURPOSE, &id, &state),
+            secret: self.key().seal(REGISTRATION_PURPOSE, id.as_str(), &state),
             id: id.clone(),
             account_id: account.id.clone(),
             kind: FactorKind::SecurityKey,
@@ -117,7 +118,7 @@ impl Identity {
     pub async fn finish_security_key(
         &self,
         account_id: &AccountId,
-        id: &str,
+        id: &FactorId,
         credential: Value,
         client: &ClientInfo,
     ) -> Result<Option<Vec<String>>, IdentityError> {
@@ -128,11 +129,11 @@ impl Identity {
             .second_factors(account_id)
             .await?
             .into_iter()
-            .find(|f| f.id == id && !f.active && f.expires_at > now && f.kind == FactorKind::SecurityKey)
+            .find(|f| &f.id == id && !f.active && f.expires_at > now && f.kind == FactorKind::SecurityKey)
             .ok_or(IdentityError::NotFound)?;
         let state = self
             .key()
-            .open(REGISTRATION_PURPOSE, &factor.id, &factor.secret)
+            .open(REGISTRATION_PURPOSE, factor.id.as_str(), &factor.secret)
             .ok_or_else(|| StoreError::Corrupt("a registration state does not decrypt".into()))?;
         let state: SecurityKeyRegistration = serde_json::from_slice(&state).map_err(json_error)?;
         let credential: RegisterPublicKeyCredential = serde_json::from_value(credential)
@@ -142,7 +143,7 @@ impl Identity {
             .map_err(|e| IdentityError::SecurityKeyRefused(e.to_string()))?;
         let sealed = self.key().seal(
             KEY_PURPOSE,
-            &factor.id,
+            factor.id.as_str(),
             &serde_json::to_vec(&key).map_err(|e| IdentityError::Store(json_error(e)))?,
         );
         self.store().set_factor_secret(&factor.id, &sealed).await?;
@@ -215,9 +216,11 @@ impl Identity {
                 continue;
             }
             key.update_credential(&result);
-            let secret = self
-                .key()
-                .seal(KEY_PURPOSE, &factor_id, &serde_json::to_vec(&key).map_err(json_error)?);
+            let secret = self.key().seal(
+                KEY_PURPOSE,
+                factor_id.as_str(),
+                &serde_json::to_vec(&key).map_err(json_error)?,
+            );
             return Ok(Some(SecondStepProof::SecurityKey {
                 factor_id,
                 secret,

@@ -1,6 +1,7 @@
 //! What the identity service needs from persistence. The SQL adapter lives
 //! in the `store` crate; the domain never sees SQL.
 
+use crate::FactorId;
 use async_trait::async_trait;
 
 use crate::account::{Account, AccountId, NewAccount};
@@ -122,22 +123,22 @@ pub struct ExpiryCutoffs {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SecondStepProof {
     /// A TOTP step of an active factor.
-    TotpStep { factor_id: String, step: i64 },
+    TotpStep { factor_id: FactorId, step: i64 },
     /// A backup code's digest.
     BackupCode { account_id: AccountId, digest: String },
     /// The digest of the SMS code waiting for a factor (unexpired, tries
     /// left).
-    SmsCode { factor_id: String, digest: String },
+    SmsCode { factor_id: FactorId, digest: String },
     /// A security key's answer to the session's challenge: consumes the
     /// challenge and stores the key's updated state and counter.
     SecurityKey {
-        factor_id: String,
+        factor_id: FactorId,
         secret: String,
         counter: i64,
     },
     /// A push request of this session, approved on the device
     /// `factor_id`: becomes used.
-    Push { request_id: String, factor_id: String },
+    Push { request_id: String, factor_id: FactorId },
 }
 
 pub type SyncIds<'a> = &'a mut (dyn Iterator<Item = SyncUserId> + Send);
@@ -265,7 +266,7 @@ pub trait FactorStore: Send + Sync {
     /// Active and pending ones.
     async fn second_factors(&self, account_id: &AccountId) -> Result<Vec<SecondFactor>, StoreError>;
     /// One factor by id, whatever its account.
-    async fn second_factor(&self, id: &str) -> Result<Option<SecondFactor>, StoreError>;
+    async fn second_factor(&self, id: &FactorId) -> Result<Option<SecondFactor>, StoreError>;
     /// The throttle record under `key` and the account's factors (as
     /// [`second_factors`](Self::second_factors)), in one query: what every
     /// second sign-in step reads first.
@@ -277,7 +278,7 @@ pub trait FactorStore: Send + Sync {
     async fn activate_second_factor(
         &self,
         account_id: &AccountId,
-        id: &str,
+        id: &FactorId,
         now: Millis,
         counter: i64,
         backup_codes: Option<&[String]>,
@@ -285,7 +286,7 @@ pub trait FactorStore: Send + Sync {
     /// In one transaction: deletes the factor and, when no active factor is
     /// left, the backup codes. `None` if there was no such factor, else how
     /// many active factors remain.
-    async fn delete_second_factor(&self, account_id: &AccountId, id: &str) -> Result<Option<usize>, StoreError>;
+    async fn delete_second_factor(&self, account_id: &AccountId, id: &FactorId) -> Result<Option<usize>, StoreError>;
     async fn replace_backup_codes(
         &self,
         account_id: &AccountId,
@@ -296,7 +297,7 @@ pub trait FactorStore: Send + Sync {
     /// Keeps backup codes (sealed) for the console to show once.
     async fn put_linked_backup_codes(
         &self,
-        factor_id: &str,
+        factor_id: &FactorId,
         account_id: &AccountId,
         sealed: &str,
         expires_at: Millis,
@@ -304,7 +305,7 @@ pub trait FactorStore: Send + Sync {
     /// Takes (deletes) the unexpired sealed codes waiting for a factor.
     async fn take_linked_backup_codes(
         &self,
-        factor_id: &str,
+        factor_id: &FactorId,
         account_id: &AccountId,
         now: Millis,
     ) -> Result<Option<String>, StoreError>;
@@ -312,7 +313,7 @@ pub trait FactorStore: Send + Sync {
     /// (replacing any earlier one) and records the message in the send log.
     async fn put_sms_code(&self, code: &SmsCode, account_id: &AccountId, number_digest: &str)
     -> Result<(), StoreError>;
-    async fn sms_code(&self, factor_id: &str) -> Result<Option<SmsCode>, StoreError>;
+    async fn sms_code(&self, factor_id: &FactorId) -> Result<Option<SmsCode>, StoreError>;
     /// Times of the messages sent since `since` to this number and for this
     /// account.
     async fn sms_sends(
@@ -322,14 +323,14 @@ pub trait FactorStore: Send + Sync {
         since: Millis,
     ) -> Result<(Vec<Millis>, Vec<Millis>), StoreError>;
     /// Counts a wrong try against the waiting code.
-    async fn sms_code_failed(&self, factor_id: &str) -> Result<(), StoreError>;
+    async fn sms_code_failed(&self, factor_id: &FactorId) -> Result<(), StoreError>;
     /// Consumes the waiting code if it matches (for confirming an
     /// enrolment); `false` if not, or already used.
-    async fn consume_sms_code(&self, factor_id: &str, digest: &str, now: Millis) -> Result<bool, StoreError>;
+    async fn consume_sms_code(&self, factor_id: &FactorId, digest: &str, now: Millis) -> Result<bool, StoreError>;
     async fn put_authenticator_link(
         &self,
         token_hash: &str,
-        factor_id: &str,
+        factor_id: &FactorId,
         account_id: &AccountId,
         expires_at: Millis,
     ) -> Result<(), StoreError>;
@@ -338,9 +339,9 @@ pub trait FactorStore: Send + Sync {
         &self,
         token_hash: &str,
         now: Millis,
-    ) -> Result<Option<(String, AccountId)>, StoreError>;
+    ) -> Result<Option<(FactorId, AccountId)>, StoreError>;
     /// Replaces a factor's sealed secret (a security key's state).
-    async fn set_factor_secret(&self, factor_id: &str, secret: &str) -> Result<(), StoreError>;
+    async fn set_factor_secret(&self, factor_id: &FactorId, secret: &str) -> Result<(), StoreError>;
     /// Makes `state` the session's pending WebAuthn challenge.
     async fn put_webauthn_challenge(
         &self,
@@ -435,7 +436,7 @@ pub trait PushStore: Send + Sync {
         &self,
         request: &ApprovalRequest,
         status: ApprovalStatus,
-        factor_id: &str,
+        factor_id: &FactorId,
         now: Millis,
         event: Option<&SecurityEvent>,
     ) -> Result<bool, StoreError>;

@@ -3,8 +3,8 @@
 use identity::credential::app_password::AppPassword;
 use identity::softlock::ThrottleState;
 use identity::{
-    AccountId, Constraint, EmailAddress, EventKind, NewAccount, NewOrganization, OrgId, Role, SecurityEvent, Session,
-    SessionId, SessionStage, StepContext, StoreError, SyncUserId, ThrottleRelease, ThrottleReservation,
+    AccountId, Constraint, EmailAddress, EventKind, FactorId, NewAccount, NewOrganization, OrgId, Role, SecurityEvent,
+    Session, SessionId, SessionStage, StepContext, StoreError, SyncUserId, ThrottleRelease, ThrottleReservation,
 };
 use identity::{AccountStore, AppPasswordStore, EventStore, FactorStore, OrgStore, SessionStore, ThrottleStore};
 use identity::{FactorKind, SecondFactor, SecondStepProof};
@@ -453,7 +453,7 @@ async fn a_second_step_consumes_its_proof_and_signs_in_once() {
         assert_eq!(s.count_factor_failure(&SessionId::new("p1")).await.unwrap(), 1);
         assert_eq!(s.count_factor_failure(&SessionId::new("p1")).await.unwrap(), 2);
         let factor = SecondFactor {
-            id: "f".into(),
+            id: FactorId::new("f"),
             account_id: a.id.clone(),
             kind: FactorKind::Totp,
             name: "Phone".into(),
@@ -466,9 +466,13 @@ async fn a_second_step_consumes_its_proof_and_signs_in_once() {
         };
         s.insert_second_factor(&factor).await.unwrap();
         let codes = ["code-a".to_owned(), "code-b".to_owned()];
-        assert!(s.activate_second_factor(&a.id, "f", 2, 7, Some(&codes)).await.unwrap());
+        assert!(
+            s.activate_second_factor(&a.id, &FactorId::new("f"), 2, 7, Some(&codes))
+                .await
+                .unwrap()
+        );
         let totp = |step| SecondStepProof::TotpStep {
-            factor_id: "f".into(),
+            factor_id: FactorId::new("f"),
             step,
         };
         let backup = |code: &str| SecondStepProof::BackupCode {
@@ -549,7 +553,7 @@ async fn second_factors_and_backup_codes() {
             .await
             .unwrap();
         let factor = |id: &str, expires_at| SecondFactor {
-            id: id.into(),
+            id: FactorId::new(id),
             account_id: a.id.clone(),
             kind: FactorKind::Totp,
             name: format!("Phone {id}"),
@@ -565,42 +569,63 @@ async fn second_factors_and_backup_codes() {
         s.insert_second_factor(&factor("late", 50)).await.unwrap();
         let codes: Vec<String> = (0..10).map(|i| format!("digest-{i}")).collect();
         assert!(
-            !s.activate_second_factor(&a.id, "late", 60, 7, Some(&codes))
+            !s.activate_second_factor(&a.id, &FactorId::new("late"), 60, 7, Some(&codes))
                 .await
                 .unwrap(),
             "expired"
         );
         assert!(
-            !s.activate_second_factor(&AccountId::new("someone-else"), "one", 60, 7, Some(&codes))
+            !s.activate_second_factor(
+                &AccountId::new("someone-else"),
+                &FactorId::new("one"),
+                60,
+                7,
+                Some(&codes)
+            )
+            .await
+            .unwrap()
+        );
+        assert!(
+            s.activate_second_factor(&a.id, &FactorId::new("one"), 60, 7, Some(&codes))
                 .await
                 .unwrap()
         );
         assert!(
-            s.activate_second_factor(&a.id, "one", 60, 7, Some(&codes))
+            !s.activate_second_factor(&a.id, &FactorId::new("one"), 61, 8, None)
                 .await
-                .unwrap()
-        );
-        assert!(
-            !s.activate_second_factor(&a.id, "one", 61, 8, None).await.unwrap(),
+                .unwrap(),
             "already active"
         );
-        assert!(s.activate_second_factor(&a.id, "two", 61, 8, None).await.unwrap());
+        assert!(
+            s.activate_second_factor(&a.id, &FactorId::new("two"), 61, 8, None)
+                .await
+                .unwrap()
+        );
         let all = s.second_factors(&a.id).await.unwrap();
-        let one = all.iter().find(|f| f.id == "one").unwrap();
+        let one = all.iter().find(|f| f.id.as_str() == "one").unwrap();
         assert!(one.active && one.counter == 7 && one.expires_at == 0 && one.last_used_at == 60);
         assert_eq!(s.unused_backup_codes(&a.id).await.unwrap().len(), 10);
 
         s.replace_backup_codes(&a.id, &["fresh".to_owned()], 90).await.unwrap();
         assert_eq!(s.unused_backup_codes(&a.id).await.unwrap(), ["fresh"]);
 
-        assert_eq!(s.delete_second_factor(&a.id, "nope").await.unwrap(), None);
-        assert_eq!(s.delete_second_factor(&a.id, "one").await.unwrap(), Some(1));
+        assert_eq!(
+            s.delete_second_factor(&a.id, &FactorId::new("nope")).await.unwrap(),
+            None
+        );
+        assert_eq!(
+            s.delete_second_factor(&a.id, &FactorId::new("one")).await.unwrap(),
+            Some(1)
+        );
         assert_eq!(
             s.unused_backup_codes(&a.id).await.unwrap().len(),
             1,
             "kept while a method remains"
         );
-        assert_eq!(s.delete_second_factor(&a.id, "two").await.unwrap(), Some(0));
+        assert_eq!(
+            s.delete_second_factor(&a.id, &FactorId::new("two")).await.unwrap(),
+            Some(0)
+        );
         assert!(
             s.unused_backup_codes(&a.id).await.unwrap().is_empty(),
             "gone with the last method"
@@ -662,7 +687,7 @@ async fn a_session_read_with_its_step_context_matches_the_two_reads() {
         // Factors (one pending), another account's factor and throttle
         // record, and this account's record.
         let factor = |id: &str, account: &AccountId, created_at, active| SecondFactor {
-            id: id.into(),
+            id: FactorId::new(id),
             account_id: account.clone(),
             kind: FactorKind::Totp,
             name: format!("Phone {id}"),

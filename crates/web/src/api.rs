@@ -380,7 +380,7 @@ async fn create_session(
                     .methods
                     .into_iter()
                     .map(|m| MethodBody {
-                        id: m.id,
+                        id: m.id.into_string(),
                         kind: m.kind.as_str().to_owned(),
                         name: m.name,
                     })

@@ -2,7 +2,9 @@
 
 use async_trait::async_trait;
 use identity::credential::sms::SmsCode;
-use identity::{AccountId, FactorKind, FactorStore, Millis, SecondFactor, SessionId, StepContext, StoreError};
+use identity::{
+    AccountId, FactorId, FactorKind, FactorStore, Millis, SecondFactor, SessionId, StepContext, StoreError,
+};
 use sqlx::any::AnyRow;
 
 use super::Tx;
@@ -12,7 +14,7 @@ use crate::db::{Columns, Prefixed, Run, corrupt};
 
 pub(super) fn factor_from(row: &impl Columns) -> Result<SecondFactor, StoreError> {
     Ok(SecondFactor {
-        id: row.text("id")?,
+        id: FactorId::new(row.text("id")?),
         account_id: AccountId::new(row.text("account_id")?),
         kind: FactorKind::parse(&row.text("kind")?).ok_or_else(|| corrupt("factor kind"))?,
         name: row.text("name")?,
@@ -73,7 +75,7 @@ impl FactorStore for SqlStore {
             "INSERT INTO second_factors (id, account_id, kind, name, secret, active, created_at, expires_at, last_used_at, counter)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
         )
-        .bind(&f.id)
+        .bind(f.id.as_str())
         .bind(f.account_id.as_str())
         .bind(f.kind.as_str())
         .bind(&f.name)
@@ -98,12 +100,12 @@ impl FactorStore for SqlStore {
         rows.iter().map(factor_from).collect()
     }
 
-    async fn second_factor(&self, id: &str) -> Result<Option<SecondFactor>, StoreError> {
+    async fn second_factor(&self, id: &FactorId) -> Result<Option<SecondFactor>, StoreError> {
         let row = sqlx::query(
             "SELECT id, account_id, kind, name, secret, active, created_at, expires_at, last_used_at, counter
              FROM second_factors WHERE id = $1",
         )
-        .bind(id)
+        .bind(id.as_str())
         .optional(&self.pool)
         .await?;
         row.as_ref().map(factor_from).transpose()
@@ -130,7 +132,7 @@ impl FactorStore for SqlStore {
     async fn activate_second_factor(
         &self,
         account_id: &AccountId,
-        id: &str,
+        id: &FactorId,
         now: Millis,
         counter: i64,
         backup_codes: Option<&[String]>,
@@ -141,7 +143,7 @@ impl FactorStore for SqlStore {
              WHERE id = $2 AND account_id = $1 AND active = 0 AND expires_at > $3",
         )
         .bind(account_id.as_str())
-        .bind(id)
+        .bind(id.as_str())
         .bind(now)
         .bind(counter)
         .run(&mut *tx)
@@ -156,11 +158,11 @@ impl FactorStore for SqlStore {
         Ok(true)
     }
 
-    async fn delete_second_factor(&self, account_id: &AccountId, id: &str) -> Result<Option<usize>, StoreError> {
+    async fn delete_second_factor(&self, account_id: &AccountId, id: &FactorId) -> Result<Option<usize>, StoreError> {
         let mut tx = self.begin_write().await?;
         let deleted = sqlx::query("DELETE FROM second_factors WHERE account_id = $1 AND id = $2 RETURNING id")
             .bind(account_id.as_str())
-            .bind(id)
+            .bind(id.as_str())
             .optional(&mut *tx)
             .await?;
         if deleted.is_none() {
@@ -199,7 +201,7 @@ impl FactorStore for SqlStore {
 
     async fn put_linked_backup_codes(
         &self,
-        factor_id: &str,
+        factor_id: &FactorId,
         account_id: &AccountId,
         sealed: &str,
         expires_at: Millis,
@@ -207,7 +209,7 @@ impl FactorStore for SqlStore {
         sqlx::query(
             "INSERT INTO linked_backup_codes (factor_id, account_id, sealed, expires_at) VALUES ($1, $2, $3, $4)",
         )
-        .bind(factor_id)
+        .bind(factor_id.as_str())
         .bind(account_id.as_str())
         .bind(sealed)
         .bind(expires_at)
@@ -218,7 +220,7 @@ impl FactorStore for SqlStore {
 
     async fn take_linked_backup_codes(
         &self,
-        factor_id: &str,
+        factor_id: &FactorId,
         account_id: &AccountId,
         now: Millis,
     ) -> Result<Option<String>, StoreError> {
@@ -226,7 +228,7 @@ impl FactorStore for SqlStore {
             "DELETE FROM linked_backup_codes WHERE factor_id = $1 AND account_id = $2 AND expires_at > $3
              RETURNING sealed",
         )
-        .bind(factor_id)
+        .bind(factor_id.as_str())
         .bind(account_id.as_str())
         .bind(now)
         .optional(&*self.writer.turn().await)
@@ -242,13 +244,13 @@ impl FactorStore for SqlStore {
     ) -> Result<(), StoreError> {
         let mut tx = self.begin_write().await?;
         sqlx::query("DELETE FROM sms_codes WHERE factor_id = $1")
-            .bind(&code.factor_id)
+            .bind(code.factor_id.as_str())
             .run(&mut *tx)
             .await?;
         sqlx::query(
             "INSERT INTO sms_codes (factor_id, digest, sent_at, expires_at, attempts) VALUES ($1, $2, $3, $4, $5)",
         )
-        .bind(&code.factor_id)
+        .bind(code.factor_id.as_str())
         .bind(&code.digest)
         .bind(code.sent_at)
         .bind(code.expires_at)
@@ -265,15 +267,15 @@ impl FactorStore for SqlStore {
         tx.commit().await
     }
 
-    async fn sms_code(&self, factor_id: &str) -> Result<Option<SmsCode>, StoreError> {
+    async fn sms_code(&self, factor_id: &FactorId) -> Result<Option<SmsCode>, StoreError> {
         let row =
             sqlx::query("SELECT factor_id, digest, sent_at, expires_at, attempts FROM sms_codes WHERE factor_id = $1")
-                .bind(factor_id)
+                .bind(factor_id.as_str())
                 .optional(&self.pool)
                 .await?;
         row.map(|row| {
             Ok(SmsCode {
-                factor_id: row.text("factor_id")?,
+                factor_id: FactorId::new(row.text("factor_id")?),
                 digest: row.text("digest")?,
                 sent_at: row.int("sent_at")?,
                 expires_at: row.int("expires_at")?,
@@ -304,19 +306,19 @@ impl FactorStore for SqlStore {
         Ok((times(to_number)?, times(for_account)?))
     }
 
-    async fn sms_code_failed(&self, factor_id: &str) -> Result<(), StoreError> {
+    async fn sms_code_failed(&self, factor_id: &FactorId) -> Result<(), StoreError> {
         sqlx::query("UPDATE sms_codes SET attempts = attempts + 1 WHERE factor_id = $1")
-            .bind(factor_id)
+            .bind(factor_id.as_str())
             .run(&*self.writer.turn().await)
             .await?;
         Ok(())
     }
 
-    async fn consume_sms_code(&self, factor_id: &str, digest: &str, now: Millis) -> Result<bool, StoreError> {
+    async fn consume_sms_code(&self, factor_id: &FactorId, digest: &str, now: Millis) -> Result<bool, StoreError> {
         let done = sqlx::query(
             "DELETE FROM sms_codes WHERE factor_id = $1 AND digest = $2 AND expires_at > $3 AND attempts < $4",
         )
-        .bind(factor_id)
+        .bind(factor_id.as_str())
         .bind(digest)
         .bind(now)
         .bind(i64::from(identity::credential::sms::MAX_TRIES))
@@ -328,7 +330,7 @@ impl FactorStore for SqlStore {
     async fn put_authenticator_link(
         &self,
         token_hash: &str,
-        factor_id: &str,
+        factor_id: &FactorId,
         account_id: &AccountId,
         expires_at: Millis,
     ) -> Result<(), StoreError> {
@@ -336,7 +338,7 @@ impl FactorStore for SqlStore {
             "INSERT INTO authenticator_links (token_hash, factor_id, account_id, expires_at) VALUES ($1, $2, $3, $4)",
         )
         .bind(token_hash)
-        .bind(factor_id)
+        .bind(factor_id.as_str())
         .bind(account_id.as_str())
         .bind(expires_at)
         .run(&*self.writer.turn().await)
@@ -348,7 +350,7 @@ impl FactorStore for SqlStore {
         &self,
         token_hash: &str,
         now: Millis,
-    ) -> Result<Option<(String, AccountId)>, StoreError> {
+    ) -> Result<Option<(FactorId, AccountId)>, StoreError> {
         let row = sqlx::query(
             "DELETE FROM authenticator_links WHERE token_hash = $1 AND expires_at > $2 RETURNING factor_id, account_id",
         )
@@ -356,13 +358,18 @@ impl FactorStore for SqlStore {
         .bind(now)
         .optional(&*self.writer.turn().await)
         .await?;
-        row.map(|r| Ok((r.text("factor_id")?, AccountId::new(r.text("account_id")?))))
-            .transpose()
+        row.map(|r| {
+            Ok((
+                FactorId::new(r.text("factor_id")?),
+                AccountId::new(r.text("account_id")?),
+            ))
+        })
+        .transpose()
     }
 
-    async fn set_factor_secret(&self, factor_id: &str, secret: &str) -> Result<(), StoreError> {
+    async fn set_factor_secret(&self, factor_id: &FactorId, secret: &str) -> Result<(), StoreError> {
         sqlx::query("UPDATE second_factors SET secret = $2 WHERE id = $1")
-            .bind(factor_id)
+            .bind(factor_id.as_str())
             .bind(secret)
             .run(&*self.writer.turn().await)
             .await?;

@@ -1,7 +1,9 @@
 //! [`identity::PushStore`] over SQL.
 
 use async_trait::async_trait;
-use identity::{AccountId, ApprovalRequest, ApprovalStatus, Millis, PushStore, SecurityEvent, SessionId, StoreError};
+use identity::{
+    AccountId, ApprovalRequest, ApprovalStatus, FactorId, Millis, PushStore, SecurityEvent, SessionId, StoreError,
+};
 use sqlx::any::AnyRow;
 
 use super::events::insert_event;
@@ -28,7 +30,9 @@ pub(super) fn approval_from(row: &AnyRow) -> Result<ApprovalRequest, StoreError>
         created_at: row.int("created_at")?,
         expires_at: row.int("expires_at")?,
         answered_at: row.int("answered_at")?,
-        answered_by: row.text("answered_by")?,
+        answered_by: Some(row.text("answered_by")?)
+            .filter(|by| !by.is_empty())
+            .map(FactorId::new),
     })
 }
 
@@ -73,7 +77,7 @@ impl PushStore for SqlStore {
         .bind(r.created_at)
         .bind(r.expires_at)
         .bind(r.answered_at)
-        .bind(r.answered_by.as_str())
+        .bind(r.answered_by.as_ref().map_or("", FactorId::as_str))
         .run(&mut *tx)
         .await?;
         tx.commit().await?;
@@ -107,7 +111,7 @@ impl PushStore for SqlStore {
         &self,
         request: &ApprovalRequest,
         status: ApprovalStatus,
-        factor_id: &str,
+        factor_id: &FactorId,
         now: Millis,
         event: Option<&SecurityEvent>,
     ) -> Result<bool, StoreError> {
@@ -119,7 +123,7 @@ impl PushStore for SqlStore {
         .bind(request.id.as_str())
         .bind(status.as_str())
         .bind(now)
-        .bind(factor_id)
+        .bind(factor_id.as_str())
         .run(&mut *tx)
         .await?;
         if answered.rows_affected() != 1 {

@@ -170,12 +170,12 @@ impl SessionStore for SqlStore {
         changes.push(match proof {
             SecondStepProof::TotpStep { factor_id, step } => Change::new(
                 "UPDATE second_factors SET counter = $2, last_used_at = $3 WHERE id = $1 AND active = 1 AND counter < $2",
-                vec![Arg::Text(factor_id), Arg::Int(*step), Arg::Int(now)],
+                vec![Arg::Text(factor_id.as_str()), Arg::Int(*step), Arg::Int(now)],
             ),
             SecondStepProof::SmsCode { factor_id, digest } => Change::new(
                 "DELETE FROM sms_codes WHERE factor_id = $1 AND digest = $2 AND expires_at > $3 AND attempts < $4",
                 vec![
-                    Arg::Text(factor_id),
+                    Arg::Text(factor_id.as_str()),
                     Arg::Text(digest),
                     Arg::Int(now),
                     Arg::Int(i64::from(identity::credential::sms::MAX_TRIES)),
@@ -199,7 +199,7 @@ impl SessionStore for SqlStore {
             SecondStepProof::SmsCode { factor_id, .. } | SecondStepProof::Push { factor_id, .. } => {
                 changes.push(Change::new(
                     "UPDATE second_factors SET last_used_at = $2 WHERE id = $1 AND active = 1",
-                    vec![Arg::Text(factor_id), Arg::Int(now)],
+                    vec![Arg::Text(factor_id.as_str()), Arg::Int(now)],
                 ));
             }
             // The key's new state and signature counter.
@@ -210,7 +210,7 @@ impl SessionStore for SqlStore {
             } => changes.push(Change::new(
                 "UPDATE second_factors SET last_used_at = $2, secret = $3, counter = $4 WHERE id = $1 AND active = 1",
                 vec![
-                    Arg::Text(factor_id),
+                    Arg::Text(factor_id.as_str()),
                     Arg::Int(now),
                     Arg::Text(secret),
                     Arg::Int(*counter),

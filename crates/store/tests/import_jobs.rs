@@ -14,7 +14,7 @@ const PASSWORD: &str = "violet tractor sunrise 42";
 const LEASE: i64 = 30_000;
 const NOW: i64 = 1_800_000_000_000;
 
-fn job(id: &str, drive_id: u64, account_id: &AccountId, created_at: i64) -> Import {
+fn job(id: &str, drive_id: drive::DriveId, account_id: &AccountId, created_at: i64) -> Import {
     Import {
         id: id.into(),
         drive_id,

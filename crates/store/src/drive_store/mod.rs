@@ -6,8 +6,8 @@
 
 use async_trait::async_trait;
 use drive::{
-    DeadProp, Drive, DriveStore, Grant, ListColumns, ListEntry, Lock, MemberDrive, Node, PropChange, PutOutcome,
-    Standing,
+    DeadProp, Drive, DriveId, DriveStore, Grant, ListColumns, ListEntry, Lock, MemberDrive, Node, PropChange,
+    PutOutcome, Standing,
 };
 use identity::{AccountId, Millis, OrgEvent, StoreError};
 use sqlx::Row;
@@ -85,7 +85,7 @@ impl DriveStore for SqlStore {
         Ok(done.rows_affected() == 1)
     }
 
-    async fn drive(&self, id: u64) -> Result<Option<Drive>, StoreError> {
+    async fn drive(&self, id: DriveId) -> Result<Option<Drive>, StoreError> {
         let Some(number) = drive_number(id) else {
             return Ok(None);
         };
@@ -99,7 +99,7 @@ impl DriveStore for SqlStore {
 
     async fn drive_of_member(
         &self,
-        id: u64,
+        id: DriveId,
         account_id: &AccountId,
         now: Millis,
         names: &[&str],
@@ -143,7 +143,7 @@ impl DriveStore for SqlStore {
         rows.iter().map(member_drive_from).collect()
     }
 
-    async fn grants(&self, drive_id: u64) -> Result<Vec<(AccountId, Grant)>, StoreError> {
+    async fn grants(&self, drive_id: DriveId) -> Result<Vec<(AccountId, Grant)>, StoreError> {
         let rows = sqlx::query("SELECT account_id, access FROM drive_members WHERE drive_id = $1")
             .bind(signed(drive_id)?)
             .all(&self.pool)
@@ -156,7 +156,7 @@ impl DriveStore for SqlStore {
             .collect()
     }
 
-    async fn set_member_access(&self, drive_id: u64, grant: Grant, event: &OrgEvent) -> Result<(), StoreError> {
+    async fn set_member_access(&self, drive_id: DriveId, grant: Grant, event: &OrgEvent) -> Result<(), StoreError> {
         let mut tx = self.begin_write().await?;
         sqlx::query("UPDATE drives SET member_access = $2 WHERE id = $1")
             .bind(signed(drive_id)?)
@@ -169,7 +169,7 @@ impl DriveStore for SqlStore {
 
     async fn set_grant(
         &self,
-        drive_id: u64,
+        drive_id: DriveId,
         account_id: &AccountId,
         grant: Option<Grant>,
         event: &OrgEvent,
@@ -192,7 +192,7 @@ impl DriveStore for SqlStore {
         tx.commit().await
     }
 
-    async fn walk(&self, drive_id: u64, names: &[&str]) -> Result<Vec<Node>, StoreError> {
+    async fn walk(&self, drive_id: DriveId, names: &[&str]) -> Result<Vec<Node>, StoreError> {
         let mut found: Vec<Node> = Vec::new();
         for chunk in names.chunks(WALK_DEPTH) {
             static MADE: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
@@ -230,7 +230,7 @@ impl DriveStore for SqlStore {
         Ok(found)
     }
 
-    async fn children(&self, drive_id: u64, parent_id: &str) -> Result<Vec<Node>, StoreError> {
+    async fn children(&self, drive_id: DriveId, parent_id: &str) -> Result<Vec<Node>, StoreError> {
         let sql = format!("{NODE_COLUMNS} WHERE drive_id = $1 AND parent_id = $2 ORDER BY name");
         let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(signed(drive_id)?)
@@ -280,7 +280,7 @@ impl DriveStore for SqlStore {
 
     async fn children_after(
         &self,
-        drive_id: u64,
+        drive_id: DriveId,
         parent_id: &str,
         after: &str,
         limit: u32,
@@ -291,7 +291,7 @@ impl DriveStore for SqlStore {
             .folder_page(page, (drive_id, parent_id, after, limit), |row| {
                 Ok(Node {
                     id: row.text(0)?,
-                    drive_id: 0,
+                    drive_id: DriveId::new(0),
                     parent_id: String::new(),
                     name: row.text(1)?,
                     is_dir: row.int(2)? != 0,
@@ -318,7 +318,7 @@ impl DriveStore for SqlStore {
     /// PROPFIND on SQLite.
     async fn entries_after(
         &self,
-        drive_id: u64,
+        drive_id: DriveId,
         parent_id: &str,
         after: &str,
         limit: u32,
@@ -446,7 +446,7 @@ impl DriveStore for SqlStore {
         Ok(true)
     }
 
-    async fn locks(&self, drive_id: u64, now: Millis) -> Result<Vec<Lock>, StoreError> {
+    async fn locks(&self, drive_id: DriveId, now: Millis) -> Result<Vec<Lock>, StoreError> {
         let sql = format!("{LOCK_COLUMNS} WHERE drive_id = $1 AND (expires_at = 0 OR expires_at > $2) ORDER BY path");
         let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(signed(drive_id)?)
@@ -458,7 +458,7 @@ impl DriveStore for SqlStore {
 
     async fn add_lock(
         &self,
-        drive_id: u64,
+        drive_id: DriveId,
         lock: &Lock,
         now: Millis,
         conflict: &(dyn for<'x> Fn(&'x [Lock]) -> Option<Lock> + Send + Sync),
@@ -504,7 +504,7 @@ impl DriveStore for SqlStore {
 
     async fn refresh_lock(
         &self,
-        drive_id: u64,
+        drive_id: DriveId,
         token: &str,
         expires_at: Millis,
         timeout_secs: u64,
@@ -525,7 +525,7 @@ impl DriveStore for SqlStore {
         row.as_ref().map(lock_from).transpose()
     }
 
-    async fn remove_lock(&self, drive_id: u64, token: &str) -> Result<bool, StoreError> {
+    async fn remove_lock(&self, drive_id: DriveId, token: &str) -> Result<bool, StoreError> {
         let done = sqlx::query("DELETE FROM drive_locks WHERE drive_id = $1 AND token = $2")
             .bind(signed(drive_id)?)
             .bind(token)
@@ -534,7 +534,7 @@ impl DriveStore for SqlStore {
         Ok(done.rows_affected() > 0)
     }
 
-    async fn remove_locks_within(&self, drive_id: u64, path: &str) -> Result<(), StoreError> {
+    async fn remove_locks_within(&self, drive_id: DriveId, path: &str) -> Result<(), StoreError> {
         let below = format!("{path}/");
         sqlx::query(
             "DELETE FROM drive_locks WHERE drive_id = $1

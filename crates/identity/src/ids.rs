@@ -8,8 +8,8 @@
 //! names nothing is "not found", never a parse error, as it was when ids
 //! were strings. The store binds them with [`as_str`](AccountId::as_str).
 
-/// Declares a text id: a private `String`, shown as itself, serialized as
-/// a plain JSON string.
+/// Declares a text id: a private `String` (a random UUID when made here),
+/// shown as itself, serialized as a plain JSON string.
 macro_rules! text_id {
     ($(#[$doc:meta])* $name:ident) => {
         $(#[$doc])*
@@ -29,6 +29,11 @@ macro_rules! text_id {
 
             pub fn into_string(self) -> String {
                 self.0
+            }
+
+            /// A new id (a random UUID).
+            pub fn generate() -> Self {
+                Self(uuid::Uuid::new_v4().to_string())
             }
         }
 
@@ -51,23 +56,9 @@ text_id! {
     AccountId
 }
 
-impl AccountId {
-    /// A new account's id.
-    pub fn generate() -> Self {
-        Self(uuid::Uuid::new_v4().to_string())
-    }
-}
-
 text_id! {
     /// An organization (a random UUID).
     OrgId
-}
-
-impl OrgId {
-    /// A new organization's id.
-    pub fn generate() -> Self {
-        Self(uuid::Uuid::new_v4().to_string())
-    }
 }
 
 text_id! {
@@ -78,25 +69,11 @@ text_id! {
     SessionId
 }
 
-impl SessionId {
-    /// A new session's id.
-    pub fn generate() -> Self {
-        Self(uuid::Uuid::new_v4().to_string())
-    }
-}
-
 text_id! {
     /// A second-step method of an account (a [`SecondFactor`](crate::SecondFactor):
     /// an authenticator app, a phone for SMS, a security key, a linked
     /// device; a random UUID). The API calls it a method.
     FactorId
-}
-
-impl FactorId {
-    /// A new method's id.
-    pub fn generate() -> Self {
-        Self(uuid::Uuid::new_v4().to_string())
-    }
 }
 
 #[cfg(test)]

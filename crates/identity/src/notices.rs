@@ -13,10 +13,9 @@
 //! off" and "password changed" always go out. The tables keep their first
 //! names, `mail_queue` and `mail_opt_outs`.
 
-use crate::account::AccountId;
 use std::collections::BTreeMap;
 
-use crate::account::Account;
+use crate::account::{Account, AccountId};
 use crate::clock::Millis;
 use crate::email::EmailAddress;
 use crate::service::{ClientInfo, Identity, IdentityError};

@@ -9,11 +9,10 @@
 //! policy or a membership changes, here or (through the store's signals)
 //! in another process sharing the database.
 
-use crate::account::AccountId;
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
-use crate::account::Account;
+use crate::account::{Account, AccountId};
 use crate::clock::Millis;
 use crate::email::EmailAddress;
 use crate::notices::NoticeKind;

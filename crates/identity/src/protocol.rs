@@ -23,14 +23,13 @@
 //! softlock as web sign-in, on keys of their own so a misconfigured sync
 //! client does not lock its owner out of the console.
 
-use crate::account::AccountId;
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Mutex;
 
 use subtle::ConstantTimeEq;
 
-use crate::account::Account;
+use crate::account::{Account, AccountId};
 use crate::attempt::ThrottleKey;
 use crate::audit::EventKind;
 use crate::clock::Millis;

@@ -15,7 +15,6 @@
 //! is paused for [`PAUSE`] (other methods still work).
 
 use crate::FactorId;
-use crate::account::AccountId;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -25,7 +24,7 @@ use rand::Rng;
 use rand::seq::SliceRandom;
 use serde::Serialize;
 
-use crate::account::Account;
+use crate::account::{Account, AccountId};
 use crate::audit::EventKind;
 use crate::clock::Millis;
 use crate::second_factor::{FactorKind, SecondFactor};

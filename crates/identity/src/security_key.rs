@@ -10,7 +10,6 @@
 //! recorded.
 
 use crate::FactorId;
-use crate::account::AccountId;
 use serde_json::Value;
 use url::Url;
 use webauthn_rs::prelude::{
@@ -18,7 +17,7 @@ use webauthn_rs::prelude::{
     Webauthn, WebauthnBuilder, WebauthnError,
 };
 
-use crate::account::Account;
+use crate::account::{Account, AccountId};
 use crate::audit::EventKind;
 use crate::clock::Millis;
 use crate::second_factor::{ENROLMENT_LIFETIME, FactorKind, SecondFactor};

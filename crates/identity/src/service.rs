@@ -1,12 +1,11 @@
 //! The identity service: setup, sign-in, sessions, password changes and
 //! security activity, over an [`IdentityStore`] and a [`Clock`].
 
-use crate::account::AccountId;
 use std::net::IpAddr;
 use std::sync::Arc;
 
 use crate::access::Access;
-use crate::account::{Account, NewAccount, parse_name};
+use crate::account::{Account, AccountId, NewAccount, parse_name};
 use crate::attempt::ThrottleKey;
 use crate::audit::{EventKind, SecurityEvent};
 use crate::clock::{Clock, Millis};

@@ -2,10 +2,9 @@
 //! and sending codes at sign-in. The rules are in `credential/sms.rs`.
 
 use crate::FactorId;
-use crate::account::AccountId;
 use subtle::ConstantTimeEq;
 
-use crate::account::Account;
+use crate::account::{Account, AccountId};
 use crate::clock::Millis;
 use crate::credential::sms::{self, PhoneNumber, PhoneRejected, SendRefused, SmsCode};
 use crate::second_factor::{ENROLMENT_LIFETIME, FactorKind, SecondFactor};

@@ -6,10 +6,9 @@
 //! the codes. Nothing here lets anyone turn off another person's 2FA.
 
 use crate::FactorId;
-use crate::account::AccountId;
 use subtle::ConstantTimeEq;
 
-use crate::account::Account;
+use crate::account::{Account, AccountId};
 use crate::attempt::ThrottleKey;
 use crate::audit::EventKind;
 use crate::clock::Millis;

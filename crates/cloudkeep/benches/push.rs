@@ -85,7 +85,7 @@ async fn prepare(data: &std::path::Path, database_url: Option<&str>, accounts: u
                     .unwrap();
                 Device {
                     email,
-                    method_id: linked.method_id,
+                    method_id: linked.method_id.into_string(),
                     key,
                 }
             })

@@ -124,7 +124,15 @@ pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
             members,
             member,
             access,
-        }) => drive_access(&services.drives, drive, members, member.zip(access)).await,
+        }) => {
+            drive_access(
+                &services.drives,
+                drive::DriveId::new(drive),
+                members,
+                member.zip(access),
+            )
+            .await
+        }
         AdminCommand::Org(OrgCommand::Create { name }) => {
             let org = identity.create_organization(&name).await?;
             println!("organization created");
@@ -168,7 +176,7 @@ pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
 /// may use the drive.
 async fn drive_access(
     drives: &drive::Drives,
-    id: u64,
+    id: drive::DriveId,
     members: Option<Grant>,
     rule: Option<(String, String)>,
 ) -> anyhow::Result<()> {

@@ -390,7 +390,7 @@ fn check_propfind(input: &[u8]) {
     };
     let node = drive::Node {
         id: "n".into(),
-        drive_id: 1,
+        drive_id: drive::DriveId::new(1),
         parent_id: String::new(),
         name: "a \"b\" <c> & d.txt".into(),
         is_dir: false,

@@ -436,7 +436,7 @@ mod tests {
         let mut out = String::new();
         let mut node = drive::Node {
             id: "n".into(),
-            drive_id: 1,
+            drive_id: drive::DriveId::new(1),
             parent_id: String::new(),
             name: "a.txt".into(),
             is_dir: false,

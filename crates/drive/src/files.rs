@@ -11,7 +11,7 @@ use identity::{Account, Millis, StoreError};
 use blobs::{BlobChunks, BlobError, BlobReader, BlobSink, Namespace, ReaderChunks};
 
 use crate::contents::Contents;
-use crate::{Access, Drive, Drives, access_of};
+use crate::{Access, Drive, DriveId, Drives, access_of};
 
 /// Files up to this size are kept in the database, written with their
 /// row in one transaction: for the many small files of a sync, that is
@@ -29,7 +29,7 @@ pub const FOLDER_BYTES: u64 = 512;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Node {
     pub id: String,
-    pub drive_id: u64,
+    pub drive_id: DriveId,
     /// "" for the drive's top folder.
     pub parent_id: String,
     pub name: String,
@@ -179,7 +179,7 @@ pub fn split_path(path: &str) -> Result<Vec<&str>, FileError> {
     Ok(names)
 }
 
-fn root(drive_id: u64) -> Node {
+fn root(drive_id: DriveId) -> Node {
     Node {
         id: String::new(),
         drive_id,
@@ -198,7 +198,7 @@ fn root(drive_id: u64) -> Node {
 
 impl Drives {
     /// The tree of drive `drive_id`, once the account's access is checked.
-    pub async fn tree(&self, account: &Account, drive_id: u64) -> Result<DriveTree, FileError> {
+    pub async fn tree(&self, account: &Account, drive_id: DriveId) -> Result<DriveTree, FileError> {
         Ok(self.open(account, drive_id, "").await?.tree)
     }
 
@@ -207,7 +207,7 @@ impl Drives {
     /// `path`, all in one query (this runs on every WebDAV request). A
     /// path that is no valid path is not walked; what the request does
     /// with it tells the error.
-    pub async fn open(&self, account: &Account, drive_id: u64, path: &str) -> Result<Opened, FileError> {
+    pub async fn open(&self, account: &Account, drive_id: DriveId, path: &str) -> Result<Opened, FileError> {
         let names = split_path(path).ok();
         let found = self
             .store
@@ -237,12 +237,12 @@ impl Drives {
     }
 
     /// What is at `path`.
-    pub async fn stat(&self, account: &Account, drive_id: u64, path: &str) -> Result<Node, FileError> {
+    pub async fn stat(&self, account: &Account, drive_id: DriveId, path: &str) -> Result<Node, FileError> {
         self.tree(account, drive_id).await?.stat(path).await
     }
 
     /// A folder's contents, by name.
-    pub async fn list(&self, account: &Account, drive_id: u64, path: &str) -> Result<Vec<Node>, FileError> {
+    pub async fn list(&self, account: &Account, drive_id: DriveId, path: &str) -> Result<Vec<Node>, FileError> {
         let tree = self.tree(account, drive_id).await?;
         let folder = tree.stat(path).await?;
         if !folder.is_dir {
@@ -252,7 +252,7 @@ impl Drives {
     }
 
     /// Makes a folder (its parent must exist).
-    pub async fn make_folder(&self, account: &Account, drive_id: u64, path: &str) -> Result<Node, FileError> {
+    pub async fn make_folder(&self, account: &Account, drive_id: DriveId, path: &str) -> Result<Node, FileError> {
         self.tree(account, drive_id).await?.make_folder(path).await
     }
 
@@ -262,7 +262,7 @@ impl Drives {
     pub async fn put_file(
         &self,
         account: &Account,
-        drive_id: u64,
+        drive_id: DriveId,
         path: &str,
         data: &mut (dyn tokio::io::AsyncRead + Unpin + Send),
         expected_size: Option<u64>,
@@ -285,7 +285,7 @@ impl Drives {
     pub async fn open_file(
         &self,
         account: &Account,
-        drive_id: u64,
+        drive_id: DriveId,
         path: &str,
     ) -> Result<(Node, BlobReader), FileError> {
         let tree = self.tree(account, drive_id).await?;
@@ -300,7 +300,7 @@ impl Drives {
     pub async fn open_chunks(
         &self,
         account: &Account,
-        drive_id: u64,
+        drive_id: DriveId,
         path: &str,
     ) -> Result<(Node, Box<dyn BlobChunks>), FileError> {
         let tree = self.tree(account, drive_id).await?;
@@ -310,7 +310,7 @@ impl Drives {
     }
 
     /// Deletes a file, or a folder with everything in it; frees the space.
-    pub async fn delete(&self, account: &Account, drive_id: u64, path: &str) -> Result<(), FileError> {
+    pub async fn delete(&self, account: &Account, drive_id: DriveId, path: &str) -> Result<(), FileError> {
         self.tree(account, drive_id).await?.delete(path).await
     }
 }
@@ -338,7 +338,7 @@ pub struct Opened {
 
 /// What a [`DriveStore::walk`] of `depth` names found, as [`Located`]; the
 /// top folder itself for no names.
-fn located_from(drive_id: u64, depth: usize, mut found: Vec<Node>) -> Located {
+fn located_from(drive_id: DriveId, depth: usize, mut found: Vec<Node>) -> Located {
     if depth == 0 {
         return Located {
             parent: None,
@@ -654,7 +654,7 @@ impl Drives {
 /// commit, it leaves nothing behind.
 pub struct FileWrite {
     drives: Drives,
-    drive_id: u64,
+    drive_id: DriveId,
     parent_id: String,
     name: String,
     existing: Option<Node>,

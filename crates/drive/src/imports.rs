@@ -16,12 +16,12 @@
 //! at every connection the worker makes.
 
 use async_trait::async_trait;
-use identity::{Account, Millis, StoreError};
+use identity::{Account, AccountId, Millis, StoreError};
 
 use percent_encoding::percent_decode_str;
 
-use crate::Drives;
 use crate::files::{FileError, split_path, uuid_like};
+use crate::{DriveId, Drives};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ImportState {
@@ -57,9 +57,9 @@ impl ImportState {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Import {
     pub id: String,
-    pub drive_id: u64,
+    pub drive_id: DriveId,
     /// Who started it (and gets the email when it ends).
-    pub account_id: String,
+    pub account_id: AccountId,
     /// The source folder's address, without credentials.
     pub source_url: String,
     pub source_user: String,
@@ -117,7 +117,7 @@ pub trait ImportStore: Send + Sync {
     async fn insert_import(&self, import: &Import) -> Result<(), StoreError>;
     async fn import(&self, id: &str) -> Result<Option<Import>, StoreError>;
     /// A drive's imports, newest first.
-    async fn imports_of_drive(&self, drive_id: u64) -> Result<Vec<Import>, StoreError>;
+    async fn imports_of_drive(&self, drive_id: DriveId) -> Result<Vec<Import>, StoreError>;
     async fn request_import_cancel(&self, id: &str) -> Result<bool, StoreError>;
     /// Takes a job that is queued, or running with an expired lease (its
     /// process died), for `lease` ms, and counts the attempt; never one of
@@ -169,7 +169,7 @@ pub struct ImportSources {
 /// A source that is one of this server's own drives.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OwnDrive {
-    pub drive_id: u64,
+    pub drive_id: DriveId,
     /// The decoded folder path in the drive, `""` for its top.
     pub path: String,
 }
@@ -216,7 +216,7 @@ impl ImportSources {
     }
 }
 
-fn drive_number(text: &str) -> Option<u64> {
+fn drive_number(text: &str) -> Option<DriveId> {
     (!text.is_empty() && text.len() <= 12 && text.bytes().all(|b| b.is_ascii_digit()))
         .then(|| text.parse().ok())
         .flatten()
@@ -269,7 +269,7 @@ impl Drives {
     pub async fn start_import(
         &self,
         account: &Account,
-        drive_id: u64,
+        drive_id: DriveId,
         new: NewImport<'_>,
     ) -> Result<Import, ImportError> {
         let source_url = new.source_url.trim();
@@ -322,7 +322,7 @@ impl Drives {
 
     /// The drive's imports, newest first (anyone who can use the drive
     /// sees them; where they came from only those who may write it).
-    pub async fn imports(&self, account: &Account, drive_id: u64) -> Result<Vec<Import>, ImportError> {
+    pub async fn imports(&self, account: &Account, drive_id: DriveId) -> Result<Vec<Import>, ImportError> {
         let access = self.tree(account, drive_id).await?.access();
         let mut list = self.imports.imports_of_drive(drive_id).await?;
         list.iter_mut().for_each(|i| i.shown_to(access));
@@ -338,7 +338,7 @@ impl Drives {
     pub async fn import(
         &self,
         account: &Account,
-        drive_id: u64,
+        drive_id: DriveId,
         id: &str,
     ) -> Result<(Import, Vec<(String, String)>), ImportError> {
         let access = self.tree(account, drive_id).await?.access();
@@ -355,7 +355,7 @@ impl Drives {
 
     /// Asks a running or queued import to stop; it ends as cancelled.
     /// Members who may only read the drive cannot.
-    pub async fn cancel_import(&self, account: &Account, drive_id: u64, id: &str) -> Result<(), ImportError> {
+    pub async fn cancel_import(&self, account: &Account, drive_id: DriveId, id: &str) -> Result<(), ImportError> {
         self.tree(account, drive_id).await?.writable()?;
         let (import, _) = self.import(account, drive_id, id).await?;
         if !import.state.ended() {
@@ -401,7 +401,7 @@ mod tests {
         };
         let own = |drive_id, path: &str| {
             Some(OwnDrive {
-                drive_id,
+                drive_id: DriveId::new(drive_id),
                 path: path.into(),
             })
         };

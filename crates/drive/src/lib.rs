@@ -10,6 +10,7 @@
 
 mod contents;
 mod files;
+mod id;
 mod imports;
 mod locks;
 mod moves;
@@ -22,6 +23,7 @@ pub use files::{
     DriveTree, FOLDER_BYTES, FileError, FileWrite, INLINE_LIMIT, ListColumns, ListEntry, Located, Node, Opened,
     PutOutcome, push_url_path, split_path, url_path,
 };
+pub use id::DriveId;
 pub use imports::{
     IMPORT_LEASE, IMPORT_TOPIC, Import, ImportError, ImportItem, ImportSources, ImportState, ImportStore,
     MAX_REPORTED_FAILURES, NewImport, OwnDrive, SECRET_PURPOSE as IMPORT_SECRET_PURPOSE, SourceGuard,
@@ -36,7 +38,7 @@ pub use sharing::{DriveMember, Grant, Standing, UnknownGrant, access_of};
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use identity::{Account, Identity, Millis, OrgError, OrgEvent, StoreError};
+use identity::{Account, AccountId, Identity, Millis, OrgError, OrgEvent, OrgId, StoreError};
 use rand::Rng;
 
 /// 10 GiB unless given.
@@ -44,10 +46,9 @@ pub const DEFAULT_QUOTA: u64 = 10 * 1024 * 1024 * 1024;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Drive {
-    /// Numeric, random (6 or 7 digits), never reused while the drive exists:
-    /// the `<id>` of `<id>.connect.<domain>`.
-    pub id: u64,
-    pub org_id: String,
+    /// The `<id>` of `<id>.connect.<domain>`.
+    pub id: DriveId,
+    pub org_id: OrgId,
     pub org_name: String,
     pub name: String,
     pub quota_bytes: u64,
@@ -89,31 +90,31 @@ pub struct MemberDrive {
 pub trait DriveStore: Send + Sync {
     /// Stores a new drive; `false` when its id is taken.
     async fn insert_drive(&self, drive: &Drive) -> Result<bool, StoreError>;
-    async fn drive(&self, id: u64) -> Result<Option<Drive>, StoreError>;
+    async fn drive(&self, id: DriveId) -> Result<Option<Drive>, StoreError>;
     /// The drive and the account's standing in it, when the account is a
     /// member of its organization, whether any lock on the drive is live
     /// at `now`, and the nodes along `names` when the store can walk them
     /// in the same query.
     async fn drive_of_member(
         &self,
-        id: u64,
-        account_id: &str,
+        id: DriveId,
+        account_id: &AccountId,
         now: Millis,
         names: &[&str],
     ) -> Result<Option<MemberDrive>, StoreError>;
     /// The drives of the organizations the account belongs to, by
     /// organization and name, with the account's standing in each.
-    async fn drives_for_account(&self, account_id: &str) -> Result<Vec<(Drive, Standing)>, StoreError>;
+    async fn drives_for_account(&self, account_id: &AccountId) -> Result<Vec<(Drive, Standing)>, StoreError>;
     /// The members' own rules on a drive: (account id, grant).
-    async fn grants(&self, drive_id: u64) -> Result<Vec<(String, Grant)>, StoreError>;
+    async fn grants(&self, drive_id: DriveId) -> Result<Vec<(AccountId, Grant)>, StoreError>;
     /// In one transaction with `event`: sets the drive's member access.
-    async fn set_member_access(&self, drive_id: u64, grant: Grant, event: &OrgEvent) -> Result<(), StoreError>;
+    async fn set_member_access(&self, drive_id: DriveId, grant: Grant, event: &OrgEvent) -> Result<(), StoreError>;
     /// In one transaction with `event`: sets or (with `None`) removes a
     /// member's own rule.
     async fn set_grant(
         &self,
-        drive_id: u64,
-        account_id: &str,
+        drive_id: DriveId,
+        account_id: &AccountId,
         grant: Option<Grant>,
         event: &OrgEvent,
     ) -> Result<(), StoreError>;
@@ -121,9 +122,9 @@ pub trait DriveStore: Send + Sync {
     /// The nodes along `names` from the top folder down, as far as they
     /// exist (all of them when the whole path does), in as few queries
     /// as the store can.
-    async fn walk(&self, drive_id: u64, names: &[&str]) -> Result<Vec<Node>, StoreError>;
+    async fn walk(&self, drive_id: DriveId, names: &[&str]) -> Result<Vec<Node>, StoreError>;
     /// A folder's children, by name.
-    async fn children(&self, drive_id: u64, parent_id: &str) -> Result<Vec<Node>, StoreError>;
+    async fn children(&self, drive_id: DriveId, parent_id: &str) -> Result<Vec<Node>, StoreError>;
     /// In one transaction: adds the folder and charges [`FOLDER_BYTES`]
     /// to the drive's quota. `Conflict`
     /// when the name is taken (or its folder is gone), before a full
@@ -150,7 +151,7 @@ pub trait DriveStore: Send + Sync {
     /// Up to `limit` children of a folder whose names sort after `after`.
     async fn children_after(
         &self,
-        drive_id: u64,
+        drive_id: DriveId,
         parent_id: &str,
         after: &str,
         limit: u32,
@@ -159,7 +160,7 @@ pub trait DriveStore: Send + Sync {
     /// optional `columns` asked for read.
     async fn entries_after(
         &self,
-        drive_id: u64,
+        drive_id: DriveId,
         parent_id: &str,
         after: &str,
         limit: u32,
@@ -179,27 +180,27 @@ pub trait DriveStore: Send + Sync {
     async fn patch_props(&self, node: &Node, changes: &[PropChange]) -> Result<bool, StoreError>;
 
     /// The drive's locks that have not expired at `now`.
-    async fn locks(&self, drive_id: u64, now: Millis) -> Result<Vec<Lock>, StoreError>;
+    async fn locks(&self, drive_id: DriveId, now: Millis) -> Result<Vec<Lock>, StoreError>;
     /// Atomically (against every process): reads the drive's live locks,
     /// and stores `lock` unless `conflict` names one of them, which is
     /// then returned.
     async fn add_lock(
         &self,
-        drive_id: u64,
+        drive_id: DriveId,
         lock: &Lock,
         now: Millis,
         conflict: &(dyn for<'x> Fn(&'x [Lock]) -> Option<Lock> + Send + Sync),
     ) -> Result<Option<Lock>, StoreError>;
     async fn refresh_lock(
         &self,
-        drive_id: u64,
+        drive_id: DriveId,
         token: &str,
         expires_at: Millis,
         timeout_secs: u64,
     ) -> Result<Option<Lock>, StoreError>;
-    async fn remove_lock(&self, drive_id: u64, token: &str) -> Result<bool, StoreError>;
+    async fn remove_lock(&self, drive_id: DriveId, token: &str) -> Result<bool, StoreError>;
     /// Removes the locks on `path` and under it.
-    async fn remove_locks_within(&self, drive_id: u64, path: &str) -> Result<(), StoreError>;
+    async fn remove_locks_within(&self, drive_id: DriveId, path: &str) -> Result<(), StoreError>;
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -260,7 +261,7 @@ impl Drives {
     pub async fn create(
         &self,
         actor: Option<&Account>,
-        org_id: &str,
+        org_id: &OrgId,
         name: &str,
         quota_bytes: Option<u64>,
     ) -> Result<Drive, DriveError> {
@@ -278,7 +279,7 @@ impl Drives {
         };
         for _ in 0..20 {
             let drive = Drive {
-                id: rand::thread_rng().gen_range(100_000..10_000_000),
+                id: DriveId::new(rand::thread_rng().gen_range(100_000..10_000_000)),
                 org_id: org.id.clone(),
                 org_name: org.name.clone(),
                 name: name.to_owned(),
@@ -309,7 +310,7 @@ impl Drives {
 
     /// The drive `id` and what the account may do on it; `None` when it
     /// does not exist or is not theirs (the same answer, on purpose).
-    pub async fn access(&self, account: &Account, id: u64) -> Result<Option<(Drive, Access)>, StoreError> {
+    pub async fn access(&self, account: &Account, id: DriveId) -> Result<Option<(Drive, Access)>, StoreError> {
         let found = self
             .store
             .drive_of_member(id, &account.id, self.identity.now(), &[])

@@ -7,9 +7,9 @@
 
 use std::str::FromStr;
 
-use identity::{Account, MemberSummary, OPERATOR, OrgError, Role};
+use identity::{Account, AccountId, MemberSummary, OPERATOR, OrgError, Role};
 
-use crate::{Access, Drive, DriveError, Drives};
+use crate::{Access, Drive, DriveError, DriveId, Drives};
 
 /// What a drive lets a member do: the drive's default for members, or one
 /// member's own rule.
@@ -97,7 +97,7 @@ impl DriveMember {
 impl Drives {
     /// The drive `id` if `actor` manages its organization; without an
     /// actor (the operator's command line) any drive.
-    async fn managed_drive(&self, actor: Option<&Account>, id: u64) -> Result<Drive, DriveError> {
+    async fn managed_drive(&self, actor: Option<&Account>, id: DriveId) -> Result<Drive, DriveError> {
         let drive = self.store.drive(id).await?.ok_or(DriveError::NotFound)?;
         if let Some(actor) = actor {
             match self.identity.managed_organization(actor, &drive.org_id).await {
@@ -112,7 +112,7 @@ impl Drives {
 
     /// The drive and every member of its organization with what they may
     /// do on it, by email. Managers of the organization only.
-    pub async fn members(&self, actor: Option<&Account>, id: u64) -> Result<(Drive, Vec<DriveMember>), DriveError> {
+    pub async fn members(&self, actor: Option<&Account>, id: DriveId) -> Result<(Drive, Vec<DriveMember>), DriveError> {
         let drive = self.managed_drive(actor, id).await?;
         let grants = self.store.grants(id).await?;
         let mut members: Vec<DriveMember> = self
@@ -138,7 +138,12 @@ impl Drives {
     }
 
     /// Sets what members without a rule of their own may do on the drive.
-    pub async fn set_member_access(&self, actor: Option<&Account>, id: u64, grant: Grant) -> Result<Drive, DriveError> {
+    pub async fn set_member_access(
+        &self,
+        actor: Option<&Account>,
+        id: DriveId,
+        grant: Grant,
+    ) -> Result<Drive, DriveError> {
         let mut drive = self.managed_drive(actor, id).await?;
         let event = self.identity.new_org_event(
             &drive.org_id,
@@ -156,14 +161,14 @@ impl Drives {
     pub async fn set_grant(
         &self,
         actor: Option<&Account>,
-        id: u64,
-        account_id: &str,
+        id: DriveId,
+        account_id: &AccountId,
         grant: Option<Grant>,
     ) -> Result<DriveMember, DriveError> {
         let (drive, members) = self.members(actor, id).await?;
         let mut member = members
             .into_iter()
-            .find(|m| m.member.account_id == account_id)
+            .find(|m| &m.member.account_id == account_id)
             .ok_or(DriveError::NotAMember)?;
         if member.manages() && grant.is_some() {
             return Err(DriveError::ManagerAlwaysWrites);
@@ -204,8 +209,8 @@ mod tests {
 
     fn drive(member_access: Grant) -> Drive {
         Drive {
-            id: 123456,
-            org_id: "o".into(),
+            id: DriveId::new(123456),
+            org_id: identity::OrgId::new("o"),
             org_name: "Org".into(),
             name: "Shared".into(),
             quota_bytes: 1 << 30,

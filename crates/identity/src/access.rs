@@ -79,7 +79,7 @@ mod tests {
 
     fn requirement(blocked: bool) -> Requirement {
         Requirement {
-            org_id: "o".into(),
+            org_id: crate::OrgId::new("o"),
             org_name: "Acme".into(),
             by: "Ana".into(),
             deadline: 10,

@@ -2,9 +2,8 @@
 
 use crate::clock::Millis;
 use crate::email::EmailAddress;
+pub use crate::ids::AccountId;
 use crate::sync_user_id::SyncUserId;
-
-pub type AccountId = String;
 
 #[derive(Clone)]
 pub struct Account {

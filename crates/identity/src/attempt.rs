@@ -61,9 +61,9 @@ pub(crate) enum ThrottleKey {
     /// The account password over the protocols, from a network.
     ProtocolNetwork(String),
     /// Second-step codes of an account (its id).
-    SecondStep(String),
+    SecondStep(crate::AccountId),
     /// The password that confirms a sensitive change, of an account (its id).
-    PasswordCheck(String),
+    PasswordCheck(crate::AccountId),
 }
 
 impl ThrottleKey {

@@ -1,6 +1,7 @@
 //! Security activity: what happened to an account, when and from where.
 //! Members read their own; later issues add organization audit logs.
 
+use crate::account::AccountId;
 use crate::clock::Millis;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -111,7 +112,7 @@ impl EventKind {
 pub struct SecurityEvent {
     /// Time-ordered (UUIDv7), so it doubles as the pagination cursor.
     pub id: String,
-    pub account_id: String,
+    pub account_id: AccountId,
     pub at: Millis,
     pub kind: EventKind,
     pub ip: String,

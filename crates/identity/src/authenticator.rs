@@ -8,6 +8,7 @@
 //! at the second step like any TOTP app's. The protocol is in
 //! `docs/authenticator.md`.
 
+use crate::FactorId;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::{Deserialize, Serialize};
@@ -35,7 +36,7 @@ struct Device {
 /// A link waiting for a device.
 #[derive(Debug, Clone)]
 pub struct AuthenticatorLink {
-    pub id: String,
+    pub id: FactorId,
     /// The single-use token in the link.
     pub token: String,
 }
@@ -43,7 +44,7 @@ pub struct AuthenticatorLink {
 /// What the app receives when it links.
 #[derive(Debug, Clone, Serialize)]
 pub struct LinkedDevice {
-    pub method_id: String,
+    pub method_id: FactorId,
     pub email: String,
     pub issuer: String,
     /// Base32 TOTP seed for offline codes.
@@ -61,7 +62,7 @@ impl Identity {
         name: &str,
     ) -> Result<AuthenticatorLink, IdentityError> {
         let name = crate::credential::parse_label(name).ok_or(IdentityError::InvalidName)?;
-        let id = uuid::Uuid::new_v4().to_string();
+        let id = FactorId::generate();
         let now = self.now();
         let factor = SecondFactor {
             secret: String::new(),
@@ -123,14 +124,16 @@ impl Identity {
         };
         let sealed = self.key().seal(
             APP_PURPOSE,
-            &factor.id,
+            factor.id.as_str(),
             &serde_json::to_vec(&device).expect("a device serializes"),
         );
         self.store().set_factor_secret(&factor.id, &sealed).await?;
         let backup_codes = self.activate_factor(&account_id, &factor, 0, client).await?;
         if let Some(codes) = &backup_codes {
             // The console that made the link shows them too, once.
-            let sealed = self.key().seal(CODES_PURPOSE, &factor.id, codes.join("\n").as_bytes());
+            let sealed = self
+                .key()
+                .seal(CODES_PURPOSE, factor.id.as_str(), codes.join("\n").as_bytes());
             self.store()
                 .put_linked_backup_codes(&factor.id, &account_id, &sealed, now + LINK_LIFETIME)
                 .await?;
@@ -150,7 +153,7 @@ impl Identity {
     pub async fn linked_device(
         &self,
         account: &crate::Account,
-        factor_id: &str,
+        factor_id: &FactorId,
     ) -> Result<(bool, Option<Vec<String>>), StoreError> {
         let linked = self
             .store()
@@ -165,7 +168,7 @@ impl Identity {
             .take_linked_backup_codes(factor_id, &account.id, self.now())
             .await?;
         let codes = sealed
-            .and_then(|s| self.key().open(CODES_PURPOSE, factor_id, &s))
+            .and_then(|s| self.key().open(CODES_PURPOSE, factor_id.as_str(), &s))
             .and_then(|bytes| String::from_utf8(bytes).ok())
             .map(|text| text.lines().map(str::to_owned).collect());
         Ok((true, codes))
@@ -174,7 +177,7 @@ impl Identity {
     fn app_device(&self, factor: &SecondFactor) -> Result<Device, StoreError> {
         let bytes = self
             .key()
-            .open(APP_PURPOSE, &factor.id, &factor.secret)
+            .open(APP_PURPOSE, factor.id.as_str(), &factor.secret)
             .ok_or_else(|| StoreError::Corrupt(format!("the device of factor {} does not decrypt", factor.id)))?;
         serde_json::from_slice(&bytes).map_err(|e| StoreError::Corrupt(format!("a stored device does not read: {e}")))
     }

@@ -21,6 +21,8 @@ mod authenticator;
 mod clock;
 pub mod credential;
 mod email;
+mod ids;
+pub use ids::FactorId;
 mod notices;
 mod org;
 mod org_admin;

@@ -15,7 +15,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::account::Account;
+use crate::account::{Account, AccountId};
 use crate::clock::Millis;
 use crate::email::EmailAddress;
 use crate::service::{ClientInfo, Identity, IdentityError};
@@ -109,7 +109,7 @@ impl NoticeKind {
 pub struct Notice {
     /// Also the email's `Message-ID` (left part): stable across retries.
     pub id: String,
-    pub account_id: Option<String>,
+    pub account_id: Option<AccountId>,
     pub to: String,
     pub lang: String,
     pub kind: NoticeKind,
@@ -171,7 +171,7 @@ impl Identity {
     /// [`Self::alert`] when only the account's id is at hand.
     pub(crate) async fn alert_by_id(
         &self,
-        account_id: &str,
+        account_id: &AccountId,
         kind: NoticeKind,
         client: &ClientInfo,
         params: &[(&str, &str)],
@@ -185,7 +185,7 @@ impl Identity {
     /// Queues a notice to any address (an invitation).
     pub async fn queue_notice(
         &self,
-        account_id: Option<&str>,
+        account_id: Option<&AccountId>,
         to: &EmailAddress,
         lang: &str,
         kind: NoticeKind,
@@ -194,7 +194,7 @@ impl Identity {
         let now = self.now();
         let notice = Notice {
             id: uuid::Uuid::now_v7().simple().to_string(),
-            account_id: account_id.map(str::to_owned),
+            account_id: account_id.cloned(),
             to: to.to_string(),
             lang: lang.to_owned(),
             kind,
@@ -230,14 +230,14 @@ impl Identity {
     }
 
     /// The optional security notices the member turned off.
-    pub async fn notice_opt_outs(&self, account_id: &str) -> Result<Vec<NoticeKind>, StoreError> {
+    pub async fn notice_opt_outs(&self, account_id: &AccountId) -> Result<Vec<NoticeKind>, StoreError> {
         self.store().notice_opt_outs(account_id).await
     }
 
     /// Turns an optional security notice on or off for the member.
     pub async fn set_notice_wanted(
         &self,
-        account_id: &str,
+        account_id: &AccountId,
         kind: NoticeKind,
         wanted: bool,
     ) -> Result<(), IdentityError> {
@@ -249,7 +249,7 @@ impl Identity {
     }
 
     /// The language the member reads email in.
-    pub async fn set_language(&self, account_id: &str, lang: &str) -> Result<(), StoreError> {
+    pub async fn set_language(&self, account_id: &AccountId, lang: &str) -> Result<(), StoreError> {
         self.store().set_account_lang(account_id, lang).await
     }
 }

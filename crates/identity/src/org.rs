@@ -5,7 +5,7 @@ use crate::clock::Millis;
 use std::fmt;
 use std::str::FromStr;
 
-pub type OrgId = String;
+pub use crate::ids::OrgId;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Organization {

@@ -12,7 +12,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
-use crate::account::Account;
+use crate::account::{Account, AccountId};
 use crate::clock::Millis;
 use crate::email::EmailAddress;
 use crate::notices::NoticeKind;
@@ -37,7 +37,7 @@ pub const ORG_TOPIC: &str = "org-policy";
 /// A member as the members list shows them.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MemberSummary {
-    pub account_id: String,
+    pub account_id: AccountId,
     pub email: String,
     pub name: String,
     pub role: Role,
@@ -55,7 +55,7 @@ impl MemberSummary {
 }
 
 /// An organization's two-step verification requirement.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OrgPolicy {
     pub org_id: OrgId,
     pub org_name: String,
@@ -78,7 +78,7 @@ impl OrgPolicy {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OrgEvent {
     pub id: String,
-    pub org_id: String,
+    pub org_id: OrgId,
     pub at: Millis,
     /// The email of who did it.
     pub actor: String,
@@ -91,7 +91,7 @@ pub struct OrgEvent {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Invitation {
-    pub org_id: String,
+    pub org_id: OrgId,
     pub org_name: String,
     pub email: String,
     pub role: Role,
@@ -103,7 +103,7 @@ pub struct Invitation {
 /// What stops (or will stop) a member without two-step verification.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Requirement {
-    pub org_id: String,
+    pub org_id: OrgId,
     pub org_name: String,
     /// Who required it.
     pub by: String,
@@ -186,7 +186,7 @@ pub struct PolicyCache {
     policies: RwLock<Option<Arc<HashMap<OrgId, OrgPolicy>>>>,
     /// Each account's organizations and whether it has two-step
     /// verification.
-    memberships: RwLock<HashMap<String, MemberEntry>>,
+    memberships: RwLock<HashMap<AccountId, MemberEntry>>,
 }
 
 impl PolicyCache {
@@ -199,7 +199,7 @@ impl PolicyCache {
 
 impl Identity {
     /// The organization and the actor's role in it.
-    async fn org_role(&self, actor: &Account, org_id: &str) -> Result<(Organization, Role), OrgError> {
+    async fn org_role(&self, actor: &Account, org_id: &OrgId) -> Result<(Organization, Role), OrgError> {
         let org = self.store().organization(org_id).await?.ok_or(OrgError::NotFound)?;
         let role = self
             .store()
@@ -209,14 +209,14 @@ impl Identity {
         Ok((org, role))
     }
 
-    async fn member_role(&self, org_id: &str, member_id: &str) -> Result<Role, OrgError> {
+    async fn member_role(&self, org_id: &OrgId, member_id: &AccountId) -> Result<Role, OrgError> {
         self.store()
             .membership_role(org_id, member_id)
             .await?
             .ok_or(OrgError::NotFound)
     }
 
-    async fn manager(&self, actor: &Account, org_id: &str) -> Result<(Organization, Role), OrgError> {
+    async fn manager(&self, actor: &Account, org_id: &OrgId) -> Result<(Organization, Role), OrgError> {
         let (org, role) = self.org_role(actor, org_id).await?;
         if !role.manages_organization() {
             return Err(OrgError::NotAllowed(RoleError::NotAManager));
@@ -224,14 +224,14 @@ impl Identity {
         Ok((org, role))
     }
 
-    fn org_event(&self, org_id: &str, actor: &Account, kind: &str, detail: &str) -> OrgEvent {
+    fn org_event(&self, org_id: &OrgId, actor: &Account, kind: &str, detail: &str) -> OrgEvent {
         self.new_org_event(org_id, &actor.email.to_string(), kind, detail)
     }
 
     /// An entry for the organization's activity log, for services that
     /// store it with their own change (`actor` is an email, or
     /// [`OPERATOR`] for the command line).
-    pub fn new_org_event(&self, org_id: &str, actor: &str, kind: &str, detail: &str) -> OrgEvent {
+    pub fn new_org_event(&self, org_id: &OrgId, actor: &str, kind: &str, detail: &str) -> OrgEvent {
         OrgEvent {
             id: uuid::Uuid::now_v7().to_string(),
             org_id: org_id.to_owned(),
@@ -245,7 +245,7 @@ impl Identity {
     /// Every member of the organization, with no permission check: for
     /// services that checked the caller already, and the operator's
     /// command line.
-    pub async fn organization_members(&self, org_id: &str) -> Result<Vec<MemberSummary>, StoreError> {
+    pub async fn organization_members(&self, org_id: &OrgId) -> Result<Vec<MemberSummary>, StoreError> {
         self.store().org_members(org_id).await
     }
 
@@ -258,11 +258,11 @@ impl Identity {
 
     /// The organization `org_id` if `actor` manages it (admin or legal
     /// representative).
-    pub async fn managed_organization(&self, actor: &Account, org_id: &str) -> Result<Organization, OrgError> {
+    pub async fn managed_organization(&self, actor: &Account, org_id: &OrgId) -> Result<Organization, OrgError> {
         Ok(self.manager(actor, org_id).await?.0)
     }
 
-    pub async fn organization(&self, org_id: &str) -> Result<Option<Organization>, StoreError> {
+    pub async fn organization(&self, org_id: &OrgId) -> Result<Option<Organization>, StoreError> {
         self.store().organization(org_id).await
     }
 
@@ -275,7 +275,7 @@ impl Identity {
     pub async fn members(
         &self,
         actor: &Account,
-        org_id: &str,
+        org_id: &OrgId,
         two_factor: Option<bool>,
     ) -> Result<(Organization, Vec<MemberSummary>, MemberCounts), OrgError> {
         let (org, _) = self.manager(actor, org_id).await?;
@@ -296,7 +296,7 @@ impl Identity {
     pub async fn invite(
         &self,
         actor: &Account,
-        org_id: &str,
+        org_id: &OrgId,
         email: &str,
         role: Role,
         base_url: &str,
@@ -393,8 +393,8 @@ impl Identity {
     pub async fn set_member_role(
         &self,
         actor: &Account,
-        org_id: &str,
-        member_id: &str,
+        org_id: &OrgId,
+        member_id: &AccountId,
         role: Role,
     ) -> Result<(), OrgError> {
         let (_, actor_role) = self.manager(actor, org_id).await?;
@@ -410,16 +410,16 @@ impl Identity {
     }
 
     /// Removes a member from the organization.
-    pub async fn remove_member(&self, actor: &Account, org_id: &str, member_id: &str) -> Result<(), OrgError> {
+    pub async fn remove_member(&self, actor: &Account, org_id: &OrgId, member_id: &AccountId) -> Result<(), OrgError> {
         let (_, actor_role) = self.manager(actor, org_id).await?;
         let current = self.member_role(org_id, member_id).await?;
         actor_role.may_change_role(Some(current), None, LR_COUNTED_IN_STORE)?;
-        let event = self.org_event(org_id, actor, "member_removed", member_id);
+        let event = self.org_event(org_id, actor, "member_removed", member_id.as_str());
         self.change_membership(org_id, member_id, None, &event).await
     }
 
     /// An external member leaves by themselves.
-    pub async fn leave(&self, actor: &Account, org_id: &str) -> Result<(), OrgError> {
+    pub async fn leave(&self, actor: &Account, org_id: &OrgId) -> Result<(), OrgError> {
         let (_, role) = self.org_role(actor, org_id).await?;
         if !role.may_leave() {
             return Err(OrgError::NotAllowed(RoleError::NotAManager));
@@ -430,8 +430,8 @@ impl Identity {
 
     async fn change_membership(
         &self,
-        org_id: &str,
-        member_id: &str,
+        org_id: &OrgId,
+        member_id: &AccountId,
         role: Option<Role>,
         event: &OrgEvent,
     ) -> Result<(), OrgError> {
@@ -447,7 +447,12 @@ impl Identity {
 
     /// Emails a member a summary of their security settings with a link
     /// to the two-step page. At most one per member per day.
-    pub async fn send_security_alert(&self, actor: &Account, org_id: &str, member_id: &str) -> Result<(), OrgError> {
+    pub async fn send_security_alert(
+        &self,
+        actor: &Account,
+        org_id: &OrgId,
+        member_id: &AccountId,
+    ) -> Result<(), OrgError> {
         let (org, _) = self.manager(actor, org_id).await?;
         self.member_role(org_id, member_id).await?;
         self.alert_member(actor, &org, member_id).await
@@ -455,7 +460,7 @@ impl Identity {
 
     /// Sends the alert to every member without two-step verification
     /// (skipping those alerted in the last day); returns how many got it.
-    pub async fn alert_members_without_two_factor(&self, actor: &Account, org_id: &str) -> Result<usize, OrgError> {
+    pub async fn alert_members_without_two_factor(&self, actor: &Account, org_id: &OrgId) -> Result<usize, OrgError> {
         let (org, _) = self.manager(actor, org_id).await?;
         let mut sent = 0;
         for member in self.store().org_members(org_id).await? {
@@ -471,7 +476,7 @@ impl Identity {
         Ok(sent)
     }
 
-    async fn alert_member(&self, actor: &Account, org: &Organization, member_id: &str) -> Result<(), OrgError> {
+    async fn alert_member(&self, actor: &Account, org: &Organization, member_id: &AccountId) -> Result<(), OrgError> {
         let now = self.now();
         if let Some(last) = self.store().last_security_alert(&org.id, member_id).await?
             && last + ALERT_INTERVAL > now
@@ -523,7 +528,7 @@ impl Identity {
     }
 
     /// The organization's two-step requirement (any member may read it).
-    pub async fn org_policy(&self, actor: &Account, org_id: &str) -> Result<OrgPolicy, OrgError> {
+    pub async fn org_policy(&self, actor: &Account, org_id: &OrgId) -> Result<OrgPolicy, OrgError> {
         self.org_role(actor, org_id).await?;
         self.store().org_policy(org_id).await?.ok_or(OrgError::NotFound)
     }
@@ -535,7 +540,7 @@ impl Identity {
     pub async fn set_org_policy(
         &self,
         actor: &Account,
-        org_id: &str,
+        org_id: &OrgId,
         require: bool,
         grace_days: u32,
         confirmed: bool,
@@ -583,7 +588,7 @@ impl Identity {
     }
 
     /// The audit log, newest first.
-    pub async fn org_events(&self, actor: &Account, org_id: &str, limit: u32) -> Result<Vec<OrgEvent>, OrgError> {
+    pub async fn org_events(&self, actor: &Account, org_id: &OrgId, limit: u32) -> Result<Vec<OrgEvent>, OrgError> {
         self.manager(actor, org_id).await?;
         Ok(self.store().org_events(org_id, limit).await?)
     }
@@ -633,7 +638,7 @@ impl Identity {
         Ok(loaded)
     }
 
-    async fn cached_memberships(&self, account_id: &str) -> Result<MemberEntry, StoreError> {
+    async fn cached_memberships(&self, account_id: &AccountId) -> Result<MemberEntry, StoreError> {
         let cache = self.policy_cache();
         if let Some(m) = cache
             .memberships
@@ -657,7 +662,7 @@ impl Identity {
         if map.len() >= 100_000 {
             map.clear();
         }
-        map.insert(account_id.to_owned(), Arc::clone(&orgs));
+        map.insert(account_id.clone(), Arc::clone(&orgs));
         Ok(orgs)
     }
 
@@ -691,9 +696,12 @@ mod tests {
         assert_eq!((c.without_two_factor(), c.percent()), (1, 66));
         assert_eq!(MemberCounts::default().percent(), 0);
         let p = OrgPolicy {
+            org_id: OrgId::new("o"),
+            org_name: "Acme".into(),
+            require_two_factor: true,
             since: 1000,
             grace_days: 2,
-            ..OrgPolicy::default()
+            by: "Ana".into(),
         };
         assert_eq!(p.deadline(), 1000 + 2 * DAY);
     }

@@ -29,7 +29,7 @@ use std::sync::Mutex;
 
 use subtle::ConstantTimeEq;
 
-use crate::account::Account;
+use crate::account::{Account, AccountId};
 use crate::attempt::ThrottleKey;
 use crate::audit::EventKind;
 use crate::clock::Millis;
@@ -98,8 +98,8 @@ impl Cache {
         entries.insert(key, entry);
     }
 
-    pub(crate) fn forget_account(&self, account_id: &str) {
-        self.entries().retain(|_, e| e.account.id != account_id);
+    pub(crate) fn forget_account(&self, account_id: &AccountId) {
+        self.entries().retain(|_, e| &e.account.id != account_id);
     }
 
     /// Empties the cache (for measuring the uncached path).
@@ -273,7 +273,7 @@ impl Identity {
         Ok((password, plaintext))
     }
 
-    pub async fn app_passwords(&self, account_id: &str) -> Result<Vec<AppPassword>, StoreError> {
+    pub async fn app_passwords(&self, account_id: &AccountId) -> Result<Vec<AppPassword>, StoreError> {
         let mut list: Vec<AppPassword> = self
             .store()
             .app_passwords(account_id)
@@ -288,7 +288,7 @@ impl Identity {
     /// Revokes one; `false` if the account has none with that id.
     pub async fn revoke_app_password(
         &self,
-        account_id: &str,
+        account_id: &AccountId,
         id: &str,
         client: &ClientInfo,
     ) -> Result<bool, StoreError> {

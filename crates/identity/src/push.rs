@@ -14,6 +14,7 @@
 //! [`REQUEST_WINDOW`], and after [`DENIALS_TO_PAUSE`] denials in a row push
 //! is paused for [`PAUSE`] (other methods still work).
 
+use crate::FactorId;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -23,11 +24,12 @@ use rand::Rng;
 use rand::seq::SliceRandom;
 use serde::Serialize;
 
-use crate::account::Account;
+use crate::account::{Account, AccountId};
 use crate::audit::EventKind;
 use crate::clock::Millis;
 use crate::second_factor::{FactorKind, SecondFactor};
 use crate::service::{ClientInfo, Identity, SignedIn};
+use crate::session::SessionId;
 use crate::session::{Session, SessionStage};
 use crate::store::StoreError;
 use crate::two_factor::{SecondStep, SecondStepError};
@@ -94,8 +96,8 @@ impl ApprovalStatus {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ApprovalRequest {
     pub id: String,
-    pub account_id: String,
-    pub session_id: String,
+    pub account_id: AccountId,
+    pub session_id: SessionId,
     /// The number the sign-in page shows.
     pub number: u8,
     /// The three numbers the app offers (one is `number`).
@@ -106,8 +108,8 @@ pub struct ApprovalRequest {
     pub created_at: Millis,
     pub expires_at: Millis,
     pub answered_at: Millis,
-    /// The device (method id) that answered.
-    pub answered_by: String,
+    /// The device (method id) that answered, once one did.
+    pub answered_by: Option<FactorId>,
 }
 
 impl ApprovalRequest {
@@ -178,7 +180,7 @@ pub enum PushOutcome {
 /// `cloudkeep-authenticator/1\n<purpose>\n<method id>\n<timestamp>\n<extra>`.
 #[derive(Debug, Clone)]
 pub struct DeviceProof {
-    pub method_id: String,
+    pub method_id: FactorId,
     /// Milliseconds since the epoch, within [`CLOCK_SKEW`] of the server.
     pub timestamp: Millis,
     /// Ed25519 signature, base64url.
@@ -234,10 +236,10 @@ pub struct DeviceRequest {
 #[async_trait::async_trait]
 pub trait PushNotifier: Send + Sync {
     /// Tells the device linked as `method_id` that `request_id` waits.
-    async fn notify(&self, method_id: &str, request_id: &str) -> Result<(), String>;
+    async fn notify(&self, method_id: &FactorId, request_id: &str) -> Result<(), String>;
 }
 
-fn account_topic(account_id: &str) -> String {
+fn account_topic(account_id: &AccountId) -> String {
     format!("account:{account_id}")
 }
 
@@ -350,7 +352,7 @@ impl Identity {
             created_at: now,
             expires_at: now + REQUEST_LIFETIME,
             answered_at: 0,
-            answered_by: String::new(),
+            answered_by: None,
         };
         let inserted = self
             .store()
@@ -440,9 +442,14 @@ impl Identity {
             }
             PushState::Used => Err(SecondStepError::NotPending),
             PushState::Approved => {
+                // Approved means answered: a request without its device
+                // is not one this session can use.
+                let Some(factor_id) = request.answered_by else {
+                    return Err(SecondStepError::NotPending);
+                };
                 let step = SecondStep::Push {
                     request_id: request.id,
-                    factor_id: request.answered_by,
+                    factor_id,
                 };
                 let signed = self.second_step(session, account, step, device_cookie, client).await?;
                 Ok(PushOutcome::SignedIn(Box::new(signed)))
@@ -469,7 +476,7 @@ impl Identity {
             .filter(|f| f.active && f.kind == FactorKind::App)
             .ok_or(DeviceError::Revoked)?;
         let public_key = self.app_public_key(&factor)?;
-        let message = device_message(purpose, &proof.method_id, proof.timestamp, extra);
+        let message = device_message(purpose, proof.method_id.as_str(), proof.timestamp, extra);
         let signature = URL_SAFE_NO_PAD
             .decode(proof.signature.trim())
             .ok()
@@ -607,7 +614,7 @@ impl Identity {
     }
 
     /// Whether push is paused for the account now, and until when.
-    pub async fn push_paused_until(&self, account_id: &str) -> Result<Option<Millis>, StoreError> {
+    pub async fn push_paused_until(&self, account_id: &AccountId) -> Result<Option<Millis>, StoreError> {
         let now = self.now();
         let recent = self.store().approval_requests(account_id, now - HISTORY).await?;
         Ok(paused_until(&recent).filter(|until| *until > now))
@@ -640,8 +647,8 @@ mod tests {
     fn answered(at: Millis, status: ApprovalStatus) -> ApprovalRequest {
         ApprovalRequest {
             id: at.to_string(),
-            account_id: "a".into(),
-            session_id: "s".into(),
+            account_id: AccountId::new("a"),
+            session_id: SessionId::new("s"),
             number: 10,
             choices: [10, 11, 12],
             status,
@@ -650,7 +657,7 @@ mod tests {
             created_at: at - 1000,
             expires_at: at + REQUEST_LIFETIME,
             answered_at: at,
-            answered_by: "m".into(),
+            answered_by: Some(FactorId::new("m")),
         }
     }
 

@@ -3,6 +3,8 @@
 //! SMS. Every kind shares the same storage, listing, removal and second
 //! sign-in step; backup codes stand beside them.
 
+use crate::FactorId;
+use crate::account::AccountId;
 use crate::clock::Millis;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -42,8 +44,8 @@ impl FactorKind {
 /// One enrolled (or being enrolled) method.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SecondFactor {
-    pub id: String,
-    pub account_id: String,
+    pub id: FactorId,
+    pub account_id: AccountId,
     pub kind: FactorKind,
     /// The member's name for it ("Phone").
     pub name: String,
@@ -66,7 +68,7 @@ pub const ENROLMENT_LIFETIME: Millis = 10 * 60_000;
 /// A method as the member sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MethodSummary {
-    pub id: String,
+    pub id: FactorId,
     pub kind: FactorKind,
     pub name: String,
     pub created_at: Millis,
@@ -126,8 +128,8 @@ mod tests {
 
     fn factor(id: &str, active: bool, last_used_at: Millis) -> SecondFactor {
         SecondFactor {
-            id: id.into(),
-            account_id: "a".into(),
+            id: FactorId::new(id),
+            account_id: AccountId::new("a"),
             kind: FactorKind::Totp,
             name: id.into(),
             secret: String::new(),

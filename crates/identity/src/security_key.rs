@@ -9,6 +9,7 @@
 //! signature counter that goes backwards means a cloned key: refused and
 //! recorded.
 
+use crate::FactorId;
 use serde_json::Value;
 use url::Url;
 use webauthn_rs::prelude::{
@@ -16,7 +17,7 @@ use webauthn_rs::prelude::{
     Webauthn, WebauthnBuilder, WebauthnError,
 };
 
-use crate::account::Account;
+use crate::account::{Account, AccountId};
 use crate::audit::EventKind;
 use crate::clock::Millis;
 use crate::second_factor::{ENROLMENT_LIFETIME, FactorKind, SecondFactor};
@@ -46,7 +47,7 @@ pub(crate) fn relying_party(origin: &Url, name: &str) -> Option<Webauthn> {
 /// A key registration waiting for the touch.
 #[derive(Debug, Clone)]
 pub struct SecurityKeyChallenge {
-    pub id: String,
+    pub id: FactorId,
     /// `PublicKeyCredentialCreationOptions` (or request options at sign-in)
     /// for `navigator.credentials`, base64url-encoded buffers.
     pub options: Value,
@@ -64,12 +65,12 @@ impl Identity {
     fn security_key(&self, factor: &SecondFactor) -> Result<SecurityKey, StoreError> {
         let bytes = self
             .key()
-            .open(KEY_PURPOSE, &factor.id, &factor.secret)
+            .open(KEY_PURPOSE, factor.id.as_str(), &factor.secret)
             .ok_or_else(|| StoreError::Corrupt(format!("the key of factor {} does not decrypt", factor.id)))?;
         serde_json::from_slice(&bytes).map_err(json_error)
     }
 
-    fn active_keys(&self, factors: &[SecondFactor]) -> Result<Vec<(String, SecurityKey)>, StoreError> {
+    fn active_keys(&self, factors: &[SecondFactor]) -> Result<Vec<(FactorId, SecurityKey)>, StoreError> {
         factors
             .iter()
             .filter(|f| f.active && f.kind == FactorKind::SecurityKey)
@@ -87,15 +88,15 @@ impl Identity {
         let name = crate::credential::parse_label(name).ok_or(IdentityError::InvalidName)?;
         let existing = self.active_keys(&self.store().second_factors(&account.id).await?)?;
         let exclude = existing.iter().map(|(_, k)| k.cred_id().clone()).collect();
-        let user = uuid::Uuid::parse_str(&account.id).unwrap_or_else(|_| uuid::Uuid::new_v4());
+        let user = uuid::Uuid::parse_str(account.id.as_str()).unwrap_or_else(|_| uuid::Uuid::new_v4());
         let (options, state) = webauthn
             .start_securitykey_registration(user, account.email.as_str(), &account.name, Some(exclude), None, None)
             .map_err(|e| IdentityError::SecurityKeyRefused(e.to_string()))?;
-        let id = uuid::Uuid::new_v4().to_string();
+        let id = FactorId::generate();
         let now = self.now();
         let state = serde_json::to_vec(&state).map_err(|e| IdentityError::Store(json_error(e)))?;
         let factor = SecondFactor {
-            secret: self.key().seal(REGISTRATION_PURPOSE, &id, &state),
+            secret: self.key().seal(REGISTRATION_PURPOSE, id.as_str(), &state),
             id: id.clone(),
             account_id: account.id.clone(),
             kind: FactorKind::SecurityKey,
@@ -115,8 +116,8 @@ impl Identity {
     /// two-step verification on, returns the backup codes.
     pub async fn finish_security_key(
         &self,
-        account_id: &str,
-        id: &str,
+        account_id: &AccountId,
+        id: &FactorId,
         credential: Value,
         client: &ClientInfo,
     ) -> Result<Option<Vec<String>>, IdentityError> {
@@ -127,11 +128,11 @@ impl Identity {
             .second_factors(account_id)
             .await?
             .into_iter()
-            .find(|f| f.id == id && !f.active && f.expires_at > now && f.kind == FactorKind::SecurityKey)
+            .find(|f| &f.id == id && !f.active && f.expires_at > now && f.kind == FactorKind::SecurityKey)
             .ok_or(IdentityError::NotFound)?;
         let state = self
             .key()
-            .open(REGISTRATION_PURPOSE, &factor.id, &factor.secret)
+            .open(REGISTRATION_PURPOSE, factor.id.as_str(), &factor.secret)
             .ok_or_else(|| StoreError::Corrupt("a registration state does not decrypt".into()))?;
         let state: SecurityKeyRegistration = serde_json::from_slice(&state).map_err(json_error)?;
         let credential: RegisterPublicKeyCredential = serde_json::from_value(credential)
@@ -141,7 +142,7 @@ impl Identity {
             .map_err(|e| IdentityError::SecurityKeyRefused(e.to_string()))?;
         let sealed = self.key().seal(
             KEY_PURPOSE,
-            &factor.id,
+            factor.id.as_str(),
             &serde_json::to_vec(&key).map_err(|e| IdentityError::Store(json_error(e)))?,
         );
         self.store().set_factor_secret(&factor.id, &sealed).await?;
@@ -168,7 +169,7 @@ impl Identity {
             .start_securitykey_authentication(&keys)
             .map_err(|e| SecondStepError::Store(StoreError::Backend(e.to_string())))?;
         let state = serde_json::to_vec(&state).map_err(json_error)?;
-        let sealed = self.key().seal(CHALLENGE_PURPOSE, &session.id, &state);
+        let sealed = self.key().seal(CHALLENGE_PURPOSE, session.id.as_str(), &state);
         self.store()
             .put_webauthn_challenge(&session.id, &sealed, self.now() + CHALLENGE_LIFETIME)
             .await?;
@@ -189,7 +190,7 @@ impl Identity {
         let Some(sealed) = self.store().webauthn_challenge(&session.id, self.now()).await? else {
             return Ok(None);
         };
-        let Some(state) = self.key().open(CHALLENGE_PURPOSE, &session.id, &sealed) else {
+        let Some(state) = self.key().open(CHALLENGE_PURPOSE, session.id.as_str(), &sealed) else {
             return Ok(None);
         };
         let state: SecurityKeyAuthentication = serde_json::from_slice(&state).map_err(json_error)?;
@@ -214,9 +215,11 @@ impl Identity {
                 continue;
             }
             key.update_credential(&result);
-            let secret = self
-                .key()
-                .seal(KEY_PURPOSE, &factor_id, &serde_json::to_vec(&key).map_err(json_error)?);
+            let secret = self.key().seal(
+                KEY_PURPOSE,
+                factor_id.as_str(),
+                &serde_json::to_vec(&key).map_err(json_error)?,
+            );
             return Ok(Some(SecondStepProof::SecurityKey {
                 factor_id,
                 secret,

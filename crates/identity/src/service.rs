@@ -5,16 +5,16 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use crate::access::Access;
-use crate::account::{Account, NewAccount, parse_name};
+use crate::account::{Account, AccountId, NewAccount, parse_name};
 use crate::attempt::ThrottleKey;
 use crate::audit::{EventKind, SecurityEvent};
 use crate::clock::{Clock, Millis};
 use crate::email::EmailAddress;
-use crate::org::{Membership, NewOrganization, Organization, Role, RoleError};
+use crate::org::{Membership, NewOrganization, OrgId, Organization, Role, RoleError};
 use crate::password::{PasswordHasher, PasswordPolicy, PasswordRejected};
 use crate::second_factor::Challenge;
 use crate::secrets::{ServerKey, random_token, token_hash};
-use crate::session::{RECENT_PASSWORD, Session, SessionPolicy, SessionStage, SessionToken};
+use crate::session::{RECENT_PASSWORD, Session, SessionId, SessionPolicy, SessionStage, SessionToken};
 use crate::softlock::ThrottlePolicy;
 use crate::store::{Constraint, EventPage, ExpiryCutoffs, IdentityStore, StoreError, ThrottleRelease};
 use crate::sync_user_id::SyncUserId;
@@ -322,8 +322,10 @@ impl Identity {
 
     pub async fn create_organization(&self, name: &str) -> Result<Organization, IdentityError> {
         let org = NewOrganization::parse(name)?;
-        let id = uuid::Uuid::new_v4().to_string();
-        Ok(self.store.create_organization(&id, &org, self.now()).await?)
+        Ok(self
+            .store
+            .create_organization(&OrgId::generate(), &org, self.now())
+            .await?)
     }
 
     pub async fn create_account(
@@ -343,7 +345,7 @@ impl Identity {
             None => None,
         };
         let new = self.new_account(email, name, password).await?;
-        let member = org.as_ref().zip(membership).map(|(o, (_, role))| (o.id.as_str(), role));
+        let member = org.as_ref().zip(membership).map(|(o, (_, role))| (&o.id, role));
         let account = self
             .store
             .create_account(&new, member, &mut sync_id_candidates())
@@ -359,7 +361,7 @@ impl Identity {
             return Err(IdentityError::EmailTaken);
         }
         Ok(NewAccount {
-            id: uuid::Uuid::new_v4().to_string(),
+            id: AccountId::generate(),
             email,
             name,
             password_hash: self.hasher.hash(password).await,
@@ -464,7 +466,7 @@ impl Identity {
         let now = self.now();
         let token = SessionToken(random_token(32));
         let session = Session {
-            id: uuid::Uuid::new_v4().to_string(),
+            id: SessionId::generate(),
             account_id: account.id.clone(),
             created_at: now,
             last_seen_at: now,
@@ -500,25 +502,25 @@ impl Identity {
 
     /// A device cookie for this account: the browser's own when it is
     /// valid, else a new device.
-    pub(crate) fn device_cookie(&self, account_id: &str, known: Option<String>) -> String {
+    pub(crate) fn device_cookie(&self, account_id: &AccountId, known: Option<String>) -> String {
         let device = known.unwrap_or_else(|| random_token(16));
         format!("{device}.{}", self.device_digest(account_id, &device))
     }
 
     /// The device id of a browser's device cookie, when it is valid for
     /// this account.
-    pub fn known_device(&self, account_id: &str, cookie: Option<&str>) -> Option<String> {
+    pub fn known_device(&self, account_id: &AccountId, cookie: Option<&str>) -> Option<String> {
         self.device_id(account_id, cookie?)
     }
 
-    fn device_digest(&self, account_id: &str, device: &str) -> String {
+    fn device_digest(&self, account_id: &AccountId, device: &str) -> String {
         self.key
             .digest(DEVICE_PURPOSE, format!("{account_id}\n{device}").as_bytes())
     }
 
     /// The device id in a device cookie, if the cookie was issued by this
     /// server for this account.
-    fn device_id(&self, account_id: &str, cookie: &str) -> Option<String> {
+    fn device_id(&self, account_id: &AccountId, cookie: &str) -> Option<String> {
         let (device, digest) = cookie.split_once('.')?;
         let message = format!("{account_id}\n{device}");
         self.key
@@ -574,7 +576,7 @@ impl Identity {
         self.record(&session.account_id, EventKind::SignOut, client, "").await
     }
 
-    pub async fn sessions(&self, account_id: &str) -> Result<Vec<Session>, StoreError> {
+    pub async fn sessions(&self, account_id: &AccountId) -> Result<Vec<Session>, StoreError> {
         let now = self.now();
         let mut sessions = self.store.sessions_of(account_id).await?;
         sessions.retain(|s| self.config.session.is_live(s, now));
@@ -583,10 +585,15 @@ impl Identity {
     }
 
     /// Ends one of the account's sessions; `false` if there was none.
-    pub async fn revoke_session(&self, account_id: &str, id: &str, client: &ClientInfo) -> Result<bool, StoreError> {
+    pub async fn revoke_session(
+        &self,
+        account_id: &AccountId,
+        id: &SessionId,
+        client: &ClientInfo,
+    ) -> Result<bool, StoreError> {
         let existed = self.store.delete_session(account_id, id).await?;
         if existed {
-            let short: String = id.chars().take(8).collect();
+            let short: String = id.as_str().chars().take(8).collect();
             self.record(account_id, EventKind::SessionRevoked, client, &short)
                 .await?;
         }
@@ -681,17 +688,22 @@ impl Identity {
     }
 
     /// The account with this id, if it still exists.
-    pub async fn account_by_id(&self, id: &str) -> Result<Option<Account>, StoreError> {
+    pub async fn account_by_id(&self, id: &AccountId) -> Result<Option<Account>, StoreError> {
         self.store.account_by_id(id).await
     }
 
-    pub async fn memberships(&self, account_id: &str) -> Result<Vec<Membership>, StoreError> {
+    pub async fn memberships(&self, account_id: &AccountId) -> Result<Vec<Membership>, StoreError> {
         self.store.memberships(account_id).await
     }
 
     // ---- activity ----------------------------------------------------------
 
-    pub async fn events(&self, account_id: &str, before: Option<&str>, limit: u32) -> Result<EventPage, StoreError> {
+    pub async fn events(
+        &self,
+        account_id: &AccountId,
+        before: Option<&str>,
+        limit: u32,
+    ) -> Result<EventPage, StoreError> {
         let limit = limit.clamp(1, 200);
         let mut events = self.store.events(account_id, before, limit + 1).await?;
         let next = if events.len() > limit as usize {
@@ -703,7 +715,13 @@ impl Identity {
         Ok(EventPage { events, next })
     }
 
-    pub(crate) fn event(&self, account_id: &str, kind: EventKind, client: &ClientInfo, detail: &str) -> SecurityEvent {
+    pub(crate) fn event(
+        &self,
+        account_id: &AccountId,
+        kind: EventKind,
+        client: &ClientInfo,
+        detail: &str,
+    ) -> SecurityEvent {
         SecurityEvent {
             id: uuid::Uuid::now_v7().to_string(),
             account_id: account_id.to_owned(),
@@ -717,7 +735,7 @@ impl Identity {
 
     pub(crate) async fn record(
         &self,
-        account_id: &str,
+        account_id: &AccountId,
         kind: EventKind,
         client: &ClientInfo,
         detail: &str,

@@ -5,9 +5,10 @@
 //! out or revoked, after `idle` without use (longer when "keep me signed
 //! in" was ticked) and, whatever happens, `absolute` after sign-in.
 
+use crate::account::AccountId;
 use crate::clock::Millis;
 
-pub type SessionId = String;
+pub use crate::ids::SessionId;
 
 /// The secret a browser presents. Its `Debug` never shows it.
 #[derive(Clone, PartialEq, Eq)]
@@ -46,7 +47,7 @@ impl SessionStage {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Session {
     pub id: SessionId,
-    pub account_id: String,
+    pub account_id: AccountId,
     pub created_at: Millis,
     pub last_seen_at: Millis,
     /// "Keep me signed in": a persistent cookie and the longer idle time.
@@ -125,8 +126,8 @@ mod tests {
 
     fn session(remember: bool) -> Session {
         Session {
-            id: "s".into(),
-            account_id: "a".into(),
+            id: SessionId::new("s"),
+            account_id: AccountId::new("a"),
             created_at: 0,
             last_seen_at: 0,
             remember,

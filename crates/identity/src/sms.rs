@@ -1,9 +1,10 @@
 //! SMS codes as a second factor: enrolling a number (confirmed with a code)
 //! and sending codes at sign-in. The rules are in `credential/sms.rs`.
 
+use crate::FactorId;
 use subtle::ConstantTimeEq;
 
-use crate::account::Account;
+use crate::account::{Account, AccountId};
 use crate::clock::Millis;
 use crate::credential::sms::{self, PhoneNumber, PhoneRejected, SendRefused, SmsCode};
 use crate::second_factor::{ENROLMENT_LIFETIME, FactorKind, SecondFactor};
@@ -33,7 +34,7 @@ pub enum SmsError {
 /// A number being enrolled: the code is on its way.
 #[derive(Debug, Clone)]
 pub struct SmsEnrollment {
-    pub id: String,
+    pub id: FactorId,
     /// `+41 •••• 4567`
     pub phone: String,
 }
@@ -42,14 +43,14 @@ impl Identity {
     fn sms_number(&self, factor: &SecondFactor) -> Result<PhoneNumber, StoreError> {
         let bytes = self
             .key()
-            .open(NUMBER_PURPOSE, &factor.id, &factor.secret)
+            .open(NUMBER_PURPOSE, factor.id.as_str(), &factor.secret)
             .ok_or_else(|| StoreError::Corrupt(format!("the number of factor {} does not decrypt", factor.id)))?;
         let number = String::from_utf8(bytes).map_err(|_| StoreError::Corrupt("a stored number is not text".into()))?;
         Ok(PhoneNumber::from_stored(number))
     }
 
     /// Sends a fresh code for `factor`, within the resend and daily limits.
-    async fn send_code(&self, account_id: &str, factor: &SecondFactor, lang: &str) -> Result<(), IdentityError> {
+    async fn send_code(&self, account_id: &AccountId, factor: &SecondFactor, lang: &str) -> Result<(), IdentityError> {
         let number = self.sms_number(factor)?;
         let now = self.now();
         let number_digest = number.digest(self.key());
@@ -83,10 +84,10 @@ impl Identity {
     /// sealed and sends a code to confirm it.
     pub async fn begin_sms(&self, account: &Account, phone: &str, lang: &str) -> Result<SmsEnrollment, IdentityError> {
         let number = PhoneNumber::parse(phone, self.sms_regions()).map_err(SmsError::Phone)?;
-        let id = uuid::Uuid::new_v4().to_string();
+        let id = FactorId::generate();
         let now = self.now();
         let factor = SecondFactor {
-            secret: self.key().seal(NUMBER_PURPOSE, &id, number.as_str().as_bytes()),
+            secret: self.key().seal(NUMBER_PURPOSE, id.as_str(), number.as_str().as_bytes()),
             id: id.clone(),
             account_id: account.id.clone(),
             kind: FactorKind::Sms,
@@ -105,18 +106,23 @@ impl Identity {
         })
     }
 
-    async fn pending_sms(&self, account_id: &str, id: &str) -> Result<SecondFactor, IdentityError> {
+    async fn pending_sms(&self, account_id: &AccountId, id: &FactorId) -> Result<SecondFactor, IdentityError> {
         let now = self.now();
         self.store()
             .second_factors(account_id)
             .await?
             .into_iter()
-            .find(|f| f.id == id && !f.active && f.expires_at > now && f.kind == FactorKind::Sms)
+            .find(|f| &f.id == id && !f.active && f.expires_at > now && f.kind == FactorKind::Sms)
             .ok_or(IdentityError::NotFound)
     }
 
     /// Sends another code for a number being enrolled.
-    pub async fn resend_sms_enrolment(&self, account: &Account, id: &str, lang: &str) -> Result<String, IdentityError> {
+    pub async fn resend_sms_enrolment(
+        &self,
+        account: &Account,
+        id: &FactorId,
+        lang: &str,
+    ) -> Result<String, IdentityError> {
         let factor = self.pending_sms(&account.id, id).await?;
         self.send_code(&account.id, &factor, lang).await?;
         Ok(factor.name)
@@ -126,8 +132,8 @@ impl Identity {
     /// this turns two-step verification on, returns the backup codes.
     pub async fn confirm_sms(
         &self,
-        account_id: &str,
-        id: &str,
+        account_id: &AccountId,
+        id: &FactorId,
         code: &str,
         client: &ClientInfo,
     ) -> Result<Option<Vec<String>>, IdentityError> {

@@ -1,20 +1,21 @@
 //! What the identity service needs from persistence. The SQL adapter lives
 //! in the `store` crate; the domain never sees SQL.
 
+use crate::FactorId;
 use async_trait::async_trait;
 
-use crate::account::{Account, NewAccount};
+use crate::account::{Account, AccountId, NewAccount};
 use crate::audit::SecurityEvent;
 use crate::clock::Millis;
 use crate::credential::app_password::AppPassword;
 use crate::credential::sms::SmsCode;
 use crate::email::EmailAddress;
 use crate::notices::{Notice, NoticeKind};
-use crate::org::{Membership, NewOrganization, Organization, Role};
+use crate::org::{Membership, NewOrganization, OrgId, Organization, Role};
 use crate::org_admin::{Invitation, MemberSummary, MembershipChange, OrgEvent, OrgPolicy};
 use crate::push::{ApprovalRequest, ApprovalStatus};
 use crate::second_factor::SecondFactor;
-use crate::session::Session;
+use crate::session::{Session, SessionId};
 use crate::softlock::ThrottleState;
 use crate::sync_user_id::SyncUserId;
 
@@ -122,22 +123,22 @@ pub struct ExpiryCutoffs {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SecondStepProof {
     /// A TOTP step of an active factor.
-    TotpStep { factor_id: String, step: i64 },
+    TotpStep { factor_id: FactorId, step: i64 },
     /// A backup code's digest.
-    BackupCode { account_id: String, digest: String },
+    BackupCode { account_id: AccountId, digest: String },
     /// The digest of the SMS code waiting for a factor (unexpired, tries
     /// left).
-    SmsCode { factor_id: String, digest: String },
+    SmsCode { factor_id: FactorId, digest: String },
     /// A security key's answer to the session's challenge: consumes the
     /// challenge and stores the key's updated state and counter.
     SecurityKey {
-        factor_id: String,
+        factor_id: FactorId,
         secret: String,
         counter: i64,
     },
     /// A push request of this session, approved on the device
     /// `factor_id`: becomes used.
-    Push { request_id: String, factor_id: String },
+    Push { request_id: String, factor_id: FactorId },
 }
 
 pub type SyncIds<'a> = &'a mut (dyn Iterator<Item = SyncUserId> + Send);
@@ -197,18 +198,18 @@ pub trait AccountStore: Send + Sync {
     async fn create_account(
         &self,
         account: &NewAccount,
-        membership: Option<(&str, Role)>,
+        membership: Option<(&OrgId, Role)>,
         sync_ids: SyncIds<'_>,
     ) -> Result<Account, StoreError>;
     async fn account_by_email(&self, email: &EmailAddress) -> Result<Option<Account>, StoreError>;
-    async fn account_by_id(&self, id: &str) -> Result<Option<Account>, StoreError>;
+    async fn account_by_id(&self, id: &AccountId) -> Result<Option<Account>, StoreError>;
     async fn account_by_sync_user_id(&self, id: &SyncUserId) -> Result<Option<Account>, StoreError>;
-    async fn memberships(&self, account_id: &str) -> Result<Vec<Membership>, StoreError>;
-    async fn set_password(&self, account_id: &str, hash: &str, now: Millis) -> Result<(), StoreError>;
+    async fn memberships(&self, account_id: &AccountId) -> Result<Vec<Membership>, StoreError>;
+    async fn set_password(&self, account_id: &AccountId, hash: &str, now: Millis) -> Result<(), StoreError>;
     /// The second-factor kind offered first at sign-in ("" for none).
-    async fn default_method(&self, account_id: &str) -> Result<String, StoreError>;
-    async fn set_default_method(&self, account_id: &str, kind: &str) -> Result<(), StoreError>;
-    async fn set_account_lang(&self, account_id: &str, lang: &str) -> Result<(), StoreError>;
+    async fn default_method(&self, account_id: &AccountId) -> Result<String, StoreError>;
+    async fn set_default_method(&self, account_id: &AccountId, kind: &str) -> Result<(), StoreError>;
+    async fn set_account_lang(&self, account_id: &AccountId, lang: &str) -> Result<(), StoreError>;
 }
 
 /// Sessions: signed in, half signed in (waiting for a second step), and what finishes one.
@@ -235,11 +236,11 @@ pub trait SessionStore: Send + Sync {
         hash: &str,
         throttle_prefix: &str,
     ) -> Result<Option<(Session, Account, StepContext)>, StoreError>;
-    async fn touch_session(&self, id: &str, now: Millis, ip: &str) -> Result<(), StoreError>;
-    async fn sessions_of(&self, account_id: &str) -> Result<Vec<Session>, StoreError>;
+    async fn touch_session(&self, id: &SessionId, now: Millis, ip: &str) -> Result<(), StoreError>;
+    async fn sessions_of(&self, account_id: &AccountId) -> Result<Vec<Session>, StoreError>;
     /// Whether a session of that account with that id existed.
-    async fn delete_session(&self, account_id: &str, id: &str) -> Result<bool, StoreError>;
-    async fn delete_sessions_except(&self, account_id: &str, keep: &str) -> Result<u64, StoreError>;
+    async fn delete_session(&self, account_id: &AccountId, id: &SessionId) -> Result<bool, StoreError>;
+    async fn delete_sessions_except(&self, account_id: &AccountId, keep: &SessionId) -> Result<u64, StoreError>;
     /// In one transaction: consumes `proof` (a TOTP step above the
     /// factor's counter, or an unused backup code), signs the half-signed-in
     /// session in under a new token, and records `event`. `false`, with
@@ -247,15 +248,15 @@ pub trait SessionStore: Send + Sync {
     /// by a concurrent request) or the session is not waiting.
     async fn complete_second_step(
         &self,
-        session_id: &str,
+        session_id: &SessionId,
         token_hash: &str,
         now: Millis,
         event: &SecurityEvent,
         proof: &SecondStepProof,
     ) -> Result<bool, StoreError>;
     /// Counts a wrong second-step code; returns the session's new total.
-    async fn count_factor_failure(&self, id: &str) -> Result<u32, StoreError>;
-    async fn set_password_at(&self, id: &str, now: Millis) -> Result<(), StoreError>;
+    async fn count_factor_failure(&self, id: &SessionId) -> Result<u32, StoreError>;
+    async fn set_password_at(&self, id: &SessionId, now: Millis) -> Result<(), StoreError>;
 }
 
 /// Second factors and what each kind keeps on the side: backup codes, SMS codes, authenticator links, WebAuthn challenges.
@@ -263,21 +264,21 @@ pub trait SessionStore: Send + Sync {
 pub trait FactorStore: Send + Sync {
     async fn insert_second_factor(&self, factor: &SecondFactor) -> Result<(), StoreError>;
     /// Active and pending ones.
-    async fn second_factors(&self, account_id: &str) -> Result<Vec<SecondFactor>, StoreError>;
+    async fn second_factors(&self, account_id: &AccountId) -> Result<Vec<SecondFactor>, StoreError>;
     /// One factor by id, whatever its account.
-    async fn second_factor(&self, id: &str) -> Result<Option<SecondFactor>, StoreError>;
+    async fn second_factor(&self, id: &FactorId) -> Result<Option<SecondFactor>, StoreError>;
     /// The throttle record under `key` and the account's factors (as
     /// [`second_factors`](Self::second_factors)), in one query: what every
     /// second sign-in step reads first.
-    async fn step_context(&self, key: &str, account_id: &str) -> Result<StepContext, StoreError>;
+    async fn step_context(&self, key: &str, account_id: &AccountId) -> Result<StepContext, StoreError>;
     /// In one transaction: activates a pending, unexpired factor with its
     /// first accepted `counter`, and when `backup_codes` are given, makes
     /// them the account's backup codes. `false` if there was no such
     /// pending factor.
     async fn activate_second_factor(
         &self,
-        account_id: &str,
-        id: &str,
+        account_id: &AccountId,
+        id: &FactorId,
         now: Millis,
         counter: i64,
         backup_codes: Option<&[String]>,
@@ -285,46 +286,52 @@ pub trait FactorStore: Send + Sync {
     /// In one transaction: deletes the factor and, when no active factor is
     /// left, the backup codes. `None` if there was no such factor, else how
     /// many active factors remain.
-    async fn delete_second_factor(&self, account_id: &str, id: &str) -> Result<Option<usize>, StoreError>;
-    async fn replace_backup_codes(&self, account_id: &str, digests: &[String], now: Millis) -> Result<(), StoreError>;
-    async fn unused_backup_codes(&self, account_id: &str) -> Result<Vec<String>, StoreError>;
+    async fn delete_second_factor(&self, account_id: &AccountId, id: &FactorId) -> Result<Option<usize>, StoreError>;
+    async fn replace_backup_codes(
+        &self,
+        account_id: &AccountId,
+        digests: &[String],
+        now: Millis,
+    ) -> Result<(), StoreError>;
+    async fn unused_backup_codes(&self, account_id: &AccountId) -> Result<Vec<String>, StoreError>;
     /// Keeps backup codes (sealed) for the console to show once.
     async fn put_linked_backup_codes(
         &self,
-        factor_id: &str,
-        account_id: &str,
+        factor_id: &FactorId,
+        account_id: &AccountId,
         sealed: &str,
         expires_at: Millis,
     ) -> Result<(), StoreError>;
     /// Takes (deletes) the unexpired sealed codes waiting for a factor.
     async fn take_linked_backup_codes(
         &self,
-        factor_id: &str,
-        account_id: &str,
+        factor_id: &FactorId,
+        account_id: &AccountId,
         now: Millis,
     ) -> Result<Option<String>, StoreError>;
     /// In one transaction: makes `code` the one waiting for its factor
     /// (replacing any earlier one) and records the message in the send log.
-    async fn put_sms_code(&self, code: &SmsCode, account_id: &str, number_digest: &str) -> Result<(), StoreError>;
-    async fn sms_code(&self, factor_id: &str) -> Result<Option<SmsCode>, StoreError>;
+    async fn put_sms_code(&self, code: &SmsCode, account_id: &AccountId, number_digest: &str)
+    -> Result<(), StoreError>;
+    async fn sms_code(&self, factor_id: &FactorId) -> Result<Option<SmsCode>, StoreError>;
     /// Times of the messages sent since `since` to this number and for this
     /// account.
     async fn sms_sends(
         &self,
-        account_id: &str,
+        account_id: &AccountId,
         number_digest: &str,
         since: Millis,
     ) -> Result<(Vec<Millis>, Vec<Millis>), StoreError>;
     /// Counts a wrong try against the waiting code.
-    async fn sms_code_failed(&self, factor_id: &str) -> Result<(), StoreError>;
+    async fn sms_code_failed(&self, factor_id: &FactorId) -> Result<(), StoreError>;
     /// Consumes the waiting code if it matches (for confirming an
     /// enrolment); `false` if not, or already used.
-    async fn consume_sms_code(&self, factor_id: &str, digest: &str, now: Millis) -> Result<bool, StoreError>;
+    async fn consume_sms_code(&self, factor_id: &FactorId, digest: &str, now: Millis) -> Result<bool, StoreError>;
     async fn put_authenticator_link(
         &self,
         token_hash: &str,
-        factor_id: &str,
-        account_id: &str,
+        factor_id: &FactorId,
+        account_id: &AccountId,
         expires_at: Millis,
     ) -> Result<(), StoreError>;
     /// Consumes an unexpired link: (factor id, account id).
@@ -332,14 +339,18 @@ pub trait FactorStore: Send + Sync {
         &self,
         token_hash: &str,
         now: Millis,
-    ) -> Result<Option<(String, String)>, StoreError>;
+    ) -> Result<Option<(FactorId, AccountId)>, StoreError>;
     /// Replaces a factor's sealed secret (a security key's state).
-    async fn set_factor_secret(&self, factor_id: &str, secret: &str) -> Result<(), StoreError>;
+    async fn set_factor_secret(&self, factor_id: &FactorId, secret: &str) -> Result<(), StoreError>;
     /// Makes `state` the session's pending WebAuthn challenge.
-    async fn put_webauthn_challenge(&self, session_id: &str, state: &str, expires_at: Millis)
-    -> Result<(), StoreError>;
+    async fn put_webauthn_challenge(
+        &self,
+        session_id: &SessionId,
+        state: &str,
+        expires_at: Millis,
+    ) -> Result<(), StoreError>;
     /// The session's unexpired WebAuthn challenge.
-    async fn webauthn_challenge(&self, session_id: &str, now: Millis) -> Result<Option<String>, StoreError>;
+    async fn webauthn_challenge(&self, session_id: &SessionId, now: Millis) -> Result<Option<String>, StoreError>;
 }
 
 /// Organizations: members and roles, invitations, the two-step policy, the organization log and security alerts.
@@ -347,23 +358,23 @@ pub trait FactorStore: Send + Sync {
 pub trait OrgStore: Send + Sync {
     async fn create_organization(
         &self,
-        id: &str,
+        id: &OrgId,
         org: &NewOrganization,
         now: Millis,
     ) -> Result<Organization, StoreError>;
     async fn organization_by_name(&self, name: &str) -> Result<Option<Organization>, StoreError>;
-    async fn organization(&self, org_id: &str) -> Result<Option<Organization>, StoreError>;
-    async fn membership_role(&self, org_id: &str, account_id: &str) -> Result<Option<Role>, StoreError>;
+    async fn organization(&self, org_id: &OrgId) -> Result<Option<Organization>, StoreError>;
+    async fn membership_role(&self, org_id: &OrgId, account_id: &AccountId) -> Result<Option<Role>, StoreError>;
     /// Every member with their active two-step methods count and last
     /// sign-in, by email.
-    async fn org_members(&self, org_id: &str) -> Result<Vec<MemberSummary>, StoreError>;
+    async fn org_members(&self, org_id: &OrgId) -> Result<Vec<MemberSummary>, StoreError>;
     /// In one transaction, serialized per organization: gives the member
     /// `role` (`None` removes them) unless that leaves no legal
     /// representative; records `event`.
     async fn change_membership(
         &self,
-        org_id: &str,
-        account_id: &str,
+        org_id: &OrgId,
+        account_id: &AccountId,
         role: Option<Role>,
         event: &OrgEvent,
     ) -> Result<MembershipChange, StoreError>;
@@ -380,20 +391,20 @@ pub trait OrgStore: Send + Sync {
         &self,
         token_hash: &str,
         now: Millis,
-        account_id: &str,
+        account_id: &AccountId,
         event: &OrgEvent,
     ) -> Result<bool, StoreError>;
-    async fn org_policy(&self, org_id: &str) -> Result<Option<OrgPolicy>, StoreError>;
+    async fn org_policy(&self, org_id: &OrgId) -> Result<Option<OrgPolicy>, StoreError>;
     /// The policies of every organization that requires two-step
     /// verification.
     async fn required_policies(&self) -> Result<Vec<OrgPolicy>, StoreError>;
     async fn set_org_policy(&self, policy: &OrgPolicy, event: &OrgEvent) -> Result<(), StoreError>;
-    async fn org_events(&self, org_id: &str, limit: u32) -> Result<Vec<OrgEvent>, StoreError>;
-    async fn last_security_alert(&self, org_id: &str, account_id: &str) -> Result<Option<Millis>, StoreError>;
+    async fn org_events(&self, org_id: &OrgId, limit: u32) -> Result<Vec<OrgEvent>, StoreError>;
+    async fn last_security_alert(&self, org_id: &OrgId, account_id: &AccountId) -> Result<Option<Millis>, StoreError>;
     async fn record_security_alert(
         &self,
-        org_id: &str,
-        account_id: &str,
+        org_id: &OrgId,
+        account_id: &AccountId,
         at: Millis,
         event: &OrgEvent,
     ) -> Result<(), StoreError>;
@@ -413,7 +424,11 @@ pub trait PushStore: Send + Sync {
     ) -> Result<bool, StoreError>;
     async fn approval_request(&self, id: &str) -> Result<Option<ApprovalRequest>, StoreError>;
     /// The account's requests created after `since`, newest first.
-    async fn approval_requests(&self, account_id: &str, since: Millis) -> Result<Vec<ApprovalRequest>, StoreError>;
+    async fn approval_requests(
+        &self,
+        account_id: &AccountId,
+        since: Millis,
+    ) -> Result<Vec<ApprovalRequest>, StoreError>;
     /// In one transaction: answers a request still pending and unexpired
     /// at `now` (`false` otherwise); a denial also ends its half-signed-in
     /// session and records `event`.
@@ -421,7 +436,7 @@ pub trait PushStore: Send + Sync {
         &self,
         request: &ApprovalRequest,
         status: ApprovalStatus,
-        factor_id: &str,
+        factor_id: &FactorId,
         now: Millis,
         event: Option<&SecurityEvent>,
     ) -> Result<bool, StoreError>;
@@ -432,9 +447,9 @@ pub trait PushStore: Send + Sync {
 pub trait AppPasswordStore: Send + Sync {
     async fn insert_app_password(&self, password: &AppPassword, digest: &str) -> Result<(), StoreError>;
     /// The account's application passwords with their digests.
-    async fn app_passwords(&self, account_id: &str) -> Result<Vec<(AppPassword, String)>, StoreError>;
+    async fn app_passwords(&self, account_id: &AccountId) -> Result<Vec<(AppPassword, String)>, StoreError>;
     /// The deleted password's name, if it existed.
-    async fn delete_app_password(&self, account_id: &str, id: &str) -> Result<Option<String>, StoreError>;
+    async fn delete_app_password(&self, account_id: &AccountId, id: &str) -> Result<Option<String>, StoreError>;
     async fn touch_app_password(&self, id: &str, now: Millis, ip: &str) -> Result<(), StoreError>;
 }
 
@@ -478,8 +493,8 @@ pub trait OutboxStore: Send + Sync {
         next_attempt_at: Option<Millis>,
         error: &str,
     ) -> Result<(), StoreError>;
-    async fn notice_opt_outs(&self, account_id: &str) -> Result<Vec<NoticeKind>, StoreError>;
-    async fn set_notice_opt_out(&self, account_id: &str, kind: NoticeKind, off: bool) -> Result<(), StoreError>;
+    async fn notice_opt_outs(&self, account_id: &AccountId) -> Result<Vec<NoticeKind>, StoreError>;
+    async fn set_notice_opt_out(&self, account_id: &AccountId, kind: NoticeKind, off: bool) -> Result<(), StoreError>;
 }
 
 /// The security log of each account.
@@ -489,7 +504,7 @@ pub trait EventStore: Send + Sync {
     /// Newest first, strictly older than `before` when given.
     async fn events(
         &self,
-        account_id: &str,
+        account_id: &AccountId,
         before: Option<&str>,
         limit: u32,
     ) -> Result<Vec<SecurityEvent>, StoreError>;

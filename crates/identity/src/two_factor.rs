@@ -5,9 +5,10 @@
 //! backup codes are made. Removing the last method turns it off and deletes
 //! the codes. Nothing here lets anyone turn off another person's 2FA.
 
+use crate::FactorId;
 use subtle::ConstantTimeEq;
 
-use crate::account::Account;
+use crate::account::{Account, AccountId};
 use crate::attempt::ThrottleKey;
 use crate::audit::EventKind;
 use crate::clock::Millis;
@@ -25,7 +26,7 @@ const TOTP_PURPOSE: &str = "totp-secret";
 /// What an authenticator app needs to be set up.
 #[derive(Debug, Clone)]
 pub struct TotpEnrollment {
-    pub id: String,
+    pub id: FactorId,
     /// Base32, for typing by hand.
     pub secret: String,
     pub otpauth_uri: String,
@@ -45,7 +46,7 @@ pub enum SecondStep {
     /// [`Identity::finish_push`]).
     Push {
         request_id: String,
-        factor_id: String,
+        factor_id: FactorId,
     },
 }
 
@@ -112,7 +113,7 @@ fn backup_digests(identity: &Identity, codes: &[String]) -> Vec<String> {
 }
 
 impl Identity {
-    pub async fn two_factor(&self, account_id: &str) -> Result<TwoFactorStatus, StoreError> {
+    pub async fn two_factor(&self, account_id: &AccountId) -> Result<TwoFactorStatus, StoreError> {
         let factors = self.store().second_factors(account_id).await?;
         let methods: Vec<MethodSummary> = factors.iter().filter(|f| f.active).map(MethodSummary::from).collect();
         let backup_codes_remaining = if methods.is_empty() {
@@ -138,7 +139,7 @@ impl Identity {
     }
 
     /// The kind to offer first at sign-in; it must be enrolled.
-    pub async fn set_default_method(&self, account_id: &str, kind: FactorKind) -> Result<(), IdentityError> {
+    pub async fn set_default_method(&self, account_id: &AccountId, kind: FactorKind) -> Result<(), IdentityError> {
         let enrolled = self
             .store()
             .second_factors(account_id)
@@ -156,10 +157,10 @@ impl Identity {
     pub async fn begin_totp(&self, account: &Account, name: &str) -> Result<TotpEnrollment, IdentityError> {
         let name = parse_label(name).ok_or(IdentityError::InvalidName)?;
         let secret = TotpSecret::generate();
-        let id = uuid::Uuid::new_v4().to_string();
+        let id = FactorId::generate();
         let now = self.now();
         let factor = SecondFactor {
-            secret: self.key().seal(TOTP_PURPOSE, &id, secret.as_bytes()),
+            secret: self.key().seal(TOTP_PURPOSE, id.as_str(), secret.as_bytes()),
             id: id.clone(),
             account_id: account.id.clone(),
             kind: FactorKind::Totp,
@@ -179,24 +180,28 @@ impl Identity {
     }
 
     /// The name of a pending enrolment (for SMS: the masked number).
-    pub async fn pending_method_name(&self, account_id: &str, id: &str) -> Result<Option<String>, StoreError> {
+    pub async fn pending_method_name(
+        &self,
+        account_id: &AccountId,
+        id: &FactorId,
+    ) -> Result<Option<String>, StoreError> {
         let now = self.now();
         Ok(self
             .store()
             .second_factors(account_id)
             .await?
             .into_iter()
-            .find(|f| f.id == id && !f.active && f.expires_at > now)
+            .find(|f| &f.id == id && !f.active && f.expires_at > now)
             .map(|f| f.name))
     }
 
     /// A pending enrolment again (to show its QR code after a wrong code).
-    pub async fn pending_totp(&self, account: &Account, id: &str) -> Result<Option<TotpEnrollment>, StoreError> {
+    pub async fn pending_totp(&self, account: &Account, id: &FactorId) -> Result<Option<TotpEnrollment>, StoreError> {
         let now = self.now();
         let factors = self.store().second_factors(&account.id).await?;
         let Some(factor) = factors
             .iter()
-            .find(|f| f.id == id && !f.active && f.expires_at > now && f.kind == FactorKind::Totp)
+            .find(|f| &f.id == id && !f.active && f.expires_at > now && f.kind == FactorKind::Totp)
         else {
             return Ok(None);
         };
@@ -210,7 +215,7 @@ impl Identity {
 
     fn totp_secret(&self, factor: &SecondFactor) -> Result<TotpSecret, StoreError> {
         self.key()
-            .open(TOTP_PURPOSE, &factor.id, &factor.secret)
+            .open(TOTP_PURPOSE, factor.id.as_str(), &factor.secret)
             .map(TotpSecret::from_bytes)
             .ok_or_else(|| StoreError::Corrupt(format!("the secret of factor {} does not decrypt", factor.id)))
     }
@@ -220,8 +225,8 @@ impl Identity {
     /// once; only their digests are kept).
     pub async fn confirm_totp(
         &self,
-        account_id: &str,
-        id: &str,
+        account_id: &AccountId,
+        id: &FactorId,
         code: &str,
         client: &ClientInfo,
     ) -> Result<Option<Vec<String>>, IdentityError> {
@@ -229,7 +234,7 @@ impl Identity {
         let factors = self.store().second_factors(account_id).await?;
         let factor = factors
             .iter()
-            .find(|f| f.id == id && !f.active && f.expires_at > now && f.kind == FactorKind::Totp)
+            .find(|f| &f.id == id && !f.active && f.expires_at > now && f.kind == FactorKind::Totp)
             .ok_or(IdentityError::NotFound)?;
         let secret = self.totp_secret(factor)?;
         let step = totp::verify(&secret, code, now, 0).ok_or(IdentityError::WrongCode)?;
@@ -240,7 +245,7 @@ impl Identity {
     /// verification on, makes and returns the ten backup codes.
     pub(crate) async fn activate_factor(
         &self,
-        account_id: &str,
+        account_id: &AccountId,
         factor: &SecondFactor,
         counter: i64,
         client: &ClientInfo,
@@ -280,12 +285,12 @@ impl Identity {
         &self,
         session: &Session,
         account: &Account,
-        id: &str,
+        id: &FactorId,
         password: Option<&str>,
         client: &ClientInfo,
     ) -> Result<(), IdentityError> {
         let factors = self.store().second_factors(&account.id).await?;
-        let factor = factors.iter().find(|f| f.id == id).ok_or(IdentityError::NotFound)?;
+        let factor = factors.iter().find(|f| &f.id == id).ok_or(IdentityError::NotFound)?;
         self.confirm_password(session, account, password).await?;
         let remaining = self
             .store()

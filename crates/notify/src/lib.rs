@@ -129,8 +129,8 @@ impl WebhookPush {
 
 #[async_trait]
 impl identity::PushNotifier for WebhookPush {
-    async fn notify(&self, method_id: &str, request_id: &str) -> Result<(), String> {
-        let url = self.template.replace("{device}", method_id);
+    async fn notify(&self, method_id: &identity::FactorId, request_id: &str) -> Result<(), String> {
+        let url = self.template.replace("{device}", method_id.as_str());
         let mut request = self
             .client
             .post(&url)
@@ -252,9 +252,9 @@ mod tests {
         tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
 
         let push = WebhookPush::new(format!("{base}/push/ck-{{device}}"), String::new()).unwrap();
-        push.notify("m1", "r1").await.unwrap();
+        push.notify(&identity::FactorId::new("m1"), "r1").await.unwrap();
         let with_token = WebhookPush::new(format!("{base}/push/ck-{{device}}"), "tok".into()).unwrap();
-        with_token.notify("m2", "r2").await.unwrap();
+        with_token.notify(&identity::FactorId::new("m2"), "r2").await.unwrap();
         let seen = seen.lock().unwrap().clone();
         assert_eq!(
             seen,
@@ -268,7 +268,13 @@ mod tests {
             ]
         );
         let missing = WebhookPush::new(format!("{base}/nothing/{{device}}"), String::new()).unwrap();
-        assert!(missing.notify("m", "r").await.unwrap_err().contains("404"));
+        assert!(
+            missing
+                .notify(&identity::FactorId::new("m"), "r")
+                .await
+                .unwrap_err()
+                .contains("404")
+        );
         assert!(WebhookPush::new("ntfy.sh/x".into(), String::new()).is_err());
     }
 }

@@ -331,7 +331,7 @@ mod tests {
     fn queued(kind: NoticeKind, lang: &str, params: &[(&str, &str)]) -> Notice {
         Notice {
             id: "0190abc".into(),
-            account_id: Some("a".into()),
+            account_id: Some(identity::AccountId::new("a")),
             to: "ana@example.org".into(),
             lang: lang.into(),
             kind,

@@ -1,15 +1,15 @@
 //! [`drive::ImportStore`] over SQL.
 
 use async_trait::async_trait;
-use drive::{Import, ImportItem, ImportState, ImportStore, MAX_REPORTED_FAILURES};
-use identity::{Millis, StoreError};
+use drive::{DriveId, Import, ImportItem, ImportState, ImportStore, MAX_REPORTED_FAILURES};
+use identity::{AccountId, Millis, StoreError};
 use sqlx::any::AnyRow;
 
 use crate::SqlStore;
 use crate::db::{Columns, Run, corrupt};
 
-fn signed(n: u64) -> Result<i64, StoreError> {
-    i64::try_from(n).map_err(|_| StoreError::Backend("an import number is too large".into()))
+fn signed(n: impl Into<u64>) -> Result<i64, StoreError> {
+    i64::try_from(n.into()).map_err(|_| StoreError::Backend("an import number is too large".into()))
 }
 
 /// The job's organization has fewer than `$2` jobs whose lease is live
@@ -27,8 +27,8 @@ fn import_from(row: &AnyRow) -> Result<Import, StoreError> {
     let state: String = row.text("state")?;
     Ok(Import {
         id: row.text("id")?,
-        drive_id: row.unsigned("drive_id")?,
-        account_id: row.text("account_id")?,
+        drive_id: DriveId::new(row.unsigned("drive_id")?),
+        account_id: AccountId::new(row.text("account_id")?),
         source_url: row.text("source_url")?,
         source_user: row.text("source_user")?,
         sealed_secret: row.text("sealed_secret")?,
@@ -77,7 +77,7 @@ impl ImportStore for SqlStore {
         row.as_ref().map(import_from).transpose()
     }
 
-    async fn imports_of_drive(&self, drive_id: u64) -> Result<Vec<Import>, StoreError> {
+    async fn imports_of_drive(&self, drive_id: DriveId) -> Result<Vec<Import>, StoreError> {
         let sql = format!("{COLUMNS} WHERE drive_id = $1 ORDER BY created_at DESC, id LIMIT 50");
         let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(signed(drive_id)?)

@@ -268,12 +268,12 @@ async fn files_are_whole_counted_against_the_quota_and_freed() {
 /// A drive service over the store at `url`, with one member; (drives,
 /// member, drive id, blob folder).
 /// The names in a folder, as `Drives::list` gives them.
-async fn names_in(drives: &Drives, account: &identity::Account, id: u64, path: &str) -> Vec<String> {
+async fn names_in(drives: &Drives, account: &identity::Account, id: drive::DriveId, path: &str) -> Vec<String> {
     let nodes = drives.list(account, id, path).await.unwrap();
     nodes.into_iter().map(|n| n.name).collect()
 }
 
-async fn one_drive(url: &str, quota: Option<u64>) -> (Drives, identity::Account, u64, std::path::PathBuf) {
+async fn one_drive(url: &str, quota: Option<u64>) -> (Drives, identity::Account, drive::DriveId, std::path::PathBuf) {
     let store = SqlStore::open(url).await.unwrap();
     let identity = Identity::new(
         Arc::new(store.clone()),
@@ -649,7 +649,7 @@ async fn drive_numbers_no_column_holds_name_no_drive() {
         };
         let (drives, ana, id, _root) = one_drive(&url, None).await;
         assert_eq!(names_in(&drives, &ana, id, "/").await, Vec::<String>::new());
-        for huge in [1u64 << 63, u64::MAX] {
+        for huge in [1u64 << 63, u64::MAX].map(drive::DriveId::new) {
             assert!(drives.access(&ana, huge).await.unwrap().is_none(), "{engine:?} {huge}");
             assert!(
                 matches!(drives.list(&ana, huge, "/").await, Err(FileError::NoDrive)),

@@ -5,8 +5,8 @@ use std::sync::Arc;
 
 use identity::softlock::ThrottlePolicy;
 use identity::{
-    ClientInfo, EventKind, Identity, IdentityConfig, IdentityError, ManualClock, PasswordHasher, Role, ServerKey,
-    SetupRequest, SignIn, SignInError,
+    AccountId, ClientInfo, EventKind, Identity, IdentityConfig, IdentityError, ManualClock, PasswordHasher, Role,
+    ServerKey, SetupRequest, SignIn, SignInError,
 };
 use store::{Engine, SqlStore};
 
@@ -17,7 +17,7 @@ struct World {
     identity: Identity,
     clock: ManualClock,
     /// Ana's account id.
-    ana: String,
+    ana: AccountId,
     /// The identity's hasher, to count verifications.
     hasher: PasswordHasher,
 }
@@ -154,7 +154,7 @@ async fn unknown_emails_are_throttled_exactly_like_known_ones() {
 }
 
 /// How many of the account's security events are of `kind`.
-async fn count_events(id: &Identity, account_id: &str, kind: EventKind) -> usize {
+async fn count_events(id: &Identity, account_id: &AccountId, kind: EventKind) -> usize {
     let events = id.events(account_id, None, 200).await.unwrap().events;
     events.iter().filter(|e| e.kind == kind).count()
 }

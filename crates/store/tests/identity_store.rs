@@ -2,11 +2,11 @@
 
 use identity::credential::app_password::AppPassword;
 use identity::softlock::ThrottleState;
-use identity::{AccountStore, AppPasswordStore, EventStore, FactorStore, OrgStore, SessionStore, ThrottleStore};
 use identity::{
-    Constraint, EmailAddress, EventKind, NewAccount, NewOrganization, Role, SecurityEvent, Session, SessionStage,
-    StepContext, StoreError, SyncUserId, ThrottleRelease, ThrottleReservation,
+    AccountId, Constraint, EmailAddress, EventKind, FactorId, NewAccount, NewOrganization, OrgId, Role, SecurityEvent,
+    Session, SessionId, SessionStage, StepContext, StoreError, SyncUserId, ThrottleRelease, ThrottleReservation,
 };
+use identity::{AccountStore, AppPasswordStore, EventStore, FactorStore, OrgStore, SessionStore, ThrottleStore};
 use identity::{FactorKind, SecondFactor, SecondStepProof};
 use store::{Engine, SqlStore};
 
@@ -22,7 +22,7 @@ async fn stores() -> Vec<SqlStore> {
 
 fn new_account(email: &str) -> NewAccount {
     NewAccount {
-        id: uuid::Uuid::new_v4().to_string(),
+        id: AccountId::generate(),
         email: EmailAddress::parse(email).unwrap(),
         name: "Ana".into(),
         password_hash: "$argon2id$stub".into(),
@@ -41,11 +41,11 @@ fn ids(list: &[&str]) -> impl Iterator<Item = SyncUserId> + Send {
 async fn accounts_organizations_and_memberships() {
     for s in stores().await {
         let org = s
-            .create_organization("o1", &NewOrganization::parse("Acme").unwrap(), 5)
+            .create_organization(&OrgId::new("o1"), &NewOrganization::parse("Acme").unwrap(), 5)
             .await
             .unwrap();
         assert!(matches!(
-            s.create_organization("o2", &NewOrganization::parse("ACME").unwrap(), 5)
+            s.create_organization(&OrgId::new("o2"), &NewOrganization::parse("ACME").unwrap(), 5)
                 .await,
             Err(StoreError::Conflict(Constraint::OrganizationName))
         ));
@@ -146,7 +146,7 @@ async fn sessions_are_found_by_token_hash_and_deleted() {
             .await
             .unwrap();
         let session = |id: &str| Session {
-            id: id.into(),
+            id: SessionId::new(id),
             account_id: a.id.clone(),
             created_at: 1,
             last_seen_at: 1,
@@ -200,7 +200,7 @@ async fn sessions_are_found_by_token_hash_and_deleted() {
             s.session_by_token_hash("h1").await.unwrap().map(|(session, _)| session),
             Some(session("one"))
         );
-        s.touch_session("one", 50, "::1").await.unwrap();
+        s.touch_session(&SessionId::new("one"), 50, "::1").await.unwrap();
         let touched = s
             .session_by_token_hash("h1")
             .await
@@ -211,15 +211,22 @@ async fn sessions_are_found_by_token_hash_and_deleted() {
             (touched.last_seen_at, touched.ip.as_str(), touched.remember),
             (50, "::1", true)
         );
-        assert!(!s.delete_session("someone-else", "two").await.unwrap());
-        assert!(s.delete_session(&a.id, "two").await.unwrap());
+        assert!(
+            !s.delete_session(&AccountId::new("someone-else"), &SessionId::new("two"))
+                .await
+                .unwrap()
+        );
+        assert!(s.delete_session(&a.id, &SessionId::new("two")).await.unwrap());
         assert_eq!(
             s.session_by_token_hash("h2").await.unwrap().map(|(session, _)| session),
             None
         );
-        assert_eq!(s.delete_sessions_except(&a.id, "one").await.unwrap(), 1);
+        assert_eq!(
+            s.delete_sessions_except(&a.id, &SessionId::new("one")).await.unwrap(),
+            1
+        );
         let left: Vec<_> = s.sessions_of(&a.id).await.unwrap().into_iter().map(|s| s.id).collect();
-        assert_eq!(left, ["one"]);
+        assert_eq!(left, [SessionId::new("one")]);
     }
 }
 
@@ -389,14 +396,14 @@ async fn events_page_newest_first() {
         assert_eq!(first.iter().map(|e| e.at).collect::<Vec<_>>(), [4, 3]);
         let next = s.events(&a.id, Some(&first[1].id), 10).await.unwrap();
         assert_eq!(next.iter().map(|e| e.at).collect::<Vec<_>>(), [2, 1, 0]);
-        assert!(s.events("nobody", None, 10).await.unwrap().is_empty());
+        assert!(s.events(&AccountId::new("nobody"), None, 10).await.unwrap().is_empty());
     }
 }
 
-fn pending_session(id: &str, account_id: &str) -> Session {
+fn pending_session(id: &str, account_id: &AccountId) -> Session {
     Session {
-        id: id.into(),
-        account_id: account_id.into(),
+        id: SessionId::new(id),
+        account_id: account_id.clone(),
         created_at: 1,
         last_seen_at: 1,
         remember: false,
@@ -408,10 +415,10 @@ fn pending_session(id: &str, account_id: &str) -> Session {
     }
 }
 
-fn sign_in_event(id: &str, account_id: &str) -> SecurityEvent {
+fn sign_in_event(id: &str, account_id: &AccountId) -> SecurityEvent {
     SecurityEvent {
         id: id.into(),
-        account_id: account_id.into(),
+        account_id: account_id.clone(),
         at: 5,
         kind: EventKind::SignIn,
         ip: "127.0.0.1".into(),
@@ -420,9 +427,11 @@ fn sign_in_event(id: &str, account_id: &str) -> SecurityEvent {
     }
 }
 
-async fn done(s: &SqlStore, account: &str, session: &str, hash: &str, proof: SecondStepProof) -> bool {
+async fn done(s: &SqlStore, account: &AccountId, session: &str, hash: &str, proof: SecondStepProof) -> bool {
     let event = sign_in_event(hash, account);
-    s.complete_second_step(session, hash, 5, &event, &proof).await.unwrap()
+    s.complete_second_step(&SessionId::new(session), hash, 5, &event, &proof)
+        .await
+        .unwrap()
 }
 
 #[tokio::test]
@@ -441,10 +450,10 @@ async fn a_second_step_consumes_its_proof_and_signs_in_once() {
             s.events(&a.id, None, 10).await.unwrap().is_empty(),
             "nothing recorded before the second step"
         );
-        assert_eq!(s.count_factor_failure("p1").await.unwrap(), 1);
-        assert_eq!(s.count_factor_failure("p1").await.unwrap(), 2);
+        assert_eq!(s.count_factor_failure(&SessionId::new("p1")).await.unwrap(), 1);
+        assert_eq!(s.count_factor_failure(&SessionId::new("p1")).await.unwrap(), 2);
         let factor = SecondFactor {
-            id: "f".into(),
+            id: FactorId::new("f"),
             account_id: a.id.clone(),
             kind: FactorKind::Totp,
             name: "Phone".into(),
@@ -457,9 +466,13 @@ async fn a_second_step_consumes_its_proof_and_signs_in_once() {
         };
         s.insert_second_factor(&factor).await.unwrap();
         let codes = ["code-a".to_owned(), "code-b".to_owned()];
-        assert!(s.activate_second_factor(&a.id, "f", 2, 7, Some(&codes)).await.unwrap());
+        assert!(
+            s.activate_second_factor(&a.id, &FactorId::new("f"), 2, 7, Some(&codes))
+                .await
+                .unwrap()
+        );
         let totp = |step| SecondStepProof::TotpStep {
-            factor_id: "f".into(),
+            factor_id: FactorId::new("f"),
             step,
         };
         let backup = |code: &str| SecondStepProof::BackupCode {
@@ -514,7 +527,7 @@ async fn a_second_step_consumes_its_proof_and_signs_in_once() {
                 .stage,
             SessionStage::SecondFactor
         );
-        s.set_password_at("p1", 9).await.unwrap();
+        s.set_password_at(&SessionId::new("p1"), 9).await.unwrap();
         assert_eq!(
             s.session_by_token_hash("n1")
                 .await
@@ -540,7 +553,7 @@ async fn second_factors_and_backup_codes() {
             .await
             .unwrap();
         let factor = |id: &str, expires_at| SecondFactor {
-            id: id.into(),
+            id: FactorId::new(id),
             account_id: a.id.clone(),
             kind: FactorKind::Totp,
             name: format!("Phone {id}"),
@@ -556,42 +569,63 @@ async fn second_factors_and_backup_codes() {
         s.insert_second_factor(&factor("late", 50)).await.unwrap();
         let codes: Vec<String> = (0..10).map(|i| format!("digest-{i}")).collect();
         assert!(
-            !s.activate_second_factor(&a.id, "late", 60, 7, Some(&codes))
+            !s.activate_second_factor(&a.id, &FactorId::new("late"), 60, 7, Some(&codes))
                 .await
                 .unwrap(),
             "expired"
         );
         assert!(
-            !s.activate_second_factor("someone-else", "one", 60, 7, Some(&codes))
+            !s.activate_second_factor(
+                &AccountId::new("someone-else"),
+                &FactorId::new("one"),
+                60,
+                7,
+                Some(&codes)
+            )
+            .await
+            .unwrap()
+        );
+        assert!(
+            s.activate_second_factor(&a.id, &FactorId::new("one"), 60, 7, Some(&codes))
                 .await
                 .unwrap()
         );
         assert!(
-            s.activate_second_factor(&a.id, "one", 60, 7, Some(&codes))
+            !s.activate_second_factor(&a.id, &FactorId::new("one"), 61, 8, None)
                 .await
-                .unwrap()
-        );
-        assert!(
-            !s.activate_second_factor(&a.id, "one", 61, 8, None).await.unwrap(),
+                .unwrap(),
             "already active"
         );
-        assert!(s.activate_second_factor(&a.id, "two", 61, 8, None).await.unwrap());
+        assert!(
+            s.activate_second_factor(&a.id, &FactorId::new("two"), 61, 8, None)
+                .await
+                .unwrap()
+        );
         let all = s.second_factors(&a.id).await.unwrap();
-        let one = all.iter().find(|f| f.id == "one").unwrap();
+        let one = all.iter().find(|f| f.id.as_str() == "one").unwrap();
         assert!(one.active && one.counter == 7 && one.expires_at == 0 && one.last_used_at == 60);
         assert_eq!(s.unused_backup_codes(&a.id).await.unwrap().len(), 10);
 
         s.replace_backup_codes(&a.id, &["fresh".to_owned()], 90).await.unwrap();
         assert_eq!(s.unused_backup_codes(&a.id).await.unwrap(), ["fresh"]);
 
-        assert_eq!(s.delete_second_factor(&a.id, "nope").await.unwrap(), None);
-        assert_eq!(s.delete_second_factor(&a.id, "one").await.unwrap(), Some(1));
+        assert_eq!(
+            s.delete_second_factor(&a.id, &FactorId::new("nope")).await.unwrap(),
+            None
+        );
+        assert_eq!(
+            s.delete_second_factor(&a.id, &FactorId::new("one")).await.unwrap(),
+            Some(1)
+        );
         assert_eq!(
             s.unused_backup_codes(&a.id).await.unwrap().len(),
             1,
             "kept while a method remains"
         );
-        assert_eq!(s.delete_second_factor(&a.id, "two").await.unwrap(), Some(0));
+        assert_eq!(
+            s.delete_second_factor(&a.id, &FactorId::new("two")).await.unwrap(),
+            Some(0)
+        );
         assert!(
             s.unused_backup_codes(&a.id).await.unwrap().is_empty(),
             "gone with the last method"
@@ -606,8 +640,8 @@ async fn both(
     s: &SqlStore,
     hash: &str,
     prefix: &str,
-    account: &str,
-) -> Option<(Session, String, EmailAddress, StepContext)> {
+    account: &AccountId,
+) -> Option<(Session, AccountId, EmailAddress, StepContext)> {
     let joint = s
         .session_with_step_context(hash, prefix)
         .await
@@ -652,9 +686,9 @@ async fn a_session_read_with_its_step_context_matches_the_two_reads() {
 
         // Factors (one pending), another account's factor and throttle
         // record, and this account's record.
-        let factor = |id: &str, account: &str, created_at, active| SecondFactor {
-            id: id.into(),
-            account_id: account.into(),
+        let factor = |id: &str, account: &AccountId, created_at, active| SecondFactor {
+            id: FactorId::new(id),
+            account_id: account.clone(),
             kind: FactorKind::Totp,
             name: format!("Phone {id}"),
             secret: format!("sealed {id}"),
@@ -718,7 +752,7 @@ async fn one_backup_code_used_twice_at_once_works_once() {
                         digest: "only".into(),
                     };
                     let event = sign_in_event(&format!("e-{i}"), &account);
-                    s.complete_second_step(&id, &format!("n-{i}"), 5, &event, &proof)
+                    s.complete_second_step(&SessionId::new(id.as_str()), &format!("n-{i}"), 5, &event, &proof)
                         .await
                         .unwrap()
                 })
@@ -753,7 +787,10 @@ async fn application_passwords() {
         s.touch_app_password("p1", 99, "192.0.2.4").await.unwrap();
         let touched = &s.app_passwords(&a.id).await.unwrap()[0].0;
         assert_eq!((touched.last_used_at, touched.last_used_ip.as_str()), (99, "192.0.2.4"));
-        assert_eq!(s.delete_app_password("other", "p1").await.unwrap(), None);
+        assert_eq!(
+            s.delete_app_password(&AccountId::new("other"), "p1").await.unwrap(),
+            None
+        );
         assert_eq!(
             s.delete_app_password(&a.id, "p1").await.unwrap().as_deref(),
             Some("NAS QNAP")

@@ -7,18 +7,18 @@ use std::sync::Arc;
 
 use blobs::LocalBlobs;
 use drive::{Drives, Import, ImportItem, ImportState, ImportStore};
-use identity::{Identity, IdentityConfig, ManualClock, PasswordHasher, Role, ServerKey};
+use identity::{AccountId, Identity, IdentityConfig, ManualClock, PasswordHasher, Role, ServerKey};
 use store::{Engine, SqlStore};
 
 const PASSWORD: &str = "violet tractor sunrise 42";
 const LEASE: i64 = 30_000;
 const NOW: i64 = 1_800_000_000_000;
 
-fn job(id: &str, drive_id: u64, account_id: &str, created_at: i64) -> Import {
+fn job(id: &str, drive_id: drive::DriveId, account_id: &AccountId, created_at: i64) -> Import {
     Import {
         id: id.into(),
         drive_id,
-        account_id: account_id.into(),
+        account_id: account_id.clone(),
         source_url: "https://nas.example.org/dav".into(),
         source_user: "nas".into(),
         sealed_secret: "sealed".into(),

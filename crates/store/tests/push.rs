@@ -22,7 +22,7 @@ struct World {
     identity: Identity,
     clock: ManualClock,
     device: SigningKey,
-    method_id: String,
+    method_id: identity::FactorId,
 }
 
 fn client() -> ClientInfo {
@@ -92,7 +92,7 @@ impl World {
 
     fn proof(&self, purpose: &str, extra: &str) -> DeviceProof {
         let timestamp = self.identity.now();
-        let message = device_message(purpose, &self.method_id, timestamp, extra);
+        let message = device_message(purpose, self.method_id.as_str(), timestamp, extra);
         DeviceProof {
             method_id: self.method_id.clone(),
             timestamp,
@@ -194,7 +194,7 @@ async fn only_the_device_key_signs_and_only_for_a_while() {
         let stranger = SigningKey::generate(&mut rand::rngs::OsRng);
         let extra = answer_extra(&request.id, request.number, true);
         let mut forged = w.proof("answer", &extra);
-        let message = device_message("answer", &w.method_id, forged.timestamp, &extra);
+        let message = device_message("answer", w.method_id.as_str(), forged.timestamp, &extra);
         forged.signature = URL_SAFE_NO_PAD.encode(stranger.sign(message.as_bytes()).to_bytes());
         let r = w
             .identity
@@ -243,7 +243,7 @@ async fn only_the_device_key_signs_and_only_for_a_while() {
 
         // An unknown method is a revoked device.
         let mut unknown = w.proof("poll", "");
-        unknown.method_id = "nope".into();
+        unknown.method_id = identity::FactorId::new("nope");
         let r = w.identity.device_requests(&unknown, Duration::ZERO).await;
         assert!(matches!(r, Err(DeviceError::Revoked)), "{r:?}");
     }

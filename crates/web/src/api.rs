@@ -380,7 +380,7 @@ async fn create_session(
                     .methods
                     .into_iter()
                     .map(|m| MethodBody {
-                        id: m.id,
+                        id: m.id.into_string(),
                         kind: m.kind.as_str().to_owned(),
                         name: m.name,
                     })
@@ -628,7 +628,7 @@ pub struct EmailChoice {
     enabled: bool,
 }
 
-async fn notifications_of(state: &AppState, account_id: &str) -> Result<NotificationsBody, ApiError> {
+async fn notifications_of(state: &AppState, account_id: &identity::AccountId) -> Result<NotificationsBody, ApiError> {
     let off = state.identity().notice_opt_outs(account_id).await?;
     let always = [
         identity::NoticeKind::TwoFactorDisabled,
@@ -685,14 +685,14 @@ async fn me(State(state): State<AppState>, ApiUser(user): ApiUser) -> Result<Jso
     let memberships = state.identity().memberships(&user.account.id).await?;
     let a = user.account;
     Ok(Json(MeBody {
-        id: a.id,
+        id: a.id.into_string(),
         email: a.email.to_string(),
         name: a.name,
         sync_user_id: a.sync_user_id.to_string(),
         organizations: memberships
             .into_iter()
             .map(|m| OrganizationBody {
-                id: m.org_id,
+                id: m.org_id.into_string(),
                 name: m.org_name,
                 role: m.role.as_str().to_owned(),
             })
@@ -756,7 +756,7 @@ async fn list_sessions(State(state): State<AppState>, ApiUser(user): ApiUser) ->
             .map(|s| SessionBody {
                 current: s.id == user.session.id,
                 browser: crate::fmt::browser(&s.user_agent),
-                id: s.id,
+                id: s.id.into_string(),
                 ip: s.ip,
                 user_agent: s.user_agent,
                 created_at: s.created_at,
@@ -774,7 +774,7 @@ async fn list_sessions(State(state): State<AppState>, ApiUser(user): ApiUser) ->
 async fn revoke_session(
     State(state): State<AppState>,
     ApiUser(user): ApiUser,
-    ApiPath(id): ApiPath<String>,
+    ApiPath(id): ApiPath<identity::SessionId>,
 ) -> Result<Response, ApiError> {
     if !state
         .identity()

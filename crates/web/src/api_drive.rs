@@ -4,7 +4,8 @@
 use axum::Json;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
-use drive::{Access, Drive, DriveError, DriveMember, FileError, Grant, Import, ImportError, NewImport};
+use drive::{Access, Drive, DriveError, DriveId, DriveMember, FileError, Grant, Import, ImportError, NewImport};
+use identity::{AccountId, OrgId};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -42,9 +43,9 @@ fn body(state: &AppState, headers: &HeaderMap, d: Drive, access: Access) -> Driv
     DriveBody {
         connect_url: addresses.host,
         webdav_url: addresses.path,
-        id: d.id,
+        id: d.id.get(),
         name: d.name,
-        organization_id: d.org_id,
+        organization_id: d.org_id.into_string(),
         organization: d.org_name,
         quota_bytes: d.quota_bytes,
         used_bytes: d.used_bytes,
@@ -104,7 +105,7 @@ pub async fn create(
     State(state): State<AppState>,
     headers: HeaderMap,
     ApiUser(user): ApiUser,
-    ApiPath(org): ApiPath<String>,
+    ApiPath(org): ApiPath<OrgId>,
     ApiJson(new): ApiJson<NewDrive>,
 ) -> Result<(StatusCode, Json<DriveBody>), ApiError> {
     let drive = state
@@ -217,7 +218,7 @@ pub fn import_error(e: ImportError) -> ApiError {
 pub async fn start_import(
     State(state): State<AppState>,
     ApiUser(user): ApiUser,
-    ApiPath(drive): ApiPath<u64>,
+    ApiPath(drive): ApiPath<DriveId>,
     ApiJson(new): ApiJson<NewImportBody>,
 ) -> Result<(StatusCode, Json<ImportBody>), ApiError> {
     let started = state
@@ -244,7 +245,7 @@ pub async fn start_import(
 pub async fn imports(
     State(state): State<AppState>,
     ApiUser(user): ApiUser,
-    ApiPath(drive): ApiPath<u64>,
+    ApiPath(drive): ApiPath<DriveId>,
 ) -> Result<Json<ImportsBody>, ApiError> {
     let list = state
         .drives()
@@ -263,7 +264,7 @@ pub async fn imports(
 pub async fn import(
     State(state): State<AppState>,
     ApiUser(user): ApiUser,
-    ApiPath((drive, id)): ApiPath<(u64, String)>,
+    ApiPath((drive, id)): ApiPath<(DriveId, String)>,
 ) -> Result<Json<ImportReport>, ApiError> {
     let (import, failures) = state
         .drives()
@@ -286,7 +287,7 @@ pub async fn import(
 pub async fn cancel_import(
     State(state): State<AppState>,
     ApiUser(user): ApiUser,
-    ApiPath((drive, id)): ApiPath<(u64, String)>,
+    ApiPath((drive, id)): ApiPath<(DriveId, String)>,
 ) -> Result<(StatusCode, Json<ImportBody>), ApiError> {
     let drives = state.drives();
     drives
@@ -318,7 +319,7 @@ fn member_body(m: DriveMember) -> DriveMemberBody {
         access: m.access.map_or("none", Access::as_str).to_owned(),
         rule: m.grant.map(|g| g.as_str().to_owned()),
         role: m.member.role.as_str().to_owned(),
-        account_id: m.member.account_id,
+        account_id: m.member.account_id.into_string(),
         email: m.member.email,
         name: m.member.name,
     }
@@ -335,14 +336,18 @@ pub struct DriveAccessBody {
     members: Vec<DriveMemberBody>,
 }
 
-async fn access_body(state: &AppState, user: &crate::auth::Authed, drive: u64) -> Result<DriveAccessBody, ApiError> {
+async fn access_body(
+    state: &AppState,
+    user: &crate::auth::Authed,
+    drive: DriveId,
+) -> Result<DriveAccessBody, ApiError> {
     let (drive, members) = state
         .drives()
         .members(Some(&user.account), drive)
         .await
         .map_err(drive_error)?;
     Ok(DriveAccessBody {
-        drive: drive.id,
+        drive: drive.id.get(),
         member_access: drive.member_access.as_str().to_owned(),
         members: members.into_iter().map(member_body).collect(),
     })
@@ -362,7 +367,7 @@ fn grant(text: &str) -> Result<Grant, ApiError> {
 pub async fn access(
     State(state): State<AppState>,
     ApiUser(user): ApiUser,
-    ApiPath(drive): ApiPath<u64>,
+    ApiPath(drive): ApiPath<DriveId>,
 ) -> Result<Json<DriveAccessBody>, ApiError> {
     Ok(Json(access_body(&state, &user, drive).await?))
 }
@@ -381,7 +386,7 @@ pub struct MemberAccessBody {
 pub async fn set_member_access(
     State(state): State<AppState>,
     ApiUser(user): ApiUser,
-    ApiPath(drive): ApiPath<u64>,
+    ApiPath(drive): ApiPath<DriveId>,
     ApiJson(change): ApiJson<MemberAccessBody>,
 ) -> Result<Json<DriveAccessBody>, ApiError> {
     let grant = grant(&change.member_access)?;
@@ -407,7 +412,7 @@ pub struct RuleBody {
 pub async fn set_rule(
     State(state): State<AppState>,
     ApiUser(user): ApiUser,
-    ApiPath((drive, account)): ApiPath<(u64, String)>,
+    ApiPath((drive, account)): ApiPath<(DriveId, AccountId)>,
     ApiJson(rule): ApiJson<RuleBody>,
 ) -> Result<Json<DriveMemberBody>, ApiError> {
     let grant = grant(&rule.access)?;
@@ -426,7 +431,7 @@ pub async fn set_rule(
 pub async fn remove_rule(
     State(state): State<AppState>,
     ApiUser(user): ApiUser,
-    ApiPath((drive, account)): ApiPath<(u64, String)>,
+    ApiPath((drive, account)): ApiPath<(DriveId, AccountId)>,
 ) -> Result<Json<DriveMemberBody>, ApiError> {
     let member = state
         .drives()

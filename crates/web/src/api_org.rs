@@ -5,7 +5,7 @@
 use axum::Json;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
-use identity::Role;
+use identity::{AccountId, OrgId, Role};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -67,7 +67,7 @@ fn role_of(s: &str) -> Result<Role, ApiError> {
 pub async fn members(
     State(state): State<AppState>,
     ApiUser(user): ApiUser,
-    ApiPath(org): ApiPath<String>,
+    ApiPath(org): ApiPath<OrgId>,
     ApiQuery(q): ApiQuery<MembersQuery>,
 ) -> Result<Json<MembersBody>, ApiError> {
     let filter = match q.two_factor.as_deref() {
@@ -95,7 +95,7 @@ pub async fn members(
             .into_iter()
             .map(|m| MemberBody {
                 two_factor: m.two_factor(),
-                id: m.account_id,
+                id: m.account_id.into_string(),
                 email: m.email,
                 name: m.name,
                 role: m.role.as_str().to_owned(),
@@ -131,7 +131,7 @@ pub struct InvitationBody {
 pub async fn invite(
     State(state): State<AppState>,
     ApiUser(user): ApiUser,
-    ApiPath(org): ApiPath<String>,
+    ApiPath(org): ApiPath<OrgId>,
     headers: HeaderMap,
     ApiJson(body): ApiJson<InviteBody>,
 ) -> Result<(StatusCode, Json<InvitationBody>), ApiError> {
@@ -165,7 +165,7 @@ pub struct RoleBody {
 pub async fn set_role(
     State(state): State<AppState>,
     ApiUser(user): ApiUser,
-    ApiPath((org, member)): ApiPath<(String, String)>,
+    ApiPath((org, member)): ApiPath<(OrgId, AccountId)>,
     ApiJson(body): ApiJson<RoleBody>,
 ) -> Result<Json<StatusBody>, ApiError> {
     let role = role_of(&body.role)?;
@@ -183,7 +183,7 @@ pub async fn set_role(
 pub async fn remove_member(
     State(state): State<AppState>,
     ApiUser(user): ApiUser,
-    ApiPath((org, member)): ApiPath<(String, String)>,
+    ApiPath((org, member)): ApiPath<(OrgId, AccountId)>,
 ) -> Result<Json<StatusBody>, ApiError> {
     state.identity().remove_member(&user.account, &org, &member).await?;
     Ok(status("removed"))
@@ -196,7 +196,7 @@ pub async fn remove_member(
 pub async fn leave(
     State(state): State<AppState>,
     ApiUser(user): ApiUser,
-    ApiPath(org): ApiPath<String>,
+    ApiPath(org): ApiPath<OrgId>,
 ) -> Result<Json<StatusBody>, ApiError> {
     state.identity().leave(&user.account, &org).await?;
     Ok(status("left"))
@@ -210,7 +210,7 @@ pub async fn leave(
 pub async fn security_alert(
     State(state): State<AppState>,
     ApiUser(user): ApiUser,
-    ApiPath((org, member)): ApiPath<(String, String)>,
+    ApiPath((org, member)): ApiPath<(OrgId, AccountId)>,
 ) -> Result<Json<StatusBody>, ApiError> {
     state
         .identity()
@@ -239,7 +239,7 @@ pub struct SentBody {
 pub async fn security_alerts(
     State(state): State<AppState>,
     ApiUser(user): ApiUser,
-    ApiPath(org): ApiPath<String>,
+    ApiPath(org): ApiPath<OrgId>,
     ApiJson(body): ApiJson<AlertsBody>,
 ) -> Result<Json<SentBody>, ApiError> {
     if body.filter != "two_factor_disabled" {
@@ -295,7 +295,7 @@ pub struct PolicyChange {
 pub async fn policy(
     State(state): State<AppState>,
     ApiUser(user): ApiUser,
-    ApiPath(org): ApiPath<String>,
+    ApiPath(org): ApiPath<OrgId>,
 ) -> Result<Json<PolicyBody>, ApiError> {
     let p = state.identity().org_policy(&user.account, &org).await?;
     Ok(Json(p.into()))
@@ -313,7 +313,7 @@ pub async fn policy(
 pub async fn set_policy(
     State(state): State<AppState>,
     ApiUser(user): ApiUser,
-    ApiPath(org): ApiPath<String>,
+    ApiPath(org): ApiPath<OrgId>,
     ApiJson(body): ApiJson<PolicyChange>,
 ) -> Result<Json<PolicyBody>, ApiError> {
     let p = state
@@ -348,7 +348,7 @@ pub struct OrgEventsBody {
 pub async fn events(
     State(state): State<AppState>,
     ApiUser(user): ApiUser,
-    ApiPath(org): ApiPath<String>,
+    ApiPath(org): ApiPath<OrgId>,
 ) -> Result<Json<OrgEventsBody>, ApiError> {
     let events = state.identity().org_events(&user.account, &org, 100).await?;
     Ok(Json(OrgEventsBody {

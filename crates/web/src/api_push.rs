@@ -218,7 +218,7 @@ pub struct DeviceProofBody {
 impl DeviceProofBody {
     fn proof(&self) -> DeviceProof {
         DeviceProof {
-            method_id: self.method_id.clone(),
+            method_id: identity::FactorId::new(self.method_id.clone()),
             timestamp: self.timestamp,
             signature: self.signature.clone(),
         }

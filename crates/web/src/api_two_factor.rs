@@ -4,6 +4,7 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
+use identity::FactorId;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -46,7 +47,7 @@ pub async fn status(State(state): State<AppState>, ApiUser(user): ApiUser) -> Re
             .methods
             .into_iter()
             .map(|m| EnrolledMethod {
-                id: m.id,
+                id: m.id.into_string(),
                 kind: m.kind.as_str().to_owned(),
                 name: m.name,
                 created_at: m.created_at,
@@ -110,7 +111,7 @@ pub async fn begin_totp(
     let e = state.identity().begin_totp(&user.account, &body.name).await?;
     let qr_svg = crate::qr::svg(&e.otpauth_uri).ok_or_else(|| ApiError::internal("QR code too long"))?;
     Ok(Json(TotpEnrollmentBody {
-        id: e.id,
+        id: e.id.into_string(),
         secret: e.secret,
         otpauth_uri: e.otpauth_uri,
         qr_svg,
@@ -141,7 +142,7 @@ pub struct BackupCodesBody {
 pub async fn confirm_totp(
     State(state): State<AppState>,
     ApiUser(user): ApiUser,
-    ApiPath(id): ApiPath<String>,
+    ApiPath(id): ApiPath<FactorId>,
     ApiJson(body): ApiJson<CodeBody>,
 ) -> Result<Json<BackupCodesBody>, ApiError> {
     let backup_codes = state
@@ -173,7 +174,7 @@ pub struct PasswordBody {
 pub async fn remove_method(
     State(state): State<AppState>,
     ApiUser(user): ApiUser,
-    ApiPath(id): ApiPath<String>,
+    ApiPath(id): ApiPath<FactorId>,
     ApiJsonOrEmpty(body): ApiJsonOrEmpty<PasswordBody>,
 ) -> Result<StatusCode, ApiError> {
     state
@@ -343,7 +344,7 @@ pub async fn begin_sms(
         .begin_sms(&user.account, &body.phone, request_lang(&headers))
         .await?;
     Ok(Json(SmsEnrollmentBody {
-        id: e.id,
+        id: e.id.into_string(),
         phone: e.phone,
     }))
 }
@@ -359,7 +360,7 @@ pub async fn begin_sms(
 pub async fn confirm_sms(
     State(state): State<AppState>,
     ApiUser(user): ApiUser,
-    ApiPath(id): ApiPath<String>,
+    ApiPath(id): ApiPath<FactorId>,
     ApiJson(body): ApiJson<CodeBody>,
 ) -> Result<Json<BackupCodesBody>, ApiError> {
     let backup_codes = state
@@ -380,13 +381,16 @@ pub async fn resend_sms(
     State(state): State<AppState>,
     ApiUser(user): ApiUser,
     headers: HeaderMap,
-    ApiPath(id): ApiPath<String>,
+    ApiPath(id): ApiPath<FactorId>,
 ) -> Result<Json<SmsEnrollmentBody>, ApiError> {
     let phone = state
         .identity()
         .resend_sms_enrolment(&user.account, &id, request_lang(&headers))
         .await?;
-    Ok(Json(SmsEnrollmentBody { id, phone }))
+    Ok(Json(SmsEnrollmentBody {
+        id: id.into_string(),
+        phone,
+    }))
 }
 
 #[derive(Serialize, ToSchema)]
@@ -412,7 +416,7 @@ pub async fn begin_security_key(
 ) -> Result<Json<SecurityKeyChallengeBody>, ApiError> {
     let c = state.identity().begin_security_key(&user.account, &body.name).await?;
     Ok(Json(SecurityKeyChallengeBody {
-        id: c.id,
+        id: c.id.into_string(),
         public_key: c.options,
     }))
 }
@@ -436,7 +440,7 @@ pub struct CredentialBody {
 pub async fn finish_security_key(
     State(state): State<AppState>,
     ApiUser(user): ApiUser,
-    ApiPath(id): ApiPath<String>,
+    ApiPath(id): ApiPath<FactorId>,
     ApiJson(body): ApiJson<CredentialBody>,
 ) -> Result<Json<BackupCodesBody>, ApiError> {
     let backup_codes = state
@@ -473,7 +477,7 @@ pub async fn begin_authenticator(
     let link = authenticator_link(&state.config().base_url(&headers), &created.token);
     let qr_svg = crate::qr::svg(&link).ok_or_else(|| ApiError::internal("QR code too long"))?;
     Ok(Json(AuthenticatorLinkBody {
-        id: created.id,
+        id: created.id.into_string(),
         link,
         qr_svg,
     }))
@@ -525,7 +529,7 @@ pub async fn link_authenticator(
             other => ApiError::from(other),
         })?;
     Ok(Json(LinkedDeviceBody {
-        method_id: d.method_id,
+        method_id: d.method_id.into_string(),
         email: d.email,
         issuer: d.issuer,
         totp_secret: d.totp_secret,

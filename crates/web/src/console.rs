@@ -242,7 +242,7 @@ impl FromRequestParts<AppState> for Ctx {
                 ctx.leave_org = memberships
                     .iter()
                     .find(|m| m.org_id == r.org_id && m.role.may_leave())
-                    .map(|m| m.org_id.clone());
+                    .map(|m| m.org_id.to_string());
             }
             if !user.access.allows(purpose(parts.uri.path())) {
                 return Err(Redirect::to("/security/two-factor").into_response());
@@ -493,7 +493,7 @@ async fn home(ctx: Ctx) -> Response {
         organizations: memberships
             .into_iter()
             .map(|m| OrgRow {
-                id: m.org_id,
+                id: m.org_id.into_string(),
                 manages: m.role.manages_organization(),
                 may_leave: m.role.may_leave(),
                 name: m.org_name,
@@ -722,7 +722,7 @@ async fn security_page(
                 browser: fmt::browser(&s.user_agent),
                 signed_in_at: fmt::datetime(s.created_at),
                 last_seen: fmt::datetime(s.last_seen_at),
-                id: s.id,
+                id: s.id.into_string(),
                 ip: s.ip,
             })
             .collect(),
@@ -797,7 +797,7 @@ async fn change_password(ctx: ConsoleUser, Form(form): Form<PasswordForm>) -> Re
     }
 }
 
-async fn revoke_session(ctx: ConsoleUser, Path(id): Path<String>) -> Response {
+async fn revoke_session(ctx: ConsoleUser, Path(id): Path<identity::SessionId>) -> Response {
     let user = &ctx.user;
     match ctx
         .state

@@ -86,7 +86,7 @@ async fn render(ctx: &ConsoleUser, status: StatusCode, notice: Option<String>, e
         .into_iter()
         .filter(|m| m.role.manages_organization())
         .map(|m| OrgChoice {
-            id: m.org_id,
+            id: m.org_id.into_string(),
             name: m.org_name,
         })
         .collect();
@@ -98,12 +98,12 @@ async fn render(ctx: &ConsoleUser, status: StatusCode, notice: Option<String>, e
             .into_iter()
             .map(|(d, access)| DriveRow {
                 access: t.t(&format!("access.{}", access.as_str())).to_owned(),
-                manages: managed.iter().any(|o| o.id == d.org_id),
+                manages: managed.iter().any(|o| o.id == d.org_id.as_str()),
                 usage: t.tf(
                     "drive.usage",
                     &[("used", &bytes(d.used_bytes)), ("quota", &bytes(d.quota_bytes))],
                 ),
-                id: d.id,
+                id: d.id.get(),
                 name: d.name,
                 org: d.org_name,
             })
@@ -145,7 +145,7 @@ async fn create(ctx: ConsoleUser, Form(form): Form<CreateForm>) -> Response {
     match ctx
         .state
         .drives()
-        .create(Some(&user.account), &form.org, &form.name, quota)
+        .create(Some(&user.account), &identity::OrgId::new(form.org), &form.name, quota)
         .await
     {
         Ok(drive) => Redirect::to(&format!("/drives?created={}", drive.id)).into_response(),
@@ -187,6 +187,7 @@ mod browse {
     /// Everything but RFC 3986's unreserved characters (also RFC 5987's
     /// `attr-char` for file names in headers).
     const ENCODED: &AsciiSet = &NON_ALPHANUMERIC.remove(b'.').remove(b'-').remove(b'_').remove(b'~');
+    use drive::DriveId;
     use serde::Deserialize;
 
     use super::bytes;
@@ -194,7 +195,7 @@ mod browse {
     use crate::fmt;
 
     /// `/drives/<id>/files/<each name percent-encoded>`.
-    pub fn files_url(drive: u64, names: &[&str]) -> String {
+    pub fn files_url(drive: DriveId, names: &[&str]) -> String {
         let mut url = format!("/drives/{drive}/files");
         for name in names {
             url.push('/');
@@ -252,7 +253,7 @@ mod browse {
     struct FilesPage {
         c: Chrome,
         connect: Connect,
-        drive: u64,
+        drive: DriveId,
         folder: String,
         crumbs: Vec<Crumb>,
         entries: Vec<Entry>,
@@ -265,7 +266,13 @@ mod browse {
         manages: bool,
     }
 
-    async fn render(ctx: &ConsoleUser, drive: u64, path: &str, status: StatusCode, error: Option<String>) -> Response {
+    async fn render(
+        ctx: &ConsoleUser,
+        drive: DriveId,
+        path: &str,
+        status: StatusCode,
+        error: Option<String>,
+    ) -> Response {
         let user = &ctx.user;
         let drives = ctx.state.drives();
         let names = match drive::split_path(path) {
@@ -352,15 +359,15 @@ mod browse {
         ctx.render(status, &page)
     }
 
-    pub async fn root(ctx: ConsoleUser, Path(drive): Path<u64>) -> Response {
+    pub async fn root(ctx: ConsoleUser, Path(drive): Path<DriveId>) -> Response {
         render(&ctx, drive, "/", StatusCode::OK, None).await
     }
 
-    pub async fn at(ctx: ConsoleUser, Path((drive, path)): Path<(u64, String)>) -> Response {
+    pub async fn at(ctx: ConsoleUser, Path((drive, path)): Path<(DriveId, String)>) -> Response {
         render(&ctx, drive, &path, StatusCode::OK, None).await
     }
 
-    async fn download(ctx: &ConsoleUser, drive: u64, path: &str) -> Response {
+    async fn download(ctx: &ConsoleUser, drive: DriveId, path: &str) -> Response {
         let user = &ctx.user;
         match ctx.state.drives().open_chunks(&user.account, drive, path).await {
             Ok((node, chunks)) => {
@@ -419,7 +426,7 @@ mod browse {
     /// Each file of the form goes into the folder, streamed.
     pub async fn upload(
         ctx: ConsoleUser,
-        Path(drive): Path<u64>,
+        Path(drive): Path<DriveId>,
         Query(q): Query<UploadQuery>,
         request: axum::extract::Request,
     ) -> Response {
@@ -464,7 +471,7 @@ mod browse {
         name: String,
     }
 
-    pub async fn make_folder(ctx: ConsoleUser, Path(drive): Path<u64>, Form(form): Form<FolderForm>) -> Response {
+    pub async fn make_folder(ctx: ConsoleUser, Path(drive): Path<DriveId>, Form(form): Form<FolderForm>) -> Response {
         let user = &ctx.user;
         let path = format!("{}/{}", form.folder.trim_end_matches('/'), form.name.trim());
         match ctx.state.drives().make_folder(&user.account, drive, &path).await {
@@ -485,7 +492,7 @@ mod browse {
         path: String,
     }
 
-    pub async fn delete(ctx: ConsoleUser, Path(drive): Path<u64>, Form(form): Form<DeleteForm>) -> Response {
+    pub async fn delete(ctx: ConsoleUser, Path(drive): Path<DriveId>, Form(form): Form<DeleteForm>) -> Response {
         let user = &ctx.user;
         let names = drive::split_path(&form.path).unwrap_or_default();
         let parent = &names[..names.len().saturating_sub(1)];

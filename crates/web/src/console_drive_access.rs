@@ -9,7 +9,7 @@ use axum::extract::{Path, Query};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
-use drive::{Access, DriveError, Grant};
+use drive::{Access, DriveError, DriveId, Grant};
 use serde::Deserialize;
 
 use crate::AppState;
@@ -42,7 +42,7 @@ struct MemberRow {
 #[template(path = "drive_access.html")]
 struct AccessPage {
     c: Chrome,
-    drive: u64,
+    drive: DriveId,
     drive_name: String,
     defaults: Vec<Choice>,
     members: Vec<MemberRow>,
@@ -81,7 +81,7 @@ fn error_text(ctx: &Ctx, e: &DriveError) -> (StatusCode, String) {
 
 async fn render(
     ctx: &ConsoleUser,
-    drive: u64,
+    drive: DriveId,
     status: StatusCode,
     notice: Option<String>,
     error: Option<String>,
@@ -124,7 +124,7 @@ async fn render(
                 manages: m.manages(),
                 access: access_text(ctx, m.access),
                 role: t.t(&format!("role.{}", m.member.role.as_str())).to_owned(),
-                account_id: m.member.account_id,
+                account_id: m.member.account_id.into_string(),
                 email: m.member.email,
                 name: m.member.name,
                 choices,
@@ -149,7 +149,7 @@ struct DoneQuery {
     saved: Option<String>,
 }
 
-async fn page(ctx: ConsoleUser, Path(drive): Path<u64>, Query(q): Query<DoneQuery>) -> Response {
+async fn page(ctx: ConsoleUser, Path(drive): Path<DriveId>, Query(q): Query<DoneQuery>) -> Response {
     let notice = q.saved.map(|_| ctx.t().t("access.saved").to_owned());
     render(&ctx, drive, StatusCode::OK, notice, None).await
 }
@@ -161,7 +161,7 @@ struct DefaultForm {
 }
 
 /// The answer to a form: back to the page, or the page with the error.
-async fn after(ctx: &ConsoleUser, drive: u64, done: Result<(), DriveError>) -> Response {
+async fn after(ctx: &ConsoleUser, drive: DriveId, done: Result<(), DriveError>) -> Response {
     match done {
         Ok(()) => Redirect::to(&format!("/drives/{drive}/access?saved=1")).into_response(),
         Err(DriveError::Store(e)) => ctx.failure(e),
@@ -181,7 +181,7 @@ fn unknown_choice(ctx: &Ctx) -> Response {
     )
 }
 
-async fn set_member_access(ctx: ConsoleUser, Path(drive): Path<u64>, Form(form): Form<DefaultForm>) -> Response {
+async fn set_member_access(ctx: ConsoleUser, Path(drive): Path<DriveId>, Form(form): Form<DefaultForm>) -> Response {
     let user = &ctx.user;
     let Ok(grant) = form.member_access.parse::<Grant>() else {
         return unknown_choice(&ctx);
@@ -203,7 +203,7 @@ struct RuleForm {
     access: String,
 }
 
-async fn set_rule(ctx: ConsoleUser, Path(drive): Path<u64>, Form(form): Form<RuleForm>) -> Response {
+async fn set_rule(ctx: ConsoleUser, Path(drive): Path<DriveId>, Form(form): Form<RuleForm>) -> Response {
     let user = &ctx.user;
     let grant = match form.access.as_str() {
         "default" => None,
@@ -215,7 +215,12 @@ async fn set_rule(ctx: ConsoleUser, Path(drive): Path<u64>, Form(form): Form<Rul
     let done = ctx
         .state
         .drives()
-        .set_grant(Some(&user.account), drive, &form.account, grant)
+        .set_grant(
+            Some(&user.account),
+            drive,
+            &identity::AccountId::new(form.account),
+            grant,
+        )
         .await
         .map(|_| ());
     after(&ctx, drive, done).await

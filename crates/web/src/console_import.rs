@@ -8,7 +8,7 @@ use axum::extract::Path;
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
-use drive::{FileError, Import, ImportError, NewImport};
+use drive::{DriveId, FileError, Import, ImportError, NewImport};
 use serde::Deserialize;
 
 use crate::AppState;
@@ -67,7 +67,7 @@ fn row(ctx: &Ctx, i: Import) -> Row {
 #[template(path = "drive_imports.html")]
 struct ListPage {
     c: Chrome,
-    drive: u64,
+    drive: DriveId,
     drive_name: String,
     imports: Vec<Row>,
     error: Option<String>,
@@ -79,7 +79,7 @@ struct ListPage {
 #[template(path = "drive_import.html")]
 struct DetailPage {
     c: Chrome,
-    drive: u64,
+    drive: DriveId,
     drive_name: String,
     import: Row,
     failures: Vec<(String, String)>,
@@ -115,7 +115,7 @@ fn error_text(ctx: &Ctx, e: &ImportError) -> (StatusCode, String) {
     }
 }
 
-async fn render_list(ctx: &ConsoleUser, drive: u64, status: StatusCode, error: Option<String>) -> Response {
+async fn render_list(ctx: &ConsoleUser, drive: DriveId, status: StatusCode, error: Option<String>) -> Response {
     let user = &ctx.user;
     let drives = ctx.state.drives();
     let tree = match drives.tree(&user.account, drive).await {
@@ -145,7 +145,7 @@ async fn render_list(ctx: &ConsoleUser, drive: u64, status: StatusCode, error: O
     refreshing(ctx.render(status, &page), running)
 }
 
-async fn list(ctx: ConsoleUser, Path(drive): Path<u64>) -> Response {
+async fn list(ctx: ConsoleUser, Path(drive): Path<DriveId>) -> Response {
     render_list(&ctx, drive, StatusCode::OK, None).await
 }
 
@@ -158,7 +158,7 @@ struct StartForm {
     folder: String,
 }
 
-async fn start(ctx: ConsoleUser, Path(drive): Path<u64>, Form(form): Form<StartForm>) -> Response {
+async fn start(ctx: ConsoleUser, Path(drive): Path<DriveId>, Form(form): Form<StartForm>) -> Response {
     let user = &ctx.user;
     let folder = if form.folder.trim().is_empty() {
         "/"
@@ -188,7 +188,7 @@ async fn start(ctx: ConsoleUser, Path(drive): Path<u64>, Form(form): Form<StartF
     }
 }
 
-async fn detail(ctx: ConsoleUser, Path((drive, id)): Path<(u64, String)>) -> Response {
+async fn detail(ctx: ConsoleUser, Path((drive, id)): Path<(DriveId, String)>) -> Response {
     let user = &ctx.user;
     let drives = ctx.state.drives();
     let (import, failures) = match drives.import(&user.account, drive, &id).await {
@@ -214,7 +214,7 @@ async fn detail(ctx: ConsoleUser, Path((drive, id)): Path<(u64, String)>) -> Res
     refreshing(ctx.render(StatusCode::OK, &page), running)
 }
 
-async fn cancel(ctx: ConsoleUser, Path((drive, id)): Path<(u64, String)>) -> Response {
+async fn cancel(ctx: ConsoleUser, Path((drive, id)): Path<(DriveId, String)>) -> Response {
     let user = &ctx.user;
     match ctx.state.drives().cancel_import(&user.account, drive, &id).await {
         Ok(()) => Redirect::to(&format!("/drives/{drive}/imports/{id}")).into_response(),

@@ -9,7 +9,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use axum::{Form, Router};
-use identity::{OrgError, Role};
+use identity::{AccountId, OrgError, OrgId, Role};
 use serde::Deserialize;
 
 use crate::AppState;
@@ -81,7 +81,7 @@ fn roles(ctx: &Ctx) -> Vec<RoleOption> {
 
 async fn render_members(
     ctx: &ConsoleUser,
-    org: &str,
+    org: &OrgId,
     only_without: bool,
     status: StatusCode,
     notice: Option<String>,
@@ -100,7 +100,7 @@ async fn render_members(
     let t = ctx.t();
     let page = MembersPage {
         c: ctx.chrome(&t.tf("org.members_title", &[("org", &organization.name)])),
-        org_id: organization.id,
+        org_id: organization.id.into_string(),
         notice,
         error,
         members: members
@@ -108,7 +108,7 @@ async fn render_members(
             .map(|m| MemberRow {
                 two_factor: m.two_factor(),
                 role: m.role.as_str(),
-                id: m.account_id,
+                id: m.account_id.into_string(),
                 name: m.name,
                 email: m.email,
                 methods_text: t.tf("org.methods", &[("count", &m.methods.to_string())]),
@@ -136,7 +136,7 @@ async fn render_members(
     ctx.render(status, &page)
 }
 
-async fn members_page(ctx: ConsoleUser, Path(org): Path<String>, Query(q): Query<MembersQuery>) -> Response {
+async fn members_page(ctx: ConsoleUser, Path(org): Path<OrgId>, Query(q): Query<MembersQuery>) -> Response {
     let notice = q.done.as_deref().and_then(|done| match done {
         "invited" | "role" | "removed" | "alerted" => Some(ctx.t().t(&format!("org.done_{done}")).to_owned()),
         _ => None,
@@ -146,7 +146,7 @@ async fn members_page(ctx: ConsoleUser, Path(org): Path<String>, Query(q): Query
 }
 
 /// After a change: back to the list, or the list with the refusal.
-async fn after(ctx: &ConsoleUser, org: &str, result: Result<(), OrgError>, done: &str) -> Response {
+async fn after(ctx: &ConsoleUser, org: &OrgId, result: Result<(), OrgError>, done: &str) -> Response {
     match result {
         Ok(()) => Redirect::to(&format!("/orgs/{org}/members?done={done}")).into_response(),
         Err(OrgError::Store(e)) => ctx.failure(e),
@@ -174,7 +174,7 @@ struct InviteForm {
 
 async fn invite(
     ctx: ConsoleUser,
-    Path(org): Path<String>,
+    Path(org): Path<OrgId>,
     headers: axum::http::HeaderMap,
     Form(form): Form<InviteForm>,
 ) -> Response {
@@ -198,7 +198,7 @@ struct RoleForm {
 
 async fn set_role(
     ctx: ConsoleUser,
-    Path((org, member)): Path<(String, String)>,
+    Path((org, member)): Path<(OrgId, AccountId)>,
     Form(form): Form<RoleForm>,
 ) -> Response {
     let user = &ctx.user;
@@ -213,13 +213,13 @@ async fn set_role(
     after(&ctx, &org, result, "role").await
 }
 
-async fn remove(ctx: ConsoleUser, Path((org, member)): Path<(String, String)>) -> Response {
+async fn remove(ctx: ConsoleUser, Path((org, member)): Path<(OrgId, AccountId)>) -> Response {
     let user = &ctx.user;
     let result = ctx.state.identity().remove_member(&user.account, &org, &member).await;
     after(&ctx, &org, result, "removed").await
 }
 
-async fn alert(ctx: ConsoleUser, Path((org, member)): Path<(String, String)>) -> Response {
+async fn alert(ctx: ConsoleUser, Path((org, member)): Path<(OrgId, AccountId)>) -> Response {
     let user = &ctx.user;
     let result = ctx
         .state
@@ -229,7 +229,7 @@ async fn alert(ctx: ConsoleUser, Path((org, member)): Path<(String, String)>) ->
     after(&ctx, &org, result, "alerted").await
 }
 
-async fn alert_all(ctx: ConsoleUser, Path(org): Path<String>) -> Response {
+async fn alert_all(ctx: ConsoleUser, Path(org): Path<OrgId>) -> Response {
     let user = &ctx.user;
     match ctx
         .state
@@ -245,7 +245,7 @@ async fn alert_all(ctx: ConsoleUser, Path(org): Path<String>) -> Response {
     }
 }
 
-async fn leave(ctx: ConsoleUser, Path(org): Path<String>) -> Response {
+async fn leave(ctx: ConsoleUser, Path(org): Path<OrgId>) -> Response {
     let user = &ctx.user;
     match ctx.state.identity().leave(&user.account, &org).await {
         Ok(()) => Redirect::to("/?done=left").into_response(),
@@ -283,7 +283,7 @@ struct SecurityPage {
 
 async fn render_security(
     ctx: &ConsoleUser,
-    org: &str,
+    org: &OrgId,
     status: StatusCode,
     error: Option<String>,
     confirming: Option<(bool, u32)>,
@@ -313,7 +313,7 @@ async fn render_security(
     };
     let page = SecurityPage {
         c: ctx.chrome(&t.tf("org.security_title", &[("org", &policy.org_name)])),
-        org_id: policy.org_id.clone(),
+        org_id: policy.org_id.to_string(),
         require: policy.require_two_factor,
         confirm_text: match confirming {
             Some((true, days)) => t.tf(
@@ -340,7 +340,7 @@ async fn render_security(
     ctx.render(status, &page)
 }
 
-async fn security_page(ctx: ConsoleUser, Path(org): Path<String>) -> Response {
+async fn security_page(ctx: ConsoleUser, Path(org): Path<OrgId>) -> Response {
     render_security(&ctx, &org, StatusCode::OK, None, None).await
 }
 
@@ -353,7 +353,7 @@ struct PolicyForm {
 }
 
 /// The switch: first a confirmation step (the dialog), then the change.
-async fn set_policy(ctx: ConsoleUser, Path(org): Path<String>, Form(form): Form<PolicyForm>) -> Response {
+async fn set_policy(ctx: ConsoleUser, Path(org): Path<OrgId>, Form(form): Form<PolicyForm>) -> Response {
     let user = &ctx.user;
     let require = form.require.is_some();
     let grace: u32 = form.grace_days.trim().parse().unwrap_or(0);

@@ -12,7 +12,7 @@ use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use axum::{Form, Router};
 use identity::credential::backup_code;
-use identity::{FactorKind, IdentityError, PushError, PushOutcome, PushState, SecondStepError, StepRequest};
+use identity::{FactorId, FactorKind, IdentityError, PushError, PushOutcome, PushState, SecondStepError, StepRequest};
 use serde::Deserialize;
 
 use crate::AppState;
@@ -409,7 +409,7 @@ async fn render_two_factor(
             .methods
             .iter()
             .map(|m| MethodRow {
-                id: m.id.clone(),
+                id: m.id.to_string(),
                 name: m.name.clone(),
                 kind: kind_label(ctx, m.kind),
                 kind_code: m.kind.as_str(),
@@ -516,7 +516,7 @@ fn render_enrolment(
         .join(" ");
     let page = TotpEnrolPage {
         c: ctx.chrome(ctx.t().t("two_factor.enrol_title")),
-        id: e.id,
+        id: e.id.into_string(),
         name: name.to_owned(),
         qr_svg,
         secret,
@@ -532,7 +532,7 @@ struct ConfirmForm {
     name: String,
 }
 
-async fn confirm_totp(ctx: ConsoleUser, Path(id): Path<String>, Form(form): Form<ConfirmForm>) -> Response {
+async fn confirm_totp(ctx: ConsoleUser, Path(id): Path<FactorId>, Form(form): Form<ConfirmForm>) -> Response {
     let user = &ctx.user;
     let identity = ctx.state.identity();
     match identity
@@ -565,7 +565,7 @@ struct PasswordForm {
     password: String,
 }
 
-async fn remove_method(ctx: ConsoleUser, Path(id): Path<String>, Form(form): Form<PasswordForm>) -> Response {
+async fn remove_method(ctx: ConsoleUser, Path(id): Path<FactorId>, Form(form): Form<PasswordForm>) -> Response {
     let user = &ctx.user;
     let identity = ctx.state.identity();
     let password = Some(form.password.as_str()).filter(|p| !p.is_empty());
@@ -816,7 +816,7 @@ struct LinkedForm {
 async fn authenticator_linked(
     ctx: ConsoleUser,
     headers: axum::http::HeaderMap,
-    Path(id): Path<String>,
+    Path(id): Path<FactorId>,
     Form(form): Form<LinkedForm>,
 ) -> Response {
     let user = &ctx.user;
@@ -830,7 +830,7 @@ async fn authenticator_linked(
                 return Redirect::to("/security/two-factor").into_response();
             }
             let notice = ctx.t().t("authenticator.not_linked_yet").to_owned();
-            render_link_page(&ctx, id, form.link, Some(notice))
+            render_link_page(&ctx, id.into_string(), form.link, Some(notice))
         }
         Err(e) => ctx.failure(e),
     }
@@ -847,7 +847,7 @@ async fn begin_authenticator(ctx: ConsoleUser, headers: axum::http::HeaderMap, F
         Ok(created) => {
             let link =
                 crate::api_two_factor::authenticator_link(&ctx.state.config().base_url(&headers), &created.token);
-            render_link_page(&ctx, created.id, link, None)
+            render_link_page(&ctx, created.id.into_string(), link, None)
         }
         Err(IdentityError::Store(e)) => ctx.failure(e),
         Err(e) => {
@@ -879,7 +879,7 @@ async fn begin_security_key(ctx: ConsoleUser, Form(form): Form<NameForm>) -> Res
         Ok(challenge) => {
             let page = SecurityKeyEnrolPage {
                 c: ctx.chrome(ctx.t().t("security_key.enrol_title")),
-                id: challenge.id,
+                id: challenge.id.into_string(),
                 options: challenge.options.to_string(),
                 error: None,
             };
@@ -899,7 +899,7 @@ struct CredentialForm {
     credential: String,
 }
 
-async fn finish_security_key(ctx: ConsoleUser, Path(id): Path<String>, Form(form): Form<CredentialForm>) -> Response {
+async fn finish_security_key(ctx: ConsoleUser, Path(id): Path<FactorId>, Form(form): Form<CredentialForm>) -> Response {
     let user = &ctx.user;
     let credential = serde_json::from_str(&form.credential).unwrap_or_default();
     match ctx
@@ -954,7 +954,7 @@ async fn begin_sms(ctx: ConsoleUser, Form(form): Form<PhoneForm>) -> Response {
         .begin_sms(&user.account, &form.phone, ctx.lang_code())
         .await
     {
-        Ok(e) => render_sms_enrolment(&ctx, StatusCode::OK, e.id, &e.phone, None),
+        Ok(e) => render_sms_enrolment(&ctx, StatusCode::OK, e.id.into_string(), &e.phone, None),
         Err(IdentityError::Store(e)) => ctx.failure(e),
         Err(e) => {
             let error = Refusal::identity(&e).text(ctx.t());
@@ -963,7 +963,7 @@ async fn begin_sms(ctx: ConsoleUser, Form(form): Form<PhoneForm>) -> Response {
     }
 }
 
-async fn confirm_sms(ctx: ConsoleUser, Path(id): Path<String>, Form(form): Form<ConfirmForm>) -> Response {
+async fn confirm_sms(ctx: ConsoleUser, Path(id): Path<FactorId>, Form(form): Form<ConfirmForm>) -> Response {
     let user = &ctx.user;
     let identity = ctx.state.identity();
     match identity
@@ -975,7 +975,7 @@ async fn confirm_sms(ctx: ConsoleUser, Path(id): Path<String>, Form(form): Form<
         Err(IdentityError::WrongCode) => {
             let phone = pending_phone(&ctx, &id).await;
             let error = Some(ctx.t().t("sms.wrong_code").to_owned());
-            render_sms_enrolment(&ctx, StatusCode::UNPROCESSABLE_ENTITY, id, &phone, error)
+            render_sms_enrolment(&ctx, StatusCode::UNPROCESSABLE_ENTITY, id.into_string(), &phone, error)
         }
         Err(IdentityError::NotFound) => expired(&ctx).await,
         Err(e) => ctx.failure(e),
@@ -983,7 +983,7 @@ async fn confirm_sms(ctx: ConsoleUser, Path(id): Path<String>, Form(form): Form<
 }
 
 /// The masked number of a pending SMS enrolment, for showing it again.
-async fn pending_phone(ctx: &ConsoleUser, id: &str) -> String {
+async fn pending_phone(ctx: &ConsoleUser, id: &FactorId) -> String {
     let user = &ctx.user;
     ctx.state
         .identity()
@@ -994,7 +994,7 @@ async fn pending_phone(ctx: &ConsoleUser, id: &str) -> String {
         .unwrap_or_default()
 }
 
-async fn resend_sms(ctx: ConsoleUser, Path(id): Path<String>) -> Response {
+async fn resend_sms(ctx: ConsoleUser, Path(id): Path<FactorId>) -> Response {
     let user = &ctx.user;
     match ctx
         .state
@@ -1002,13 +1002,13 @@ async fn resend_sms(ctx: ConsoleUser, Path(id): Path<String>) -> Response {
         .resend_sms_enrolment(&user.account, &id, ctx.lang_code())
         .await
     {
-        Ok(phone) => render_sms_enrolment(&ctx, StatusCode::OK, id, &phone, None),
+        Ok(phone) => render_sms_enrolment(&ctx, StatusCode::OK, id.into_string(), &phone, None),
         Err(IdentityError::NotFound) => expired(&ctx).await,
         Err(IdentityError::Store(e)) => ctx.failure(e),
         Err(e) => {
             let phone = pending_phone(&ctx, &id).await;
             let error = Some(Refusal::identity(&e).text(ctx.t()));
-            render_sms_enrolment(&ctx, StatusCode::TOO_MANY_REQUESTS, id, &phone, error)
+            render_sms_enrolment(&ctx, StatusCode::TOO_MANY_REQUESTS, id.into_string(), &phone, error)
         }
     }
 }

@@ -14,7 +14,7 @@ use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
-use drive::{Access, FileError};
+use drive::{Access, DriveId, FileError};
 use identity::ProtocolAuthError;
 
 use crate::AppState;
@@ -25,18 +25,18 @@ const PATH_PREFIX: &str = "/dav/drives/";
 /// Where a request goes: the drive, and the URL prefix of its top.
 #[derive(Debug, PartialEq, Eq)]
 struct Target {
-    drive_id: u64,
+    drive_id: DriveId,
     prefix: String,
 }
 
-fn drive_id(text: &str) -> Option<u64> {
+fn drive_id(text: &str) -> Option<DriveId> {
     (!text.is_empty() && text.len() <= 12 && text.bytes().all(|b| b.is_ascii_digit()))
         .then(|| text.parse().ok())
         .flatten()
 }
 
 /// The drive `host` names (`123456.connect.<domain>[:port]`), if any.
-fn host_target(host: &str, domain: &str) -> Option<u64> {
+fn host_target(host: &str, domain: &str) -> Option<DriveId> {
     let name = match host.rsplit_once(':') {
         Some((name, port)) if port.bytes().all(|b| b.is_ascii_digit()) => name,
         _ => host,
@@ -84,7 +84,7 @@ pub(crate) struct Addresses {
     pub path: String,
 }
 
-pub(crate) fn addresses(state: &AppState, base: &str, drive: u64, folder: &str) -> Addresses {
+pub(crate) fn addresses(state: &AppState, base: &str, drive: DriveId, folder: &str) -> Addresses {
     let (scheme, rest) = base.split_once("://").unwrap_or(("http", base));
     let authority = rest.split('/').next().unwrap_or(rest);
     let port = match authority.rsplit_once(':') {
@@ -422,9 +422,18 @@ mod tests {
 
     #[test]
     fn drive_hosts() {
-        assert_eq!(host_target("123456.connect.localhost:8080", "localhost"), Some(123456));
-        assert_eq!(host_target("123456.CONNECT.example.org", "example.org"), Some(123456));
-        assert_eq!(host_target("123456.connect.example.org.", "example.org"), Some(123456));
+        assert_eq!(
+            host_target("123456.connect.localhost:8080", "localhost"),
+            Some(DriveId::new(123456))
+        );
+        assert_eq!(
+            host_target("123456.CONNECT.example.org", "example.org"),
+            Some(DriveId::new(123456))
+        );
+        assert_eq!(
+            host_target("123456.connect.example.org.", "example.org"),
+            Some(DriveId::new(123456))
+        );
         assert_eq!(host_target("connect.localhost", "localhost"), None);
         assert_eq!(host_target("abc.connect.localhost", "localhost"), None);
         assert_eq!(host_target("123.connect.evil.org", "example.org"), None);

@@ -5,6 +5,7 @@
 //! makes a slow KDF pointless, which keeps the check cheap enough for every
 //! WebDAV and IMAP request.
 
+use crate::account::AccountId;
 use crate::clock::Millis;
 use crate::secrets::ServerKey;
 
@@ -14,7 +15,7 @@ const PURPOSE: &str = "app-password";
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AppPassword {
     pub id: String,
-    pub account_id: String,
+    pub account_id: AccountId,
     pub name: String,
     pub created_at: Millis,
     /// 0 when never used.

@@ -6,6 +6,7 @@
 //! [`DAILY_CAP`] messages in 24 hours. Numbers are stored sealed (AES-GCM);
 //! the console shows only their last digits.
 
+use crate::FactorId;
 use rand::Rng;
 
 use crate::clock::Millis;
@@ -99,7 +100,7 @@ pub fn code_digest(key: &ServerKey, typed: &str) -> Option<String> {
 /// The code waiting for one number.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SmsCode {
-    pub factor_id: String,
+    pub factor_id: FactorId,
     pub digest: String,
     pub sent_at: Millis,
     pub expires_at: Millis,
@@ -200,7 +201,7 @@ mod tests {
     #[test]
     fn resend_waits_a_minute_and_days_are_capped() {
         let code = SmsCode {
-            factor_id: "f".into(),
+            factor_id: crate::FactorId::new("f"),
             digest: "d".into(),
             sent_at: 1_000,
             expires_at: 601_000,
@@ -227,7 +228,7 @@ mod tests {
     #[test]
     fn codes_expire_and_run_out_of_tries() {
         let mut code = SmsCode {
-            factor_id: "f".into(),
+            factor_id: crate::FactorId::new("f"),
             digest: "d".into(),
             sent_at: 0,
             expires_at: CODE_LIFETIME,

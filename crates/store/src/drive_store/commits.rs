@@ -49,7 +49,7 @@ pub(super) fn answer(batch: &mut Vec<FileCommit>, outcomes: Vec<Option<Result<Pu
 /// whole group or nothing, and such a file is left for the transaction
 /// that tells it lost the race.
 pub(super) fn new_file_groups(batch: &[FileCommit]) -> Vec<Vec<usize>> {
-    let mut groups: Vec<(u64, Vec<usize>)> = Vec::new();
+    let mut groups: Vec<(drive::DriveId, Vec<usize>)> = Vec::new();
     let mut names = std::collections::HashSet::new();
     for (i, file) in batch.iter().enumerate() {
         let n = &file.node;

@@ -6,10 +6,10 @@
 
 use async_trait::async_trait;
 use drive::{
-    DeadProp, Drive, DriveStore, Grant, ListColumns, ListEntry, Lock, MemberDrive, Node, PropChange, PutOutcome,
-    Standing,
+    DeadProp, Drive, DriveId, DriveStore, Grant, ListColumns, ListEntry, Lock, MemberDrive, Node, PropChange,
+    PutOutcome, Standing,
 };
-use identity::{Millis, OrgEvent, StoreError};
+use identity::{AccountId, Millis, OrgEvent, StoreError};
 use sqlx::Row;
 
 use crate::db::{Columns, Run, backend, retried};
@@ -85,7 +85,7 @@ impl DriveStore for SqlStore {
         Ok(done.rows_affected() == 1)
     }
 
-    async fn drive(&self, id: u64) -> Result<Option<Drive>, StoreError> {
+    async fn drive(&self, id: DriveId) -> Result<Option<Drive>, StoreError> {
         let Some(number) = drive_number(id) else {
             return Ok(None);
         };
@@ -99,11 +99,12 @@ impl DriveStore for SqlStore {
 
     async fn drive_of_member(
         &self,
-        id: u64,
-        account_id: &str,
+        id: DriveId,
+        account_id: &AccountId,
         now: Millis,
         names: &[&str],
     ) -> Result<Option<MemberDrive>, StoreError> {
+        let account_id = account_id.as_str();
         let Some(number) = drive_number(id) else {
             return Ok(None);
         };
@@ -133,16 +134,16 @@ impl DriveStore for SqlStore {
         }
     }
 
-    async fn drives_for_account(&self, account_id: &str) -> Result<Vec<(Drive, Standing)>, StoreError> {
+    async fn drives_for_account(&self, account_id: &AccountId) -> Result<Vec<(Drive, Standing)>, StoreError> {
         let sql = format!("{MEMBER_COLUMNS} {MEMBER_TABLES} WHERE m.account_id = $1 ORDER BY o.name, d.name, d.id");
         let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(account_id)
+            .bind(account_id.as_str())
             .all(&self.pool)
             .await?;
         rows.iter().map(member_drive_from).collect()
     }
 
-    async fn grants(&self, drive_id: u64) -> Result<Vec<(String, Grant)>, StoreError> {
+    async fn grants(&self, drive_id: DriveId) -> Result<Vec<(AccountId, Grant)>, StoreError> {
         let rows = sqlx::query("SELECT account_id, access FROM drive_members WHERE drive_id = $1")
             .bind(signed(drive_id)?)
             .all(&self.pool)
@@ -150,12 +151,12 @@ impl DriveStore for SqlStore {
         rows.iter()
             .map(|row| {
                 let access: String = row.text("access")?;
-                Ok((row.text("account_id")?, grant_of(&access)?))
+                Ok((AccountId::new(row.text("account_id")?), grant_of(&access)?))
             })
             .collect()
     }
 
-    async fn set_member_access(&self, drive_id: u64, grant: Grant, event: &OrgEvent) -> Result<(), StoreError> {
+    async fn set_member_access(&self, drive_id: DriveId, grant: Grant, event: &OrgEvent) -> Result<(), StoreError> {
         let mut tx = self.begin_write().await?;
         sqlx::query("UPDATE drives SET member_access = $2 WHERE id = $1")
             .bind(signed(drive_id)?)
@@ -168,8 +169,8 @@ impl DriveStore for SqlStore {
 
     async fn set_grant(
         &self,
-        drive_id: u64,
-        account_id: &str,
+        drive_id: DriveId,
+        account_id: &AccountId,
         grant: Option<Grant>,
         event: &OrgEvent,
     ) -> Result<(), StoreError> {
@@ -180,18 +181,18 @@ impl DriveStore for SqlStore {
                  ON CONFLICT (drive_id, account_id) DO UPDATE SET access = excluded.access",
             )
             .bind(signed(drive_id)?)
-            .bind(account_id)
+            .bind(account_id.as_str())
             .bind(grant.as_str()),
             None => sqlx::query("DELETE FROM drive_members WHERE drive_id = $1 AND account_id = $2")
                 .bind(signed(drive_id)?)
-                .bind(account_id),
+                .bind(account_id.as_str()),
         };
         change.run(&mut *tx).await?;
         crate::identity_store::insert_org_event(&mut tx, event).await?;
         tx.commit().await
     }
 
-    async fn walk(&self, drive_id: u64, names: &[&str]) -> Result<Vec<Node>, StoreError> {
+    async fn walk(&self, drive_id: DriveId, names: &[&str]) -> Result<Vec<Node>, StoreError> {
         let mut found: Vec<Node> = Vec::new();
         for chunk in names.chunks(WALK_DEPTH) {
             static MADE: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
@@ -229,7 +230,7 @@ impl DriveStore for SqlStore {
         Ok(found)
     }
 
-    async fn children(&self, drive_id: u64, parent_id: &str) -> Result<Vec<Node>, StoreError> {
+    async fn children(&self, drive_id: DriveId, parent_id: &str) -> Result<Vec<Node>, StoreError> {
         let sql = format!("{NODE_COLUMNS} WHERE drive_id = $1 AND parent_id = $2 ORDER BY name");
         let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(signed(drive_id)?)
@@ -279,7 +280,7 @@ impl DriveStore for SqlStore {
 
     async fn children_after(
         &self,
-        drive_id: u64,
+        drive_id: DriveId,
         parent_id: &str,
         after: &str,
         limit: u32,
@@ -290,7 +291,7 @@ impl DriveStore for SqlStore {
             .folder_page(page, (drive_id, parent_id, after, limit), |row| {
                 Ok(Node {
                     id: row.text(0)?,
-                    drive_id: 0,
+                    drive_id: DriveId::new(0),
                     parent_id: String::new(),
                     name: row.text(1)?,
                     is_dir: row.int(2)? != 0,
@@ -317,7 +318,7 @@ impl DriveStore for SqlStore {
     /// PROPFIND on SQLite.
     async fn entries_after(
         &self,
-        drive_id: u64,
+        drive_id: DriveId,
         parent_id: &str,
         after: &str,
         limit: u32,
@@ -445,7 +446,7 @@ impl DriveStore for SqlStore {
         Ok(true)
     }
 
-    async fn locks(&self, drive_id: u64, now: Millis) -> Result<Vec<Lock>, StoreError> {
+    async fn locks(&self, drive_id: DriveId, now: Millis) -> Result<Vec<Lock>, StoreError> {
         let sql = format!("{LOCK_COLUMNS} WHERE drive_id = $1 AND (expires_at = 0 OR expires_at > $2) ORDER BY path");
         let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(signed(drive_id)?)
@@ -457,7 +458,7 @@ impl DriveStore for SqlStore {
 
     async fn add_lock(
         &self,
-        drive_id: u64,
+        drive_id: DriveId,
         lock: &Lock,
         now: Millis,
         conflict: &(dyn for<'x> Fn(&'x [Lock]) -> Option<Lock> + Send + Sync),
@@ -503,7 +504,7 @@ impl DriveStore for SqlStore {
 
     async fn refresh_lock(
         &self,
-        drive_id: u64,
+        drive_id: DriveId,
         token: &str,
         expires_at: Millis,
         timeout_secs: u64,
@@ -524,7 +525,7 @@ impl DriveStore for SqlStore {
         row.as_ref().map(lock_from).transpose()
     }
 
-    async fn remove_lock(&self, drive_id: u64, token: &str) -> Result<bool, StoreError> {
+    async fn remove_lock(&self, drive_id: DriveId, token: &str) -> Result<bool, StoreError> {
         let done = sqlx::query("DELETE FROM drive_locks WHERE drive_id = $1 AND token = $2")
             .bind(signed(drive_id)?)
             .bind(token)
@@ -533,7 +534,7 @@ impl DriveStore for SqlStore {
         Ok(done.rows_affected() > 0)
     }
 
-    async fn remove_locks_within(&self, drive_id: u64, path: &str) -> Result<(), StoreError> {
+    async fn remove_locks_within(&self, drive_id: DriveId, path: &str) -> Result<(), StoreError> {
         let below = format!("{path}/");
         sqlx::query(
             "DELETE FROM drive_locks WHERE drive_id = $1

@@ -5,6 +5,7 @@
 //! property) puts it in its own text at compile time, so the statements
 //! the database sees are the same as if it were spelled out in each.
 
+use drive::DriveId;
 use identity::StoreError;
 
 use super::rows::signed;
@@ -22,7 +23,7 @@ pub(super) use fits_quota;
 /// Charges `bytes` to the drive's quota in the transaction (a negative
 /// amount gives space back); `false` when the drive would exceed its
 /// quota. Giving back always succeeds.
-pub(super) async fn charge(conn: &mut sqlx::AnyConnection, drive_id: u64, bytes: i64) -> Result<bool, StoreError> {
+pub(super) async fn charge(conn: &mut sqlx::AnyConnection, drive_id: DriveId, bytes: i64) -> Result<bool, StoreError> {
     let done = sqlx::query(concat!(
         "UPDATE drives SET used_bytes = used_bytes + $2 WHERE id = $1 AND ($2 <= 0 OR ",
         fits_quota!("$2"),

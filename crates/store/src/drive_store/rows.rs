@@ -1,7 +1,7 @@
 //! Reading drives, nodes and locks from rows, and the numbers columns hold.
 
-use drive::{Drive, Grant, Lock, MemberDrive, Node, Standing};
-use identity::{Role, StoreError};
+use drive::{Drive, DriveId, Grant, Lock, MemberDrive, Node, Standing};
+use identity::{OrgId, Role, StoreError};
 use sqlx::any::AnyRow;
 
 use super::walk::walked_nodes;
@@ -37,8 +37,8 @@ pub(super) fn member_drive_from(row: &impl Columns) -> Result<(Drive, Standing),
 
 pub(super) fn drive_from(row: &impl Columns) -> Result<Drive, StoreError> {
     Ok(Drive {
-        id: row.unsigned("id")?,
-        org_id: row.text("org_id")?,
+        id: DriveId::new(row.unsigned("id")?),
+        org_id: OrgId::new(row.text("org_id")?),
         org_name: row.text("org_name")?,
         name: row.text("name")?,
         quota_bytes: row.unsigned("quota_bytes")?,
@@ -53,7 +53,7 @@ pub(super) fn drive_from(row: &impl Columns) -> Result<Drive, StoreError> {
 /// (if the path was walked).
 pub(super) fn member_walk_from(
     row: &impl Columns,
-    drive_id: u64,
+    drive_id: DriveId,
     walked: Option<usize>,
 ) -> Result<MemberDrive, StoreError> {
     let (drive, standing) = member_drive_from(row)?;
@@ -73,7 +73,7 @@ pub(super) const NODE_COLUMNS: &str =
 pub(super) fn node_from(row: &impl Columns) -> Result<Node, StoreError> {
     Ok(Node {
         id: row.text("id")?,
-        drive_id: row.unsigned("drive_id")?,
+        drive_id: DriveId::new(row.unsigned("drive_id")?),
         parent_id: row.text("parent_id")?,
         name: row.text("name")?,
         is_dir: row.flag("is_dir")?,
@@ -103,13 +103,13 @@ pub(super) fn lock_from(row: &AnyRow) -> Result<Lock, StoreError> {
 pub(super) const LOCK_COLUMNS: &str =
     "SELECT token, path, principal, owner_xml, expires_at, timeout_secs, shared, deep FROM drive_locks";
 
-pub(super) fn signed(n: u64) -> Result<i64, StoreError> {
-    i64::try_from(n).map_err(|_| StoreError::Backend("a drive number is too large".into()))
+pub(super) fn signed(n: impl Into<u64>) -> Result<i64, StoreError> {
+    i64::try_from(n.into()).map_err(|_| StoreError::Backend("a drive number is too large".into()))
 }
 
 /// A drive number as a column holds it, or `None` for one no drive can
 /// have: numbers come from URLs, and one past `i64::MAX` names nothing
 /// (a lookup that finds nothing), not a failure of the store.
-pub(super) fn drive_number(id: u64) -> Option<i64> {
-    i64::try_from(id).ok()
+pub(super) fn drive_number(id: DriveId) -> Option<i64> {
+    i64::try_from(id.get()).ok()
 }

@@ -181,7 +181,7 @@ fn new_file(name: &str, size: u64, inline: bool) -> FileCommit {
     FileCommit {
         node: Node {
             id: format!("node-{name}"),
-            drive_id: 1,
+            drive_id: drive::DriveId::new(1),
             parent_id: String::new(),
             name: name.to_owned(),
             is_dir: false,

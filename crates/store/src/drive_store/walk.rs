@@ -1,7 +1,7 @@
 //! Reading the tree: the walk of a path in one query (with the member's
 //! access to the drive), and folder listings page by page.
 
-use drive::Node;
+use drive::{DriveId, Node};
 use identity::StoreError;
 
 use super::postgres::pg_page_columns;
@@ -28,7 +28,7 @@ impl SqlStore {
     pub(super) async fn folder_page<T: Send + 'static>(
         &self,
         page: &str,
-        (drive_id, parent_id, after, limit): (u64, &str, &str, u32),
+        (drive_id, parent_id, after, limit): (DriveId, &str, &str, u32),
         decode: fn(&dyn PageRow) -> Result<T, StoreError>,
     ) -> Result<Vec<T>, StoreError> {
         let (drive, limit) = (signed(drive_id)?, i64::from(limit));
@@ -175,7 +175,7 @@ pub(super) fn walk_parts(engine: crate::Engine, depth: usize, parent: &str, firs
 }
 
 /// The nodes of a walk's row, down to the first name missing.
-pub(super) fn walked_nodes(row: &impl Columns, drive_id: u64, depth: usize) -> Result<Vec<Node>, StoreError> {
+pub(super) fn walked_nodes(row: &impl Columns, drive_id: DriveId, depth: usize) -> Result<Vec<Node>, StoreError> {
     let mut found = Vec::with_capacity(depth);
     for i in 1..=depth {
         match walked_node(row, drive_id, i)? {
@@ -187,7 +187,7 @@ pub(super) fn walked_nodes(row: &impl Columns, drive_id: u64, depth: usize) -> R
 }
 
 /// Level `i` of a [`walk_sql`] row, if that name exists.
-pub(super) fn walked_node(row: &impl Columns, drive_id: u64, i: usize) -> Result<Option<Node>, StoreError> {
+pub(super) fn walked_node(row: &impl Columns, drive_id: DriveId, i: usize) -> Result<Option<Node>, StoreError> {
     let names = level_columns(i);
     let column = |field: &str| -> &str {
         let at = NODE_FIELDS.iter().position(|f| *f == field);

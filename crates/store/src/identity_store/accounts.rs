@@ -2,8 +2,8 @@
 
 use async_trait::async_trait;
 use identity::{
-    Account, AccountStore, Constraint, EmailAddress, FactorKind, Membership, Millis, NewAccount, NewOrganization,
-    Organization, Role, StoreError, SyncUserId,
+    Account, AccountId, AccountStore, Constraint, EmailAddress, FactorKind, Membership, Millis, NewAccount,
+    NewOrganization, OrgId, Organization, Role, StoreError, SyncUserId,
 };
 
 use super::Tx;
@@ -13,7 +13,7 @@ use crate::db::{Columns, Run, corrupt};
 
 pub(super) fn account_from(row: &impl Columns) -> Result<Account, StoreError> {
     Ok(Account {
-        id: row.text("id")?,
+        id: AccountId::new(row.text("id")?),
         email: EmailAddress::parse(&row.text("email")?).map_err(|_| corrupt("email"))?,
         name: row.text("name")?,
         sync_user_id: SyncUserId::parse(&row.text("sync_user_id")?).ok_or_else(|| corrupt("sync user id"))?,
@@ -53,7 +53,7 @@ pub(super) async fn insert_account(
         "INSERT INTO accounts (id, email, name, sync_user_id, password_hash, created_at, password_changed_at)
          VALUES ($1, $2, $3, $4, $5, $6, $6) ON CONFLICT (email) DO NOTHING RETURNING id",
     )
-    .bind(&account.id)
+    .bind(account.id.as_str())
     .bind(account.email.as_str())
     .bind(&account.name)
     .bind(sync_id.as_str())
@@ -79,14 +79,14 @@ pub(super) async fn insert_account(
 
 pub(super) async fn insert_membership(
     tx: &mut Tx,
-    org_id: &str,
-    account_id: &str,
+    org_id: &OrgId,
+    account_id: &AccountId,
     role: Role,
     now: Millis,
 ) -> Result<(), StoreError> {
     sqlx::query("INSERT INTO memberships (org_id, account_id, role, created_at) VALUES ($1, $2, $3, $4)")
-        .bind(org_id)
-        .bind(account_id)
+        .bind(org_id.as_str())
+        .bind(account_id.as_str())
         .bind(role.as_str())
         .bind(now)
         .run(&mut **tx)
@@ -145,7 +145,7 @@ impl AccountStore for SqlStore {
         if consumed.is_none() || accounts > 0 {
             return Err(StoreError::SetupUnavailable);
         }
-        let org_id = uuid::Uuid::new_v4().to_string();
+        let org_id = OrgId::generate();
         let organization = insert_organization(&mut tx, &org_id, org, now).await?;
         let account = insert_account(&mut tx, account, sync_ids).await?;
         insert_membership(&mut tx, &organization.id, &account.id, Role::LegalRepresentative, now).await?;
@@ -156,7 +156,7 @@ impl AccountStore for SqlStore {
     async fn create_account(
         &self,
         account: &NewAccount,
-        membership: Option<(&str, Role)>,
+        membership: Option<(&OrgId, Role)>,
         sync_ids: &mut (dyn Iterator<Item = SyncUserId> + Send),
     ) -> Result<Account, StoreError> {
         let mut tx = self.begin_write().await?;
@@ -174,9 +174,9 @@ impl AccountStore for SqlStore {
         row.as_ref().map(account_from).transpose()
     }
 
-    async fn account_by_id(&self, id: &str) -> Result<Option<Account>, StoreError> {
+    async fn account_by_id(&self, id: &AccountId) -> Result<Option<Account>, StoreError> {
         let sql = sqlx::AssertSqlSafe(format!("SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE id = $1"));
-        let row = sqlx::query(sql).bind(id).optional(&self.pool).await?;
+        let row = sqlx::query(sql).bind(id.as_str()).optional(&self.pool).await?;
         row.as_ref().map(account_from).transpose()
     }
 
@@ -188,19 +188,19 @@ impl AccountStore for SqlStore {
         row.as_ref().map(account_from).transpose()
     }
 
-    async fn memberships(&self, account_id: &str) -> Result<Vec<Membership>, StoreError> {
+    async fn memberships(&self, account_id: &AccountId) -> Result<Vec<Membership>, StoreError> {
         let rows = sqlx::query(
             "SELECT o.id, o.name, m.role FROM memberships m JOIN organizations o ON o.id = m.org_id
              WHERE m.account_id = $1 ORDER BY o.name_key",
         )
-        .bind(account_id)
+        .bind(account_id.as_str())
         .all(&self.pool)
         .await?;
         rows.iter()
             .map(|row| {
                 let role: String = row.text("role")?;
                 Ok(Membership {
-                    org_id: row.text("id")?,
+                    org_id: OrgId::new(row.text("id")?),
                     org_name: row.text("name")?,
                     role: role.parse().map_err(|_| corrupt("role"))?,
                 })
@@ -208,9 +208,9 @@ impl AccountStore for SqlStore {
             .collect()
     }
 
-    async fn set_password(&self, account_id: &str, hash: &str, now: Millis) -> Result<(), StoreError> {
+    async fn set_password(&self, account_id: &AccountId, hash: &str, now: Millis) -> Result<(), StoreError> {
         sqlx::query("UPDATE accounts SET password_hash = $2, password_changed_at = $3 WHERE id = $1")
-            .bind(account_id)
+            .bind(account_id.as_str())
             .bind(hash)
             .bind(now)
             .run(&*self.writer.turn().await)
@@ -218,26 +218,26 @@ impl AccountStore for SqlStore {
         Ok(())
     }
 
-    async fn default_method(&self, account_id: &str) -> Result<String, StoreError> {
+    async fn default_method(&self, account_id: &AccountId) -> Result<String, StoreError> {
         let row = sqlx::query("SELECT default_method FROM accounts WHERE id = $1")
-            .bind(account_id)
+            .bind(account_id.as_str())
             .optional(&self.pool)
             .await?;
         row.map_or(Ok(String::new()), |r| r.text("default_method"))
     }
 
-    async fn set_default_method(&self, account_id: &str, kind: &str) -> Result<(), StoreError> {
+    async fn set_default_method(&self, account_id: &AccountId, kind: &str) -> Result<(), StoreError> {
         sqlx::query("UPDATE accounts SET default_method = $2 WHERE id = $1")
-            .bind(account_id)
+            .bind(account_id.as_str())
             .bind(kind)
             .run(&*self.writer.turn().await)
             .await?;
         Ok(())
     }
 
-    async fn set_account_lang(&self, account_id: &str, lang: &str) -> Result<(), StoreError> {
+    async fn set_account_lang(&self, account_id: &AccountId, lang: &str) -> Result<(), StoreError> {
         sqlx::query("UPDATE accounts SET lang = $2 WHERE id = $1")
-            .bind(account_id)
+            .bind(account_id.as_str())
             .bind(lang)
             .run(&*self.writer.turn().await)
             .await?;

@@ -2,7 +2,7 @@
 
 use async_trait::async_trait;
 use identity::credential::app_password::AppPassword;
-use identity::{AppPasswordStore, Millis, StoreError};
+use identity::{AccountId, AppPasswordStore, Millis, StoreError};
 
 use crate::SqlStore;
 use crate::db::{Columns, Run};
@@ -15,7 +15,7 @@ impl AppPasswordStore for SqlStore {
              VALUES ($1, $2, $3, $4, $5, $6, $7)",
         )
         .bind(&p.id)
-        .bind(&p.account_id)
+        .bind(p.account_id.as_str())
         .bind(&p.name)
         .bind(digest)
         .bind(p.created_at)
@@ -26,19 +26,19 @@ impl AppPasswordStore for SqlStore {
         Ok(())
     }
 
-    async fn app_passwords(&self, account_id: &str) -> Result<Vec<(AppPassword, String)>, StoreError> {
+    async fn app_passwords(&self, account_id: &AccountId) -> Result<Vec<(AppPassword, String)>, StoreError> {
         let rows = sqlx::query(
             "SELECT id, account_id, name, digest, created_at, last_used_at, last_used_ip
              FROM app_passwords WHERE account_id = $1",
         )
-        .bind(account_id)
+        .bind(account_id.as_str())
         .all(&self.pool)
         .await?;
         rows.iter()
             .map(|row| {
                 let password = AppPassword {
                     id: row.text("id")?,
-                    account_id: row.text("account_id")?,
+                    account_id: AccountId::new(row.text("account_id")?),
                     name: row.text("name")?,
                     created_at: row.int("created_at")?,
                     last_used_at: row.int("last_used_at")?,
@@ -49,9 +49,9 @@ impl AppPasswordStore for SqlStore {
             .collect()
     }
 
-    async fn delete_app_password(&self, account_id: &str, id: &str) -> Result<Option<String>, StoreError> {
+    async fn delete_app_password(&self, account_id: &AccountId, id: &str) -> Result<Option<String>, StoreError> {
         let row = sqlx::query("DELETE FROM app_passwords WHERE account_id = $1 AND id = $2 RETURNING name")
-            .bind(account_id)
+            .bind(account_id.as_str())
             .bind(id)
             .optional(&*self.writer.turn().await)
             .await?;

@@ -1,7 +1,7 @@
 //! [`identity::EventStore`] over SQL.
 
 use async_trait::async_trait;
-use identity::{EventKind, EventStore, SecurityEvent, StoreError};
+use identity::{AccountId, EventKind, EventStore, SecurityEvent, StoreError};
 use sqlx::any::AnyRow;
 
 use crate::SqlStore;
@@ -12,7 +12,7 @@ pub(super) fn event_from(row: &AnyRow) -> Result<SecurityEvent, StoreError> {
     let kind: String = row.text("kind")?;
     Ok(SecurityEvent {
         id: row.text("id")?,
-        account_id: row.text("account_id")?,
+        account_id: AccountId::new(row.text("account_id")?),
         at: row.int("at")?,
         kind: EventKind::parse(&kind).ok_or_else(|| corrupt("event kind"))?,
         ip: row.text("ip")?,
@@ -27,7 +27,7 @@ pub(super) async fn insert_event(conn: &mut sqlx::AnyConnection, e: &SecurityEve
          VALUES ($1, $2, $3, $4, $5, $6, $7)",
     )
     .bind(&e.id)
-    .bind(&e.account_id)
+    .bind(e.account_id.as_str())
     .bind(e.at)
     .bind(e.kind.as_str())
     .bind(&e.ip)
@@ -45,7 +45,7 @@ pub(super) fn event_change(e: &SecurityEvent) -> Change<'_> {
          VALUES ($1, $2, $3, $4, $5, $6, $7)",
         vec![
             Arg::Text(&e.id),
-            Arg::Text(&e.account_id),
+            Arg::Text(e.account_id.as_str()),
             Arg::Int(e.at),
             Arg::Text(e.kind.as_str()),
             Arg::Text(&e.ip),
@@ -64,7 +64,7 @@ impl EventStore for SqlStore {
 
     async fn events(
         &self,
-        account_id: &str,
+        account_id: &AccountId,
         before: Option<&str>,
         limit: u32,
     ) -> Result<Vec<SecurityEvent>, StoreError> {
@@ -74,7 +74,7 @@ impl EventStore for SqlStore {
             Some(cursor) => {
                 let sql = format!("{COLUMNS} WHERE account_id = $1 AND id < $2 ORDER BY id DESC LIMIT $3");
                 sqlx::query(sqlx::AssertSqlSafe(sql))
-                    .bind(account_id)
+                    .bind(account_id.as_str())
                     .bind(cursor)
                     .bind(limit)
                     .all(&self.pool)
@@ -83,7 +83,7 @@ impl EventStore for SqlStore {
             None => {
                 let sql = format!("{COLUMNS} WHERE account_id = $1 ORDER BY id DESC LIMIT $2");
                 sqlx::query(sqlx::AssertSqlSafe(sql))
-                    .bind(account_id)
+                    .bind(account_id.as_str())
                     .bind(limit)
                     .all(&self.pool)
                     .await

@@ -2,7 +2,9 @@
 
 use async_trait::async_trait;
 use identity::credential::sms::SmsCode;
-use identity::{FactorKind, FactorStore, Millis, SecondFactor, StepContext, StoreError};
+use identity::{
+    AccountId, FactorId, FactorKind, FactorStore, Millis, SecondFactor, SessionId, StepContext, StoreError,
+};
 use sqlx::any::AnyRow;
 
 use super::Tx;
@@ -12,8 +14,8 @@ use crate::db::{Columns, Prefixed, Run, corrupt};
 
 pub(super) fn factor_from(row: &impl Columns) -> Result<SecondFactor, StoreError> {
     Ok(SecondFactor {
-        id: row.text("id")?,
-        account_id: row.text("account_id")?,
+        id: FactorId::new(row.text("id")?),
+        account_id: AccountId::new(row.text("account_id")?),
         kind: FactorKind::parse(&row.text("kind")?).ok_or_else(|| corrupt("factor kind"))?,
         name: row.text("name")?,
         secret: row.text("secret")?,
@@ -47,17 +49,17 @@ pub(super) fn step_context_from(rows: &[AnyRow]) -> Result<StepContext, StoreErr
 
 pub(super) async fn insert_backup_codes(
     tx: &mut Tx,
-    account_id: &str,
+    account_id: &AccountId,
     digests: &[String],
     now: Millis,
 ) -> Result<(), StoreError> {
     sqlx::query("DELETE FROM backup_codes WHERE account_id = $1")
-        .bind(account_id)
+        .bind(account_id.as_str())
         .run(&mut **tx)
         .await?;
     for digest in digests {
         sqlx::query("INSERT INTO backup_codes (account_id, digest, created_at, used_at) VALUES ($1, $2, $3, 0)")
-            .bind(account_id)
+            .bind(account_id.as_str())
             .bind(digest)
             .bind(now)
             .run(&mut **tx)
@@ -73,8 +75,8 @@ impl FactorStore for SqlStore {
             "INSERT INTO second_factors (id, account_id, kind, name, secret, active, created_at, expires_at, last_used_at, counter)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
         )
-        .bind(&f.id)
-        .bind(&f.account_id)
+        .bind(f.id.as_str())
+        .bind(f.account_id.as_str())
         .bind(f.kind.as_str())
         .bind(&f.name)
         .bind(&f.secret)
@@ -87,29 +89,29 @@ impl FactorStore for SqlStore {
         Ok(())
     }
 
-    async fn second_factors(&self, account_id: &str) -> Result<Vec<SecondFactor>, StoreError> {
+    async fn second_factors(&self, account_id: &AccountId) -> Result<Vec<SecondFactor>, StoreError> {
         let rows = sqlx::query(
             "SELECT id, account_id, kind, name, secret, active, created_at, expires_at, last_used_at, counter
              FROM second_factors WHERE account_id = $1 ORDER BY created_at, id",
         )
-        .bind(account_id)
+        .bind(account_id.as_str())
         .all(&self.pool)
         .await?;
         rows.iter().map(factor_from).collect()
     }
 
-    async fn second_factor(&self, id: &str) -> Result<Option<SecondFactor>, StoreError> {
+    async fn second_factor(&self, id: &FactorId) -> Result<Option<SecondFactor>, StoreError> {
         let row = sqlx::query(
             "SELECT id, account_id, kind, name, secret, active, created_at, expires_at, last_used_at, counter
              FROM second_factors WHERE id = $1",
         )
-        .bind(id)
+        .bind(id.as_str())
         .optional(&self.pool)
         .await?;
         row.as_ref().map(factor_from).transpose()
     }
 
-    async fn step_context(&self, key: &str, account_id: &str) -> Result<StepContext, StoreError> {
+    async fn step_context(&self, key: &str, account_id: &AccountId) -> Result<StepContext, StoreError> {
         // One row when there are no factors, else one per factor.
         let sql = concat!(
             "SELECT t.failures, t.last_failure, t.locked_until, t.version, ",
@@ -119,14 +121,18 @@ impl FactorStore for SqlStore {
              LEFT JOIN second_factors f ON f.account_id = $2
              ORDER BY f.created_at, f.id"
         );
-        let rows = sqlx::query(sql).bind(key).bind(account_id).all(&self.pool).await?;
+        let rows = sqlx::query(sql)
+            .bind(key)
+            .bind(account_id.as_str())
+            .all(&self.pool)
+            .await?;
         step_context_from(&rows)
     }
 
     async fn activate_second_factor(
         &self,
-        account_id: &str,
-        id: &str,
+        account_id: &AccountId,
+        id: &FactorId,
         now: Millis,
         counter: i64,
         backup_codes: Option<&[String]>,
@@ -136,8 +142,8 @@ impl FactorStore for SqlStore {
             "UPDATE second_factors SET active = 1, expires_at = 0, counter = $4, last_used_at = $3
              WHERE id = $2 AND account_id = $1 AND active = 0 AND expires_at > $3",
         )
-        .bind(account_id)
-        .bind(id)
+        .bind(account_id.as_str())
+        .bind(id.as_str())
         .bind(now)
         .bind(counter)
         .run(&mut *tx)
@@ -152,18 +158,18 @@ impl FactorStore for SqlStore {
         Ok(true)
     }
 
-    async fn delete_second_factor(&self, account_id: &str, id: &str) -> Result<Option<usize>, StoreError> {
+    async fn delete_second_factor(&self, account_id: &AccountId, id: &FactorId) -> Result<Option<usize>, StoreError> {
         let mut tx = self.begin_write().await?;
         let deleted = sqlx::query("DELETE FROM second_factors WHERE account_id = $1 AND id = $2 RETURNING id")
-            .bind(account_id)
-            .bind(id)
+            .bind(account_id.as_str())
+            .bind(id.as_str())
             .optional(&mut *tx)
             .await?;
         if deleted.is_none() {
             return Ok(None);
         }
         let active: i64 = sqlx::query("SELECT COUNT(*) AS n FROM second_factors WHERE account_id = $1 AND active = 1")
-            .bind(account_id)
+            .bind(account_id.as_str())
             .one(&mut *tx)
             .await?
             .int("n")?;
@@ -174,15 +180,20 @@ impl FactorStore for SqlStore {
         Ok(Some(usize::try_from(active).unwrap_or(0)))
     }
 
-    async fn replace_backup_codes(&self, account_id: &str, digests: &[String], now: Millis) -> Result<(), StoreError> {
+    async fn replace_backup_codes(
+        &self,
+        account_id: &AccountId,
+        digests: &[String],
+        now: Millis,
+    ) -> Result<(), StoreError> {
         let mut tx = self.begin_write().await?;
         insert_backup_codes(&mut tx, account_id, digests, now).await?;
         tx.commit().await
     }
 
-    async fn unused_backup_codes(&self, account_id: &str) -> Result<Vec<String>, StoreError> {
+    async fn unused_backup_codes(&self, account_id: &AccountId) -> Result<Vec<String>, StoreError> {
         let rows = sqlx::query("SELECT digest FROM backup_codes WHERE account_id = $1 AND used_at = 0")
-            .bind(account_id)
+            .bind(account_id.as_str())
             .all(&self.pool)
             .await?;
         rows.iter().map(|r| r.text("digest")).collect()
@@ -190,16 +201,16 @@ impl FactorStore for SqlStore {
 
     async fn put_linked_backup_codes(
         &self,
-        factor_id: &str,
-        account_id: &str,
+        factor_id: &FactorId,
+        account_id: &AccountId,
         sealed: &str,
         expires_at: Millis,
     ) -> Result<(), StoreError> {
         sqlx::query(
             "INSERT INTO linked_backup_codes (factor_id, account_id, sealed, expires_at) VALUES ($1, $2, $3, $4)",
         )
-        .bind(factor_id)
-        .bind(account_id)
+        .bind(factor_id.as_str())
+        .bind(account_id.as_str())
         .bind(sealed)
         .bind(expires_at)
         .run(&*self.writer.turn().await)
@@ -209,32 +220,37 @@ impl FactorStore for SqlStore {
 
     async fn take_linked_backup_codes(
         &self,
-        factor_id: &str,
-        account_id: &str,
+        factor_id: &FactorId,
+        account_id: &AccountId,
         now: Millis,
     ) -> Result<Option<String>, StoreError> {
         let row = sqlx::query(
             "DELETE FROM linked_backup_codes WHERE factor_id = $1 AND account_id = $2 AND expires_at > $3
              RETURNING sealed",
         )
-        .bind(factor_id)
-        .bind(account_id)
+        .bind(factor_id.as_str())
+        .bind(account_id.as_str())
         .bind(now)
         .optional(&*self.writer.turn().await)
         .await?;
         row.map(|r| r.text("sealed")).transpose()
     }
 
-    async fn put_sms_code(&self, code: &SmsCode, account_id: &str, number_digest: &str) -> Result<(), StoreError> {
+    async fn put_sms_code(
+        &self,
+        code: &SmsCode,
+        account_id: &AccountId,
+        number_digest: &str,
+    ) -> Result<(), StoreError> {
         let mut tx = self.begin_write().await?;
         sqlx::query("DELETE FROM sms_codes WHERE factor_id = $1")
-            .bind(&code.factor_id)
+            .bind(code.factor_id.as_str())
             .run(&mut *tx)
             .await?;
         sqlx::query(
             "INSERT INTO sms_codes (factor_id, digest, sent_at, expires_at, attempts) VALUES ($1, $2, $3, $4, $5)",
         )
-        .bind(&code.factor_id)
+        .bind(code.factor_id.as_str())
         .bind(&code.digest)
         .bind(code.sent_at)
         .bind(code.expires_at)
@@ -243,7 +259,7 @@ impl FactorStore for SqlStore {
         .await?;
         sqlx::query("INSERT INTO sms_sends (id, account_id, number_digest, sent_at) VALUES ($1, $2, $3, $4)")
             .bind(uuid::Uuid::new_v4().to_string())
-            .bind(account_id)
+            .bind(account_id.as_str())
             .bind(number_digest)
             .bind(code.sent_at)
             .run(&mut *tx)
@@ -251,15 +267,15 @@ impl FactorStore for SqlStore {
         tx.commit().await
     }
 
-    async fn sms_code(&self, factor_id: &str) -> Result<Option<SmsCode>, StoreError> {
+    async fn sms_code(&self, factor_id: &FactorId) -> Result<Option<SmsCode>, StoreError> {
         let row =
             sqlx::query("SELECT factor_id, digest, sent_at, expires_at, attempts FROM sms_codes WHERE factor_id = $1")
-                .bind(factor_id)
+                .bind(factor_id.as_str())
                 .optional(&self.pool)
                 .await?;
         row.map(|row| {
             Ok(SmsCode {
-                factor_id: row.text("factor_id")?,
+                factor_id: FactorId::new(row.text("factor_id")?),
                 digest: row.text("digest")?,
                 sent_at: row.int("sent_at")?,
                 expires_at: row.int("expires_at")?,
@@ -271,7 +287,7 @@ impl FactorStore for SqlStore {
 
     async fn sms_sends(
         &self,
-        account_id: &str,
+        account_id: &AccountId,
         number_digest: &str,
         since: Millis,
     ) -> Result<(Vec<Millis>, Vec<Millis>), StoreError> {
@@ -283,26 +299,26 @@ impl FactorStore for SqlStore {
             .all(&self.pool)
             .await?;
         let for_account = sqlx::query("SELECT sent_at FROM sms_sends WHERE account_id = $1 AND sent_at > $2")
-            .bind(account_id)
+            .bind(account_id.as_str())
             .bind(since)
             .all(&self.pool)
             .await?;
         Ok((times(to_number)?, times(for_account)?))
     }
 
-    async fn sms_code_failed(&self, factor_id: &str) -> Result<(), StoreError> {
+    async fn sms_code_failed(&self, factor_id: &FactorId) -> Result<(), StoreError> {
         sqlx::query("UPDATE sms_codes SET attempts = attempts + 1 WHERE factor_id = $1")
-            .bind(factor_id)
+            .bind(factor_id.as_str())
             .run(&*self.writer.turn().await)
             .await?;
         Ok(())
     }
 
-    async fn consume_sms_code(&self, factor_id: &str, digest: &str, now: Millis) -> Result<bool, StoreError> {
+    async fn consume_sms_code(&self, factor_id: &FactorId, digest: &str, now: Millis) -> Result<bool, StoreError> {
         let done = sqlx::query(
             "DELETE FROM sms_codes WHERE factor_id = $1 AND digest = $2 AND expires_at > $3 AND attempts < $4",
         )
-        .bind(factor_id)
+        .bind(factor_id.as_str())
         .bind(digest)
         .bind(now)
         .bind(i64::from(identity::credential::sms::MAX_TRIES))
@@ -314,16 +330,16 @@ impl FactorStore for SqlStore {
     async fn put_authenticator_link(
         &self,
         token_hash: &str,
-        factor_id: &str,
-        account_id: &str,
+        factor_id: &FactorId,
+        account_id: &AccountId,
         expires_at: Millis,
     ) -> Result<(), StoreError> {
         sqlx::query(
             "INSERT INTO authenticator_links (token_hash, factor_id, account_id, expires_at) VALUES ($1, $2, $3, $4)",
         )
         .bind(token_hash)
-        .bind(factor_id)
-        .bind(account_id)
+        .bind(factor_id.as_str())
+        .bind(account_id.as_str())
         .bind(expires_at)
         .run(&*self.writer.turn().await)
         .await?;
@@ -334,7 +350,7 @@ impl FactorStore for SqlStore {
         &self,
         token_hash: &str,
         now: Millis,
-    ) -> Result<Option<(String, String)>, StoreError> {
+    ) -> Result<Option<(FactorId, AccountId)>, StoreError> {
         let row = sqlx::query(
             "DELETE FROM authenticator_links WHERE token_hash = $1 AND expires_at > $2 RETURNING factor_id, account_id",
         )
@@ -342,13 +358,18 @@ impl FactorStore for SqlStore {
         .bind(now)
         .optional(&*self.writer.turn().await)
         .await?;
-        row.map(|r| Ok((r.text("factor_id")?, r.text("account_id")?)))
-            .transpose()
+        row.map(|r| {
+            Ok((
+                FactorId::new(r.text("factor_id")?),
+                AccountId::new(r.text("account_id")?),
+            ))
+        })
+        .transpose()
     }
 
-    async fn set_factor_secret(&self, factor_id: &str, secret: &str) -> Result<(), StoreError> {
+    async fn set_factor_secret(&self, factor_id: &FactorId, secret: &str) -> Result<(), StoreError> {
         sqlx::query("UPDATE second_factors SET secret = $2 WHERE id = $1")
-            .bind(factor_id)
+            .bind(factor_id.as_str())
             .bind(secret)
             .run(&*self.writer.turn().await)
             .await?;
@@ -357,17 +378,17 @@ impl FactorStore for SqlStore {
 
     async fn put_webauthn_challenge(
         &self,
-        session_id: &str,
+        session_id: &SessionId,
         state: &str,
         expires_at: Millis,
     ) -> Result<(), StoreError> {
         let mut tx = self.begin_write().await?;
         sqlx::query("DELETE FROM webauthn_challenges WHERE session_id = $1")
-            .bind(session_id)
+            .bind(session_id.as_str())
             .run(&mut *tx)
             .await?;
         sqlx::query("INSERT INTO webauthn_challenges (session_id, state, expires_at) VALUES ($1, $2, $3)")
-            .bind(session_id)
+            .bind(session_id.as_str())
             .bind(state)
             .bind(expires_at)
             .run(&mut *tx)
@@ -375,9 +396,9 @@ impl FactorStore for SqlStore {
         tx.commit().await
     }
 
-    async fn webauthn_challenge(&self, session_id: &str, now: Millis) -> Result<Option<String>, StoreError> {
+    async fn webauthn_challenge(&self, session_id: &SessionId, now: Millis) -> Result<Option<String>, StoreError> {
         let row = sqlx::query("SELECT state FROM webauthn_challenges WHERE session_id = $1 AND expires_at > $2")
-            .bind(session_id)
+            .bind(session_id.as_str())
             .bind(now)
             .optional(&self.pool)
             .await?;

@@ -2,8 +2,8 @@
 
 use async_trait::async_trait;
 use identity::{
-    Constraint, Invitation, MemberSummary, MembershipChange, Millis, NewOrganization, OrgEvent, OrgPolicy, OrgStore,
-    Organization, Role, StoreError,
+    AccountId, Constraint, Invitation, MemberSummary, MembershipChange, Millis, NewOrganization, OrgEvent, OrgId,
+    OrgPolicy, OrgStore, Organization, Role, StoreError,
 };
 use sqlx::any::AnyRow;
 
@@ -13,7 +13,7 @@ use crate::db::{Columns, Run, corrupt};
 
 pub(super) fn org_from(row: &AnyRow) -> Result<Organization, StoreError> {
     Ok(Organization {
-        id: row.text("id")?,
+        id: OrgId::new(row.text("id")?),
         name: row.text("name")?,
         created_at: row.int("created_at")?,
     })
@@ -21,7 +21,7 @@ pub(super) fn org_from(row: &AnyRow) -> Result<Organization, StoreError> {
 
 pub(super) async fn insert_organization(
     tx: &mut Tx,
-    id: &str,
+    id: &OrgId,
     org: &NewOrganization,
     now: Millis,
 ) -> Result<Organization, StoreError> {
@@ -29,7 +29,7 @@ pub(super) async fn insert_organization(
         "INSERT INTO organizations (id, name, name_key, created_at) VALUES ($1, $2, $3, $4)
          ON CONFLICT (name_key) DO NOTHING RETURNING id, name, created_at",
     )
-    .bind(id)
+    .bind(id.as_str())
     .bind(&org.name)
     .bind(org.name.to_lowercase())
     .bind(now)
@@ -59,7 +59,7 @@ pub(super) const POLICY_COLUMNS: &str =
 pub(super) fn policy_from(row: &AnyRow) -> Result<OrgPolicy, StoreError> {
     let grace: i64 = row.int("grace_days")?;
     Ok(OrgPolicy {
-        org_id: row.text("id")?,
+        org_id: OrgId::new(row.text("id")?),
         org_name: row.text("name")?,
         require_two_factor: row.flag("require_two_factor")?,
         grace_days: u32::try_from(grace).unwrap_or(0),
@@ -77,7 +77,7 @@ pub(super) fn role_of(row: &AnyRow) -> Result<Role, StoreError> {
 impl OrgStore for SqlStore {
     async fn create_organization(
         &self,
-        id: &str,
+        id: &OrgId,
         org: &NewOrganization,
         now: Millis,
     ) -> Result<Organization, StoreError> {
@@ -95,24 +95,24 @@ impl OrgStore for SqlStore {
         row.as_ref().map(org_from).transpose()
     }
 
-    async fn organization(&self, org_id: &str) -> Result<Option<Organization>, StoreError> {
+    async fn organization(&self, org_id: &OrgId) -> Result<Option<Organization>, StoreError> {
         let row = sqlx::query("SELECT id, name, created_at FROM organizations WHERE id = $1")
-            .bind(org_id)
+            .bind(org_id.as_str())
             .optional(&self.pool)
             .await?;
         row.as_ref().map(org_from).transpose()
     }
 
-    async fn membership_role(&self, org_id: &str, account_id: &str) -> Result<Option<Role>, StoreError> {
+    async fn membership_role(&self, org_id: &OrgId, account_id: &AccountId) -> Result<Option<Role>, StoreError> {
         let row = sqlx::query("SELECT role FROM memberships WHERE org_id = $1 AND account_id = $2")
-            .bind(org_id)
-            .bind(account_id)
+            .bind(org_id.as_str())
+            .bind(account_id.as_str())
             .optional(&self.pool)
             .await?;
         row.as_ref().map(role_of).transpose()
     }
 
-    async fn org_members(&self, org_id: &str) -> Result<Vec<MemberSummary>, StoreError> {
+    async fn org_members(&self, org_id: &OrgId) -> Result<Vec<MemberSummary>, StoreError> {
         let rows = sqlx::query(
             "SELECT a.id, a.email, a.name, m.role, m.created_at,
                 (SELECT COUNT(*) FROM second_factors f WHERE f.account_id = a.id AND f.active = 1) AS methods,
@@ -121,14 +121,14 @@ impl OrgStore for SqlStore {
              FROM memberships m JOIN accounts a ON a.id = m.account_id
              WHERE m.org_id = $1 ORDER BY a.email",
         )
-        .bind(org_id)
+        .bind(org_id.as_str())
         .all(&self.pool)
         .await?;
         rows.iter()
             .map(|r| {
                 let methods: i64 = r.int("methods")?;
                 Ok(MemberSummary {
-                    account_id: r.text("id")?,
+                    account_id: AccountId::new(r.text("id")?),
                     email: r.text("email")?,
                     name: r.text("name")?,
                     role: role_of(r)?,
@@ -142,8 +142,8 @@ impl OrgStore for SqlStore {
 
     async fn change_membership(
         &self,
-        org_id: &str,
-        account_id: &str,
+        org_id: &OrgId,
+        account_id: &AccountId,
         role: Option<Role>,
         event: &OrgEvent,
     ) -> Result<MembershipChange, StoreError> {
@@ -151,12 +151,12 @@ impl OrgStore for SqlStore {
         // Serializes changes per organization, so two demotions at once
         // cannot both pass the legal-representative count.
         sqlx::query("UPDATE organizations SET id = id WHERE id = $1")
-            .bind(org_id)
+            .bind(org_id.as_str())
             .run(&mut *tx)
             .await?;
         let row = sqlx::query("SELECT role FROM memberships WHERE org_id = $1 AND account_id = $2")
-            .bind(org_id)
-            .bind(account_id)
+            .bind(org_id.as_str())
+            .bind(account_id.as_str())
             .optional(&mut *tx)
             .await?;
         let Some(row) = row else {
@@ -164,7 +164,7 @@ impl OrgStore for SqlStore {
         };
         if role_of(&row)? == Role::LegalRepresentative && role != Some(Role::LegalRepresentative) {
             let n: i64 = sqlx::query("SELECT COUNT(*) AS n FROM memberships WHERE org_id = $1 AND role = $2")
-                .bind(org_id)
+                .bind(org_id.as_str())
                 .bind(Role::LegalRepresentative.as_str())
                 .one(&mut *tx)
                 .await?
@@ -175,12 +175,12 @@ impl OrgStore for SqlStore {
         }
         let change = match role {
             Some(role) => sqlx::query("UPDATE memberships SET role = $3 WHERE org_id = $1 AND account_id = $2")
-                .bind(org_id)
-                .bind(account_id)
+                .bind(org_id.as_str())
+                .bind(account_id.as_str())
                 .bind(role.as_str()),
             None => sqlx::query("DELETE FROM memberships WHERE org_id = $1 AND account_id = $2")
-                .bind(org_id)
-                .bind(account_id),
+                .bind(org_id.as_str())
+                .bind(account_id.as_str()),
         };
         change.run(&mut *tx).await?;
         if role.is_none() {
@@ -190,8 +190,8 @@ impl OrgStore for SqlStore {
                 "DELETE FROM drive_members WHERE account_id = $1
                  AND drive_id IN (SELECT id FROM drives WHERE org_id = $2)",
             )
-            .bind(account_id)
-            .bind(org_id)
+            .bind(account_id.as_str())
+            .bind(org_id.as_str())
             .run(&mut *tx)
             .await?;
         }
@@ -232,7 +232,7 @@ impl OrgStore for SqlStore {
         .await?;
         row.map(|r| {
             Ok(Invitation {
-                org_id: r.text("org_id")?,
+                org_id: OrgId::new(r.text("org_id")?),
                 org_name: r.text("name")?,
                 email: r.text("email")?,
                 role: role_of(&r)?,
@@ -248,7 +248,7 @@ impl OrgStore for SqlStore {
         &self,
         token_hash: &str,
         now: Millis,
-        account_id: &str,
+        account_id: &AccountId,
         event: &OrgEvent,
     ) -> Result<bool, StoreError> {
         let mut tx = self.begin_write().await?;
@@ -261,13 +261,13 @@ impl OrgStore for SqlStore {
         let Some(row) = row else {
             return Ok(false);
         };
-        let org_id: String = row.text("org_id")?;
+        let org_id: OrgId = OrgId::new(row.text("org_id")?);
         sqlx::query(
             "INSERT INTO memberships (org_id, account_id, role, created_at) VALUES ($1, $2, $3, $4)
              ON CONFLICT (org_id, account_id) DO NOTHING",
         )
         .bind(org_id.as_str())
-        .bind(account_id)
+        .bind(account_id.as_str())
         .bind(role_of(&row)?.as_str())
         .bind(now)
         .run(&mut *tx)
@@ -277,10 +277,10 @@ impl OrgStore for SqlStore {
         Ok(true)
     }
 
-    async fn org_policy(&self, org_id: &str) -> Result<Option<OrgPolicy>, StoreError> {
+    async fn org_policy(&self, org_id: &OrgId) -> Result<Option<OrgPolicy>, StoreError> {
         let sql = format!("{POLICY_COLUMNS} WHERE id = $1");
         let row = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(org_id)
+            .bind(org_id.as_str())
             .optional(&self.pool)
             .await?;
         row.as_ref().map(policy_from).transpose()
@@ -310,11 +310,11 @@ impl OrgStore for SqlStore {
         Ok(())
     }
 
-    async fn org_events(&self, org_id: &str, limit: u32) -> Result<Vec<OrgEvent>, StoreError> {
+    async fn org_events(&self, org_id: &OrgId, limit: u32) -> Result<Vec<OrgEvent>, StoreError> {
         let rows = sqlx::query(
             "SELECT id, org_id, at, actor, kind, detail FROM org_events WHERE org_id = $1 ORDER BY id DESC LIMIT $2",
         )
-        .bind(org_id)
+        .bind(org_id.as_str())
         .bind(i64::from(limit))
         .all(&self.pool)
         .await?;
@@ -322,7 +322,7 @@ impl OrgStore for SqlStore {
             .map(|r| {
                 Ok(OrgEvent {
                     id: r.text("id")?,
-                    org_id: r.text("org_id")?,
+                    org_id: OrgId::new(r.text("org_id")?),
                     at: r.int("at")?,
                     actor: r.text("actor")?,
                     kind: r.text("kind")?,
@@ -332,12 +332,12 @@ impl OrgStore for SqlStore {
             .collect()
     }
 
-    async fn last_security_alert(&self, org_id: &str, account_id: &str) -> Result<Option<Millis>, StoreError> {
+    async fn last_security_alert(&self, org_id: &OrgId, account_id: &AccountId) -> Result<Option<Millis>, StoreError> {
         let row = sqlx::query(
             "SELECT sent_at FROM security_alerts WHERE org_id = $1 AND account_id = $2 ORDER BY sent_at DESC LIMIT 1",
         )
-        .bind(org_id)
-        .bind(account_id)
+        .bind(org_id.as_str())
+        .bind(account_id.as_str())
         .optional(&self.pool)
         .await?;
         row.map(|r| r.int("sent_at")).transpose()
@@ -345,15 +345,15 @@ impl OrgStore for SqlStore {
 
     async fn record_security_alert(
         &self,
-        org_id: &str,
-        account_id: &str,
+        org_id: &OrgId,
+        account_id: &AccountId,
         at: Millis,
         event: &OrgEvent,
     ) -> Result<(), StoreError> {
         let mut tx = self.begin_write().await?;
         sqlx::query("INSERT INTO security_alerts (org_id, account_id, sent_at) VALUES ($1, $2, $3)")
-            .bind(org_id)
-            .bind(account_id)
+            .bind(org_id.as_str())
+            .bind(account_id.as_str())
             .bind(at)
             .run(&mut *tx)
             .await?;

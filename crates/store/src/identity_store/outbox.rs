@@ -1,7 +1,7 @@
 //! [`identity::OutboxStore`] over SQL.
 
 use async_trait::async_trait;
-use identity::{Millis, Notice, NoticeKind, OutboxStore, StoreError};
+use identity::{AccountId, Millis, Notice, NoticeKind, OutboxStore, StoreError};
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
@@ -13,7 +13,7 @@ pub(super) fn notice_from(row: &AnyRow) -> Result<Notice, StoreError> {
     let params: String = row.text("params")?;
     Ok(Notice {
         id: row.text("id")?,
-        account_id: row.text_or_null("account_id")?,
+        account_id: row.text_or_null("account_id")?.map(AccountId::new),
         to: row.text("to_addr")?,
         lang: row.text("lang")?,
         kind: NoticeKind::parse(&kind).ok_or_else(|| corrupt("mail kind"))?,
@@ -33,7 +33,7 @@ impl OutboxStore for SqlStore {
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
         )
         .bind(m.id.as_str())
-        .bind(m.account_id.as_deref())
+        .bind(m.account_id.as_ref().map(AccountId::as_str))
         .bind(m.to.as_str())
         .bind(m.lang.as_str())
         .bind(m.kind.as_str())
@@ -111,9 +111,9 @@ impl OutboxStore for SqlStore {
         Ok(())
     }
 
-    async fn notice_opt_outs(&self, account_id: &str) -> Result<Vec<NoticeKind>, StoreError> {
+    async fn notice_opt_outs(&self, account_id: &AccountId) -> Result<Vec<NoticeKind>, StoreError> {
         let rows = sqlx::query("SELECT kind FROM mail_opt_outs WHERE account_id = $1")
-            .bind(account_id)
+            .bind(account_id.as_str())
             .all(&self.pool)
             .await?;
         Ok(rows
@@ -123,14 +123,14 @@ impl OutboxStore for SqlStore {
             .collect())
     }
 
-    async fn set_notice_opt_out(&self, account_id: &str, kind: NoticeKind, off: bool) -> Result<(), StoreError> {
+    async fn set_notice_opt_out(&self, account_id: &AccountId, kind: NoticeKind, off: bool) -> Result<(), StoreError> {
         let statement = if off {
             "INSERT INTO mail_opt_outs (account_id, kind) VALUES ($1, $2) ON CONFLICT DO NOTHING"
         } else {
             "DELETE FROM mail_opt_outs WHERE account_id = $1 AND kind = $2"
         };
         sqlx::query(statement)
-            .bind(account_id)
+            .bind(account_id.as_str())
             .bind(kind.as_str())
             .run(&*self.writer.turn().await)
             .await?;

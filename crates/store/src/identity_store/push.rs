@@ -1,7 +1,9 @@
 //! [`identity::PushStore`] over SQL.
 
 use async_trait::async_trait;
-use identity::{ApprovalRequest, ApprovalStatus, Millis, PushStore, SecurityEvent, StoreError};
+use identity::{
+    AccountId, ApprovalRequest, ApprovalStatus, FactorId, Millis, PushStore, SecurityEvent, SessionId, StoreError,
+};
 use sqlx::any::AnyRow;
 
 use super::events::insert_event;
@@ -18,8 +20,8 @@ pub(super) fn approval_from(row: &AnyRow) -> Result<ApprovalRequest, StoreError>
     let status: String = row.text("status")?;
     Ok(ApprovalRequest {
         id: row.text("id")?,
-        account_id: row.text("account_id")?,
-        session_id: row.text("session_id")?,
+        account_id: AccountId::new(row.text("account_id")?),
+        session_id: SessionId::new(row.text("session_id")?),
         number: u8::try_from(number).map_err(|_| corrupt("approval number"))?,
         choices: <[u8; 3]>::try_from(choices).map_err(|_| corrupt("approval choices"))?,
         status: ApprovalStatus::parse(&status).ok_or_else(|| corrupt("approval status"))?,
@@ -28,7 +30,9 @@ pub(super) fn approval_from(row: &AnyRow) -> Result<ApprovalRequest, StoreError>
         created_at: row.int("created_at")?,
         expires_at: row.int("expires_at")?,
         answered_at: row.int("answered_at")?,
-        answered_by: row.text("answered_by")?,
+        answered_by: Some(row.text("answered_by")?)
+            .filter(|by| !by.is_empty())
+            .map(FactorId::new),
     })
 }
 
@@ -73,7 +77,7 @@ impl PushStore for SqlStore {
         .bind(r.created_at)
         .bind(r.expires_at)
         .bind(r.answered_at)
-        .bind(r.answered_by.as_str())
+        .bind(r.answered_by.as_ref().map_or("", FactorId::as_str))
         .run(&mut *tx)
         .await?;
         tx.commit().await?;
@@ -89,10 +93,14 @@ impl PushStore for SqlStore {
         row.as_ref().map(approval_from).transpose()
     }
 
-    async fn approval_requests(&self, account_id: &str, since: Millis) -> Result<Vec<ApprovalRequest>, StoreError> {
+    async fn approval_requests(
+        &self,
+        account_id: &AccountId,
+        since: Millis,
+    ) -> Result<Vec<ApprovalRequest>, StoreError> {
         let sql = format!("{APPROVAL_COLUMNS} WHERE account_id = $1 AND created_at > $2 ORDER BY created_at DESC");
         let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(account_id)
+            .bind(account_id.as_str())
             .bind(since)
             .all(&self.pool)
             .await?;
@@ -103,7 +111,7 @@ impl PushStore for SqlStore {
         &self,
         request: &ApprovalRequest,
         status: ApprovalStatus,
-        factor_id: &str,
+        factor_id: &FactorId,
         now: Millis,
         event: Option<&SecurityEvent>,
     ) -> Result<bool, StoreError> {
@@ -115,7 +123,7 @@ impl PushStore for SqlStore {
         .bind(request.id.as_str())
         .bind(status.as_str())
         .bind(now)
-        .bind(factor_id)
+        .bind(factor_id.as_str())
         .run(&mut *tx)
         .await?;
         if answered.rows_affected() != 1 {

@@ -2,8 +2,8 @@
 
 use async_trait::async_trait;
 use identity::{
-    Account, Millis, SecondStepProof, SecurityEvent, Session, SessionStage, SessionStore, StepContext, StoreError,
-    ThrottleRelease,
+    Account, AccountId, Millis, SecondStepProof, SecurityEvent, Session, SessionId, SessionStage, SessionStore,
+    StepContext, StoreError, ThrottleRelease,
 };
 use sqlx::any::AnyRow;
 
@@ -18,8 +18,8 @@ use crate::db::{Columns, Prefixed, Run, corrupt};
 pub(super) fn session_from(row: &AnyRow) -> Result<Session, StoreError> {
     let stage: String = row.text("stage")?;
     Ok(Session {
-        id: row.text("id")?,
-        account_id: row.text("account_id")?,
+        id: SessionId::new(row.text("id")?),
+        account_id: AccountId::new(row.text("account_id")?),
         created_at: row.int("created_at")?,
         last_seen_at: row.int("last_seen_at")?,
         remember: row.flag("remember")?,
@@ -48,9 +48,9 @@ impl SessionStore for SqlStore {
             "INSERT INTO sessions (id, token_hash, account_id, created_at, last_seen_at, remember, ip, user_agent,
              stage, password_at, factor_failures) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
         )
-        .bind(&s.id)
+        .bind(s.id.as_str())
         .bind(token_hash)
-        .bind(&s.account_id)
+        .bind(s.account_id.as_str())
         .bind(s.created_at)
         .bind(s.last_seen_at)
         .bind(i64::from(s.remember))
@@ -118,9 +118,9 @@ impl SessionStore for SqlStore {
         )))
     }
 
-    async fn touch_session(&self, id: &str, now: Millis, ip: &str) -> Result<(), StoreError> {
+    async fn touch_session(&self, id: &SessionId, now: Millis, ip: &str) -> Result<(), StoreError> {
         sqlx::query("UPDATE sessions SET last_seen_at = $2, ip = $3 WHERE id = $1")
-            .bind(id)
+            .bind(id.as_str())
             .bind(now)
             .bind(ip)
             .run(&*self.writer.turn().await)
@@ -128,29 +128,29 @@ impl SessionStore for SqlStore {
         Ok(())
     }
 
-    async fn sessions_of(&self, account_id: &str) -> Result<Vec<Session>, StoreError> {
+    async fn sessions_of(&self, account_id: &AccountId) -> Result<Vec<Session>, StoreError> {
         let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
             "SELECT {SESSION_COLUMNS} FROM sessions WHERE account_id = $1"
         )))
-        .bind(account_id)
+        .bind(account_id.as_str())
         .all(&self.pool)
         .await?;
         rows.iter().map(session_from).collect()
     }
 
-    async fn delete_session(&self, account_id: &str, id: &str) -> Result<bool, StoreError> {
+    async fn delete_session(&self, account_id: &AccountId, id: &SessionId) -> Result<bool, StoreError> {
         let done = sqlx::query("DELETE FROM sessions WHERE account_id = $1 AND id = $2")
-            .bind(account_id)
-            .bind(id)
+            .bind(account_id.as_str())
+            .bind(id.as_str())
             .run(&*self.writer.turn().await)
             .await?;
         Ok(done.rows_affected() > 0)
     }
 
-    async fn delete_sessions_except(&self, account_id: &str, keep: &str) -> Result<u64, StoreError> {
+    async fn delete_sessions_except(&self, account_id: &AccountId, keep: &SessionId) -> Result<u64, StoreError> {
         let done = sqlx::query("DELETE FROM sessions WHERE account_id = $1 AND id <> $2")
-            .bind(account_id)
-            .bind(keep)
+            .bind(account_id.as_str())
+            .bind(keep.as_str())
             .run(&*self.writer.turn().await)
             .await?;
         Ok(done.rows_affected())
@@ -158,7 +158,7 @@ impl SessionStore for SqlStore {
 
     async fn complete_second_step(
         &self,
-        session_id: &str,
+        session_id: &SessionId,
         token_hash: &str,
         now: Millis,
         event: &SecurityEvent,
@@ -170,12 +170,12 @@ impl SessionStore for SqlStore {
         changes.push(match proof {
             SecondStepProof::TotpStep { factor_id, step } => Change::new(
                 "UPDATE second_factors SET counter = $2, last_used_at = $3 WHERE id = $1 AND active = 1 AND counter < $2",
-                vec![Arg::Text(factor_id), Arg::Int(*step), Arg::Int(now)],
+                vec![Arg::Text(factor_id.as_str()), Arg::Int(*step), Arg::Int(now)],
             ),
             SecondStepProof::SmsCode { factor_id, digest } => Change::new(
                 "DELETE FROM sms_codes WHERE factor_id = $1 AND digest = $2 AND expires_at > $3 AND attempts < $4",
                 vec![
-                    Arg::Text(factor_id),
+                    Arg::Text(factor_id.as_str()),
                     Arg::Text(digest),
                     Arg::Int(now),
                     Arg::Int(i64::from(identity::credential::sms::MAX_TRIES)),
@@ -184,22 +184,22 @@ impl SessionStore for SqlStore {
             // The session's challenge is what a key's answer uses up.
             SecondStepProof::SecurityKey { .. } => Change::new(
                 "DELETE FROM webauthn_challenges WHERE session_id = $1 AND expires_at > $2",
-                vec![Arg::Text(session_id), Arg::Int(now)],
+                vec![Arg::Text(session_id.as_str()), Arg::Int(now)],
             ),
             SecondStepProof::BackupCode { account_id, digest } => Change::new(
                 "UPDATE backup_codes SET used_at = $3 WHERE account_id = $1 AND digest = $2 AND used_at = 0",
-                vec![Arg::Text(account_id), Arg::Text(digest), Arg::Int(now)],
+                vec![Arg::Text(account_id.as_str()), Arg::Text(digest), Arg::Int(now)],
             ),
             SecondStepProof::Push { request_id, .. } => Change::new(
                 "UPDATE approval_requests SET status = 'used' WHERE id = $1 AND session_id = $2 AND status = 'approved'",
-                vec![Arg::Text(request_id), Arg::Text(session_id)],
+                vec![Arg::Text(request_id), Arg::Text(session_id.as_str())],
             ),
         });
         match proof {
             SecondStepProof::SmsCode { factor_id, .. } | SecondStepProof::Push { factor_id, .. } => {
                 changes.push(Change::new(
                     "UPDATE second_factors SET last_used_at = $2 WHERE id = $1 AND active = 1",
-                    vec![Arg::Text(factor_id), Arg::Int(now)],
+                    vec![Arg::Text(factor_id.as_str()), Arg::Int(now)],
                 ));
             }
             // The key's new state and signature counter.
@@ -210,7 +210,7 @@ impl SessionStore for SqlStore {
             } => changes.push(Change::new(
                 "UPDATE second_factors SET last_used_at = $2, secret = $3, counter = $4 WHERE id = $1 AND active = 1",
                 vec![
-                    Arg::Text(factor_id),
+                    Arg::Text(factor_id.as_str()),
                     Arg::Int(now),
                     Arg::Text(secret),
                     Arg::Int(*counter),
@@ -221,17 +221,17 @@ impl SessionStore for SqlStore {
         changes.push(Change::new(
             "UPDATE sessions SET stage = 'signed_in', token_hash = $2, last_seen_at = $3
              WHERE id = $1 AND stage = 'second_factor'",
-            vec![Arg::Text(session_id), Arg::Text(token_hash), Arg::Int(now)],
+            vec![Arg::Text(session_id.as_str()), Arg::Text(token_hash), Arg::Int(now)],
         ));
         changes.push(event_change(event));
         write_each_changes_one(&self.writer, &changes).await
     }
 
-    async fn count_factor_failure(&self, id: &str) -> Result<u32, StoreError> {
+    async fn count_factor_failure(&self, id: &SessionId) -> Result<u32, StoreError> {
         let row = sqlx::query(
             "UPDATE sessions SET factor_failures = factor_failures + 1 WHERE id = $1 RETURNING factor_failures",
         )
-        .bind(id)
+        .bind(id.as_str())
         .optional(&*self.writer.turn().await)
         .await?;
         let failures: i64 = match row {
@@ -241,9 +241,9 @@ impl SessionStore for SqlStore {
         Ok(u32::try_from(failures).unwrap_or(u32::MAX))
     }
 
-    async fn set_password_at(&self, id: &str, now: Millis) -> Result<(), StoreError> {
+    async fn set_password_at(&self, id: &SessionId, now: Millis) -> Result<(), StoreError> {
         sqlx::query("UPDATE sessions SET password_at = $2 WHERE id = $1")
-            .bind(id)
+            .bind(id.as_str())
             .bind(now)
             .run(&*self.writer.turn().await)
             .await?;

@@ -172,6 +172,9 @@ pub trait DriveStore: Send + Sync {
     async fn copy_file(&self, source: &Node, copy: &Node) -> Result<PutOutcome, StoreError>;
     async fn set_modified(&self, node_id: &str, modified_at: Millis) -> Result<(), StoreError>;
     async fn props(&self, node_id: &str) -> Result<Vec<DeadProp>, StoreError>;
+    /// The dead properties of several nodes at once (a page of a
+    /// listing), as (node id, property), by node.
+    async fn props_of(&self, node_ids: &[&str]) -> Result<Vec<(String, DeadProp)>, StoreError>;
     /// In one transaction, in order: stores (replacing same-named ones)
     /// and removes dead properties of `node`, and charges the change in
     /// their [`DeadProp::charged_bytes`] to the drive's quota; `false`

@@ -412,6 +412,32 @@ impl DriveStore for SqlStore {
             .collect()
     }
 
+    async fn props_of(&self, node_ids: &[&str]) -> Result<Vec<(String, DeadProp)>, StoreError> {
+        let mut found = Vec::new();
+        // Well under either engine's limit of bound values per statement.
+        for ids in node_ids.chunks(500) {
+            let marks: Vec<String> = (1..=ids.len()).map(|i| format!("${i}")).collect();
+            let sql = format!(
+                "SELECT node_id, namespace, name, xml FROM drive_props WHERE node_id IN ({})
+                 ORDER BY node_id, namespace, name",
+                marks.join(", ")
+            );
+            let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for id in ids {
+                query = query.bind(*id);
+            }
+            for row in query.all(&self.pool).await? {
+                let prop = DeadProp {
+                    namespace: row.text("namespace")?,
+                    name: row.text("name")?,
+                    xml: row.text("xml")?,
+                };
+                found.push((row.text("node_id")?, prop));
+            }
+        }
+        Ok(found)
+    }
+
     async fn patch_props(&self, node: &Node, changes: &[PropChange]) -> Result<bool, StoreError> {
         let node_id = node.id.as_str();
         let mut tx = self.begin_write().await?;

@@ -167,7 +167,7 @@ fn start_nginx(dir: &Path) -> Option<(Peer, String, PathBuf)> {
 async fn start_ours(dir: &Path) -> (support::BenchServer, Target, u64, Option<String>) {
     let database_url = support::database_url().await;
     let admin = |args: &[&str], stdin: &str| {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_cloudkeep"));
+        let mut command = Command::new(support::server_bin());
         command
             .arg("admin")
             .env_remove("CLOUDKEEP_DATABASE_URL")

@@ -27,8 +27,8 @@ pub use imports::{
     MAX_REPORTED_FAILURES, NewImport, OwnDrive, SECRET_PURPOSE as IMPORT_SECRET_PURPOSE, SourceGuard,
 };
 pub use locks::{
-    Lock, LockRefusal, MAX_LOCK_SECS, MAX_LOCKS_PER_MEMBER, MAX_LOCKS_PER_NAME, conflict as lock_conflict, may_lock,
-    may_unlock, within,
+    Lock, LockRefusal, MAX_LOCK_SECS, MAX_LOCKS_PER_MEMBER, MAX_LOCKS_PER_NAME, Unlocked, conflict as lock_conflict,
+    may_lock, may_unlock, within,
 };
 pub use moves::{DeadProp, MAX_PROP_BYTES, MAX_PROPS_PER_NODE, PropChange, prop_bytes};
 pub use sharing::{DriveMember, Grant, Standing, UnknownGrant, access_of};
@@ -201,6 +201,33 @@ pub trait DriveStore: Send + Sync {
         timeout_secs: u64,
     ) -> Result<Option<Lock>, StoreError>;
     async fn remove_lock(&self, drive_id: u64, token: &str) -> Result<bool, StoreError>;
+    /// In one statement where the engine allows it: stores `lock` when no
+    /// lock live at `now` conflicts with it (see [`conflict`], as for a
+    /// new lock) and fewer than `max_on_name` live locks are on its path
+    /// and fewer than `max_of_member` are its principal's; `false` (and
+    /// nothing stored) otherwise. [`Self::add_lock`] then tells which lock
+    /// stands in the way.
+    async fn add_lock_if_free(
+        &self,
+        drive_id: u64,
+        lock: &Lock,
+        now: Millis,
+        max_on_name: usize,
+        max_of_member: usize,
+    ) -> Result<bool, StoreError>;
+    /// In one statement: removes the lock `token` if it is on `path` or
+    /// above it (see [`within`]) and `principal` took it (anyone's with
+    /// `manages`), and every lock of the drive expired at `now`; whether
+    /// the lock `token` was removed.
+    async fn remove_held_lock(
+        &self,
+        drive_id: u64,
+        token: &str,
+        path: &str,
+        principal: &str,
+        manages: bool,
+        now: Millis,
+    ) -> Result<bool, StoreError>;
     /// Removes the locks on `path` and under it.
     async fn remove_locks_within(&self, drive_id: u64, path: &str) -> Result<(), StoreError>;
 }

@@ -534,7 +534,10 @@ async fn lock_pairs(target: &Arc<Target>, folder: &str, pairs: usize, clients: u
         task.await.unwrap();
     }
     let failed = failed.load(Ordering::Relaxed);
-    (pairs.saturating_sub(failed as usize) as f64 / started.elapsed().as_secs_f64(), failed)
+    (
+        pairs.saturating_sub(failed as usize) as f64 / started.elapsed().as_secs_f64(),
+        failed,
+    )
 }
 
 /// The peak resident memory (`VmHWM`) of `pid` and of the processes it
@@ -942,7 +945,11 @@ async fn main() {
     rows.push(Row {
         what: format!(
             "{lock_count} LOCK + UNLOCK pairs, 8 clients (best of {rounds}; pairs done{})",
-            if failures.is_empty() { String::new() } else { format!("; {}", failures.join(", ")) }
+            if failures.is_empty() {
+                String::new()
+            } else {
+                format!("; {}", failures.join(", "))
+            }
         ),
         unit: "pairs/s",
         lower_is_better: false,

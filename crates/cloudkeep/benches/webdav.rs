@@ -1,19 +1,27 @@
 //! Drives over WebDAV against Apache `mod_dav` and nginx (dav + dav-ext)
-//! serving the same data on this machine, all on loopback, in one run:
+//! serving the same data on this machine, all on loopback, in one run,
+//! the way clients use them (each peer started fresh, the three servers'
+//! data under the same temporary folder, so on the same file system):
 //!
-//! - a 1 GiB file PUT then GET (throughput; target: at least 0.8 of
-//!   nginx's). Our PUT answers once the file is synced to disk, nginx's
-//!   and Apache's before, so the run also writes and syncs 1 GiB itself
-//!   the way our blob store does: the physical limit of a durable upload;
-//! - 1,000 files of 4 KiB PUT by 8 clients (files per second; target: at
-//!   least Apache's, with our fsync before every answer and theirs off);
-//! - PROPFIND depth 1 on a folder of 10,000 files (time; target: at most
-//!   half of Apache's);
-//! - the server's peak memory above idle during the 1 GiB upload and
-//!   during a PROPFIND of a 100,000-entry folder (target: under 64 MiB
-//!   each). The 100,000 entries are written straight into the database in
-//!   one transaction (zero-byte files), since a listing reads only rows.
+//! - a big file (`BENCH_BIG_BYTES`, default 256 MiB) PUT then GET over
+//!   one connection (throughput). Our PUT answers once the file is synced
+//!   to disk, nginx's and Apache's before, so the run also writes and
+//!   syncs the same size itself the way our blob store does: the
+//!   physical limit of a durable upload;
+//! - 1,000 files of 4 KiB PUT by 8 clients (files per second, with our
+//!   fsync before every answer and theirs off);
+//! - PROPFIND of a folder of 10,000 files: `Depth: 1` with named
+//!   properties, with `<allprop/>`, with an empty body, and
+//!   `Depth: infinity` with `<allprop/>` where the server allows it
+//!   (time per listing);
+//! - LOCK + UNLOCK pairs by 8 clients, each on its own file (pairs per
+//!   second), as Windows and macOS take them on every save;
+//! - each server's peak memory (`VmHWM`, summed over its processes);
+//! - our memory during a PROPFIND of a 100,000-entry folder (written
+//!   straight into the database in one transaction, zero-byte files,
+//!   since a listing reads only rows).
 //!
+//! It ends with one table of the three servers' figures and our ratios.
 //! `cargo bench --bench webdav` (SQLite; `BENCH_ENGINE=postgres` for
 //! PostgreSQL). Needs `apache2` and `nginx` with
 //! `libnginx-mod-http-dav-ext` (Debian); a missing peer is skipped with a
@@ -101,7 +109,7 @@ fn start_apache(dir: &Path) -> Option<(Peer, String, PathBuf)> {
          User www-data\nGroup www-data\nPidFile {dir}/apache.pid\nErrorLog {dir}/apache-error.log\n\
          DavLockDB {dir}/apache-lock\nDocumentRoot {root}\nLimitRequestBody 0\nKeepAliveTimeout 30\n\
          MaxKeepAliveRequests 0\n\
-         <Directory {root}>\n  Dav On\n  Require all granted\n</Directory>\n",
+         <Directory {root}>\n  Dav On\n  DavDepthInfinity On\n  Require all granted\n</Directory>\n",
         dir = dir.display(),
         root = root.display(),
     );
@@ -141,9 +149,9 @@ fn start_nginx(dir: &Path) -> Option<(Peer, String, PathBuf)> {
     let conf = format!(
         "load_module {module};\ndaemon off;\nworker_processes 2;\nuser www-data;\npid {dir}/nginx.pid;\n\
          error_log {dir}/nginx-error.log;\nevents {{ worker_connections 256; }}\n\
-         http {{\n  access_log off;\n  client_body_temp_path {dir}/nginx-tmp;\n  client_max_body_size 0;\n\
+         http {{\n  access_log off;\n  dav_ext_lock_zone zone=bench:10m;\n  client_body_temp_path {dir}/nginx-tmp;\n  client_max_body_size 0;\n\
            server {{\n    listen 127.0.0.1:{port};\n    root {root};\n    location / {{\n\
-             dav_methods PUT DELETE MKCOL COPY MOVE;\n      dav_ext_methods PROPFIND OPTIONS;\n\
+             dav_methods PUT DELETE MKCOL COPY MOVE;\n      dav_ext_methods PROPFIND OPTIONS LOCK UNLOCK;\n      dav_ext_lock zone=bench;\n\
              create_full_put_path on;\n      dav_access user:rw;\n    }}\n  }}\n}}\n",
         dir = dir.display(),
         root = root.display(),
@@ -159,7 +167,7 @@ fn start_nginx(dir: &Path) -> Option<(Peer, String, PathBuf)> {
 async fn start_ours(dir: &Path) -> (support::BenchServer, Target, u64, Option<String>) {
     let database_url = support::database_url().await;
     let admin = |args: &[&str], stdin: &str| {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_cloudkeep"));
+        let mut command = Command::new(support::server_bin());
         command
             .arg("admin")
             .env_remove("CLOUDKEEP_DATABASE_URL")
@@ -387,31 +395,178 @@ async fn put_many(target: &Arc<Target>, folder: &str, count: usize, size: usize,
 }
 
 const PROPFIND: &str = r#"<?xml version="1.0" encoding="utf-8"?><D:propfind xmlns:D="DAV:"><D:prop><D:resourcetype/><D:getcontentlength/><D:getlastmodified/><D:getetag/></D:prop></D:propfind>"#;
+const ALLPROP: &str = r#"<?xml version="1.0" encoding="utf-8"?><D:propfind xmlns:D="DAV:"><D:allprop/></D:propfind>"#;
 
-/// PROPFIND depth 1 on `folder`, best of `rounds`; returns (seconds, entries).
+/// A PROPFIND as clients send it: its depth and body.
+#[derive(Clone, Copy)]
+struct Listing {
+    what: &'static str,
+    depth: &'static str,
+    /// "" for an empty body (which means `allprop`).
+    body: &'static str,
+}
+
+const LISTINGS: [Listing; 4] = [
+    Listing {
+        what: "PROPFIND depth 1, named properties",
+        depth: "1",
+        body: PROPFIND,
+    },
+    Listing {
+        what: "PROPFIND depth 1, allprop",
+        depth: "1",
+        body: ALLPROP,
+    },
+    Listing {
+        what: "PROPFIND depth 1, empty body",
+        depth: "1",
+        body: "",
+    },
+    Listing {
+        what: "PROPFIND depth infinity, allprop",
+        depth: "infinity",
+        body: ALLPROP,
+    },
+];
+
+/// One PROPFIND of `folder`; returns (seconds, entries), or the status
+/// when the server refuses it.
+async fn propfind_once(
+    http: &reqwest::Client,
+    target: &Target,
+    folder: &str,
+    listing: Listing,
+) -> Result<(f64, usize), u16> {
+    let started = Instant::now();
+    let mut builder = request(http, target, "PROPFIND", folder).header("Depth", listing.depth);
+    if !listing.body.is_empty() {
+        builder = builder.header("Content-Type", "application/xml").body(listing.body);
+    }
+    let response = builder.send().await.unwrap();
+    if response.status() != 207 {
+        return Err(response.status().as_u16());
+    }
+    let text = response.text().await.unwrap();
+    let seconds = started.elapsed().as_secs_f64();
+    // Closing `</…response>` tags: one per entry, whatever the prefix.
+    let entries = text
+        .split('<')
+        .filter(|t| t.starts_with('/') && t.split('>').next().is_some_and(|n| n.ends_with("response")))
+        .count();
+    Ok((seconds, entries))
+}
+
+/// PROPFIND depth 1 of named properties on `folder`, best of `rounds`;
+/// returns (seconds, entries).
 async fn propfind(target: &Target, folder: &str, rounds: usize) -> (f64, usize) {
     let http = client();
-    let mut best = f64::MAX;
-    let mut entries = 0;
+    let mut best = (f64::MAX, 0);
     for _ in 0..rounds {
-        let started = Instant::now();
-        let response = request(&http, target, "PROPFIND", folder)
-            .header("Depth", "1")
-            .header("Content-Type", "application/xml")
-            .body(PROPFIND)
+        let (seconds, entries) = propfind_once(&http, target, folder, LISTINGS[0])
+            .await
+            .unwrap_or_else(|status| panic!("{}: PROPFIND answered {status}", target.name));
+        best = (best.0.min(seconds), entries);
+    }
+    best
+}
+
+const LOCKINFO: &str = r#"<?xml version="1.0" encoding="utf-8"?><D:lockinfo xmlns:D="DAV:"><D:lockscope><D:exclusive/></D:lockscope><D:locktype><D:write/></D:locktype><D:owner><D:href>bench</D:href></D:owner></D:lockinfo>"#;
+
+/// `pairs` LOCK + UNLOCK pairs by `clients` at once, each client on its
+/// own file (made first); returns the pairs done per second and how many
+/// failed (Apache's lock database loses and keeps locks when its workers
+/// change it at once: it answers 423 to a LOCK and 400 to an UNLOCK).
+async fn lock_pairs(target: &Arc<Target>, folder: &str, pairs: usize, clients: usize) -> (f64, u64) {
+    let http = client();
+    let status = request(&http, target, "MKCOL", &format!("{folder}/"))
+        .send()
+        .await
+        .unwrap()
+        .status();
+    assert!(status.is_success(), "{}: MKCOL {status}", target.name);
+    for c in 0..clients {
+        let path = format!("{folder}/doc-{c}.txt");
+        let status = request(&http, target, "PUT", &path)
+            .body("x")
             .send()
             .await
-            .unwrap();
-        assert_eq!(response.status(), 207, "{}: PROPFIND", target.name);
-        let text = response.text().await.unwrap();
-        best = best.min(started.elapsed().as_secs_f64());
-        // Closing `</…response>` tags: one per entry, whatever the prefix.
-        entries = text
-            .split('<')
-            .filter(|t| t.starts_with('/') && t.split('>').next().is_some_and(|n| n.ends_with("response")))
-            .count();
+            .unwrap()
+            .status();
+        assert!(status.is_success(), "{}: PUT {status}", target.name);
     }
-    (best, entries)
+    let next = Arc::new(AtomicU64::new(0));
+    let failed = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for c in 0..clients {
+        let (http, target, next, failed) = (http.clone(), target.clone(), next.clone(), failed.clone());
+        let path = format!("{folder}/doc-{c}.txt");
+        tasks.push(tokio::spawn(async move {
+            while (next.fetch_add(1, Ordering::Relaxed) as usize) < pairs {
+                let locked = request(&http, &target, "LOCK", &path)
+                    .header("Depth", "0")
+                    .header("Timeout", "Second-600")
+                    .header("Content-Type", "application/xml")
+                    .body(LOCKINFO)
+                    .send()
+                    .await
+                    .unwrap();
+                if locked.status() != 200 {
+                    assert_eq!(locked.status(), 423, "{}: LOCK", target.name);
+                    failed.fetch_add(1, Ordering::Relaxed);
+                    continue;
+                }
+                let token = locked.headers()["lock-token"].to_str().unwrap().to_owned();
+                let _ = locked.bytes().await.unwrap();
+                let unlocked = request(&http, &target, "UNLOCK", &path)
+                    .header("Lock-Token", token)
+                    .send()
+                    .await
+                    .unwrap();
+                if unlocked.status() != 204 {
+                    assert_eq!(unlocked.status(), 400, "{}: UNLOCK", target.name);
+                    failed.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }));
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
+    let failed = failed.load(Ordering::Relaxed);
+    (
+        pairs.saturating_sub(failed as usize) as f64 / started.elapsed().as_secs_f64(),
+        failed,
+    )
+}
+
+/// The peak resident memory (`VmHWM`) of `pid` and of the processes it
+/// started (Apache's and nginx's workers), summed, in MiB.
+fn peak_mib(pid: u32) -> f64 {
+    let status = |pid: u32, field: &str| -> Option<u64> {
+        std::fs::read_to_string(format!("/proc/{pid}/status"))
+            .ok()?
+            .lines()
+            .find_map(|l| l.strip_prefix(field))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+    };
+    let mut family = vec![pid];
+    let mut i = 0;
+    while i < family.len() {
+        let parent = family[i];
+        if let Ok(entries) = std::fs::read_dir("/proc") {
+            for child in entries
+                .flatten()
+                .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+            {
+                if status(child, "PPid:") == Some(u64::from(parent)) && !family.contains(&child) {
+                    family.push(child);
+                }
+            }
+        }
+        i += 1;
+    }
+    family.iter().filter_map(|&p| status(p, "VmHWM:")).sum::<u64>() as f64 / 1024.0
 }
 
 fn rss_kib(pid: u32) -> u64 {
@@ -532,11 +687,47 @@ async fn synced_disk_rate(dir: &std::path::Path, size: u64) -> f64 {
     .unwrap()
 }
 
-fn ratio_line(what: &str, ours: f64, theirs: f64, peer: &str, unit: &str, target: &str) {
-    println!(
-        "{what}: cloudkeep {ours:.1} {unit}, {peer} {theirs:.1} {unit}, ratio {:.2} ({target})",
-        ours / theirs
-    );
+/// A figure of the final table for each server (by the order of the
+/// targets), or why there is none.
+struct Row {
+    what: String,
+    unit: &'static str,
+    /// Times: lower is better; rates: higher.
+    lower_is_better: bool,
+    figures: Vec<Result<f64, String>>,
+}
+
+fn print_table(rows: &[Row], names: &[&str]) {
+    let peer = |name: &str| names.iter().position(|n| *n == name);
+    println!("| workload | {} | ours/Apache | ours/nginx |", names.join(" | "));
+    println!("|---|{}---|---|", "---|".repeat(names.len()));
+    for row in rows {
+        let cells: Vec<String> = row
+            .figures
+            .iter()
+            .map(|f| match f {
+                Ok(v) if *v >= 100.0 => format!("{v:.0} {}", row.unit),
+                Ok(v) => format!("{v:.1} {}", row.unit),
+                Err(why) => why.clone(),
+            })
+            .collect();
+        let ratio = |name: &str| match (row.figures.first(), peer(name).and_then(|i| row.figures.get(i))) {
+            (Some(Ok(ours)), Some(Ok(theirs))) if *theirs > 0.0 => format!("{:.2}", ours / theirs),
+            _ => "-".to_owned(),
+        };
+        println!(
+            "| {} ({} is better) | {} | {} | {} |",
+            row.what,
+            if row.lower_is_better { "lower" } else { "higher" },
+            cells.join(" | "),
+            ratio("apache"),
+            ratio("nginx")
+        );
+    }
+}
+
+fn env_number(name: &str, default: u64) -> u64 {
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
 }
 
 #[tokio::main]
@@ -552,6 +743,17 @@ async fn main() {
     let ours = Arc::new(ours);
     let apache = start_apache(&dir.join("apache"));
     let nginx = start_nginx(&dir.join("nginx"));
+    let file_system = Command::new("stat")
+        .args(["-f", "-c", "%T"])
+        .arg(&dir)
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .unwrap_or_default();
+    println!(
+        "data of all three servers under {} ({file_system}); engine {}",
+        dir.display(),
+        if database_url.is_some() { "PostgreSQL" } else { "SQLite" }
+    );
     let mut targets = vec![ours.clone()];
     if let Some((peer, addr, _)) = &apache {
         targets.push(Arc::new(Target {
@@ -571,33 +773,35 @@ async fn main() {
             pid: peer.main_pid,
         }));
     }
-    let find = |name: &str| targets.iter().find(|t| t.name == name).cloned();
-    let size: u64 = std::env::var("BENCH_BIG_BYTES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(GIB);
-
+    let names: Vec<&str> = targets.iter().map(|t| t.name).collect();
+    let size = env_number("BENCH_BIG_BYTES", 256 * 1024 * 1024);
     // The machine's speed drifts (it is a virtual machine): each
     // measurement runs in rounds that take the servers in turn, and the
     // best round of each counts.
-    let rounds: usize = std::env::var("BENCH_ROUNDS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(3);
+    let rounds = env_number("BENCH_ROUNDS", 3) as usize;
+    let lock_count = env_number("BENCH_LOCK_PAIRS", 2000) as usize;
     let mib = size as f64 / 1024.0 / 1024.0;
 
     let only = std::env::var("BENCH_ONLY").ok();
     // `BENCH_ONLY=propfind`: only our PROPFIND of 10,000 entries, each
-    // round printed (to watch one change, or to attach a profiler).
+    // round printed (to watch one change, or to attach a profiler);
+    // `BENCH_LISTING=allprop|empty` for those bodies.
     if only.as_deref() == Some("propfind") {
+        let listing = match std::env::var("BENCH_LISTING").as_deref() {
+            Ok("allprop") => LISTINGS[1],
+            Ok("empty") => LISTINGS[2],
+            _ => LISTINGS[0],
+        };
         put_many(&ours, "ten-thousand", 10_000, 16, 8).await;
+        let http = client();
         // CPU is counted in ticks of 10 ms: over all the rounds.
         let (cpu, pg) = (support::cpu_seconds(ours.pid), support::cpu_seconds_of("postgres"));
         for round in 0..rounds {
-            let (seconds, entries) = propfind(&ours, "ten-thousand/", 1).await;
+            let (seconds, entries) = propfind_once(&http, &ours, "ten-thousand/", listing).await.unwrap();
             assert_eq!(entries, 10_001);
             println!(
-                "cloudkeep: round {round}: PROPFIND of 10,000 in {:.1} ms",
+                "cloudkeep: round {round}: {} of 10,000 in {:.1} ms",
+                listing.what,
                 seconds * 1000.0
             );
         }
@@ -609,9 +813,10 @@ async fn main() {
         return;
     }
 
-    // `BENCH_ONLY=small`: only the 4 KiB PUTs, each round printed, for
-    // comparing one change's CPU per file on a machine that drifts.
-    if only.as_deref() == Some("small") {
+    // `BENCH_ONLY=small` (4 KiB PUTs) and `BENCH_ONLY=lock` (LOCK +
+    // UNLOCK pairs): only that, each round printed with its CPU, for
+    // comparing one change on a machine that drifts.
+    if let Some(kind @ ("small" | "lock")) = only.as_deref() {
         // `BENCH_PEERS=none`: ours alone, without the peers' disk writes
         // between its rounds.
         let alone = std::env::var("BENCH_PEERS").as_deref() == Ok("none");
@@ -623,14 +828,22 @@ async fn main() {
                     support::cpu_seconds(me),
                     support::cpu_seconds_of("postgres"),
                 );
-                let rate = put_many(target, &format!("small-{round}"), 1000, 4096, 8).await;
-                let cpu = (support::cpu_seconds(target.pid) - cpu) * 1000.0;
-                let mine = (support::cpu_seconds(me) - mine) * 1000.0;
-                let pg = (support::cpu_seconds_of("postgres") - pg) * 1000.0;
+                let (rate, count, unit) = if kind == "small" {
+                    let rate = put_many(target, &format!("small-{round}"), 1000, 4096, 8).await;
+                    (rate, 1000, "files/s")
+                } else {
+                    let (rate, failed) = lock_pairs(target, &format!("locks-{round}"), lock_count, 8).await;
+                    println!("{}: round {round}: {failed} pairs failed", target.name);
+                    (rate, lock_count, "LOCK+UNLOCK pairs/s")
+                };
+                let per = |seconds: f64| seconds * 1e6 / count as f64;
                 println!(
-                    "{}: round {round}: {rate:.0} files/s, main-process CPU {cpu:.0} µs per file \
-                     (the clients' {mine:.0} µs, PostgreSQL's {pg:.0} µs)",
-                    target.name
+                    "{}: round {round}: {rate:.0} {unit}, main-process CPU {:.0} µs each \
+                     (the clients' {:.0} µs, PostgreSQL's {:.0} µs)",
+                    target.name,
+                    per(support::cpu_seconds(target.pid) - cpu),
+                    per(support::cpu_seconds(me) - mine),
+                    per(support::cpu_seconds_of("postgres") - pg),
                 );
             }
         }
@@ -639,74 +852,148 @@ async fn main() {
         return;
     }
 
-    // 1 GiB PUT then GET; our memory watched.
+    let mut rows = Vec::new();
+    let best_of = |rounds: &[Vec<f64>], lower: bool| -> Vec<Result<f64, String>> {
+        (0..targets.len())
+            .map(|i| {
+                let all = rounds.iter().map(|r| r[i]);
+                Ok(if lower {
+                    all.fold(f64::MAX, f64::min)
+                } else {
+                    all.fold(0.0, f64::max)
+                })
+            })
+            .collect()
+    };
+
+    // The big file, PUT then GET; our memory watched.
     let idle = rss_kib(ours.pid) as f64 / 1024.0;
-    let mut big: Vec<(&str, f64, f64)> = targets.iter().map(|t| (t.name, 0.0, 0.0)).collect();
+    let (mut puts, mut gets) = (Vec::new(), Vec::new());
     let mut upload_peak: f64 = 0.0;
     let mut disk: f64 = 0.0;
-    for round in 0..rounds.min(2) {
+    let big_rounds = rounds.min(2);
+    for round in 0..big_rounds {
         disk = disk.max(synced_disk_rate(&dir, size).await);
-        for (target, best) in targets.iter().zip(big.iter_mut()) {
+        let (mut put, mut get) = (Vec::new(), Vec::new());
+        for target in &targets {
             let name = format!("big-{round}.bin");
             let watch = (target.name == "cloudkeep").then(|| PeakMemory::watch(target.pid));
-            let put = put_big(target, &name, size).await;
+            let seconds = put_big(target, &name, size).await;
             if let Some(peak) = watch.map(PeakMemory::finish) {
                 upload_peak = upload_peak.max(peak - idle);
             }
-            let (got, get) = get_big(target, &name).await;
+            let (got, get_seconds) = get_big(target, &name).await;
             assert_eq!(got, size);
-            best.1 = best.1.max(mib / put);
-            best.2 = best.2.max(mib / get);
+            put.push(mib / seconds);
+            get.push(mib / get_seconds);
         }
+        puts.push(put);
+        gets.push(get);
     }
-    for (name, put, get) in &big {
-        println!(
-            "{name}: PUT {put:.0} MiB/s, GET {get:.0} MiB/s (best of {})",
-            rounds.min(2)
-        );
+    let mut put_row = Row {
+        what: format!("{mib:.0} MiB PUT (best of {big_rounds}; synced disk {disk:.0} MiB/s)"),
+        unit: "MiB/s",
+        lower_is_better: false,
+        figures: best_of(&puts, false),
+    };
+    if let Ok(ours) = put_row.figures[0] {
+        put_row.what = format!("{} [ours/synced disk {:.2}]", put_row.what, ours / disk);
     }
-    println!(
-        "disk: {disk:.0} MiB/s written and synced as a durable upload is (best of {}; nginx and Apache do not sync)",
-        rounds.min(2)
-    );
+    rows.push(put_row);
+    rows.push(Row {
+        what: format!("{mib:.0} MiB GET (best of {big_rounds})"),
+        unit: "MiB/s",
+        lower_is_better: false,
+        figures: best_of(&gets, false),
+    });
     println!("cloudkeep: memory during the upload: {upload_peak:.1} MiB above idle ({idle:.1} MiB idle)");
 
     // 1,000 files of 4 KiB, 8 clients.
-    let mut small: Vec<(&str, f64, f64)> = targets.iter().map(|t| (t.name, 0.0, 0.0)).collect();
+    let mut small = Vec::new();
     for round in 0..rounds {
-        for (target, best) in targets.iter().zip(small.iter_mut()) {
-            let cpu = support::cpu_seconds(target.pid);
-            let rate = put_many(target, &format!("small-{round}"), 1000, 4096, 8).await;
-            let cpu = support::cpu_seconds(target.pid) - cpu;
-            if rate > best.1 {
-                *best = (target.name, rate, cpu * 1000.0);
-            }
+        let mut rates = Vec::new();
+        for target in &targets {
+            rates.push(put_many(target, &format!("small-{round}"), 1000, 4096, 8).await);
         }
+        small.push(rates);
     }
-    for (name, rate, cpu_ms) in &small {
-        println!(
-            "{name}: 1,000 x 4 KiB PUT: {rate:.0} files/s (best of {rounds}; main-process CPU {cpu_ms:.0} µs per file)"
-        );
-    }
+    rows.push(Row {
+        what: format!("1,000 x 4 KiB PUT, 8 clients (best of {rounds})"),
+        unit: "files/s",
+        lower_is_better: false,
+        figures: best_of(&small, false),
+    });
 
-    // PROPFIND depth 1 on 10,000 files (written over WebDAV everywhere).
+    // LOCK + UNLOCK pairs, 8 clients.
+    let mut locks = Vec::new();
+    let mut failures = vec![0; targets.len()];
+    for round in 0..rounds {
+        let mut rates = Vec::new();
+        for (target, failures) in targets.iter().zip(failures.iter_mut()) {
+            let (rate, failed) = lock_pairs(target, &format!("locks-{round}"), lock_count, 8).await;
+            rates.push(rate);
+            *failures += failed;
+        }
+        locks.push(rates);
+    }
+    let failures: Vec<String> = names
+        .iter()
+        .zip(&failures)
+        .filter(|(_, f)| **f > 0)
+        .map(|(n, f)| format!("{n} {f} failed"))
+        .collect();
+    rows.push(Row {
+        what: format!(
+            "{lock_count} LOCK + UNLOCK pairs, 8 clients (best of {rounds}; pairs done{})",
+            if failures.is_empty() {
+                String::new()
+            } else {
+                format!("; {}", failures.join(", "))
+            }
+        ),
+        unit: "pairs/s",
+        lower_is_better: false,
+        figures: best_of(&locks, false),
+    });
+
+    // PROPFINDs of 10,000 files (written over WebDAV everywhere).
     for target in &targets {
         put_many(target, "ten-thousand", 10_000, 16, 8).await;
     }
-    let mut listing: Vec<(&str, f64)> = targets.iter().map(|t| (t.name, f64::MAX)).collect();
-    for _ in 0..rounds {
-        for (target, best) in targets.iter().zip(listing.iter_mut()) {
-            let (seconds, entries) = propfind(target, "ten-thousand/", 1).await;
-            assert_eq!(entries, 10_001, "{}", target.name);
-            best.1 = best.1.min(seconds);
+    let http = client();
+    for listing in LISTINGS {
+        let mut figures = Vec::new();
+        for target in &targets {
+            let mut best: Result<f64, String> = Ok(f64::MAX);
+            for _ in 0..rounds {
+                match propfind_once(&http, target, "ten-thousand/", listing).await {
+                    Ok((seconds, entries)) => {
+                        assert_eq!(entries, 10_001, "{}: {}", target.name, listing.what);
+                        best = best.map(|b| b.min(seconds * 1000.0));
+                    }
+                    Err(status) => {
+                        best = Err(format!("refused ({status})"));
+                        break;
+                    }
+                }
+            }
+            figures.push(best);
         }
+        rows.push(Row {
+            what: format!("{}, 10,000 entries (best of {rounds})", listing.what),
+            unit: "ms",
+            lower_is_better: true,
+            figures,
+        });
     }
-    for (name, seconds) in &listing {
-        println!(
-            "{name}: PROPFIND depth 1, 10,000 entries: {:.0} ms (best of {rounds})",
-            seconds * 1000.0
-        );
-    }
+
+    // Peak memory over all of the above.
+    rows.push(Row {
+        what: "peak memory of the server (VmHWM, all its processes)".into(),
+        unit: "MiB",
+        lower_is_better: true,
+        figures: targets.iter().map(|t| Ok(peak_mib(t.pid))).collect(),
+    });
 
     // Memory during a 100,000-entry PROPFIND.
     seed_folder(&ours_dir, database_url.as_deref(), drive, "hundred-thousand", 100_000).await;
@@ -722,33 +1009,7 @@ async fn main() {
     );
 
     println!();
-    let ours_big = big[0];
-    if let Some(nginx) = find("nginx") {
-        let theirs = big.iter().find(|b| b.0 == nginx.name).unwrap();
-        ratio_line("1 GiB PUT", ours_big.1, theirs.1, "nginx", "MiB/s", "target >= 0.8");
-        ratio_line(
-            "1 GiB PUT",
-            ours_big.1,
-            disk,
-            "synced disk",
-            "MiB/s",
-            "the limit of an upload synced before its answer",
-        );
-        ratio_line("1 GiB GET", ours_big.2, theirs.2, "nginx", "MiB/s", "target >= 0.8");
-    }
-    if let Some(apache) = find("apache") {
-        let theirs = small.iter().find(|s| s.0 == apache.name).unwrap();
-        ratio_line("4 KiB PUTs", small[0].1, theirs.1, "apache", "files/s", "target >= 1.0");
-        let theirs = listing.iter().find(|l| l.0 == apache.name).unwrap();
-        ratio_line(
-            "PROPFIND 10,000",
-            listing[0].1 * 1000.0,
-            theirs.1 * 1000.0,
-            "apache",
-            "ms",
-            "target <= 0.5",
-        );
-    }
+    print_table(&rows, &names);
     drop(server);
     drop(apache);
     drop(nginx);

@@ -938,6 +938,133 @@ async fn large_folders_are_listed_whole_across_pages() {
     }
 }
 
+/// A listing's found properties, by entry: `{namespace}name` and the
+/// value written out the same way (elements and text, trimmed), with
+/// ETags unquoted. Windows' own properties are left out.
+fn found_properties(listing: &str) -> std::collections::BTreeMap<String, std::collections::BTreeSet<String>> {
+    fn flat(e: &dav::xml::Element, out: &mut String) {
+        out.push_str(&format!("{{{}}}{}(", e.name.namespace, e.name.local));
+        out.push_str(e.text().trim().trim_matches('"'));
+        for child in e.elements() {
+            flat(child, out);
+        }
+        out.push(')');
+    }
+    let root = dav::xml::parse(listing.as_bytes(), dav::xml::Limits::LISTING).unwrap();
+    let mut entries = std::collections::BTreeMap::new();
+    for response in root.elements().filter(|e| e.is("DAV:", "response")) {
+        let href = response.elements().find(|e| e.is("DAV:", "href")).unwrap().text();
+        let mut found = std::collections::BTreeSet::new();
+        for propstat in response.elements().filter(|e| e.is("DAV:", "propstat")) {
+            let status = propstat.elements().find(|e| e.is("DAV:", "status")).unwrap().text();
+            assert!(
+                status.contains("200"),
+                "only found properties in an allprop answer: {listing}"
+            );
+            for prop in propstat.elements().filter(|e| e.is("DAV:", "prop")) {
+                for value in prop.elements() {
+                    if value.name.namespace != "urn:schemas-microsoft-com:" {
+                        let mut text = String::new();
+                        flat(value, &mut text);
+                        found.insert(text);
+                    }
+                }
+            }
+        }
+        entries.insert(href, found);
+    }
+    entries
+}
+
+/// Issue 23: `allprop` and an empty body are answered from the rows (the
+/// dead properties of a page in one query) with what `dav-server`
+/// answered, which still answers Windows (its Win32 properties): dead
+/// properties, checksums, locks on the entry and above it.
+#[tokio::test]
+async fn allprop_listings_answer_what_dav_server_answered() {
+    for engine in ENGINES {
+        let Some(dav) = Dav::new(engine, None).await else {
+            continue;
+        };
+        assert_eq!(dav.status("MKCOL", "/f").await, 201);
+        assert_eq!(dav.status("MKCOL", "/f/sub").await, 201);
+        assert_eq!(dav.put("/f/a.txt", "a").await.status(), 201);
+        assert_eq!(dav.put("/f/page.html", "<p>").await.status(), 201);
+        let checked = dav
+            .request("PUT", "/f/sum.txt")
+            .header("OC-Checksum", "SHA1:aaf4c61ddcc5e8a2dabede0f3b482cd9aea9434d")
+            .body("hello")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(checked.status(), 201);
+        let proppatch = dav
+            .request("PROPPATCH", "/f/a.txt")
+            .body(
+                r#"<?xml version="1.0"?><D:propertyupdate xmlns:D="DAV:" xmlns:O="urn:example:office"><D:set><D:prop><O:Author>Ana &amp; Eve</O:Author><D:displayname>Alpha</D:displayname></D:prop></D:set></D:propertyupdate>"#,
+            )
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(proppatch.status(), 207);
+        let compare = |what: &'static str| {
+            let dav = &dav;
+            async move {
+                for (path, depth) in [("/f/", "1"), ("/f/a.txt", "0"), ("/", "1")] {
+                    let mut answers = Vec::new();
+                    for agent in ["cadaver/0.24", "Microsoft-WebDAV-MiniRedir/10.0.19045"] {
+                        let mut request = dav
+                            .request("PROPFIND", path)
+                            .header("Depth", depth)
+                            .header("User-Agent", agent);
+                        if what == "allprop" {
+                            request = request.body(PROPS);
+                        }
+                        let response = request.send().await.unwrap();
+                        assert_eq!(response.status(), 207, "{engine:?} {what} {path}");
+                        answers.push(found_properties(&response.text().await.unwrap()));
+                    }
+                    assert_eq!(answers[0], answers[1], "{engine:?} {what} {path}");
+                    assert!(!answers[0].is_empty());
+                }
+            }
+        };
+        compare("allprop").await;
+        compare("empty").await;
+        let (_, listing) = dav.propfind("/f/", "1", PROPS).await;
+        assert!(
+            listing.contains("Ana &amp; Eve") && listing.contains("SHA1:aaf4c61d"),
+            "{listing}"
+        );
+        // Locks: one on a file, a deep one on the folder.
+        let (status, file_token, _) = lock_answer(
+            dav.request("LOCK", "/f/page.html")
+                .header("Depth", "0")
+                .body(lockinfo("exclusive"))
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(status, 200);
+        let (status, folder_token, _) = lock_answer(
+            dav.request("LOCK", "/f/sub")
+                .header("Timeout", "Infinite")
+                .body(lockinfo("shared"))
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(status, 200);
+        compare("allprop").await;
+        compare("empty").await;
+        let (_, listing) = dav.propfind("/f/", "1", "").await;
+        assert_eq!(listing.matches(&file_token).count(), 1, "{listing}");
+        assert_eq!(listing.matches(&folder_token).count(), 1, "{listing}");
+    }
+}
+
 /// Issue 21, item 5: members' files come from the console's origin, so
 /// every WebDAV answer is sandboxed and never sniffed, and documents a
 /// browser would render (HTML, SVG, XML, PDF…) are to be saved; the

@@ -225,7 +225,7 @@ fn checksums_prop(node: &Node, do_content: bool) -> DavProp {
 /// Whether a stored dead property passes the bounded reader: `dav-server`
 /// parses what it is given with a recursive parser. It was written from a
 /// checked PROPPATCH body, so only a damaged store can fail this.
-fn stored_prop_reads(prop: &DeadProp) -> bool {
+pub(crate) fn stored_prop_reads(prop: &DeadProp) -> bool {
     let ok = crate::xml::check(prop.xml.as_bytes(), crate::xml::Limits::LISTING).is_ok();
     if !ok {
         tracing::warn!(name = %prop.name, "a stored property is not XML the bounded reader accepts; left out");

@@ -107,17 +107,26 @@ where
             return refused(&e);
         }
     };
-    if parts.method.as_str() == "PROPFIND"
-        && let Some(document) = &document
-    {
-        if propfind::asked_for(document) > propfind::MAX_NAMED {
+    if parts.method.as_str() == "PROPFIND" {
+        if document
+            .as_ref()
+            .is_some_and(|d| propfind::asked_for(d) > propfind::MAX_NAMED)
+        {
             // Every property named is answered for every entry: 1,700
             // names over 300 files made a 19 MB answer from a 61 KB body.
             let reason = format!("a PROPFIND may name at most {} properties", propfind::MAX_NAMED);
             return text(http::StatusCode::BAD_REQUEST, &reason);
         }
         let located = target.located.clone();
-        if let Some(response) = fast_propfind(&target.tree, &target.prefix, located, &parts, document).await {
+        let fast = fast_propfind(
+            &target.tree,
+            &target.prefix,
+            located,
+            target.locked,
+            &parts,
+            document.as_ref(),
+        );
+        if let Some(response) = fast.await {
             return response;
         }
     }
@@ -164,25 +173,44 @@ fn plain(status: http::StatusCode) -> http::Response<DavBody> {
     response
 }
 
-/// Named-property listings at depth 0 or 1, answered from the tree.
+/// Listings of named properties or of all of them (`allprop`, an empty
+/// body) at depth 0 or 1, answered from the tree.
 async fn fast_propfind(
     tree: &DriveTree,
     prefix: &str,
     located: Option<drive::Located>,
+    locked: bool,
     parts: &http::request::Parts,
-    body: &xml::Element,
+    body: Option<&xml::Element>,
 ) -> Option<http::Response<DavBody>> {
     let depth_one = match parts.headers.get("depth").and_then(|d| d.to_str().ok()).map(str::trim) {
         Some("0") => false,
         Some("1") => true,
         _ => return None,
     };
-    let wanted = propfind::wanted(body)?;
+    let asked = propfind::asked(body)?;
+    // Windows is given its Win32 properties with `allprop`, by `dav-server`.
+    let windows = parts
+        .headers
+        .get(http::header::USER_AGENT)
+        .and_then(|ua| ua.to_str().ok())
+        .is_some_and(|ua| ua.contains("Microsoft"));
+    if windows && asked == propfind::Asked::All {
+        return None;
+    }
     let relative = drive_path(&parts.uri, prefix)?;
     if relative.split('/').any(|n| n == "." || n == "..") {
         return None;
     }
-    let answer = propfind::answer(tree.clone(), prefix.to_owned(), relative, located, depth_one, wanted);
+    let answer = propfind::answer(
+        tree.clone(),
+        prefix.to_owned(),
+        relative,
+        located,
+        depth_one,
+        asked,
+        locked,
+    );
     match answer.await {
         Ok(stream) => {
             let body = BodyExt::boxed_unsync(StreamBody::new(stream.map(|piece| piece.map(Frame::data))));

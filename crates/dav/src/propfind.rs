@@ -1,12 +1,17 @@
-//! PROPFIND for named properties, answered straight from the tree.
+//! PROPFIND for named properties and for all of them, answered straight
+//! from the tree.
 //!
 //! `dav-server` builds every entry of a listing through an XML tree and
 //! asks the file system about each one; on a folder of 10,000 files that
-//! took about six times Apache's time. Listings of named properties (what
-//! sync clients, rclone, Finder and file managers send) are answered here
-//! instead: the folder is read a page at a time and each entry is written
-//! as text, streamed. Everything else (`allprop`, `propname`, lock and
-//! quota properties, Windows' Win32 properties) still goes to `dav-server`.
+//! took about six times Apache's time for named properties, and its
+//! `allprop` about three times. Listings of named properties (what sync
+//! clients, rclone, Finder and file managers send) and `allprop` or an
+//! empty body (cadaver, davfs2, scripts, NAS sync tools) are answered here
+//! instead: the folder is read a page at a time, with the dead properties
+//! of the page's entries in one query, and each entry is written as text,
+//! streamed. Everything else (`propname`, `allprop` with `include`, lock
+//! and quota properties named, Windows' Win32 properties) still goes to
+//! `dav-server`.
 
 use bytes::Bytes;
 use drive::{DriveTree, FileError, ListColumns, ListEntry};
@@ -86,6 +91,108 @@ pub fn wanted(root: &Element) -> Option<Vec<Wanted>> {
     (!wanted.is_empty()).then_some(wanted)
 }
 
+/// What a listing answers: the properties named, or all of them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Asked {
+    Named(Vec<Wanted>),
+    /// `<allprop/>` or an empty body: the live properties `dav-server`
+    /// gives for `allprop`, with the locks, and every dead property.
+    All,
+}
+
+/// What a PROPFIND body (`None`: empty) asks for, when this module can
+/// answer it; `None` sends the request on to `dav-server`.
+pub fn asked(document: Option<&Element>) -> Option<Asked> {
+    let Some(root) = document else {
+        return Some(Asked::All);
+    };
+    let elements: Vec<&Element> = root.elements().collect();
+    if root.is(DAV_NS, "propfind") && matches!(elements.as_slice(), [only] if only.is(DAV_NS, "allprop")) {
+        return Some(Asked::All);
+    }
+    wanted(root).map(Asked::Named)
+}
+
+/// The live properties of an `allprop` answer (with the lock ones,
+/// written apart), and ownCloud's checksums when a file has them.
+fn all_wanted() -> Vec<Wanted> {
+    let dav = |name: &str| Wanted {
+        namespace: DAV_NS.into(),
+        name: name.into(),
+    };
+    vec![
+        dav("creationdate"),
+        dav("getcontentlength"),
+        dav("getcontenttype"),
+        dav("getetag"),
+        dav("getlastmodified"),
+        dav("resourcetype"),
+        Wanted {
+            namespace: OC_NS.into(),
+            name: "checksums".into(),
+        },
+    ]
+}
+
+const SUPPORTED_LOCK: &str = "<D:supportedlock><D:lockentry><D:lockscope><D:exclusive/></D:lockscope>\
+<D:locktype><D:write/></D:locktype></D:lockentry><D:lockentry><D:lockscope><D:shared/></D:lockscope>\
+<D:locktype><D:write/></D:locktype></D:lockentry></D:supportedlock>";
+
+/// What an `allprop` answer writes besides the properties: the drive's
+/// locks (none when none was live), to tell each entry's, and the URL
+/// prefix of the drive's top for their roots.
+struct AllProps {
+    locks: Vec<drive::Lock>,
+    prefix: String,
+}
+
+impl AllProps {
+    /// `<D:lockdiscovery>` with the locks on `path` (decoded, from the
+    /// drive's top) and the deep ones above it, as `dav-server` writes
+    /// them; then `<D:supportedlock>`.
+    fn push_locks(&self, out: &mut String, path: &str) {
+        use std::fmt::Write;
+        let mut applying = self
+            .locks
+            .iter()
+            .filter(|l| l.path == path || (l.deep && drive::within(path, &l.path)))
+            .peekable();
+        if applying.peek().is_none() {
+            out.push_str("<D:lockdiscovery/>");
+        } else {
+            out.push_str("<D:lockdiscovery>");
+            for lock in applying {
+                out.push_str("<D:activelock><D:lockscope>");
+                out.push_str(if lock.shared { "<D:shared/>" } else { "<D:exclusive/>" });
+                out.push_str("</D:lockscope><D:locktype><D:write/></D:locktype><D:depth>");
+                out.push_str(if lock.deep { "Infinity" } else { "0" });
+                out.push_str("</D:depth><D:timeout>");
+                match lock.timeout_secs {
+                    0 => out.push_str("Infinite"),
+                    secs => {
+                        let _ = write!(out, "Second-{secs}");
+                    }
+                }
+                out.push_str("</D:timeout><D:locktoken><D:href>");
+                push_escaped(out, &lock.token);
+                out.push_str("</D:href></D:locktoken><D:lockroot><D:href>");
+                let root = format!("{}{}", self.prefix, drive::url_path(&lock.path));
+                push_escaped(out, if root.is_empty() { "/" } else { &root });
+                out.push_str("</D:href></D:lockroot>");
+                // The owner as the client sent it, if it still reads.
+                if !lock.owner_xml.is_empty()
+                    && crate::xml::check(lock.owner_xml.as_bytes(), crate::xml::Limits::LISTING).is_ok()
+                {
+                    out.push_str(without_declaration(&lock.owner_xml));
+                }
+                out.push_str("</D:activelock>");
+            }
+            out.push_str("</D:lockdiscovery>");
+        }
+        out.push_str(SUPPORTED_LOCK);
+    }
+}
+
 fn without_declaration(xml: &str) -> &str {
     let xml = xml.trim_start();
     if xml.starts_with("<?xml") {
@@ -98,10 +205,14 @@ fn without_declaration(xml: &str) -> &str {
 /// Where a streamed listing is: the pages still to come, what is left of
 /// the current one, and whether it is the last.
 struct Listing {
-    pages: tokio::sync::mpsc::Receiver<Result<Vec<ListEntry>, FileError>>,
+    pages: tokio::sync::mpsc::Receiver<Result<(Vec<ListEntry>, PageProps), FileError>>,
     page: std::vec::IntoIter<ListEntry>,
+    /// The dead properties of the current page's entries, by node id.
+    props: PageProps,
     last: bool,
 }
+
+type PageProps = std::collections::HashMap<String, Vec<drive::DeadProp>>;
 
 /// Namespace prefixes for the properties asked for (`D:` is DAV:).
 fn prefixes(wanted: &[Wanted]) -> Vec<(String, String)> {
@@ -251,8 +362,17 @@ fn push_value(out: &mut String, kind: Kind, node: &ListEntry) -> bool {
 }
 
 /// One `<D:response>` into `out`: found properties, then those missing
-/// (404). `dead` are the node's dead properties, when it has any.
-fn push_response(out: &mut String, href: &str, node: &ListEntry, tags: &[Tag], dead: &[drive::DeadProp]) {
+/// (404). `dead` are the node's dead properties, when it has any. With
+/// `all` (`allprop`, for the entry at `path`), the properties it lacks
+/// are left out, and its locks and every dead property are written.
+fn push_response(
+    out: &mut String,
+    href: &str,
+    node: &ListEntry,
+    tags: &[Tag],
+    dead: &[drive::DeadProp],
+    all: Option<(&AllProps, &str)>,
+) {
     out.push_str("<D:response><D:href>");
     // A URL path leaves `&` and `'` as they are; XML may not.
     push_escaped(out, href);
@@ -266,11 +386,20 @@ fn push_response(out: &mut String, href: &str, node: &ListEntry, tags: &[Tag], d
             continue;
         }
         out.truncate(mark);
+        if all.is_some() {
+            continue;
+        }
         let w = &tag.wanted;
         match dead.iter().find(|p| p.namespace == w.namespace && p.name == w.name) {
             // A dead property is its element as the client sent it.
             Some(p) => out.push_str(without_declaration(&p.xml)),
             None => missing.push(tag),
+        }
+    }
+    if let Some((extra, path)) = all {
+        extra.push_locks(out, path);
+        for p in dead.iter().filter(|p| crate::fs::stored_prop_reads(p)) {
+            out.push_str(without_declaration(&p.xml));
         }
     }
     out.push_str("</D:prop><D:status>HTTP/1.1 200 OK</D:status></D:propstat>");
@@ -291,38 +420,38 @@ pub(crate) fn answer_text(href: &str, node: &drive::Node, wanted: &[Wanted], dea
     let prefixes = prefixes(wanted);
     let tags = tags(wanted, &prefixes);
     let mut out = format!("<D:multistatus{}>", declarations(&prefixes));
-    push_response(&mut out, href, &ListEntry::from(node), &tags, dead);
+    push_response(&mut out, href, &ListEntry::from(node), &tags, dead, None);
     out.push_str("</D:multistatus>");
     out
 }
 
-/// [`push_response`], reading the node's dead properties first if it has any.
-async fn response(
-    tree: &DriveTree,
-    out: &mut String,
-    href: &str,
-    entry: &ListEntry,
-    tags: &[Tag],
-) -> Result<(), FileError> {
-    let dead = tree.entry_props(entry).await?;
-    push_response(out, href, entry, tags, &dead);
-    Ok(())
-}
-
 /// The multistatus answer for `path` (decoded, from the drive's top) at
 /// depth 0 or 1, as a stream of text pieces; `Err(NotFound)` when nothing
-/// is there.
+/// is there. `locked`: whether any lock on the drive was live when the
+/// request began (an `allprop` answer then reads them, once).
 pub async fn answer(
     tree: DriveTree,
     prefix: String,
     path: String,
     located: Option<drive::Located>,
     depth_one: bool,
-    wanted: Vec<Wanted>,
+    asked: Asked,
+    locked: bool,
 ) -> Result<futures_util::stream::BoxStream<'static, Result<Bytes, std::io::Error>>, FileError> {
     let node = match located {
         Some(located) => located.node.ok_or(FileError::NotFound)?,
         None => tree.stat(&path).await?,
+    };
+    let (wanted, all) = match asked {
+        Asked::Named(wanted) => (wanted, None),
+        Asked::All => {
+            let locks = if locked { tree.locks().await? } else { Vec::new() };
+            let all = AllProps {
+                locks,
+                prefix: prefix.clone(),
+            };
+            (all_wanted(), Some(std::sync::Arc::new(all)))
+        }
     };
     let prefixes = prefixes(&wanted);
     let tags = tags(&wanted, &prefixes);
@@ -330,14 +459,18 @@ pub async fn answer(
     let base = format!("{prefix}{}", drive::url_path(&path));
     let self_href = if node.is_dir { format!("{base}/") } else { base.clone() };
     let mut head = format!("<?xml version=\"1.0\" encoding=\"utf-8\"?>\n<D:multistatus{declarations}>\n");
-    response(&tree, &mut head, &self_href, &ListEntry::from(&node), &tags).await?;
+    let entry = ListEntry::from(&node);
+    let dead = tree.entry_props(&entry).await?;
+    let extra = all.as_deref().map(|a| (a, path.as_str()));
+    push_response(&mut head, &self_href, &entry, &tags, &dead, extra);
     let first = futures_util::stream::once(async move { Ok(Bytes::from(head)) });
     if !(depth_one && node.is_dir) {
         let tail = futures_util::stream::once(async { Ok(Bytes::from_static(b"</D:multistatus>\n")) });
         return Ok(first.chain(tail).boxed());
     }
-    // The folder's entries, a page at a time, as the client reads them.
-    // The next page is read while this one is written out; a client that
+    // The folder's entries, a page at a time, as the client reads them,
+    // with the dead properties of the page's entries in one query. The
+    // next page is read while this one is written out; a client that
     // goes away stops the reading.
     let (found, pages) = tokio::sync::mpsc::channel(1);
     let (reader, folder) = (tree.clone(), node.clone());
@@ -348,10 +481,16 @@ pub async fn answer(
     tokio::spawn(async move {
         let mut after = String::new();
         loop {
-            let page = reader.entries_after(&folder, &after, PAGE, columns).await;
+            let page = match reader.entries_after(&folder, &after, PAGE, columns).await {
+                Ok(page) => match reader.page_props(&page).await {
+                    Ok(props) => Ok((page, props)),
+                    Err(e) => Err(e),
+                },
+                Err(e) => Err(e),
+            };
             // A short page is the last: no query to learn that.
             let next = match &page {
-                Ok(page) if page.len() == PAGE as usize => page.last().map(|n| n.name.clone()),
+                Ok((page, _)) if page.len() == PAGE as usize => page.last().map(|n| n.name.clone()),
                 _ => None,
             };
             if found.send(page).await.is_err() {
@@ -368,23 +507,26 @@ pub async fn answer(
     let state = Listing {
         pages,
         page: Vec::new().into_iter(),
+        props: Default::default(),
         last: false,
     };
     let pages = futures_util::stream::unfold(Some(state), move |state| {
-        let (tree, tags, base) = (tree.clone(), tags.clone(), base.clone());
+        let (tags, base, path, all) = (tags.clone(), base.clone(), path.clone(), all.clone());
         async move {
             let mut state = state?;
             if state.page.len() == 0 && !state.last {
-                let page = match state.pages.recv().await {
+                let (page, props) = match state.pages.recv().await {
                     Some(Ok(page)) => page,
                     Some(Err(e)) => return Some((Err(std::io::Error::other(e.to_string())), None)),
                     None => return Some((Err(std::io::Error::other("the listing stopped")), None)),
                 };
                 state.last = page.len() < PAGE as usize;
                 state.page = page.into_iter();
+                state.props = props;
             }
             let mut text = String::with_capacity(CHUNK_BYTES + 4096);
             let mut href = String::new();
+            let mut child_path = String::new();
             while text.len() < CHUNK_BYTES {
                 let Some(child) = state.page.next() else {
                     break;
@@ -396,9 +538,23 @@ pub async fn answer(
                 if child.is_dir {
                     href.push('/');
                 }
-                if let Err(e) = response(&tree, &mut text, &href, &child, &tags).await {
-                    return Some((Err(std::io::Error::other(e.to_string())), None));
-                }
+                let dead = match &child.props_of {
+                    Some(id) => state.props.remove(id).unwrap_or_default(),
+                    None => Vec::new(),
+                };
+                let extra = match &all {
+                    Some(all) => {
+                        child_path.clear();
+                        if !all.locks.is_empty() {
+                            child_path.push_str(&path);
+                            child_path.push('/');
+                            child_path.push_str(&child.name);
+                        }
+                        Some((all.as_ref(), child_path.as_str()))
+                    }
+                    None => None,
+                };
+                push_response(&mut text, &href, &child, &tags, &dead, extra);
             }
             let done = state.last && state.page.len() == 0;
             if done {

@@ -488,6 +488,23 @@ impl DriveTree {
         }
     }
 
+    /// The dead properties of the entries of a page that have any, in one
+    /// query, by node id.
+    pub async fn page_props(
+        &self,
+        page: &[ListEntry],
+    ) -> Result<std::collections::HashMap<String, Vec<crate::DeadProp>>, FileError> {
+        let ids: Vec<&str> = page.iter().filter_map(|e| e.props_of.as_deref()).collect();
+        let mut found: std::collections::HashMap<String, Vec<crate::DeadProp>> = std::collections::HashMap::new();
+        if ids.is_empty() {
+            return Ok(found);
+        }
+        for (id, prop) in self.drives.store.props_of(&ids).await? {
+            found.entry(id).or_default().push(prop);
+        }
+        Ok(found)
+    }
+
     /// Makes a folder (its parent must exist).
     pub async fn make_folder(&self, path: &str) -> Result<Node, FileError> {
         self.writable()?;

@@ -11,7 +11,7 @@
 pub struct DriveId(u64);
 
 impl DriveId {
-    pub fn new(id: u64) -> Self {
+    pub const fn new(id: u64) -> Self {
         Self(id)
     }
 

@@ -29,8 +29,8 @@ pub use imports::{
     MAX_REPORTED_FAILURES, NewImport, OwnDrive, SECRET_PURPOSE as IMPORT_SECRET_PURPOSE, SourceGuard,
 };
 pub use locks::{
-    Lock, LockRefusal, MAX_LOCK_SECS, MAX_LOCKS_PER_MEMBER, MAX_LOCKS_PER_NAME, conflict as lock_conflict, may_lock,
-    may_unlock, within,
+    Lock, LockRefusal, MAX_LOCK_SECS, MAX_LOCKS_PER_MEMBER, MAX_LOCKS_PER_NAME, Unlocked, conflict as lock_conflict,
+    may_lock, may_unlock, within,
 };
 pub use moves::{DeadProp, MAX_PROP_BYTES, MAX_PROPS_PER_NODE, PropChange, prop_bytes};
 pub use sharing::{DriveMember, Grant, Standing, UnknownGrant, access_of};
@@ -173,6 +173,9 @@ pub trait DriveStore: Send + Sync {
     async fn copy_file(&self, source: &Node, copy: &Node) -> Result<PutOutcome, StoreError>;
     async fn set_modified(&self, node_id: &str, modified_at: Millis) -> Result<(), StoreError>;
     async fn props(&self, node_id: &str) -> Result<Vec<DeadProp>, StoreError>;
+    /// The dead properties of several nodes at once (a page of a
+    /// listing), as (node id, property), by node.
+    async fn props_of(&self, node_ids: &[&str]) -> Result<Vec<(String, DeadProp)>, StoreError>;
     /// In one transaction, in order: stores (replacing same-named ones)
     /// and removes dead properties of `node`, and charges the change in
     /// their [`DeadProp::charged_bytes`] to the drive's quota; `false`
@@ -199,6 +202,33 @@ pub trait DriveStore: Send + Sync {
         timeout_secs: u64,
     ) -> Result<Option<Lock>, StoreError>;
     async fn remove_lock(&self, drive_id: DriveId, token: &str) -> Result<bool, StoreError>;
+    /// In one statement where the engine allows it: stores `lock` when no
+    /// lock live at `now` conflicts with it (see [`conflict`], as for a
+    /// new lock) and fewer than `max_on_name` live locks are on its path
+    /// and fewer than `max_of_member` are its principal's; `false` (and
+    /// nothing stored) otherwise. [`Self::add_lock`] then tells which lock
+    /// stands in the way.
+    async fn add_lock_if_free(
+        &self,
+        drive_id: DriveId,
+        lock: &Lock,
+        now: Millis,
+        max_on_name: usize,
+        max_of_member: usize,
+    ) -> Result<bool, StoreError>;
+    /// In one statement: removes the lock `token` if it is on `path` or
+    /// above it (see [`within`]) and `principal` took it (anyone's with
+    /// `manages`), and every lock of the drive expired at `now`; whether
+    /// the lock `token` was removed.
+    async fn remove_held_lock(
+        &self,
+        drive_id: DriveId,
+        token: &str,
+        path: &str,
+        principal: &str,
+        manages: bool,
+        now: Millis,
+    ) -> Result<bool, StoreError>;
     /// Removes the locks on `path` and under it.
     async fn remove_locks_within(&self, drive_id: DriveId, path: &str) -> Result<(), StoreError>;
 }

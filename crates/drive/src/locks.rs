@@ -127,6 +127,16 @@ pub fn conflict<'a>(
     None
 }
 
+/// What an UNLOCK did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unlocked {
+    Removed,
+    /// The lock is there, but the rules keep this account from removing it.
+    Refused(LockRefusal),
+    /// No lock with that token is in force on the path or above it.
+    NoSuchLock,
+}
+
 impl DriveTree {
     /// The locks in force on this drive.
     pub async fn locks(&self) -> Result<Vec<Lock>, FileError> {
@@ -158,10 +168,16 @@ impl DriveTree {
             }
             None
         };
-        let refused = self
-            .store()
-            .add_lock(self.drive().id, &lock, self.now(), &check)
-            .await?;
+        // Most locks meet none: one statement takes them.
+        let store = self.store();
+        let now = self.now();
+        if store
+            .add_lock_if_free(self.drive().id, &lock, now, MAX_LOCKS_PER_NAME, MAX_LOCKS_PER_MEMBER)
+            .await?
+        {
+            return Ok(Ok(lock));
+        }
+        let refused = store.add_lock(self.drive().id, &lock, now, &check).await?;
         Ok(match refused {
             Some(other) => Err(other),
             None => Ok(lock),
@@ -212,9 +228,26 @@ impl DriveTree {
     /// (see [`may_unlock`]); `false` when there is no such lock or they
     /// may not.
     pub async fn unlock(&self, path: &str, token: &str, principal: &str) -> Result<bool, FileError> {
+        Ok(self.unlock_as(path, token, principal).await? == Unlocked::Removed)
+    }
+
+    /// Removes the lock `token` on `path` (or above it) if `principal` may
+    /// (see [`may_unlock`]), in one statement that also clears the drive's
+    /// expired locks; when it was not removed, tells why.
+    pub async fn unlock_as(&self, path: &str, token: &str, principal: &str) -> Result<Unlocked, FileError> {
+        let store = self.store();
+        let (drive, manages) = (self.drive().id, self.manages());
+        if store
+            .remove_held_lock(drive, token, path, principal, manages, self.now())
+            .await?
+        {
+            return Ok(Unlocked::Removed);
+        }
         Ok(match self.lock_to_remove(path, token, principal).await? {
-            Some(Ok(_)) => self.store().remove_lock(self.drive().id, token).await?,
-            Some(Err(_)) | None => false,
+            Some(Err(refusal)) => Unlocked::Refused(refusal),
+            // Only a lock taken since: removed as before.
+            Some(Ok(_)) if store.remove_lock(drive, token).await? => Unlocked::Removed,
+            Some(Ok(_)) | None => Unlocked::NoSuchLock,
         })
     }
 

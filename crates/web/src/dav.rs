@@ -266,7 +266,8 @@ async fn answer(state: AppState, target: Target, request: Request) -> Response {
 /// A LOCK or UNLOCK the drive's lock rules refuse ([`drive::LockRefusal`]),
 /// answered with `403` and the reason; `dav-server` would only tell
 /// `423 Locked` or `409 Conflict`, which clients take for a lock held by
-/// someone else. (The lock system applies the same rules again.)
+/// someone else. (The lock system applies the same rules again.) An
+/// UNLOCK the rules allow is done here (`204`).
 async fn lock_refusal(
     tree: &drive::DriveTree,
     parts: &axum::http::request::Parts,
@@ -297,8 +298,10 @@ async fn lock_refusal(
         "UNLOCK" => {
             let token = parts.headers.get("lock-token")?.to_str().ok()?;
             let token = token.trim().trim_start_matches('<').trim_end_matches('>');
-            match tree.lock_to_remove(path, token, principal).await {
-                Ok(Some(Err(refusal))) => refusal,
+            // Removed here, in one statement, when the rules allow it.
+            match tree.unlock_as(path, token, principal).await {
+                Ok(drive::Unlocked::Removed) => return Some(StatusCode::NO_CONTENT.into_response()),
+                Ok(drive::Unlocked::Refused(refusal)) => refusal,
                 // No such lock, or the store failed: dav-server tells.
                 _ => return None,
             }

@@ -20,6 +20,12 @@ pub async fn database_url() -> Option<String> {
     }
 }
 
+/// The server binary: this build's, or `BENCH_SERVER_BIN` (another
+/// build's, to compare two in the same benchmark).
+pub fn server_bin() -> std::path::PathBuf {
+    std::env::var_os("BENCH_SERVER_BIN").map_or_else(|| env!("CARGO_BIN_EXE_cloudkeep").into(), Into::into)
+}
+
 /// `cloudkeep serve` on `data` (and `database_url`), killed when dropped.
 pub struct BenchServer {
     child: Child,
@@ -29,7 +35,7 @@ pub struct BenchServer {
 
 impl BenchServer {
     pub fn start(data: &Path, database_url: Option<&str>) -> Self {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_cloudkeep"));
+        let mut command = Command::new(server_bin());
         command.env_remove("CLOUDKEEP_DATABASE_URL").env("CLOUDKEEP_DATA", data);
         if let Some(url) = database_url {
             command.env("CLOUDKEEP_DATABASE_URL", url);

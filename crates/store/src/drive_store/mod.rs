@@ -413,6 +413,32 @@ impl DriveStore for SqlStore {
             .collect()
     }
 
+    async fn props_of(&self, node_ids: &[&str]) -> Result<Vec<(String, DeadProp)>, StoreError> {
+        let mut found = Vec::new();
+        // Well under either engine's limit of bound values per statement.
+        for ids in node_ids.chunks(500) {
+            let marks: Vec<String> = (1..=ids.len()).map(|i| format!("${i}")).collect();
+            let sql = format!(
+                "SELECT node_id, namespace, name, xml FROM drive_props WHERE node_id IN ({})
+                 ORDER BY node_id, namespace, name",
+                marks.join(", ")
+            );
+            let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for id in ids {
+                query = query.bind(*id);
+            }
+            for row in query.all(&self.pool).await? {
+                let prop = DeadProp {
+                    namespace: row.text("namespace")?,
+                    name: row.text("name")?,
+                    xml: row.text("xml")?,
+                };
+                found.push((row.text("node_id")?, prop));
+            }
+        }
+        Ok(found)
+    }
+
     async fn patch_props(&self, node: &Node, changes: &[PropChange]) -> Result<bool, StoreError> {
         let node_id = node.id.as_str();
         let mut tx = self.begin_write().await?;
@@ -532,6 +558,107 @@ impl DriveStore for SqlStore {
             .run(&*self.writer.turn().await)
             .await?;
         Ok(done.rows_affected() > 0)
+    }
+
+    async fn add_lock_if_free(
+        &self,
+        drive_id: DriveId,
+        lock: &Lock,
+        now: Millis,
+        max_on_name: usize,
+        max_of_member: usize,
+    ) -> Result<bool, StoreError> {
+        // `within(a, b)`: `a` is `b` or below it, on whole names.
+        macro_rules! within {
+            ($a:literal, $b:literal) => {
+                concat!(
+                    "(",
+                    $a,
+                    " = ",
+                    $b,
+                    " OR substr(",
+                    $a,
+                    ", 1, length(",
+                    $b,
+                    ") + 1) = ",
+                    $b,
+                    " || '/')"
+                )
+            };
+        }
+        const LIVE: &str = "(l.expires_at = 0 OR l.expires_at > $10)";
+        let sql = format!(
+            "INSERT INTO drive_locks (token, drive_id, path, principal, owner_xml, expires_at, timeout_secs, shared, deep)
+             SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9
+             WHERE NOT EXISTS (SELECT 1 FROM drive_locks l WHERE l.drive_id = $2 AND {LIVE}
+                 AND NOT (l.shared = 1 AND $8 = 1)
+                 AND (l.path = $3 OR (l.deep = 1 AND {}) OR ($9 = 1 AND {})))
+             AND (SELECT count(*) FROM drive_locks l WHERE l.drive_id = $2 AND {LIVE} AND l.path = $3) < $11
+             AND (SELECT count(*) FROM drive_locks l WHERE l.drive_id = $2 AND {LIVE} AND l.principal = $4) < $12",
+            within!("$3", "l.path"),
+            within!("l.path", "$3"),
+        );
+        let insert = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(lock.token.as_str())
+            .bind(signed(drive_id)?)
+            .bind(lock.path.as_str())
+            .bind(lock.principal.as_str())
+            .bind(lock.owner_xml.as_str())
+            .bind(lock.expires_at)
+            .bind(signed(lock.timeout_secs)?)
+            .bind(i64::from(lock.shared))
+            .bind(i64::from(lock.deep))
+            .bind(now)
+            .bind(i64::try_from(max_on_name).unwrap_or(i64::MAX))
+            .bind(i64::try_from(max_of_member).unwrap_or(i64::MAX));
+        let done = match self.engine {
+            // One writer at a time: the statement is the check and the write.
+            crate::Engine::Sqlite => insert.run(&*self.writer.turn().await).await?,
+            // Lock changes on a drive wait for each other on its row, as in
+            // `add_lock`; the insert's own snapshot is taken after that.
+            crate::Engine::Postgres => {
+                let mut tx = self.begin_write().await?;
+                sqlx::query("SELECT id FROM drives WHERE id = $1 FOR UPDATE")
+                    .bind(signed(drive_id)?)
+                    .all(&mut *tx)
+                    .await?;
+                let done = insert.run(&mut *tx).await?;
+                tx.commit().await?;
+                done
+            }
+        };
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn remove_held_lock(
+        &self,
+        drive_id: DriveId,
+        token: &str,
+        path: &str,
+        principal: &str,
+        manages: bool,
+        now: Millis,
+    ) -> Result<bool, StoreError> {
+        let removed = sqlx::query(
+            "DELETE FROM drive_locks WHERE drive_id = $1
+             AND ((expires_at <> 0 AND expires_at <= $6)
+                  OR (token = $2 AND (principal = $4 OR $5 = 1)
+                      AND ($3 = path OR substr($3, 1, length(path) + 1) = path || '/')))
+             RETURNING token",
+        )
+        .bind(signed(drive_id)?)
+        .bind(token)
+        .bind(path)
+        .bind(principal)
+        .bind(i64::from(manages))
+        .bind(now)
+        .all(&*self.writer.turn().await)
+        .await?;
+        removed
+            .iter()
+            .map(|row| row.text("token"))
+            .collect::<Result<Vec<_>, _>>()
+            .map(|tokens| tokens.iter().any(|t| t == token))
     }
 
     async fn remove_locks_within(&self, drive_id: DriveId, path: &str) -> Result<(), StoreError> {

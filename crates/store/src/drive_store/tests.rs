@@ -616,3 +616,120 @@ async fn a_group_of_new_files_is_stored_whole_or_not_at_all_on_postgres() {
     assert_eq!(state().await, (3000, 3, 1));
     store.close().await;
 }
+
+/// Issue 23: a lock is taken in one statement exactly when the rule of
+/// [`drive::lock_conflict`] lets it (every pair of locks on nested,
+/// sibling and prefix-sharing paths, shared or not, deep or not), an
+/// expired lock stands in no way, the bounds hold, and a lock is removed
+/// in one statement only by who took it (or a manager) on its path or
+/// below, with the drive's expired locks.
+#[tokio::test]
+async fn locks_are_taken_and_removed_in_one_statement_by_the_same_rules() {
+    for engine in [crate::Engine::Sqlite, crate::Engine::Postgres] {
+        let Some(url) = crate::testing::database_url(engine).await else {
+            continue;
+        };
+        let store = SqlStore::open(&url).await.unwrap();
+        for setup in [
+            "INSERT INTO organizations (id, name, name_key, created_at) VALUES ('org', 'Org', 'org', 0)",
+            "INSERT INTO drives (id, org_id, name, quota_bytes, created_at) VALUES (1, 'org', 'Drive', 1000, 0)",
+        ] {
+            sqlx::query(setup).execute(&store.pool).await.unwrap();
+        }
+        const DRIVE: drive::DriveId = drive::DriveId::new(1);
+        let now = 1_000_000;
+        let lock = |token: &str, path: &str, shared: bool, deep: bool| drive::Lock {
+            token: token.into(),
+            path: path.into(),
+            principal: "ana@example.org".into(),
+            owner_xml: String::new(),
+            expires_at: now + 600_000,
+            timeout_secs: 600,
+            shared,
+            deep,
+        };
+        let paths = ["", "/a", "/a/b", "/a/bc", "/ab", "/a/b/c", "/é"];
+        let kinds = [(false, false), (false, true), (true, false), (true, true)];
+        let (mut taken, mut refused) = (0, 0);
+        for held_path in paths {
+            for (held_shared, held_deep) in kinds {
+                let held = lock("held", held_path, held_shared, held_deep);
+                assert!(store.add_lock_if_free(DRIVE, &held, now, 16, 1000).await.unwrap());
+                for path in paths {
+                    for (shared, deep) in kinds {
+                        let new = lock("new", path, shared, deep);
+                        let free =
+                            drive::lock_conflict(std::slice::from_ref(&held), path, None, true, deep, &[], shared)
+                                .is_none();
+                        let stored = store.add_lock_if_free(DRIVE, &new, now, 16, 1000).await.unwrap();
+                        assert_eq!(stored, free, "{engine:?}: {held:?} then {new:?}");
+                        if stored {
+                            taken += 1;
+                            assert!(store.remove_lock(DRIVE, "new").await.unwrap());
+                        } else {
+                            refused += 1;
+                        }
+                    }
+                }
+                assert!(store.remove_lock(DRIVE, "held").await.unwrap());
+            }
+        }
+        assert!(taken > 100 && refused > 100, "{taken} {refused}");
+
+        // An expired lock stands in no way, and the next removal clears it.
+        let mut old = lock("old", "/a", false, true);
+        old.expires_at = now - 1;
+        assert!(store.add_lock_if_free(DRIVE, &old, now - 10, 16, 1000).await.unwrap());
+        assert!(
+            store
+                .add_lock_if_free(DRIVE, &lock("t1", "/a/b", false, false), now, 16, 1000)
+                .await
+                .unwrap()
+        );
+        // The bounds: locks on a name, locks of a member.
+        assert!(
+            !store
+                .add_lock_if_free(DRIVE, &lock("t2", "/a/b", true, false), now, 1, 1000)
+                .await
+                .unwrap()
+        );
+        assert!(
+            !store
+                .add_lock_if_free(DRIVE, &lock("t2", "/x", true, false), now, 16, 1)
+                .await
+                .unwrap()
+        );
+
+        // Removal: not by another member, not from a path outside the lock.
+        assert!(
+            !store
+                .remove_held_lock(DRIVE, "t1", "/a/b", "eve@example.org", false, now)
+                .await
+                .unwrap()
+        );
+        assert!(
+            !store
+                .remove_held_lock(DRIVE, "t1", "/a", "ana@example.org", false, now)
+                .await
+                .unwrap()
+        );
+        assert!(
+            !store
+                .remove_held_lock(DRIVE, "t1", "/a/bc", "ana@example.org", false, now)
+                .await
+                .unwrap()
+        );
+        // By a manager, from below the lock's path; the expired lock goes too.
+        assert!(
+            store
+                .remove_held_lock(DRIVE, "t1", "/a/b/c", "eve@example.org", true, now)
+                .await
+                .unwrap()
+        );
+        let left: i64 = sqlx::query_scalar("SELECT count(*) FROM drive_locks")
+            .fetch_one(&store.pool)
+            .await
+            .unwrap();
+        assert_eq!(left, 0, "{engine:?}");
+    }
+}

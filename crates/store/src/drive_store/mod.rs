@@ -510,20 +510,11 @@ impl DriveStore for SqlStore {
         if let Some(other) = conflict(&live) {
             return Ok(Some(other));
         }
-        sqlx::query(
+        let insert = sqlx::query(
             "INSERT INTO drive_locks (token, drive_id, path, principal, owner_xml, expires_at, timeout_secs, shared, deep)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-        )
-        .bind(lock.token.as_str())
-        .bind(signed(drive_id)?)
-        .bind(lock.path.as_str())
-        .bind(lock.principal.as_str())
-        .bind(lock.owner_xml.as_str())
-        .bind(lock.expires_at)
-        .bind(signed(lock.timeout_secs)?)
-        .bind(i64::from(lock.shared))
-        .bind(i64::from(lock.deep))
-        .run(&mut *tx).await?;
+        );
+        bind_lock(insert, drive_id, lock)?.run(&mut *tx).await?;
         tx.commit().await?;
         Ok(None)
     }
@@ -598,16 +589,7 @@ impl DriveStore for SqlStore {
             within!("$3", "l.path"),
             within!("l.path", "$3"),
         );
-        let insert = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(lock.token.as_str())
-            .bind(signed(drive_id)?)
-            .bind(lock.path.as_str())
-            .bind(lock.principal.as_str())
-            .bind(lock.owner_xml.as_str())
-            .bind(lock.expires_at)
-            .bind(signed(lock.timeout_secs)?)
-            .bind(i64::from(lock.shared))
-            .bind(i64::from(lock.deep))
+        let insert = bind_lock(sqlx::query(sqlx::AssertSqlSafe(sql)), drive_id, lock)?
             .bind(now)
             .bind(i64::try_from(max_on_name).unwrap_or(i64::MAX))
             .bind(i64::try_from(max_of_member).unwrap_or(i64::MAX));
@@ -685,4 +667,23 @@ impl DriveStore for SqlStore {
         row.map(|r| r.try_get::<Vec<u8>, _>("data").map_err(backend))
             .transpose()
     }
+}
+
+/// Binds a lock's columns as `$1`–`$9` of `drive_locks`' insert (token,
+/// drive, path, principal, owner, expiry, timeout, shared, deep).
+fn bind_lock<'q>(
+    query: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments>,
+    drive_id: DriveId,
+    lock: &'q drive::Lock,
+) -> Result<sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments>, StoreError> {
+    Ok(query
+        .bind(lock.token.as_str())
+        .bind(signed(drive_id)?)
+        .bind(lock.path.as_str())
+        .bind(lock.principal.as_str())
+        .bind(lock.owner_xml.as_str())
+        .bind(lock.expires_at)
+        .bind(signed(lock.timeout_secs)?)
+        .bind(i64::from(lock.shared))
+        .bind(i64::from(lock.deep)))
 }

@@ -70,8 +70,8 @@ pub use sms::{SmsEnrollment, SmsError};
 pub use sms_gateway::{SmsGateway, SmsSendError};
 pub use store::{
     AccountStore, AppPasswordStore, Constraint, EventPage, EventStore, ExpiryCutoffs, FactorStore, IdentityStore,
-    OrgStore, OutboxStore, PushStore, SecondStepProof, SessionStore, StepContext, StoreError, ThrottleRecord,
-    ThrottleRelease, ThrottleReservation, ThrottleStore, UpkeepStore,
+    OrgStore, OutboxStore, PushStore, SecondStepProof, SessionStore, SignInContext, StepContext, StoreError,
+    ThrottleRecord, ThrottleRelease, ThrottleReservation, ThrottleStore, UpkeepStore,
 };
 pub use sync_user_id::SyncUserId;
 pub use two_factor::{SecondStep, SecondStepError, StepRequest, TotpEnrollment};

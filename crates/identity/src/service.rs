@@ -373,37 +373,61 @@ impl Identity {
 
     pub async fn sign_in(&self, request: SignIn) -> Result<SignedIn, SignInError> {
         let email = EmailAddress::parse(&request.email).ok();
-        let account = match &email {
-            Some(e) => self.store.account_by_email(e).await?,
-            None => None,
-        };
+        let login = ThrottleKey::Login(
+            token_hash(
+                &email
+                    .as_ref()
+                    .map_or_else(|| request.email.trim().to_lowercase(), |e| e.to_string()),
+            )[..32]
+                .to_owned(),
+        );
+        let network = ThrottleKey::Network(network_of(request.client.ip));
+        // The device a cookie names is only known to be this account's once
+        // the account is read, so its key is read beside the login's, in
+        // the same query as the account and its methods.
+        let cookie_device = request
+            .device
+            .as_deref()
+            .and_then(|cookie| cookie.split_once('.'))
+            .map(|(device, _)| ThrottleKey::Device(device.to_owned()));
+        let keys: Vec<String> = [Some(&login), Some(&network), cookie_device.as_ref()]
+            .into_iter()
+            .flatten()
+            .map(ThrottleKey::stored)
+            .collect();
+        let stored: Vec<&str> = keys.iter().map(String::as_str).collect();
+        let context = self.store.sign_in_context(email.as_ref(), &stored).await?;
+        let mut records = context.throttles.into_iter();
+        let login_record = records.next().flatten();
+        let network_record = records.next().flatten();
+        let device_record = records.next().flatten();
+        let account = context.account;
         let known_device = account
             .as_ref()
             .zip(request.device.as_deref())
             .and_then(|(a, cookie)| self.device_id(&a.id, cookie));
-        let person_key = match &known_device {
-            Some(device) => ThrottleKey::Device(device.clone()),
-            None => ThrottleKey::Login(
-                token_hash(
-                    &email
-                        .as_ref()
-                        .map_or_else(|| request.email.trim().to_lowercase(), |e| e.to_string()),
-                )[..32]
-                    .to_owned(),
-            ),
+        // A known device's key stands for the person; otherwise the login's.
+        let (person_key, person_record) = match (&known_device, cookie_device) {
+            (Some(_), Some(device)) => (device, device_record),
+            _ => (login, login_record),
         };
-        let keys = vec![person_key, ThrottleKey::Network(network_of(request.client.ip))];
 
-        // Refused at once, before the database, when this network or
-        // account already has its share of the hashing threads and its
-        // queue full.
-        let sources = hash_sources(request.client.ip, account.as_ref(), &keys[0]);
+        // Refused at once, before the hash, when this network or account
+        // already has its share of the hashing threads and its queue full.
+        let sources = hash_sources(request.client.ip, account.as_ref(), &person_key);
         let Some(_ticket) = self.hasher.admit(&[&sources[0], &sources[1]]).await else {
             return Err(SignInError::TooManyAttempts {
                 retry_after: crate::attempt::BUSY_RETRY,
             });
         };
-        let attempt = match crate::attempt::reserve(&self.store, keys, self.now()).await? {
+        let attempt = crate::attempt::reserve_read(
+            &self.store,
+            vec![(person_key.stored(), person_key), (network.stored(), network)],
+            vec![person_record, network_record],
+            self.now(),
+        )
+        .await?;
+        let attempt = match attempt {
             Ok(attempt) => attempt,
             Err(retry_after) => return Err(SignInError::TooManyAttempts { retry_after }),
         };
@@ -431,7 +455,7 @@ impl Identity {
         // Success forgets this person's failures, but not the network's: one
         // valid account must not let a machine reset its own counter.
         let releases = attempt.releases();
-        let Some(challenge) = self.challenge(&account).await? else {
+        let Some(challenge) = Challenge::for_factors(&context.factors, account.default_method) else {
             let opened = self.open_session(
                 account,
                 request.remember,

@@ -98,6 +98,17 @@ pub struct StepContext {
     pub factors: Vec<SecondFactor>,
 }
 
+/// What a password sign-in reads before it checks the password.
+#[derive(Debug, Clone)]
+pub struct SignInContext {
+    /// The account with the email given, if any.
+    pub account: Option<Account>,
+    /// Its second-step methods, active and pending, oldest first.
+    pub factors: Vec<SecondFactor>,
+    /// The throttle records of the keys asked for, in their order.
+    pub throttles: Vec<Option<ThrottleRecord>>,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EventPage {
     pub events: Vec<SecurityEvent>,
@@ -236,6 +247,10 @@ pub trait SessionStore: Send + Sync {
         hash: &str,
         throttle_prefix: &str,
     ) -> Result<Option<(Session, Account, StepContext)>, StoreError>;
+    /// The [`SignInContext`] of a password sign-in, in one query: the
+    /// account with `email` (none for `None`) with its methods, and the
+    /// throttle records of `keys`.
+    async fn sign_in_context(&self, email: Option<&EmailAddress>, keys: &[&str]) -> Result<SignInContext, StoreError>;
     async fn touch_session(&self, id: &SessionId, now: Millis, ip: &str) -> Result<(), StoreError>;
     async fn sessions_of(&self, account_id: &AccountId) -> Result<Vec<Session>, StoreError>;
     /// Whether a session of that account with that id existed.

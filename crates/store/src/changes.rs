@@ -10,6 +10,8 @@
 //! time; there, changes that must happen together become the parts of one
 //! statement ([`write_each_changes_one`]).
 
+use std::borrow::Cow;
+
 use futures_util::TryStreamExt;
 use identity::StoreError;
 use sqlx::Executor;
@@ -28,17 +30,17 @@ pub(crate) enum Arg<'a> {
 /// A statement with its arguments for `$1`, `$2`, ... in order.
 #[derive(Clone)]
 pub(crate) struct Change<'a> {
-    sql: &'static str,
+    sql: Cow<'static, str>,
     args: Vec<Arg<'a>>,
 }
 
 impl<'a> Change<'a> {
-    pub(crate) fn new(sql: &'static str, args: Vec<Arg<'a>>) -> Self {
-        Self { sql, args }
+    pub(crate) fn new(sql: impl Into<Cow<'static, str>>, args: Vec<Arg<'a>>) -> Self {
+        Self { sql: sql.into(), args }
     }
 
-    pub(crate) fn sql(&self) -> &'static str {
-        self.sql
+    pub(crate) fn sql(&self) -> &str {
+        &self.sql
     }
 
     pub(crate) fn args(&self) -> &[Arg<'a>] {
@@ -67,6 +69,29 @@ fn bind<'q>(query: Query<'q>, arg: &Arg<'q>) -> Query<'q> {
 /// `SELECT` that divides by zero unless each part returned exactly one; the
 /// error undoes the whole statement.
 pub(crate) async fn write_each_changes_one(writer: &Writer, changes: &[Change<'_>]) -> Result<bool, StoreError> {
+    write_together(writer, changes, true).await
+}
+
+/// Runs `changes` as one write transaction, whatever rows each changes:
+/// on SQLite two round trips, on PostgreSQL one statement (as
+/// [`write_each_changes_one`]).
+pub(crate) async fn write_changes(writer: &Writer, changes: &[Change<'_>]) -> Result<(), StoreError> {
+    write_together(writer, changes, false).await.map(|_| ())
+}
+
+/// [`write_each_changes_one`] when `each_one`, else [`write_changes`].
+async fn write_together(writer: &Writer, changes: &[Change<'_>], each_one: bool) -> Result<bool, StoreError> {
+    if let [change] = changes
+        && !each_one
+    {
+        // One statement needs no transaction around it.
+        let query = change
+            .args
+            .iter()
+            .fold(sqlx::query(sqlx::AssertSqlSafe(change.sql())), bind);
+        query.execute(&*writer.turn().await).await.map_err(backend)?;
+        return Ok(true);
+    }
     if writer.engine() == crate::Engine::Postgres {
         let mut parts = Vec::with_capacity(changes.len());
         let mut checks = Vec::with_capacity(changes.len());
@@ -74,16 +99,21 @@ pub(crate) async fn write_each_changes_one(writer: &Writer, changes: &[Change<'_
         for (i, change) in changes.iter().enumerate() {
             parts.push(format!(
                 "c{i} AS ({} RETURNING 1)",
-                renumber_placeholders(change.sql, offset)
+                renumber_placeholders(&change.sql, offset)
             ));
             checks.push(format!("(SELECT COUNT(*) FROM c{i}) = 1"));
             offset += change.args.len();
         }
-        let sql = format!(
-            "WITH {} SELECT 1 / (CASE WHEN {} THEN 1 ELSE 0 END) AS kept",
-            parts.join(", "),
-            checks.join(" AND ")
-        );
+        // Every part runs, read or not.
+        let sql = if each_one {
+            format!(
+                "WITH {} SELECT 1 / (CASE WHEN {} THEN 1 ELSE 0 END) AS kept",
+                parts.join(", "),
+                checks.join(" AND ")
+            )
+        } else {
+            format!("WITH {} SELECT 1 AS kept", parts.join(", "))
+        };
         let query = changes
             .iter()
             .flat_map(|c| &c.args)
@@ -98,7 +128,7 @@ pub(crate) async fn write_each_changes_one(writer: &Writer, changes: &[Change<'_
     let mut conn = writer.acquire().await?;
     let begun = sqlite_counts(&mut conn, &with_begin(changes)).await;
     let keep = match &begun {
-        Ok(counts) => counts[1..].iter().all(|&n| n == 1),
+        Ok(counts) => !each_one || counts[1..].iter().all(|&n| n == 1),
         Err(_) => false,
     };
     let end = if keep { "COMMIT" } else { "ROLLBACK" };
@@ -130,7 +160,7 @@ pub(crate) async fn sqlite_counts(
     let mut sql = String::new();
     let mut offset = 0;
     for change in changes {
-        sql.push_str(&renumber_placeholders(change.sql, offset));
+        sql.push_str(&renumber_placeholders(&change.sql, offset));
         sql.push_str(";\n");
         offset += change.args.len();
     }

@@ -731,6 +731,128 @@ async fn a_session_read_with_its_step_context_matches_the_two_reads() {
     }
 }
 
+/// A password sign-in reads the account, its methods and its throttle
+/// records in one query; it must find what the separate reads find.
+#[tokio::test]
+async fn a_sign_in_context_matches_the_separate_reads() {
+    for s in stores().await {
+        let a = s
+            .create_account(&new_account("e@example.org"), None, &mut ids(&["EE00001"]))
+            .await
+            .unwrap();
+        let b = s
+            .create_account(&new_account("f@example.org"), None, &mut ids(&["EE00002"]))
+            .await
+            .unwrap();
+        let email = |e: &str| EmailAddress::parse(e).unwrap();
+        let keys = ["email:e", "net:e", "device:e"];
+
+        // Nobody with that email, no records: nothing found, one slot per key.
+        let context = s
+            .sign_in_context(Some(&email("nobody@example.org")), &keys)
+            .await
+            .unwrap();
+        assert!(context.account.is_none() && context.factors.is_empty());
+        assert_eq!(context.throttles, vec![None; 3]);
+        let context = s.sign_in_context(None, &keys[..2]).await.unwrap();
+        assert!(context.account.is_none());
+        assert_eq!(context.throttles.len(), 2);
+
+        // Methods of both accounts, records for two of the keys and another.
+        for (id, account, created_at, active) in [
+            ("second", &a.id, 20, true),
+            ("first", &a.id, 10, true),
+            ("pending", &a.id, 30, false),
+            ("other", &b.id, 5, true),
+        ] {
+            let f = SecondFactor {
+                id: FactorId::new(id),
+                account_id: account.clone(),
+                kind: FactorKind::Totp,
+                name: id.into(),
+                secret: "sealed".into(),
+                active,
+                created_at,
+                expires_at: 0,
+                last_used_at: 0,
+                counter: 0,
+            };
+            s.insert_second_factor(&f).await.unwrap();
+        }
+        let state = |failures| ThrottleState {
+            failures,
+            last_failure: 7,
+            locked_until: 0,
+        };
+        for (key, failures) in [("net:e", 3), ("device:e", 1), ("email:other", 9)] {
+            assert!(s.swap_throttle(key, None, state(failures)).await.unwrap());
+        }
+        let context = s.sign_in_context(Some(&email("e@example.org")), &keys).await.unwrap();
+        assert_eq!(context.account.as_ref().map(|a| &a.id), Some(&a.id));
+        assert_eq!(context.factors, s.second_factors(&a.id).await.unwrap());
+        let ids: Vec<_> = context.factors.iter().map(|f| f.id.as_str()).collect();
+        assert_eq!(ids, ["first", "second", "pending"], "oldest first, this account's only");
+        assert_eq!(
+            context.throttles,
+            s.throttles(&keys).await.unwrap(),
+            "each key's record in its place"
+        );
+        assert_eq!(context.throttles[1].map(|r| r.state), Some(state(3)));
+        assert_eq!(context.throttles[0], None);
+    }
+}
+
+/// A sign-in's two keys are settled by one statement: the person's
+/// forgets its failures, the network's keeps them; each gives back one.
+#[tokio::test]
+async fn releases_settle_each_key_once() {
+    for s in stores().await {
+        let r = |version| ThrottleReservation {
+            version,
+            open: 5,
+            now: 100_000,
+            lapsed_before: 40_000,
+        };
+        let failed = ThrottleState {
+            failures: 2,
+            last_failure: 90_000,
+            locked_until: 0,
+        };
+        for key in ["person", "network"] {
+            assert!(s.swap_throttle(key, None, failed).await.unwrap());
+            for _ in 0..2 {
+                assert!(s.reserve_throttle(key, r(1)).await.unwrap());
+            }
+        }
+        let release = |key: &str, forget| ThrottleRelease {
+            key: key.into(),
+            forget,
+        };
+        s.release_throttles(&[release("person", true), release("network", false)])
+            .await
+            .unwrap();
+        let person = s.throttle("person").await.unwrap().unwrap();
+        let network = s.throttle("network").await.unwrap().unwrap();
+        assert_eq!((person.version, person.state), (2, ThrottleState::default()));
+        assert_eq!((network.version, network.state), (1, failed));
+        // One of two in flight left on each: room for four more of five.
+        for key in ["person", "network"] {
+            let version = if key == "person" { 2 } else { 1 };
+            for _ in 0..4 {
+                assert!(s.reserve_throttle(key, r(version)).await.unwrap(), "{key}");
+            }
+            assert!(!s.reserve_throttle(key, r(version)).await.unwrap(), "{key} full");
+        }
+        // A key named twice gives back twice.
+        s.release_throttles(&[release("network", false), release("network", false)])
+            .await
+            .unwrap();
+        assert!(s.reserve_throttle("network", r(1)).await.unwrap());
+        assert!(s.reserve_throttle("network", r(1)).await.unwrap());
+        assert!(!s.reserve_throttle("network", r(1)).await.unwrap());
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn one_backup_code_used_twice_at_once_works_once() {
     for s in stores().await {

@@ -2,18 +2,18 @@
 
 use async_trait::async_trait;
 use identity::{
-    Account, AccountId, Millis, SecondStepProof, SecurityEvent, Session, SessionId, SessionStage, SessionStore,
-    StepContext, StoreError, ThrottleRelease,
+    Account, AccountId, EmailAddress, Millis, SecondFactor, SecondStepProof, SecurityEvent, Session, SessionId,
+    SessionStage, SessionStore, SignInContext, StepContext, StoreError, ThrottleRecord, ThrottleRelease,
 };
 use sqlx::any::AnyRow;
 
 use super::accounts::account_from;
-use super::events::{event_change, insert_event};
-use super::factors::step_context_from;
-use super::throttle::release_throttle;
-use crate::SqlStore;
-use crate::changes::{Arg, Change, write_each_changes_one};
+use super::events::event_change;
+use super::factors::{factor_from, step_context_from};
+use super::throttle::{release_change, throttle_from};
+use crate::changes::{Arg, Change, write_changes, write_each_changes_one};
 use crate::db::{Columns, Prefixed, Run, corrupt};
+use crate::{Native, SqlStore};
 
 pub(super) fn session_from(row: &AnyRow) -> Result<Session, StoreError> {
     let stage: String = row.text("stage")?;
@@ -43,31 +43,27 @@ impl SessionStore for SqlStore {
         event: Option<&SecurityEvent>,
         releases: &[ThrottleRelease],
     ) -> Result<(), StoreError> {
-        let mut tx = self.begin_write().await?;
-        sqlx::query(
+        // One write, in one or two round trips (see `write_changes`).
+        let mut changes = vec![Change::new(
             "INSERT INTO sessions (id, token_hash, account_id, created_at, last_seen_at, remember, ip, user_agent,
              stage, password_at, factor_failures) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
-        )
-        .bind(s.id.as_str())
-        .bind(token_hash)
-        .bind(s.account_id.as_str())
-        .bind(s.created_at)
-        .bind(s.last_seen_at)
-        .bind(i64::from(s.remember))
-        .bind(&s.ip)
-        .bind(&s.user_agent)
-        .bind(s.stage.as_str())
-        .bind(s.password_at)
-        .bind(i64::from(s.factor_failures))
-        .run(&mut *tx)
-        .await?;
-        if let Some(event) = event {
-            insert_event(&mut tx, event).await?;
-        }
-        for release in releases {
-            release_throttle(&mut tx, release).await?;
-        }
-        tx.commit().await
+            vec![
+                Arg::Text(s.id.as_str()),
+                Arg::Text(token_hash),
+                Arg::Text(s.account_id.as_str()),
+                Arg::Int(s.created_at),
+                Arg::Int(s.last_seen_at),
+                Arg::Int(i64::from(s.remember)),
+                Arg::Text(&s.ip),
+                Arg::Text(&s.user_agent),
+                Arg::Text(s.stage.as_str()),
+                Arg::Int(s.password_at),
+                Arg::Int(i64::from(s.factor_failures)),
+            ],
+        )];
+        changes.extend(event.map(event_change));
+        changes.extend(release_change(releases));
+        write_changes(&self.writer, &changes).await
     }
 
     async fn session_by_token_hash(&self, hash: &str) -> Result<Option<(Session, Account)>, StoreError> {
@@ -116,6 +112,47 @@ impl SessionStore for SqlStore {
             })?,
             step_context_from(&rows)?,
         )))
+    }
+
+    async fn sign_in_context(&self, email: Option<&EmailAddress>, keys: &[&str]) -> Result<SignInContext, StoreError> {
+        // Each engine's own driver: this read runs before every password
+        // check, and through `Any` (or sqlx's SQLite thread) it cost more
+        // CPU than the query.
+        let sql = sign_in_context_sql(keys.len());
+        let email = email.map_or("", EmailAddress::as_str);
+        let rows = match &self.native {
+            Native::Postgres(pg) => {
+                let query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(email);
+                let rows = keys.iter().fold(query, |query, key| query.bind(*key)).all(pg).await?;
+                rows.iter().map(SignInRow::from).collect::<Result<Vec<_>, _>>()?
+            }
+            Native::Sqlite(reads) => {
+                let mut args: Vec<&dyn rusqlite::ToSql> = vec![&email];
+                args.extend(keys.iter().map(|key| key as &dyn rusqlite::ToSql));
+                reads.rows(&sql, &args, |row| SignInRow::from(row))?
+            }
+        };
+        let mut context = SignInContext {
+            account: None,
+            factors: Vec::new(),
+            throttles: vec![None; keys.len()],
+        };
+        for row in rows {
+            if context.account.is_none() {
+                context.account = row.account;
+            }
+            if let Some(factor) = row.factor
+                && context.factors.last().is_none_or(|f| f.id != factor.id)
+            {
+                context.factors.push(factor);
+            }
+            if let Some((key, record)) = row.throttle
+                && let Some(i) = keys.iter().position(|k| *k == key)
+            {
+                context.throttles[i] = Some(record);
+            }
+        }
+        Ok(context)
     }
 
     async fn touch_session(&self, id: &SessionId, now: Millis, ip: &str) -> Result<(), StoreError> {
@@ -248,5 +285,59 @@ impl SessionStore for SqlStore {
             .run(&*self.writer.turn().await)
             .await?;
         Ok(())
+    }
+}
+
+/// The query of `SessionStore::sign_in_context` for `keys` throttle keys:
+/// one row per pair of a method and a throttle record found (or one row of
+/// nulls); an account has a few methods and a sign-in reads two or three
+/// keys.
+fn sign_in_context_sql(keys: usize) -> String {
+    let placeholders: Vec<String> = (2..keys + 2).map(|i| format!("${i}")).collect();
+    format!(
+        "SELECT a.id AS a_id, a.email AS a_email, a.name AS a_name, a.sync_user_id AS a_sync_user_id,
+             a.password_hash AS a_password_hash, a.created_at AS a_created_at,
+             a.password_changed_at AS a_password_changed_at, a.default_method AS a_default_method,
+             a.lang AS a_lang, {}, t.key AS t_key, t.failures, t.last_failure, t.locked_until, t.version
+         FROM (SELECT 1 AS one) base
+         LEFT JOIN accounts a ON a.email = $1
+         LEFT JOIN second_factors f ON f.account_id = a.id
+         LEFT JOIN throttles t ON t.key IN ({})
+         ORDER BY f.created_at, f.id",
+        step_factor_columns!(),
+        if keys == 0 {
+            "NULL".to_owned()
+        } else {
+            placeholders.join(", ")
+        }
+    )
+}
+
+/// One row of [`sign_in_context_sql`], whichever driver read it.
+struct SignInRow {
+    account: Option<Account>,
+    factor: Option<SecondFactor>,
+    throttle: Option<(String, ThrottleRecord)>,
+}
+
+impl SignInRow {
+    fn from(row: &impl Columns) -> Result<Self, StoreError> {
+        let account = match row.text_or_null("a_id")? {
+            Some(_) => Some(account_from(&Prefixed { row, prefix: "a_" })?),
+            None => None,
+        };
+        let factor = match row.text_or_null("f_id")? {
+            Some(_) => Some(factor_from(&Prefixed { row, prefix: "f_" })?),
+            None => None,
+        };
+        let throttle = match row.text_or_null("t_key")? {
+            Some(key) => Some((key, throttle_from(row)?)),
+            None => None,
+        };
+        Ok(Self {
+            account,
+            factor,
+            throttle,
+        })
     }
 }

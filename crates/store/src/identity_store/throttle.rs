@@ -3,9 +3,9 @@
 use async_trait::async_trait;
 use identity::softlock::ThrottleState;
 use identity::{StoreError, ThrottleRecord, ThrottleRelease, ThrottleReservation, ThrottleStore};
-use sqlx::any::AnyRow;
 
 use crate::SqlStore;
+use crate::changes::{Arg, Change, write_changes};
 use crate::db::{Columns, Run, backend};
 
 /// Reserves one attempt on `key` (see `IdentityStore::reserve_throttle`).
@@ -32,30 +32,57 @@ pub(super) fn reserve_throttle<'q>(
     .bind(i64::from(r.open))
 }
 
-/// Gives back the room of one reserved attempt; a success (`forget`) also
-/// forgets the key's failures. The row stays while other attempts are in
-/// flight: deleting it would free their room too.
-pub(super) async fn release_throttle(
-    conn: &mut sqlx::AnyConnection,
-    release: &ThrottleRelease,
-) -> Result<(), StoreError> {
-    let sql = if release.forget {
-        "UPDATE throttles SET in_flight = CASE WHEN in_flight > 0 THEN in_flight - 1 ELSE 0 END,
-             failures = 0, last_failure = 0, locked_until = 0, version = version + 1
-         WHERE key = $1"
+/// The statement that gives back the room of reserved attempts (none for
+/// none); a success (`forget`) also forgets the key's failures. Rows stay
+/// while other attempts are in flight: deleting one would free their room
+/// too. A key named twice gives back twice (one statement cannot update a
+/// row twice on PostgreSQL, so each key's count is in the statement).
+pub(super) fn release_change(releases: &[ThrottleRelease]) -> Option<Change<'_>> {
+    // Each key once, in order, with how many attempts it gives back and
+    // whether one of them succeeded.
+    let mut keys: Vec<(&str, usize, bool)> = Vec::with_capacity(releases.len());
+    for release in releases {
+        match keys.iter_mut().find(|(key, ..)| *key == release.key) {
+            Some((_, count, forget)) => {
+                *count += 1;
+                *forget |= release.forget;
+            }
+            None => keys.push((&release.key, 1, release.forget)),
+        }
+    }
+    if keys.is_empty() {
+        return None;
+    }
+    let placeholder = |i: usize| format!("${}", i + 1);
+    let forget: Vec<String> = (0..keys.len()).filter(|&i| keys[i].2).map(placeholder).collect();
+    let forgotten = if forget.is_empty() {
+        "FALSE".to_owned()
     } else {
-        "UPDATE throttles SET in_flight = CASE WHEN in_flight > 0 THEN in_flight - 1 ELSE 0 END WHERE key = $1"
+        format!("key IN ({})", forget.join(", "))
     };
-    sqlx::query(sql)
-        .bind(&release.key)
-        .execute(conn)
-        .await
-        .map_err(backend)?;
-    Ok(())
+    let given_back = if keys.iter().all(|(_, count, _)| *count == 1) {
+        "1".to_owned()
+    } else {
+        let arms: String = (0..keys.len())
+            .map(|i| format!(" WHEN {} THEN {}", placeholder(i), keys[i].1))
+            .collect();
+        format!("(CASE key{arms} END)")
+    };
+    let sql = format!(
+        "UPDATE throttles SET
+             in_flight = CASE WHEN in_flight > {given_back} THEN in_flight - {given_back} ELSE 0 END,
+             failures = CASE WHEN {forgotten} THEN 0 ELSE failures END,
+             last_failure = CASE WHEN {forgotten} THEN 0 ELSE last_failure END,
+             locked_until = CASE WHEN {forgotten} THEN 0 ELSE locked_until END,
+             version = CASE WHEN {forgotten} THEN version + 1 ELSE version END
+         WHERE key IN ({})",
+        (0..keys.len()).map(placeholder).collect::<Vec<_>>().join(", ")
+    );
+    Some(Change::new(sql, keys.iter().map(|(key, ..)| Arg::Text(key)).collect()))
 }
 
 /// A throttle record from a row with its columns.
-pub(super) fn throttle_from(row: &AnyRow) -> Result<ThrottleRecord, StoreError> {
+pub(super) fn throttle_from(row: &impl Columns) -> Result<ThrottleRecord, StoreError> {
     Ok(ThrottleRecord {
         state: ThrottleState {
             failures: row.count("failures")?,
@@ -196,10 +223,9 @@ impl ThrottleStore for SqlStore {
     }
 
     async fn release_throttles(&self, releases: &[ThrottleRelease]) -> Result<(), StoreError> {
-        let mut tx = self.begin_write().await?;
-        for release in releases {
-            release_throttle(&mut tx, release).await?;
+        match release_change(releases) {
+            Some(change) => write_changes(&self.writer, &[change]).await,
+            None => Ok(()),
         }
-        tx.commit().await
     }
 }

@@ -73,8 +73,10 @@ pub(crate) async fn write_each_changes_one(writer: &Writer, changes: &[Change<'_
 }
 
 /// Runs `changes` as one write transaction, whatever rows each changes:
-/// on SQLite two round trips, on PostgreSQL one statement (as
-/// [`write_each_changes_one`]).
+/// on SQLite one round trip (a second to roll back after an error), on
+/// PostgreSQL one statement. As for [`write_each_changes_one`], the
+/// changes must touch different rows and not depend on each other's
+/// effects.
 pub(crate) async fn write_changes(writer: &Writer, changes: &[Change<'_>]) -> Result<(), StoreError> {
     write_together(writer, changes, false).await.map(|_| ())
 }
@@ -126,6 +128,20 @@ async fn write_together(writer: &Writer, changes: &[Change<'_>], each_one: bool)
         };
     }
     let mut conn = writer.acquire().await?;
+    if !each_one {
+        // Nothing to decide before the end: `COMMIT` goes in the same
+        // round trip, and only a failure needs a second one.
+        let mut all = with_begin(changes);
+        all.push(Change::new("COMMIT", Vec::new()));
+        let done = sqlite_counts(&mut conn, &all).await;
+        // A statement failed: whatever ran is undone. When the failure
+        // left no transaction open, ROLLBACK fails too; the connection is
+        // then closed rather than trusted.
+        if done.is_err() && sqlx::query("ROLLBACK").execute(&mut *conn).await.is_err() {
+            conn.close_on_drop();
+        }
+        return done.map(|_| true);
+    }
     let begun = sqlite_counts(&mut conn, &with_begin(changes)).await;
     let keep = match &begun {
         Ok(counts) => !each_one || counts[1..].iter().all(|&n| n == 1),
@@ -271,6 +287,41 @@ pub(crate) mod tests {
             let one = [Change::new(SET, vec![Arg::Int(2), Arg::Int(21)])];
             assert!(write_each_changes_one(&writer, &one).await.unwrap());
             assert_eq!(values(&pool).await, [10, 21], "{engine:?}");
+            pool.close().await;
+        }
+    }
+
+    #[tokio::test]
+    async fn changes_written_together_happen_all_or_not_at_all() {
+        for engine in [crate::Engine::Sqlite, crate::Engine::Postgres] {
+            let Some(url) = crate::testing::database_url(engine).await else {
+                continue;
+            };
+            let pool = one_writer(&url).await;
+            let writer = Writer::new(pool.clone(), engine);
+            // Whatever rows each changes (here the second none), they commit.
+            let some = [
+                Change::new(SET, vec![Arg::Int(1), Arg::Int(10)]),
+                Change::new(SET, vec![Arg::Int(3), Arg::Int(30)]),
+                Change::new("UPDATE t SET n = n + 1 WHERE id = 2", vec![]),
+            ];
+            write_changes(&writer, &some).await.unwrap();
+            assert_eq!(values(&pool).await, [10, 1], "{engine:?}");
+            // An error undoes what came before it, and the writer goes on.
+            let failing = [
+                Change::new(SET, vec![Arg::Int(1), Arg::Int(12)]),
+                Change::new("INSERT INTO t (id, n) VALUES ($1, 0)", vec![Arg::Int(2)]),
+                Change::new(SET, vec![Arg::Int(2), Arg::Int(22)]),
+            ];
+            assert!(write_changes(&writer, &failing).await.is_err());
+            assert_eq!(values(&pool).await, [10, 1], "{engine:?}");
+            // One change alone, and then two again on the same connection.
+            write_changes(&writer, &[Change::new(SET, vec![Arg::Int(2), Arg::Int(2)])])
+                .await
+                .unwrap();
+            write_changes(&writer, &some[..1]).await.unwrap();
+            write_changes(&writer, &some[1..]).await.unwrap();
+            assert_eq!(values(&pool).await, [10, 3], "{engine:?}");
             pool.close().await;
         }
     }

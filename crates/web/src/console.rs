@@ -934,4 +934,39 @@ mod tests {
             }
         }
     }
+
+    fn chrome_at(here: &str) -> Chrome {
+        Chrome {
+            t: Lang::En.catalog(),
+            lang: "en",
+            csrf: String::new(),
+            user_name: Some("Ana".into()),
+            requirement: None,
+            leave_org: None,
+            here: here.into(),
+            title: String::new(),
+            langs: Vec::new(),
+        }
+    }
+
+    fn current(here: &str) -> Vec<(&'static str, &'static str)> {
+        chrome_at(here)
+            .nav()
+            .into_iter()
+            .filter_map(|n| Some((n.href, n.current?)))
+            .collect()
+    }
+
+    #[test]
+    fn the_navigation_marks_one_entry_current() {
+        assert_eq!(current("/"), [("/", "page")]);
+        assert_eq!(current("/security"), [("/security", "page")]);
+        // The most precise entry, not every one the path starts with.
+        assert_eq!(current("/security/two-factor"), [("/security/two-factor", "page")]);
+        assert_eq!(current("/security/two-factor/totp"), [("/security/two-factor", "true")]);
+        assert_eq!(current("/drives/6970248/files"), [("/drives", "true")]);
+        // Pages outside the navigation mark nothing; a prefix of a word is no parent.
+        assert!(current("/orgs/x/members").is_empty());
+        assert!(current("/securityx").is_empty());
+    }
 }

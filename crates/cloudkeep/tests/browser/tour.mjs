@@ -42,8 +42,8 @@ function totp(key, stepOffset) {
 /// The page as it is now, at both sizes: no sideways scrolling, no serious
 /// or critical axe violation, a screenshot. Problems are collected, so one
 /// run reports them all.
-async function check(page, lang, name) {
-  for (const size of sizes) {
+async function check(page, lang, name, at = sizes) {
+  for (const size of at) {
     await page.setViewportSize({ width: size.width, height: size.height });
     const where = `${lang} ${size.name} ${name} (${new URL(page.url()).pathname})`;
     const { scroll, inner } = await page.evaluate(() => ({
@@ -157,6 +157,12 @@ try {
     assert.equal(await page.locator('html').getAttribute('lang'), lang);
     assert.equal(await page.locator('nav a[aria-current=page]').getAttribute('href'), '/');
     await check(page, lang, 'home');
+    // On a phone the navigation is behind "Menu", which opens without script.
+    await page.setViewportSize({ width: 390, height: 844 });
+    assert.ok(!(await page.locator('nav a[href="/drives"]').isVisible()), 'the menu starts closed');
+    await page.locator('details.menu > summary').click();
+    assert.ok(await page.locator('nav a[href="/drives"]').isVisible(), 'the menu opens');
+    await check(page, lang, 'menu-open', [sizes[1]]);
     await go('/security');
     await check(page, lang, 'security');
     await go('/security/two-factor');

@@ -8,7 +8,7 @@
 //   node tour.mjs SETUP_LINK BASE ADMIN MEMBER PASSWORD TOTP_SECRET DRIVE OUTBOX SCREENSHOT_DIR
 // where SETUP_LINK belongs to a second, not yet set up server.
 import { chromium } from 'playwright-core';
-import { createHmac } from 'node:crypto';
+import { base32, totp } from './totp.mjs';
 import { readdir, readFile } from 'node:fs/promises';
 import assert from 'node:assert/strict';
 import axe from 'axe-core';
@@ -21,27 +21,9 @@ const sizes = [
 const problems = [];
 let checked = 0;
 
-function base32(text) {
-  const alphabet = 'ABCDEFGHIJKLMNOPQRSTUVWXYZ234567';
-  let bits = '';
-  for (const ch of text.replace(/\s/g, '')) bits += alphabet.indexOf(ch).toString(2).padStart(5, '0');
-  const bytes = [];
-  for (let i = 0; i + 8 <= bits.length; i += 8) bytes.push(parseInt(bits.slice(i, i + 8), 2));
-  return Buffer.from(bytes);
-}
-
-function totp(key, stepOffset) {
-  const step = Math.floor(Date.now() / 30000) + stepOffset;
-  const counter = Buffer.alloc(8);
-  counter.writeBigInt64BE(BigInt(step));
-  const h = createHmac('sha1', key).update(counter).digest();
-  const offset = h[19] & 15;
-  return String((h.readUInt32BE(offset) & 0x7fffffff) % 1000000).padStart(6, '0');
-}
-
-/// The page as it is now, at both sizes: no sideways scrolling, no serious
-/// or critical axe violation, a screenshot. Problems are collected, so one
-/// run reports them all.
+// The page as it is now, at both sizes: no sideways scrolling, no serious
+// or critical axe violation, a screenshot. Problems are collected, so one
+// run reports them all.
 async function check(page, lang, name, at = sizes) {
   for (const size of at) {
     await page.setViewportSize({ width: size.width, height: size.height });
@@ -68,8 +50,8 @@ async function submit(page, form) {
   await Promise.all([page.waitForNavigation(), page.locator(`${form} button[type=submit]`).first().click()]);
 }
 
-/// Presses Tab until the focused element matches `selector`; fails when
-/// the keyboard never gets there.
+// Presses Tab until the focused element matches `selector`; fails when
+// the keyboard never gets there.
 async function tabTo(page, selector) {
   for (let i = 0; i < 60; i++) {
     await page.keyboard.press('Tab');

@@ -54,6 +54,7 @@ fn run_script(script: &str, args: &[&str], server: &Server) {
         server.log()
     );
     assert!(stdout.contains("browser checks passed"));
+    eprint!("{stdout}");
 }
 
 fn screenshot_dir(server: &Server) -> String {
@@ -229,6 +230,107 @@ async fn uploaded_pages_do_not_run_as_the_console() {
         run_script(
             "active_content.mjs",
             &[&server.base, MEMBER, PASSWORD, &ana_password, &drive, &shots],
+            &server,
+        );
+    }
+}
+
+/// Where the console tour keeps its screenshots: `CLOUDKEEP_SCREENSHOTS`
+/// when set (CI keeps that folder as an artifact), else the test's data
+/// folder.
+fn tour_screenshot_dir(server: &Server, engine: Engine) -> String {
+    match std::env::var("CLOUDKEEP_SCREENSHOTS") {
+        Ok(root) if !root.is_empty() => {
+            let shots = Path::new(&root).join(format!("{engine:?}").to_lowercase());
+            std::fs::create_dir_all(&shots).unwrap();
+            eprintln!("screenshots: {}", shots.display());
+            shots.display().to_string()
+        }
+        _ => screenshot_dir(server),
+    }
+}
+
+/// Every console page at 1280×800 and 390×844, in English and Spanish:
+/// nothing scrolls sideways, axe-core finds nothing serious or critical,
+/// and a keyboard alone signs in with a TOTP code, creates an application
+/// password and removes a member (`browser/tour.mjs`). The data each page
+/// needs is made here: an organization with two members, two-step
+/// verification (a TOTP app and the authenticator app), an application
+/// password, a drive with a folder and files, and an import.
+#[tokio::test]
+#[cfg_attr(
+    missing_browser,
+    ignore = "Chromium, node or playwright-core is missing (apt-get install chromium nodejs npm; npm ci in crates/cloudkeep/tests/browser)"
+)]
+#[cfg_attr(missing_oathtool, ignore = "oathtool is not installed (apt-get install oathtool)")]
+async fn every_page_at_two_sizes_in_two_languages() {
+    if !peers_ready() {
+        return;
+    }
+    for engine in ENGINES {
+        // A server still waiting for its setup, for the setup page.
+        let Some(fresh) = Server::start(engine).await else {
+            continue;
+        };
+        let setup = fresh.setup_link().expect("setup link");
+        let Some(storage) = Storage::new(engine).await else {
+            continue;
+        };
+        let drive = storage.team_with_drive();
+        let server = Server::start_on(&storage, &[]);
+        // Security keys need the relying party's name: localhost.
+        let port = server.addr.rsplit(':').next().unwrap().to_owned();
+        let base = format!("http://localhost:{port}");
+
+        let ana = browser();
+        api_sign_in(&server, &ana, MEMBER, PASSWORD, false).await;
+        let Some((secret, _codes)) = enable_totp(&server, &ana).await else {
+            return;
+        };
+        link_app(&server, &ana, "Pixel 8").await;
+        let app_password = new_app_password(&server, &ana, "NAS QNAP").await;
+        for (path, body) in [
+            ("Año 2026/", None),
+            ("Imported/", None),
+            ("Año 2026/informe trimestral.txt", Some("quarterly figures\n")),
+            ("presupuesto-2026-versión-final-revisada.ods", Some("budget\n")),
+            ("notes.txt", Some("notes\n")),
+        ] {
+            let url = server.url(&format!("/dav/drives/{drive}/{path}"));
+            let request = match body {
+                None => reqwest::Client::new().request(reqwest::Method::from_bytes(b"MKCOL").unwrap(), url),
+                Some(body) => reqwest::Client::new().put(url).body(body),
+            };
+            let status = request
+                .basic_auth(MEMBER, Some(&app_password))
+                .send()
+                .await
+                .unwrap()
+                .status();
+            assert!(status.is_success(), "{path}: {status}");
+        }
+        let (status, import) = json(
+            ana.post(server.url(&format!("/api/v1/drives/{drive}/imports")))
+                .json(&serde_json::json!({
+                    "source_url": server.url(&format!("/dav/drives/{drive}/A%C3%B1o%202026/")),
+                    "user": MEMBER,
+                    "password": app_password,
+                    "folder": "/Imported",
+                }))
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await;
+        assert!((200..300).contains(&status), "{import}");
+
+        let shots = tour_screenshot_dir(&server, engine);
+        let outbox = server.data.join("outbox").display().to_string();
+        run_script(
+            "tour.mjs",
+            &[
+                &setup, &base, MEMBER, COLLEAGUE, PASSWORD, &secret, &drive, &outbox, &shots,
+            ],
             &server,
         );
     }

@@ -368,7 +368,12 @@ fn open_to_a_half_signed_in_session(method: &str, path: &str) -> bool {
             | ("POST", "/signout" | "/language")
             | (
                 "GET",
-                "/static/console.css" | "/static/print.js" | "/static/webauthn.js" | "/static/push.js"
+                "/static/console.css"
+                    | "/static/print.js"
+                    | "/static/webauthn.js"
+                    | "/static/push.js"
+                    | "/static/favicon.svg"
+                    | "/static/manifest.webmanifest"
             )
     )
 }

@@ -39,6 +39,9 @@ pub fn routes() -> Router<AppState> {
         .route("/static/print.js", get(print_script))
         .route("/static/webauthn.js", get(webauthn_script))
         .route("/static/push.js", get(push_script))
+        .route("/static/favicon.svg", get(favicon))
+        .route("/static/manifest.webmanifest", get(manifest))
+        .route("/console/style", get(crate::console_style::style_page))
         .merge(crate::console_two_factor::routes())
         .merge(crate::console_org::routes())
         .merge(crate::console_drive::routes())
@@ -331,6 +334,48 @@ pub struct Chrome {
     pub(crate) langs: Vec<LangOption>,
 }
 
+/// One entry of the main navigation.
+pub struct NavItem {
+    pub(crate) href: &'static str,
+    pub(crate) label: &'static str,
+    /// `aria-current`: "page" on the entry's own page, "true" on the pages
+    /// under it (a drive's files under Drives).
+    pub(crate) current: Option<&'static str>,
+}
+
+impl Chrome {
+    /// The main navigation, with the entry of the current page marked.
+    pub(crate) fn nav(&self) -> Vec<NavItem> {
+        const ENTRIES: [(&str, &str); 5] = [
+            ("/", "nav.home"),
+            ("/drives", "nav.drives"),
+            ("/security", "nav.security"),
+            ("/security/two-factor", "nav.two_factor"),
+            ("/security/app-passwords", "nav.app_passwords"),
+        ];
+        // The entry of this very page, else the longest one the page is under.
+        let current = ENTRIES
+            .iter()
+            .find(|(href, _)| self.here == *href)
+            .map(|(href, _)| (*href, "page"))
+            .or_else(|| {
+                ENTRIES
+                    .iter()
+                    .filter(|(href, _)| *href != "/" && self.here.starts_with(&format!("{href}/")))
+                    .max_by_key(|(href, _)| href.len())
+                    .map(|(href, _)| (*href, "true"))
+            });
+        ENTRIES
+            .into_iter()
+            .map(|(href, key)| NavItem {
+                href,
+                label: self.t.t(key),
+                current: current.filter(|(at, _)| *at == href).map(|(_, how)| how),
+            })
+            .collect()
+    }
+}
+
 #[derive(Template)]
 #[template(path = "message.html")]
 struct MessagePage {
@@ -425,48 +470,45 @@ pub(crate) fn see_other(to: &str, cookies: &[String]) -> Response {
     response
 }
 
-async fn print_script() -> Response {
+/// A file of the console's own, compiled into the binary.
+fn static_file(content_type: &'static str, body: &'static str) -> Response {
     (
         [
-            (header::CONTENT_TYPE, "text/javascript; charset=utf-8"),
+            (header::CONTENT_TYPE, content_type),
             (header::CACHE_CONTROL, "max-age=3600"),
         ],
-        include_str!("../templates/print.js"),
+        body,
     )
         .into_response()
+}
+
+const JAVASCRIPT: &str = "text/javascript; charset=utf-8";
+
+async fn print_script() -> Response {
+    static_file(JAVASCRIPT, include_str!("../templates/print.js"))
 }
 
 async fn push_script() -> Response {
-    (
-        [
-            (header::CONTENT_TYPE, "text/javascript; charset=utf-8"),
-            (header::CACHE_CONTROL, "max-age=3600"),
-        ],
-        include_str!("../templates/push.js"),
-    )
-        .into_response()
+    static_file(JAVASCRIPT, include_str!("../templates/push.js"))
 }
 
 async fn webauthn_script() -> Response {
-    (
-        [
-            (header::CONTENT_TYPE, "text/javascript; charset=utf-8"),
-            (header::CACHE_CONTROL, "max-age=3600"),
-        ],
-        include_str!("../templates/webauthn.js"),
-    )
-        .into_response()
+    static_file(JAVASCRIPT, include_str!("../templates/webauthn.js"))
 }
 
 async fn stylesheet() -> Response {
-    (
-        [
-            (header::CONTENT_TYPE, "text/css; charset=utf-8"),
-            (header::CACHE_CONTROL, "max-age=3600"),
-        ],
-        include_str!("../templates/console.css"),
+    static_file("text/css; charset=utf-8", include_str!("../templates/console.css"))
+}
+
+async fn favicon() -> Response {
+    static_file("image/svg+xml", include_str!("../templates/favicon.svg"))
+}
+
+async fn manifest() -> Response {
+    static_file(
+        "application/manifest+json",
+        include_str!("../templates/manifest.webmanifest"),
     )
-        .into_response()
 }
 
 async fn home(ctx: Ctx) -> Response {
@@ -891,5 +933,40 @@ mod tests {
                 assert_ne!(t.t(&key), key, "{key} missing in {}", lang.code());
             }
         }
+    }
+
+    fn chrome_at(here: &str) -> Chrome {
+        Chrome {
+            t: Lang::En.catalog(),
+            lang: "en",
+            csrf: String::new(),
+            user_name: Some("Ana".into()),
+            requirement: None,
+            leave_org: None,
+            here: here.into(),
+            title: String::new(),
+            langs: Vec::new(),
+        }
+    }
+
+    fn current(here: &str) -> Vec<(&'static str, &'static str)> {
+        chrome_at(here)
+            .nav()
+            .into_iter()
+            .filter_map(|n| Some((n.href, n.current?)))
+            .collect()
+    }
+
+    #[test]
+    fn the_navigation_marks_one_entry_current() {
+        assert_eq!(current("/"), [("/", "page")]);
+        assert_eq!(current("/security"), [("/security", "page")]);
+        // The most precise entry, not every one the path starts with.
+        assert_eq!(current("/security/two-factor"), [("/security/two-factor", "page")]);
+        assert_eq!(current("/security/two-factor/totp"), [("/security/two-factor", "true")]);
+        assert_eq!(current("/drives/6970248/files"), [("/drives", "true")]);
+        // Pages outside the navigation mark nothing; a prefix of a word is no parent.
+        assert!(current("/orgs/x/members").is_empty());
+        assert!(current("/securityx").is_empty());
     }
 }

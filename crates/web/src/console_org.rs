@@ -50,6 +50,8 @@ struct RoleOption {
 struct MembersPage {
     c: Chrome,
     org_id: String,
+    /// For the buttons that name whom they act on.
+    org_name: String,
     notice: Option<String>,
     error: Option<String>,
     members: Vec<MemberRow>,
@@ -101,6 +103,7 @@ async fn render_members(
     let page = MembersPage {
         c: ctx.chrome(&t.tf("org.members_title", &[("org", &organization.name)])),
         org_id: organization.id.into_string(),
+        org_name: organization.name.clone(),
         notice,
         error,
         members: members

@@ -20,6 +20,7 @@ mod console_drive;
 mod console_drive_access;
 mod console_import;
 mod console_org;
+mod console_style;
 mod console_two_factor;
 mod cookies;
 mod dav;
@@ -230,6 +231,9 @@ pub const CONSOLE_ROUTES: &[(&str, &str)] = &[
     ("GET", "/static/print.js"),
     ("GET", "/static/webauthn.js"),
     ("GET", "/static/push.js"),
+    ("GET", "/static/favicon.svg"),
+    ("GET", "/static/manifest.webmanifest"),
+    ("GET", "/console/style"),
     ("GET", "/signin/second-factor/authenticator/{id}"),
     ("POST", "/signin/second-factor/authenticator/{id}"),
     ("POST", "/security/two-factor/security_key"),

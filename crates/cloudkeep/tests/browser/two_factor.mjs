@@ -5,29 +5,11 @@
 // backup code through "Use another method". Run by ../browser.rs with
 //   node two_factor.mjs BASE EMAIL PASSWORD SCREENSHOT_DIR
 import { chromium } from 'playwright-core';
-import { createHmac } from 'node:crypto';
+import { base32, totp } from './totp.mjs';
 import { readFile } from 'node:fs/promises';
 import assert from 'node:assert/strict';
 
 const [base, email, password, shots] = process.argv.slice(2);
-
-function base32(text) {
-  const alphabet = 'ABCDEFGHIJKLMNOPQRSTUVWXYZ234567';
-  let bits = '';
-  for (const ch of text.replace(/\s/g, '')) bits += alphabet.indexOf(ch).toString(2).padStart(5, '0');
-  const bytes = [];
-  for (let i = 0; i + 8 <= bits.length; i += 8) bytes.push(parseInt(bits.slice(i, i + 8), 2));
-  return Buffer.from(bytes);
-}
-
-function totp(key, stepOffset = 0) {
-  const step = Math.floor(Date.now() / 30000) + stepOffset;
-  const counter = Buffer.alloc(8);
-  counter.writeBigInt64BE(BigInt(step));
-  const h = createHmac('sha1', key).update(counter).digest();
-  const offset = h[19] & 15;
-  return String((h.readUInt32BE(offset) & 0x7fffffff) % 1000000).padStart(6, '0');
-}
 
 async function signIn(page) {
   await page.goto(`${base}/signin`);

@@ -6,7 +6,7 @@
 
 use async_trait::async_trait;
 use drive::{
-    DeadProp, Drive, DriveId, DriveStore, Grant, ListColumns, ListEntry, Lock, MemberDrive, Node, PropChange,
+    DeadProp, Drive, DriveId, DriveStore, Grant, ListColumns, ListEntry, Lock, MemberDrive, Node, NodeId, PropChange,
     PutOutcome, Standing,
 };
 use identity::{AccountId, Millis, OrgEvent, StoreError};
@@ -230,11 +230,11 @@ impl DriveStore for SqlStore {
         Ok(found)
     }
 
-    async fn children(&self, drive_id: DriveId, parent_id: &str) -> Result<Vec<Node>, StoreError> {
+    async fn children(&self, drive_id: DriveId, parent_id: &NodeId) -> Result<Vec<Node>, StoreError> {
         let sql = format!("{NODE_COLUMNS} WHERE drive_id = $1 AND parent_id = $2 ORDER BY name");
         let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(signed(drive_id)?)
-            .bind(parent_id)
+            .bind(parent_id.as_str())
             .all(&self.pool)
             .await?;
         rows.iter().map(node_from).collect()
@@ -281,7 +281,7 @@ impl DriveStore for SqlStore {
     async fn children_after(
         &self,
         drive_id: DriveId,
-        parent_id: &str,
+        parent_id: &NodeId,
         after: &str,
         limit: u32,
     ) -> Result<Vec<Node>, StoreError> {
@@ -290,9 +290,9 @@ impl DriveStore for SqlStore {
         let mut nodes = self
             .folder_page(page, (drive_id, parent_id, after, limit), |row| {
                 Ok(Node {
-                    id: row.text(0)?,
+                    id: NodeId::new(row.text(0)?),
                     drive_id: DriveId::new(0),
-                    parent_id: String::new(),
+                    parent_id: NodeId::top(),
                     name: row.text(1)?,
                     is_dir: row.int(2)? != 0,
                     size: u64::try_from(row.int(3)?).unwrap_or(0),
@@ -307,7 +307,7 @@ impl DriveStore for SqlStore {
             .await?;
         for node in &mut nodes {
             node.drive_id = drive_id;
-            node.parent_id = parent_id.to_owned();
+            node.parent_id = parent_id.clone();
         }
         Ok(nodes)
     }
@@ -319,7 +319,7 @@ impl DriveStore for SqlStore {
     async fn entries_after(
         &self,
         drive_id: DriveId,
-        parent_id: &str,
+        parent_id: &NodeId,
         after: &str,
         limit: u32,
         columns: ListColumns,
@@ -350,13 +350,13 @@ impl DriveStore for SqlStore {
                 modified_at: row.int(4)?,
                 created_at: row.int(5)?,
                 checksums: row.text(6)?,
-                props_of: (!props_of.is_empty()).then_some(props_of),
+                props_of: (!props_of.is_empty()).then(|| NodeId::new(props_of)),
             })
         })
         .await
     }
 
-    async fn move_node(&self, node: &Node, parent_id: &str, name: &str) -> Result<bool, StoreError> {
+    async fn move_node(&self, node: &Node, parent_id: &NodeId, name: &str) -> Result<bool, StoreError> {
         retried(|| self.move_node_once(node, parent_id, name)).await
     }
 
@@ -387,19 +387,19 @@ impl DriveStore for SqlStore {
         Ok(PutOutcome::Stored { replaced_blob: None })
     }
 
-    async fn set_modified(&self, node_id: &str, modified_at: Millis) -> Result<(), StoreError> {
+    async fn set_modified(&self, node_id: &NodeId, modified_at: Millis) -> Result<(), StoreError> {
         sqlx::query("UPDATE drive_nodes SET modified_at = $2 WHERE id = $1")
-            .bind(node_id)
+            .bind(node_id.as_str())
             .bind(modified_at)
             .run(&*self.writer.turn().await)
             .await?;
         Ok(())
     }
 
-    async fn props(&self, node_id: &str) -> Result<Vec<DeadProp>, StoreError> {
+    async fn props(&self, node_id: &NodeId) -> Result<Vec<DeadProp>, StoreError> {
         let rows =
             sqlx::query("SELECT namespace, name, xml FROM drive_props WHERE node_id = $1 ORDER BY namespace, name")
-                .bind(node_id)
+                .bind(node_id.as_str())
                 .all(&self.pool)
                 .await?;
         rows.iter()
@@ -413,7 +413,7 @@ impl DriveStore for SqlStore {
             .collect()
     }
 
-    async fn props_of(&self, node_ids: &[&str]) -> Result<Vec<(String, DeadProp)>, StoreError> {
+    async fn props_of(&self, node_ids: &[&NodeId]) -> Result<Vec<(NodeId, DeadProp)>, StoreError> {
         let mut found = Vec::new();
         // Well under either engine's limit of bound values per statement.
         for ids in node_ids.chunks(500) {
@@ -425,7 +425,7 @@ impl DriveStore for SqlStore {
             );
             let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
             for id in ids {
-                query = query.bind(*id);
+                query = query.bind(id.as_str());
             }
             for row in query.all(&self.pool).await? {
                 let prop = DeadProp {
@@ -433,14 +433,14 @@ impl DriveStore for SqlStore {
                     name: row.text("name")?,
                     xml: row.text("xml")?,
                 };
-                found.push((row.text("node_id")?, prop));
+                found.push((NodeId::new(row.text("node_id")?), prop));
             }
         }
         Ok(found)
     }
 
     async fn patch_props(&self, node: &Node, changes: &[PropChange]) -> Result<bool, StoreError> {
-        let node_id = node.id.as_str();
+        let node_id = &node.id;
         let mut tx = self.begin_write().await?;
         let before = props_bytes(&mut tx, node_id).await?;
         for change in changes {
@@ -449,13 +449,13 @@ impl DriveStore for SqlStore {
                     "INSERT INTO drive_props (node_id, namespace, name, xml) VALUES ($1, $2, $3, $4)
                      ON CONFLICT (node_id, namespace, name) DO UPDATE SET xml = excluded.xml",
                 )
-                .bind(node_id)
+                .bind(node_id.as_str())
                 .bind(prop.namespace.as_str())
                 .bind(prop.name.as_str())
                 .bind(prop.xml.as_str()),
                 PropChange::Remove { namespace, name } => {
                     sqlx::query("DELETE FROM drive_props WHERE node_id = $1 AND namespace = $2 AND name = $3")
-                        .bind(node_id)
+                        .bind(node_id.as_str())
                         .bind(namespace.as_str())
                         .bind(name.as_str())
                 }

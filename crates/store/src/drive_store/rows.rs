@@ -1,6 +1,6 @@
 //! Reading drives, nodes and locks from rows, and the numbers columns hold.
 
-use drive::{Drive, DriveId, Grant, Lock, MemberDrive, Node, Standing};
+use drive::{Drive, DriveId, Grant, Lock, MemberDrive, Node, NodeId, Standing};
 use identity::{OrgId, Role, StoreError};
 use sqlx::any::AnyRow;
 
@@ -72,9 +72,9 @@ pub(super) const NODE_COLUMNS: &str =
 
 pub(super) fn node_from(row: &impl Columns) -> Result<Node, StoreError> {
     Ok(Node {
-        id: row.text("id")?,
+        id: NodeId::new(row.text("id")?),
         drive_id: DriveId::new(row.unsigned("drive_id")?),
-        parent_id: row.text("parent_id")?,
+        parent_id: NodeId::new(row.text("parent_id")?),
         name: row.text("name")?,
         is_dir: row.flag("is_dir")?,
         size: row.unsigned("size")?,

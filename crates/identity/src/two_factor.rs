@@ -5,7 +5,7 @@
 //! backup codes are made. Removing the last method turns it off and deletes
 //! the codes. Nothing here lets anyone turn off another person's 2FA.
 
-use crate::FactorId;
+use crate::{ApprovalRequestId, FactorId};
 use subtle::ConstantTimeEq;
 
 use crate::account::{Account, AccountId};
@@ -45,7 +45,7 @@ pub enum SecondStep {
     /// A push request approved on the device `factor_id` (see
     /// [`Identity::finish_push`]).
     Push {
-        request_id: String,
+        request_id: ApprovalRequestId,
         factor_id: FactorId,
     },
 }

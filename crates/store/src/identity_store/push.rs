@@ -2,7 +2,8 @@
 
 use async_trait::async_trait;
 use identity::{
-    AccountId, ApprovalRequest, ApprovalStatus, FactorId, Millis, PushStore, SecurityEvent, SessionId, StoreError,
+    AccountId, ApprovalRequest, ApprovalRequestId, ApprovalStatus, FactorId, Millis, PushStore, SecurityEvent,
+    SessionId, StoreError,
 };
 use sqlx::any::AnyRow;
 
@@ -19,7 +20,7 @@ pub(super) fn approval_from(row: &AnyRow) -> Result<ApprovalRequest, StoreError>
     let choices: Vec<u8> = choices.split(',').filter_map(|n| n.parse().ok()).collect();
     let status: String = row.text("status")?;
     Ok(ApprovalRequest {
-        id: row.text("id")?,
+        id: ApprovalRequestId::new(row.text("id")?),
         account_id: AccountId::new(row.text("account_id")?),
         session_id: SessionId::new(row.text("session_id")?),
         number: u8::try_from(number).map_err(|_| corrupt("approval number"))?,
@@ -84,10 +85,10 @@ impl PushStore for SqlStore {
         Ok(true)
     }
 
-    async fn approval_request(&self, id: &str) -> Result<Option<ApprovalRequest>, StoreError> {
+    async fn approval_request(&self, id: &ApprovalRequestId) -> Result<Option<ApprovalRequest>, StoreError> {
         let sql = format!("{APPROVAL_COLUMNS} WHERE id = $1");
         let row = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(id)
+            .bind(id.as_str())
             .optional(&self.pool)
             .await?;
         row.as_ref().map(approval_from).transpose()

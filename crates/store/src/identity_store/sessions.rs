@@ -192,7 +192,7 @@ impl SessionStore for SqlStore {
             ),
             SecondStepProof::Push { request_id, .. } => Change::new(
                 "UPDATE approval_requests SET status = 'used' WHERE id = $1 AND session_id = $2 AND status = 'approved'",
-                vec![Arg::Text(request_id), Arg::Text(session_id.as_str())],
+                vec![Arg::Text(request_id.as_str()), Arg::Text(session_id.as_str())],
             ),
         });
         match proof {

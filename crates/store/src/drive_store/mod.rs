@@ -12,6 +12,7 @@ use drive::{
 use identity::{AccountId, Millis, OrgEvent, StoreError};
 use sqlx::Row;
 
+use crate::changes::Arg::{Int, Text};
 use crate::db::{Columns, Run, backend, retried};
 use crate::sqlite_reads::failed;
 use crate::{Native, SqlStore};
@@ -90,11 +91,7 @@ impl DriveStore for SqlStore {
             return Ok(None);
         };
         let sql = format!("{COLUMNS} WHERE d.id = $1");
-        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(number)
-            .optional(&self.pool)
-            .await?;
-        row.as_ref().map(drive_from).transpose()
+        self.find(sqlx::AssertSqlSafe(sql), &[Int(number)], drive_from).await
     }
 
     async fn drive_of_member(
@@ -136,11 +133,12 @@ impl DriveStore for SqlStore {
 
     async fn drives_for_account(&self, account_id: &AccountId) -> Result<Vec<(Drive, Standing)>, StoreError> {
         let sql = format!("{MEMBER_COLUMNS} {MEMBER_TABLES} WHERE m.account_id = $1 ORDER BY o.name, d.name, d.id");
-        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(account_id.as_str())
-            .all(&self.pool)
-            .await?;
-        rows.iter().map(member_drive_from).collect()
+        self.list(
+            sqlx::AssertSqlSafe(sql),
+            &[Text(account_id.as_str())],
+            member_drive_from,
+        )
+        .await
     }
 
     async fn grants(&self, drive_id: DriveId) -> Result<Vec<(AccountId, Grant)>, StoreError> {
@@ -232,12 +230,12 @@ impl DriveStore for SqlStore {
 
     async fn children(&self, drive_id: DriveId, parent_id: &NodeId) -> Result<Vec<Node>, StoreError> {
         let sql = format!("{NODE_COLUMNS} WHERE drive_id = $1 AND parent_id = $2 ORDER BY name");
-        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(signed(drive_id)?)
-            .bind(parent_id.as_str())
-            .all(&self.pool)
-            .await?;
-        rows.iter().map(node_from).collect()
+        self.list(
+            sqlx::AssertSqlSafe(sql),
+            &[Int(signed(drive_id)?), Text(parent_id.as_str())],
+            node_from,
+        )
+        .await
     }
 
     async fn create_folder(&self, node: &Node) -> Result<PutOutcome, StoreError> {
@@ -474,12 +472,8 @@ impl DriveStore for SqlStore {
 
     async fn locks(&self, drive_id: DriveId, now: Millis) -> Result<Vec<Lock>, StoreError> {
         let sql = format!("{LOCK_COLUMNS} WHERE drive_id = $1 AND (expires_at = 0 OR expires_at > $2) ORDER BY path");
-        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(signed(drive_id)?)
-            .bind(now)
-            .all(&self.pool)
-            .await?;
-        rows.iter().map(lock_from).collect()
+        self.list(sqlx::AssertSqlSafe(sql), &[Int(signed(drive_id)?), Int(now)], lock_from)
+            .await
     }
 
     async fn add_lock(
@@ -534,12 +528,12 @@ impl DriveStore for SqlStore {
             .run(&*self.writer.turn().await)
             .await?;
         let sql = format!("{LOCK_COLUMNS} WHERE drive_id = $1 AND token = $2");
-        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(signed(drive_id)?)
-            .bind(token)
-            .optional(&self.pool)
-            .await?;
-        row.as_ref().map(lock_from).transpose()
+        self.find(
+            sqlx::AssertSqlSafe(sql),
+            &[Int(signed(drive_id)?), Text(token)],
+            lock_from,
+        )
+        .await
     }
 
     async fn remove_lock(&self, drive_id: DriveId, token: &str) -> Result<bool, StoreError> {

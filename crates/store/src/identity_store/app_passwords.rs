@@ -5,23 +5,25 @@ use identity::credential::app_password::AppPassword;
 use identity::{AccountId, AppPasswordId, AppPasswordStore, Millis, StoreError};
 
 use crate::SqlStore;
+use crate::changes::Arg::{Int, Text};
 use crate::db::{Columns, Run};
 
 #[async_trait]
 impl AppPasswordStore for SqlStore {
     async fn insert_app_password(&self, p: &AppPassword, digest: &str) -> Result<(), StoreError> {
-        sqlx::query(
+        self.write(
             "INSERT INTO app_passwords (id, account_id, name, digest, created_at, last_used_at, last_used_ip)
              VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            &[
+                Text(p.id.as_str()),
+                Text(p.account_id.as_str()),
+                Text(&p.name),
+                Text(digest),
+                Int(p.created_at),
+                Int(p.last_used_at),
+                Text(&p.last_used_ip),
+            ],
         )
-        .bind(p.id.as_str())
-        .bind(p.account_id.as_str())
-        .bind(&p.name)
-        .bind(digest)
-        .bind(p.created_at)
-        .bind(p.last_used_at)
-        .bind(&p.last_used_ip)
-        .run(&*self.writer.turn().await)
         .await?;
         Ok(())
     }
@@ -63,12 +65,11 @@ impl AppPasswordStore for SqlStore {
     }
 
     async fn touch_app_password(&self, id: &AppPasswordId, now: Millis, ip: &str) -> Result<(), StoreError> {
-        sqlx::query("UPDATE app_passwords SET last_used_at = $2, last_used_ip = $3 WHERE id = $1")
-            .bind(id.as_str())
-            .bind(now)
-            .bind(ip)
-            .run(&*self.writer.turn().await)
-            .await?;
+        self.write(
+            "UPDATE app_passwords SET last_used_at = $2, last_used_ip = $3 WHERE id = $1",
+            &[Text(id.as_str()), Int(now), Text(ip)],
+        )
+        .await?;
         Ok(())
     }
 }

@@ -9,6 +9,7 @@ use sqlx::any::AnyRow;
 
 use super::events::insert_event;
 use crate::SqlStore;
+use crate::changes::Arg::{Int, Text};
 use crate::db::{Columns, Run, corrupt};
 
 pub(super) const APPROVAL_COLUMNS: &str = "SELECT id, account_id, session_id, number, choices, status, ip, user_agent,
@@ -87,11 +88,8 @@ impl PushStore for SqlStore {
 
     async fn approval_request(&self, id: &ApprovalRequestId) -> Result<Option<ApprovalRequest>, StoreError> {
         let sql = format!("{APPROVAL_COLUMNS} WHERE id = $1");
-        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(id.as_str())
-            .optional(&self.pool)
-            .await?;
-        row.as_ref().map(approval_from).transpose()
+        self.find(sqlx::AssertSqlSafe(sql), &[Text(id.as_str())], approval_from)
+            .await
     }
 
     async fn approval_requests(
@@ -100,12 +98,12 @@ impl PushStore for SqlStore {
         since: Millis,
     ) -> Result<Vec<ApprovalRequest>, StoreError> {
         let sql = format!("{APPROVAL_COLUMNS} WHERE account_id = $1 AND created_at > $2 ORDER BY created_at DESC");
-        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(account_id.as_str())
-            .bind(since)
-            .all(&self.pool)
-            .await?;
-        rows.iter().map(approval_from).collect()
+        self.list(
+            sqlx::AssertSqlSafe(sql),
+            &[Text(account_id.as_str()), Int(since)],
+            approval_from,
+        )
+        .await
     }
 
     async fn answer_approval_request(

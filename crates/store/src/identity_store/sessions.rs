@@ -12,6 +12,7 @@ use super::events::{event_change, insert_event};
 use super::factors::step_context_from;
 use super::throttle::release_throttle;
 use crate::SqlStore;
+use crate::changes::Arg::{Int, Text};
 use crate::changes::{Arg, Change, write_each_changes_one};
 use crate::db::{Columns, Prefixed, Run, corrupt};
 
@@ -119,12 +120,11 @@ impl SessionStore for SqlStore {
     }
 
     async fn touch_session(&self, id: &SessionId, now: Millis, ip: &str) -> Result<(), StoreError> {
-        sqlx::query("UPDATE sessions SET last_seen_at = $2, ip = $3 WHERE id = $1")
-            .bind(id.as_str())
-            .bind(now)
-            .bind(ip)
-            .run(&*self.writer.turn().await)
-            .await?;
+        self.write(
+            "UPDATE sessions SET last_seen_at = $2, ip = $3 WHERE id = $1",
+            &[Text(id.as_str()), Int(now), Text(ip)],
+        )
+        .await?;
         Ok(())
     }
 
@@ -139,21 +139,23 @@ impl SessionStore for SqlStore {
     }
 
     async fn delete_session(&self, account_id: &AccountId, id: &SessionId) -> Result<bool, StoreError> {
-        let done = sqlx::query("DELETE FROM sessions WHERE account_id = $1 AND id = $2")
-            .bind(account_id.as_str())
-            .bind(id.as_str())
-            .run(&*self.writer.turn().await)
+        let done = self
+            .write(
+                "DELETE FROM sessions WHERE account_id = $1 AND id = $2",
+                &[Text(account_id.as_str()), Text(id.as_str())],
+            )
             .await?;
-        Ok(done.rows_affected() > 0)
+        Ok(done > 0)
     }
 
     async fn delete_sessions_except(&self, account_id: &AccountId, keep: &SessionId) -> Result<u64, StoreError> {
-        let done = sqlx::query("DELETE FROM sessions WHERE account_id = $1 AND id <> $2")
-            .bind(account_id.as_str())
-            .bind(keep.as_str())
-            .run(&*self.writer.turn().await)
+        let done = self
+            .write(
+                "DELETE FROM sessions WHERE account_id = $1 AND id <> $2",
+                &[Text(account_id.as_str()), Text(keep.as_str())],
+            )
             .await?;
-        Ok(done.rows_affected())
+        Ok(done)
     }
 
     async fn complete_second_step(
@@ -242,11 +244,11 @@ impl SessionStore for SqlStore {
     }
 
     async fn set_password_at(&self, id: &SessionId, now: Millis) -> Result<(), StoreError> {
-        sqlx::query("UPDATE sessions SET password_at = $2 WHERE id = $1")
-            .bind(id.as_str())
-            .bind(now)
-            .run(&*self.writer.turn().await)
-            .await?;
+        self.write(
+            "UPDATE sessions SET password_at = $2 WHERE id = $1",
+            &[Text(id.as_str()), Int(now)],
+        )
+        .await?;
         Ok(())
     }
 }

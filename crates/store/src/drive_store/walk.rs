@@ -5,7 +5,7 @@ use drive::{DriveId, Node, NodeId};
 use identity::StoreError;
 
 use super::postgres::pg_page_columns;
-use super::rows::{MEMBER_COLUMNS, MEMBER_TABLES, signed};
+use super::rows::{MEMBER_COLUMNS, MEMBER_TABLES, node_named, signed};
 use crate::db::{Columns, Run};
 use crate::{Native, SqlStore};
 
@@ -189,27 +189,13 @@ pub(super) fn walked_nodes(row: &impl Columns, drive_id: DriveId, depth: usize) 
 /// Level `i` of a [`walk_sql`] row, if that name exists.
 pub(super) fn walked_node(row: &impl Columns, drive_id: DriveId, i: usize) -> Result<Option<Node>, StoreError> {
     let names = level_columns(i);
-    let column = |field: &str| -> &str {
+    let column = |field: &str| -> &'static str {
         let at = NODE_FIELDS.iter().position(|f| *f == field);
         at.map_or("", |at| names[at].as_str())
     };
-    let Some(id) = row.text_or_null(column("id"))? else {
+    // A name that does not exist leaves its level NULL.
+    if row.text_or_null(column("id"))?.is_none() {
         return Ok(None);
-    };
-    let text = |name: &str| row.text(column(name));
-    let flag = |name: &str| row.flag(column(name));
-    Ok(Some(Node {
-        id: NodeId::new(id),
-        drive_id,
-        parent_id: NodeId::new(text("parent_id")?),
-        name: text("name")?,
-        is_dir: flag("is_dir")?,
-        size: row.unsigned(column("size"))?,
-        blob_id: text("blob_id")?,
-        etag: text("etag")?,
-        created_at: row.int(column("created_at"))?,
-        modified_at: row.int(column("modified_at"))?,
-        checksums: text("checksums")?,
-        has_props: flag("has_props")?,
-    }))
+    }
+    node_named(row, drive_id, column).map(Some)
 }

@@ -152,21 +152,23 @@ pub enum CallError {
     Unreachable { server: String, error: String },
 }
 
-async fn refusal(account: &LinkedAccount, response: reqwest::Response) -> CallError {
-    let status = response.status();
-    let body: serde_json::Value = response.json().await.unwrap_or_default();
-    if status == reqwest::StatusCode::GONE && body["error"]["code"] == "device_revoked" {
-        return CallError::Revoked(account.label());
-    }
-    let message = body["error"]["message"].as_str().unwrap_or("no details");
-    CallError::Refused(format!("the server refused ({status}): {message}"))
-}
-
-fn unreachable(account: &LinkedAccount, e: reqwest::Error) -> CallError {
-    CallError::Unreachable {
+/// Sends a call of `account`'s device: the server's answer when it
+/// accepted the call, else why not.
+async fn call(account: &LinkedAccount, request: reqwest::RequestBuilder) -> Result<reqwest::Response, CallError> {
+    let response = request.send().await.map_err(|e| CallError::Unreachable {
         server: account.server.clone(),
         error: e.to_string(),
+    })?;
+    let status = response.status();
+    if status.is_success() {
+        return Ok(response);
     }
+    let body: serde_json::Value = response.json().await.unwrap_or_default();
+    if status == reqwest::StatusCode::GONE && body["error"]["code"] == "device_revoked" {
+        return Err(CallError::Revoked(account.label()));
+    }
+    let message = body["error"]["message"].as_str().unwrap_or("no details");
+    Err(CallError::Refused(format!("the server refused ({status}): {message}")))
 }
 
 /// Waits up to `wait` seconds (the server holds at most 55) for the
@@ -180,16 +182,11 @@ pub async fn poll(
         .proof("poll", "")
         .map_err(|e| CallError::Refused(e.to_string()))?;
     body["wait"] = wait.min(55).into();
-    let response = client
+    let request = client
         .post(format!("{}/api/v1/authenticator/requests", account.server))
         .timeout(std::time::Duration::from_secs(wait.min(55) + 15))
-        .json(&body)
-        .send()
-        .await
-        .map_err(|e| unreachable(account, e))?;
-    if !response.status().is_success() {
-        return Err(refusal(account, response).await);
-    }
+        .json(&body);
+    let response = call(account, request).await?;
     #[derive(Deserialize)]
     struct Requests {
         requests: Vec<ApprovalRequest>,
@@ -216,18 +213,8 @@ pub async fn answer(
         .map_err(|e| CallError::Refused(e.to_string()))?;
     body["number"] = number.into();
     body["approve"] = approve.into();
-    let response = client
-        .post(format!(
-            "{}/api/v1/authenticator/requests/{request_id}/answer",
-            account.server
-        ))
-        .json(&body)
-        .send()
-        .await
-        .map_err(|e| unreachable(account, e))?;
-    if !response.status().is_success() {
-        return Err(refusal(account, response).await);
-    }
+    let url = format!("{}/api/v1/authenticator/requests/{request_id}/answer", account.server);
+    let response = call(account, client.post(url).json(&body)).await?;
     let body: serde_json::Value = response.json().await.unwrap_or_default();
     Ok(body["status"].as_str().unwrap_or("unknown").to_owned())
 }

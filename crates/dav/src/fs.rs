@@ -184,7 +184,7 @@ impl DavMetaData for Meta {
     }
 
     fn etag(&self) -> Option<String> {
-        if self.0.id.is_empty() {
+        if self.0.id.is_top() {
             // The top folder.
             return Some("top".into());
         }
@@ -391,7 +391,7 @@ impl DavFileSystem for DriveFs {
             self.forget();
             let status = match self.tree.patch_props(&node, &changes).await {
                 Ok(()) => StatusCode::OK,
-                Err(FileError::InvalidPath(why)) if node.id.is_empty() => {
+                Err(FileError::InvalidPath(why)) if node.id.is_top() => {
                     tracing::info!(why, "refused a PROPPATCH");
                     StatusCode::FORBIDDEN
                 }

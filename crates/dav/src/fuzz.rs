@@ -389,9 +389,9 @@ fn check_propfind(input: &[u8]) {
         return;
     };
     let node = drive::Node {
-        id: "n".into(),
+        id: drive::NodeId::new("n"),
         drive_id: drive::DriveId::new(1),
-        parent_id: String::new(),
+        parent_id: drive::NodeId::top(),
         name: "a \"b\" <c> & d.txt".into(),
         is_dir: false,
         size: 5,

@@ -212,7 +212,7 @@ struct Listing {
     last: bool,
 }
 
-type PageProps = std::collections::HashMap<String, Vec<drive::DeadProp>>;
+type PageProps = std::collections::HashMap<drive::NodeId, Vec<drive::DeadProp>>;
 
 /// Namespace prefixes for the properties asked for (`D:` is DAV:).
 fn prefixes(wanted: &[Wanted]) -> Vec<(String, String)> {
@@ -591,9 +591,9 @@ mod tests {
         assert_eq!(identity::utc_rfc3339(0), "1970-01-01T00:00:00Z");
         let mut out = String::new();
         let mut node = drive::Node {
-            id: "n".into(),
+            id: drive::NodeId::new("n"),
             drive_id: drive::DriveId::new(1),
-            parent_id: String::new(),
+            parent_id: drive::NodeId::top(),
             name: "a.txt".into(),
             is_dir: false,
             size: 5,
@@ -620,7 +620,7 @@ mod tests {
             "Tue, 14 Nov 2023 22:13:20 GMT|Tue, 14 Nov 2023 22:13:21 GMT|Tue, 14 Nov 2023 22:13:20 GMT|"
         );
         // The top folder (no id) has a fixed ETag.
-        node.id.clear();
+        node.id = drive::NodeId::top();
         out.clear();
         assert!(push_value(&mut out, Kind::ETag, &ListEntry::from(&node)));
         assert_eq!(out, "\"top\"");

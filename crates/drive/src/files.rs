@@ -11,7 +11,7 @@ use identity::{Account, Millis, StoreError};
 use blobs::{BlobChunks, BlobError, BlobReader, BlobSink, Namespace, ReaderChunks};
 
 use crate::contents::Contents;
-use crate::{Access, Drive, DriveId, Drives, access_of};
+use crate::{Access, Drive, DriveId, Drives, NodeId, access_of};
 
 /// Files up to this size are kept in the database, written with their
 /// row in one transaction: for the many small files of a sync, that is
@@ -28,10 +28,11 @@ pub const FOLDER_BYTES: u64 = 512;
 /// A folder or file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Node {
-    pub id: String,
+    /// [`NodeId::top`] for the drive's top folder.
+    pub id: NodeId,
     pub drive_id: DriveId,
-    /// "" for the drive's top folder.
-    pub parent_id: String,
+    /// [`NodeId::top`] for the drive's top folder and what is in it.
+    pub parent_id: NodeId,
     pub name: String,
     pub is_dir: bool,
     pub size: u64,
@@ -65,7 +66,7 @@ pub struct ListEntry {
     /// "" unless the listing asked for them.
     pub checksums: String,
     /// The node's id when it has dead properties (to read them by).
-    pub props_of: Option<String>,
+    pub props_of: Option<NodeId>,
 }
 
 impl From<&Node> for ListEntry {
@@ -74,7 +75,7 @@ impl From<&Node> for ListEntry {
             name: node.name.clone(),
             is_dir: node.is_dir,
             size: node.size,
-            etag: if node.id.is_empty() {
+            etag: if node.id.is_top() {
                 "top".into()
             } else {
                 node.etag.clone()
@@ -181,9 +182,9 @@ pub fn split_path(path: &str) -> Result<Vec<&str>, FileError> {
 
 fn root(drive_id: DriveId) -> Node {
     Node {
-        id: String::new(),
+        id: NodeId::top(),
         drive_id,
-        parent_id: String::new(),
+        parent_id: NodeId::top(),
         name: String::new(),
         is_dir: true,
         size: 0,
@@ -493,9 +494,9 @@ impl DriveTree {
     pub async fn page_props(
         &self,
         page: &[ListEntry],
-    ) -> Result<std::collections::HashMap<String, Vec<crate::DeadProp>>, FileError> {
-        let ids: Vec<&str> = page.iter().filter_map(|e| e.props_of.as_deref()).collect();
-        let mut found: std::collections::HashMap<String, Vec<crate::DeadProp>> = std::collections::HashMap::new();
+    ) -> Result<std::collections::HashMap<NodeId, Vec<crate::DeadProp>>, FileError> {
+        let ids: Vec<&NodeId> = page.iter().filter_map(|e| e.props_of.as_ref()).collect();
+        let mut found: std::collections::HashMap<NodeId, Vec<crate::DeadProp>> = std::collections::HashMap::new();
         if ids.is_empty() {
             return Ok(found);
         }
@@ -511,7 +512,7 @@ impl DriveTree {
         let (parent, name) = self.parent_of(path).await?;
         let now = self.now();
         let node = Node {
-            id: uuid_like(),
+            id: NodeId::generate(),
             drive_id: self.drive.id,
             parent_id: parent.id,
             name: name.to_owned(),
@@ -672,7 +673,7 @@ impl Drives {
 pub struct FileWrite {
     drives: Drives,
     drive_id: DriveId,
-    parent_id: String,
+    parent_id: NodeId,
     name: String,
     existing: Option<Node>,
     room: u64,
@@ -781,7 +782,7 @@ impl FileWrite {
         let now = drives.identity.now();
         let existing = self.existing.as_ref();
         let node = Node {
-            id: existing.map_or_else(uuid_like, |n| n.id.clone()),
+            id: existing.map_or_else(NodeId::generate, |n| n.id.clone()),
             drive_id: self.drive_id,
             parent_id: std::mem::take(&mut self.parent_id),
             name: std::mem::take(&mut self.name),

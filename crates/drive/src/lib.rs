@@ -23,7 +23,7 @@ pub use files::{
     DriveTree, FOLDER_BYTES, FileError, FileWrite, INLINE_LIMIT, ListColumns, ListEntry, Located, Node, Opened,
     PutOutcome, push_url_path, split_path, url_path,
 };
-pub use id::DriveId;
+pub use id::{DriveId, NodeId};
 pub use imports::{
     IMPORT_LEASE, IMPORT_TOPIC, Import, ImportError, ImportItem, ImportSources, ImportState, ImportStore,
     MAX_REPORTED_FAILURES, NewImport, OwnDrive, SECRET_PURPOSE as IMPORT_SECRET_PURPOSE, SourceGuard,
@@ -124,7 +124,7 @@ pub trait DriveStore: Send + Sync {
     /// as the store can.
     async fn walk(&self, drive_id: DriveId, names: &[&str]) -> Result<Vec<Node>, StoreError>;
     /// A folder's children, by name.
-    async fn children(&self, drive_id: DriveId, parent_id: &str) -> Result<Vec<Node>, StoreError>;
+    async fn children(&self, drive_id: DriveId, parent_id: &NodeId) -> Result<Vec<Node>, StoreError>;
     /// In one transaction: adds the folder and charges [`FOLDER_BYTES`]
     /// to the drive's quota. `Conflict`
     /// when the name is taken (or its folder is gone), before a full
@@ -152,7 +152,7 @@ pub trait DriveStore: Send + Sync {
     async fn children_after(
         &self,
         drive_id: DriveId,
-        parent_id: &str,
+        parent_id: &NodeId,
         after: &str,
         limit: u32,
     ) -> Result<Vec<Node>, StoreError>;
@@ -161,21 +161,21 @@ pub trait DriveStore: Send + Sync {
     async fn entries_after(
         &self,
         drive_id: DriveId,
-        parent_id: &str,
+        parent_id: &NodeId,
         after: &str,
         limit: u32,
         columns: ListColumns,
     ) -> Result<Vec<ListEntry>, StoreError>;
     /// Moves a node under `parent_id` as `name`; `false` when that name is taken.
-    async fn move_node(&self, node: &Node, parent_id: &str, name: &str) -> Result<bool, StoreError>;
+    async fn move_node(&self, node: &Node, parent_id: &NodeId, name: &str) -> Result<bool, StoreError>;
     /// In one transaction: adds `copy` (sharing `source`'s blob and dead
     /// properties) and charges its size and its properties' to the quota.
     async fn copy_file(&self, source: &Node, copy: &Node) -> Result<PutOutcome, StoreError>;
-    async fn set_modified(&self, node_id: &str, modified_at: Millis) -> Result<(), StoreError>;
-    async fn props(&self, node_id: &str) -> Result<Vec<DeadProp>, StoreError>;
+    async fn set_modified(&self, node_id: &NodeId, modified_at: Millis) -> Result<(), StoreError>;
+    async fn props(&self, node_id: &NodeId) -> Result<Vec<DeadProp>, StoreError>;
     /// The dead properties of several nodes at once (a page of a
     /// listing), as (node id, property), by node.
-    async fn props_of(&self, node_ids: &[&str]) -> Result<Vec<(String, DeadProp)>, StoreError>;
+    async fn props_of(&self, node_ids: &[&NodeId]) -> Result<Vec<(NodeId, DeadProp)>, StoreError>;
     /// In one transaction, in order: stores (replacing same-named ones)
     /// and removes dead properties of `node`, and charges the change in
     /// their [`DeadProp::charged_bytes`] to the drive's quota; `false`

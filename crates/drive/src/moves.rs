@@ -3,7 +3,8 @@
 
 use identity::Millis;
 
-use crate::files::{DriveTree, FileError, Node, PutOutcome, split_path, uuid_like};
+use crate::NodeId;
+use crate::files::{DriveTree, FileError, Node, PutOutcome, split_path};
 
 /// A property a client set with PROPPATCH, kept as the XML it sent.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -80,7 +81,7 @@ impl DriveTree {
         let (parent, name) = self.parent_of(to).await?;
         let now = self.now();
         let copy = Node {
-            id: uuid_like(),
+            id: NodeId::generate(),
             parent_id: parent.id,
             name: name.to_owned(),
             created_at: now,
@@ -115,7 +116,7 @@ impl DriveTree {
     /// size is charged to the drive's quota (given back when removed).
     pub async fn patch_props(&self, node: &Node, changes: &[PropChange]) -> Result<(), FileError> {
         self.writable()?;
-        if node.id.is_empty() {
+        if node.id.is_top() {
             // The top folder is no row of its own, so its properties would
             // belong to no drive in particular.
             return Err(FileError::InvalidPath("the top folder keeps no properties"));

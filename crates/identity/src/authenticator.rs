@@ -64,18 +64,16 @@ impl Identity {
         let name = crate::credential::parse_label(name).ok_or(IdentityError::InvalidName)?;
         let id = FactorId::generate();
         let now = self.now();
-        let factor = SecondFactor {
-            secret: String::new(),
-            id: id.clone(),
-            account_id: account.id.clone(),
-            kind: FactorKind::App,
+        // The device's key becomes the secret once it is linked.
+        let factor = SecondFactor::pending(
+            id.clone(),
+            account.id.clone(),
+            FactorKind::App,
             name,
-            active: false,
-            created_at: now,
-            expires_at: now + LINK_LIFETIME,
-            last_used_at: 0,
-            counter: 0,
-        };
+            String::new(),
+            now,
+            LINK_LIFETIME,
+        );
         self.store().insert_second_factor(&factor).await?;
         let token = random_token(32);
         self.store()

@@ -8,10 +8,14 @@
 //! names nothing is "not found", never a parse error, as it was when ids
 //! were strings. The store binds them with [`as_str`](AccountId::as_str).
 
-/// Declares a text id: a private `String` (a random UUID when made here),
-/// shown as itself, serialized as a plain JSON string.
+/// Declares a text id: a private `String` (a random UUID when made here,
+/// unless another way to make one is given), shown as itself, serialized
+/// as a plain JSON string.
 macro_rules! text_id {
     ($(#[$doc:meta])* $name:ident) => {
+        text_id! { $(#[$doc])* $name, made by uuid::Uuid::new_v4().to_string() }
+    };
+    ($(#[$doc:meta])* $name:ident, made by $make:expr) => {
         $(#[$doc])*
         #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
         #[serde(transparent)]
@@ -31,9 +35,9 @@ macro_rules! text_id {
                 self.0
             }
 
-            /// A new id (a random UUID).
+            /// A new id.
             pub fn generate() -> Self {
-                Self(uuid::Uuid::new_v4().to_string())
+                Self($make)
             }
         }
 
@@ -76,9 +80,22 @@ text_id! {
     FactorId
 }
 
+text_id! {
+    /// An application password (a random UUID; the password itself is
+    /// shown once and stored only as a digest).
+    AppPasswordId
+}
+
+text_id! {
+    /// A push approval request sent to an account's linked devices. Not a
+    /// random UUID but a random token (16 bytes): the browser that waits
+    /// for the answer polls by it, and only its own session may finish it.
+    ApprovalRequestId, made by crate::secrets::random_token(16)
+}
+
 #[cfg(test)]
 mod tests {
-    use super::AccountId;
+    use super::{AccountId, ApprovalRequestId};
 
     #[test]
     fn an_id_shows_and_serializes_as_its_text() {
@@ -94,5 +111,6 @@ mod tests {
     #[test]
     fn generated_ids_differ() {
         assert_ne!(AccountId::generate(), AccountId::generate());
+        assert_ne!(ApprovalRequestId::generate(), ApprovalRequestId::generate());
     }
 }

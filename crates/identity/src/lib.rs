@@ -22,7 +22,7 @@ mod clock;
 pub mod credential;
 mod email;
 mod ids;
-pub use ids::FactorId;
+pub use ids::{AppPasswordId, ApprovalRequestId, FactorId};
 mod notices;
 mod org;
 mod org_admin;

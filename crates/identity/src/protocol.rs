@@ -35,6 +35,7 @@ use crate::audit::EventKind;
 use crate::clock::Millis;
 use crate::credential::app_password::{self, AppPassword};
 use crate::email::EmailAddress;
+use crate::ids::AppPasswordId;
 use crate::second_factor::Challenge;
 use crate::secrets::token_hash;
 use crate::service::{ClientInfo, Identity, IdentityError, network_of};
@@ -62,7 +63,7 @@ const CACHE_LIMIT: usize = 10_000;
 #[derive(Clone)]
 struct Entry {
     account: Account,
-    app_password: Option<String>,
+    app_password: Option<AppPasswordId>,
     verified_at: Millis,
     touched_at: Millis,
 }
@@ -145,7 +146,7 @@ impl Identity {
                 Err(_) => None,
             },
         };
-        let remember = |account: &Account, app_password: Option<String>| {
+        let remember = |account: &Account, app_password: Option<AppPasswordId>| {
             let entry = Entry {
                 account: account.clone(),
                 app_password,
@@ -253,7 +254,7 @@ impl Identity {
         let plaintext = app_password::generate();
         let digest = app_password::digest(self.key(), &plaintext).expect("a generated password has the right shape");
         let password = AppPassword {
-            id: uuid::Uuid::new_v4().to_string(),
+            id: AppPasswordId::generate(),
             account_id: account.id.clone(),
             name,
             created_at: self.now(),
@@ -289,7 +290,7 @@ impl Identity {
     pub async fn revoke_app_password(
         &self,
         account_id: &AccountId,
-        id: &str,
+        id: &AppPasswordId,
         client: &ClientInfo,
     ) -> Result<bool, StoreError> {
         let Some(name) = self.store().delete_app_password(account_id, id).await? else {

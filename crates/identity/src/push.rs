@@ -14,7 +14,7 @@
 //! [`REQUEST_WINDOW`], and after [`DENIALS_TO_PAUSE`] denials in a row push
 //! is paused for [`PAUSE`] (other methods still work).
 
-use crate::FactorId;
+use crate::{ApprovalRequestId, FactorId};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -95,7 +95,7 @@ impl ApprovalStatus {
 /// A request as stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ApprovalRequest {
-    pub id: String,
+    pub id: ApprovalRequestId,
     pub account_id: AccountId,
     pub session_id: SessionId,
     /// The number the sign-in page shows.
@@ -218,7 +218,7 @@ pub enum DeviceError {
 /// A request as the app shows it.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct DeviceRequest {
-    pub id: String,
+    pub id: ApprovalRequestId,
     pub email: String,
     pub created_at: Millis,
     pub expires_at: Millis,
@@ -236,14 +236,14 @@ pub struct DeviceRequest {
 #[async_trait::async_trait]
 pub trait PushNotifier: Send + Sync {
     /// Tells the device linked as `method_id` that `request_id` waits.
-    async fn notify(&self, method_id: &FactorId, request_id: &str) -> Result<(), String>;
+    async fn notify(&self, method_id: &FactorId, request_id: &ApprovalRequestId) -> Result<(), String>;
 }
 
 fn account_topic(account_id: &AccountId) -> String {
     format!("account:{account_id}")
 }
 
-pub fn request_topic(request_id: &str) -> String {
+pub fn request_topic(request_id: &ApprovalRequestId) -> String {
     format!("request:{request_id}")
 }
 
@@ -341,7 +341,7 @@ impl Identity {
         }
         let (number, choices) = numbers();
         let request = ApprovalRequest {
-            id: crate::secrets::random_token(16),
+            id: ApprovalRequestId::generate(),
             account_id: account.id.clone(),
             session_id: session.id.clone(),
             number,
@@ -385,7 +385,7 @@ impl Identity {
     }
 
     /// The request `id` and what the waiting browser should be told.
-    pub async fn push_state(&self, id: &str) -> Result<Option<(ApprovalRequest, PushState)>, StoreError> {
+    pub async fn push_state(&self, id: &ApprovalRequestId) -> Result<Option<(ApprovalRequest, PushState)>, StoreError> {
         let now = self.now();
         Ok(self.store().approval_request(id).await?.map(|r| {
             let state = PushState::of(&r, now);
@@ -395,7 +395,11 @@ impl Identity {
 
     /// Waits (at most `wait`) until the request leaves `Pending`, and
     /// returns its state then; `None` if there is no such request.
-    pub async fn wait_push_state(&self, id: &str, wait: Duration) -> Result<Option<PushState>, StoreError> {
+    pub async fn wait_push_state(
+        &self,
+        id: &ApprovalRequestId,
+        wait: Duration,
+    ) -> Result<Option<PushState>, StoreError> {
         let deadline = tokio::time::Instant::now() + wait.min(MAX_WAIT);
         let notify = self.signals().subscribe(&request_topic(id));
         loop {
@@ -425,7 +429,7 @@ impl Identity {
         &self,
         session: &Session,
         account: &Account,
-        request_id: &str,
+        request_id: &ApprovalRequestId,
         device_cookie: Option<&str>,
         client: &ClientInfo,
     ) -> Result<PushOutcome, SecondStepError> {
@@ -541,12 +545,12 @@ impl Identity {
     pub async fn answer_push(
         &self,
         proof: &DeviceProof,
-        request_id: &str,
+        request_id: &ApprovalRequestId,
         number: u8,
         approve: bool,
         client: &ClientInfo,
     ) -> Result<ApprovalStatus, DeviceError> {
-        let extra = answer_extra(request_id, number, approve);
+        let extra = answer_extra(request_id.as_str(), number, approve);
         let (factor, account) = self.device(proof, "answer", &extra).await?;
         let now = self.now();
         let request = self
@@ -646,7 +650,7 @@ mod tests {
 
     fn answered(at: Millis, status: ApprovalStatus) -> ApprovalRequest {
         ApprovalRequest {
-            id: at.to_string(),
+            id: ApprovalRequestId::new(at.to_string()),
             account_id: AccountId::new("a"),
             session_id: SessionId::new("s"),
             number: 10,

@@ -65,6 +65,33 @@ pub struct SecondFactor {
 /// How long an unconfirmed enrolment waits for its first code.
 pub const ENROLMENT_LIFETIME: Millis = 10 * 60_000;
 
+impl SecondFactor {
+    /// A method being enrolled, made at `now`: inactive until confirmed,
+    /// and lapsed after `lifetime` unless it is.
+    pub fn pending(
+        id: FactorId,
+        account_id: AccountId,
+        kind: FactorKind,
+        name: String,
+        secret: String,
+        now: Millis,
+        lifetime: Millis,
+    ) -> Self {
+        Self {
+            secret,
+            id,
+            account_id,
+            kind,
+            name,
+            active: false,
+            created_at: now,
+            expires_at: now + lifetime,
+            last_used_at: 0,
+            counter: 0,
+        }
+    }
+}
+
 /// A method as the member sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MethodSummary {

@@ -95,18 +95,15 @@ impl Identity {
         let id = FactorId::generate();
         let now = self.now();
         let state = serde_json::to_vec(&state).map_err(|e| IdentityError::Store(json_error(e)))?;
-        let factor = SecondFactor {
-            secret: self.key().seal(REGISTRATION_PURPOSE, id.as_str(), &state),
-            id: id.clone(),
-            account_id: account.id.clone(),
-            kind: FactorKind::SecurityKey,
+        let factor = SecondFactor::pending(
+            id.clone(),
+            account.id.clone(),
+            FactorKind::SecurityKey,
             name,
-            active: false,
-            created_at: now,
-            expires_at: now + ENROLMENT_LIFETIME,
-            last_used_at: 0,
-            counter: 0,
-        };
+            self.key().seal(REGISTRATION_PURPOSE, id.as_str(), &state),
+            now,
+            ENROLMENT_LIFETIME,
+        );
         self.store().insert_second_factor(&factor).await?;
         let options = serde_json::to_value(options).map_err(|e| IdentityError::Store(json_error(e)))?;
         Ok(SecurityKeyChallenge { id, options })

@@ -86,18 +86,15 @@ impl Identity {
         let number = PhoneNumber::parse(phone, self.sms_regions()).map_err(SmsError::Phone)?;
         let id = FactorId::generate();
         let now = self.now();
-        let factor = SecondFactor {
-            secret: self.key().seal(NUMBER_PURPOSE, id.as_str(), number.as_str().as_bytes()),
-            id: id.clone(),
-            account_id: account.id.clone(),
-            kind: FactorKind::Sms,
-            name: number.masked(),
-            active: false,
-            created_at: now,
-            expires_at: now + ENROLMENT_LIFETIME,
-            last_used_at: 0,
-            counter: 0,
-        };
+        let factor = SecondFactor::pending(
+            id.clone(),
+            account.id.clone(),
+            FactorKind::Sms,
+            number.masked(),
+            self.key().seal(NUMBER_PURPOSE, id.as_str(), number.as_str().as_bytes()),
+            now,
+            ENROLMENT_LIFETIME,
+        );
         self.store().insert_second_factor(&factor).await?;
         self.send_code(&account.id, &factor, lang).await?;
         Ok(SmsEnrollment {

@@ -1,7 +1,7 @@
 //! What the identity service needs from persistence. The SQL adapter lives
 //! in the `store` crate; the domain never sees SQL.
 
-use crate::FactorId;
+use crate::{AppPasswordId, ApprovalRequestId, FactorId};
 use async_trait::async_trait;
 
 use crate::account::{Account, AccountId, NewAccount};
@@ -149,7 +149,10 @@ pub enum SecondStepProof {
     },
     /// A push request of this session, approved on the device
     /// `factor_id`: becomes used.
-    Push { request_id: String, factor_id: FactorId },
+    Push {
+        request_id: ApprovalRequestId,
+        factor_id: FactorId,
+    },
 }
 
 pub type SyncIds<'a> = &'a mut (dyn Iterator<Item = SyncUserId> + Send);
@@ -437,7 +440,7 @@ pub trait PushStore: Send + Sync {
         window_start: Millis,
         max_in_window: usize,
     ) -> Result<bool, StoreError>;
-    async fn approval_request(&self, id: &str) -> Result<Option<ApprovalRequest>, StoreError>;
+    async fn approval_request(&self, id: &ApprovalRequestId) -> Result<Option<ApprovalRequest>, StoreError>;
     /// The account's requests created after `since`, newest first.
     async fn approval_requests(
         &self,
@@ -464,8 +467,12 @@ pub trait AppPasswordStore: Send + Sync {
     /// The account's application passwords with their digests.
     async fn app_passwords(&self, account_id: &AccountId) -> Result<Vec<(AppPassword, String)>, StoreError>;
     /// The deleted password's name, if it existed.
-    async fn delete_app_password(&self, account_id: &AccountId, id: &str) -> Result<Option<String>, StoreError>;
-    async fn touch_app_password(&self, id: &str, now: Millis, ip: &str) -> Result<(), StoreError>;
+    async fn delete_app_password(
+        &self,
+        account_id: &AccountId,
+        id: &AppPasswordId,
+    ) -> Result<Option<String>, StoreError>;
+    async fn touch_app_password(&self, id: &AppPasswordId, now: Millis, ip: &str) -> Result<(), StoreError>;
 }
 
 /// Throttle records: the failures and reserved attempts of each key a sign-in is limited by.

@@ -5,7 +5,7 @@
 //! backup codes are made. Removing the last method turns it off and deletes
 //! the codes. Nothing here lets anyone turn off another person's 2FA.
 
-use crate::FactorId;
+use crate::{ApprovalRequestId, FactorId};
 use subtle::ConstantTimeEq;
 
 use crate::account::{Account, AccountId};
@@ -45,7 +45,7 @@ pub enum SecondStep {
     /// A push request approved on the device `factor_id` (see
     /// [`Identity::finish_push`]).
     Push {
-        request_id: String,
+        request_id: ApprovalRequestId,
         factor_id: FactorId,
     },
 }
@@ -159,18 +159,15 @@ impl Identity {
         let secret = TotpSecret::generate();
         let id = FactorId::generate();
         let now = self.now();
-        let factor = SecondFactor {
-            secret: self.key().seal(TOTP_PURPOSE, id.as_str(), secret.as_bytes()),
-            id: id.clone(),
-            account_id: account.id.clone(),
-            kind: FactorKind::Totp,
+        let factor = SecondFactor::pending(
+            id.clone(),
+            account.id.clone(),
+            FactorKind::Totp,
             name,
-            active: false,
-            created_at: now,
-            expires_at: now + ENROLMENT_LIFETIME,
-            last_used_at: 0,
-            counter: 0,
-        };
+            self.key().seal(TOTP_PURPOSE, id.as_str(), secret.as_bytes()),
+            now,
+            ENROLMENT_LIFETIME,
+        );
         self.store().insert_second_factor(&factor).await?;
         Ok(TotpEnrollment {
             id,

@@ -129,12 +129,16 @@ impl WebhookPush {
 
 #[async_trait]
 impl identity::PushNotifier for WebhookPush {
-    async fn notify(&self, method_id: &identity::FactorId, request_id: &str) -> Result<(), String> {
+    async fn notify(
+        &self,
+        method_id: &identity::FactorId,
+        request_id: &identity::ApprovalRequestId,
+    ) -> Result<(), String> {
         let url = self.template.replace("{device}", method_id.as_str());
         let mut request = self
             .client
             .post(&url)
-            .json(&serde_json::json!({"request_id": request_id}));
+            .json(&serde_json::json!({"request_id": request_id.as_str()}));
         if !self.token.is_empty() {
             request = request.bearer_auth(&self.token);
         }
@@ -252,9 +256,14 @@ mod tests {
         tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
 
         let push = WebhookPush::new(format!("{base}/push/ck-{{device}}"), String::new()).unwrap();
-        push.notify(&identity::FactorId::new("m1"), "r1").await.unwrap();
+        push.notify(&identity::FactorId::new("m1"), &identity::ApprovalRequestId::new("r1"))
+            .await
+            .unwrap();
         let with_token = WebhookPush::new(format!("{base}/push/ck-{{device}}"), "tok".into()).unwrap();
-        with_token.notify(&identity::FactorId::new("m2"), "r2").await.unwrap();
+        with_token
+            .notify(&identity::FactorId::new("m2"), &identity::ApprovalRequestId::new("r2"))
+            .await
+            .unwrap();
         let seen = seen.lock().unwrap().clone();
         assert_eq!(
             seen,
@@ -270,7 +279,7 @@ mod tests {
         let missing = WebhookPush::new(format!("{base}/nothing/{{device}}"), String::new()).unwrap();
         assert!(
             missing
-                .notify(&identity::FactorId::new("m"), "r")
+                .notify(&identity::FactorId::new("m"), &identity::ApprovalRequestId::new("r"))
                 .await
                 .unwrap_err()
                 .contains("404")

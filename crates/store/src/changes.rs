@@ -48,9 +48,9 @@ impl<'a> Change<'a> {
     }
 }
 
-type Query<'q> = sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments>;
+pub(crate) type Query<'q> = sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments>;
 
-fn bind<'q>(query: Query<'q>, arg: &Arg<'q>) -> Query<'q> {
+pub(crate) fn bind<'q>(query: Query<'q>, arg: &Arg<'q>) -> Query<'q> {
     match *arg {
         Arg::Text(v) => query.bind(v),
         Arg::Int(v) => query.bind(v),

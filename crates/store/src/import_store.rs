@@ -6,6 +6,7 @@ use identity::{AccountId, Millis, StoreError};
 use sqlx::any::AnyRow;
 
 use crate::SqlStore;
+use crate::changes::Arg::{Int, Text};
 use crate::db::{Columns, Run, corrupt};
 
 fn signed(n: impl Into<u64>) -> Result<i64, StoreError> {
@@ -50,50 +51,31 @@ fn import_from(row: &AnyRow) -> Result<Import, StoreError> {
 #[async_trait]
 impl ImportStore for SqlStore {
     async fn insert_import(&self, i: &Import) -> Result<(), StoreError> {
-        sqlx::query(
-            "INSERT INTO drive_imports (id, drive_id, account_id, source_url, source_user, sealed_secret, folder, state,
+        self.write("INSERT INTO drive_imports (id, drive_id, account_id, source_url, source_user, sealed_secret, folder, state,
                 created_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-        )
-        .bind(i.id.as_str())
-        .bind(signed(i.drive_id)?)
-        .bind(i.account_id.as_str())
-        .bind(i.source_url.as_str())
-        .bind(i.source_user.as_str())
-        .bind(i.sealed_secret.as_str())
-        .bind(i.folder.as_str())
-        .bind(i.state.as_str())
-        .bind(i.created_at)
-        .run(&*self.writer.turn().await).await?;
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)", &[Text(i.id.as_str()), Int(signed(i.drive_id)?), Text(i.account_id.as_str()), Text(i.source_url.as_str()), Text(i.source_user.as_str()), Text(i.sealed_secret.as_str()), Text(i.folder.as_str()), Text(i.state.as_str()), Int(i.created_at)]).await?;
         Ok(())
     }
 
     async fn import(&self, id: &str) -> Result<Option<Import>, StoreError> {
         let sql = format!("{COLUMNS} WHERE id = $1");
-        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(id)
-            .optional(&self.pool)
-            .await?;
-        row.as_ref().map(import_from).transpose()
+        self.find(sqlx::AssertSqlSafe(sql), &[Text(id)], import_from).await
     }
 
     async fn imports_of_drive(&self, drive_id: DriveId) -> Result<Vec<Import>, StoreError> {
         let sql = format!("{COLUMNS} WHERE drive_id = $1 ORDER BY created_at DESC, id LIMIT 50");
-        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(signed(drive_id)?)
-            .all(&self.pool)
-            .await?;
-        rows.iter().map(import_from).collect()
+        self.list(sqlx::AssertSqlSafe(sql), &[Int(signed(drive_id)?)], import_from)
+            .await
     }
 
     async fn request_import_cancel(&self, id: &str) -> Result<bool, StoreError> {
-        let done = sqlx::query(
-            "UPDATE drive_imports SET cancel_requested = 1 WHERE id = $1 AND state IN ('queued', 'running')",
-        )
-        .bind(id)
-        .run(&*self.writer.turn().await)
-        .await?;
-        Ok(done.rows_affected() == 1)
+        let done = self
+            .write(
+                "UPDATE drive_imports SET cancel_requested = 1 WHERE id = $1 AND state IN ('queued', 'running')",
+                &[Text(id)],
+            )
+            .await?;
+        Ok(done == 1)
     }
 
     async fn claim_import(&self, now: Millis, lease: Millis, per_org: u32) -> Result<Option<Import>, StoreError> {
@@ -259,16 +241,12 @@ impl ImportStore for SqlStore {
     }
 
     async fn end_import(&self, id: &str, state: ImportState, error: &str, now: Millis) -> Result<(), StoreError> {
-        sqlx::query(
+        self.write(
             "UPDATE drive_imports SET state = $2, error = $3, finished_at = $4, sealed_secret = '',
                 current_file = '', lease_until = 0
              WHERE id = $1",
+            &[Text(id), Text(state.as_str()), Text(error), Int(now)],
         )
-        .bind(id)
-        .bind(state.as_str())
-        .bind(error)
-        .bind(now)
-        .run(&*self.writer.turn().await)
         .await?;
         Ok(())
     }

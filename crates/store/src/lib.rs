@@ -16,6 +16,7 @@ mod identity_store;
 mod import_store;
 mod sqlite_commits;
 mod sqlite_reads;
+mod statements;
 pub mod testing;
 mod writer;
 

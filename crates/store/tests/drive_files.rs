@@ -210,7 +210,7 @@ async fn files_are_whole_counted_against_the_quota_and_freed() {
             for entry in &entries {
                 let props = tree.entry_props(entry).await.unwrap();
                 if entry.name == "año" {
-                    assert_eq!(entry.props_of.as_deref(), Some(marked.id.as_str()));
+                    assert_eq!(entry.props_of.as_ref(), Some(&marked.id));
                     assert_eq!(props, vec![color.clone()]);
                 } else {
                     assert_eq!(entry.props_of, None, "{}", entry.name);
@@ -220,7 +220,7 @@ async fn files_are_whole_counted_against_the_quota_and_freed() {
         }
         // The flag follows the properties: a copy has them too, and a
         // node whose last one is removed has none.
-        let with_props = |entries: Vec<drive::ListEntry>| -> Vec<(String, String)> {
+        let with_props = |entries: Vec<drive::ListEntry>| -> Vec<(String, drive::NodeId)> {
             entries
                 .into_iter()
                 .filter_map(|e| e.props_of.map(|id| (e.name, id)))
@@ -334,7 +334,7 @@ async fn deep_paths_resolve_in_walks_and_known_folders_take_writes() {
             assert!(located.node.is_none() && located.parent.is_none(), "{nowhere}");
         }
         let top = tree.locate("/level 1").await.unwrap();
-        assert_eq!(top.parent.unwrap().id, "", "the top folder holds it");
+        assert!(top.parent.unwrap().id.is_top(), "the top folder holds it");
         assert!(matches!(
             tree.stat(&format!("{file}/inside")).await,
             Err(FileError::NotFound)

@@ -3,8 +3,9 @@
 use identity::credential::app_password::AppPassword;
 use identity::softlock::ThrottleState;
 use identity::{
-    AccountId, Constraint, EmailAddress, EventKind, FactorId, NewAccount, NewOrganization, OrgId, Role, SecurityEvent,
-    Session, SessionId, SessionStage, StepContext, StoreError, SyncUserId, ThrottleRelease, ThrottleReservation,
+    AccountId, AppPasswordId, Constraint, EmailAddress, EventKind, FactorId, NewAccount, NewOrganization, OrgId, Role,
+    SecurityEvent, Session, SessionId, SessionStage, StepContext, StoreError, SyncUserId, ThrottleRelease,
+    ThrottleReservation,
 };
 use identity::{AccountStore, AppPasswordStore, EventStore, FactorStore, OrgStore, SessionStore, ThrottleStore};
 use identity::{FactorKind, SecondFactor, SecondStepProof};
@@ -896,7 +897,7 @@ async fn application_passwords() {
             .await
             .unwrap();
         let password = AppPassword {
-            id: "p1".into(),
+            id: AppPasswordId::new("p1"),
             account_id: a.id.clone(),
             name: "NAS QNAP".into(),
             created_at: 5,
@@ -906,15 +907,22 @@ async fn application_passwords() {
         s.insert_app_password(&password, "digest-1").await.unwrap();
         let listed = s.app_passwords(&a.id).await.unwrap();
         assert_eq!(listed, vec![(password.clone(), "digest-1".to_owned())]);
-        s.touch_app_password("p1", 99, "192.0.2.4").await.unwrap();
+        s.touch_app_password(&AppPasswordId::new("p1"), 99, "192.0.2.4")
+            .await
+            .unwrap();
         let touched = &s.app_passwords(&a.id).await.unwrap()[0].0;
         assert_eq!((touched.last_used_at, touched.last_used_ip.as_str()), (99, "192.0.2.4"));
         assert_eq!(
-            s.delete_app_password(&AccountId::new("other"), "p1").await.unwrap(),
+            s.delete_app_password(&AccountId::new("other"), &AppPasswordId::new("p1"))
+                .await
+                .unwrap(),
             None
         );
         assert_eq!(
-            s.delete_app_password(&a.id, "p1").await.unwrap().as_deref(),
+            s.delete_app_password(&a.id, &AppPasswordId::new("p1"))
+                .await
+                .unwrap()
+                .as_deref(),
             Some("NAS QNAP")
         );
         assert!(s.app_passwords(&a.id).await.unwrap().is_empty());

@@ -9,8 +9,9 @@ use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use ed25519_dalek::{Signer, SigningKey};
 use identity::{
-    Account, ApprovalStatus, ClientInfo, DeviceError, DeviceProof, Identity, IdentityConfig, ManualClock,
-    PasswordHasher, PushError, PushOutcome, PushState, Role, ServerKey, Session, SignIn, answer_extra, device_message,
+    Account, ApprovalRequestId, ApprovalStatus, ClientInfo, DeviceError, DeviceProof, Identity, IdentityConfig,
+    ManualClock, PasswordHasher, PushError, PushOutcome, PushState, Role, ServerKey, Session, SignIn, answer_extra,
+    device_message,
 };
 use store::{Engine, SqlStore};
 
@@ -100,8 +101,8 @@ impl World {
         }
     }
 
-    async fn answer(&self, id: &str, number: u8, approve: bool) -> Result<ApprovalStatus, DeviceError> {
-        let proof = self.proof("answer", &answer_extra(id, number, approve));
+    async fn answer(&self, id: &ApprovalRequestId, number: u8, approve: bool) -> Result<ApprovalStatus, DeviceError> {
+        let proof = self.proof("answer", &answer_extra(id.as_str(), number, approve));
         self.identity.answer_push(&proof, id, number, approve, &client()).await
     }
 }
@@ -192,7 +193,7 @@ async fn only_the_device_key_signs_and_only_for_a_while() {
 
         // Another key.
         let stranger = SigningKey::generate(&mut rand::rngs::OsRng);
-        let extra = answer_extra(&request.id, request.number, true);
+        let extra = answer_extra(request.id.as_str(), request.number, true);
         let mut forged = w.proof("answer", &extra);
         let message = device_message("answer", w.method_id.as_str(), forged.timestamp, &extra);
         forged.signature = URL_SAFE_NO_PAD.encode(stranger.sign(message.as_bytes()).to_bytes());
@@ -203,7 +204,7 @@ async fn only_the_device_key_signs_and_only_for_a_while() {
         assert!(matches!(r, Err(DeviceError::BadSignature)), "{r:?}");
 
         // A signature over a deny, replayed as an approval.
-        let deny = w.proof("answer", &answer_extra(&request.id, request.number, false));
+        let deny = w.proof("answer", &answer_extra(request.id.as_str(), request.number, false));
         let r = w
             .identity
             .answer_push(&deny, &request.id, request.number, true, &client())

@@ -60,7 +60,7 @@ pub async fn begin(state: &AppState, pending: &crate::auth::Authed) -> Result<Re
         .map_err(push_error)?;
     Ok(Json(PushPendingBody {
         status: "pending".to_owned(),
-        request_id: request.id,
+        request_id: request.id.into_string(),
         number: request.number,
         expires_at: request.expires_at,
     })
@@ -95,7 +95,7 @@ fn status_event(state: PushState) -> Event {
     ))]
 pub async fn status(
     State(state): State<AppState>,
-    ApiPath(request_id): ApiPath<String>,
+    ApiPath(request_id): ApiPath<identity::ApprovalRequestId>,
     headers: HeaderMap,
     request: axum::extract::Request,
 ) -> Result<Response, ApiError> {
@@ -175,7 +175,7 @@ fn after(state: PushState) -> Step {
 /// answered or expires (`pending` again now and then while it waits).
 fn events(
     state: AppState,
-    request_id: String,
+    request_id: identity::ApprovalRequestId,
     first: PushState,
 ) -> Sse<impl futures_util::Stream<Item = Result<Event, Infallible>>> {
     let stream = futures_util::stream::unfold(Step::Emit(first), move |step| {
@@ -253,7 +253,7 @@ pub struct DeviceRequestBody {
 impl From<DeviceRequest> for DeviceRequestBody {
     fn from(r: DeviceRequest) -> Self {
         Self {
-            id: r.id,
+            id: r.id.into_string(),
             email: r.email,
             created_at: r.created_at,
             expires_at: r.expires_at,
@@ -330,7 +330,7 @@ pub struct AnswerBody {
     ))]
 pub async fn answer(
     State(state): State<AppState>,
-    ApiPath(request_id): ApiPath<String>,
+    ApiPath(request_id): ApiPath<identity::ApprovalRequestId>,
     Client(client): Client,
     ApiJson(body): ApiJson<AnswerBody>,
 ) -> Result<Json<StatusBody>, ApiError> {

@@ -247,7 +247,7 @@ pub async fn list_app_passwords(
         app_passwords: list
             .into_iter()
             .map(|p| AppPasswordBody {
-                id: p.id,
+                id: p.id.into_string(),
                 name: p.name,
                 created_at: p.created_at,
                 last_used_at: p.last_used_at,
@@ -280,7 +280,7 @@ pub async fn create_app_password(
         .create_app_password(&user.account, &body.name, &user.client)
         .await?;
     let body = NewAppPasswordBody {
-        id: created.id,
+        id: created.id.into_string(),
         name: created.name,
         password,
     };
@@ -294,7 +294,7 @@ pub async fn create_app_password(
 pub async fn revoke_app_password(
     State(state): State<AppState>,
     ApiUser(user): ApiUser,
-    ApiPath(id): ApiPath<String>,
+    ApiPath(id): ApiPath<identity::AppPasswordId>,
 ) -> Result<StatusCode, ApiError> {
     if state
         .identity()

@@ -12,7 +12,10 @@ use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use axum::{Form, Router};
 use identity::credential::backup_code;
-use identity::{FactorId, FactorKind, IdentityError, PushError, PushOutcome, PushState, SecondStepError, StepRequest};
+use identity::{
+    AppPasswordId, ApprovalRequestId, FactorId, FactorKind, IdentityError, PushError, PushOutcome, PushState,
+    SecondStepError, StepRequest,
+};
 use serde::Deserialize;
 
 use crate::AppState;
@@ -260,7 +263,7 @@ struct PushWaitPage {
 
 /// Without a waiting session: a denial ended it (say so), or the member
 /// is signed in already.
-async fn after_denial(ctx: &Ctx, id: &str) -> Response {
+async fn after_denial(ctx: &Ctx, id: &ApprovalRequestId) -> Response {
     if ctx.signed_in.is_some() {
         return Redirect::to("/").into_response();
     }
@@ -271,7 +274,7 @@ async fn after_denial(ctx: &Ctx, id: &str) -> Response {
     }
 }
 
-async fn render_push_wait(ctx: &Ctx, id: &str, error: Option<String>) -> Response {
+async fn render_push_wait(ctx: &Ctx, id: &ApprovalRequestId, error: Option<String>) -> Response {
     let Some(pending) = &ctx.half_signed_in else {
         return after_denial(ctx, id).await;
     };
@@ -284,7 +287,7 @@ async fn render_push_wait(ctx: &Ctx, id: &str, error: Option<String>) -> Respons
     };
     let page = PushWaitPage {
         c: ctx.chrome(ctx.t().t("push.title")),
-        request_id: request.id,
+        request_id: request.id.into_string(),
         number: request.number,
         expired: state == PushState::Expired,
         error,
@@ -292,13 +295,13 @@ async fn render_push_wait(ctx: &Ctx, id: &str, error: Option<String>) -> Respons
     ctx.render(StatusCode::OK, &page)
 }
 
-async fn push_wait_page(ctx: Ctx, Path(id): Path<String>) -> Response {
+async fn push_wait_page(ctx: Ctx, Path(id): Path<ApprovalRequestId>) -> Response {
     render_push_wait(&ctx, &id, None).await
 }
 
 /// The waiting page's form: signs in once the phone approved (the page's
 /// script submits it by itself then).
-async fn push_continue(ctx: Ctx, Path(id): Path<String>) -> Response {
+async fn push_continue(ctx: Ctx, Path(id): Path<ApprovalRequestId>) -> Response {
     let Some(pending) = &ctx.half_signed_in else {
         return after_denial(&ctx, &id).await;
     };
@@ -714,7 +717,7 @@ async fn render_app_passwords(
         rows: list
             .into_iter()
             .map(|p| AppPasswordRow {
-                id: p.id,
+                id: p.id.into_string(),
                 name: p.name,
                 created: fmt::datetime(p.created_at),
                 last_used: if p.last_used_at == 0 {
@@ -761,7 +764,7 @@ async fn create_app_password(ctx: ConsoleUser, Form(form): Form<NameForm>) -> Re
     }
 }
 
-async fn revoke_app_password(ctx: ConsoleUser, Path(id): Path<String>) -> Response {
+async fn revoke_app_password(ctx: ConsoleUser, Path(id): Path<AppPasswordId>) -> Response {
     let user = &ctx.user;
     match ctx
         .state

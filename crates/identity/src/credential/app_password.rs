@@ -7,6 +7,7 @@
 
 use crate::account::AccountId;
 use crate::clock::Millis;
+use crate::ids::AppPasswordId;
 use crate::secrets::ServerKey;
 
 const LENGTH: usize = 28;
@@ -14,7 +15,7 @@ const PURPOSE: &str = "app-password";
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AppPassword {
-    pub id: String,
+    pub id: AppPasswordId,
     pub account_id: AccountId,
     pub name: String,
     pub created_at: Millis,

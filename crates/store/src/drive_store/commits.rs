@@ -169,9 +169,9 @@ pub(super) fn new_file_changes<'a>(files: &[&'a FileCommit]) -> Result<Vec<Chang
         changes.push(Change::new(
             NEW_FILE[0],
             vec![
-                Arg::Text(&n.id),
+                Arg::Text(n.id.as_str()),
                 Arg::Int(drive),
-                Arg::Text(&n.parent_id),
+                Arg::Text(n.parent_id.as_str()),
                 Arg::Text(&n.name),
                 Arg::Int(size),
                 Arg::Text(&n.blob_id),
@@ -182,11 +182,11 @@ pub(super) fn new_file_changes<'a>(files: &[&'a FileCommit]) -> Result<Vec<Chang
             ],
         ));
         changes.push(Change::new(NEW_FILE[1], vec![Arg::Int(drive), Arg::Int(size)]));
-        changes.push(Change::new(NEW_FILE[2], vec![Arg::Text(&n.id)]));
+        changes.push(Change::new(NEW_FILE[2], vec![Arg::Text(n.id.as_str())]));
         if let Some(data) = &file.inline {
             changes.push(Change::new(
                 NEW_FILE[3],
-                vec![Arg::Text(&n.blob_id), Arg::Bytes(data), Arg::Text(&n.id)],
+                vec![Arg::Text(&n.blob_id), Arg::Bytes(data), Arg::Text(n.id.as_str())],
             ));
         }
     }

@@ -6,12 +6,13 @@
 
 use async_trait::async_trait;
 use drive::{
-    DeadProp, Drive, DriveId, DriveStore, Grant, ListColumns, ListEntry, Lock, MemberDrive, Node, PropChange,
+    DeadProp, Drive, DriveId, DriveStore, Grant, ListColumns, ListEntry, Lock, MemberDrive, Node, NodeId, PropChange,
     PutOutcome, Standing,
 };
 use identity::{AccountId, Millis, OrgEvent, StoreError};
 use sqlx::Row;
 
+use crate::changes::Arg::{Int, Text};
 use crate::db::{Columns, Run, backend, retried};
 use crate::sqlite_reads::failed;
 use crate::{Native, SqlStore};
@@ -90,11 +91,7 @@ impl DriveStore for SqlStore {
             return Ok(None);
         };
         let sql = format!("{COLUMNS} WHERE d.id = $1");
-        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(number)
-            .optional(&self.pool)
-            .await?;
-        row.as_ref().map(drive_from).transpose()
+        self.find(sqlx::AssertSqlSafe(sql), &[Int(number)], drive_from).await
     }
 
     async fn drive_of_member(
@@ -136,11 +133,12 @@ impl DriveStore for SqlStore {
 
     async fn drives_for_account(&self, account_id: &AccountId) -> Result<Vec<(Drive, Standing)>, StoreError> {
         let sql = format!("{MEMBER_COLUMNS} {MEMBER_TABLES} WHERE m.account_id = $1 ORDER BY o.name, d.name, d.id");
-        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(account_id.as_str())
-            .all(&self.pool)
-            .await?;
-        rows.iter().map(member_drive_from).collect()
+        self.list(
+            sqlx::AssertSqlSafe(sql),
+            &[Text(account_id.as_str())],
+            member_drive_from,
+        )
+        .await
     }
 
     async fn grants(&self, drive_id: DriveId) -> Result<Vec<(AccountId, Grant)>, StoreError> {
@@ -230,14 +228,14 @@ impl DriveStore for SqlStore {
         Ok(found)
     }
 
-    async fn children(&self, drive_id: DriveId, parent_id: &str) -> Result<Vec<Node>, StoreError> {
+    async fn children(&self, drive_id: DriveId, parent_id: &NodeId) -> Result<Vec<Node>, StoreError> {
         let sql = format!("{NODE_COLUMNS} WHERE drive_id = $1 AND parent_id = $2 ORDER BY name");
-        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(signed(drive_id)?)
-            .bind(parent_id)
-            .all(&self.pool)
-            .await?;
-        rows.iter().map(node_from).collect()
+        self.list(
+            sqlx::AssertSqlSafe(sql),
+            &[Int(signed(drive_id)?), Text(parent_id.as_str())],
+            node_from,
+        )
+        .await
     }
 
     async fn create_folder(&self, node: &Node) -> Result<PutOutcome, StoreError> {
@@ -281,7 +279,7 @@ impl DriveStore for SqlStore {
     async fn children_after(
         &self,
         drive_id: DriveId,
-        parent_id: &str,
+        parent_id: &NodeId,
         after: &str,
         limit: u32,
     ) -> Result<Vec<Node>, StoreError> {
@@ -290,9 +288,9 @@ impl DriveStore for SqlStore {
         let mut nodes = self
             .folder_page(page, (drive_id, parent_id, after, limit), |row| {
                 Ok(Node {
-                    id: row.text(0)?,
+                    id: NodeId::new(row.text(0)?),
                     drive_id: DriveId::new(0),
-                    parent_id: String::new(),
+                    parent_id: NodeId::top(),
                     name: row.text(1)?,
                     is_dir: row.int(2)? != 0,
                     size: u64::try_from(row.int(3)?).unwrap_or(0),
@@ -307,7 +305,7 @@ impl DriveStore for SqlStore {
             .await?;
         for node in &mut nodes {
             node.drive_id = drive_id;
-            node.parent_id = parent_id.to_owned();
+            node.parent_id = parent_id.clone();
         }
         Ok(nodes)
     }
@@ -319,7 +317,7 @@ impl DriveStore for SqlStore {
     async fn entries_after(
         &self,
         drive_id: DriveId,
-        parent_id: &str,
+        parent_id: &NodeId,
         after: &str,
         limit: u32,
         columns: ListColumns,
@@ -350,13 +348,13 @@ impl DriveStore for SqlStore {
                 modified_at: row.int(4)?,
                 created_at: row.int(5)?,
                 checksums: row.text(6)?,
-                props_of: (!props_of.is_empty()).then_some(props_of),
+                props_of: (!props_of.is_empty()).then(|| NodeId::new(props_of)),
             })
         })
         .await
     }
 
-    async fn move_node(&self, node: &Node, parent_id: &str, name: &str) -> Result<bool, StoreError> {
+    async fn move_node(&self, node: &Node, parent_id: &NodeId, name: &str) -> Result<bool, StoreError> {
         retried(|| self.move_node_once(node, parent_id, name)).await
     }
 
@@ -387,19 +385,19 @@ impl DriveStore for SqlStore {
         Ok(PutOutcome::Stored { replaced_blob: None })
     }
 
-    async fn set_modified(&self, node_id: &str, modified_at: Millis) -> Result<(), StoreError> {
+    async fn set_modified(&self, node_id: &NodeId, modified_at: Millis) -> Result<(), StoreError> {
         sqlx::query("UPDATE drive_nodes SET modified_at = $2 WHERE id = $1")
-            .bind(node_id)
+            .bind(node_id.as_str())
             .bind(modified_at)
             .run(&*self.writer.turn().await)
             .await?;
         Ok(())
     }
 
-    async fn props(&self, node_id: &str) -> Result<Vec<DeadProp>, StoreError> {
+    async fn props(&self, node_id: &NodeId) -> Result<Vec<DeadProp>, StoreError> {
         let rows =
             sqlx::query("SELECT namespace, name, xml FROM drive_props WHERE node_id = $1 ORDER BY namespace, name")
-                .bind(node_id)
+                .bind(node_id.as_str())
                 .all(&self.pool)
                 .await?;
         rows.iter()
@@ -413,7 +411,7 @@ impl DriveStore for SqlStore {
             .collect()
     }
 
-    async fn props_of(&self, node_ids: &[&str]) -> Result<Vec<(String, DeadProp)>, StoreError> {
+    async fn props_of(&self, node_ids: &[&NodeId]) -> Result<Vec<(NodeId, DeadProp)>, StoreError> {
         let mut found = Vec::new();
         // Well under either engine's limit of bound values per statement.
         for ids in node_ids.chunks(500) {
@@ -425,7 +423,7 @@ impl DriveStore for SqlStore {
             );
             let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
             for id in ids {
-                query = query.bind(*id);
+                query = query.bind(id.as_str());
             }
             for row in query.all(&self.pool).await? {
                 let prop = DeadProp {
@@ -433,14 +431,14 @@ impl DriveStore for SqlStore {
                     name: row.text("name")?,
                     xml: row.text("xml")?,
                 };
-                found.push((row.text("node_id")?, prop));
+                found.push((NodeId::new(row.text("node_id")?), prop));
             }
         }
         Ok(found)
     }
 
     async fn patch_props(&self, node: &Node, changes: &[PropChange]) -> Result<bool, StoreError> {
-        let node_id = node.id.as_str();
+        let node_id = &node.id;
         let mut tx = self.begin_write().await?;
         let before = props_bytes(&mut tx, node_id).await?;
         for change in changes {
@@ -449,13 +447,13 @@ impl DriveStore for SqlStore {
                     "INSERT INTO drive_props (node_id, namespace, name, xml) VALUES ($1, $2, $3, $4)
                      ON CONFLICT (node_id, namespace, name) DO UPDATE SET xml = excluded.xml",
                 )
-                .bind(node_id)
+                .bind(node_id.as_str())
                 .bind(prop.namespace.as_str())
                 .bind(prop.name.as_str())
                 .bind(prop.xml.as_str()),
                 PropChange::Remove { namespace, name } => {
                     sqlx::query("DELETE FROM drive_props WHERE node_id = $1 AND namespace = $2 AND name = $3")
-                        .bind(node_id)
+                        .bind(node_id.as_str())
                         .bind(namespace.as_str())
                         .bind(name.as_str())
                 }
@@ -474,12 +472,8 @@ impl DriveStore for SqlStore {
 
     async fn locks(&self, drive_id: DriveId, now: Millis) -> Result<Vec<Lock>, StoreError> {
         let sql = format!("{LOCK_COLUMNS} WHERE drive_id = $1 AND (expires_at = 0 OR expires_at > $2) ORDER BY path");
-        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(signed(drive_id)?)
-            .bind(now)
-            .all(&self.pool)
-            .await?;
-        rows.iter().map(lock_from).collect()
+        self.list(sqlx::AssertSqlSafe(sql), &[Int(signed(drive_id)?), Int(now)], lock_from)
+            .await
     }
 
     async fn add_lock(
@@ -534,12 +528,12 @@ impl DriveStore for SqlStore {
             .run(&*self.writer.turn().await)
             .await?;
         let sql = format!("{LOCK_COLUMNS} WHERE drive_id = $1 AND token = $2");
-        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(signed(drive_id)?)
-            .bind(token)
-            .optional(&self.pool)
-            .await?;
-        row.as_ref().map(lock_from).transpose()
+        self.find(
+            sqlx::AssertSqlSafe(sql),
+            &[Int(signed(drive_id)?), Text(token)],
+            lock_from,
+        )
+        .await
     }
 
     async fn remove_lock(&self, drive_id: DriveId, token: &str) -> Result<bool, StoreError> {

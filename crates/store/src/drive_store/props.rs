@@ -1,5 +1,6 @@
 //! Dead properties: what they weigh against the quota and the flag that tells a node has some.
 
+use drive::NodeId;
 use identity::StoreError;
 
 use super::rows::signed;
@@ -7,9 +8,9 @@ use crate::db::{Columns, Run};
 
 /// What the dead properties of node `id` take from the quota
 /// ([`drive::prop_bytes`]), as the transaction sees them.
-pub(super) async fn props_bytes(conn: &mut sqlx::AnyConnection, id: &str) -> Result<i64, StoreError> {
+pub(super) async fn props_bytes(conn: &mut sqlx::AnyConnection, id: &NodeId) -> Result<i64, StoreError> {
     let rows = sqlx::query("SELECT namespace, name, xml FROM drive_props WHERE node_id = $1")
-        .bind(id)
+        .bind(id.as_str())
         .all(conn)
         .await?;
     charged_props(&rows)
@@ -27,13 +28,13 @@ pub(super) fn charged_props(rows: &[sqlx::any::AnyRow]) -> Result<i64, StoreErro
 
 /// Sets the node's `has_props` to whether it has dead properties now,
 /// in the transaction that changed them.
-pub(super) async fn mark_props(conn: &mut sqlx::AnyConnection, node_id: &str) -> Result<(), StoreError> {
+pub(super) async fn mark_props(conn: &mut sqlx::AnyConnection, node_id: &NodeId) -> Result<(), StoreError> {
     sqlx::query(
         "UPDATE drive_nodes
          SET has_props = CASE WHEN EXISTS (SELECT 1 FROM drive_props p WHERE p.node_id = $1) THEN 1 ELSE 0 END
          WHERE id = $1",
     )
-    .bind(node_id)
+    .bind(node_id.as_str())
     .run(conn)
     .await?;
     Ok(())

@@ -1,6 +1,6 @@
 //! Reading drives, nodes and locks from rows, and the numbers columns hold.
 
-use drive::{Drive, DriveId, Grant, Lock, MemberDrive, Node, Standing};
+use drive::{Drive, DriveId, Grant, Lock, MemberDrive, Node, NodeId, Standing};
 use identity::{OrgId, Role, StoreError};
 use sqlx::any::AnyRow;
 
@@ -71,19 +71,33 @@ pub(super) const NODE_COLUMNS: &str =
      FROM drive_nodes";
 
 pub(super) fn node_from(row: &impl Columns) -> Result<Node, StoreError> {
+    node_named(row, DriveId::new(row.unsigned("drive_id")?), |field| field)
+}
+
+/// A node of drive `drive_id` from a row that names the column of each
+/// field (as [`NODE_COLUMNS`] does) as `column` says: a walk's row holds
+/// several nodes, each level's columns under names of their own.
+pub(super) fn node_named(
+    row: &impl Columns,
+    drive_id: DriveId,
+    column: impl Fn(&'static str) -> &'static str,
+) -> Result<Node, StoreError> {
+    let text = |field| row.text(column(field));
+    let flag = |field| row.flag(column(field));
+    let int = |field| row.int(column(field));
     Ok(Node {
-        id: row.text("id")?,
-        drive_id: DriveId::new(row.unsigned("drive_id")?),
-        parent_id: row.text("parent_id")?,
-        name: row.text("name")?,
-        is_dir: row.flag("is_dir")?,
-        size: row.unsigned("size")?,
-        blob_id: row.text("blob_id")?,
-        etag: row.text("etag")?,
-        created_at: row.int("created_at")?,
-        modified_at: row.int("modified_at")?,
-        checksums: row.text("checksums")?,
-        has_props: row.flag("has_props")?,
+        id: NodeId::new(text("id")?),
+        drive_id,
+        parent_id: NodeId::new(text("parent_id")?),
+        name: text("name")?,
+        is_dir: flag("is_dir")?,
+        size: row.unsigned(column("size"))?,
+        blob_id: text("blob_id")?,
+        etag: text("etag")?,
+        created_at: int("created_at")?,
+        modified_at: int("modified_at")?,
+        checksums: text("checksums")?,
+        has_props: flag("has_props")?,
     })
 }
 

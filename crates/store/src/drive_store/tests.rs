@@ -1,7 +1,7 @@
 //! The drive store on both engines: walks, commit queues, deadlock retries
 //! and races with deletions.
 
-use drive::{Node, PutOutcome};
+use drive::{Node, NodeId, PutOutcome};
 use sqlx::Row;
 
 use super::postgres::{NEW_FILES_PG, insert_new_files_pg};
@@ -180,9 +180,9 @@ fn new_file(name: &str, size: u64, inline: bool) -> FileCommit {
     let (reply, _) = tokio::sync::oneshot::channel();
     FileCommit {
         node: Node {
-            id: format!("node-{name}"),
+            id: NodeId::new(format!("node-{name}")),
             drive_id: drive::DriveId::new(1),
-            parent_id: String::new(),
+            parent_id: NodeId::top(),
             name: name.to_owned(),
             is_dir: false,
             size,
@@ -251,12 +251,12 @@ async fn drive_state(store: &SqlStore) -> (i64, Vec<String>) {
     (used, ids)
 }
 
-fn folder(id: &str, parent_id: &str) -> Node {
+fn folder(id: &str, parent_id: &NodeId) -> Node {
     Node {
         is_dir: true,
         size: 0,
         blob_id: String::new(),
-        parent_id: parent_id.to_owned(),
+        parent_id: parent_id.clone(),
         ..new_file(id, 0, false).node
     }
 }
@@ -267,7 +267,7 @@ async fn nothing_is_written_into_a_folder_that_is_gone() {
         let Some(store) = store_with_drive(engine).await else {
             continue;
         };
-        let gone = folder("gone", "");
+        let gone = folder("gone", &NodeId::top());
         assert!(stored(store.create_folder(&gone).await.unwrap()));
         let top = new_file("top", 100, true).node;
         assert_eq!(
@@ -296,7 +296,7 @@ async fn nothing_is_written_into_a_folder_that_is_gone() {
         );
         assert!(!store.move_node(&top, &gone.id, "moved").await.unwrap(), "{engine:?}");
         let copy = Node {
-            id: "node-copy".into(),
+            id: NodeId::new("node-copy"),
             parent_id: gone.id.clone(),
             ..top.clone()
         };
@@ -312,7 +312,7 @@ async fn nothing_is_written_into_a_folder_that_is_gone() {
         );
 
         // Into a folder that is there, all of them work.
-        let here = folder("here", "");
+        let here = folder("here", &NodeId::top());
         assert!(stored(store.create_folder(&here).await.unwrap()));
         let mut file = new_file("small", 50, true);
         file.node.parent_id = here.id.clone();
@@ -399,7 +399,7 @@ async fn a_group_of_new_files_looks_its_folders_and_names_up_even_without_statis
 /// rows back once it has them; `task`.
 async fn deadlock<T>(
     pg: &sqlx::PgPool,
-    [first, second]: [&str; 2],
+    [first, second]: [&NodeId; 2],
     waiting: &str,
     task: impl FnOnce() -> tokio::task::JoinHandle<T>,
 ) -> tokio::task::JoinHandle<T> {
@@ -409,10 +409,18 @@ async fn deadlock<T>(
         .await
         .unwrap();
     let lock = "SELECT 1 FROM drive_nodes WHERE id = $1 FOR UPDATE";
-    sqlx::query(lock).bind(first).execute(&mut *other).await.unwrap();
+    sqlx::query(lock)
+        .bind(first.as_str())
+        .execute(&mut *other)
+        .await
+        .unwrap();
     let task = task();
     until_waiting_for_a_row(pg, waiting, &task).await;
-    sqlx::query(lock).bind(second).execute(&mut *other).await.unwrap();
+    sqlx::query(lock)
+        .bind(second.as_str())
+        .execute(&mut *other)
+        .await
+        .unwrap();
     other.rollback().await.unwrap();
     task
 }
@@ -423,7 +431,7 @@ async fn postgres_runs_a_move_or_a_deletion_again_when_it_aborts_it_to_break_a_d
         return;
     };
     let pg = store.native.pg().cloned().unwrap();
-    let top = folder("top", "");
+    let top = folder("top", &NodeId::top());
     let into = folder("into", &top.id);
     assert!(stored(store.create_folder(&top).await.unwrap()));
     assert!(stored(store.create_folder(&into).await.unwrap()));
@@ -460,7 +468,7 @@ async fn postgres_commits_a_group_of_files_aborted_for_a_deadlock_file_by_file()
         return;
     };
     let pg = store.native.pg().cloned().unwrap();
-    let (a, b) = (folder("a", ""), folder("b", ""));
+    let (a, b) = (folder("a", &NodeId::top()), folder("b", &NodeId::top()));
     assert!(stored(store.create_folder(&a).await.unwrap()));
     assert!(stored(store.create_folder(&b).await.unwrap()));
     // The group holds its folders one after the other, in an order of
@@ -504,7 +512,7 @@ async fn a_folder_deleted_while_a_file_is_written_into_it_takes_the_file_along_o
         return;
     };
     let pg = store.native.pg().cloned().unwrap();
-    let gone = folder("gone", "");
+    let gone = folder("gone", &NodeId::top());
     assert!(stored(store.create_folder(&gone).await.unwrap()));
 
     // Another process writes a file into the folder, as the commit

@@ -2,7 +2,7 @@
 //! still there, deleting a tree, moving a node, and the inline contents a
 //! node may keep.
 
-use drive::Node;
+use drive::{Node, NodeId};
 use identity::StoreError;
 
 use super::props::charged_props;
@@ -175,11 +175,11 @@ impl SqlStore {
     }
 
     /// [`DriveStore::move_node`], once (see [`Self::delete_tree_once`]).
-    pub(super) async fn move_node_once(&self, node: &Node, parent_id: &str, name: &str) -> Result<bool, StoreError> {
+    pub(super) async fn move_node_once(&self, node: &Node, parent_id: &NodeId, name: &str) -> Result<bool, StoreError> {
         let mut tx = self.begin_write().await?;
         let taken = sqlx::query("SELECT 1 FROM drive_nodes WHERE drive_id = $1 AND parent_id = $2 AND name = $3")
             .bind(signed(node.drive_id)?)
-            .bind(parent_id)
+            .bind(parent_id.as_str())
             .bind(name)
             .optional(&mut *tx)
             .await?;
@@ -200,7 +200,7 @@ impl SqlStore {
         };
         let moved = sqlx::query(sql)
             .bind(node.id.as_str())
-            .bind(parent_id)
+            .bind(parent_id.as_str())
             .bind(name)
             .run(&mut *tx)
             .await?;

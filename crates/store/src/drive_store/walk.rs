@@ -1,11 +1,11 @@
 //! Reading the tree: the walk of a path in one query (with the member's
 //! access to the drive), and folder listings page by page.
 
-use drive::{DriveId, Node};
+use drive::{DriveId, Node, NodeId};
 use identity::StoreError;
 
 use super::postgres::pg_page_columns;
-use super::rows::{MEMBER_COLUMNS, MEMBER_TABLES, signed};
+use super::rows::{MEMBER_COLUMNS, MEMBER_TABLES, node_named, signed};
 use crate::db::{Columns, Run};
 use crate::{Native, SqlStore};
 
@@ -28,7 +28,7 @@ impl SqlStore {
     pub(super) async fn folder_page<T: Send + 'static>(
         &self,
         page: &str,
-        (drive_id, parent_id, after, limit): (DriveId, &str, &str, u32),
+        (drive_id, parent_id, after, limit): (DriveId, &NodeId, &str, u32),
         decode: fn(&dyn PageRow) -> Result<T, StoreError>,
     ) -> Result<Vec<T>, StoreError> {
         let (drive, limit) = (signed(drive_id)?, i64::from(limit));
@@ -36,7 +36,7 @@ impl SqlStore {
             Native::Postgres(pg) => {
                 let rows = sqlx::query(sqlx::AssertSqlSafe(page.to_owned()))
                     .bind(drive)
-                    .bind(parent_id)
+                    .bind(parent_id.as_str())
                     .bind(after)
                     .bind(limit)
                     .all(pg)
@@ -48,7 +48,7 @@ impl SqlStore {
             }
             Native::Sqlite(reads) => {
                 let reads = reads.clone();
-                let (page, parent, after) = (page.to_owned(), parent_id.to_owned(), after.to_owned());
+                let (page, parent, after) = (page.to_owned(), parent_id.as_str().to_owned(), after.to_owned());
                 let turn = reads.blocking_turn().await?;
                 tokio::task::spawn_blocking(move || {
                     let rows = reads.rows(&page, &[&drive, &parent, &after, &limit], |row| decode(row));
@@ -189,27 +189,13 @@ pub(super) fn walked_nodes(row: &impl Columns, drive_id: DriveId, depth: usize) 
 /// Level `i` of a [`walk_sql`] row, if that name exists.
 pub(super) fn walked_node(row: &impl Columns, drive_id: DriveId, i: usize) -> Result<Option<Node>, StoreError> {
     let names = level_columns(i);
-    let column = |field: &str| -> &str {
+    let column = |field: &str| -> &'static str {
         let at = NODE_FIELDS.iter().position(|f| *f == field);
         at.map_or("", |at| names[at].as_str())
     };
-    let Some(id) = row.text_or_null(column("id"))? else {
+    // A name that does not exist leaves its level NULL.
+    if row.text_or_null(column("id"))?.is_none() {
         return Ok(None);
-    };
-    let text = |name: &str| row.text(column(name));
-    let flag = |name: &str| row.flag(column(name));
-    Ok(Some(Node {
-        id,
-        drive_id,
-        parent_id: text("parent_id")?,
-        name: text("name")?,
-        is_dir: flag("is_dir")?,
-        size: row.unsigned(column("size"))?,
-        blob_id: text("blob_id")?,
-        etag: text("etag")?,
-        created_at: row.int(column("created_at"))?,
-        modified_at: row.int(column("modified_at"))?,
-        checksums: text("checksums")?,
-        has_props: flag("has_props")?,
-    }))
+    }
+    node_named(row, drive_id, column).map(Some)
 }

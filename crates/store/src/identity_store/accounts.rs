@@ -9,6 +9,7 @@ use identity::{
 use super::Tx;
 use super::orgs::insert_organization;
 use crate::SqlStore;
+use crate::changes::Arg::{Int, Text};
 use crate::db::{Columns, Run, corrupt};
 
 pub(super) fn account_from(row: &impl Columns) -> Result<Account, StoreError> {
@@ -115,12 +116,9 @@ impl AccountStore for SqlStore {
     }
 
     async fn setup_token_valid(&self, hash: &str, now: Millis) -> Result<bool, StoreError> {
-        let row = sqlx::query("SELECT 1 AS ok FROM setup_tokens WHERE token_hash = $1 AND expires_at > $2")
-            .bind(hash)
-            .bind(now)
-            .optional(&self.pool)
-            .await?;
-        Ok(row.is_some())
+        let sql = "SELECT 1 AS ok FROM setup_tokens WHERE token_hash = $1 AND expires_at > $2";
+        let found = self.find(sql, &[Text(hash), Int(now)], |_| Ok(())).await?;
+        Ok(found.is_some())
     }
 
     async fn complete_setup(
@@ -169,78 +167,65 @@ impl AccountStore for SqlStore {
     }
 
     async fn account_by_email(&self, email: &EmailAddress) -> Result<Option<Account>, StoreError> {
-        let sql = sqlx::AssertSqlSafe(format!("SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE email = $1"));
-        let row = sqlx::query(sql).bind(email.as_str()).optional(&self.pool).await?;
-        row.as_ref().map(account_from).transpose()
+        self.account_where("email", email.as_str()).await
     }
 
     async fn account_by_id(&self, id: &AccountId) -> Result<Option<Account>, StoreError> {
-        let sql = sqlx::AssertSqlSafe(format!("SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE id = $1"));
-        let row = sqlx::query(sql).bind(id.as_str()).optional(&self.pool).await?;
-        row.as_ref().map(account_from).transpose()
+        self.account_where("id", id.as_str()).await
     }
 
     async fn account_by_sync_user_id(&self, id: &SyncUserId) -> Result<Option<Account>, StoreError> {
-        let sql = sqlx::AssertSqlSafe(format!(
-            "SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE sync_user_id = $1"
-        ));
-        let row = sqlx::query(sql).bind(id.as_str()).optional(&self.pool).await?;
-        row.as_ref().map(account_from).transpose()
+        self.account_where("sync_user_id", id.as_str()).await
     }
 
     async fn memberships(&self, account_id: &AccountId) -> Result<Vec<Membership>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT o.id, o.name, m.role FROM memberships m JOIN organizations o ON o.id = m.org_id
-             WHERE m.account_id = $1 ORDER BY o.name_key",
-        )
-        .bind(account_id.as_str())
-        .all(&self.pool)
-        .await?;
-        rows.iter()
-            .map(|row| {
-                let role: String = row.text("role")?;
-                Ok(Membership {
-                    org_id: OrgId::new(row.text("id")?),
-                    org_name: row.text("name")?,
-                    role: role.parse().map_err(|_| corrupt("role"))?,
-                })
+        let sql = "SELECT o.id, o.name, m.role FROM memberships m JOIN organizations o ON o.id = m.org_id
+             WHERE m.account_id = $1 ORDER BY o.name_key";
+        self.list(sql, &[Text(account_id.as_str())], |row| {
+            Ok(Membership {
+                org_id: OrgId::new(row.text("id")?),
+                org_name: row.text("name")?,
+                role: row.text("role")?.parse().map_err(|_| corrupt("role"))?,
             })
-            .collect()
+        })
+        .await
     }
 
     async fn set_password(&self, account_id: &AccountId, hash: &str, now: Millis) -> Result<(), StoreError> {
-        sqlx::query("UPDATE accounts SET password_hash = $2, password_changed_at = $3 WHERE id = $1")
-            .bind(account_id.as_str())
-            .bind(hash)
-            .bind(now)
-            .run(&*self.writer.turn().await)
+        let sql = "UPDATE accounts SET password_hash = $2, password_changed_at = $3 WHERE id = $1";
+        self.write(sql, &[Text(account_id.as_str()), Text(hash), Int(now)])
             .await?;
         Ok(())
     }
 
     async fn default_method(&self, account_id: &AccountId) -> Result<String, StoreError> {
-        let row = sqlx::query("SELECT default_method FROM accounts WHERE id = $1")
-            .bind(account_id.as_str())
-            .optional(&self.pool)
+        let sql = "SELECT default_method FROM accounts WHERE id = $1";
+        let found = self
+            .find(sql, &[Text(account_id.as_str())], |r| r.text("default_method"))
             .await?;
-        row.map_or(Ok(String::new()), |r| r.text("default_method"))
+        Ok(found.unwrap_or_default())
     }
 
     async fn set_default_method(&self, account_id: &AccountId, kind: &str) -> Result<(), StoreError> {
-        sqlx::query("UPDATE accounts SET default_method = $2 WHERE id = $1")
-            .bind(account_id.as_str())
-            .bind(kind)
-            .run(&*self.writer.turn().await)
-            .await?;
+        let sql = "UPDATE accounts SET default_method = $2 WHERE id = $1";
+        self.write(sql, &[Text(account_id.as_str()), Text(kind)]).await?;
         Ok(())
     }
 
     async fn set_account_lang(&self, account_id: &AccountId, lang: &str) -> Result<(), StoreError> {
-        sqlx::query("UPDATE accounts SET lang = $2 WHERE id = $1")
-            .bind(account_id.as_str())
-            .bind(lang)
-            .run(&*self.writer.turn().await)
-            .await?;
+        self.write(
+            "UPDATE accounts SET lang = $2 WHERE id = $1",
+            &[Text(account_id.as_str()), Text(lang)],
+        )
+        .await?;
         Ok(())
+    }
+}
+
+impl SqlStore {
+    /// The account whose `column` (a unique one) holds `value`.
+    async fn account_where(&self, column: &'static str, value: &str) -> Result<Option<Account>, StoreError> {
+        let sql = sqlx::AssertSqlSafe(format!("SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE {column} = $1"));
+        self.find(sql, &[Text(value)], account_from).await
     }
 }

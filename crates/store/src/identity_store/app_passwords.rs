@@ -2,26 +2,28 @@
 
 use async_trait::async_trait;
 use identity::credential::app_password::AppPassword;
-use identity::{AccountId, AppPasswordStore, Millis, StoreError};
+use identity::{AccountId, AppPasswordId, AppPasswordStore, Millis, StoreError};
 
 use crate::SqlStore;
+use crate::changes::Arg::{Int, Text};
 use crate::db::{Columns, Run};
 
 #[async_trait]
 impl AppPasswordStore for SqlStore {
     async fn insert_app_password(&self, p: &AppPassword, digest: &str) -> Result<(), StoreError> {
-        sqlx::query(
+        self.write(
             "INSERT INTO app_passwords (id, account_id, name, digest, created_at, last_used_at, last_used_ip)
              VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            &[
+                Text(p.id.as_str()),
+                Text(p.account_id.as_str()),
+                Text(&p.name),
+                Text(digest),
+                Int(p.created_at),
+                Int(p.last_used_at),
+                Text(&p.last_used_ip),
+            ],
         )
-        .bind(&p.id)
-        .bind(p.account_id.as_str())
-        .bind(&p.name)
-        .bind(digest)
-        .bind(p.created_at)
-        .bind(p.last_used_at)
-        .bind(&p.last_used_ip)
-        .run(&*self.writer.turn().await)
         .await?;
         Ok(())
     }
@@ -37,7 +39,7 @@ impl AppPasswordStore for SqlStore {
         rows.iter()
             .map(|row| {
                 let password = AppPassword {
-                    id: row.text("id")?,
+                    id: AppPasswordId::new(row.text("id")?),
                     account_id: AccountId::new(row.text("account_id")?),
                     name: row.text("name")?,
                     created_at: row.int("created_at")?,
@@ -49,22 +51,25 @@ impl AppPasswordStore for SqlStore {
             .collect()
     }
 
-    async fn delete_app_password(&self, account_id: &AccountId, id: &str) -> Result<Option<String>, StoreError> {
+    async fn delete_app_password(
+        &self,
+        account_id: &AccountId,
+        id: &AppPasswordId,
+    ) -> Result<Option<String>, StoreError> {
         let row = sqlx::query("DELETE FROM app_passwords WHERE account_id = $1 AND id = $2 RETURNING name")
             .bind(account_id.as_str())
-            .bind(id)
+            .bind(id.as_str())
             .optional(&*self.writer.turn().await)
             .await?;
         row.map(|r| r.text("name")).transpose()
     }
 
-    async fn touch_app_password(&self, id: &str, now: Millis, ip: &str) -> Result<(), StoreError> {
-        sqlx::query("UPDATE app_passwords SET last_used_at = $2, last_used_ip = $3 WHERE id = $1")
-            .bind(id)
-            .bind(now)
-            .bind(ip)
-            .run(&*self.writer.turn().await)
-            .await?;
+    async fn touch_app_password(&self, id: &AppPasswordId, now: Millis, ip: &str) -> Result<(), StoreError> {
+        self.write(
+            "UPDATE app_passwords SET last_used_at = $2, last_used_ip = $3 WHERE id = $1",
+            &[Text(id.as_str()), Int(now), Text(ip)],
+        )
+        .await?;
         Ok(())
     }
 }

@@ -10,6 +10,7 @@ use sqlx::any::AnyRow;
 use super::Tx;
 use super::throttle::throttle_from;
 use crate::SqlStore;
+use crate::changes::Arg::{Int, Text};
 use crate::db::{Columns, Prefixed, Run, corrupt};
 
 pub(super) fn factor_from(row: &impl Columns) -> Result<SecondFactor, StoreError> {
@@ -90,25 +91,23 @@ impl FactorStore for SqlStore {
     }
 
     async fn second_factors(&self, account_id: &AccountId) -> Result<Vec<SecondFactor>, StoreError> {
-        let rows = sqlx::query(
+        self.list(
             "SELECT id, account_id, kind, name, secret, active, created_at, expires_at, last_used_at, counter
              FROM second_factors WHERE account_id = $1 ORDER BY created_at, id",
+            &[Text(account_id.as_str())],
+            factor_from,
         )
-        .bind(account_id.as_str())
-        .all(&self.pool)
-        .await?;
-        rows.iter().map(factor_from).collect()
+        .await
     }
 
     async fn second_factor(&self, id: &FactorId) -> Result<Option<SecondFactor>, StoreError> {
-        let row = sqlx::query(
+        self.find(
             "SELECT id, account_id, kind, name, secret, active, created_at, expires_at, last_used_at, counter
              FROM second_factors WHERE id = $1",
+            &[Text(id.as_str())],
+            factor_from,
         )
-        .bind(id.as_str())
-        .optional(&self.pool)
-        .await?;
-        row.as_ref().map(factor_from).transpose()
+        .await
     }
 
     async fn step_context(&self, key: &str, account_id: &AccountId) -> Result<StepContext, StoreError> {
@@ -206,14 +205,15 @@ impl FactorStore for SqlStore {
         sealed: &str,
         expires_at: Millis,
     ) -> Result<(), StoreError> {
-        sqlx::query(
+        self.write(
             "INSERT INTO linked_backup_codes (factor_id, account_id, sealed, expires_at) VALUES ($1, $2, $3, $4)",
+            &[
+                Text(factor_id.as_str()),
+                Text(account_id.as_str()),
+                Text(sealed),
+                Int(expires_at),
+            ],
         )
-        .bind(factor_id.as_str())
-        .bind(account_id.as_str())
-        .bind(sealed)
-        .bind(expires_at)
-        .run(&*self.writer.turn().await)
         .await?;
         Ok(())
     }
@@ -307,24 +307,27 @@ impl FactorStore for SqlStore {
     }
 
     async fn sms_code_failed(&self, factor_id: &FactorId) -> Result<(), StoreError> {
-        sqlx::query("UPDATE sms_codes SET attempts = attempts + 1 WHERE factor_id = $1")
-            .bind(factor_id.as_str())
-            .run(&*self.writer.turn().await)
-            .await?;
+        self.write(
+            "UPDATE sms_codes SET attempts = attempts + 1 WHERE factor_id = $1",
+            &[Text(factor_id.as_str())],
+        )
+        .await?;
         Ok(())
     }
 
     async fn consume_sms_code(&self, factor_id: &FactorId, digest: &str, now: Millis) -> Result<bool, StoreError> {
-        let done = sqlx::query(
-            "DELETE FROM sms_codes WHERE factor_id = $1 AND digest = $2 AND expires_at > $3 AND attempts < $4",
-        )
-        .bind(factor_id.as_str())
-        .bind(digest)
-        .bind(now)
-        .bind(i64::from(identity::credential::sms::MAX_TRIES))
-        .run(&*self.writer.turn().await)
-        .await?;
-        Ok(done.rows_affected() == 1)
+        let done = self
+            .write(
+                "DELETE FROM sms_codes WHERE factor_id = $1 AND digest = $2 AND expires_at > $3 AND attempts < $4",
+                &[
+                    Text(factor_id.as_str()),
+                    Text(digest),
+                    Int(now),
+                    Int(i64::from(identity::credential::sms::MAX_TRIES)),
+                ],
+            )
+            .await?;
+        Ok(done == 1)
     }
 
     async fn put_authenticator_link(
@@ -334,14 +337,15 @@ impl FactorStore for SqlStore {
         account_id: &AccountId,
         expires_at: Millis,
     ) -> Result<(), StoreError> {
-        sqlx::query(
+        self.write(
             "INSERT INTO authenticator_links (token_hash, factor_id, account_id, expires_at) VALUES ($1, $2, $3, $4)",
+            &[
+                Text(token_hash),
+                Text(factor_id.as_str()),
+                Text(account_id.as_str()),
+                Int(expires_at),
+            ],
         )
-        .bind(token_hash)
-        .bind(factor_id.as_str())
-        .bind(account_id.as_str())
-        .bind(expires_at)
-        .run(&*self.writer.turn().await)
         .await?;
         Ok(())
     }
@@ -368,11 +372,11 @@ impl FactorStore for SqlStore {
     }
 
     async fn set_factor_secret(&self, factor_id: &FactorId, secret: &str) -> Result<(), StoreError> {
-        sqlx::query("UPDATE second_factors SET secret = $2 WHERE id = $1")
-            .bind(factor_id.as_str())
-            .bind(secret)
-            .run(&*self.writer.turn().await)
-            .await?;
+        self.write(
+            "UPDATE second_factors SET secret = $2 WHERE id = $1",
+            &[Text(factor_id.as_str()), Text(secret)],
+        )
+        .await?;
         Ok(())
     }
 

@@ -9,6 +9,7 @@ use sqlx::any::AnyRow;
 
 use super::Tx;
 use crate::SqlStore;
+use crate::changes::Arg::Text;
 use crate::db::{Columns, Run, corrupt};
 
 pub(super) fn org_from(row: &AnyRow) -> Result<Organization, StoreError> {
@@ -88,28 +89,26 @@ impl OrgStore for SqlStore {
     }
 
     async fn organization_by_name(&self, name: &str) -> Result<Option<Organization>, StoreError> {
-        let row = sqlx::query("SELECT id, name, created_at FROM organizations WHERE name_key = $1")
-            .bind(name.to_lowercase())
-            .optional(&self.pool)
-            .await?;
-        row.as_ref().map(org_from).transpose()
+        let sql = "SELECT id, name, created_at FROM organizations WHERE name_key = $1";
+        self.find(sql, &[Text(&name.to_lowercase())], org_from).await
     }
 
     async fn organization(&self, org_id: &OrgId) -> Result<Option<Organization>, StoreError> {
-        let row = sqlx::query("SELECT id, name, created_at FROM organizations WHERE id = $1")
-            .bind(org_id.as_str())
-            .optional(&self.pool)
-            .await?;
-        row.as_ref().map(org_from).transpose()
+        self.find(
+            "SELECT id, name, created_at FROM organizations WHERE id = $1",
+            &[Text(org_id.as_str())],
+            org_from,
+        )
+        .await
     }
 
     async fn membership_role(&self, org_id: &OrgId, account_id: &AccountId) -> Result<Option<Role>, StoreError> {
-        let row = sqlx::query("SELECT role FROM memberships WHERE org_id = $1 AND account_id = $2")
-            .bind(org_id.as_str())
-            .bind(account_id.as_str())
-            .optional(&self.pool)
-            .await?;
-        row.as_ref().map(role_of).transpose()
+        self.find(
+            "SELECT role FROM memberships WHERE org_id = $1 AND account_id = $2",
+            &[Text(org_id.as_str()), Text(account_id.as_str())],
+            role_of,
+        )
+        .await
     }
 
     async fn org_members(&self, org_id: &OrgId) -> Result<Vec<MemberSummary>, StoreError> {
@@ -279,11 +278,8 @@ impl OrgStore for SqlStore {
 
     async fn org_policy(&self, org_id: &OrgId) -> Result<Option<OrgPolicy>, StoreError> {
         let sql = format!("{POLICY_COLUMNS} WHERE id = $1");
-        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(org_id.as_str())
-            .optional(&self.pool)
-            .await?;
-        row.as_ref().map(policy_from).transpose()
+        self.find(sqlx::AssertSqlSafe(sql), &[Text(org_id.as_str())], policy_from)
+            .await
     }
 
     async fn required_policies(&self) -> Result<Vec<OrgPolicy>, StoreError> {

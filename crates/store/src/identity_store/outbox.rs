@@ -6,6 +6,7 @@ use sqlx::Row;
 use sqlx::any::AnyRow;
 
 use crate::SqlStore;
+use crate::changes::Arg::{Int, Text};
 use crate::db::{Columns, Run, corrupt};
 
 pub(super) fn notice_from(row: &AnyRow) -> Result<Notice, StoreError> {
@@ -61,15 +62,13 @@ impl OutboxStore for SqlStore {
                 return Ok(None);
             };
             let mut mail = notice_from(&row)?;
-            let claimed = sqlx::query(
-                "UPDATE mail_queue SET next_attempt_at = $3 WHERE id = $1 AND next_attempt_at = $2 AND sent_at = 0",
-            )
-            .bind(mail.id.as_str())
-            .bind(mail.next_attempt_at)
-            .bind(lease_until)
-            .run(&*self.writer.turn().await)
-            .await?;
-            if claimed.rows_affected() == 1 {
+            let claimed = self
+                .write(
+                    "UPDATE mail_queue SET next_attempt_at = $3 WHERE id = $1 AND next_attempt_at = $2 AND sent_at = 0",
+                    &[Text(mail.id.as_str()), Int(mail.next_attempt_at), Int(lease_until)],
+                )
+                .await?;
+            if claimed == 1 {
                 mail.next_attempt_at = lease_until;
                 return Ok(Some(mail));
             }
@@ -78,11 +77,11 @@ impl OutboxStore for SqlStore {
     }
 
     async fn notice_sent(&self, id: &str, now: Millis) -> Result<(), StoreError> {
-        sqlx::query("UPDATE mail_queue SET sent_at = $2, last_error = '' WHERE id = $1")
-            .bind(id)
-            .bind(now)
-            .run(&*self.writer.turn().await)
-            .await?;
+        self.write(
+            "UPDATE mail_queue SET sent_at = $2, last_error = '' WHERE id = $1",
+            &[Text(id), Int(now)],
+        )
+        .await?;
         Ok(())
     }
 
@@ -98,15 +97,10 @@ impl OutboxStore for SqlStore {
             Some(at) => (at, 0),
             None => (0, -1),
         };
-        sqlx::query(
+        self.write(
             "UPDATE mail_queue SET attempts = $2, next_attempt_at = $3, sent_at = $4, last_error = $5 WHERE id = $1",
+            &[Text(id), Int(i64::from(attempts)), Int(next), Int(sent), Text(error)],
         )
-        .bind(id)
-        .bind(i64::from(attempts))
-        .bind(next)
-        .bind(sent)
-        .bind(error)
-        .run(&*self.writer.turn().await)
         .await?;
         Ok(())
     }
@@ -129,10 +123,7 @@ impl OutboxStore for SqlStore {
         } else {
             "DELETE FROM mail_opt_outs WHERE account_id = $1 AND kind = $2"
         };
-        sqlx::query(statement)
-            .bind(account_id.as_str())
-            .bind(kind.as_str())
-            .run(&*self.writer.turn().await)
+        self.write(statement, &[Text(account_id.as_str()), Text(kind.as_str())])
             .await?;
         Ok(())
     }

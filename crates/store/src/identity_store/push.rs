@@ -2,12 +2,14 @@
 
 use async_trait::async_trait;
 use identity::{
-    AccountId, ApprovalRequest, ApprovalStatus, FactorId, Millis, PushStore, SecurityEvent, SessionId, StoreError,
+    AccountId, ApprovalRequest, ApprovalRequestId, ApprovalStatus, FactorId, Millis, PushStore, SecurityEvent,
+    SessionId, StoreError,
 };
 use sqlx::any::AnyRow;
 
 use super::events::insert_event;
 use crate::SqlStore;
+use crate::changes::Arg::{Int, Text};
 use crate::db::{Columns, Run, corrupt};
 
 pub(super) const APPROVAL_COLUMNS: &str = "SELECT id, account_id, session_id, number, choices, status, ip, user_agent,
@@ -19,7 +21,7 @@ pub(super) fn approval_from(row: &AnyRow) -> Result<ApprovalRequest, StoreError>
     let choices: Vec<u8> = choices.split(',').filter_map(|n| n.parse().ok()).collect();
     let status: String = row.text("status")?;
     Ok(ApprovalRequest {
-        id: row.text("id")?,
+        id: ApprovalRequestId::new(row.text("id")?),
         account_id: AccountId::new(row.text("account_id")?),
         session_id: SessionId::new(row.text("session_id")?),
         number: u8::try_from(number).map_err(|_| corrupt("approval number"))?,
@@ -84,13 +86,10 @@ impl PushStore for SqlStore {
         Ok(true)
     }
 
-    async fn approval_request(&self, id: &str) -> Result<Option<ApprovalRequest>, StoreError> {
+    async fn approval_request(&self, id: &ApprovalRequestId) -> Result<Option<ApprovalRequest>, StoreError> {
         let sql = format!("{APPROVAL_COLUMNS} WHERE id = $1");
-        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(id)
-            .optional(&self.pool)
-            .await?;
-        row.as_ref().map(approval_from).transpose()
+        self.find(sqlx::AssertSqlSafe(sql), &[Text(id.as_str())], approval_from)
+            .await
     }
 
     async fn approval_requests(
@@ -99,12 +98,12 @@ impl PushStore for SqlStore {
         since: Millis,
     ) -> Result<Vec<ApprovalRequest>, StoreError> {
         let sql = format!("{APPROVAL_COLUMNS} WHERE account_id = $1 AND created_at > $2 ORDER BY created_at DESC");
-        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(account_id.as_str())
-            .bind(since)
-            .all(&self.pool)
-            .await?;
-        rows.iter().map(approval_from).collect()
+        self.list(
+            sqlx::AssertSqlSafe(sql),
+            &[Text(account_id.as_str()), Int(since)],
+            approval_from,
+        )
+        .await
     }
 
     async fn answer_approval_request(

@@ -11,6 +11,7 @@ use super::accounts::account_from;
 use super::events::event_change;
 use super::factors::{factor_from, step_context_from};
 use super::throttle::{release_change, throttle_from};
+use crate::changes::Arg::{Int, Text};
 use crate::changes::{Arg, Change, write_changes, write_each_changes_one};
 use crate::db::{Columns, Prefixed, Run, corrupt};
 use crate::{Native, SqlStore};
@@ -43,22 +44,22 @@ impl SessionStore for SqlStore {
         event: Option<&SecurityEvent>,
         releases: &[ThrottleRelease],
     ) -> Result<(), StoreError> {
-        // One write, in one or two round trips (see `write_changes`).
+        // One write, one round trip (see `write_changes`).
         let mut changes = vec![Change::new(
             "INSERT INTO sessions (id, token_hash, account_id, created_at, last_seen_at, remember, ip, user_agent,
              stage, password_at, factor_failures) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
             vec![
-                Arg::Text(s.id.as_str()),
-                Arg::Text(token_hash),
-                Arg::Text(s.account_id.as_str()),
-                Arg::Int(s.created_at),
-                Arg::Int(s.last_seen_at),
-                Arg::Int(i64::from(s.remember)),
-                Arg::Text(&s.ip),
-                Arg::Text(&s.user_agent),
-                Arg::Text(s.stage.as_str()),
-                Arg::Int(s.password_at),
-                Arg::Int(i64::from(s.factor_failures)),
+                Text(s.id.as_str()),
+                Text(token_hash),
+                Text(s.account_id.as_str()),
+                Int(s.created_at),
+                Int(s.last_seen_at),
+                Int(i64::from(s.remember)),
+                Text(&s.ip),
+                Text(&s.user_agent),
+                Text(s.stage.as_str()),
+                Int(s.password_at),
+                Int(i64::from(s.factor_failures)),
             ],
         )];
         changes.extend(event.map(event_change));
@@ -156,12 +157,11 @@ impl SessionStore for SqlStore {
     }
 
     async fn touch_session(&self, id: &SessionId, now: Millis, ip: &str) -> Result<(), StoreError> {
-        sqlx::query("UPDATE sessions SET last_seen_at = $2, ip = $3 WHERE id = $1")
-            .bind(id.as_str())
-            .bind(now)
-            .bind(ip)
-            .run(&*self.writer.turn().await)
-            .await?;
+        self.write(
+            "UPDATE sessions SET last_seen_at = $2, ip = $3 WHERE id = $1",
+            &[Text(id.as_str()), Int(now), Text(ip)],
+        )
+        .await?;
         Ok(())
     }
 
@@ -176,21 +176,23 @@ impl SessionStore for SqlStore {
     }
 
     async fn delete_session(&self, account_id: &AccountId, id: &SessionId) -> Result<bool, StoreError> {
-        let done = sqlx::query("DELETE FROM sessions WHERE account_id = $1 AND id = $2")
-            .bind(account_id.as_str())
-            .bind(id.as_str())
-            .run(&*self.writer.turn().await)
+        let done = self
+            .write(
+                "DELETE FROM sessions WHERE account_id = $1 AND id = $2",
+                &[Text(account_id.as_str()), Text(id.as_str())],
+            )
             .await?;
-        Ok(done.rows_affected() > 0)
+        Ok(done > 0)
     }
 
     async fn delete_sessions_except(&self, account_id: &AccountId, keep: &SessionId) -> Result<u64, StoreError> {
-        let done = sqlx::query("DELETE FROM sessions WHERE account_id = $1 AND id <> $2")
-            .bind(account_id.as_str())
-            .bind(keep.as_str())
-            .run(&*self.writer.turn().await)
+        let done = self
+            .write(
+                "DELETE FROM sessions WHERE account_id = $1 AND id <> $2",
+                &[Text(account_id.as_str()), Text(keep.as_str())],
+            )
             .await?;
-        Ok(done.rows_affected())
+        Ok(done)
     }
 
     async fn complete_second_step(
@@ -229,7 +231,7 @@ impl SessionStore for SqlStore {
             ),
             SecondStepProof::Push { request_id, .. } => Change::new(
                 "UPDATE approval_requests SET status = 'used' WHERE id = $1 AND session_id = $2 AND status = 'approved'",
-                vec![Arg::Text(request_id), Arg::Text(session_id.as_str())],
+                vec![Arg::Text(request_id.as_str()), Arg::Text(session_id.as_str())],
             ),
         });
         match proof {
@@ -279,11 +281,11 @@ impl SessionStore for SqlStore {
     }
 
     async fn set_password_at(&self, id: &SessionId, now: Millis) -> Result<(), StoreError> {
-        sqlx::query("UPDATE sessions SET password_at = $2 WHERE id = $1")
-            .bind(id.as_str())
-            .bind(now)
-            .run(&*self.writer.turn().await)
-            .await?;
+        self.write(
+            "UPDATE sessions SET password_at = $2 WHERE id = $1",
+            &[Text(id.as_str()), Int(now)],
+        )
+        .await?;
         Ok(())
     }
 }

@@ -1,0 +1,45 @@
+//! The shape most store methods have, in one call each: one statement,
+//! its arguments (see [`Arg`]) and how its rows are read. Looking one row
+//! up, listing rows, and changing rows outside a transaction.
+
+use identity::StoreError;
+use sqlx::any::AnyRow;
+
+use crate::SqlStore;
+use crate::changes::{Arg, Query, bind};
+use crate::db::Run;
+
+fn query<'q>(sql: impl sqlx::SqlSafeStr, args: &[Arg<'q>]) -> Query<'q> {
+    args.iter().fold(sqlx::query(sql), bind)
+}
+
+impl SqlStore {
+    /// Runs `sql` with `args` on its own, once it is this process's turn
+    /// to write: how many rows it changed.
+    pub(crate) async fn write(&self, sql: &'static str, args: &[Arg<'_>]) -> Result<u64, StoreError> {
+        let done = query(sql, args).run(&*self.writer.turn().await).await?;
+        Ok(done.rows_affected())
+    }
+
+    /// The first row `sql` finds with `args`, read by `decode`.
+    pub(crate) async fn find<T>(
+        &self,
+        sql: impl sqlx::SqlSafeStr + Send,
+        args: &[Arg<'_>],
+        decode: impl FnOnce(&AnyRow) -> Result<T, StoreError> + Send,
+    ) -> Result<Option<T>, StoreError> {
+        let row = query(sql, args).optional(&self.pool).await?;
+        row.as_ref().map(decode).transpose()
+    }
+
+    /// Every row `sql` finds with `args`, each read by `decode`.
+    pub(crate) async fn list<T>(
+        &self,
+        sql: impl sqlx::SqlSafeStr + Send,
+        args: &[Arg<'_>],
+        decode: impl FnMut(&AnyRow) -> Result<T, StoreError> + Send,
+    ) -> Result<Vec<T>, StoreError> {
+        let rows = query(sql, args).all(&self.pool).await?;
+        rows.iter().map(decode).collect()
+    }
+}

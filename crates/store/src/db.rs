@@ -181,18 +181,18 @@ columns_of!(rusqlite::Row<'_>, get, crate::sqlite_reads::failed);
 
 /// The columns of a joined row named with a prefix (`a_email` for the
 /// account's `email`), read under their own names.
-pub(crate) struct Prefixed<'r, R> {
+pub(crate) struct Prefixed<'r, R: ?Sized> {
     pub(crate) row: &'r R,
     pub(crate) prefix: &'static str,
 }
 
-impl<R: Columns> Prefixed<'_, R> {
+impl<R: Columns + ?Sized> Prefixed<'_, R> {
     fn name(&self, name: &str) -> String {
         format!("{}{name}", self.prefix)
     }
 }
 
-impl<R: Columns> Columns for Prefixed<'_, R> {
+impl<R: Columns + ?Sized> Columns for Prefixed<'_, R> {
     fn text(&self, name: &str) -> Result<String, StoreError> {
         self.row.text(&self.name(name))
     }

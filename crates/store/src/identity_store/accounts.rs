@@ -12,7 +12,7 @@ use crate::SqlStore;
 use crate::changes::Arg::{Int, Text};
 use crate::db::{Columns, Run, corrupt};
 
-pub(super) fn account_from(row: &impl Columns) -> Result<Account, StoreError> {
+pub(super) fn account_from(row: &(impl Columns + ?Sized)) -> Result<Account, StoreError> {
     Ok(Account {
         id: AccountId::new(row.text("id")?),
         email: EmailAddress::parse(&row.text("email")?).map_err(|_| corrupt("email"))?,

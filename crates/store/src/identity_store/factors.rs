@@ -13,7 +13,7 @@ use crate::SqlStore;
 use crate::changes::Arg::{Int, Text};
 use crate::db::{Columns, Prefixed, Run, corrupt};
 
-pub(super) fn factor_from(row: &impl Columns) -> Result<SecondFactor, StoreError> {
+pub(super) fn factor_from(row: &(impl Columns + ?Sized)) -> Result<SecondFactor, StoreError> {
     Ok(SecondFactor {
         id: FactorId::new(row.text("id")?),
         account_id: AccountId::new(row.text("account_id")?),

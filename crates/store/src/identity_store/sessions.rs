@@ -5,18 +5,17 @@ use identity::{
     Account, AccountId, EmailAddress, Millis, SecondFactor, SecondStepProof, SecurityEvent, Session, SessionId,
     SessionStage, SessionStore, SignInContext, StepContext, StoreError, ThrottleRecord, ThrottleRelease,
 };
-use sqlx::any::AnyRow;
 
 use super::accounts::account_from;
 use super::events::event_change;
-use super::factors::{factor_from, step_context_from};
+use super::factors::factor_from;
 use super::throttle::{release_change, throttle_from};
+use crate::SqlStore;
 use crate::changes::Arg::{Int, Text};
 use crate::changes::{Arg, Change, write_changes, write_each_changes_one};
 use crate::db::{Columns, Prefixed, Run, corrupt};
-use crate::{Native, SqlStore};
 
-pub(super) fn session_from(row: &AnyRow) -> Result<Session, StoreError> {
+pub(super) fn session_from(row: &(impl Columns + ?Sized)) -> Result<Session, StoreError> {
     let stage: String = row.text("stage")?;
     Ok(Session {
         id: SessionId::new(row.text("id")?),
@@ -73,10 +72,8 @@ impl SessionStore for SqlStore {
             session_account_columns!(),
             " FROM sessions s JOIN accounts a ON a.id = s.account_id WHERE s.token_hash = $1"
         );
-        let row = sqlx::query(sql).bind(hash).optional(&self.pool).await?;
-        row.as_ref()
-            .map(|row| Ok((session_from(row)?, account_from(&Prefixed { row, prefix: "a_" })?)))
-            .transpose()
+        let mut rows = self.native_list(sql, &[Text(hash)], session_and_account).await?;
+        Ok(rows.pop())
     }
 
     async fn session_with_step_context(
@@ -97,42 +94,37 @@ impl SessionStore for SqlStore {
              WHERE s.token_hash = $1
              ORDER BY f.created_at, f.id"
         );
-        let rows = sqlx::query(sql)
-            .bind(hash)
-            .bind(throttle_prefix)
-            .all(&self.pool)
+        let rows = self
+            .native_list(sql, &[Text(hash), Text(throttle_prefix)], |row| {
+                let throttle = match row.int_or_null("version")? {
+                    Some(_) => Some(throttle_from(row)?),
+                    None => None,
+                };
+                let factor = match row.text_or_null("f_id")? {
+                    Some(_) => Some(factor_from(&Prefixed { row, prefix: "f_" })?),
+                    None => None,
+                };
+                Ok((session_and_account(row)?, throttle, factor))
+            })
             .await?;
-        let Some(first) = rows.first() else {
+        let mut rows = rows.into_iter();
+        let Some(((session, account), throttle, first)) = rows.next() else {
             return Ok(None);
         };
-        Ok(Some((
-            session_from(first)?,
-            account_from(&Prefixed {
-                row: first,
-                prefix: "a_",
-            })?,
-            step_context_from(&rows)?,
-        )))
+        let factors = first
+            .into_iter()
+            .chain(rows.filter_map(|(_, _, factor)| factor))
+            .collect();
+        Ok(Some((session, account, StepContext { throttle, factors })))
     }
 
     async fn sign_in_context(&self, email: Option<&EmailAddress>, keys: &[&str]) -> Result<SignInContext, StoreError> {
-        // Each engine's own driver: this read runs before every password
-        // check, and through `Any` (or sqlx's SQLite thread) it cost more
-        // CPU than the query.
+        // On each engine's own driver: this read runs before every
+        // password check.
         let sql = sign_in_context_sql(keys.len());
-        let email = email.map_or("", EmailAddress::as_str);
-        let rows = match &self.native {
-            Native::Postgres(pg) => {
-                let query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(email);
-                let rows = keys.iter().fold(query, |query, key| query.bind(*key)).all(pg).await?;
-                rows.iter().map(SignInRow::from).collect::<Result<Vec<_>, _>>()?
-            }
-            Native::Sqlite(reads) => {
-                let mut args: Vec<&dyn rusqlite::ToSql> = vec![&email];
-                args.extend(keys.iter().map(|key| key as &dyn rusqlite::ToSql));
-                reads.rows(&sql, &args, |row| SignInRow::from(row))?
-            }
-        };
+        let mut args = vec![Text(email.map_or("", EmailAddress::as_str))];
+        args.extend(keys.iter().map(|key| Text(key)));
+        let rows = self.native_list(&sql, &args, |row| SignInRow::from(row)).await?;
         let mut context = SignInContext {
             account: None,
             factors: Vec::new(),
@@ -323,7 +315,7 @@ struct SignInRow {
 }
 
 impl SignInRow {
-    fn from(row: &impl Columns) -> Result<Self, StoreError> {
+    fn from(row: &dyn Columns) -> Result<Self, StoreError> {
         let account = match row.text_or_null("a_id")? {
             Some(_) => Some(account_from(&Prefixed { row, prefix: "a_" })?),
             None => None,
@@ -342,4 +334,9 @@ impl SignInRow {
             throttle,
         })
     }
+}
+
+/// A session and its account from a row of `session_account_columns!`.
+fn session_and_account(row: &dyn Columns) -> Result<(Session, Account), StoreError> {
+    Ok((session_from(row)?, account_from(&Prefixed { row, prefix: "a_" })?))
 }

@@ -82,7 +82,7 @@ pub(super) fn release_change(releases: &[ThrottleRelease]) -> Option<Change<'_>>
 }
 
 /// A throttle record from a row with its columns.
-pub(super) fn throttle_from(row: &impl Columns) -> Result<ThrottleRecord, StoreError> {
+pub(super) fn throttle_from(row: &(impl Columns + ?Sized)) -> Result<ThrottleRecord, StoreError> {
     Ok(ThrottleRecord {
         state: ThrottleState {
             failures: row.count("failures")?,

@@ -111,8 +111,15 @@ async fn enrol_totp_then_sign_in_with_password_and_code() {
         let (status, body) = api_second_step(&server, &replay, "totp", &next).await;
         assert_eq!(
             (status, body["error"]["code"].as_str()),
-            (401, Some("invalid_code")),
+            (401, Some("code_reused")),
             "a replayed code"
+        );
+        // It cost no attempt: the wrong codes still allowed are all there.
+        let (status, body) = api_second_step(&server, &replay, "totp", "000000").await;
+        assert_eq!((status, body["error"]["code"].as_str()), (401, Some("invalid_code")));
+        assert!(
+            body["error"]["message"].as_str().unwrap().contains("4 attempts left"),
+            "{body}"
         );
 
         // A second app: no new backup codes.

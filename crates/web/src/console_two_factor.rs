@@ -239,6 +239,7 @@ async fn second_step_submit(ctx: ConsolePending, Form(form): Form<CodeForm>) -> 
             StatusCode::UNAUTHORIZED,
             t.tf("second_step.wrong_code", &[("left", &attempts_left.to_string())]),
         ),
+        Err(SecondStepError::CodeReused) => (StatusCode::UNAUTHORIZED, t.t("flows.code_reused").to_owned()),
         Err(SecondStepError::Restart) => {
             return see_other("/signin?restart=1", &[crate::auth::sign_out_cookie(&ctx.state)]);
         }

@@ -71,6 +71,16 @@ enum OrgCommand {
         #[arg(long)]
         name: String,
     },
+    /// List an organization's pending invitations, or withdraw one.
+    Invitations {
+        /// The organization (by name).
+        #[arg(long)]
+        org: String,
+        /// Withdraw the invitation with this id (from the list): its link
+        /// stops working.
+        #[arg(long)]
+        revoke: Option<String>,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -132,6 +142,27 @@ pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
                 member.zip(access),
             )
             .await
+        }
+        AdminCommand::Org(OrgCommand::Invitations { org, revoke }) => {
+            let found = identity
+                .organization_named(&org)
+                .await?
+                .ok_or_else(|| anyhow::anyhow!("no organization is named '{org}'"))?;
+            if let Some(id) = revoke {
+                if !identity.operator_revoke_invitation(&found.id, &id).await? {
+                    anyhow::bail!("'{}' has no pending invitation with id {id}", found.name);
+                }
+                println!("invitation withdrawn");
+            }
+            let now = identity.now();
+            for i in identity.operator_invitations(&found.id).await? {
+                let hours = (i.expires_at - now).max(0) / 3_600_000;
+                println!(
+                    "{}  {}  {}  invited by {}  link valid {hours} more hours",
+                    i.id, i.email, i.role, i.invited_by
+                );
+            }
+            Ok(())
         }
         AdminCommand::Org(OrgCommand::Create { name }) => {
             let org = identity.create_organization(&name).await?;

@@ -102,9 +102,16 @@ async fn drives_are_made_by_managers_and_seen_by_members() {
             .await
             .unwrap();
         let at = r.headers()["location"].to_str().unwrap().to_owned();
-        assert!(at.starts_with("/drives?created="), "{at}");
+        assert_eq!(at, "/drives", "the drives page, which a reload does not post again");
         let after = page(&server, &ana, &at).await;
-        assert!(after.contains("Archive") && after.contains("5.0 GiB") && after.contains("was created"));
+        assert!(
+            after.contains("5.0 GiB") && after.contains("The drive “Archive” was created."),
+            "{after}"
+        );
+        let again = page(&server, &ana, &at).await;
+        assert!(
+            !again.contains("was created") && again.matches(">Archive<").count() == after.matches(">Archive<").count()
+        );
         let bo_page = page(&server, &bo, "/drives").await;
         assert!(bo_page.contains("has a drive yet") && !bo_page.contains("new-drive-heading"));
     }
@@ -139,6 +146,18 @@ async fn members_browse_upload_and_download_in_the_console() {
             .await
             .unwrap();
         assert_eq!(r.status(), 303);
+        let made = page(&server, &ana, &root).await;
+        assert!(made.contains("The folder “Año 2026” was created."), "{made}");
+        assert!(!page(&server, &ana, &root).await.contains("was created"), "said once");
+        // A name with a slash is refused, saying why.
+        let r = ana
+            .post(server.url(&format!("/drives/{id}/folders")))
+            .form(&[("csrf", csrf.as_str()), ("folder", "/"), ("name", "a/b")])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 422);
+        assert!(r.text().await.unwrap().contains("cannot contain “/”"));
         let folder = format!("{root}/A%C3%B1o%202026");
         let upload = |path: &str, name: &str, body: Vec<u8>, token: &str| {
             let part = reqwest::multipart::Part::bytes(body).file_name(name.to_owned());
@@ -154,6 +173,50 @@ async fn members_browse_upload_and_download_in_the_console() {
         assert_eq!(r.headers()["location"], folder.as_str());
         let inside = page(&server, &ana, &folder).await;
         assert!(inside.contains("datos.bin") && inside.contains("195.3 KiB"), "{inside}");
+        assert!(inside.contains("“datos.bin” was uploaded."), "{inside}");
+        // The same name again is refused unless replacing was asked for.
+        let r = upload("%2FA%C3%B1o%202026", "datos.bin", vec![7; 10], &csrf)
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 409);
+        assert!(r.text().await.unwrap().contains("already in this folder"));
+        let kept = ana
+            .get(server.url(&format!("{folder}/datos.bin")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(kept.bytes().await.unwrap().len(), contents.len(), "not overwritten");
+        let replacing = reqwest::multipart::Form::new().text("replace", "1").part(
+            "file",
+            reqwest::multipart::Part::bytes(vec![7; 10]).file_name("datos.bin"),
+        );
+        let r = ana
+            .post(server.url(&format!("/drives/{id}/upload?folder=%2FA%C3%B1o%202026&csrf={csrf}")))
+            .multipart(replacing)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 303);
+        let replaced = ana
+            .get(server.url(&format!("{folder}/datos.bin")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(replaced.bytes().await.unwrap().as_ref(), &[7u8; 10]);
+        let r = upload("%2FA%C3%B1o%202026", "datos.bin", contents.clone(), &csrf)
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 409);
+        let r = ana
+            .post(server.url(&format!("/drives/{id}/upload?folder=%2FA%C3%B1o%202026&csrf={csrf}")))
+            .multipart(reqwest::multipart::Form::new().text("replace", "1").part(
+                "file",
+                reqwest::multipart::Part::bytes(contents.clone()).file_name("datos.bin"),
+            ))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 303);
         // How to connect a WebDAV client to this folder, both address forms.
         let port = server.addr.rsplit(':').next().unwrap();
         assert!(
@@ -190,14 +253,33 @@ async fn members_browse_upload_and_download_in_the_console() {
         api_sign_in(&server, &bo, "bo@example.org", PASSWORD, false).await;
         assert_eq!(bo.get(server.url(&folder)).send().await.unwrap().status(), 404);
 
+        // Deleting asks first, naming the folder; nothing goes before that.
         let r = ana
             .post(server.url(&format!("/drives/{id}/delete")))
             .form(&[("csrf", csrf.as_str()), ("path", "/Año 2026")])
             .send()
             .await
             .unwrap();
+        assert_eq!(r.status(), 200);
+        let asking = r.text().await.unwrap();
+        assert!(
+            asking.contains("The folder “Año 2026” and everything in it will be deleted"),
+            "{asking}"
+        );
+        assert!(
+            page(&server, &ana, &folder).await.contains("datos.bin"),
+            "not deleted yet"
+        );
+        let r = ana
+            .post(server.url(&format!("/drives/{id}/delete")))
+            .form(&[("csrf", csrf.as_str()), ("path", "/Año 2026"), ("confirm", "yes")])
+            .send()
+            .await
+            .unwrap();
         assert_eq!(r.headers()["location"], root.as_str());
-        assert!(page(&server, &ana, &root).await.contains("id=\"empty-folder\""));
+        let after = page(&server, &ana, &root).await;
+        assert!(after.contains("id=\"empty-folder\"") && after.contains("“Año 2026” was deleted."));
+        assert!(!page(&server, &ana, &root).await.contains("was deleted"), "said once");
         let (_, list) = json(ana.get(server.url("/api/v1/drives")).send().await.unwrap()).await;
         assert_eq!(list["drives"][0]["used_bytes"], 0);
     }

@@ -619,7 +619,17 @@ async fn the_console_confirms_the_switch_and_takes_invitations() {
             .send()
             .await
             .unwrap();
-        assert_eq!(r.headers()["location"], "/signin?joined=1");
+        assert_eq!(r.headers()["location"], "/signin");
+        let signin = page(&server, &guest, "/signin").await;
+        assert!(
+            signin.contains("You joined Acme. Sign in with your new password."),
+            "{signin}"
+        );
+        assert!(signin.contains("value=\"new@example.org\""), "the email is filled in");
+        assert!(
+            !page(&server, &guest, "/signin").await.contains("You joined"),
+            "said once"
+        );
         let list = page(&server, &admin, &members).await;
         assert!(list.contains("new@example.org") && list.contains("class=\"no-2fa\""));
     }
@@ -720,5 +730,265 @@ async fn a_two_step_requirement_refuses_the_account_password_over_webdav_not_app
             .collect();
         assert_eq!(blocked.len(), 2, "{log}");
         assert_eq!(blocked[0]["detail"], "Acme");
+    }
+}
+
+/// Issue 24: removing a member, the bulk alert and leaving ask first,
+/// naming who and what; nothing happens before the confirmation; after
+/// it, the page a reload shows says so once and does nothing again.
+#[tokio::test]
+async fn removing_alerting_and_leaving_ask_first_and_a_reload_repeats_nothing() {
+    for engine in ENGINES {
+        let Some(storage) = acme(engine).await else {
+            continue;
+        };
+        let server = Server::start_on(&storage, &[]);
+        let (admin, org) = member(&server, ADMIN).await;
+        let members = format!("/orgs/{org}/members");
+        let csrf = csrf_of(&page(&server, &admin, &members).await);
+        let user_id = member_id(&server, &admin, &org, USER).await;
+        let remove = format!("/orgs/{org}/members/{user_id}/remove");
+
+        let r = post_form(&server, &admin, &remove, &[("csrf", csrf.as_str())]).await;
+        assert_eq!(r.status(), 200);
+        let asking = r.text().await.unwrap();
+        assert!(
+            asking.contains("user (user@example.org) will be removed from Acme")
+                && asking.contains("name=\"confirm\" value=\"yes\""),
+            "{asking}"
+        );
+        assert!(page(&server, &admin, &members).await.contains(USER), "not removed yet");
+        let r = post_form(&server, &admin, &remove, &[("csrf", csrf.as_str()), ("confirm", "yes")]).await;
+        assert_eq!(
+            (r.status().as_u16(), r.headers()["location"].to_str().unwrap()),
+            (303, members.as_str())
+        );
+        let after = page(&server, &admin, &members).await;
+        assert!(
+            after.contains("The member was removed.") && !after.contains(USER),
+            "{after}"
+        );
+        let reload = page(&server, &admin, &members).await;
+        assert!(!reload.contains("The member was removed."), "said once");
+        // A language switch on that page lands on it, not on a 405.
+        let r = admin.get(server.url(&remove)).send().await.unwrap();
+        assert_eq!(
+            (r.status().as_u16(), r.headers()["location"].to_str().unwrap()),
+            (303, members.as_str())
+        );
+
+        // The bulk alert: asks, naming how many; sends only when confirmed.
+        let events = || async {
+            let (_, e) = call(&admin, "GET", server.url(&format!("/api/v1/orgs/{org}/events")), None).await;
+            e.to_string().matches("security_alert_sent").count()
+        };
+        let alerts = format!("/orgs/{org}/alerts");
+        let asking = post_form(&server, &admin, &alerts, &[("csrf", csrf.as_str())])
+            .await
+            .text()
+            .await
+            .unwrap();
+        assert!(
+            asking.contains("Each member of Acme without two-step verification") && asking.contains(": 3."),
+            "{asking}"
+        );
+        assert_eq!(events().await, 0, "nothing sent before the confirmation");
+        let r = post_form(&server, &admin, &alerts, &[("csrf", csrf.as_str()), ("confirm", "yes")]).await;
+        let landed = r.headers()["location"].to_str().unwrap().to_owned();
+        assert_eq!(landed, format!("{members}?filter=without"));
+        let sent = events().await;
+        assert!(sent >= 1);
+        let shown = page(&server, &admin, &landed).await;
+        assert!(shown.contains("The security alert was sent to 3 members."), "{shown}");
+        let reload = page(&server, &admin, &landed).await;
+        assert!(!reload.contains("was sent to"));
+        assert_eq!(events().await, sent, "a reload sends nothing");
+
+        // Leaving: asks, naming the organization; stays until confirmed.
+        let (ext, _) = member(&server, EXTERNAL).await;
+        let home = page(&server, &ext, "/").await;
+        let ext_csrf = csrf_of(&home);
+        let leave = format!("/orgs/{org}/leave");
+        let asking = post_form(&server, &ext, &leave, &[("csrf", ext_csrf.as_str())])
+            .await
+            .text()
+            .await
+            .unwrap();
+        assert!(asking.contains("You will leave Acme"), "{asking}");
+        assert!(page(&server, &ext, "/").await.contains("Acme"), "still a member");
+        let r = post_form(
+            &server,
+            &ext,
+            &leave,
+            &[("csrf", ext_csrf.as_str()), ("confirm", "yes")],
+        )
+        .await;
+        assert_eq!(r.headers()["location"], "/");
+        let home = page(&server, &ext, "/").await;
+        assert!(home.contains("You left Acme."), "{home}");
+        assert!(!page(&server, &ext, "/").await.contains("You left Acme."), "said once");
+    }
+}
+
+/// Issue 24: the pending invitations of an organization, in the console
+/// and the API: listed, sent again with a new link (the old one stops
+/// working), withdrawn.
+#[tokio::test]
+async fn pending_invitations_are_listed_resent_and_withdrawn() {
+    for engine in ENGINES {
+        let Some(storage) = acme(engine).await else {
+            continue;
+        };
+        let server = Server::start_on(&storage, &[]);
+        let (admin, org) = member(&server, ADMIN).await;
+        let list_url = server.url(&format!("/api/v1/orgs/{org}/invitations"));
+        let (status, made) = call(
+            &admin,
+            "POST",
+            list_url.clone(),
+            Some(serde_json::json!({"email": "guest@example.org", "role": "external"})),
+        )
+        .await;
+        assert_eq!(status, 201, "{made}");
+        let first_link = made["link"].as_str().unwrap().to_owned();
+        let (status, list) = call(&admin, "GET", list_url.clone(), None).await;
+        assert_eq!(status, 200, "{list}");
+        let pending = list["invitations"].as_array().unwrap();
+        assert_eq!(pending.len(), 1, "{list}");
+        assert_eq!(
+            (
+                pending[0]["email"].as_str(),
+                pending[0]["role"].as_str(),
+                pending[0]["invited_by"].as_str()
+            ),
+            (Some("guest@example.org"), Some("external"), Some(ADMIN))
+        );
+        let id = pending[0]["id"].as_str().unwrap().to_owned();
+        assert!(!first_link.contains(&id), "the id is not the link's token");
+
+        // A plain member sees none of it.
+        let (user, _) = member(&server, USER).await;
+        let (status, _) = call(&user, "GET", list_url.clone(), None).await;
+        assert_eq!(status, 403);
+
+        // The console lists it; sending again gives a new link.
+        let members = format!("/orgs/{org}/members");
+        let listing = page(&server, &admin, &members).await;
+        assert!(listing.contains("id=\"pending-invitations\"") && listing.contains("guest@example.org"));
+        let csrf = csrf_of(&listing);
+        let r = post_form(
+            &server,
+            &admin,
+            &format!("/orgs/{org}/invitations/{id}/resend"),
+            &[("csrf", csrf.as_str())],
+        )
+        .await;
+        assert_eq!(r.headers()["location"], members.as_str());
+        let shown = page(&server, &admin, &members).await;
+        assert!(shown.contains("sent again with a new link"), "{shown}");
+        let old_path = &first_link[first_link.find("/invitations/").unwrap()..];
+        assert_eq!(browser().get(server.url(old_path)).send().await.unwrap().status(), 410);
+        let (_, list) = call(&admin, "GET", list_url.clone(), None).await;
+        let pending = list["invitations"].as_array().unwrap();
+        assert_eq!(pending.len(), 1, "{list}");
+        let new_id = pending[0]["id"].as_str().unwrap().to_owned();
+        assert_ne!(new_id, id);
+
+        // Through the API too, then withdrawn.
+        let (status, again) = call(
+            &admin,
+            "POST",
+            server.url(&format!("/api/v1/orgs/{org}/invitations/{new_id}/resend")),
+            None,
+        )
+        .await;
+        assert_eq!(status, 200, "{again}");
+        let link = again["link"].as_str().unwrap().to_owned();
+        let path = &link[link.find("/invitations/").unwrap()..];
+        assert_eq!(browser().get(server.url(path)).send().await.unwrap().status(), 200);
+        let (_, list) = call(&admin, "GET", list_url.clone(), None).await;
+        let latest = list["invitations"][0]["id"].as_str().unwrap().to_owned();
+        let (status, _) = call(
+            &admin,
+            "DELETE",
+            server.url(&format!("/api/v1/orgs/{org}/invitations/{latest}")),
+            None,
+        )
+        .await;
+        assert_eq!(status, 200);
+        assert_eq!(browser().get(server.url(path)).send().await.unwrap().status(), 410);
+        let (_, list) = call(&admin, "GET", list_url.clone(), None).await;
+        assert_eq!(list["invitations"].as_array().unwrap().len(), 0, "{list}");
+        let (status, _) = call(
+            &admin,
+            "DELETE",
+            server.url(&format!("/api/v1/orgs/{org}/invitations/{latest}")),
+            None,
+        )
+        .await;
+        assert_eq!(status, 404);
+
+        // Withdrawn from the console.
+        call(
+            &admin,
+            "POST",
+            list_url.clone(),
+            Some(serde_json::json!({"email": "later@example.org", "role": "user"})),
+        )
+        .await;
+        let (_, list) = call(&admin, "GET", list_url.clone(), None).await;
+        let id = list["invitations"][0]["id"].as_str().unwrap().to_owned();
+        let r = post_form(
+            &server,
+            &admin,
+            &format!("/orgs/{org}/invitations/{id}/revoke"),
+            &[("csrf", csrf.as_str())],
+        )
+        .await;
+        assert_eq!(r.headers()["location"], members.as_str());
+        let shown = page(&server, &admin, &members).await;
+        assert!(
+            shown.contains("The invitation was withdrawn") && shown.contains("id=\"no-pending\""),
+            "{shown}"
+        );
+        let (_, events) = call(&admin, "GET", server.url(&format!("/api/v1/orgs/{org}/events")), None).await;
+        assert!(events.to_string().contains("invitation_revoked"), "{events}");
+    }
+}
+
+/// The operator's command line lists an organization's pending
+/// invitations and withdraws one.
+#[tokio::test]
+async fn the_command_line_lists_and_withdraws_invitations() {
+    for engine in ENGINES {
+        let Some(storage) = acme(engine).await else {
+            continue;
+        };
+        let server = Server::start_on(&storage, &[]);
+        let (admin, org) = member(&server, ADMIN).await;
+        let (status, made) = call(
+            &admin,
+            "POST",
+            server.url(&format!("/api/v1/orgs/{org}/invitations")),
+            Some(serde_json::json!({"email": "cli@example.org", "role": "user"})),
+        )
+        .await;
+        assert_eq!(status, 201, "{made}");
+        let (ok, out, err) = storage.admin(&["org", "invitations", "--org", "Acme"], "");
+        assert!(
+            ok && out.contains("cli@example.org  user  invited by admin@example.org"),
+            "{out}{err}"
+        );
+        let id = out.split_whitespace().next().unwrap().to_owned();
+        let (ok, _, err) = storage.admin(&["org", "invitations", "--org", "Acme", "--revoke", "nope"], "");
+        assert!(!ok && err.contains("no pending invitation with id nope"), "{err}");
+        let (ok, out, err) = storage.admin(&["org", "invitations", "--org", "Acme", "--revoke", &id], "");
+        assert!(
+            ok && out.contains("invitation withdrawn") && !out.contains("cli@example.org"),
+            "{out}{err}"
+        );
+        let link = made["link"].as_str().unwrap();
+        let path = &link[link.find("/invitations/").unwrap()..];
+        assert_eq!(browser().get(server.url(path)).send().await.unwrap().status(), 410);
     }
 }

@@ -49,6 +49,17 @@ fn events_in_background(server: &Server, client: &reqwest::Client, id: &str) -> 
 }
 
 /// A number of the three that is not `number`.
+/// A console sign-in now waiting for the phone: the page's CSRF token and
+/// the waiting page's address.
+async fn console_waiting(server: &Server, client: &reqwest::Client) -> (String, String) {
+    let page = console_password_step(server, client).await;
+    let csrf = csrf_of(&page);
+    let fields = [("csrf", csrf.as_str()), ("method", "authenticator"), ("code", "")];
+    let r = post_form(server, client, "/signin/second-factor", &fields).await;
+    let waiting_at = r.headers()["location"].to_str().unwrap().to_owned();
+    (csrf, waiting_at)
+}
+
 fn another(number: u8) -> u8 {
     if number == 99 { 98 } else { number + 1 }
 }
@@ -111,7 +122,7 @@ async fn approving_with_the_right_number_signs_the_waiting_browser_in() {
                 && out.contains("Firefox on Linux"),
             "the app shows who asks: {out}"
         );
-        assert!(out.trim_end().ends_with("approved"), "{out}");
+        assert!(out.trim_end().ends_with("Approved: the sign-in continues."), "{out}");
         let text = tokio::time::timeout(Duration::from_secs(30), stream)
             .await
             .unwrap()
@@ -165,7 +176,10 @@ async fn a_wrong_number_or_no_ends_the_attempt_and_two_in_a_row_pause_push() {
         let (id, number) = push(&server, &first).await;
         let wrong = another(number).to_string();
         let (ok, out, err) = app(&state, &["answer", "--number", &wrong, "--approve", "--wait", "10"]);
-        assert!(ok && out.trim_end().ends_with("wrong_number"), "{out}{err}");
+        assert!(
+            ok && out.contains("Refused: that is not the number the sign-in page shows"),
+            "{out}{err}"
+        );
         assert_eq!(events(&server, &first, &id).await, ["denied"]);
         let (status, body) = push_status(&server, &first, &id).await;
         assert_eq!((status, body["status"].as_str()), (200, Some("denied")));
@@ -181,7 +195,12 @@ async fn a_wrong_number_or_no_ends_the_attempt_and_two_in_a_row_pause_push() {
         api_password_step(&server, &second).await;
         let (id, _) = push(&server, &second).await;
         let (ok, out, err) = app(&state, &["answer", "--deny", "--wait", "10"]);
-        assert!(ok && out.trim_end().ends_with("denied"), "{out}{err}");
+        assert!(
+            ok && out
+                .trim_end()
+                .ends_with("Refused: the attempt was stopped and recorded."),
+            "{out}{err}"
+        );
         let (_, body) = push_status(&server, &second, &id).await;
         assert_eq!(body["status"], "denied");
 
@@ -295,7 +314,10 @@ async fn removing_the_method_revokes_the_device_at_its_next_contact() {
             &state2,
             &["answer", "--number", &number.to_string(), "--approve", "--wait", "10"],
         );
-        assert!(ok && out.trim_end().ends_with("approved"), "{out}{err}");
+        assert!(
+            ok && out.trim_end().ends_with("Approved: the sign-in continues."),
+            "{out}{err}"
+        );
     }
 }
 
@@ -365,33 +387,56 @@ async fn the_console_waiting_page_continues_once_approved() {
 
         // A refusal sends the page back to sign-in, saying why.
         let d = browser();
-        let page = console_password_step(&server, &d).await;
-        let csrf = csrf_of(&page);
-        let r = d
-            .post(server.url("/signin/second-factor"))
-            .form(&[("csrf", csrf.as_str()), ("method", "authenticator"), ("code", "")])
-            .send()
-            .await
-            .unwrap();
-        let waiting_at = r.headers()["location"].to_str().unwrap().to_owned();
+        let (csrf, waiting_at) = console_waiting(&server, &d).await;
         let (ok, _, err) = app(&state, &["answer", "--deny", "--wait", "10"]);
         assert!(ok, "{err}");
-        let r = d
-            .post(server.url(&waiting_at))
-            .form(&[("csrf", csrf.as_str())])
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.headers()["location"], "/signin?denied=1");
-        let page = d
-            .get(server.url("/signin?denied=1"))
+        let r = post_form(&server, &d, &waiting_at, &[("csrf", &csrf)]).await;
+        assert_eq!(r.headers()["location"], "/signin");
+        let page = d.get(server.url("/signin")).send().await.unwrap().text().await.unwrap();
+        assert!(page.contains("refused on your phone"));
+        assert!(
+            !d.get(server.url("/signin"))
+                .send()
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap()
+                .contains("refused on your phone"),
+            "said once"
+        );
+
+        // A wrong number is said to be one (most often a mistap), not
+        // that someone knows the password.
+        let e = browser();
+        let (csrf, waiting_at) = console_waiting(&server, &e).await;
+        let waiting = e
+            .get(server.url(&waiting_at))
             .send()
             .await
             .unwrap()
             .text()
             .await
             .unwrap();
-        assert!(page.contains("refused on your phone"));
+        let shown: u8 = waiting
+            .split("id=\"push-number\"")
+            .nth(1)
+            .and_then(|rest| rest.split('>').nth(1))
+            .and_then(|rest| rest.split('<').next())
+            .unwrap()
+            .parse()
+            .unwrap();
+        let wrong = another(shown).to_string();
+        let (ok, out, err) = app(&state, &["answer", "--number", &wrong, "--approve", "--wait", "10"]);
+        assert!(ok && !out.contains("wrong_number"), "{out}{err}");
+        let r = post_form(&server, &e, &waiting_at, &[("csrf", &csrf)]).await;
+        assert_eq!(r.headers()["location"], "/signin");
+        let page = e.get(server.url("/signin")).send().await.unwrap().text().await.unwrap();
+        assert!(
+            page.contains("a different number was chosen") && page.contains("mistapped"),
+            "{page}"
+        );
+        assert!(!page.contains("someone knows your password") && !page.contains("wrong_number"));
     }
 }
 
@@ -482,7 +527,10 @@ async fn link_from_the_device_with_the_password_and_the_current_second_factor() 
             &state2,
             &["answer", "--number", &number.to_string(), "--approve", "--wait", "10"],
         );
-        assert!(ok && out.trim_end().ends_with("approved"), "{out}{err}");
+        assert!(
+            ok && out.trim_end().ends_with("Approved: the sign-in continues."),
+            "{out}{err}"
+        );
         let (_, body) = push_status(&server, &c, &id).await;
         assert_eq!(body["status"], "signed_in");
         let (_, s) = json(c.get(server.url("/api/v1/me/two-factor")).send().await.unwrap()).await;
@@ -519,7 +567,12 @@ async fn a_request_made_on_one_process_is_approved_through_another() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     let (id, _) = push(&one, &waiting).await;
     let (ok, out, err) = device.await.unwrap();
-    assert!(ok && out.trim_end().ends_with("denied"), "{out}{err}");
+    assert!(
+        ok && out
+            .trim_end()
+            .ends_with("Refused: the attempt was stopped and recorded."),
+        "{out}{err}"
+    );
     assert_eq!(events(&one, &waiting, &id).await, ["denied"]);
 
     // And an approval the other way round.

@@ -286,9 +286,15 @@ async fn sms_in_the_console() {
             .split('"')
             .next()
             .unwrap();
-        let page = b
+        let r = b
             .post(server.url(&format!("/security/two-factor/sms/{action}")))
             .form(&[("csrf", csrf.as_str()), ("code", &last_logged_code(&server))])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.headers()["location"], "/security/two-factor/backup-codes");
+        let page = b
+            .get(server.url("/security/two-factor/backup-codes"))
             .send()
             .await
             .unwrap()
@@ -325,5 +331,55 @@ async fn sms_in_the_console() {
         assert_eq!(r.headers()["location"], "/");
         let home = c.get(server.url("/")).send().await.unwrap().text().await.unwrap();
         assert!(home.contains("Welcome, Test Person"));
+    }
+}
+
+/// Issue 24: a method added in the console does not silently become the
+/// one offered first; the page says which one still is.
+#[tokio::test]
+#[cfg_attr(missing_oathtool, ignore = "oathtool is not installed (apt-get install oathtool)")]
+async fn a_method_added_in_the_console_keeps_the_default() {
+    for engine in ENGINES {
+        let Some((_, server)) = server_with_member(engine).await else {
+            continue;
+        };
+        let b = browser();
+        api_sign_in(&server, &b, MEMBER, PASSWORD, false).await;
+        let Some(_) = enable_totp(&server, &b).await else {
+            return;
+        };
+        let csrf = csrf_of(&page(&server, &b, "/security/two-factor").await);
+        let enrolling = post_form(
+            &server,
+            &b,
+            "/security/two-factor/sms",
+            &[("csrf", csrf.as_str()), ("phone", "+41 79 123 45 67")],
+        )
+        .await
+        .text()
+        .await
+        .unwrap();
+        let action = enrolling
+            .split("action=\"/security/two-factor/sms/")
+            .nth(1)
+            .unwrap()
+            .split('"')
+            .next()
+            .unwrap();
+        let r = post_form(
+            &server,
+            &b,
+            &format!("/security/two-factor/sms/{action}"),
+            &[("csrf", csrf.as_str()), ("code", &last_logged_code(&server))],
+        )
+        .await;
+        assert_eq!(r.headers()["location"], "/security/two-factor");
+        let shown = page(&server, &b, "/security/two-factor").await;
+        assert!(shown.contains("The method was added. Authenticator app"), "{shown}");
+        let (_, s) = json(b.get(server.url("/api/v1/me/two-factor")).send().await.unwrap()).await;
+        assert_eq!(
+            (s["methods"].as_array().unwrap().len(), s["default_method"].as_str()),
+            (2, Some("totp"))
+        );
     }
 }

@@ -111,8 +111,15 @@ async fn enrol_totp_then_sign_in_with_password_and_code() {
         let (status, body) = api_second_step(&server, &replay, "totp", &next).await;
         assert_eq!(
             (status, body["error"]["code"].as_str()),
-            (401, Some("invalid_code")),
+            (401, Some("code_reused")),
             "a replayed code"
+        );
+        // It cost no attempt: the wrong codes still allowed are all there.
+        let (status, body) = api_second_step(&server, &replay, "totp", "000000").await;
+        assert_eq!((status, body["error"]["code"].as_str()), (401, Some("invalid_code")));
+        assert!(
+            body["error"]["message"].as_str().unwrap().contains("4 attempts left"),
+            "{body}"
         );
 
         // A second app: no new backup codes.
@@ -542,5 +549,192 @@ async fn application_passwords_are_made_listed_revoked_and_never_open_the_consol
         let (_, events) = json(member.get(server.url("/api/v1/me/events")).send().await.unwrap()).await;
         assert_eq!(events["events"][0]["kind"], "app_password_revoked");
         assert_eq!(events["events"][0]["detail"], "NAS QNAP");
+    }
+}
+
+/// Issue 24: in the console, a new application password is shown once on
+/// a page a reload does not post again (and never in a URL); revoking it
+/// asks first, naming it.
+#[tokio::test]
+async fn the_console_shows_a_new_application_password_once_and_asks_before_revoking() {
+    for engine in ENGINES {
+        let Some((_, server)) = server_with_member(engine).await else {
+            continue;
+        };
+        let b = browser();
+        api_sign_in(&server, &b, MEMBER, PASSWORD, false).await;
+        let csrf = csrf_of(&page(&server, &b, "/security/app-passwords").await);
+        let r = post_form(
+            &server,
+            &b,
+            "/security/app-passwords",
+            &[("csrf", csrf.as_str()), ("name", "NAS QNAP")],
+        )
+        .await;
+        assert_eq!(r.status(), 303);
+        assert_eq!(
+            r.headers()["location"],
+            "/security/app-passwords",
+            "no secret in the URL"
+        );
+        let shown = page(&server, &b, "/security/app-passwords").await;
+        assert!(
+            shown.contains("The application password “NAS QNAP” was created."),
+            "{shown}"
+        );
+        let password = shown
+            .split("id=\"new-app-password\" class=\"secret big\">")
+            .nth(1)
+            .and_then(|rest| rest.split('<').next())
+            .unwrap()
+            .to_owned();
+        assert_eq!(password.len(), 34);
+        let reload = page(&server, &b, "/security/app-passwords").await;
+        assert!(
+            !reload.contains(&password) && !reload.contains("new-app-password"),
+            "shown once"
+        );
+        let (_, list) = json(b.get(server.url("/api/v1/me/app-passwords")).send().await.unwrap()).await;
+        assert_eq!(list["app_passwords"].as_array().unwrap().len(), 1, "made once");
+        let id = list["app_passwords"][0]["id"].as_str().unwrap().to_owned();
+
+        let revoke = format!("/security/app-passwords/{id}/revoke");
+        let asking = post_form(&server, &b, &revoke, &[("csrf", csrf.as_str())])
+            .await
+            .text()
+            .await
+            .unwrap();
+        assert!(
+            asking.contains("Programs that use “NAS QNAP” will be refused"),
+            "{asking}"
+        );
+        let (_, list) = json(b.get(server.url("/api/v1/me/app-passwords")).send().await.unwrap()).await;
+        assert_eq!(list["app_passwords"].as_array().unwrap().len(), 1, "not revoked yet");
+        let r = post_form(&server, &b, &revoke, &[("csrf", csrf.as_str()), ("confirm", "yes")]).await;
+        assert_eq!(r.headers()["location"], "/security/app-passwords");
+        let (_, list) = json(b.get(server.url("/api/v1/me/app-passwords")).send().await.unwrap()).await;
+        assert_eq!(list["app_passwords"].as_array().unwrap().len(), 0);
+        assert!(
+            page(&server, &b, "/security/app-passwords")
+                .await
+                .contains("was revoked")
+        );
+        // A reload or language switch at the form's address lands on the page.
+        let r = b.get(server.url(&revoke)).send().await.unwrap();
+        assert_eq!(r.headers()["location"], "/security/app-passwords");
+
+        // Home: two-step verification off, with a nudge, and the sign-in.
+        let home = page(&server, &b, "/").await;
+        assert!(
+            home.contains("id=\"two-factor-nudge\"") && home.contains("id=\"recent-sign-ins\""),
+            "{home}"
+        );
+    }
+}
+
+/// Issue 24: removing the last method asks first (saying two-step
+/// verification turns off); the backup codes are shown once, with the
+/// account, server and date; signing in with a backup code says how many
+/// are left; Home shows the methods.
+#[tokio::test]
+#[cfg_attr(missing_oathtool, ignore = "oathtool is not installed (apt-get install oathtool)")]
+async fn the_console_asks_before_turning_two_factor_off_and_counts_backup_codes() {
+    for engine in ENGINES {
+        let Some((_, server)) = server_with_member(engine).await else {
+            continue;
+        };
+        let b = browser();
+        api_sign_in(&server, &b, MEMBER, PASSWORD, false).await;
+        let Some((_, codes)) = enable_totp(&server, &b).await else {
+            return;
+        };
+        let home = page(&server, &b, "/").await;
+        assert!(
+            home.contains("Two-step verification is on.") && home.contains("Phone (") && home.contains("10 of 10"),
+            "{home}"
+        );
+
+        // New codes: shown once, saying whose and where.
+        let twofa = page(&server, &b, "/security/two-factor").await;
+        let csrf = csrf_of(&twofa);
+        let r = post_form(
+            &server,
+            &b,
+            "/security/two-factor/backup-codes",
+            &[("csrf", csrf.as_str()), ("password", PASSWORD)],
+        )
+        .await;
+        assert_eq!(r.headers()["location"], "/security/two-factor/backup-codes");
+        let shown = page(&server, &b, "/security/two-factor/backup-codes").await;
+        assert!(shown.contains("id=\"backup-codes\""), "{shown}");
+        assert!(
+            shown.contains(&format!("Backup codes for {MEMBER} on {}, made ", server.base)),
+            "{shown}"
+        );
+        let again = b
+            .get(server.url("/security/two-factor/backup-codes"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(again.headers()["location"], "/security/two-factor", "shown once");
+        let fresh: Vec<String> = shown
+            .split("<li><code>")
+            .skip(1)
+            .map(|rest| rest.split('<').next().unwrap().to_owned())
+            .collect();
+        assert_eq!(fresh.len(), 10);
+        assert!(!fresh.contains(&codes[0]), "new codes");
+
+        // Signing in with one says how many are left.
+        let c = browser();
+        let step = console_password_step(&server, &c).await;
+        let r = c
+            .post(server.url("/signin/second-factor"))
+            .form(&[
+                ("csrf", csrf_of(&step).as_str()),
+                ("method", "backup_code"),
+                ("code", fresh[0].as_str()),
+            ])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.headers()["location"], "/");
+        let home = page(&server, &c, "/").await;
+        assert!(
+            home.contains("You signed in with a backup code. Backup codes left: 9."),
+            "{home}"
+        );
+
+        // Removing the only method asks first and changes nothing until then.
+        let (_, status) = json(b.get(server.url("/api/v1/me/two-factor")).send().await.unwrap()).await;
+        let id = status["methods"][0]["id"].as_str().unwrap().to_owned();
+        let remove = format!("/security/two-factor/methods/{id}/remove");
+        let asking = post_form(&server, &b, &remove, &[("csrf", csrf.as_str())])
+            .await
+            .text()
+            .await
+            .unwrap();
+        assert!(
+            asking.contains("Turn two-step verification off") && asking.contains("is your last method"),
+            "{asking}"
+        );
+        let (_, status) = json(b.get(server.url("/api/v1/me/two-factor")).send().await.unwrap()).await;
+        assert_eq!(status["enabled"], true, "still on before the confirmation");
+        let r = post_form(
+            &server,
+            &b,
+            &remove,
+            &[("csrf", csrf.as_str()), ("confirm", "yes"), ("password", PASSWORD)],
+        )
+        .await;
+        assert_eq!(r.headers()["location"], "/security/two-factor");
+        let (_, status) = json(b.get(server.url("/api/v1/me/two-factor")).send().await.unwrap()).await;
+        assert_eq!(status["enabled"], false);
+        let off = page(&server, &b, "/security/two-factor").await;
+        assert!(off.contains("two-step verification is off and your backup codes were deleted"));
+        assert!(
+            !page(&server, &b, "/security/two-factor").await.contains("were deleted"),
+            "said once"
+        );
     }
 }

@@ -52,7 +52,7 @@ pub use notices::{NOTICE_TOPIC, Notice, NoticeKind, backoff};
 pub use org::{Membership, NewOrganization, OrgId, Organization, Role, RoleError};
 pub use org_admin::{
     ALERT_INTERVAL, INVITATION_LIFETIME, Invitation, MemberCounts, MemberSummary, MembershipChange, OPERATOR,
-    ORG_TOPIC, OrgError, OrgEvent, OrgPolicy, Requirement,
+    ORG_TOPIC, OrgError, OrgEvent, OrgPolicy, PendingInvitation, Requirement,
 };
 pub use password::{HashMemory, HashTicket, PasswordHasher, PasswordPolicy, PasswordRejected};
 pub use protocol::ProtocolAuthError;

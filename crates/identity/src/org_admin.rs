@@ -83,7 +83,8 @@ pub struct OrgEvent {
     /// The email of who did it.
     pub actor: String,
     /// `member_invited`, `invitation_accepted`, `role_changed`,
-    /// `member_removed`, `member_left`, `two_factor_required`,
+    /// `invitation_revoked`, `member_removed`, `member_left`,
+    /// `two_factor_required`,
     /// `two_factor_not_required`, `security_alert_sent`.
     pub kind: String,
     pub detail: String,
@@ -93,6 +94,18 @@ pub struct OrgEvent {
 pub struct Invitation {
     pub org_id: OrgId,
     pub org_name: String,
+    pub email: String,
+    pub role: Role,
+    pub invited_by: String,
+    pub created_at: Millis,
+    pub expires_at: Millis,
+}
+
+/// An invitation waiting for an answer, as the organization's managers
+/// see it; `id` names it in their requests (it is not the link's token).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PendingInvitation {
+    pub id: String,
     pub email: String,
     pub role: Role,
     pub invited_by: String,
@@ -335,6 +348,88 @@ impl Identity {
         )
         .await?;
         Ok(token)
+    }
+
+    /// The organization's invitations still waiting for an answer (for
+    /// its managers), newest first.
+    pub async fn invitations(&self, actor: &Account, org_id: &OrgId) -> Result<Vec<PendingInvitation>, OrgError> {
+        self.manager(actor, org_id).await?;
+        Ok(self.operator_invitations(org_id).await?)
+    }
+
+    /// [`Identity::invitations`] for the operator's command line.
+    pub async fn operator_invitations(&self, org_id: &OrgId) -> Result<Vec<PendingInvitation>, StoreError> {
+        let found = self.store().org_invitations(org_id, self.now()).await?;
+        Ok(found
+            .into_iter()
+            .map(|(id, i)| PendingInvitation {
+                id,
+                email: i.email,
+                role: i.role,
+                invited_by: i.invited_by,
+                created_at: i.created_at,
+                expires_at: i.expires_at,
+            })
+            .collect())
+    }
+
+    /// One of [`Identity::invitations`], by id.
+    async fn pending_invitation(
+        &self,
+        actor: &Account,
+        org_id: &OrgId,
+        id: &str,
+    ) -> Result<PendingInvitation, OrgError> {
+        self.invitations(actor, org_id)
+            .await?
+            .into_iter()
+            .find(|i| i.id == id)
+            .ok_or(OrgError::NotFound)
+    }
+
+    /// Withdraws a pending invitation: its link stops working.
+    pub async fn revoke_invitation(&self, actor: &Account, org_id: &OrgId, id: &str) -> Result<(), OrgError> {
+        let pending = self.pending_invitation(actor, org_id, id).await?;
+        let event = self.org_event(org_id, actor, "invitation_revoked", &pending.email);
+        if !self.store().delete_invitation(org_id, id, Some(&event)).await? {
+            return Err(OrgError::NotFound);
+        }
+        Ok(())
+    }
+
+    /// Withdraws a pending invitation from the operator's command line
+    /// (`false` when there is none with that id).
+    pub async fn operator_revoke_invitation(&self, org_id: &OrgId, id: &str) -> Result<bool, StoreError> {
+        let Some(pending) = self
+            .operator_invitations(org_id)
+            .await?
+            .into_iter()
+            .find(|i| i.id == id)
+        else {
+            return Ok(false);
+        };
+        let event = self.new_org_event(org_id, OPERATOR, "invitation_revoked", &pending.email);
+        self.store().delete_invitation(org_id, id, Some(&event)).await
+    }
+
+    /// Sends a pending invitation again, with a new link (the old one
+    /// stops working) valid for [`INVITATION_LIFETIME`] from now. Returns
+    /// the new link's token.
+    pub async fn resend_invitation(
+        &self,
+        actor: &Account,
+        org_id: &OrgId,
+        id: &str,
+        base_url: &str,
+    ) -> Result<String, OrgError> {
+        let pending = self.pending_invitation(actor, org_id, id).await?;
+        // Checked before the old link goes: the actor may still invite.
+        let (_, actor_role) = self.manager(actor, org_id).await?;
+        actor_role.may_change_role(None, Some(pending.role), LR_COUNTED_IN_STORE)?;
+        if !self.store().delete_invitation(org_id, id, None).await? {
+            return Err(OrgError::NotFound);
+        }
+        self.invite(actor, org_id, &pending.email, pending.role, base_url).await
     }
 
     /// The invitation behind a link, if it is still valid.

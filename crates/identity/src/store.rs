@@ -403,6 +403,17 @@ pub trait OrgStore: Send + Sync {
         event: &OrgEvent,
     ) -> Result<(), StoreError>;
     async fn invitation(&self, token_hash: &str, now: Millis) -> Result<Option<Invitation>, StoreError>;
+    /// The unexpired invitations of an organization, newest first, each
+    /// with its token hash.
+    async fn org_invitations(&self, org_id: &OrgId, now: Millis) -> Result<Vec<(String, Invitation)>, StoreError>;
+    /// In one transaction: deletes the organization's invitation and
+    /// records `event` (`false` if it was gone).
+    async fn delete_invitation(
+        &self,
+        org_id: &OrgId,
+        token_hash: &str,
+        event: Option<&OrgEvent>,
+    ) -> Result<bool, StoreError>;
     /// In one transaction: consumes the unexpired invitation and makes the
     /// account a member with its role (`false` if it was gone).
     async fn accept_invitation(

@@ -91,6 +91,11 @@ impl StepRequest {
 pub enum SecondStepError {
     #[error("the code is wrong; {attempts_left} attempts left")]
     WrongCode { attempts_left: u32 },
+    /// A code of the authenticator app that was already used: typed
+    /// twice. It costs no attempt (it can never work, and says nothing
+    /// about the codes still to come).
+    #[error("this code was already used; wait for the next one")]
+    CodeReused,
     #[error("too many wrong codes: sign in again with your password")]
     Restart,
     #[error("too many attempts; retry in {retry_after} ms")]
@@ -408,6 +413,8 @@ impl Identity {
 
         let now = self.now();
         let (proof, method, backup_left) = match step {
+            // A code typed twice returns here: dropping the attempt gives
+            // its room back without counting a failure.
             SecondStep::Totp(code) => (self.totp_proof(factors, &code)?, "totp", None),
             SecondStep::BackupCode(code) => {
                 let (proof, left) = self.backup_code_proof(account, &code).await?;
@@ -483,8 +490,9 @@ impl Identity {
 
     /// The step of an active TOTP app among `factors` that `code` matches,
     /// if any.
-    fn totp_proof(&self, factors: Vec<SecondFactor>, code: &str) -> Result<Option<SecondStepProof>, StoreError> {
+    fn totp_proof(&self, factors: Vec<SecondFactor>, code: &str) -> Result<Option<SecondStepProof>, SecondStepError> {
         let now = self.now();
+        let mut reused = false;
         for factor in factors {
             // TOTP apps, and the offline codes of the companion app.
             let secret = match (factor.active, factor.kind) {
@@ -498,6 +506,10 @@ impl Identity {
                     step,
                 }));
             }
+            reused |= totp::used_before(&secret, code, now, factor.counter);
+        }
+        if reused {
+            return Err(SecondStepError::CodeReused);
         }
         Ok(None)
     }

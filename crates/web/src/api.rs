@@ -92,7 +92,9 @@ fn build() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(crate::api_drive::access, crate::api_drive::set_member_access))
         .routes(routes!(crate::api_drive::set_rule, crate::api_drive::remove_rule))
         .routes(routes!(crate::api_org::members))
-        .routes(routes!(crate::api_org::invite))
+        .routes(routes!(crate::api_org::invite, crate::api_org::invitations))
+        .routes(routes!(crate::api_org::resend_invitation))
+        .routes(routes!(crate::api_org::revoke_invitation))
         .routes(routes!(crate::api_org::set_role, crate::api_org::remove_member))
         .routes(routes!(crate::api_org::leave))
         .routes(routes!(crate::api_org::security_alert))
@@ -483,7 +485,7 @@ pub(crate) fn request_lang(headers: &HeaderMap) -> &'static str {
 #[utoipa::path(post, path = "/api/v1/session/second-factor", tag = "session", security(("session" = [])), request_body = SecondFactorBody,
     responses(
         (status = 200, description = "`signed_in` (a new session cookie is set), or `code_sent` for `sms` without a code", body = CodeSentBody),
-        (status = 401, description = "`invalid_code` (wrong code, attempts left in the message), `second_factor_restart` (five wrong codes: sign in again) or `not_signed_in`", body = ErrorBody),
+        (status = 401, description = "`invalid_code` (wrong code, attempts left in the message), `code_reused` (an app code already used: wait for the next; not counted), `second_factor_restart` (five wrong codes: sign in again) or `not_signed_in`", body = ErrorBody),
         (status = 409, description = "`already_signed_in`", body = ErrorBody),
         (status = 429, description = "`too_many_attempts`", body = ErrorBody),
     ))]
@@ -561,6 +563,11 @@ async fn second_factor(
             StatusCode::UNAUTHORIZED,
             "invalid_code",
             format!("the code is wrong; {attempts_left} attempts left"),
+        )),
+        Err(SecondStepError::CodeReused) => Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "code_reused",
+            "this code was already used; wait for the next one (no attempt was counted)",
         )),
         Err(SecondStepError::Restart) => {
             let error = ApiError::new(

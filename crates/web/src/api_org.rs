@@ -151,6 +151,94 @@ pub async fn invite(
     ))
 }
 
+#[derive(Serialize, ToSchema)]
+pub struct PendingInvitationBody {
+    /// Names the invitation in `resend` and `DELETE` (not its link).
+    id: String,
+    email: String,
+    /// `legal-representative`, `admin`, `user` or `external`
+    role: String,
+    /// The email of who invited.
+    invited_by: String,
+    created_at: i64,
+    /// When the link stops working.
+    expires_at: i64,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct PendingInvitationsBody {
+    invitations: Vec<PendingInvitationBody>,
+}
+
+/// The invitations still waiting for an answer, newest first (admins and
+/// the legal representative).
+#[utoipa::path(get, path = "/api/v1/orgs/{org}/invitations", tag = "organizations", security(("session" = [])),
+    params(("org" = String, Path)),
+    responses((status = 200, body = PendingInvitationsBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn invitations(
+    State(state): State<AppState>,
+    ApiUser(user): ApiUser,
+    ApiPath(org): ApiPath<OrgId>,
+) -> Result<Json<PendingInvitationsBody>, ApiError> {
+    let found = state.identity().invitations(&user.account, &org).await?;
+    Ok(Json(PendingInvitationsBody {
+        invitations: found
+            .into_iter()
+            .map(|i| PendingInvitationBody {
+                id: i.id,
+                email: i.email,
+                role: i.role.as_str().to_owned(),
+                invited_by: i.invited_by,
+                created_at: i.created_at,
+                expires_at: i.expires_at,
+            })
+            .collect(),
+    }))
+}
+
+/// Sends a pending invitation again with a new link, valid 7 days; the
+/// old link stops working.
+#[utoipa::path(post, path = "/api/v1/orgs/{org}/invitations/{id}/resend", tag = "organizations", security(("session" = [])),
+    params(("org" = String, Path), ("id" = String, Path, description = "the invitation's `id` from the list")),
+    responses((status = 200, body = InvitationBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
+        (status = 409, description = "`already_member`: the person joined meanwhile", body = ErrorBody)))]
+pub async fn resend_invitation(
+    State(state): State<AppState>,
+    ApiUser(user): ApiUser,
+    ApiPath((org, id)): ApiPath<(OrgId, String)>,
+    headers: HeaderMap,
+) -> Result<Json<InvitationBody>, ApiError> {
+    let base = state.config().base_url(&headers);
+    let pending = state.identity().invitations(&user.account, &org).await?;
+    let token = state
+        .identity()
+        .resend_invitation(&user.account, &org, &id, &base)
+        .await?;
+    let (email, role) = pending
+        .into_iter()
+        .find(|i| i.id == id)
+        .map(|i| (i.email, i.role.as_str().to_owned()))
+        .unwrap_or_default();
+    Ok(Json(InvitationBody {
+        email,
+        role,
+        link: format!("{base}/invitations/{token}"),
+    }))
+}
+
+/// Withdraws a pending invitation: its link stops working.
+#[utoipa::path(delete, path = "/api/v1/orgs/{org}/invitations/{id}", tag = "organizations", security(("session" = [])),
+    params(("org" = String, Path), ("id" = String, Path, description = "the invitation's `id` from the list")),
+    responses((status = 200, body = StatusBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn revoke_invitation(
+    State(state): State<AppState>,
+    ApiUser(user): ApiUser,
+    ApiPath((org, id)): ApiPath<(OrgId, String)>,
+) -> Result<Json<StatusBody>, ApiError> {
+    state.identity().revoke_invitation(&user.account, &org, &id).await?;
+    Ok(status("revoked"))
+}
+
 #[derive(Deserialize, ToSchema)]
 pub struct RoleBody {
     role: String,

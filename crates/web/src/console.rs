@@ -17,6 +17,7 @@ use serde::Deserialize;
 use crate::AppState;
 use crate::auth::{self, Authed, DEVICE_COOKIE, sign_in_cookies, sign_out_cookie};
 use crate::cookies::{self, Lifetime};
+use crate::flash::{FLASH_COOKIE, Flash, Secret};
 use crate::fmt;
 use crate::guard::{self, CSRF_COOKIE};
 use crate::i18n::{Catalog, Lang};
@@ -47,6 +48,17 @@ pub fn routes() -> Router<AppState> {
         .merge(crate::console_drive::routes())
         .merge(crate::console_import::routes())
         .merge(crate::console_drive_access::routes())
+        .method_not_allowed_fallback(form_address)
+}
+
+/// A `GET` of an address only forms post to (a language switch or a
+/// reload on a page a form answered): the page the form is on.
+async fn form_address(method: axum::http::Method, uri: axum::http::Uri) -> Response {
+    if method == axum::http::Method::GET || method == axum::http::Method::HEAD {
+        Redirect::to(&crate::flash::page_of(uri.path())).into_response()
+    } else {
+        StatusCode::METHOD_NOT_ALLOWED.into_response()
+    }
 }
 
 // ---- request context --------------------------------------------------------
@@ -73,6 +85,10 @@ pub struct Ctx {
     /// That organization, when the member is external there and may leave
     /// it instead of enrolling.
     leave_org: Option<String>,
+    /// The one-time message this page shows (see [`crate::flash`]).
+    pub(crate) flash: Option<Flash>,
+    /// The request carried a flash cookie: the page deletes it.
+    had_flash: bool,
 }
 
 /// What a console path is for, for [`identity::Access::allows`]; the
@@ -121,8 +137,28 @@ impl Ctx {
         Redirect::to(to).into_response()
     }
 
+    /// A redirect to `to` that shows `flash` there once, setting `cookies`
+    /// too.
+    pub(crate) fn flash_to(&self, to: &str, flash: &Flash, cookies: &[String]) -> Response {
+        let mut all = vec![flash.cookie(&self.state, &self.csrf)];
+        all.extend_from_slice(cookies);
+        see_other(to, &all)
+    }
+
+    /// What this page shows once besides its message, if anything.
+    pub(crate) fn secret(&self) -> Option<&Secret> {
+        self.flash.as_ref().and_then(|f| f.secret.as_ref())
+    }
+
     pub(crate) fn chrome(&self, title: &str) -> Chrome {
         Chrome {
+            flash: self.flash.as_ref().map(|f| FlashView {
+                text: self.t().tf(
+                    &f.key,
+                    &f.args.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect::<Vec<_>>(),
+                ),
+                error: f.error,
+            }),
             t: self.t(),
             lang: self.lang.code(),
             csrf: self.csrf.clone(),
@@ -164,6 +200,11 @@ impl Ctx {
                 (StatusCode::INTERNAL_SERVER_ERROR, "page failed to render").into_response()
             }
         };
+        if self.had_flash
+            && let Ok(value) = Flash::clear(&self.state).parse()
+        {
+            response.headers_mut().append(header::SET_COOKIE, value);
+        }
         if let Some(binding) = &self.new_binding {
             let cookie = cookies::set(
                 CSRF_COOKIE,
@@ -185,6 +226,24 @@ impl Ctx {
             signed_in: self.signed_in.is_some(),
         };
         self.render(status, &page)
+    }
+
+    /// The confirmation page for `q` (see [`Confirmation`]).
+    pub(crate) fn confirm(&self, q: Confirmation<'_>) -> Response {
+        let page = ConfirmPage {
+            c: self.chrome(q.title),
+            text: q.text,
+            action: q.action,
+            fields: q.fields,
+            button: q.button,
+            cancel: q.cancel,
+            password_label: q.password.then(|| self.t().t("two_factor.remove_password").to_owned()),
+        };
+        let mut response = self.render(StatusCode::OK, &page);
+        response
+            .headers_mut()
+            .insert(header::CACHE_CONTROL, header::HeaderValue::from_static("no-store"));
+        response
     }
 
     pub(crate) fn failure(&self, detail: impl std::fmt::Display) -> Response {
@@ -211,7 +270,10 @@ fn context_from(state: &AppState, parts: &Parts, session: Option<Authed>) -> Ctx
             (guard::token_for(state, &fresh), Some(fresh))
         }
     };
+    let sealed = cookies::get(&parts.headers, FLASH_COOKIE).filter(|v| !v.is_empty());
     Ctx {
+        flash: sealed.and_then(|s| Flash::read(state, s, &csrf)),
+        had_flash: sealed.is_some(),
         state: state.clone(),
         lang: lang_of(&parts.headers),
         signed_in,
@@ -319,8 +381,15 @@ pub struct LangOption {
     pub(crate) selected: bool,
 }
 
+/// A one-time message, as the page shows it.
+pub struct FlashView {
+    pub(crate) text: String,
+    pub(crate) error: bool,
+}
+
 /// The parts of the page around the content.
 pub struct Chrome {
+    pub(crate) flash: Option<FlashView>,
     pub(crate) t: &'static Catalog,
     pub(crate) lang: &'static str,
     pub(crate) csrf: String,
@@ -385,6 +454,48 @@ struct MessagePage {
 }
 
 #[derive(Template)]
+#[template(path = "confirm.html")]
+struct ConfirmPage {
+    c: Chrome,
+    text: String,
+    action: String,
+    fields: Vec<(String, String)>,
+    button: String,
+    cancel: String,
+    password_label: Option<String>,
+}
+
+/// A question before a destructive or mass action: what will happen, to
+/// whom, and the button that does it. The page posts the same form again
+/// with `confirm=yes`; it works without JavaScript.
+pub(crate) struct Confirmation<'a> {
+    pub title: &'a str,
+    pub text: String,
+    /// Where the confirmed form goes.
+    pub action: String,
+    /// The form's own fields, sent along again.
+    pub fields: Vec<(String, String)>,
+    pub button: String,
+    /// Where "Cancel" leads.
+    pub cancel: String,
+    /// Also asks for the account password (a field named `password`).
+    pub password: bool,
+}
+
+/// The `confirm` field of a form that asks first.
+#[derive(Deserialize, Default)]
+#[serde(default)]
+pub(crate) struct Confirmed {
+    pub(crate) confirm: Option<String>,
+}
+
+impl Confirmed {
+    pub(crate) fn yes(&self) -> bool {
+        self.confirm.as_deref() == Some("yes")
+    }
+}
+
+#[derive(Template)]
 #[template(path = "setup.html")]
 struct SetupPage {
     c: Chrome,
@@ -412,10 +523,21 @@ struct OrgRow {
     may_leave: bool,
 }
 
+/// The Home page's summary of the account's security.
+struct SecurityCard {
+    two_factor_on: bool,
+    /// Each method, named with its kind.
+    methods: Vec<String>,
+    backup_left: String,
+    /// The latest sign-ins, newest first, one line each.
+    sign_ins: Vec<String>,
+}
+
 #[derive(Template)]
 #[template(path = "home.html")]
 struct HomePage {
     c: Chrome,
+    security: SecurityCard,
     welcome: String,
     email: String,
     sync_user_id: String,
@@ -522,12 +644,45 @@ async fn home(ctx: Ctx) -> Response {
             Err(e) => ctx.failure(e),
         };
     };
-    let memberships = match ctx.state.identity().memberships(&user.account.id).await {
-        Ok(m) => m,
-        Err(e) => return ctx.failure(e),
+    let identity = ctx.state.identity();
+    let (memberships, two_factor, page) = match (
+        identity.memberships(&user.account.id).await,
+        identity.two_factor(&user.account.id).await,
+        identity.events(&user.account.id, None, 50).await,
+    ) {
+        (Ok(m), Ok(s), Ok(p)) => (m, s, p),
+        (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => return ctx.failure(e),
     };
     let t = ctx.t();
     let page = HomePage {
+        security: SecurityCard {
+            two_factor_on: two_factor.enabled,
+            methods: two_factor
+                .methods
+                .iter()
+                .map(|m| format!("{} ({})", m.name, t.t(&format!("method.{}", m.kind.as_str()))))
+                .collect(),
+            backup_left: t.tf(
+                "backup_codes.remaining",
+                &[("count", &two_factor.backup_codes_remaining.to_string())],
+            ),
+            sign_ins: page
+                .events
+                .into_iter()
+                .filter(|e| e.kind == identity::EventKind::SignIn)
+                .take(3)
+                .map(|e| {
+                    t.tf(
+                        "flows.sign_in_line",
+                        &[
+                            ("at", &fmt::datetime(e.at)),
+                            ("browser", &fmt::browser(&e.user_agent)),
+                            ("ip", &e.ip),
+                        ],
+                    )
+                })
+                .collect(),
+        },
         c: ctx.chrome(t.t("home.title")),
         welcome: t.tf("home.welcome", &[("name", &user.account.name)]),
         email: user.account.email.to_string(),
@@ -628,21 +783,17 @@ struct SignInForm {
 #[serde(default)]
 struct SignInQuery {
     restart: Option<String>,
-    /// The sign-in was refused on the member's phone.
-    denied: Option<String>,
 }
 
 async fn signin_form(ctx: Ctx, Query(q): Query<SignInQuery>) -> Response {
     if ctx.signed_in.is_some() {
         return Redirect::to("/").into_response();
     }
+    let email = ctx.flash.as_ref().and_then(|f| f.email.clone()).unwrap_or_default();
     let page = SignInPage {
         c: ctx.chrome(ctx.t().t("signin.title")),
-        error: q
-            .restart
-            .map(|_| ctx.t().t("second_step.restart").to_owned())
-            .or_else(|| q.denied.map(|_| ctx.t().t("push.denied").to_owned())),
-        email: String::new(),
+        error: q.restart.map(|_| ctx.t().t("second_step.restart").to_owned()),
+        email,
         remember: false,
     };
     ctx.render(StatusCode::OK, &page)
@@ -713,7 +864,11 @@ async fn signout(ctx: Ctx) -> Response {
     {
         return ctx.failure(e);
     }
-    see_other("/signin", &[sign_out_cookie(&ctx.state)])
+    ctx.flash_to(
+        "/signin",
+        &Flash::notice("flows.signed_out"),
+        &[sign_out_cookie(&ctx.state)],
+    )
 }
 
 // -- security
@@ -721,18 +876,11 @@ async fn signout(ctx: Ctx) -> Response {
 #[derive(Deserialize, Default)]
 #[serde(default)]
 struct SecurityQuery {
-    done: Option<String>,
     before: Option<String>,
 }
 
 async fn security(ctx: ConsoleUser, Query(q): Query<SecurityQuery>) -> Response {
-    let notice = q.done.as_deref().and_then(|done| match done {
-        "password_changed" | "session_revoked" | "emails_saved" => {
-            Some(ctx.t().t(&format!("security.done_{done}")).to_owned())
-        }
-        _ => None,
-    });
-    security_page(&ctx, StatusCode::OK, notice, None, q.before.as_deref()).await
+    security_page(&ctx, StatusCode::OK, None, None, q.before.as_deref()).await
 }
 
 async fn security_page(
@@ -806,7 +954,11 @@ async fn save_notifications(ctx: ConsoleUser, Form(fields): Form<Vec<(String, St
             return ctx.failure(e);
         }
     }
-    Redirect::to("/security?done=emails_saved#emails-heading").into_response()
+    ctx.flash_to(
+        "/security#emails-heading",
+        &Flash::notice("security.done_emails_saved"),
+        &[],
+    )
 }
 
 #[derive(Deserialize, Default)]
@@ -830,7 +982,7 @@ async fn change_password(ctx: ConsoleUser, Form(form): Form<PasswordForm>) -> Re
         .change_password(&user.session, &form.current_password, &form.new_password, &user.client)
         .await;
     match changed {
-        Ok(()) => Redirect::to("/security?done=password_changed").into_response(),
+        Ok(()) => ctx.flash_to("/security", &Flash::notice("security.done_password_changed"), &[]),
         Err(IdentityError::Store(e)) => ctx.failure(e),
         Err(e) => {
             let error = Some(Refusal::identity(&e).text(t));
@@ -848,7 +1000,7 @@ async fn revoke_session(ctx: ConsoleUser, Path(id): Path<identity::SessionId>) -
         .await
     {
         Ok(_) if id == user.session.id => see_other("/signin", &[sign_out_cookie(&ctx.state)]),
-        Ok(_) => Redirect::to("/security?done=session_revoked").into_response(),
+        Ok(_) => ctx.flash_to("/security", &Flash::notice("security.done_session_revoked"), &[]),
         Err(e) => ctx.failure(e),
     }
 }
@@ -946,6 +1098,7 @@ mod tests {
             here: here.into(),
             title: String::new(),
             langs: Vec::new(),
+            flash: None,
         }
     }
 

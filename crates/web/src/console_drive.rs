@@ -4,15 +4,15 @@
 use askama::Template;
 use axum::Form;
 use axum::Router;
-use axum::extract::Query;
 use axum::http::StatusCode;
-use axum::response::{IntoResponse, Redirect, Response};
+use axum::response::Response;
 use axum::routing::{get, post};
 use drive::DriveError;
 use serde::Deserialize;
 
 use crate::AppState;
 use crate::console::{Chrome, ConsoleUser};
+use crate::flash::Flash;
 
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -66,12 +66,6 @@ struct DrivesPage {
     managed: Vec<OrgChoice>,
 }
 
-#[derive(Deserialize, Default)]
-#[serde(default)]
-struct DoneQuery {
-    created: Option<u64>,
-}
-
 async fn render(ctx: &ConsoleUser, status: StatusCode, notice: Option<String>, error: Option<String>) -> Response {
     let user = &ctx.user;
     let (drives, memberships) = match (
@@ -113,11 +107,8 @@ async fn render(ctx: &ConsoleUser, status: StatusCode, notice: Option<String>, e
     ctx.render(status, &page)
 }
 
-async fn drives_page(ctx: ConsoleUser, Query(q): Query<DoneQuery>) -> Response {
-    let notice = q
-        .created
-        .map(|id| ctx.t().tf("drive.created", &[("id", &id.to_string())]));
-    render(&ctx, StatusCode::OK, notice, None).await
+async fn drives_page(ctx: ConsoleUser) -> Response {
+    render(&ctx, StatusCode::OK, None, None).await
 }
 
 #[derive(Deserialize, Default)]
@@ -148,7 +139,11 @@ async fn create(ctx: ConsoleUser, Form(form): Form<CreateForm>) -> Response {
         .create(Some(&user.account), &identity::OrgId::new(form.org), &form.name, quota)
         .await
     {
-        Ok(drive) => Redirect::to(&format!("/drives?created={}", drive.id)).into_response(),
+        Ok(drive) => ctx.flash_to(
+            "/drives",
+            &Flash::notice("flows.drive_created").arg("name", drive.name),
+            &[],
+        ),
         Err(DriveError::Store(e)) => ctx.failure(e),
         Err(e) => {
             let error = match e {
@@ -179,7 +174,7 @@ mod browse {
     use axum::body::Body;
     use axum::extract::{Multipart, Path, Query};
     use axum::http::{StatusCode, header};
-    use axum::response::{IntoResponse, Redirect, Response};
+    use axum::response::{IntoResponse, Response};
     use drive::FileError;
     use futures_util::TryStreamExt;
     use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
@@ -191,7 +186,8 @@ mod browse {
     use serde::Deserialize;
 
     use super::bytes;
-    use crate::console::{Chrome, ConsoleUser, Ctx};
+    use crate::console::{Chrome, Confirmation, Confirmed, ConsoleUser, Ctx};
+    use crate::flash::Flash;
     use crate::fmt;
 
     /// `/drives/<id>/files/<each name percent-encoded>`.
@@ -431,6 +427,8 @@ mod browse {
         request: axum::extract::Request,
     ) -> Response {
         let user = &ctx.user;
+        let mut replace = false;
+        let mut stored = Vec::new();
         let Ok(mut form) = <Multipart as axum::extract::FromRequest<()>>::from_request(request, &()).await else {
             let text = ctx.t().t("files.upload_failed").to_owned();
             return render(&ctx, drive, &q.folder, StatusCode::BAD_REQUEST, Some(text)).await;
@@ -444,10 +442,29 @@ mod browse {
                     return render(&ctx, drive, &q.folder, StatusCode::BAD_REQUEST, Some(text)).await;
                 }
             };
+            if field.name() == Some("replace") {
+                replace = true;
+                continue;
+            }
             let Some(name) = field.file_name().map(str::to_owned).filter(|n| !n.is_empty()) else {
                 continue;
             };
             let path = format!("{}/{name}", q.folder.trim_end_matches('/'));
+            // A file of that name is kept unless the form said to replace it.
+            if !replace {
+                match ctx.state.drives().stat(&user.account, drive, &path).await {
+                    Ok(_) => {
+                        let text = ctx.t().tf("flows.upload_exists", &[("name", &name)]);
+                        return uploaded_so_far(&ctx, drive, &q.folder, &stored, StatusCode::CONFLICT, Some(text))
+                            .await;
+                    }
+                    Err(FileError::NotFound) => {}
+                    Err(e) => {
+                        let (status, text) = error_text(&ctx, &e);
+                        return render(&ctx, drive, &q.folder, status, Some(text)).await;
+                    }
+                }
+            }
             let stream = field.map_err(std::io::Error::other);
             let mut reader = tokio_util::io::StreamReader::new(stream);
             if let Err(e) = ctx
@@ -457,11 +474,47 @@ mod browse {
                 .await
             {
                 let (status, text) = error_text(&ctx, &e);
-                return render(&ctx, drive, &q.folder, status, Some(text)).await;
+                return uploaded_so_far(&ctx, drive, &q.folder, &stored, status, Some(text)).await;
+            }
+            stored.push(name);
+        }
+        uploaded_so_far(&ctx, drive, &q.folder, &stored, StatusCode::OK, None).await
+    }
+
+    /// After an upload: back to the folder saying what was stored, or,
+    /// when a file stopped it, the folder with why (and what was stored
+    /// before it).
+    async fn uploaded_so_far(
+        ctx: &ConsoleUser,
+        drive: DriveId,
+        folder: &str,
+        stored: &[String],
+        status: StatusCode,
+        error: Option<String>,
+    ) -> Response {
+        let t = ctx.t();
+        let done = match stored {
+            [] => None,
+            [one] => Some(t.tf("flows.uploaded_one", &[("name", one)])),
+            many => Some(t.tf("flows.uploaded_many", &[("count", &many.len().to_string())])),
+        };
+        match error {
+            None => {
+                let names = drive::split_path(folder).unwrap_or_default();
+                let flash = match stored {
+                    [one] => Flash::notice("flows.uploaded_one").arg("name", one.clone()),
+                    many => Flash::notice("flows.uploaded_many").arg("count", many.len().to_string()),
+                };
+                ctx.flash_to(&files_url(drive, &names), &flash, &[])
+            }
+            Some(error) => {
+                let text = match done {
+                    Some(done) => format!("{done} {error}"),
+                    None => error,
+                };
+                render(ctx, drive, folder, status, Some(text)).await
             }
         }
-        let names = drive::split_path(&q.folder).unwrap_or_default();
-        Redirect::to(&files_url(drive, &names)).into_response()
     }
 
     #[derive(Deserialize, Default)]
@@ -473,11 +526,17 @@ mod browse {
 
     pub async fn make_folder(ctx: ConsoleUser, Path(drive): Path<DriveId>, Form(form): Form<FolderForm>) -> Response {
         let user = &ctx.user;
-        let path = format!("{}/{}", form.folder.trim_end_matches('/'), form.name.trim());
+        let name = form.name.trim();
+        if name.contains(['/', '\\']) {
+            let text = ctx.t().t("flows.folder_slash").to_owned();
+            return render(&ctx, drive, &form.folder, StatusCode::UNPROCESSABLE_ENTITY, Some(text)).await;
+        }
+        let path = format!("{}/{name}", form.folder.trim_end_matches('/'));
         match ctx.state.drives().make_folder(&user.account, drive, &path).await {
             Ok(_) => {
                 let names = drive::split_path(&form.folder).unwrap_or_default();
-                Redirect::to(&files_url(drive, &names)).into_response()
+                let flash = Flash::notice("flows.folder_created").arg("name", name);
+                ctx.flash_to(&files_url(drive, &names), &flash, &[])
             }
             Err(e) => {
                 let (status, text) = error_text(&ctx, &e);
@@ -490,14 +549,51 @@ mod browse {
     #[serde(default)]
     pub struct DeleteForm {
         path: String,
+        confirm: Option<String>,
     }
 
     pub async fn delete(ctx: ConsoleUser, Path(drive): Path<DriveId>, Form(form): Form<DeleteForm>) -> Response {
         let user = &ctx.user;
         let names = drive::split_path(&form.path).unwrap_or_default();
         let parent = &names[..names.len().saturating_sub(1)];
+        let Some(name) = names.last().map(|n| n.to_string()) else {
+            let (status, text) = error_text(&ctx, &FileError::InvalidPath("the top folder"));
+            return render(&ctx, drive, "/", status, Some(text)).await;
+        };
+        if !(Confirmed {
+            confirm: form.confirm.clone(),
+        })
+        .yes()
+        {
+            let node = match ctx.state.drives().stat(&user.account, drive, &form.path).await {
+                Ok(node) => node,
+                Err(e) => {
+                    let (status, text) = error_text(&ctx, &e);
+                    return render(&ctx, drive, &format!("/{}", parent.join("/")), status, Some(text)).await;
+                }
+            };
+            let t = ctx.t();
+            let (title, key) = if node.is_dir {
+                ("flows.delete_folder_title", "flows.delete_folder_text")
+            } else {
+                ("flows.delete_file_title", "flows.delete_file_text")
+            };
+            return ctx.confirm(Confirmation {
+                title: t.t(title),
+                text: t.tf(key, &[("name", &name)]),
+                action: format!("/drives/{drive}/delete"),
+                fields: vec![("path".to_owned(), form.path.clone())],
+                button: t.tf("flows.delete_button", &[("name", &name)]),
+                cancel: files_url(drive, parent),
+                password: false,
+            });
+        }
         match ctx.state.drives().delete(&user.account, drive, &form.path).await {
-            Ok(()) => Redirect::to(&files_url(drive, parent)).into_response(),
+            Ok(()) => ctx.flash_to(
+                &files_url(drive, parent),
+                &Flash::notice("flows.deleted").arg("name", name),
+                &[],
+            ),
             Err(e) => {
                 let (status, text) = error_text(&ctx, &e);
                 render(&ctx, drive, &format!("/{}", parent.join("/")), status, Some(text)).await

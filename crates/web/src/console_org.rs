@@ -6,14 +6,15 @@
 use askama::Template;
 use axum::extract::{Path, Query};
 use axum::http::StatusCode;
-use axum::response::{IntoResponse, Redirect, Response};
+use axum::response::Response;
 use axum::routing::{get, post};
 use axum::{Form, Router};
 use identity::{AccountId, OrgError, OrgId, Role};
 use serde::Deserialize;
 
 use crate::AppState;
-use crate::console::{Chrome, ConsoleUser, Ctx, see_other};
+use crate::console::{Chrome, Confirmation, Confirmed, ConsoleUser, Ctx, see_other};
+use crate::flash::Flash;
 use crate::fmt;
 use crate::refusal::Refusal;
 
@@ -21,6 +22,8 @@ pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/orgs/{org}/members", get(members_page))
         .route("/orgs/{org}/invitations", post(invite))
+        .route("/orgs/{org}/invitations/{id}/resend", post(resend_invitation))
+        .route("/orgs/{org}/invitations/{id}/revoke", post(revoke_invitation))
         .route("/orgs/{org}/members/{member}/role", post(set_role))
         .route("/orgs/{org}/members/{member}/remove", post(remove))
         .route("/orgs/{org}/members/{member}/alert", post(alert))
@@ -35,9 +38,23 @@ struct MemberRow {
     name: String,
     email: String,
     role: &'static str,
+    role_label: String,
+    /// The roles this manager may give the member (with the current one):
+    /// no control is offered that the server would refuse.
+    roles: Vec<RoleOption>,
+    /// This manager may remove the member.
+    removable: bool,
     two_factor: bool,
     methods_text: String,
     last_sign_in: String,
+}
+
+struct InvitationRow {
+    id: String,
+    email: String,
+    role: String,
+    invited_by: String,
+    expires: String,
 }
 
 struct RoleOption {
@@ -61,19 +78,24 @@ struct MembersPage {
     /// Width of the chart's bar, in SVG units out of 200.
     bar: usize,
     only_without: bool,
+    /// The roles this manager may invite with.
     roles: Vec<RoleOption>,
+    invitations: Vec<InvitationRow>,
 }
 
 #[derive(Deserialize, Default)]
 #[serde(default)]
 struct MembersQuery {
     filter: Option<String>,
-    done: Option<String>,
 }
 
-fn roles(ctx: &Ctx) -> Vec<RoleOption> {
+/// The roles `actor` may give someone who has `from` (`None`: someone
+/// invited), the current one first kept. The last legal representative is
+/// checked when the change is made.
+fn roles(ctx: &Ctx, actor: Option<Role>, from: Option<Role>) -> Vec<RoleOption> {
     Role::ALL
         .into_iter()
+        .filter(|r| Some(*r) == from || actor.is_some_and(|a| a.may_change_role(from, Some(*r), usize::MAX).is_ok()))
         .map(|r| RoleOption {
             code: r.as_str(),
             label: ctx.t().t(&format!("role.{}", r.as_str())).to_owned(),
@@ -91,7 +113,20 @@ async fn render_members(
 ) -> Response {
     let user = &ctx.user;
     let filter = only_without.then_some(false);
-    let (organization, members, counts) = match ctx.state.identity().members(&user.account, org, filter).await {
+    let identity = ctx.state.identity();
+    let found = match identity.members(&user.account, org, filter).await {
+        Ok(found) => identity.invitations(&user.account, org).await.map(|i| (found, i)),
+        Err(e) => Err(e),
+    };
+    let found = match found {
+        Ok(found) => identity
+            .memberships(&user.account.id)
+            .await
+            .map(|m| (found, m))
+            .map_err(OrgError::Store),
+        Err(e) => Err(e),
+    };
+    let (((organization, members, counts), invitations), memberships) = match found {
         Ok(found) => found,
         Err(OrgError::Store(e)) => return ctx.failure(e),
         Err(e) => {
@@ -100,6 +135,7 @@ async fn render_members(
         }
     };
     let t = ctx.t();
+    let actor = memberships.iter().find(|m| &m.org_id == org).map(|m| m.role);
     let page = MembersPage {
         c: ctx.chrome(&t.tf("org.members_title", &[("org", &organization.name)])),
         org_id: organization.id.into_string(),
@@ -111,6 +147,9 @@ async fn render_members(
             .map(|m| MemberRow {
                 two_factor: m.two_factor(),
                 role: m.role.as_str(),
+                role_label: t.t(&format!("role.{}", m.role.as_str())).to_owned(),
+                roles: roles(ctx, actor, Some(m.role)),
+                removable: actor.is_some_and(|a| a.may_change_role(Some(m.role), None, usize::MAX).is_ok()),
                 id: m.account_id.into_string(),
                 name: m.name,
                 email: m.email,
@@ -134,24 +173,34 @@ async fn render_members(
         percent: counts.percent(),
         bar: counts.percent() * 2,
         only_without,
-        roles: roles(ctx),
+        roles: roles(ctx, actor, None),
+        invitations: invitations
+            .into_iter()
+            .map(|i| InvitationRow {
+                role: t.t(&format!("role.{}", i.role.as_str())).to_owned(),
+                expires: fmt::datetime(i.expires_at),
+                id: i.id,
+                email: i.email,
+                invited_by: i.invited_by,
+            })
+            .collect(),
     };
     ctx.render(status, &page)
 }
 
 async fn members_page(ctx: ConsoleUser, Path(org): Path<OrgId>, Query(q): Query<MembersQuery>) -> Response {
-    let notice = q.done.as_deref().and_then(|done| match done {
-        "invited" | "role" | "removed" | "alerted" => Some(ctx.t().t(&format!("org.done_{done}")).to_owned()),
-        _ => None,
-    });
     let only_without = q.filter.as_deref() == Some("without");
-    render_members(&ctx, &org, only_without, StatusCode::OK, notice, None).await
+    render_members(&ctx, &org, only_without, StatusCode::OK, None, None).await
 }
 
 /// After a change: back to the list, or the list with the refusal.
 async fn after(ctx: &ConsoleUser, org: &OrgId, result: Result<(), OrgError>, done: &str) -> Response {
     match result {
-        Ok(()) => Redirect::to(&format!("/orgs/{org}/members?done={done}")).into_response(),
+        Ok(()) => ctx.flash_to(
+            &format!("/orgs/{org}/members"),
+            &Flash::notice(&format!("org.done_{done}")),
+            &[],
+        ),
         Err(OrgError::Store(e)) => ctx.failure(e),
         Err(e) => {
             let status = match e {
@@ -193,6 +242,30 @@ async fn invite(
     after(&ctx, &org, result, "invited").await
 }
 
+async fn resend_invitation(
+    ctx: ConsoleUser,
+    Path((org, id)): Path<(OrgId, String)>,
+    headers: axum::http::HeaderMap,
+) -> Response {
+    let base = ctx.state.config().base_url(&headers);
+    let result = ctx
+        .state
+        .identity()
+        .resend_invitation(&ctx.user.account, &org, &id, &base)
+        .await
+        .map(|_| ());
+    after(&ctx, &org, result, "resent").await
+}
+
+async fn revoke_invitation(ctx: ConsoleUser, Path((org, id)): Path<(OrgId, String)>) -> Response {
+    let result = ctx
+        .state
+        .identity()
+        .revoke_invitation(&ctx.user.account, &org, &id)
+        .await;
+    after(&ctx, &org, result, "invitation_revoked").await
+}
+
 #[derive(Deserialize, Default)]
 #[serde(default)]
 struct RoleForm {
@@ -216,8 +289,47 @@ async fn set_role(
     after(&ctx, &org, result, "role").await
 }
 
-async fn remove(ctx: ConsoleUser, Path((org, member)): Path<(OrgId, AccountId)>) -> Response {
+/// The organization's name and a member's name and email, for a
+/// confirmation; `None` when the member is not there (or the actor may not
+/// see the list: the action then says why).
+async fn member_named(
+    ctx: &ConsoleUser,
+    org: &OrgId,
+    member: &AccountId,
+) -> Result<Option<(String, String)>, Response> {
+    match ctx.state.identity().members(&ctx.user.account, org, None).await {
+        Ok((o, members, _)) => Ok(members
+            .into_iter()
+            .find(|m| &m.account_id == member)
+            .map(|m| (o.name, format!("{} ({})", m.name, m.email)))),
+        Err(OrgError::Store(e)) => Err(ctx.failure(e)),
+        Err(_) => Ok(None),
+    }
+}
+
+async fn remove(
+    ctx: ConsoleUser,
+    Path((org, member)): Path<(OrgId, AccountId)>,
+    Form(form): Form<Confirmed>,
+) -> Response {
     let user = &ctx.user;
+    if !form.yes() {
+        let (org_name, who) = match member_named(&ctx, &org, &member).await {
+            Ok(Some(found)) => found,
+            Ok(None) => return after(&ctx, &org, Err(OrgError::NotFound), "removed").await,
+            Err(response) => return response,
+        };
+        let t = ctx.t();
+        return ctx.confirm(Confirmation {
+            title: t.t("flows.remove_member_title"),
+            text: t.tf("flows.remove_member_text", &[("member", &who), ("org", &org_name)]),
+            action: format!("/orgs/{org}/members/{member}/remove"),
+            fields: Vec::new(),
+            button: t.tf("flows.remove_member_button", &[("member", &who)]),
+            cancel: format!("/orgs/{org}/members"),
+            password: false,
+        });
+    }
     let result = ctx.state.identity().remove_member(&user.account, &org, &member).await;
     after(&ctx, &org, result, "removed").await
 }
@@ -232,26 +344,67 @@ async fn alert(ctx: ConsoleUser, Path((org, member)): Path<(OrgId, AccountId)>) 
     after(&ctx, &org, result, "alerted").await
 }
 
-async fn alert_all(ctx: ConsoleUser, Path(org): Path<OrgId>) -> Response {
+async fn alert_all(ctx: ConsoleUser, Path(org): Path<OrgId>, Form(form): Form<Confirmed>) -> Response {
     let user = &ctx.user;
+    if !form.yes() {
+        let (organization, without) = match ctx.state.identity().members(&user.account, &org, Some(false)).await {
+            Ok((o, members, _)) => (o, members),
+            Err(e) => return after(&ctx, &org, Err(e), "alerted").await,
+        };
+        let t = ctx.t();
+        let count = without.len().to_string();
+        return ctx.confirm(Confirmation {
+            title: t.t("flows.alert_all_title"),
+            text: t.tf(
+                "flows.alert_all_text",
+                &[("count", &count), ("org", &organization.name)],
+            ),
+            action: format!("/orgs/{org}/alerts"),
+            fields: Vec::new(),
+            button: t.tf("flows.alert_all_button", &[("count", &count)]),
+            cancel: format!("/orgs/{org}/members?filter=without"),
+            password: false,
+        });
+    }
     match ctx
         .state
         .identity()
         .alert_members_without_two_factor(&user.account, &org)
         .await
     {
-        Ok(sent) => {
-            let notice = ctx.t().tf("org.done_alerted_all", &[("count", &sent.to_string())]);
-            render_members(&ctx, &org, true, StatusCode::OK, Some(notice), None).await
-        }
+        Ok(sent) => ctx.flash_to(
+            &format!("/orgs/{org}/members?filter=without"),
+            &Flash::notice("org.done_alerted_all").arg("count", sent.to_string()),
+            &[],
+        ),
         Err(e) => after(&ctx, &org, Err(e), "alerted").await,
     }
 }
 
-async fn leave(ctx: ConsoleUser, Path(org): Path<OrgId>) -> Response {
+async fn leave(ctx: ConsoleUser, Path(org): Path<OrgId>, Form(form): Form<Confirmed>) -> Response {
     let user = &ctx.user;
+    let org_name = match ctx.state.identity().memberships(&user.account.id).await {
+        Ok(m) => m.into_iter().find(|m| m.org_id == org).map(|m| m.org_name),
+        Err(e) => return ctx.failure(e),
+    };
+    let Some(org_name) = org_name else {
+        let text = Refusal::org(&OrgError::NotFound).text(ctx.t());
+        return ctx.message(StatusCode::FORBIDDEN, ctx.t().t("org.title"), &text);
+    };
+    if !form.yes() {
+        let t = ctx.t();
+        return ctx.confirm(Confirmation {
+            title: t.t("flows.leave_title"),
+            text: t.tf("flows.leave_text", &[("org", &org_name)]),
+            action: format!("/orgs/{org}/leave"),
+            fields: Vec::new(),
+            button: t.tf("flows.leave_button", &[("org", &org_name)]),
+            cancel: "/".to_owned(),
+            password: false,
+        });
+    }
     match ctx.state.identity().leave(&user.account, &org).await {
-        Ok(()) => Redirect::to("/?done=left").into_response(),
+        Ok(()) => ctx.flash_to("/", &Flash::notice("flows.left").arg("org", org_name), &[]),
         Err(OrgError::Store(e)) => ctx.failure(e),
         Err(e) => {
             let text = Refusal::org(&e).text(ctx.t());
@@ -462,8 +615,16 @@ async fn accept(ctx: Ctx, Path(token): Path<String>, Form(form): Form<AcceptForm
         .accept_invitation(&token, account, new_account)
         .await
     {
-        Ok(_) if account.is_some() => Redirect::to("/?done=joined").into_response(),
-        Ok(_) => Redirect::to("/signin?joined=1").into_response(),
+        Ok((org, _)) if account.is_some() => {
+            ctx.flash_to("/", &Flash::notice("flows.joined").arg("org", org.name), &[])
+        }
+        Ok((org, joined)) => ctx.flash_to(
+            "/signin",
+            &Flash::notice("flows.joined_sign_in")
+                .arg("org", org.name)
+                .with_email(joined.email.as_str()),
+            &[],
+        ),
         Err(OrgError::Store(e)) => ctx.failure(e),
         Err(e) => {
             let error = Refusal::org(&e).text(ctx.t());

@@ -20,7 +20,8 @@ use serde::Deserialize;
 
 use crate::AppState;
 use crate::auth::{Authed, sign_in_cookies};
-use crate::console::{Chrome, ConsolePending, ConsoleUser, Ctx, see_other};
+use crate::console::{Chrome, Confirmation, ConsolePending, ConsoleUser, Ctx, see_other};
+use crate::flash::{Flash, Secret};
 use crate::fmt;
 use crate::refusal::Refusal;
 
@@ -49,7 +50,10 @@ pub fn routes() -> Router<AppState> {
         .route("/security/two-factor/sms/{id}/resend", post(resend_sms))
         .route("/security/two-factor/methods/{id}/remove", post(remove_method))
         .route("/security/two-factor/default", post(set_default_method))
-        .route("/security/two-factor/backup-codes", post(regenerate_backup_codes))
+        .route(
+            "/security/two-factor/backup-codes",
+            get(backup_codes_page).post(regenerate_backup_codes),
+        )
         .route("/security/two-factor/backup-codes.txt", post(download_backup_codes))
         .route(
             "/security/app-passwords",
@@ -224,12 +228,21 @@ async fn second_step_submit(ctx: ConsolePending, Form(form): Form<CodeForm>) -> 
     let (status, error) = match result {
         Ok(signed) => {
             ctx.state.metrics().sign_in("signed_in");
+            if form.method == "backup_code" {
+                let left = match ctx.state.identity().two_factor(&pending.account.id).await {
+                    Ok(s) => s.backup_codes_remaining,
+                    Err(e) => return ctx.failure(e),
+                };
+                let flash = Flash::notice("flows.backup_code_used").arg("count", left.to_string());
+                return ctx.flash_to("/", &flash, &sign_in_cookies(&ctx.state, &signed));
+            }
             return see_other("/", &sign_in_cookies(&ctx.state, &signed));
         }
         Err(SecondStepError::WrongCode { attempts_left }) => (
             StatusCode::UNAUTHORIZED,
             t.tf("second_step.wrong_code", &[("left", &attempts_left.to_string())]),
         ),
+        Err(SecondStepError::CodeReused) => (StatusCode::UNAUTHORIZED, t.t("flows.code_reused").to_owned()),
         Err(SecondStepError::Restart) => {
             return see_other("/signin?restart=1", &[crate::auth::sign_out_cookie(&ctx.state)]);
         }
@@ -268,10 +281,26 @@ async fn after_denial(ctx: &Ctx, id: &ApprovalRequestId) -> Response {
         return Redirect::to("/").into_response();
     }
     match ctx.state.identity().push_state(id).await {
-        Ok(Some((_, PushState::Denied))) => see_other("/signin?denied=1", &[crate::auth::sign_out_cookie(&ctx.state)]),
+        Ok(Some((request, PushState::Denied))) => refused(ctx, &request),
         Ok(_) => ctx.to_sign_in(),
         Err(e) => ctx.failure(e),
     }
+}
+
+/// Back to sign-in after the phone refused: a wrong number is most often
+/// a mistap, and is said so; a "No" may mean someone else has the
+/// password.
+fn refused(ctx: &Ctx, request: &identity::ApprovalRequest) -> Response {
+    let key = if request.status == identity::ApprovalStatus::WrongNumber {
+        "flows.push_mistap"
+    } else {
+        "push.denied"
+    };
+    ctx.flash_to(
+        "/signin",
+        &Flash::error(key),
+        &[crate::auth::sign_out_cookie(&ctx.state)],
+    )
 }
 
 async fn render_push_wait(ctx: &Ctx, id: &ApprovalRequestId, error: Option<String>) -> Response {
@@ -321,7 +350,11 @@ async fn push_continue(ctx: Ctx, Path(id): Path<ApprovalRequestId>) -> Response 
             ctx.state.metrics().sign_in("signed_in");
             see_other("/", &sign_in_cookies(&ctx.state, &signed))
         }
-        Ok(PushOutcome::Denied) => see_other("/signin?denied=1", &[crate::auth::sign_out_cookie(&ctx.state)]),
+        Ok(PushOutcome::Denied) => match ctx.state.identity().push_state(&id).await {
+            Ok(Some((request, _))) => refused(&ctx, &request),
+            Ok(None) => ctx.to_sign_in(),
+            Err(e) => ctx.failure(e),
+        },
         Ok(PushOutcome::Pending) => {
             let waiting = ctx.t().t("push.still_waiting").to_owned();
             render_push_wait(&ctx, &id, Some(waiting)).await
@@ -375,20 +408,62 @@ struct TwoFactorPage {
     kinds: Vec<KindOption>,
 }
 
-#[derive(Deserialize, Default)]
-#[serde(default)]
-struct DoneQuery {
-    done: Option<String>,
+async fn two_factor_page(ctx: ConsoleUser) -> Response {
+    render_two_factor(&ctx, StatusCode::OK, None, None).await
 }
 
-async fn two_factor_page(ctx: ConsoleUser, Query(q): Query<DoneQuery>) -> Response {
-    let notice = q.done.as_deref().and_then(|done| match done {
-        "method_added" | "method_removed" | "two_factor_off" | "default_set" => {
-            Some(ctx.t().t(&format!("two_factor.done_{done}")).to_owned())
-        }
-        _ => None,
-    });
-    render_two_factor(&ctx, StatusCode::OK, notice, None).await
+/// Back to the 2FA page, saying `done` (`two_factor.done_<done>`) once.
+fn two_factor_done(ctx: &Ctx, done: &str) -> Response {
+    ctx.flash_to(
+        "/security/two-factor",
+        &Flash::notice(&format!("two_factor.done_{done}")),
+        &[],
+    )
+}
+
+/// The kind offered first before a method is added (when two-step
+/// verification is already on), so that adding one does not silently
+/// change it.
+async fn default_before(ctx: &ConsoleUser) -> Option<FactorKind> {
+    let status = ctx.state.identity().two_factor(&ctx.user.account.id).await.ok()?;
+    status.default_method.filter(|_| status.enabled)
+}
+
+/// After a method was added: the earlier default stays the default, and
+/// the page says so (it offers to change it).
+async fn method_added(ctx: &ConsoleUser, before: Option<FactorKind>) -> Response {
+    let Some(kind) = before else {
+        return two_factor_done(ctx, "method_added");
+    };
+    match ctx
+        .state
+        .identity()
+        .set_default_method(&ctx.user.account.id, kind)
+        .await
+    {
+        Ok(()) => ctx.flash_to(
+            "/security/two-factor",
+            &Flash::notice("flows.method_added_default_kept").arg("method", kind_label(ctx, kind)),
+            &[],
+        ),
+        Err(IdentityError::Store(e)) => ctx.failure(e),
+        Err(_) => two_factor_done(ctx, "method_added"),
+    }
+}
+
+/// New backup codes: shown once, on a page of their own that a reload
+/// does not make again.
+fn show_codes(ctx: &Ctx, codes: Vec<String>, first_time: bool) -> Response {
+    let key = if first_time {
+        "two_factor.now_on"
+    } else {
+        "flows.codes_new"
+    };
+    ctx.flash_to(
+        "/security/two-factor/backup-codes",
+        &Flash::notice(key).with_secret(Secret::BackupCodes { codes, first_time }),
+        &[],
+    )
 }
 
 async fn render_two_factor(
@@ -457,7 +532,7 @@ async fn set_default_method(ctx: ConsoleUser, Form(form): Form<DefaultForm>) -> 
         return (StatusCode::BAD_REQUEST, "unknown method").into_response();
     };
     match ctx.state.identity().set_default_method(&user.account.id, kind).await {
-        Ok(()) => Redirect::to("/security/two-factor?done=default_set").into_response(),
+        Ok(()) => two_factor_done(&ctx, "default_set"),
         Err(IdentityError::Store(e)) => ctx.failure(e),
         Err(e) => {
             let error = Refusal::identity(&e).text(ctx.t());
@@ -538,12 +613,13 @@ struct ConfirmForm {
 async fn confirm_totp(ctx: ConsoleUser, Path(id): Path<FactorId>, Form(form): Form<ConfirmForm>) -> Response {
     let user = &ctx.user;
     let identity = ctx.state.identity();
+    let before = default_before(&ctx).await;
     match identity
         .confirm_totp(&user.account.id, &id, &form.code, &user.client)
         .await
     {
-        Ok(Some(codes)) => render_backup_codes(&ctx, codes, true),
-        Ok(None) => Redirect::to("/security/two-factor?done=method_added").into_response(),
+        Ok(Some(codes)) => show_codes(&ctx, codes, true),
+        Ok(None) => method_added(&ctx, before).await,
         Err(IdentityError::WrongCode) => match identity.pending_totp(&user.account, &id).await {
             Ok(Some(e)) => {
                 let error = Some(ctx.t().t("two_factor.wrong_code").to_owned());
@@ -568,9 +644,41 @@ struct PasswordForm {
     password: String,
 }
 
-async fn remove_method(ctx: ConsoleUser, Path(id): Path<FactorId>, Form(form): Form<PasswordForm>) -> Response {
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct RemoveForm {
+    password: String,
+    confirm: Option<String>,
+}
+
+async fn remove_method(ctx: ConsoleUser, Path(id): Path<FactorId>, Form(form): Form<RemoveForm>) -> Response {
     let user = &ctx.user;
     let identity = ctx.state.identity();
+    if form.confirm.as_deref() != Some("yes") {
+        let s = match identity.two_factor(&user.account.id).await {
+            Ok(s) => s,
+            Err(e) => return ctx.failure(e),
+        };
+        let Some(method) = s.methods.iter().find(|m| m.id == id) else {
+            return two_factor_done(&ctx, "method_removed");
+        };
+        let t = ctx.t();
+        let named = format!("{} ({})", method.name, kind_label(&ctx, method.kind));
+        let (title, key) = if s.methods.len() == 1 {
+            ("flows.two_factor_off_title", "flows.two_factor_off_text")
+        } else {
+            ("flows.remove_method_title", "flows.remove_method_text")
+        };
+        return ctx.confirm(Confirmation {
+            title: t.t(title),
+            text: t.tf(key, &[("method", &named)]),
+            action: format!("/security/two-factor/methods/{id}/remove"),
+            fields: Vec::new(),
+            button: t.tf("flows.remove_method_button", &[("method", &named)]),
+            cancel: "/security/two-factor".to_owned(),
+            password: true,
+        });
+    }
     let password = Some(form.password.as_str()).filter(|p| !p.is_empty());
     match identity
         .remove_second_factor(&user.session, &user.account, &id, password, &user.client)
@@ -578,8 +686,7 @@ async fn remove_method(ctx: ConsoleUser, Path(id): Path<FactorId>, Form(form): F
     {
         Ok(()) => {
             let off = identity.two_factor(&user.account.id).await.is_ok_and(|s| !s.enabled);
-            let done = if off { "two_factor_off" } else { "method_removed" };
-            Redirect::to(&format!("/security/two-factor?done={done}")).into_response()
+            two_factor_done(&ctx, if off { "two_factor_off" } else { "method_removed" })
         }
         Err(IdentityError::Store(e)) => ctx.failure(e),
         Err(e) => {
@@ -594,14 +701,27 @@ async fn remove_method(ctx: ConsoleUser, Path(id): Path<FactorId>, Form(form): F
 struct BackupCodesPage {
     c: Chrome,
     codes: Vec<String>,
-    first_time: bool,
+    /// Whose codes, from which server, made when: on screen and on paper.
+    printed_for: String,
 }
 
-fn render_backup_codes(ctx: &Ctx, codes: Vec<String>, first_time: bool) -> Response {
+/// The codes a redirect brought along, once; without them, the 2FA page.
+async fn backup_codes_page(ctx: ConsoleUser) -> Response {
+    let Some(Secret::BackupCodes { codes, .. }) = ctx.secret() else {
+        return Redirect::to("/security/two-factor").into_response();
+    };
+    let t = ctx.t();
     let page = BackupCodesPage {
-        c: ctx.chrome(ctx.t().t("backup_codes.title")),
-        codes,
-        first_time,
+        c: ctx.chrome(t.t("backup_codes.title")),
+        codes: codes.clone(),
+        printed_for: t.tf(
+            "flows.codes_for",
+            &[
+                ("email", ctx.user.account.email.as_str()),
+                ("server", &ctx.base_url),
+                ("date", &fmt::datetime(ctx.state.identity().now())),
+            ],
+        ),
     };
     let mut response = ctx.render(StatusCode::OK, &page);
     // Shown once: never from a cache.
@@ -619,7 +739,7 @@ async fn regenerate_backup_codes(ctx: ConsoleUser, Form(form): Form<PasswordForm
         .regenerate_backup_codes(&user.session, &user.account, &form.password, &user.client)
         .await
     {
-        Ok(codes) => render_backup_codes(&ctx, codes, false),
+        Ok(codes) => show_codes(&ctx, codes, false),
         Err(IdentityError::Store(e)) => ctx.failure(e),
         Err(e) => {
             let error = Refusal::identity(&e).text(ctx.t());
@@ -643,8 +763,16 @@ async fn download_backup_codes(ctx: ConsoleUser, Form(fields): Form<Vec<(String,
     }
     let t = ctx.t();
     let mut text = format!(
-        "{}\r\n{}\r\n\r\n",
+        "{}\r\n{}\r\n{}\r\n\r\n",
         t.tf("backup_codes.file_title", &[("email", user.account.email.as_str())]),
+        t.tf(
+            "flows.codes_for",
+            &[
+                ("email", user.account.email.as_str()),
+                ("server", &ctx.base_url),
+                ("date", &fmt::datetime(ctx.state.identity().now())),
+            ],
+        ),
         t.t("backup_codes.file_hint")
     );
     for code in codes {
@@ -737,12 +865,12 @@ async fn render_app_passwords(
     response
 }
 
-async fn app_passwords_page(ctx: ConsoleUser, Query(q): Query<DoneQuery>) -> Response {
-    let notice = q
-        .done
-        .filter(|d| d == "revoked")
-        .map(|_| ctx.t().t("app_passwords.done_revoked").to_owned());
-    render_app_passwords(&ctx, StatusCode::OK, notice, None, None).await
+async fn app_passwords_page(ctx: ConsoleUser) -> Response {
+    let created = match ctx.secret() {
+        Some(Secret::AppPassword { name, password }) => Some((name.clone(), password.clone())),
+        _ => None,
+    };
+    render_app_passwords(&ctx, StatusCode::OK, None, None, created).await
 }
 
 async fn create_app_password(ctx: ConsoleUser, Form(form): Form<NameForm>) -> Response {
@@ -753,9 +881,16 @@ async fn create_app_password(ctx: ConsoleUser, Form(form): Form<NameForm>) -> Re
         .create_app_password(&user.account, &form.name, &user.client)
         .await
     {
-        Ok((created, password)) => {
-            render_app_passwords(&ctx, StatusCode::OK, None, None, Some((created.name, password))).await
-        }
+        Ok((created, password)) => ctx.flash_to(
+            "/security/app-passwords",
+            &Flash::notice("flows.app_password_created")
+                .arg("name", created.name.clone())
+                .with_secret(Secret::AppPassword {
+                    name: created.name,
+                    password,
+                }),
+            &[],
+        ),
         Err(IdentityError::Store(e)) => ctx.failure(e),
         Err(e) => {
             let error = Refusal::identity(&e).text(ctx.t());
@@ -764,15 +899,42 @@ async fn create_app_password(ctx: ConsoleUser, Form(form): Form<NameForm>) -> Re
     }
 }
 
-async fn revoke_app_password(ctx: ConsoleUser, Path(id): Path<AppPasswordId>) -> Response {
+async fn revoke_app_password(
+    ctx: ConsoleUser,
+    Path(id): Path<AppPasswordId>,
+    Form(form): Form<crate::console::Confirmed>,
+) -> Response {
     let user = &ctx.user;
+    if !form.yes() {
+        let name = match ctx.state.identity().app_passwords(&user.account.id).await {
+            Ok(list) => list.into_iter().find(|p| p.id == id).map(|p| p.name),
+            Err(e) => return ctx.failure(e),
+        };
+        let Some(name) = name else {
+            return Redirect::to("/security/app-passwords").into_response();
+        };
+        let t = ctx.t();
+        return ctx.confirm(Confirmation {
+            title: t.t("flows.revoke_app_password_title"),
+            text: t.tf("flows.revoke_app_password_text", &[("name", &name)]),
+            action: format!("/security/app-passwords/{id}/revoke"),
+            fields: Vec::new(),
+            button: t.tf("flows.revoke_app_password_button", &[("name", &name)]),
+            cancel: "/security/app-passwords".to_owned(),
+            password: false,
+        });
+    }
     match ctx
         .state
         .identity()
         .revoke_app_password(&user.account.id, &id, &user.client)
         .await
     {
-        Ok(_) => Redirect::to("/security/app-passwords?done=revoked").into_response(),
+        Ok(_) => ctx.flash_to(
+            "/security/app-passwords",
+            &Flash::notice("app_passwords.done_revoked"),
+            &[],
+        ),
         Err(e) => ctx.failure(e),
     }
 }
@@ -824,8 +986,8 @@ async fn authenticator_linked(
 ) -> Response {
     let user = &ctx.user;
     match ctx.state.identity().linked_device(&user.account, &id).await {
-        Ok((true, Some(codes))) => render_backup_codes(&ctx, codes, true),
-        Ok((true, None)) => Redirect::to("/security/two-factor?done=method_added").into_response(),
+        Ok((true, Some(codes))) => show_codes(&ctx, codes, true),
+        Ok((true, None)) => two_factor_done(&ctx, "method_added"),
         Ok((false, _)) => {
             // Only a link of this server is shown again.
             let ours = format!("{}/authenticator/", ctx.state.config().base_url(&headers));
@@ -904,6 +1066,7 @@ struct CredentialForm {
 
 async fn finish_security_key(ctx: ConsoleUser, Path(id): Path<FactorId>, Form(form): Form<CredentialForm>) -> Response {
     let user = &ctx.user;
+    let before = default_before(&ctx).await;
     let credential = serde_json::from_str(&form.credential).unwrap_or_default();
     match ctx
         .state
@@ -911,8 +1074,8 @@ async fn finish_security_key(ctx: ConsoleUser, Path(id): Path<FactorId>, Form(fo
         .finish_security_key(&user.account.id, &id, credential, &user.client)
         .await
     {
-        Ok(Some(codes)) => render_backup_codes(&ctx, codes, true),
-        Ok(None) => Redirect::to("/security/two-factor?done=method_added").into_response(),
+        Ok(Some(codes)) => show_codes(&ctx, codes, true),
+        Ok(None) => method_added(&ctx, before).await,
         Err(IdentityError::NotFound) => expired(&ctx).await,
         Err(IdentityError::Store(e)) => ctx.failure(e),
         Err(e) => {
@@ -969,12 +1132,13 @@ async fn begin_sms(ctx: ConsoleUser, Form(form): Form<PhoneForm>) -> Response {
 async fn confirm_sms(ctx: ConsoleUser, Path(id): Path<FactorId>, Form(form): Form<ConfirmForm>) -> Response {
     let user = &ctx.user;
     let identity = ctx.state.identity();
+    let before = default_before(&ctx).await;
     match identity
         .confirm_sms(&user.account.id, &id, &form.code, &user.client)
         .await
     {
-        Ok(Some(codes)) => render_backup_codes(&ctx, codes, true),
-        Ok(None) => Redirect::to("/security/two-factor?done=method_added").into_response(),
+        Ok(Some(codes)) => show_codes(&ctx, codes, true),
+        Ok(None) => method_added(&ctx, before).await,
         Err(IdentityError::WrongCode) => {
             let phone = pending_phone(&ctx, &id).await;
             let error = Some(ctx.t().t("sms.wrong_code").to_owned());

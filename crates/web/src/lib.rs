@@ -25,6 +25,7 @@ mod console_two_factor;
 mod cookies;
 mod dav;
 mod error;
+mod flash;
 mod fmt;
 mod guard;
 mod i18n;
@@ -216,6 +217,8 @@ pub const CONSOLE_ROUTES: &[(&str, &str)] = &[
     ("POST", "/drives/{drive}/access/member"),
     ("GET", "/orgs/{org}/members"),
     ("POST", "/orgs/{org}/invitations"),
+    ("POST", "/orgs/{org}/invitations/{id}/resend"),
+    ("POST", "/orgs/{org}/invitations/{id}/revoke"),
     ("POST", "/orgs/{org}/members/{member}/role"),
     ("POST", "/orgs/{org}/members/{member}/remove"),
     ("POST", "/orgs/{org}/members/{member}/alert"),
@@ -250,6 +253,7 @@ pub const CONSOLE_ROUTES: &[(&str, &str)] = &[
     ("POST", "/security/two-factor/sms/{id}/resend"),
     ("POST", "/security/two-factor/methods/{id}/remove"),
     ("POST", "/security/two-factor/default"),
+    ("GET", "/security/two-factor/backup-codes"),
     ("POST", "/security/two-factor/backup-codes"),
     ("POST", "/security/two-factor/backup-codes.txt"),
     ("GET", "/security/app-passwords"),

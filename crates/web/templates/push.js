@@ -12,14 +12,12 @@ if (holder && form && window.EventSource) {
       return;
     }
     source.close();
-    if (state === 'denied') {
-      window.location.assign('/signin?denied=1');
-      return;
-    }
     if (state === 'approved') {
       status.textContent = holder.dataset.approved;
     }
-    // Approved: the server finishes signing in; expired: it says so.
+    // Approved: the server finishes signing in; denied: it ends the
+    // attempt and says why on the sign-in page (a wrong number apart from
+    // a "No"); expired: it says so.
     form.submit();
   });
 }

@@ -230,7 +230,9 @@ async fn watch(state: &mut authenticator::State) -> anyhow::Result<()> {
 fn verdict_text(verdict: &str) -> &'static str {
     match verdict {
         "approved" => "Approved: the sign-in continues.",
-        "wrong_number" => "Refused: that is not the number the page shows. The attempt was stopped and recorded.",
+        "wrong_number" => {
+            "Refused: that is not the number the sign-in page shows, so that sign-in was stopped. If you mistapped, sign in again and choose the number the page shows."
+        }
         "denied" => "Refused: the attempt was stopped and recorded.",
         _ => "The server answered something unexpected.",
     }
@@ -267,7 +269,7 @@ async fn answer_next(
         let client = reqwest::Client::new();
         match authenticator::answer(&client, &account, &request.id, number, approve).await {
             Ok(verdict) => {
-                println!("{verdict}");
+                println!("{}", verdict_text(&verdict));
                 return Ok(());
             }
             Err(CallError::Revoked(_)) => {

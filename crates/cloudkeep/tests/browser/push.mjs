@@ -48,7 +48,7 @@ try {
   );
   await page.screenshot({ path: `${shots}/push-waiting.png`, fullPage: true });
   const { stdout } = await app('answer', '--number', number, '--approve', '--wait', '30');
-  assert.match(stdout, /approved\s*$/);
+  assert.match(stdout, /Approved: the sign-in continues\.\s*$/);
   await page.waitForURL(`${base}/`, { timeout: 30000 });
   await page.screenshot({ path: `${shots}/push-signed-in.png`, fullPage: true });
 
@@ -57,7 +57,7 @@ try {
   await passwordStep(other);
   await sendRequest(other);
   await app('answer', '--deny', '--wait', '30');
-  await other.waitForURL(`${base}/signin?denied=1`, { timeout: 30000 });
+  await other.waitForURL(`${base}/signin`, { timeout: 30000 });
   assert.match(await other.locator('[role=alert]').textContent(), /refused on your phone/);
   await other.screenshot({ path: `${shots}/push-denied.png`, fullPage: true });
   console.log('browser checks passed');

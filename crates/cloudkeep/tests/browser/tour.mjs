@@ -260,6 +260,14 @@ try {
   assert.equal(await remove.count(), 1, 'one button removes Bo, and says so');
   await tabTo(page, `form[action$="/remove"] button[aria-label^="Remove Bo from"]`);
   await Promise.all([page.waitForNavigation(), page.keyboard.press('Enter')]);
+  // The removal asks first, naming whom and what happens; nothing yet.
+  await page.locator('#confirm-text').waitFor();
+  assert.match(await page.locator('#confirm-text').textContent(), /Bo/);
+  await check(page, 'en', 'confirm-remove-member');
+  await page.setViewportSize({ width: 1280, height: 800 });
+  await tabTo(page, '#confirm-button');
+  await Promise.all([page.waitForNavigation(), page.keyboard.press('Enter')]);
+  await page.locator('#flash').waitFor();
   assert.equal(await page.getByText(member).count(), 0, 'Bo is no longer a member');
 
   assert.deepEqual(problems, [], `${problems.length} problems:\n${problems.join('\n')}`);

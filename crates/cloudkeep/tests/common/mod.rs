@@ -295,6 +295,17 @@ pub async fn page(server: &Server, client: &reqwest::Client, path: &str) -> Stri
     client.get(server.url(path)).send().await.unwrap().text().await.unwrap()
 }
 
+/// `POST path` with the form `fields`, as a browser submits a form (no
+/// redirect followed).
+pub async fn post_form(
+    server: &Server,
+    client: &reqwest::Client,
+    path: &str,
+    fields: &[(&str, &str)],
+) -> reqwest::Response {
+    client.post(server.url(path)).form(fields).send().await.unwrap()
+}
+
 /// The CSRF token in a page's forms.
 pub fn csrf_of(html: &str) -> String {
     html.split("name=\"csrf\" value=\"")

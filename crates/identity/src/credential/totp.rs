@@ -89,6 +89,18 @@ pub fn verify(secret: &TotpSecret, code: &str, now: Millis, last_step: i64) -> O
     matched
 }
 
+/// Whether `code` is the code of a step around `now` that this credential
+/// already accepted (at or before `last_step`): a code typed twice, not a
+/// wrong one.
+pub fn used_before(secret: &TotpSecret, code: &str, now: Millis, last_step: i64) -> bool {
+    let code: String = code.chars().filter(|c| !c.is_whitespace()).collect();
+    let current = step_at(now);
+    [current - 1, current, current + 1]
+        .into_iter()
+        .filter(|step| *step <= last_step)
+        .any(|step| bool::from(code_at_step(secret, step).as_bytes().ct_eq(code.as_bytes())))
+}
+
 /// The `otpauth://` URI an authenticator app reads from the QR code.
 pub fn otpauth_uri(issuer: &str, account: &str, secret: &TotpSecret) -> String {
     let label = format!("{}:{}", percent_encode(issuer), percent_encode(account));

@@ -74,6 +74,22 @@ pub(super) fn role_of(row: &AnyRow) -> Result<Role, StoreError> {
     role.parse().map_err(|_| corrupt("role"))
 }
 
+const INVITATION_COLUMNS: &str =
+    "SELECT i.token_hash, i.org_id, o.name, i.email, i.role, i.invited_by, i.created_at, i.expires_at
+     FROM invitations i JOIN organizations o ON o.id = i.org_id";
+
+fn invitation_from(r: &AnyRow) -> Result<Invitation, StoreError> {
+    Ok(Invitation {
+        org_id: OrgId::new(r.text("org_id")?),
+        org_name: r.text("name")?,
+        email: r.text("email")?,
+        role: role_of(r)?,
+        invited_by: r.text("invited_by")?,
+        created_at: r.int("created_at")?,
+        expires_at: r.int("expires_at")?,
+    })
+}
+
 #[async_trait]
 impl OrgStore for SqlStore {
     async fn create_organization(
@@ -220,27 +236,49 @@ impl OrgStore for SqlStore {
     }
 
     async fn invitation(&self, token_hash: &str, now: Millis) -> Result<Option<Invitation>, StoreError> {
-        let row = sqlx::query(
-            "SELECT i.org_id, o.name, i.email, i.role, i.invited_by, i.created_at, i.expires_at
-             FROM invitations i JOIN organizations o ON o.id = i.org_id
-             WHERE i.token_hash = $1 AND i.expires_at > $2",
-        )
-        .bind(token_hash)
-        .bind(now)
-        .optional(&self.pool)
-        .await?;
-        row.map(|r| {
-            Ok(Invitation {
-                org_id: OrgId::new(r.text("org_id")?),
-                org_name: r.text("name")?,
-                email: r.text("email")?,
-                role: role_of(&r)?,
-                invited_by: r.text("invited_by")?,
-                created_at: r.int("created_at")?,
-                expires_at: r.int("expires_at")?,
-            })
-        })
-        .transpose()
+        let sql = format!("{INVITATION_COLUMNS} WHERE i.token_hash = $1 AND i.expires_at > $2");
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(token_hash)
+            .bind(now)
+            .optional(&self.pool)
+            .await?;
+        row.as_ref().map(invitation_from).transpose()
+    }
+
+    async fn org_invitations(&self, org_id: &OrgId, now: Millis) -> Result<Vec<(String, Invitation)>, StoreError> {
+        let sql = format!(
+            "{INVITATION_COLUMNS} WHERE i.org_id = $1 AND i.expires_at > $2 ORDER BY i.created_at DESC, i.token_hash"
+        );
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(org_id.as_str())
+            .bind(now)
+            .all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| Ok((r.text("token_hash")?, invitation_from(r)?)))
+            .collect()
+    }
+
+    async fn delete_invitation(
+        &self,
+        org_id: &OrgId,
+        token_hash: &str,
+        event: Option<&OrgEvent>,
+    ) -> Result<bool, StoreError> {
+        let mut tx = self.begin_write().await?;
+        let gone = sqlx::query("DELETE FROM invitations WHERE token_hash = $1 AND org_id = $2 RETURNING token_hash")
+            .bind(token_hash)
+            .bind(org_id.as_str())
+            .optional(&mut *tx)
+            .await?;
+        if gone.is_none() {
+            return Ok(false);
+        }
+        if let Some(event) = event {
+            insert_org_event(&mut tx, event).await?;
+        }
+        tx.commit().await?;
+        Ok(true)
     }
 
     async fn accept_invitation(

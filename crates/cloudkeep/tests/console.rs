@@ -403,7 +403,7 @@ async fn pages_speak_spanish_and_english() {
                 && page.contains("Inicio de sesión")
         );
         let page = spanish(&c, server.url("/")).await.unwrap().text().await.unwrap();
-        assert!(page.contains("Bienvenido/a, Test Person") && !page.contains("Representante legal"));
+        assert!(page.contains("Hola, Test Person") && !page.contains("Representante legal"));
         assert!(page.contains("Miembro"));
         let (status, page) = get_html(&c, &server.url("/no/such/page")).await;
         assert_eq!(status, 404);

@@ -76,7 +76,7 @@ try {
   await page.getByLabel('Language').selectOption('es');
   await page.getByRole('button', { name: 'Change' }).click();
   await page.waitForURL(`${base}/`);
-  assert.equal(await page.getByRole('heading', { level: 1 }).textContent(), 'Bienvenido/a, Ana García');
+  assert.equal(await page.getByRole('heading', { level: 1 }).textContent(), 'Hola, Ana García');
   await page.goto(`${base}/security`);
   assert.equal(await page.getByRole('heading', { level: 1 }).textContent(), 'Seguridad');
   await page.screenshot({ path: `${shots}/security-es.png`, fullPage: true });

@@ -503,32 +503,24 @@ mod tests {
     fn counts_numbers_dates_and_browsers_follow_the_language() {
         let chrome =
             "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/126.0 Safari/537.36";
-        let params = [
-            ("ip", "192.0.2.1"),
-            ("user_agent", chrome),
-            ("when", "1795702057000"),
-            ("left", "1"),
-        ];
-        let es = render(&queued(NoticeKind::BackupCodeUsed, "es", &params), &settings());
-        assert!(es.text.contains("Te queda 1 código de respaldo."), "{}", es.text);
+        let backup_code_used = |lang: &str, left: &str| {
+            let params = [
+                ("ip", "192.0.2.1"),
+                ("user_agent", chrome),
+                ("when", "1795702057000"),
+                ("left", left),
+            ];
+            render(&queued(NoticeKind::BackupCodeUsed, lang, &params), &settings()).text
+        };
+        let es = backup_code_used("es", "1");
+        assert!(es.contains("Te queda 1 código de respaldo."), "{es}");
         assert!(
-            es.text.contains("Cuándo: 26/11/2026 14:07 UTC. Desde: Chrome en Linux"),
-            "{}",
-            es.text
+            es.contains("Cuándo: 26/11/2026 14:07 UTC. Desde: Chrome en Linux"),
+            "{es}"
         );
-        let params = [
-            ("ip", "192.0.2.1"),
-            ("user_agent", chrome),
-            ("when", "1795702057000"),
-            ("left", "5"),
-        ];
-        let de = render(&queued(NoticeKind::BackupCodeUsed, "de", &params), &settings());
-        assert!(de.text.contains("noch 5 Backup-Codes"), "{}", de.text);
-        assert!(
-            de.text.contains("26.11.2026 14:07 UTC. Von: Chrome unter Linux"),
-            "{}",
-            de.text
-        );
+        let de = backup_code_used("de", "5");
+        assert!(de.contains("noch 5 Backup-Codes"), "{de}");
+        assert!(de.contains("26.11.2026 14:07 UTC. Von: Chrome unter Linux"), "{de}");
         let paused = render(&queued(NoticeKind::PushPaused, "it", &[("minutes", "1")]), &settings());
         assert!(paused.text.contains("sospese per 1 minuto."), "{}", paused.text);
         let import = [

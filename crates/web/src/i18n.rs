@@ -552,39 +552,56 @@ mod tests {
     }
 
     #[test]
+    fn one_term_for_two_step_verification_in_each_language() {
+        let term = [
+            (Lang::En, "two-step verification", "two-factor"),
+            (Lang::Es, "verificación en dos pasos", "validación"),
+            (Lang::Fr, "validation en deux étapes", "vérification en deux"),
+            (Lang::De, "Bestätigung in zwei Schritten", "Zwei-Faktor"),
+            (Lang::It, "verifica in due passaggi", "autenticazione a due"),
+        ];
+        for (lang, used, never) in term {
+            let texts: Vec<String> = lang
+                .catalog()
+                .messages
+                .values()
+                .flat_map(|m| match m {
+                    Message::Text(t) => vec![t.to_lowercase()],
+                    Message::Plural(forms) => forms.values().map(|t| t.to_lowercase()).collect(),
+                })
+                .collect();
+            let uses = texts.iter().filter(|t| t.contains(&used.to_lowercase())).count();
+            assert!(uses > 20, "{used} in {}: {uses} texts", lang.code());
+            let stray: Vec<_> = texts.iter().filter(|t| t.contains(&never.to_lowercase())).collect();
+            assert!(stray.is_empty(), "{never} in {}: {stray:?}", lang.code());
+        }
+    }
+
+    #[test]
     fn stored_codes_are_words_in_the_readers_language() {
         let es = Lang::Es.catalog();
-        assert_eq!(org_detail(es, "invitation_accepted", "user"), "Miembro");
-        assert_eq!(
-            org_detail(es, "member_invited", "ana@example.org (admin)"),
-            "ana@example.org (Administrador)"
-        );
-        assert_eq!(
-            org_detail(es, "role_changed", "0190: user → admin"),
-            "0190: Miembro → Administrador"
-        );
-        assert_eq!(
-            org_detail(es, "two_factor_required", "grace 0 days"),
-            "periodo de gracia: 0 días"
-        );
-        assert_eq!(
-            org_detail(es, "two_factor_required", "grace 1 days"),
-            "periodo de gracia: 1 día"
-        );
-        assert_eq!(
-            org_detail(es, "drive_access_changed", "Fotos (7): read"),
-            "Fotos (7): Solo lectura"
-        );
-        assert_eq!(
-            org_detail(
-                es,
-                "drive_member_access_changed",
-                "Fotos (7): eve@example.org → default"
+        let cases = [
+            ("invitation_accepted", "user", "Miembro"),
+            (
+                "member_invited",
+                "ana@example.org (admin)",
+                "ana@example.org (Administrador)",
             ),
-            "Fotos (7): eve@example.org → como los demás miembros"
-        );
-        assert_eq!(org_detail(es, "member_left", ""), "");
-        assert_eq!(org_detail(es, "security_alert_sent", "eve (x)"), "eve (x)");
+            ("role_changed", "0190: user → admin", "0190: Miembro → Administrador"),
+            ("two_factor_required", "grace 0 days", "periodo de gracia: 0 días"),
+            ("two_factor_required", "grace 1 days", "periodo de gracia: 1 día"),
+            ("drive_access_changed", "Fotos (7): read", "Fotos (7): Solo lectura"),
+            (
+                "drive_member_access_changed",
+                "Fotos (7): eve@example.org → default",
+                "Fotos (7): eve@example.org → como los demás miembros",
+            ),
+            ("member_left", "", ""),
+            ("security_alert_sent", "eve (x)", "eve (x)"),
+        ];
+        for (kind, stored, shown) in cases {
+            assert_eq!(org_detail(es, kind, stored), shown, "{kind}: {stored}");
+        }
         let de = Lang::De.catalog();
         assert_eq!(
             event_text(de, "sign_in_locked", "1"),

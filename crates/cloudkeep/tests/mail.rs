@@ -243,7 +243,7 @@ async fn security_emails_arrive_over_smtp_in_the_members_language() {
         )
         .await;
         assert_eq!(status, 200);
-        sink.wait_for("Se cambi", 1).await;
+        sink.wait_for("Se ha cambiado tu contrase", 1).await;
         let all = sink.messages();
         assert!(
             !all.iter().any(|m| m.contains("Phone sync")),

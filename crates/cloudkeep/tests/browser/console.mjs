@@ -83,7 +83,7 @@ try {
   const offered = await page.getByLabel('Idioma').locator('option').evaluateAll((o) => o.map((x) => x.value));
   assert.deepEqual(offered, ['en', 'es', 'fr', 'de', 'it'], 'the switcher offers every language');
   await page.getByLabel('Idioma').selectOption('de');
-  await page.getByRole('button', { name: 'Cambiar' }).click();
+  await page.getByRole('button', { name: 'Cambiar', exact: true }).click();
   await page.waitForURL(`${base}/security`);
   assert.equal(await page.getByRole('heading', { level: 1 }).textContent(), 'Sicherheit');
   assert.equal(await page.locator('html').getAttribute('lang'), 'de');

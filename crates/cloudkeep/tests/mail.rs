@@ -243,7 +243,7 @@ async fn security_emails_arrive_over_smtp_in_the_members_language() {
         )
         .await;
         assert_eq!(status, 200);
-        sink.wait_for("Se cambi", 1).await;
+        sink.wait_for("Se ha cambiado tu contrase", 1).await;
         let all = sink.messages();
         assert!(
             !all.iter().any(|m| m.contains("Phone sync")),
@@ -295,7 +295,7 @@ async fn security_emails_arrive_over_smtp_in_the_members_language() {
         // The member reads Spanish now.
         let alert = quoted_printable_decoded(&sink.wait_for("La seguridad de tu cuenta", 1).await.remove(0));
         assert!(alert.contains("Boss (Org ana@example.org) te pide"), "{alert}");
-        assert!(alert.contains("Validación en dos pasos: desactivada"), "{alert}");
+        assert!(alert.contains("Verificación en dos pasos: desactivada"), "{alert}");
         assert!(alert.contains("Contraseñas de aplicación: 3"), "{alert}");
         assert!(alert.contains("/security/two-factor"), "{alert}");
         sink.stop();

@@ -23,6 +23,87 @@ use percent_encoding::percent_decode_str;
 use crate::files::{FileError, split_path, uuid_like};
 use crate::{DriveId, Drives};
 
+/// Why an import stopped or a file was not copied: each reason has a code
+/// (`import.reason.<code>` in the console's and the emails' catalogues)
+/// and the English sentence the store keeps and the API answers with, `{}`
+/// standing for the one value some of them name. [`import_reason`] writes
+/// the sentence; [`explain_import_reason`] finds the code and the value
+/// back in a stored one, for the reader's language.
+pub const IMPORT_REASONS: &[(&str, &str)] = &[
+    ("unreachable", "the source cannot be reached"),
+    ("not_allowed", "this address is not allowed"),
+    (
+        "redirected",
+        "the source sent the import to another address, which is not followed",
+    ),
+    (
+        "interrupted",
+        "the import was interrupted {} times in a row without progress; the source may hold something the server cannot read",
+    ),
+    ("account_gone", "the account that started it no longer exists"),
+    ("password_unreadable", "the source password cannot be read"),
+    ("drive_gone", "the drive no longer exists or is no longer yours"),
+    ("source_refused", "the source refused the user name or password"),
+    (
+        "source_locked",
+        "the source refused the user name or password too many times; try again later",
+    ),
+    (
+        "two_factor_required",
+        "{} requires two-step verification: turn it on, then sign in with an application password",
+    ),
+    (
+        "too_long",
+        "the import took longer than {} hours, the most an import may take",
+    ),
+    ("storage", "storage error: {}"),
+    ("too_deep", "folders nested deeper than {} are not imported"),
+    (
+        "too_many_files",
+        "the source holds more than {} files, the most one import may copy",
+    ),
+    (
+        "too_big",
+        "the source holds more than {} bytes, the most one import may copy",
+    ),
+    ("folder_not_made", "cannot make the folder: {}"),
+    ("answered", "the source answered {}"),
+    ("gone_from_source", "the file is no longer in the source"),
+    ("drive_full", "the drive is full"),
+    ("not_writable", "the drive is no longer yours to write"),
+    ("download_cut", "the download was cut"),
+    ("file_unreadable", "the file cannot be read"),
+    ("folder_missing", "the source folder does not exist"),
+    ("not_webdav", "the source is not a WebDAV server"),
+    ("listing_too_large", "the folder listing is too large"),
+    ("listing_not_webdav", "the source's listing is not WebDAV"),
+    ("listing_not_webdav", "the source's listing was refused: {}"),
+    ("file_refused", "the drive refused the file: {}"),
+];
+
+/// The English sentence of the reason `code`, with `value` for its `{}`.
+pub fn import_reason(code: &str, value: impl std::fmt::Display) -> String {
+    let sentence = IMPORT_REASONS
+        .iter()
+        .find(|(c, _)| *c == code)
+        .map_or("{}", |(_, sentence)| *sentence);
+    sentence.replacen("{}", &value.to_string(), 1)
+}
+
+/// The code and the value of a stored reason; `None` for a sentence that
+/// is not one of ours (an older server's).
+pub fn explain_import_reason(text: &str) -> Option<(&'static str, String)> {
+    IMPORT_REASONS
+        .iter()
+        .find_map(|(code, sentence)| match sentence.split_once("{}") {
+            None => (text == *sentence).then(|| (*code, String::new())),
+            Some((before, after)) => {
+                let value = text.strip_prefix(before)?.strip_suffix(after)?;
+                Some((*code, value.to_owned()))
+            }
+        })
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ImportState {
     Queued,
@@ -380,6 +461,32 @@ pub const IMPORT_TOPIC: &str = "imports";
 
 #[cfg(test)]
 mod tests {
+    use super::{explain_import_reason, import_reason};
+
+    #[test]
+    fn every_import_reason_is_found_back() {
+        assert_eq!(
+            explain_import_reason(&import_reason("too_many_files", 5)),
+            Some(("too_many_files", "5".to_owned()))
+        );
+        assert_eq!(
+            explain_import_reason(&import_reason("too_big", 1024)),
+            Some(("too_big", "1024".to_owned()))
+        );
+        assert_eq!(
+            explain_import_reason("the source cannot be reached"),
+            Some(("unreachable", String::new()))
+        );
+        assert_eq!(
+            explain_import_reason(&import_reason("storage", "disk I/O error")),
+            Some(("storage", "disk I/O error".to_owned()))
+        );
+        assert_eq!(explain_import_reason("something an older server wrote"), None);
+        for (code, _) in super::IMPORT_REASONS {
+            assert_eq!(explain_import_reason(&import_reason(code, 7)).map(|r| r.0), Some(*code));
+        }
+    }
+
     use super::*;
 
     #[test]

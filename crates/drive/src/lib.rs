@@ -25,8 +25,9 @@ pub use files::{
 };
 pub use id::{DriveId, NodeId};
 pub use imports::{
-    IMPORT_LEASE, IMPORT_TOPIC, Import, ImportError, ImportItem, ImportSources, ImportState, ImportStore,
-    MAX_REPORTED_FAILURES, NewImport, OwnDrive, SECRET_PURPOSE as IMPORT_SECRET_PURPOSE, SourceGuard,
+    IMPORT_LEASE, IMPORT_REASONS, IMPORT_TOPIC, Import, ImportError, ImportItem, ImportSources, ImportState,
+    ImportStore, MAX_REPORTED_FAILURES, NewImport, OwnDrive, SECRET_PURPOSE as IMPORT_SECRET_PURPOSE, SourceGuard,
+    explain_import_reason, import_reason,
 };
 pub use locks::{
     Lock, LockRefusal, MAX_LOCK_SECS, MAX_LOCKS_PER_MEMBER, MAX_LOCKS_PER_NAME, Unlocked, conflict as lock_conflict,

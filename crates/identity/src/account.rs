@@ -18,7 +18,8 @@ pub struct Account {
     /// The second-factor kind offered first at sign-in, if chosen. Loaded
     /// with the account so a sign-in needs no extra query for it.
     pub default_method: Option<crate::second_factor::FactorKind>,
-    /// The language emails to the member are written in (`en`, `es`).
+    /// The language emails to the member are written in (`en`, `es`, `fr`,
+    /// `de`, `it`).
     pub lang: String,
 }
 

@@ -22,6 +22,7 @@ mod clock;
 pub mod credential;
 mod email;
 mod ids;
+pub mod locale;
 pub use ids::{AppPasswordId, ApprovalRequestId, FactorId};
 mod notices;
 mod org;

@@ -163,7 +163,14 @@ impl Identity {
             crate::push::browser_of(&client.user_agent),
             self.now().to_string(),
         );
-        let mut all: Vec<(&str, &str)> = vec![("ip", &ip), ("browser", &browser), ("when", &when)];
+        // `browser` in English for a message queued before an upgrade; the
+        // email names the browser from `user_agent` in the member's language.
+        let mut all: Vec<(&str, &str)> = vec![
+            ("ip", &ip),
+            ("browser", &browser),
+            ("user_agent", &client.user_agent),
+            ("when", &when),
+        ];
         all.extend_from_slice(params);
         self.notify_member(account, kind, &all).await
     }

@@ -585,12 +585,16 @@ impl Identity {
         let methods: Vec<String> = status.methods.iter().map(|m| m.name.clone()).collect();
         let app_passwords = self.store().app_passwords(member_id).await?.len();
         let page = self.store().events(member_id, None, 50).await?;
-        let sign_ins: Vec<String> = page
+        let sign_ins: Vec<i64> = page
             .iter()
             .filter(|e| e.kind == crate::audit::EventKind::SignIn)
             .take(3)
-            .map(|e| crate::clock::utc_datetime(e.at))
+            .map(|e| e.at)
             .collect();
+        // English for a message queued before an upgrade; the email writes
+        // the times from `last_sign_ins_at` in the member's language.
+        let english: Vec<String> = sign_ins.iter().map(|at| crate::clock::utc_datetime(*at)).collect();
+        let times: Vec<String> = sign_ins.iter().map(i64::to_string).collect();
         let none = "—".to_owned();
         let event = self.org_event(&org.id, actor, "security_alert_sent", &account.email.to_string());
         self.store()
@@ -614,8 +618,9 @@ impl Identity {
                 ("app_passwords", &app_passwords.to_string()),
                 (
                     "last_sign_ins",
-                    &if sign_ins.is_empty() { none } else { sign_ins.join(", ") },
+                    &if english.is_empty() { none } else { english.join(", ") },
                 ),
+                ("last_sign_ins_at", &times.join(",")),
             ],
         )
         .await?;

@@ -151,6 +151,9 @@ pub struct SetupRequest {
     pub name: String,
     pub email: String,
     pub password: String,
+    /// The language the setup page was read in: the account's emails
+    /// (the first is about this very sign-in) are written in it.
+    pub lang: String,
 }
 
 #[derive(Clone)]
@@ -310,10 +313,15 @@ impl Identity {
             .await?;
         let now = self.now();
         let mut ids = sync_id_candidates();
-        let (_org, account) = self
+        let (_org, mut account) = self
             .store
             .complete_setup(&token_hash(token), now, &org, &account, &mut ids)
             .await?;
+        let lang = crate::locale::supported(&request.lang);
+        if account.lang != lang {
+            self.store.set_account_lang(&account.id, lang).await?;
+            lang.clone_into(&mut account.lang);
+        }
         let opened = self.open_session(account, false, &client, None, Some(EventKind::AccountCreated), &[]);
         Ok(opened.await?)
     }

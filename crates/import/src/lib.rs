@@ -28,7 +28,7 @@ use std::time::Duration;
 use dav::xml::{self, XmlError};
 use drive::{
     DriveTree, Drives, FileError, IMPORT_LEASE, IMPORT_SECRET_PURPOSE, IMPORT_TOPIC, Import, ImportItem, ImportState,
-    OwnDrive,
+    OwnDrive, import_reason,
 };
 use identity::{Account, Millis, NoticeKind, ProtocolAuthError};
 use percent_encoding::percent_decode_str;
@@ -166,6 +166,8 @@ struct Job<'a> {
 
 /// The member-facing texts of a source that fails: the same whatever
 /// went wrong on the way, so that an import is no port scanner.
+/// (The sentences of `drive::IMPORT_REASONS`' `unreachable`, `not_allowed`
+/// and `redirected`.)
 const UNREACHABLE: &str = "the source cannot be reached";
 const NOT_ALLOWED: &str = "this address is not allowed";
 const REDIRECTED: &str = "the source sent the import to another address, which is not followed";
@@ -219,13 +221,11 @@ async fn run(worker: &Worker, import: Import) -> Result<(), identity::StoreError
         .and_then(|p| String::from_utf8(p).ok());
     let outcome = if import.attempts > MAX_ATTEMPTS {
         tracing::warn!(import = %import.id, attempts = import.attempts, "import failed after repeated interruptions");
-        Err(Stop::Failed(format!(
-            "the import was interrupted {MAX_ATTEMPTS} times in a row without progress; the source may hold something the server cannot read"
-        )))
+        Err(Stop::Failed(import_reason("interrupted", MAX_ATTEMPTS)))
     } else {
         match (&account, password) {
-            (None, _) => Err(Stop::Failed("the account that started it no longer exists".into())),
-            (_, None) => Err(Stop::Failed("the source password cannot be read".into())),
+            (None, _) => Err(Stop::Failed(import_reason("account_gone", ""))),
+            (_, None) => Err(Stop::Failed(import_reason("password_unreadable", ""))),
             (Some(account), Some(password)) => match drives.tree(account, import.drive_id).await {
                 Ok(tree) => match source(worker, &import, &password).await? {
                     Ok(source) => {
@@ -245,7 +245,7 @@ async fn run(worker: &Worker, import: Import) -> Result<(), identity::StoreError
                     Err(stop) => Err(stop),
                 },
                 Err(FileError::Store(e)) => return Err(e),
-                Err(_) => Err(Stop::Failed("the drive no longer exists or is no longer yours".into())),
+                Err(_) => Err(Stop::Failed(import_reason("drive_gone", ""))),
             },
         }
     };
@@ -281,13 +281,11 @@ async fn source(
             .await;
         return Ok(match signed_in {
             Ok(reader) => Ok(Source::Drive { reader, drive }),
-            Err(ProtocolAuthError::InvalidCredentials) => {
-                Err(Stop::Failed("the source refused the user name or password".into()))
+            Err(ProtocolAuthError::InvalidCredentials) => Err(Stop::Failed(import_reason("source_refused", ""))),
+            Err(ProtocolAuthError::TooManyAttempts { .. }) => Err(Stop::Failed(import_reason("source_locked", ""))),
+            Err(ProtocolAuthError::TwoFactorRequired { organization }) => {
+                Err(Stop::Failed(import_reason("two_factor_required", organization)))
             }
-            Err(ProtocolAuthError::TooManyAttempts { .. }) => Err(Stop::Failed(
-                "the source refused the user name or password too many times; try again later".into(),
-            )),
-            Err(e @ ProtocolAuthError::TwoFactorRequired { .. }) => Err(Stop::Failed(e.to_string())),
             Err(ProtocolAuthError::Store(e)) => return Err(e),
         });
     }
@@ -312,7 +310,10 @@ async fn notify(drives: &Drives, account: &Account, id: &str, reason: &str) -> R
     let drive_name = drive
         .as_ref()
         .map_or_else(|| done.drive_id.to_string(), |t| t.drive().name.clone());
-    let reason = if reason.is_empty() {
+    // The email says why in the member's language: the reason's code and
+    // value, or (a sentence that is not one of ours) the sentence itself.
+    let (reason_code, reason_arg) = drive::explain_import_reason(reason).unwrap_or_default();
+    let reason = if reason.is_empty() || !reason_code.is_empty() {
         String::new()
     } else {
         format!(" ({reason})")
@@ -322,30 +323,17 @@ async fn notify(drives: &Drives, account: &Account, id: &str, reason: &str) -> R
         ("folder", done.folder.as_str()),
         ("source", done.source_url.as_str()),
         ("files", &done.files_done.to_string()),
-        ("size", &human_size(done.bytes_done)),
+        ("bytes", &done.bytes_done.to_string()),
         ("failed", &done.files_failed.to_string()),
         ("outcome", done.state.as_str()),
         ("reason", &reason),
+        ("reason_code", reason_code),
+        ("reason_arg", &reason_arg),
     ];
     drives
         .identity()
         .notify_member(account, NoticeKind::ImportFinished, &params)
         .await
-}
-
-fn human_size(bytes: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut value = bytes as f64;
-    let mut unit = 0;
-    while value >= 1024.0 && unit < UNITS.len() - 1 {
-        value /= 1024.0;
-        unit += 1;
-    }
-    if unit == 0 {
-        format!("{bytes} B")
-    } else {
-        format!("{value:.1} {}", UNITS[unit])
-    }
 }
 
 /// The decoded path part of a URL, without a trailing slash.
@@ -497,14 +485,14 @@ impl Download {
         match self {
             Self::Remote(response) => response.chunk().await.map_err(|e| {
                 tracing::debug!(error = %e, "an import download was cut");
-                "the download was cut".to_owned()
+                import_reason("download_cut", "")
             }),
             Self::Drive(chunks) => match chunks.next_chunk(256 * 1024).await {
                 Ok(chunk) if chunk.is_empty() => Ok(None),
                 Ok(chunk) => Ok(Some(chunk)),
                 Err(e) => {
                     tracing::warn!(error = %e, "reading an import's source drive failed");
-                    Err("the file cannot be read".to_owned())
+                    Err(import_reason("file_unreadable", ""))
                 }
             },
         }
@@ -532,9 +520,9 @@ impl Job<'_> {
     fn in_time(&self) -> Result<(), Stop> {
         let deadline = self.import.created_at + self.limits.deadline.as_millis() as Millis;
         if self.drives.identity().now() > deadline {
-            return Err(Stop::Failed(format!(
-                "the import took longer than {} hours, the most an import may take",
-                self.limits.deadline.as_secs().div_ceil(3600)
+            return Err(Stop::Failed(import_reason(
+                "too_long",
+                self.limits.deadline.as_secs().div_ceil(3600),
             )));
         }
         Ok(())
@@ -542,7 +530,7 @@ impl Job<'_> {
 
     async fn copy(&self) -> Result<(), Stop> {
         let store = self.drives.import_store();
-        let failed = |e: identity::StoreError| Stop::Failed(format!("storage error: {e}"));
+        let failed = |e: identity::StoreError| Stop::Failed(import_reason("storage", e));
         if store.next_import_item(&self.import.id).await.map_err(failed)?.is_none() && self.import.files_found == 0 {
             let root = ImportItem {
                 path: String::new(),
@@ -567,7 +555,7 @@ impl Job<'_> {
                     .await
                     .map_err(failed)?;
                 if !matches!(access, Some((_, drive::Access::ReadWrite))) {
-                    return Err(Stop::Failed("the drive is no longer yours to write".into()));
+                    return Err(Stop::Failed(import_reason("not_writable", "")));
                 }
             }
             let lease_until = self.drives.identity().now() + IMPORT_LEASE;
@@ -608,15 +596,12 @@ impl Job<'_> {
             }
         };
         if item.path.matches('/').count() > self.limits.max_depth {
-            return Err(fail(format!(
-                "folders nested deeper than {} are not imported",
-                self.limits.max_depth
-            )));
+            return Err(fail(import_reason("too_deep", self.limits.max_depth)));
         }
         let items = match &self.source {
             Source::Remote { http, base_path } => self.list_remote(http, base_path, item).await.map_err(fail)?,
             Source::Drive { reader, drive } => self.list_drive(reader, drive, item).await.map_err(|e| match e {
-                Listed::Store(e) => ItemError::Stop(Stop::Failed(format!("storage error: {e}"))),
+                Listed::Store(e) => ItemError::Stop(Stop::Failed(import_reason("storage", e))),
                 Listed::Failed(why) => fail(why),
             })?,
         };
@@ -626,26 +611,26 @@ impl Job<'_> {
             .import_store()
             .import(&self.import.id)
             .await
-            .map_err(|e| ItemError::Stop(Stop::Failed(format!("storage error: {e}"))))?
+            .map_err(|e| ItemError::Stop(Stop::Failed(import_reason("storage", e))))?
             .map_or(0, |i| i.files_found);
         if found + files > self.limits.max_files {
-            return Err(ItemError::Stop(Stop::Failed(format!(
-                "the source holds more than {} files, the most one import may copy",
-                self.limits.max_files
+            return Err(ItemError::Stop(Stop::Failed(import_reason(
+                "too_many_files",
+                self.limits.max_files,
             ))));
         }
         if !top {
             match self.tree.make_folder(&self.dest(&item.path)).await {
                 Ok(_) | Err(FileError::Exists) => {}
-                Err(FileError::Store(e)) => return Err(ItemError::Stop(Stop::Failed(format!("storage error: {e}")))),
-                Err(e) => return Err(ItemError::Skip(format!("cannot make the folder: {e}"))),
+                Err(FileError::Store(e)) => return Err(ItemError::Stop(Stop::Failed(import_reason("storage", e)))),
+                Err(e) => return Err(ItemError::Skip(import_reason("folder_not_made", e))),
             }
         }
         self.drives
             .import_store()
             .add_import_items(&self.import.id, &items)
             .await
-            .map_err(|e| ItemError::Stop(Stop::Failed(format!("storage error: {e}"))))
+            .map_err(|e| ItemError::Stop(Stop::Failed(import_reason("storage", e))))
     }
 
     async fn list_remote(
@@ -669,21 +654,21 @@ impl Job<'_> {
             .map_err(|e| http_failure(&e))?;
         match response.status().as_u16() {
             207 => {}
-            401 | 403 => return Err("the source refused the user name or password".into()),
-            404 => return Err("the source folder does not exist".into()),
-            _ => return Err("the source is not a WebDAV server".into()),
+            401 | 403 => return Err(import_reason("source_refused", "")),
+            404 => return Err(import_reason("folder_missing", "")),
+            _ => return Err(import_reason("not_webdav", "")),
         }
         let mut xml = Vec::new();
         while let Some(chunk) = response.chunk().await.map_err(|e| http_failure(&e))? {
             if xml.len() + chunk.len() > MAX_LISTING_BYTES {
-                return Err("the folder listing is too large".into());
+                return Err(import_reason("listing_too_large", ""));
             }
             xml.extend_from_slice(&chunk);
         }
         let found = match parse_listing(&xml) {
             Ok(Some(found)) => found,
-            Ok(None) => return Err("the source's listing is not WebDAV".into()),
-            Err(e) => return Err(format!("the source's listing was refused: {e}")),
+            Ok(None) => return Err(import_reason("listing_not_webdav", "")),
+            Err(e) => return Err(import_reason("listing_not_webdav", e)),
         };
         let folder = format!("{base_path}{}", item.path);
         let mut items = Vec::new();
@@ -715,7 +700,7 @@ impl Job<'_> {
             Ok(nodes) => nodes,
             Err(FileError::Store(e)) => return Err(Listed::Store(e)),
             // Another organization's drive looks like no folder at all.
-            Err(_) => return Err(Listed::Failed("the source folder does not exist".into())),
+            Err(_) => return Err(Listed::Failed(import_reason("folder_missing", ""))),
         };
         Ok(nodes
             .into_iter()
@@ -742,11 +727,9 @@ impl Job<'_> {
                 match response.status().as_u16() {
                     200 => {}
                     401 | 403 => {
-                        return Err(ItemError::Stop(Stop::Failed(
-                            "the source refused the user name or password".into(),
-                        )));
+                        return Err(ItemError::Stop(Stop::Failed(import_reason("source_refused", ""))));
                     }
-                    status => return Err(ItemError::Skip(format!("the source answered {status}"))),
+                    status => return Err(ItemError::Skip(import_reason("answered", status))),
                 }
                 let length = response.content_length();
                 Ok((Download::Remote(response), length))
@@ -755,8 +738,8 @@ impl Job<'_> {
                 let path = format!("{}{}", drive.path, item.path);
                 match self.drives.open_chunks(reader, drive.drive_id, &path).await {
                     Ok((node, chunks)) => Ok((Download::Drive(chunks), Some(node.size))),
-                    Err(FileError::Store(e)) => Err(ItemError::Stop(Stop::Failed(format!("storage error: {e}")))),
-                    Err(_) => Err(ItemError::Skip("the file is no longer in the source".into())),
+                    Err(FileError::Store(e)) => Err(ItemError::Stop(Stop::Failed(import_reason("storage", e)))),
+                    Err(_) => Err(ItemError::Skip(import_reason("gone_from_source", ""))),
                 }
             }
         }
@@ -773,12 +756,7 @@ impl Job<'_> {
         {
             return Ok(existing.size);
         }
-        let too_much = || {
-            ItemError::Stop(Stop::Failed(format!(
-                "the source holds more than {}, the most one import may copy",
-                human_size(self.limits.max_bytes)
-            )))
-        };
+        let too_much = || ItemError::Stop(Stop::Failed(import_reason("too_big", self.limits.max_bytes)));
         let copied = self.bytes.load(Ordering::Relaxed);
         if copied + item.size > self.limits.max_bytes {
             return Err(too_much());
@@ -802,7 +780,7 @@ impl Job<'_> {
                     .import_store()
                     .renew_import(&self.import.id, lease_until, &item.path)
                     .await
-                    .map_err(|e| ItemError::Stop(Stop::Failed(format!("storage error: {e}"))))?;
+                    .map_err(|e| ItemError::Stop(Stop::Failed(import_reason("storage", e))))?;
                 if !going_on {
                     // Dropped unfinished: nothing of this file is kept.
                     return Err(ItemError::Stop(Stop::Cancelled));
@@ -830,12 +808,10 @@ enum ItemError {
 
 fn file_error(e: FileError) -> ItemError {
     match e {
-        FileError::InsufficientStorage => ItemError::Stop(Stop::Failed("the drive is full".into())),
-        FileError::Store(e) => ItemError::Stop(Stop::Failed(format!("storage error: {e}"))),
-        FileError::NoDrive | FileError::ReadOnly => {
-            ItemError::Stop(Stop::Failed("the drive is no longer yours to write".into()))
-        }
-        other => ItemError::Skip(other.to_string()),
+        FileError::InsufficientStorage => ItemError::Stop(Stop::Failed(import_reason("drive_full", ""))),
+        FileError::Store(e) => ItemError::Stop(Stop::Failed(import_reason("storage", e))),
+        FileError::NoDrive | FileError::ReadOnly => ItemError::Stop(Stop::Failed(import_reason("not_writable", ""))),
+        other => ItemError::Skip(import_reason("file_refused", other)),
     }
 }
 
@@ -904,6 +880,5 @@ mod tests {
     fn base_paths_are_decoded() {
         assert_eq!(base_path("https://nas.example.org/dav/Mis%20Fotos/"), "/dav/Mis Fotos");
         assert_eq!(base_path("http://127.0.0.1:8080"), "");
-        assert_eq!(human_size(1536), "1.5 KiB");
     }
 }

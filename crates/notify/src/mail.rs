@@ -1,8 +1,9 @@
-//! Email: rendering the queued notices (`identity::Notice`) in Spanish or
-//! English, text and HTML, the transports (the outbox folder by default, SMTP when
+//! Email: rendering the queued notices (`identity::Notice`) in the
+//! recipient's language (`locales/mail.<lang>.toml`; numbers, sizes, dates
+//! and browsers by `identity::locale`), text and HTML, the transports (the outbox folder by default, SMTP when
 //! configured), and the background worker that drains the queue.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
@@ -36,27 +37,67 @@ impl MailSettings {
     }
 }
 
-fn catalog(lang: &str) -> &'static HashMap<String, String> {
-    static EN: OnceLock<HashMap<String, String>> = OnceLock::new();
-    static ES: OnceLock<HashMap<String, String>> = OnceLock::new();
-    let parse = |text: &str| toml::from_str::<HashMap<String, String>>(text).expect("a mail catalog parses");
-    match lang {
-        "es" => ES.get_or_init(|| parse(include_str!("../locales/mail.es.toml"))),
-        _ => EN.get_or_init(|| parse(include_str!("../locales/mail.en.toml"))),
-    }
+/// One message of a mail catalogue: a text, or one text per CLDR plural
+/// category (`{ one = "…", other = "…" }`) chosen by the notice's count.
+#[derive(Debug, serde::Deserialize)]
+#[serde(untagged)]
+enum Entry {
+    Text(String),
+    Plural(BTreeMap<String, String>),
 }
 
-/// The message in the recipient's language, `{name}`s filled in.
-fn text(lang: &str, key: &str, params: &HashMap<&str, String>) -> String {
-    let template = catalog(lang)
-        .get(key)
-        .or_else(|| catalog("en").get(key))
-        .map_or(key, String::as_str);
+type MailCatalog = HashMap<String, Entry>;
+
+/// The catalogue of `lang` (a supported code; English otherwise).
+fn catalog(lang: &str) -> &'static MailCatalog {
+    static ALL: OnceLock<Vec<(&'static str, MailCatalog)>> = OnceLock::new();
+    let all = ALL.get_or_init(|| {
+        let parse = |text: &str| toml::from_str::<MailCatalog>(text).expect("a mail catalog parses");
+        vec![
+            ("en", parse(include_str!("../locales/mail.en.toml"))),
+            ("es", parse(include_str!("../locales/mail.es.toml"))),
+            ("fr", parse(include_str!("../locales/mail.fr.toml"))),
+            ("de", parse(include_str!("../locales/mail.de.toml"))),
+            ("it", parse(include_str!("../locales/mail.it.toml"))),
+        ]
+    });
+    all.iter()
+        .find(|(code, _)| *code == lang)
+        .map_or(&all[0].1, |(_, catalog)| catalog)
+}
+
+/// The message in the recipient's language, `{name}`s filled in; a plural
+/// message takes the form for `count` (written as the language writes
+/// numbers, as `{count}`).
+fn text(lang: &str, key: &str, params: &HashMap<&str, String>, count: Option<u64>) -> String {
+    let template = match catalog(lang).get(key).or_else(|| catalog("en").get(key)) {
+        Some(Entry::Text(text)) => text.as_str(),
+        Some(Entry::Plural(forms)) => {
+            let category = identity::locale::plural_category(lang, count.unwrap_or(0));
+            forms
+                .get(category)
+                .or_else(|| forms.get("other"))
+                .map_or(key, String::as_str)
+        }
+        None => key,
+    };
     let mut out = template.to_owned();
+    if let Some(n) = count {
+        out = out.replace("{count}", &identity::locale::integer(lang, n));
+    }
     for (name, value) in params {
         out = out.replace(&format!("{{{name}}}"), value);
     }
     out
+}
+
+/// The parameter a kind's plural messages count.
+fn counted(kind: NoticeKind) -> Option<&'static str> {
+    match kind {
+        NoticeKind::PushPaused => Some("minutes"),
+        NoticeKind::BackupCodeUsed => Some("left"),
+        _ => None,
+    }
 }
 
 /// Subject, plain text and HTML of a queued message.
@@ -76,12 +117,43 @@ fn escape(s: &str) -> String {
 
 /// Renders a notice as an email in its language.
 pub fn render(notice: &Notice, settings: &MailSettings) -> Rendered {
-    let lang = if notice.lang == "es" { "es" } else { "en" };
+    let lang = identity::locale::supported(&notice.lang);
+    let no_params = HashMap::new();
     let mut params: HashMap<&str, String> = notice.params.iter().map(|(k, v)| (k.as_str(), v.clone())).collect();
     params.insert("product", settings.product.clone());
     params.insert("address", settings.address.clone());
+    let number = |name: &str| notice.params.get(name).and_then(|v| v.parse::<u64>().ok());
     if let Some(when) = notice.params.get("when").and_then(|w| w.parse::<i64>().ok()) {
-        params.insert("when", identity::utc_datetime(when));
+        params.insert("when", identity::locale::datetime(lang, when));
+    }
+    if let Some(user_agent) = notice.params.get("user_agent") {
+        params.insert("browser", identity::locale::browser(lang, user_agent));
+    }
+    if let Some(times) = notice.params.get("last_sign_ins_at").filter(|t| !t.is_empty()) {
+        let times: Vec<String> = times
+            .split(',')
+            .filter_map(|t| t.parse::<i64>().ok())
+            .map(|t| identity::locale::datetime(lang, t))
+            .collect();
+        params.insert("last_sign_ins", times.join(", "));
+    }
+    for name in ["files", "failed", "left", "minutes", "app_passwords"] {
+        if let Some(n) = number(name) {
+            params.insert(name, identity::locale::integer(lang, n));
+        }
+    }
+    if let Some(bytes) = number("bytes") {
+        params.insert("size", identity::locale::size(lang, bytes));
+    }
+    if let Some(code) = notice.params.get("reason_code") {
+        let arg = notice.params.get("reason_arg").cloned().unwrap_or_default();
+        let mut values = HashMap::new();
+        values.insert("org", arg.clone());
+        values.insert("status", arg.clone());
+        let size = arg.parse::<u64>().ok().map(|b| identity::locale::size(lang, b));
+        values.insert("size", size.unwrap_or_default());
+        let reason = text(lang, &format!("reason.{code}"), &values, arg.parse().ok());
+        params.insert("reason", format!(" ({reason})"));
     }
     for flag in ["two_factor", "state", "outcome"] {
         if let Some(value) = notice.params.get(flag) {
@@ -90,17 +162,18 @@ pub fn render(notice: &Notice, settings: &MailSettings) -> Rendered {
                 "outcome" => "import",
                 _ => "two_factor",
             };
-            params.insert(flag, text(lang, &format!("{prefix}.{value}"), &HashMap::new()));
+            params.insert(flag, text(lang, &format!("{prefix}.{value}"), &no_params, None));
         }
     }
     let kind = notice.kind.as_str();
-    let subject = text(lang, &format!("{kind}.subject"), &params);
+    let count = counted(notice.kind).and_then(number);
+    let subject = text(lang, &format!("{kind}.subject"), &params, count);
     let mut paragraphs = vec![
-        text(lang, "greeting", &params),
-        text(lang, &format!("{kind}.body"), &params),
+        text(lang, "greeting", &params, None),
+        text(lang, &format!("{kind}.body"), &params, count),
     ];
     if notice.params.contains_key("ip") {
-        paragraphs.push(text(lang, "details", &params));
+        paragraphs.push(text(lang, "details", &params, None));
     }
     let about_the_account = !matches!(
         notice.kind,
@@ -111,11 +184,11 @@ pub fn render(notice: &Notice, settings: &MailSettings) -> Rendered {
             | NoticeKind::ImportFinished
     );
     if about_the_account {
-        paragraphs.push(text(lang, "not_you", &params));
+        paragraphs.push(text(lang, "not_you", &params, None));
     }
-    let mut footer = vec![text(lang, "footer", &params)];
+    let mut footer = vec![text(lang, "footer", &params, None)];
     if notice.kind.optional() {
-        footer.push(text(lang, "footer_optional", &params));
+        footer.push(text(lang, "footer_optional", &params, None));
     }
     let plain = format!("{}\n\n-- \n{}\n", paragraphs.join("\n\n"), footer.join("\n"));
     let html_paragraphs: String = paragraphs
@@ -379,7 +452,7 @@ mod tests {
             "cannot be turned off"
         );
         for kind in NoticeKind::ALL {
-            for lang in ["en", "es"] {
+            for lang in identity::locale::LANGS {
                 let r = render(&queued(kind, lang, &[]), &settings());
                 assert!(
                     !r.subject.contains(".subject") && !r.text.contains(".body"),
@@ -387,6 +460,95 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn every_language_has_every_message_with_the_same_values() {
+        let names = |entry: &Entry| {
+            let text = match entry {
+                Entry::Text(t) => t.clone(),
+                Entry::Plural(forms) => forms.values().cloned().collect::<Vec<_>>().join(" "),
+            };
+            let mut names: Vec<String> = text
+                .split('{')
+                .skip(1)
+                .filter_map(|p| p.split_once('}').map(|(n, _)| n.to_owned()))
+                .collect();
+            names.sort();
+            names.dedup();
+            names
+        };
+        let en = catalog("en");
+        for lang in identity::locale::LANGS {
+            let other = catalog(lang);
+            assert_eq!(other.len(), en.len(), "{lang}");
+            for (key, entry) in en {
+                let theirs = other.get(key).unwrap_or_else(|| panic!("{key} missing in {lang}"));
+                assert_eq!(names(theirs), names(entry), "{key} in {lang}");
+                match (entry, theirs) {
+                    (Entry::Plural(_), Entry::Plural(forms)) => {
+                        for n in 0..200 {
+                            let category = identity::locale::plural_category(lang, n);
+                            assert!(forms.contains_key(category), "{key} in {lang}: no {category}");
+                        }
+                    }
+                    (Entry::Text(_), Entry::Text(_)) => {}
+                    _ => panic!("{key} in {lang}: plural in one language only"),
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn counts_numbers_dates_and_browsers_follow_the_language() {
+        let chrome =
+            "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/126.0 Safari/537.36";
+        let backup_code_used = |lang: &str, left: &str| {
+            let params = [
+                ("ip", "192.0.2.1"),
+                ("user_agent", chrome),
+                ("when", "1795702057000"),
+                ("left", left),
+            ];
+            render(&queued(NoticeKind::BackupCodeUsed, lang, &params), &settings()).text
+        };
+        let es = backup_code_used("es", "1");
+        assert!(es.contains("Te queda 1 código de respaldo."), "{es}");
+        assert!(
+            es.contains("Cuándo: 26/11/2026 14:07 UTC. Desde: Chrome en Linux"),
+            "{es}"
+        );
+        let de = backup_code_used("de", "5");
+        assert!(de.contains("noch 5 Backup-Codes"), "{de}");
+        assert!(de.contains("26.11.2026 14:07 UTC. Von: Chrome unter Linux"), "{de}");
+        let paused = render(&queued(NoticeKind::PushPaused, "it", &[("minutes", "1")]), &settings());
+        assert!(paused.text.contains("sospese per 1 minuto."), "{}", paused.text);
+        let import = [
+            ("files", "1234"),
+            ("bytes", "300000"),
+            ("failed", "0"),
+            ("outcome", "failed"),
+            ("reason_code", "too_many_files"),
+            ("reason_arg", "100000"),
+            ("drive", "Fotos"),
+        ];
+        let fr = render(&queued(NoticeKind::ImportFinished, "fr", &import), &settings());
+        assert!(
+            fr.text.contains("Fichiers copiés : 1\u{202f}234 (293,0 Kio)"),
+            "{}",
+            fr.text
+        );
+        assert!(fr.text.contains("plus de 100\u{202f}000 fichiers"), "{}", fr.text);
+        assert!(fr.subject.ends_with("s'est arrêtée sur une erreur"), "{}", fr.subject);
+        let alert = [("last_sign_ins_at", "1795702057000,0"), ("two_factor", "off")];
+        let it = render(&queued(NoticeKind::SecurityAlert, "it", &alert), &settings());
+        assert!(
+            it.text
+                .contains("Ultimi accessi: 26/11/2026 14:07 UTC, 01/01/1970 00:00 UTC"),
+            "{}",
+            it.text
+        );
+        assert!(it.text.contains("Verifica in due passaggi: disattivata"), "{}", it.text);
     }
 
     #[test]

@@ -399,6 +399,7 @@ async fn setup_runs_once_with_a_valid_link() {
             name: "Ana".into(),
             email: "ana@example.org".into(),
             password: PASSWORD.into(),
+            lang: "es".into(),
         };
         let bad = id.complete_setup("forged", request(), client("127.0.0.1")).await;
         assert!(matches!(bad, Err(IdentityError::SetupUnavailable)));
@@ -412,6 +413,10 @@ async fn setup_runs_once_with_a_valid_link() {
             id.memberships(&done.account.id).await.unwrap()[0].role,
             Role::LegalRepresentative
         );
+        // Emails (the first is about this sign-in) in the setup page's language.
+        assert_eq!(done.account.lang, "es");
+        let stored = id.account_by_id(&done.account.id).await.unwrap().unwrap();
+        assert_eq!(stored.lang, "es");
         assert!(!id.needs_setup().await.unwrap());
         let again = id.complete_setup(&token, request(), client("127.0.0.1")).await;
         assert!(matches!(again, Err(IdentityError::SetupUnavailable)));
@@ -989,7 +994,7 @@ mod sms {
             assert_eq!(e.phone, "+41 •••• 4567");
             let (to, message) = outbox.0.lock().unwrap()[0].clone();
             assert_eq!(to, "+41791234567");
-            assert!(message.contains("es su código de cloudkeep"), "{message}");
+            assert!(message.contains("es tu código de cloudkeep"), "{message}");
             let first = outbox.last_code();
             let r = id.resend_sms_enrolment(a, &e.id, "en").await;
             assert!(

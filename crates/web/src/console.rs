@@ -153,10 +153,7 @@ impl Ctx {
     pub(crate) fn chrome(&self, title: &str) -> Chrome {
         Chrome {
             flash: self.flash.as_ref().map(|f| FlashView {
-                text: self.t().tf(
-                    &f.key,
-                    &f.args.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect::<Vec<_>>(),
-                ),
+                text: f.text(self.t()),
                 error: f.error,
             }),
             t: self.t(),
@@ -175,7 +172,7 @@ impl Ctx {
                     &[
                         ("org", &r.org_name),
                         ("by", &r.by),
-                        ("deadline", &fmt::datetime(r.deadline)),
+                        ("deadline", &fmt::datetime(self.t(), r.deadline)),
                     ],
                 )
             }),
@@ -675,7 +672,7 @@ async fn home(ctx: Ctx) -> Response {
                     t.tf(
                         "flows.sign_in_line",
                         &[
-                            ("at", &fmt::datetime(e.at)),
+                            ("at", &fmt::datetime(t, e.at)),
                             ("browser", &fmt::browser(&e.user_agent)),
                             ("ip", &e.ip),
                         ],
@@ -745,6 +742,7 @@ async fn setup_submit(ctx: Ctx, Path(token): Path<String>, Form(form): Form<Setu
             name: form.name.clone(),
             email: form.email.clone(),
             password: form.password.clone(),
+            lang: ctx.lang_code().to_owned(),
         };
         match ctx
             .state
@@ -910,8 +908,8 @@ async fn security_page(
             .map(|s| SessionRow {
                 current: s.id == user.session.id,
                 browser: fmt::browser(&s.user_agent),
-                signed_in_at: fmt::datetime(s.created_at),
-                last_seen: fmt::datetime(s.last_seen_at),
+                signed_in_at: fmt::datetime(t, s.created_at),
+                last_seen: fmt::datetime(t, s.last_seen_at),
                 id: s.id.into_string(),
                 ip: s.ip,
             })
@@ -920,8 +918,8 @@ async fn security_page(
             .events
             .into_iter()
             .map(|e| EventRow {
-                at: fmt::datetime(e.at),
-                what: t.tf(&format!("event.{}", e.kind.as_str()), &[("detail", &e.detail)]),
+                at: fmt::datetime(t, e.at),
+                what: crate::i18n::event_text(t, e.kind.as_str(), &e.detail),
                 ip: e.ip,
                 browser: fmt::browser(&e.user_agent),
             })

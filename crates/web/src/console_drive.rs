@@ -13,6 +13,7 @@ use serde::Deserialize;
 use crate::AppState;
 use crate::console::{Chrome, ConsoleUser};
 use crate::flash::Flash;
+use crate::fmt::bytes;
 
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -22,22 +23,6 @@ pub fn routes() -> Router<AppState> {
         .route("/drives/{drive}/upload", post(browse::upload))
         .route("/drives/{drive}/folders", post(browse::make_folder))
         .route("/drives/{drive}/delete", post(browse::delete))
-}
-
-/// `1.5 GiB`-style sizes.
-pub fn bytes(n: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut value = n as f64;
-    let mut unit = 0;
-    while value >= 1024.0 && unit < UNITS.len() - 1 {
-        value /= 1024.0;
-        unit += 1;
-    }
-    if unit == 0 {
-        format!("{n} B")
-    } else {
-        format!("{value:.1} {}", UNITS[unit])
-    }
 }
 
 struct DriveRow {
@@ -95,7 +80,7 @@ async fn render(ctx: &ConsoleUser, status: StatusCode, notice: Option<String>, e
                 manages: managed.iter().any(|o| o.id == d.org_id.as_str()),
                 usage: t.tf(
                     "drive.usage",
-                    &[("used", &bytes(d.used_bytes)), ("quota", &bytes(d.quota_bytes))],
+                    &[("used", &bytes(t, d.used_bytes)), ("quota", &bytes(t, d.quota_bytes))],
                 ),
                 id: d.id.get(),
                 name: d.name,
@@ -156,16 +141,6 @@ async fn create(ctx: ConsoleUser, Form(form): Form<CreateForm>) -> Response {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn sizes_read_well() {
-        assert_eq!(super::bytes(0), "0 B");
-        assert_eq!(super::bytes(1536), "1.5 KiB");
-        assert_eq!(super::bytes(10 * 1024 * 1024 * 1024), "10.0 GiB");
-    }
-}
-
 // ---- browsing, uploading and downloading ---------------------------------------
 
 mod browse {
@@ -185,10 +160,10 @@ mod browse {
     use drive::DriveId;
     use serde::Deserialize;
 
-    use super::bytes;
     use crate::console::{Chrome, Confirmation, Confirmed, ConsoleUser, Ctx};
     use crate::flash::Flash;
     use crate::fmt;
+    use crate::fmt::bytes;
 
     /// `/drives/<id>/files/<each name percent-encoded>`.
     pub fn files_url(drive: DriveId, names: &[&str]) -> String {
@@ -322,6 +297,7 @@ mod browse {
                 .any(|m| m.org_id == node_drive.org_id && m.role.manages_organization()),
             Err(e) => return ctx.failure(e),
         };
+        let t = ctx.t();
         let page = FilesPage {
             writable: access == drive::Access::ReadWrite,
             manages,
@@ -343,8 +319,8 @@ mod browse {
                     Entry {
                         href: files_url(drive, &child),
                         path: format!("/{}", child.join("/")),
-                        size: if n.is_dir { String::new() } else { bytes(n.size) },
-                        modified: fmt::datetime(n.modified_at),
+                        size: if n.is_dir { String::new() } else { bytes(t, n.size) },
+                        modified: fmt::datetime(t, n.modified_at),
                         is_dir: n.is_dir,
                         name: n.name,
                     }

@@ -13,8 +13,9 @@ use serde::Deserialize;
 
 use crate::AppState;
 use crate::console::{Chrome, ConsoleUser, Ctx};
-use crate::console_drive::bytes;
 use crate::fmt;
+use crate::fmt::bytes;
+use crate::i18n::Catalog;
 
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -40,26 +41,44 @@ struct Row {
     finished: String,
 }
 
+/// Why an import stopped or a file was not copied, in the reader's
+/// language: the store keeps the English sentence of a reason code
+/// (`drive::IMPORT_REASONS`), found back here; a sentence that is not one
+/// of ours is shown as it is.
+fn reason_text(t: &Catalog, stored: &str) -> String {
+    let Some((code, value)) = drive::explain_import_reason(stored) else {
+        return stored.to_owned();
+    };
+    let key = format!("import.reason.{code}");
+    match value.parse::<u64>() {
+        Ok(n) if t.is_plural(&key) => t.plural(&key, n, &[]),
+        number => {
+            let size = number.map(|b| bytes(t, b)).unwrap_or_default();
+            t.tf(&key, &[("org", &value), ("status", &value), ("size", &size)])
+        }
+    }
+}
+
 fn row(ctx: &Ctx, i: Import) -> Row {
     let t = ctx.t();
     Row {
         state: i.state.as_str(),
         state_text: t.t(&format!("import.state.{}", i.state.as_str())).to_owned(),
         running: !i.state.ended(),
-        progress: t
-            .t("import.progress")
-            .replace("{done}", &i.files_done.to_string())
-            .replace("{found}", &i.files_found.to_string())
-            .replace("{size}", &bytes(i.bytes_done)),
+        progress: t.plural(
+            "import.progress",
+            i.files_found,
+            &[("done", &t.number(i.files_done)), ("size", &bytes(t, i.bytes_done))],
+        ),
         id: i.id,
         source: i.source_url,
         user: i.source_user,
         folder: i.folder,
         current_file: i.current_file,
         failed: i.files_failed,
-        error: i.error,
-        started: fmt::datetime(i.created_at),
-        finished: i.finished_at.map(fmt::datetime).unwrap_or_default(),
+        error: reason_text(t, &i.error),
+        started: fmt::datetime(t, i.created_at),
+        finished: i.finished_at.map(|at| fmt::datetime(t, at)).unwrap_or_default(),
     }
 }
 
@@ -208,7 +227,13 @@ async fn detail(ctx: ConsoleUser, Path((drive, id)): Path<(DriveId, String)>) ->
         drive,
         drive_name,
         import: row(&ctx, import),
-        failures,
+        failures: failures
+            .into_iter()
+            .map(|(path, why)| {
+                let why = reason_text(ctx.t(), &why);
+                (path, why)
+            })
+            .collect(),
         writable,
     };
     refreshing(ctx.render(StatusCode::OK, &page), running)
@@ -221,6 +246,44 @@ async fn cancel(ctx: ConsoleUser, Path((drive, id)): Path<(DriveId, String)>) ->
         Err(e) => {
             let (status, text) = error_text(&ctx, &e);
             ctx.message(status, ctx.t().t("import.title"), &text)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::reason_text;
+    use crate::i18n::Lang;
+
+    #[test]
+    fn reasons_are_told_in_the_readers_language() {
+        let es = Lang::Es.catalog();
+        assert_eq!(
+            reason_text(es, &drive::import_reason("too_many_files", 1)),
+            "el origen contiene más de 1 archivo, el máximo que puede copiar una importación"
+        );
+        assert_eq!(
+            reason_text(es, &drive::import_reason("too_big", 1_073_741_824)),
+            "el origen contiene más de 1,0 GiB, el máximo que puede copiar una importación"
+        );
+        assert_eq!(
+            reason_text(es, &drive::import_reason("answered", 500)),
+            "el origen ha respondido con el error 500"
+        );
+        assert_eq!(
+            reason_text(Lang::De.catalog(), &drive::import_reason("storage", "disk I/O error")),
+            "der Server konnte das Kopierte nicht speichern; wenden Sie sich an Ihre Administration"
+        );
+        assert_eq!(reason_text(es, "an older server's words"), "an older server's words");
+        for lang in Lang::ALL {
+            for (code, _) in drive::IMPORT_REASONS {
+                let text = reason_text(lang.catalog(), &drive::import_reason(code, 3));
+                assert!(
+                    !text.contains('{') && !text.starts_with("import."),
+                    "{code} in {}: {text}",
+                    lang.code()
+                );
+            }
         }
     }
 }

@@ -153,20 +153,20 @@ async fn render_members(
                 id: m.account_id.into_string(),
                 name: m.name,
                 email: m.email,
-                methods_text: t.tf("org.methods", &[("count", &m.methods.to_string())]),
+                methods_text: t.plural("org.methods", m.methods as u64, &[]),
                 last_sign_in: if m.last_sign_in > 0 {
-                    fmt::datetime(m.last_sign_in)
+                    fmt::datetime(t, m.last_sign_in)
                 } else {
                     t.t("org.never").to_owned()
                 },
             })
             .collect(),
-        counts_text: t.tf(
+        counts_text: t.plural(
             "org.counts_text",
+            counts.total as u64,
             &[
-                ("total", &counts.total.to_string()),
-                ("with", &counts.with_two_factor.to_string()),
-                ("without", &counts.without_two_factor().to_string()),
+                ("with", &t.number(counts.with_two_factor as u64)),
+                ("without", &t.number(counts.without_two_factor() as u64)),
             ],
         ),
         chart_label: t.tf("org.chart_label", &[("percent", &counts.percent().to_string())]),
@@ -178,7 +178,7 @@ async fn render_members(
             .into_iter()
             .map(|i| InvitationRow {
                 role: t.t(&format!("role.{}", i.role.as_str())).to_owned(),
-                expires: fmt::datetime(i.expires_at),
+                expires: fmt::datetime(t, i.expires_at),
                 id: i.id,
                 email: i.email,
                 invited_by: i.invited_by,
@@ -374,7 +374,7 @@ async fn alert_all(ctx: ConsoleUser, Path(org): Path<OrgId>, Form(form): Form<Co
     {
         Ok(sent) => ctx.flash_to(
             &format!("/orgs/{org}/members?filter=without"),
-            &Flash::notice("org.done_alerted_all").arg("count", sent.to_string()),
+            &Flash::notice("org.done_alerted_all").count(sent as u64),
             &[],
         ),
         Err(e) => after(&ctx, &org, Err(e), "alerted").await,
@@ -462,7 +462,7 @@ async fn render_security(
     let status_text = if policy.require_two_factor {
         t.tf(
             "org.policy_on",
-            &[("by", &policy.by), ("deadline", &fmt::datetime(policy.deadline()))],
+            &[("by", &policy.by), ("deadline", &fmt::datetime(t, policy.deadline()))],
         )
     } else {
         t.t("org.policy_off").to_owned()
@@ -472,10 +472,7 @@ async fn render_security(
         org_id: policy.org_id.to_string(),
         require: policy.require_two_factor,
         confirm_text: match confirming {
-            Some((true, days)) => t.tf(
-                "org.confirm_on",
-                &[("org", &policy.org_name), ("days", &days.to_string())],
-            ),
+            Some((true, days)) => t.plural("org.confirm_on", u64::from(days), &[("org", &policy.org_name)]),
             Some((false, _)) => t.tf("org.confirm_off", &[("org", &policy.org_name)]),
             None => String::new(),
         },
@@ -486,10 +483,10 @@ async fn render_security(
         events: events
             .into_iter()
             .map(|e| OrgEventRow {
-                at: fmt::datetime(e.at),
+                at: fmt::datetime(t, e.at),
                 actor: e.actor,
                 what: t.t(&format!("org.event_{}", e.kind)).to_owned(),
-                detail: e.detail,
+                detail: crate::i18n::org_detail(t, &e.kind, &e.detail),
             })
             .collect(),
     };

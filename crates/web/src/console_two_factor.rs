@@ -176,10 +176,8 @@ async fn second_step_submit(ctx: ConsolePending, Form(form): Form<CodeForm>) -> 
                     return Redirect::to(&format!("/signin/second-factor/authenticator/{}", request.id))
                         .into_response();
                 }
-                Err(PushError::Paused { retry_after }) => t.tf("push.paused", &[("minutes", &minutes(retry_after))]),
-                Err(PushError::TooManyRequests { retry_after }) => {
-                    t.tf("push.too_many", &[("minutes", &minutes(retry_after))])
-                }
+                Err(PushError::Paused { retry_after }) => t.plural("push.paused", minutes(retry_after), &[]),
+                Err(PushError::TooManyRequests { retry_after }) => t.plural("push.too_many", minutes(retry_after), &[]),
                 Err(PushError::NoDevice) => t.t("push.no_device").to_owned(),
                 Err(PushError::Store(e)) => return ctx.failure(e),
                 Err(PushError::NotPending) => return ctx.to_sign_in(),
@@ -240,7 +238,10 @@ async fn second_step_submit(ctx: ConsolePending, Form(form): Form<CodeForm>) -> 
         }
         Err(SecondStepError::WrongCode { attempts_left }) => (
             StatusCode::UNAUTHORIZED,
-            t.tf("second_step.wrong_code", &[("left", &attempts_left.to_string())]),
+            t.tf(
+                "second_step.wrong_code",
+                &[("left", &t.number(u64::from(attempts_left)))],
+            ),
         ),
         Err(SecondStepError::CodeReused) => (StatusCode::UNAUTHORIZED, t.t("flows.code_reused").to_owned()),
         Err(SecondStepError::Restart) => {
@@ -258,8 +259,8 @@ async fn second_step_submit(ctx: ConsolePending, Form(form): Form<CodeForm>) -> 
     second_step_page(&ctx, pending, Some(&form.method), status, Some(error), None).await
 }
 
-fn minutes(ms: i64) -> String {
-    ((ms + 59_999) / 60_000).max(1).to_string()
+fn minutes(ms: i64) -> u64 {
+    u64::try_from((ms + 59_999) / 60_000).unwrap_or(0).max(1)
 }
 
 // ---- push approval: the waiting page -----------------------------------------
@@ -492,17 +493,17 @@ async fn render_two_factor(
                 kind: kind_label(ctx, m.kind),
                 kind_code: m.kind.as_str(),
                 is_default: s.default_method == Some(m.kind),
-                added: fmt::datetime(m.created_at),
+                added: fmt::datetime(t, m.created_at),
                 last_used: if m.last_used_at == 0 {
                     t.t("common.never").to_owned()
                 } else {
-                    fmt::datetime(m.last_used_at)
+                    fmt::datetime(t, m.last_used_at)
                 },
             })
             .collect(),
         backup_remaining: t.tf(
             "backup_codes.remaining",
-            &[("count", &s.backup_codes_remaining.to_string())],
+            &[("count", &t.number(s.backup_codes_remaining as u64))],
         ),
         backup_low: s.enabled && s.backup_codes_remaining <= 2,
         kinds: FactorKind::ALL
@@ -719,7 +720,7 @@ async fn backup_codes_page(ctx: ConsoleUser) -> Response {
             &[
                 ("email", ctx.user.account.email.as_str()),
                 ("server", &ctx.base_url),
-                ("date", &fmt::datetime(ctx.state.identity().now())),
+                ("date", &fmt::datetime(ctx.t(), ctx.state.identity().now())),
             ],
         ),
     };
@@ -770,7 +771,7 @@ async fn download_backup_codes(ctx: ConsoleUser, Form(fields): Form<Vec<(String,
             &[
                 ("email", user.account.email.as_str()),
                 ("server", &ctx.base_url),
-                ("date", &fmt::datetime(ctx.state.identity().now())),
+                ("date", &fmt::datetime(ctx.t(), ctx.state.identity().now())),
             ],
         ),
         t.t("backup_codes.file_hint")
@@ -847,11 +848,11 @@ async fn render_app_passwords(
             .map(|p| AppPasswordRow {
                 id: p.id.into_string(),
                 name: p.name,
-                created: fmt::datetime(p.created_at),
+                created: fmt::datetime(t, p.created_at),
                 last_used: if p.last_used_at == 0 {
                     t.t("common.never").to_owned()
                 } else {
-                    fmt::datetime(p.last_used_at)
+                    fmt::datetime(t, p.last_used_at)
                 },
                 last_ip: p.last_used_ip,
             })

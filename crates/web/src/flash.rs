@@ -67,6 +67,29 @@ impl Flash {
         }
     }
 
+    /// The message in `t`'s language: a plural entry takes its form from
+    /// the `count` argument (see [`Flash::count`]).
+    pub fn text(&self, t: &crate::i18n::Catalog) -> String {
+        let args: Vec<(&str, &str)> = self.args.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let count = self
+            .args
+            .iter()
+            .find(|(k, _)| k == "count")
+            .and_then(|(_, v)| v.parse().ok());
+        match count {
+            Some(n) if t.is_plural(&self.key) => {
+                let others: Vec<(&str, &str)> = args.into_iter().filter(|(k, _)| *k != "count").collect();
+                t.plural(&self.key, n, &others)
+            }
+            _ => t.tf(&self.key, &args),
+        }
+    }
+
+    /// The number a plural message counts.
+    pub fn count(self, n: u64) -> Self {
+        self.arg("count", n.to_string())
+    }
+
     pub fn arg(mut self, name: &str, value: impl Into<String>) -> Self {
         self.args.push((name.to_owned(), value.into()));
         self

@@ -24,6 +24,8 @@ pub struct Refusal {
     /// The console's message: a catalog key and the values it names.
     key: String,
     values: Vec<(&'static str, String)>,
+    /// For a plural message: how many (`{count}`), which picks its form.
+    count: Option<u64>,
     /// When trying again makes sense (the API's `Retry-After`).
     retry_after_ms: Option<i64>,
 }
@@ -36,12 +38,19 @@ impl Refusal {
             message: message.into(),
             key: key.into(),
             values: Vec::new(),
+            count: None,
             retry_after_ms: None,
         }
     }
 
     fn with(mut self, name: &'static str, value: impl Into<String>) -> Self {
         self.values.push((name, value.into()));
+        self
+    }
+
+    /// The number a plural message is about.
+    fn count(mut self, n: i64) -> Self {
+        self.count = Some(u64::try_from(n).unwrap_or(0));
         self
     }
 
@@ -67,21 +76,24 @@ impl Refusal {
                 key: "signin.locked_seconds".into(),
                 ..refusal
             }
-            .with("seconds", seconds.to_string())
+            .count(seconds)
         } else {
             let minutes = (retry_after_ms + 59_999) / 60_000;
             Self {
                 key: "signin.locked".into(),
                 ..refusal
             }
-            .with("minutes", minutes.to_string())
+            .count(minutes)
         }
     }
 
     /// The console's text, in the language of `t`.
     pub fn text(&self, t: &Catalog) -> String {
         let values: Vec<(&str, &str)> = self.values.iter().map(|(n, v)| (*n, v.as_str())).collect();
-        t.tf(&self.key, &values)
+        match self.count {
+            Some(n) => t.plural(&self.key, n, &values),
+            None => t.tf(&self.key, &values),
+        }
     }
 
     pub fn identity(e: &IdentityError) -> Self {
@@ -166,7 +178,7 @@ impl Refusal {
             .with("countries", allowed.clone()),
             SmsError::TooSoon { retry_after } => {
                 Self::new(S::TOO_MANY_REQUESTS, "sms_too_soon", "sms.too_soon", message)
-                    .with("seconds", ((retry_after + 999) / 1000).to_string())
+                    .count((retry_after + 999) / 1000)
                     .retry_after(*retry_after)
             }
             SmsError::DailyCap { retry_after } => {
@@ -294,6 +306,10 @@ mod tests {
             (S::TOO_MANY_REQUESTS, "too_many_attempts", Some(90))
         );
         let text = Refusal::too_many_attempts(90_000).text(Lang::En.catalog());
-        assert!(text.contains('2'), "{text}: rounded up to minutes");
+        assert!(text.contains("in 2 minutes"), "{text}: rounded up to minutes");
+        let text = Refusal::too_many_attempts(30_000).text(Lang::Es.catalog());
+        assert!(text.ends_with("dentro de 30 segundos."), "{text}");
+        let text = Refusal::too_many_attempts(60_000).text(Lang::Es.catalog());
+        assert!(text.ends_with("dentro de 1 minuto."), "{text}: singular");
     }
 }

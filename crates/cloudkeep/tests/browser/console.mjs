@@ -76,10 +76,17 @@ try {
   await page.getByLabel('Language').selectOption('es');
   await page.getByRole('button', { name: 'Change' }).click();
   await page.waitForURL(`${base}/`);
-  assert.equal(await page.getByRole('heading', { level: 1 }).textContent(), 'Bienvenido/a, Ana García');
+  assert.equal(await page.getByRole('heading', { level: 1 }).textContent(), 'Hola, Ana García');
   await page.goto(`${base}/security`);
   assert.equal(await page.getByRole('heading', { level: 1 }).textContent(), 'Seguridad');
   await page.screenshot({ path: `${shots}/security-es.png`, fullPage: true });
+  const offered = await page.getByLabel('Idioma').locator('option').evaluateAll((o) => o.map((x) => x.value));
+  assert.deepEqual(offered, ['en', 'es', 'fr', 'de', 'it'], 'the switcher offers every language');
+  await page.getByLabel('Idioma').selectOption('de');
+  await page.getByRole('button', { name: 'Cambiar', exact: true }).click();
+  await page.waitForURL(`${base}/security`);
+  assert.equal(await page.getByRole('heading', { level: 1 }).textContent(), 'Sicherheit');
+  assert.equal(await page.locator('html').getAttribute('lang'), 'de');
   console.log('browser checks passed');
 } finally {
   await browser.close();

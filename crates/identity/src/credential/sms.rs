@@ -146,10 +146,14 @@ pub fn may_send(
     Ok(())
 }
 
-/// The message text, in the member's language.
+/// The message text, in the member's language (the register of the
+/// console in each: tú, vous, Sie, tu).
 pub fn message(issuer: &str, code: &str, lang: &str) -> String {
-    match lang {
-        "es" => format!("{code} es su código de {issuer}. Caduca en 10 minutos. No lo comparta con nadie."),
+    match crate::locale::supported(lang) {
+        "es" => format!("{code} es tu código de {issuer}. Caduca en 10 minutos. No lo compartas con nadie."),
+        "fr" => format!("{code} est votre code {issuer}. Il expire dans 10 minutes. Ne le communiquez à personne."),
+        "de" => format!("{code} ist Ihr {issuer}-Code. Er läuft in 10 Minuten ab. Geben Sie ihn an niemanden weiter."),
+        "it" => format!("{code} è il tuo codice {issuer}. Scade tra 10 minuti. Non condividerlo con nessuno."),
         _ => format!("{code} is your {issuer} code. It expires in 10 minutes. Do not share it."),
     }
 }
@@ -241,8 +245,21 @@ mod tests {
     }
 
     #[test]
-    fn messages_in_both_languages() {
-        assert!(message("cloudkeep", "123456", "es").starts_with("123456 es su código de cloudkeep"));
+    fn messages_in_every_language() {
+        assert!(message("cloudkeep", "123456", "es").starts_with("123456 es tu código de cloudkeep"));
         assert!(message("cloudkeep", "123456", "en").starts_with("123456 is your cloudkeep code"));
+        assert!(message("cloudkeep", "123456", "fr").starts_with("123456 est votre code cloudkeep"));
+        assert!(message("cloudkeep", "123456", "de").starts_with("123456 ist Ihr cloudkeep-Code"));
+        assert!(message("cloudkeep", "123456", "it").starts_with("123456 è il tuo codice cloudkeep"));
+        assert!(
+            message("cloudkeep", "123456", "pt").starts_with("123456 is your"),
+            "English otherwise"
+        );
+        for lang in crate::locale::LANGS {
+            assert!(
+                message("cloudkeep", "123456", lang).chars().count() <= 160,
+                "one SMS in {lang}"
+            );
+        }
     }
 }

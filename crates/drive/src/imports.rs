@@ -77,7 +77,7 @@ pub const IMPORT_REASONS: &[(&str, &str)] = &[
     ("not_webdav", "the source is not a WebDAV server"),
     ("listing_too_large", "the folder listing is too large"),
     ("listing_not_webdav", "the source's listing is not WebDAV"),
-    ("listing_not_webdav", "the source's listing was refused: {}"),
+    ("listing_refused", "the source's listing was refused: {}"),
     ("file_refused", "the drive refused the file: {}"),
 ];
 
@@ -482,8 +482,17 @@ mod tests {
             Some(("storage", "disk I/O error".to_owned()))
         );
         assert_eq!(explain_import_reason("something an older server wrote"), None);
-        for (code, _) in super::IMPORT_REASONS {
-            assert_eq!(explain_import_reason(&import_reason(code, 7)).map(|r| r.0), Some(*code));
+        for (i, (code, sentence)) in super::IMPORT_REASONS.iter().enumerate() {
+            assert!(
+                super::IMPORT_REASONS[..i].iter().all(|(earlier, _)| earlier != code),
+                "{code} names two reasons"
+            );
+            let value = if sentence.contains("{}") { "7" } else { "" };
+            assert_eq!(
+                explain_import_reason(&import_reason(code, 7)),
+                Some((*code, value.to_owned())),
+                "{code}: its value is kept"
+            );
         }
     }
 

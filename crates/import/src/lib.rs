@@ -668,7 +668,7 @@ impl Job<'_> {
         let found = match parse_listing(&xml) {
             Ok(Some(found)) => found,
             Ok(None) => return Err(import_reason("listing_not_webdav", "")),
-            Err(e) => return Err(import_reason("listing_not_webdav", e)),
+            Err(e) => return Err(import_reason("listing_refused", e)),
         };
         let folder = format!("{base_path}{}", item.path);
         let mut items = Vec::new();

@@ -44,6 +44,7 @@ pub fn routes() -> Router<AppState> {
         .route("/static/manifest.webmanifest", get(manifest))
         .route("/console/style", get(crate::console_style::style_page))
         .merge(crate::console_two_factor::routes())
+        .merge(crate::console_app_passwords::routes())
         .merge(crate::console_org::routes())
         .merge(crate::console_drive::routes())
         .merge(crate::console_import::routes())

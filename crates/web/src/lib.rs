@@ -16,6 +16,7 @@ mod api_push;
 mod api_two_factor;
 mod auth;
 mod console;
+mod console_app_passwords;
 mod console_drive;
 mod console_drive_access;
 mod console_import;

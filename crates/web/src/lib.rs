@@ -283,6 +283,7 @@ mod tests {
         for source in [
             include_str!("console.rs"),
             include_str!("console_two_factor.rs"),
+            include_str!("console_app_passwords.rs"),
             include_str!("console_org.rs"),
             include_str!("console_drive.rs"),
             include_str!("console_import.rs"),

@@ -839,6 +839,24 @@ async fn pending_invitations_are_listed_resent_and_withdrawn() {
         let Some(storage) = acme(engine).await else {
             continue;
         };
+        // Another organization with an admin of its own.
+        let (ok, _, err) = storage.admin(&["org", "create", "--name", "Globex"], "");
+        assert!(ok, "{err}");
+        let globex_admin = [
+            "user",
+            "create",
+            "--email",
+            "g@example.org",
+            "--name",
+            "G",
+            "--org",
+            "Globex",
+            "--role",
+            "admin",
+            "--password-stdin",
+        ];
+        let (ok, _, err) = storage.admin(&globex_admin, &format!("{PASSWORD}\n"));
+        assert!(ok, "{err}");
         let server = Server::start_on(&storage, &[]);
         let (admin, org) = member(&server, ADMIN).await;
         let list_url = server.url(&format!("/api/v1/orgs/{org}/invitations"));
@@ -870,6 +888,29 @@ async fn pending_invitations_are_listed_resent_and_withdrawn() {
         let (user, _) = member(&server, USER).await;
         let (status, _) = call(&user, "GET", list_url.clone(), None).await;
         assert_eq!(status, 403);
+
+        // Another organization's admin can neither see nor touch it, on
+        // this organization's routes or with the id on their own.
+        let (other, globex) = member(&server, "g@example.org").await;
+        assert_ne!(globex, org);
+        let (status, _) = call(&other, "GET", list_url.clone(), None).await;
+        assert_eq!(status, 404, "to a non-member the organization does not exist");
+        for (method, action) in [("DELETE", ""), ("POST", "/resend")] {
+            for on in [&org, &globex] {
+                let url = server.url(&format!("/api/v1/orgs/{on}/invitations/{id}{action}"));
+                let (status, body) = call(&other, method, url, None).await;
+                assert!(
+                    [403, 404].contains(&status),
+                    "{method} {action} on {on}: {status} {body}"
+                );
+            }
+        }
+        let (_, list) = call(&admin, "GET", list_url.clone(), None).await;
+        assert_eq!(
+            list["invitations"][0]["id"].as_str(),
+            Some(id.as_str()),
+            "still pending"
+        );
 
         // The console lists it; sending again gives a new link.
         let members = format!("/orgs/{org}/members");

@@ -239,6 +239,28 @@ try {
     await anonymous.close();
   }
 
+  // French, German and Italian: every signed-in page people read, at both
+  // sizes (longer words are what breaks a phone layout).
+  for (const lang of ['fr', 'de', 'it']) {
+    await setLanguage(context, lang);
+    for (const [name, path] of [
+      ['home', '/'],
+      ['security', '/security'],
+      ['two-factor', '/security/two-factor'],
+      ['app-passwords', '/security/app-passwords'],
+      ['org-members', `/orgs/${org}/members`],
+      ['org-security', `/orgs/${org}/security`],
+      ['drives', '/drives'],
+      ['drive-files', `/drives/${drive}/files`],
+      ['drive-access', `/drives/${drive}/access`],
+      ['drive-imports', `/drives/${drive}/imports`],
+    ]) {
+      await page.goto(`${base}${path}`);
+      assert.equal(await page.locator('html').getAttribute('lang'), lang);
+      await check(page, lang, name);
+    }
+  }
+
   // Keyboard only: an application password.
   await setLanguage(context, 'en');
   await page.setViewportSize({ width: 1280, height: 800 });
